@@ -1,0 +1,68 @@
+/* ferry/http.h - the one outbound HTTP client of libferry (libcurl).
+ *
+ * Every outbound request of ferry goes through here so that the same rules hold everywhere:
+ * TLS peer and host verification always on; https only, except plain http to 127.0.0.1 / [::1]
+ * when the caller sets allow_http_loopback (tests); the response body capped inside the write
+ * callback; connect and total timeouts; redirects followed by this module (not by libcurl), at
+ * most max_redirects hops, each to the same scheme and each re-checked against these rules;
+ * no proxy unless one is configured (proxy environment variables are ignored).
+ *
+ * Thread-safe: each call uses its own easy handle. ferry_http_global_init() must have been
+ * called once before threads start (it is idempotent).
+ */
+#ifndef FERRY_HTTP_H
+#define FERRY_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FERRY_HTTP_MAX_REDIRECTS 3
+
+typedef struct ferry_http_options {
+    long connect_timeout_ms;   /* 0 = default 3000 */
+    long total_timeout_ms;     /* 0 = default 10000; covers all redirect hops */
+    size_t max_response;       /* body byte cap; 0 = default 256 KiB */
+    int max_redirects;         /* 0..FERRY_HTTP_MAX_REDIRECTS; -1 = default (3) */
+    const char *ca_file;       /* extra trust anchor bundle (PEM), or NULL for the system store */
+    const char *proxy;         /* explicit proxy URL, or NULL for none */
+    bool allow_http_loopback;  /* permit http:// to 127.0.0.1/[::1] (tests only) */
+} ferry_http_options;
+
+typedef struct ferry_http_response {
+    long status;               /* final HTTP status */
+    char *body;                /* NUL-terminated body (owned), body_len bytes before the NUL */
+    size_t body_len;
+    char *content_type;        /* owned copy or NULL */
+    char *cache_control;       /* owned copy or NULL */
+    char *final_url;           /* owned copy of the URL that answered */
+    int redirects;             /* hops followed */
+} ferry_http_response;
+
+/* Initialise libcurl once (thread-unsafe, call from main before threads). Returns 0 or
+ * -FERRY_ECRYPTO. Idempotent. */
+int ferry_http_global_init(void);
+
+/* Check url against the rules above without fetching. 0 or -FERRY_EPOLICY. */
+int ferry_http_check_url(const char *url, const ferry_http_options *opts);
+
+/* GET url (Accept: application/json). On success (any HTTP status) fills *ret_resp, which the
+ * caller releases with ferry_http_response_release. Fails with -FERRY_EPOLICY (URL or redirect
+ * refused), -FERRY_ETOOBIG (body over the cap), -FERRY_EFETCH (network, TLS, timeout). */
+int ferry_http_get(const char *url, const ferry_http_options *opts,
+                   ferry_http_response *ret_resp);
+
+/* Free the members of resp (not resp itself) and zero it. Accepts an already released one. */
+void ferry_http_response_release(ferry_http_response *resp);
+
+/* Parse "max-age=N" (and honour no-store/no-cache as 0) from a Cache-Control value.
+ * Returns seconds >= 0, or -1 when the header gives no lifetime. */
+long ferry_http_cache_max_age(const char *cache_control);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,159 @@
+/* ferry/oidc.h - trusted issuers, their key sets, and token validation per profile.
+ *
+ * A ferry_oidc holds many trusted issuers at once. A token is accepted only when its "iss"
+ * equals a configured issuer byte for byte, its "alg" is in that issuer's allow-list and fits
+ * the key's type and curve, the key came from that issuer's own key set, and every claim rule
+ * of the issuer's profile holds. Unknown issuers cause no network traffic.
+ *
+ * Key sets come from discovery (<issuer>/.well-known/openid-configuration -> jwks_uri), a static
+ * jwks_uri, a file or inline JSON. Remote sets are cached (Cache-Control max-age clamped to
+ * [min_ttl, max_ttl]); an unknown kid triggers at most one refresh per issuer per
+ * refresh_cooldown; when refreshing fails the last good set serves until expiry +
+ * stale_window, after which the issuer fails closed.
+ *
+ * Thread-safe: ferry_oidc_verify may be called from many threads on one ferry_oidc.
+ * Configuration calls (add_issuer, load_config) must not race with verification.
+ */
+#ifndef FERRY_OIDC_H
+#define FERRY_OIDC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "ferry/jose.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ferry_profile {
+    FERRY_PROFILE_ID_TOKEN = 1,  /* OpenID Connect ID token */
+    FERRY_PROFILE_ACCESS_TOKEN,  /* RFC 9068 JWT access token (typ at+jwt) */
+    FERRY_PROFILE_KUBERNETES,    /* Kubernetes projected service-account token */
+    FERRY_PROFILE_GITHUB,        /* GitHub Actions OIDC token */
+    FERRY_PROFILE_FERRY,         /* a token minted by ferry itself */
+} ferry_profile;
+
+/* Config names: "id_token", "access_token", "kubernetes", "github_actions", "ferry". */
+const char *ferry_profile_name(ferry_profile p);
+/* Returns 0 for an unknown name. */
+ferry_profile ferry_profile_from_name(const char *name);
+
+/* Why a token was refused. Names (ferry_reason_name) are stable and appear in CLI output and
+ * logs; they never contain secrets. */
+typedef enum ferry_reason {
+    FERRY_REASON_OK = 0,
+    FERRY_REASON_TOO_LARGE,          /* token over FERRY_JWS_MAX_LEN */
+    FERRY_REASON_MALFORMED,          /* not a strict compact JWS / claims not a JSON object */
+    FERRY_REASON_BAD_HEADER,         /* forbidden or malformed header member */
+    FERRY_REASON_ALG_NOT_ALLOWED,    /* alg unsupported or not in the issuer's allow-list */
+    FERRY_REASON_UNKNOWN_ISSUER,     /* iss missing, not a string, or not configured */
+    FERRY_REASON_ISSUER_UNAVAILABLE, /* no usable key set (fetch failed past the stale window) */
+    FERRY_REASON_UNKNOWN_KID,        /* no key with that kid in the issuer's set */
+    FERRY_REASON_KEY_MISMATCH,       /* key type/curve/alg does not fit the token's alg */
+    FERRY_REASON_BAD_SIGNATURE,
+    FERRY_REASON_BAD_TYP,            /* typ wrong for the issuer's profile */
+    FERRY_REASON_MISSING_CLAIM,
+    FERRY_REASON_BAD_CLAIM,          /* a claim has the wrong type or an invalid value */
+    FERRY_REASON_EXPIRED,
+    FERRY_REASON_NOT_YET_VALID,      /* nbf in the future beyond leeway */
+    FERRY_REASON_ISSUED_IN_FUTURE,   /* iat in the future beyond leeway */
+    FERRY_REASON_LIFETIME_TOO_LONG,  /* exp - iat (or exp - now) over max_lifetime */
+    FERRY_REASON_BAD_AUDIENCE,
+    FERRY_REASON_BAD_SUBJECT,
+    FERRY_REASON_CLAIM_MISMATCH,     /* a required claim has another value */
+    FERRY_REASON_REPLAYED,           /* (iss, jti) already used */
+    FERRY_REASON_REPLAY_CACHE_FULL,  /* replay cache full of unexpired entries: fail closed */
+    FERRY_REASON_INTERNAL,           /* out of memory or crypto failure */
+    FERRY_REASON_MAX
+} ferry_reason;
+
+const char *ferry_reason_name(ferry_reason r);
+
+#define FERRY_VERIFY_DETAIL_MAX 256
+
+typedef struct ferry_verify_result {
+    ferry_reason reason;
+    char detail[FERRY_VERIFY_DETAIL_MAX]; /* one line for operators; never token material */
+} ferry_verify_result;
+
+/* A verified identity. All members owned by the struct; free with ferry_identity_free. */
+typedef struct ferry_identity {
+    char *issuer;
+    char *subject;
+    json_t *audience;     /* array of strings */
+    ferry_profile profile;
+    ferry_alg alg;
+    char *kid;            /* NULL when the token had none */
+    char *jti;            /* NULL when the token had none */
+    int64_t exp, iat, nbf; /* 0 when absent (iat/nbf) */
+    json_t *claims;       /* the whole verified claims object */
+} ferry_identity;
+
+void ferry_identity_free(ferry_identity *id); /* accepts NULL */
+/* {"verified":true,"issuer","subject","audience","profile","alg","kid","jti","exp","iat",
+ *  "nbf","claims"} as a new object. */
+int ferry_identity_to_json(const ferry_identity *id, json_t **ret_json);
+
+typedef int64_t (*ferry_clock_fn)(void *userdata); /* seconds since the epoch */
+
+typedef struct ferry_oidc_options {
+    size_t replay_cache_max;  /* 0 = default 100000 entries */
+    ferry_clock_fn clock;     /* NULL = time(NULL) */
+    void *clock_data;
+} ferry_oidc_options;
+
+typedef struct ferry_oidc ferry_oidc;
+
+/* New empty trust store. opts may be NULL. */
+int ferry_oidc_new(const ferry_oidc_options *opts, ferry_oidc **ret_oidc);
+void ferry_oidc_free(ferry_oidc *oidc); /* accepts NULL */
+
+/* Add one trusted issuer from its JSON configuration (borrowed; see docs/configuration.md):
+ *   issuer (string, required, exact), audiences (non-empty array, required),
+ *   one key source of: discovery (bool), jwks_uri, jwks_file, jwks (inline object)
+ *   [default: discovery], algorithms (default ["RS256"]), profile (default "id_token"),
+ *   leeway (s, default 60), max_lifetime (s, default 86400), required_claims (object: value
+ *   must equal; null = must be present), require_azp (bool), allow_http_loopback (bool),
+ *   ca_file, proxy, jwks_cache {min_ttl, max_ttl, default_ttl, refresh_cooldown,
+ *   stale_window}, fetch {connect_timeout_ms, timeout_ms, max_bytes}.
+ * Unknown members are an error. On failure a one-line reason is written to errbuf.
+ * Returns 0, -FERRY_ECONFIG, -FERRY_EDUPLICATE (issuer already configured) or -ENOMEM. */
+int ferry_oidc_add_issuer(ferry_oidc *oidc, const json_t *conf, char *errbuf, size_t errlen);
+
+/* Load {"issuers":[...], "replay_cache_size": N} (other top-level members are ignored so the
+ * same file can hold ferryd's configuration). */
+int ferry_oidc_load_config(ferry_oidc *oidc, const json_t *conf, char *errbuf, size_t errlen);
+
+size_t ferry_oidc_issuer_count(const ferry_oidc *oidc);
+
+/* Load every issuer's key set now (discovery and fetch as needed). Returns 0 when all are
+ * usable, otherwise the first error with the issuer named in errbuf. */
+int ferry_oidc_prefetch(ferry_oidc *oidc, char *errbuf, size_t errlen);
+
+/* Drop the cached key set of one issuer (or all when issuer is NULL); the next token fetches
+ * anew. Inline/file key sets are kept. */
+void ferry_oidc_flush(ferry_oidc *oidc, const char *issuer);
+
+typedef struct ferry_verify_options {
+    int64_t now;          /* fixed clock for this decision; 0 = the store's clock */
+    bool consume_jti;     /* one-time use: require jti, record (iss, jti) until exp, refuse
+                             a second use */
+    const char *audience; /* when non-NULL, the token must contain exactly this audience
+                             (which must also be one of the issuer's) */
+} ferry_verify_options;
+
+/* Verify a compact JWS token (len bytes; not necessarily NUL-terminated). opts may be NULL.
+ * Returns 0 and a new identity in *ret_identity when accepted; -FERRY_EREFUSED with
+ * *ret_result filled when refused; another negative error (with reason INTERNAL) on internal
+ * failure. ret_result is always filled when non-NULL. */
+int ferry_oidc_verify(ferry_oidc *oidc, const char *token, size_t len,
+                      const ferry_verify_options *opts, ferry_identity **ret_identity,
+                      ferry_verify_result *ret_result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

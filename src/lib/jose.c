@@ -1,0 +1,2 @@
+/* lib/jose.c */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* lib/oidc.c */
+#include "config.h"
