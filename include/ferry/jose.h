@@ -135,7 +135,7 @@ int ferry_jwks_to_public_json(const ferry_jwks *jwks, json_t **ret_json);
 /* ---- signature layer ------------------------------------------------------------------ */
 
 /* Verify sig over msg with key under alg. ES*: sig must be IEEE P1363 r||s of exactly
- * 2 * field size bytes (converted to DER internally); RS*/PS*: sig length must equal the
+ * 2 * field size bytes (converted to DER internally); RS*, PS*: sig length must equal the
  * modulus length; PS*: salt length pinned to the hash length; EdDSA: 64 bytes.
  * Returns 0 when valid, -FERRY_EBADSIG when not, -FERRY_ENOKEY for a NULL key,
  * -FERRY_EKEYMISMATCH when the key does not allow alg. */
