@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# contrib/check.sh - the whole test suite, as CI runs it.
+#
+# Installs missing Debian packages, builds ferry, runs every test (unit, vectors, integration,
+# build hygiene), builds again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the
+# whole suite again, then `make distcheck`. The last line is "N passed, N failed".
+#
+# Environment: FERRY_SHARED (default ../shared next to the checkout) holds the third-party
+# vectors; when it exists, a skipped test counts as a failure (CI must skip nothing).
+# FERRY_CHECK_NO_DISTCHECK=1 leaves out the distcheck step.
+set -uo pipefail
+FERRY_TOP=$(cd "$(dirname "$0")/.." && pwd)
+export FERRY_TOP
+cd "$FERRY_TOP" || exit 2
+. contrib/deps.sh
+
+ferry_install_missing $FERRY_BUILD_PACKAGES $FERRY_TEST_PACKAGES || {
+    echo "check: cannot install the packages ferry needs"; echo "0 passed, 1 failed"; exit 1; }
+
+: "${FERRY_SHARED:=$(cd "$FERRY_TOP/.." && pwd)/shared}"
+export FERRY_SHARED
+strict=0
+if [ -d "$FERRY_SHARED/vectors" ]; then
+    strict=1
+    export FERRY_REQUIRE_VECTORS=1
+else
+    echo "check: $FERRY_SHARED/vectors not found: vector tests will skip" >&2
+fi
+
+passed=0 failed=0 skipped=0
+# tally LOG: add the counts of one automake test-suite.log
+tally() {
+    local log=$1 p f s
+    if [ ! -f "$log" ]; then failed=$((failed + 1)); return; fi
+    p=$(awk '/^# PASS:/ {print $3; exit}' "$log")
+    f=$(awk '/^# (FAIL|ERROR|XPASS):/ {n += $3} END {print n + 0}' "$log")
+    s=$(awk '/^# SKIP:/ {print $3; exit}' "$log")
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
+}
+
+# run_suite NAME BUILDDIR CONFIGURE-ARGS...
+run_suite() {
+    local name=$1 dir=$2; shift 2
+    echo "==== $name build ($dir)" >&2
+    if ! ferry_build "$dir" "$@"; then
+        echo "check: $name build failed" >&2; failed=$((failed + 1)); return
+    fi
+    echo "==== $name test suite" >&2
+    rm -f "$dir/test-suite.log"
+    make -C "$dir" -s -j"$(nproc)" check >&2
+    tally "$dir/test-suite.log"
+    if [ -f "$dir/test-suite.log" ]; then
+        # Show what failed or skipped, for the CI log.
+        grep -E '^(FAIL|ERROR|XPASS|SKIP): ' "$dir"/tests/*.log "$dir"/tests/*/*.log 2>/dev/null \
+            | head -n 50 >&2
+    fi
+}
+
+run_suite "plain" "$FERRY_TOP/build" --enable-werror
+run_suite "asan+ubsan" "$FERRY_TOP/build-asan" --enable-werror --enable-asan --enable-ubsan
+
+if [ "${FERRY_CHECK_NO_DISTCHECK:-0}" != 1 ]; then
+    echo "==== make distcheck" >&2
+    if make -C "$FERRY_TOP/build" -s -j"$(nproc)" distcheck >&2; then
+        passed=$((passed + 1))
+    else
+        echo "check: make distcheck failed" >&2; failed=$((failed + 1))
+    fi
+fi
+
+if [ "$skipped" -gt 0 ]; then
+    if [ "$strict" = 1 ]; then
+        echo "check: $skipped test(s) skipped although $FERRY_SHARED exists: counted as failed" >&2
+        failed=$((failed + skipped))
+    else
+        echo "check: $skipped test(s) skipped (see above for why)"
+    fi
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,40 @@
+# contrib/deps.sh - sourced by quickstart.sh and check.sh: install what ferry needs to build and
+# test on Debian 12, using apt-get, only when something is missing.
+
+FERRY_BUILD_PACKAGES="build-essential autoconf automake libtool pkg-config \
+libssl-dev libcurl4-openssl-dev libjansson-dev libjwt-dev liboath-dev libmicrohttpd-dev \
+openssl ca-certificates"
+FERRY_TEST_PACKAGES="libcriterion-dev libjose-dev python3 python3-cryptography valgrind"
+
+# ferry_install_missing PACKAGE... : apt-get install the packages that are not installed yet.
+ferry_install_missing() {
+    local missing=() p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "ferry: installing missing packages: ${missing[*]}" >&2
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+            echo "ferry: need root (or sudo) to install: ${missing[*]}" >&2
+            return 1
+        fi
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq >&2 || return 1
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || return 1
+}
+
+# ferry_build DIR [CONFIGURE-ARGS...] : configure (once) and build ferry out of tree in DIR.
+ferry_build() {
+    local dir=$1; shift
+    ( cd "$FERRY_TOP" && { [ -x configure ] || ./autogen.sh >/dev/null 2>&1; } ) || return 1
+    mkdir -p "$dir" || return 1
+    if [ ! -f "$dir/Makefile" ]; then
+        ( cd "$dir" && "$FERRY_TOP/configure" -q "$@" ) || return 1
+    fi
+    make -C "$dir" -s -j"$(nproc)" >&2 || return 1
+}
