@@ -1,12 +1,18 @@
 /* tests/bench/bench_verify.c - JWT verification throughput on one core, side by side.
  *
  * For RS256 (RSA 2048), ES256 (P-256) and EdDSA (Ed25519) this program generates a key, mints
- * distinct RFC 9068 access tokens with realistic claims through ferry_jws_sign, and measures
- * for a fixed time how many of them each verifier accepts:
+ * distinct tokens with eleven realistic claims through ferry_jws_sign, and measures for a fixed
+ * time how many of them each verifier accepts.
+ *
+ * The tokens carry typ "JWT" and are verified under ferry's id_token profile by default, because
+ * libjwt 1.10.2 refuses any typ other than "JWT" (EINVAL) and so cannot verify RFC 9068 access
+ * tokens (typ "at+jwt") at all. --profile access_token mints at+jwt tokens instead and marks the
+ * libjwt path unsupported.
+ *
  *
  *   ferry-lib    ferry_oidc_verify against an issuer with an inline JWKS: the full decision
  *                (strict parse, issuer lookup, alg allow-list, kid lookup, signature, every
- *                claim rule of the access_token profile, identity built and freed); no replay
+ *                claim rule of the issuer's profile, identity built and freed); no replay
  *                consumption.
  *   ferry-jose   ferry_jws_parse + ferry_jws_verify with the cached key (the jose layer only).
  *   libjwt       libjwt 1.10.2 jwt_decode(&jwt, token, pem, pemlen) with the public key PEM, as
@@ -112,6 +118,8 @@ static struct {
     int cpu;
     int rsa_bits;
     const char *emit_dir;
+    const char *profile; /* ferry profile the issuer is configured with */
+    const char *typ;     /* typ header of the minted tokens */
     bool only[ARRAY_SIZE(bench_algs)];
     bool any_only;
 } opt = {
@@ -120,6 +128,8 @@ static struct {
     .batch_count = 20000,
     .cpu = -1,
     .rsa_bits = 2048,
+    .profile = "id_token",
+    .typ = "JWT",
 };
 
 static void die(const char *what, int r) __attribute__((noreturn));
@@ -208,7 +218,7 @@ static char *mint_token(const ctx *c, size_t i)
                    c->ba->file_name, i, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6],
                    rnd[7], rnd[8]);
     (void)snprintf(sub, sizeof(sub), "system:serviceaccount:ml-train:trainer-%zu", i % 64);
-    /* Eleven claims, the shape of an RFC 9068 access token from a cloud IdP. */
+    /* Eleven claims, the shape of a workload identity token from a cloud IdP. */
     claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:[s,s], s:s}",
                        "iss", BENCH_ISSUER,
                        "sub", sub,
@@ -226,7 +236,7 @@ static char *mint_token(const ctx *c, size_t i)
     payload = json_dumps(claims, JSON_COMPACT);
     if (!payload)
         die("json_dumps(claims)", -ENOMEM);
-    r = ferry_jws_sign(c->jwk, c->ba->alg, "at+jwt", payload, strlen(payload), &token);
+    r = ferry_jws_sign(c->jwk, c->ba->alg, opt.typ, payload, strlen(payload), &token);
     if (r < 0)
         die("ferry_jws_sign", r);
     free(payload);
@@ -273,7 +283,7 @@ static void ctx_init(ctx *c, const bench_alg *ba)
                      "audiences", BENCH_AUDIENCE,
                      "jwks", jwks_json,
                      "algorithms", ferry_alg_name(ba->alg),
-                     "profile", "access_token");
+                     "profile", opt.profile);
     if (!conf)
         die("json_pack(issuer)", -ENOMEM);
     r = ferry_oidc_add_issuer(c->oidc, conf, errbuf, sizeof(errbuf));
@@ -366,7 +376,8 @@ static bool path_supported(const ctx *c, bpath p)
 {
     switch (p) {
     case BPATH_LIBJWT:
-        return c->ba->jwt_alg != JWT_ALG_INVAL;
+        /* libjwt 1.10.2: no EdDSA, and any typ but "JWT" is refused. */
+        return c->ba->jwt_alg != JWT_ALG_INVAL && strcmp(opt.typ, "JWT") == 0;
     case BPATH_LIBJOSE:
 #ifdef FERRY_BENCH_JOSE
         return c->ba->libjose_supports;
@@ -499,10 +510,10 @@ static void emit(const ctx *c)
     if (fclose(f) != 0)
         die("cannot write the tokens file", -errno);
     printf("emit alg=%s jwks=%s tokens=%s count=%zu distinct=%zu issuer=%s audience=%s "
-           "now=%" PRId64 " profile=access_token\n",
+           "now=%" PRId64 " profile=%s\n",
            ferry_alg_name(c->ba->alg), path_jwks, path_tokens, opt.batch_count,
            opt.n_tokens < opt.batch_count ? opt.n_tokens : opt.batch_count, BENCH_ISSUER,
-           BENCH_AUDIENCE, BENCH_NOW);
+           BENCH_AUDIENCE, BENCH_NOW, opt.profile);
 }
 
 static void usage(FILE *f)
@@ -514,6 +525,7 @@ static void usage(FILE *f)
             "  --alg A           RS256, ES256 or EdDSA; repeatable (default all three)\n"
             "  --cpu N           pin this process to CPU N\n"
             "  --rsa-bits B      RSA modulus size for RS256 (default 2048)\n"
+            "  --profile P       id_token (typ JWT, default) or access_token (typ at+jwt)\n"
             "  --emit DIR        write DIR/<alg>.jwks and DIR/<alg>.tokens for --batch\n"
             "  --batch-count M   lines per tokens file (default 20000)\n");
 }
@@ -534,7 +546,8 @@ static int64_t parse_num(const char *s, int64_t min, int64_t max)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_SECONDS = 256, O_TOKENS, O_ALG, O_CPU, O_RSA_BITS, O_EMIT, O_BATCH_COUNT };
+    enum { O_SECONDS = 256, O_TOKENS, O_ALG, O_CPU, O_RSA_BITS, O_EMIT, O_BATCH_COUNT,
+           O_PROFILE };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "seconds", required_argument, NULL, O_SECONDS },
@@ -544,6 +557,7 @@ static void parse_args(int argc, char **argv)
         { "rsa-bits", required_argument, NULL, O_RSA_BITS },
         { "emit", required_argument, NULL, O_EMIT },
         { "batch-count", required_argument, NULL, O_BATCH_COUNT },
+        { "profile", required_argument, NULL, O_PROFILE },
         {},
     };
     int c;
@@ -583,6 +597,15 @@ static void parse_args(int argc, char **argv)
         case O_EMIT:
             opt.emit_dir = optarg;
             break;
+        case O_PROFILE:
+            if (strcmp(optarg, "id_token") == 0)
+                opt.typ = "JWT";
+            else if (strcmp(optarg, "access_token") == 0)
+                opt.typ = "at+jwt";
+            else
+                die("--profile must be id_token or access_token", 0);
+            opt.profile = optarg;
+            break;
         case O_BATCH_COUNT:
             opt.batch_count = (size_t)parse_num(optarg, 1, 10000000);
             break;
@@ -609,8 +632,9 @@ int main(int argc, char **argv)
         if (sched_setaffinity(0, sizeof(set), &set) < 0)
             die("sched_setaffinity", -errno);
     }
-    printf("bench seconds=%.2f tokens=%zu rsa_bits=%d cpu=%d openssl=\"%s\" libjose=%s\n",
-           opt.seconds, opt.n_tokens, opt.rsa_bits, opt.cpu,
+    printf("bench seconds=%.2f tokens=%zu rsa_bits=%d cpu=%d profile=%s typ=%s openssl=\"%s\" "
+           "libjose=%s\n",
+           opt.seconds, opt.n_tokens, opt.rsa_bits, opt.cpu, opt.profile, opt.typ,
            OpenSSL_version(OPENSSL_VERSION),
 #ifdef FERRY_BENCH_JOSE
            "yes"

@@ -4,13 +4,15 @@
 # --batch`, libjwt 1.10.2 and libjose 11, for RS256 (RSA 2048), ES256 and EdDSA (Ed25519).
 #
 # usage: tests/bench/run-verify.sh [-B BUILDDIR] [-c CPU] [-s SECONDS] [-S SPEED_SECONDS]
-#                                  [-n BATCH_TOKENS] [-o RESULTS_FILE]
+#                                  [-n BATCH_TOKENS] [-P PROFILE] [-o RESULTS_FILE]
 #   -B  configured build directory (default: $FERRY_BUILDDIR, else the current directory);
 #       `make bench` is run there first
 #   -c  CPU to pin every measured process to (default 0; "none" to not pin)
 #   -s  seconds per (alg, path) in bench_verify (default 2)
 #   -S  seconds per operation in `openssl speed` (default 3)
 #   -n  tokens fed to each `ferry token verify --batch` run (default 20000)
+#   -P  id_token (tokens with typ JWT, the default) or access_token (typ at+jwt, which
+#       libjwt 1.10.2 refuses, so its column is then n/a)
 #   -o  also write the raw key=value results there
 #
 # Prints the raw lines, then a markdown table. Throughput is per second of user CPU time of
@@ -26,16 +28,18 @@ secs=2
 speed_secs=3
 batch_n=20000
 results_out=
+profile=id_token
 
-while getopts B:c:s:S:n:o:h o; do
+while getopts B:c:s:S:n:P:o:h o; do
     case $o in
     B) builddir=$OPTARG ;;
     c) cpu=$OPTARG ;;
     s) secs=$OPTARG ;;
     S) speed_secs=$OPTARG ;;
     n) batch_n=$OPTARG ;;
+    P) profile=$OPTARG ;;
     o) results_out=$OPTARG ;;
-    h) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    h) sed -n '2,22s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) exit 2 ;;
     esac
 done
@@ -70,7 +74,7 @@ status=0
          "kernel=$(uname -r) loadavg=\"$(cut -d' ' -f1-3 /proc/loadavg)\"" \
          "openssl=\"$("$openssl" version)\"" \
          "ferry=\"$("$ferry" --version)\""
-    echo "command cmd=\"tests/bench/run-verify.sh -c $cpu -s $secs -S $speed_secs -n $batch_n\""
+    echo "command cmd=\"tests/bench/run-verify.sh -c $cpu -s $secs -S $speed_secs -n $batch_n -P $profile\""
 } >"$raw"
 
 # ---- 1. openssl speed: the ceiling --------------------------------------------------------
@@ -86,7 +90,7 @@ awk '/^rsa 2048 bits/       { print "alg=RS256 path=openssl-speed per_sec=" $NF 
 
 # ---- 2. bench_verify: library, jose layer, libjwt, libjose --------------------------------
 echo "run-verify: bench_verify --seconds $secs" >&2
-"$bench" "${bench_pin[@]}" --seconds "$secs" --emit "$tmp" --batch-count "$batch_n" \
+"$bench" "${bench_pin[@]}" --seconds "$secs" --profile "$profile" --emit "$tmp" --batch-count "$batch_n" \
     >"$tmp/bench" || status=1
 cat "$tmp/bench" >>"$raw"
 grep -q '^emit ' "$tmp/bench" || die "bench_verify produced no tokens"
