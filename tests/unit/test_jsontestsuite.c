@@ -22,6 +22,9 @@
 #include <criterion/logging.h>
 #include <jansson.h>
 
+#include "basic/b64.h"
+#include "ferry/error.h"
+#include "ferry/jose.h"
 #include "testutil.h"
 
 /* testutil.h's TU_REQUIRE_VECTORS uses cr_fatal, which Criterion 2.4.1 defines only in
@@ -289,4 +292,176 @@ Test(jsontestsuite, jansson_swallows_nul_after_token)
     cr_expect(!ferry_json_accepts(LIT("{\"a\"\0:1}"), &err));
     cr_expect(!ferry_json_accepts(LIT("[\"a\0\"]"), &err));
     cr_expect(!ferry_json_accepts(LIT("\0[1]"), &err));
+}
+
+/* Build a compact JWS "b64(header).Zm9v.b64(64 bytes)" for a header given as raw bytes. The
+ * signature is garbage: these tests only exercise ferry_jws_parse. */
+static char *token_with_header(const void *hdr, size_t hdr_len)
+{
+    static const unsigned char sig[64] = {1};
+    char *h = ferry_b64url_encode_alloc(hdr, hdr_len);
+    char *s = ferry_b64url_encode_alloc(sig, sizeof(sig));
+    size_t n;
+    char *tok;
+
+    cr_assert(h && s);
+    n = strlen(h) + strlen(s) + 8;
+    tok = malloc(n);
+    cr_assert_not_null(tok);
+    snprintf(tok, n, "%s.Zm9v.%s", h, s);
+    free(h);
+    free(s);
+    return tok;
+}
+
+static bool is_refusal(int r)
+{
+    return r == -FERRY_EMALFORMED || r == -FERRY_ETOOBIG || r == -FERRY_EUNSUPPORTED;
+}
+
+/* Every suite file as a JWS protected header and as a JWKS document: none of them is a valid
+ * header (no supported "alg") or key set, so all must be refused with a ferry error code - and
+ * nothing may crash or leak (run under ASan). */
+Test(jsontestsuite, ferry_entry_points_refuse_every_file)
+{
+    size_t n_files, n_checked = 0;
+    char **names;
+
+    TU_REQUIRE_VECTORS();
+    names = list_files(&n_files);
+    for (size_t f = 0; f < n_files; f++) {
+        size_t len;
+        char *buf = read_suite_file(names[f], &len);
+        ferry_jws *jws = NULL;
+        ferry_jwks *jwks = NULL;
+        size_t skipped = 0;
+        int r;
+
+        if (len <= FERRY_JWS_MAX_HEADER) {
+            char *tok = token_with_header(buf, len);
+            r = ferry_jws_parse(tok, strlen(tok), &jws);
+            cr_expect(is_refusal(r), "%s as JWS header: got %d (%s)", names[f], r,
+                      ferry_strerror(r));
+            cr_expect_null(jws);
+            ferry_jws_free(jws);
+            free(tok);
+        }
+        r = ferry_jwks_from_buffer(buf, len, &jwks, &skipped);
+        if (names[f][0] == 'n') {
+            cr_expect(r == -FERRY_EMALFORMED || r == -FERRY_ETOOBIG,
+                      "%s as JWKS: got %d (%s)", names[f], r, ferry_strerror(r));
+        } else {
+            cr_expect(r < 0, "%s as JWKS: accepted", names[f]);
+        }
+        ferry_jwks_unref(jwks);
+        n_checked++;
+        free(buf);
+    }
+    cr_assert_gt(n_checked, 0);
+    cr_log_info("JSONTestSuite through ferry_jws_parse/ferry_jwks_from_buffer: %zu refused",
+                n_checked);
+    free_list(names, n_files);
+}
+
+/* {"alg":"ES256","x":[[...[0]...]]} with `arrays` nested arrays: nesting depth arrays + 1
+ * counting the header object itself. */
+static char *nested_header(size_t arrays, size_t *ret_len)
+{
+    size_t cap = 64 + 2 * arrays, n = 0;
+    char *h = malloc(cap);
+
+    cr_assert_not_null(h);
+    n += (size_t)snprintf(h + n, cap - n, "{\"alg\":\"ES256\",\"x\":");
+    for (size_t i = 0; i < arrays; i++)
+        h[n++] = '[';
+    h[n++] = '0';
+    for (size_t i = 0; i < arrays; i++)
+        h[n++] = ']';
+    h[n++] = '}';
+    h[n] = '\0';
+    *ret_len = n;
+    return h;
+}
+
+static int parse_nested(size_t arrays)
+{
+    size_t len;
+    char *h = nested_header(arrays, &len);
+    char *tok = token_with_header(h, len);
+    ferry_jws *jws = NULL;
+    int r = ferry_jws_parse(tok, strlen(tok), &jws);
+
+    cr_expect((r == 0) == (jws != NULL));
+    ferry_jws_free(jws);
+    free(tok);
+    free(h);
+    return r;
+}
+
+/* jansson accepts 500 nested arrays (i_structure_500_nested_arrays); ferry's header parser must
+ * stop at FERRY_JSON_MAX_DEPTH (the header object is level 1). */
+Test(jsontestsuite, jws_header_depth_limit)
+{
+    size_t len;
+    char *buf;
+    int r;
+
+    cr_expect_eq(parse_nested(1), 0, "shallow header refused");
+    r = parse_nested(FERRY_JSON_MAX_DEPTH - 1);
+    cr_expect_eq(r, 0, "depth %d refused: %d (%s)", FERRY_JSON_MAX_DEPTH, r, ferry_strerror(r));
+    r = parse_nested(FERRY_JSON_MAX_DEPTH);
+    cr_expect(r == -FERRY_ETOOBIG || r == -FERRY_EMALFORMED, "depth %d accepted: %d",
+              FERRY_JSON_MAX_DEPTH + 1, r);
+    r = parse_nested(2 * FERRY_JSON_MAX_DEPTH);
+    cr_expect(r == -FERRY_ETOOBIG || r == -FERRY_EMALFORMED, "depth %d accepted: %d",
+              2 * FERRY_JSON_MAX_DEPTH + 1, r);
+
+    TU_REQUIRE_VECTORS();
+    buf = read_suite_file("i_structure_500_nested_arrays.json", &len);
+    {
+        /* {"alg":"ES256","x":<500 nested arrays>} */
+        size_t hl = len + 32;
+        char *h = malloc(hl);
+        char *tok;
+        ferry_jws *jws = NULL;
+
+        cr_assert_not_null(h);
+        hl = (size_t)snprintf(h, hl, "{\"alg\":\"ES256\",\"x\":%.*s}", (int)len, buf);
+        tok = token_with_header(h, hl);
+        r = ferry_jws_parse(tok, strlen(tok), &jws);
+        cr_expect(r == -FERRY_ETOOBIG || r == -FERRY_EMALFORMED,
+                  "500 nested arrays in a header accepted: %d", r);
+        ferry_jws_free(jws);
+        free(tok);
+        free(h);
+    }
+    free(buf);
+}
+
+static int parse_header_bytes(const char *h, size_t len)
+{
+    char *tok = token_with_header(h, len);
+    ferry_jws *jws = NULL;
+    int r = ferry_jws_parse(tok, strlen(tok), &jws);
+
+    ferry_jws_free(jws);
+    free(tok);
+    return r;
+}
+
+/* A raw NUL in the protected header is refused even where jansson would swallow it (see
+ * jansson_swallows_nul_after_token). */
+Test(jsontestsuite, jws_header_raw_nul)
+{
+    int r;
+
+    cr_expect_eq(parse_header_bytes(LIT("{\"alg\":\"ES256\",\"n\":1}")), 0);
+    r = parse_header_bytes(LIT("{\"alg\":\"ES256\",\"n\":1\0}"));
+    cr_expect_eq(r, -FERRY_EMALFORMED, "NUL after a number in the header: %d (%s)", r,
+                 ferry_strerror(r));
+    r = parse_header_bytes(LIT("{\"alg\":\"ES256\",\"n\":true\0}"));
+    cr_expect_eq(r, -FERRY_EMALFORMED, "NUL after a literal in the header: %d (%s)", r,
+                 ferry_strerror(r));
+    r = parse_header_bytes(LIT("{\"alg\":\"ES256\"}\0"));
+    cr_expect_eq(r, -FERRY_EMALFORMED, "trailing NUL after the header: %d", r);
 }
