@@ -15,7 +15,9 @@
 #include <string.h>
 
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 #include <criterion/logging.h>
+#include <criterion/options.h>
 #include <jansson.h>
 
 #include "basic/b64.h"
@@ -28,6 +30,15 @@
 #ifndef cr_fatal
 #define cr_fatal(...) cr_assert_fail(__VA_ARGS__)
 #endif
+
+/* The per-file vector counts are logged with cr_log_info; make them visible in the automake
+ * .log (tests/criterion-tap.sh runs without --verbose). */
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    if (criterion_options.logging_threshold > CRITERION_INFO)
+        criterion_options.logging_threshold = CRITERION_INFO;
+}
 
 #define RFC_DIR "jose-rfc-examples/"
 

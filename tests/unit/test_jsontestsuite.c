@@ -19,7 +19,9 @@
 #include <string.h>
 
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 #include <criterion/logging.h>
+#include <criterion/options.h>
 #include <jansson.h>
 
 #include "basic/b64.h"
@@ -32,6 +34,15 @@
 #ifndef cr_fatal
 #define cr_fatal(...) cr_assert_fail(__VA_ARGS__)
 #endif
+
+/* The per-file vector counts are logged with cr_log_info; make them visible in the automake
+ * .log (tests/criterion-tap.sh runs without --verbose). */
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    if (criterion_options.logging_threshold > CRITERION_INFO)
+        criterion_options.logging_threshold = CRITERION_INFO;
+}
 
 #define JTS_DIR "JSONTestSuite/test_parsing"
 #define JTS_MAX_FILE (4u << 20)
