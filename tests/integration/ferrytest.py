@@ -492,10 +492,12 @@ class Standin:
 FIXTURE_ISSUER = "https://fixture.issuer.test"
 
 
-def write_fixture(directory):
-    """`python3 ferrytest.py fixture DIR`: keys and tokens for shell tests (test_valgrind.sh).
-    Writes jwks.json, conf.json, badconf.json, good.tok, bad.tok (expired), none.tok,
-    batch.txt (mixed good and bad lines) and now (the decision clock)."""
+def write_fixture(directory, remote=None, ca_file=None):
+    """`python3 ferrytest.py fixture DIR [ISSUER_URL CA_FILE]`: keys and tokens for shell tests
+    (test_valgrind.sh). Writes jwks.json, conf.json, badconf.json, good.tok, bad.tok (expired),
+    none.tok, batch.txt (mixed good and bad lines) and now (the decision clock); with an
+    issuer URL (the IdP stand-in serving jwks.json) also remote.json (discovery, ca_file) and
+    remote.tok (a token of that issuer)."""
     os.makedirs(directory, exist_ok=True)
     rsa_k, ec_k, ed_k = Key("RSA", "r1"), Key("P-256", "e1"), Key("Ed25519", "d1")
     iss, aud = FIXTURE_ISSUER, "ferry"
@@ -515,6 +517,13 @@ def write_fixture(directory):
              f"{h}.{p}.{s[:-4]}AAAA", make_token(rsa_k, "RS256", claims(iss, aud, pad="x" * 9000)),
              make_token(rsa_k, "RS256", claims("https://unknown.test", aud)),
              make_token(ec_k, "ES256", claims(iss, aud), kid="nope"), ""]
+    if remote:
+        rconf = dict(conf, issuer=remote, discovery=True, ca_file=ca_file,
+                     fetch={"connect_timeout_ms": 5000, "timeout_ms": 20000})
+        del rconf["jwks_file"]
+        write_json(os.path.join(directory, "remote.json"), {"issuers": [rconf]})
+        with open(os.path.join(directory, "remote.tok"), "w") as f:
+            f.write(make_token(ec_k, "ES256", claims(remote, aud, sub="remote")) + "\n")
     for name, text in (("good.tok", good), ("bad.tok", bad), ("none.tok", none),
                        ("batch.txt", "\n".join(lines) + "\n"), ("now", str(NOW))):
         with open(os.path.join(directory, name), "w") as f:
@@ -522,7 +531,7 @@ def write_fixture(directory):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "fixture":
-        write_fixture(sys.argv[2])
+    if len(sys.argv) in (3, 5) and sys.argv[1] == "fixture":
+        write_fixture(*sys.argv[2:])
     else:
-        sys.exit("usage: ferrytest.py fixture DIR")
+        sys.exit("usage: ferrytest.py fixture DIR [ISSUER_URL CA_FILE]")

@@ -23,12 +23,34 @@ if ! "$FERRY_BIN" token verify --help 2>/dev/null | grep -q -e --batch; then
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ferry-vg.XXXXXX") || exit 99
-trap 'rm -rf "$tmp"' EXIT INT TERM
-if ! "$PYTHON3" "$FERRY_SRCDIR/tests/integration/ferrytest.py" fixture "$tmp/fx"; then
+standin=
+cleanup() {
+    [ -n "$standin" ] && kill "$standin" 2>/dev/null && wait "$standin" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 99' INT TERM
+fx=$tmp/fx
+mkdir -p "$fx"
+
+# The IdP stand-in over HTTPS (test CA), serving the fixture's JWKS (re-read per request, so
+# it may be written after the stand-in starts), for a verify that fetches its keys.
+peers=$FERRY_SRCDIR/tests/peers
+remote_args=
+if [ -f "$peers/idp_standin.py" ] && sh "$peers/mkcerts.sh" "$tmp/certs" >/dev/null 2>&1; then
+    "$PYTHON3" "$peers/idp_standin.py" --tls-cert "$tmp/certs/good.pem" \
+        --tls-key "$tmp/certs/good.key" --jwks "$fx/jwks.json" --port-file "$tmp/port" \
+        >/dev/null 2>&1 &
+    standin=$!
+    i=0
+    while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -s "$tmp/port" ] && remote_args="https://127.0.0.1:$(cat "$tmp/port") $tmp/certs/ca.pem"
+fi
+# shellcheck disable=SC2086
+if ! "$PYTHON3" "$FERRY_SRCDIR/tests/integration/ferrytest.py" fixture "$fx" $remote_args; then
     echo "Bail out! cannot generate test keys and tokens"
     exit 99
 fi
-fx=$tmp/fx
 now=$(cat "$fx/now")
 
 # A libtool-built ferry is a wrapper script; run valgrind on the real program.
@@ -75,23 +97,31 @@ vg "verify: accepted token (--config, stdin)" 0 "$fx/good.tok" \
     token verify --config "$fx/conf.json" --now "$now" -
 vg "verify: --batch with 11 good and bad lines" 1 "$fx/batch.txt" \
     token verify --config "$fx/conf.json" --now "$now" --batch
+batch_n=$n
 vg "verify: configuration error (unknown member)" 2 /dev/null \
     token verify --config "$fx/badconf.json" --now "$now" "$good"
 vg "verify: usage error (bad --now)" 2 /dev/null \
     token verify --config "$fx/conf.json" --now yesterday "$good"
+if [ -n "$remote_args" ]; then
+    vg "verify: keys fetched over HTTPS (discovery + JWKS)" 0 "$fx/remote.tok" \
+        token verify --config "$fx/remote.json" --now "$now" -
+else
+    n=$((n + 1))
+    echo "ok $n - verify with keys over HTTPS # SKIP IdP stand-in unavailable"
+fi
 vg "inspect: good token" 0 /dev/null token inspect "$good"
 vg "inspect: alg none token from stdin" 0 "$fx/none.tok" token inspect -
 vg "inspect: garbage" 1 /dev/null token inspect "not.a-token"
 
 # The batch output must still be right under valgrind (one line per input line).
 n=$((n + 1))
-lines=$(grep -c '"line"' "$tmp/out.4")
-if [ "$lines" -eq 11 ] && [ "$(grep -c '"verified":true' "$tmp/out.4")" -eq 3 ]; then
+lines=$(grep -c '"line"' "$tmp/out.$batch_n")
+if [ "$lines" -eq 11 ] && [ "$(grep -c '"verified":true' "$tmp/out.$batch_n")" -eq 3 ]; then
     echo "ok $n - --batch under valgrind printed 11 results, 3 accepted"
 else
     failed=$((failed + 1))
     echo "not ok $n - --batch under valgrind printed $lines results"
-    sed 's/^/# /' "$tmp/out.4" | head -n 20
+    sed 's/^/# /' "$tmp/out.$batch_n" | head -n 20
 fi
 
 echo "1..$n"
