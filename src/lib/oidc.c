@@ -1,2 +1,2068 @@
-/* lib/oidc.c */
+/* lib/oidc.c - trusted issuers, their key sets, and token validation per profile.
+ *
+ * Data structures, in reading order:
+ * - struct issuer: one trusted issuer. Its configuration is immutable after
+ *   ferry_oidc_add_issuer; its key-set cache (current set, expiry, discovered jwks_uri, fetch
+ *   bookkeeping) is guarded by issuer->lock. issuer->fetch_lock serialises network fetches of
+ *   one issuer (single flight); a verifier that already has a usable set only try-locks it, so
+ *   a slow IdP never blocks tokens whose key is known.
+ * - struct ferry_oidc: the issuers in insertion order plus a sorted index (binary search by
+ *   the exact issuer bytes), the clock, and the replay cache.
+ * - struct replay: (iss, jti) pairs as 128-bit salted SHA-256 digests in a chained hash table
+ *   over a slab of entries, with a min-heap on expiry so that expired entries are evicted
+ *   first and a full cache of live entries fails closed.
+ *
+ * Verification order: strict JWS parse -> claims JSON -> issuer by "iss" (no network for
+ * unknown issuers) -> alg allow-list -> key by kid in that issuer's set (one refresh per
+ * cooldown for an unknown kid) -> key/alg fit -> signature -> typ and claims of the profile ->
+ * replay cache.
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "basic/b64.h"
+#include "basic/macro.h"
+#include "basic/mem.h"
+#include "ferry/error.h"
+#include "ferry/http.h"
+#include "ferry/jose.h"
+#include "ferry/oidc.h"
+
+/* Defaults and limits of the issuer configuration (documented in docs/configuration.md). */
+#define DEFAULT_LEEWAY 60
+#define MAX_LEEWAY 3600
+#define DEFAULT_MAX_LIFETIME 86400
+#define MAX_MAX_LIFETIME (366 * 86400)
+#define DEFAULT_MIN_TTL 60
+#define DEFAULT_MAX_TTL 86400
+#define DEFAULT_DEFAULT_TTL 3600
+#define DEFAULT_COOLDOWN 30
+#define DEFAULT_STALE_WINDOW 3600
+#define MAX_CACHE_SECONDS (30 * 86400)
+#define DEFAULT_CONNECT_MS 3000
+#define MAX_CONNECT_MS 60000
+#define DEFAULT_TIMEOUT_MS 10000
+#define MAX_TIMEOUT_MS 120000
+#define DEFAULT_REPLAY_MAX 100000
+#define MAX_REPLAY_MAX 10000000
+#define MAX_AUDIENCES 64
+#define MAX_REQUIRED_CLAIMS 64
+#define MAX_NAME_LEN 1024 /* issuer and audience strings */
+#define MAX_PATH_LEN 4096
+#define MAX_URL_LEN 2048
+#define DISCOVERY_SUFFIX "/.well-known/openid-configuration"
+
+/* ---- names ---------------------------------------------------------------------------- */
+
+static const char *const profile_names[] = {
+    [FERRY_PROFILE_ID_TOKEN] = "id_token",     [FERRY_PROFILE_ACCESS_TOKEN] = "access_token",
+    [FERRY_PROFILE_KUBERNETES] = "kubernetes", [FERRY_PROFILE_GITHUB] = "github_actions",
+    [FERRY_PROFILE_FERRY] = "ferry",
+};
+
+/* Config name of a profile (static string), or NULL for an unknown value. */
+FERRY_EXPORT const char *ferry_profile_name(ferry_profile p)
+{
+    if ((size_t)p >= ARRAY_SIZE(profile_names))
+        return NULL;
+    return profile_names[p];
+}
+
+/* Profile for a config name; 0 for NULL or an unknown name (exact, case-sensitive). */
+FERRY_EXPORT ferry_profile ferry_profile_from_name(const char *name)
+{
+    if (!name)
+        return 0;
+    for (size_t i = 0; i < ARRAY_SIZE(profile_names); i++)
+        if (profile_names[i] && strcmp(profile_names[i], name) == 0)
+            return (ferry_profile)i;
+    return 0;
+}
+
+static const char *const reason_names[FERRY_REASON_MAX] = {
+    [FERRY_REASON_OK] = "ok",
+    [FERRY_REASON_TOO_LARGE] = "too_large",
+    [FERRY_REASON_MALFORMED] = "malformed",
+    [FERRY_REASON_BAD_HEADER] = "bad_header",
+    [FERRY_REASON_ALG_NOT_ALLOWED] = "alg_not_allowed",
+    [FERRY_REASON_UNKNOWN_ISSUER] = "unknown_issuer",
+    [FERRY_REASON_ISSUER_UNAVAILABLE] = "issuer_unavailable",
+    [FERRY_REASON_UNKNOWN_KID] = "unknown_kid",
+    [FERRY_REASON_KEY_MISMATCH] = "key_mismatch",
+    [FERRY_REASON_BAD_SIGNATURE] = "bad_signature",
+    [FERRY_REASON_BAD_TYP] = "bad_typ",
+    [FERRY_REASON_MISSING_CLAIM] = "missing_claim",
+    [FERRY_REASON_BAD_CLAIM] = "bad_claim",
+    [FERRY_REASON_EXPIRED] = "expired",
+    [FERRY_REASON_NOT_YET_VALID] = "not_yet_valid",
+    [FERRY_REASON_ISSUED_IN_FUTURE] = "issued_in_future",
+    [FERRY_REASON_LIFETIME_TOO_LONG] = "lifetime_too_long",
+    [FERRY_REASON_BAD_AUDIENCE] = "bad_audience",
+    [FERRY_REASON_BAD_SUBJECT] = "bad_subject",
+    [FERRY_REASON_CLAIM_MISMATCH] = "claim_mismatch",
+    [FERRY_REASON_REPLAYED] = "replayed",
+    [FERRY_REASON_REPLAY_CACHE_FULL] = "replay_cache_full",
+    [FERRY_REASON_INTERNAL] = "internal",
+};
+
+/* Stable snake_case name of a reason (static string); "unknown" for out-of-range values. */
+FERRY_EXPORT const char *ferry_reason_name(ferry_reason r)
+{
+    if ((size_t)r >= ARRAY_SIZE(reason_names) || !reason_names[r])
+        return "unknown";
+    return reason_names[r];
+}
+
+/* ---- identity ------------------------------------------------------------------------- */
+
+/* Free an identity and everything it owns. Accepts NULL. */
+FERRY_EXPORT void ferry_identity_free(ferry_identity *id)
+{
+    if (!id)
+        return;
+    free(id->issuer);
+    free(id->subject);
+    json_decref(id->audience);
+    free(id->kid);
+    free(id->jti);
+    json_decref(id->claims);
+    free(id);
+}
+
+/* New JSON object describing id (see oidc.h). Returns 0, -EINVAL or -ENOMEM. */
+FERRY_EXPORT int ferry_identity_to_json(const ferry_identity *id, json_t **ret_json)
+{
+    json_t *o;
+
+    if (!id || !ret_json || !id->issuer || !id->subject)
+        return -EINVAL;
+    o = json_pack("{s:b, s:s, s:s, s:O?, s:s?, s:s?, s:s?, s:s?, s:I, s:I, s:I, s:O?}",
+                  "verified", 1, "issuer", id->issuer, "subject", id->subject, "audience",
+                  id->audience, "profile", ferry_profile_name(id->profile), "alg",
+                  ferry_alg_name(id->alg), "kid", id->kid, "jti", id->jti, "exp",
+                  (json_int_t)id->exp, "iat", (json_int_t)id->iat, "nbf", (json_int_t)id->nbf,
+                  "claims", id->claims);
+    if (!o)
+        return -ENOMEM;
+    *ret_json = o;
+    return 0;
+}
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    int64_t r;
+
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
+static int64_t sat_sub(int64_t a, int64_t b)
+{
+    int64_t r;
+
+    if (__builtin_sub_overflow(a, b, &r))
+        return b < 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
+static bool bytes_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+static bool json_string_is(const json_t *v, const char *s, size_t len)
+{
+    return json_is_string(v) && bytes_eq(json_string_value(v), json_string_length(v), s, len);
+}
+
+_printf_(3, 4) static int refuse(ferry_verify_result *res, ferry_reason reason, const char *fmt,
+                                 ...)
+{
+    va_list ap;
+
+    res->reason = reason;
+    va_start(ap, fmt);
+    (void)vsnprintf(res->detail, sizeof(res->detail), fmt, ap);
+    va_end(ap);
+    return -FERRY_EREFUSED;
+}
+
+_printf_(3, 4) static int cfg_error(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errbuf && errlen) {
+        va_start(ap, fmt);
+        (void)vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -FERRY_ECONFIG;
+}
+
+/* Nesting depth of a JSON text, counted without parsing (strings skipped). Used before
+ * json_loadb so that untrusted documents deeper than FERRY_JSON_MAX_DEPTH are never built. */
+static bool json_depth_ok(const char *p, size_t n, int max)
+{
+    int depth = 0;
+    bool in_str = false, esc = false;
+
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max)
+                return false;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return true;
+}
+
+/* ---- issuers -------------------------------------------------------------------------- */
+
+enum key_source {
+    SRC_DISCOVERY,
+    SRC_JWKS_URI,
+    SRC_FILE,
+    SRC_INLINE,
+};
+
+struct issuer {
+    /* configuration: immutable after add */
+    char *name;
+    size_t name_len;
+    ferry_profile profile;
+    bool alg_allowed[FERRY_ALG_MAX];
+    char **audiences;
+    size_t *audience_lens;
+    size_t n_audiences;
+    int64_t leeway;
+    int64_t max_lifetime;
+    json_t *required_claims; /* own deep copy, or NULL */
+    bool require_azp;
+    enum key_source source;
+    char *conf_jwks_uri; /* SRC_JWKS_URI */
+    char *discovery_url; /* SRC_DISCOVERY */
+    char *ca_file;
+    char *proxy;
+    ferry_http_options http;
+    int64_t min_ttl, max_ttl, default_ttl, cooldown, stale_window;
+
+    /* key-set cache, guarded by lock (file and inline sets: set once at add, never changed) */
+    pthread_mutex_t lock;
+    pthread_mutex_t fetch_lock;
+    bool locks_ready;
+    ferry_jwks *jwks;      /* own reference, or NULL */
+    int64_t jwks_expires;  /* store clock; the set is fresh before, stale until + window */
+    char *jwks_uri;        /* from discovery */
+    int64_t disc_expires;  /* store clock */
+    bool attempted;        /* a fetch was attempted since creation or flush */
+    int64_t last_attempt;  /* store clock of that attempt */
+    char last_error[160];  /* why the last fetch failed ("" after success) */
+};
+
+static bool issuer_is_remote(const struct issuer *is)
+{
+    return is->source == SRC_DISCOVERY || is->source == SRC_JWKS_URI;
+}
+
+static void issuer_free(struct issuer *is)
+{
+    if (!is)
+        return;
+    free(is->name);
+    for (size_t i = 0; i < is->n_audiences; i++)
+        free(is->audiences[i]);
+    free(is->audiences);
+    free(is->audience_lens);
+    json_decref(is->required_claims);
+    free(is->conf_jwks_uri);
+    free(is->discovery_url);
+    free(is->ca_file);
+    free(is->proxy);
+    ferry_jwks_unref(is->jwks);
+    free(is->jwks_uri);
+    if (is->locks_ready) {
+        (void)pthread_mutex_destroy(&is->lock);
+        (void)pthread_mutex_destroy(&is->fetch_lock);
+    }
+    free(is);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct issuer *, issuer_free);
+
+/* ---- replay cache --------------------------------------------------------------------- */
+
+#define RP_NIL UINT32_MAX
+#define RP_KEY_LEN 16
+
+struct rp_entry {
+    unsigned char key[RP_KEY_LEN];
+    int64_t expiry; /* evicted once now >= expiry */
+    uint32_t next;  /* bucket chain, or free list */
+    uint32_t heap_pos;
+};
+
+struct replay {
+    pthread_mutex_t lock;
+    size_t max;
+    struct rp_entry *e;
+    uint32_t e_alloc, e_used, free_head;
+    uint32_t *bucket;
+    uint32_t nbucket; /* power of two, or 0 */
+    uint32_t *heap;   /* entry indices, min-heap on expiry */
+    uint32_t count;
+    unsigned char salt[32];
+};
+
+static void rp_release(struct replay *rp)
+{
+    free(rp->e);
+    free(rp->bucket);
+    free(rp->heap);
+    rp->e = NULL;
+    rp->bucket = NULL;
+    rp->heap = NULL;
+    rp->e_alloc = rp->e_used = rp->count = rp->nbucket = 0;
+    rp->free_head = RP_NIL;
+}
+
+static uint32_t rp_hash(const struct replay *rp, const unsigned char *key)
+{
+    uint32_t h;
+
+    memcpy(&h, key, sizeof(h));
+    return h & (rp->nbucket - 1);
+}
+
+static void rp_heap_set(struct replay *rp, uint32_t pos, uint32_t idx)
+{
+    rp->heap[pos] = idx;
+    rp->e[idx].heap_pos = pos;
+}
+
+static void rp_sift_up(struct replay *rp, uint32_t pos)
+{
+    uint32_t idx = rp->heap[pos];
+
+    while (pos > 0) {
+        uint32_t parent = (pos - 1) / 2;
+
+        if (rp->e[rp->heap[parent]].expiry <= rp->e[idx].expiry)
+            break;
+        rp_heap_set(rp, pos, rp->heap[parent]);
+        pos = parent;
+    }
+    rp_heap_set(rp, pos, idx);
+}
+
+static void rp_sift_down(struct replay *rp, uint32_t pos)
+{
+    uint32_t idx = rp->heap[pos];
+
+    for (;;) {
+        uint32_t l = 2 * pos + 1, r = l + 1, m;
+
+        if (l >= rp->count)
+            break;
+        m = l;
+        if (r < rp->count && rp->e[rp->heap[r]].expiry < rp->e[rp->heap[l]].expiry)
+            m = r;
+        if (rp->e[idx].expiry <= rp->e[rp->heap[m]].expiry)
+            break;
+        rp_heap_set(rp, pos, rp->heap[m]);
+        pos = m;
+    }
+    rp_heap_set(rp, pos, idx);
+}
+
+/* Remove the entry with the smallest expiry (the heap root). */
+static void rp_pop_min(struct replay *rp)
+{
+    uint32_t idx = rp->heap[0];
+    uint32_t *link = &rp->bucket[rp_hash(rp, rp->e[idx].key)];
+
+    while (*link != idx)
+        link = &rp->e[*link].next;
+    *link = rp->e[idx].next;
+
+    rp->count--;
+    if (rp->count > 0) {
+        rp_heap_set(rp, 0, rp->heap[rp->count]);
+        rp_sift_down(rp, 0);
+    }
+    rp->e[idx].next = rp->free_head;
+    rp->free_head = idx;
+}
+
+static bool rp_contains(const struct replay *rp, const unsigned char *key)
+{
+    if (!rp->nbucket)
+        return false;
+    for (uint32_t i = rp->bucket[rp_hash(rp, key)]; i != RP_NIL; i = rp->e[i].next)
+        if (memcmp(rp->e[i].key, key, RP_KEY_LEN) == 0)
+            return true;
+    return false;
+}
+
+/* Make room for one more entry slot (below rp->max). 0 or -ENOMEM. */
+static int rp_grow(struct replay *rp)
+{
+    size_t want = rp->e_alloc ? (size_t)rp->e_alloc * 2 : 256;
+    uint32_t nb = rp->nbucket ? rp->nbucket : 256;
+    struct rp_entry *ne;
+    uint32_t *nh, *nbk;
+
+    if (want > rp->max)
+        want = rp->max;
+    ne = reallocarray(rp->e, want, sizeof(*ne));
+    if (!ne)
+        return -ENOMEM;
+    rp->e = ne;
+    nh = reallocarray(rp->heap, want, sizeof(*nh));
+    if (!nh)
+        return -ENOMEM;
+    rp->heap = nh;
+    while (nb < want && nb < (UINT32_C(1) << 31))
+        nb *= 2;
+    if (nb != rp->nbucket) {
+        nbk = malloc(sizeof(*nbk) * nb);
+        if (!nbk)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < nb; i++)
+            nbk[i] = RP_NIL;
+        free(rp->bucket);
+        rp->bucket = nbk;
+        rp->nbucket = nb;
+        for (uint32_t h = 0; h < rp->count; h++) {
+            uint32_t idx = rp->heap[h], b = rp_hash(rp, rp->e[idx].key);
+
+            rp->e[idx].next = rp->bucket[b];
+            rp->bucket[b] = idx;
+        }
+    }
+    rp->e_alloc = (uint32_t)want;
+    return 0;
+}
+
+/* Record key until expiry. Entries whose expiry has passed (<= now) are evicted first.
+ * Returns 0, -FERRY_EDUPLICATE (seen before), -FERRY_EFULL or -ENOMEM. Caller holds the lock. */
+static int rp_insert(struct replay *rp, const unsigned char *key, int64_t expiry, int64_t now)
+{
+    uint32_t idx, b;
+    int r;
+
+    while (rp->count > 0 && rp->e[rp->heap[0]].expiry <= now)
+        rp_pop_min(rp);
+    if (rp_contains(rp, key))
+        return -FERRY_EDUPLICATE;
+    if (rp->count >= rp->max)
+        return -FERRY_EFULL;
+    if (rp->free_head == RP_NIL && rp->e_used == rp->e_alloc) {
+        r = rp_grow(rp);
+        if (r < 0)
+            return r;
+    }
+    if (rp->free_head != RP_NIL) {
+        idx = rp->free_head;
+        rp->free_head = rp->e[idx].next;
+    } else {
+        idx = rp->e_used++;
+    }
+    memcpy(rp->e[idx].key, key, RP_KEY_LEN);
+    rp->e[idx].expiry = expiry;
+    b = rp_hash(rp, key);
+    rp->e[idx].next = rp->bucket[b];
+    rp->bucket[b] = idx;
+    rp->heap[rp->count] = idx;
+    rp->e[idx].heap_pos = rp->count;
+    rp->count++;
+    rp_sift_up(rp, rp->count - 1);
+    return 0;
+}
+
+/* 128-bit digest of (salt, iss, jti); the length prefix keeps ("ab","c") apart from ("a","bc"). */
+static int rp_key(const struct replay *rp, const char *iss, size_t iss_len, const char *jti,
+                  size_t jti_len, unsigned char ret[RP_KEY_LEN])
+{
+    unsigned char md[EVP_MAX_MD_SIZE], len_be[8];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int r = -FERRY_ECRYPTO;
+
+    if (!ctx)
+        return -ENOMEM;
+    for (int i = 0; i < 8; i++)
+        len_be[i] = (unsigned char)((uint64_t)iss_len >> (56 - 8 * i));
+    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+        EVP_DigestUpdate(ctx, rp->salt, sizeof(rp->salt)) == 1 &&
+        EVP_DigestUpdate(ctx, len_be, sizeof(len_be)) == 1 &&
+        EVP_DigestUpdate(ctx, iss, iss_len) == 1 && EVP_DigestUpdate(ctx, jti, jti_len) == 1 &&
+        EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len >= RP_KEY_LEN) {
+        memcpy(ret, md, RP_KEY_LEN);
+        r = 0;
+    }
+    EVP_MD_CTX_free(ctx);
+    return r;
+}
+
+/* ---- the store ------------------------------------------------------------------------ */
+
+struct ferry_oidc {
+    ferry_clock_fn clock;
+    void *clock_data;
+    struct issuer **issuers; /* insertion order */
+    struct issuer **index;   /* sorted by (bytes, length) */
+    size_t n_issuers, alloc_issuers;
+    struct replay replay;
+};
+
+static int64_t store_now(const ferry_oidc *o)
+{
+    return o->clock ? o->clock(o->clock_data) : (int64_t)time(NULL);
+}
+
+static int name_cmp(const char *a, size_t alen, const struct issuer *b)
+{
+    int c = memcmp(a, b->name, alen < b->name_len ? alen : b->name_len);
+
+    if (c)
+        return c;
+    return (alen > b->name_len) - (alen < b->name_len);
+}
+
+/* Index position where name is or would be inserted. */
+static size_t index_search(const ferry_oidc *o, const char *name, size_t len, bool *ret_found)
+{
+    size_t lo = 0, hi = o->n_issuers;
+
+    *ret_found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = name_cmp(name, len, o->index[mid]);
+
+        if (c == 0) {
+            *ret_found = true;
+            return mid;
+        }
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static struct issuer *issuer_find(const ferry_oidc *o, const char *name, size_t len)
+{
+    bool found;
+    size_t pos = index_search(o, name, len, &found);
+
+    return found ? o->index[pos] : NULL;
+}
+
+/* New empty trust store; opts may be NULL. Returns 0, -ENOMEM or -FERRY_ECRYPTO. */
+FERRY_EXPORT int ferry_oidc_new(const ferry_oidc_options *opts, ferry_oidc **ret_oidc)
+{
+    ferry_oidc *o;
+
+    if (!ret_oidc)
+        return -EINVAL;
+    if (opts && opts->replay_cache_max > MAX_REPLAY_MAX)
+        return -EINVAL;
+    o = calloc(1, sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    if (opts) {
+        o->clock = opts->clock;
+        o->clock_data = opts->clock_data;
+        o->replay.max = opts->replay_cache_max;
+    }
+    if (!o->replay.max)
+        o->replay.max = DEFAULT_REPLAY_MAX;
+    o->replay.free_head = RP_NIL;
+    if (RAND_bytes(o->replay.salt, sizeof(o->replay.salt)) != 1) {
+        free(o);
+        return -FERRY_ECRYPTO;
+    }
+    if (pthread_mutex_init(&o->replay.lock, NULL) != 0) {
+        free(o);
+        return -ENOMEM;
+    }
+    *ret_oidc = o;
+    return 0;
+}
+
+/* Free the store, its issuers and cached key sets. Accepts NULL. Not concurrent with verify. */
+FERRY_EXPORT void ferry_oidc_free(ferry_oidc *o)
+{
+    if (!o)
+        return;
+    for (size_t i = 0; i < o->n_issuers; i++)
+        issuer_free(o->issuers[i]);
+    free(o->issuers);
+    free(o->index);
+    rp_release(&o->replay);
+    (void)pthread_mutex_destroy(&o->replay.lock);
+    free(o);
+}
+
+/* Number of configured issuers. */
+FERRY_EXPORT size_t ferry_oidc_issuer_count(const ferry_oidc *o)
+{
+    return o ? o->n_issuers : 0;
+}
+
+/* ---- configuration -------------------------------------------------------------------- */
+
+static const char *const issuer_members[] = {
+    "issuer",       "audiences",     "discovery",           "jwks_uri",   "jwks_file",
+    "jwks",         "algorithms",    "profile",             "leeway",     "max_lifetime",
+    "required_claims", "require_azp", "allow_http_loopback", "ca_file",    "proxy",
+    "jwks_cache",   "fetch",
+};
+static const char *const cache_members[] = {
+    "min_ttl", "max_ttl", "default_ttl", "refresh_cooldown", "stale_window",
+};
+static const char *const fetch_members[] = {
+    "connect_timeout_ms",
+    "timeout_ms",
+    "max_bytes",
+};
+
+static bool name_in(const char *key, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(key, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static int cfg_check_members(const json_t *obj, const char *ctx, const char *const *names,
+                             size_t n, char *errbuf, size_t errlen)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach((json_t *)obj, key, val) {
+        (void)val;
+        if (!name_in(key, names, n))
+            return cfg_error(errbuf, errlen, "unknown member \"%.64s\" in %s", key, ctx);
+    }
+    return 0;
+}
+
+/* Optional integer member in [min, max]; def when absent. */
+static int cfg_int(const json_t *obj, const char *key, const char *ctx, int64_t min, int64_t max,
+                   int64_t def, int64_t *ret, char *errbuf, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    json_int_t x;
+
+    if (!v) {
+        *ret = def;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return cfg_error(errbuf, errlen, "%s%s must be an integer", ctx, key);
+    x = json_integer_value(v);
+    if (x < min || x > max)
+        return cfg_error(errbuf, errlen, "%s%s must be between %" PRId64 " and %" PRId64, ctx,
+                         key, min, max);
+    *ret = x;
+    return 0;
+}
+
+static int cfg_bool(const json_t *obj, const char *key, bool *ret, char *errbuf, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (!v) {
+        *ret = false;
+        return 0;
+    }
+    if (!json_is_boolean(v))
+        return cfg_error(errbuf, errlen, "%s must be true or false", key);
+    *ret = json_is_true(v);
+    return 0;
+}
+
+/* Optional non-empty string member without NUL, at most maxlen bytes; new copy or NULL. */
+static int cfg_string(const json_t *obj, const char *key, size_t maxlen, char **ret,
+                      char *errbuf, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+
+    *ret = NULL;
+    if (!v)
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return cfg_error(errbuf, errlen, "%s must be a non-empty string", key);
+    if (json_string_length(v) > maxlen || strlen(json_string_value(v)) != json_string_length(v))
+        return cfg_error(errbuf, errlen, "%s is too long or contains NUL", key);
+    *ret = strdup(json_string_value(v));
+    return *ret ? 0 : -ENOMEM;
+}
+
+static int cfg_audiences(struct issuer *is, const json_t *conf, char *errbuf, size_t errlen)
+{
+    json_t *a = json_object_get(conf, "audiences"), *v;
+    size_t i;
+
+    if (!a)
+        return cfg_error(errbuf, errlen, "audiences is required");
+    if (!json_is_array(a) || json_array_size(a) == 0)
+        return cfg_error(errbuf, errlen, "audiences must be a non-empty array of strings");
+    if (json_array_size(a) > MAX_AUDIENCES)
+        return cfg_error(errbuf, errlen, "audiences has more than %d entries", MAX_AUDIENCES);
+    is->audiences = calloc(json_array_size(a), sizeof(*is->audiences));
+    is->audience_lens = calloc(json_array_size(a), sizeof(*is->audience_lens));
+    if (!is->audiences || !is->audience_lens)
+        return -ENOMEM;
+    json_array_foreach(a, i, v) {
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) > MAX_NAME_LEN)
+            return cfg_error(errbuf, errlen, "audiences[%zu] must be a non-empty string", i);
+        is->audiences[i] = malloc(json_string_length(v) + 1);
+        if (!is->audiences[i])
+            return -ENOMEM;
+        memcpy(is->audiences[i], json_string_value(v), json_string_length(v) + 1);
+        is->audience_lens[i] = json_string_length(v);
+        is->n_audiences = i + 1;
+    }
+    return 0;
+}
+
+static int cfg_algorithms(struct issuer *is, const json_t *conf, char *errbuf, size_t errlen)
+{
+    json_t *a = json_object_get(conf, "algorithms"), *v;
+    size_t i;
+
+    if (!a) {
+        is->alg_allowed[FERRY_ALG_RS256] = true;
+        return 0;
+    }
+    if (!json_is_array(a) || json_array_size(a) == 0)
+        return cfg_error(errbuf, errlen, "algorithms must be a non-empty array of JWA names");
+    json_array_foreach(a, i, v) {
+        ferry_alg alg;
+
+        if (!json_is_string(v))
+            return cfg_error(errbuf, errlen, "algorithms[%zu] must be a string", i);
+        alg = ferry_alg_from_name(json_string_value(v));
+        if (alg == FERRY_ALG_UNKNOWN || strlen(json_string_value(v)) != json_string_length(v))
+            return cfg_error(errbuf, errlen, "algorithms[%zu]: unsupported algorithm \"%.32s\"",
+                             i, json_string_value(v));
+        is->alg_allowed[alg] = true;
+    }
+    return 0;
+}
+
+static int read_jwks_file(const char *path, ferry_jwks **ret, size_t *ret_skipped, char *errbuf,
+                          size_t errlen)
+{
+    _cleanup_free_ char *buf = NULL;
+    struct stat st;
+    size_t len = 0;
+    int fd, r;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return cfg_error(errbuf, errlen, "jwks_file: cannot open: %s", strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        r = cfg_error(errbuf, errlen, "jwks_file: not a regular file");
+        goto out;
+    }
+    if (st.st_size > FERRY_JWKS_MAX_LEN) {
+        r = cfg_error(errbuf, errlen, "jwks_file: larger than %d bytes", FERRY_JWKS_MAX_LEN);
+        goto out;
+    }
+    buf = malloc(FERRY_JWKS_MAX_LEN + 1);
+    if (!buf) {
+        r = -ENOMEM;
+        goto out;
+    }
+    /* Read up to the cap + 1 so that a file growing after fstat is still caught. */
+    for (;;) {
+        ssize_t n = read(fd, buf + len, FERRY_JWKS_MAX_LEN + 1 - len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = cfg_error(errbuf, errlen, "jwks_file: read failed: %s", strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > FERRY_JWKS_MAX_LEN) {
+            r = cfg_error(errbuf, errlen, "jwks_file: larger than %d bytes",
+                          FERRY_JWKS_MAX_LEN);
+            goto out;
+        }
+    }
+    r = ferry_jwks_from_buffer(buf, len, ret, ret_skipped);
+    if (r < 0)
+        r = cfg_error(errbuf, errlen, "jwks_file: not a usable JWK set: %s", ferry_strerror(r));
+out:
+    (void)close(fd);
+    return r;
+}
+
+static int cfg_key_source(struct issuer *is, const json_t *conf, char *errbuf, size_t errlen)
+{
+    json_t *jd = json_object_get(conf, "discovery");
+    json_t *ju = json_object_get(conf, "jwks_uri");
+    json_t *jf = json_object_get(conf, "jwks_file");
+    json_t *ji = json_object_get(conf, "jwks");
+    _cleanup_free_ char *path = NULL;
+    size_t skipped = 0;
+    int n, r;
+
+    if (jd && !json_is_boolean(jd))
+        return cfg_error(errbuf, errlen, "discovery must be true or false");
+    n = (jd && json_is_true(jd)) + !!ju + !!jf + !!ji;
+    if (n > 1)
+        return cfg_error(errbuf, errlen,
+                         "more than one key source (discovery, jwks_uri, jwks_file, jwks)");
+    if (n == 0 && jd)
+        return cfg_error(errbuf, errlen,
+                         "no key source: discovery is false and no jwks_uri, jwks_file or jwks");
+
+    if (ju) {
+        is->source = SRC_JWKS_URI;
+        r = cfg_string(conf, "jwks_uri", MAX_URL_LEN, &is->conf_jwks_uri, errbuf, errlen);
+        if (r < 0)
+            return r;
+        if (ferry_http_check_url(is->conf_jwks_uri, &is->http) < 0)
+            return cfg_error(errbuf, errlen,
+                             "jwks_uri refused by the URL policy (https required)");
+        return 0;
+    }
+    if (jf) {
+        is->source = SRC_FILE;
+        r = cfg_string(conf, "jwks_file", MAX_PATH_LEN, &path, errbuf, errlen);
+        if (r < 0)
+            return r;
+        r = read_jwks_file(path, &is->jwks, &skipped, errbuf, errlen);
+        if (r < 0)
+            return r;
+    } else if (ji) {
+        is->source = SRC_INLINE;
+        if (!json_is_object(ji))
+            return cfg_error(errbuf, errlen, "jwks must be a JWK set object");
+        r = ferry_jwks_from_json(ji, &is->jwks, &skipped);
+        if (r == -ENOMEM)
+            return r;
+        if (r < 0)
+            return cfg_error(errbuf, errlen, "jwks: not a usable JWK set: %s",
+                             ferry_strerror(r));
+    } else {
+        size_t base = is->name_len;
+
+        is->source = SRC_DISCOVERY;
+        if (base > 0 && is->name[base - 1] == '/')
+            base--;
+        is->discovery_url = malloc(base + sizeof(DISCOVERY_SUFFIX));
+        if (!is->discovery_url)
+            return -ENOMEM;
+        memcpy(is->discovery_url, is->name, base);
+        memcpy(is->discovery_url + base, DISCOVERY_SUFFIX, sizeof(DISCOVERY_SUFFIX));
+        if (ferry_http_check_url(is->discovery_url, &is->http) < 0)
+            return cfg_error(errbuf, errlen,
+                             "discovery URL of the issuer refused by the URL policy "
+                             "(https required)");
+        return 0;
+    }
+    if (ferry_jwks_count(is->jwks) == 0)
+        return cfg_error(errbuf, errlen, "%s: key set has no usable keys (%zu refused)",
+                         is->source == SRC_FILE ? "jwks_file" : "jwks", skipped);
+    return 0;
+}
+
+static int cfg_http(struct issuer *is, const json_t *conf, char *errbuf, size_t errlen)
+{
+    json_t *f = json_object_get(conf, "fetch");
+    int64_t v;
+    int r;
+
+    r = cfg_bool(conf, "allow_http_loopback", &is->http.allow_http_loopback, errbuf, errlen);
+    if (r < 0)
+        return r;
+    r = cfg_string(conf, "ca_file", MAX_PATH_LEN, &is->ca_file, errbuf, errlen);
+    if (r < 0)
+        return r;
+    if (is->ca_file && access(is->ca_file, R_OK) < 0)
+        return cfg_error(errbuf, errlen, "ca_file: cannot read: %s", strerror(errno));
+    r = cfg_string(conf, "proxy", MAX_URL_LEN, &is->proxy, errbuf, errlen);
+    if (r < 0)
+        return r;
+    is->http.ca_file = is->ca_file;
+    is->http.proxy = is->proxy;
+    is->http.max_redirects = -1;
+    if (f && !json_is_object(f))
+        return cfg_error(errbuf, errlen, "fetch must be an object");
+    if (f) {
+        r = cfg_check_members(f, "fetch", fetch_members, ARRAY_SIZE(fetch_members), errbuf,
+                              errlen);
+        if (r < 0)
+            return r;
+    }
+    r = cfg_int(f, "connect_timeout_ms", "fetch.", 1, MAX_CONNECT_MS, DEFAULT_CONNECT_MS, &v,
+                errbuf, errlen);
+    if (r < 0)
+        return r;
+    is->http.connect_timeout_ms = (long)v;
+    r = cfg_int(f, "timeout_ms", "fetch.", 1, MAX_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, &v, errbuf,
+                errlen);
+    if (r < 0)
+        return r;
+    is->http.total_timeout_ms = (long)v;
+    r = cfg_int(f, "max_bytes", "fetch.", 1, FERRY_JWKS_MAX_LEN, FERRY_JWKS_MAX_LEN, &v, errbuf,
+                errlen);
+    if (r < 0)
+        return r;
+    is->http.max_response = (size_t)v;
+    return 0;
+}
+
+static int cfg_cache(struct issuer *is, const json_t *conf, char *errbuf, size_t errlen)
+{
+    json_t *c = json_object_get(conf, "jwks_cache");
+    int r;
+
+    if (c && !json_is_object(c))
+        return cfg_error(errbuf, errlen, "jwks_cache must be an object");
+    if (c) {
+        r = cfg_check_members(c, "jwks_cache", cache_members, ARRAY_SIZE(cache_members), errbuf,
+                              errlen);
+        if (r < 0)
+            return r;
+    }
+    if ((r = cfg_int(c, "min_ttl", "jwks_cache.", 0, MAX_CACHE_SECONDS, DEFAULT_MIN_TTL,
+                     &is->min_ttl, errbuf, errlen)) < 0 ||
+        (r = cfg_int(c, "max_ttl", "jwks_cache.", 1, MAX_CACHE_SECONDS, DEFAULT_MAX_TTL,
+                     &is->max_ttl, errbuf, errlen)) < 0 ||
+        (r = cfg_int(c, "default_ttl", "jwks_cache.", 0, MAX_CACHE_SECONDS, DEFAULT_DEFAULT_TTL,
+                     &is->default_ttl, errbuf, errlen)) < 0 ||
+        (r = cfg_int(c, "refresh_cooldown", "jwks_cache.", 0, MAX_CACHE_SECONDS,
+                     DEFAULT_COOLDOWN, &is->cooldown, errbuf, errlen)) < 0 ||
+        (r = cfg_int(c, "stale_window", "jwks_cache.", 0, MAX_CACHE_SECONDS,
+                     DEFAULT_STALE_WINDOW, &is->stale_window, errbuf, errlen)) < 0)
+        return r;
+    if (is->min_ttl > is->max_ttl)
+        return cfg_error(errbuf, errlen, "jwks_cache.min_ttl is greater than max_ttl");
+    return 0;
+}
+
+/* Build an issuer from its configuration object. */
+static int issuer_from_json(const json_t *conf, struct issuer **ret, char *errbuf, size_t errlen)
+{
+    _cleanup_(issuer_freep) struct issuer *is = NULL;
+    json_t *v;
+    int64_t n;
+    int r;
+
+    if (!json_is_object(conf))
+        return cfg_error(errbuf, errlen, "issuer configuration must be an object");
+    r = cfg_check_members(conf, "issuer configuration", issuer_members,
+                          ARRAY_SIZE(issuer_members), errbuf, errlen);
+    if (r < 0)
+        return r;
+    is = calloc(1, sizeof(*is));
+    if (!is)
+        return -ENOMEM;
+
+    v = json_object_get(conf, "issuer");
+    if (!v)
+        return cfg_error(errbuf, errlen, "issuer is required");
+    r = cfg_string(conf, "issuer", MAX_NAME_LEN, &is->name, errbuf, errlen);
+    if (r < 0)
+        return r;
+    is->name_len = strlen(is->name);
+
+    if ((r = cfg_audiences(is, conf, errbuf, errlen)) < 0 ||
+        (r = cfg_algorithms(is, conf, errbuf, errlen)) < 0)
+        return r;
+
+    v = json_object_get(conf, "profile");
+    is->profile = FERRY_PROFILE_ID_TOKEN;
+    if (v) {
+        if (!json_is_string(v))
+            return cfg_error(errbuf, errlen, "profile must be a string");
+        is->profile = ferry_profile_from_name(json_string_value(v));
+        if (!is->profile || strlen(json_string_value(v)) != json_string_length(v))
+            return cfg_error(errbuf, errlen,
+                             "unknown profile \"%.32s\" (id_token, access_token, kubernetes, "
+                             "github_actions, ferry)",
+                             json_string_value(v));
+    }
+
+    if ((r = cfg_int(conf, "leeway", "", 0, MAX_LEEWAY, DEFAULT_LEEWAY, &is->leeway, errbuf,
+                     errlen)) < 0 ||
+        (r = cfg_int(conf, "max_lifetime", "", 1, MAX_MAX_LIFETIME, DEFAULT_MAX_LIFETIME, &n,
+                     errbuf, errlen)) < 0)
+        return r;
+    is->max_lifetime = n;
+
+    v = json_object_get(conf, "required_claims");
+    if (v) {
+        if (!json_is_object(v))
+            return cfg_error(errbuf, errlen, "required_claims must be an object");
+        if (json_object_size(v) > MAX_REQUIRED_CLAIMS)
+            return cfg_error(errbuf, errlen, "required_claims has more than %d members",
+                             MAX_REQUIRED_CLAIMS);
+        is->required_claims = json_deep_copy(v);
+        if (!is->required_claims)
+            return -ENOMEM;
+    }
+    if ((r = cfg_bool(conf, "require_azp", &is->require_azp, errbuf, errlen)) < 0 ||
+        (r = cfg_http(is, conf, errbuf, errlen)) < 0 ||
+        (r = cfg_cache(is, conf, errbuf, errlen)) < 0 ||
+        (r = cfg_key_source(is, conf, errbuf, errlen)) < 0)
+        return r;
+
+    if (pthread_mutex_init(&is->lock, NULL) != 0)
+        return -ENOMEM;
+    if (pthread_mutex_init(&is->fetch_lock, NULL) != 0) {
+        (void)pthread_mutex_destroy(&is->lock);
+        return -ENOMEM;
+    }
+    is->locks_ready = true;
+    *ret = TAKE_PTR(is);
+    return 0;
+}
+
+static int store_insert(ferry_oidc *o, struct issuer *is)
+{
+    bool found;
+    size_t pos;
+
+    pos = index_search(o, is->name, is->name_len, &found);
+    if (found)
+        return -FERRY_EDUPLICATE;
+    if (o->n_issuers == o->alloc_issuers) {
+        size_t na = o->alloc_issuers ? o->alloc_issuers * 2 : 8;
+        struct issuer **a, **b;
+
+        a = reallocarray(o->issuers, na, sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        o->issuers = a;
+        b = reallocarray(o->index, na, sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        o->index = b;
+        o->alloc_issuers = na;
+    }
+    memmove(o->index + pos + 1, o->index + pos, (o->n_issuers - pos) * sizeof(*o->index));
+    o->index[pos] = is;
+    o->issuers[o->n_issuers++] = is;
+    return 0;
+}
+
+/* Remove and free the most recently added issuer (rollback of load_config). */
+static void store_pop(ferry_oidc *o)
+{
+    struct issuer *is = o->issuers[o->n_issuers - 1];
+    bool found;
+    size_t pos = index_search(o, is->name, is->name_len, &found);
+
+    memmove(o->index + pos, o->index + pos + 1, (o->n_issuers - pos - 1) * sizeof(*o->index));
+    o->n_issuers--;
+    issuer_free(is);
+}
+
+/* Add one trusted issuer (see oidc.h and docs/configuration.md). conf is borrowed. Not
+ * concurrent with verification. */
+FERRY_EXPORT int ferry_oidc_add_issuer(ferry_oidc *o, const json_t *conf, char *errbuf,
+                                       size_t errlen)
+{
+    _cleanup_(issuer_freep) struct issuer *is = NULL;
+    int r;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!o || !conf)
+        return -EINVAL;
+    r = issuer_from_json(conf, &is, errbuf, errlen);
+    if (r == -ENOMEM)
+        (void)cfg_error(errbuf, errlen, "out of memory");
+    if (r < 0)
+        return r;
+    r = store_insert(o, is);
+    if (r == -FERRY_EDUPLICATE)
+        (void)cfg_error(errbuf, errlen, "issuer \"%.200s\" is already configured", is->name);
+    else if (r < 0)
+        (void)cfg_error(errbuf, errlen, "out of memory");
+    if (r < 0)
+        return r;
+    TAKE_PTR(is);
+    return 0;
+}
+
+/* Load {"issuers":[...], "replay_cache_size": N}. All or nothing: on failure the issuers this
+ * call added are removed again and errbuf names the failing entry. */
+FERRY_EXPORT int ferry_oidc_load_config(ferry_oidc *o, const json_t *conf, char *errbuf,
+                                        size_t errlen)
+{
+    char sub[256];
+    json_t *issuers, *v;
+    size_t start, i;
+    int64_t rc_size = 0;
+    int r = 0;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!o || !conf)
+        return -EINVAL;
+    if (!json_is_object(conf))
+        return cfg_error(errbuf, errlen, "configuration must be a JSON object");
+    issuers = json_object_get(conf, "issuers");
+    if (!json_is_array(issuers))
+        return cfg_error(errbuf, errlen, "issuers must be an array of issuer objects");
+    if (json_object_get(conf, "replay_cache_size")) {
+        r = cfg_int(conf, "replay_cache_size", "", 1, MAX_REPLAY_MAX, 0, &rc_size, errbuf,
+                    errlen);
+        if (r < 0)
+            return r;
+    }
+    start = o->n_issuers;
+    json_array_foreach(issuers, i, v) {
+        r = ferry_oidc_add_issuer(o, v, sub, sizeof(sub));
+        if (r < 0) {
+            json_t *name = json_is_object(v) ? json_object_get(v, "issuer") : NULL;
+
+            if (json_is_string(name))
+                (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): %s", i,
+                                json_string_value(name), sub);
+            else
+                (void)cfg_error(errbuf, errlen, "issuers[%zu]: %s", i, sub);
+            while (o->n_issuers > start)
+                store_pop(o);
+            return r;
+        }
+    }
+    if (rc_size > 0) {
+        (void)pthread_mutex_lock(&o->replay.lock);
+        o->replay.max = (size_t)rc_size;
+        (void)pthread_mutex_unlock(&o->replay.lock);
+    }
+    return 0;
+}
+
+/* ---- key-set fetching ----------------------------------------------------------------- */
+
+static int64_t cache_ttl(const struct issuer *is, const char *cache_control)
+{
+    long ma = cache_control ? ferry_http_cache_max_age(cache_control) : -1;
+    int64_t ttl = ma < 0 ? is->default_ttl : (int64_t)ma;
+
+    if (ttl < is->min_ttl)
+        ttl = is->min_ttl;
+    if (ttl > is->max_ttl)
+        ttl = is->max_ttl;
+    return ttl;
+}
+
+/* GET url with the issuer's http options; refuses non-200 answers. */
+static int issuer_get(const struct issuer *is, const char *url, const char *what,
+                      ferry_http_response *resp, char *err, size_t errlen)
+{
+    int r = ferry_http_get(url, &is->http, resp);
+
+    if (r < 0) {
+        (void)snprintf(err, errlen, "%s fetch failed: %s", what, ferry_strerror(r));
+        return r;
+    }
+    if (resp->status != 200) {
+        (void)snprintf(err, errlen, "%s fetch failed: HTTP status %ld", what, resp->status);
+        ferry_http_response_release(resp);
+        return -FERRY_EFETCH;
+    }
+    return 0;
+}
+
+/* Fetch and check the discovery document. On success *ret_uri is a new string. A document
+ * naming another issuer is -FERRY_EPOLICY ("discovery issuer mismatch", OIDC Discovery §4.3). */
+static int fetch_discovery(const struct issuer *is, int64_t now, char **ret_uri,
+                           int64_t *ret_expires, char *err, size_t errlen)
+{
+    ferry_http_response resp = {0};
+    json_t *doc = NULL, *iss, *uri;
+    json_error_t jerr;
+    int r;
+
+    r = issuer_get(is, is->discovery_url, "discovery", &resp, err, errlen);
+    if (r < 0)
+        return r;
+    if (!json_depth_ok(resp.body, resp.body_len, FERRY_JSON_MAX_DEPTH)) {
+        (void)snprintf(err, errlen, "discovery document nested too deeply");
+        r = -FERRY_EMALFORMED;
+        goto out;
+    }
+    doc = json_loadb(resp.body, resp.body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(doc)) {
+        (void)snprintf(err, errlen, "discovery document is not a JSON object");
+        r = -FERRY_EMALFORMED;
+        goto out;
+    }
+    iss = json_object_get(doc, "issuer");
+    if (!json_string_is(iss, is->name, is->name_len)) {
+        (void)snprintf(err, errlen,
+                       "discovery issuer mismatch: the document's issuer is not exactly the "
+                       "configured issuer");
+        r = -FERRY_EPOLICY;
+        goto out;
+    }
+    uri = json_object_get(doc, "jwks_uri");
+    if (!json_is_string(uri) || json_string_length(uri) == 0 ||
+        json_string_length(uri) > MAX_URL_LEN ||
+        strlen(json_string_value(uri)) != json_string_length(uri)) {
+        (void)snprintf(err, errlen, "discovery document has no usable jwks_uri");
+        r = -FERRY_EMALFORMED;
+        goto out;
+    }
+    if (ferry_http_check_url(json_string_value(uri), &is->http) < 0) {
+        (void)snprintf(err, errlen, "discovery jwks_uri refused by the URL policy");
+        r = -FERRY_EPOLICY;
+        goto out;
+    }
+    *ret_uri = strdup(json_string_value(uri));
+    if (!*ret_uri) {
+        r = -ENOMEM;
+        goto out;
+    }
+    *ret_expires = sat_add(now, cache_ttl(is, resp.cache_control));
+    r = 0;
+out:
+    json_decref(doc);
+    ferry_http_response_release(&resp);
+    return r;
+}
+
+static int fetch_jwks(const struct issuer *is, const char *uri, int64_t now, ferry_jwks **ret,
+                      int64_t *ret_expires, char *err, size_t errlen)
+{
+    ferry_http_response resp = {0};
+    int r;
+
+    r = issuer_get(is, uri, "JWKS", &resp, err, errlen);
+    if (r < 0)
+        return r;
+    r = ferry_jwks_from_buffer(resp.body, resp.body_len, ret, NULL);
+    if (r < 0)
+        (void)snprintf(err, errlen, "JWKS refused: %s", ferry_strerror(r));
+    else
+        *ret_expires = sat_add(now, cache_ttl(is, resp.cache_control));
+    ferry_http_response_release(&resp);
+    return r;
+}
+
+/* Fetch (discovery as needed, then the JWKS) and install the result. The caller holds
+ * fetch_lock but not lock. On failure the last good set stays (it serves until its expiry +
+ * stale_window), except after a discovery issuer mismatch, which drops it: the IdP's metadata
+ * no longer names this issuer, so nothing it published earlier is trusted either. */
+static int issuer_refresh(struct issuer *is, int64_t now)
+{
+    _cleanup_free_ char *uri = NULL, *new_disc = NULL;
+    char err[sizeof(is->last_error)] = "";
+    ferry_jwks *set = NULL;
+    int64_t disc_exp = 0, exp = 0;
+    bool mismatch = false;
+    int r = 0;
+
+    if (is->source == SRC_DISCOVERY) {
+        (void)pthread_mutex_lock(&is->lock);
+        if (is->jwks_uri && now < is->disc_expires) {
+            uri = strdup(is->jwks_uri);
+            if (!uri)
+                r = -ENOMEM;
+        }
+        (void)pthread_mutex_unlock(&is->lock);
+        if (r < 0)
+            goto install;
+        if (!uri) {
+            r = fetch_discovery(is, now, &new_disc, &disc_exp, err, sizeof(err));
+            if (r == -FERRY_EPOLICY) {
+                mismatch = true;
+                goto install;
+            }
+            if (r == 0) {
+                uri = strdup(new_disc);
+                if (!uri)
+                    r = -ENOMEM;
+            } else {
+                /* Discovery unreachable: keep using the jwks_uri it named last time. */
+                (void)pthread_mutex_lock(&is->lock);
+                if (is->jwks_uri)
+                    uri = strdup(is->jwks_uri);
+                (void)pthread_mutex_unlock(&is->lock);
+            }
+            if (!uri)
+                goto install;
+        }
+    } else {
+        uri = strdup(is->conf_jwks_uri);
+        if (!uri) {
+            r = -ENOMEM;
+            goto install;
+        }
+    }
+    r = fetch_jwks(is, uri, now, &set, &exp, err, sizeof(err));
+
+install:
+    if (r == -ENOMEM && !err[0])
+        (void)snprintf(err, sizeof(err), "out of memory while fetching");
+    (void)pthread_mutex_lock(&is->lock);
+    if (mismatch) {
+        ferry_jwks_unref(is->jwks);
+        is->jwks = NULL;
+        free(is->jwks_uri);
+        is->jwks_uri = NULL;
+    }
+    if (new_disc) {
+        free(is->jwks_uri);
+        is->jwks_uri = TAKE_PTR(new_disc);
+        is->disc_expires = disc_exp;
+    }
+    if (r == 0 && set) {
+        ferry_jwks_unref(is->jwks);
+        is->jwks = TAKE_PTR(set);
+        is->jwks_expires = exp;
+        is->last_error[0] = '\0';
+    } else {
+        (void)snprintf(is->last_error, sizeof(is->last_error), "%s", err);
+    }
+    (void)pthread_mutex_unlock(&is->lock);
+    ferry_jwks_unref(set);
+    return r;
+}
+
+/* Caller holds is->lock. */
+static bool cooldown_over(const struct issuer *is, int64_t now)
+{
+    return !is->attempted || now < is->last_attempt ||
+           now >= sat_add(is->last_attempt, is->cooldown);
+}
+
+/* A usable key set of a remote issuer (fetching it when due), as a new reference.
+ * want_refresh: the current set lacks the key the token names. Fetches are single-flight per
+ * issuer and limited to one per refresh_cooldown; a verifier that holds a usable set never
+ * waits for another thread's fetch. */
+static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, ferry_jwks **ret,
+                         ferry_verify_result *res)
+{
+    int64_t now = store_now(o);
+    ferry_jwks *set = NULL;
+    char why[sizeof(is->last_error)];
+    bool usable, fresh, due, locked = false;
+
+    if (!issuer_is_remote(is)) {
+        *ret = ferry_jwks_ref(is->jwks);
+        return 0;
+    }
+
+    (void)pthread_mutex_lock(&is->lock);
+    usable = is->jwks && now < sat_add(is->jwks_expires, is->stale_window);
+    fresh = is->jwks && now < is->jwks_expires;
+    due = (!fresh || want_refresh) && cooldown_over(is, now);
+    if (usable)
+        set = ferry_jwks_ref(is->jwks);
+    (void)pthread_mutex_unlock(&is->lock);
+
+    if (due) {
+        if (usable)
+            locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
+        else
+            locked = pthread_mutex_lock(&is->fetch_lock) == 0;
+    }
+    if (locked) {
+        /* Another thread may have fetched while this one waited: decide again. */
+        (void)pthread_mutex_lock(&is->lock);
+        fresh = is->jwks && now < is->jwks_expires;
+        due = (!fresh || want_refresh) && cooldown_over(is, now);
+        if (due) {
+            is->attempted = true;
+            is->last_attempt = now;
+        }
+        (void)pthread_mutex_unlock(&is->lock);
+        if (due)
+            (void)issuer_refresh(is, now);
+        (void)pthread_mutex_unlock(&is->fetch_lock);
+
+        ferry_jwks_unref(set);
+        set = NULL;
+        (void)pthread_mutex_lock(&is->lock);
+        usable = is->jwks && now < sat_add(is->jwks_expires, is->stale_window);
+        if (usable)
+            set = ferry_jwks_ref(is->jwks);
+        (void)pthread_mutex_unlock(&is->lock);
+    }
+    if (!set) {
+        (void)pthread_mutex_lock(&is->lock);
+        (void)snprintf(why, sizeof(why), "%s",
+                       is->last_error[0] ? is->last_error
+                       : is->jwks        ? "key set expired past the stale window"
+                                         : "key set not loaded (refresh cooldown)");
+        (void)pthread_mutex_unlock(&is->lock);
+        return refuse(res, FERRY_REASON_ISSUER_UNAVAILABLE, "no usable key set: %s", why);
+    }
+    *ret = set;
+    return 0;
+}
+
+/* Load every remote issuer's key set now unless it is fresh (ignores the refresh cooldown). */
+FERRY_EXPORT int ferry_oidc_prefetch(ferry_oidc *o, char *errbuf, size_t errlen)
+{
+    int first = 0;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!o)
+        return -EINVAL;
+    for (size_t i = 0; i < o->n_issuers; i++) {
+        struct issuer *is = o->issuers[i];
+        int64_t now = store_now(o);
+        bool fresh;
+        int r = 0;
+
+        if (!issuer_is_remote(is))
+            continue;
+        (void)pthread_mutex_lock(&is->fetch_lock);
+        (void)pthread_mutex_lock(&is->lock);
+        fresh = is->jwks && now < is->jwks_expires;
+        if (!fresh) {
+            is->attempted = true;
+            is->last_attempt = now;
+        }
+        (void)pthread_mutex_unlock(&is->lock);
+        if (!fresh)
+            r = issuer_refresh(is, now);
+        (void)pthread_mutex_unlock(&is->fetch_lock);
+        if (r < 0 && first == 0) {
+            first = r;
+            (void)pthread_mutex_lock(&is->lock);
+            if (errbuf && errlen)
+                (void)snprintf(errbuf, errlen, "issuer %.200s: %s", is->name, is->last_error);
+            (void)pthread_mutex_unlock(&is->lock);
+        }
+    }
+    return first;
+}
+
+static void issuer_flush(struct issuer *is)
+{
+    if (!issuer_is_remote(is))
+        return;
+    (void)pthread_mutex_lock(&is->lock);
+    ferry_jwks_unref(is->jwks);
+    is->jwks = NULL;
+    free(is->jwks_uri);
+    is->jwks_uri = NULL;
+    is->attempted = false;
+    is->last_error[0] = '\0';
+    (void)pthread_mutex_unlock(&is->lock);
+}
+
+/* Drop cached remote key sets (and discovery results) of one issuer or of all (NULL). */
+FERRY_EXPORT void ferry_oidc_flush(ferry_oidc *o, const char *issuer)
+{
+    struct issuer *is;
+
+    if (!o)
+        return;
+    if (!issuer) {
+        for (size_t i = 0; i < o->n_issuers; i++)
+            issuer_flush(o->issuers[i]);
+        return;
+    }
+    is = issuer_find(o, issuer, strlen(issuer));
+    if (is)
+        issuer_flush(is);
+}
+
+/* ---- claims --------------------------------------------------------------------------- */
+
+/* A NumericDate claim: 1 when present (value in *ret), 0 when absent, or a refusal. Only
+ * non-negative JSON integers are accepted (reals such as 1e300 and 1.5 are not). */
+static int date_claim(const json_t *claims, const char *name, int64_t *ret,
+                      ferry_verify_result *res)
+{
+    json_t *v = json_object_get(claims, name);
+
+    if (!v)
+        return 0;
+    if (json_is_real(v))
+        return refuse(res, FERRY_REASON_BAD_CLAIM, "%s is not an integer NumericDate", name);
+    if (!json_is_integer(v))
+        return refuse(res, FERRY_REASON_BAD_CLAIM, "%s is not a number", name);
+    if (json_integer_value(v) < 0)
+        return refuse(res, FERRY_REASON_BAD_CLAIM, "%s is negative", name);
+    *ret = json_integer_value(v);
+    return 1;
+}
+
+/* A string claim: 1 when present (non-empty string), 0 when absent and optional, or a
+ * refusal (MISSING_CLAIM when required and absent, `bad` when of the wrong type or empty). */
+static int string_claim(const json_t *claims, const char *name, bool required, ferry_reason bad,
+                        const json_t **ret, ferry_verify_result *res)
+{
+    json_t *v = json_object_get(claims, name);
+
+    *ret = NULL;
+    if (!v) {
+        if (required)
+            return refuse(res, FERRY_REASON_MISSING_CLAIM, "%s is missing", name);
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return refuse(res, bad, "%s is not a non-empty string", name);
+    *ret = v;
+    return 1;
+}
+
+static int check_typ(const struct issuer *is, const char *typ, ferry_verify_result *res)
+{
+    bool at = is->profile == FERRY_PROFILE_ACCESS_TOKEN || is->profile == FERRY_PROFILE_FERRY;
+    const char *t = typ;
+
+    /* RFC 9068 §4 / RFC 7515 §4.1.9: the "application/" prefix may be omitted. */
+    if (t && strncasecmp(t, "application/", 12) == 0)
+        t += 12;
+    if (at) {
+        if (!t || strcasecmp(t, "at+jwt") != 0)
+            return refuse(res, FERRY_REASON_BAD_TYP, "typ must be at+jwt for a %s issuer",
+                          ferry_profile_name(is->profile));
+    } else if (t && strcasecmp(t, "jwt") != 0) {
+        return refuse(res, FERRY_REASON_BAD_TYP, "typ must be absent or JWT for a %s issuer",
+                      ferry_profile_name(is->profile));
+    }
+    return 0;
+}
+
+static bool issuer_has_audience(const struct issuer *is, const char *a, size_t len)
+{
+    for (size_t i = 0; i < is->n_audiences; i++)
+        if (bytes_eq(is->audiences[i], is->audience_lens[i], a, len))
+            return true;
+    return false;
+}
+
+static int check_audience(const struct issuer *is, const json_t *claims, const char *want,
+                          ferry_verify_result *res)
+{
+    json_t *aud = json_object_get(claims, "aud"), *v, *azp;
+    size_t n, i, want_len = want ? strlen(want) : 0;
+    bool hit = false;
+
+    if (want && !issuer_has_audience(is, want, want_len))
+        return refuse(res, FERRY_REASON_BAD_AUDIENCE,
+                      "the requested audience is not configured for this issuer");
+    if (!aud)
+        return refuse(res, FERRY_REASON_BAD_AUDIENCE, "aud is missing");
+    if (json_is_string(aud)) {
+        n = 1;
+        hit = want ? json_string_is(aud, want, want_len)
+                   : issuer_has_audience(is, json_string_value(aud), json_string_length(aud));
+    } else if (json_is_array(aud)) {
+        n = json_array_size(aud);
+        if (n == 0)
+            return refuse(res, FERRY_REASON_BAD_AUDIENCE, "aud is an empty array");
+        json_array_foreach(aud, i, v) {
+            if (!json_is_string(v))
+                return refuse(res, FERRY_REASON_BAD_AUDIENCE, "aud[%zu] is not a string", i);
+            if (want ? json_string_is(v, want, want_len)
+                     : issuer_has_audience(is, json_string_value(v), json_string_length(v)))
+                hit = true;
+        }
+    } else {
+        return refuse(res, FERRY_REASON_BAD_AUDIENCE, "aud is neither a string nor an array");
+    }
+    if (!hit)
+        return refuse(res, FERRY_REASON_BAD_AUDIENCE,
+                      want ? "aud does not contain the requested audience"
+                           : "aud does not contain an audience configured for this issuer");
+    azp = json_object_get(claims, "azp");
+    if (azp && (!json_is_string(azp) || json_string_length(azp) == 0))
+        return refuse(res, FERRY_REASON_BAD_CLAIM, "azp is not a non-empty string");
+    if (is->require_azp && n > 1 && !azp)
+        return refuse(res, FERRY_REASON_BAD_AUDIENCE,
+                      "aud has %zu audiences but azp is missing", n);
+    return 0;
+}
+
+/* sub "system:serviceaccount:<namespace>:<name>", and kubernetes.io agreeing with it. */
+static int check_kubernetes(const json_t *claims, const json_t *sub, ferry_verify_result *res)
+{
+    static const char prefix[] = "system:serviceaccount:";
+    const char *s = json_string_value(sub), *ns, *colon, *name;
+    size_t len = json_string_length(sub), ns_len, name_len;
+    json_t *k8s, *v, *sa;
+
+    if (len <= sizeof(prefix) - 1 || memcmp(s, prefix, sizeof(prefix) - 1) != 0)
+        return refuse(res, FERRY_REASON_BAD_SUBJECT,
+                      "sub is not system:serviceaccount:<namespace>:<name>");
+    ns = s + sizeof(prefix) - 1;
+    colon = memchr(ns, ':', len - (sizeof(prefix) - 1));
+    if (!colon || colon == ns)
+        return refuse(res, FERRY_REASON_BAD_SUBJECT,
+                      "sub is not system:serviceaccount:<namespace>:<name>");
+    ns_len = (size_t)(colon - ns);
+    name = colon + 1;
+    name_len = len - (size_t)(name - s);
+    if (name_len == 0 || memchr(name, ':', name_len))
+        return refuse(res, FERRY_REASON_BAD_SUBJECT,
+                      "sub is not system:serviceaccount:<namespace>:<name>");
+
+    k8s = json_object_get(claims, "kubernetes.io");
+    if (!k8s)
+        return 0;
+    if (!json_is_object(k8s))
+        return refuse(res, FERRY_REASON_BAD_CLAIM, "kubernetes.io is not an object");
+    v = json_object_get(k8s, "namespace");
+    if (!json_string_is(v, ns, ns_len))
+        return refuse(res, FERRY_REASON_BAD_SUBJECT,
+                      "kubernetes.io.namespace does not match the namespace in sub");
+    sa = json_object_get(k8s, "serviceaccount");
+    v = json_is_object(sa) ? json_object_get(sa, "name") : NULL;
+    if (!json_string_is(v, name, name_len))
+        return refuse(res, FERRY_REASON_BAD_SUBJECT,
+                      "kubernetes.io.serviceaccount.name does not match the name in sub");
+    return 0;
+}
+
+static int check_profile_claims(const struct issuer *is, const json_t *claims,
+                                const json_t *sub, ferry_verify_result *res)
+{
+    static const char *const at_claims[] = {"client_id", "jti"};
+    static const char *const ferry_claims[] = {"client_id", "jti", "src_iss"};
+    static const char *const gh_claims[] = {"repository", "ref", "repository_owner", "jti"};
+    const char *const *names = NULL;
+    const json_t *v;
+    size_t n = 0;
+    int r;
+
+    switch (is->profile) {
+    case FERRY_PROFILE_ACCESS_TOKEN:
+        names = at_claims;
+        n = ARRAY_SIZE(at_claims);
+        break;
+    case FERRY_PROFILE_FERRY:
+        names = ferry_claims;
+        n = ARRAY_SIZE(ferry_claims);
+        break;
+    case FERRY_PROFILE_GITHUB:
+        names = gh_claims;
+        n = ARRAY_SIZE(gh_claims);
+        break;
+    case FERRY_PROFILE_KUBERNETES:
+        return check_kubernetes(claims, sub, res);
+    default:
+        break;
+    }
+    for (size_t i = 0; i < n; i++) {
+        r = string_claim(claims, names[i], true, FERRY_REASON_BAD_CLAIM, &v, res);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int check_required_claims(const struct issuer *is, const json_t *claims,
+                                 ferry_verify_result *res)
+{
+    const char *key;
+    json_t *want;
+
+    if (!is->required_claims)
+        return 0;
+    json_object_foreach(is->required_claims, key, want) {
+        json_t *have = json_object_get(claims, key);
+
+        if (!have)
+            return refuse(res, FERRY_REASON_MISSING_CLAIM, "required claim %.64s is missing",
+                          key);
+        if (!json_is_null(want) && !json_equal(have, want))
+            return refuse(res, FERRY_REASON_CLAIM_MISMATCH,
+                          "claim %.64s does not have the required value", key);
+    }
+    return 0;
+}
+
+struct checked {
+    int64_t exp, iat, nbf;
+    const json_t *sub, *jti;
+};
+
+/* Every claim rule of the issuer's profile, evaluated at `now`. */
+static int check_claims(const struct issuer *is, const ferry_jws *jws, const json_t *claims,
+                        int64_t now, const ferry_verify_options *opts, struct checked *c,
+                        ferry_verify_result *res)
+{
+    int64_t lw = is->leeway, lifetime;
+    int has_nbf, has_iat, r;
+
+    r = check_typ(is, jws->typ, res);
+    if (r < 0)
+        return r;
+
+    r = date_claim(claims, "exp", &c->exp, res);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return refuse(res, FERRY_REASON_MISSING_CLAIM, "exp is missing");
+    has_nbf = date_claim(claims, "nbf", &c->nbf, res);
+    if (has_nbf < 0)
+        return has_nbf;
+    has_iat = date_claim(claims, "iat", &c->iat, res);
+    if (has_iat < 0)
+        return has_iat;
+    if (has_iat == 0)
+        return refuse(res, FERRY_REASON_MISSING_CLAIM, "iat is missing (required by the %s "
+                      "profile)", ferry_profile_name(is->profile));
+
+    if (sat_add(c->exp, lw) <= now)
+        return refuse(res, FERRY_REASON_EXPIRED,
+                      "exp %" PRId64 " is %" PRId64 " s before now %" PRId64
+                      " (leeway %" PRId64 " s)",
+                      c->exp, sat_sub(now, c->exp), now, lw);
+    if (has_nbf && c->nbf > sat_add(now, lw))
+        return refuse(res, FERRY_REASON_NOT_YET_VALID,
+                      "nbf %" PRId64 " is %" PRId64 " s after now %" PRId64
+                      " (leeway %" PRId64 " s)",
+                      c->nbf, sat_sub(c->nbf, now), now, lw);
+    if (c->iat > sat_add(now, lw))
+        return refuse(res, FERRY_REASON_ISSUED_IN_FUTURE,
+                      "iat %" PRId64 " is %" PRId64 " s after now %" PRId64
+                      " (leeway %" PRId64 " s)",
+                      c->iat, sat_sub(c->iat, now), now, lw);
+    lifetime = sat_sub(c->exp, c->iat);
+    if (lifetime > is->max_lifetime)
+        return refuse(res, FERRY_REASON_LIFETIME_TOO_LONG,
+                      "exp - iat is %" PRId64 " s, over max_lifetime %" PRId64 " s", lifetime,
+                      is->max_lifetime);
+
+    r = check_audience(is, claims, opts ? opts->audience : NULL, res);
+    if (r < 0)
+        return r;
+    r = string_claim(claims, "sub", true, FERRY_REASON_BAD_SUBJECT, &c->sub, res);
+    if (r == -FERRY_EREFUSED && res->reason == FERRY_REASON_MISSING_CLAIM)
+        return refuse(res, FERRY_REASON_BAD_SUBJECT, "sub is missing");
+    if (r < 0)
+        return r;
+    r = string_claim(claims, "jti", opts && opts->consume_jti, FERRY_REASON_BAD_CLAIM, &c->jti,
+                     res);
+    if (r < 0)
+        return r;
+    r = check_profile_claims(is, claims, c->sub, res);
+    if (r < 0)
+        return r;
+    return check_required_claims(is, claims, res);
+}
+
+/* ---- verification --------------------------------------------------------------------- */
+
+static int parse_claims(const ferry_jws *jws, json_t **ret, ferry_verify_result *res)
+{
+    json_error_t jerr;
+    json_t *claims;
+
+    if (!json_depth_ok((const char *)jws->payload, jws->payload_len, FERRY_JSON_MAX_DEPTH))
+        return refuse(res, FERRY_REASON_MALFORMED, "claims nested deeper than %d",
+                      FERRY_JSON_MAX_DEPTH);
+    claims = json_loadb((const char *)jws->payload, jws->payload_len, JSON_REJECT_DUPLICATES,
+                        &jerr);
+    if (!claims) {
+        switch (json_error_code(&jerr)) {
+        case json_error_out_of_memory:
+            res->reason = FERRY_REASON_INTERNAL;
+            (void)snprintf(res->detail, sizeof(res->detail), "out of memory");
+            return -ENOMEM;
+        case json_error_numeric_overflow:
+            return refuse(res, FERRY_REASON_BAD_CLAIM,
+                          "claims contain a number outside the 64-bit range");
+        case json_error_duplicate_key:
+            return refuse(res, FERRY_REASON_MALFORMED, "claims contain a duplicate member");
+        default:
+            return refuse(res, FERRY_REASON_MALFORMED, "claims are not valid JSON");
+        }
+    }
+    if (!json_is_object(claims)) {
+        json_decref(claims);
+        return refuse(res, FERRY_REASON_MALFORMED, "claims are not a JSON object");
+    }
+    *ret = claims;
+    return 0;
+}
+
+/* ferry_jws_parse says -FERRY_EUNSUPPORTED both for an unsupported alg and for a forbidden
+ * header member; look at the header again (failure path only) to tell which. */
+static bool header_alg_supported(const char *token, size_t len)
+{
+    unsigned char hdr[FERRY_JWS_MAX_HEADER + 3];
+    const char *dot = memchr(token, '.', len);
+    size_t hlen, n;
+    json_t *h, *alg;
+    bool ok = false;
+
+    if (!dot)
+        return false;
+    hlen = (size_t)(dot - token);
+    if (hlen > ferry_b64url_encoded_len(FERRY_JWS_MAX_HEADER) ||
+        ferry_b64url_decode(token, hlen, hdr, &n) < 0)
+        return false;
+    h = json_loadb((const char *)hdr, n, JSON_REJECT_DUPLICATES, NULL);
+    alg = json_object_get(h, "alg");
+    ok = json_is_string(alg) && ferry_alg_from_name(json_string_value(alg)) != FERRY_ALG_UNKNOWN;
+    json_decref(h);
+    return ok;
+}
+
+static int map_parse_error(int r, const char *token, size_t len, ferry_verify_result *res)
+{
+    switch (r) {
+    case -FERRY_ETOOBIG:
+        if (len > FERRY_JWS_MAX_LEN)
+            return refuse(res, FERRY_REASON_TOO_LARGE, "token is %zu bytes, over %d", len,
+                          FERRY_JWS_MAX_LEN);
+        return refuse(res, FERRY_REASON_BAD_HEADER,
+                      "header too large, too deep or kid too long");
+    case -FERRY_EUNSUPPORTED:
+        if (header_alg_supported(token, len))
+            return refuse(res, FERRY_REASON_BAD_HEADER,
+                          "header has a forbidden member (crit, b64, zip, enc, jku, jwk, "
+                          "x5u, x5c, x5t, cty JWT)");
+        return refuse(res, FERRY_REASON_ALG_NOT_ALLOWED, "alg is not a supported algorithm");
+    case -FERRY_EMALFORMED:
+    case -EINVAL:
+        return refuse(res, FERRY_REASON_MALFORMED, "not a strict compact JWS");
+    default:
+        res->reason = FERRY_REASON_INTERNAL;
+        (void)snprintf(res->detail, sizeof(res->detail), "JWS parse failed: %s",
+                       ferry_strerror(r));
+        return r;
+    }
+}
+
+/* The key for this token: by kid, or the only key allowing alg when the token has no kid. */
+static const ferry_jwk *select_key(const ferry_jwks *set, const ferry_jws *jws,
+                                   size_t *ret_candidates)
+{
+    const ferry_jwk *found = NULL;
+    size_t n = 0;
+
+    *ret_candidates = 0;
+    if (!set)
+        return NULL;
+    if (jws->kid)
+        return ferry_jwks_find(set, jws->kid);
+    for (size_t i = 0; i < ferry_jwks_count(set); i++) {
+        const ferry_jwk *k = ferry_jwks_get(set, i);
+
+        if (k && ferry_jwk_allows(k, jws->alg)) {
+            found = k;
+            n++;
+        }
+    }
+    *ret_candidates = n;
+    return n == 1 ? found : NULL;
+}
+
+static char *strndup_json(const json_t *v)
+{
+    return v ? strndup(json_string_value(v), json_string_length(v)) : NULL;
+}
+
+static int build_identity(const struct issuer *is, const ferry_jws *jws, json_t *claims,
+                          const struct checked *c, ferry_identity **ret)
+{
+    ferry_identity *id = calloc(1, sizeof(*id));
+    json_t *aud = json_object_get(claims, "aud");
+
+    if (!id)
+        return -ENOMEM;
+    id->issuer = strdup(is->name);
+    id->subject = strndup_json(c->sub);
+    id->audience = json_is_string(aud) ? json_pack("[O]", aud) : json_deep_copy(aud);
+    id->profile = is->profile;
+    id->alg = jws->alg;
+    id->kid = jws->kid ? strdup(jws->kid) : NULL;
+    id->jti = strndup_json(c->jti);
+    id->exp = c->exp;
+    id->iat = c->iat;
+    id->nbf = c->nbf;
+    id->claims = json_incref(claims);
+    if (!id->issuer || !id->subject || !id->audience || (jws->kid && !id->kid) ||
+        (c->jti && !id->jti)) {
+        ferry_identity_free(id);
+        return -ENOMEM;
+    }
+    *ret = id;
+    return 0;
+}
+
+/* Verify one token (see oidc.h). Thread-safe. */
+FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
+                                   const ferry_verify_options *opts,
+                                   ferry_identity **ret_identity, ferry_verify_result *ret_result)
+{
+    ferry_verify_result res = {.reason = FERRY_REASON_OK};
+    ferry_jws *jws = NULL;
+    json_t *claims = NULL, *iss;
+    ferry_jwks *set = NULL;
+    ferry_identity *id = NULL;
+    struct issuer *is;
+    const ferry_jwk *key;
+    struct checked c = {0};
+    size_t candidates = 0;
+    int64_t now;
+    int r;
+
+    if (!o || (!token && len)) {
+        r = -EINVAL;
+        goto out;
+    }
+    now = opts && opts->now ? opts->now : store_now(o);
+
+    r = ferry_jws_parse(token ? token : "", len, &jws);
+    if (r < 0) {
+        r = map_parse_error(r, token ? token : "", len, &res);
+        goto out;
+    }
+    r = parse_claims(jws, &claims, &res);
+    if (r < 0)
+        goto out;
+
+    /* The unverified iss only picks the issuer; everything after is that issuer's rules. */
+    iss = json_object_get(claims, "iss");
+    if (!json_is_string(iss)) {
+        r = refuse(&res, FERRY_REASON_UNKNOWN_ISSUER, "iss is missing or not a string");
+        goto out;
+    }
+    is = issuer_find(o, json_string_value(iss), json_string_length(iss));
+    if (!is) {
+        r = refuse(&res, FERRY_REASON_UNKNOWN_ISSUER, "iss is not a configured issuer");
+        goto out;
+    }
+    if (jws->alg <= FERRY_ALG_UNKNOWN || jws->alg >= FERRY_ALG_MAX ||
+        !is->alg_allowed[jws->alg]) {
+        r = refuse(&res, FERRY_REASON_ALG_NOT_ALLOWED, "alg %s is not allowed for this issuer",
+                   ferry_alg_name(jws->alg) ? ferry_alg_name(jws->alg) : "(unknown)");
+        goto out;
+    }
+
+    r = issuer_keyset(o, is, false, &set, &res);
+    if (r < 0)
+        goto out;
+    key = select_key(set, jws, &candidates);
+    if (!key && issuer_is_remote(is)) {
+        ferry_jwks_unref(set);
+        set = NULL;
+        r = issuer_keyset(o, is, true, &set, &res);
+        if (r < 0)
+            goto out;
+        key = select_key(set, jws, &candidates);
+    }
+    if (!key) {
+        if (jws->kid)
+            r = refuse(&res, FERRY_REASON_UNKNOWN_KID, "kid not found in the issuer's key set");
+        else
+            r = refuse(&res, FERRY_REASON_UNKNOWN_KID,
+                       "token has no kid and %zu keys of the issuer allow %s", candidates,
+                       ferry_alg_name(jws->alg));
+        goto out;
+    }
+    if (!ferry_jwk_allows(key, jws->alg)) {
+        r = refuse(&res, FERRY_REASON_KEY_MISMATCH, "the key named by kid does not allow %s",
+                   ferry_alg_name(jws->alg));
+        goto out;
+    }
+    r = ferry_jws_verify(jws, key);
+    if (r == -ENOMEM) {
+        res.reason = FERRY_REASON_INTERNAL;
+        (void)snprintf(res.detail, sizeof(res.detail), "out of memory");
+        goto out;
+    }
+    if (r == -FERRY_EKEYMISMATCH) {
+        r = refuse(&res, FERRY_REASON_KEY_MISMATCH, "the key does not allow %s",
+                   ferry_alg_name(jws->alg));
+        goto out;
+    }
+    if (r < 0) {
+        r = refuse(&res, FERRY_REASON_BAD_SIGNATURE, "signature does not verify");
+        goto out;
+    }
+
+    r = check_claims(is, jws, claims, now, opts, &c, &res);
+    if (r < 0)
+        goto out;
+
+    if (opts && opts->consume_jti) {
+        unsigned char k[RP_KEY_LEN];
+
+        r = rp_key(&o->replay, is->name, is->name_len, json_string_value(c.jti),
+                   json_string_length(c.jti), k);
+        if (r == 0) {
+            (void)pthread_mutex_lock(&o->replay.lock);
+            r = rp_insert(&o->replay, k, sat_add(c.exp, is->leeway), now);
+            (void)pthread_mutex_unlock(&o->replay.lock);
+        }
+        if (r == -FERRY_EDUPLICATE)
+            r = refuse(&res, FERRY_REASON_REPLAYED, "jti already used for this issuer");
+        else if (r == -FERRY_EFULL)
+            r = refuse(&res, FERRY_REASON_REPLAY_CACHE_FULL,
+                       "replay cache full (%zu unexpired entries)", o->replay.max);
+        if (r < 0)
+            goto out;
+    }
+
+    r = build_identity(is, jws, claims, &c, &id);
+
+out:
+    if (r == 0) {
+        res.reason = FERRY_REASON_OK;
+        res.detail[0] = '\0';
+    } else if (r != -FERRY_EREFUSED && res.reason == FERRY_REASON_OK) {
+        res.reason = FERRY_REASON_INTERNAL;
+        (void)snprintf(res.detail, sizeof(res.detail), "internal error: %s", ferry_strerror(r));
+    } else if (r != -FERRY_EREFUSED) {
+        res.reason = FERRY_REASON_INTERNAL;
+    }
+    if (ret_result)
+        *ret_result = res;
+    if (r == 0 && ret_identity)
+        *ret_identity = TAKE_PTR(id);
+    ferry_identity_free(id);
+    ferry_jwks_unref(set);
+    json_decref(claims);
+    ferry_jws_free(jws);
+    return r;
+}
