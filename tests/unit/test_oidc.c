@@ -1,1 +1,1929 @@
+/* tests/unit/test_oidc.c - trusted issuers, key sets and claim validation (lib/oidc.c).
+ *
+ * Every test runs on a fixed clock (NOW) with keys generated for the test and tokens signed
+ * with ferry's own signer (or hand-assembled for hostile headers and payloads). Issuers with an
+ * inline JWKS cover the claim and key-binding rows of ../shared/SECURITY-TESTS.md (A, B, C);
+ * the loopback IdP stand-in (tests/peers/idp_standin.py) covers discovery and JWKS fetching
+ * (D). Each test names the catalogue rows it covers.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include <criterion/criterion.h>
+#include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include "basic/b64.h"
+#include "ferry/error.h"
+#include "ferry/jose.h"
+#include "ferry/oidc.h"
+#include "testutil.h"
+
+#define NOW INT64_C(1700000000)
+#define ISS_A "https://a.example"
+#define ISS_B "https://b.example"
+#define AUD "ferry"
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static int64_t g_clock = NOW;
+
+static int64_t test_clock(void *userdata)
+{
+    (void)userdata;
+    return g_clock;
+}
+
+static ferry_oidc *new_store(size_t replay_max)
+{
+    ferry_oidc_options o = {.replay_cache_max = replay_max, .clock = test_clock};
+    ferry_oidc *s = NULL;
+
+    g_clock = NOW;
+    cr_assert_eq(ferry_oidc_new(&o, &s), 0);
+    return s;
+}
+
+static ferry_jwk *gen(ferry_alg alg)
+{
+    ferry_jwk *k = NULL;
+
+    cr_assert_eq(ferry_jwk_generate(alg, &k), 0, "generate %s", ferry_alg_name(alg));
+    return k;
+}
+
+/* An RSA key of `bits` without a declared alg (so it allows every RS* and PS* alg), through
+ * OpenSSL keygen and ferry's PEM import. */
+static ferry_jwk *rsa_key(unsigned bits)
+{
+    EVP_PKEY *pk = EVP_RSA_gen(bits);
+    BIO *bio = BIO_new(BIO_s_mem());
+    ferry_jwk *k = NULL;
+    char *pem;
+    long n;
+
+    cr_assert(pk && bio);
+    cr_assert_eq(PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL), 1);
+    n = BIO_get_mem_data(bio, &pem);
+    cr_assert_eq(ferry_jwk_from_pem(pem, (size_t)n, &k), 0);
+    BIO_free(bio);
+    EVP_PKEY_free(pk);
+    return k;
+}
+
+static json_t *pub_json(const ferry_jwk *k)
+{
+    json_t *j = NULL;
+
+    cr_assert_eq(ferry_jwk_to_public_json(k, &j), 0);
+    return j;
+}
+
+/* {"keys":[public JWKs]} of n keys. */
+static json_t *jwks_of(ferry_jwk *const *keys, size_t n)
+{
+    json_t *arr = json_array();
+
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, pub_json(keys[i]));
+    return json_pack("{s:o}", "keys", arr);
+}
+
+/* An inline-JWKS issuer configuration for key k (allow-list: k's alg). */
+static json_t *conf_inline(const char *iss, ferry_jwk *k)
+{
+    return json_pack("{s:s, s:[s], s:[s], s:o}", "issuer", iss, "audiences", AUD, "algorithms",
+                     ferry_alg_name(ferry_jwk_alg(k)), "jwks", jwks_of(&k, 1));
+}
+
+static void add_ok(ferry_oidc *o, json_t *conf)
+{
+    char err[256] = "";
+    int r = ferry_oidc_add_issuer(o, conf, err, sizeof(err));
+
+    cr_assert_eq(r, 0, "add_issuer: %d %s", r, err);
+    json_decref(conf);
+}
+
+/* Adds conf (consumed), expects failure with `want` and returns the message in err. */
+static void add_fails(ferry_oidc *o, json_t *conf, int want, char *err, size_t errlen)
+{
+    int r;
+
+    err[0] = '\0';
+    r = ferry_oidc_add_issuer(o, conf, err, errlen);
+    json_decref(conf);
+    cr_assert_eq(r, want, "add_issuer returned %d (%s), want %d", r, err, want);
+    cr_assert(strlen(err) > 0, "no error message");
+    cr_assert_null(strchr(err, '\n'), "multi-line message: %s", err);
+}
+
+static char *b64(const void *p, size_t n)
+{
+    char *s = ferry_b64url_encode_alloc(p, n);
+
+    cr_assert_not_null(s);
+    return s;
+}
+
+/* header.payload.signature from raw pieces; sig == NULL signs with key under alg. */
+static char *assemble(const ferry_jwk *key, ferry_alg alg, const char *header,
+                      const void *payload, size_t plen, const unsigned char *sig, size_t slen)
+{
+    char *h = b64(header, strlen(header)), *p = b64(payload, plen), *s, *input, *tok;
+    unsigned char *own = NULL;
+    size_t n;
+
+    n = strlen(h) + 1 + strlen(p) + 1;
+    input = malloc(n);
+    cr_assert_not_null(input);
+    snprintf(input, n, "%s.%s", h, p);
+    if (!sig) {
+        cr_assert_eq(ferry_jose_sign(alg, key, input, strlen(input), &own, &slen), 0,
+                     "sign %s", ferry_alg_name(alg));
+        sig = own;
+    }
+    s = b64(sig, slen);
+    n = strlen(input) + 1 + strlen(s) + 1;
+    tok = malloc(n);
+    cr_assert_not_null(tok);
+    snprintf(tok, n, "%s.%s", input, s);
+    free(h);
+    free(p);
+    free(s);
+    free(input);
+    free(own);
+    return tok;
+}
+
+#define NOKID ""
+
+/* A token over claims (borrowed) with header {alg, kid, typ}: kid NULL = the key's kid,
+ * NOKID = no kid; typ NULL = no typ. */
+static char *mint(const ferry_jwk *key, ferry_alg alg, const char *kid, const char *typ,
+                  const json_t *claims)
+{
+    json_t *h = json_pack("{s:s}", "alg", ferry_alg_name(alg));
+    char *hs, *ps, *tok;
+
+    if (!kid)
+        kid = ferry_jwk_kid(key);
+    if (kid && *kid)
+        json_object_set_new(h, "kid", json_string(kid));
+    if (typ)
+        json_object_set_new(h, "typ", json_string(typ));
+    hs = json_dumps(h, JSON_COMPACT);
+    ps = json_dumps(claims, JSON_COMPACT);
+    cr_assert(hs && ps);
+    tok = assemble(key, alg, hs, ps, strlen(ps), NULL, 0);
+    free(hs);
+    free(ps);
+    json_decref(h);
+    return tok;
+}
+
+/* The usual claims: iss, sub, aud, exp NOW+300, iat NOW-10, jti. */
+static json_t *claims_for(const char *iss)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", iss, "sub", "user-1", "aud", AUD,
+                     "exp", (json_int_t)(NOW + 300), "iat", (json_int_t)(NOW - 10), "jti",
+                     "jti-1");
+}
+
+static ferry_verify_result g_last;
+
+/* Verify and check the result's invariants; returns the reason. */
+static ferry_reason verify_opts(ferry_oidc *o, const char *tok, const ferry_verify_options *vo)
+{
+    ferry_identity *id = NULL;
+    ferry_verify_result res;
+    const char *sig;
+    int r;
+
+    memset(&res, 0x5a, sizeof(res));
+    r = ferry_oidc_verify(o, tok, strlen(tok), vo, &id, &res);
+    if (r == 0) {
+        cr_assert_eq(res.reason, FERRY_REASON_OK);
+        cr_assert_not_null(id);
+        cr_assert_str_eq(res.detail, "");
+    } else {
+        cr_assert_eq(r, -FERRY_EREFUSED, "verify returned %d (%s)", r, res.detail);
+        cr_assert_null(id);
+        cr_assert_neq(res.reason, FERRY_REASON_OK);
+        cr_assert(res.reason < FERRY_REASON_MAX);
+        cr_assert(memchr(res.detail, '\0', sizeof(res.detail)), "detail not terminated");
+        cr_assert(strlen(res.detail) > 0, "empty detail for %s", ferry_reason_name(res.reason));
+        /* No token material in the detail: neither the signature nor any 12-byte run of the
+         * token's text. */
+        sig = strrchr(tok, '.');
+        for (size_t i = 0; sig && strlen(tok) >= 12 && i + 12 <= strlen(tok); i += 4) {
+            char piece[13];
+
+            memcpy(piece, tok + i, 12);
+            piece[12] = '\0';
+            cr_assert_null(strstr(res.detail, piece), "detail leaks token bytes: %s",
+                           res.detail);
+        }
+    }
+    ferry_identity_free(id);
+    g_last = res;
+    return res.reason;
+}
+
+static ferry_reason verify(ferry_oidc *o, const char *tok)
+{
+    return verify_opts(o, tok, NULL);
+}
+
+#define EXPECT_REASON(o, tok, want)                                                           \
+    do {                                                                                      \
+        ferry_reason got_ = verify(o, tok);                                                   \
+        cr_expect_eq(got_, want, "got %s, want %s (%s)", ferry_reason_name(got_),             \
+                     ferry_reason_name(want), g_last.detail);                                 \
+    } while (0)
+
+#define EXPECT_REASON_OPTS(o, tok, vo, want)                                                  \
+    do {                                                                                      \
+        ferry_reason got_ = verify_opts(o, tok, vo);                                          \
+        cr_expect_eq(got_, want, "got %s, want %s (%s)", ferry_reason_name(got_),             \
+                     ferry_reason_name(want), g_last.detail);                                 \
+    } while (0)
+
+/* Sign claims (consumed) with key for issuer-default header and check the reason. */
+static void expect_claims(ferry_oidc *o, const ferry_jwk *key, const char *typ, json_t *claims,
+                          ferry_reason want, const char *what)
+{
+    char *tok = mint(key, ferry_jwk_alg(key), NULL, typ, claims);
+    ferry_reason got = verify(o, tok);
+
+    cr_expect_eq(got, want, "%s: got %s, want %s (%s)", what, ferry_reason_name(got),
+                 ferry_reason_name(want), g_last.detail);
+    free(tok);
+    json_decref(claims);
+}
+
+/* Raw payload text (for what json_dumps cannot produce) under key's alg and kid. */
+static void expect_payload(ferry_oidc *o, const ferry_jwk *key, const char *payload,
+                           ferry_reason want, const char *what)
+{
+    char hdr[512], *tok;
+    ferry_reason got;
+
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\",\"kid\":\"%s\"}",
+             ferry_alg_name(ferry_jwk_alg(key)), ferry_jwk_kid(key));
+    tok = assemble(key, ferry_jwk_alg(key), hdr, payload, strlen(payload), NULL, 0);
+    got = verify(o, tok);
+    cr_expect_eq(got, want, "%s: got %s, want %s (%s)", what, ferry_reason_name(got),
+                 ferry_reason_name(want), g_last.detail);
+    free(tok);
+}
+
+/* ---- fixture: issuers A and B, each with one ES256 key in an inline JWKS ------------------ */
+
+static ferry_oidc *g_o;
+static ferry_jwk *g_ka, *g_kb;
+
+static void setup_ab(void)
+{
+    g_o = new_store(0);
+    g_ka = gen(FERRY_ALG_ES256);
+    g_kb = gen(FERRY_ALG_ES256);
+    add_ok(g_o, conf_inline(ISS_A, g_ka));
+    add_ok(g_o, conf_inline(ISS_B, g_kb));
+}
+
+static void teardown_ab(void)
+{
+    ferry_oidc_free(g_o);
+    ferry_jwk_unref(g_ka);
+    ferry_jwk_unref(g_kb);
+    g_o = NULL;
+    g_ka = g_kb = NULL;
+}
+
+/* ---- names -------------------------------------------------------------------------------- */
+
+Test(names, reasons_are_stable)
+{
+    static const char *const want[FERRY_REASON_MAX] = {
+        "ok",          "too_large",         "malformed",         "bad_header",
+        "alg_not_allowed", "unknown_issuer", "issuer_unavailable", "unknown_kid",
+        "key_mismatch", "bad_signature",    "bad_typ",           "missing_claim",
+        "bad_claim",   "expired",           "not_yet_valid",     "issued_in_future",
+        "lifetime_too_long", "bad_audience", "bad_subject",      "claim_mismatch",
+        "replayed",    "replay_cache_full", "internal",
+    };
+
+    for (int i = 0; i < FERRY_REASON_MAX; i++)
+        cr_expect_str_eq(ferry_reason_name((ferry_reason)i), want[i], "reason %d", i);
+    cr_expect_str_eq(ferry_reason_name(FERRY_REASON_MAX), "unknown");
+    cr_expect_str_eq(ferry_reason_name((ferry_reason)-1), "unknown");
+}
+
+Test(names, profiles_round_trip)
+{
+    static const char *const names[] = {"id_token", "access_token", "kubernetes",
+                                        "github_actions", "ferry"};
+
+    for (size_t i = 0; i < 5; i++) {
+        ferry_profile p = ferry_profile_from_name(names[i]);
+
+        cr_expect_eq(p, (ferry_profile)(FERRY_PROFILE_ID_TOKEN + i));
+        cr_expect_str_eq(ferry_profile_name(p), names[i]);
+    }
+    cr_expect_eq(ferry_profile_from_name("ID_TOKEN"), 0);
+    cr_expect_eq(ferry_profile_from_name("github"), 0);
+    cr_expect_eq(ferry_profile_from_name(""), 0);
+    cr_expect_eq(ferry_profile_from_name(NULL), 0);
+    cr_expect_null(ferry_profile_name(0));
+    cr_expect_null(ferry_profile_name((ferry_profile)99));
+}
+
+/* ---- configuration ------------------------------------------------------------------------ */
+
+Test(config, minimal_inline_issuer, .init = setup_ab, .fini = teardown_ab)
+{
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 2);
+    cr_expect_eq(ferry_oidc_issuer_count(NULL), 0);
+}
+
+Test(config, duplicate_issuer, .init = setup_ab, .fini = teardown_ab)
+{
+    char err[256];
+
+    add_fails(g_o, conf_inline(ISS_A, g_ka), -FERRY_EDUPLICATE, err, sizeof(err));
+    cr_expect(strstr(err, "already configured"), "%s", err);
+    /* A byte variant is another issuer (exact match). */
+    add_ok(g_o, conf_inline(ISS_A "/", g_ka));
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 3);
+}
+
+/* Each entry: a member to set on a valid base config (JSON text; "-name" deletes it), and a
+ * word the error message must contain. */
+static const struct bad_conf {
+    const char *member;
+    const char *value;
+    const char *says;
+} bad_confs[] = {
+    {"jwks_url", "\"https://x\"", "jwks_url"},
+    {"Issuer", "\"x\"", "Issuer"},
+    {"-issuer", NULL, "issuer"},
+    {"issuer", "\"\"", "issuer"},
+    {"issuer", "42", "issuer"},
+    {"-audiences", NULL, "audiences"},
+    {"audiences", "[]", "audiences"},
+    {"audiences", "\"ferry\"", "audiences"},
+    {"audiences", "[1]", "audiences"},
+    {"audiences", "[\"\"]", "audiences"},
+    {"algorithms", "[]", "algorithms"},
+    {"algorithms", "[\"HS256\"]", "HS256"},
+    {"algorithms", "[\"HS512\"]", "HS512"},
+    {"algorithms", "[\"none\"]", "none"},
+    {"algorithms", "[\"es256\"]", "es256"},
+    {"algorithms", "[\"ES256 \"]", "algorithms"},
+    {"algorithms", "\"ES256\"", "algorithms"},
+    {"profile", "\"oauth\"", "profile"},
+    {"profile", "1", "profile"},
+    {"leeway", "-1", "leeway"},
+    {"leeway", "1e3", "leeway"},
+    {"leeway", "\"60\"", "leeway"},
+    {"leeway", "9223372036854775807", "leeway"},
+    {"max_lifetime", "0", "max_lifetime"},
+    {"max_lifetime", "99999999999", "max_lifetime"},
+    {"required_claims", "[]", "required_claims"},
+    {"require_azp", "\"yes\"", "require_azp"},
+    {"allow_http_loopback", "1", "allow_http_loopback"},
+    {"ca_file", "\"/nonexistent/ca.pem\"", "ca_file"},
+    {"ca_file", "\"\"", "ca_file"},
+    {"proxy", "false", "proxy"},
+    {"jwks_cache", "[]", "jwks_cache"},
+    {"jwks_cache", "{\"ttl\":5}", "ttl"},
+    {"jwks_cache", "{\"min_ttl\":-5}", "min_ttl"},
+    {"jwks_cache", "{\"max_ttl\":1e9}", "max_ttl"},
+    {"jwks_cache", "{\"min_ttl\":100,\"max_ttl\":50}", "min_ttl"},
+    {"jwks_cache", "{\"stale_window\":99999999999}", "stale_window"},
+    {"jwks_cache", "{\"refresh_cooldown\":-1}", "refresh_cooldown"},
+    {"fetch", "{\"max_bytes\":262145}", "max_bytes"},
+    {"fetch", "{\"max_bytes\":0}", "max_bytes"},
+    {"fetch", "{\"timeout_ms\":-1}", "timeout_ms"},
+    {"fetch", "{\"connect_timeout_ms\":\"1\"}", "connect_timeout_ms"},
+    {"fetch", "{\"retries\":1}", "retries"},
+    {"discovery", "true", "key source"},
+    {"jwks_uri", "\"https://a.example/jwks\"", "key source"},
+    {"jwks_file", "\"/dev/null\"", "key source"},
+    {"jwks", "[]", "jwks"},
+    {"jwks", "{\"keys\":{}}", "jwks"},
+    {"jwks", "{\"keys\":[]}", "no usable keys"},
+};
+
+Test(config, refused_with_a_one_line_reason, .init = setup_ab, .fini = teardown_ab)
+{
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(bad_confs) / sizeof(bad_confs[0]); i++) {
+        const struct bad_conf *b = &bad_confs[i];
+        json_t *c = conf_inline("https://new.example", g_ka);
+
+        if (b->member[0] == '-') {
+            json_object_del(c, b->member + 1);
+        } else {
+            json_t *v = json_loads(b->value, JSON_DECODE_ANY, NULL);
+
+            cr_assert_not_null(v, "bad test value %s", b->value);
+            json_object_set_new(c, b->member, v);
+        }
+        add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+        cr_expect(strstr(err, b->says), "%s=%s: message \"%s\" does not name \"%s\"",
+                  b->member, b->value ? b->value : "(deleted)", err, b->says);
+    }
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 2);
+}
+
+Test(config, no_key_source_and_bad_urls, .init = setup_ab, .fini = teardown_ab)
+{
+    char err[256];
+    json_t *c;
+
+    c = json_pack("{s:s, s:[s], s:b}", "issuer", "https://n.example", "audiences", AUD,
+                  "discovery", 0);
+    add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+    cr_expect(strstr(err, "no key source"), "%s", err);
+
+    /* D2: plain http refused by the http module's URL policy, for jwks_uri and discovery. */
+    c = json_pack("{s:s, s:[s], s:s}", "issuer", "https://n.example", "audiences", AUD,
+                  "jwks_uri", "http://n.example/jwks");
+    add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+    cr_expect(strstr(err, "jwks_uri"), "%s", err);
+    c = json_pack("{s:s, s:[s]}", "issuer", "http://n.example", "audiences", AUD);
+    add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+    cr_expect(strstr(err, "discovery"), "%s", err);
+    /* ... even with allow_http_loopback, for a host that is not loopback. */
+    c = json_pack("{s:s, s:[s], s:s, s:b}", "issuer", "https://n.example", "audiences", AUD,
+                  "jwks_uri", "http://n.example/jwks", "allow_http_loopback", 1);
+    add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+    /* Discovery is the default key source. */
+    c = json_pack("{s:s, s:[s]}", "issuer", "https://n.example/", "audiences", AUD);
+    add_ok(g_o, c);
+}
+
+Test(config, jwks_file, .init = setup_ab, .fini = teardown_ab)
+{
+    char path[] = "/tmp/ferry-test-oidc-XXXXXX", err[256];
+    int fd = mkstemp(path);
+    json_t *set = jwks_of(&g_ka, 1), *c;
+    char *text = json_dumps(set, JSON_COMPACT), *big;
+    size_t big_len = FERRY_JWKS_MAX_LEN + 1;
+    FILE *f;
+
+    cr_assert(fd >= 0 && text);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    c = json_pack("{s:s, s:[s], s:[s], s:s}", "issuer", "https://file.example", "audiences",
+                  AUD, "algorithms", "ES256", "jwks_file", path);
+    add_ok(g_o, c);
+
+    /* A token of that issuer verifies with the key read from the file. */
+    {
+        json_t *cl = claims_for("https://file.example");
+        char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, cl);
+
+        EXPECT_REASON(g_o, tok, FERRY_REASON_OK);
+        free(tok);
+        json_decref(cl);
+    }
+
+    /* Over FERRY_JWKS_MAX_LEN: refused at add time (padding with whitespace keeps it JSON). */
+    big = malloc(big_len);
+    cr_assert_not_null(big);
+    memset(big, ' ', big_len);
+    memcpy(big, text, strlen(text));
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(big, 1, big_len, f), big_len);
+    fclose(f);
+    c = json_pack("{s:s, s:[s], s:[s], s:s}", "issuer", "https://file2.example", "audiences",
+                  AUD, "algorithms", "ES256", "jwks_file", path);
+    add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+    cr_expect(strstr(err, "jwks_file"), "%s", err);
+
+    unlink(path);
+    c = json_pack("{s:s, s:[s], s:[s], s:s}", "issuer", "https://file3.example", "audiences",
+                  AUD, "algorithms", "ES256", "jwks_file", path);
+    add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+    c = json_pack("{s:s, s:[s], s:[s], s:s}", "issuer", "https://file4.example", "audiences",
+                  AUD, "algorithms", "ES256", "jwks_file", "/tmp");
+    add_fails(g_o, c, -FERRY_ECONFIG, err, sizeof(err));
+    free(big);
+    free(text);
+    json_decref(set);
+}
+
+Test(config, load_config_is_all_or_nothing, .init = setup_ab, .fini = teardown_ab)
+{
+    char err[256];
+    json_t *conf;
+    int r;
+
+    conf = json_pack("{s:[o, o], s:i, s:s}", "issuers", conf_inline("https://c1.example", g_ka),
+                     conf_inline("https://c2.example", g_kb), "replay_cache_size", 10,
+                     "listen", "ignored by the oidc module");
+    r = ferry_oidc_load_config(g_o, conf, err, sizeof(err));
+    cr_expect_eq(r, 0, "%s", err);
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 4);
+    json_decref(conf);
+
+    /* The second entry is bad: the first is not kept either. */
+    conf = json_pack("{s:[o, {s:s}]}", "issuers", conf_inline("https://c3.example", g_ka),
+                     "issuer", "https://c4.example");
+    r = ferry_oidc_load_config(g_o, conf, err, sizeof(err));
+    cr_expect_eq(r, -FERRY_ECONFIG);
+    cr_expect(strstr(err, "issuers[1]") && strstr(err, "audiences"), "%s", err);
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 4);
+    json_decref(conf);
+
+    /* A duplicate inside one file. */
+    conf = json_pack("{s:[o, o]}", "issuers", conf_inline("https://c5.example", g_ka),
+                     conf_inline("https://c5.example", g_ka));
+    r = ferry_oidc_load_config(g_o, conf, err, sizeof(err));
+    cr_expect_eq(r, -FERRY_EDUPLICATE, "%d %s", r, err);
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 4);
+    json_decref(conf);
+
+    conf = json_pack("{s:[], s:s}", "issuers", "replay_cache_size", "big");
+    cr_expect_eq(ferry_oidc_load_config(g_o, conf, err, sizeof(err)), -FERRY_ECONFIG);
+    cr_expect(strstr(err, "replay_cache_size"), "%s", err);
+    json_decref(conf);
+    conf = json_pack("{s:[], s:I}", "issuers", "replay_cache_size", (json_int_t)1 << 40);
+    cr_expect_eq(ferry_oidc_load_config(g_o, conf, err, sizeof(err)), -FERRY_ECONFIG);
+    json_decref(conf);
+    conf = json_pack("{s:{}}", "issuers");
+    cr_expect_eq(ferry_oidc_load_config(g_o, conf, err, sizeof(err)), -FERRY_ECONFIG);
+    json_decref(conf);
+    conf = json_pack("[]");
+    cr_expect_eq(ferry_oidc_load_config(g_o, conf, err, sizeof(err)), -FERRY_ECONFIG);
+    json_decref(conf);
+}
+
+/* Thousands of issuers: lookup stays exact and cheap (sorted index). */
+Test(config, thousands_of_issuers)
+{
+    ferry_oidc *o = new_store(0);
+    ferry_jwk *k = gen(FERRY_ALG_ES256);
+    json_t *set = jwks_of(&k, 1);
+    char iss[64];
+
+    for (int i = 0; i < 3000; i++) {
+        snprintf(iss, sizeof(iss), "https://idp%04d.example", (i * 7919) % 3000);
+        add_ok(o, json_pack("{s:s, s:[s], s:[s], s:O}", "issuer", iss, "audiences", AUD,
+                            "algorithms", "ES256", "jwks", set));
+    }
+    cr_assert_eq(ferry_oidc_issuer_count(o), 3000);
+    for (int i = 0; i < 3000; i += 599) {
+        json_t *c;
+        char *tok;
+
+        snprintf(iss, sizeof(iss), "https://idp%04d.example", i);
+        c = claims_for(iss);
+        tok = mint(k, FERRY_ALG_ES256, NULL, NULL, c);
+        EXPECT_REASON(o, tok, FERRY_REASON_OK);
+        free(tok);
+        json_object_set_new(c, "iss", json_string("https://idp3000.example"));
+        tok = mint(k, FERRY_ALG_ES256, NULL, NULL, c);
+        EXPECT_REASON(o, tok, FERRY_REASON_UNKNOWN_ISSUER);
+        free(tok);
+        json_decref(c);
+    }
+    json_decref(set);
+    ferry_jwk_unref(k);
+    ferry_oidc_free(o);
+}
+
+/* ---- accepted tokens ---------------------------------------------------------------------- */
+
+Test(verify, valid_token_and_identity, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c = claims_for(ISS_A), *j = NULL;
+    ferry_identity *id = NULL;
+    ferry_verify_result res;
+    char *tok;
+
+    json_object_set_new(c, "nbf", json_integer(NOW - 20));
+    json_object_set_new(c, "groups", json_pack("[s]", "admins"));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    cr_assert_eq(ferry_oidc_verify(g_o, tok, strlen(tok), NULL, &id, &res), 0, "%s",
+                 res.detail);
+    cr_expect_eq(res.reason, FERRY_REASON_OK);
+    cr_expect_str_eq(id->issuer, ISS_A);
+    cr_expect_str_eq(id->subject, "user-1");
+    cr_expect(json_is_array(id->audience) && json_array_size(id->audience) == 1);
+    cr_expect_str_eq(json_string_value(json_array_get(id->audience, 0)), AUD);
+    cr_expect_eq(id->profile, FERRY_PROFILE_ID_TOKEN);
+    cr_expect_eq(id->alg, FERRY_ALG_ES256);
+    cr_expect_str_eq(id->kid, ferry_jwk_kid(g_ka));
+    cr_expect_str_eq(id->jti, "jti-1");
+    cr_expect_eq(id->exp, NOW + 300);
+    cr_expect_eq(id->iat, NOW - 10);
+    cr_expect_eq(id->nbf, NOW - 20);
+    cr_expect(json_equal(id->claims, c));
+
+    cr_assert_eq(ferry_identity_to_json(id, &j), 0);
+    cr_expect(json_is_true(json_object_get(j, "verified")));
+    cr_expect_str_eq(json_string_value(json_object_get(j, "issuer")), ISS_A);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "subject")), "user-1");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "profile")), "id_token");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "alg")), "ES256");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "jti")), "jti-1");
+    cr_expect_eq(json_integer_value(json_object_get(j, "exp")), NOW + 300);
+    cr_expect_eq(json_integer_value(json_object_get(j, "nbf")), NOW - 20);
+    cr_expect(json_equal(json_object_get(j, "claims"), c));
+    cr_expect(json_equal(json_object_get(j, "audience"), id->audience));
+    json_decref(j);
+    ferry_identity_free(id);
+    ferry_identity_free(NULL);
+
+    /* Result only, no identity wanted; and not NUL-terminated input. */
+    {
+        size_t n = strlen(tok);
+        char *copy = malloc(n);
+
+        memcpy(copy, tok, n);
+        cr_expect_eq(ferry_oidc_verify(g_o, copy, n, NULL, NULL, &res), 0);
+        cr_expect_eq(res.reason, FERRY_REASON_OK);
+        cr_expect_eq(ferry_oidc_verify(g_o, copy, n - 1, NULL, NULL, &res), -FERRY_EREFUSED);
+        cr_expect_eq(res.reason, FERRY_REASON_MALFORMED, "%s", res.detail);
+        free(copy);
+    }
+    /* The result is filled for bad arguments too. */
+    cr_expect_eq(ferry_oidc_verify(NULL, tok, strlen(tok), NULL, NULL, &res), -EINVAL);
+    cr_expect_eq(res.reason, FERRY_REASON_INTERNAL);
+    free(tok);
+    json_decref(c);
+}
+
+/* Valid tokens of every supported alg. */
+Test(verify, every_algorithm, .timeout = 30)
+{
+    static const ferry_alg algs[] = {FERRY_ALG_RS256, FERRY_ALG_RS384, FERRY_ALG_RS512,
+                                     FERRY_ALG_PS256, FERRY_ALG_PS384, FERRY_ALG_PS512,
+                                     FERRY_ALG_ES256, FERRY_ALG_ES384, FERRY_ALG_EDDSA};
+    ferry_oidc *o = new_store(0);
+    ferry_jwk *rsa_gen = gen(FERRY_ALG_RS256), *rsa, *keys[4];
+    json_t *c, *conf, *al = json_array();
+    char *pem = NULL, *tok;
+    size_t pem_len = 0;
+
+    /* A generated RSA key carries alg RS256; its PEM round trip drops the alg so that one key
+     * serves all six RSA algorithms. */
+    cr_assert_eq(ferry_jwk_to_pem(rsa_gen, &pem, &pem_len), 0);
+    cr_assert_eq(ferry_jwk_from_pem(pem, pem_len, &rsa), 0);
+    ferry_jwk_pem_free(pem, pem_len);
+    keys[0] = rsa;
+    keys[1] = gen(FERRY_ALG_ES256);
+    keys[2] = gen(FERRY_ALG_ES384);
+    keys[3] = gen(FERRY_ALG_EDDSA);
+    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
+        json_array_append_new(al, json_string(ferry_alg_name(algs[i])));
+    conf = json_pack("{s:s, s:[s], s:o, s:o}", "issuer", ISS_A, "audiences", AUD, "algorithms",
+                     al, "jwks", jwks_of(keys, 4));
+    add_ok(o, conf);
+    c = claims_for(ISS_A);
+    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
+        ferry_jwk *k = algs[i] <= FERRY_ALG_PS512 ? keys[0]
+                       : algs[i] == FERRY_ALG_ES256 ? keys[1]
+                       : algs[i] == FERRY_ALG_ES384 ? keys[2]
+                                                    : keys[3];
+        ferry_identity *id = NULL;
+        ferry_verify_result res;
+
+        tok = mint(k, algs[i], NULL, "JWT", c);
+        cr_expect_eq(ferry_oidc_verify(o, tok, strlen(tok), NULL, &id, &res), 0, "%s: %s",
+                     ferry_alg_name(algs[i]), res.detail);
+        cr_expect(id && id->alg == algs[i]);
+        ferry_identity_free(id);
+        free(tok);
+    }
+    json_decref(c);
+    for (int i = 0; i < 4; i++)
+        ferry_jwk_unref(keys[i]);
+    ferry_jwk_unref(rsa_gen);
+    ferry_oidc_free(o);
+}
+
+/* A token without kid is accepted only when exactly one key of the set allows its alg. */
+Test(verify, kid_optional_only_when_unambiguous)
+{
+    ferry_oidc *o = new_store(0);
+    ferry_jwk *e1 = gen(FERRY_ALG_ES256), *e2 = gen(FERRY_ALG_ES256), *ed = gen(FERRY_ALG_EDDSA);
+    ferry_jwk *ks[3] = {e1, e2, ed};
+    json_t *c;
+    char *tok;
+
+    add_ok(o, json_pack("{s:s, s:[s], s:[s,s], s:o}", "issuer", ISS_A, "audiences", AUD,
+                        "algorithms", "ES256", "EdDSA", "jwks", jwks_of(ks, 3)));
+    c = claims_for(ISS_A);
+    tok = mint(ed, FERRY_ALG_EDDSA, NOKID, NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_OK); /* one EdDSA key */
+    free(tok);
+    tok = mint(e1, FERRY_ALG_ES256, NOKID, NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_UNKNOWN_KID); /* two ES256 keys: ambiguous */
+    free(tok);
+    tok = mint(e1, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_OK);
+    free(tok);
+    json_decref(c);
+    ferry_jwk_unref(e1);
+    ferry_jwk_unref(e2);
+    ferry_jwk_unref(ed);
+    ferry_oidc_free(o);
+}
+
+/* ---- A: parsing, at this layer ------------------------------------------------------------ */
+
+Test(parse, jws_layer_refusals_map_to_reasons, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c = claims_for(ISS_A);
+    char *ps = json_dumps(c, JSON_COMPACT), *tok, *big;
+    char hdr[256];
+    const char *kid = ferry_jwk_kid(g_ka);
+
+    /* A1 */
+    big = malloc(FERRY_JWS_MAX_LEN + 2);
+    memset(big, 'A', FERRY_JWS_MAX_LEN + 1);
+    big[FERRY_JWS_MAX_LEN + 1] = '\0';
+    big[10] = '.';
+    big[20] = '.';
+    EXPECT_REASON(g_o, big, FERRY_REASON_TOO_LARGE);
+    free(big);
+    /* A2 */
+    EXPECT_REASON(g_o, "a.b", FERRY_REASON_MALFORMED);
+    EXPECT_REASON(g_o, "", FERRY_REASON_MALFORMED);
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    {
+        size_t n = strlen(tok);
+        char *t2 = malloc(n + 2);
+
+        snprintf(t2, n + 2, "%s.", tok);
+        EXPECT_REASON(g_o, t2, FERRY_REASON_MALFORMED);
+        snprintf(t2, n + 2, " %s", tok);
+        EXPECT_REASON(g_o, t2, FERRY_REASON_MALFORMED);
+        free(t2);
+    }
+    free(tok);
+    /* A5 */
+    tok = assemble(g_ka, FERRY_ALG_ES256, "{\"alg\":\"none\"}", ps, strlen(ps),
+                   (const unsigned char *)"x", 1);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_ALG_NOT_ALLOWED);
+    free(tok);
+    tok = assemble(g_ka, FERRY_ALG_ES256, "{\"alg\":\"ES512\"}", ps, strlen(ps),
+                   (const unsigned char *)"x", 1);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_ALG_NOT_ALLOWED);
+    free(tok);
+    tok = assemble(g_ka, FERRY_ALG_ES256, "{\"kid\":\"x\"}", ps, strlen(ps),
+                   (const unsigned char *)"x", 1);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_MALFORMED);
+    free(tok);
+    /* Supported, but not in this issuer's allow-list (A allows ES256 only). */
+    {
+        ferry_jwk *k384 = gen(FERRY_ALG_ES384);
+
+        tok = mint(k384, FERRY_ALG_ES384, NULL, NULL, c);
+        EXPECT_REASON(g_o, tok, FERRY_REASON_ALG_NOT_ALLOWED);
+        free(tok);
+        ferry_jwk_unref(k384);
+    }
+    /* A6 / A7: forbidden header members are bad_header, with a valid signature even. */
+    static const char *const extra[] = {
+        "\"crit\":[\"exp\"]", "\"b64\":false", "\"cty\":\"JWT\"", "\"zip\":\"DEF\"",
+        "\"jku\":\"https://127.0.0.1/jwks\"", "\"x5u\":\"https://169.254.169.254/\"",
+        "\"jwk\":{\"kty\":\"EC\"}", "\"x5c\":[\"AAAA\"]",
+    };
+    for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++) {
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"ES256\",\"kid\":\"%s\",%s}", kid, extra[i]);
+        tok = assemble(g_ka, FERRY_ALG_ES256, hdr, ps, strlen(ps), NULL, 0);
+        EXPECT_REASON(g_o, tok, FERRY_REASON_BAD_HEADER);
+        free(tok);
+    }
+    /* A4: header duplicates. */
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"ES256\",\"kid\":\"%s\",\"alg\":\"ES256\"}", kid);
+    tok = assemble(g_ka, FERRY_ALG_ES256, hdr, ps, strlen(ps), NULL, 0);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_MALFORMED);
+    free(tok);
+    free(ps);
+    json_decref(c);
+}
+
+/* A4 for the claims: not JSON, not an object, too deep, NUL, trailing garbage. */
+Test(parse, claims_payload, .init = setup_ab, .fini = teardown_ab)
+{
+    char deep[256];
+    size_t n = 0;
+
+    expect_payload(g_o, g_ka, "", FERRY_REASON_MALFORMED, "empty");
+    expect_payload(g_o, g_ka, "foo", FERRY_REASON_MALFORMED, "not JSON");
+    expect_payload(g_o, g_ka, "[\"" ISS_A "\"]", FERRY_REASON_MALFORMED, "array");
+    expect_payload(g_o, g_ka, "\"" ISS_A "\"", FERRY_REASON_MALFORMED, "string");
+    expect_payload(g_o, g_ka, "{\"iss\":\"" ISS_A "\"} x", FERRY_REASON_MALFORMED, "garbage");
+    expect_payload(g_o, g_ka, "{\"iss\":\"" ISS_A "\",\"x\":\"\xff\"}", FERRY_REASON_MALFORMED,
+                   "invalid UTF-8");
+    n += (size_t)snprintf(deep + n, sizeof(deep) - n, "{\"iss\":\"" ISS_A "\",\"d\":");
+    for (int i = 0; i < 16; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 16; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    deep[n] = '\0';
+    expect_payload(g_o, g_ka, deep, FERRY_REASON_MALFORMED, "depth 17");
+}
+
+/* ---- B: algorithm and key binding ------------------------------------------------------- */
+
+static char *hs_token(const char *alg, const void *secret, size_t slen, const char *kid,
+                      const char *payload)
+{
+    unsigned char mac[64];
+    size_t maclen = 0;
+    char hdr[256], *h, *p, *tok, *s;
+    size_t n;
+
+    snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\",\"kid\":\"%s\"}", alg, kid);
+    h = b64(hdr, strlen(hdr));
+    p = b64(payload, strlen(payload));
+    n = strlen(h) + strlen(p) + 2;
+    tok = malloc(n);
+    snprintf(tok, n, "%s.%s", h, p);
+    if (!EVP_Q_mac(NULL, "HMAC", NULL, alg[3] == '2'   ? "SHA256"
+                                       : alg[3] == '3' ? "SHA384"
+                                                       : "SHA512",
+                   NULL, slen ? secret : "", slen, (unsigned char *)tok, strlen(tok), mac,
+                   sizeof(mac), &maclen))
+        maclen = 32; /* an empty key may be refused by OpenSSL: any bytes will do */
+    s = b64(mac, maclen);
+    free(tok);
+    n = strlen(h) + strlen(p) + strlen(s) + 3;
+    tok = malloc(n);
+    snprintf(tok, n, "%s.%s.%s", h, p, s);
+    free(h);
+    free(p);
+    free(s);
+    return tok;
+}
+
+/* B1: HS* keyed with the issuer's public key in every representation, and an empty key. */
+Test(keys, b1_hmac_with_public_key, .init = setup_ab, .fini = teardown_ab)
+{
+    static const char *const hs[] = {"HS256", "HS384", "HS512"};
+    json_t *c = claims_for(ISS_A), *pj = pub_json(g_ka);
+    char *ps = json_dumps(c, JSON_COMPACT), *pjs = json_dumps(pj, JSON_COMPACT);
+    char *pjs_sorted = json_dumps(pj, JSON_COMPACT | JSON_SORT_KEYS), *tok, err[256];
+    unsigned char *der = NULL, point[65];
+    size_t point_len = 0;
+    int der_len = i2d_PUBKEY(ferry_jwk_evp_pkey(g_ka), &der);
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *pem;
+    long pem_len;
+    struct {
+        const void *p;
+        size_t n;
+    } secrets[6];
+
+    cr_assert(der_len > 0 && bio);
+    cr_assert_eq(PEM_write_bio_PUBKEY(bio, ferry_jwk_evp_pkey(g_ka)), 1);
+    pem_len = BIO_get_mem_data(bio, &pem);
+    cr_assert_eq(EVP_PKEY_get_octet_string_param(ferry_jwk_evp_pkey(g_ka),
+                                                 OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
+                                                 &point_len),
+                 1);
+    secrets[0].p = pem, secrets[0].n = (size_t)pem_len;
+    secrets[1].p = der, secrets[1].n = (size_t)der_len;
+    secrets[2].p = pjs, secrets[2].n = strlen(pjs);
+    secrets[3].p = pjs_sorted, secrets[3].n = strlen(pjs_sorted);
+    secrets[4].p = point, secrets[4].n = point_len;
+    secrets[5].p = "", secrets[5].n = 0;
+    for (size_t a = 0; a < 3; a++) {
+        for (size_t i = 0; i < 6; i++) {
+            tok = hs_token(hs[a], secrets[i].p, secrets[i].n, ferry_jwk_kid(g_ka), ps);
+            EXPECT_REASON(g_o, tok, FERRY_REASON_ALG_NOT_ALLOWED);
+            free(tok);
+        }
+    }
+    /* No issuer can list HS256, so "HS256 in another issuer's allow-list" cannot happen. */
+    {
+        json_t *conf = conf_inline("https://hs.example", g_kb);
+
+        json_object_set_new(conf, "algorithms", json_pack("[s,s]", "ES256", "HS256"));
+        add_fails(g_o, conf, -FERRY_ECONFIG, err, sizeof(err));
+    }
+    BIO_free(bio);
+    OPENSSL_free(der);
+    free(ps);
+    free(pjs);
+    free(pjs_sorted);
+    json_decref(pj);
+    json_decref(c);
+}
+
+/* B2: alg does not fit the key named by kid. */
+Test(keys, b2_alg_key_mismatch)
+{
+    ferry_oidc *o = new_store(0);
+    ferry_jwk *rsa = rsa_key(2048), *rs256, *p256 = gen(FERRY_ALG_ES256),
+              *p384 = gen(FERRY_ALG_ES384), *ks[3];
+    json_t *rj = pub_json(rsa), *c = claims_for(ISS_A), *set;
+    char *tok;
+
+    /* The RSA key declares alg RS256 in the JWKS. */
+    json_object_set_new(rj, "alg", json_string("RS256"));
+    cr_assert_eq(ferry_jwk_from_json(rj, 0, &rs256), 0);
+    ks[0] = rs256, ks[1] = p256, ks[2] = p384;
+    set = jwks_of(ks, 3);
+    add_ok(o, json_pack("{s:s, s:[s], s:[s,s,s,s], s:o}", "issuer", ISS_A, "audiences", AUD,
+                        "algorithms", "RS256", "PS256", "ES256", "ES384", "jwks", set));
+    /* RS256 on an EC kid */
+    tok = mint(rsa, FERRY_ALG_RS256, ferry_jwk_kid(p256), NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_KEY_MISMATCH);
+    free(tok);
+    /* PS256 on a key that declares RS256 */
+    tok = mint(rsa, FERRY_ALG_PS256, ferry_jwk_kid(rs256), NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_KEY_MISMATCH);
+    free(tok);
+    /* ES256 with a P-384 key, ES384 with a P-256 key */
+    tok = mint(p256, FERRY_ALG_ES256, ferry_jwk_kid(p384), NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_KEY_MISMATCH);
+    free(tok);
+    tok = mint(p384, FERRY_ALG_ES384, ferry_jwk_kid(p256), NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_KEY_MISMATCH);
+    free(tok);
+    /* and the right pairs verify */
+    tok = mint(rsa, FERRY_ALG_RS256, ferry_jwk_kid(rs256), NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_OK);
+    free(tok);
+    tok = mint(p384, FERRY_ALG_ES384, NULL, NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_OK);
+    free(tok);
+    json_decref(rj);
+    json_decref(c);
+    ferry_jwk_unref(rsa);
+    ferry_jwk_unref(rs256);
+    ferry_jwk_unref(p256);
+    ferry_jwk_unref(p384);
+    ferry_oidc_free(o);
+}
+
+static const char p256_order[] =
+    "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551";
+
+/* Replace the signature of an ES256 token with r || s given as BIGNUMs (32 bytes each). */
+static char *with_sig(const char *tok, const BIGNUM *r, const BIGNUM *s)
+{
+    unsigned char sig[64];
+    const char *dot = strrchr(tok, '.');
+    char *enc, *out;
+    size_t n;
+
+    cr_assert_eq(BN_bn2binpad(r, sig, 32), 32);
+    cr_assert_eq(BN_bn2binpad(s, sig + 32, 32), 32);
+    enc = b64(sig, 64);
+    n = (size_t)(dot - tok) + 1 + strlen(enc) + 1;
+    out = malloc(n);
+    snprintf(out, n, "%.*s.%s", (int)(dot - tok), tok, enc);
+    free(enc);
+    return out;
+}
+
+static void split_sig(const char *tok, BIGNUM **r, BIGNUM **s)
+{
+    unsigned char sig[64];
+    size_t n = 0;
+    const char *dot = strrchr(tok, '.');
+
+    cr_assert_eq(ferry_b64url_decode(dot + 1, strlen(dot + 1), sig, &n), 0);
+    cr_assert_eq(n, 64);
+    *r = BN_bin2bn(sig, 32, NULL);
+    *s = BN_bin2bn(sig + 32, 32, NULL);
+}
+
+/* B3: (r, n - s) is a second valid signature of the same claims. It verifies (ECDSA is
+ * malleable), so one-time use rests on the jti: accepted once, then refused as a replay. */
+Test(keys, b3_malleated_ecdsa_twin_is_a_replay, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_verify_options vo = {.consume_jti = true};
+    json_t *c = claims_for(ISS_A);
+    char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c), *twin;
+    BIGNUM *r, *s, *n = NULL, *s2 = BN_new();
+    BN_CTX *bc = BN_CTX_new();
+
+    split_sig(tok, &r, &s);
+    cr_assert(BN_hex2bn(&n, p256_order) > 0);
+    cr_assert_eq(BN_sub(s2, n, s), 1);
+    twin = with_sig(tok, r, s2);
+    cr_assert_str_neq(twin, tok);
+
+    /* Without one-time use both verify: the twin is a real signature. */
+    EXPECT_REASON(g_o, twin, FERRY_REASON_OK);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK);
+    /* With it: whichever comes first wins, the other is a replay. */
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, twin, &vo, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_REPLAYED);
+
+    free(tok);
+    free(twin);
+    BN_free(r);
+    BN_free(s);
+    BN_free(n);
+    BN_free(s2);
+    BN_CTX_free(bc);
+    json_decref(c);
+}
+
+/* B3: r, s in {0, 1, n-1, n}, s >= n, a DER signature, wrong lengths. */
+Test(keys, b3_bad_ecdsa_signatures, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c = claims_for(ISS_A);
+    char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c), *bad;
+    BIGNUM *r, *s, *v[4], *big = BN_new();
+    const char *dot = strrchr(tok, '.');
+
+    split_sig(tok, &r, &s);
+    v[0] = BN_new();
+    BN_zero(v[0]);
+    v[1] = BN_new();
+    BN_one(v[1]);
+    v[3] = NULL;
+    cr_assert(BN_hex2bn(&v[3], p256_order) > 0);
+    v[2] = BN_dup(v[3]);
+    BN_sub_word(v[2], 1);
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            bad = with_sig(tok, v[i], v[j]);
+            EXPECT_REASON(g_o, bad, FERRY_REASON_BAD_SIGNATURE);
+            free(bad);
+        }
+        bad = with_sig(tok, r, v[i]);
+        EXPECT_REASON(g_o, bad, FERRY_REASON_BAD_SIGNATURE);
+        free(bad);
+        bad = with_sig(tok, v[i], s);
+        EXPECT_REASON(g_o, bad, FERRY_REASON_BAD_SIGNATURE);
+        free(bad);
+    }
+    /* s + n still fits 32 bytes only when s < 2^256 - n: use it when it does */
+    BN_add(big, s, v[3]);
+    if (BN_num_bytes(big) <= 32) {
+        bad = with_sig(tok, r, big);
+        EXPECT_REASON(g_o, bad, FERRY_REASON_BAD_SIGNATURE);
+        free(bad);
+    }
+    /* DER-encoded (r, s) instead of P1363, and truncated / extended P1363 */
+    {
+        unsigned char p1363[64], *der = NULL;
+        size_t der_len = 0, n;
+        char *enc;
+
+        BN_bn2binpad(r, p1363, 32);
+        BN_bn2binpad(s, p1363 + 32, 32);
+        cr_assert_eq(ferry_ecdsa_p1363_to_der(p1363, 64, &der, &der_len), 0);
+        bad = assemble(NULL, FERRY_ALG_ES256, "{}", "", 0, der, der_len);
+        enc = strrchr(bad, '.') + 1;
+        n = (size_t)(dot - tok) + 1 + strlen(enc) + 1;
+        {
+            char *t2 = malloc(n);
+
+            snprintf(t2, n, "%.*s.%s", (int)(dot - tok), tok, enc);
+            EXPECT_REASON(g_o, t2, FERRY_REASON_BAD_SIGNATURE);
+            free(t2);
+        }
+        free(bad);
+        free(der);
+        for (size_t len = 63; len <= 65; len += 2) {
+            unsigned char buf[65] = {0};
+            char *t2, *e2;
+
+            memcpy(buf, p1363, 64);
+            e2 = b64(buf, len);
+            n = (size_t)(dot - tok) + 1 + strlen(e2) + 1;
+            t2 = malloc(n);
+            snprintf(t2, n, "%.*s.%s", (int)(dot - tok), tok, e2);
+            EXPECT_REASON(g_o, t2, FERRY_REASON_BAD_SIGNATURE);
+            free(t2);
+            free(e2);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        BN_free(v[i]);
+    BN_free(big);
+    BN_free(r);
+    BN_free(s);
+    free(tok);
+    json_decref(c);
+}
+
+/* B6: key lookup failures are refusals, never a verify with a NULL key. */
+Test(keys, b6_unknown_kid, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c = claims_for(ISS_A);
+    char *tok;
+
+    tok = mint(g_ka, FERRY_ALG_ES256, "no-such-kid", NULL, c);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_UNKNOWN_KID);
+    free(tok);
+    tok = mint(g_ka, FERRY_ALG_ES256, NOKID, NULL, c);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK); /* the one ES256 key of A */
+    free(tok);
+    json_decref(c);
+    /* The jose layer refuses a NULL key outright. */
+    cr_expect_eq(ferry_jose_verify(FERRY_ALG_ES256, NULL, "x", 1, "x", 1), -FERRY_ENOKEY);
+}
+
+/* ---- C1 / C2: time claims ----------------------------------------------------------------- */
+
+Test(claims, c1_exp, .init = setup_ab, .fini = teardown_ab)
+{
+    static const struct {
+        const char *json;
+        ferry_reason want;
+    } cases[] = {
+        {"1699999000", FERRY_REASON_EXPIRED},        /* 1000 s ago */
+        {"1699999940", FERRY_REASON_EXPIRED},        /* exactly leeway ago */
+        {"1699999941", FERRY_REASON_OK},             /* inside the leeway */
+        {"0", FERRY_REASON_EXPIRED},
+        {"-1", FERRY_REASON_BAD_CLAIM},
+        {"-9223372036854775808", FERRY_REASON_BAD_CLAIM},
+        {"\"1700000300\"", FERRY_REASON_BAD_CLAIM},
+        {"null", FERRY_REASON_BAD_CLAIM},
+        {"true", FERRY_REASON_BAD_CLAIM},
+        {"[1700000300]", FERRY_REASON_BAD_CLAIM},
+        {"1700000300.0", FERRY_REASON_BAD_CLAIM},
+        {"1700000300.5", FERRY_REASON_BAD_CLAIM},
+        {"1e300", FERRY_REASON_BAD_CLAIM},
+        {"9.3e18", FERRY_REASON_BAD_CLAIM},
+        {"1e400", FERRY_REASON_BAD_CLAIM},
+        {"9300000000000000000", FERRY_REASON_BAD_CLAIM},    /* integer beyond int64 */
+        {"18446744073709551616", FERRY_REASON_BAD_CLAIM},
+        {"9223372036854775807", FERRY_REASON_LIFETIME_TOO_LONG}, /* INT64_MAX */
+        {"9223372036854775750", FERRY_REASON_LIFETIME_TOO_LONG}, /* + leeway would overflow */
+        {"1700086391", FERRY_REASON_LIFETIME_TOO_LONG},       /* iat + 86401 */
+        {"1700086390", FERRY_REASON_OK},                      /* iat + 86400 */
+    };
+    char payload[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(payload, sizeof(payload),
+                 "{\"iss\":\"" ISS_A "\",\"sub\":\"u\",\"aud\":\"" AUD "\",\"iat\":%" PRId64
+                 ",\"exp\":%s}",
+                 NOW - 10, cases[i].json);
+        expect_payload(g_o, g_ka, payload, cases[i].want, cases[i].json);
+    }
+    /* missing */
+    snprintf(payload, sizeof(payload),
+             "{\"iss\":\"" ISS_A "\",\"sub\":\"u\",\"aud\":\"" AUD "\",\"iat\":%" PRId64 "}",
+             NOW - 10);
+    expect_payload(g_o, g_ka, payload, FERRY_REASON_MISSING_CLAIM, "exp missing");
+
+    /* The detail says exactly what was wrong. */
+    {
+        json_t *c = claims_for(ISS_A);
+
+        json_object_set_new(c, "exp", json_integer(1699999000));
+        expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_EXPIRED, "exp past");
+        cr_expect_str_eq(g_last.detail,
+                         "exp 1699999000 is 1000 s before now 1700000000 (leeway 60 s)");
+    }
+}
+
+/* Extreme clocks: no overflow in now + leeway or exp - now (UBSan watches). */
+Test(claims, c1_extreme_clock, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_verify_options vo = {.now = INT64_MAX - 1000};
+    json_t *c = claims_for(ISS_A);
+    char *tok;
+
+    json_object_set_new(c, "exp", json_integer(INT64_MAX));
+    json_object_set_new(c, "iat", json_integer(INT64_MAX - 1100));
+    json_object_set_new(c, "nbf", json_integer(INT64_MAX - 1000));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_OK); /* exp + leeway saturates */
+    vo.now = INT64_MAX; /* exp + leeway (saturated) <= now */
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_EXPIRED);
+    vo.now = INT64_MIN;
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_NOT_YET_VALID);
+    vo.now = -1;
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_NOT_YET_VALID);
+    free(tok);
+    json_decref(c);
+}
+
+Test(claims, c2_nbf_iat, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c;
+
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "nbf", json_integer(NOW + 61));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_NOT_YET_VALID, "nbf beyond leeway");
+    cr_expect_str_eq(g_last.detail,
+                     "nbf 1700000061 is 61 s after now 1700000000 (leeway 60 s)");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "nbf", json_integer(NOW + 60));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_OK, "nbf within leeway");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "nbf", json_string("1700000000"));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_CLAIM, "nbf string");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "nbf", json_real(1.0));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_CLAIM, "nbf real");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iat", json_integer(NOW + 61));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_ISSUED_IN_FUTURE, "iat in the future");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iat", json_integer(NOW + 60));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_OK, "iat within leeway");
+    c = claims_for(ISS_A);
+    json_object_del(c, "iat");
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_MISSING_CLAIM, "iat missing (ID token)");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iat", json_integer(-5));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_CLAIM, "iat negative");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iat", json_integer(0)); /* exp - iat far over max_lifetime */
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_LIFETIME_TOO_LONG, "iat 0");
+}
+
+/* A custom leeway and max_lifetime. */
+Test(claims, leeway_and_lifetime_from_config, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *conf = conf_inline("https://l.example", g_ka), *c;
+
+    json_object_set_new(conf, "leeway", json_integer(0));
+    json_object_set_new(conf, "max_lifetime", json_integer(600));
+    add_ok(g_o, conf);
+    c = claims_for("https://l.example");
+    json_object_set_new(c, "exp", json_integer(NOW));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_EXPIRED, "leeway 0, exp = now");
+    c = claims_for("https://l.example");
+    json_object_set_new(c, "exp", json_integer(NOW + 1));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_OK, "leeway 0, exp = now + 1");
+    c = claims_for("https://l.example");
+    json_object_set_new(c, "iat", json_integer(NOW + 1));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_ISSUED_IN_FUTURE, "leeway 0, iat + 1");
+    c = claims_for("https://l.example");
+    json_object_set_new(c, "exp", json_integer(NOW - 10 + 601));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_LIFETIME_TOO_LONG, "lifetime 601");
+    cr_expect_str_eq(g_last.detail, "exp - iat is 601 s, over max_lifetime 600 s");
+}
+
+/* ---- C3: issuer ----------------------------------------------------------------------------- */
+
+Test(claims, c3_issuer_bytes, .init = setup_ab, .fini = teardown_ab)
+{
+    static const char *const variants[] = {
+        ISS_A "/", "https://A.example", "HTTPS://a.example", "https://a.example ",
+        " https://a.example", "https://\xd0\xb0.example", /* Cyrillic a */
+        "https://a.example.", "https://a.exampl", "https://a.example/x", "",
+    };
+    json_t *c;
+
+    for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
+        c = claims_for(ISS_A);
+        json_object_set_new(c, "iss", json_string(variants[i]));
+        expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_UNKNOWN_ISSUER, variants[i]);
+    }
+    /* Non-string and missing iss */
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iss", json_integer(1));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_UNKNOWN_ISSUER, "iss number");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iss", json_pack("[s]", ISS_A));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_UNKNOWN_ISSUER, "iss array");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iss", json_null());
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_UNKNOWN_ISSUER, "iss null");
+    c = claims_for(ISS_A);
+    json_object_del(c, "iss");
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_UNKNOWN_ISSUER, "iss missing");
+    /* An embedded NUL never reaches the lookup: the parser refuses \u0000. */
+    expect_payload(g_o, g_ka,
+                   "{\"iss\":\"https://a.example\\u0000\",\"sub\":\"u\",\"aud\":\"ferry\","
+                   "\"exp\":1700000300,\"iat\":1699999990}",
+                   FERRY_REASON_MALFORMED, "iss with NUL");
+    expect_payload(g_o, g_ka,
+                   "{\"iss\":\"https://a.example\",\"sub\":\"u\",\"aud\":\"ferry\","
+                   "\"exp\":1700000300,\"iat\":1699999990}",
+                   FERRY_REASON_OK, "control");
+}
+
+/* ---- C4: audience --------------------------------------------------------------------------- */
+
+Test(claims, c4_audience, .init = setup_ab, .fini = teardown_ab)
+{
+    static const char *const bad[] = {
+        "[]", "\"\"", "1", "{}", "null", "true", "[1]", "[\"ferry\", 1]", "\"other\"",
+        "[\"other\"]", "\"Ferry\"", "\"FERRY\"", "\" ferry\"", "\"ferry \"", "\"ferry/\"",
+        "[[\"ferry\"]]", "\"ferr\"",
+    };
+    json_t *c;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c = claims_for(ISS_A);
+        json_object_set_new(c, "aud", json_loads(bad[i], JSON_DECODE_ANY, NULL));
+        expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_AUDIENCE, bad[i]);
+    }
+    c = claims_for(ISS_A);
+    json_object_del(c, "aud");
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_AUDIENCE, "aud absent");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "aud", json_pack("[s,s]", "other", AUD));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_OK, "aud array containing us");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "aud", json_pack("[s]", AUD));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_OK, "aud [us]");
+}
+
+Test(claims, c4_require_azp_and_requested_audience, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *conf = conf_inline("https://azp.example", g_ka), *c;
+    ferry_verify_options vo = {0};
+    char *tok;
+
+    json_object_set_new(conf, "require_azp", json_true());
+    json_object_set_new(conf, "audiences", json_pack("[s,s]", AUD, "ferry-admin"));
+    add_ok(g_o, conf);
+    c = claims_for("https://azp.example");
+    json_object_set_new(c, "aud", json_pack("[s,s]", AUD, "other"));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_AUDIENCE,
+                  "two audiences, no azp");
+    json_object_set_new(c, "azp", json_integer(5));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_CLAIM, "azp not a string");
+    json_object_set_new(c, "azp", json_string("client-1"));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_OK, "two audiences, azp");
+    json_object_del(c, "azp");
+    json_object_set_new(c, "aud", json_string(AUD));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_OK, "one audience, no azp");
+
+    /* opts->audience: must be one of the issuer's and must be in the token. */
+    json_object_set_new(c, "aud", json_pack("[s,s]", AUD, "ferry-admin"));
+    json_object_set_new(c, "azp", json_string("client-1"));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    vo.audience = "ferry-admin";
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_OK);
+    vo.audience = "other";
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_BAD_AUDIENCE);
+    free(tok);
+    json_object_set_new(c, "aud", json_string(AUD));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    vo.audience = "ferry-admin";
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_BAD_AUDIENCE);
+    vo.audience = AUD;
+    EXPECT_REASON_OPTS(g_o, tok, &vo, FERRY_REASON_OK);
+    free(tok);
+    json_decref(c);
+}
+
+/* ---- C5: subject -------------------------------------------------------------------------- */
+
+Test(claims, c5_subject, .init = setup_ab, .fini = teardown_ab)
+{
+    static const char *const bad[] = {"\"\"", "1", "null", "[\"u\"]", "{}", "false"};
+    json_t *c;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c = claims_for(ISS_A);
+        json_object_set_new(c, "sub", json_loads(bad[i], JSON_DECODE_ANY, NULL));
+        expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_SUBJECT, bad[i]);
+    }
+    c = claims_for(ISS_A);
+    json_object_del(c, "sub");
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_SUBJECT, "sub missing");
+
+    /* Duplicate claim names are refused by the parser (last-wins would be exploitable). */
+    expect_payload(g_o, g_ka,
+                   "{\"iss\":\"" ISS_A "\",\"sub\":\"u\",\"sub\":\"admin\",\"aud\":\"ferry\","
+                   "\"exp\":1700000300,\"iat\":1699999990}",
+                   FERRY_REASON_MALFORMED, "duplicate sub");
+    expect_payload(g_o, g_ka,
+                   "{\"iss\":\"" ISS_B "\",\"iss\":\"" ISS_A "\",\"sub\":\"u\",\"aud\":\"ferry\","
+                   "\"exp\":1700000300,\"iat\":1699999990}",
+                   FERRY_REASON_MALFORMED, "duplicate iss");
+    expect_payload(g_o, g_ka,
+                   "{\"iss\":\"" ISS_A "\",\"sub\":\"u\",\"aud\":\"ferry\",\"exp\":1,"
+                   "\"exp\":1700000300,\"iat\":1699999990}",
+                   FERRY_REASON_MALFORMED, "duplicate exp");
+}
+
+/* ---- C6: typ per profile ------------------------------------------------------------------ */
+
+static json_t *at_claims(const char *iss)
+{
+    json_t *c = claims_for(iss);
+
+    json_object_set_new(c, "client_id", json_string("client-1"));
+    return c;
+}
+
+Test(claims, c6_typ_confusion, .init = setup_ab, .fini = teardown_ab)
+{
+    static const struct {
+        const char *typ; /* NULL = absent */
+        ferry_reason id_token, access_token;
+    } cases[] = {
+        {NULL, FERRY_REASON_OK, FERRY_REASON_BAD_TYP},
+        {"JWT", FERRY_REASON_OK, FERRY_REASON_BAD_TYP},
+        {"jwt", FERRY_REASON_OK, FERRY_REASON_BAD_TYP},
+        {"application/jwt", FERRY_REASON_OK, FERRY_REASON_BAD_TYP},
+        {"Application/JWT", FERRY_REASON_OK, FERRY_REASON_BAD_TYP},
+        {"at+jwt", FERRY_REASON_BAD_TYP, FERRY_REASON_OK},
+        {"AT+JWT", FERRY_REASON_BAD_TYP, FERRY_REASON_OK},
+        {"application/at+jwt", FERRY_REASON_BAD_TYP, FERRY_REASON_OK},
+        {"dpop+jwt", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+        {"application/dpop+jwt", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+        {"JOSE", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+        {"", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+        {"application/", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+        {"JWT ", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+        {"at+jwt\t", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+        {"logout+jwt", FERRY_REASON_BAD_TYP, FERRY_REASON_BAD_TYP},
+    };
+    json_t *conf = conf_inline("https://at.example", g_ka);
+
+    json_object_set_new(conf, "profile", json_string("access_token"));
+    add_ok(g_o, conf);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *what = cases[i].typ ? cases[i].typ : "(none)";
+
+        expect_claims(g_o, g_ka, cases[i].typ, at_claims(ISS_A), cases[i].id_token, what);
+        expect_claims(g_o, g_ka, cases[i].typ, at_claims("https://at.example"),
+                      cases[i].access_token, what);
+    }
+    /* A non-string typ is refused by the JWS layer. */
+    {
+        char hdr[256], *ps, *tok;
+        json_t *c = claims_for(ISS_A);
+
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":1}",
+                 ferry_jwk_kid(g_ka));
+        ps = json_dumps(c, JSON_COMPACT);
+        tok = assemble(g_ka, FERRY_ALG_ES256, hdr, ps, strlen(ps), NULL, 0);
+        EXPECT_REASON(g_o, tok, FERRY_REASON_MALFORMED);
+        free(tok);
+        free(ps);
+        json_decref(c);
+    }
+}
+
+/* ---- profiles ----------------------------------------------------------------------------- */
+
+Test(profiles, access_token_rfc9068, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *conf = conf_inline("https://at.example", g_ka), *c;
+    static const char *const required[] = {"exp", "iat", "jti", "client_id"};
+
+    json_object_set_new(conf, "profile", json_string("access_token"));
+    add_ok(g_o, conf);
+    expect_claims(g_o, g_ka, "at+jwt", at_claims("https://at.example"), FERRY_REASON_OK, "ok");
+    for (size_t i = 0; i < 4; i++) {
+        c = at_claims("https://at.example");
+        json_object_del(c, required[i]);
+        expect_claims(g_o, g_ka, "at+jwt", c, FERRY_REASON_MISSING_CLAIM, required[i]);
+    }
+    c = at_claims("https://at.example");
+    json_object_del(c, "sub");
+    expect_claims(g_o, g_ka, "at+jwt", c, FERRY_REASON_BAD_SUBJECT, "sub");
+    c = at_claims("https://at.example");
+    json_object_del(c, "aud");
+    expect_claims(g_o, g_ka, "at+jwt", c, FERRY_REASON_BAD_AUDIENCE, "aud");
+    c = at_claims("https://at.example");
+    json_object_set_new(c, "client_id", json_integer(7));
+    expect_claims(g_o, g_ka, "at+jwt", c, FERRY_REASON_BAD_CLAIM, "client_id number");
+    c = at_claims("https://at.example");
+    json_object_set_new(c, "jti", json_string(""));
+    expect_claims(g_o, g_ka, "at+jwt", c, FERRY_REASON_BAD_CLAIM, "jti empty");
+}
+
+Test(profiles, kubernetes_service_account, .init = setup_ab, .fini = teardown_ab)
+{
+    static const char *const bad_subs[] = {
+        "system:serviceaccount:ns",        "system:serviceaccount::name",
+        "system:serviceaccount:ns:",       "system:serviceaccount:ns:a:b",
+        "system:serviceaccounts:ns:name",  "System:serviceaccount:ns:name",
+        "system:serviceaccount:",          "user-1",
+    };
+    json_t *conf = conf_inline("https://k8s.example", g_ka), *c, *k8s;
+
+    json_object_set_new(conf, "profile", json_string("kubernetes"));
+    add_ok(g_o, conf);
+    c = claims_for("https://k8s.example");
+    json_object_set_new(c, "sub", json_string("system:serviceaccount:train:runner"));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_OK, "no kubernetes.io");
+    k8s = json_pack("{s:s, s:{s:s, s:s}, s:{s:s, s:s}}", "namespace", "train", "serviceaccount",
+                    "name", "runner", "uid", "u-1", "pod", "name", "p", "uid", "u-2");
+    json_object_set_new(c, "kubernetes.io", json_deep_copy(k8s));
+    expect_claims(g_o, g_ka, "JWT", json_incref(c), FERRY_REASON_OK, "agreeing kubernetes.io");
+    expect_claims(g_o, g_ka, "at+jwt", json_incref(c), FERRY_REASON_BAD_TYP, "at+jwt");
+
+    json_object_set_new(json_object_get(c, "kubernetes.io"), "namespace", json_string("prod"));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_SUBJECT, "namespace");
+    json_object_set_new(c, "kubernetes.io", json_deep_copy(k8s));
+    json_object_set_new(json_object_get(json_object_get(c, "kubernetes.io"), "serviceaccount"),
+                        "name", json_string("admin"));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_SUBJECT, "sa name");
+    json_object_set_new(c, "kubernetes.io", json_string("train"));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_CLAIM, "not an object");
+    json_object_set_new(c, "kubernetes.io", json_object());
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_SUBJECT, "empty object");
+    json_object_del(c, "kubernetes.io");
+    for (size_t i = 0; i < sizeof(bad_subs) / sizeof(bad_subs[0]); i++) {
+        json_object_set_new(c, "sub", json_string(bad_subs[i]));
+        expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_SUBJECT, bad_subs[i]);
+    }
+    json_object_set_new(c, "sub", json_string("system:serviceaccount:train:runner"));
+    json_object_del(c, "iat");
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_MISSING_CLAIM, "iat");
+    json_decref(k8s);
+    json_decref(c);
+}
+
+Test(profiles, github_actions, .init = setup_ab, .fini = teardown_ab)
+{
+    static const char *const required[] = {"repository", "ref", "repository_owner", "jti",
+                                           "iat"};
+    json_t *conf = conf_inline("https://token.actions.githubusercontent.com", g_ka), *c;
+
+    json_object_set_new(conf, "profile", json_string("github_actions"));
+    add_ok(g_o, conf);
+    c = claims_for("https://token.actions.githubusercontent.com");
+    json_object_set_new(c, "sub", json_string("repo:octo/train:ref:refs/heads/main"));
+    json_object_set_new(c, "repository", json_string("octo/train"));
+    json_object_set_new(c, "repository_owner", json_string("octo"));
+    json_object_set_new(c, "ref", json_string("refs/heads/main"));
+    expect_claims(g_o, g_ka, "JWT", json_incref(c), FERRY_REASON_OK, "ok");
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        json_t *c2 = json_deep_copy(c);
+
+        json_object_del(c2, required[i]);
+        expect_claims(g_o, g_ka, NULL, c2, FERRY_REASON_MISSING_CLAIM, required[i]);
+    }
+    json_object_set_new(c, "repository", json_pack("[s]", "octo/train"));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_BAD_CLAIM, "repository array");
+    json_decref(c);
+}
+
+/* ferry's own tokens: at+jwt with client_id, jti, src_iss; and each side refuses the other's
+ * tokens (C6: ferry-minted typ presented upstream and the other way round). */
+Test(profiles, ferry_minted, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *conf = conf_inline("https://ferry.example", g_kb), *c;
+
+    json_object_set_new(conf, "profile", json_string("ferry"));
+    add_ok(g_o, conf);
+    c = at_claims("https://ferry.example");
+    json_object_set_new(c, "src_iss", json_string(ISS_A));
+    expect_claims(g_o, g_kb, "at+jwt", json_incref(c), FERRY_REASON_OK, "ok");
+    expect_claims(g_o, g_kb, "JWT", json_incref(c), FERRY_REASON_BAD_TYP, "typ JWT");
+    expect_claims(g_o, g_kb, NULL, json_incref(c), FERRY_REASON_BAD_TYP, "no typ");
+    json_object_del(c, "src_iss");
+    expect_claims(g_o, g_kb, "at+jwt", json_incref(c), FERRY_REASON_MISSING_CLAIM, "src_iss");
+    /* a token signed with upstream issuer A's key, claiming to be ferry's */
+    json_object_set_new(c, "src_iss", json_string(ISS_A));
+    expect_claims(g_o, g_ka, "at+jwt", json_incref(c), FERRY_REASON_UNKNOWN_KID,
+                  "A's key for the ferry issuer");
+    {
+        char *tok = mint(g_ka, FERRY_ALG_ES256, NOKID, "at+jwt", c);
+
+        EXPECT_REASON(g_o, tok, FERRY_REASON_BAD_SIGNATURE);
+        free(tok);
+    }
+    json_decref(c);
+    /* a ferry token (at+jwt) at an upstream id_token issuer */
+    c = at_claims(ISS_B);
+    json_object_set_new(c, "src_iss", json_string(ISS_A));
+    expect_claims(g_o, g_kb, "at+jwt", c, FERRY_REASON_BAD_TYP, "at+jwt at id_token issuer");
+}
+
+Test(profiles, required_claims, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *conf = conf_inline("https://rc.example", g_ka), *c;
+
+    json_object_set_new(conf, "required_claims",
+                        json_pack("{s:s, s:b, s:[s], s:n, s:i}", "tid", "tenant-1",
+                                  "email_verified", 1, "groups", "ml", "nonce", "level", 2));
+    add_ok(g_o, conf);
+    c = claims_for("https://rc.example");
+    json_object_set_new(c, "tid", json_string("tenant-1"));
+    json_object_set_new(c, "email_verified", json_true());
+    json_object_set_new(c, "groups", json_pack("[s]", "ml"));
+    json_object_set_new(c, "nonce", json_string("anything"));
+    json_object_set_new(c, "level", json_integer(2));
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_OK, "all present");
+
+    static const struct {
+        const char *name, *value; /* value NULL: delete */
+        ferry_reason want;
+    } cases[] = {
+        {"tid", "\"tenant-2\"", FERRY_REASON_CLAIM_MISMATCH},
+        {"tid", "\"Tenant-1\"", FERRY_REASON_CLAIM_MISMATCH},
+        {"tid", "[\"tenant-1\"]", FERRY_REASON_CLAIM_MISMATCH},
+        {"tid", NULL, FERRY_REASON_MISSING_CLAIM},
+        {"email_verified", "\"true\"", FERRY_REASON_CLAIM_MISMATCH},
+        {"email_verified", "false", FERRY_REASON_CLAIM_MISMATCH},
+        {"groups", "[\"ml\",\"admin\"]", FERRY_REASON_CLAIM_MISMATCH},
+        {"groups", "\"ml\"", FERRY_REASON_CLAIM_MISMATCH},
+        {"nonce", NULL, FERRY_REASON_MISSING_CLAIM},
+        {"nonce", "null", FERRY_REASON_OK}, /* present (as null) is enough */
+        {"level", "2.0", FERRY_REASON_CLAIM_MISMATCH},
+        {"level", "\"2\"", FERRY_REASON_CLAIM_MISMATCH},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *c2 = json_deep_copy(c);
+
+        if (cases[i].value)
+            json_object_set_new(c2, cases[i].name,
+                                json_loads(cases[i].value, JSON_DECODE_ANY, NULL));
+        else
+            json_object_del(c2, cases[i].name);
+        expect_claims(g_o, g_ka, NULL, c2, cases[i].want, cases[i].name);
+    }
+    json_decref(c);
+}
+
+/* ---- C7: replay --------------------------------------------------------------------------- */
+
+Test(replay, c7_second_use_refused, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_verify_options once = {.consume_jti = true};
+    json_t *c = claims_for(ISS_A);
+    char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c), *tok_b;
+
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK); /* not one-time: reusable */
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_REPLAYED);
+    /* The same jti from another issuer is another pair. */
+    json_object_set_new(c, "iss", json_string(ISS_B));
+    tok_b = mint(g_kb, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON_OPTS(g_o, tok_b, &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, tok_b, &once, FERRY_REASON_REPLAYED);
+    free(tok_b);
+    free(tok);
+    /* One-time use requires a jti. */
+    json_object_set_new(c, "iss", json_string(ISS_A));
+    json_object_del(c, "jti");
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_MISSING_CLAIM);
+    free(tok);
+    json_object_set_new(c, "jti", json_integer(5));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_BAD_CLAIM);
+    free(tok);
+    /* A refused token does not burn its jti. */
+    json_object_set_new(c, "jti", json_string("jti-2"));
+    json_object_set_new(c, "aud", json_string("other"));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_BAD_AUDIENCE);
+    free(tok);
+    json_object_set_new(c, "aud", json_string(AUD));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_OK);
+    free(tok);
+    json_decref(c);
+}
+
+/* The cache is bounded, evicts by exp (+ leeway) and fails closed when full of live entries. */
+Test(replay, c7_bounded_cache_evicts_by_exp)
+{
+    ferry_oidc *o = new_store(3);
+    ferry_jwk *k = gen(FERRY_ALG_ES256);
+    ferry_verify_options once = {.consume_jti = true, .now = NOW};
+    json_t *c = claims_for(ISS_A);
+    char *tok[5], jti[16];
+
+    add_ok(o, conf_inline(ISS_A, k));
+    for (int i = 0; i < 5; i++) {
+        snprintf(jti, sizeof(jti), "j%d", i);
+        json_object_set_new(c, "jti", json_string(jti));
+        json_object_set_new(c, "exp", json_integer(NOW + 100 * (i + 1)));
+        tok[i] = mint(k, FERRY_ALG_ES256, NULL, NULL, c);
+    }
+    EXPECT_REASON_OPTS(o, tok[2], &once, FERRY_REASON_OK); /* exp +300 */
+    EXPECT_REASON_OPTS(o, tok[0], &once, FERRY_REASON_OK); /* exp +100 */
+    EXPECT_REASON_OPTS(o, tok[1], &once, FERRY_REASON_OK); /* exp +200 */
+    EXPECT_REASON_OPTS(o, tok[3], &once, FERRY_REASON_REPLAY_CACHE_FULL);
+    EXPECT_REASON_OPTS(o, tok[3], &once, FERRY_REASON_REPLAY_CACHE_FULL);
+    /* tok[0] (exp +100) is still remembered while exp + leeway has not passed */
+    once.now = NOW + 159;
+    EXPECT_REASON_OPTS(o, tok[0], &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(o, tok[3], &once, FERRY_REASON_REPLAY_CACHE_FULL);
+    /* at exp + leeway the token is expired and its entry can go */
+    once.now = NOW + 160;
+    EXPECT_REASON_OPTS(o, tok[0], &once, FERRY_REASON_EXPIRED);
+    EXPECT_REASON_OPTS(o, tok[3], &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(o, tok[4], &once, FERRY_REASON_REPLAY_CACHE_FULL);
+    EXPECT_REASON_OPTS(o, tok[1], &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(o, tok[2], &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(o, tok[3], &once, FERRY_REASON_REPLAYED);
+    once.now = NOW + 260;
+    EXPECT_REASON_OPTS(o, tok[4], &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(o, tok[2], &once, FERRY_REASON_REPLAYED);
+    for (int i = 0; i < 5; i++)
+        free(tok[i]);
+    json_decref(c);
+    ferry_jwk_unref(k);
+    ferry_oidc_free(o);
+}
+
+/* Many entries with mixed expiries: growth, heap order and eviction stay exact. */
+Test(replay, c7_many_entries, .timeout = 30)
+{
+    enum { N = 3000 };
+    ferry_oidc *o = new_store(N);
+    ferry_jwk *k = gen(FERRY_ALG_ES256);
+    ferry_verify_options once = {.consume_jti = true, .now = NOW};
+    json_t *c = claims_for(ISS_A);
+    char **tok = calloc(N, sizeof(*tok)), jti[16];
+    int64_t exps[N];
+
+    add_ok(o, conf_inline(ISS_A, k));
+    for (int i = 0; i < N; i++) {
+        snprintf(jti, sizeof(jti), "m%d", i);
+        exps[i] = NOW + 61 + (i * 7919) % 1000; /* a permutation-ish spread of expiries */
+        json_object_set_new(c, "jti", json_string(jti));
+        json_object_set_new(c, "exp", json_integer(exps[i]));
+        tok[i] = mint(k, FERRY_ALG_ES256, NULL, NULL, c);
+        EXPECT_REASON_OPTS(o, tok[i], &once, FERRY_REASON_OK);
+    }
+    EXPECT_REASON_OPTS(o, tok[17], &once, FERRY_REASON_REPLAYED);
+    /* Half-way through time, exactly the entries with exp + 60 <= now are gone. */
+    once.now = NOW + 61 + 500 + 60;
+    for (int i = 0; i < N; i++) {
+        ferry_reason want = exps[i] + 60 <= once.now ? FERRY_REASON_EXPIRED
+                                                     : FERRY_REASON_REPLAYED;
+        ferry_reason got = verify_opts(o, tok[i], &once);
+
+        if (got != want)
+            cr_assert_fail("token %d: got %s want %s", i, ferry_reason_name(got),
+                           ferry_reason_name(want));
+    }
+    for (int i = 0; i < N; i++)
+        free(tok[i]);
+    free(tok);
+    json_decref(c);
+    ferry_jwk_unref(k);
+    ferry_oidc_free(o);
+}
+
+/* ---- C8: cross-issuer keys ---------------------------------------------------------------- */
+
+Test(keys, c8_cross_issuer, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c = claims_for(ISS_A), *bj, *set;
+    char *tok;
+
+    /* B's key and kid, iss A: the kid exists only in B's set. */
+    tok = mint(g_kb, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_UNKNOWN_KID);
+    free(tok);
+    /* No kid: A's single key is chosen, B's signature does not verify with it. */
+    tok = mint(g_kb, FERRY_ALG_ES256, NOKID, NULL, c);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_BAD_SIGNATURE);
+    free(tok);
+
+    /* Issuer C publishes B's key under A's kid: a token for A with that kid, signed by B's
+     * key, looks the kid up in A's set only and fails the signature. */
+    bj = pub_json(g_kb);
+    json_object_set_new(bj, "kid", json_string(ferry_jwk_kid(g_ka)));
+    set = json_pack("{s:[o]}", "keys", bj);
+    add_ok(g_o, json_pack("{s:s, s:[s], s:[s], s:o}", "issuer", "https://c.example",
+                          "audiences", AUD, "algorithms", "ES256", "jwks", set));
+    tok = mint(g_kb, FERRY_ALG_ES256, ferry_jwk_kid(g_ka), NULL, c);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_BAD_SIGNATURE);
+    free(tok);
+    json_object_set_new(c, "iss", json_string("https://c.example"));
+    tok = mint(g_kb, FERRY_ALG_ES256, ferry_jwk_kid(g_ka), NULL, c);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK);
+    free(tok);
+    json_decref(c);
+}
+
+/* ---- D6: key policy at ingest, through an inline JWKS ------------------------------------ */
+
+static char *bn_param_b64(EVP_PKEY *pk, const char *name)
+{
+    BIGNUM *bn = NULL;
+    unsigned char buf[1024];
+    int n;
+
+    cr_assert_eq(EVP_PKEY_get_bn_param(pk, name, &bn), 1);
+    n = BN_bn2bin(bn, buf);
+    BN_free(bn);
+    return b64(buf, (size_t)n);
+}
+
+Test(keys, d6_bad_keys_refused_at_ingest)
+{
+    ferry_oidc *o = new_store(0);
+    ferry_jwk *good = gen(FERRY_ALG_ES256), *dup1 = gen(FERRY_ALG_ES256),
+              *dup2 = gen(FERRY_ALG_ES256), *enc = gen(FERRY_ALG_ES256);
+    EVP_PKEY *r1024 = EVP_RSA_gen(1024);
+    char *n1024 = bn_param_b64(r1024, OSSL_PKEY_PARAM_RSA_N), *tok, err[256];
+    json_t *keys = json_array(), *j, *c = claims_for(ISS_A), *many;
+
+    json_array_append_new(keys, pub_json(good));
+    json_array_append_new(keys, json_pack("{s:s, s:s, s:s, s:s}", "kty", "RSA", "kid", "rsa1024",
+                                          "n", n1024, "e", "AQAB"));
+    json_array_append_new(keys, json_pack("{s:s, s:s, s:s, s:s}", "kty", "RSA", "kid", "e1",
+                                          "n", n1024, "e", "AQ"));
+    j = pub_json(dup1); /* off-curve: flip a bit of y */
+    {
+        char *y = strdup(json_string_value(json_object_get(j, "y")));
+
+        y[5] = y[5] == 'A' ? 'B' : 'A';
+        json_object_set_new(j, "y", json_string(y));
+        json_object_set_new(j, "kid", json_string("offcurve"));
+        free(y);
+    }
+    json_array_append_new(keys, j);
+    json_array_append_new(keys, json_pack("{s:s, s:s, s:s}", "kty", "oct", "kid", "oct",
+                                          "k", "c2VjcmV0"));
+    j = pub_json(enc);
+    json_object_set_new(j, "use", json_string("enc"));
+    json_array_append_new(keys, j);
+    j = pub_json(dup1);
+    json_object_set_new(j, "kid", json_string("dup"));
+    json_array_append_new(keys, j);
+    j = pub_json(dup2);
+    json_object_set_new(j, "kid", json_string("dup"));
+    json_array_append_new(keys, j);
+    json_array_append_new(keys, json_pack("{s:s, s:s}", "kty", "XYZ", "kid", "xyz"));
+    add_ok(o, json_pack("{s:s, s:[s], s:[s,s], s:{s:o}}", "issuer", ISS_A, "audiences", AUD,
+                        "algorithms", "ES256", "RS256", "jwks", "keys", keys));
+
+    tok = mint(good, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_OK);
+    free(tok);
+    tok = mint(enc, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_UNKNOWN_KID); /* use:enc refused */
+    free(tok);
+    tok = mint(dup1, FERRY_ALG_ES256, "dup", NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_UNKNOWN_KID); /* both duplicates refused */
+    free(tok);
+    tok = mint(dup2, FERRY_ALG_ES256, "dup", NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_UNKNOWN_KID);
+    free(tok);
+    tok = mint(dup1, FERRY_ALG_ES256, "offcurve", NULL, c);
+    EXPECT_REASON(o, tok, FERRY_REASON_UNKNOWN_KID);
+    free(tok);
+
+    /* More than FERRY_JWKS_MAX_KEYS keys: the whole set is refused. */
+    many = json_array();
+    for (int i = 0; i <= FERRY_JWKS_MAX_KEYS; i++) {
+        j = pub_json(good);
+        json_object_set_new(j, "kid", json_sprintf("k%d", i));
+        json_array_append_new(many, j);
+    }
+    add_fails(o,
+              json_pack("{s:s, s:[s], s:[s], s:{s:o}}", "issuer", ISS_B, "audiences", AUD,
+                        "algorithms", "ES256", "jwks", "keys", many),
+              -FERRY_ECONFIG, err, sizeof(err));
+    /* Only bad keys: nothing usable, refused. */
+    add_fails(o,
+              json_pack("{s:s, s:[s], s:[s], s:{s:[{s:s, s:s, s:s}]}}", "issuer", ISS_B,
+                        "audiences", AUD, "algorithms", "ES256", "jwks", "keys", "kty", "oct",
+                        "kid", "o", "k", "c2VjcmV0"),
+              -FERRY_ECONFIG, err, sizeof(err));
+    cr_expect(strstr(err, "no usable keys"), "%s", err);
+
+    free(n1024);
+    EVP_PKEY_free(r1024);
+    json_decref(c);
+    ferry_jwk_unref(good);
+    ferry_jwk_unref(dup1);
+    ferry_jwk_unref(dup2);
+    ferry_jwk_unref(enc);
+    ferry_oidc_free(o);
+}
+
+/* Inline and file key sets survive a flush; flushing unknown names is harmless. */
+Test(keys, flush_keeps_static_sets, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c = claims_for(ISS_A);
+    char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    char err[128];
+
+    ferry_oidc_flush(g_o, ISS_A);
+    ferry_oidc_flush(g_o, "https://nobody.example");
+    ferry_oidc_flush(g_o, NULL);
+    ferry_oidc_flush(NULL, NULL);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK);
+    cr_expect_eq(ferry_oidc_prefetch(g_o, err, sizeof(err)), 0);
+    free(tok);
+    json_decref(c);
+}
