@@ -732,44 +732,24 @@ static int key_check(EVP_PKEY *pkey, enum key_type type)
     }
 }
 
-static ferry_alg default_alg(enum key_type type)
+/* Imported private keys must be consistent: RSA p * q = n, d, CRT values and primality
+ * (OpenSSL's RSA_check_key logic); EC d in range and d * G = Q; Ed25519 public = f(private).
+ * Without this, a wrong CRT value would be silently repaired by OpenSSL's fault-attack
+ * fallback and an EC key whose d does not match its x, y would sign unverifiable tokens. */
+static int key_check_pair(EVP_PKEY *pkey)
 {
-    switch (type) {
-    case KEY_RSA:
-        return FERRY_ALG_PS256;
-    case KEY_P256:
-        return FERRY_ALG_ES256;
-    case KEY_P384:
-        return FERRY_ALG_ES384;
-    case KEY_ED25519:
-        return FERRY_ALG_EDDSA;
-    default:
-        return FERRY_ALG_UNKNOWN;
-    }
+    _cleanup_(evp_pkey_ctx_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+
+    if (!c)
+        return -FERRY_ECRYPTO;
+    return EVP_PKEY_pairwise_check(c) == 1 ? 0 : -FERRY_EWEAKKEY;
 }
 
-/* A private key must sign something its public half verifies: catches inconsistent JWK/PEM
- * members (d not matching x/y, wrong CRT values) that OpenSSL would otherwise accept. */
-static int key_selftest(const ferry_jwk *k)
-{
-    static const char msg[] = "ferry key consistency check";
-    unsigned char sig[RSA_MAX_BYTES];
-    ferry_alg alg = default_alg(k->type);
-    int r;
-
-    if (k->sig_len > sizeof(sig))
-        return -FERRY_EUNSUPPORTED;
-    r = sign_raw(alg, k, msg, sizeof(msg) - 1, sig);
-    if (r < 0)
-        return -FERRY_EWEAKKEY;
-    r = verify_raw(alg, k, msg, sizeof(msg) - 1, sig, k->sig_len);
-    return r < 0 ? -FERRY_EWEAKKEY : 0;
-}
-
-/* Wrap a validated EVP_PKEY (stolen from *pkey on success) into a new ferry_jwk. kid may be
- * NULL; with set_thumbprint_kid the kid becomes the RFC 7638 thumbprint. */
-static int key_new(EVP_PKEY **pkey, enum key_type type, bool priv, ferry_alg alg,
-                   const char *kid, bool thumbprint_kid, ferry_jwk **ret)
+/* Check a key and wrap it (stolen from *pkey on success) into a new ferry_jwk. kid may be
+ * NULL; with thumbprint_kid the kid becomes the RFC 7638 thumbprint. check_pair: verify
+ * private/public consistency (imported keys; freshly generated ones are consistent). */
+static int key_new(EVP_PKEY **pkey, enum key_type type, bool priv, bool check_pair,
+                   ferry_alg alg, const char *kid, bool thumbprint_kid, ferry_jwk **ret)
 {
     _cleanup_(jwk_unrefp) ferry_jwk *k = NULL;
     int r;
@@ -777,6 +757,11 @@ static int key_new(EVP_PKEY **pkey, enum key_type type, bool priv, ferry_alg alg
     r = key_check(*pkey, type);
     if (r < 0)
         return r;
+    if (priv && check_pair) {
+        r = key_check_pair(*pkey);
+        if (r < 0)
+            return r;
+    }
     k = calloc(1, sizeof(*k));
     if (!k)
         return -ENOMEM;
@@ -814,11 +799,6 @@ static int key_new(EVP_PKEY **pkey, enum key_type type, bool priv, ferry_alg alg
         k->kid = strdup(tp);
         if (!k->kid)
             return -ENOMEM;
-    }
-    if (priv) {
-        r = key_selftest(k);
-        if (r < 0)
-            return r;
     }
     *ret = TAKE_PTR(k);
     return 0;
@@ -873,7 +853,8 @@ static void member_release(struct member *m)
     m->len = 0;
 }
 
-/* Decode string member `name` (at most max decoded bytes). Missing: 0 with m->p NULL. */
+/* Decode string member `name` (at most max decoded bytes, else -FERRY_ETOOBIG before any
+ * decoding). Missing: 0 with m->p NULL. */
 static int member_get(const json_t *obj, const char *name, size_t max, bool secret,
                       struct member *m)
 {
@@ -893,7 +874,7 @@ static int member_get(const json_t *obj, const char *name, size_t max, bool secr
     if (n == 0)
         return -FERRY_EMALFORMED;
     if (n > ferry_b64url_encoded_len(max))
-        return -FERRY_EUNSUPPORTED;
+        return -FERRY_ETOOBIG; /* callers say what "too long" means for their member */
     m->p = malloc(n / 4 * 3 + 3);
     if (!m->p)
         return -ENOMEM;
@@ -1001,6 +982,8 @@ static int jwk_build_rsa(const json_t *obj, bool priv, EVP_PKEY **ret)
     if (r >= 0)
         r = pkey_fromdata("RSA", bld, priv, ret);
 out:
+    if (r == -FERRY_ETOOBIG)
+        r = -FERRY_EUNSUPPORTED; /* modulus above FERRY_RSA_MAX_BITS, e above 64 bits */
     member_release(&n);
     member_release(&e);
     for (size_t i = 0; i < ARRAY_SIZE(pm); i++)
@@ -1049,6 +1032,8 @@ static int jwk_build_ec(const json_t *obj, enum key_type type, bool priv, EVP_PK
     }
     r = pkey_fromdata("EC", bld, priv, ret);
 out:
+    if (r == -FERRY_ETOOBIG)
+        r = -FERRY_EMALFORMED; /* a coordinate longer than the field */
     member_release(&x);
     member_release(&y);
     member_release(&d);
@@ -1067,6 +1052,8 @@ static int jwk_build_okp(const json_t *obj, bool priv, EVP_PKEY **ret)
     r = member_get(obj, "x", 32, false, &x);
     if (r >= 0 && priv)
         r = member_get(obj, "d", 32, true, &d);
+    if (r == -FERRY_ETOOBIG)
+        r = -FERRY_EMALFORMED;
     if (r < 0)
         goto out;
     if (!x.p || x.len != 32 || (priv && (!d.p || d.len != 32))) {
@@ -1233,7 +1220,7 @@ FERRY_EXPORT int ferry_jwk_from_json(const json_t *obj, unsigned flags, ferry_jw
     }
     if (r < 0)
         goto out;
-    r = key_new(&pkey, type, priv, alg, kid, false, ret_jwk);
+    r = key_new(&pkey, type, priv, true, alg, kid, false, ret_jwk);
 out:
     if (r < 0)
         ERR_clear_error();
@@ -1279,7 +1266,7 @@ FERRY_EXPORT int ferry_jwk_from_pem(const void *pem, size_t len, ferry_jwk **ret
     r = key_classify(pkey, &type, &priv);
     if (r < 0)
         goto out;
-    r = key_new(&pkey, type, priv, FERRY_ALG_UNKNOWN, NULL, true, ret_jwk);
+    r = key_new(&pkey, type, priv, true, FERRY_ALG_UNKNOWN, NULL, true, ret_jwk);
 out:
     OSSL_DECODER_CTX_free(dctx);
     if (r < 0)
@@ -1316,7 +1303,7 @@ FERRY_EXPORT int ferry_jwk_generate(ferry_alg alg, ferry_jwk **ret_jwk)
         r = -FERRY_ECRYPTO;
         goto out;
     }
-    r = key_new(&pkey, type, true, alg, NULL, true, ret_jwk);
+    r = key_new(&pkey, type, true, false, alg, NULL, true, ret_jwk);
 out:
     if (r < 0)
         ERR_clear_error();
@@ -1749,7 +1736,7 @@ FERRY_EXPORT int ferry_jws_parse(const char *token, size_t len, ferry_jws **ret_
     unsigned char *p;
     json_error_t err;
 
-    if ((!token && len) || !ret_jws)
+    if (!token || !ret_jws)
         return -EINVAL;
     if (len > FERRY_JWS_MAX_LEN)
         return -FERRY_ETOOBIG;
