@@ -34,8 +34,11 @@ ENDPOINTS (the path is matched without its query string)
         through /_control (a null override deletes the member).
   GET /jwks      the JWKS file (application/json)
   GET /ok        {"ok":true} - a generic small JSON answer for the http client tests
-  GET /_stats    {"requests": {PATH: count, ...}, "total": N, "connections": N,
-                  "connects": N}   - counts of everything except /_stats and /_control;
+  GET /_stats    {"requests": {PATH: count, ...}, "sent": {PATH: bytes}, "total": N,
+                  "connections": N, "connects": N}
+                  - counts of everything except /_stats and /_control;
+                  "sent" counts body bytes the oversize mode managed to write (a client that
+                  aborts at its cap keeps this far below what was offered);
                   "connections" counts accepted TCP connections (for "zero connections"
                   assertions) except those whose first request is /_stats or /_control;
                   "connects" counts CONNECT proxy requests (also under "CONNECT" in
@@ -102,6 +105,7 @@ class State:
         self.issuer = None
         self.jwks_uri = None
         self.requests = {}
+        self.sent = {}
         self.total = 0
         self.connections = 0
         self.control_connections = 0
@@ -114,7 +118,8 @@ class State:
 
     def stats(self):
         with self.lock:
-            return {"requests": dict(self.requests), "total": self.total,
+            return {"requests": dict(self.requests), "sent": dict(self.sent),
+                    "total": self.total,
                     "connections": self.connections - self.control_connections,
                     "connects": self.connects}
 
@@ -140,6 +145,7 @@ class State:
                 self.jwks_file = doc["jwks_file"]
             if doc.get("reset_stats"):
                 self.requests = {}
+                self.sent = {}
                 self.total = 0
                 self.connections = 0
                 self.control_connections = 0
@@ -251,7 +257,7 @@ class Handler(BaseHTTPRequestHandler):
         elif name == "keys-not-array":
             self.send_json(200, {"keys": {"kty": "EC"}}, path=path)
         elif name == "oversize":
-            self.oversize(int(arg) if arg else 300 * 1024)
+            self.oversize(path, int(arg) if arg else 300 * 1024)
         elif name == "length":
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -289,7 +295,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_json(500, {"error": "unknown fault mode " + name})
 
-    def oversize(self, n):
+    def oversize(self, path, n):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -300,6 +306,8 @@ class Handler(BaseHTTPRequestHandler):
             piece = chunk[: min(len(chunk), n - sent)]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             sent += len(piece)
+            with STATE.lock:
+                STATE.sent[path] = STATE.sent.get(path, 0) + len(piece)
         self.wfile.write(b"0\r\n\r\n")
         self.close_connection = True
 
@@ -432,6 +440,12 @@ class Server(ThreadingHTTPServer):
         # completes it cannot block the accept loop.
         with STATE.lock:
             STATE.connections += 1
+        # Headers and body go out in separate writes; without NODELAY, Nagle plus the
+        # client's delayed ACK adds 40 ms to every answer.
+        try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         if self.tls_ctx:
             request.settimeout(10)
             try:
@@ -460,12 +474,20 @@ def parse_kv(items, what):
     return out
 
 
-def watch_parent(server, ppid):
+def exit_now():
+    """Stop at once: nothing here needs flushing, and a stalled handler thread must not keep
+    the process (and the test that waits for it) alive."""
+    STOP.set()
+    try:
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+def watch_parent(ppid):
     while not STOP.is_set():
         if os.getppid() != ppid:
-            STOP.set()
-            server.shutdown()
-            return
+            exit_now()
         STOP.wait(0.2)
 
 
@@ -509,8 +531,7 @@ def main():
     server = Server((args.bind, args.port), tls_ctx, args.proxy)
 
     def on_signal(signum, frame):
-        STOP.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        exit_now()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -525,7 +546,7 @@ def main():
     sys.stdout.write("%d\n" % port)
     sys.stdout.flush()
 
-    threading.Thread(target=watch_parent, args=(server, ppid), daemon=True).start()
+    threading.Thread(target=watch_parent, args=(ppid,), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.1)
     finally:
