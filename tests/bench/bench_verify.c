@@ -122,6 +122,8 @@ static struct {
     const char *typ;     /* typ header of the minted tokens */
     bool only[ARRAY_SIZE(bench_algs)];
     bool any_only;
+    bool only_path[BPATH_MAX];
+    bool any_only_path;
 } opt = {
     .seconds = 2.0,
     .n_tokens = 1000,
@@ -523,6 +525,7 @@ static void usage(FILE *f)
             "  --seconds S       time per (alg, path) measurement (default 2)\n"
             "  --tokens N        distinct tokens per alg (default 1000)\n"
             "  --alg A           RS256, ES256 or EdDSA; repeatable (default all three)\n"
+            "  --path P          ferry-lib, ferry-jose, libjwt or libjose; repeatable (default all)\n"
             "  --cpu N           pin this process to CPU N\n"
             "  --rsa-bits B      RSA modulus size for RS256 (default 2048)\n"
             "  --profile P       id_token (typ JWT, default) or access_token (typ at+jwt)\n"
@@ -547,7 +550,7 @@ static int64_t parse_num(const char *s, int64_t min, int64_t max)
 static void parse_args(int argc, char **argv)
 {
     enum { O_SECONDS = 256, O_TOKENS, O_ALG, O_CPU, O_RSA_BITS, O_EMIT, O_BATCH_COUNT,
-           O_PROFILE };
+           O_PROFILE, O_PATH };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "seconds", required_argument, NULL, O_SECONDS },
@@ -558,6 +561,7 @@ static void parse_args(int argc, char **argv)
         { "emit", required_argument, NULL, O_EMIT },
         { "batch-count", required_argument, NULL, O_BATCH_COUNT },
         { "profile", required_argument, NULL, O_PROFILE },
+        { "path", required_argument, NULL, O_PATH },
         {},
     };
     int c;
@@ -586,6 +590,15 @@ static void parse_args(int argc, char **argv)
                 }
             if (!found)
                 die("--alg must be RS256, ES256 or EdDSA", 0);
+            break;
+        }
+        case O_PATH: {
+            bool found = false;
+            for (bpath p = 0; p < BPATH_MAX; p++)
+                if (strcmp(optarg, path_names[p]) == 0)
+                    opt.only_path[p] = found = opt.any_only_path = true;
+            if (!found)
+                die("--path must be ferry-lib, ferry-jose, libjwt or libjose", 0);
             break;
         }
         case O_CPU:
@@ -652,7 +665,8 @@ int main(int argc, char **argv)
         if (opt.emit_dir)
             emit(&c);
         for (bpath p = 0; p < BPATH_MAX; p++)
-            ok = run_path(&c, p) && ok;
+            if (!opt.any_only_path || opt.only_path[p])
+                ok = run_path(&c, p) && ok;
         ctx_release(&c);
     }
     return ok ? 0 : 1;
