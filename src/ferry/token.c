@@ -429,6 +429,13 @@ static int cmd_verify(int argc, char **argv)
                 break;
             lineno++;
             got = true;
+            /* Single mode takes exactly one token: refuse more input before deciding. */
+            if (!batch && getc(stdin) != EOF) {
+                fprintf(stderr, "ferry token verify: more than one line on stdin; "
+                                "use --batch\n");
+                result = FERRY_EXIT_USAGE;
+                break;
+            }
             r = verify_one(oidc, line.data ? line.data : "", line.len, overlong, &vo, batch,
                            lineno);
             if (r < 0) {
@@ -438,15 +445,8 @@ static int cmd_verify(int argc, char **argv)
             }
             if (r == FERRY_EXIT_REFUSED)
                 any_refused = true;
-            if (!batch) {
-                /* Single mode: exactly one token; anything after it is a usage error. */
-                if (getc(stdin) != EOF) {
-                    fprintf(stderr, "ferry token verify: more than one line on stdin; "
-                                    "use --batch\n");
-                    result = FERRY_EXIT_USAGE;
-                }
+            if (!batch)
                 break;
-            }
         }
         ferry_buf_release(&line);
         if (result != FERRY_EXIT_OK)
