@@ -1,1 +1,426 @@
+/* tests/unit/test_basic.c - unit tests of src/basic (base64url, bounded buffer, memory
+ * helpers) and of ferry_strerror(). Includes every rejected base64url form of
+ * SECURITY-TESTS A3. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <criterion/criterion.h>
+
+#include "basic/b64.h"
+#include "basic/buf.h"
+#include "basic/macro.h"
+#include "basic/mem.h"
+#include "ferry/error.h"
+
+/* ---- base64url ---------------------------------------------------------------------------- */
+
+/* RFC 4648 §10 test vectors, in the URL-safe alphabet without padding. */
+static const struct {
+    const char *plain;
+    const char *enc;
+} rfc4648[] = {
+    {"", ""},          {"f", "Zg"},         {"fo", "Zm8"},       {"foo", "Zm9v"},
+    {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"},
+};
+
+Test(b64url, rfc4648_vectors)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(rfc4648); i++) {
+        size_t n = strlen(rfc4648[i].plain), len = 99;
+        char out[16];
+        unsigned char dec[16];
+
+        cr_assert_eq(ferry_b64url_encoded_len(n), strlen(rfc4648[i].enc));
+        cr_assert_eq(ferry_b64url_encode(rfc4648[i].plain, n, out), strlen(rfc4648[i].enc));
+        cr_assert_str_eq(out, rfc4648[i].enc);
+        cr_assert_eq(ferry_b64url_decode(rfc4648[i].enc, strlen(rfc4648[i].enc), dec, &len), 0);
+        cr_assert_eq(len, n);
+        cr_assert_eq(memcmp(dec, rfc4648[i].plain, n), 0);
+    }
+}
+
+Test(b64url, url_alphabet)
+{
+    static const unsigned char in[] = {0xfb, 0xff, 0xbf, 0xfe};
+    unsigned char dec[4];
+    size_t len = 0;
+    char out[8];
+
+    /* 0xfb 0xff 0xbf -> "-_-_" in the URL alphabet ("+/+/" in the standard one). */
+    ferry_b64url_encode(in, 3, out);
+    cr_assert_str_eq(out, "-_-_");
+    ferry_b64url_encode(in, 4, out);
+    cr_assert_str_eq(out, "-_-__g");
+    cr_assert_eq(ferry_b64url_decode("-_-__g", 6, dec, &len), 0);
+    cr_assert_eq(len, 4);
+    cr_assert_eq(memcmp(dec, in, 4), 0);
+    cr_assert_eq(ferry_b64url_decode("+/+/", 4, dec, &len), -EINVAL);
+}
+
+Test(b64url, roundtrip_all_lengths)
+{
+    unsigned char in[300];
+
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (unsigned char)(i * 131 + 7);
+    for (size_t n = 0; n <= sizeof(in); n++) {
+        size_t elen = ferry_b64url_encoded_len(n), dlen = 0;
+        char *enc = malloc(elen + 1);
+        /* exactly the documented output size: n * 3 / 4 of the encoded length */
+        unsigned char *dec = malloc(elen * 3 / 4 + 1);
+        unsigned char *dec2 = NULL;
+
+        cr_assert(enc && dec);
+        cr_assert_eq(ferry_b64url_encode(in, n, enc), elen);
+        cr_assert_eq(enc[elen], '\0');
+        cr_assert_eq(strlen(enc), elen);
+        cr_assert_neq(elen % 4, 1);
+        cr_assert_eq(ferry_b64url_decode(enc, elen, dec, &dlen), 0);
+        cr_assert_eq(dlen, n);
+        cr_assert_eq(memcmp(dec, in, n), 0);
+        cr_assert_eq(ferry_b64url_decode_alloc(enc, elen, &dec2, &dlen), 0);
+        cr_assert_eq(dlen, n);
+        cr_assert_eq(memcmp(dec2, in, n), 0);
+        cr_assert_eq(dec2[n], '\0', "decode_alloc NUL-terminates");
+        free(dec2);
+        {
+            char *e2 = ferry_b64url_encode_alloc(in, n);
+            cr_assert_not_null(e2);
+            cr_assert_str_eq(e2, enc);
+            free(e2);
+        }
+        free(enc);
+        free(dec);
+    }
+}
+
+/* Decode must fail for s; with decode_alloc too, leaving the outputs untouched. */
+static void assert_rejected(const char *s, size_t n)
+{
+    unsigned char out[256], *p = (unsigned char *)0x1;
+    size_t len = 12345;
+
+    cr_assert_eq(ferry_b64url_decode(s, n, out, &len), -EINVAL, "'%.*s' accepted", (int)n, s);
+    cr_assert_eq(len, 12345, "ret_len written on failure");
+    cr_assert_eq(ferry_b64url_decode_alloc(s, n, &p, &len), -EINVAL);
+    cr_assert_eq(p, (unsigned char *)0x1, "ret written on failure");
+}
+
+/* SECURITY-TESTS A3: every rejected form. */
+Test(b64url, a3_rejected_forms)
+{
+    static const char *const bad[] = {
+        "Zg==",      /* padding */
+        "Zg=",       "Zm8=",     "Zm9vYg==", "=",     "====",
+        "Zm+v",      /* standard alphabet */
+        "Zm/v",      "Zm9v Yg",  /* inner whitespace */
+        "Zm9v\nYg",  "Zm9v\r\nYg", "Zm9v\tYg", " Zm9v", /* leading/trailing whitespace */
+        "Zm9v ",     "Zm9v\n",   "\nZm9v",   "Zm9!",  /* other punctuation */
+        "Zm9.",      "Zm9*",     "Zm9%",     "Zm9\\", "Zm9\"",
+        "\xef\xbb\xbfZm9v",      /* UTF-8 BOM */
+        "Zm9\xc3\xa9",           /* non-ASCII */
+        "Zm9\x80",   "Zm9\xff",
+        "Z",         /* length % 4 == 1 */
+        "Zm9vY",     "Zm9vYmFyZ",
+        "Zh",        /* non-canonical: unused low 4 bits set ("Zg" is canonical) */
+        "Zm9",       /* non-canonical: unused low 2 bits set ("Zm8" is canonical) */
+        "Zm9vYh",    "Zm9vYmF",
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        assert_rejected(bad[i], strlen(bad[i]));
+    /* A raw NUL inside the given length. */
+    assert_rejected("Zm\0v", 4);
+    assert_rejected("\0\0\0\0", 4);
+}
+
+/* Of the characters that could end a 2- or 3-character group, exactly the canonical ones
+ * (unused bits zero) decode. */
+Test(b64url, a3_canonical_tail_exhaustive)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    int ok2 = 0, ok3 = 0;
+
+    for (int c = 0; c < 256; c++) {
+        char two[2] = {'Z', (char)c}, three[3] = {'Z', 'm', (char)c};
+        unsigned char out[4];
+        size_t len;
+        const char *pos = c ? strchr(alphabet, c) : NULL;
+        int r2 = ferry_b64url_decode(two, 2, out, &len);
+        int r3 = ferry_b64url_decode(three, 3, out, &len);
+
+        if (r2 == 0) {
+            ok2++;
+            cr_assert_not_null(pos);
+            cr_assert_eq((pos - alphabet) & 0x0f, 0, "'%c' accepted in a 2-char tail", c);
+        }
+        if (r3 == 0) {
+            ok3++;
+            cr_assert_not_null(pos);
+            cr_assert_eq((pos - alphabet) & 0x03, 0, "'%c' accepted in a 3-char tail", c);
+        }
+    }
+    cr_assert_eq(ok2, 4);
+    cr_assert_eq(ok3, 16);
+}
+
+Test(b64url, every_byte_in_every_position)
+{
+    /* Any byte outside the alphabet, at any position of a 4- or 8-char input, is refused. */
+    static const char good[] = "Zm9vYmFy";
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    for (size_t pos = 0; pos < 8; pos++) {
+        for (int c = 0; c < 256; c++) {
+            char s[8];
+            unsigned char out[8];
+            size_t len;
+            memcpy(s, good, 8);
+            s[pos] = (char)c;
+            int r = ferry_b64url_decode(s, 8, out, &len);
+            if (c && strchr(alphabet, c))
+                cr_assert_eq(r, 0);
+            else
+                cr_assert_eq(r, -EINVAL, "byte 0x%02x at %zu", c, pos);
+        }
+    }
+}
+
+Test(b64url, empty)
+{
+    unsigned char out[1], *p = NULL;
+    size_t len = 7;
+
+    cr_assert_eq(ferry_b64url_decode("", 0, out, &len), 0);
+    cr_assert_eq(len, 0);
+    cr_assert_eq(ferry_b64url_decode_alloc("", 0, &p, &len), 0);
+    cr_assert_not_null(p);
+    cr_assert_eq(p[0], '\0');
+    free(p);
+    cr_assert_eq(ferry_b64url_encoded_len(0), 0);
+}
+
+/* ---- bounded buffer ----------------------------------------------------------------------- */
+
+Test(buf, max_enforced)
+{
+    ferry_buf b;
+    char *s;
+    size_t len = 0;
+
+    ferry_buf_init(&b, 10, false);
+    cr_assert_null(b.data);
+    cr_assert_eq(b.len, 0);
+    cr_assert_eq(ferry_buf_append(&b, "hello", 5), 0);
+    cr_assert_str_eq(b.data, "hello");
+    cr_assert_eq(ferry_buf_append_str(&b, "world"), 0);
+    cr_assert_eq(b.len, 10);
+    cr_assert_str_eq(b.data, "helloworld");
+    /* Full: any non-empty append is refused and leaves the content unchanged. */
+    cr_assert_eq(ferry_buf_append(&b, "!", 1), -E2BIG);
+    cr_assert_eq(b.len, 10);
+    cr_assert_str_eq(b.data, "helloworld");
+    cr_assert_eq(ferry_buf_append(&b, "", 0), 0);
+    cr_assert_eq(b.len, 10);
+    s = ferry_buf_steal(&b, &len);
+    cr_assert_str_eq(s, "helloworld");
+    cr_assert_eq(len, 10);
+    cr_assert_null(b.data);
+    cr_assert_eq(b.len, 0);
+    free(s);
+    /* After steal the buffer is reusable with the same max. */
+    cr_assert_eq(ferry_buf_append(&b, "0123456789A", 11), -E2BIG);
+    cr_assert_null(b.data, "refused append allocates nothing");
+    cr_assert_eq(ferry_buf_append(&b, "0123456789", 10), 0);
+    ferry_buf_release(&b);
+    cr_assert_null(b.data);
+    cr_assert_eq(b.len, 0);
+    ferry_buf_release(&b); /* twice is fine */
+}
+
+Test(buf, partial_append_refused)
+{
+    ferry_buf b;
+
+    ferry_buf_init(&b, 8, false);
+    cr_assert_eq(ferry_buf_append(&b, "abcdef", 6), 0);
+    cr_assert_eq(ferry_buf_append(&b, "xyz", 3), -E2BIG);
+    cr_assert_eq(b.len, 6);
+    cr_assert_str_eq(b.data, "abcdef");
+    cr_assert_eq(ferry_buf_append(&b, "xy", 2), 0);
+    cr_assert_str_eq(b.data, "abcdefxy");
+    /* Lengths that would overflow size_t arithmetic are refused, not wrapped. */
+    cr_assert_eq(ferry_buf_append(&b, "x", SIZE_MAX), -E2BIG);
+    cr_assert_eq(ferry_buf_append(&b, "x", SIZE_MAX - 3), -E2BIG);
+    cr_assert_eq(b.len, 8);
+    ferry_buf_release(&b);
+}
+
+Test(buf, zero_max_and_steal_empty)
+{
+    ferry_buf b;
+    size_t len = 99;
+
+    ferry_buf_init(&b, 0, false);
+    cr_assert_eq(ferry_buf_append(&b, "a", 1), -E2BIG);
+    cr_assert_eq(ferry_buf_append(&b, "", 0), 0);
+    cr_assert_str_eq(b.data, "", "empty append gives an empty, terminated string");
+    ferry_buf_release(&b);
+    ferry_buf_init(&b, 4, false);
+    cr_assert_null(ferry_buf_steal(&b, &len));
+    cr_assert_eq(len, 0);
+    cr_assert_null(ferry_buf_steal(&b, NULL));
+}
+
+Test(buf, growth_and_secret)
+{
+    ferry_buf b;
+    char chunk[100];
+
+    for (int secret = 0; secret < 2; secret++) {
+        ferry_buf_init(&b, 100000, secret);
+        for (int i = 0; i < 1000; i++) {
+            memset(chunk, 'a' + i % 26, sizeof(chunk));
+            cr_assert_eq(ferry_buf_append(&b, chunk, sizeof(chunk)), 0);
+        }
+        cr_assert_eq(b.len, 100000);
+        cr_assert_leq(b.alloc, 100001, "allocation never exceeds max + 1");
+        cr_assert_eq(b.data[b.len], '\0');
+        for (size_t i = 0; i < b.len; i++)
+            cr_assert_eq(b.data[i], 'a' + (int)(i / 100) % 26);
+        cr_assert_eq(ferry_buf_append(&b, "x", 1), -E2BIG);
+        ferry_buf_release(&b);
+    }
+}
+
+/* ---- memory helpers ----------------------------------------------------------------------- */
+
+Test(mem, memeq_ct)
+{
+    unsigned char a[64], b[64];
+
+    for (size_t i = 0; i < sizeof(a); i++)
+        a[i] = b[i] = (unsigned char)i;
+    cr_assert(ferry_memeq_ct(a, b, sizeof(a)));
+    cr_assert(ferry_memeq_ct(a, b, 0));
+    cr_assert(ferry_memeq_ct(NULL, NULL, 0));
+    for (size_t i = 0; i < sizeof(a); i++) {
+        for (unsigned bit = 0; bit < 8; bit++) {
+            b[i] ^= (unsigned char)(1u << bit);
+            cr_assert_not(ferry_memeq_ct(a, b, sizeof(a)), "byte %zu bit %u", i, bit);
+            /* A difference beyond n is not looked at. */
+            if (i > 0)
+                cr_assert(ferry_memeq_ct(a, b, i));
+            b[i] ^= (unsigned char)(1u << bit);
+        }
+    }
+    cr_assert(ferry_memeq_ct(a, b, sizeof(a)));
+}
+
+Test(mem, wipe)
+{
+    unsigned char s[32];
+    char *str = strdup("secret value");
+
+    memset(s, 0xa5, sizeof(s));
+    ferry_wipe(s, 16);
+    for (size_t i = 0; i < 16; i++)
+        cr_assert_eq(s[i], 0);
+    for (size_t i = 16; i < 32; i++)
+        cr_assert_eq(s[i], 0xa5, "wipe stays within n");
+    ferry_wipe(NULL, 10);
+    ferry_wipe(s, 0);
+    cr_assert_not_null(str);
+    ferry_free_secret_str(str);
+    ferry_free_secret_str(NULL);
+}
+
+Test(mem, parse_int64_valid)
+{
+    static const struct {
+        const char *s;
+        long long v;
+    } ok[] = {
+        {"0", 0},
+        {"-0", 0},
+        {"1", 1},
+        {"-1", -1},
+        {"007", 7},
+        {"1700000000", 1700000000LL},
+        {"9223372036854775807", LLONG_MAX},
+        {"-9223372036854775808", LLONG_MIN},
+        {"-9223372036854775807", -LLONG_MAX},
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+        long long v = 42;
+        cr_assert_eq(ferry_parse_int64(ok[i].s, &v), 0, "%s", ok[i].s);
+        cr_assert_eq(v, ok[i].v, "%s", ok[i].s);
+    }
+}
+
+Test(mem, parse_int64_invalid)
+{
+    static const char *const einval[] = {
+        "", "+1", " 1", "1 ", "\t1", "1\n", "1a", "a1", "0x10", "1e3", "1.0", "1.", ".5",
+        "-", "--1", "-+1", "+-1", "- 1", "1-", "1,000", "1_000", "\xef\xbc\x91", /* fullwidth 1 */
+        "inf", "nan", "0b1",
+    };
+    static const char *const erange[] = {
+        "9223372036854775808", "-9223372036854775809", "99999999999999999999999",
+        "-99999999999999999999999",
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(einval); i++) {
+        long long v = 42;
+        cr_assert_eq(ferry_parse_int64(einval[i], &v), -EINVAL, "'%s'", einval[i]);
+        cr_assert_eq(v, 42, "ret written on failure");
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(erange); i++) {
+        long long v = 42;
+        cr_assert_eq(ferry_parse_int64(erange[i], &v), -ERANGE, "'%s'", erange[i]);
+        cr_assert_eq(v, 42);
+    }
+    {
+        long long v = 42;
+        cr_assert_eq(ferry_parse_int64(NULL, &v), -EINVAL);
+        cr_assert_eq(v, 42);
+    }
+}
+
+/* ---- ferry_strerror ----------------------------------------------------------------------- */
+
+Test(error, strerror)
+{
+    const char *seen[FERRY_EMAX - FERRY_EBASE] = {0};
+
+    for (int e = FERRY_EBASE + 1; e < FERRY_EMAX; e++) {
+        const char *s = ferry_strerror(-e);
+        cr_assert_not_null(s);
+        cr_assert_gt(strlen(s), 0);
+        cr_assert_null(strstr(s, "unknown"), "code %d has no name", e);
+        cr_assert_eq(ferry_strerror(e), s, "sign does not matter");
+        for (int j = FERRY_EBASE + 1; j < e; j++)
+            cr_assert_str_neq(seen[j - FERRY_EBASE], s, "codes %d and %d share a name", j, e);
+        seen[e - FERRY_EBASE] = s;
+    }
+    cr_assert_str_eq(ferry_strerror(0), "success");
+    cr_assert_str_eq(ferry_strerror(-ENOMEM), strerror(ENOMEM));
+    cr_assert_str_eq(ferry_strerror(-ENOENT), strerror(ENOENT));
+    cr_assert_str_eq(ferry_strerror(ENOENT), strerror(ENOENT));
+    cr_assert_not_null(ferry_strerror(-FERRY_EBASE));
+    cr_assert_not_null(ferry_strerror(-FERRY_EMAX));
+    cr_assert_not_null(strstr(ferry_strerror(-FERRY_EMAX), "unknown"));
+    cr_assert_not_null(strstr(ferry_strerror(FERRY_EMAX + 1000), "unknown"));
+    cr_assert_not_null(strstr(ferry_strerror(9999), "unknown"), "%s", ferry_strerror(9999));
+    cr_assert_not_null(ferry_strerror(INT_MAX));
+    cr_assert_not_null(ferry_strerror(-INT_MAX));
+}
