@@ -69,6 +69,8 @@ FAULT MODES (a fault replaces the normal answer of its path, existing or not)
   redirect:LOC       302 with "Location: LOC" (LOC verbatim: relative, absolute, any scheme)
   chain:N:LOC        a redirect chain of N hops ending at LOC: PATH -> PATH?hop=1 -> ... ->
                      PATH?hop=N-1 -> LOC (each a 302)
+  echo               200 {"method", "path", "headers": [[NAME, VALUE], ...]} - the request as
+                     received, to check what the client sends
   wrong-issuer       (for the discovery path) the discovery document with issuer + "/"
 
 EXAMPLE (from a test)
@@ -288,6 +290,10 @@ class Handler(BaseHTTPRequestHandler):
             hop = int(query.get("hop", ["0"])[0])
             loc = final if hop + 1 >= int(n) else "%s?hop=%d" % (path, hop + 1)
             self.send(302, "", extra={"Location": loc}, path=path)
+        elif name == "echo":
+            self.send_json(200, {"method": self.command, "path": self.path,
+                                 "headers": [[k, v] for k, v in self.headers.items()]},
+                           path=path)
         elif name == "wrong-issuer":
             doc = self.discovery_doc()
             doc["issuer"] = doc["issuer"] + "/"

@@ -8,7 +8,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
@@ -365,6 +367,44 @@ Test(tls, untrusted_ca_refused)
     o.ca_file = evil;
     assert_err(get(s, "/ok", &o, &resp), 0);
     cr_assert_eq(resp.status, 200);
+    ferry_http_response_release(&resp);
+}
+
+Test(tls, request_shape)
+{
+    _cleanup_free_ char *ca = ca_path();
+    _cleanup_standin_ tu_standin *s =
+        must_start(tu_standin_start("good", "--fault", "/e=echo", NULL));
+    ferry_http_options o = test_opts(ca);
+    ferry_http_response resp = {0};
+    bool accept = false, agent = false;
+
+    /* Accept and User-Agent, nothing else: no Accept-Encoding, Expect, Cookie, Authorization. */
+    assert_err(get(s, "/e", &o, &resp), 0);
+    json_t *j = json_loadb(resp.body, resp.body_len, JSON_REJECT_DUPLICATES, NULL);
+    cr_assert_not_null(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(j, "headers"), i, h)
+    {
+        const char *name = json_string_value(json_array_get(h, 0));
+        const char *value = json_string_value(json_array_get(h, 1));
+        cr_assert(name && value);
+        if (strcasecmp(name, "Accept") == 0) {
+            cr_expect_str_eq(value, "application/json");
+            accept = true;
+        } else if (strcasecmp(name, "User-Agent") == 0) {
+            cr_expect_str_eq(value, "ferry/" PACKAGE_VERSION);
+            agent = true;
+        } else {
+            /* only Host may accompany them */
+            cr_expect_eq(strcasecmp(name, "Host"), 0, "unexpected request header %s: %s", name,
+                         value);
+        }
+    }
+    cr_assert(accept && agent);
+    json_decref(j);
     ferry_http_response_release(&resp);
 }
 
@@ -738,4 +778,100 @@ Test(proxy, explicit_proxy_used)
     ferry_http_response_release(&resp);
     cr_assert_eq(tu_standin_count(proxy, "CONNECT"), 1, "the request must tunnel through it");
     cr_assert_eq(tu_standin_count(s, "/ok"), 1);
+}
+
+/* ---- the stand-in's OIDC side, as the oidc tests use it ---------------------------------- */
+
+static json_t *get_json(const tu_standin *s, const char *path, const ferry_http_options *o)
+{
+    ferry_http_response resp = {0};
+    json_t *j;
+
+    assert_err(get(s, path, o, &resp), 0);
+    cr_assert_eq(resp.status, 200, "%s: status %ld", path, resp.status);
+    j = json_loadb(resp.body, resp.body_len, JSON_REJECT_DUPLICATES, NULL);
+    ferry_http_response_release(&resp);
+    cr_assert_not_null(j, "%s: not JSON", path);
+    return j;
+}
+
+Test(standin, discovery_document)
+{
+    _cleanup_free_ char *ca = ca_path();
+    _cleanup_standin_ tu_standin *s = must_start(tu_standin_start("good", NULL));
+    ferry_http_options o = test_opts(ca);
+    _cleanup_free_ char *base = tu_standin_url(s, "");
+    _cleanup_free_ char *jwks = tu_standin_url(s, "/jwks");
+    const char *wk = "/.well-known/openid-configuration";
+
+    json_t *d = get_json(s, wk, &o);
+    cr_assert_str_eq(json_string_value(json_object_get(d, "issuer")), base);
+    cr_assert_str_eq(json_string_value(json_object_get(d, "jwks_uri")), jwks);
+    json_decref(d);
+
+    cr_assert_eq(tu_standin_control(s, "{\"discovery\":{\"issuer\":\"https://other.example\","
+                                       "\"jwks_uri\":null}}"),
+                 0);
+    d = get_json(s, wk, &o);
+    cr_assert_str_eq(json_string_value(json_object_get(d, "issuer")), "https://other.example");
+    cr_assert_null(json_object_get(d, "jwks_uri"));
+    json_decref(d);
+
+    cr_assert_eq(tu_standin_fault(s, wk, "wrong-issuer"), 0);
+    d = get_json(s, wk, &o);
+    cr_assert_str_eq(json_string_value(json_object_get(d, "issuer")), "https://other.example/");
+    json_decref(d);
+    cr_assert_eq(tu_standin_count(s, wk), 3);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    _cleanup_free_ char *tmp = NULL;
+    cr_assert_gt(asprintf(&tmp, "%s.tmp", path), 0);
+    FILE *f = fopen(tmp, "we");
+    cr_assert_not_null(f);
+    cr_assert_eq(fputs(text, f) >= 0, true);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(rename(tmp, path), 0);
+}
+
+Test(standin, jwks_reloaded_and_counted)
+{
+    _cleanup_free_ char *ca = ca_path();
+    char dir[] = "/tmp/ferry-test-jwks-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    _cleanup_free_ char *file = NULL;
+    cr_assert_gt(asprintf(&file, "%s/jwks.json", dir), 0);
+    write_file(file, "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"one\",\"k\":\"AA\"}]}");
+    _cleanup_standin_ tu_standin *s = must_start(tu_standin_start(
+        "good", "--jwks", file, "--header", "/jwks=Cache-Control:max-age=5", NULL));
+    ferry_http_options o = test_opts(ca);
+    ferry_http_response resp = {0};
+
+    json_t *j = get_json(s, "/jwks", &o);
+    json_t *k0 = json_array_get(json_object_get(j, "keys"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(k0, "kid")), "one");
+    json_decref(j);
+    /* rotation: the file is re-read on every request */
+    write_file(file, "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"two\",\"k\":\"AA\"}]}");
+    assert_err(get(s, "/jwks", &o, &resp), 0);
+    cr_assert(strstr(resp.body, "\"two\""));
+    cr_assert_str_eq(resp.cache_control, "max-age=5");
+    ferry_http_response_release(&resp);
+    cr_assert_eq(tu_standin_count(s, "/jwks"), 2);
+
+    /* runtime faults and a stats reset */
+    cr_assert_eq(tu_standin_fault(s, "/jwks", "keys-not-array"), 0);
+    j = get_json(s, "/jwks", &o);
+    cr_assert(json_is_object(json_object_get(j, "keys")));
+    json_decref(j);
+    cr_assert_eq(tu_standin_control(s, "{\"reset_stats\":true,\"faults\":{\"/jwks\":null}}"), 0);
+    cr_assert_eq(tu_standin_count(s, "/jwks"), 0);
+    assert_err(get(s, "/jwks", &o, &resp), 0);
+    cr_assert(strstr(resp.body, "\"two\""));
+    ferry_http_response_release(&resp);
+    cr_assert_eq(tu_standin_count(s, "/jwks"), 1);
+
+    cr_assert_eq(unlink(file), 0);
+    cr_assert_eq(rmdir(dir), 0);
 }
