@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,14 +26,30 @@
 
 #include "basic/b64.h"
 #include "ferry/error.h"
+#include "ferry/http.h"
 #include "ferry/jose.h"
 #include "ferry/oidc.h"
+#include "standin.h"
 #include "testutil.h"
 
 #define NOW INT64_C(1700000000)
 #define ISS_A "https://a.example"
 #define ISS_B "https://b.example"
 #define AUD "ferry"
+
+/* Throwaway TLS material for the stand-in, made once in the runner (see standin.h). */
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    if (tu_certs_setup() < 0)
+        fprintf(stderr, "test_oidc: could not create test certificates\n");
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    (void)stats;
+    tu_certs_teardown();
+}
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -1926,4 +1943,582 @@ Test(keys, flush_keeps_static_sets, .init = setup_ab, .fini = teardown_ab)
     cr_expect_eq(ferry_oidc_prefetch(g_o, err, sizeof(err)), 0);
     free(tok);
     json_decref(c);
+}
+
+/* ---- D: discovery and JWKS fetching against the loopback IdP stand-in ------------------- */
+
+#define DISCOVERY "/.well-known/openid-configuration"
+
+static struct {
+    tu_standin *s;
+    char dir[64];
+    char *jwks_path;
+    char *base; /* the stand-in's issuer: https://127.0.0.1:PORT */
+    char *ca;
+    ferry_jwk *k1, *k2;
+    ferry_oidc *o;
+} F;
+
+/* Publish keys as the stand-in's JWKS (atomic rename, the stand-in re-reads per request). */
+static void publish(ferry_jwk *const *keys, size_t n)
+{
+    char tmp[128];
+    json_t *set = jwks_of(keys, n);
+    FILE *f;
+
+    snprintf(tmp, sizeof(tmp), "%s/jwks.tmp", F.dir);
+    f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(json_dumpf(set, f, JSON_COMPACT), 0);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(rename(tmp, F.jwks_path), 0);
+    json_decref(set);
+}
+
+static void start_standin(const char *tls)
+{
+    F.s = tu_standin_start(tls, "--jwks", F.jwks_path, NULL);
+    cr_assert_not_null(F.s, "could not start tests/peers/idp_standin.py");
+    F.base = tu_standin_url(F.s, "");
+    cr_assert_not_null(F.base);
+}
+
+static void fetch_setup(void)
+{
+    cr_assert_eq(ferry_http_global_init(), 0);
+    snprintf(F.dir, sizeof(F.dir), "/tmp/ferry-oidc-XXXXXX");
+    cr_assert_not_null(mkdtemp(F.dir));
+    F.jwks_path = malloc(strlen(F.dir) + 16);
+    snprintf(F.jwks_path, strlen(F.dir) + 16, "%s/jwks.json", F.dir);
+    F.k1 = gen(FERRY_ALG_ES256);
+    F.k2 = gen(FERRY_ALG_ES256);
+    publish(&F.k1, 1);
+    F.ca = tu_cert_path("ca.pem");
+    cr_assert_not_null(F.ca, "no test certificates");
+    start_standin("good");
+    F.o = new_store(0);
+}
+
+static void fetch_teardown(void)
+{
+    char p[128];
+
+    tu_standin_stop(F.s);
+    ferry_oidc_free(F.o);
+    ferry_jwk_unref(F.k1);
+    ferry_jwk_unref(F.k2);
+    unlink(F.jwks_path);
+    snprintf(p, sizeof(p), "%s/jwks.tmp", F.dir);
+    unlink(p);
+    rmdir(F.dir);
+    free(F.jwks_path);
+    free(F.base);
+    free(F.ca);
+    memset(&F, 0, sizeof(F));
+}
+
+/* A discovery issuer at the stand-in with short, test-friendly cache settings:
+ * TTL 300 s without Cache-Control (clamped to [60, 600]), cooldown 30 s, stale window
+ * 1000 s, 1 s connect / 2 s total timeouts. */
+static json_t *remote_conf(const char *iss)
+{
+    return json_pack("{s:s, s:[s], s:[s], s:s, s:{s:i, s:i, s:i, s:i, s:i}, s:{s:i, s:i}}",
+                     "issuer", iss, "audiences", AUD, "algorithms", "ES256", "ca_file", F.ca,
+                     "jwks_cache", "min_ttl", 60, "max_ttl", 600, "default_ttl", 300,
+                     "refresh_cooldown", 30, "stale_window", 1000, "fetch",
+                     "connect_timeout_ms", 1000, "timeout_ms", 2000);
+}
+
+static char *remote_token(const ferry_jwk *k, const char *kid)
+{
+    json_t *c = claims_for(F.base);
+    char *tok;
+
+    /* Tokens live long enough for the clock moves of these tests. */
+    json_object_set_new(c, "iat", json_integer(g_clock - 10));
+    json_object_set_new(c, "exp", json_integer(g_clock + 3000));
+    json_object_set_new(c, "nbf", json_integer(NOW - 10));
+    tok = mint(k, FERRY_ALG_ES256, kid, NULL, c);
+    json_decref(c);
+    return tok;
+}
+
+/* Verify a fresh token for key k at the current store clock. */
+static ferry_reason remote_verify(const ferry_jwk *k, const char *kid)
+{
+    char *tok = remote_token(k, kid);
+    ferry_verify_options vo = {.now = g_clock};
+    ferry_reason r = verify_opts(F.o, tok, &vo);
+
+    free(tok);
+    return r;
+}
+
+#define EXPECT_REMOTE(k, kid, want)                                                           \
+    do {                                                                                      \
+        ferry_reason got_ = remote_verify(k, kid);                                            \
+        cr_expect_eq(got_, want, "got %s, want %s (%s)", ferry_reason_name(got_),             \
+                     ferry_reason_name(want), g_last.detail);                                 \
+    } while (0)
+
+static long count(const char *path)
+{
+    long n = tu_standin_count(F.s, path);
+
+    cr_assert(n >= 0, "stand-in stats unavailable");
+    return n;
+}
+
+Test(fetch, discovery_then_jwks_cached, .init = fetch_setup, .fini = fetch_teardown)
+{
+    add_ok(F.o, remote_conf(F.base));
+    cr_expect_eq(count(DISCOVERY), 0, "nothing fetched at add time");
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 1);
+    cr_expect_eq(count("/jwks"), 1);
+    for (int i = 0; i < 5; i++)
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    g_clock += 299; /* TTL 300 s: still fresh */
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 1);
+    cr_expect_eq(count("/jwks"), 1);
+    g_clock += 2; /* both documents are due */
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 2);
+    cr_expect_eq(count("/jwks"), 2);
+}
+
+/* A static jwks_uri: no discovery at all; and a trailing slash on the issuer is kept exact. */
+Test(fetch, static_jwks_uri, .init = fetch_setup, .fini = fetch_teardown)
+{
+    json_t *conf = remote_conf(F.base);
+    char *uri = tu_standin_url(F.s, "/jwks");
+    char err[256];
+
+    json_object_set_new(conf, "jwks_uri", json_string(uri));
+    add_ok(F.o, conf);
+    cr_expect_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 0);
+    cr_expect_eq(count("/jwks"), 1);
+    free(uri);
+}
+
+/* C3: an unknown issuer (any byte variant of a configured one) causes no traffic at all. */
+Test(fetch, c3_unknown_issuer_no_traffic, .init = fetch_setup, .fini = fetch_teardown)
+{
+    const char *port = strrchr(F.base, ':');
+    char v[6][128];
+    ferry_verify_options vo = {.now = g_clock};
+
+    add_ok(F.o, remote_conf(F.base));
+    snprintf(v[0], sizeof(v[0]), "%s/", F.base);
+    snprintf(v[1], sizeof(v[1]), "HTTPS://127.0.0.1%s", port);
+    snprintf(v[2], sizeof(v[2]), "https://localhost%s", port);
+    snprintf(v[3], sizeof(v[3]), "https://127.0.0.1:%d", tu_standin_port(F.s) + 1);
+    snprintf(v[4], sizeof(v[4]), "%s/.well-known/openid-configuration", F.base);
+    snprintf(v[5], sizeof(v[5]), "http://127.0.0.1%s", port);
+    for (int i = 0; i < 6; i++) {
+        json_t *c = claims_for(v[i]);
+        char *tok = mint(F.k1, FERRY_ALG_ES256, NULL, NULL, c);
+
+        EXPECT_REASON_OPTS(F.o, tok, &vo, FERRY_REASON_UNKNOWN_ISSUER);
+        free(tok);
+        json_decref(c);
+    }
+    cr_expect_eq(tu_standin_connections(F.s), 0, "an unknown issuer caused a connection");
+    cr_expect_eq(count(DISCOVERY), 0);
+    /* The control: the configured issuer does fetch. */
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 1);
+}
+
+static void expect_unavailable(const char *says)
+{
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_ISSUER_UNAVAILABLE);
+    cr_expect(strstr(g_last.detail, says), "detail \"%s\" lacks \"%s\"", g_last.detail, says);
+}
+
+/* D1: the discovery document names another issuer: metadata refused, keys never fetched,
+ * every token of the issuer refused, prefetch reports it. */
+Test(fetch, d1_discovery_issuer_mismatch, .init = fetch_setup, .fini = fetch_teardown)
+{
+    char doc[512], err[256];
+    const char *port = strrchr(F.base, ':');
+
+    add_ok(F.o, remote_conf(F.base));
+
+    /* trailing slash */
+    cr_assert_eq(tu_standin_fault(F.s, DISCOVERY, "wrong-issuer"), 0);
+    expect_unavailable("discovery issuer mismatch");
+    cr_expect_neq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0);
+    cr_expect(strstr(err, "discovery issuer mismatch") && strstr(err, F.base), "%s", err);
+    cr_expect_eq(count("/jwks"), 0);
+
+    /* case */
+    cr_assert_eq(tu_standin_fault(F.s, DISCOVERY, NULL), 0);
+    snprintf(doc, sizeof(doc), "{\"discovery\":{\"issuer\":\"HTTPS://127.0.0.1%s\"}}", port);
+    cr_assert_eq(tu_standin_control(F.s, doc), 0);
+    g_clock += 31;
+    expect_unavailable("discovery issuer mismatch");
+
+    /* a multi-tenant template */
+    snprintf(doc, sizeof(doc), "{\"discovery\":{\"issuer\":\"%s/{tenantid}/v2.0\"}}", F.base);
+    cr_assert_eq(tu_standin_control(F.s, doc), 0);
+    g_clock += 31;
+    expect_unavailable("discovery issuer mismatch");
+    /* missing */
+    cr_assert_eq(tu_standin_control(F.s, "{\"discovery\":{\"issuer\":null}}"), 0);
+    g_clock += 31;
+    expect_unavailable("discovery issuer mismatch");
+    cr_expect_eq(count("/jwks"), 0, "keys fetched despite refused metadata");
+    cr_expect_eq(count(DISCOVERY), 5);
+
+    /* Once the IdP is fixed, the next attempt (after the cooldown) succeeds. */
+    snprintf(doc, sizeof(doc), "{\"discovery\":{\"issuer\":\"%s\"}}", F.base);
+    cr_assert_eq(tu_standin_control(F.s, doc), 0);
+    g_clock += 10;
+    expect_unavailable("discovery issuer mismatch"); /* cooldown: no new attempt */
+    cr_expect_eq(count(DISCOVERY), 5);
+    g_clock += 21;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+
+    /* A mismatch on a later refresh drops the keys at once (fail closed). */
+    cr_assert_eq(tu_standin_fault(F.s, DISCOVERY, "wrong-issuer"), 0);
+    g_clock += 301;
+    expect_unavailable("discovery issuer mismatch");
+}
+
+/* D1: an issuer configured with a template or a tenant path whose document names the
+ * template. */
+Test(fetch, d1_tenant_template, .init = fetch_setup, .fini = fetch_teardown)
+{
+    char iss[256], body[512], path[256], *jwks = tu_standin_url(F.s, "/jwks");
+    ferry_verify_options vo = {.now = g_clock};
+    json_t *c;
+    char *tok;
+
+    snprintf(iss, sizeof(iss), "%s/tenant-1/v2.0", F.base);
+    snprintf(path, sizeof(path), "/tenant-1/v2.0" DISCOVERY);
+    snprintf(body, sizeof(body), "body:{\"issuer\":\"%s/{tenantid}/v2.0\",\"jwks_uri\":\"%s\"}",
+             F.base, jwks);
+    cr_assert_eq(tu_standin_fault(F.s, path, body), 0);
+    add_ok(F.o, remote_conf(iss));
+    c = claims_for(iss);
+    tok = mint(F.k1, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON_OPTS(F.o, tok, &vo, FERRY_REASON_ISSUER_UNAVAILABLE);
+    cr_expect(strstr(g_last.detail, "discovery issuer mismatch"), "%s", g_last.detail);
+    cr_expect_eq(count(path), 1);
+    cr_expect_eq(count("/jwks"), 0);
+    /* The same document with the tenant filled in is accepted. */
+    snprintf(body, sizeof(body), "body:{\"issuer\":\"%s\",\"jwks_uri\":\"%s\"}", iss, jwks);
+    cr_assert_eq(tu_standin_fault(F.s, path, body), 0);
+    ferry_oidc_flush(F.o, iss);
+    EXPECT_REASON_OPTS(F.o, tok, &vo, FERRY_REASON_OK);
+    free(tok);
+    free(jwks);
+    json_decref(c);
+}
+
+/* D2: jwks_uri over http, redirects to http, too many redirects, bad certificates. */
+Test(fetch, d2_insecure_jwks_refused, .init = fetch_setup, .fini = fetch_teardown)
+{
+    char doc[512], loc[256];
+    const char *port = strrchr(F.base, ':');
+
+    add_ok(F.o, remote_conf(F.base));
+    snprintf(doc, sizeof(doc), "{\"discovery\":{\"jwks_uri\":\"http://127.0.0.1%s/jwks\"}}",
+             port);
+    cr_assert_eq(tu_standin_control(F.s, doc), 0);
+    expect_unavailable("jwks_uri refused");
+    cr_expect_eq(count("/jwks"), 0);
+
+    snprintf(doc, sizeof(doc), "{\"discovery\":{\"jwks_uri\":\"%s/jwks\"}}", F.base);
+    cr_assert_eq(tu_standin_control(F.s, doc), 0);
+    snprintf(loc, sizeof(loc), "redirect:http://127.0.0.1%s/jwks", port);
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", loc), 0);
+    g_clock += 31;
+    expect_unavailable("JWKS fetch failed");
+    cr_expect_eq(count("/jwks"), 1);
+
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "chain:4:/jwks2"), 0);
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks2", "file:/dev/null"), 0);
+    g_clock += 31;
+    expect_unavailable("JWKS fetch failed");
+    cr_expect_eq(count("/jwks2"), 0);
+}
+
+Test(fetch, d2_bad_certificates, .init = fetch_setup, .fini = fetch_teardown)
+{
+    static const char *const certs[] = {"wronghost", "expired", "untrusted"};
+
+    for (size_t i = 0; i < 3; i++) {
+        tu_standin_stop(F.s);
+        free(F.base);
+        ferry_oidc_free(F.o);
+        F.o = new_store(0);
+        start_standin(certs[i]);
+        add_ok(F.o, remote_conf(F.base));
+        expect_unavailable("discovery fetch failed");
+        cr_expect_eq(count(DISCOVERY), 0, "%s: request got through", certs[i]);
+    }
+}
+
+/* D3: every kind of broken JWKS answer keeps the last good set while it is within
+ * expiry + stale_window; after that the issuer fails closed; a recovered IdP is used again. */
+Test(fetch, d3_last_known_good, .init = fetch_setup, .fini = fetch_teardown, .timeout = 60)
+{
+    static const char *const faults[] = {
+        "oversize",           /* 300 KiB chunked, no Content-Length */
+        "status:500",         "invalid-json", "keys-not-array",
+        "length:1000000",     /* claims 1 MB, sends one byte and stalls: timeout */
+        "stall:5",            /* nothing at all: timeout */
+        "slowloris:64",       /* 1 byte per second */
+        "close",
+    };
+    char err[256];
+    long n;
+
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    n = count("/jwks");
+    cr_assert_eq(n, 1);
+    g_clock += 300; /* the set is now stale: every verify may try a refresh (cooldown 30 s) */
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        cr_assert_eq(tu_standin_fault(F.s, "/jwks", faults[i]), 0);
+        g_clock += 31;
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+        cr_expect_eq(count("/jwks"), ++n, "%s: no refresh attempted", faults[i]);
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK); /* within the cooldown: no new attempt */
+        cr_expect_eq(count("/jwks"), n);
+        /* An unknown kid does not get a fetch within the cooldown either. */
+        EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_UNKNOWN_KID);
+        cr_expect_eq(count("/jwks"), n);
+    }
+    /* expiry + stale_window: fail closed */
+    g_clock = NOW + 300 + 1000;
+    expect_unavailable("no usable key set");
+    /* the IdP recovers: used again once the cooldown allows an attempt */
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", NULL), 0);
+    g_clock += 31;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+}
+
+/* D3/B6: never any set (IdP down from the start): refused, one attempt per cooldown. */
+Test(fetch, b6_unreachable_from_the_start, .init = fetch_setup, .fini = fetch_teardown)
+{
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "status:503"), 0);
+    for (int i = 0; i < 20; i++)
+        expect_unavailable("HTTP status 503");
+    cr_expect_eq(count("/jwks"), 1);
+    /* an empty key set is a set: tokens are refused by kid */
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "body:{\"keys\":[]}"), 0);
+    g_clock += 30;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_UNKNOWN_KID);
+    EXPECT_REMOTE(F.k1, NOKID, FERRY_REASON_UNKNOWN_KID);
+    cr_expect_eq(count("/jwks"), 2);
+}
+
+/* Cache-Control max-age is honoured within [min_ttl, max_ttl]. */
+Test(fetch, cache_control_ttl, .init = fetch_setup, .fini = fetch_teardown)
+{
+    static const struct {
+        const char *cc;
+        int ttl;
+    } cases[] = {
+        {"{\"Cache-Control\":\"public, max-age=100\"}", 100},
+        {"{\"Cache-Control\":\"max-age=5\"}", 60},
+        {"{\"Cache-Control\":\"max-age=99999\"}", 600},
+        {"{\"Cache-Control\":\"no-store\"}", 60},
+        {"{\"Cache-Control\":null}", 300},
+    };
+    json_t *conf = remote_conf(F.base);
+    char *uri = tu_standin_url(F.s, "/jwks"), doc[256];
+
+    json_object_set_new(conf, "jwks_uri", json_string(uri));
+    add_ok(F.o, conf);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long n;
+
+        snprintf(doc, sizeof(doc), "{\"headers\":{\"/jwks\":%s}}", cases[i].cc);
+        cr_assert_eq(tu_standin_control(F.s, doc), 0);
+        ferry_oidc_flush(F.o, NULL);
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+        n = count("/jwks");
+        g_clock += cases[i].ttl - 1;
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+        cr_expect_eq(count("/jwks"), n, "%s: refetched before %d s", cases[i].cc,
+                     cases[i].ttl);
+        g_clock += 1;
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+        cr_expect_eq(count("/jwks"), n + 1, "%s: not refetched at %d s", cases[i].cc,
+                     cases[i].ttl);
+    }
+    free(uri);
+}
+
+/* D4: 1,000 tokens with random kids within one cooldown window: at most one JWKS fetch, and
+ * a valid token keeps verifying throughout (from several threads at once). */
+struct d4_arg {
+    int id;
+    int ok, unknown, other;
+};
+
+static void *d4_worker(void *p)
+{
+    struct d4_arg *a = p;
+    ferry_verify_options vo = {.now = g_clock};
+
+    for (int i = 0; i < 250; i++) {
+        char kid[40];
+        unsigned char rnd[12];
+        char *tok;
+        ferry_verify_result res;
+        int r;
+
+        for (size_t j = 0; j < sizeof(rnd); j++)
+            rnd[j] = (unsigned char)(rand() & 0xff);
+        ferry_b64url_encode(rnd, sizeof(rnd), kid);
+        tok = remote_token(F.k1, i % 25 == 0 ? NULL : kid);
+        r = ferry_oidc_verify(F.o, tok, strlen(tok), &vo, NULL, &res);
+        if (r == 0)
+            a->ok++;
+        else if (res.reason == FERRY_REASON_UNKNOWN_KID)
+            a->unknown++;
+        else
+            a->other++;
+        free(tok);
+    }
+    return NULL;
+}
+
+Test(fetch, d4_random_kids_one_fetch_per_cooldown, .init = fetch_setup,
+     .fini = fetch_teardown, .timeout = 60)
+{
+    struct d4_arg args[4];
+    pthread_t th[4];
+    char err[256];
+    int ok = 0, unknown = 0, other = 0;
+
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(count("/jwks"), 1);
+    g_clock += 31; /* the cooldown since the prefetch is over: one refresh is allowed */
+    srand(42);
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct d4_arg){.id = i};
+        cr_assert_eq(pthread_create(&th[i], NULL, d4_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += args[i].ok;
+        unknown += args[i].unknown;
+        other += args[i].other;
+    }
+    cr_expect_eq(ok, 40, "valid tokens refused during the flood");
+    cr_expect_eq(unknown, 960);
+    cr_expect_eq(other, 0);
+    cr_expect_eq(count("/jwks"), 2, "JWKS fetched %ld times for 1000 unknown kids",
+                 count("/jwks") - 1);
+    cr_expect_eq(count(DISCOVERY), 1);
+}
+
+/* D5: rotation. A new kid is accepted after at most one refresh; a removed kid is refused
+ * after the TTL, or at once after a flush. */
+Test(fetch, d5_rotation, .init = fetch_setup, .fini = fetch_teardown)
+{
+    ferry_jwk *both[2] = {F.k1, F.k2};
+    long n;
+
+    add_ok(F.o, remote_conf(F.base));
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    n = count("/jwks");
+    publish(both, 2);
+    g_clock += 10;
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_UNKNOWN_KID); /* within the cooldown */
+    cr_expect_eq(count("/jwks"), n);
+    g_clock += 20;
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_OK); /* one refresh */
+    cr_expect_eq(count("/jwks"), n + 1);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+
+    /* kid1 removed: still served until the TTL of the set passes */
+    publish(&F.k2, 1);
+    g_clock += 299;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count("/jwks"), n + 1);
+    g_clock += 1;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_UNKNOWN_KID);
+    cr_expect_eq(count("/jwks"), n + 2);
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_OK);
+
+    /* back to kid1 only, then an admin flush: kid2 refused immediately */
+    publish(&F.k1, 1);
+    g_clock += 1;
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_OK);
+    ferry_oidc_flush(F.o, F.base);
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_UNKNOWN_KID);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count("/jwks"), n + 3);
+    /* discovery: the first, its TTL (300 s) passing, and the flush */
+    cr_expect_eq(count(DISCOVERY), 3, "flush also drops the discovery result");
+}
+
+/* A failing discovery refresh keeps the jwks_uri it named before. */
+Test(fetch, discovery_outage_keeps_jwks_uri, .init = fetch_setup, .fini = fetch_teardown)
+{
+    add_ok(F.o, remote_conf(F.base));
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_assert_eq(tu_standin_fault(F.s, DISCOVERY, "status:500"), 0);
+    publish(&F.k2, 1);
+    g_clock += 301;
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 2);
+    cr_expect_eq(count("/jwks"), 2);
+}
+
+/* Plain http only with allow_http_loopback (tests). */
+Test(fetch, http_loopback_only_when_allowed, .init = fetch_setup, .fini = fetch_teardown)
+{
+    json_t *conf;
+    char err[256];
+
+    tu_standin_stop(F.s);
+    free(F.base);
+    start_standin(NULL);
+    conf = remote_conf(F.base);
+    add_fails(F.o, conf, -FERRY_ECONFIG, err, sizeof(err));
+    conf = remote_conf(F.base);
+    json_object_set_new(conf, "allow_http_loopback", json_true());
+    add_ok(F.o, conf);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+}
+
+/* D7: proxy variables in the environment are not used; only a configured proxy is. */
+Test(fetch, d7_environment_proxy_ignored, .init = fetch_setup, .fini = fetch_teardown)
+{
+    tu_standin *proxy = tu_standin_start(NULL, "--proxy", NULL);
+    char *purl;
+    json_t *conf;
+
+    cr_assert_not_null(proxy);
+    purl = tu_standin_url(proxy, "");
+    setenv("https_proxy", purl, 1);
+    setenv("HTTPS_PROXY", purl, 1);
+    setenv("ALL_PROXY", purl, 1);
+    add_ok(F.o, remote_conf(F.base));
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(tu_standin_connections(proxy), 0, "environment proxy used");
+
+    /* A configured proxy is used. */
+    ferry_oidc_free(F.o);
+    F.o = new_store(0);
+    conf = remote_conf(F.base);
+    json_object_set_new(conf, "proxy", json_string(purl));
+    add_ok(F.o, conf);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect(tu_standin_count(proxy, "CONNECT") >= 1, "configured proxy not used");
+    free(purl);
+    tu_standin_stop(proxy);
 }
