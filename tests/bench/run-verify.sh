@@ -157,7 +157,7 @@ import shlex, sys
 rows = {}
 meta = {}
 for line in open(sys.argv[1]):
-    kv = dict(p.split("=", 1) for p in shlex.split(line)[1:] if "=" in p)
+    kv = dict(p.split("=", 1) for p in shlex.split(line) if "=" in p)
     if line.startswith(("machine", "command")):
         meta.update(kv)
     elif "alg" in kv and "path" in kv:
