@@ -514,8 +514,9 @@ static char *strdup_or_null(const char *s, bool *nomem)
 }
 
 /* GET url, following at most max_redirects same-origin redirects, all within one total
- * timeout. opts may be NULL (defaults). On success (any final HTTP status that is not a
- * redirect) fills *ret_resp (release with ferry_http_response_release); body is never NULL.
+ * timeout. opts may be NULL (defaults). On success (any final HTTP status; a redirect with a
+ * Location is followed or refused, never returned) fills *ret_resp (release with
+ * ferry_http_response_release); body is never NULL.
  * Returns 0, -FERRY_EPOLICY (URL, redirect or redirect count refused), -FERRY_ETOOBIG (body
  * or headers over their caps), -FERRY_EFETCH (network, TLS, timeout), -FERRY_ECONFIG (invalid
  * options), -EINVAL or -ENOMEM. Thread-safe; never prints. */

@@ -60,6 +60,7 @@ FAULT MODES (a fault replaces the normal answer of its path, existing or not)
   keys-not-array     200 {"keys": {"kty": "EC"}}
   oversize[:N]       200, chunked, no Content-Length, N bytes (default 300 KiB = 307200)
   length[:N]         200 with "Content-Length: N" (default 1 GiB), then stalls 30 s
+  many-headers[:N]   200 {"ok":true} after N (default 200) extra headers of 1 KiB each
   slowloris[:N]      the whole response (status line, headers, body of N bytes, default 64)
                      dribbled at 1 byte per second
   stall[:S]          read the request, answer nothing for S seconds (default 30), close
@@ -269,6 +270,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             sleep(30)
             self.close_connection = True
+        elif name == "many-headers":
+            n = int(arg) if arg else 200
+            extra = {"X-Filler-%d" % i: "f" * 1024 for i in range(n)}
+            self.send(200, '{"ok": true}', extra=extra, path=path)
         elif name == "slowloris":
             self.slowloris(int(arg) if arg else 64)
         elif name == "stall":

@@ -681,6 +681,22 @@ Test(limits, content_length_over_cap_refused_early)
     assert_err(get(s, "/small", &o, &resp), -FERRY_ETOOBIG);
 }
 
+Test(limits, header_flood_refused)
+{
+    _cleanup_free_ char *ca = ca_path();
+    _cleanup_standin_ tu_standin *s = must_start(tu_standin_start(
+        "good", "--fault", "/flood=many-headers:100", "--fault", "/some=many-headers:10", NULL));
+    ferry_http_options o = test_opts(ca);
+    ferry_http_response resp = {0};
+
+    /* 100 KiB of headers: over the 64 KiB header budget of one response */
+    assert_err(get(s, "/flood", &o, &resp), -FERRY_ETOOBIG);
+    /* Control: 10 KiB of headers are fine. */
+    assert_err(get(s, "/some", &o, &resp), 0);
+    cr_assert_eq(resp.status, 200);
+    ferry_http_response_release(&resp);
+}
+
 /* ---- timeouts ----------------------------------------------------------------------------- */
 
 Test(timeout, slowloris_aborted)
