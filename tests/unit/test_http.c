@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -794,6 +795,49 @@ Test(proxy, explicit_proxy_used)
     ferry_http_response_release(&resp);
     cr_assert_eq(tu_standin_count(proxy, "CONNECT"), 1, "the request must tunnel through it");
     cr_assert_eq(tu_standin_count(s, "/ok"), 1);
+}
+
+/* ---- threads ------------------------------------------------------------------------------ */
+
+struct thread_arg {
+    const char *url;
+    const ferry_http_options *opts;
+    int failures;
+};
+
+static void *fetch_loop(void *p)
+{
+    struct thread_arg *a = p;
+
+    for (int i = 0; i < 5; i++) {
+        ferry_http_response resp = {0};
+        if (ferry_http_get(a->url, a->opts, &resp) != 0 || resp.status != 200 ||
+            strcmp(resp.body, "{\"ok\": true}") != 0)
+            a->failures++;
+        ferry_http_response_release(&resp);
+    }
+    return NULL;
+}
+
+Test(threads, concurrent_gets)
+{
+    _cleanup_free_ char *ca = ca_path();
+    _cleanup_standin_ tu_standin *s = must_start(tu_standin_start("good", NULL));
+    ferry_http_options o = test_opts(ca);
+    _cleanup_free_ char *url = tu_standin_url(s, "/ok");
+    pthread_t th[6];
+    struct thread_arg args[ARRAY_SIZE(th)];
+
+    cr_assert_eq(ferry_http_global_init(), 0);
+    for (size_t i = 0; i < ARRAY_SIZE(th); i++) {
+        args[i] = (struct thread_arg){.url = url, .opts = &o};
+        cr_assert_eq(pthread_create(&th[i], NULL, fetch_loop, &args[i]), 0);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(th); i++) {
+        cr_assert_eq(pthread_join(th[i], NULL), 0);
+        cr_expect_eq(args[i].failures, 0, "thread %zu: %d failures", i, args[i].failures);
+    }
+    cr_assert_eq(tu_standin_count(s, "/ok"), (long)(5 * ARRAY_SIZE(th)));
 }
 
 /* ---- the stand-in's OIDC side, as the oidc tests use it ---------------------------------- */
