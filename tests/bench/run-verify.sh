@@ -74,7 +74,8 @@ status=0
          "kernel=$(uname -r) loadavg=\"$(cut -d' ' -f1-3 /proc/loadavg)\"" \
          "openssl=\"$("$openssl" version)\"" \
          "ferry=\"$("$ferry" --version)\""
-    echo "command cmd=\"tests/bench/run-verify.sh -c $cpu -s $secs -S $speed_secs -n $batch_n -P $profile\""
+    echo "command cmd=\"tests/bench/run-verify.sh -c $cpu -s $secs -S $speed_secs" \
+         "-n $batch_n -P $profile\""
 } >"$raw"
 
 # ---- 1. openssl speed: the ceiling --------------------------------------------------------
@@ -90,7 +91,8 @@ awk '/^rsa 2048 bits/       { print "alg=RS256 path=openssl-speed per_sec=" $NF 
 
 # ---- 2. bench_verify: library, jose layer, libjwt, libjose --------------------------------
 echo "run-verify: bench_verify --seconds $secs" >&2
-"$bench" "${bench_pin[@]}" --seconds "$secs" --profile "$profile" --emit "$tmp" --batch-count "$batch_n" \
+"$bench" "${bench_pin[@]}" --seconds "$secs" --profile "$profile" --emit "$tmp" \
+    --batch-count "$batch_n" \
     >"$tmp/bench" || status=1
 cat "$tmp/bench" >>"$raw"
 grep -q '^emit ' "$tmp/bench" || die "bench_verify produced no tokens"
@@ -208,5 +210,6 @@ for alg in ("RS256", "ES256", "EdDSA"):
           f"{cell(rate(alg, 'libjwt', 'per_sec_wall'))} | "
           f"{cell(rate(alg, 'libjose', 'per_sec_wall'))} |")
 EOF
-[ "$status" = 0 ] || echo "run-verify: FAILED: a path rejected valid tokens or accepted a forged one" >&2
+[ "$status" = 0 ] ||
+    echo "run-verify: FAILED: a path rejected valid tokens or accepted a forged one" >&2
 exit "$status"
