@@ -285,7 +285,11 @@ struct issuer {
     char *jwks_uri;        /* from discovery */
     int64_t disc_expires;  /* store clock */
     bool attempted;        /* a fetch was attempted since creation or flush */
-    int64_t last_attempt;  /* store clock of that attempt */
+    int64_t last_attempt;  /* store clock of the last attempt (any reason) */
+    bool last_ok;          /* that attempt installed a set */
+    bool kid_refreshed;    /* a refresh for an unknown kid happened since creation or flush */
+    int64_t last_kid_refresh;
+    uint64_t generation;   /* incremented whenever a fetched set is installed */
     char last_error[160];  /* why the last fetch failed ("" after success) */
 };
 
@@ -795,13 +799,15 @@ static int read_jwks_file(const char *path, ferry_jwks **ret, size_t *ret_skippe
 
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return cfg_error(errbuf, errlen, "jwks_file: cannot open: %s", strerror(errno));
+        return cfg_error(errbuf, errlen, "jwks_file %.200s: cannot open: %s", path,
+                         strerror(errno));
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        r = cfg_error(errbuf, errlen, "jwks_file: not a regular file");
+        r = cfg_error(errbuf, errlen, "jwks_file %.200s: not a regular file", path);
         goto out;
     }
     if (st.st_size > FERRY_JWKS_MAX_LEN) {
-        r = cfg_error(errbuf, errlen, "jwks_file: larger than %d bytes", FERRY_JWKS_MAX_LEN);
+        r = cfg_error(errbuf, errlen, "jwks_file %.200s: larger than %d bytes", path,
+                      FERRY_JWKS_MAX_LEN);
         goto out;
     }
     buf = malloc(FERRY_JWKS_MAX_LEN + 1);
@@ -816,21 +822,23 @@ static int read_jwks_file(const char *path, ferry_jwks **ret, size_t *ret_skippe
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            r = cfg_error(errbuf, errlen, "jwks_file: read failed: %s", strerror(errno));
+            r = cfg_error(errbuf, errlen, "jwks_file %.200s: read failed: %s", path,
+                          strerror(errno));
             goto out;
         }
         if (n == 0)
             break;
         len += (size_t)n;
         if (len > FERRY_JWKS_MAX_LEN) {
-            r = cfg_error(errbuf, errlen, "jwks_file: larger than %d bytes",
+            r = cfg_error(errbuf, errlen, "jwks_file %.200s: larger than %d bytes", path,
                           FERRY_JWKS_MAX_LEN);
             goto out;
         }
     }
     r = ferry_jwks_from_buffer(buf, len, ret, ret_skipped);
     if (r < 0)
-        r = cfg_error(errbuf, errlen, "jwks_file: not a usable JWK set: %s", ferry_strerror(r));
+        r = cfg_error(errbuf, errlen, "jwks_file %.200s: not a usable JWK set: %s", path,
+                      ferry_strerror(r));
 out:
     (void)close(fd);
     return r;
@@ -1353,10 +1361,12 @@ install:
         is->jwks_uri = TAKE_PTR(new_disc);
         is->disc_expires = disc_exp;
     }
+    is->last_ok = r == 0 && set;
     if (r == 0 && set) {
         ferry_jwks_unref(is->jwks);
         is->jwks = TAKE_PTR(set);
         is->jwks_expires = exp;
+        is->generation++;
         is->last_error[0] = '\0';
     } else {
         (void)snprintf(is->last_error, sizeof(is->last_error), "%s", err);
@@ -1366,25 +1376,43 @@ install:
     return r;
 }
 
-/* Caller holds is->lock. */
-static bool cooldown_over(const struct issuer *is, int64_t now)
+static bool elapsed(int64_t since, int64_t now, int64_t period)
 {
-    return !is->attempted || now < is->last_attempt ||
-           now >= sat_add(is->last_attempt, is->cooldown);
+    return now < since || now >= sat_add(since, period); /* a clock set back counts as over */
+}
+
+/* Whether a fetch may start now; caller holds is->lock. Two limits, both refresh_cooldown:
+ * - a due set (missing or past its lifetime) is fetched at most once per cooldown after the
+ *   last attempt, so a failing IdP is retried at that pace and no faster;
+ * - a token whose kid is not in a usable set refreshes it at most once per cooldown after the
+ *   last such refresh, and not within the cooldown of a failed attempt. So a rotation is seen
+ *   at once, and a flood of random kids costs one fetch per cooldown. */
+static bool fetch_due(const struct issuer *is, int64_t now, bool want_refresh)
+{
+    bool fresh = is->jwks && now < is->jwks_expires;
+    bool attempt_ok = !is->attempted || elapsed(is->last_attempt, now, is->cooldown);
+
+    if (!fresh && attempt_ok)
+        return true;
+    return want_refresh && is->jwks &&
+           (!is->kid_refreshed || elapsed(is->last_kid_refresh, now, is->cooldown)) &&
+           (is->last_ok || attempt_ok);
 }
 
 /* A usable key set of a remote issuer (fetching it when due), as a new reference.
  * want_refresh: the current set lacks the key the token names. Fetches are single-flight per
- * issuer and limited to one per refresh_cooldown; a verifier that holds a usable set never
- * waits for another thread's fetch. */
+ * issuer and limited by fetch_due; a verifier that holds a usable set never waits for another
+ * thread's fetch. */
 static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, ferry_jwks **ret,
-                         ferry_verify_result *res)
+                         bool *ret_fetched, ferry_verify_result *res)
 {
     int64_t now = store_now(o);
     ferry_jwks *set = NULL;
     char why[sizeof(is->last_error)];
-    bool usable, fresh, due, locked = false;
+    bool usable, due, changed, locked = false;
+    uint64_t gen;
 
+    *ret_fetched = false;
     if (!issuer_is_remote(is)) {
         *ret = ferry_jwks_ref(is->jwks);
         return 0;
@@ -1392,8 +1420,8 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
 
     (void)pthread_mutex_lock(&is->lock);
     usable = is->jwks && now < sat_add(is->jwks_expires, is->stale_window);
-    fresh = is->jwks && now < is->jwks_expires;
-    due = (!fresh || want_refresh) && cooldown_over(is, now);
+    due = fetch_due(is, now, want_refresh);
+    gen = is->generation;
     if (usable)
         set = ferry_jwks_ref(is->jwks);
     (void)pthread_mutex_unlock(&is->lock);
@@ -1405,18 +1433,24 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
             locked = pthread_mutex_lock(&is->fetch_lock) == 0;
     }
     if (locked) {
-        /* Another thread may have fetched while this one waited: decide again. */
+        /* Another thread may have fetched while this one waited: a set installed since the
+         * snapshot is looked at first (it may hold the kid); otherwise decide again. */
         (void)pthread_mutex_lock(&is->lock);
-        fresh = is->jwks && now < is->jwks_expires;
-        due = (!fresh || want_refresh) && cooldown_over(is, now);
+        changed = is->generation != gen;
+        due = !changed && fetch_due(is, now, want_refresh);
         if (due) {
             is->attempted = true;
             is->last_attempt = now;
+            if (want_refresh && is->jwks) {
+                is->kid_refreshed = true;
+                is->last_kid_refresh = now;
+            }
         }
         (void)pthread_mutex_unlock(&is->lock);
         if (due)
             (void)issuer_refresh(is, now);
         (void)pthread_mutex_unlock(&is->fetch_lock);
+        *ret_fetched = due || changed;
 
         ferry_jwks_unref(set);
         set = NULL;
@@ -1488,6 +1522,7 @@ static void issuer_flush(struct issuer *is)
     free(is->jwks_uri);
     is->jwks_uri = NULL;
     is->attempted = false;
+    is->kid_refreshed = false;
     is->last_error[0] = '\0';
     (void)pthread_mutex_unlock(&is->lock);
 }
@@ -1774,8 +1809,6 @@ static int check_claims(const struct issuer *is, const ferry_jws *jws, const jso
     if (r < 0)
         return r;
     r = string_claim(claims, "sub", true, FERRY_REASON_BAD_SUBJECT, &c->sub, res);
-    if (r == -FERRY_EREFUSED && res->reason == FERRY_REASON_MISSING_CLAIM)
-        return refuse(res, FERRY_REASON_BAD_SUBJECT, "sub is missing");
     if (r < 0)
         return r;
     r = string_claim(claims, "jti", opts && opts->consume_jti, FERRY_REASON_BAD_CLAIM, &c->jti,
@@ -1943,6 +1976,7 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
     const ferry_jwk *key;
     struct checked c = {0};
     size_t candidates = 0;
+    bool fetched = false;
     int64_t now;
     int r;
 
@@ -1979,14 +2013,15 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
         goto out;
     }
 
-    r = issuer_keyset(o, is, false, &set, &res);
+    r = issuer_keyset(o, is, false, &set, &fetched, &res);
     if (r < 0)
         goto out;
     key = select_key(set, jws, &candidates);
-    if (!key && issuer_is_remote(is)) {
+    /* Not in the set: one refresh, unless the set was fetched for this very token. */
+    if (!key && issuer_is_remote(is) && !fetched) {
         ferry_jwks_unref(set);
         set = NULL;
-        r = issuer_keyset(o, is, true, &set, &res);
+        r = issuer_keyset(o, is, true, &set, &fetched, &res);
         if (r < 0)
             goto out;
         key = select_key(set, jws, &candidates);
