@@ -78,26 +78,33 @@ static int read_file_capped(const char *path, size_t max, char **ret, size_t *re
 }
 
 /* Read one line (without its "\n" or "\r\n") from f into b. Sets *ret_overlong when the line
- * exceeded the buffer's max (the rest of the line is consumed and dropped).
+ * exceeded the buffer's max (the rest of the line is consumed and dropped). Bytes are
+ * gathered in a local chunk and appended a chunk at a time: --batch reads many lines.
  * Returns 1 when a line was read, 0 at EOF with nothing read, -errno on error. */
 static int read_line(FILE *f, ferry_buf *b, bool *ret_overlong)
 {
+    char chunk[1024];
+    size_t n = 0;
     bool any = false, over = false;
     int c;
 
     b->len = 0;
     if (b->data)
         b->data[0] = '\0';
-    while ((c = getc(f)) != EOF) {
+    while ((c = getc_unlocked(f)) != EOF) {
         any = true;
         if (c == '\n')
             break;
-        if (!over) {
-            char ch = (char)c;
-            if (ferry_buf_append(b, &ch, 1) < 0)
+        chunk[n++] = (char)c;
+        if (n == sizeof(chunk)) {
+            if (!over && ferry_buf_append(b, chunk, n) < 0)
                 over = true;
+            n = 0;
         }
     }
+    if (n > 0 && !over && ferry_buf_append(b, chunk, n) < 0)
+        over = true;
+    ferry_wipe(chunk, sizeof(chunk));
     if (ferror(f))
         return -EIO;
     if (!any)
