@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -2535,4 +2536,64 @@ Test(fetch, d7_environment_proxy_ignored, .init = fetch_setup, .fini = fetch_tea
     cr_expect(tu_standin_count(proxy, "CONNECT") >= 1, "configured proxy not used");
     free(purl);
     tu_standin_stop(proxy);
+}
+
+/* fetch.max_bytes caps the answer (here below the size of the JWKS). */
+Test(fetch, max_bytes_caps_the_answer, .init = fetch_setup, .fini = fetch_teardown)
+{
+    json_t *conf = remote_conf(F.base);
+
+    json_object_set_new(json_object_get(conf, "fetch"), "max_bytes", json_integer(64));
+    json_object_set_new(conf, "jwks_uri", json_sprintf("%s/jwks", F.base));
+    add_ok(F.o, conf);
+    expect_unavailable("JWKS fetch failed");
+    cr_expect_eq(count("/jwks"), 1);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *slow_refresh_worker(void *p)
+{
+    ferry_reason *r = p;
+
+    *r = remote_verify(F.k1, NULL);
+    return NULL;
+}
+
+/* A slow refresh holds up only the thread doing it: verifications that can use the current
+ * set (known kid, or an unknown kid within the cooldown) go on meanwhile. */
+Test(fetch, slow_refresh_does_not_block_verification, .init = fetch_setup,
+     .fini = fetch_teardown, .timeout = 30)
+{
+    ferry_reason slow = FERRY_REASON_INTERNAL;
+    pthread_t th;
+    char err[256];
+    int64_t t0, t1;
+
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "delay:1.5"), 0);
+    g_clock += 301; /* stale: the next token refreshes */
+    t0 = mono_ms();
+    cr_assert_eq(pthread_create(&th, NULL, slow_refresh_worker, &slow), 0);
+    while (count("/jwks") < 2 && mono_ms() - t0 < 5000)
+        usleep(10000);
+    cr_assert_eq(count("/jwks"), 2, "the refresh did not start");
+    t1 = mono_ms();
+    for (int i = 0; i < 20; i++) {
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+        EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_UNKNOWN_KID);
+    }
+    cr_expect(mono_ms() - t1 < 1000, "verifications waited %" PRId64 " ms for the refresh",
+              mono_ms() - t1);
+    pthread_join(th, NULL);
+    cr_expect(mono_ms() - t0 >= 1400, "the refresh was not slow");
+    cr_expect_eq(slow, FERRY_REASON_OK);
+    cr_expect_eq(count("/jwks"), 2);
 }
