@@ -27,7 +27,8 @@ typedef struct ferry_http_options {
     long total_timeout_ms;     /* 0 = default 10000; covers all redirect hops */
     size_t max_response;       /* body byte cap; 0 = default 256 KiB */
     int max_redirects;         /* 0..FERRY_HTTP_MAX_REDIRECTS; -1 = default (3) */
-    const char *ca_file;       /* extra trust anchor bundle (PEM), or NULL for the system store */
+    const char *ca_file;       /* trust anchor bundle (PEM) that REPLACES the system store for
+                                  this request, or NULL for the system store */
     const char *proxy;         /* explicit proxy URL, or NULL for none */
     bool allow_http_loopback;  /* permit http:// to 127.0.0.1/[::1] (tests only) */
 } ferry_http_options;
@@ -51,7 +52,8 @@ int ferry_http_check_url(const char *url, const ferry_http_options *opts);
 
 /* GET url (Accept: application/json). On success (any HTTP status) fills *ret_resp, which the
  * caller releases with ferry_http_response_release. Fails with -FERRY_EPOLICY (URL or redirect
- * refused), -FERRY_ETOOBIG (body over the cap), -FERRY_EFETCH (network, TLS, timeout). */
+ * refused; redirects must keep scheme, host and port), -FERRY_ETOOBIG (body over the cap),
+ * -FERRY_EFETCH (network, TLS, timeout), -FERRY_ECONFIG (options out of range). */
 int ferry_http_get(const char *url, const ferry_http_options *opts,
                    ferry_http_response *ret_resp);
 
