@@ -595,7 +595,7 @@ static struct issuer *issuer_find(const ferry_oidc *o, const char *name, size_t 
 /* New empty trust store; opts may be NULL. Returns 0, -ENOMEM or -FERRY_ECRYPTO. */
 FERRY_EXPORT int ferry_oidc_new(const ferry_oidc_options *opts, ferry_oidc **ret_oidc)
 {
-    ferry_oidc *o;
+    _cleanup_free_ ferry_oidc *o = NULL;
 
     if (!ret_oidc)
         return -EINVAL;
@@ -612,15 +612,11 @@ FERRY_EXPORT int ferry_oidc_new(const ferry_oidc_options *opts, ferry_oidc **ret
     if (!o->replay.max)
         o->replay.max = DEFAULT_REPLAY_MAX;
     o->replay.free_head = RP_NIL;
-    if (RAND_bytes(o->replay.salt, sizeof(o->replay.salt)) != 1) {
-        free(o);
+    if (RAND_bytes(o->replay.salt, sizeof(o->replay.salt)) != 1)
         return -FERRY_ECRYPTO;
-    }
-    if (pthread_mutex_init(&o->replay.lock, NULL) != 0) {
-        free(o);
+    if (pthread_mutex_init(&o->replay.lock, NULL) != 0)
         return -ENOMEM;
-    }
-    *ret_oidc = o;
+    *ret_oidc = TAKE_PTR(o);
     return 0;
 }
 
@@ -1799,6 +1795,9 @@ static int check_claims(const struct issuer *is, const ferry_jws *jws, const jso
                       "iat %" PRId64 " is %" PRId64 " s after now %" PRId64
                       " (leeway %" PRId64 " s)",
                       c->iat, sat_sub(c->iat, now), now, lw);
+    if (c->exp < c->iat)
+        return refuse(res, FERRY_REASON_BAD_CLAIM, "exp %" PRId64 " is before iat %" PRId64,
+                      c->exp, c->iat);
     lifetime = sat_sub(c->exp, c->iat);
     if (lifetime > is->max_lifetime)
         return refuse(res, FERRY_REASON_LIFETIME_TOO_LONG,

@@ -1189,8 +1189,8 @@ Test(claims, c1_exp, .init = setup_ab, .fini = teardown_ab)
         {"18446744073709551616", FERRY_REASON_BAD_CLAIM},
         {"9223372036854775807", FERRY_REASON_LIFETIME_TOO_LONG}, /* INT64_MAX */
         {"9223372036854775750", FERRY_REASON_LIFETIME_TOO_LONG}, /* + leeway would overflow */
-        {"1700086391", FERRY_REASON_LIFETIME_TOO_LONG},       /* iat + 86401 */
-        {"1700086390", FERRY_REASON_OK},                      /* iat + 86400 */
+        {"1700086301", FERRY_REASON_LIFETIME_TOO_LONG},       /* iat + 86401 */
+        {"1700086300", FERRY_REASON_OK},                      /* iat + 86400 */
     };
     char payload[512];
 
@@ -1198,7 +1198,7 @@ Test(claims, c1_exp, .init = setup_ab, .fini = teardown_ab)
         snprintf(payload, sizeof(payload),
                  "{\"iss\":\"" ISS_A "\",\"sub\":\"u\",\"aud\":\"" AUD "\",\"iat\":%" PRId64
                  ",\"exp\":%s}",
-                 NOW - 10, cases[i].json);
+                 NOW - 100, cases[i].json);
         expect_payload(g_o, g_ka, payload, cases[i].want, cases[i].json);
     }
     /* missing */
@@ -1273,6 +1273,10 @@ Test(claims, c2_nbf_iat, .init = setup_ab, .fini = teardown_ab)
     c = claims_for(ISS_A);
     json_object_set_new(c, "iat", json_integer(0)); /* exp - iat far over max_lifetime */
     expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_LIFETIME_TOO_LONG, "iat 0");
+    c = claims_for(ISS_A);
+    json_object_set_new(c, "iat", json_integer(NOW + 30));
+    json_object_set_new(c, "exp", json_integer(NOW + 20));
+    expect_claims(g_o, g_ka, NULL, c, FERRY_REASON_BAD_CLAIM, "exp before iat");
 }
 
 /* A custom leeway and max_lifetime. */
