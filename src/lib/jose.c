@@ -1536,8 +1536,8 @@ FERRY_EXPORT int ferry_jwks_from_json(const json_t *doc, ferry_jwks **ret_jwks,
             continue;
         }
         r = ferry_jwk_from_json(json_array_get(keys, i), 0, &k);
-        if (r == -ENOMEM)
-            return r;
+        if (r == -ENOMEM || r == -FERRY_ECRYPTO)
+            return r; /* our failure, not the key's: let the caller keep its old set */
         if (r < 0) {
             skipped++;
             continue;
@@ -1584,7 +1584,7 @@ FERRY_EXPORT int ferry_jwks_from_buffer(const void *buf, size_t len, ferry_jwks 
         return -FERRY_ETOOBIG;
     doc = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES, &err);
     if (!doc)
-        return -FERRY_EMALFORMED;
+        return json_error_code(&err) == json_error_out_of_memory ? -ENOMEM : -FERRY_EMALFORMED;
     if (!json_depth_ok(doc, 0))
         return -FERRY_ETOOBIG;
     return ferry_jwks_from_json(doc, ret_jwks, ret_skipped);
@@ -1784,7 +1784,7 @@ FERRY_EXPORT int ferry_jws_parse(const char *token, size_t len, ferry_jws **ret_
 
     jws->header = json_loadb((const char *)hdr, hdr_len, JSON_REJECT_DUPLICATES, &err);
     if (!jws->header)
-        return -FERRY_EMALFORMED;
+        return json_error_code(&err) == json_error_out_of_memory ? -ENOMEM : -FERRY_EMALFORMED;
     int r = header_check(jws);
     if (r < 0)
         return r;
