@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/encoder.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
@@ -736,7 +738,10 @@ static char *nested(unsigned depth)
     /* {"alg":"ES256","n": [[[...]]]} with `depth` levels in total (the header object is 1). */
     size_t cap = 64 + 2 * depth;
     char *s = malloc(cap);
-    size_t o = (size_t)snprintf(s, cap, "{\"alg\":\"ES256\",\"n\":");
+    size_t o;
+
+    cr_assert_not_null(s);
+    o = (size_t)snprintf(s, cap, "{\"alg\":\"ES256\",\"n\":");
 
     for (unsigned i = 1; i < depth; i++)
         s[o++] = '[';
@@ -2511,4 +2516,284 @@ Test(jose, arguments)
     cr_assert_eq(ferry_jws_sign(k, FERRY_ALG_ES256, NULL, NULL, 3, &(char *){NULL}), -EINVAL);
     ferry_jws_free(NULL);
     ferry_jwk_unref(k);
+}
+
+/* Traditional ("RSA PRIVATE KEY", "EC PRIVATE KEY", PKCS#1 "RSA PUBLIC KEY") PEM forms. */
+static char *pem_type_specific(EVP_PKEY *p, int selection, size_t *ret_len)
+{
+    OSSL_ENCODER_CTX *ectx =
+        OSSL_ENCODER_CTX_new_for_pkey(p, selection, "PEM", "type-specific", NULL);
+    unsigned char *out = NULL;
+    size_t len = 0;
+
+    cr_assert_not_null(ectx);
+    cr_assert_eq(OSSL_ENCODER_to_data(ectx, &out, &len), 1);
+    OSSL_ENCODER_CTX_free(ectx);
+    *ret_len = len;
+    return (char *)out;
+}
+
+Test(pem, traditional_forms, .timeout = 60)
+{
+    EVP_PKEY *ps[] = {EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048),
+                      EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")};
+    static const char *const priv_hdr[] = {"RSA PRIVATE KEY", "EC PRIVATE KEY"};
+
+    for (size_t i = 0; i < 2; i++) {
+        size_t len;
+        char *pem = pem_type_specific(ps[i], EVP_PKEY_KEYPAIR, &len);
+        ferry_jwk *k = NULL;
+        cr_assert_not_null(strstr(pem, priv_hdr[i]), "%s", pem);
+        cr_assert_eq(ferry_jwk_from_pem(pem, len, &k), 0, "%s", priv_hdr[i]);
+        cr_assert(ferry_jwk_is_private(k));
+        ferry_jwk_unref(k);
+        OPENSSL_free(pem);
+    }
+    {
+        size_t len;
+        char *pem = pem_type_specific(ps[0], EVP_PKEY_PUBLIC_KEY, &len);
+        ferry_jwk *k = NULL;
+        cr_assert_not_null(strstr(pem, "RSA PUBLIC KEY"), "%s", pem);
+        cr_assert_eq(ferry_jwk_from_pem(pem, len, &k), 0);
+        cr_assert_not(ferry_jwk_is_private(k));
+        ferry_jwk_unref(k);
+        OPENSSL_free(pem);
+    }
+    EVP_PKEY_free(ps[0]);
+    EVP_PKEY_free(ps[1]);
+}
+
+/* ---- allocation-failure injection ----------------------------------------------------------
+ *
+ * malloc, calloc and realloc are replaced in this test program (glibc supports replacing
+ * them; under ASan the replacements forward to ASan's interceptors). They must be visible:
+ * the build compiles with -fvisibility=hidden. While armed, the Nth
+ * allocation of the process fails, whoever makes it (the library, jansson or OpenSSL). Each
+ * operation is run with N = 0, 1, 2, ... until it completes without an injected failure.
+ * Checked: no crash or sanitizer report, every failure is an error return, and a bad token
+ * or bad key is never accepted because an allocation failed. */
+#if defined(__GLIBC__)
+#define HAVE_ALLOC_INJECTION 1
+#ifdef __SANITIZE_ADDRESS__
+extern void *__interceptor_malloc(size_t n);
+extern void *__interceptor_calloc(size_t n, size_t m);
+extern void *__interceptor_realloc(void *p, size_t n);
+#define REAL_MALLOC __interceptor_malloc
+#define REAL_CALLOC __interceptor_calloc
+#define REAL_REALLOC __interceptor_realloc
+#else
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t m);
+extern void *__libc_realloc(void *p, size_t n);
+#define REAL_MALLOC __libc_malloc
+#define REAL_CALLOC __libc_calloc
+#define REAL_REALLOC __libc_realloc
+#endif
+
+static _Atomic long inject_at = -1; /* allocation index that fails, -1: off */
+static _Atomic long inject_count;
+static _Atomic int injected;
+
+static bool inject_now(void)
+{
+    long at = inject_at;
+
+    if (at < 0)
+        return false;
+    if (inject_count++ != at)
+        return false;
+    injected = 1;
+    return true;
+}
+
+__attribute__((visibility("default"))) void *malloc(size_t n)
+{
+    return inject_now() ? NULL : REAL_MALLOC(n);
+}
+
+__attribute__((visibility("default"))) void *calloc(size_t n, size_t m)
+{
+    return inject_now() ? NULL : REAL_CALLOC(n, m);
+}
+
+__attribute__((visibility("default"))) void *realloc(void *p, size_t n)
+{
+    return inject_now() ? NULL : REAL_REALLOC(p, n);
+}
+
+static void inject_arm(long at)
+{
+    injected = 0;
+    inject_count = 0;
+    inject_at = at;
+}
+
+static bool inject_disarm(void)
+{
+    inject_at = -1;
+    return injected;
+}
+
+/* Run op with failures at 0..; it must return 0 (or ok_rc) when nothing failed, and an error
+ * (never 0 when must_fail) when something did. Returns the number of injected runs. */
+static long torture(int (*op)(void *), void *arg, bool must_fail, int ok_rc)
+{
+    long n;
+
+    for (n = 0; n < 100000; n++) {
+        int r;
+        bool hit;
+        inject_arm(n);
+        r = op(arg);
+        hit = inject_disarm();
+        if (!hit) {
+            cr_assert_eq(r, ok_rc, "run without failure returned %d", r);
+            return n;
+        }
+        if (must_fail)
+            cr_assert_neq(r, 0, "accepted after allocation %ld failed", n);
+        cr_assert(r <= 0, "positive return %d", r);
+    }
+    cr_assert_fail("operation never completed");
+    return n;
+}
+#endif
+
+struct torture_ctx {
+    const char *tok;
+    ferry_jwk *key;
+    ferry_alg alg;
+    const char *json;
+};
+
+static int op_parse_verify(void *p)
+{
+    struct torture_ctx *c = p;
+    return parse_verify(c->tok, strlen(c->tok), c->key);
+}
+
+static int op_sign(void *p)
+{
+    struct torture_ctx *c = p;
+    char *tok = NULL;
+    int r = ferry_jws_sign(c->key, c->alg, "JWT", "{\"a\":1}", 7, &tok);
+
+    if (r == 0) {
+        /* verify after disarming would hide nothing: the token must be complete */
+        cr_assert_not_null(tok);
+        cr_assert_eq(strlen(tok), strcspn(tok, " "));
+    } else {
+        cr_assert_null(tok);
+    }
+    free(tok);
+    return r;
+}
+
+static int op_jwks(void *p)
+{
+    struct torture_ctx *c = p;
+    ferry_jwks *set = NULL;
+    size_t skipped = 0;
+    int r = ferry_jwks_from_buffer(c->json, strlen(c->json), &set, &skipped);
+
+    if (r == 0) {
+        /* Under memory pressure a key may be skipped, never an extra one accepted. */
+        cr_assert_leq(ferry_jwks_count(set), 3);
+        cr_assert_null(ferry_jwks_find(set, "dup"));
+        cr_assert_null(ferry_jwks_find(set, "weak"));
+        r = ferry_jwks_count(set) == 3 && skipped == 3 ? 0 : -EAGAIN; /* degraded */
+    } else {
+        cr_assert_null(set);
+    }
+    ferry_jwks_unref(set);
+    return r;
+}
+
+static int op_export(void *p)
+{
+    struct torture_ctx *c = p;
+    json_t *o = NULL;
+    char *pem = NULL, tp[FERRY_THUMBPRINT_LEN + 1];
+    size_t len = 0;
+    int r = ferry_jwk_to_public_json(c->key, &o);
+
+    if (r == 0)
+        r = ferry_jwk_to_pem(c->key, &pem, &len);
+    if (r == 0)
+        r = ferry_jwk_thumbprint(c->key, tp);
+    json_decref(o);
+    ferry_jwk_pem_free(pem, len);
+    return r;
+}
+
+static int op_pem_import(void *p)
+{
+    struct torture_ctx *c = p;
+    ferry_jwk *k = NULL;
+    int r = ferry_jwk_from_pem(c->json, strlen(c->json), &k);
+
+    ferry_jwk_unref(k);
+    return r;
+}
+
+Test(alloc, failure_injection, .timeout = 300)
+{
+#ifndef HAVE_ALLOC_INJECTION
+    cr_skip_test("allocation injection needs glibc");
+#else
+    ferry_alg as[] = {FERRY_ALG_ES256, FERRY_ALG_EDDSA, FERRY_ALG_RS256};
+
+    for (size_t i = 0; i < 3; i++) {
+        ferry_jwk *k = i == 2 ? rsa2048() : gen(as[i]);
+        char *tok = sign_token(k, as[i], "{\"sub\":\"a\"}");
+        char *bad = strdup(tok);
+        struct torture_ctx c = {tok, k, as[i], NULL};
+        size_t n = strlen(bad);
+
+        bad[n - 2] = bad[n - 2] == 'A' ? 'B' : 'A';
+        /* Warm up OpenSSL's lazy initialisation, the digest cache and the key's context
+         * cache, so that failures hit the per-call path. */
+        cr_assert_eq(op_parse_verify(&c), 0);
+        cr_assert_gt(torture(op_parse_verify, &c, false, 0), 3);
+        c.tok = bad;
+        torture(op_parse_verify, &c, true, -FERRY_EBADSIG);
+        torture(op_sign, &c, false, 0);
+        torture(op_export, &c, false, 0);
+        if (as[i] != FERRY_ALG_RS256) { /* RSA: pairwise check per run is too slow */
+            char *pem = NULL;
+            size_t len = 0;
+            cr_assert_eq(ferry_jwk_to_pem(k, &pem, &len), 0);
+            c.json = pem;
+            torture(op_pem_import, &c, false, 0);
+            ferry_jwk_pem_free(pem, len);
+        }
+        free(bad);
+        free(tok);
+        ferry_jwk_unref(k);
+    }
+    {
+        /* A key set with good, weak and duplicate-kid keys. */
+        ferry_jwk *es = gen(FERRY_ALG_ES256), *ed = gen(FERRY_ALG_EDDSA), *rsa = rsa2048();
+        EVP_PKEY *p1024 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+        json_t *keys = json_array(), *o;
+        json_array_append_new(keys, pub_json(es));
+        json_array_append_new(keys, pub_json(ed));
+        json_array_append_new(keys, pub_json(rsa));
+        o = rsa_jwk_of(p1024);
+        json_object_set_new(o, "kid", json_string("weak"));
+        json_array_append_new(keys, o);
+        json_array_append_new(keys, key_with_kid(es, "dup"));
+        json_array_append_new(keys, key_with_kid(ed, "dup"));
+        o = json_pack("{s:o}", "keys", keys);
+        char *s = json_dumps(o, JSON_COMPACT);
+        struct torture_ctx c = {NULL, NULL, FERRY_ALG_UNKNOWN, s};
+        torture(op_jwks, &c, false, 0);
+        free(s);
+        json_decref(o);
+        EVP_PKEY_free(p1024);
+        ferry_jwk_unref(es);
+        ferry_jwk_unref(ed);
+        ferry_jwk_unref(rsa);
+    }
+#endif
 }
