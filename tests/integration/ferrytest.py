@@ -63,14 +63,18 @@ class TAP:
         self.started = time.monotonic()
         sys.stdout.reconfigure(line_buffering=True)
 
-    def ok(self, cond, desc, diag=None):
+    def ok(self, cond, desc, diag=None, todo=None):
+        """One check. todo: a known, reported defect; the harness counts the failure as XFAIL
+        and a pass as XPASS (an error), so the TODO is dropped as soon as it is fixed."""
         self.n += 1
         desc = desc.replace("#", "%23").replace("\n", " ")
+        directive = f" # TODO {todo}" if todo else ""
         if cond:
-            print(f"ok {self.n} - {desc}")
+            print(f"ok {self.n} - {desc}{directive}")
         else:
-            self.failed += 1
-            print(f"not ok {self.n} - {desc}")
+            if not todo:
+                self.failed += 1
+            print(f"not ok {self.n} - {desc}{directive}")
             if diag is not None:
                 self.diag(diag)
         return bool(cond)
@@ -105,11 +109,6 @@ def main(name, body):
     if not (os.path.isfile(FERRY_BIN) and os.access(FERRY_BIN, os.X_OK)):
         print(f"Bail out! ferry binary not found at {FERRY_BIN} (set FERRY_BIN)")
         sys.exit(99)
-    # TEMPORARY until src/ferry/token.c lands (it is a stub returning 2): skip, do not fail.
-    probe = ferry("token", "verify", "--help", timeout=10)
-    if "--batch" not in probe.out:
-        print("1..0 # SKIP `ferry token verify` is not built yet (stub CLI)")
-        sys.exit(0)
     try:
         body(tap)
     except Exception:  # report every crash as such, with its traceback

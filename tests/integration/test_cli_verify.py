@@ -112,7 +112,14 @@ def body(tap):
         expect_accepted(tap, "id_token with two audiences incl. ours", verify(multi),
                         audience=["other", AUD])
         expect_accepted(tap, "exp 30 s ago is inside the default 60 s leeway",
-                        verify(idt(exp=NOW - 30)))
+                        verify(idt(exp=NOW - 30, iat=NOW - 600, nbf=NOW - 600)))
+        expect_accepted(tap, "typ 'jwt' (case-insensitive) at an id_token issuer",
+                        verify(idt(typ="jwt")))
+        expect_accepted(tap, "no kid, exactly one key of the set fits the alg",
+                        verify(make_token(rsa, "RS256", ft.claims(ISS, AUD), kid=False)),
+                        kid=None)
+        expect_refused(tap, "C6 typ JOSE at an id_token issuer", verify(idt(typ="JOSE")),
+                       "bad_typ")
 
         at_claims = ft.claims(AT_ISS, AUD, sub="svc-trainer", client_id="trainer",
                               scope="datasets:read models:write")
@@ -150,7 +157,8 @@ def body(tap):
             "runner_environment": "github-hosted", "actor": "octocat",
             "workflow": "example-workflow", "head_ref": "", "base_ref": "",
             "event_name": "workflow_dispatch", "ref_type": "branch",
-            "job_workflow_ref": "octo-org/octo-automation/.github/workflows/oidc.yml@refs/heads/main",
+            "job_workflow_ref":
+                "octo-org/octo-automation/.github/workflows/oidc.yml@refs/heads/main",
             "iss": GH_ISS, "nbf": NOW - 20, "exp": NOW + 280, "iat": NOW - 20,
         }
         gh = dict(issuer=GH_ISS, jwks=jwks_gh, profile="github_actions")
@@ -158,10 +166,14 @@ def body(tap):
                         verify(make_token(gh_key, "RS256", gh_claims, typ="JWT"), **gh),
                         profile="github_actions", subject=gh_claims["sub"], audience=[AUD])
         # GitHub's real header also carries x5t (a certificate thumbprint, nothing to fetch).
-        expect_accepted(tap, "github_actions token with GitHub's real header {typ, alg, x5t, kid}",
-                        verify(make_token(gh_key, "RS256", gh_claims, header={
-                            "typ": "JWT", "alg": "RS256", "x5t": ft.b64u(os.urandom(20)),
-                            "kid": "gh-1"}), **gh))
+        # GitHub's real header also carries x5t (a certificate thumbprint, nothing to fetch;
+        # docs.github.com "About security hardening with OpenID Connect"). jose.c refuses x5t,
+        # so every real GitHub Actions token is refused: TODO until jose/oidc accept it.
+        r = verify(make_token(gh_key, "RS256", gh_claims, header={
+            "typ": "JWT", "alg": "RS256", "x5t": ft.b64u(os.urandom(20)), "kid": "gh-1"}), **gh)
+        tap.ok(r.rc == 0 and (r.json() or {}).get("subject") == gh_claims["sub"],
+               "github_actions token with GitHub's real header {typ, alg, x5t, kid}: accepted",
+               r, todo="x5t header refused (bad_header) by jose.c; real GitHub tokens carry it")
 
         # ---- profile-specific refusals -------------------------------------------------------
         expect_refused(tap, "C6 at+jwt token to an id_token issuer",
@@ -172,18 +184,36 @@ def body(tap):
                                   jwks=jwks_at, profile="access_token"), "bad_typ")
         expect_refused(tap, "C6 dpop+jwt to an id_token issuer", verify(idt(typ="dpop+jwt")),
                        "bad_typ")
-        k8s_bad = {k: v for k, v in k8s_claims.items() if k != "kubernetes.io"}
-        expect_refused(tap, "kubernetes token without the kubernetes.io claim",
-                       verify(make_token(k8s_key, "RS256", k8s_bad), issuer=K8S_ISS,
-                              jwks=jwks_k8s, profile="kubernetes"), "missing_claim")
+        k8s = dict(issuer=K8S_ISS, jwks=jwks_k8s, profile="kubernetes")
+        legacy = {k: v for k, v in k8s_claims.items() if k != "kubernetes.io"}
+        expect_accepted(tap, "kubernetes token without the kubernetes.io claim (optional)",
+                        verify(make_token(k8s_key, "RS256", legacy), **k8s))
+        kio = k8s_claims["kubernetes.io"]
+        for desc, over in (
+                ("sub not system:serviceaccount:<ns>:<name>", dict(sub="trainer")),
+                ("sub with an empty namespace", dict(sub="system:serviceaccount::trainer")),
+                ("kubernetes.io namespace differs from sub",
+                 {"kubernetes.io": dict(kio, namespace="kube-system")}),
+                ("kubernetes.io serviceaccount.name differs from sub",
+                 {"kubernetes.io": dict(kio, serviceaccount={"name": "admin", "uid": "1"})}),
+                ("kubernetes.io not an object (wrong type: bad_claim)", {"kubernetes.io": "ml"})):
+            expect_refused(tap, f"kubernetes: {desc}",
+                           verify(make_token(k8s_key, "RS256", dict(k8s_claims, **over)), **k8s),
+                           "bad_claim" if "wrong type" in desc else "bad_subject")
+        expect_refused(tap, "access_token without client_id",
+                       verify(make_token(at_key, "RS256", {k: v for k, v in at_claims.items()
+                                                           if k != "client_id"}, typ="at+jwt"),
+                              issuer=AT_ISS, jwks=jwks_at, profile="access_token"),
+                       "missing_claim")
         expect_refused(tap, "C8 kubernetes-shaped token signed by issuer A's key",
                        verify(make_token(rsa, "RS256", k8s_claims, kid="k8s-1"),
                               issuer=K8S_ISS, jwks=jwks_k8s, profile="kubernetes"),
                        "bad_signature")
-        expect_refused(tap, "github_actions token without sub",
-                       verify(make_token(gh_key, "RS256",
-                                         {k: v for k, v in gh_claims.items() if k != "sub"},
-                                         typ="JWT"), **gh), "missing_claim")
+        for claim in ("sub", "repository", "repository_owner", "ref", "jti"):
+            expect_refused(tap, f"github_actions token without {claim}",
+                           verify(make_token(gh_key, "RS256",
+                                             {k: v for k, v in gh_claims.items() if k != claim},
+                                             typ="JWT"), **gh), "missing_claim")
 
         # ---- A: parsing and encoding --------------------------------------------------------
         good = idt()
@@ -214,14 +244,14 @@ def body(tap):
                        verify(make_token(rsa, "RS256", ft.claims(ISS, AUD),
                                          header_raw=b'{"alg":"RS256","kid":"rsa-1",'
                                                     b'"alg":"RS256"}')),
-                       ("malformed", "bad_header"))
+                       "malformed")
         expect_refused(tap, "A4 header is an array",
                        verify(make_token(rsa, "RS256", ft.claims(ISS, AUD),
-                                         header_raw=b'["RS256"]')), ("malformed", "bad_header"))
+                                         header_raw=b'["RS256"]')), "malformed")
         for alg in ("none", "None", "NONE", "nOnE"):
             expect_refused(tap, f"A5 alg {alg!r} with an empty signature",
                            verify(make_token(None, alg, ft.claims(ISS, AUD, sub="alice"),
-                                             kid="rsa-1")), ("alg_not_allowed", "malformed"))
+                                             kid="rsa-1")), "malformed")
             expect_refused(tap, f"A5 alg {alg!r} with a signature",
                            verify(make_token(None, alg, ft.claims(ISS, AUD, sub="alice"),
                                              kid="rsa-1", sig=os.urandom(256))),
@@ -272,19 +302,23 @@ def body(tap):
 
         # ---- C: claims -------------------------------------------------------------------
         cases = [
-            ("C1 expired 61 s ago (leeway 60)", dict(exp=NOW - 61), "expired"),
+            ("C1 expired 61 s ago (leeway 60)", dict(exp=NOW - 61, iat=NOW - 600, nbf=NOW - 600),
+             "expired"),
+            ("C1 exp before iat", dict(exp=NOW + 10, iat=NOW + 50, nbf=None), "bad_claim"),
             ("C1 exp missing", dict(exp=None), "missing_claim"),
             ("C1 exp a string", dict(exp=str(NOW + 60)), "bad_claim"),
-            ("C1 exp a float 1e300", dict(exp=1e300), ("bad_claim", "lifetime_too_long")),
-            ("C1 exp negative", dict(exp=-1), ("expired", "bad_claim")),
-            ("C1 exp int64 max", dict(exp=2**63 - 1), ("lifetime_too_long", "bad_claim")),
+            ("C1 exp a float 1e300", dict(exp=1e300), "bad_claim"),
+            ("C1 exp a float 1700000600.0", dict(exp=float(NOW + 600)), "bad_claim"),
+            ("C1 exp negative", dict(exp=-1), "bad_claim"),
+            ("C1 exp int64 max", dict(exp=2**63 - 1), "lifetime_too_long"),
+            ("C1 exp 2^64 (beyond 64 bits)", dict(exp=2**64), "bad_claim"),
             ("C1 lifetime over 24 h", dict(exp=NOW + 2 * 86400), "lifetime_too_long"),
             ("C2 nbf 61 s ahead", dict(nbf=NOW + 61), "not_yet_valid"),
             ("C2 iat 61 s ahead", dict(iat=NOW + 61), "issued_in_future"),
             ("C2 iat missing (id_token)", dict(iat=None), "missing_claim"),
             ("C3 iss with a trailing slash", dict(iss=ISS + "/"), "unknown_issuer"),
             ("C3 iss in another case", dict(iss=ISS.upper()), "unknown_issuer"),
-            ("C3 iss with a NUL", dict(iss=ISS + "\u0000"), ("unknown_issuer", "malformed")),
+            ("C3 iss with a NUL", dict(iss=ISS + "\u0000"), "malformed"),
             ("C3 iss not a string", dict(iss=[ISS]), "unknown_issuer"),
             ("C3 iss missing", dict(iss=None), "unknown_issuer"),
             ("C3 unknown issuer", dict(iss="https://evil.test"), "unknown_issuer"),
@@ -292,11 +326,12 @@ def body(tap):
             ("C4 aud in another case", dict(aud="Ferry"), "bad_audience"),
             ("C4 aud with a space", dict(aud=AUD + " "), "bad_audience"),
             ("C4 aud empty array", dict(aud=[]), "bad_audience"),
-            ("C4 aud a number", dict(aud=7), ("bad_audience", "bad_claim")),
-            ("C4 aud missing", dict(aud=None), ("missing_claim", "bad_audience")),
+            ("C4 aud a number", dict(aud=7), "bad_audience"),
+            ("C4 aud an array with a number", dict(aud=[AUD, 7]), "bad_audience"),
+            ("C4 aud missing", dict(aud=None), "bad_audience"),
             ("C5 sub missing", dict(sub=None), "missing_claim"),
-            ("C5 sub empty", dict(sub=""), ("bad_subject", "bad_claim")),
-            ("C5 sub not a string", dict(sub=42), ("bad_subject", "bad_claim")),
+            ("C5 sub empty", dict(sub=""), "bad_subject"),
+            ("C5 sub not a string", dict(sub=42), "bad_subject"),
         ]
         for desc, over, reason in cases:
             cl = ft.claims(ISS, AUD, sub="alice")
@@ -314,8 +349,8 @@ def body(tap):
                        verify(make_token(rsa, "RS256", payload_raw=b'["a"]')), "malformed")
         expect_refused(tap, "claims not JSON",
                        verify(make_token(rsa, "RS256", payload_raw=b"hello")), "malformed")
-        expect_refused(tap, "C1 --leeway 0 and exp 1 s ago", verify(idt(exp=NOW - 1), "--leeway",
-                                                                   "0"), "expired")
+        expect_refused(tap, "C1 --leeway 0 and exp 1 s ago",
+                       verify(idt(exp=NOW - 1, iat=NOW - 100), "--leeway", "0"), "expired")
         expect_refused(tap, "without --now the real clock decides (token expired in 2023)",
                        verify(good, now=None), "expired")
         r = verify(good)
@@ -353,6 +388,27 @@ def body(tap):
                        "bad_audience")
         expect_refused(tap, "--config: EdDSA not in issuer A's algorithms",
                        vconf(idt(key=ed, alg="EdDSA")), "alg_not_allowed")
+
+        # required_claims (the GitHub example of docs/configuration.md)
+        ghc = ft.write_json(os.path.join(d, "gh.conf"), {"issuers": [
+            {"issuer": GH_ISS, "audiences": [AUD], "jwks_file": jwks_gh,
+             "profile": "github_actions",
+             "required_claims": {"repository_owner": "octo-org", "environment": None,
+                                 "runner_environment": "github-hosted"}}]})
+        expect_accepted(tap, "required_claims hold", vconf(make_token(gh_key, "RS256", gh_claims),
+                                                           ghc), profile="github_actions")
+        expect_refused(tap, "required_claims: repository_owner of another org",
+                       vconf(make_token(gh_key, "RS256",
+                                        dict(gh_claims, repository_owner="evil-org")), ghc),
+                       "claim_mismatch")
+        expect_refused(tap, "required_claims: runner_environment with another JSON type",
+                       vconf(make_token(gh_key, "RS256",
+                                        dict(gh_claims, runner_environment=["github-hosted"])),
+                             ghc), "claim_mismatch")
+        expect_refused(tap, "required_claims: environment (null = must be present) missing",
+                       vconf(make_token(gh_key, "RS256", {k: v for k, v in gh_claims.items()
+                                                          if k != "environment"}), ghc),
+                       "missing_claim")
 
         # ---- configuration and usage errors ---------------------------------------------
         def bad_conf(name, text):
@@ -401,9 +457,7 @@ def body(tap):
         tap.ok(r.rc == 2, "a second --jwks for one issuer: exit 2", r)
         r = ft.ferry("token", "verify", "--issuer", ISS, "--jwks", os.path.join(d, "none.json"),
                      "--audience", AUD, "--now", NOW, good)
-        tap.ok((r.rc == 2 and "none.json" in r.err)
-               or (r.rc == 1 and (r.json() or {}).get("reason") == "issuer_unavailable"),
-               "--jwks FILE that does not exist: exit 2 naming it (or issuer_unavailable)", r)
+        expect_usage(tap, "--jwks FILE that does not exist", r, "none.json")
         r = ft.ferry("token", "verify", "--help")
         tap.ok(r.rc == 0 and "--batch" in r.out and "--now" in r.out, "verify --help, exit 0",
                r)
