@@ -2601,3 +2601,27 @@ Test(fetch, slow_refresh_does_not_block_verification, .init = fetch_setup,
     cr_expect_eq(slow, FERRY_REASON_OK);
     cr_expect_eq(count("/jwks"), 2);
 }
+
+/* A7: keys named inside a token are never fetched: jku / x5u at the stand-in get no
+ * connection, even for a configured remote issuer. */
+Test(fetch, a7_token_named_keys_never_fetched, .init = fetch_setup, .fini = fetch_teardown)
+{
+    static const char *const members[] = {"jku", "x5u"};
+    json_t *c;
+    char hdr[512], *ps, *tok, *url = tu_standin_url(F.s, "/jwks");
+
+    add_ok(F.o, remote_conf(F.base));
+    c = claims_for(F.base);
+    ps = json_dumps(c, JSON_COMPACT);
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(hdr, sizeof(hdr), "{\"alg\":\"ES256\",\"kid\":\"%s\",\"%s\":\"%s\"}",
+                 ferry_jwk_kid(F.k1), members[i], url);
+        tok = assemble(F.k1, FERRY_ALG_ES256, hdr, ps, strlen(ps), NULL, 0);
+        EXPECT_REASON(F.o, tok, FERRY_REASON_BAD_HEADER);
+        free(tok);
+    }
+    cr_expect_eq(tu_standin_connections(F.s), 0, "a token-named URL was contacted");
+    free(ps);
+    free(url);
+    json_decref(c);
+}
