@@ -174,7 +174,8 @@ typedef struct ferry_jws {
  * segments, each strict unpadded base64url (no '=', '+', '/', whitespace, non-canonical
  * trailing bits, length % 4 == 1); header and signature non-empty; header an object parsed
  * with JSON_REJECT_DUPLICATES, depth-limited, no NUL; "alg" a supported exact name; no
- * "crit", "b64", "zip", "enc", "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256"; "cty" if present
+ * "crit", "b64", "zip", "enc", "jku", "jwk", "x5u", "x5c" ("x5t"/"x5t#S256" must be strings and
+ * are ignored: GitHub Actions tokens carry x5t); "cty" if present
  * must not be "JWT"; "kid" and "typ" strings when present. The payload may be any bytes.
  * Returns -FERRY_ETOOBIG, -FERRY_EMALFORMED or -FERRY_EUNSUPPORTED on refusal.
  * New object in *ret_jws. */

@@ -852,15 +852,14 @@ Test(parse, a6_a7_forbidden_members)
         "\"jwk\":{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}",
         "\"x5u\":\"https://attacker.example/cert.pem\"",
         "\"x5c\":[\"MIIB\"]",
-        "\"x5t\":\"AAAA\"",
-        "\"x5t#S256\":\"AAAA\"",
     };
     static const char *const bad_type[] = {
         "\"cty\":1", "\"cty\":null", "\"kid\":1", "\"kid\":null", "\"kid\":[\"a\"]", "\"kid\":\"\"",
-        "\"typ\":1", "\"typ\":{}", "\"typ\":null",
+        "\"typ\":1", "\"typ\":{}", "\"typ\":null", "\"x5t\":1", "\"x5t#S256\":[]",
     };
     static const char *const ok[] = {
         "\"cty\":\"text/plain\"", "\"typ\":\"at+jwt\"", "\"kid\":\"k1\"", "\"x5t#S2560\":1",
+        "\"x5t\":\"AAAA\"", "\"x5t#S256\":\"AAAA\"",
         "\"custom\":{\"a\":[1,2,3]}", "\"typ\":\"\"",
     };
     char hdr[512];
