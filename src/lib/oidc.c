@@ -1650,7 +1650,7 @@ static int check_audience(const struct issuer *is, const json_t *claims, const c
     return 0;
 }
 
-/* sub "system:serviceaccount:<namespace>:<name>", and kubernetes.io agreeing with it. */
+/* sub "system:serviceaccount:<namespace>:<name>", and a kubernetes.io claim agreeing with it. */
 static int check_kubernetes(const json_t *claims, const json_t *sub, ferry_verify_result *res)
 {
     static const char prefix[] = "system:serviceaccount:";
@@ -1673,9 +1673,10 @@ static int check_kubernetes(const json_t *claims, const json_t *sub, ferry_verif
         return refuse(res, FERRY_REASON_BAD_SUBJECT,
                       "sub is not system:serviceaccount:<namespace>:<name>");
 
+    /* Projected service-account tokens (the only kind with an exp) always carry it. */
     k8s = json_object_get(claims, "kubernetes.io");
     if (!k8s)
-        return 0;
+        return refuse(res, FERRY_REASON_MISSING_CLAIM, "kubernetes.io claim missing");
     if (!json_is_object(k8s))
         return refuse(res, FERRY_REASON_BAD_CLAIM, "kubernetes.io is not an object");
     v = json_object_get(k8s, "namespace");

@@ -1543,7 +1543,8 @@ Test(profiles, kubernetes_service_account, .init = setup_ab, .fini = teardown_ab
     add_ok(g_o, conf);
     c = claims_for("https://k8s.example");
     json_object_set_new(c, "sub", json_string("system:serviceaccount:train:runner"));
-    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_OK, "no kubernetes.io");
+    expect_claims(g_o, g_ka, NULL, json_incref(c), FERRY_REASON_MISSING_CLAIM,
+                  "no kubernetes.io");
     k8s = json_pack("{s:s, s:{s:s, s:s}, s:{s:s, s:s}}", "namespace", "train", "serviceaccount",
                     "name", "runner", "uid", "u-1", "pod", "name", "p", "uid", "u-2");
     json_object_set_new(c, "kubernetes.io", json_deep_copy(k8s));
