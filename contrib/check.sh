@@ -17,7 +17,12 @@ cd "$FERRY_TOP" || exit 2
 ferry_install_missing $FERRY_BUILD_PACKAGES $FERRY_TEST_PACKAGES || {
     echo "check: cannot install the packages ferry needs"; echo "0 passed, 1 failed"; exit 1; }
 
-: "${FERRY_SHARED:=$(cd "$FERRY_TOP/.." && pwd)/shared}"
+# The shared vectors sit next to the checkout (../shared); a scratch clone elsewhere (such as
+# /tmp/x) falls back to the workspace copy at /work/shared.
+if [ -z "${FERRY_SHARED:-}" ]; then
+    FERRY_SHARED=$(cd "$FERRY_TOP/.." && pwd)/shared
+    [ -d "$FERRY_SHARED/vectors" ] || [ ! -d /work/shared/vectors ] || FERRY_SHARED=/work/shared
+fi
 export FERRY_SHARED
 strict=0
 if [ -d "$FERRY_SHARED/vectors" ]; then
