@@ -723,6 +723,10 @@ Test(parse, a4_header_json)
         C("{\"alg\":\"ES256\"", -FERRY_EMALFORMED),
         C("{\"alg\":\"ES256\"} ", 0),
         C("\xef\xbb\xbf{\"alg\":\"ES256\"}", -FERRY_EMALFORMED),
+        /* jansson itself stops at a NUL right after a number or literal */
+        C("{\"alg\":\"ES256\",\"n\":1\0}", -FERRY_EMALFORMED),
+        C("{\"alg\":\"ES256\",\"n\":true\0}", -FERRY_EMALFORMED),
+        C("{\"alg\":\"ES256\",\"n\":null\0}", -FERRY_EMALFORMED),
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1107,6 +1111,64 @@ Test(binding, b2_alg_key_mismatch, .timeout = 60)
     ferry_jwk_unref(rs256only);
     for (size_t i = 0; i < 4; i++)
         ferry_jwk_unref(keys[i]);
+}
+
+/* ROCA (CVE-2017-15361): a modulus that is a power of 65537 modulo the primorial of the
+ * primes up to 167 (the shape every Infineon-generated modulus has) is refused; changing
+ * it by one multiple of a single small prime's cofactor makes it acceptable again. */
+Test(jwk, roca_fingerprint)
+{
+    static const unsigned primes[] = {3,  5,  7,  11, 13, 17,  19,  23,  29,  31,
+                                      37, 41, 43, 47, 53, 59,  61,  67,  71,  73,
+                                      79, 83, 89, 97, 101, 103, 107, 109, 113, 127,
+                                      131, 137, 139, 149, 151, 157, 163, 167};
+    BN_CTX *bc = BN_CTX_new();
+    BIGNUM *M = BN_new(), *g = BN_new(), *a = BN_new(), *r = BN_new(), *t = BN_new();
+    BIGNUM *n = BN_new(), *e = BN_new();
+    json_t *o;
+
+    cr_assert(BN_one(M) && BN_set_word(g, 65537) && BN_set_word(a, 1234567) &&
+              BN_set_word(e, 65537));
+    for (size_t i = 0; i < sizeof(primes) / sizeof(primes[0]); i++)
+        cr_assert(BN_mul_word(M, primes[i]));
+    cr_assert(BN_mod_exp(r, g, a, M, bc)); /* r = 65537^a mod M */
+    /* n = r + t * M with t chosen so that n has 2048 bits and is odd (M is odd). */
+    cr_assert(BN_rand(t, 2048 - BN_num_bits(M), BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY));
+    cr_assert(BN_mul(n, t, M, bc) && BN_add(n, n, r));
+    if (!BN_is_odd(n))
+        cr_assert(BN_add(n, n, M));
+    cr_assert_eq(BN_num_bits(n), 2048);
+    o = rsa_jwk_bn(n, e);
+    cr_assert_eq(import_obj(o, 0), -FERRY_EWEAKKEY, "ROCA-shaped modulus accepted");
+    json_decref(o);
+    /* The same modulus moved out of the subgroup for p = 11 only (65537 generates a subgroup
+     * of order 2 there) by adding multiples of M / 11, which leave every other residue as
+     * it was. */
+    {
+        BIGNUM *c = BN_new(), *n2 = BN_new();
+        int refused = 0, accepted = 0;
+        cr_assert(BN_copy(c, M) && BN_div_word(c, 11) != (BN_ULONG)-1);
+        for (unsigned k = 2; k < 40; k += 2) { /* even multiples keep n odd */
+            cr_assert(BN_copy(n2, c) && BN_mul_word(n2, k) && BN_add(n2, n2, n));
+            o = rsa_jwk_bn(n2, e);
+            if (import_obj(o, 0) == 0)
+                accepted++;
+            else
+                refused++;
+            json_decref(o);
+        }
+        cr_assert_gt(accepted, 10, "%d accepted, %d refused", accepted, refused);
+        BN_free(c);
+        BN_free(n2);
+    }
+    BN_free(M);
+    BN_free(g);
+    BN_free(a);
+    BN_free(r);
+    BN_free(t);
+    BN_free(n);
+    BN_free(e);
+    BN_CTX_free(bc);
 }
 
 /* JWKs whose declared alg does not fit the key are not imported. */
@@ -1694,6 +1756,17 @@ Test(jwk, rsa_policy, .timeout = 60)
         set_b64(o, "n", big, 1025); /* 8200 bits */
         cr_assert_eq(import_obj(o, 0), -FERRY_EUNSUPPORTED);
         json_decref(o);
+    }
+    /* A modulus with a small prime factor: 3 * t, t odd with its top two bits set. */
+    {
+        BIGNUM *m = BN_new();
+        cr_assert(BN_rand(m, 2046, BN_RAND_TOP_TWO, BN_RAND_BOTTOM_ODD) && BN_mul_word(m, 3));
+        cr_assert_eq(BN_num_bits(m), 2048);
+        cr_assert(BN_set_word(e, 65537));
+        o = rsa_jwk_bn(m, e);
+        cr_assert_eq(import_obj(o, 0), -FERRY_EWEAKKEY);
+        json_decref(o);
+        BN_free(m);
     }
     /* Missing or mistyped members. */
     cr_assert_eq(import_json("{\"kty\":\"RSA\",\"e\":\"AQAB\"}", 0), -FERRY_EMALFORMED);
@@ -2399,6 +2472,9 @@ Test(jwks, shape_and_limits)
         cr_assert_eq(ferry_jwks_from_buffer(deep, (size_t)o, &set, NULL), -FERRY_ETOOBIG);
     }
     cr_assert_eq(ferry_jwks_from_buffer(NULL, 0, &set, NULL), -FERRY_EMALFORMED);
+    cr_assert_eq(ferry_jwks_from_buffer("{\"keys\":[],\"n\":1\0}", 17, &set, NULL),
+                 -FERRY_EMALFORMED);
+    cr_assert_eq(ferry_jwks_from_buffer("{\"keys\":[]}\0", 12, &set, NULL), -FERRY_EMALFORMED);
     cr_assert_eq(ferry_jwks_from_json(NULL, &set, NULL), -EINVAL);
     ferry_jwks_unref(NULL);
     cr_assert_null(ferry_jwks_ref(NULL));
