@@ -505,6 +505,9 @@ static int verify_raw(ferry_alg alg, const ferry_jwk *key, const void *msg, size
     return 0;
 }
 
+/* Contract in jose.h. Order of refusals: NULL key (-FERRY_ENOKEY, nothing else looked at),
+ * alg outside the enum, key/alg mismatch, then the signature. Thread-safe for a shared key:
+ * the only state touched is the key's lock-free context cache. */
 FERRY_EXPORT int ferry_jose_verify(ferry_alg alg, const ferry_jwk *key, const void *msg,
                                    size_t msg_len, const void *sig, size_t sig_len)
 {
@@ -568,6 +571,8 @@ static int sign_raw(ferry_alg alg, const ferry_jwk *key, const void *msg, size_t
     return r;
 }
 
+/* Contract in jose.h. A public-only key gives -FERRY_ENOKEY. RSA-PSS uses salt length =
+ * digest length; ES* output is P1363 left-padded to the field size. */
 FERRY_EXPORT int ferry_jose_sign(ferry_alg alg, const ferry_jwk *key, const void *msg,
                                  size_t msg_len, unsigned char **ret_sig, size_t *ret_sig_len)
 {
@@ -1182,6 +1187,10 @@ static int jwk_check_common(const json_t *obj, ferry_alg *ret_alg, const char **
     return 0;
 }
 
+/* Contract in jose.h. Errors: -FERRY_EMALFORMED (shape, JSON types, base64url, lengths),
+ * -FERRY_EUNSUPPORTED (kty, crv, alg name, use, key_ops, private members without the flag,
+ * multi-prime RSA), -FERRY_EKEYMISMATCH (alg declared for another key type),
+ * -FERRY_EWEAKKEY (size, exponent, point, ROCA, inconsistent private key). */
 FERRY_EXPORT int ferry_jwk_from_json(const json_t *obj, unsigned flags, ferry_jwk **ret_jwk)
 {
     _cleanup_(evp_pkey_freep) EVP_PKEY *pkey = NULL;
@@ -1271,6 +1280,7 @@ static int refuse_passphrase(char *pass, size_t pass_size, size_t *pass_len,
     return 0;
 }
 
+/* Contract in jose.h. Input capped at 64 KiB; encrypted PEM is refused (no prompt). */
 FERRY_EXPORT int ferry_jwk_from_pem(const void *pem, size_t len, ferry_jwk **ret_jwk)
 {
     _cleanup_(evp_pkey_freep) EVP_PKEY *pkey = NULL;
@@ -1544,6 +1554,9 @@ static bool kid_shared(const json_t *keys, size_t i)
     return false;
 }
 
+/* Contract in jose.h. Every entry whose string kid appears more than once in the document
+ * is refused, whether or not the other entries would have imported. -ENOMEM and
+ * -FERRY_ECRYPTO abort the import (our failure, not the key's). */
 FERRY_EXPORT int ferry_jwks_from_json(const json_t *doc, ferry_jwks **ret_jwks,
                                       size_t *ret_skipped)
 {
@@ -1775,6 +1788,9 @@ static inline void jws_freep(ferry_jws **p)
     ferry_jws_free(*p);
 }
 
+/* Contract in jose.h. Checks run cheapest first: length, dots, segment sizes, base64url,
+ * then JSON. One allocation holds the signing input copy, payload and signature; the header
+ * is decoded on the stack (at most FERRY_JWS_MAX_HEADER bytes). */
 FERRY_EXPORT int ferry_jws_parse(const char *token, size_t len, ferry_jws **ret_jws)
 {
     _cleanup_(jws_freep) ferry_jws *jws = NULL;
@@ -1852,6 +1868,8 @@ FERRY_EXPORT int ferry_jws_verify(const ferry_jws *jws, const ferry_jwk *key)
                              jws->sig, jws->sig_len);
 }
 
+/* Contract in jose.h. Refuses (-FERRY_ETOOBIG) to produce a token that ferry_jws_parse
+ * would refuse for its size. */
 FERRY_EXPORT int ferry_jws_sign(const ferry_jwk *key, ferry_alg alg, const char *typ,
                                 const void *payload, size_t payload_len, char **ret_token)
 {
