@@ -2523,6 +2523,7 @@ Test(jwks, from_keys)
 
 struct thr_arg {
     const ferry_jwk *key;
+    ferry_alg alg;
     const char *good;
     const char *bad;
 };
@@ -2533,10 +2534,18 @@ static void *verify_loop(void *p)
     intptr_t fails = 0;
 
     for (int i = 0; i < 300; i++) {
+        char *tok = NULL;
         if (parse_verify(a->good, strlen(a->good), a->key) != 0)
             fails++;
         if (parse_verify(a->bad, strlen(a->bad), a->key) != -FERRY_EBADSIG)
             fails++;
+        /* Signing with the same shared key at the same time. */
+        if (i % 10 == 0) {
+            if (ferry_jws_sign(a->key, a->alg, NULL, "{}", 2, &tok) != 0 ||
+                parse_verify(tok, strlen(tok), a->key) != 0)
+                fails++;
+            free(tok);
+        }
     }
     return (void *)fails;
 }
@@ -2551,7 +2560,7 @@ Test(jws, shared_key_threads, .timeout = 120)
         char *bad = strdup(good);
         size_t n = strlen(bad);
         pthread_t th[4];
-        struct thr_arg arg = {ks[k], good, bad};
+        struct thr_arg arg = {ks[k], as[k], good, bad};
 
         bad[n - 3] = bad[n - 3] == 'A' ? 'B' : 'A';
         for (int i = 0; i < 4; i++)
