@@ -25,12 +25,6 @@
 #include "ferry/jose.h"
 #include "testutil.h"
 
-/* testutil.h's TU_REQUIRE_VECTORS uses cr_fatal, which Criterion 2.4.1 defines only in
- * <criterion/new/assert.h> (that header would replace the classic cr_assert_* macros). */
-#ifndef cr_fatal
-#define cr_fatal(...) cr_assert_fail(__VA_ARGS__)
-#endif
-
 /* The per-file vector counts are logged with cr_log_info; make them visible in the automake
  * .log (tests/criterion-tap.sh runs without --verbose). */
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
