@@ -651,26 +651,27 @@ static int parse(struct parser *ps)
 FERRY_EXPORT int ferry_json_parse(const void *buf, size_t len, size_t max_len, unsigned max_depth,
                                   json_t **ret_json, char *errbuf, size_t errlen)
 {
-    struct parser ps = {
-        .base = buf,
-        .end = (const unsigned char *)buf + len,
-        .max_depth = max_depth,
-        .errbuf = errbuf,
-        .errlen = errlen,
-        .stack_cap = STACK_INLINE,
-    };
+    struct parser ps; /* not zeroed as a whole: the inline buffers need no initialisation */
     int r;
 
     if (errbuf && errlen)
         errbuf[0] = '\0';
     if (!ret_json || (!buf && len))
         return -EINVAL;
-    if (!buf)
-        ps.base = ps.end = (const unsigned char *)"";
+    ps.base = buf ? buf : (const void *)"";
+    ps.end = ps.base + len;
+    ps.max_depth = max_depth;
+    ps.errbuf = errbuf;
+    ps.errlen = errlen;
     if (len > max_len)
         return fail(&ps, ps.base, -FERRY_ETOOBIG, "input of %zu bytes exceeds %zu", len,
                     max_len);
     ps.stack = ps.stack_inline;
+    ps.stack_cap = STACK_INLINE;
+    ps.stack_inline[0] = NULL;
+    ps.depth = 0;
+    ps.keybuf.heap = ps.valbuf.heap = NULL;
+    ps.keybuf.cap = ps.valbuf.cap = 0;
 
     r = parse(&ps);
     if (r == 0)
