@@ -1,6 +1,7 @@
 /* lib/error.c - names for ferry error codes. */
 #include "config.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include "basic/macro.h"
@@ -25,6 +26,8 @@ static const char *const names[] = {
 
 FERRY_EXPORT const char *ferry_strerror(int err)
 {
+    if (err == INT_MIN)
+        return "unknown error";
     if (err < 0)
         err = -err;
     if (err > FERRY_EBASE && err < FERRY_EMAX) {
