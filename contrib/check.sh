@@ -3,7 +3,8 @@
 #
 # Installs missing Debian packages, builds ferry, runs every test (unit, vectors, integration,
 # build hygiene), builds again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the
-# whole suite again, then `make distcheck`. The last line is "N passed, N failed".
+# whole suite again, runs every libFuzzer target for FERRY_FUZZ_SECONDS (default 30) each, then
+# `make distcheck`. The last line is "N passed, N failed".
 #
 # Environment: FERRY_SHARED (default ../shared next to the checkout) holds the third-party
 # vectors; when it exists, a skipped test counts as a failure (CI must skip nothing).
@@ -63,6 +64,13 @@ run_suite() {
 
 run_suite "plain" "$FERRY_TOP/build" --enable-werror
 run_suite "asan+ubsan" "$FERRY_TOP/build-asan" --enable-werror --enable-asan --enable-ubsan
+
+# Every parser's libFuzzer target, for a fixed budget each (seeded from the vectors).
+echo "==== fuzzers (${FERRY_FUZZ_SECONDS:-30} s each)" >&2
+fuzz_tap=$(bash tests/fuzz/run.sh "$FERRY_TOP/build" "${FERRY_FUZZ_SECONDS:-30}")
+printf '%s\n' "$fuzz_tap" >&2
+passed=$((passed + $(printf '%s\n' "$fuzz_tap" | grep -c '^ok ')))
+failed=$((failed + $(printf '%s\n' "$fuzz_tap" | grep -c '^not ok ')))
 
 if [ "${FERRY_CHECK_NO_DISTCHECK:-0}" != 1 ]; then
     echo "==== make distcheck" >&2
