@@ -177,7 +177,9 @@ typedef struct ferry_jws {
  * "crit", "b64", "zip", "enc", "jku", "jwk", "x5u", "x5c" ("x5t"/"x5t#S256" must be strings and
  * are ignored: GitHub Actions tokens carry x5t); "cty" if present
  * must not be "JWT"; "kid" and "typ" strings when present. The payload may be any bytes.
- * Returns -FERRY_ETOOBIG, -FERRY_EMALFORMED or -FERRY_EUNSUPPORTED on refusal.
+ * Returns -FERRY_ETOOBIG (size, depth, kid length), -FERRY_EMALFORMED (shape, encoding, JSON,
+ * member types), -FERRY_EUNSUPPORTED (alg) or -FERRY_EPOLICY (a forbidden header member or a
+ * nested JWT) on refusal.
  * New object in *ret_jws. */
 int ferry_jws_parse(const char *token, size_t len, ferry_jws **ret_jws);
 void ferry_jws_free(ferry_jws *jws); /* accepts NULL */

@@ -1740,7 +1740,7 @@ static int header_check(ferry_jws *jws)
         return -FERRY_EUNSUPPORTED;
     for (size_t i = 0; i < ARRAY_SIZE(forbidden_headers); i++)
         if (json_object_get(h, forbidden_headers[i]))
-            return -FERRY_EUNSUPPORTED;
+            return -FERRY_EPOLICY;
     for (size_t i = 0; i < ARRAY_SIZE(ignored_string_headers); i++) {
         v = json_object_get(h, ignored_string_headers[i]);
         if (v && !json_is_string(v))
@@ -1753,7 +1753,7 @@ static int header_check(ferry_jws *jws)
         /* A nested JWT (RFC 7519 §5.2; "application/" may be omitted). */
         if (strcasecmp(json_string_value(v), "JWT") == 0 ||
             strcasecmp(json_string_value(v), "application/jwt") == 0)
-            return -FERRY_EUNSUPPORTED;
+            return -FERRY_EPOLICY;
     }
     v = json_object_get(h, "kid");
     if (v) {
