@@ -738,8 +738,8 @@ static int rsa_check_modulus(const BIGNUM *n)
     return in_subgroup == ARRAY_SIZE(roca_primes) ? -FERRY_EWEAKKEY : 0;
 }
 
-/* Key policy common to every source. RSA: 2048..8192 bits, e odd, 3 <= e < 2^64, no small
- * factor, no ROCA fingerprint.
+/* Key policy common to every source. RSA: 2048..8192 bits, n and e odd, 3 <= e < 2^64, no
+ * small factor, no ROCA fingerprint.
  * EC: full public-key validation (on curve, in the prime-order subgroup). */
 static int key_check(EVP_PKEY *pkey, enum key_type type)
 {
@@ -758,6 +758,8 @@ static int key_check(EVP_PKEY *pkey, enum key_type type)
             return -FERRY_EWEAKKEY;
         if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1)
             return -FERRY_ECRYPTO;
+        if (!BN_is_odd(n)) /* a product of two large primes is odd */
+            return -FERRY_EWEAKKEY;
         return rsa_check_modulus(n);
     }
     case KEY_P256:

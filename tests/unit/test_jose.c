@@ -1113,6 +1113,29 @@ Test(binding, b2_alg_key_mismatch, .timeout = 60)
         ferry_jwk_unref(keys[i]);
 }
 
+/* An even modulus cannot be a product of two large primes: refused. */
+Test(jwk, rsa_even_modulus_refused)
+{
+    EVP_PKEY *p = EVP_RSA_gen(2048);
+    BIGNUM *n = NULL, *e = NULL;
+    json_t *o;
+
+    cr_assert_not_null(p);
+    cr_assert_eq(EVP_PKEY_get_bn_param(p, OSSL_PKEY_PARAM_RSA_N, &n), 1);
+    cr_assert_eq(EVP_PKEY_get_bn_param(p, OSSL_PKEY_PARAM_RSA_E, &e), 1);
+    o = rsa_jwk_bn(n, e);
+    cr_assert_eq(import_obj(o, 0), 0, "the genuine modulus is accepted");
+    json_decref(o);
+    cr_assert(BN_add_word(n, 1)); /* still 2048 bits, now even */
+    cr_assert_eq(BN_num_bits(n), 2048);
+    o = rsa_jwk_bn(n, e);
+    cr_assert_eq(import_obj(o, 0), -FERRY_EWEAKKEY, "even modulus accepted");
+    json_decref(o);
+    BN_free(n);
+    BN_free(e);
+    EVP_PKEY_free(p);
+}
+
 /* ROCA (CVE-2017-15361): a modulus that is a power of 65537 modulo the primorial of the
  * primes up to 167 (the shape every Infineon-generated modulus has) is refused; changing
  * it by one multiple of a single small prime's cofactor makes it acceptable again. */
