@@ -2028,8 +2028,14 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
                    ferry_alg_name(jws->alg));
         goto out;
     }
-    if (r < 0) {
+    if (r == -FERRY_EBADSIG) {
         r = refuse(&res, FERRY_REASON_BAD_SIGNATURE, "signature does not verify");
+        goto out;
+    }
+    if (r < 0) {
+        res.reason = FERRY_REASON_INTERNAL;
+        (void)snprintf(res.detail, sizeof(res.detail), "signature check failed: %s",
+                       ferry_strerror(r));
         goto out;
     }
 
