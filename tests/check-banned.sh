@@ -3,7 +3,7 @@
 #  1. banned libc calls (STYLE.md 15): strcpy strcat sprintf vsprintf strtok atoi atol gets getenv
 #  2. untrusted JSON is parsed only with json_loadb(..., JSON_REJECT_DUPLICATES ...): no
 #     json_loads/json_loadf/json_load_file in src/
-#  3. secrets (signatures, MACs) are never compared with memcmp/strcmp in src/lib/jose.c
+#  3. secrets (signatures, MACs, OTPs) are never compared with memcmp/strcmp anywhere in src/
 #  4. libjwt is never linked into or called from ferry itself (src/): it is a test and
 #     benchmark peer only; it must never decide whether a token is valid
 : "${FERRY_SRCDIR:?}"

@@ -7,8 +7,8 @@
  * most max_redirects hops, each to the same scheme and each re-checked against these rules;
  * no proxy unless one is configured (proxy environment variables are ignored).
  *
- * Thread-safe: each call uses its own easy handle. ferry_http_global_init() must have been
- * called once before threads start (it is idempotent).
+ * Thread-safe: each call uses its own easy handle, and libcurl's global initialisation runs
+ * once under pthread_once.
  */
 #ifndef FERRY_HTTP_H
 #define FERRY_HTTP_H
@@ -43,8 +43,8 @@ typedef struct ferry_http_response {
     int redirects;             /* hops followed */
 } ferry_http_response;
 
-/* Initialise libcurl once (thread-unsafe, call from main before threads). Returns 0 or
- * -FERRY_ECRYPTO. Idempotent. */
+/* Initialise libcurl once (under pthread_once; ferry_http_get calls it itself). Calling it
+ * from main before threads start surfaces a failure early. Returns 0 or -FERRY_ECRYPTO. */
 int ferry_http_global_init(void);
 
 /* Check url against the rules above without fetching. 0 or -FERRY_EPOLICY. */

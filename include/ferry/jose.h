@@ -148,7 +148,9 @@ int ferry_jose_sign(ferry_alg alg, const ferry_jwk *key, const void *msg, size_t
 
 /* ECDSA signature conversions. field_len is 32 (P-256) or 48 (P-384).
  * der_to_p1363 refuses trailing bytes, non-minimal or negative integers, r or s of 0 or
- * wider than field_len (r, s >= n is checked when curve_nid... left to verify). */
+ * wider than field_len. It does not know the curve order: r, s >= n is refused by
+ * ferry_jose_verify, and a minting path that converts a KMS signature must verify it (or
+ * check r, s < n) before publishing it. */
 int ferry_ecdsa_der_to_p1363(const void *der, size_t der_len, size_t field_len,
                              unsigned char *ret_p1363 /* 2 * field_len bytes */);
 int ferry_ecdsa_p1363_to_der(const void *p1363, size_t len, unsigned char **ret_der,

@@ -60,13 +60,13 @@ typedef enum ferry_reason {
     FERRY_REASON_EXPIRED,
     FERRY_REASON_NOT_YET_VALID,      /* nbf in the future beyond leeway */
     FERRY_REASON_ISSUED_IN_FUTURE,   /* iat in the future beyond leeway */
-    FERRY_REASON_LIFETIME_TOO_LONG,  /* exp - iat (or exp - now) over max_lifetime */
+    FERRY_REASON_LIFETIME_TOO_LONG,  /* exp - iat over max_lifetime */
     FERRY_REASON_BAD_AUDIENCE,
     FERRY_REASON_BAD_SUBJECT,
     FERRY_REASON_CLAIM_MISMATCH,     /* a required claim has another value */
     FERRY_REASON_REPLAYED,           /* (iss, jti) already used */
     FERRY_REASON_REPLAY_CACHE_FULL,  /* replay cache full of unexpired entries: fail closed */
-    FERRY_REASON_INTERNAL,           /* out of memory or crypto failure */
+    FERRY_REASON_INTERNAL,           /* out of memory or crypto library failure */
     FERRY_REASON_MAX
 } ferry_reason;
 
