@@ -59,8 +59,9 @@ extern "C" {
  *   problem and its byte offset, e.g. "duplicate object key at byte 17"; on success "".
  *
  * Returns 0, -EINVAL (ret_json NULL, or buf NULL with len > 0), -FERRY_ETOOBIG (len > max_len
- * or nesting deeper than max_depth), -FERRY_EMALFORMED (anything else json_loadb refuses, and
- * the differences above) or -ENOMEM. Thread-safe; the tree returned is not shared. */
+ * or nesting deeper than max_depth), -ERANGE (a well-formed number outside int64 or double
+ * range: callers such as the claim checker report it apart from malformed text),
+ * -FERRY_EMALFORMED (anything else json_loadb refuses, and the differences above) or -ENOMEM. Thread-safe; the tree returned is not shared. */
 int ferry_json_parse(const void *buf, size_t len, size_t max_len, unsigned max_depth,
                      json_t **ret_json, char *errbuf, size_t errlen);
 

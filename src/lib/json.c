@@ -428,11 +428,11 @@ static int read_number(struct parser *ps, const unsigned char **pp, json_t **ret
         if (tail != text + n)
             return fail(ps, start, -FERRY_EMALFORMED, "invalid number");
         if ((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE)
-            return fail(ps, start, -FERRY_EMALFORMED, "real number overflow");
+            return fail(ps, start, -ERANGE, "real number overflow");
         v = json_real(d);
     } else {
         if (overflow)
-            return fail(ps, start, -FERRY_EMALFORMED, "too big %sinteger", neg ? "negative " : "");
+            return fail(ps, start, -ERANGE, "too big %sinteger", neg ? "negative " : "");
         if (!neg)
             iv = (json_int_t)acc;
         else if (acc == 0)
