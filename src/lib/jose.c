@@ -42,6 +42,7 @@
 #include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/jose.h"
+#include "ferry/json.h"
 
 /* ---- algorithms, hashes, curves ------------------------------------------------------ */
 
@@ -1603,45 +1604,19 @@ FERRY_EXPORT int ferry_jwks_from_json(const json_t *doc, ferry_jwks **ret_jwks,
     return 0;
 }
 
-static bool json_depth_ok(json_t *v, unsigned depth)
-{
-    if (!json_is_object(v) && !json_is_array(v))
-        return true;
-    if (depth >= FERRY_JSON_MAX_DEPTH)
-        return false;
-    if (json_is_object(v)) {
-        const char *key;
-        json_t *m;
-        json_object_foreach(v, key, m)
-            if (!json_depth_ok(m, depth + 1))
-                return false;
-    } else {
-        size_t i;
-        json_t *m;
-        json_array_foreach(v, i, m)
-            if (!json_depth_ok(m, depth + 1))
-                return false;
-    }
-    return true;
-}
-
 FERRY_EXPORT int ferry_jwks_from_buffer(const void *buf, size_t len, ferry_jwks **ret_jwks,
                                         size_t *ret_skipped)
 {
     _cleanup_(json_decrefp) json_t *doc = NULL;
-    json_error_t err;
+    int r;
 
     if ((!buf && len) || !ret_jwks)
         return -EINVAL;
     if (len > FERRY_JWKS_MAX_LEN)
         return -FERRY_ETOOBIG;
-    if (buf && memchr(buf, '\0', len))
-        return -FERRY_EMALFORMED; /* see ferry_jws_parse */
-    doc = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES, &err);
-    if (!doc)
-        return json_error_code(&err) == json_error_out_of_memory ? -ENOMEM : -FERRY_EMALFORMED;
-    if (!json_depth_ok(doc, 0))
-        return -FERRY_ETOOBIG;
+    r = ferry_json_parse(buf, len, FERRY_JWKS_MAX_LEN, FERRY_JSON_MAX_DEPTH, &doc, NULL, 0);
+    if (r < 0)
+        return r == -ENOMEM || r == -FERRY_ETOOBIG ? r : -FERRY_EMALFORMED;
     return ferry_jwks_from_json(doc, ret_jwks, ret_skipped);
 }
 
@@ -1732,8 +1707,6 @@ static int header_check(ferry_jws *jws)
 
     if (!json_is_object(h))
         return -FERRY_EMALFORMED;
-    if (!json_depth_ok(h, 0))
-        return -FERRY_ETOOBIG;
     v = json_object_get(h, "alg");
     if (!json_is_string(v))
         return -FERRY_EMALFORMED;
@@ -1801,7 +1774,7 @@ FERRY_EXPORT int ferry_jws_parse(const char *token, size_t len, ferry_jws **ret_
     size_t hlen, plen, slen, hdr_len, alloc;
     struct jws_block *b;
     unsigned char *p;
-    json_error_t err;
+    int r;
 
     if (!token || !ret_jws)
         return -EINVAL;
@@ -1824,9 +1797,6 @@ FERRY_EXPORT int ferry_jws_parse(const char *token, size_t len, ferry_jws **ret_
     if (hlen > ferry_b64url_encoded_len(FERRY_JWS_MAX_HEADER))
         return -FERRY_ETOOBIG;
     if (ferry_b64url_decode(token, hlen, hdr, &hdr_len) < 0)
-        return -FERRY_EMALFORMED;
-    /* jansson stops at a raw NUL after some tokens ("1\0}" parses); JSON never has one. */
-    if (memchr(hdr, '\0', hdr_len))
         return -FERRY_EMALFORMED;
 
     /* One allocation for the signing input copy, the payload and the signature. */
@@ -1852,10 +1822,11 @@ FERRY_EXPORT int ferry_jws_parse(const char *token, size_t len, ferry_jws **ret_
     if (ferry_b64url_decode(d2 + 1, slen, jws->sig, &jws->sig_len) < 0)
         return -FERRY_EMALFORMED;
 
-    jws->header = json_loadb((const char *)hdr, hdr_len, JSON_REJECT_DUPLICATES, &err);
-    if (!jws->header)
-        return json_error_code(&err) == json_error_out_of_memory ? -ENOMEM : -FERRY_EMALFORMED;
-    int r = header_check(jws);
+    r = ferry_json_parse(hdr, hdr_len, FERRY_JWS_MAX_HEADER, FERRY_JSON_MAX_DEPTH, &jws->header,
+                         NULL, 0);
+    if (r < 0)
+        return r == -ENOMEM || r == -FERRY_ETOOBIG ? r : -FERRY_EMALFORMED;
+    r = header_check(jws);
     if (r < 0)
         return r;
     *ret_jws = TAKE_PTR(jws);

@@ -41,6 +41,7 @@
 #include "ferry/error.h"
 #include "ferry/http.h"
 #include "ferry/jose.h"
+#include "ferry/json.h"
 #include "ferry/oidc.h"
 
 /* Defaults and limits of the issuer configuration (documented in docs/configuration.md). */
@@ -215,35 +216,6 @@ _printf_(3, 4) static int cfg_error(char *errbuf, size_t errlen, const char *fmt
         va_end(ap);
     }
     return -FERRY_ECONFIG;
-}
-
-/* Nesting depth of a JSON text, counted without parsing (strings skipped). Used before
- * json_loadb so that untrusted documents deeper than FERRY_JSON_MAX_DEPTH are never built. */
-static bool json_depth_ok(const char *p, size_t n, int max)
-{
-    int depth = 0;
-    bool in_str = false, esc = false;
-
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max)
-                return false;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    }
-    return true;
 }
 
 /* ---- issuers -------------------------------------------------------------------------- */
@@ -1221,19 +1193,16 @@ static int fetch_discovery(const struct issuer *is, int64_t now, char **ret_uri,
 {
     ferry_http_response resp = {0};
     json_t *doc = NULL, *iss, *uri;
-    json_error_t jerr;
     int r;
 
     r = issuer_get(is, is->discovery_url, "discovery", &resp, err, errlen);
     if (r < 0)
         return r;
-    if (!json_depth_ok(resp.body, resp.body_len, FERRY_JSON_MAX_DEPTH)) {
-        (void)snprintf(err, errlen, "discovery document nested too deeply");
-        r = -FERRY_EMALFORMED;
+    r = ferry_json_parse(resp.body, resp.body_len, FERRY_JWKS_MAX_LEN, FERRY_JSON_MAX_DEPTH, &doc,
+                         NULL, 0);
+    if (r == -ENOMEM)
         goto out;
-    }
-    doc = json_loadb(resp.body, resp.body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(doc)) {
+    if (r < 0 || !json_is_object(doc)) {
         (void)snprintf(err, errlen, "discovery document is not a JSON object");
         r = -FERRY_EMALFORMED;
         goto out;
@@ -1825,28 +1794,27 @@ static int check_claims(const struct issuer *is, const ferry_jws *jws, const jso
 
 static int parse_claims(const ferry_jws *jws, json_t **ret, ferry_verify_result *res)
 {
-    json_error_t jerr;
-    json_t *claims;
+    char err[FERRY_JSON_ERR_LEN];
+    json_t *claims = NULL;
+    int r;
 
-    if (!json_depth_ok((const char *)jws->payload, jws->payload_len, FERRY_JSON_MAX_DEPTH))
-        return refuse(res, FERRY_REASON_MALFORMED, "claims nested deeper than %d",
-                      FERRY_JSON_MAX_DEPTH);
-    claims = json_loadb((const char *)jws->payload, jws->payload_len, JSON_REJECT_DUPLICATES,
-                        &jerr);
-    if (!claims) {
-        switch (json_error_code(&jerr)) {
-        case json_error_out_of_memory:
-            res->reason = FERRY_REASON_INTERNAL;
-            (void)snprintf(res->detail, sizeof(res->detail), "out of memory");
-            return -ENOMEM;
-        case json_error_numeric_overflow:
-            return refuse(res, FERRY_REASON_BAD_CLAIM,
-                          "claims contain a number outside the 64-bit range");
-        case json_error_duplicate_key:
-            return refuse(res, FERRY_REASON_MALFORMED, "claims contain a duplicate member");
-        default:
-            return refuse(res, FERRY_REASON_MALFORMED, "claims are not valid JSON");
-        }
+    r = ferry_json_parse(jws->payload, jws->payload_len, FERRY_JWS_MAX_LEN, FERRY_JSON_MAX_DEPTH,
+                         &claims, err, sizeof(err));
+    switch (r) {
+    case 0:
+        break;
+    case -ENOMEM:
+        res->reason = FERRY_REASON_INTERNAL;
+        (void)snprintf(res->detail, sizeof(res->detail), "out of memory");
+        return r;
+    case -ERANGE:
+        return refuse(res, FERRY_REASON_BAD_CLAIM, "claims contain a number out of range (%s)",
+                      err);
+    case -FERRY_ETOOBIG:
+        return refuse(res, FERRY_REASON_MALFORMED, "claims nested deeper than %d (%s)",
+                      FERRY_JSON_MAX_DEPTH, err);
+    default:
+        return refuse(res, FERRY_REASON_MALFORMED, "claims are not valid JSON: %s", err);
     }
     if (!json_is_object(claims)) {
         json_decref(claims);
