@@ -253,53 +253,19 @@ static const struct {
     {NULL, NULL},
 };
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static char **list_suite(size_t *ret_n)
 {
-    char *dir = tu_vector_path(JTS_DIR);
-    DIR *d;
-    struct dirent *e;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
+    char **names = tu_list_vectors(JTS_DIR, ".json", ret_n);
 
-    cr_assert_not_null(dir);
-    d = opendir(dir);
-    cr_assert_not_null(d, "cannot open %s", dir);
-    while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-
-        if (l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 512;
-            names = realloc(names, cap * sizeof(*names));
-            cr_assert_not_null(names);
-        }
-        names[n] = strdup(e->d_name);
-        cr_assert_not_null(names[n]);
-        n++;
-    }
-    closedir(d);
-    free(dir);
-    qsort(names, n, sizeof(*names), cmp_str);
-    *ret_n = n;
+    cr_assert_not_null(names, "cannot list %s", JTS_DIR);
     return names;
 }
 
 static char *read_suite(const char *name, size_t *ret_len)
 {
-    char rel[512], *path, *buf;
+    char *buf = tu_read_vector(JTS_DIR, name, 4u << 20, ret_len);
 
-    snprintf(rel, sizeof(rel), "%s/%s", JTS_DIR, name);
-    path = tu_vector_path(rel);
-    cr_assert_not_null(path);
-    buf = tu_read_file(path, 4u << 20, ret_len);
-    cr_assert_not_null(buf, "cannot read %s", path);
-    free(path);
+    cr_assert_not_null(buf, "cannot read %s/%s", JTS_DIR, name);
     return buf;
 }
 

@@ -1,6 +1,7 @@
 /* tests/unit/testutil.c - helpers shared by the Criterion unit tests. */
 #include "config.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,4 +120,70 @@ json_t *tu_load_json(const char *path)
     j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
     free(buf);
     return j;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void tu_free_list(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+char **tu_list_vectors(const char *rel_dir, const char *suffix, size_t *ret_n)
+{
+    char *dir = tu_vector_path(rel_dir);
+    size_t n = 0, cap = 0, sl = strlen(suffix);
+    char **names = NULL;
+    struct dirent *e;
+    DIR *d;
+
+    if (!dir)
+        return NULL;
+    d = opendir(dir);
+    free(dir);
+    if (!d)
+        return NULL;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+
+        if (l <= sl || strcmp(e->d_name + l - sl, suffix) != 0)
+            continue;
+        if (n == cap) {
+            char **nn = realloc(names, (cap ? cap * 2 : 256) * sizeof(*names));
+            if (!nn)
+                goto fail;
+            names = nn;
+            cap = cap ? cap * 2 : 256;
+        }
+        names[n] = strdup(e->d_name);
+        if (!names[n])
+            goto fail;
+        n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof(*names), cmp_name);
+    *ret_n = n;
+    return names;
+fail:
+    closedir(d);
+    tu_free_list(names, n);
+    return NULL;
+}
+
+char *tu_read_vector(const char *rel_dir, const char *name, size_t max, size_t *ret_len)
+{
+    char rel[1024], *path, *buf;
+
+    snprintf(rel, sizeof(rel), "%s/%s", rel_dir, name);
+    path = tu_vector_path(rel);
+    if (!path)
+        return NULL;
+    buf = tu_read_file(path, max, ret_len);
+    free(path);
+    return buf;
 }

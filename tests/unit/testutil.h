@@ -33,6 +33,15 @@ char *tu_read_file(const char *path, size_t max, size_t *ret_len);
 /* Load a JSON file (any size up to 16 MiB) with JSON_REJECT_DUPLICATES; NULL on error. */
 json_t *tu_load_json(const char *path);
 
+/* Sorted names of the files ending in suffix in the vectors folder rel_dir (e.g.
+ * "JSONTestSuite/test_parsing", ".json"). New array of new strings (tu_free_list), count in
+ * *ret_n; NULL when the folder cannot be read or memory runs out. */
+char **tu_list_vectors(const char *rel_dir, const char *suffix, size_t *ret_n);
+void tu_free_list(char **names, size_t n);
+
+/* Read rel_dir/name from the vectors folder (at most max bytes), NUL-terminated, or NULL. */
+char *tu_read_vector(const char *rel_dir, const char *name, size_t max, size_t *ret_len);
+
 /* Path of a file in the source tree (tests/data/...), new string. */
 char *tu_src_path(const char *rel);
 
