@@ -151,38 +151,14 @@ struct jws_block {
     unsigned char data[];
 };
 
-static inline void evp_pkey_freep(EVP_PKEY **p)
-{
-    EVP_PKEY_free(*p);
-}
-static inline void evp_pkey_ctx_freep(EVP_PKEY_CTX **p)
-{
-    EVP_PKEY_CTX_free(*p);
-}
-static inline void evp_md_ctx_freep(EVP_MD_CTX **p)
-{
-    EVP_MD_CTX_free(*p);
-}
-static inline void bio_freep(BIO **p)
-{
-    BIO_free(*p);
-}
-static inline void bn_clear_freep(BIGNUM **p)
-{
-    BN_clear_free(*p);
-}
-static inline void param_bld_freep(OSSL_PARAM_BLD **p)
-{
-    OSSL_PARAM_BLD_free(*p);
-}
-static inline void params_freep(OSSL_PARAM **p)
-{
-    OSSL_PARAM_free(*p);
-}
-static inline void jwk_unrefp(ferry_jwk **p)
-{
-    ferry_jwk_unref(*p);
-}
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY *, EVP_PKEY_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY_CTX *, EVP_PKEY_CTX_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(BIO *, BIO_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(BIGNUM *, BN_clear_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_PARAM_BLD *, OSSL_PARAM_BLD_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_PARAM *, OSSL_PARAM_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(ferry_jwk *, ferry_jwk_unref)
 static inline void buf_releasep(ferry_buf *b)
 {
     ferry_buf_release(b);
@@ -451,7 +427,7 @@ static bool ed25519_s_canonical(const unsigned char *s)
 static int verify_eddsa(const ferry_jwk *key, const void *msg, size_t msg_len,
                         const unsigned char *sig)
 {
-    _cleanup_(evp_md_ctx_freep) EVP_MD_CTX *mctx = NULL;
+    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *mctx = NULL;
 
     if (!ed25519_s_canonical(sig + 32))
         return -FERRY_EBADSIG;
@@ -538,7 +514,7 @@ static int sign_raw(ferry_alg alg, const ferry_jwk *key, const void *msg, size_t
     int r;
 
     if (ai->key == KEY_ED25519) {
-        _cleanup_(evp_md_ctx_freep) EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+        _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *mctx = EVP_MD_CTX_new();
         if (!mctx)
             return -ENOMEM;
         olen = 64;
@@ -671,8 +647,8 @@ static char *bn_to_b64(const BIGNUM *bn, size_t pad_to)
 /* Fill the public member strings from the EVP_PKEY (minimal, canonical encodings). */
 static int key_export_members(ferry_jwk *k)
 {
-    _cleanup_(bn_clear_freep) BIGNUM *a = NULL;
-    _cleanup_(bn_clear_freep) BIGNUM *b = NULL;
+    _cleanup_(BN_clear_freep) BIGNUM *a = NULL;
+    _cleanup_(BN_clear_freep) BIGNUM *b = NULL;
 
     switch (k->type) {
     case KEY_RSA:
@@ -746,8 +722,8 @@ static int key_check(EVP_PKEY *pkey, enum key_type type)
 {
     switch (type) {
     case KEY_RSA: {
-        _cleanup_(bn_clear_freep) BIGNUM *e = NULL;
-        _cleanup_(bn_clear_freep) BIGNUM *n = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *e = NULL;
+        _cleanup_(BN_clear_freep) BIGNUM *n = NULL;
         int bits = EVP_PKEY_get_bits(pkey);
         if (bits < FERRY_RSA_MIN_BITS)
             return -FERRY_EWEAKKEY;
@@ -765,7 +741,7 @@ static int key_check(EVP_PKEY *pkey, enum key_type type)
     }
     case KEY_P256:
     case KEY_P384: {
-        _cleanup_(evp_pkey_ctx_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey,
+        _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey,
                                                                                   NULL);
         if (!c)
             return -FERRY_ECRYPTO;
@@ -784,7 +760,7 @@ static int key_check(EVP_PKEY *pkey, enum key_type type)
  * fallback and an EC key whose d does not match its x, y would sign unverifiable tokens. */
 static int key_check_pair(EVP_PKEY *pkey)
 {
-    _cleanup_(evp_pkey_ctx_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
 
     if (!c)
         return -FERRY_ECRYPTO;
@@ -797,7 +773,7 @@ static int key_check_pair(EVP_PKEY *pkey)
 static int key_new(EVP_PKEY **pkey, enum key_type type, bool priv, bool check_pair,
                    ferry_alg alg, const char *kid, bool thumbprint_kid, ferry_jwk **ret)
 {
-    _cleanup_(jwk_unrefp) ferry_jwk *k = NULL;
+    _cleanup_(ferry_jwk_unrefp) ferry_jwk *k = NULL;
     int r;
 
     r = key_check(*pkey, type);
@@ -853,7 +829,7 @@ static int key_new(EVP_PKEY **pkey, enum key_type type, bool priv, bool check_pa
 /* Which of our key types an EVP_PKEY is (for PEM import and generation). */
 static int key_classify(EVP_PKEY *pkey, enum key_type *ret_type, bool *ret_priv)
 {
-    _cleanup_(bn_clear_freep) BIGNUM *bn = NULL;
+    _cleanup_(BN_clear_freep) BIGNUM *bn = NULL;
 
     if (EVP_PKEY_is_a(pkey, "RSA")) {
         *ret_type = KEY_RSA;
@@ -945,8 +921,8 @@ static int push_bn(OSSL_PARAM_BLD *bld, const char *key, const struct member *m,
 
 static int pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld, bool priv, EVP_PKEY **ret)
 {
-    _cleanup_(params_freep) OSSL_PARAM *params = NULL;
-    _cleanup_(evp_pkey_ctx_freep) EVP_PKEY_CTX *ctx = NULL;
+    _cleanup_(OSSL_PARAM_freep) OSSL_PARAM *params = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
 
     params = OSSL_PARAM_BLD_to_param(bld);
     if (!params)
@@ -977,7 +953,7 @@ static size_t strip_zeros(const struct member *m)
 
 static int jwk_build_rsa(const json_t *obj, bool priv, EVP_PKEY **ret)
 {
-    _cleanup_(param_bld_freep) OSSL_PARAM_BLD *bld = NULL;
+    _cleanup_(OSSL_PARAM_BLD_freep) OSSL_PARAM_BLD *bld = NULL;
     struct member n = {0}, e = {0}, pm[ARRAY_SIZE(rsa_priv_names)] = {{0}};
     BIGNUM *bns[2 + ARRAY_SIZE(rsa_priv_names)] = {0};
     size_t z;
@@ -1042,7 +1018,7 @@ out:
 static int jwk_build_ec(const json_t *obj, enum key_type type, bool priv, EVP_PKEY **ret)
 {
     const struct curve_info *ci = &curves[type];
-    _cleanup_(param_bld_freep) OSSL_PARAM_BLD *bld = NULL;
+    _cleanup_(OSSL_PARAM_BLD_freep) OSSL_PARAM_BLD *bld = NULL;
     struct member x = {0}, y = {0}, d = {0};
     unsigned char pub[1 + 2 * ECDSA_MAX_FIELD];
     BIGNUM *dbn = NULL;
@@ -1089,7 +1065,7 @@ out:
 
 static int jwk_build_okp(const json_t *obj, bool priv, EVP_PKEY **ret)
 {
-    _cleanup_(param_bld_freep) OSSL_PARAM_BLD *bld = NULL;
+    _cleanup_(OSSL_PARAM_BLD_freep) OSSL_PARAM_BLD *bld = NULL;
     struct member x = {0}, d = {0};
     unsigned char derived[32];
     size_t dn = sizeof(derived);
@@ -1196,7 +1172,7 @@ static int jwk_check_common(const json_t *obj, ferry_alg *ret_alg, const char **
  * -FERRY_EWEAKKEY (size, exponent, point, ROCA, inconsistent private key). */
 FERRY_EXPORT int ferry_jwk_from_json(const json_t *obj, unsigned flags, ferry_jwk **ret_jwk)
 {
-    _cleanup_(evp_pkey_freep) EVP_PKEY *pkey = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
     const json_t *kty, *crv;
     enum key_type type = KEY_NONE;
     const char *kid, *s;
@@ -1286,8 +1262,8 @@ static int refuse_passphrase(char *pass, size_t pass_size, size_t *pass_len,
 /* Contract in jose.h. Input capped at 64 KiB; encrypted PEM is refused (no prompt). */
 FERRY_EXPORT int ferry_jwk_from_pem(const void *pem, size_t len, ferry_jwk **ret_jwk)
 {
-    _cleanup_(evp_pkey_freep) EVP_PKEY *pkey = NULL;
-    _cleanup_(bio_freep) BIO *bio = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
+    _cleanup_(BIO_freep) BIO *bio = NULL;
     OSSL_DECODER_CTX *dctx = NULL;
     enum key_type type;
     bool priv;
@@ -1327,7 +1303,7 @@ out:
 
 FERRY_EXPORT int ferry_jwk_generate(ferry_alg alg, ferry_jwk **ret_jwk)
 {
-    _cleanup_(evp_pkey_freep) EVP_PKEY *pkey = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
     enum key_type type;
     int r;
 
@@ -1467,7 +1443,7 @@ FERRY_EXPORT int ferry_jwk_to_public_json(const ferry_jwk *jwk, json_t **ret_jso
 
 FERRY_EXPORT int ferry_jwk_to_pem(const ferry_jwk *jwk, char **ret_pem, size_t *ret_len)
 {
-    _cleanup_(bio_freep) BIO *bio = NULL;
+    _cleanup_(BIO_freep) BIO *bio = NULL;
     char *data = NULL, *out;
     long n;
     int r = 0;
