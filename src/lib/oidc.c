@@ -15,7 +15,7 @@
  * Verification order: strict JWS parse -> claims JSON -> issuer by "iss" (no network for
  * unknown issuers) -> alg allow-list -> key by kid in that issuer's set (one refresh per
  * cooldown for an unknown kid) -> key/alg fit -> signature -> typ and claims of the profile ->
- * replay cache.
+ * identity -> replay cache (last, so that a jti is used up only by an accepted token).
  */
 #include "config.h"
 
@@ -1907,6 +1907,31 @@ static int build_identity(const struct issuer *is, const ferry_jws *jws, json_t 
     return 0;
 }
 
+/* Record (iss, jti) of an otherwise accepted token until exp + leeway. The look-up and the
+ * insertion happen under one hold of the replay lock, so of two concurrent verifications of
+ * one token exactly one gets 0; the other is refused as REPLAYED. Returns 0, -FERRY_EREFUSED
+ * (REPLAYED, REPLAY_CACHE_FULL) or -ENOMEM / -FERRY_ECRYPTO, and then nothing was recorded. */
+static int consume_jti(ferry_oidc *o, const struct issuer *is, const struct checked *c,
+                       int64_t now, ferry_verify_result *res)
+{
+    unsigned char k[RP_KEY_LEN];
+    int r;
+
+    r = rp_key(&o->replay, is->name, is->name_len, json_string_value(c->jti),
+               json_string_length(c->jti), k);
+    if (r < 0)
+        return r;
+    (void)pthread_mutex_lock(&o->replay.lock);
+    r = rp_insert(&o->replay, k, sat_add(c->exp, is->leeway), now);
+    (void)pthread_mutex_unlock(&o->replay.lock);
+    if (r == -FERRY_EDUPLICATE)
+        return refuse(res, FERRY_REASON_REPLAYED, "jti already used for this issuer");
+    if (r == -FERRY_EFULL)
+        return refuse(res, FERRY_REASON_REPLAY_CACHE_FULL,
+                      "replay cache full (%zu unexpired entries)", o->replay.max);
+    return r;
+}
+
 /* Verify one token (see oidc.h). Thread-safe. */
 FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
                                    const ferry_verify_options *opts,
@@ -2011,26 +2036,14 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
     if (r < 0)
         goto out;
 
-    if (opts && opts->consume_jti) {
-        unsigned char k[RP_KEY_LEN];
-
-        r = rp_key(&o->replay, is->name, is->name_len, json_string_value(c.jti),
-                   json_string_length(c.jti), k);
-        if (r == 0) {
-            (void)pthread_mutex_lock(&o->replay.lock);
-            r = rp_insert(&o->replay, k, sat_add(c.exp, is->leeway), now);
-            (void)pthread_mutex_unlock(&o->replay.lock);
-        }
-        if (r == -FERRY_EDUPLICATE)
-            r = refuse(&res, FERRY_REASON_REPLAYED, "jti already used for this issuer");
-        else if (r == -FERRY_EFULL)
-            r = refuse(&res, FERRY_REASON_REPLAY_CACHE_FULL,
-                       "replay cache full (%zu unexpired entries)", o->replay.max);
-        if (r < 0)
-            goto out;
-    }
-
+    /* The identity is built before the jti is consumed, and nothing that can fail comes after
+     * the consumption: a token's jti is used up only when the token is accepted, so a holder
+     * whose verification failed on our side (out of memory) can retry. */
     r = build_identity(is, jws, claims, &c, &id);
+    if (r < 0)
+        goto out;
+    if (opts && opts->consume_jti)
+        r = consume_jti(o, is, &c, now, &res);
 
 out:
     if (r == 0) {
