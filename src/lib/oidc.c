@@ -804,7 +804,10 @@ static int read_jwks_file(const char *path, ferry_jwks **ret, size_t *ret_skippe
         }
     }
     r = ferry_jwks_from_buffer(buf, len, ret, ret_skipped);
-    if (r < 0)
+    if (r == -ENOMEM || r == -FERRY_ECRYPTO) /* our failure, not the file's */
+        (void)cfg_error(errbuf, errlen, "jwks_file %.200s: %s while importing the key set", path,
+                        ferry_strerror(r));
+    else if (r < 0)
         r = cfg_error(errbuf, errlen, "jwks_file %.200s: not a usable JWK set: %s", path,
                       ferry_strerror(r));
 out:
@@ -855,8 +858,11 @@ static int cfg_key_source(struct issuer *is, const json_t *conf, char *errbuf, s
         if (!json_is_object(ji))
             return cfg_error(errbuf, errlen, "jwks must be a JWK set object");
         r = ferry_jwks_from_json(ji, &is->jwks, &skipped);
-        if (r == -ENOMEM)
+        if (r == -ENOMEM || r == -FERRY_ECRYPTO) { /* our failure, not the configuration's */
+            (void)cfg_error(errbuf, errlen, "jwks: %s while importing the key set",
+                            ferry_strerror(r));
             return r;
+        }
         if (r < 0)
             return cfg_error(errbuf, errlen, "jwks: not a usable JWK set: %s",
                              ferry_strerror(r));
@@ -1077,7 +1083,9 @@ static void store_pop(ferry_oidc *o)
 }
 
 /* Add one trusted issuer (see oidc.h and docs/configuration.md). conf is borrowed. Not
- * concurrent with verification. */
+ * concurrent with verification. Besides the codes listed in oidc.h, -FERRY_ECRYPTO when the
+ * crypto library fails while importing the key set (out of memory inside OpenSSL): like
+ * -ENOMEM, a failure of ours that says nothing about the configuration. */
 FERRY_EXPORT int ferry_oidc_add_issuer(ferry_oidc *o, const json_t *conf, char *errbuf,
                                        size_t errlen)
 {
