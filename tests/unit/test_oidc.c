@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2625,4 +2626,566 @@ Test(fetch, a7_token_named_keys_never_fetched, .init = fetch_setup, .fini = fetc
     free(ps);
     free(url);
     json_decref(c);
+}
+
+/* ---- C7: one-time use under concurrency ------------------------------------------------------ */
+
+struct race {
+    ferry_oidc *o;
+    const char *tok;
+    pthread_barrier_t *go;
+    ferry_reason got;
+    int r;
+};
+
+static void *race_worker(void *p)
+{
+    struct race *w = p;
+    ferry_verify_options once = {.consume_jti = true};
+    ferry_verify_result res;
+
+    (void)pthread_barrier_wait(w->go);
+    w->r = ferry_oidc_verify(w->o, w->tok, strlen(w->tok), &once, NULL, &res);
+    w->got = res.reason;
+    return NULL;
+}
+
+/* Many threads present one token for one-time use at the same moment: exactly one wins, every
+ * other one is told REPLAYED (the look-up and the insertion are one step under the lock). */
+Test(replay, c7_concurrent_use_accepted_once, .init = setup_ab, .fini = teardown_ab)
+{
+    enum { THREADS = 8, ROUNDS = 20 };
+    json_t *c = claims_for(ISS_A);
+
+    for (int round = 0; round < ROUNDS; round++) {
+        pthread_t th[THREADS];
+        struct race w[THREADS];
+        pthread_barrier_t go;
+        char jti[32], *tok;
+        int ok = 0;
+
+        snprintf(jti, sizeof(jti), "race-%d", round);
+        json_object_set_new(c, "jti", json_string(jti));
+        tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+        cr_assert_eq(pthread_barrier_init(&go, NULL, THREADS), 0);
+        for (int i = 0; i < THREADS; i++) {
+            w[i] = (struct race){.o = g_o, .tok = tok, .go = &go};
+            cr_assert_eq(pthread_create(&th[i], NULL, race_worker, &w[i]), 0);
+        }
+        for (int i = 0; i < THREADS; i++) {
+            pthread_join(th[i], NULL);
+            if (w[i].r == 0) {
+                ok++;
+                cr_expect_eq(w[i].got, FERRY_REASON_OK);
+            } else {
+                cr_expect_eq(w[i].r, -FERRY_EREFUSED);
+                cr_expect_eq(w[i].got, FERRY_REASON_REPLAYED, "got %s",
+                             ferry_reason_name(w[i].got));
+            }
+        }
+        cr_assert_eq(ok, 1, "round %d: %d threads accepted one one-time token", round, ok);
+        (void)pthread_barrier_destroy(&go);
+        free(tok);
+    }
+    json_decref(c);
+}
+
+/* ---- allocation-failure injection (STYLE.md rule 24, SECURITY-TESTS G5) ----------------------
+ *
+ * As in test_jose.c, malloc, calloc and realloc are replaced in this program (glibc supports
+ * replacing them; under ASan the replacements forward to ASan's interceptors), and so are
+ * reallocarray, strdup and strndup, which ASan would otherwise serve without going through
+ * malloc. jansson allocates through malloc and OpenSSL through CRYPTO_malloc -> malloc, so every
+ * allocation of a verification is seen. The replacements must be visible: the build compiles
+ * with -fvisibility=hidden.
+ *
+ * While armed, the Nth counted allocation of the arming thread fails (other threads, such as
+ * Criterion's, are never failed, so that runs are reproducible). Each operation is run with
+ * N = 0, 1, 2, ... until a run completes without reaching the failure. Checked for every N: no
+ * crash and no sanitizer report (leaks included, see tests/criterion-tap.sh); an acceptance only
+ * with a complete, correct identity; otherwise the reason INTERNAL with a negative return other
+ * than -FERRY_EREFUSED, never a reason that blames the token or the configuration; a one-time
+ * token's jti is consumed exactly when the token is accepted; and afterwards the store still
+ * accepts the same tokens. */
+#if defined(__GLIBC__)
+#define HAVE_ALLOC_INJECTION 1
+#ifdef __SANITIZE_ADDRESS__
+extern void *__interceptor_malloc(size_t n);
+extern void *__interceptor_calloc(size_t n, size_t m);
+extern void *__interceptor_realloc(void *p, size_t n);
+#define REAL_MALLOC __interceptor_malloc
+#define REAL_CALLOC __interceptor_calloc
+#define REAL_REALLOC __interceptor_realloc
+#else
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t m);
+extern void *__libc_realloc(void *p, size_t n);
+#define REAL_MALLOC __libc_malloc
+#define REAL_CALLOC __libc_calloc
+#define REAL_REALLOC __libc_realloc
+#endif
+
+static _Thread_local bool inj_armed;
+static _Thread_local long inj_at;        /* index of the counted allocation that fails */
+static _Thread_local long inj_count;     /* counted allocations since arming */
+static _Thread_local size_t inj_calloc;  /* 0: count every allocation; else only calloc of
+                                            exactly this many bytes */
+static _Thread_local bool inj_hit;
+
+static bool inject_now(bool is_calloc, size_t size)
+{
+    if (!inj_armed)
+        return false;
+    if (inj_calloc && (!is_calloc || size != inj_calloc))
+        return false;
+    if (inj_count++ != inj_at)
+        return false;
+    inj_hit = true;
+    return true;
+}
+
+__attribute__((visibility("default"))) void *malloc(size_t n)
+{
+    return inject_now(false, n) ? NULL : REAL_MALLOC(n);
+}
+
+__attribute__((visibility("default"))) void *calloc(size_t n, size_t m)
+{
+    size_t total;
+
+    if (__builtin_mul_overflow(n, m, &total))
+        return REAL_CALLOC(n, m); /* fails on its own */
+    return inject_now(true, total) ? NULL : REAL_CALLOC(n, m);
+}
+
+__attribute__((visibility("default"))) void *realloc(void *p, size_t n)
+{
+    return inject_now(false, n) ? NULL : REAL_REALLOC(p, n);
+}
+
+__attribute__((visibility("default"))) void *reallocarray(void *p, size_t n, size_t m)
+{
+    size_t total;
+
+    if (__builtin_mul_overflow(n, m, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, total);
+}
+
+static char *copy_string(const char *s, size_t len)
+{
+    char *p = malloc(len + 1);
+
+    if (!p)
+        return NULL;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+__attribute__((visibility("default"))) char *strndup(const char *s, size_t n)
+{
+    return copy_string(s, strnlen(s, n));
+}
+
+__attribute__((visibility("default"))) char *strdup(const char *s)
+{
+    return copy_string(s, strlen(s));
+}
+
+/* Arm: the counted allocation number `at` fails (only callocs of calloc_size bytes are counted
+ * when calloc_size is not 0). */
+static void inject_arm(long at, size_t calloc_size)
+{
+    inj_hit = false;
+    inj_count = 0;
+    inj_at = at;
+    inj_calloc = calloc_size;
+    inj_armed = true;
+}
+
+/* Disarm; whether an allocation was failed. */
+static bool inject_disarm(void)
+{
+    inj_armed = false;
+    return inj_hit;
+}
+
+/* Counted allocations since arming (with `at` out of reach, a dry run counts them). */
+static long inject_counted(void)
+{
+    return inj_count;
+}
+
+#define OOM_MAX_RUNS 2000
+
+enum oom_kind {
+    OOM_VERIFY,      /* a valid token, reusable */
+    OOM_VERIFY_ONCE, /* a valid token with consume_jti (fresh jti per run) */
+    OOM_VERIFY_BAD,  /* a token whose signature does not verify */
+    OOM_ADD_ISSUER,  /* ferry_oidc_add_issuer of an inline-JWKS configuration */
+};
+
+struct oom_ctx {
+    enum oom_kind kind;
+    ferry_oidc *o;          /* the store that every verification run uses */
+    ferry_oidc *fresh;      /* OOM_ADD_ISSUER: a new empty store per run */
+    json_t *conf;           /* inline-JWKS issuer configuration */
+    const ferry_jwk *key;   /* signs tok */
+    json_t *claims;         /* claims of tok */
+    char *tok;
+    char *good[2];          /* valid RS256 and ES256 tokens of the issuer (reusable) */
+    long serial;            /* makes the jti of OOM_VERIFY_ONCE unique */
+    long n;                 /* the allocation that fails in this run */
+    /* results of the run */
+    ferry_identity *id;
+    ferry_verify_result res;
+    char err[256];
+};
+
+#define OOM_ISS "https://oom.example"
+
+/* Outcome of a verification (without injection for the retries): reason, with the usual
+ * invariants of an accepted or a refused token. */
+static ferry_reason oom_verify_plain(ferry_oidc *o, const char *tok, bool once)
+{
+    ferry_verify_options vo = {.consume_jti = once};
+
+    return verify_opts(o, tok, &vo);
+}
+
+/* The identity of an accepted run is complete and matches the token. */
+static void oom_check_identity(const struct oom_ctx *c)
+{
+    const ferry_identity *id = c->id;
+    json_t *jti = json_object_get(c->claims, "jti");
+
+    cr_assert_not_null(id, "accepted without an identity");
+    cr_assert_eq(c->res.reason, FERRY_REASON_OK);
+    cr_assert_str_eq(c->res.detail, "");
+    cr_assert(id->issuer && strcmp(id->issuer, OOM_ISS) == 0);
+    cr_assert(id->subject && strcmp(id->subject, "user-1") == 0);
+    cr_assert(json_is_array(id->audience) && json_array_size(id->audience) == 1);
+    cr_assert_str_eq(json_string_value(json_array_get(id->audience, 0)), AUD);
+    cr_assert_eq(id->alg, ferry_jwk_alg(c->key));
+    cr_assert(id->kid && strcmp(id->kid, ferry_jwk_kid(c->key)) == 0);
+    cr_assert(id->jti && strcmp(id->jti, json_string_value(jti)) == 0);
+    cr_assert_eq(id->exp, NOW + 300);
+    cr_assert_eq(id->iat, NOW - 10);
+    cr_assert(json_equal(id->claims, c->claims), "identity claims differ from the token's");
+}
+
+/* Known defect of lib/jose.c, outside this file: verify_raw() maps every EVP_PKEY_verify()
+ * result but 1 to -FERRY_EBADSIG, so when OpenSSL runs out of memory inside the signature
+ * check (OpenSSL 3.0: RSA returns 0 with ERR_R_MALLOC_FAILURE queued, ECDSA returns -1) a valid
+ * token is refused as bad_signature instead of internal (verify_eddsa has the same pattern).
+ * Until jose.c tells the cases apart, such refusals of a valid token are counted here instead
+ * of failing the test, and the count must not be 0: once jose.c is fixed this test says so, and
+ * this is set to 0, which makes the check strict. Every other reason stays a failure. */
+#define JOSE_OOM_BLAMES_SIGNATURE 1
+static long oom_blamed_signature;
+
+/* Known defect of lib/jose.c, outside this file: pkey_fromdata() maps every failure of
+ * EVP_PKEY_fromdata() to -FERRY_EWEAKKEY, and key_check() (EC) and key_check_pair() do the same
+ * for EVP_PKEY_public_check() and EVP_PKEY_pairwise_check(). So when OpenSSL runs out of
+ * memory while importing a key, ferry_jwks_from_json() skips it as weak instead of aborting
+ * with -FERRY_ECRYPTO, and add_issuer succeeds with that key missing (its tokens are then
+ * refused as unknown_kid: closed, but wrong). Counted like the one above. */
+#define JOSE_OOM_DROPS_KEY 1
+static long oom_dropped_key;
+
+/* A failed run: our failure, reported as such, with nothing handed out. */
+static void oom_check_internal(const struct oom_ctx *c, int r, bool hit)
+{
+    cr_assert(hit, "%s without an injected failure: %d %s", ferry_reason_name(c->res.reason),
+              r, c->res.detail);
+    cr_assert_lt(r, 0);
+    cr_assert_null(c->id, "identity handed out on failure");
+    if (JOSE_OOM_BLAMES_SIGNATURE && r == -FERRY_EREFUSED &&
+        c->res.reason == FERRY_REASON_BAD_SIGNATURE) {
+        oom_blamed_signature++;
+        return;
+    }
+    cr_assert_neq(r, -FERRY_EREFUSED,
+                  "%s, kind %d: allocation %ld failed and the token was blamed: %s (%s)",
+                  ferry_alg_name(ferry_jwk_alg(c->key)), c->kind, c->n,
+                  ferry_reason_name(c->res.reason), c->res.detail);
+    cr_assert_eq(c->res.reason, FERRY_REASON_INTERNAL, "allocation %ld: got %s (%s)", c->n,
+                 ferry_reason_name(c->res.reason), c->res.detail);
+    cr_assert(memchr(c->res.detail, '\0', sizeof(c->res.detail)) && c->res.detail[0]);
+}
+
+static void oom_prepare(struct oom_ctx *c)
+{
+    char jti[32];
+
+    c->id = NULL;
+    memset(&c->res, 0x5a, sizeof(c->res));
+    c->err[0] = '\0';
+    switch (c->kind) {
+    case OOM_VERIFY_ONCE:
+        snprintf(jti, sizeof(jti), "oom-%08ld", c->serial++);
+        json_object_set_new(c->claims, "jti", json_string(jti));
+        free(c->tok);
+        c->tok = mint(c->key, ferry_jwk_alg(c->key), NULL, NULL, c->claims);
+        break;
+    case OOM_ADD_ISSUER:
+        ferry_oidc_free(c->fresh);
+        c->fresh = new_store(0);
+        break;
+    default:
+        break;
+    }
+}
+
+/* The operation itself: nothing but library calls while the injection is armed. */
+static int oom_run(struct oom_ctx *c)
+{
+    ferry_verify_options once = {.consume_jti = true};
+
+    switch (c->kind) {
+    case OOM_ADD_ISSUER:
+        return ferry_oidc_add_issuer(c->fresh, c->conf, c->err, sizeof(c->err));
+    case OOM_VERIFY_ONCE:
+        return ferry_oidc_verify(c->o, c->tok, strlen(c->tok), &once, &c->id, &c->res);
+    default:
+        return ferry_oidc_verify(c->o, c->tok, strlen(c->tok), NULL, &c->id, &c->res);
+    }
+}
+
+static void oom_check(struct oom_ctx *c, int r, bool hit)
+{
+    switch (c->kind) {
+    case OOM_VERIFY:
+        if (r == 0)
+            oom_check_identity(c);
+        else
+            oom_check_internal(c, r, hit);
+        break;
+    case OOM_VERIFY_BAD:
+        cr_assert_neq(r, 0, "a bad signature was accepted");
+        cr_assert_null(c->id);
+        if (r == -FERRY_EREFUSED)
+            cr_assert_eq(c->res.reason, FERRY_REASON_BAD_SIGNATURE, "got %s (%s)",
+                         ferry_reason_name(c->res.reason), c->res.detail);
+        else
+            oom_check_internal(c, r, hit);
+        break;
+    case OOM_VERIFY_ONCE:
+        /* The jti is used up exactly when the token was accepted. */
+        if (r == 0) {
+            oom_check_identity(c);
+        } else {
+            oom_check_internal(c, r, hit);
+            cr_assert_eq(oom_verify_plain(c->o, c->tok, true), FERRY_REASON_OK,
+                         "the retry after an internal failure was refused: %s (%s)",
+                         ferry_reason_name(g_last.reason), g_last.detail);
+        }
+        cr_assert_eq(oom_verify_plain(c->o, c->tok, true), FERRY_REASON_REPLAYED, "got %s",
+                     ferry_reason_name(g_last.reason));
+        break;
+    case OOM_ADD_ISSUER:
+        if (r == 0) {
+            cr_assert_eq(ferry_oidc_issuer_count(c->fresh), 1);
+        } else {
+            cr_assert(hit, "add_issuer failed without an injected failure: %d %s", r, c->err);
+            /* -FERRY_ECRYPTO: OpenSSL failed (to allocate) while importing a key. Never
+             * -FERRY_ECONFIG, which would blame the configuration. */
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO,
+                      "allocation %ld failed and add_issuer returned %d (%s)", c->n, r, c->err);
+            cr_assert(c->err[0] && !strchr(c->err, '\n'), "bad message: \"%s\"", c->err);
+            cr_assert_eq(ferry_oidc_issuer_count(c->fresh), 0, "a failed add left an issuer");
+            /* Nothing half-done stays behind: the same configuration adds now. */
+            cr_assert_eq(ferry_oidc_add_issuer(c->fresh, c->conf, c->err, sizeof(c->err)), 0,
+                         "%s", c->err);
+        }
+        /* No key was dropped on the way: both tokens verify. */
+        for (int i = 0; i < 2; i++) {
+            ferry_reason got = oom_verify_plain(c->fresh, c->good[i], false);
+
+            if (JOSE_OOM_DROPS_KEY && hit && r == 0 && got == FERRY_REASON_UNKNOWN_KID) {
+                oom_dropped_key++;
+                continue;
+            }
+            cr_assert_eq(got, FERRY_REASON_OK,
+                         "token %d after add_issuer with allocation %ld failing (r %d): %s (%s)",
+                         i, c->n, r, ferry_reason_name(got), g_last.detail);
+        }
+        break;
+    }
+    ferry_identity_free(c->id);
+    c->id = NULL;
+}
+
+/* Run the operation with its Nth allocation failing, N = 0, 1, ..., until a run completes
+ * without reaching the failure; returns that N (the number of allocations of the operation). */
+static long torture(struct oom_ctx *c)
+{
+    for (long n = 0; n < OOM_MAX_RUNS; n++) {
+        bool hit;
+        int r;
+
+        oom_prepare(c);
+        c->n = n;
+        inject_arm(n, 0);
+        r = oom_run(c);
+        hit = inject_disarm();
+        oom_check(c, r, hit);
+        if (!hit)
+            return n;
+    }
+    cr_assert_fail("operation %d still allocating after %d injected failures", c->kind,
+                   OOM_MAX_RUNS);
+    return -1;
+}
+
+/* A valid token of key over claims for the OOM issuer (claims borrowed). */
+static char *oom_token(const ferry_jwk *key, json_t *claims)
+{
+    return mint(key, ferry_jwk_alg(key), NULL, NULL, claims);
+}
+
+/* One issuer with an RS256 and an ES256 key in its inline JWKS. */
+static json_t *oom_conf(ferry_jwk *rs, ferry_jwk *es)
+{
+    ferry_jwk *ks[2] = {rs, es};
+
+    return json_pack("{s:s, s:[s], s:[s,s], s:o}", "issuer", OOM_ISS, "audiences", AUD,
+                     "algorithms", "RS256", "ES256", "jwks", jwks_of(ks, 2));
+}
+
+#endif /* __GLIBC__ */
+
+/* G5: every allocation of verify (RS256, ES256, one-time use, bad signature) and of add_issuer
+ * fails once, in turn. */
+Test(alloc, failure_injection, .timeout = 120)
+{
+#ifndef HAVE_ALLOC_INJECTION
+    cr_skip_test("allocation injection needs glibc");
+#else
+    ferry_jwk *rs = gen(FERRY_ALG_RS256), *es = gen(FERRY_ALG_ES256), *keys[2] = {rs, es};
+    struct oom_ctx c = {.conf = oom_conf(rs, es), .claims = claims_for(OOM_ISS)};
+    long n;
+
+    c.o = new_store(0);
+    add_ok(c.o, json_incref(c.conf));
+    for (int i = 0; i < 2; i++)
+        c.good[i] = oom_token(keys[i], c.claims);
+
+    for (int i = 0; i < 2; i++) {
+        /* Warm up OpenSSL's lazy initialisation and the key's caches, so that failures hit
+         * the per-call path. */
+        c.key = keys[i];
+        c.tok = strdup(c.good[i]);
+        c.kind = OOM_VERIFY;
+        cr_assert_eq(oom_verify_plain(c.o, c.tok, false), FERRY_REASON_OK);
+        n = torture(&c);
+        cr_assert_gt(n, 5, "%s verify made only %ld allocations",
+                     ferry_alg_name(ferry_jwk_alg(c.key)), n);
+
+        c.kind = OOM_VERIFY_BAD;
+        c.tok[strlen(c.tok) - 2] = c.tok[strlen(c.tok) - 2] == 'A' ? 'B' : 'A';
+        cr_assert_eq(oom_verify_plain(c.o, c.tok, false), FERRY_REASON_BAD_SIGNATURE);
+        torture(&c);
+
+        c.kind = OOM_VERIFY_ONCE;
+        torture(&c);
+        free(c.tok);
+        c.tok = NULL;
+        json_object_set_new(c.claims, "jti", json_string("jti-1"));
+    }
+
+    /* add_issuer: each run starts from an empty store (oom_prepare) */
+    c.kind = OOM_ADD_ISSUER;
+    n = torture(&c);
+    cr_assert_gt(n, 20, "add_issuer made only %ld allocations", n);
+
+    /* Nothing corrupted: the store and the keys that saw all the failed verifications still
+     * accept the same tokens and refuse the bad one, and one-time use still works. */
+    for (int i = 0; i < 2; i++) {
+        char *once, *bad = strdup(c.good[i]);
+
+        cr_assert_eq(oom_verify_plain(c.o, c.good[i], false), FERRY_REASON_OK, "%s",
+                     g_last.detail);
+        bad[strlen(bad) - 2] = bad[strlen(bad) - 2] == 'A' ? 'B' : 'A';
+        cr_assert_eq(oom_verify_plain(c.o, bad, false), FERRY_REASON_BAD_SIGNATURE);
+        json_object_set_new(c.claims, "jti", json_string(i ? "final-1" : "final-0"));
+        once = oom_token(keys[i], c.claims);
+        cr_assert_eq(oom_verify_plain(c.o, once, true), FERRY_REASON_OK, "%s", g_last.detail);
+        cr_assert_eq(oom_verify_plain(c.o, once, true), FERRY_REASON_REPLAYED);
+        free(once);
+        free(bad);
+    }
+
+    /* The known jose.c defects still show (see above); when one is fixed, switch it off. */
+#if JOSE_OOM_BLAMES_SIGNATURE
+    cr_expect_gt(oom_blamed_signature, 0,
+                 "no valid token was refused as bad_signature for lack of memory: if lib/jose.c "
+                 "now reports such failures as such, set JOSE_OOM_BLAMES_SIGNATURE to 0");
+#endif
+#if JOSE_OOM_DROPS_KEY
+    cr_expect_gt(oom_dropped_key, 0,
+                 "no key was dropped from a key set for lack of memory: if lib/jose.c now "
+                 "aborts the import instead, set JOSE_OOM_DROPS_KEY to 0");
+#endif
+
+    for (int i = 0; i < 2; i++)
+        free(c.good[i]);
+    json_decref(c.claims);
+    json_decref(c.conf);
+    ferry_oidc_free(c.fresh);
+    ferry_oidc_free(c.o);
+    ferry_jwk_unref(rs);
+    ferry_jwk_unref(es);
+#endif
+}
+
+/* A one-time token whose verification fails on our side after every check passed (the
+ * identity cannot be allocated) keeps its jti: the holder's retry is accepted, once. */
+Test(alloc, jti_not_consumed_when_the_identity_fails, .init = setup_ab, .fini = teardown_ab)
+{
+#ifndef HAVE_ALLOC_INJECTION
+    cr_skip_test("allocation injection needs glibc");
+#else
+    ferry_verify_options once = {.consume_jti = true};
+    ferry_verify_result res;
+    ferry_identity *id = NULL;
+    json_t *c = claims_for(ISS_A);
+    char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c), *other;
+    long n_id;
+    int r;
+
+    /* The identity is one calloc of sizeof(ferry_identity), made after every check. A dry run
+     * (a reusable verification of another token of the same shape) counts those callocs; the
+     * last one is the identity's. */
+    json_object_set_new(c, "jti", json_string("jti-2"));
+    other = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    cr_assert_eq(verify(g_o, other), FERRY_REASON_OK); /* warm up */
+    inject_arm(LONG_MAX, sizeof(ferry_identity));
+    r = ferry_oidc_verify(g_o, other, strlen(other), NULL, &id, &res);
+    cr_assert_not(inject_disarm());
+    n_id = inject_counted();
+    cr_assert_eq(r, 0, "%s", res.detail);
+    cr_assert_gt(n_id, 0, "no calloc of the identity seen");
+    ferry_identity_free(id);
+    id = NULL;
+
+    inject_arm(n_id - 1, sizeof(ferry_identity));
+    r = ferry_oidc_verify(g_o, tok, strlen(tok), &once, &id, &res);
+    cr_assert(inject_disarm(), "the identity's calloc was not reached");
+    cr_assert_lt(r, 0);
+    cr_assert_neq(r, -FERRY_EREFUSED);
+    cr_assert_eq(res.reason, FERRY_REASON_INTERNAL, "got %s (%s)", ferry_reason_name(res.reason),
+                 res.detail);
+    cr_assert_null(id);
+
+    /* Not consumed: the retry is accepted, once. */
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_REPLAYED);
+    free(other);
+    free(tok);
+    json_decref(c);
+#endif
 }
