@@ -424,10 +424,37 @@ static bool ed25519_s_canonical(const unsigned char *s)
     return false;
 }
 
+/* Classify an OpenSSL failure: -ENOMEM when the error queue shows an allocation failure, so
+ * that running out of memory is never reported as a bad signature or a weak key; fallback
+ * otherwise. The queue is left for the public entry points to clear. */
+static int ossl_failure(int fallback)
+{
+    unsigned long e;
+    int r = fallback;
+
+    /* OpenSSL's error queue is a small ring: this loop is bounded. */
+    while ((e = ERR_get_error()) != 0)
+        if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+            r = -ENOMEM;
+    return r;
+}
+
+/* The same for a key OpenSSL refused to build or check: a refusal for the key's own sake
+ * always leaves a reason on the queue (point not on the curve, bad encoding, ...). An empty
+ * queue, like an allocation failure, means OpenSSL itself failed, and the caller must not
+ * mistake that for a weak key and silently drop the key from a set. */
+static int ossl_key_failure(void)
+{
+    if (ERR_peek_error() == 0)
+        return -FERRY_ECRYPTO;
+    return ossl_failure(-FERRY_EWEAKKEY);
+}
+
 static int verify_eddsa(const ferry_jwk *key, const void *msg, size_t msg_len,
                         const unsigned char *sig)
 {
     _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *mctx = NULL;
+    int r;
 
     if (!ed25519_s_canonical(sig + 32))
         return -FERRY_EBADSIG;
@@ -435,9 +462,10 @@ static int verify_eddsa(const ferry_jwk *key, const void *msg, size_t msg_len,
     if (!mctx)
         return -ENOMEM;
     if (EVP_DigestVerifyInit_ex(mctx, NULL, NULL, NULL, NULL, key->pkey, NULL) != 1)
-        return -FERRY_ECRYPTO;
-    if (EVP_DigestVerify(mctx, sig, 64, msg ? msg : (const void *)"", msg_len) != 1)
-        return -FERRY_EBADSIG;
+        return ossl_failure(-FERRY_ECRYPTO);
+    r = EVP_DigestVerify(mctx, sig, 64, msg ? msg : (const void *)"", msg_len);
+    if (r != 1)
+        return ossl_failure(-FERRY_EBADSIG);
     return 0;
 }
 
@@ -473,10 +501,14 @@ static int verify_raw(ferry_alg alg, const ferry_jwk *key, const void *msg, size
         return r;
     ctx = ctx_take(key, OP_VERIFY, alg);
     if (!ctx)
-        return -FERRY_ECRYPTO;
-    if (EVP_PKEY_verify(ctx, s, slen, dgst, dlen) != 1) {
+        return ossl_failure(-FERRY_ECRYPTO);
+    r = EVP_PKEY_verify(ctx, s, slen, dgst, dlen);
+    if (r != 1) {
+        /* 0 or negative: the signature does not verify (OpenSSL also returns -1 for some
+         * hostile inputs, e.g. an ECDSA key sharing x with the generator), unless the queue
+         * shows that memory ran out. */
         EVP_PKEY_CTX_free(ctx);
-        return -FERRY_EBADSIG;
+        return ossl_failure(-FERRY_EBADSIG);
     }
     ctx_put(key, OP_VERIFY, alg, ctx);
     return 0;
@@ -745,7 +777,7 @@ static int key_check(EVP_PKEY *pkey, enum key_type type)
                                                                                   NULL);
         if (!c)
             return -FERRY_ECRYPTO;
-        return EVP_PKEY_public_check(c) == 1 ? 0 : -FERRY_EWEAKKEY;
+        return EVP_PKEY_public_check(c) == 1 ? 0 : ossl_key_failure();
     }
     case KEY_ED25519:
         return 0;
@@ -764,7 +796,7 @@ static int key_check_pair(EVP_PKEY *pkey)
 
     if (!c)
         return -FERRY_ECRYPTO;
-    return EVP_PKEY_pairwise_check(c) == 1 ? 0 : -FERRY_EWEAKKEY;
+    return EVP_PKEY_pairwise_check(c) == 1 ? 0 : ossl_key_failure();
 }
 
 /* Check a key and wrap it (stolen from *pkey on success) into a new ferry_jwk. kid may be
@@ -931,7 +963,7 @@ static int pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld, bool priv, EVP_P
     if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1)
         return -FERRY_ECRYPTO;
     if (EVP_PKEY_fromdata(ctx, ret, priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) != 1)
-        return -FERRY_EWEAKKEY;
+        return ossl_key_failure();
     return 0;
 }
 
