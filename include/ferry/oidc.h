@@ -120,7 +120,8 @@ void ferry_oidc_free(ferry_oidc *oidc); /* accepts NULL */
  *   ca_file, proxy, jwks_cache {min_ttl, max_ttl, default_ttl, refresh_cooldown,
  *   stale_window}, fetch {connect_timeout_ms, timeout_ms, max_bytes}.
  * Unknown members are an error. On failure a one-line reason is written to errbuf.
- * Returns 0, -FERRY_ECONFIG, -FERRY_EDUPLICATE (issuer already configured) or -ENOMEM. */
+ * Returns 0, -FERRY_ECONFIG, -FERRY_EDUPLICATE (issuer already configured), -ENOMEM or
+ * -FERRY_ECRYPTO (OpenSSL failed while importing a key: not the configuration's fault). */
 int ferry_oidc_add_issuer(ferry_oidc *oidc, const json_t *conf, char *errbuf, size_t errlen);
 
 /* Load {"issuers":[...], "replay_cache_size": N} (other top-level members are ignored so the
