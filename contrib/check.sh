@@ -65,6 +65,14 @@ run_suite() {
 run_suite "plain" "$FERRY_TOP/build" --enable-werror
 run_suite "asan+ubsan" "$FERRY_TOP/build-asan" --enable-werror --enable-asan --enable-ubsan
 
+# The benchmarks are not tests, but they must keep building.
+echo "==== make bench (build only)" >&2
+if make -C "$FERRY_TOP/build" -s -j"$(nproc)" bench >&2; then
+    passed=$((passed + 1))
+else
+    echo "check: the benchmarks do not build" >&2; failed=$((failed + 1))
+fi
+
 # Every parser's libFuzzer target, for a fixed budget each (seeded from the vectors).
 echo "==== fuzzers (${FERRY_FUZZ_SECONDS:-30} s each)" >&2
 fuzz_tap=$(bash tests/fuzz/run.sh "$FERRY_TOP/build" "${FERRY_FUZZ_SECONDS:-30}")
