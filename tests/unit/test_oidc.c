@@ -2882,12 +2882,13 @@ static void oom_check_identity(const struct oom_ctx *c)
 #define JOSE_OOM_BLAMES_SIGNATURE 0
 static long oom_blamed_signature;
 
-/* Known defect, not yet located: with one particular allocation failing during
- * ferry_oidc_add_issuer (inline key set), the add succeeds but a key is missing, so its tokens
- * are refused as unknown_kid (closed, but wrong). It is not jwks_from_json's skip path, nor
- * OpenSSL's key import and checks, which now tell allocation failures from weak keys
- * (ossl_key_failure in jose.c). Counted here instead of failing, and the count must not be 0:
- * once it is fixed this test says so, and setting this to 0 makes the check strict. */
+/* Known defect: with some allocations failing during ferry_oidc_add_issuer (inline key set),
+ * OpenSSL refuses a key during import or its public-key check with an error reason other than
+ * ERR_R_MALLOC_FAILURE, so jose.c (ossl_key_failure) takes it for a weak key and
+ * ferry_jwks_from_json skips it (-FERRY_EWEAKKEY, seen 5 times in this loop). The add then
+ * succeeds with that key missing and its tokens are refused as unknown_kid: closed, but wrong.
+ * Counted here instead of failing, and the count must not be 0: once it is fixed this test
+ * says so, and setting this to 0 makes the check strict. */
 #define JOSE_OOM_DROPS_KEY 1
 static long oom_dropped_key;
 
