@@ -1399,12 +1399,12 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         set = ferry_jwks_ref(is->jwks);
     (void)pthread_mutex_unlock(&is->lock);
 
-    if (due) {
-        if (usable)
-            locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
-        else
-            locked = pthread_mutex_lock(&is->fetch_lock) == 0;
-    }
+    /* Without a usable set, wait even when no fetch is due: one may be on the wire (the
+     * cooldown counts from its start), and its set is what this token needs. */
+    if (!usable)
+        locked = pthread_mutex_lock(&is->fetch_lock) == 0;
+    else if (due)
+        locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
     if (locked) {
         /* Another thread may have fetched while this one waited: a set installed since the
          * snapshot is looked at first (it may hold the kid); otherwise decide again. */

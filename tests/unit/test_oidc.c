@@ -2604,6 +2604,30 @@ Test(fetch, slow_refresh_does_not_block_verification, .init = fetch_setup,
     cr_expect_eq(count("/jwks"), 2);
 }
 
+/* Cold start (no set yet): a token arriving while another thread's first fetch is on the wire
+ * waits for that fetch and uses its set, instead of being refused as issuer_unavailable
+ * because the cooldown counts from the attempt in progress. One fetch in all. */
+Test(fetch, cold_start_waits_for_the_fetch_in_flight, .init = fetch_setup,
+     .fini = fetch_teardown, .timeout = 30)
+{
+    ferry_reason first = FERRY_REASON_INTERNAL;
+    pthread_t th;
+    int64_t t0;
+
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "delay:1"), 0);
+    t0 = mono_ms();
+    cr_assert_eq(pthread_create(&th, NULL, slow_refresh_worker, &first), 0);
+    while (count("/jwks") < 1 && mono_ms() - t0 < 5000)
+        usleep(10000);
+    cr_assert_eq(count("/jwks"), 1, "the first fetch did not start");
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    pthread_join(th, NULL);
+    cr_expect_eq(first, FERRY_REASON_OK);
+    cr_expect_eq(count("/jwks"), 1);
+    cr_expect_eq(count(DISCOVERY), 1);
+}
+
 /* A7: keys named inside a token are never fetched: jku / x5u at the stand-in get no
  * connection, even for a configured remote issuer. */
 Test(fetch, a7_token_named_keys_never_fetched, .init = fetch_setup, .fini = fetch_teardown)
