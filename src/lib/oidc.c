@@ -262,6 +262,7 @@ struct issuer {
     bool kid_refreshed;    /* a refresh for an unknown kid happened since creation or flush */
     int64_t last_kid_refresh;
     uint64_t generation;   /* incremented whenever a fetched set is installed */
+    uint64_t flushes;      /* incremented by every flush; a fetch begun before one is dropped */
     char last_error[160];  /* why the last fetch failed ("" after success) */
 };
 
@@ -1278,8 +1279,12 @@ static int issuer_refresh(struct issuer *is, int64_t now)
     ferry_jwks *set = NULL;
     int64_t disc_exp = 0, exp = 0;
     bool mismatch = false;
+    uint64_t flushes;
     int r = 0;
 
+    (void)pthread_mutex_lock(&is->lock);
+    flushes = is->flushes;
+    (void)pthread_mutex_unlock(&is->lock);
     if (is->source == SRC_DISCOVERY) {
         (void)pthread_mutex_lock(&is->lock);
         if (is->jwks_uri && now < is->disc_expires) {
@@ -1323,6 +1328,16 @@ install:
     if (r == -ENOMEM && !err[0])
         (void)snprintf(err, sizeof(err), "out of memory while fetching");
     (void)pthread_mutex_lock(&is->lock);
+    if (is->flushes != flushes) {
+        /* Flushed while on the wire: this answer predates the flush; install nothing. */
+        r = -FERRY_EFETCH;
+        mismatch = false;
+        free(new_disc);
+        new_disc = NULL;
+        ferry_jwks_unref(set);
+        set = NULL;
+        (void)snprintf(err, sizeof(err), "key set flushed during the fetch");
+    }
     if (mismatch) {
         ferry_jwks_unref(is->jwks);
         is->jwks = NULL;
@@ -1497,6 +1512,7 @@ static void issuer_flush(struct issuer *is)
     is->attempted = false;
     is->kid_refreshed = false;
     is->last_error[0] = '\0';
+    is->flushes++;
     (void)pthread_mutex_unlock(&is->lock);
 }
 

@@ -2628,6 +2628,39 @@ Test(fetch, cold_start_waits_for_the_fetch_in_flight, .init = fetch_setup,
     cr_expect_eq(count(DISCOVERY), 1);
 }
 
+/* An admin flush while a refresh is on the wire: the answer of that fetch was asked for before
+ * the flush and must not be installed after it (D5: a removed kid is refused immediately
+ * after a flush). Here the in-flight answer still carries kid1, which the IdP has removed. */
+Test(fetch, d5_flush_discards_the_fetch_in_flight, .init = fetch_setup,
+     .fini = fetch_teardown, .timeout = 30)
+{
+    ferry_reason slow = FERRY_REASON_INTERNAL;
+    char old[128], mode[192], err[256];
+    pthread_t th;
+    int64_t t0;
+
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    /* keep a copy of the set with kid1, then remove kid1 at the IdP */
+    snprintf(old, sizeof(old), "%s/old.json", F.dir);
+    cr_assert_eq(link(F.jwks_path, old), 0);
+    publish(&F.k2, 1);
+    snprintf(mode, sizeof(mode), "delay:1:file:%s", old);
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", mode), 0);
+    g_clock += 301; /* stale: the next token refreshes */
+    t0 = mono_ms();
+    cr_assert_eq(pthread_create(&th, NULL, slow_refresh_worker, &slow), 0);
+    while (count("/jwks") < 2 && mono_ms() - t0 < 5000)
+        usleep(10000);
+    cr_assert_eq(count("/jwks"), 2, "the refresh did not start");
+    ferry_oidc_flush(F.o, F.base);
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", NULL), 0);
+    pthread_join(th, NULL);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_UNKNOWN_KID);
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_OK);
+    unlink(old);
+}
+
 /* A7: keys named inside a token are never fetched: jku / x5u at the stand-in get no
  * connection, even for a configured remote issuer. */
 Test(fetch, a7_token_named_keys_never_fetched, .init = fetch_setup, .fini = fetch_teardown)
