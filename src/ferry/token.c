@@ -478,6 +478,10 @@ static void print_unverified_json(const char *label, const unsigned char *p, siz
 
     j = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
     if (!j) {
+        /* jansson quotes the offending input raw ("near '\x1b'"): keep it off the terminal. */
+        for (char *c = jerr.text; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+                *c = '?';
         printf("UNVERIFIED %s: not JSON (%zu bytes; %s)\n", label, n, jerr.text);
         return;
     }

@@ -549,6 +549,9 @@ def body(tap):
             ("raw CR/ESC in payload (not JSON)",
              f"{h}." + ft.b64u(b"\rUNVERIFIED? no: \x1b[1;32mVERIFIED\x1b[0m\r\n") + f".{s}"),
             ("invalid UTF-8", ft.b64u(b'{"a":"\xff\xfe"}') + f".{p}.{s}"),
+            # jansson's error text quotes the offending byte raw ("... near '\x1b'")
+            ("ESC where a member name belongs", ft.b64u(b'{"a":1,\x1b[31mX}') + f".{p}.{s}"),
+            ("BEL after a value", f"{h}." + ft.b64u(b'{"a":1}\x07') + f".{s}"),
             ("NUL in header", ft.b64u(b'{"a":"\x00"}') + f".{p}.{s}"),
         ]
         for desc, t in hostile:
