@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,13 +32,16 @@ int ferry_buf_append(ferry_buf *b, const void *p, size_t n)
 {
     if (n > b->max || b->len > b->max - n)
         return -E2BIG;
+    if (b->len + n == SIZE_MAX)
+        return -ENOMEM; /* no room for the NUL in size_t (only reachable with max SIZE_MAX) */
     if (b->len + n + 1 > b->alloc) {
         size_t want = b->alloc ? b->alloc : 256;
         char *nd;
 
         while (want < b->len + n + 1)
-            want *= 2;
-        if (want > b->max + 1)
+            want = want > SIZE_MAX / 2 ? b->len + n + 1 : want * 2;
+        /* Never more than max + 1, written so that max = SIZE_MAX does not wrap to 0. */
+        if (want - 1 > b->max)
             want = b->max + 1;
         if (b->secret) {
             /* realloc could leave a copy of the secret behind in freed memory. */

@@ -301,6 +301,27 @@ Test(buf, growth_and_secret)
     }
 }
 
+/* A buffer without a practical limit (max = SIZE_MAX) must still allocate room for what it
+ * holds: max + 1 must not wrap to a zero-byte allocation. */
+Test(buf, unlimited_max)
+{
+    ferry_buf b;
+
+    ferry_buf_init(&b, SIZE_MAX, false);
+    cr_assert_eq(ferry_buf_append(&b, "hello", 5), 0);
+    cr_assert_geq(b.alloc, 6, "allocated %zu bytes for 6", b.alloc);
+    cr_assert_str_eq(b.data, "hello");
+    cr_assert_eq(ferry_buf_append_str(&b, " world"), 0);
+    cr_assert_geq(b.alloc, 12);
+    cr_assert_str_eq(b.data, "hello world");
+    /* Lengths whose terminating NUL cannot be counted in size_t are refused unchanged. */
+    cr_assert_lt(ferry_buf_append(&b, "x", SIZE_MAX - 11), 0);
+    cr_assert_lt(ferry_buf_append(&b, "x", SIZE_MAX), 0);
+    cr_assert_eq(b.len, 11);
+    cr_assert_str_eq(b.data, "hello world");
+    ferry_buf_release(&b);
+}
+
 /* ---- memory helpers ----------------------------------------------------------------------- */
 
 Test(mem, memeq_ct)
