@@ -1114,24 +1114,25 @@ static int jwk_build_okp(const json_t *obj, bool priv, EVP_PKEY **ret)
         r = -FERRY_EMALFORMED;
         goto out;
     }
-    bld = OSSL_PARAM_BLD_new();
-    if (!bld) {
-        r = -ENOMEM;
+    /* With d, import only d and let OpenSSL derive the public key: signing with a d and a
+     * mismatched x would leak d (the Ed25519 double-public-key oracle). d goes in directly,
+     * not through an OSSL_PARAM_BLD: the builder copies octet strings into ordinary memory
+     * that OSSL_PARAM_free() does not wipe. */
+    if (priv) {
+        *ret = EVP_PKEY_new_raw_private_key_ex(NULL, "ED25519", NULL, d.p, 32);
+        r = *ret ? 0 : ossl_key_failure();
+        if (r < 0)
+            goto out;
+    } else {
+        bld = OSSL_PARAM_BLD_new();
+        if (!bld ||
+            OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, x.p, 32) != 1) {
+            r = -ENOMEM;
+            goto out;
+        }
+        r = pkey_fromdata("ED25519", bld, false, ret);
         goto out;
     }
-    /* With d, import only d and let OpenSSL derive the public key: signing with a d and a
-     * mismatched x would leak d (the Ed25519 double-public-key oracle). */
-    if (priv)
-        r = OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PRIV_KEY, d.p, 32) == 1
-                ? 0 : -ENOMEM;
-    else
-        r = OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, x.p, 32) == 1
-                ? 0 : -ENOMEM;
-    if (r < 0)
-        goto out;
-    r = pkey_fromdata("ED25519", bld, priv, ret);
-    if (r < 0 || !priv)
-        goto out;
     if (EVP_PKEY_get_raw_public_key(*ret, derived, &dn) != 1 || dn != 32 ||
         !ferry_memeq_ct(derived, x.p, 32)) {
         EVP_PKEY_free(*ret);

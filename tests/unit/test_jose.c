@@ -2686,6 +2686,7 @@ Test(pem, traditional_forms, .timeout = 60)
  * or bad key is never accepted because an allocation failed. */
 #if defined(__GLIBC__)
 #define HAVE_ALLOC_INJECTION 1
+#include <malloc.h>
 #ifdef __SANITIZE_ADDRESS__
 extern void *__interceptor_malloc(size_t n);
 extern void *__interceptor_calloc(size_t n, size_t m);
@@ -2693,6 +2694,8 @@ extern void *__interceptor_realloc(void *p, size_t n);
 #define REAL_MALLOC __interceptor_malloc
 #define REAL_CALLOC __interceptor_calloc
 #define REAL_REALLOC __interceptor_realloc
+extern void __interceptor_free(void *p);
+#define REAL_FREE __interceptor_free
 #else
 extern void *__libc_malloc(size_t n);
 extern void *__libc_calloc(size_t n, size_t m);
@@ -2700,6 +2703,8 @@ extern void *__libc_realloc(void *p, size_t n);
 #define REAL_MALLOC __libc_malloc
 #define REAL_CALLOC __libc_calloc
 #define REAL_REALLOC __libc_realloc
+extern void __libc_free(void *p);
+#define REAL_FREE __libc_free
 #endif
 
 static _Atomic long inject_at = -1; /* allocation index that fails, -1: off */
@@ -2731,6 +2736,25 @@ __attribute__((visibility("default"))) void *calloc(size_t n, size_t m)
 __attribute__((visibility("default"))) void *realloc(void *p, size_t n)
 {
     return inject_now() ? NULL : REAL_REALLOC(p, n);
+}
+
+/* free is replaced too, to look for secrets left in memory that is given back: while
+ * freed_secret_scan is set, every freed block is searched for freed_secret. */
+static unsigned char freed_secret[32];
+static _Atomic int freed_secret_scan;
+static _Atomic int freed_secret_hits;
+
+__attribute__((visibility("default"))) void free(void *p)
+{
+    if (p && freed_secret_scan) {
+        const unsigned char *b = p;
+        size_t n = malloc_usable_size(p);
+
+        for (size_t i = 0; i + sizeof(freed_secret) <= n; i++)
+            if (memcmp(b + i, freed_secret, sizeof(freed_secret)) == 0)
+                freed_secret_hits++;
+    }
+    REAL_FREE(p);
 }
 
 static void inject_arm(long at)
@@ -2770,6 +2794,33 @@ static long torture(int (*op)(void *), void *arg, bool must_fail, int ok_rc)
     return n;
 }
 #endif
+
+/* Importing a private Ed25519 JWK must not leave d in memory given back to the allocator (the
+ * parameter block handed to EVP_PKEY_fromdata holds a copy of it). */
+Test(jwk, okp_private_not_left_in_freed_memory)
+{
+#ifndef HAVE_ALLOC_INJECTION
+    cr_skip_test("free replacement needs glibc");
+#else
+    static const char d_b64[] = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
+    size_t dlen = 0;
+    ferry_jwk *k = NULL;
+    json_t *o;
+
+    cr_assert_eq(ferry_b64url_decode(d_b64, strlen(d_b64), freed_secret, &dlen), 0);
+    cr_assert_eq(dlen, 32);
+    o = jparse("{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+               "\"d\":\"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A\","
+               "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}");
+    freed_secret_scan = 1;
+    cr_assert_eq(ferry_jwk_from_json(o, FERRY_JWK_ALLOW_PRIVATE, &k), 0);
+    cr_assert(ferry_jwk_is_private(k));
+    ferry_jwk_unref(k);
+    freed_secret_scan = 0;
+    json_decref(o);
+    cr_assert_eq(freed_secret_hits, 0, "d found in %d freed blocks", (int)freed_secret_hits);
+#endif
+}
 
 struct torture_ctx {
     const char *tok;
