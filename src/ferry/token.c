@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "basic/b64.h"
 #include "basic/buf.h"
@@ -436,8 +437,9 @@ static int cmd_verify(int argc, char **argv)
                 break;
             lineno++;
             got = true;
-            /* Single mode takes exactly one token: refuse more input before deciding. */
-            if (!batch && getc(stdin) != EOF) {
+            /* Single mode takes exactly one token: refuse more input before deciding (from a
+             * pipe or file; on a terminal the line typed is the token). */
+            if (!batch && !isatty(STDIN_FILENO) && getc(stdin) != EOF) {
                 fprintf(stderr, "ferry token verify: more than one line on stdin; "
                                 "use --batch\n");
                 result = FERRY_EXIT_USAGE;
