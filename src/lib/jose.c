@@ -1158,7 +1158,10 @@ static int jwk_check_common(const json_t *obj, ferry_alg *ret_alg, const char **
     *ret_kid = NULL;
     *ret_alg = FERRY_ALG_UNKNOWN;
     if (kid) {
-        if (!json_is_string(kid) || json_string_length(kid) == 0)
+        /* An embedded NUL (possible in a json_t built by a caller) would truncate the kid
+         * we store and let the key be found under another kid. */
+        if (!json_is_string(kid) || json_string_length(kid) == 0 ||
+            strlen(json_string_value(kid)) != json_string_length(kid))
             return -FERRY_EMALFORMED;
         if (json_string_length(kid) > FERRY_KID_MAX_LEN)
             return -FERRY_ETOOBIG;

@@ -1977,6 +1977,10 @@ Test(jwk, common_members)
         kid[FERRY_KID_MAX_LEN + 1] = 0;
         json_object_set_new(c, "kid", json_string(kid));
         cr_assert_eq(import_obj(c, 0), -FERRY_ETOOBIG);
+        /* A kid with an embedded NUL (a json_t built by a caller, not parsed) would be
+         * stored truncated and found under another kid: refused. */
+        json_object_set_new(c, "kid", json_stringn("k1\0evil", 7));
+        cr_assert_eq(import_obj(c, 0), -FERRY_EMALFORMED);
         json_decref(c);
     }
     /* Not an object, NULL, bad flags. */
