@@ -2823,6 +2823,34 @@ Test(jwk, okp_private_not_left_in_freed_memory)
     freed_secret_scan = 0;
     json_decref(o);
     cr_assert_eq(freed_secret_hits, 0, "d found in %d freed blocks", (int)freed_secret_hits);
+    /* The same for a P-256 key (d goes through a secure BIGNUM parameter). */
+    {
+        EVP_PKEY *p = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        BIGNUM *x = NULL, *y = NULL, *d = NULL;
+        unsigned char buf[32];
+
+        o = json_pack("{s:s, s:s}", "kty", "EC", "crv", "P-256");
+        cr_assert_eq(EVP_PKEY_get_bn_param(p, OSSL_PKEY_PARAM_EC_PUB_X, &x), 1);
+        cr_assert_eq(EVP_PKEY_get_bn_param(p, OSSL_PKEY_PARAM_EC_PUB_Y, &y), 1);
+        cr_assert_eq(EVP_PKEY_get_bn_param(p, OSSL_PKEY_PARAM_PRIV_KEY, &d), 1);
+        bn_to_field(x, buf, 32);
+        set_b64(o, "x", buf, 32);
+        bn_to_field(y, buf, 32);
+        set_b64(o, "y", buf, 32);
+        bn_to_field(d, freed_secret, 32);
+        set_b64(o, "d", freed_secret, 32);
+        freed_secret_scan = 1;
+        cr_assert_eq(ferry_jwk_from_json(o, FERRY_JWK_ALLOW_PRIVATE, &k), 0);
+        ferry_jwk_unref(k);
+        freed_secret_scan = 0;
+        cr_assert_eq(freed_secret_hits, 0, "EC d found in %d freed blocks",
+                     (int)freed_secret_hits);
+        json_decref(o);
+        BN_free(x);
+        BN_free(y);
+        BN_clear_free(d);
+        EVP_PKEY_free(p);
+    }
 #endif
 }
 
