@@ -553,7 +553,7 @@ static int sign_raw(ferry_alg alg, const ferry_jwk *key, const void *msg, size_t
         if (EVP_DigestSignInit_ex(mctx, NULL, NULL, NULL, NULL, key->pkey, NULL) != 1 ||
             EVP_DigestSign(mctx, out, &olen, msg ? msg : (const void *)"", msg_len) != 1 ||
             olen != 64)
-            return -FERRY_ECRYPTO;
+            return ossl_failure(-FERRY_ECRYPTO);
         return 0;
     }
     r = digest(ai->hash, msg, msg_len, dgst, &dlen);
@@ -561,14 +561,14 @@ static int sign_raw(ferry_alg alg, const ferry_jwk *key, const void *msg, size_t
         return r;
     ctx = ctx_take(key, OP_SIGN, alg);
     if (!ctx)
-        return -FERRY_ECRYPTO;
+        return ossl_failure(-FERRY_ECRYPTO);
     if (ai->key == KEY_RSA) {
         olen = key->sig_len;
         r = EVP_PKEY_sign(ctx, out, &olen, dgst, dlen) == 1 && olen == key->sig_len
-                ? 0 : -FERRY_ECRYPTO;
+                ? 0 : ossl_failure(-FERRY_ECRYPTO);
     } else {
         olen = sizeof(der);
-        r = EVP_PKEY_sign(ctx, der, &olen, dgst, dlen) == 1 ? 0 : -FERRY_ECRYPTO;
+        r = EVP_PKEY_sign(ctx, der, &olen, dgst, dlen) == 1 ? 0 : ossl_failure(-FERRY_ECRYPTO);
         if (r == 0)
             r = ferry_ecdsa_der_to_p1363(der, olen, curves[ai->key].field_len, out) < 0
                     ? -FERRY_ECRYPTO : 0;
