@@ -2688,28 +2688,9 @@ Test(pem, traditional_forms, .timeout = 60)
  * operation is run with N = 0, 1, 2, ... until it completes without an injected failure.
  * Checked: no crash or sanitizer report, every failure is an error return, and a bad token
  * or bad key is never accepted because an allocation failed. */
-#if defined(__GLIBC__)
-#define HAVE_ALLOC_INJECTION 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
 #include <malloc.h>
-#ifdef __SANITIZE_ADDRESS__
-extern void *__interceptor_malloc(size_t n);
-extern void *__interceptor_calloc(size_t n, size_t m);
-extern void *__interceptor_realloc(void *p, size_t n);
-#define REAL_MALLOC __interceptor_malloc
-#define REAL_CALLOC __interceptor_calloc
-#define REAL_REALLOC __interceptor_realloc
-extern void __interceptor_free(void *p);
-#define REAL_FREE __interceptor_free
-#else
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t m);
-extern void *__libc_realloc(void *p, size_t n);
-#define REAL_MALLOC __libc_malloc
-#define REAL_CALLOC __libc_calloc
-#define REAL_REALLOC __libc_realloc
-extern void __libc_free(void *p);
-#define REAL_FREE __libc_free
-#endif
 
 static _Atomic long inject_at = -1; /* allocation index that fails, -1: off */
 static _Atomic long inject_count;

@@ -2764,23 +2764,8 @@ Test(replay, c7_concurrent_use_accepted_once, .init = setup_ab, .fini = teardown
  * than -FERRY_EREFUSED, never a reason that blames the token or the configuration; a one-time
  * token's jti is consumed exactly when the token is accepted; and afterwards the store still
  * accepts the same tokens. */
-#if defined(__GLIBC__)
-#define HAVE_ALLOC_INJECTION 1
-#ifdef __SANITIZE_ADDRESS__
-extern void *__interceptor_malloc(size_t n);
-extern void *__interceptor_calloc(size_t n, size_t m);
-extern void *__interceptor_realloc(void *p, size_t n);
-#define REAL_MALLOC __interceptor_malloc
-#define REAL_CALLOC __interceptor_calloc
-#define REAL_REALLOC __interceptor_realloc
-#else
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t m);
-extern void *__libc_realloc(void *p, size_t n);
-#define REAL_MALLOC __libc_malloc
-#define REAL_CALLOC __libc_calloc
-#define REAL_REALLOC __libc_realloc
-#endif
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
 
 static _Thread_local bool inj_armed;
 static _Thread_local long inj_at;        /* index of the counted allocation that fails */
