@@ -56,9 +56,13 @@ run_suite() {
     make -C "$dir" -s -j"$(nproc)" check >&2
     tally "$dir/test-suite.log"
     if [ -f "$dir/test-suite.log" ]; then
-        # Show what failed or skipped, for the CI log.
-        grep -E '^(FAIL|ERROR|XPASS|SKIP): ' "$dir"/tests/*.log "$dir"/tests/*/*.log 2>/dev/null \
+        # Show what failed, and why tests skipped (one line per reason), for the CI log.
+        grep -hE '^(FAIL|ERROR|XPASS): ' "$dir"/tests/*.log "$dir"/tests/*/*.log 2>/dev/null \
             | head -n 50 >&2
+        grep -hE '^SKIP: ' "$dir"/tests/*.log "$dir"/tests/*/*.log 2>/dev/null \
+            | sed -E 's/^SKIP: ([^ ]+) .*# SKIP *(.*)$/\1: \2/; t; s/^SKIP: ([^ ]+) - /\1: /' \
+            | sort | uniq -c \
+            | sed 's/^ */check: skipped /' >&2
     fi
 }
 

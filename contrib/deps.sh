@@ -28,13 +28,23 @@ ferry_install_missing() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || return 1
 }
 
-# ferry_build DIR [CONFIGURE-ARGS...] : configure (once) and build ferry out of tree in DIR.
+# ferry_build DIR [CONFIGURE-ARGS...] : configure and build ferry out of tree in DIR.
+# DIR is configured again when it was configured with other arguments (then cleaned, so that
+# every object is rebuilt with the new flags: quickstart.sh configures build/ without
+# --enable-werror, check.sh with it) or before the last package change (configure must see
+# libcriterion-dev and libjose-dev once check.sh has installed them).
 ferry_build() {
     local dir=$1; shift
+    local stamp="$dir/ferry-configure-args"
     ( cd "$FERRY_TOP" && { [ -x configure ] || ./autogen.sh >/dev/null 2>&1; } ) || return 1
     mkdir -p "$dir" || return 1
-    if [ ! -f "$dir/Makefile" ]; then
+    if [ -f "$dir/Makefile" ] && [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
+        make -C "$dir" -s clean >/dev/null 2>&1
+        rm -f "$dir/Makefile"
+    fi
+    if [ ! -f "$dir/Makefile" ] || [ /var/lib/dpkg/status -nt "$dir/config.status" ]; then
         ( cd "$dir" && "$FERRY_TOP/configure" -q "$@" ) || return 1
+        printf '%s' "$*" > "$stamp"
     fi
     make -C "$dir" -s -j"$(nproc)" >&2 || return 1
 }
