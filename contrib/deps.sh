@@ -29,22 +29,27 @@ ferry_install_missing() {
 }
 
 # ferry_build DIR [CONFIGURE-ARGS...] : configure and build ferry out of tree in DIR.
-# DIR is configured again when it was configured with other arguments (then cleaned, so that
-# every object is rebuilt with the new flags: quickstart.sh configures build/ without
-# --enable-werror, check.sh with it) or before the last package change (configure must see
+# Without CONFIGURE-ARGS an existing configuration is kept. With them, DIR is configured again
+# when it was configured with other arguments (then cleaned, so that every object is rebuilt
+# with the new flags: quickstart.sh configures build/ without --enable-werror, check.sh with
+# it). DIR is also configured again after a package change (configure must see
 # libcriterion-dev and libjose-dev once check.sh has installed them).
 ferry_build() {
     local dir=$1; shift
     local stamp="$dir/ferry-configure-args"
     ( cd "$FERRY_TOP" && { [ -x configure ] || ./autogen.sh >/dev/null 2>&1; } ) || return 1
     mkdir -p "$dir" || return 1
-    if [ -f "$dir/Makefile" ] && [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
+    if [ -f "$dir/Makefile" ] && [ $# -gt 0 ] && [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
         make -C "$dir" -s clean >/dev/null 2>&1
         rm -f "$dir/Makefile"
     fi
-    if [ ! -f "$dir/Makefile" ] || [ /var/lib/dpkg/status -nt "$dir/config.status" ]; then
+    if [ ! -f "$dir/Makefile" ]; then
         ( cd "$dir" && "$FERRY_TOP/configure" -q "$@" ) || return 1
         printf '%s' "$*" > "$stamp"
+    elif [ /var/lib/dpkg/status -nt "$dir/config.status" ]; then
+        # Same arguments as last time, fresh package checks.
+        ( cd "$dir" && ./config.status --recheck >/dev/null && ./config.status >/dev/null ) \
+            || return 1
     fi
     make -C "$dir" -s -j"$(nproc)" >&2 || return 1
 }
