@@ -34,22 +34,18 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
         criterion_options.logging_threshold = CRITERION_INFO;
 }
 
-#define RFC_DIR "jose-rfc-examples/"
+#define RFC_DIR "jose-rfc-examples"
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
 /* Contents of a vector file (NUL-terminated, trailing whitespace removed). */
 static char *rfc_text(const char *name, size_t *ret_len)
 {
-    char rel[256], *path, *buf;
+    char *buf;
     size_t len;
 
-    snprintf(rel, sizeof(rel), RFC_DIR "%s", name);
-    path = tu_vector_path(rel);
-    cr_assert_not_null(path);
-    buf = tu_read_file(path, 1u << 20, &len);
-    cr_assert_not_null(buf, "cannot read %s", path);
-    free(path);
+    buf = tu_read_vector(RFC_DIR, name, 1u << 20, &len);
+    cr_assert_not_null(buf, "cannot read " RFC_DIR "/%s", name);
     while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
         buf[--len] = '\0';
     if (ret_len)
@@ -59,15 +55,9 @@ static char *rfc_text(const char *name, size_t *ret_len)
 
 static json_t *rfc_json(const char *name)
 {
-    char rel[256], *path;
-    json_t *j;
+    json_t *j = tu_load_vector_json(RFC_DIR, name);
 
-    snprintf(rel, sizeof(rel), RFC_DIR "%s", name);
-    path = tu_vector_path(rel);
-    cr_assert_not_null(path);
-    j = tu_load_json(path);
-    cr_assert_not_null(j, "cannot load %s", path);
-    free(path);
+    cr_assert_not_null(j, "cannot load " RFC_DIR "/%s", name);
     return j;
 }
 

@@ -38,21 +38,15 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
         criterion_options.logging_threshold = CRITERION_INFO;
 }
 
-#define WP_DIR "wycheproof/testvectors_v1/"
+#define WP_DIR "wycheproof/testvectors_v1"
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
 static json_t *wp_load(const char *file)
 {
-    char rel[256], *path;
-    json_t *doc;
+    json_t *doc = tu_load_vector_json(WP_DIR, file);
 
-    snprintf(rel, sizeof(rel), WP_DIR "%s", file);
-    path = tu_vector_path(rel);
-    cr_assert_not_null(path);
-    doc = tu_load_json(path);
-    cr_assert_not_null(doc, "cannot load %s", path);
-    free(path);
+    cr_assert_not_null(doc, "cannot load " WP_DIR "/%s", file);
     return doc;
 }
 

@@ -187,3 +187,17 @@ char *tu_read_vector(const char *rel_dir, const char *name, size_t max, size_t *
     free(path);
     return buf;
 }
+
+json_t *tu_load_vector_json(const char *rel_dir, const char *name)
+{
+    char rel[1024], *path;
+    json_t *j;
+
+    snprintf(rel, sizeof(rel), "%s/%s", rel_dir, name);
+    path = tu_vector_path(rel);
+    if (!path)
+        return NULL;
+    j = tu_load_json(path);
+    free(path);
+    return j;
+}

@@ -42,6 +42,9 @@ void tu_free_list(char **names, size_t n);
 /* Read rel_dir/name from the vectors folder (at most max bytes), NUL-terminated, or NULL. */
 char *tu_read_vector(const char *rel_dir, const char *name, size_t max, size_t *ret_len);
 
+/* Load rel_dir/name from the vectors folder as JSON (tu_load_json rules), or NULL. */
+json_t *tu_load_vector_json(const char *rel_dir, const char *name);
+
 /* Path of a file in the source tree (tests/data/...), new string. */
 char *tu_src_path(const char *rel);
 
