@@ -11,5 +11,9 @@ enum {
 
 /* argv[0] is the subcommand name ("token"). Return an exit code. */
 int ferry_cmd_token(int argc, char **argv);
+int ferry_cmd_policy(int argc, char **argv);
+int ferry_cmd_keys(int argc, char **argv);
+int ferry_cmd_totp(int argc, char **argv);
+int ferry_cmd_log(int argc, char **argv);
 
 #endif

@@ -15,6 +15,10 @@ static const struct {
     const char *summary;
 } commands[] = {
     { "token", ferry_cmd_token, "verify or inspect identity tokens" },
+    { "policy", ferry_cmd_policy, "lint policy files; explain a decision" },
+    { "keys", ferry_cmd_keys, "create, rotate and publish ferry's signing keys" },
+    { "totp", ferry_cmd_totp, "enrol an account for TOTP step-up" },
+    { "log", ferry_cmd_log, "verify the audit log's hash chain and checkpoints" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,5 @@
+/* ferry/policy.h - least-privilege policy: load, index, decide, explain. */
+#ifndef FERRY_POLICY_H
+#define FERRY_POLICY_H
+
+#endif
