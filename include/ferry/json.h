@@ -65,6 +65,29 @@ extern "C" {
 int ferry_json_parse(const void *buf, size_t len, size_t max_len, unsigned max_depth,
                      json_t **ret_json, char *errbuf, size_t errlen);
 
+/* Source lines of the values of one parsed document, for error messages about configuration
+ * and policy files ("policies/ci.json:12: unknown member \"scopez\""). */
+typedef struct ferry_json_locs ferry_json_locs;
+
+/* As ferry_json_parse(), and also record the line (1-based, counting LF) where each value
+ * starts. On success *ret_locs is new (free with ferry_json_locs_free(); it refers to the
+ * returned tree by address, so use it only while that tree is alive and unmodified). On a
+ * parse error, *ret_err_line (when non-NULL) is the line of the offending byte, 0 for errors
+ * without a position (-EINVAL). Memory: about 40 bytes plus the member name per value. */
+int ferry_json_parse_located(const void *buf, size_t len, size_t max_len, unsigned max_depth,
+                             json_t **ret_json, ferry_json_locs **ret_locs,
+                             unsigned *ret_err_line, char *errbuf, size_t errlen);
+
+/* The line where the member key of object container starts (its value's first byte), or
+ * with key NULL the line of container's own opening bracket. 0 when unknown (not from this
+ * parse, or added later). */
+unsigned ferry_json_locs_line(const ferry_json_locs *locs, const json_t *container,
+                              const char *key);
+/* The line of element index of array (0 when unknown). */
+unsigned ferry_json_locs_line_index(const ferry_json_locs *locs, const json_t *array,
+                                    size_t index);
+void ferry_json_locs_free(ferry_json_locs *locs); /* accepts NULL */
+
 #ifdef __cplusplus
 }
 #endif

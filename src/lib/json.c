@@ -56,6 +56,30 @@ struct parser {
     json_t *stack_inline[STACK_INLINE];
 
     struct scratch keybuf, valbuf;
+
+    const unsigned char *err_at; /* where fail() was called; NULL while no error */
+    struct locs_builder *locs;   /* NULL unless ferry_json_parse_located() asked for lines */
+};
+
+/* Source lines of values, recorded only by ferry_json_parse_located(). */
+struct loc_entry {
+    const json_t *container; /* the object or array holding the value, or the container
+                                itself for its own opening line (key NULL, index SIZE_MAX) */
+    char *key;               /* member name (owned), NULL for array elements */
+    size_t index;            /* array index; SIZE_MAX for members and container starts */
+    unsigned line;
+};
+
+struct locs_builder {
+    struct loc_entry *v;
+    size_t n, cap;
+    const unsigned char *counted; /* newlines counted up to here */
+    unsigned line;                /* line number at counted */
+};
+
+struct ferry_json_locs {
+    struct loc_entry *v; /* sorted by container, then by insertion order */
+    size_t n;
 };
 
 /* Bytes of a string that need no attention: printable ASCII other than '"' and '\\'. */
@@ -102,6 +126,7 @@ _printf_(4, 5) static int fail(struct parser *ps, const unsigned char *at, int e
         va_end(ap);
         (void)snprintf(ps->errbuf, ps->errlen, "%s at byte %zu", msg, (size_t)(at - ps->base));
     }
+    ps->err_at = at;
     return err;
 }
 
@@ -520,6 +545,54 @@ static int read_name(struct parser *ps, const unsigned char **pp, json_t *obj,
     return 0;
 }
 
+/* The line of byte at: newlines are counted forward from the last call (the parser only moves
+ * forward), so recording costs O(input) over the whole parse. */
+static unsigned locs_line_at(struct locs_builder *lb, const unsigned char *at)
+{
+    const unsigned char *p = lb->counted;
+
+    while (p < at) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(at - p));
+
+        if (!nl)
+            break;
+        lb->line++;
+        p = nl + 1;
+    }
+    lb->counted = at;
+    return lb->line;
+}
+
+static int locs_record(struct parser *ps, const unsigned char *at, const json_t *container,
+                       const char *key, size_t klen, size_t index)
+{
+    struct locs_builder *lb = ps->locs;
+    struct loc_entry *e;
+
+    if (lb->n == lb->cap) {
+        size_t cap = lb->cap ? lb->cap * 2 : 64;
+        struct loc_entry *v = cap < SIZE_MAX / sizeof(*v) ? realloc(lb->v, cap * sizeof(*v))
+                                                          : NULL;
+
+        if (!v)
+            return fail_oom(ps, at);
+        lb->v = v;
+        lb->cap = cap;
+    }
+    e = &lb->v[lb->n];
+    e->key = NULL;
+    if (key) {
+        e->key = strndup(key, klen);
+        if (!e->key)
+            return fail_oom(ps, at);
+    }
+    e->container = container;
+    e->index = index;
+    e->line = locs_line_at(lb, at);
+    lb->n++;
+    return 0;
+}
+
 /* Attach v (stolen) to the innermost open container, under key when it is an object. */
 static int attach(struct parser *ps, const unsigned char *at, const char *key, size_t klen,
                   json_t *v)
@@ -531,7 +604,17 @@ static int attach(struct parser *ps, const unsigned char *at, const char *key, s
         r = json_object_setn_new_nocheck(top, key, klen, v);
     else
         r = json_array_append_new(top, v);
-    return r < 0 ? fail_oom(ps, at) : 0;
+    if (r < 0)
+        return fail_oom(ps, at);
+    if (ps->locs) {
+        bool member = json_is_object(top);
+
+        r = locs_record(ps, at, top, member ? key : NULL, klen,
+                        member ? SIZE_MAX : json_array_size(top) - 1);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }
 
 /* Open a new object or array at p: create it, attach it to its parent (if any) and push it. */
@@ -569,6 +652,12 @@ static int open_container(struct parser *ps, const unsigned char *p, const char 
             return r;
     }
     ps->stack[ps->depth++] = c;
+    if (ps->locs) {
+        /* The container's own line (the root's too: it is on the stack, freed on error). */
+        r = locs_record(ps, p, c, NULL, 0, SIZE_MAX);
+        if (r < 0)
+            return r;
+    }
     return 0;
 }
 
@@ -648,8 +737,9 @@ static int parse(struct parser *ps)
     }
 }
 
-FERRY_EXPORT int ferry_json_parse(const void *buf, size_t len, size_t max_len, unsigned max_depth,
-                                  json_t **ret_json, char *errbuf, size_t errlen)
+static int parse_common(const void *buf, size_t len, size_t max_len, unsigned max_depth,
+                        json_t **ret_json, struct locs_builder *locs, size_t *ret_err_offset,
+                        char *errbuf, size_t errlen)
 {
     struct parser ps; /* not zeroed as a whole: the inline buffers need no initialisation */
     int r;
@@ -663,6 +753,8 @@ FERRY_EXPORT int ferry_json_parse(const void *buf, size_t len, size_t max_len, u
     ps.max_depth = max_depth;
     ps.errbuf = errbuf;
     ps.errlen = errlen;
+    ps.err_at = NULL;
+    ps.locs = locs;
     if (len > max_len)
         return fail(&ps, ps.base, -FERRY_ETOOBIG, "input of %zu bytes exceeds %zu", len,
                     max_len);
@@ -678,10 +770,136 @@ FERRY_EXPORT int ferry_json_parse(const void *buf, size_t len, size_t max_len, u
         *ret_json = ps.stack[0];
     else
         json_decref(ps.stack[0]); /* NULL when nothing was built */
+    if (r < 0 && ret_err_offset)
+        *ret_err_offset = ps.err_at ? (size_t)(ps.err_at - ps.base) : 0;
 
     if (ps.stack != ps.stack_inline)
         free(ps.stack);
     free(ps.keybuf.heap);
     free(ps.valbuf.heap);
     return r;
+}
+
+FERRY_EXPORT int ferry_json_parse(const void *buf, size_t len, size_t max_len, unsigned max_depth,
+                                  json_t **ret_json, char *errbuf, size_t errlen)
+{
+    return parse_common(buf, len, max_len, max_depth, ret_json, NULL, NULL, errbuf, errlen);
+}
+
+static void locs_entries_free(struct loc_entry *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].key);
+    free(v);
+}
+
+/* Order by container address, then by position in the text (entries of one container were
+ * recorded in text order; the line breaks ties between equal containers stably enough because
+ * index and key order follow the text, but qsort is not stable, so compare lines then keys). */
+static int loc_cmp(const void *a, const void *b)
+{
+    const struct loc_entry *x = a, *y = b;
+
+    if (x->container != y->container)
+        return (uintptr_t)x->container < (uintptr_t)y->container ? -1 : 1;
+    if (x->index != y->index)
+        return x->index < y->index ? -1 : 1;
+    if (!x->key || !y->key)
+        return !x->key ? (y->key ? -1 : 0) : 1;
+    return strcmp(x->key, y->key);
+}
+
+FERRY_EXPORT int ferry_json_parse_located(const void *buf, size_t len, size_t max_len,
+                                          unsigned max_depth, json_t **ret_json,
+                                          ferry_json_locs **ret_locs, unsigned *ret_err_line,
+                                          char *errbuf, size_t errlen)
+{
+    struct locs_builder lb = { .v = NULL, .n = 0, .cap = 0, .line = 1 };
+    ferry_json_locs *locs;
+    size_t err_off = 0;
+    json_t *json = NULL;
+    int r;
+
+    if (ret_err_line)
+        *ret_err_line = 0;
+    if (!ret_locs)
+        return -EINVAL;
+    lb.counted = buf ? buf : (const void *)"";
+    r = parse_common(buf, len, max_len, max_depth, &json, &lb, &err_off, errbuf, errlen);
+    if (r < 0) {
+        if (ret_err_line && r != -EINVAL) {
+            const unsigned char *b = buf;
+            unsigned line = 1;
+
+            for (size_t i = 0; b && i < err_off && i < len; i++)
+                line += b[i] == '\n';
+            *ret_err_line = line;
+        }
+        locs_entries_free(lb.v, lb.n);
+        return r;
+    }
+    locs = malloc(sizeof(*locs));
+    if (!locs) {
+        locs_entries_free(lb.v, lb.n);
+        json_decref(json);
+        return -ENOMEM;
+    }
+    if (lb.n > 1)
+        qsort(lb.v, lb.n, sizeof(*lb.v), loc_cmp);
+    locs->v = lb.v;
+    locs->n = lb.n;
+    *ret_locs = locs;
+    *ret_json = json;
+    return 0;
+}
+
+/* The first entry of container, or NULL. */
+static const struct loc_entry *locs_find(const ferry_json_locs *locs, const json_t *container,
+                                         size_t index, const char *key)
+{
+    size_t lo = 0, hi;
+
+    if (!locs || !container)
+        return NULL;
+    hi = locs->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        struct loc_entry probe = { .container = container, .key = (char *)key, .index = index };
+
+        if (loc_cmp(&locs->v[mid], &probe) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < locs->n && locs->v[lo].container == container && locs->v[lo].index == index &&
+        (key ? locs->v[lo].key && strcmp(locs->v[lo].key, key) == 0 : !locs->v[lo].key))
+        return &locs->v[lo];
+    return NULL;
+}
+
+FERRY_EXPORT unsigned ferry_json_locs_line(const ferry_json_locs *locs, const json_t *container,
+                                           const char *key)
+{
+    const struct loc_entry *e = locs_find(locs, container, SIZE_MAX, key);
+
+    return e ? e->line : 0;
+}
+
+FERRY_EXPORT unsigned ferry_json_locs_line_index(const ferry_json_locs *locs,
+                                                 const json_t *array, size_t index)
+{
+    const struct loc_entry *e;
+
+    if (index == SIZE_MAX)
+        return 0;
+    e = locs_find(locs, array, index, NULL);
+    return e ? e->line : 0;
+}
+
+FERRY_EXPORT void ferry_json_locs_free(ferry_json_locs *locs)
+{
+    if (!locs)
+        return;
+    locs_entries_free(locs->v, locs->n);
+    free(locs);
 }

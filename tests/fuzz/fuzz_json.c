@@ -152,6 +152,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             die("max_len not enforced", data, size);
     }
 
+    /* The located parse accepts and builds exactly the same, and knows every member's line. */
+    {
+        ferry_json_locs *locs = NULL;
+        unsigned eline = 0;
+        int rl = ferry_json_parse_located(data, size, SIZE_MAX, UINT_MAX, &c, &locs, &eline,
+                                          NULL, 0);
+
+        if (rl != r)
+            die("located parse disagrees with ferry_json_parse", data, size);
+        if (rl == 0) {
+            const char *k;
+            json_t *v;
+
+            if (!same_tree(b, c))
+                die("located parse built another tree", data, size);
+            if (ferry_json_locs_line(locs, c, NULL) == 0)
+                die("no line for the root", data, size);
+            if (json_is_object(c))
+                json_object_foreach (c, k, v)
+                    if (ferry_json_locs_line(locs, c, k) == 0)
+                        die("no line for a member", data, size);
+            ferry_json_locs_free(locs);
+            json_decref(c);
+        } else if (eline == 0) {
+            die("no line for a parse error", data, size);
+        }
+    }
+
     json_decref(a);
     json_decref(b);
     return 0;

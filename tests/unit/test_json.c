@@ -1328,3 +1328,102 @@ Test(json_api, concurrent_use)
     free(expect);
     json_decref(ref);
 }
+
+/* ---- located parse: source lines for configuration and policy errors ----------------------- */
+
+Test(json_located, lines_of_members_elements_and_containers)
+{
+    static const char text[] = "{\n"
+                               "  \"a\": 1,\n"
+                               "  \"b\": {\n"
+                               "    \"c\": [10,\n"
+                               "          20],\n"
+                               "    \"d\": \"x\"\n"
+                               "  },\n"
+                               "\n"
+                               "  \"e\": null\n"
+                               "}\n";
+    ferry_json_locs *locs = NULL;
+    json_t *j = NULL, *plain = NULL, *b, *c;
+    unsigned eline = 99;
+
+    cr_assert_eq(ferry_json_parse_located(text, sizeof(text) - 1, 4096, 8, &j, &locs, &eline,
+                                          NULL, 0), 0);
+    cr_assert_eq(eline, 0);
+    cr_assert_eq(ferry_json_parse(text, sizeof(text) - 1, 4096, 8, &plain, NULL, 0), 0);
+    cr_assert(json_equal(j, plain), "same tree as ferry_json_parse");
+    b = json_object_get(j, "b");
+    c = json_object_get(b, "c");
+    cr_assert_eq(ferry_json_locs_line(locs, j, NULL), 1);
+    cr_assert_eq(ferry_json_locs_line(locs, j, "a"), 2);
+    cr_assert_eq(ferry_json_locs_line(locs, j, "b"), 3);
+    cr_assert_eq(ferry_json_locs_line(locs, b, NULL), 3);
+    cr_assert_eq(ferry_json_locs_line(locs, b, "c"), 4);
+    cr_assert_eq(ferry_json_locs_line_index(locs, c, 0), 4);
+    cr_assert_eq(ferry_json_locs_line_index(locs, c, 1), 5);
+    cr_assert_eq(ferry_json_locs_line(locs, b, "d"), 6);
+    cr_assert_eq(ferry_json_locs_line(locs, j, "e"), 9);
+    /* unknown names, indexes and containers */
+    cr_assert_eq(ferry_json_locs_line(locs, j, "c"), 0);
+    cr_assert_eq(ferry_json_locs_line_index(locs, c, 2), 0);
+    cr_assert_eq(ferry_json_locs_line(locs, plain, "a"), 0);
+    cr_assert_eq(ferry_json_locs_line(NULL, j, "a"), 0);
+    ferry_json_locs_free(locs);
+    json_decref(j);
+    json_decref(plain);
+}
+
+Test(json_located, many_members_found_after_sorting)
+{
+    char *text = malloc(200000);
+    size_t len = 0;
+    ferry_json_locs *locs = NULL;
+    json_t *j = NULL;
+
+    cr_assert_not_null(text);
+    len += (size_t)snprintf(text + len, 200000 - len, "[\n");
+    for (int i = 0; i < 2000; i++)
+        len += (size_t)snprintf(text + len, 200000 - len, "%s{\"k%d\": %d,\n\"z\": [%d]}\n",
+                                i ? "," : "", i, i, i);
+    len += (size_t)snprintf(text + len, 200000 - len, "]");
+    cr_assert_eq(ferry_json_parse_located(text, len, 200000, 4, &j, &locs, NULL, NULL, 0), 0);
+    for (size_t i = 0; i < 2000; i++) {
+        json_t *o = json_array_get(j, i);
+        char key[16];
+
+        (void)snprintf(key, sizeof(key), "k%zu", i);
+        cr_assert_eq(ferry_json_locs_line_index(locs, j, i), 2 + 2 * i);
+        cr_assert_eq(ferry_json_locs_line(locs, o, key), 2 + 2 * i);
+        cr_assert_eq(ferry_json_locs_line(locs, o, "z"), 3 + 2 * i);
+        cr_assert_eq(ferry_json_locs_line_index(locs, json_object_get(o, "z"), 0), 3 + 2 * i);
+    }
+    ferry_json_locs_free(locs);
+    json_decref(j);
+    free(text);
+}
+
+Test(json_located, error_line_and_nothing_returned)
+{
+    static const char dup[] = "{\n\"a\": 1,\n\n\"a\": 2}";
+    static const char deep[] = "[\n[\n[\n[1]]]]";
+    ferry_json_locs *locs = NULL;
+    json_t *j = NULL;
+    unsigned line = 0;
+    char err[FERRY_JSON_ERR_LEN];
+
+    cr_assert_eq(ferry_json_parse_located(dup, sizeof(dup) - 1, 4096, 8, &j, &locs, &line, err,
+                                          sizeof(err)),
+                 -FERRY_EMALFORMED);
+    cr_assert_eq(line, 4, "duplicate reported on line %u", line);
+    cr_assert_not_null(strstr(err, "duplicate"));
+    cr_assert_null(j);
+    cr_assert_null(locs);
+    cr_assert_eq(ferry_json_parse_located(deep, sizeof(deep) - 1, 4096, 3, &j, &locs, &line,
+                                          NULL, 0),
+                 -FERRY_ETOOBIG);
+    cr_assert_eq(line, 4);
+    cr_assert_eq(ferry_json_parse_located("{}", 2, 1, 3, &j, &locs, &line, NULL, 0),
+                 -FERRY_ETOOBIG);
+    cr_assert_eq(line, 1);
+    cr_assert_eq(ferry_json_parse_located("{}", 2, 10, 3, &j, NULL, &line, NULL, 0), -EINVAL);
+}
