@@ -156,18 +156,17 @@ static int cmd_enroll(int argc, char **argv)
     return FERRY_EXIT_OK;
 }
 
-/* Read one line (without "\n" / "\r\n") of at most CODE_INPUT_MAX bytes from stdin into buf
- * (CODE_INPUT_MAX + 1 bytes). A longer line is consumed and returned truncated with
- * *ret_overlong set. On a terminal, prompts on stderr and turns echo off. Returns 1 when a
- * line was read, 0 at EOF with nothing, -EIO on a read error. */
-static int read_code(char *buf, bool *ret_overlong)
+/* Read one line (without "\n" / "\r\n") from stdin into buf (CODE_INPUT_MAX + 1 bytes). A
+ * longer line is consumed and kept truncated to CODE_INPUT_MAX bytes: still far longer than
+ * any code, so it is refused as malformed. On a terminal, prompts on stderr and turns echo
+ * off. Returns 1 when a line was read, 0 at EOF with nothing, -EIO on a read error. */
+static int read_code(char *buf)
 {
     struct termios old, quiet;
-    bool tty = isatty(STDIN_FILENO), restore = false, any = false;
+    bool tty = isatty(STDIN_FILENO), restore = false, any = false, overlong = false;
     size_t n = 0;
     int c, r;
 
-    *ret_overlong = false;
     if (tty) {
         fprintf(stderr, "TOTP code: ");
         fflush(stderr);
@@ -184,10 +183,10 @@ static int read_code(char *buf, bool *ret_overlong)
         if (n < CODE_INPUT_MAX)
             buf[n++] = (char)c;
         else
-            *ret_overlong = true;
+            overlong = true;
     }
     buf[n] = '\0';
-    if (n > 0 && !*ret_overlong && buf[n - 1] == '\r')
+    if (n > 0 && !overlong && buf[n - 1] == '\r')
         buf[--n] = '\0';
     r = ferror(stdin) ? -EIO : any ? 1 : 0;
     if (restore)
@@ -203,13 +202,12 @@ static int cmd_verify(int argc, char **argv)
     char code[CODE_INPUT_MAX + 1], err[256];
     ferry_totp_status st;
     int64_t retry = 0;
-    bool overlong;
     int r;
 
     r = parse_options(argc, argv, false, &o);
     if (r != 0)
         return r > 0 ? FERRY_EXIT_OK : FERRY_EXIT_USAGE;
-    r = read_code(code, &overlong);
+    r = read_code(code);
     if (r < 0) {
         ferry_wipe(code, sizeof(code));
         fprintf(stderr, "ferry totp verify: cannot read the code from stdin\n");
@@ -219,8 +217,6 @@ static int cmd_verify(int argc, char **argv)
         fprintf(stderr, "ferry totp verify: no code on stdin\n");
         return FERRY_EXIT_USAGE;
     }
-    /* An overlong line is kept truncated to CODE_INPUT_MAX bytes: still no valid code. */
-    (void)overlong;
     r = ferry_totp_verify(o.state_dir, o.account, code,
                           o.have_now ? o.now : (int64_t)time(NULL), &st, &retry, err,
                           sizeof(err));

@@ -147,6 +147,13 @@ static ferry_totp_info info_of(const char *account, int64_t now)
     return info;
 }
 
+static void mkdir_in(const char *rel)
+{
+    char *p = path_in(rel);
+    cr_assert_eq(mkdir(p, 0700), 0, "%s: %s", p, strerror(errno));
+    free(p);
+}
+
 static void write_file(const char *rel, const char *text, size_t len, mode_t mode)
 {
     char *p = path_in(rel);
@@ -704,7 +711,7 @@ Test(totp, a_handwritten_record_works)
     ferry_totp_status st;
     char err[256];
 
-    cr_assert_eq(mkdir(path_in("totp"), 0700), 0);
+    mkdir_in("totp");
     snprintf(text, sizeof(text), good_fmt, "");
     write_file("totp/rfc.json", text, strlen(text), 0600);
     /* Counter 1 = "287082", at any time in [30, 60). */
@@ -771,7 +778,7 @@ Test(totp, hostile_records_are_refused)
     char err[256], text[1024];
     ferry_totp_status st = (ferry_totp_status)77;
 
-    cr_assert_eq(mkdir(path_in("totp"), 0700), 0);
+    mkdir_in("totp");
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         write_file("totp/x.json", cases[i].text, strlen(cases[i].text), 0600);
         cr_assert_eq(verify_raw("x", NOW, err, sizeof(err), &st), cases[i].want, "case %zu", i);
@@ -811,7 +818,7 @@ Test(totp, record_open_to_others_is_refused)
     ferry_totp_status st;
     ferry_totp_info info;
 
-    cr_assert_eq(mkdir(path_in("totp"), 0700), 0);
+    mkdir_in("totp");
     snprintf(text, sizeof(text), good_fmt, "");
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
         write_file("totp/x.json", text, strlen(text), modes[i]);
@@ -828,7 +835,7 @@ Test(totp, record_that_is_not_a_regular_file_is_refused)
     char err[256], *p;
     ferry_totp_status st;
 
-    cr_assert_eq(mkdir(path_in("totp"), 0700), 0);
+    mkdir_in("totp");
     /* A symlink to a perfectly good record elsewhere. */
     char text[1024];
     snprintf(text, sizeof(text), good_fmt, "");
