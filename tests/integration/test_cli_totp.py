@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import stat
 import struct
 import sys
@@ -22,6 +23,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
 
 NOW = 1700000010  # first second of time step 56666667
+SANITIZER = re.compile(r"ERROR: (Leak|Address)Sanitizer|runtime error:|SUMMARY: \w+Sanitizer")
+RUNS = []
+
+
+def ferry(*args, stdin=None):
+    """ft.ferry, remembering every result for the sanitizer check at the end."""
+    r = ft.ferry(*args, stdin=stdin)
+    RUNS.append(r)
+    return r
 
 
 def totp(secret, t, digits=6, period=30):
@@ -33,7 +43,7 @@ def totp(secret, t, digits=6, period=30):
 
 
 def enroll(tap, state, account, *extra):
-    r = ft.ferry("totp", "enroll", "--state-dir", state, *extra, account)
+    r = ferry("totp", "enroll", "--state-dir", state, *extra, account)
     tap.ok(r.rc == 0, f"enroll {account}: exit 0", r)
     return r
 
@@ -44,7 +54,7 @@ def secret_of(uri):
 
 
 def verify(state, account, code, now=NOW):
-    return ft.ferry("totp", "verify", "--state-dir", state, "--now", str(now), account,
+    return ferry("totp", "verify", "--state-dir", state, "--now", str(now), account,
                     stdin=code)
 
 
@@ -80,7 +90,7 @@ def body(tap):
             stored = json.load(f)
         tap.eq(base64.b32decode(stored["secret"]), secret, "stored secret is the URI's")
 
-        r = ft.ferry("totp", "enroll", "--state-dir", state, "alice@example.com")
+        r = ferry("totp", "enroll", "--state-dir", state, "alice@example.com")
         tap.ok(r.rc == 1 and "already enrolled" in r.err and r.out == "",
                "second enroll refused (exit 1), no URI", r)
         r = enroll(tap, state, "alice@example.com", "--force")
@@ -119,7 +129,7 @@ def body(tap):
         tap.ok(r.rc == 1 and status_of(r) == "locked" and "retry after" in r.err,
                "H3: locked after five failures, even for the right code", r)
         tap.eq((r.json() or {}).get("retry_after"), 30, "retry_after 30 s")
-        r = ft.ferry("totp", "status", "--state-dir", state, "--now", str(NOW), "bob")
+        r = ferry("totp", "status", "--state-dir", state, "--now", str(NOW), "bob")
         j = r.json() or {}
         tap.ok(r.rc == 0 and j.get("locked") is True and j.get("lockouts") == 1
                and j.get("retry_after") == 30, "status shows the lock", r)
@@ -129,23 +139,23 @@ def body(tap):
         tap.ok(r.rc == 0, "accepted once the lock has expired", r)
 
         # ---- usage -------------------------------------------------------------------------
-        r = ft.ferry("totp", "verify", "--state-dir", state, "bob", totp(sb, NOW + 60))
+        r = ferry("totp", "verify", "--state-dir", state, "bob", totp(sb, NOW + 60))
         tap.ok(r.rc == 2 and "stdin" in r.err, "a code on the command line is a usage error", r)
-        r = ft.ferry("totp", "verify", "--state-dir", state, "bob", stdin="")
+        r = ferry("totp", "verify", "--state-dir", state, "bob", stdin="")
         tap.ok(r.rc == 2 and "no code" in r.err, "empty stdin is a usage error", r)
-        r = ft.ferry("totp", "verify", "bob", stdin="123456")
+        r = ferry("totp", "verify", "bob", stdin="123456")
         tap.ok(r.rc == 2 and "--state-dir" in r.err, "--state-dir is required", r)
         for name in ("../etc/passwd", "a/b", "..", ".hidden", "-x", "a\nb"):
-            r = ft.ferry("totp", "enroll", "--state-dir", state, "--", name)
+            r = ferry("totp", "enroll", "--state-dir", state, "--", name)
             tap.ok(r.rc == 2 and "invalid account" in r.err, f"enroll refuses {name!r}", r)
-            r = ft.ferry("totp", "verify", "--state-dir", state, "--", name, stdin="123456")
+            r = ferry("totp", "verify", "--state-dir", state, "--", name, stdin="123456")
             tap.ok(r.rc == 2, f"verify refuses {name!r}", r)
         tap.eq(sorted(os.listdir(state)), ["totp"], "nothing created outside totp/")
         r = verify(state, "ghost", "123456")
         tap.ok(r.rc == 1 and status_of(r) == "unknown_account", "unknown account refused", r)
-        r = ft.ferry("totp", "--help")
+        r = ferry("totp", "--help")
         tap.ok(r.rc == 0 and "enroll" in r.out, "--help exits 0", r)
-        r = ft.ferry("totp", "frobnicate")
+        r = ferry("totp", "frobnicate")
         tap.eq(r.rc, 2, "unknown subcommand exits 2")
 
         # ---- hostile state -------------------------------------------------------------------
@@ -162,6 +172,9 @@ def body(tap):
             json.dump(j, f)
         r = verify(state, "alice@example.com", totp(secret, NOW + 60), now=NOW + 60)
         tap.ok(r.rc == 1 and "unknown member" in r.err, "unknown member refused", r)
+
+    bad = [r for r in RUNS if SANITIZER.search(r.err)]
+    tap.ok(not bad, f"no sanitizer report in {len(RUNS)} runs", bad[0] if bad else None)
 
 
 if __name__ == "__main__":
