@@ -355,8 +355,8 @@ static int lock_account(int dfd, const names *nm, bool create, int op, char *err
     int r;
 
     /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
-    fd = openat(dfd, nm->lock, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (create ? O_CREAT : 0),
-                0600);
+    fd = openat(dfd, nm->lock,
+                O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
     if (fd < 0) {
         r = -errno;
         seterr(errbuf, errlen, "totp: cannot open lock file %s: %s", nm->lock, strerror(-r));

@@ -539,9 +539,13 @@ Test(totp, replay_survives_a_new_process)
 
 Test(totp, malformed_codes_are_refused)
 {
-    static const char *const fixed[] = { "",        "12345",  "1234567", "12345a",
-                                         "+12345",  "-12345", "12 456",  "\xef\xbc\x91\xef\xbc\x92\xef\xbc\x93\xef\xbc\x94\xef\xbc\x95\xef\xbc\x96",
-                                         "0x1234",  "123456789012345678901234" };
+    /* ... including six full-width digits (U+FF11..U+FF16), digits to a Unicode reader. */
+    static const char *const fixed[] = {
+        "",       "12345",  "1234567", "12345a",
+        "+12345", "-12345", "12 456",
+        "\xef\xbc\x91\xef\xbc\x92\xef\xbc\x93\xef\xbc\x94\xef\xbc\x95\xef\xbc\x96",
+        "0x1234", "123456789012345678901234",
+    };
     /* The right code with anything around it, or a prefix of it, is not the right code. */
     static const struct {
         const char *pre, *post;
