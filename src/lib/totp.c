@@ -682,8 +682,8 @@ static int record_write(int dfd, const names *nm, const totp_record *rec, char *
 fail:
     if (fd >= 0)
         (void)close(fd);
-    if (r != -EISDIR && r != -ELOOP)
-        (void)unlinkat(dfd, nm->tmp, 0);
+    /* Ours under the lock; unlink never follows a symlink and fails on a directory. */
+    (void)unlinkat(dfd, nm->tmp, 0);
     ferry_wipe(text, sizeof(text));
     seterr(errbuf, errlen, "totp: cannot %s %s: %s", step, nm->tmp, strerror(-r));
     return r < 0 ? r : -EIO;

@@ -911,6 +911,19 @@ Test(totp, a_decision_that_cannot_be_saved_is_not_given)
     cr_assert_eq(rmdir(tmp), 0);
     /* Nothing was saved, so the code was not used up. */
     cr_assert_eq(verify_at("alice", code, NOW, NULL), FERRY_TOTP_OK);
+
+    /* A symlink planted as the temp file is neither written through nor kept. */
+    char *victim = path_in("victim");
+    write_file("victim", "untouched", 9, 0600);
+    cr_assert_eq(symlink(victim, tmp), 0);
+    cr_assert_lt(ferry_totp_verify(state, "alice", "000000", NOW, &st, NULL, err, sizeof(err)),
+                 0);
+    char *v = read_text("victim");
+    cr_assert_str_eq(v, "untouched");
+    free(v);
+    cr_assert(!exists("totp/.alice.tmp"), "planted symlink left in place");
+    cr_assert_eq(verify_at("alice", "000000", NOW, NULL) == FERRY_TOTP_OK, false);
+    free(victim);
     free(tmp);
 }
 
