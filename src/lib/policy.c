@@ -84,6 +84,7 @@ struct sm_entry {
     uint64_t hash;
     uint32_t *ids;
     uint32_t n, cap;
+    uint32_t id0; /* ids[0], kept here so a single-policy entry costs no second cache line */
 };
 
 struct smap {
@@ -96,6 +97,10 @@ struct issuer_ix {
     const char *issuer;
     struct smap exact;  /* subject -> policies with that exact subject */
     struct smap prefix; /* literal prefix of a glob -> policies */
+    uint64_t *pfilter;  /* one bit per hash of a literal prefix (a filter in front of prefix:
+                           most probed lengths have no entry, and the bit array stays in
+                           cache where the map's slots would not) */
+    uint64_t pfmask;    /* bits - 1 */
     uint32_t *plens;    /* distinct prefix lengths, ascending */
     size_t n_plens;
     uint32_t *all;      /* every policy of the issuer, in load order (explain) */
@@ -271,6 +276,7 @@ static int smap_add(struct smap *m, const char *key, size_t len, uint32_t id)
         e->cap = ncap;
     }
     e->ids[e->n++] = id;
+    e->id0 = e->ids[0];
     return 0;
 }
 
@@ -969,7 +975,8 @@ static bool parse_claim_rule(struct lctx *c, const json_t *rule, unsigned line,
             return false;
         }
         if (json_is_string(exact) &&
-            (json_string_length(exact) > FERRY_POLICY_STRING_MAX || has_ctl(json_string_value(exact)))) {
+            (json_string_length(exact) > FERRY_POLICY_STRING_MAX ||
+             has_ctl(json_string_value(exact)))) {
             prob(c, line_of(c, rule, "exact"), "%s: \"exact\" is too long or not printable",
                  where);
             return false;
@@ -1211,7 +1218,8 @@ static bool parse_grant(struct lctx *c, const json_t *g, struct policy *p)
                      "grant.azure: tenant_id \"%s\" is not a GUID (or is the nil GUID)", Q(t));
                 eok = false;
             }
-            if (cl && (!valid_guid(cl) || strcmp(cl, "00000000-0000-0000-0000-000000000000") == 0)) {
+            if (cl &&
+                (!valid_guid(cl) || strcmp(cl, "00000000-0000-0000-0000-000000000000") == 0)) {
                 prob(c, line_of(c, e, "client_id"),
                      "grant.azure: client_id \"%s\" is not a GUID (or is the nil GUID)", Q(cl));
                 eok = false;
@@ -1710,6 +1718,7 @@ static void set_free(ferry_policy_set *s)
     for (size_t i = 0; i < s->n_ix; i++) {
         smap_release(&s->ix[i].exact);
         smap_release(&s->ix[i].prefix);
+        free(s->ix[i].pfilter);
         free(s->ix[i].plens);
         free(s->ix[i].all);
     }
@@ -1801,8 +1810,23 @@ static int build_index(ferry_policy_set *s)
         if (r < 0)
             return r;
     }
-    for (size_t i = 0; i < s->n_ix; i++)
-        qsort(s->ix[i].plens, s->ix[i].n_plens, sizeof(uint32_t), cmp_u32);
+    for (size_t i = 0; i < s->n_ix; i++) {
+        struct issuer_ix *ix = &s->ix[i];
+        size_t bits = 512;
+
+        qsort(ix->plens, ix->n_plens, sizeof(uint32_t), cmp_u32);
+        while (bits < ix->prefix.n * 16)
+            bits *= 2;
+        ix->pfilter = calloc(bits / 64, sizeof(uint64_t));
+        if (!ix->pfilter)
+            return -ENOMEM;
+        ix->pfmask = bits - 1;
+        for (size_t j = 0; j < ix->prefix.cap; j++) {
+            uint64_t h = ix->prefix.slots[j].hash >> 20; /* other bits than the slot index */
+            if (ix->prefix.slots[j].key)
+                ix->pfilter[(h & ix->pfmask) / 64] |= UINT64_C(1) << (h & 63);
+        }
+    }
     return 0;
 }
 
@@ -1986,17 +2010,19 @@ static bool identity_has_audience(const json_t *aud, const char *want)
     return false;
 }
 
-/* Does p match the identity? On failure, detail (when non-NULL) says why in one line. */
+/* Does p match the identity? On failure, detail (when non-NULL) says why in one line.
+ * indexed: p came from the index for this issuer and subject, so the issuer and an exact
+ * subject are already known to be equal. */
 static fail_kind policy_match(const struct policy *p, const ferry_policy_request *req,
-                              char *detail, size_t dlen)
+                              bool indexed, char *detail, size_t dlen)
 {
-    if (strcmp(p->issuer, req->issuer) != 0) {
+    if (!indexed && strcmp(p->issuer, req->issuer) != 0) {
         if (detail)
             (void)snprintf(detail, dlen, "issuer is \"%s\"", Q(p->issuer));
         return FAIL_ISSUER;
     }
     if (p->subject_glob ? !ferry_policy_glob_match(p->subject, req->subject)
-                        : strcmp(p->subject, req->subject) != 0) {
+                        : !indexed && strcmp(p->subject, req->subject) != 0) {
         if (detail)
             (void)snprintf(detail, dlen, "subject does not %s \"%s\"",
                            p->subject_glob ? "match the glob" : "equal", Q(p->subject));
@@ -2295,7 +2321,7 @@ static int candidates(const struct issuer_ix *ix, const char *subject, struct id
 
     e = smap_find_h(&ix->exact, subject, slen, fnv1a(subject, slen));
     if (e) {
-        r = idlist_append(out, e->ids, e->n);
+        r = idlist_append(out, e->n == 1 ? &e->id0 : e->ids, e->n);
         if (r < 0)
             return r;
         lists++;
@@ -2306,9 +2332,11 @@ static int candidates(const struct issuer_ix *ix, const char *subject, struct id
             h ^= (unsigned char)subject[pos];
             h *= UINT64_C(1099511628211);
         }
+        if (!(ix->pfilter[((h >> 20) & ix->pfmask) / 64] & (UINT64_C(1) << ((h >> 20) & 63))))
+            continue;
         e = smap_find_h(&ix->prefix, subject, l, h);
         if (e) {
-            r = idlist_append(out, e->ids, e->n);
+            r = idlist_append(out, e->n == 1 ? &e->id0 : e->ids, e->n);
             if (r < 0)
                 return r;
             lists++;
@@ -2376,7 +2404,7 @@ static int decide(const ferry_policy_set *s, const ferry_policy_request *req,
         goto out;
     for (size_t i = 0; i < cand.n; i++) {
         const struct policy *p = &s->pol[cand.v[i]];
-        if (policy_match(p, req, NULL, 0) != FAIL_NONE)
+        if (policy_match(p, req, true, NULL, 0) != FAIL_NONE)
             continue;
         r = idlist_append(p->step_up && !req->step_up_totp ? &gated : &matched, &cand.v[i], 1);
         if (r < 0)
@@ -2564,7 +2592,7 @@ static int explain_policy(const ferry_policy_set *s, const struct policy *p,
                           json_t *considered)
 {
     char detail[FERRY_POLICY_REASON_MAX];
-    fail_kind f = policy_match(p, req, detail, sizeof(detail));
+    fail_kind f = policy_match(p, req, false, detail, sizeof(detail));
     json_t *e = json_pack("{s:s, s:s, s:I, s:b}", "id", p->id, "file", s->files[p->file],
                           "line", (json_int_t)p->line, "matched", f == FAIL_NONE);
     bool ok = e != NULL;

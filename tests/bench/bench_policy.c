@@ -112,16 +112,19 @@ static char *make_doc(size_t first, size_t count, size_t total, size_t *ret_len)
         off += (size_t)snprintf(
             d + off, cap - off,
             "%s{\"id\":\"p%zu\",\"description\":\"generated policy %zu of %zu\","
-            "\"match\":{\"issuer\":\"%s\",\"%s\":\"%s\",\"audience\":[\"https://ferry.example.com\"]",
+            "\"match\":{\"issuer\":\"%s\",\"%s\":\"%s\","
+            "\"audience\":[\"https://ferry.example.com\"]",
             i > first ? "," : "", i, i, total, issuers[iss], glob ? "subject_glob" : "subject",
             subject);
         if (i % 3 == 0)
             off += (size_t)snprintf(d + off, cap - off,
-                                    ",\"claims\":[{\"claim\":\"team\",\"one_of\":[\"ml\",\"infra\"]},"
+                                    ",\"claims\":[{\"claim\":\"team\","
+                                    "\"one_of\":[\"ml\",\"infra\"]},"
                                     "{\"claim\":[\"ctx\",\"env\"],\"exact\":\"prod\"}]");
         off += (size_t)snprintf(
             d + off, cap - off,
-            "},\"grant\":{\"scopes\":[\"read\",\"write:%zu\"],\"audiences\":[\"https://api%zu.example.com\"],"
+            "},\"grant\":{\"scopes\":[\"read\",\"write:%zu\"],"
+            "\"audiences\":[\"https://api%zu.example.com\"],"
             "\"max_ttl\":%zu,\"secrets\":[\"vault:kv/data/team%zu/*\"]",
             i % 7, i % 3, 900 + i % 2700, i % 13);
         if (i % 4 == 0)
@@ -138,7 +141,7 @@ static char *make_doc(size_t first, size_t count, size_t total, size_t *ret_len)
 
 struct ident {
     const char *issuer;
-    char subject[160];
+    char subject[200];
     json_t *claims, *aud;
     bool expect_grant;
 };
@@ -150,7 +153,7 @@ static void make_identities(struct ident *ids, size_t n, size_t total)
         size_t i = rnd() % total;
         unsigned iss = (unsigned)(i % N_ISSUERS);
         bool glob, hit = rnd() % 2 == 0;
-        char subject[160];
+        char subject[128];
 
         policy_subject(i, iss, subject, sizeof(subject), &glob);
         ids[k].issuer = issuers[iss];

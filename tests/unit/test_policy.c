@@ -730,7 +730,9 @@ static void gen_subject(unsigned *s, char *out, size_t n, bool *glob)
     *glob = k >= 4;
     switch (k) {
     case 0: snprintf(out, n, "user-%u", rnd(s) % 50); break;
-    case 1: snprintf(out, n, "repo:org%u/app-%u:ref:refs/heads/main", rnd(s) % 5, rnd(s) % 5); break;
+    case 1:
+        snprintf(out, n, "repo:org%u/app-%u:ref:refs/heads/main", rnd(s) % 5, rnd(s) % 5);
+        break;
     case 2: snprintf(out, n, "system:serviceaccount:ns%u:sa%u", rnd(s) % 5, rnd(s) % 5); break;
     case 3: snprintf(out, n, "user-1%u", rnd(s) % 10); break;
     case 4: snprintf(out, n, "repo:org%u/*", rnd(s) % 5); break;
@@ -914,7 +916,8 @@ Test(policy_load, hostile_documents)
                    "'max_ttl':900") L4, 3, "outside 900..43200" },
         { L1 OKM G("'aws':[{'role_arn':'arn:aws:iam::123456789012:role/r','session_duration':"
                    "43201}],'max_ttl':900") L4, 3, "outside 900..43200" },
-        { L1 OKM G("'aws':[{'role_arn':'arn:aws:iam::123456789012:role/r','session_duration':3600}],"
+        { L1 OKM G("'aws':[{'role_arn':'arn:aws:iam::123456789012:role/r',"
+                   "'session_duration':3600}],"
                    "'max_ttl':1000") L4, 3, "exceeds the policy's max_ttl" },
         { L1 OKM G("'aws':[{'role_arn':'arn:aws:iam::12345:role/r','session_duration':900}],"
                    "'max_ttl':900") L4, 3, "not an IAM role ARN" },

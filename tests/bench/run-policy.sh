@@ -1,0 +1,100 @@
+#!/bin/bash
+# tests/bench/run-policy.sh - cost of one policy decision at 10, 1,000 and 10,000 policies.
+#
+# usage: tests/bench/run-policy.sh [-B BUILDDIR] [-c CPU] [-d DECISIONS] [-i IDENTITIES]
+#                                  [-o RESULTS_FILE] [SIZE...]
+#   -B  configured build directory (default: $FERRY_BUILDDIR, else the current directory);
+#       `make bench` is run there first
+#   -c  CPU to pin the benchmark to (default 0; "none" to not pin)
+#   -d  timed decisions per size (default 400000)
+#   -i  distinct identities cycled through (default 4096; half match a policy, half do not)
+#   -o  also write the raw key=value lines there
+#   SIZE  policy counts to measure (default 10 1000 10000)
+#
+# Prints the raw lines of tests/bench/bench_policy, then a markdown table with the median,
+# p90 and p99 per decision and the ratio of each median to the smallest size's. The target
+# (issue 3) is a median under 5 us at 10,000 policies and within 2x of the median at 10; the
+# script says whether this run met it. Exit 1 when a decision had an unexpected outcome, 2 on
+# usage or setup errors. A benchmark, not a test: missing the target does not fail the run.
+set -u
+set -o pipefail
+
+builddir=${FERRY_BUILDDIR:-.}
+cpu=0
+decisions=400000
+identities=4096
+results_out=
+
+while getopts B:c:d:i:o:h o; do
+    case $o in
+    B) builddir=$OPTARG ;;
+    c) cpu=$OPTARG ;;
+    d) decisions=$OPTARG ;;
+    i) identities=$OPTARG ;;
+    o) results_out=$OPTARG ;;
+    h) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+
+die() { echo "run-policy: $*" >&2; exit 2; }
+
+[ -f "$builddir/Makefile" ] || die "$builddir is not a configured build directory (use -B)"
+builddir=$(cd "$builddir" && pwd) || exit 2
+make -s -C "$builddir" tests/bench/bench_policy >&2 || die "building bench_policy failed"
+bench=$builddir/tests/bench/bench_policy
+[ -x "$bench" ] || die "missing $bench"
+command -v python3 >/dev/null || die "python3 is needed for the report"
+
+args=(--decisions "$decisions" --identities "$identities")
+[ "$cpu" != none ] && args+=(--cpu "$cpu")
+
+tmp=$(mktemp "${TMPDIR:-/tmp}/ferry-bench-policy.XXXXXX") || exit 2
+trap 'rm -f "$tmp"' EXIT
+{
+    echo "machine date=$(date -u +%Y-%m-%dT%H:%M:%SZ) nproc=$(nproc)" \
+         "cpu=\"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)\"" \
+         "loadavg=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+    echo "command cmd=\"tests/bench/run-policy.sh -c $cpu -d $decisions -i $identities $*\""
+} >"$tmp"
+echo "run-policy: $bench ${args[*]} $*" >&2
+"$bench" "${args[@]}" "$@" >>"$tmp"
+status=$?
+cat "$tmp"
+[ -n "$results_out" ] && cp "$tmp" "$results_out"
+
+python3 - "$tmp" <<'PYEOF'
+import shlex, sys
+rows, meta = [], {}
+for line in open(sys.argv[1]):
+    kv = dict(p.split("=", 1) for p in shlex.split(line) if "=" in p)
+    if line.startswith(("machine", "command")):
+        meta.update(kv)
+    elif "policies" in kv:
+        rows.append(kv)
+if not rows:
+    sys.exit(0)
+print()
+print(f"{meta.get('date', '?')} · {meta.get('cpu', '?')} · nproc {meta.get('nproc', '?')} · "
+      f"one thread, ns per decision (decide + grant free)")
+print()
+print("| policies | median | p90 | p99 | mean | × median at smallest | granted/identities | load |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+base = float(rows[0]["median_ns"])
+for r in rows:
+    med = float(r["median_ns"])
+    print(f"| {int(r['policies']):,} | {med:,.0f} ns | {float(r['p90_ns']):,.0f} ns | "
+          f"{float(r['p99_ns']):,.0f} ns | {float(r['mean_ns']):,.0f} ns | {med / base:.2f}× | "
+          f"{r['granted']}/{r['identities']} | {float(r['load_ms']):,.1f} ms |")
+big = [r for r in rows if int(r["policies"]) == 10000]
+small = [r for r in rows if int(r["policies"]) == 10]
+if big and small:
+    m10k, m10 = float(big[0]["median_ns"]), float(small[0]["median_ns"])
+    ok = m10k < 5000 and m10k <= 2 * m10
+    print()
+    print(f"target (median at 10,000 < 5 µs and within 2× of 10): "
+          f"{'met' if ok else 'NOT met'} ({m10k:,.0f} ns; {m10k / m10:.2f}×)")
+PYEOF
+[ "$status" = 0 ] || echo "run-policy: FAILED: a decision had an unexpected outcome" >&2
+exit "$status"
