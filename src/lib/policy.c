@@ -142,6 +142,10 @@ struct ferry_policy_store {
     ferry_policy_set *cur;
 };
 
+/* The one step-up method a policy can require (a keyword of the policy language, not a
+ * secret: compared with strcmp). */
+#define STEP_UP_METHOD "totp"
+
 static const char *const secret_backends[] = { "vault", "azure-kv", "aws-sm", "gcp-sm", "file" };
 
 /* ---- small helpers -------------------------------------------------------------------------- */
@@ -1324,7 +1328,7 @@ static bool parse_policy(struct lctx *c, const json_t *obj, unsigned line, struc
     ok &= get_str(c, obj, "description", where, false, FERRY_POLICY_STRING_MAX, &desc);
     ok &= get_str(c, obj, "step_up", where, false, 16, &step);
     if (step) {
-        if (strcmp(step, "totp") == 0) {
+        if (strcmp(step, STEP_UP_METHOD) == 0) {
             p->step_up = true;
         } else {
             prob(c, line_of(c, obj, "step_up"),
@@ -1682,7 +1686,8 @@ FERRY_EXPORT int ferry_policy_builder_add_dir(ferry_policy_builder *b, const cha
                                                                                        : r;
         goto out;
     }
-    qsort(names, n, sizeof(*names), cmp_str);
+    if (n > 1)
+        qsort(names, n, sizeof(*names), cmp_str);
     for (size_t i = 0; i < n; i++) {
         size_t pl = strlen(dir) + strlen(names[i]) + 2;
         _cleanup_free_ char *path = malloc(pl);
@@ -1814,7 +1819,8 @@ static int build_index(ferry_policy_set *s)
         struct issuer_ix *ix = &s->ix[i];
         size_t bits = 512;
 
-        qsort(ix->plens, ix->n_plens, sizeof(uint32_t), cmp_u32);
+        if (ix->n_plens > 1)
+            qsort(ix->plens, ix->n_plens, sizeof(uint32_t), cmp_u32);
         while (bits < ix->prefix.n * 16)
             bits *= 2;
         ix->pfilter = calloc(bits / 64, sizeof(uint64_t));
