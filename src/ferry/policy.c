@@ -31,7 +31,6 @@
 #define DEFAULT_POLICY_DIR FERRY_SYSCONFDIR "/policies"
 #define CLAIMS_MAX (64 * 1024)
 #define TOKEN_INPUT_MAX (64 * 1024)
-#define CONFIG_MAX (1024 * 1024)
 #define REQ_MAX 256
 #define STEP_UP_METHOD "totp"
 
@@ -50,63 +49,6 @@ static void builder_freep(ferry_policy_builder **b)
 static void set_unrefp(ferry_policy_set **s)
 {
     ferry_policy_set_unref(*s);
-}
-
-static void oidc_freep(ferry_oidc **o)
-{
-    ferry_oidc_free(*o);
-}
-
-static void identity_freep(ferry_identity **i)
-{
-    ferry_identity_free(*i);
-}
-
-/* Read all of f (at most max bytes) into a new NUL-terminated buffer. secret: wipe on growth.
- * Returns 0, -FERRY_ETOOBIG or -EIO. */
-static int read_stream(FILE *f, size_t max, bool secret, char **ret, size_t *ret_len)
-{
-    ferry_buf b;
-    char chunk[4096];
-    int r = 0;
-
-    ferry_buf_init(&b, max, secret);
-    for (;;) {
-        size_t n = fread(chunk, 1, sizeof(chunk), f);
-        if (n > 0 && (r = ferry_buf_append(&b, chunk, n)) < 0) {
-            r = r == -E2BIG ? -FERRY_ETOOBIG : r;
-            break;
-        }
-        if (n < sizeof(chunk)) {
-            if (ferror(f))
-                r = -EIO;
-            break;
-        }
-    }
-    ferry_wipe(chunk, sizeof(chunk));
-    if (r == 0)
-        r = ferry_buf_append(&b, "", 0);
-    if (r < 0) {
-        ferry_buf_release(&b);
-        return r;
-    }
-    *ret = ferry_buf_steal(&b, ret_len);
-    return *ret ? 0 : -ENOMEM;
-}
-
-static int read_path(const char *path, size_t max, bool secret, char **ret, size_t *ret_len)
-{
-    FILE *f;
-    int r;
-
-    if (strcmp(path, "-") == 0)
-        return read_stream(stdin, max, secret, ret, ret_len);
-    f = fopen(path, "rbe");
-    if (!f)
-        return -errno;
-    r = read_stream(f, max, secret, ret, ret_len);
-    fclose(f);
-    return r;
 }
 
 /* Print the problems as "FILE:LINE: reason" (or "FILE: reason" without a line). */
@@ -380,8 +322,8 @@ static int cmd_explain(int argc, char **argv)
     };
     _cleanup_(problems_freep) ferry_policy_problems *pr = NULL;
     _cleanup_(set_unrefp) ferry_policy_set *set = NULL;
-    _cleanup_(oidc_freep) ferry_oidc *oidc = NULL;
-    _cleanup_(identity_freep) ferry_identity *id = NULL;
+    _cleanup_(ferry_oidc_freep) ferry_oidc *oidc = NULL;
+    _cleanup_(ferry_identity_freep) ferry_identity *id = NULL;
     _cleanup_json_ json_t *auds = json_array(), *scopes = json_array(), *claims = NULL,
                           *ex = NULL;
     _cleanup_free_ const char **aud_v = NULL, **scope_v = NULL;
@@ -487,7 +429,7 @@ static int cmd_explain(int argc, char **argv)
     /* the identity */
     if (claims_path) {
         char err[FERRY_JSON_ERR_LEN];
-        r = read_path(claims_path, CLAIMS_MAX, false, &input, &len);
+        r = ferry_cli_read_path(claims_path, CLAIMS_MAX, false, &input, &len);
         if (r < 0) {
             fprintf(stderr, "ferry policy explain: %s: %s\n", claims_path,
                     r == -FERRY_ETOOBIG ? "larger than 64 KiB" : ferry_strerror(r));
@@ -510,35 +452,18 @@ static int cmd_explain(int argc, char **argv)
         }
         source = strcmp(claims_path, "-") == 0 ? "stdin" : claims_path;
     } else {
-        _cleanup_json_ json_t *conf = NULL;
-        _cleanup_free_ char *cbuf = NULL;
         ferry_verify_options vo = { .now = now };
         ferry_verify_result res = { 0 };
-        char err[512] = "";
-        size_t clen;
 
-        r = read_path(config, CONFIG_MAX, false, &cbuf, &clen);
-        if (r < 0) {
-            fprintf(stderr, "ferry policy explain: %s: %s\n", config,
-                    r == -FERRY_ETOOBIG ? "larger than 1 MiB" : ferry_strerror(r));
-            return FERRY_EXIT_USAGE;
-        }
-        r = ferry_json_parse(cbuf, clen, CONFIG_MAX, 32, &conf, err, sizeof(err));
-        if (r < 0 || !json_is_object(conf)) {
-            fprintf(stderr, "ferry policy explain: %s: %s\n", config,
-                    r < 0 ? err : "not a JSON object");
-            return FERRY_EXIT_USAGE;
-        }
         r = ferry_oidc_new(NULL, &oidc);
-        if (r == 0)
-            r = ferry_oidc_load_config(oidc, conf, err, sizeof(err));
         if (r < 0) {
-            fprintf(stderr, "ferry policy explain: %s: %s\n", config,
-                    err[0] ? err : ferry_strerror(r));
+            fprintf(stderr, "ferry policy explain: %s\n", ferry_strerror(r));
             return FERRY_EXIT_USAGE;
         }
+        if (ferry_cli_load_trust("ferry policy explain", config, oidc) < 0)
+            return FERRY_EXIT_USAGE;
         if (strcmp(token, "-") == 0) {
-            r = read_stream(stdin, TOKEN_INPUT_MAX, true, &input, &len);
+            r = ferry_cli_read_stream(stdin, TOKEN_INPUT_MAX, true, &input, &len);
             if (r < 0) {
                 fprintf(stderr, "ferry policy explain: reading the token: %s\n",
                         r == -FERRY_ETOOBIG ? "longer than 64 KiB" : ferry_strerror(r));

@@ -26,57 +26,11 @@
 
 /* Largest token line read; anything longer is refused as too_large without being kept. */
 #define TOKEN_INPUT_MAX (64 * 1024)
-/* Largest configuration file. */
-#define CONFIG_MAX (1024 * 1024)
 /* At most this many ad-hoc issuers on one command line. */
 #define ADHOC_MAX 64
 
 /* jansson's own cleanup helper (json_auto_t) is json_decrefp. */
 #define _cleanup_json_ _cleanup_(json_decrefp)
-
-static void oidc_freep(ferry_oidc **o)
-{
-    ferry_oidc_free(*o);
-}
-
-/* Read at most max bytes of a file into a new buffer. Returns 0, -errno or -FERRY_ETOOBIG. */
-static int read_file_capped(const char *path, size_t max, char **ret, size_t *ret_len)
-{
-    FILE *f = fopen(path, "rbe");
-    ferry_buf b;
-    char chunk[4096];
-    int r = 0;
-
-    if (!f)
-        return -errno;
-    ferry_buf_init(&b, max, false);
-    for (;;) {
-        size_t n = fread(chunk, 1, sizeof(chunk), f);
-        if (n > 0) {
-            r = ferry_buf_append(&b, chunk, n);
-            if (r < 0) {
-                r = r == -E2BIG ? -FERRY_ETOOBIG : r;
-                break;
-            }
-        }
-        if (n < sizeof(chunk)) {
-            if (ferror(f))
-                r = -EIO;
-            break;
-        }
-    }
-    fclose(f);
-    if (r < 0) {
-        ferry_buf_release(&b);
-        return r;
-    }
-    if (ferry_buf_append(&b, "", 0) < 0) { /* make sure data is allocated */
-        ferry_buf_release(&b);
-        return -ENOMEM;
-    }
-    *ret = ferry_buf_steal(&b, ret_len);
-    return 0;
-}
 
 /* Read one line (without its "\n" or "\r\n") from f into b. Sets *ret_overlong when the line
  * exceeded the buffer's max (the rest of the line is consumed and dropped). Bytes are
@@ -263,8 +217,8 @@ static int cmd_verify(int argc, char **argv)
         {},
     };
     _cleanup_json_ json_t *issuers = json_array(), *audiences = json_array(),
-                          *algs = json_array(), *conf = NULL;
-    _cleanup_(oidc_freep) ferry_oidc *oidc = NULL;
+                          *algs = json_array();
+    _cleanup_(ferry_oidc_freep) ferry_oidc *oidc = NULL;
     const char *config = NULL, *profile = NULL, *ca_file = NULL;
     long long leeway = -1, max_lifetime = -1, now = 0;
     bool batch = false, allow_http = false;
@@ -374,23 +328,8 @@ static int cmd_verify(int argc, char **argv)
         return FERRY_EXIT_USAGE;
     }
     if (config) {
-        _cleanup_free_ char *buf = NULL;
-        json_error_t jerr;
-        size_t len;
-
-        r = read_file_capped(config, CONFIG_MAX, &buf, &len);
-        if (r < 0) {
-            fprintf(stderr, "ferry token verify: %s: %s\n", config,
-                    r == -FERRY_ETOOBIG ? "larger than 1 MiB" : ferry_strerror(r));
+        if (ferry_cli_load_trust("ferry token verify", config, oidc) < 0)
             return FERRY_EXIT_USAGE;
-        }
-        conf = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!conf || !json_is_object(conf)) {
-            fprintf(stderr, "ferry token verify: %s:%d:%d: %s\n", config, conf ? 1 : jerr.line,
-                    conf ? 1 : jerr.column, conf ? "not a JSON object" : jerr.text);
-            return FERRY_EXIT_USAGE;
-        }
-        r = ferry_oidc_load_config(oidc, conf, err, sizeof(err));
     } else {
         size_t i;
         json_t *iss;
@@ -404,11 +343,11 @@ static int cmd_verify(int argc, char **argv)
             if (r < 0)
                 break;
         }
-    }
-    if (r < 0) {
-        fprintf(stderr, "ferry token verify: %s%s%s\n", config ? config : "configuration",
-                ": ", err[0] ? err : ferry_strerror(r));
-        return FERRY_EXIT_USAGE;
+        if (r < 0) {
+            fprintf(stderr, "ferry token verify: configuration: %s\n",
+                    err[0] ? err : ferry_strerror(r));
+            return FERRY_EXIT_USAGE;
+        }
     }
     vo.now = now;
 
