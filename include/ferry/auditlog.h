@@ -31,19 +31,19 @@ extern "C" {
 
 /* Limits. A record line (newline included) never exceeds FERRY_AUDITLOG_MAX_LINE bytes; the
  * verifier refuses longer lines. */
-#define FERRY_AUDITLOG_MAX_LINE        16384
-#define FERRY_AUDITLOG_TYPE_MAX        64   /* event type: [a-z0-9][a-z0-9._-]* */
-#define FERRY_AUDITLOG_SUBJECT_MAX     512  /* bytes of UTF-8 */
-#define FERRY_AUDITLOG_JTI_MAX         128  /* bytes of UTF-8 */
-#define FERRY_AUDITLOG_STRING_MAX      1024 /* any string inside details */
-#define FERRY_AUDITLOG_KEY_MAX         64   /* any member name inside details */
-#define FERRY_AUDITLOG_DETAILS_MEMBERS 64   /* values in details, all levels together */
-#define FERRY_AUDITLOG_DETAILS_DEPTH   4    /* details object is level 1 */
+#define FERRY_AUDITLOG_MAX_LINE 16384
+#define FERRY_AUDITLOG_TYPE_MAX 64        /* event type: [a-z0-9][a-z0-9._-]* */
+#define FERRY_AUDITLOG_SUBJECT_MAX 512    /* bytes of UTF-8 */
+#define FERRY_AUDITLOG_JTI_MAX 128        /* bytes of UTF-8 */
+#define FERRY_AUDITLOG_STRING_MAX 1024    /* any string inside details */
+#define FERRY_AUDITLOG_KEY_MAX 64         /* any member name inside details */
+#define FERRY_AUDITLOG_DETAILS_MEMBERS 64 /* values in details, all levels together */
+#define FERRY_AUDITLOG_DETAILS_DEPTH 4    /* details object is level 1 */
 #define FERRY_AUDITLOG_DEFAULT_CHECKPOINT_EVERY 1000
-#define FERRY_AUDITLOG_MAX_CHECKPOINT_EVERY     10000000
-#define FERRY_AUDITLOG_REASON_LEN      256
+#define FERRY_AUDITLOG_MAX_CHECKPOINT_EVERY 10000000
+#define FERRY_AUDITLOG_REASON_LEN 256
 /* JWS "typ" of a checkpoint signature. */
-#define FERRY_AUDITLOG_CHECKPOINT_TYP  "ferry-auditlog-checkpoint"
+#define FERRY_AUDITLOG_CHECKPOINT_TYP "ferry-auditlog-checkpoint"
 
 typedef struct ferry_auditlog ferry_auditlog;
 
@@ -69,8 +69,8 @@ typedef enum ferry_auditlog_decision {
 const char *ferry_auditlog_decision_name(ferry_auditlog_decision d);
 
 typedef struct ferry_auditlog_options {
-    const char *path;           /* the log file; created (0600) when missing */
-    unsigned checkpoint_every;  /* records between checkpoints; 0 = default (1000) */
+    const char *path;          /* the log file; created (0600) when missing */
+    unsigned checkpoint_every; /* records between checkpoints; 0 = default (1000) */
     ferry_auditlog_sync_mode sync;
     unsigned sync_every_records; /* BATCH: 0 = 100 */
     unsigned sync_interval_ms;   /* BATCH: 0 = 1000 */
@@ -98,13 +98,13 @@ typedef struct ferry_auditlog_token_ref {
 
 /* One event to append. All members are borrowed for the duration of the call. */
 typedef struct ferry_auditlog_event {
-    const char *type;                     /* required, e.g. "token.exchange"; the prefix
-                                             "auditlog." is reserved */
+    const char *type; /* required, e.g. "token.exchange"; the prefix
+                         "auditlog." is reserved */
     ferry_auditlog_decision decision;
-    const char *subject;                  /* required (may be ""), UTF-8 */
+    const char *subject;                   /* required (may be ""), UTF-8 */
     const ferry_auditlog_token_ref *token; /* optional */
-    const json_t *details;                /* optional object: strings, integers, booleans,
-                                             null, arrays and objects (no reals) */
+    const json_t *details;                 /* optional object: strings, integers, booleans,
+                                              null, arrays and objects (no reals) */
 } ferry_auditlog_event;
 
 /* Compute the reference of a raw token: sha256 = hex SHA-256 of the len bytes; jti = the
@@ -124,8 +124,8 @@ int ferry_auditlog_ref_token(const char *token, size_t len, ferry_auditlog_token
  * Returns 0, -EINVAL (options), -FERRY_ENOKEY (no private signing key, or one without kid),
  * -EBUSY (locked by another writer), -FERRY_EMALFORMED (a broken record or partial tail),
  * -FERRY_EBADSIG (a checkpoint signature), -errno (I/O), -ENOMEM. */
-int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_auditlog **ret_log,
-                        char *errbuf, size_t errlen);
+int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_auditlog **ret_log, char *errbuf,
+                        size_t errlen);
 
 /* Append one event; *ret_seq (optional) gets its sequence number. Writes a checkpoint after it
  * when checkpoint_every records have accumulated. Durable per the sync mode when it returns 0.
@@ -133,8 +133,7 @@ int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_auditlog **ret
  * refused: bad type, too long, not UTF-8, a real number, a value that looks like a JWT; the
  * log is unchanged and stays usable); -errno from write or fdatasync (-ENOSPC, -EFBIG, -EIO),
  * after which the log is poisoned; -EBADFD for a poisoned log. Thread-safe. */
-int ferry_auditlog_append(ferry_auditlog *log, const ferry_auditlog_event *ev,
-                          uint64_t *ret_seq);
+int ferry_auditlog_append(ferry_auditlog *log, const ferry_auditlog_event *ev, uint64_t *ret_seq);
 
 /* Write a (non-final) checkpoint now, even when no record came since the last one.
  * Returns 0, -errno (the log is then poisoned) or -EBADFD. Thread-safe. */
@@ -182,9 +181,9 @@ typedef struct ferry_auditlog_report {
     uint64_t checkpoints;         /* checkpoints whose signature and range verified */
     uint64_t last_checkpoint_seq; /* seq of the last verified checkpoint, 0 when none */
     bool last_checkpoint_final;
-    bool sealed;                  /* the last record is a verified final checkpoint */
-    uint64_t unsigned_records;    /* records after the last checkpoint */
-    uint64_t problems;            /* problems found (warnings not counted) */
+    bool sealed;               /* the last record is a verified final checkpoint */
+    uint64_t unsigned_records; /* records after the last checkpoint */
+    uint64_t problems;         /* problems found (warnings not counted) */
     uint64_t warnings;
     uint64_t first_bad_line, first_bad_seq; /* the first problem (0 when none) */
     char first_bad_reason[FERRY_AUDITLOG_REASON_LEN];
@@ -198,8 +197,7 @@ typedef struct ferry_auditlog_report {
  * Returns 0 when the log verified, -FERRY_EREFUSED when it has problems (see report and
  * on_problem), -EINVAL, -errno when the file cannot be read, -ENOMEM. Thread-safe. */
 int ferry_auditlog_verify(const char *path, const ferry_jwks *keys,
-                          const ferry_auditlog_verify_options *opts,
-                          ferry_auditlog_report *report);
+                          const ferry_auditlog_verify_options *opts, ferry_auditlog_report *report);
 
 #ifdef __cplusplus
 }

@@ -80,8 +80,8 @@ static void print_problem(void *userdata, const ferry_auditlog_problem *p)
 {
     (void)userdata;
     if (p->seq)
-        printf("%sline %" PRIu64 " (seq %" PRIu64 "): %s\n", p->warning ? "warning: " : "",
-               p->line, p->seq, p->reason);
+        printf("%sline %" PRIu64 " (seq %" PRIu64 "): %s\n", p->warning ? "warning: " : "", p->line,
+               p->seq, p->reason);
     else
         printf("%sline %" PRIu64 ": %s\n", p->warning ? "warning: " : "", p->line, p->reason);
 }
@@ -89,13 +89,13 @@ static void print_problem(void *userdata, const ferry_auditlog_problem *p)
 static int cmd_verify(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "jwks", required_argument, NULL, 'j' },
-        { "live", no_argument, NULL, 'l' },
-        { "max-problems", required_argument, NULL, 'm' },
-        { "help", no_argument, NULL, 'h' },
+        {"jwks", required_argument, NULL, 'j'},
+        {"live", no_argument, NULL, 'l'},
+        {"max-problems", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
         {},
     };
-    ferry_auditlog_verify_options vo = { .on_problem = print_problem };
+    ferry_auditlog_verify_options vo = {.on_problem = print_problem};
     ferry_auditlog_report rep;
     ferry_jwks *keys = NULL;
     _cleanup_free_ char *doc = NULL;
@@ -118,8 +118,10 @@ static int cmd_verify(int argc, char **argv)
             unsigned long v = strtoul(optarg, &end, 10);
             if (errno || !end || *end || optarg[0] < '0' || optarg[0] > '9' || v == 0 ||
                 v > 1000000) {
-                fprintf(stderr, "ferry log verify: --max-problems: '%s' is not an integer "
-                                "in 1..1000000\n", optarg);
+                fprintf(stderr,
+                        "ferry log verify: --max-problems: '%s' is not an integer "
+                        "in 1..1000000\n",
+                        optarg);
                 return FERRY_EXIT_USAGE;
             }
             vo.max_problems = (unsigned)v;
@@ -156,8 +158,10 @@ static int cmd_verify(int argc, char **argv)
         return FERRY_EXIT_USAGE;
     }
     if (skipped > 0)
-        fprintf(stderr, "ferry log verify: --jwks %s: %zu key(s) skipped (unsupported or "
-                        "malformed)\n", jwks_path, skipped);
+        fprintf(stderr,
+                "ferry log verify: --jwks %s: %zu key(s) skipped (unsupported or "
+                "malformed)\n",
+                jwks_path, skipped);
     if (ferry_jwks_count(keys) == 0) {
         fprintf(stderr, "ferry log verify: --jwks %s: no usable key\n", jwks_path);
         ferry_jwks_unref(keys);
@@ -173,8 +177,10 @@ static int cmd_verify(int argc, char **argv)
         unsigned shown = vo.max_problems ? vo.max_problems : 100;
         if (rep.problems > shown)
             printf("... %" PRIu64 " more problem(s) not listed\n", rep.problems - shown);
-        fprintf(stderr, "ferry log verify: %s: FAILED: %" PRIu64 " problem(s); first at line "
-                "%" PRIu64 "\n", path, rep.problems, rep.first_bad_line);
+        fprintf(stderr,
+                "ferry log verify: %s: FAILED: %" PRIu64 " problem(s); first at line "
+                "%" PRIu64 "\n",
+                path, rep.problems, rep.first_bad_line);
         return FERRY_EXIT_REFUSED;
     }
     if (vo.live && rep.unsigned_records > 0)
@@ -186,8 +192,8 @@ static int cmd_verify(int argc, char **argv)
     else
         printf("verified: seq %" PRIu64 "..%" PRIu64 " (%" PRIu64 " records), %" PRIu64
                " checkpoint(s), last checkpoint seq %" PRIu64 "%s\n",
-               rep.first_seq, rep.last_seq, rep.records, rep.checkpoints,
-               rep.last_checkpoint_seq, rep.sealed ? " (final: sealed)" : "");
+               rep.first_seq, rep.last_seq, rep.records, rep.checkpoints, rep.last_checkpoint_seq,
+               rep.sealed ? " (final: sealed)" : "");
     return FERRY_EXIT_OK;
 }
 

@@ -165,8 +165,9 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *ret_cp)
 static int put_u16(ferry_buf *b, uint32_t u)
 {
     static const char digits[] = "0123456789abcdef";
-    char esc[6] = { '\\', 'u', digits[(u >> 12) & 15], digits[(u >> 8) & 15],
-                    digits[(u >> 4) & 15], digits[u & 15] };
+    char esc[6] = {
+        '\\',          'u', digits[(u >> 12) & 15], digits[(u >> 8) & 15], digits[(u >> 4) & 15],
+        digits[u & 15]};
 
     return ferry_buf_append(b, esc, sizeof(esc));
 }
@@ -198,14 +199,29 @@ static int canon_string(ferry_buf *b, const char *s, size_t n)
             return -FERRY_EMALFORMED;
         i += len;
         switch (cp) {
-        case '"': short_esc = "\\\""; break;
-        case '\\': short_esc = "\\\\"; break;
-        case '\b': short_esc = "\\b"; break;
-        case '\f': short_esc = "\\f"; break;
-        case '\n': short_esc = "\\n"; break;
-        case '\r': short_esc = "\\r"; break;
-        case '\t': short_esc = "\\t"; break;
-        default: break;
+        case '"':
+            short_esc = "\\\"";
+            break;
+        case '\\':
+            short_esc = "\\\\";
+            break;
+        case '\b':
+            short_esc = "\\b";
+            break;
+        case '\f':
+            short_esc = "\\f";
+            break;
+        case '\n':
+            short_esc = "\\n";
+            break;
+        case '\r':
+            short_esc = "\\r";
+            break;
+        case '\t':
+            short_esc = "\\t";
+            break;
+        default:
+            break;
         }
         if (short_esc)
             r = ferry_buf_append(b, short_esc, 2);
@@ -280,7 +296,8 @@ static int canon_object(struct canon *c, const json_t *obj, unsigned depth)
         if (!keys)
             return -ENOMEM;
     }
-    json_object_foreach((json_t *)obj, k, val) {
+    json_object_foreach((json_t *)obj, k, val)
+    {
         if (c->validate) {
             size_t kl = json_object_iter_key_len(json_object_key_to_iter(k));
             if (kl != strlen(k) || kl == 0 || kl > FERRY_AUDITLOG_KEY_MAX) {
@@ -377,8 +394,8 @@ static int canon_value(struct canon *c, const json_t *v, unsigned depth)
 
 static bool b64url_char(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* True when s holds something shaped like a compact JWS/JWT or JWE: a run of base64url
@@ -391,7 +408,7 @@ static bool looks_like_jws(const char *s, size_t n)
     size_t i = 0;
 
     while (i < n) {
-        size_t start, seg[3] = { 0, 0, 0 }, nseg = 0, cur = 0;
+        size_t start, seg[3] = {0, 0, 0}, nseg = 0, cur = 0;
 
         while (i < n && !(b64url_char(p[i]) || p[i] == '.'))
             i++;
@@ -467,7 +484,7 @@ FERRY_EXPORT int ferry_auditlog_ref_token(const char *token, size_t len,
 {
     ferry_jws *jws = NULL;
     json_t *claims = NULL;
-    ferry_auditlog_token_ref ref = { .jti = "" };
+    ferry_auditlog_token_ref ref = {.jti = ""};
     int r;
 
     if ((!token && len) || !ret)
@@ -476,13 +493,12 @@ FERRY_EXPORT int ferry_auditlog_ref_token(const char *token, size_t len,
     if (r < 0)
         return r;
     if (ferry_jws_parse(token ? token : "", len, &jws) == 0 &&
-        ferry_json_parse(jws->payload, jws->payload_len, FERRY_JWS_MAX_LEN,
-                         FERRY_JSON_MAX_DEPTH, &claims, NULL, 0) == 0 &&
+        ferry_json_parse(jws->payload, jws->payload_len, FERRY_JWS_MAX_LEN, FERRY_JSON_MAX_DEPTH,
+                         &claims, NULL, 0) == 0 &&
         json_is_object(claims)) {
         json_t *jti = json_object_get(claims, "jti");
         const char *s = json_string_value(jti);
-        if (s && json_string_length(jti) == strlen(s) &&
-            check_text(s, FERRY_AUDITLOG_JTI_MAX) == 0)
+        if (s && json_string_length(jti) == strlen(s) && check_text(s, FERRY_AUDITLOG_JTI_MAX) == 0)
             memcpy(ref.jti, s, strlen(s) + 1);
     }
     json_decref(claims);
@@ -564,26 +580,26 @@ enum vmode { VMODE_STRICT, VMODE_LIVE, VMODE_OPEN };
 
 struct vstate {
     enum vmode mode;
-    const ferry_jwks *keys;  /* may be NULL */
-    const ferry_jwk *own;    /* open: the signing key, also accepted */
-    bool skip_unknown_kid;   /* open without verify_keys: unknown kids are not verified */
+    const ferry_jwks *keys; /* may be NULL */
+    const ferry_jwk *own;   /* open: the signing key, also accepted */
+    bool skip_unknown_kid;  /* open without verify_keys: unknown kids are not verified */
     const ferry_auditlog_verify_options *opts;
     ferry_auditlog_report *rep;
     unsigned max_problems, reported;
 
     uint64_t line;
-    uint64_t expect_seq;               /* next seq expected */
-    uint64_t prev_seq;                 /* seq of the previous record, 0 when none */
-    unsigned char prev[HASH_LEN];      /* hash of the previous record (genesis: zeros) */
+    uint64_t expect_seq;          /* next seq expected */
+    uint64_t prev_seq;            /* seq of the previous record, 0 when none */
+    unsigned char prev[HASH_LEN]; /* hash of the previous record (genesis: zeros) */
     bool prev_known;
-    uint64_t cp_first;                 /* "first" of the next checkpoint */
-    bool after_final;                  /* the previous record is a final checkpoint */
+    uint64_t cp_first; /* "first" of the next checkpoint */
+    bool after_final;  /* the previous record is a final checkpoint */
     bool last_line_bad;
     uint64_t unsigned_first_line, unsigned_first_seq;
     /* partial last line */
     size_t partial_len;
     char partial_sha[HEX_LEN + 1];
-    ferry_buf scratch;                 /* canonical re-serialisation of one line */
+    ferry_buf scratch; /* canonical re-serialisation of one line */
 };
 
 static void vstate_init(struct vstate *v, enum vmode mode, const ferry_jwks *keys,
@@ -623,8 +639,7 @@ _printf_(5, 6) static void vreport(struct vstate *v, uint64_t line, uint64_t seq
             v->last_line_bad = true;
     }
     if (v->opts && v->opts->on_problem && v->reported < v->max_problems) {
-        ferry_auditlog_problem p = { .line = line, .seq = seq, .reason = reason,
-                                     .warning = warning };
+        ferry_auditlog_problem p = {.line = line, .seq = seq, .reason = reason, .warning = warning};
         v->reported++;
         v->opts->on_problem(v->opts->userdata, &p);
     }
@@ -651,10 +666,9 @@ static bool member_is_uint(const json_t *v, uint64_t *ret)
 
 /* Check a checkpoint record; NULL when it verifies, else a reason in why. */
 static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t seq,
-                                    const char *prev_hex, bool *ret_final, char *why,
-                                    size_t whylen)
+                                    const char *prev_hex, bool *ret_final, char *why, size_t whylen)
 {
-    const char *keys[] = { "final", "first", "head", "jws", "kid", "last" };
+    const char *keys[] = {"final", "first", "head", "jws", "kid", "last"};
     json_t *final = json_object_get(cp, "final"), *jws_j = json_object_get(cp, "jws");
     json_t *kid_j = json_object_get(cp, "kid");
     const char *head = json_string_value(json_object_get(cp, "head"));
@@ -688,8 +702,8 @@ static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t
         return why;
     }
     if (last + 1 != seq) {
-        snprintf(why, whylen, "checkpoint range ends at seq %" PRIu64 ", expected %" PRIu64,
-                 last, seq - 1);
+        snprintf(why, whylen, "checkpoint range ends at seq %" PRIu64 ", expected %" PRIu64, last,
+                 seq - 1);
         return why;
     }
     if (strcmp(head, prev_hex) != 0)
@@ -709,8 +723,8 @@ static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t
         goto out;
     }
     if (key && (r = ferry_jws_verify(jws, key)) < 0) {
-        snprintf(why, whylen, "checkpoint signature does not verify with key '%s' (%s)",
-                 safe_kid, ferry_strerror(r));
+        snprintf(why, whylen, "checkpoint signature does not verify with key '%s' (%s)", safe_kid,
+                 ferry_strerror(r));
         res = why;
         goto out;
     }
@@ -748,13 +762,13 @@ static void vtoo_long(struct vstate *v)
  * value is 0 or -ENOMEM. */
 static int vline(struct vstate *v, const char *line, size_t len)
 {
-    static const char *const allowed[] = { "checkpoint", "decision", "details", "hash", "prev",
-                                           "seq", "subject", "time", "token", "type" };
+    static const char *const allowed[] = {"checkpoint", "decision", "details", "hash",  "prev",
+                                          "seq",        "subject",  "time",    "token", "type"};
     _cleanup_json_ json_t *rec = NULL;
     char perr[FERRY_JSON_ERR_LEN], why[FERRY_AUDITLOG_REASON_LEN];
     unsigned char stored_hash[HASH_LEN], stored_prev[HASH_LEN], computed[HASH_LEN];
     const char *type, *dec, *prev_hex, *hash_hex, *k, *bad;
-    struct canon c = { .b = &v->scratch };
+    struct canon c = {.b = &v->scratch};
     json_t *m, *tok, *cp;
     uint64_t seq = 0, ln;
     bool is_cp, final = false, known_dec = false;
@@ -769,8 +783,8 @@ static int vline(struct vstate *v, const char *line, size_t len)
         vtoo_long(v);
         return 0;
     }
-    r = ferry_json_parse(line, len, FERRY_AUDITLOG_MAX_LINE, FERRY_AUDITLOG_DETAILS_DEPTH + 2,
-                         &rec, perr, sizeof(perr));
+    r = ferry_json_parse(line, len, FERRY_AUDITLOG_MAX_LINE, FERRY_AUDITLOG_DETAILS_DEPTH + 2, &rec,
+                         perr, sizeof(perr));
     if (r == -ENOMEM)
         return r;
     if (r < 0 || !json_is_object(rec)) {
@@ -780,7 +794,8 @@ static int vline(struct vstate *v, const char *line, size_t len)
     }
     if (json_integer_value(json_object_get(rec, "seq")) > 0)
         seq = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
-    json_object_foreach(rec, k, m) {
+    json_object_foreach(rec, k, m)
+    {
         bool ok = false;
         for (size_t i = 0; i < ARRAY_SIZE(allowed); i++)
             ok = ok || strcmp(k, allowed[i]) == 0;
@@ -818,15 +833,15 @@ static int vline(struct vstate *v, const char *line, size_t len)
         bad = "hash is missing or not 64 lowercase hex digits";
     else if ((m = json_object_get(rec, "details")) && !json_is_object(m))
         bad = "details is not an object";
-    else if (tok && (!json_is_object(tok) || json_object_size(tok) == 0 ||
-                     json_object_size(tok) != (size_t)!!json_object_get(tok, "jti") +
-                                                  !!json_object_get(tok, "sha256") ||
-                     (json_object_get(tok, "jti") &&
-                      !json_is_string(json_object_get(tok, "jti"))) ||
-                     (json_object_get(tok, "sha256") &&
-                      !hex_decode(json_string_value(json_object_get(tok, "sha256")) ?: "",
-                                  json_string_length(json_object_get(tok, "sha256")),
-                                  computed, HASH_LEN))))
+    else if (tok &&
+             (!json_is_object(tok) || json_object_size(tok) == 0 ||
+              json_object_size(tok) !=
+                  (size_t) !!json_object_get(tok, "jti") + !!json_object_get(tok, "sha256") ||
+              (json_object_get(tok, "jti") && !json_is_string(json_object_get(tok, "jti"))) ||
+              (json_object_get(tok, "sha256") &&
+               !hex_decode(json_string_value(json_object_get(tok, "sha256")) ?: "",
+                           json_string_length(json_object_get(tok, "sha256")), computed,
+                           HASH_LEN))))
         bad = "token is not an object of jti and/or sha256 (64 hex digits)";
     is_cp = type && strcmp(type, CHECKPOINT_TYPE) == 0;
     if (!bad && is_cp != (cp != NULL))
@@ -871,8 +886,8 @@ static int vline(struct vstate *v, const char *line, size_t len)
                     seq, v->expect_seq, seq - v->expect_seq);
         else
             vreport(v, ln, seq, false,
-                    "seq %" PRIu64 " where %" PRIu64 " was expected: records out of order",
-                    seq, v->expect_seq);
+                    "seq %" PRIu64 " where %" PRIu64 " was expected: records out of order", seq,
+                    v->expect_seq);
         /* A record from earlier in the chain (moved down): skip it and keep expecting what
          * came before it, so a swap of two records is two problems, not a cascade. A repeated
          * seq replaces the previous record; a jump forward restarts the chain there. */
@@ -899,8 +914,7 @@ static int vline(struct vstate *v, const char *line, size_t len)
     }
     if (!bad && v->after_final && strcmp(type, OPEN_TYPE) != 0) {
         vreport(v, ln, seq, false,
-                "record after the final checkpoint does not start a new session (%s)",
-                OPEN_TYPE);
+                "record after the final checkpoint does not start a new session (%s)", OPEN_TYPE);
         bad = "";
     }
     if (!bad && is_cp) {
@@ -1074,14 +1088,14 @@ struct ferry_auditlog {
     int64_t (*clock)(void *userdata);
     void *clock_userdata;
 
-    uint64_t seq;                  /* last seq written, 0 for none */
-    unsigned char head[HASH_LEN];  /* hash of that record (genesis: zeros) */
-    uint64_t cp_first;             /* "first" of the next checkpoint */
-    uint64_t since_cp;             /* records since the last checkpoint */
-    uint64_t unsynced;             /* records written since the last sync */
+    uint64_t seq;                 /* last seq written, 0 for none */
+    unsigned char head[HASH_LEN]; /* hash of that record (genesis: zeros) */
+    uint64_t cp_first;            /* "first" of the next checkpoint */
+    uint64_t since_cp;            /* records since the last checkpoint */
+    uint64_t unsynced;            /* records written since the last sync */
     int64_t last_sync_us;
-    off_t size;                    /* bytes of complete, written records */
-    int poisoned;                  /* the error that stopped the log, or 0 */
+    off_t size;   /* bytes of complete, written records */
+    int poisoned; /* the error that stopped the log, or 0 */
 };
 
 static int64_t realtime_us(void *userdata)
@@ -1108,8 +1122,8 @@ static void errf(char *errbuf, size_t errlen, const char *fmt, ...)
 /* Pick the signature algorithm of a key: its declared alg, else the first that fits. */
 static ferry_alg key_alg(const ferry_jwk *key)
 {
-    static const ferry_alg order[] = { FERRY_ALG_ES256, FERRY_ALG_ES384, FERRY_ALG_EDDSA,
-                                       FERRY_ALG_RS256 };
+    static const ferry_alg order[] = {FERRY_ALG_ES256, FERRY_ALG_ES384, FERRY_ALG_EDDSA,
+                                      FERRY_ALG_RS256};
 
     if (ferry_jwk_alg(key) != FERRY_ALG_UNKNOWN)
         return ferry_jwk_alg(key);
@@ -1205,8 +1219,8 @@ static int write_record_locked(ferry_auditlog *log, ferry_buf *canon, bool is_ch
  * details, prev, seq, subject, time, token, type. details_canon and cp_canon are canonical
  * JSON already (or NULL). */
 static int build_record(ferry_buf *b, const char *cp_canon, ferry_auditlog_decision d,
-                        const char *details_canon, const unsigned char prev[HASH_LEN],
-                        uint64_t seq, const char *subject, const char *time_str,
+                        const char *details_canon, const unsigned char prev[HASH_LEN], uint64_t seq,
+                        const char *subject, const char *time_str,
                         const ferry_auditlog_token_ref *tok, const char *type)
 {
     char prev_hex[HEX_LEN + 1];
@@ -1344,7 +1358,7 @@ static int check_event(const ferry_auditlog_event *ev, char **ret_details)
     if (!json_is_object(ev->details))
         return -EINVAL;
     ferry_buf_init(&b, FERRY_AUDITLOG_MAX_LINE, false);
-    struct canon c = { .b = &b, .validate = true };
+    struct canon c = {.b = &b, .validate = true};
     r = canon_value(&c, ev->details, 1);
     if (r == -E2BIG)
         r = -FERRY_ETOOBIG;
@@ -1483,9 +1497,10 @@ static int resume(ferry_auditlog *log, const char *path, bool repair, json_t *op
         goto out;
     }
     if (rep.problems > 0) {
-        errf(errbuf, errlen, "audit log %s: line %" PRIu64 " (seq %" PRIu64 "): %s; refusing "
-             "to append to a broken log", path, rep.first_bad_line, rep.first_bad_seq,
-             rep.first_bad_reason);
+        errf(errbuf, errlen,
+             "audit log %s: line %" PRIu64 " (seq %" PRIu64 "): %s; refusing "
+             "to append to a broken log",
+             path, rep.first_bad_line, rep.first_bad_seq, rep.first_bad_reason);
         r = strstr(rep.first_bad_reason, "signature") ? -FERRY_EBADSIG : -FERRY_EMALFORMED;
         goto out;
     }
@@ -1496,9 +1511,11 @@ static int resume(ferry_auditlog *log, const char *path, bool repair, json_t *op
     }
     if (v.partial_len > 0) {
         if (!repair) {
-            errf(errbuf, errlen, "audit log %s: line %" PRIu64 " is incomplete (%zu bytes "
+            errf(errbuf, errlen,
+                 "audit log %s: line %" PRIu64 " is incomplete (%zu bytes "
                  "without newline: a crash or failed write); refusing to append (repair_tail "
-                 "cuts it off)", path, v.line + 1, v.partial_len);
+                 "cuts it off)",
+                 path, v.line + 1, v.partial_len);
             r = -FERRY_EMALFORMED;
             goto out;
         }
@@ -1511,8 +1528,8 @@ static int resume(ferry_auditlog *log, const char *path, bool repair, json_t *op
         }
         if (json_object_set_new(open_details, "repaired_tail_bytes",
                                 json_integer((json_int_t)v.partial_len)) < 0 ||
-            json_object_set_new(open_details, "repaired_tail_sha256",
-                                json_string(v.partial_sha)) < 0) {
+            json_object_set_new(open_details, "repaired_tail_sha256", json_string(v.partial_sha)) <
+                0) {
             r = -ENOMEM;
             goto out;
         }
@@ -1530,8 +1547,8 @@ out:
     return r;
 }
 
-FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts,
-                                     ferry_auditlog **ret_log, char *errbuf, size_t errlen)
+FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_auditlog **ret_log,
+                                     char *errbuf, size_t errlen)
 {
     ferry_auditlog *log = NULL;
     _cleanup_json_ json_t *details = NULL;
@@ -1559,8 +1576,8 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts,
     log->key = ferry_jwk_ref(opts->signing_key);
     log->alg = key_alg(opts->signing_key);
     log->verify_keys = opts->verify_keys ? ferry_jwks_ref((ferry_jwks *)opts->verify_keys) : NULL;
-    log->checkpoint_every = opts->checkpoint_every ? opts->checkpoint_every
-                                                   : FERRY_AUDITLOG_DEFAULT_CHECKPOINT_EVERY;
+    log->checkpoint_every =
+        opts->checkpoint_every ? opts->checkpoint_every : FERRY_AUDITLOG_DEFAULT_CHECKPOINT_EVERY;
     log->sync = opts->sync;
     log->sync_every_records = opts->sync_every_records ?: DEFAULT_SYNC_RECORDS;
     log->sync_interval_ms = opts->sync_interval_ms ?: DEFAULT_SYNC_MS;
@@ -1590,7 +1607,7 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts,
     log->last_sync_us = log->clock(log->clock_userdata);
     {
         ferry_buf b;
-        struct canon c = { .b = &b };
+        struct canon c = {.b = &b};
         ferry_buf_init(&b, 4096, false);
         r = canon_value(&c, details, 1);
         if (r == 0 && ferry_buf_append(&b, "", 0) < 0)

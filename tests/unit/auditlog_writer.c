@@ -42,11 +42,11 @@ static void *writer(void *arg)
         char *tok = NULL;
         ferry_auditlog_token_ref ref;
         /* Varied content: escapes, controls, DEL, non-ASCII and a character above U+FFFF. */
-        json_t *details = json_pack(
-            "{s:i, s:s, s:b, s:n, s:[i,s], s:{s:s, s:s}}", "i", (json_int_t)i, "path",
-            i % 3 ? "/v1/token" : "/v1/secret/\"quoted\"\\", "ok", (int)(i % 2), "none", "list",
-            (json_int_t)-(json_int_t)i, "two", "nested", "b", "ctl\001\177\t\n", "a",
-            "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
+        json_t *details =
+            json_pack("{s:i, s:s, s:b, s:n, s:[i,s], s:{s:s, s:s}}", "i", (json_int_t)i, "path",
+                      i % 3 ? "/v1/token" : "/v1/secret/\"quoted\"\\", "ok", (int)(i % 2), "none",
+                      "list", (json_int_t) - (json_int_t)i, "two", "nested", "b", "ctl\001\177\t\n",
+                      "a", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
         ferry_auditlog_event ev = {
             .type = i % 2 ? "token.exchange" : "secret.read",
             .decision = (ferry_auditlog_decision)(i % 4),
@@ -57,8 +57,8 @@ static void *writer(void *arg)
         snprintf(subject, sizeof(subject), "system:serviceaccount:ml:trainer-%u", i);
         snprintf(jti, sizeof(jti), "jti-%u", i);
         snprintf(claims, sizeof(claims), "{\"jti\":\"%s\",\"sub\":\"x\"}", jti);
-        if (!details || ferry_jws_sign(j->key, FERRY_ALG_ES256, "JWT", claims, strlen(claims),
-                                       &tok) < 0 ||
+        if (!details ||
+            ferry_jws_sign(j->key, FERRY_ALG_ES256, "JWT", claims, strlen(claims), &tok) < 0 ||
             ferry_auditlog_ref_token(tok, strlen(tok), &ref) < 0) {
             j->rc = -ENOMEM;
         } else {
@@ -104,14 +104,14 @@ static ferry_jwk *load_or_make_key(const char *path)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "log", required_argument, NULL, 'l' },
-        { "key", required_argument, NULL, 'k' },
-        { "jwks-out", required_argument, NULL, 'j' },
-        { "count", required_argument, NULL, 'n' },
-        { "checkpoint-every", required_argument, NULL, 'c' },
-        { "sync", required_argument, NULL, 's' },
-        { "threads", required_argument, NULL, 't' },
-        { "no-close", no_argument, NULL, 'x' },
+        {"log", required_argument, NULL, 'l'},
+        {"key", required_argument, NULL, 'k'},
+        {"jwks-out", required_argument, NULL, 'j'},
+        {"count", required_argument, NULL, 'n'},
+        {"checkpoint-every", required_argument, NULL, 'c'},
+        {"sync", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"no-close", no_argument, NULL, 'x'},
         {},
     };
     const char *log_path = NULL, *key_path = NULL, *jwks_path = NULL;
@@ -126,13 +126,27 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'l': log_path = optarg; break;
-        case 'k': key_path = optarg; break;
-        case 'j': jwks_path = optarg; break;
-        case 'n': count = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'c': every = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 't': threads = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'x': no_close = true; break;
+        case 'l':
+            log_path = optarg;
+            break;
+        case 'k':
+            key_path = optarg;
+            break;
+        case 'j':
+            jwks_path = optarg;
+            break;
+        case 'n':
+            count = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'c':
+            every = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 't':
+            threads = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'x':
+            no_close = true;
+            break;
         case 's':
             if (strcmp(optarg, "always") == 0)
                 mode = FERRY_AUDITLOG_SYNC_ALWAYS;
@@ -143,7 +157,8 @@ int main(int argc, char **argv)
             else
                 return 2;
             break;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (!log_path || !key_path || threads == 0 || threads > 64) {
@@ -166,8 +181,8 @@ int main(int argc, char **argv)
         json_decref(doc);
         ferry_jwks_unref(set);
     }
-    ferry_auditlog_options o = { .path = log_path, .checkpoint_every = every, .sync = mode,
-                                 .signing_key = key };
+    ferry_auditlog_options o = {
+        .path = log_path, .checkpoint_every = every, .sync = mode, .signing_key = key};
     r = ferry_auditlog_open(&o, &log, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, "auditlog_writer: %s (%s)\n", err, ferry_strerror(r));
@@ -180,8 +195,10 @@ int main(int argc, char **argv)
         struct job jobs[64];
         unsigned per = count / threads;
         for (unsigned t = 0; t < threads; t++) {
-            jobs[t] = (struct job){ .log = log, .key = key, .from = t * per,
-                                    .count = t == threads - 1 ? count - t * per : per };
+            jobs[t] = (struct job){.log = log,
+                                   .key = key,
+                                   .from = t * per,
+                                   .count = t == threads - 1 ? count - t * per : per};
             if (pthread_create(&tid[t], NULL, writer, &jobs[t]) != 0)
                 return 1;
         }

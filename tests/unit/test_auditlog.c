@@ -75,7 +75,7 @@ static void mkdir_tmp(void)
 static void rm_tmp(void)
 {
     char p[192];
-    const char *names[] = { "audit.log", "copy.log" };
+    const char *names[] = {"audit.log", "copy.log"};
     for (size_t i = 0; i < 2; i++) {
         snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
         unlink(p);
@@ -108,9 +108,11 @@ static ferry_jwks *pub_set(ferry_jwk **keys, size_t n)
 
 static ferry_auditlog_options opts_for(ferry_jwk *key, unsigned every)
 {
-    return (ferry_auditlog_options){ .path = path, .checkpoint_every = every,
-                                     .signing_key = key, .clock = fake_clock,
-                                     .clock_userdata = &clock_us };
+    return (ferry_auditlog_options){.path = path,
+                                    .checkpoint_every = every,
+                                    .signing_key = key,
+                                    .clock = fake_clock,
+                                    .clock_userdata = &clock_us};
 }
 
 static ferry_auditlog *open_log(ferry_jwk *key, unsigned every)
@@ -126,11 +128,14 @@ static ferry_auditlog *open_log(ferry_jwk *key, unsigned every)
 static int append_one(ferry_auditlog *log, unsigned i, uint64_t *seq)
 {
     char subject[64];
-    json_t *d = json_pack("{s:i, s:s, s:{s:s}}", "i", (json_int_t)i, "path", "/v1/token", "n",
-                          "x", "ctl\001\177\xc3\xa9\xf0\x9f\x98\x80");
+    json_t *d = json_pack("{s:i, s:s, s:{s:s}}", "i", (json_int_t)i, "path", "/v1/token", "n", "x",
+                          "ctl\001\177\xc3\xa9\xf0\x9f\x98\x80");
     ferry_auditlog_token_ref ref;
-    ferry_auditlog_event ev = { .type = "token.exchange", .decision = FERRY_AUDITLOG_ALLOW,
-                                .subject = subject, .token = &ref, .details = d };
+    ferry_auditlog_event ev = {.type = "token.exchange",
+                               .decision = FERRY_AUDITLOG_ALLOW,
+                               .subject = subject,
+                               .token = &ref,
+                               .details = d};
     int r;
 
     snprintf(subject, sizeof(subject), "user-%u", i);
@@ -267,7 +272,7 @@ static void collect(void *ud, const ferry_auditlog_problem *p)
 static int verify(const char *p, const ferry_jwks *keys, bool live, struct problems *ps,
                   ferry_auditlog_report *rep)
 {
-    ferry_auditlog_verify_options vo = { .live = live, .on_problem = collect, .userdata = ps };
+    ferry_auditlog_verify_options vo = {.live = live, .on_problem = collect, .userdata = ps};
     memset(ps, 0, sizeof(*ps));
     return ferry_auditlog_verify(p, keys, &vo, rep);
 }
@@ -306,8 +311,8 @@ static const char *type_of(const char *line, json_t **keep)
 
 /* Expect verification of the tampered copy to fail with the first problem at line (seq) and a
  * reason containing needle. */
-static void expect_broken(struct fixture *f, char **lines, size_t n, bool final_nl,
-                          uint64_t line, uint64_t seq, const char *needle)
+static void expect_broken(struct fixture *f, char **lines, size_t n, bool final_nl, uint64_t line,
+                          uint64_t seq, const char *needle)
 {
     struct problems ps;
     ferry_auditlog_report rep;
@@ -344,15 +349,17 @@ Test(auditlog, record_format_and_hash_follow_the_documented_definition)
     cr_assert_eq(json_integer_value(json_object_get(j, "seq")), 1);
     cr_assert_str_eq(json_string_value(json_object_get(j, "prev")),
                      "0000000000000000000000000000000000000000000000000000000000000000");
-    cr_assert_str_eq(json_string_value(json_object_get(j, "time")),
-                     "2023-11-14T22:13:20.000001Z");
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "details"),
-                                                       "previous")), "none");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "time")), "2023-11-14T22:13:20.000001Z");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "details"), "previous")),
+                     "none");
     json_decref(j);
     /* The documented member order (sorted) and escapes, byte for byte. */
-    cr_assert(strncmp(f.lines[1], "{\"decision\":\"allow\",\"details\":{\"i\":0,\"n\":{\"x\":"
-                                  "\"ctl\\u0001\\u007f\\u00e9\\ud83d\\ude00\"},\"path\":"
-                                  "\"/v1/token\"},\"prev\":\"", 98) == 0, "%s", f.lines[1]);
+    cr_assert(strncmp(f.lines[1],
+                      "{\"decision\":\"allow\",\"details\":{\"i\":0,\"n\":{\"x\":"
+                      "\"ctl\\u0001\\u007f\\u00e9\\ud83d\\ude00\"},\"path\":"
+                      "\"/v1/token\"},\"prev\":\"",
+                      98) == 0,
+              "%s", f.lines[1]);
     for (size_t i = 0; i < f.n; i++) {
         j = parse_line(f.lines[i]);
         compute_hash(f.lines[i], h);
@@ -402,8 +409,11 @@ Test(auditlog, checkpoints_come_every_n_records_with_their_ranges)
 {
     struct fixture f;
     /* every 5: open(1) ev 2-5, cp 6 [1..5], ev 7-11, cp 12 [6..11], ev 13-15, final 16 */
-    const struct { size_t line; uint64_t first, last; bool final; } want[] = {
-        { 6, 1, 5, false }, { 12, 6, 11, false }, { 16, 12, 15, true } };
+    const struct {
+        size_t line;
+        uint64_t first, last;
+        bool final;
+    } want[] = {{6, 1, 5, false}, {12, 6, 11, false}, {16, 12, 15, true}};
 
     fixture_make(&f, 12, 5);
     cr_assert_eq(f.n, 16);
@@ -418,8 +428,7 @@ Test(auditlog, checkpoints_come_every_n_records_with_their_ranges)
             cr_assert_eq(json_is_true(json_object_get(cp, "final")), want[w].final);
             cr_assert_str_eq(json_string_value(json_object_get(cp, "head")),
                              json_string_value(json_object_get(j, "prev")));
-            cr_assert_str_eq(json_string_value(json_object_get(cp, "kid")),
-                             ferry_jwk_kid(f.key));
+            cr_assert_str_eq(json_string_value(json_object_get(cp, "kid")), ferry_jwk_kid(f.key));
             w++;
         } else {
             cr_assert_str_neq(t, "auditlog.checkpoint", "line %zu", i + 1);
@@ -480,8 +489,8 @@ Test(auditlog, reopen_continues_the_chain)
     cr_assert_eq(rep.last_seq, n);
     j = parse_line(lines[8]);
     cr_assert_str_eq(json_string_value(json_object_get(j, "type")), "auditlog.open");
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "details"),
-                                                       "previous")), "sealed");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "details"), "previous")),
+                     "sealed");
     json_decref(j);
     free_lines(lines, n);
     ferry_jwks_unref(pub);
@@ -518,13 +527,12 @@ Test(auditlog, reopen_after_a_crash_records_an_unsealed_previous_session)
     lines = read_lines(path, &n);
     cr_assert_eq(n, 6);
     j = parse_line(lines[4]);
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "details"),
-                                                       "previous")), "unsealed");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "details"), "previous")),
+                     "unsealed");
     json_decref(j);
     /* The final checkpoint covers the records of the crashed session too. */
     j = parse_line(lines[5]);
-    cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "checkpoint"), "first")),
-                 1);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "checkpoint"), "first")), 1);
     json_decref(j);
     free_lines(lines, n);
     ferry_jwks_unref(pub);
@@ -855,7 +863,8 @@ static void resign_last(struct fixture *f, ferry_jwk *key)
 
     cr_assert_eq(ferry_jws_parse(old, oldlen, &parsed), 0);
     cr_assert_eq(ferry_jws_sign(key, FERRY_ALG_ES256, FERRY_AUDITLOG_CHECKPOINT_TYP,
-                                parsed->payload, parsed->payload_len, &jws), 0);
+                                parsed->payload, parsed->payload_len, &jws),
+                 0);
     newlen = strlen(jws);
     p = strstr(line, old);
     cr_assert_not_null(p);
@@ -1008,8 +1017,11 @@ Test(auditlog, verify_reports_missing_files_and_empty_logs)
 static int append_with(ferry_auditlog *log, const char *type, const char *subject,
                        const ferry_auditlog_token_ref *tok, json_t *details)
 {
-    ferry_auditlog_event ev = { .type = type, .decision = FERRY_AUDITLOG_DENY,
-                                .subject = subject, .token = tok, .details = details };
+    ferry_auditlog_event ev = {.type = type,
+                               .decision = FERRY_AUDITLOG_DENY,
+                               .subject = subject,
+                               .token = tok,
+                               .details = details};
     int r = ferry_auditlog_append(log, &ev, NULL);
     json_decref(details);
     return r;
@@ -1022,15 +1034,14 @@ Test(auditlog, token_like_values_and_oversize_fields_are_refused)
     static const char opaque3[] = "AAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBB.CCCCCCCCCCCCCCCCCC";
     ferry_jwk *key = gen_key();
     ferry_auditlog *log = open_log(key, 0);
-    ferry_auditlog_token_ref ref = { .jti = "" };
+    ferry_auditlog_token_ref ref = {.jti = ""};
     char big[FERRY_AUDITLOG_STRING_MAX + 2], sub[FERRY_AUDITLOG_SUBJECT_MAX + 2];
     char embedded[256];
     uint64_t seq = ferry_auditlog_last_seq(log);
 
     snprintf(embedded, sizeof(embedded), "Authorization: Bearer %s", jwt);
     cr_assert_eq(append_with(log, "t.x", jwt, NULL, NULL), -FERRY_EPOLICY);
-    cr_assert_eq(append_with(log, "t.x", "s", NULL, json_pack("{s:s}", "v", jwt)),
-                 -FERRY_EPOLICY);
+    cr_assert_eq(append_with(log, "t.x", "s", NULL, json_pack("{s:s}", "v", jwt)), -FERRY_EPOLICY);
     cr_assert_eq(append_with(log, "t.x", "s", NULL, json_pack("{s:s}", "v", embedded)),
                  -FERRY_EPOLICY);
     cr_assert_eq(append_with(log, "t.x", "s", NULL, json_pack("{s:[s]}", "v", opaque3)),
@@ -1045,8 +1056,7 @@ Test(auditlog, token_like_values_and_oversize_fields_are_refused)
     cr_assert_eq(append_with(log, "t.x", "s", &ref, NULL), -FERRY_EPOLICY);
     memset(big, 'a', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
-    cr_assert_eq(append_with(log, "t.x", "s", NULL, json_pack("{s:s}", "v", big)),
-                 -FERRY_ETOOBIG);
+    cr_assert_eq(append_with(log, "t.x", "s", NULL, json_pack("{s:s}", "v", big)), -FERRY_ETOOBIG);
     memset(sub, 'a', sizeof(sub) - 1);
     sub[sizeof(sub) - 1] = '\0';
     cr_assert_eq(append_with(log, "t.x", sub, NULL, NULL), -FERRY_ETOOBIG);
@@ -1076,7 +1086,8 @@ Test(auditlog, token_like_values_and_oversize_fields_are_refused)
     /* Ordinary values that merely have dots are fine. */
     cr_assert_eq(append_with(log, "t.x", "ip-10-0-0-1.eu-west-1.compute.internal", NULL,
                              json_pack("{s:s, s:s}", "v", "1.2.3", "host",
-                                       "storage.googleapis.com.example.test")), 0);
+                                       "storage.googleapis.com.example.test")),
+                 0);
     cr_assert_eq(ferry_auditlog_last_seq(log), seq + 1);
     cr_assert_eq(ferry_auditlog_close(log), 0);
     ferry_jwk_unref(key);
@@ -1314,7 +1325,7 @@ Test(auditlog, concurrent_appends_make_one_valid_contiguous_chain)
     unsigned char *seen;
 
     for (unsigned t = 0; t < THREADS; t++) {
-        jobs[t] = (struct tjob){ .log = log, .id = t };
+        jobs[t] = (struct tjob){.log = log, .id = t};
         cr_assert_eq(pthread_create(&tid[t], NULL, tbody, &jobs[t]), 0);
     }
     for (unsigned t = 0; t < THREADS; t++) {
