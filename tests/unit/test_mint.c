@@ -1108,7 +1108,7 @@ Test(mint, bad_requests_refused_nothing_signed)
         const char *what;
         ferry_mint_request req;
         int want;
-    } cases[16];
+    } cases[20];
     size_t n = 0;
 
     memset(long_str, 'a', sizeof(long_str) - 1);
@@ -1134,6 +1134,10 @@ Test(mint, bad_requests_refused_nothing_signed)
     CASE("invalid UTF-8", subject, "caf\xc3\x28", -EINVAL);
     CASE("overlong UTF-8", subject, "\xc0\xaf", -EINVAL);
     CASE("control char", client_id, "a\nb", -EINVAL);
+    CASE("DEL", subject, "a\x7f", -EINVAL);
+    CASE("C1 control", subject, "a\xc2\x85", -EINVAL);
+    CASE("UTF-8 surrogate", subject, "\xed\xa0\x80", -EINVAL);
+    CASE("above U+10FFFF", subject, "\xf4\x90\x80\x80", -EINVAL);
     CASE("too long", src_sub, long_str, -FERRY_ETOOBIG);
     CASE("bad scope", scope, "a  b", -EINVAL);
     CASE("scope with quote", scope, "a\"b", -EINVAL);
