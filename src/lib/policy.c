@@ -38,28 +38,50 @@ typedef enum cmatch {
     CM_ONE_OF,
 } cmatch;
 
+/* A claim value of a rule, copied out of the document when the set is packed, so matching
+ * compares bytes in the set's arena instead of walking jansson values. Same equality as
+ * json_equal: same type, then same bytes (string), value (integer) or truth (boolean). */
+typedef enum cv_type {
+    CV_STR = 1,
+    CV_INT,
+    CV_TRUE,
+    CV_FALSE,
+} cv_type;
+
+struct cval {
+    const char *s; /* CV_STR: the string (in the arena), NUL-terminated */
+    size_t len;    /* CV_STR: its length */
+    int64_t i;     /* CV_INT */
+    cv_type t;
+};
+
 struct claim_rule {
-    const char **path; /* member names from the claims object down; borrowed from the doc */
+    const char **path; /* member names from the claims object down */
     size_t n_path;
-    char *display;     /* the path for messages: "repository" or "kubernetes.io/namespace" */
     cmatch kind;
+    const struct cval *vals; /* exact: one value; one_of: n_vals; glob: one CV_STR (the
+                                pattern). NULL until the set is packed. */
+    size_t n_vals;
+    char *display;     /* the path for messages: "repository" or "kubernetes.io/namespace" */
     const json_t *value; /* exact: string/integer/boolean; one_of: array; glob: string */
 };
 
+/* The members a decision reads come first (they share the first cache line of the policy's
+ * block in the set's arena); see pack_policy. */
 struct policy {
-    const char *id;
-    unsigned file;      /* index into set->files */
-    unsigned line;      /* line of the policy object */
-    const char *issuer;
-    const char *subject; /* exact subject or glob pattern */
     bool subject_glob;
-    char *prefix;        /* glob: the literal prefix (unescaped), owned */
-    size_t prefix_len;
+    bool step_up;
+    unsigned file;       /* index into set->files */
+    const char *subject; /* exact subject or glob pattern */
     const char **match_aud; /* the identity must carry one of these audiences */
     size_t n_match_aud;
     struct claim_rule *claims;
     size_t n_claims;
-    bool step_up;
+    const char *id;
+    unsigned line;      /* line of the policy object */
+    const char *issuer; /* borrowed from the document, also once packed */
+    char *prefix;        /* glob: the literal prefix (unescaped); owned until packed */
+    size_t prefix_len;
     /* grant */
     const char **scopes;
     size_t n_scopes;
@@ -113,8 +135,11 @@ struct ferry_policy_set {
     size_t n_docs;
     char **files;
     size_t n_files;
-    struct policy *pol;
+    struct policy *pol; /* load order; once packed, every pointer points into arena */
     size_t n_pol;
+    unsigned char *arena; /* one block per policy, in load order, 64-byte aligned */
+    size_t arena_len;
+    uint32_t *blk;        /* blk[i]: the ref of pol[i]'s block (see POL) */
     struct smap issuers; /* issuer -> one id: the index into ix */
     struct issuer_ix *ix;
     size_t n_ix, cap_ix;
@@ -141,6 +166,11 @@ struct ferry_policy_store {
     pthread_mutex_t mu;
     ferry_policy_set *cur;
 };
+
+/* A policy's ref: the offset of its block in the arena divided by the block alignment, so a
+ * uint32_t reaches 256 GiB and refs sort in load order like the indices. */
+#define BLOCK_ALIGN 64
+#define POL(s, ref) ((const struct policy *)(const void *)((s)->arena + (size_t)(ref) * BLOCK_ALIGN))
 
 /* The one step-up method a policy can require (a keyword of the policy language, not a
  * secret: compared with strcmp). */
@@ -1718,6 +1748,182 @@ out:
 
 /* ---- the set and its index ------------------------------------------------------------------ */
 
+/* ---- packing: one contiguous block per policy ------------------------------------------- */
+
+/* Once the set is complete, each policy is copied into one block of the set's arena: the
+ * struct itself, then what matching reads (subject, literal prefix, audiences, claim rules
+ * with their values), then what a grant reads (scopes, audiences, id, secrets, cloud roles),
+ * then what only messages read. A candidate check so touches a few adjacent cache lines
+ * instead of a dozen scattered heap blocks and jansson values. Two passes of the same code:
+ * the first (base NULL) only measures. */
+struct packer {
+    unsigned char *base; /* NULL: measure */
+    size_t off;
+};
+
+static void *pk_alloc(struct packer *k, size_t n, size_t align)
+{
+    void *p;
+
+    k->off = (k->off + align - 1) & ~(align - 1);
+    p = k->base ? k->base + k->off : NULL;
+    k->off += n;
+    return p;
+}
+
+static char *pk_str(struct packer *k, const char *s, size_t len)
+{
+    char *p = pk_alloc(k, len + 1, 1);
+
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+static const char **pk_strs(struct packer *k, const char *const *v, size_t n)
+{
+    const char **out = n ? pk_alloc(k, n * sizeof(*out), _Alignof(const char *)) : NULL;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *c = pk_str(k, v[i], strlen(v[i]));
+        if (out)
+            out[i] = c;
+    }
+    return out;
+}
+
+static void pk_cval(struct packer *k, const json_t *v, struct cval *out)
+{
+    struct cval c = { 0 };
+
+    if (json_is_string(v)) {
+        c.t = CV_STR;
+        c.len = json_string_length(v);
+        c.s = pk_str(k, json_string_value(v), c.len);
+    } else if (json_is_integer(v)) {
+        c.t = CV_INT;
+        c.i = json_integer_value(v);
+    } else {
+        c.t = json_is_true(v) ? CV_TRUE : CV_FALSE; /* scalar_ok: a boolean */
+    }
+    if (out)
+        *out = c;
+}
+
+/* Lay out p at k (aligned to BLOCK_ALIGN); when writing, the block's struct is p with every
+ * pointer (but issuer and the claim values' jansson originals) into the block. */
+static void pack_policy(struct packer *k, const struct policy *p)
+{
+    struct policy *q = pk_alloc(k, sizeof(*q), BLOCK_ALIGN);
+    struct claim_rule *cr;
+    const char *subject, *prefix, **match_aud;
+
+    if (q)
+        *q = *p;
+    /* matching */
+    subject = pk_str(k, p->subject, strlen(p->subject));
+    prefix = p->prefix ? pk_str(k, p->prefix, p->prefix_len) : NULL;
+    match_aud = pk_strs(k, p->match_aud, p->n_match_aud);
+    cr = p->n_claims ? pk_alloc(k, p->n_claims * sizeof(*cr), _Alignof(struct claim_rule)) : NULL;
+    for (size_t i = 0; i < p->n_claims; i++) {
+        const struct claim_rule *o = &p->claims[i];
+        const char **path = pk_strs(k, o->path, o->n_path);
+        size_t nv = o->kind == CM_ONE_OF ? json_array_size(o->value) : 1;
+        struct cval *vals = pk_alloc(k, nv * sizeof(*vals), _Alignof(struct cval));
+
+        for (size_t j = 0; j < nv; j++)
+            pk_cval(k, o->kind == CM_ONE_OF ? json_array_get(o->value, j) : o->value,
+                    vals ? &vals[j] : NULL);
+        if (cr) {
+            cr[i] = *o;
+            cr[i].path = path;
+            cr[i].vals = vals;
+            cr[i].n_vals = nv;
+        }
+    }
+    if (q) {
+        q->subject = subject;
+        q->prefix = (char *)prefix;
+        q->match_aud = match_aud;
+        q->claims = cr;
+    }
+    /* granting */
+    {
+        const char **scopes = pk_strs(k, p->scopes, p->n_scopes);
+        const char **audiences = pk_strs(k, p->audiences, p->n_audiences);
+        const char *id = pk_str(k, p->id, strlen(p->id));
+        const char **secrets = pk_strs(k, p->secrets, p->n_secrets);
+        const char **gcp = pk_strs(k, p->gcp, p->n_gcp);
+        ferry_policy_aws_role *aws =
+            p->n_aws ? pk_alloc(k, p->n_aws * sizeof(*aws), _Alignof(ferry_policy_aws_role))
+                     : NULL;
+        ferry_policy_azure_app *azure =
+            p->n_azure
+                ? pk_alloc(k, p->n_azure * sizeof(*azure), _Alignof(ferry_policy_azure_app))
+                : NULL;
+
+        for (size_t i = 0; i < p->n_aws; i++) {
+            const char *arn = pk_str(k, p->aws[i].role_arn, strlen(p->aws[i].role_arn));
+            if (aws)
+                aws[i] = (ferry_policy_aws_role){ arn, p->aws[i].session_duration };
+        }
+        for (size_t i = 0; i < p->n_azure; i++) {
+            const char *t = pk_str(k, p->azure[i].tenant_id, strlen(p->azure[i].tenant_id));
+            const char *c = pk_str(k, p->azure[i].client_id, strlen(p->azure[i].client_id));
+            if (azure)
+                azure[i] = (ferry_policy_azure_app){ t, c };
+        }
+        if (q) {
+            q->scopes = scopes;
+            q->audiences = audiences;
+            q->id = id;
+            q->secrets = secrets;
+            q->gcp = gcp;
+            q->aws = aws;
+            q->azure = azure;
+        }
+    }
+    /* messages only */
+    for (size_t i = 0; i < p->n_claims; i++) {
+        char *d = pk_str(k, p->claims[i].display, strlen(p->claims[i].display));
+        if (cr)
+            cr[i].display = d;
+    }
+}
+
+/* Pack every policy of s into s->arena and point s->pol at the copies (the heap arrays of the
+ * parse are freed). Returns 0, -ENOMEM or -FERRY_ETOOBIG (refs would overflow). */
+static int pack_set(ferry_policy_set *s)
+{
+    struct packer k = { 0 };
+
+    for (size_t i = 0; i < s->n_pol; i++)
+        pack_policy(&k, &s->pol[i]);
+    if (k.off / BLOCK_ALIGN > UINT32_MAX)
+        return -FERRY_ETOOBIG;
+    s->arena_len = (k.off + BLOCK_ALIGN - 1) & ~(size_t)(BLOCK_ALIGN - 1);
+    s->blk = calloc(s->n_pol ? s->n_pol : 1, sizeof(*s->blk));
+    s->arena = aligned_alloc(BLOCK_ALIGN, s->arena_len ? s->arena_len : BLOCK_ALIGN);
+    if (!s->blk || !s->arena) {
+        free(s->blk);
+        free(s->arena);
+        s->blk = NULL;
+        s->arena = NULL; /* the policies are still the parse's: set_free releases them */
+        return -ENOMEM;
+    }
+    k = (struct packer){ .base = s->arena };
+    for (size_t i = 0; i < s->n_pol; i++) {
+        k.off = (k.off + BLOCK_ALIGN - 1) & ~(size_t)(BLOCK_ALIGN - 1);
+        s->blk[i] = (uint32_t)(k.off / BLOCK_ALIGN);
+        pack_policy(&k, &s->pol[i]);
+        policy_release(&s->pol[i]);
+        s->pol[i] = *POL(s, s->blk[i]);
+    }
+    return 0;
+}
+
 static void set_free(ferry_policy_set *s)
 {
     for (size_t i = 0; i < s->n_ix; i++) {
@@ -1729,9 +1935,11 @@ static void set_free(ferry_policy_set *s)
     }
     free(s->ix);
     smap_release(&s->issuers);
-    for (size_t i = 0; i < s->n_pol; i++)
+    for (size_t i = 0; !s->arena && i < s->n_pol; i++) /* packed: all in the arena */
         policy_release(&s->pol[i]);
     free(s->pol);
+    free(s->arena);
+    free(s->blk);
     for (size_t i = 0; i < s->n_docs; i++)
         json_decref(s->docs[i]);
     free(s->docs);
@@ -1796,7 +2004,7 @@ static int build_index(ferry_policy_set *s)
             ix->all[ix->n_all++] = (uint32_t)i;
         }
         if (!p->subject_glob) {
-            r = smap_add(&ix->exact, p->subject, strlen(p->subject), (uint32_t)i);
+            r = smap_add(&ix->exact, p->subject, strlen(p->subject), s->blk[i]);
         } else {
             if (!smap_find_h(&ix->prefix, p->prefix, p->prefix_len,
                              fnv1a(p->prefix, p->prefix_len))) {
@@ -1810,7 +2018,7 @@ static int build_index(ferry_policy_set *s)
                 if (!seen)
                     ix->plens[ix->n_plens++] = (uint32_t)p->prefix_len;
             }
-            r = smap_add(&ix->prefix, p->prefix, p->prefix_len, (uint32_t)i);
+            r = smap_add(&ix->prefix, p->prefix, p->prefix_len, s->blk[i]);
         }
         if (r < 0)
             return r;
@@ -1885,6 +2093,9 @@ FERRY_EXPORT int ferry_policy_builder_finish(ferry_policy_builder *b, ferry_poli
     s->pol = TAKE_PTR(b->pol);
     s->n_pol = b->n_pol;
     b->n_pol = 0;
+    r = pack_set(s);
+    if (r < 0)
+        goto out;
     r = build_index(s);
     if (r < 0)
         goto out;
@@ -1974,17 +2185,33 @@ static const json_t *claim_lookup(const json_t *claims, const struct claim_rule 
     return v;
 }
 
+/* json_equal(v, the value c was copied from), without touching the policy's document. */
+static bool cval_equal(const struct cval *c, const json_t *v)
+{
+    switch (c->t) {
+    case CV_STR:
+        return json_is_string(v) && json_string_length(v) == c->len &&
+               memcmp(json_string_value(v), c->s, c->len) == 0;
+    case CV_INT:
+        return json_is_integer(v) && json_integer_value(v) == c->i;
+    case CV_TRUE:
+        return json_is_true(v);
+    case CV_FALSE:
+        return json_is_false(v);
+    }
+    return false;
+}
+
 static bool scalar_matches(const struct claim_rule *cr, const json_t *v)
 {
     switch (cr->kind) {
     case CM_EXACT:
-        return json_equal((json_t *)v, (json_t *)cr->value);
+        return cval_equal(&cr->vals[0], v);
     case CM_GLOB:
-        return json_is_string(v) &&
-               ferry_policy_glob_match(json_string_value(cr->value), json_string_value(v));
+        return json_is_string(v) && ferry_policy_glob_match(cr->vals[0].s, json_string_value(v));
     case CM_ONE_OF:
-        for (size_t i = 0; i < json_array_size(cr->value); i++)
-            if (json_equal((json_t *)v, json_array_get(cr->value, i)))
+        for (size_t i = 0; i < cr->n_vals; i++)
+            if (cval_equal(&cr->vals[i], v))
                 return true;
         return false;
     }
@@ -2076,7 +2303,7 @@ static bool list_has(const char *const *v, size_t n, const char *s)
     return false;
 }
 
-/* Can the policies ids[0..n) together grant req? On success *ret_aud is the audience chosen
+/* Can the policies ids[0..n) (refs, see POL) together grant req? On success *ret_aud is the audience chosen
  * when none was requested (NULL when none is granted either). */
 static ferry_policy_error evaluate(const ferry_policy_set *s, const uint32_t *ids, size_t n,
                                    const ferry_policy_request *req, const char **ret_aud,
@@ -2088,7 +2315,7 @@ static ferry_policy_error evaluate(const ferry_policy_set *s, const uint32_t *id
     for (size_t i = 0; i < req->n_scopes; i++) {
         bool found = false;
         for (size_t j = 0; j < n && !found; j++)
-            found = list_has(s->pol[ids[j]].scopes, s->pol[ids[j]].n_scopes, req->scopes[i]);
+            found = list_has(POL(s, ids[j])->scopes, POL(s, ids[j])->n_scopes, req->scopes[i]);
         if (!found) {
             (void)snprintf(reason, rlen, "scope \"%s\" is not granted by any matching policy",
                            Q(req->scopes[i]));
@@ -2098,7 +2325,7 @@ static ferry_policy_error evaluate(const ferry_policy_set *s, const uint32_t *id
     for (size_t i = 0; i < req->n_audiences; i++) {
         bool found = false;
         for (size_t j = 0; j < n && !found; j++)
-            found = list_has(s->pol[ids[j]].audiences, s->pol[ids[j]].n_audiences,
+            found = list_has(POL(s, ids[j])->audiences, POL(s, ids[j])->n_audiences,
                              req->audiences[i]);
         if (!found) {
             (void)snprintf(reason, rlen,
@@ -2110,7 +2337,7 @@ static ferry_policy_error evaluate(const ferry_policy_set *s, const uint32_t *id
     if (req->n_audiences)
         return FERRY_POLICY_GRANTED;
     for (size_t j = 0; j < n; j++) {
-        const struct policy *p = &s->pol[ids[j]];
+        const struct policy *p = POL(s, ids[j]);
         for (size_t k = 0; k < p->n_audiences; k++) {
             if (!first) {
                 first = p->audiences[k];
@@ -2142,7 +2369,7 @@ static bool contributes(const struct policy *p, const ferry_policy_request *req,
 
 #define ALIGN_UP(x) (((x) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
 
-/* Build the grant from the matching policies ids[0..n). */
+/* Build the grant from the matching policies ids[0..n) (refs). */
 static int build_grant(const ferry_policy_set *s, const uint32_t *ids, size_t n,
                        const ferry_policy_request *req, const char *aud,
                        ferry_policy_grant **ret)
@@ -2154,7 +2381,7 @@ static int build_grant(const ferry_policy_set *s, const uint32_t *ids, size_t n,
     bool any_contrib = false;
 
     for (size_t j = 0; j < n; j++) {
-        const struct policy *p = &s->pol[ids[j]];
+        const struct policy *p = POL(s, ids[j]);
         n_sec += p->n_secrets;
         n_aws += p->n_aws;
         n_az += p->n_azure;
@@ -2184,7 +2411,7 @@ static int build_grant(const ferry_policy_set *s, const uint32_t *ids, size_t n,
     g->ttl = INT64_MAX;
 
     for (size_t j = 0; j < n; j++) {
-        const struct policy *p = &s->pol[ids[j]];
+        const struct policy *p = POL(s, ids[j]);
 
         /* with no contributor at all, every matching policy counts (TTL and ids) */
         if (any_contrib && !contributes(p, req, aud))
@@ -2233,7 +2460,7 @@ static int build_grant(const ferry_policy_set *s, const uint32_t *ids, size_t n,
      * grant outlives the request. */
     for (size_t i = 0; i < g->n_scopes; i++)
         for (size_t j = 0; j < n; j++) {
-            const struct policy *p = &s->pol[ids[j]];
+            const struct policy *p = POL(s, ids[j]);
             size_t k;
             for (k = 0; k < p->n_scopes && strcmp(p->scopes[k], g->scopes[i]) != 0; k++)
                 ;
@@ -2244,7 +2471,7 @@ static int build_grant(const ferry_policy_set *s, const uint32_t *ids, size_t n,
         }
     for (size_t i = 0; i < g->n_audiences; i++)
         for (size_t j = 0; j < n; j++) {
-            const struct policy *p = &s->pol[ids[j]];
+            const struct policy *p = POL(s, ids[j]);
             size_t k;
             for (k = 0; k < p->n_audiences && strcmp(p->audiences[k], g->audiences[i]) != 0;
                  k++)
@@ -2409,7 +2636,7 @@ static int decide(const ferry_policy_set *s, const ferry_policy_request *req,
     if (r < 0)
         goto out;
     for (size_t i = 0; i < cand.n; i++) {
-        const struct policy *p = &s->pol[cand.v[i]];
+        const struct policy *p = POL(s, cand.v[i]);
         if (policy_match(p, req, true, NULL, 0) != FAIL_NONE)
             continue;
         r = idlist_append(p->step_up && !req->step_up_totp ? &gated : &matched, &cand.v[i], 1);
@@ -2442,7 +2669,7 @@ static int decide(const ferry_policy_set *s, const ferry_policy_request *req,
         if (e2 == FERRY_POLICY_GRANTED) {
             err = FERRY_POLICY_STEP_UP_REQUIRED;
             (void)snprintf(reason, rlen, "policy \"%s\" grants this only after a TOTP step-up",
-                           Q(s->pol[gated.v[0]].id));
+                           Q(POL(s, gated.v[0])->id));
         } else if (matched.n == gated.n) {
             err = e2; /* nothing but gated policies matched, and they would not grant it */
             (void)snprintf(reason, rlen, "%s", tmp);
