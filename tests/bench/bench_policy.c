@@ -15,9 +15,19 @@
  * Every decision's outcome is checked against the expectation recorded when the identity
  * was generated (granted or refused); a mismatch fails the run (exit 1).
  *
- * Output, one line per size:
- *   policies=N issuers=I decisions=D granted=G median_ns=X p90_ns=Y p99_ns=Z mean_ns=W
- *   load_ms=L
+ * Every size's set is loaded first; then --runs rounds (default 5) each measure every size in
+ * turn (interleaved, so a slow phase of the machine hits all sizes alike). Before each timed
+ * measurement the identities are decided once untimed (warm-up and outcome check), so each
+ * measurement starts from the same state whatever was measured before it.
+ *
+ * Output: one line per size and round, then one summary line per size:
+ *   run=R policies=N issuers=I decisions=D identities=K granted=G mismatches=M median_ns=X
+ *   p90_ns=Y p99_ns=Z mean_ns=W load_ms=L
+ *   summary policies=N runs=R median_ns=X median_min_ns=A median_max_ns=B p90_ns=Y p99_ns=Z
+ *   mean_ns=W ratio=Q ratio_max=QM load_ms=L
+ * where the summary's median/p90/p99/mean are the medians over the rounds, and ratio (ratio_max)
+ * is the median (largest) over the rounds of this size's median divided by the first size's
+ * median in the same round.
  * Timing: clock_gettime(CLOCK_MONOTONIC) around batches of 16 decisions (a single decision
  * is close to the clock's own cost); the per-decision figure of a batch is its time / 16.
  *
@@ -187,23 +197,52 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int run(size_t total, size_t decisions, size_t n_ids)
+struct size_run {
+    size_t total;
+    ferry_policy_set *set;
+    struct ident *ids;
+    size_t n_ids;
+    double load_ms;
+    double *median, *p90, *p99, *mean, *ratio; /* one per round */
+};
+
+static void size_run_release(struct size_run *sr)
+{
+    for (size_t k = 0; sr->ids && k < sr->n_ids; k++) {
+        json_decref(sr->ids[k].claims);
+        json_decref(sr->ids[k].aud);
+    }
+    free(sr->ids);
+    free(sr->median);
+    free(sr->p90);
+    free(sr->p99);
+    free(sr->mean);
+    free(sr->ratio);
+    ferry_policy_set_unref(sr->set);
+}
+
+/* Load a set of sr->total generated policies and make its identities. Returns 0 or 1. */
+static int load(struct size_run *sr, size_t n_ids, size_t runs)
 {
     ferry_policy_builder *b = NULL;
     ferry_policy_problems *pr = NULL;
-    ferry_policy_set *set = NULL;
-    struct ident *ids = calloc(n_ids, sizeof(*ids));
-    size_t nb = decisions / BATCH, granted = 0, bad = 0;
-    uint64_t *lat = calloc(nb, sizeof(*lat)), t0, sum = 0;
-    const char *scopes[] = { "read" };
+    uint64_t t0;
     int r = 1;
 
-    if (!ids || !lat || ferry_policy_builder_new(&b) < 0 || ferry_policy_problems_new(&pr) < 0)
+    sr->n_ids = n_ids;
+    sr->ids = calloc(n_ids, sizeof(*sr->ids));
+    sr->median = calloc(runs, sizeof(double));
+    sr->p90 = calloc(runs, sizeof(double));
+    sr->p99 = calloc(runs, sizeof(double));
+    sr->mean = calloc(runs, sizeof(double));
+    sr->ratio = calloc(runs, sizeof(double));
+    if (!sr->ids || !sr->median || !sr->p90 || !sr->p99 || !sr->mean || !sr->ratio ||
+        ferry_policy_builder_new(&b) < 0 || ferry_policy_problems_new(&pr) < 0)
         goto out;
     t0 = now_ns();
-    for (size_t first = 0; first < total; first += PER_DOC) {
-        size_t len, count = total - first < PER_DOC ? total - first : PER_DOC;
-        char name[32], *doc = make_doc(first, count, total, &len);
+    for (size_t first = 0; first < sr->total; first += PER_DOC) {
+        size_t len, count = sr->total - first < PER_DOC ? sr->total - first : PER_DOC;
+        char name[32], *doc = make_doc(first, count, sr->total, &len);
         int rr;
 
         if (!doc)
@@ -218,64 +257,125 @@ static int run(size_t total, size_t decisions, size_t n_ids)
             goto out;
         }
     }
-    if (ferry_policy_builder_finish(b, &set, pr) < 0) {
+    if (ferry_policy_builder_finish(b, &sr->set, pr) < 0) {
         fprintf(stderr, "bench_policy: finish failed\n");
         goto out;
     }
-    {
-        double load_ms = (double)(now_ns() - t0) / 1e6;
-        rng_state = UINT64_C(0x9E3779B97F4A7C15);
-        make_identities(ids, n_ids, total);
-
-        for (size_t k = 0; k < n_ids; k++) { /* warm up and check every identity once */
-            ferry_policy_request req = { .issuer = ids[k].issuer, .subject = ids[k].subject,
-                                         .audience = ids[k].aud, .claims = ids[k].claims,
-                                         .scopes = scopes, .n_scopes = 1 };
-            ferry_policy_grant *g = NULL;
-            int rr = ferry_policy_decide(set, &req, &g, NULL);
-            if ((rr == 0) != ids[k].expect_grant) {
-                if (bad++ < 5)
-                    fprintf(stderr, "bench_policy: %s %s: %s, expected %s\n", ids[k].issuer,
-                            ids[k].subject, rr == 0 ? "granted" : "refused",
-                            ids[k].expect_grant ? "granted" : "refused");
-            }
-            granted += rr == 0;
-            ferry_policy_grant_free(g);
-        }
-        for (size_t bi = 0; bi < nb; bi++) {
-            uint64_t s = now_ns();
-            for (size_t j = 0; j < BATCH; j++) {
-                const struct ident *id = &ids[(bi * BATCH + j) % n_ids];
-                ferry_policy_request req = { .issuer = id->issuer, .subject = id->subject,
-                                             .audience = id->aud, .claims = id->claims,
-                                             .scopes = scopes, .n_scopes = 1 };
-                ferry_policy_grant *g = NULL;
-                (void)ferry_policy_decide(set, &req, &g, NULL);
-                ferry_policy_grant_free(g);
-            }
-            lat[bi] = now_ns() - s;
-            sum += lat[bi];
-        }
-        qsort(lat, nb, sizeof(*lat), cmp_u64);
-        printf("policies=%zu issuers=%zu decisions=%zu identities=%zu granted=%zu mismatches=%zu "
-               "median_ns=%.0f p90_ns=%.0f p99_ns=%.0f mean_ns=%.0f load_ms=%.1f\n",
-               total, (size_t)N_ISSUERS, nb * BATCH, n_ids, granted, bad,
-               (double)lat[nb / 2] / BATCH, (double)lat[nb * 90 / 100] / BATCH,
-               (double)lat[nb * 99 / 100] / BATCH, (double)sum / (double)(nb * BATCH),
-               load_ms);
-    }
-    r = bad ? 1 : 0;
+    sr->load_ms = (double)(now_ns() - t0) / 1e6;
+    rng_state = UINT64_C(0x9E3779B97F4A7C15);
+    make_identities(sr->ids, n_ids, sr->total);
+    r = 0;
 out:
-    for (size_t k = 0; ids && k < n_ids; k++) {
-        json_decref(ids[k].claims);
-        json_decref(ids[k].aud);
-    }
-    free(ids);
-    free(lat);
-    ferry_policy_set_unref(set);
     ferry_policy_builder_free(b);
     ferry_policy_problems_free(pr);
     return r;
+}
+
+/* One timed measurement of a loaded size (round run). Returns 0, or 1 on a wrong outcome. */
+static int measure(struct size_run *sr, size_t run, size_t decisions, uint64_t *lat)
+{
+    size_t nb = decisions / BATCH, granted = 0, bad = 0;
+    const char *scopes[] = { "read" };
+    uint64_t sum = 0;
+
+    for (size_t k = 0; k < sr->n_ids; k++) { /* warm up and check every identity once */
+        const struct ident *id = &sr->ids[k];
+        ferry_policy_request req = { .issuer = id->issuer, .subject = id->subject,
+                                     .audience = id->aud, .claims = id->claims,
+                                     .scopes = scopes, .n_scopes = 1 };
+        ferry_policy_grant *g = NULL;
+        int rr = ferry_policy_decide(sr->set, &req, &g, NULL);
+        if ((rr == 0) != id->expect_grant) {
+            if (bad++ < 5)
+                fprintf(stderr, "bench_policy: %s %s: %s, expected %s\n", id->issuer,
+                        id->subject, rr == 0 ? "granted" : "refused",
+                        id->expect_grant ? "granted" : "refused");
+        }
+        granted += rr == 0;
+        ferry_policy_grant_free(g);
+    }
+    for (size_t bi = 0; bi < nb; bi++) {
+        uint64_t s = now_ns();
+        for (size_t j = 0; j < BATCH; j++) {
+            const struct ident *id = &sr->ids[(bi * BATCH + j) % sr->n_ids];
+            ferry_policy_request req = { .issuer = id->issuer, .subject = id->subject,
+                                         .audience = id->aud, .claims = id->claims,
+                                         .scopes = scopes, .n_scopes = 1 };
+            ferry_policy_grant *g = NULL;
+            (void)ferry_policy_decide(sr->set, &req, &g, NULL);
+            ferry_policy_grant_free(g);
+        }
+        lat[bi] = now_ns() - s;
+        sum += lat[bi];
+    }
+    qsort(lat, nb, sizeof(*lat), cmp_u64);
+    sr->median[run] = (double)lat[nb / 2] / BATCH;
+    sr->p90[run] = (double)lat[nb * 90 / 100] / BATCH;
+    sr->p99[run] = (double)lat[nb * 99 / 100] / BATCH;
+    sr->mean[run] = (double)sum / (double)(nb * BATCH);
+    printf("run=%zu policies=%zu issuers=%zu decisions=%zu identities=%zu granted=%zu "
+           "mismatches=%zu median_ns=%.0f p90_ns=%.0f p99_ns=%.0f mean_ns=%.0f load_ms=%.1f\n",
+           run + 1, sr->total, (size_t)N_ISSUERS, nb * BATCH, sr->n_ids, granted, bad,
+           sr->median[run], sr->p90[run], sr->p99[run], sr->mean[run], sr->load_ms);
+    fflush(stdout);
+    return bad ? 1 : 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of v[0..n) (sorts v). */
+static double median_of(double *v, size_t n)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int bench(const size_t *sizes, size_t n_sizes, size_t decisions, size_t n_ids, size_t runs)
+{
+    struct size_run *sr = calloc(n_sizes, sizeof(*sr));
+    uint64_t *lat = calloc(decisions / BATCH, sizeof(*lat));
+    int status = 0;
+
+    if (!sr || !lat) {
+        status = 1;
+        goto out;
+    }
+    for (size_t i = 0; i < n_sizes; i++) {
+        sr[i].total = sizes[i];
+        if (load(&sr[i], n_ids, runs) != 0) {
+            status = 1;
+            goto out;
+        }
+    }
+    for (size_t run = 0; run < runs; run++)
+        for (size_t i = 0; i < n_sizes; i++) {
+            status |= measure(&sr[i], run, decisions, lat);
+            sr[i].ratio[run] = sr[i].median[run] / sr[0].median[run];
+        }
+    for (size_t i = 0; i < n_sizes; i++) {
+        double mmin = sr[i].median[0], mmax = sr[i].median[0], rmax = sr[i].ratio[0];
+        for (size_t run = 1; run < runs; run++) {
+            mmin = sr[i].median[run] < mmin ? sr[i].median[run] : mmin;
+            mmax = sr[i].median[run] > mmax ? sr[i].median[run] : mmax;
+            rmax = sr[i].ratio[run] > rmax ? sr[i].ratio[run] : rmax;
+        }
+        printf("summary policies=%zu runs=%zu identities=%zu median_ns=%.0f median_min_ns=%.0f "
+               "median_max_ns=%.0f p90_ns=%.0f p99_ns=%.0f mean_ns=%.0f ratio=%.2f "
+               "ratio_max=%.2f load_ms=%.1f\n",
+               sr[i].total, runs, n_ids, median_of(sr[i].median, runs), mmin, mmax,
+               median_of(sr[i].p90, runs), median_of(sr[i].p99, runs),
+               median_of(sr[i].mean, runs), median_of(sr[i].ratio, runs), rmax, sr[i].load_ms);
+    }
+out:
+    for (size_t i = 0; sr && i < n_sizes; i++)
+        size_run_release(&sr[i]);
+    free(sr);
+    free(lat);
+    return status;
 }
 
 int main(int argc, char **argv)
@@ -284,13 +384,16 @@ int main(int argc, char **argv)
         { "decisions", required_argument, NULL, 'd' },
         { "identities", required_argument, NULL, 'i' },
         { "cpu", required_argument, NULL, 'c' },
+        { "runs", required_argument, NULL, 'r' },
         { "help", no_argument, NULL, 'h' },
         {},
     };
-    size_t decisions = 400000, n_ids = 4096;
-    int c, status = 0, cpu = -1;
+    static const size_t default_sizes[] = { 10, 1000, 10000 };
+    size_t decisions = 400000, n_ids = 4096, runs = 5, n_sizes = 0;
+    size_t *sizes = NULL;
+    int c, status, cpu = -1;
 
-    while ((c = getopt_long(argc, argv, "d:i:c:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:i:c:r:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'd':
             decisions = strtoul(optarg, NULL, 10);
@@ -301,16 +404,20 @@ int main(int argc, char **argv)
         case 'c':
             cpu = (int)strtol(optarg, NULL, 10);
             break;
+        case 'r':
+            runs = strtoul(optarg, NULL, 10);
+            break;
         case 'h':
             printf("usage: bench_policy [--decisions N] [--identities N] [--cpu CPU] "
-                   "[SIZE...]\n  default sizes: 10 1000 10000\n");
+                   "[--runs N] [SIZE...]\n  default sizes: 10 1000 10000; 5 runs\n");
             return 0;
         default:
             return 2;
         }
     }
-    if (decisions < BATCH * 100 || n_ids == 0) {
-        fprintf(stderr, "bench_policy: --decisions >= %d and --identities >= 1\n", BATCH * 100);
+    if (decisions < BATCH * 100 || n_ids == 0 || runs == 0 || runs > 1000) {
+        fprintf(stderr, "bench_policy: --decisions >= %d, --identities >= 1, --runs 1..1000\n",
+                BATCH * 100);
         return 2;
     }
     if (cpu >= 0) {
@@ -321,18 +428,26 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_policy: cannot pin to CPU %d: %s\n", cpu, strerror(errno));
     }
     if (optind == argc) {
-        static const size_t sizes[] = { 10, 1000, 10000 };
-        for (size_t i = 0; i < sizeof(sizes) / sizeof(*sizes); i++)
-            status |= run(sizes[i], decisions, n_ids);
+        n_sizes = sizeof(default_sizes) / sizeof(*default_sizes);
+        sizes = malloc(sizeof(default_sizes));
+        if (!sizes)
+            return 2;
+        memcpy(sizes, default_sizes, sizeof(default_sizes));
     } else {
-        for (int i = optind; i < argc; i++) {
-            size_t n = strtoul(argv[i], NULL, 10);
-            if (n == 0 || n > FERRY_POLICY_TOTAL_MAX) {
-                fprintf(stderr, "bench_policy: bad size '%s'\n", argv[i]);
+        n_sizes = (size_t)(argc - optind);
+        sizes = calloc(n_sizes, sizeof(*sizes));
+        if (!sizes)
+            return 2;
+        for (size_t i = 0; i < n_sizes; i++) {
+            sizes[i] = strtoul(argv[optind + (int)i], NULL, 10);
+            if (sizes[i] == 0 || sizes[i] > FERRY_POLICY_TOTAL_MAX) {
+                fprintf(stderr, "bench_policy: bad size '%s'\n", argv[optind + (int)i]);
+                free(sizes);
                 return 2;
             }
-            status |= run(n, decisions, n_ids);
         }
     }
+    status = bench(sizes, n_sizes, decisions, n_ids, runs);
+    free(sizes);
     return status;
 }
