@@ -115,14 +115,38 @@ struct smap {
     size_t n;
 };
 
+/* The finished form of an index map: 16-byte slots, four to a cache line, holding the key's
+ * hash and the first policy's ref. The key itself is that policy's subject (exact map) or
+ * literal prefix (prefix map), in its block, which a hit reads next anyway; a probe that
+ * finds no equal hash reads nothing else. */
+#define CM_EMPTY UINT32_MAX
+
+struct cm_slot {
+    uint64_t hash;
+    uint32_t ref0; /* the first policy (load order), or CM_EMPTY */
+    uint32_t more; /* 0: ref0 is the only policy; else lists[more - 1] policies from
+                      lists[more] on (ref0 first) */
+};
+
+struct cmap {
+    struct cm_slot *slots; /* load at most 1/2 */
+    size_t mask;           /* slots - 1 */
+    uint32_t *lists;
+};
+
 struct issuer_ix {
     const char *issuer;
-    struct smap exact;  /* subject -> policies with that exact subject */
-    struct smap prefix; /* literal prefix of a glob -> policies */
+    struct smap exact_b;  /* while building: subject -> policies with that exact subject */
+    struct smap prefix_b; /* while building: literal prefix of a glob -> policies */
+    struct cmap exact;    /* the same, finished */
+    struct cmap prefix;
     uint64_t *pfilter;  /* one bit per hash of a literal prefix (a filter in front of prefix:
                            most probed lengths have no entry, and the bit array stays in
                            cache where the map's slots would not) */
     uint64_t pfmask;    /* bits - 1 */
+    uint64_t *efilter;  /* the same in front of exact: a subject no policy names (half the
+                           traffic of a busy issuer, typically) costs no slot load */
+    uint64_t efmask;
     uint32_t *plens;    /* distinct prefix lengths, ascending */
     size_t n_plens;
     uint32_t *all;      /* every policy of the issuer, in load order (explain) */
@@ -1901,7 +1925,7 @@ static int pack_set(ferry_policy_set *s)
 
     for (size_t i = 0; i < s->n_pol; i++)
         pack_policy(&k, &s->pol[i]);
-    if (k.off / BLOCK_ALIGN > UINT32_MAX)
+    if (k.off / BLOCK_ALIGN >= CM_EMPTY)
         return -FERRY_ETOOBIG;
     s->arena_len = (k.off + BLOCK_ALIGN - 1) & ~(size_t)(BLOCK_ALIGN - 1);
     s->blk = calloc(s->n_pol ? s->n_pol : 1, sizeof(*s->blk));
@@ -1927,9 +1951,14 @@ static int pack_set(ferry_policy_set *s)
 static void set_free(ferry_policy_set *s)
 {
     for (size_t i = 0; i < s->n_ix; i++) {
-        smap_release(&s->ix[i].exact);
-        smap_release(&s->ix[i].prefix);
+        smap_release(&s->ix[i].exact_b);
+        smap_release(&s->ix[i].prefix_b);
+        free(s->ix[i].exact.slots);
+        free(s->ix[i].exact.lists);
+        free(s->ix[i].prefix.slots);
+        free(s->ix[i].prefix.lists);
         free(s->ix[i].pfilter);
+        free(s->ix[i].efilter);
         free(s->ix[i].plens);
         free(s->ix[i].all);
     }
@@ -1973,6 +2002,68 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A bit filter over the keys of m: 16 bits per key (at least 512), one bit set per key from
+ * bits of its hash other than the slot index. Returns 0 or -ENOMEM. */
+static int filter_make(const struct smap *m, uint64_t **ret_bits, uint64_t *ret_mask)
+{
+    size_t bits = 512;
+
+    while (bits < m->n * 16)
+        bits *= 2;
+    *ret_bits = calloc(bits / 64, sizeof(uint64_t));
+    if (!*ret_bits)
+        return -ENOMEM;
+    *ret_mask = bits - 1;
+    for (size_t j = 0; j < m->cap; j++) {
+        uint64_t h = m->slots[j].hash >> 20;
+        if (m->slots[j].key)
+            (*ret_bits)[(h & *ret_mask) / 64] |= UINT64_C(1) << (h & 63);
+    }
+    return 0;
+}
+
+static bool filter_has(const uint64_t *bits, uint64_t mask, uint64_t h)
+{
+    h >>= 20;
+    return (bits[(h & mask) / 64] >> (h & 63)) & 1;
+}
+
+/* Make the finished form of m (whose ids are refs). Returns 0 or -ENOMEM. */
+static int cmap_from_smap(struct cmap *c, const struct smap *m)
+{
+    size_t cap = 16, n_lists = 0, pos = 0;
+
+    while (cap < m->n * 2)
+        cap *= 2;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key && m->slots[i].n > 1)
+            n_lists += 1 + m->slots[i].n;
+    c->slots = malloc(cap * sizeof(*c->slots));
+    c->lists = n_lists ? malloc(n_lists * sizeof(*c->lists)) : NULL;
+    if (!c->slots || (n_lists && !c->lists))
+        return -ENOMEM; /* set_free frees what was allocated */
+    c->mask = cap - 1;
+    for (size_t i = 0; i < cap; i++)
+        c->slots[i] = (struct cm_slot){ .ref0 = CM_EMPTY };
+    for (size_t i = 0; i < m->cap; i++) {
+        const struct sm_entry *e = &m->slots[i];
+        size_t j;
+
+        if (!e->key)
+            continue;
+        for (j = (size_t)e->hash & c->mask; c->slots[j].ref0 != CM_EMPTY; j = (j + 1) & c->mask)
+            ;
+        c->slots[j] = (struct cm_slot){ .hash = e->hash, .ref0 = e->ids[0] };
+        if (e->n > 1) {
+            c->lists[pos] = e->n;
+            memcpy(&c->lists[pos + 1], e->ids, e->n * sizeof(*e->ids));
+            c->slots[j].more = (uint32_t)(pos + 1);
+            pos += 1 + e->n;
+        }
+    }
+    return 0;
+}
+
 static int build_index(ferry_policy_set *s)
 {
     int r;
@@ -2004,9 +2095,9 @@ static int build_index(ferry_policy_set *s)
             ix->all[ix->n_all++] = (uint32_t)i;
         }
         if (!p->subject_glob) {
-            r = smap_add(&ix->exact, p->subject, strlen(p->subject), s->blk[i]);
+            r = smap_add(&ix->exact_b, p->subject, strlen(p->subject), s->blk[i]);
         } else {
-            if (!smap_find_h(&ix->prefix, p->prefix, p->prefix_len,
+            if (!smap_find_h(&ix->prefix_b, p->prefix, p->prefix_len,
                              fnv1a(p->prefix, p->prefix_len))) {
                 uint32_t *v = realloc(ix->plens, (ix->n_plens + 1) * sizeof(*v));
                 bool seen = false;
@@ -2018,28 +2109,30 @@ static int build_index(ferry_policy_set *s)
                 if (!seen)
                     ix->plens[ix->n_plens++] = (uint32_t)p->prefix_len;
             }
-            r = smap_add(&ix->prefix, p->prefix, p->prefix_len, s->blk[i]);
+            r = smap_add(&ix->prefix_b, p->prefix, p->prefix_len, s->blk[i]);
         }
         if (r < 0)
             return r;
     }
     for (size_t i = 0; i < s->n_ix; i++) {
         struct issuer_ix *ix = &s->ix[i];
-        size_t bits = 512;
 
         if (ix->n_plens > 1)
             qsort(ix->plens, ix->n_plens, sizeof(uint32_t), cmp_u32);
-        while (bits < ix->prefix.n * 16)
-            bits *= 2;
-        ix->pfilter = calloc(bits / 64, sizeof(uint64_t));
-        if (!ix->pfilter)
-            return -ENOMEM;
-        ix->pfmask = bits - 1;
-        for (size_t j = 0; j < ix->prefix.cap; j++) {
-            uint64_t h = ix->prefix.slots[j].hash >> 20; /* other bits than the slot index */
-            if (ix->prefix.slots[j].key)
-                ix->pfilter[(h & ix->pfmask) / 64] |= UINT64_C(1) << (h & 63);
-        }
+        r = filter_make(&ix->prefix_b, &ix->pfilter, &ix->pfmask);
+        if (r < 0)
+            return r;
+        r = filter_make(&ix->exact_b, &ix->efilter, &ix->efmask);
+        if (r < 0)
+            return r;
+        r = cmap_from_smap(&ix->exact, &ix->exact_b);
+        if (r < 0)
+            return r;
+        r = cmap_from_smap(&ix->prefix, &ix->prefix_b);
+        if (r < 0)
+            return r;
+        smap_release(&ix->exact_b);
+        smap_release(&ix->prefix_b);
     }
     return 0;
 }
@@ -2542,19 +2635,48 @@ static int idlist_append(struct idlist *l, const uint32_t *ids, size_t n)
     return 0;
 }
 
+/* The slot of c for key (hash h); prefix: c is a prefix map. */
+static const struct cm_slot *cmap_find(const ferry_policy_set *s, const struct cmap *c,
+                                       const char *key, size_t len, uint64_t h, bool prefix)
+{
+    for (size_t i = (size_t)h & c->mask;; i = (i + 1) & c->mask) {
+        const struct cm_slot *e = &c->slots[i];
+        const struct policy *p;
+
+        if (e->ref0 == CM_EMPTY)
+            return NULL;
+        if (e->hash != h)
+            continue;
+        p = POL(s, e->ref0);
+        if (prefix ? p->prefix_len == len && memcmp(p->prefix, key, len) == 0
+                   : strncmp(p->subject, key, len) == 0 && p->subject[len] == '\0')
+            return e;
+    }
+}
+
+static int cand_append(const struct cmap *c, const struct cm_slot *e, struct idlist *out)
+{
+    return e->more ? idlist_append(out, &c->lists[e->more], c->lists[e->more - 1])
+                   : idlist_append(out, &e->ref0, 1);
+}
+
 /* The candidates of an issuer for a subject: policies with that exact subject, and glob
  * policies whose literal prefix is a prefix of the subject. Sorted by load order. */
-static int candidates(const struct issuer_ix *ix, const char *subject, struct idlist *out)
+static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, const char *subject,
+                      struct idlist *out)
 {
     size_t slen = strlen(subject), pos = 0;
     uint64_t h = UINT64_C(14695981039346656037);
-    const struct sm_entry *e;
+    const struct cm_slot *e;
     size_t lists = 0;
     int r;
 
-    e = smap_find_h(&ix->exact, subject, slen, fnv1a(subject, slen));
+    h = fnv1a(subject, slen);
+    e = filter_has(ix->efilter, ix->efmask, h)
+            ? cmap_find(s, &ix->exact, subject, slen, h, false) : NULL;
+    h = UINT64_C(14695981039346656037);
     if (e) {
-        r = idlist_append(out, e->n == 1 ? &e->id0 : e->ids, e->n);
+        r = cand_append(&ix->exact, e, out);
         if (r < 0)
             return r;
         lists++;
@@ -2565,11 +2687,11 @@ static int candidates(const struct issuer_ix *ix, const char *subject, struct id
             h ^= (unsigned char)subject[pos];
             h *= UINT64_C(1099511628211);
         }
-        if (!(ix->pfilter[((h >> 20) & ix->pfmask) / 64] & (UINT64_C(1) << ((h >> 20) & 63))))
+        if (!filter_has(ix->pfilter, ix->pfmask, h))
             continue;
-        e = smap_find_h(&ix->prefix, subject, l, h);
+        e = cmap_find(s, &ix->prefix, subject, l, h, true);
         if (e) {
-            r = idlist_append(out, e->n == 1 ? &e->id0 : e->ids, e->n);
+            r = cand_append(&ix->prefix, e, out);
             if (r < 0)
                 return r;
             lists++;
@@ -2632,7 +2754,7 @@ static int decide(const ferry_policy_set *s, const ferry_policy_request *req,
         r = 0;
         goto out;
     }
-    r = candidates(ix, req->subject, &cand);
+    r = candidates(s, ix, req->subject, &cand);
     if (r < 0)
         goto out;
     for (size_t i = 0; i < cand.n; i++) {
