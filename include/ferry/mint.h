@@ -57,6 +57,14 @@ enum {
      * ferry_mint_token fails with -FERRY_ENOKEY until ferry_mint_import_pem or
      * ferry_mint_rotate adds one (`ferry keys init --import`). */
     FERRY_MINT_NO_GENERATE = 1 << 0,
+    /* Open the store for reading only (`ferry keys jwks | list | discovery`): nothing is
+     * created or changed - no directory, lock file or key, no pruning (expired keys are left
+     * out of the published set but their files stay for a writer to wipe). A missing state
+     * directory or keys/ is -ENOENT. The private keys are checked (owner, mode) but not
+     * loaded: ferry_mint_token fails with -FERRY_ENOKEY and ferry_mint_signing_key returns
+     * NULL; ferry_mint_rotate and ferry_mint_import_pem fail with -EROFS. Implies
+     * FERRY_MINT_NO_GENERATE. */
+    FERRY_MINT_READ_ONLY = 1 << 1,
 };
 
 typedef struct ferry_mint_options {
@@ -64,7 +72,7 @@ typedef struct ferry_mint_options {
                               fragment or trailing '/'; http:// only for 127.0.0.1, [::1] and
                               localhost. NULL is allowed when the mint only manages keys
                               (then ferry_mint_token and ferry_mint_discovery fail -EINVAL). */
-    const char *state_dir; /* required; created 0700 when missing */
+    const char *state_dir; /* required; created 0700 when missing (unless READ_ONLY) */
     ferry_alg alg;         /* alg of a generated key: FERRY_ALG_ES256 (also for UNKNOWN),
                               FERRY_ALG_EDDSA or FERRY_ALG_RS256 */
     unsigned rsa_bits;     /* RSA size of a generated RS256 key; 0 = 3072; 2048..8192 */

@@ -1,7 +1,8 @@
 /* ferry/keys.c - `ferry keys init | rotate | jwks | discovery | list`: ferry's signing keys.
  *
  * Every subcommand opens the key store in the state directory through ferry_mint_open (which
- * validates it as hostile input and wipes private keys whose overlap has passed) and prints
+ * validates it as hostile input; init and rotate also wipe private keys whose overlap has
+ * passed, while jwks, list and discovery open it read-only and change nothing) and prints
  * JSON on stdout. Nothing here mints tokens: that is ferryd's job.
  */
 #include "config.h"
@@ -72,8 +73,12 @@ static void usage(FILE *f)
             "  --issuer URL      ferry's issuer URL (discovery)\n"
             "  --all             jwks: every key ever used, not only the published ones\n"
             "\n"
+            "jwks, list and discovery only read the store: they create, prune and wipe\n"
+            "nothing (a retired key past its overlap is left out, and wiped by the next\n"
+            "init, rotate or ferryd reload).\n"
+            "\n"
             "Exit status: 0 success, 1 refused (e.g. init on an initialised store),\n"
-            "2 usage or state-directory errors.\n",
+            "2 usage or state-directory errors (also a missing or empty key store).\n",
             FERRY_MINT_DEFAULT_TTL);
 }
 
@@ -150,7 +155,9 @@ static int parse_args(int argc, char **argv, struct keys_args *a)
     return 0;
 }
 
-static int open_store(const struct keys_args *a, ferry_mint **ret)
+/* init and rotate open the store for writing (creating it when missing); jwks, list and
+ * discovery read it only: they create, prune and wipe nothing. */
+static int open_store(const struct keys_args *a, bool read_only, ferry_mint **ret)
 {
     ferry_mint_options o = {
         .issuer = a->issuer,
@@ -158,14 +165,15 @@ static int open_store(const struct keys_args *a, ferry_mint **ret)
         .alg = a->alg,
         .rsa_bits = a->rsa_bits,
         .max_ttl = a->max_ttl,
-        .flags = FERRY_MINT_NO_GENERATE,
+        .flags = FERRY_MINT_NO_GENERATE | (read_only ? FERRY_MINT_READ_ONLY : 0),
     };
     char err[512] = "";
     int r;
 
     r = ferry_mint_open(&o, ret, err, sizeof(err));
     if (r < 0) {
-        fprintf(stderr, "ferry keys: %s\n", err[0] ? err : ferry_strerror(r));
+        fprintf(stderr, "ferry keys: %s%s\n", err[0] ? err : ferry_strerror(r),
+                r == -ENOENT ? "; run 'ferry keys init'" : "");
         return FERRY_EXIT_USAGE;
     }
     return FERRY_EXIT_OK;
@@ -332,7 +340,7 @@ int ferry_cmd_keys(int argc, char **argv)
         fprintf(stderr, "ferry keys discovery: --issuer URL is required\n");
         return FERRY_EXIT_USAGE;
     }
-    r = open_store(&a, &m);
+    r = open_store(&a, strcmp(cmd, "init") != 0 && strcmp(cmd, "rotate") != 0, &m);
     if (r != FERRY_EXIT_OK)
         return r;
     if (ferry_mint_list_keys(m, &info, &n) < 0) {
@@ -355,7 +363,7 @@ int ferry_cmd_keys(int argc, char **argv)
     if (n == 0) {
         fprintf(stderr, "ferry keys %s: %s holds no keys; run 'ferry keys init'\n", cmd,
                 a.state_dir);
-        return FERRY_EXIT_REFUSED;
+        return FERRY_EXIT_USAGE;
     }
     if (strcmp(cmd, "list") == 0)
         return print_keys(m, false);

@@ -478,18 +478,22 @@ static int check_dir(int fd, const char *what, bool allow_root, char *errbuf, si
     return 0;
 }
 
-/* Open (creating when missing, 0700) the state directory and its keys/ subdirectory. */
-static int open_keys_dir(const char *state_dir, int *ret_fd, char *errbuf, size_t errlen)
+/* Open (creating when missing and create is set, 0700) the state directory and its keys/
+ * subdirectory. Without create a missing one is -ENOENT. */
+static int open_keys_dir(const char *state_dir, bool create, int *ret_fd, char *errbuf,
+                         size_t errlen)
 {
     _cleanup_close_ int sfd = -1, kfd = -1;
     char what[64];
     int r;
 
-    if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
+    if (create && mkdir(state_dir, 0700) < 0 && errno != EEXIST)
         return fail(errbuf, errlen, -errno, "state directory %s: cannot create: %s", state_dir,
                     strerror(errno));
     /* The state directory itself may be a symlink (systemd DynamicUser); nothing inside. */
     sfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sfd < 0 && errno == ENOENT)
+        return fail(errbuf, errlen, -ENOENT, "state directory %s does not exist", state_dir);
     if (sfd < 0)
         return fail(errbuf, errlen, -errno, "state directory %s: cannot open: %s", state_dir,
                     strerror(errno));
@@ -497,10 +501,13 @@ static int open_keys_dir(const char *state_dir, int *ret_fd, char *errbuf, size_
     r = check_dir(sfd, what, true, errbuf, errlen);
     if (r < 0)
         return r;
-    if (mkdirat(sfd, KEYS_DIR, 0700) < 0 && errno != EEXIST)
+    if (create && mkdirat(sfd, KEYS_DIR, 0700) < 0 && errno != EEXIST)
         return fail(errbuf, errlen, -errno, "%s/" KEYS_DIR ": cannot create: %s", state_dir,
                     strerror(errno));
     kfd = openat(sfd, KEYS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (kfd < 0 && errno == ENOENT)
+        return fail(errbuf, errlen, -ENOENT, "%s/" KEYS_DIR " does not exist (no key store)",
+                    state_dir);
     if (kfd < 0)
         return fail(errbuf, errlen, errno == ENOTDIR || errno == ELOOP ? -FERRY_ECONFIG : -errno,
                     "%s/" KEYS_DIR ": cannot open (a symlink or not a directory?): %s",
@@ -984,21 +991,29 @@ static int sync_state(ferry_mint *m, ferry_jwk *newkey, ferry_alg new_alg, bool 
     struct signer *sig = NULL, *old_sig;
     char tp[FERRY_THUMBPRINT_LEN + 1] = "", name[PEM_NAME_LEN];
     int64_t now = mint_now(m);
-    bool dirty = false;
+    bool dirty = false, ro = m->flags & FERRY_MINT_READ_ONLY;
     size_t published = 0;
     struct mkey *a;
     char *buf = NULL;
     size_t len = 0;
     int r;
 
-    r = open_keys_dir(m->state_dir, &dfd, errbuf, errlen);
+    if (ro && newkey)
+        return fail(errbuf, errlen, -EROFS, "the key store was opened read-only");
+    if (ro)
+        generate = false;
+    r = open_keys_dir(m->state_dir, !ro, &dfd, errbuf, errlen);
     if (r < 0)
         return r;
-    lfd = openat(dfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
-    if (lfd < 0)
+    /* A reader takes the lock shared when it exists (files are replaced atomically, so one
+     * that never saw a writer reads a consistent state without it) and never creates it. */
+    lfd = ro ? openat(dfd, LOCK_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY)
+             : openat(dfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY,
+                      0600);
+    if (lfd < 0 && !(ro && errno == ENOENT))
         return fail(errbuf, errlen, -errno, "keys/" LOCK_NAME ": cannot open: %s",
                     strerror(errno));
-    while (flock(lfd, LOCK_EX) < 0)
+    while (lfd >= 0 && flock(lfd, ro ? LOCK_SH : LOCK_EX) < 0)
         if (errno != EINTR)
             return fail(errbuf, errlen, -errno, "keys/" LOCK_NAME ": cannot lock: %s",
                         strerror(errno));
@@ -1087,7 +1102,11 @@ static int sync_state(ferry_mint *m, ferry_jwk *newkey, ferry_alg new_alg, bool 
     a = keyset_active(&ks);
     if (a && newkey && strcmp(a->kid, tp) == 0)
         active_priv = ferry_jwk_ref(newkey);
-    else if (a) {
+    else if (a && ro) {
+        r = check_private_file(dfd, a, errbuf, errlen); /* checked, not loaded */
+        if (r < 0)
+            goto out;
+    } else if (a) {
         r = load_private(dfd, a, &active_priv, errbuf, errlen);
         if (r < 0)
             goto out;
@@ -1114,13 +1133,13 @@ static int sync_state(ferry_mint *m, ferry_jwk *newkey, ferry_alg new_alg, bool 
         if (r < 0)
             goto out;
     }
-    if (dirty) {
+    if (dirty && !ro) {
         r = meta_write(dfd, &ks, errbuf, errlen);
         if (r < 0)
             goto out;
     }
     /* After keys.json says "expired": a crash in between leaves a file the next sync wipes. */
-    for (size_t i = 0; i < ks.n; i++)
+    for (size_t i = 0; i < ks.n && !ro; i++)
         if (ks.keys[i].state == KS_EXPIRED) {
             pem_name(ks.keys[i].kid, name);
             r = wipe_file(dfd, name, errbuf, errlen);
@@ -1290,6 +1309,8 @@ FERRY_EXPORT int ferry_mint_rotate(ferry_mint *m, ferry_alg alg, char *errbuf, s
     if (!mint_alg_ok(alg))
         return fail(errbuf, errlen, -FERRY_EUNSUPPORTED,
                     "ferry mints with ES256, EdDSA or RS256");
+    if (m->flags & FERRY_MINT_READ_ONLY)
+        return fail(errbuf, errlen, -EROFS, "the key store was opened read-only");
     r = generate_key(m, alg, &key, errbuf, errlen);
     if (r < 0)
         return r;
@@ -1307,6 +1328,8 @@ FERRY_EXPORT int ferry_mint_import_pem(ferry_mint *m, const void *pem, size_t le
         errbuf[0] = '\0';
     if (!m || !pem)
         return -EINVAL;
+    if (m->flags & FERRY_MINT_READ_ONLY)
+        return fail(errbuf, errlen, -EROFS, "the key store was opened read-only");
     r = ferry_jwk_from_pem(pem, len, &key);
     if (r < 0)
         return fail(errbuf, errlen, r, "PEM key refused: %s", ferry_strerror(r));

@@ -273,8 +273,48 @@ def body(tap):
         tap.eq(r.rc, 2, "hostile: a world-writable keys/ directory is refused")
         tap.ok("world-writable" in r.err, "hostile: the message names the directory", r.err)
         os.chmod(os.path.join(state, "keys"), 0o700)
-        r = ft.ferry("keys", "jwks", "--state-dir", os.path.join(d, "empty"))
-        tap.eq(r.rc, 1, "an empty state directory has no keys to publish", r.err)
+
+        # ---- read-only subcommands create and change nothing ------------------------------
+        missing = os.path.join(d, "missing")
+        for cmd in (["jwks"], ["list"], ["discovery", "--issuer", "https://ferry.test"]):
+            r = ft.ferry("keys", *cmd, "--state-dir", missing)
+            tap.eq(r.rc, 2, f"read-only: keys {cmd[0]} on a missing store exits 2", r.err)
+            tap.ok("does not exist" in r.err and "ferry keys init" in r.err,
+                   f"read-only: keys {cmd[0]} says the store is missing", r.err)
+            tap.ok(not os.path.exists(missing),
+                   f"read-only: keys {cmd[0]} did not create the state directory")
+        bare = os.path.join(d, "bare")
+        os.makedirs(bare, mode=0o700)
+        r = ft.ferry("keys", "jwks", "--state-dir", bare)
+        tap.eq(r.rc, 2, "read-only: a state directory without keys/ exits 2", r.err)
+        tap.ok(os.listdir(bare) == [], "read-only: keys/ was not created", os.listdir(bare))
+
+        # A retired key past its overlap: list/jwks report it, but neither rewrites keys.json
+        # nor wipes the private key file (that is a writer's job: rotate, or ferryd).
+        ro = os.path.join(d, "state-ro")
+        r = ft.ferry("keys", "init", "--state-dir", ro)
+        tap.eq(r.rc, 0, "read-only: init", r.err)
+        old_kid = json.loads(r.out)["kid"]
+        r = ft.ferry("keys", "rotate", "--state-dir", ro, "--max-ttl", "1")
+        tap.eq(r.rc, 0, "read-only: rotate with a 1 s overlap", r.err)
+        os.unlink(os.path.join(ro, "keys", ".lock"))
+        time.sleep(2.1)
+        with open(os.path.join(ro, "keys", "keys.json"), "rb") as f:
+            before = f.read()
+        for cmd in ("list", "jwks"):
+            r = ft.ferry("keys", cmd, "--state-dir", ro, "--max-ttl", "1")
+            tap.eq(r.rc, 0, f"read-only: keys {cmd} after the overlap", r.err)
+        with open(os.path.join(ro, "keys", "keys.json"), "rb") as f:
+            tap.ok(f.read() == before, "read-only: keys.json unchanged")
+        tap.ok(os.path.exists(os.path.join(ro, "keys", f"key-{old_kid}.pem")),
+               "read-only: the expired key's private file was left for a writer to wipe")
+        tap.ok(not os.path.exists(os.path.join(ro, "keys", ".lock")),
+               "read-only: no lock file was created")
+        tap.eq(len(json.loads(r.out)["keys"]), 1, "read-only: jwks leaves out the expired key")
+        r = ft.ferry("keys", "rotate", "--state-dir", ro, "--max-ttl", "1")
+        tap.eq(r.rc, 0, "read-only: a writer prunes", r.err)
+        tap.ok(not os.path.exists(os.path.join(ro, "keys", f"key-{old_kid}.pem")),
+               "read-only: the writer wiped the expired key's private file")
 
 
 if __name__ == "__main__":

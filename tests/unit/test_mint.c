@@ -1281,3 +1281,79 @@ Test(mint, leftover_private_key_of_expired_key_is_wiped)
     free(old_pem);
     rm_dir(dir);
 }
+
+/* FERRY_MINT_READ_ONLY (`ferry keys jwks | list | discovery`): creates, prunes and wipes
+ * nothing, and cannot sign or rotate. */
+Test(mint, read_only_open_changes_nothing)
+{
+    char *dir = make_dir(), *missing = path_in(dir, "missing"), *old_kid, *old_pem, *meta;
+    char *lock = path_in(dir, "keys/.lock"), err[512] = "", *tok = NULL;
+    ferry_mint *m, *ro = NULL;
+    ferry_mint_request req = base_req();
+    struct stat before, after;
+    json_t *jwks = NULL;
+
+    /* A missing store: -ENOENT, and nothing is created. */
+    cr_expect_eq(open_mint_r(missing, FERRY_ALG_ES256, 600, FERRY_MINT_READ_ONLY, &ro, err,
+                             sizeof(err)),
+                 -ENOENT);
+    cr_expect_null(ro);
+    cr_expect(strstr(err, "does not exist") != NULL, "%s", err);
+    cr_expect(!file_exists(missing), "a read-only open created the state directory");
+    cr_assert_eq(mkdir(missing, 0700), 0);
+    cr_expect_eq(open_mint_r(missing, FERRY_ALG_ES256, 600, FERRY_MINT_READ_ONLY, &ro, err,
+                             sizeof(err)),
+                 -ENOENT);
+    meta = path_in(missing, "keys");
+    cr_expect(!file_exists(meta), "a read-only open created keys/");
+    free(meta);
+
+    /* A retired key past its overlap: left out of the JWKS, but keys.json and its private
+     * file are untouched, and no lock file appears. */
+    test_now = T0;
+    m = open_mint(dir, FERRY_ALG_ES256, 600);
+    old_kid = active_kid(m);
+    old_pem = pem_path(dir, old_kid);
+    test_now = T0 + 10;
+    cr_assert_eq(ferry_mint_rotate(m, FERRY_ALG_UNKNOWN, err, sizeof(err)), 0, "%s", err);
+    ferry_mint_free(m);
+    cr_assert_eq(unlink(lock), 0);
+    meta = path_in(dir, "keys/keys.json");
+    cr_assert_eq(stat(meta, &before), 0);
+    test_now = T0 + 10 + 600;
+    cr_assert_eq(open_mint_r(dir, FERRY_ALG_ES256, 600, FERRY_MINT_READ_ONLY, &ro, err,
+                             sizeof(err)),
+                 0, "%s", err);
+    cr_expect_eq(jwks_count(ro, false), 1);
+    cr_expect(!jwks_has(ro, false, old_kid));
+    cr_expect_eq(jwks_count(ro, true), 2);
+    cr_assert_eq(ferry_mint_jwks(ro, false, &jwks), 0);
+    assert_public_only(jwks);
+    json_decref(jwks);
+    cr_expect_eq(ferry_mint_reload(ro, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(stat(meta, &after), 0);
+    cr_expect(before.st_ino == after.st_ino && before.st_mtime == after.st_mtime,
+              "a read-only open rewrote keys.json");
+    cr_expect(file_exists(old_pem), "a read-only open wiped a private key file");
+    cr_expect(!file_exists(lock), "a read-only open created the lock file");
+
+    /* It cannot sign or change the store. */
+    cr_expect_null(ferry_mint_signing_key(ro, NULL));
+    cr_expect_eq(ferry_mint_token(ro, &req, &tok, NULL, NULL), -FERRY_ENOKEY);
+    cr_expect_null(tok);
+    cr_expect_eq(ferry_mint_rotate(ro, FERRY_ALG_UNKNOWN, err, sizeof(err)), -EROFS);
+    cr_expect_eq(ferry_mint_import_pem(ro, "x", 1, FERRY_ALG_UNKNOWN, err, sizeof(err)),
+                 -EROFS);
+    ferry_mint_free(ro);
+
+    /* The next writer prunes. */
+    m = open_mint(dir, FERRY_ALG_ES256, 600);
+    cr_expect(!file_exists(old_pem), "the writer did not wipe the expired key");
+    ferry_mint_free(m);
+    free(old_kid);
+    free(old_pem);
+    free(meta);
+    free(lock);
+    free(missing);
+    rm_dir(dir);
+}
