@@ -412,6 +412,15 @@ static int signer_new(ferry_jwk *key, ferry_alg alg, struct signer **ret)
 
 /* ---- key sets ------------------------------------------------------------------------------- */
 
+/* In the published set at now: the active key, and a retired key until publish_until(). A key
+ * another process (with a shorter max_ttl) already marked "expired" counts too while this
+ * process's own overlap lasts: its private file is gone, but the tokens this process signed
+ * with it live that long. */
+static bool is_published(const ferry_mint *m, const struct mkey *k, int64_t now)
+{
+    return k->state == KS_ACTIVE || now < publish_until(m, k);
+}
+
 static void keyset_release(struct keyset *ks)
 {
     for (size_t i = 0; i < ks->n; i++)
@@ -1090,7 +1099,7 @@ static int sync_state(ferry_mint *m, ferry_jwk *newkey, ferry_alg new_alg, bool 
             k->state = KS_EXPIRED;
             dirty = true;
         }
-        if (k->state != KS_EXPIRED)
+        if (is_published(m, k, now))
             published++;
     }
     if (newkey && published > FERRY_JWKS_MAX_KEYS) {
@@ -1486,10 +1495,6 @@ out:
     return r;
 }
 
-static bool is_published(const ferry_mint *m, const struct mkey *k, int64_t now)
-{
-    return k->state == KS_ACTIVE || (k->state == KS_RETIRED && now < publish_until(m, k));
-}
 
 FERRY_EXPORT int ferry_mint_jwks(ferry_mint *m, bool all, json_t **ret)
 {

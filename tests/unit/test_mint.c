@@ -1357,3 +1357,44 @@ Test(mint, read_only_open_changes_nothing)
     free(missing);
     rm_dir(dir);
 }
+
+/* ferryd runs with a longer max_ttl than `ferry keys rotate` was given. The rotating process
+ * records a short overlap; a later writer with that short max_ttl marks the key "expired" on
+ * disk. ferryd must still publish it for its own max_ttl after it reloads: its tokens live
+ * that long (the rule is now < max(publish_until, retired_at + max_ttl of this process)). */
+Test(mint, longer_max_ttl_keeps_key_marked_expired_by_shorter_one)
+{
+    char *dir = make_dir(), *old_kid, *tok, err[512];
+    ferry_mint *ferryd, *cli;
+    ferry_mint_request req = base_req();
+
+    test_now = T0;
+    ferryd = open_mint(dir, FERRY_ALG_ES256, 7200);
+    old_kid = active_kid(ferryd);
+    req.ttl = 7200;
+    tok = mint_ok(ferryd, &req, NULL, NULL); /* exp = T0 + 7200 */
+
+    test_now = T0 + 10;
+    cli = open_mint(dir, FERRY_ALG_ES256, 600);
+    cr_assert_eq(ferry_mint_rotate(cli, FERRY_ALG_UNKNOWN, err, sizeof(err)), 0, "%s", err);
+    ferry_mint_free(cli);
+    cr_assert_eq(ferry_mint_reload(ferryd, err, sizeof(err)), 0, "%s", err);
+
+    /* Past the CLI's overlap: the next CLI run marks the old key expired on disk. */
+    test_now = T0 + 700;
+    cli = open_mint(dir, FERRY_ALG_ES256, 600);
+    cr_expect(!jwks_has(cli, false, old_kid));
+    ferry_mint_free(cli);
+
+    cr_assert_eq(ferry_mint_reload(ferryd, err, sizeof(err)), 0, "%s", err);
+    cr_expect(jwks_has(ferryd, false, old_kid),
+              "ferryd dropped a key its own tokens still need after another process expired it");
+    cr_expect_eq(verify_at(ferryd, tok, T0 + 700, 7200, NULL), FERRY_REASON_OK);
+    test_now = T0 + 10 + 7200;
+    cr_expect(!jwks_has(ferryd, false, old_kid), "published past retired_at + max_ttl");
+
+    free(tok);
+    free(old_kid);
+    ferry_mint_free(ferryd);
+    rm_dir(dir);
+}
