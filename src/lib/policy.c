@@ -66,21 +66,16 @@ struct claim_rule {
     const json_t *value; /* exact: string/integer/boolean; one_of: array; glob: string */
 };
 
-/* The members a decision reads come first (they share the first cache line of the policy's
- * block in the set's arena); see pack_policy. */
+/* Once packed (see pack_policy), the struct opens the policy's block and is followed at once
+ * by the index key: the literal prefix (glob) or the subject (exact), NUL-terminated, so a key
+ * compare needs no pointer from the struct. The members every candidate check reads are the
+ * last ones, next to the key; what only a grant reads comes first. */
 struct policy {
-    bool subject_glob;
-    bool step_up;
-    unsigned file;       /* index into set->files */
-    const char *subject; /* exact subject or glob pattern */
-    const char **match_aud; /* the identity must carry one of these audiences */
-    size_t n_match_aud;
-    struct claim_rule *claims;
-    size_t n_claims;
     const char *id;
     unsigned line;      /* line of the policy object */
+    unsigned file;      /* index into set->files */
     const char *issuer; /* borrowed from the document, also once packed */
-    char *prefix;        /* glob: the literal prefix (unescaped); owned until packed */
+    char *prefix;       /* glob: the literal prefix (unescaped); owned until packed */
     size_t prefix_len;
     /* grant */
     const char **scopes;
@@ -96,7 +91,19 @@ struct policy {
     size_t n_azure;
     const char **gcp;
     size_t n_gcp;
+    /* match */
+    const char *subject; /* exact subject or glob pattern */
+    const char **match_aud; /* the identity must carry one of these audiences */
+    size_t n_match_aud;
+    struct claim_rule *claims;
+    size_t n_claims;
+    bool subject_glob;
+    bool step_up;
 };
+
+/* The index key of a packed policy (see struct policy). */
+#define POL_KEY(p) ((const char *)((p) + 1))
+
 
 /* Open-addressing string map to lists of policy indices (exact subjects, literal prefixes,
  * issuers). Keys are borrowed (from the documents or from policy.prefix). */
@@ -1846,9 +1853,9 @@ static void pack_policy(struct packer *k, const struct policy *p)
 
     if (q)
         *q = *p;
-    /* matching */
-    subject = pk_str(k, p->subject, strlen(p->subject));
+    /* matching: the key first (POL_KEY) */
     prefix = p->prefix ? pk_str(k, p->prefix, p->prefix_len) : NULL;
+    subject = pk_str(k, p->subject, strlen(p->subject));
     match_aud = pk_strs(k, p->match_aud, p->n_match_aud);
     cr = p->n_claims ? pk_alloc(k, p->n_claims * sizeof(*cr), _Alignof(struct claim_rule)) : NULL;
     for (size_t i = 0; i < p->n_claims; i++) {
@@ -2635,21 +2642,20 @@ static int idlist_append(struct idlist *l, const uint32_t *ids, size_t n)
     return 0;
 }
 
-/* The slot of c for key (hash h); prefix: c is a prefix map. */
+/* The slot of c for key[0..len) (no NUL inside), whose hash is h. */
 static const struct cm_slot *cmap_find(const ferry_policy_set *s, const struct cmap *c,
-                                       const char *key, size_t len, uint64_t h, bool prefix)
+                                       const char *key, size_t len, uint64_t h)
 {
     for (size_t i = (size_t)h & c->mask;; i = (i + 1) & c->mask) {
         const struct cm_slot *e = &c->slots[i];
-        const struct policy *p;
+        const char *k;
 
         if (e->ref0 == CM_EMPTY)
             return NULL;
         if (e->hash != h)
             continue;
-        p = POL(s, e->ref0);
-        if (prefix ? p->prefix_len == len && memcmp(p->prefix, key, len) == 0
-                   : strncmp(p->subject, key, len) == 0 && p->subject[len] == '\0')
+        k = POL_KEY(POL(s, e->ref0));
+        if (strncmp(k, key, len) == 0 && k[len] == '\0')
             return e;
     }
 }
@@ -2673,7 +2679,7 @@ static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, con
 
     h = fnv1a(subject, slen);
     e = filter_has(ix->efilter, ix->efmask, h)
-            ? cmap_find(s, &ix->exact, subject, slen, h, false) : NULL;
+            ? cmap_find(s, &ix->exact, subject, slen, h) : NULL;
     h = UINT64_C(14695981039346656037);
     if (e) {
         r = cand_append(&ix->exact, e, out);
@@ -2689,7 +2695,7 @@ static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, con
         }
         if (!filter_has(ix->pfilter, ix->pfmask, h))
             continue;
-        e = cmap_find(s, &ix->prefix, subject, l, h, true);
+        e = cmap_find(s, &ix->prefix, subject, l, h);
         if (e) {
             r = cand_append(&ix->prefix, e, out);
             if (r < 0)
