@@ -2666,6 +2666,23 @@ static int cand_append(const struct cmap *c, const struct cm_slot *e, struct idl
                    : idlist_append(out, &e->ref0, 1);
 }
 
+/* Sort refs into load order: insertion sort for the few of a typical decision (each list
+ * appended is sorted already), qsort beyond. */
+static void refs_sort(uint32_t *v, size_t n)
+{
+    if (n > 32) {
+        qsort(v, n, sizeof(*v), cmp_u32);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        uint32_t x = v[i];
+        size_t j = i;
+        for (; j > 0 && v[j - 1] > x; j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
+}
+
 /* The candidates of an issuer for a subject: policies with that exact subject, and glob
  * policies whose literal prefix is a prefix of the subject. Sorted by load order. */
 static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, const char *subject,
@@ -2677,19 +2694,11 @@ static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, con
     size_t lists = 0;
     int r;
 
-    h = fnv1a(subject, slen);
-    e = filter_has(ix->efilter, ix->efmask, h)
-            ? cmap_find(s, &ix->exact, subject, slen, h) : NULL;
-    h = UINT64_C(14695981039346656037);
-    if (e) {
-        r = cand_append(&ix->exact, e, out);
-        if (r < 0)
-            return r;
-        lists++;
-    }
+    /* One pass of FNV-1a over the subject: the hash of each probed prefix on the way, the
+     * subject's own at the end. */
     for (size_t i = 0; i < ix->n_plens && ix->plens[i] <= slen; i++) {
         size_t l = ix->plens[i];
-        for (; pos < l; pos++) { /* FNV-1a is incremental: extend the prefix's hash */
+        for (; pos < l; pos++) {
             h ^= (unsigned char)subject[pos];
             h *= UINT64_C(1099511628211);
         }
@@ -2703,8 +2712,20 @@ static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, con
             lists++;
         }
     }
+    for (; pos < slen; pos++) {
+        h ^= (unsigned char)subject[pos];
+        h *= UINT64_C(1099511628211);
+    }
+    e = filter_has(ix->efilter, ix->efmask, h) ? cmap_find(s, &ix->exact, subject, slen, h)
+                                                : NULL;
+    if (e) {
+        r = cand_append(&ix->exact, e, out);
+        if (r < 0)
+            return r;
+        lists++;
+    }
     if (lists > 1)
-        qsort(out->v, out->n, sizeof(uint32_t), cmp_u32);
+        refs_sort(out->v, out->n);
     return 0;
 }
 
