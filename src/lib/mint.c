@@ -70,6 +70,7 @@ struct keyset {
 
 struct signer {
     atomic_uint n_ref;
+    atomic_bool used; /* a token was minted with it (set under the mint's mutex) */
     ferry_jwk *key; /* private, owned reference */
     ferry_alg alg;
     size_t sig_len;
@@ -399,6 +400,7 @@ static int signer_new(ferry_jwk *key, ferry_alg alg, struct signer **ret)
     if (!s)
         return -ENOMEM;
     atomic_init(&s->n_ref, 1);
+    atomic_init(&s->used, false);
     s->key = ferry_jwk_ref(key);
     s->alg = alg;
     /* ECDSA: EVP_PKEY_get_size is the DER maximum; the JWS signature is r||s. */
@@ -987,6 +989,34 @@ static int generate_key(const ferry_mint *m, ferry_alg alg, ferry_jwk **ret, cha
 
 /* ---- synchronising with the state directory --------------------------------------------- */
 
+/* Called under the exclusive lock right after sync_state swapped the signer. When old_sig
+ * minted tokens, it did so until now (this process's own rotation, or another process's it had not seen yet): every
+ * token it made has iat <= now (ferry_mint_token reads the clock before it takes the signer),
+ * so when its key is no longer active, keep that key published until now + max_ttl - in
+ * keys.json too, so every process publishes it. */
+static int extend_stale_signer(ferry_mint *m, int dfd, const struct signer *old_sig,
+                               char *errbuf, size_t errlen)
+{
+    int64_t until = sat_add(mint_now(m), m->max_ttl);
+    bool extended = false;
+    struct mkey *k;
+
+    /* used was set under m->lock by every mint that took old_sig before the swap. */
+    if (!old_sig || !atomic_load_explicit(&old_sig->used, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&m->lock);
+    k = keyset_find(&m->ks, ferry_jwk_kid(old_sig->key));
+    if (k && k->state != KS_ACTIVE && k->publish_until < until) {
+        k->publish_until = until;
+        if (k->state == KS_EXPIRED) /* expired by a shorter max_ttl elsewhere: back */
+            k->state = KS_RETIRED;
+        extended = true;
+    }
+    pthread_mutex_unlock(&m->lock);
+    /* Only sync_state (serialised by the flock) changes m->ks, so reading it here is safe. */
+    return extended ? meta_write(dfd, &m->ks, errbuf, errlen) : 0;
+}
+
 /* Under the exclusive lock: read the state from disk; when newkey is given (borrowed), make it
  * the active key and retire the current one; when the state is empty and generate is set,
  * generate a first key; retire keys whose overlap has passed; write what changed; wipe the
@@ -1168,8 +1198,8 @@ static int sync_state(ferry_mint *m, ferry_jwk *newkey, ferry_alg new_alg, bool 
     m->active = sig;
     pthread_mutex_unlock(&m->lock);
     ks = old_ks;
+    r = ro ? 0 : extend_stale_signer(m, dfd, old_sig, errbuf, errlen);
     signer_unref(old_sig);
-    r = 0;
 out:
     keyset_release(&ks);
     return r;
@@ -1403,6 +1433,8 @@ FERRY_EXPORT int ferry_mint_token(ferry_mint *m, const ferry_mint_request *req, 
     }
     if (req->ttl <= 0)
         return -EINVAL;
+    /* The clock is read before the signer is taken: sync_state relies on every token of a
+     * signer it swapped out having iat <= the time after the swap (extend_stale_signer). */
     now = mint_now(m);
     if (now <= 0)
         return -ERANGE;
@@ -1460,6 +1492,8 @@ FERRY_EXPORT int ferry_mint_token(ferry_mint *m, const ferry_mint_request *req, 
 
     pthread_mutex_lock(&m->lock);
     s = signer_ref(m->active);
+    if (s && !atomic_load_explicit(&s->used, memory_order_relaxed))
+        atomic_store_explicit(&s->used, true, memory_order_relaxed);
     pthread_mutex_unlock(&m->lock);
     if (!s)
         return -FERRY_ENOKEY;

@@ -1368,17 +1368,20 @@ Test(mint, longer_max_ttl_keeps_key_marked_expired_by_shorter_one)
     ferry_mint *ferryd, *cli;
     ferry_mint_request req = base_req();
 
-    test_now = T0;
+    test_now = T0; /* an earlier ferryd signs with the first key, then stops */
     ferryd = open_mint(dir, FERRY_ALG_ES256, 7200);
     old_kid = active_kid(ferryd);
     req.ttl = 7200;
     tok = mint_ok(ferryd, &req, NULL, NULL); /* exp = T0 + 7200 */
+    ferry_mint_free(ferryd);
 
     test_now = T0 + 10;
     cli = open_mint(dir, FERRY_ALG_ES256, 600);
     cr_assert_eq(ferry_mint_rotate(cli, FERRY_ALG_UNKNOWN, err, sizeof(err)), 0, "%s", err);
     ferry_mint_free(cli);
-    cr_assert_eq(ferry_mint_reload(ferryd, err, sizeof(err)), 0, "%s", err);
+    test_now = T0 + 20; /* ferryd starts again: the old key is published by its max_ttl */
+    ferryd = open_mint(dir, FERRY_ALG_ES256, 7200);
+    cr_expect(jwks_has(ferryd, false, old_kid));
 
     /* Past the CLI's overlap: the next CLI run marks the old key expired on disk. */
     test_now = T0 + 700;
@@ -1396,5 +1399,49 @@ Test(mint, longer_max_ttl_keeps_key_marked_expired_by_shorter_one)
     free(tok);
     free(old_kid);
     ferry_mint_free(ferryd);
+    rm_dir(dir);
+}
+
+/* A process that keeps signing with a key another process retired (until it reloads) makes
+ * tokens that live past retired_at + max_ttl; its reload must keep the key published until
+ * the last of them has expired, on disk too (so every other process publishes it). */
+Test(mint, stale_signer_tokens_stay_verifiable_after_reload)
+{
+    char *dir = make_dir(), *old_kid, *tok, *p, err[512];
+    ferry_mint *a, *b, *c;
+    ferry_mint_request req = base_req();
+    json_t *h;
+
+    test_now = T0;
+    a = open_mint(dir, FERRY_ALG_ES256, 600);
+    old_kid = active_kid(a);
+    b = open_mint(dir, FERRY_ALG_ES256, 600);
+    test_now = T0 + 10; /* b rotates: the old key is published until T0 + 610 */
+    cr_assert_eq(ferry_mint_rotate(b, FERRY_ALG_UNKNOWN, err, sizeof(err)), 0, "%s", err);
+    ferry_mint_free(b);
+
+    test_now = T0 + 300; /* a has not reloaded yet: it still signs with the old key */
+    req.ttl = 600;
+    tok = mint_ok(a, &req, NULL, NULL); /* exp = T0 + 900 */
+    h = segment_json(tok, 0, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(h, "kid")), old_kid);
+    json_decref(h);
+    cr_assert_eq(ferry_mint_reload(a, err, sizeof(err)), 0, "%s", err);
+    p = active_kid(a);
+    cr_expect_str_neq(p, old_kid, "a switched to the new key on reload");
+    free(p);
+
+    test_now = T0 + 899;
+    cr_expect(jwks_has(a, false, old_kid), "the stale signer's key left before its last token");
+    cr_expect_eq(verify_at(a, tok, T0 + 899, 600, NULL), FERRY_REASON_OK);
+    c = open_mint(dir, FERRY_ALG_ES256, 600); /* and every other process agrees */
+    cr_expect(jwks_has(c, false, old_kid), "keys.json does not carry the longer overlap");
+    ferry_mint_free(c);
+    test_now = T0 + 900;
+    cr_expect(!jwks_has(a, false, old_kid));
+
+    free(tok);
+    free(old_kid);
+    ferry_mint_free(a);
     rm_dir(dir);
 }
