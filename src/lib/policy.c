@@ -139,6 +139,9 @@ struct cmap {
     struct cm_slot *slots; /* load at most 1/2 */
     size_t mask;           /* slots - 1 */
     uint32_t *lists;
+    uint32_t *sigs; /* prefix map: sigs[i] is the suffix signature (glob_sig) of the policy
+                       lists[i], so the glob policies sharing a literal prefix that cannot
+                       match a subject are skipped without reading their blocks */
 };
 
 struct issuer_ix {
@@ -1964,6 +1967,7 @@ static void set_free(ferry_policy_set *s)
         free(s->ix[i].exact.lists);
         free(s->ix[i].prefix.slots);
         free(s->ix[i].prefix.lists);
+        free(s->ix[i].prefix.sigs);
         free(s->ix[i].pfilter);
         free(s->ix[i].efilter);
         free(s->ix[i].plens);
@@ -2035,8 +2039,46 @@ static bool filter_has(const uint64_t *bits, uint64_t mask, uint64_t h)
     return (bits[(h & mask) / 64] >> (h & 63)) & 1;
 }
 
+/* A glob's suffix signature: 0 when the text after its last wildcard is empty or longer than
+ * 255 bytes, else that text's length (unescaped) in the top byte and 24 bits of its FNV-1a
+ * below. Any subject the glob matches ends with that text (a literal matches one byte, and the
+ * match ends where the subject does), so a subject whose tail does not give the same signature
+ * cannot match. */
+static uint32_t sig_of(const char *s, size_t n)
+{
+    return (uint32_t)n << 24 | (uint32_t)(fnv1a(s, n) & 0xffffff);
+}
+
+static uint32_t glob_sig(const char *g)
+{
+    char lit[256];
+    size_t n = 0;
+
+    for (; *g; g++) {
+        if (*g == '*' || *g == '?') {
+            n = 0;
+            continue;
+        }
+        if (*g == '\\' && g[1])
+            g++;
+        if (n == sizeof(lit))
+            return 0; /* too long to bother: the candidate is checked in full */
+        lit[n++] = *g;
+    }
+    return n ? sig_of(lit, n) : 0;
+}
+
+/* Can a subject of length slen match a policy with signature sig? */
+static bool sig_allows(uint32_t sig, const char *subject, size_t slen)
+{
+    size_t n = sig >> 24;
+
+    return !sig || (slen >= n && sig_of(subject + slen - n, n) == sig);
+}
+
 /* Make the finished form of m (whose ids are refs). Returns 0 or -ENOMEM. */
-static int cmap_from_smap(struct cmap *c, const struct smap *m)
+static int cmap_from_smap(const ferry_policy_set *s, struct cmap *c, const struct smap *m,
+                          bool prefix)
 {
     size_t cap = 16, n_lists = 0, pos = 0;
 
@@ -2047,7 +2089,8 @@ static int cmap_from_smap(struct cmap *c, const struct smap *m)
             n_lists += 1 + m->slots[i].n;
     c->slots = malloc(cap * sizeof(*c->slots));
     c->lists = n_lists ? malloc(n_lists * sizeof(*c->lists)) : NULL;
-    if (!c->slots || (n_lists && !c->lists))
+    c->sigs = n_lists && prefix ? calloc(n_lists, sizeof(*c->sigs)) : NULL;
+    if (!c->slots || (n_lists && !c->lists) || (n_lists && prefix && !c->sigs))
         return -ENOMEM; /* set_free frees what was allocated */
     c->mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
@@ -2064,6 +2107,8 @@ static int cmap_from_smap(struct cmap *c, const struct smap *m)
         if (e->n > 1) {
             c->lists[pos] = e->n;
             memcpy(&c->lists[pos + 1], e->ids, e->n * sizeof(*e->ids));
+            for (uint32_t k = 0; prefix && k < e->n; k++)
+                c->sigs[pos + 1 + k] = glob_sig(POL(s, e->ids[k])->subject);
             c->slots[j].more = (uint32_t)(pos + 1);
             pos += 1 + e->n;
         }
@@ -2132,10 +2177,10 @@ static int build_index(ferry_policy_set *s)
         r = filter_make(&ix->exact_b, &ix->efilter, &ix->efmask);
         if (r < 0)
             return r;
-        r = cmap_from_smap(&ix->exact, &ix->exact_b);
+        r = cmap_from_smap(s, &ix->exact, &ix->exact_b, false);
         if (r < 0)
             return r;
-        r = cmap_from_smap(&ix->prefix, &ix->prefix_b);
+        r = cmap_from_smap(s, &ix->prefix, &ix->prefix_b, true);
         if (r < 0)
             return r;
         smap_release(&ix->exact_b);
@@ -2660,10 +2705,21 @@ static const struct cm_slot *cmap_find(const ferry_policy_set *s, const struct c
     }
 }
 
-static int cand_append(const struct cmap *c, const struct cm_slot *e, struct idlist *out)
+/* Append the policies of e to out; from a prefix map, only those whose suffix signature
+ * allows subject[0..slen). */
+static int cand_append(const struct cmap *c, const struct cm_slot *e, const char *subject,
+                       size_t slen, struct idlist *out)
 {
-    return e->more ? idlist_append(out, &c->lists[e->more], c->lists[e->more - 1])
-                   : idlist_append(out, &e->ref0, 1);
+    int r = 0;
+
+    if (!e->more)
+        return idlist_append(out, &e->ref0, 1);
+    if (!c->sigs)
+        return idlist_append(out, &c->lists[e->more], c->lists[e->more - 1]);
+    for (uint32_t k = 0; k < c->lists[e->more - 1] && r == 0; k++)
+        if (sig_allows(c->sigs[e->more + k], subject, slen))
+            r = idlist_append(out, &c->lists[e->more + k], 1);
+    return r;
 }
 
 /* Sort refs into load order: insertion sort for the few of a typical decision (each list
@@ -2706,7 +2762,7 @@ static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, con
             continue;
         e = cmap_find(s, &ix->prefix, subject, l, h);
         if (e) {
-            r = cand_append(&ix->prefix, e, out);
+            r = cand_append(&ix->prefix, e, subject, slen, out);
             if (r < 0)
                 return r;
             lists++;
@@ -2719,7 +2775,7 @@ static int candidates(const ferry_policy_set *s, const struct issuer_ix *ix, con
     e = filter_has(ix->efilter, ix->efmask, h) ? cmap_find(s, &ix->exact, subject, slen, h)
                                                 : NULL;
     if (e) {
-        r = cand_append(&ix->exact, e, out);
+        r = cand_append(&ix->exact, e, subject, slen, out);
         if (r < 0)
             return r;
         lists++;
