@@ -108,7 +108,8 @@ typedef struct ferry_totp_info {
     int64_t retry_after;  /* locked_until - now when locked, else 0 */
 } ferry_totp_info;
 
-/* Read an account's state without changing it (takes the lock shared).
+/* Read an account's state without changing or creating anything (takes the lock shared when
+ * the lock file exists; never creates it).
  * ret_info: written only on success. Returns 0, -ENOENT (not enrolled) or the errors of
  * ferry_totp_verify. Thread-safe. */
 int ferry_totp_inspect(const char *state_dir, const char *account, int64_t now,

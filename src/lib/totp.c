@@ -971,9 +971,13 @@ FERRY_EXPORT int ferry_totp_inspect(const char *state_dir, const char *account, 
         seterr(errbuf, errlen, "totp: cannot stat %s: %s", nm.record, strerror(-r));
         return r;
     }
-    lfd = lock_account(dfd, &nm, true, LOCK_SH, errbuf, errlen);
-    if (lfd < 0)
+    /* Read-only: never create the lock file. Without one (restored from a backup, say) no
+     * writer has run since, and the record is replaced atomically, so it reads whole. */
+    lfd = lock_account(dfd, &nm, false, LOCK_SH, errbuf, errlen);
+    if (lfd < 0 && lfd != -ENOENT)
         return lfd;
+    if (lfd == -ENOENT && errbuf && errlen)
+        errbuf[0] = '\0';
     r = record_read(dfd, &nm, &rec, errbuf, errlen);
     if (r == -ENOENT)
         goto unknown;

@@ -1012,3 +1012,30 @@ Test(totp, concurrent_threads_one_code_one_success)
     cr_assert_eq(replayed, FERRY_TOTP_MAX_FAILURES);
     cr_assert_eq(info_of("alice", NOW).last_counter, STEP + 1);
 }
+
+/* Inspection (`ferry totp status`) is read-only: it creates no lock file (and changes no
+ * record) even when the lock file is missing, e.g. after a restore from a backup. */
+Test(totp, inspect_creates_and_changes_nothing)
+{
+    unsigned char s[20];
+    char *before, *after, *lock;
+    ferry_totp_info info;
+
+    enroll("alice", s);
+    fail_n("alice", s, 2, NOW, FERRY_TOTP_BAD_CODE);
+    cr_assert(exists("totp/alice.lock"));
+    lock = path_in("totp/alice.lock");
+    cr_assert_eq(unlink(lock), 0);
+    free(lock);
+    before = read_text("totp/alice.json");
+    info = info_of("alice", NOW);
+    cr_expect_eq(info.failures, 2);
+    cr_expect(!exists("totp/alice.lock"), "inspect created a lock file");
+    after = read_text("totp/alice.json");
+    cr_expect_str_eq(after, before);
+    free(before);
+    free(after);
+    /* A writer still works and brings the lock file back. */
+    cr_expect_eq(fail_n("alice", s, 1, NOW, FERRY_TOTP_BAD_CODE), 0);
+    cr_expect(exists("totp/alice.lock"));
+}
