@@ -664,9 +664,17 @@ static bool member_is_uint(const json_t *v, uint64_t *ret)
     return true;
 }
 
-/* Check a checkpoint record; NULL when it verifies, else a reason in why. */
+/* An allocation or crypto-library failure is an error of the verifier, never a finding. */
+static bool internal_error(int r)
+{
+    return r == -ENOMEM || r == -FERRY_ECRYPTO;
+}
+
+/* Check a checkpoint record; NULL when it verifies, else a reason in why. *ret_err is set to
+ * -ENOMEM or -FERRY_ECRYPTO (and NULL returned) when the check itself could not be done. */
 static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t seq,
-                                    const char *prev_hex, bool *ret_final, char *why, size_t whylen)
+                                    const char *prev_hex, bool *ret_final, char *why, size_t whylen,
+                                    int *ret_err)
 {
     const char *keys[] = {"final", "first", "head", "jws", "kid", "last"};
     json_t *final = json_object_get(cp, "final"), *jws_j = json_object_get(cp, "jws");
@@ -708,7 +716,12 @@ static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t
     }
     if (strcmp(head, prev_hex) != 0)
         return "checkpoint head is not the hash of the previous record";
-    if (ferry_jws_parse(json_string_value(jws_j), json_string_length(jws_j), &jws) < 0)
+    r = ferry_jws_parse(json_string_value(jws_j), json_string_length(jws_j), &jws);
+    if (internal_error(r)) {
+        *ret_err = r;
+        return NULL;
+    }
+    if (r < 0)
         return "checkpoint signature is not a valid compact JWS";
     if (!jws->kid || strcmp(jws->kid, kid) != 0)
         res = "checkpoint signature names a different kid than the record";
@@ -723,6 +736,10 @@ static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t
         goto out;
     }
     if (key && (r = ferry_jws_verify(jws, key)) < 0) {
+        if (internal_error(r)) {
+            *ret_err = r;
+            goto out;
+        }
         snprintf(why, whylen, "checkpoint signature does not verify with key '%s' (%s)", safe_kid,
                  ferry_strerror(r));
         res = why;
@@ -731,7 +748,7 @@ static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t
     ferry_buf_init(&payload, 512, false);
     r = checkpoint_payload(&payload, *ret_final, first, head, last, seq);
     if (r < 0)
-        res = "out of memory";
+        *ret_err = -ENOMEM;
     else if (payload.len != jws->payload_len || memcmp(payload.data, jws->payload, payload.len))
         res = "checkpoint signature covers a different range, head or final flag than the "
               "record (chain rewritten?)";
@@ -759,7 +776,7 @@ static void vtoo_long(struct vstate *v)
 }
 
 /* Verify one line (without its newline). Problems are reported, never returned; the return
- * value is 0 or -ENOMEM. */
+ * value is 0, -ENOMEM or -FERRY_ECRYPTO. */
 static int vline(struct vstate *v, const char *line, size_t len)
 {
     static const char *const allowed[] = {"checkpoint", "decision", "details", "hash",  "prev",
@@ -918,7 +935,10 @@ static int vline(struct vstate *v, const char *line, size_t len)
         bad = "";
     }
     if (!bad && is_cp) {
-        bad = check_checkpoint(v, cp, seq, prev_hex, &final, why, sizeof(why));
+        int err = 0;
+        bad = check_checkpoint(v, cp, seq, prev_hex, &final, why, sizeof(why), &err);
+        if (err < 0)
+            return err;
         if (bad)
             vreport(v, ln, seq, false, "%s", bad);
     }
@@ -1287,6 +1307,24 @@ static int append_locked(ferry_auditlog *log, const char *cp_canon, const char *
     return r;
 }
 
+/* Never write a checkpoint that would not verify: parse the fresh JWS strictly and verify it
+ * with the key. This catches a signing fault; one was seen when an allocation failed inside
+ * ferry_jws_sign's header serialisation (jansson dropped a member name and the call still
+ * returned 0). Costs one verification per checkpoint. */
+static int check_own_signature(const ferry_jwk *key, const char *jws, const ferry_buf *payload)
+{
+    ferry_jws *parsed = NULL;
+    int r = ferry_jws_parse(jws, strlen(jws), &parsed);
+
+    if (r == 0)
+        r = ferry_jws_verify(parsed, key);
+    if (r == 0 && (parsed->payload_len != payload->len ||
+                   memcmp(parsed->payload, payload->data, payload->len) != 0))
+        r = -FERRY_ECRYPTO;
+    ferry_jws_free(parsed);
+    return r == 0 || r == -ENOMEM ? r : -FERRY_ECRYPTO;
+}
+
 static int checkpoint_locked(ferry_auditlog *log, bool final)
 {
     ferry_buf payload, cp;
@@ -1302,9 +1340,16 @@ static int checkpoint_locked(ferry_auditlog *log, bool final)
     ferry_buf_init(&payload, 1024, false);
     ferry_buf_init(&cp, FERRY_AUDITLOG_MAX_LINE, false);
     r = checkpoint_payload(&payload, final, first, head_hex, last, seq);
-    if (r == 0)
+    if (r == 0) {
         r = ferry_jws_sign(log->key, log->alg, FERRY_AUDITLOG_CHECKPOINT_TYP, payload.data,
                            payload.len, &jws);
+        /* ferry_jws_sign says -EINVAL when it cannot add the typ header: with this constant
+         * typ that can only be an allocation failure. */
+        if (r == -EINVAL)
+            r = -ENOMEM;
+    }
+    if (r == 0)
+        r = check_own_signature(log->key, jws, &payload);
     if (r == 0 &&
         ((r = ferry_buf_append(&cp, "{", 1)) < 0 || (r = canon_name(&cp, "final", &f)) < 0 ||
          (r = ferry_buf_append_str(&cp, final ? "true" : "false")) < 0 ||

@@ -1349,3 +1349,189 @@ Test(auditlog, concurrent_appends_make_one_valid_contiguous_chain)
     ferry_jwks_unref(pub);
     ferry_jwk_unref(key);
 }
+
+/* ---- allocation failures ------------------------------------------------------------------- *
+ * malloc, calloc and realloc are replaced in this program (the library is linked statically;
+ * under ASan the replacements forward to ASan's interceptors). While armed, the Nth allocation
+ * of the process fails, whoever makes it (the library, jansson or OpenSSL); each operation is
+ * run with N = 0, 1, 2, ... until it completes without an injected failure. Checked: no crash
+ * or sanitizer report, every failure is an error return, nothing half-written reaches the file,
+ * and an allocation failure is never reported as tampering nor lets a broken log pass. */
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static _Atomic long inject_at = -1;
+static _Atomic long inject_count;
+static _Atomic int injected;
+
+static bool inject_now(void)
+{
+    long at = inject_at;
+
+    if (at < 0 || inject_count++ != at)
+        return false;
+    injected = 1;
+    return true;
+}
+
+__attribute__((visibility("default"))) void *malloc(size_t n)
+{
+    return inject_now() ? NULL : REAL_MALLOC(n);
+}
+
+__attribute__((visibility("default"))) void *calloc(size_t n, size_t m)
+{
+    return inject_now() ? NULL : REAL_CALLOC(n, m);
+}
+
+__attribute__((visibility("default"))) void *realloc(void *p, size_t n)
+{
+    return inject_now() ? NULL : REAL_REALLOC(p, n);
+}
+
+/* Run op with failures at 0, 1, ...; a run without an injected failure must return ok_rc; a
+ * run with one must return ok_rc or one of the allowed errors. Returns the number of runs. */
+static long torture(const char *what, int (*op)(void *), void *arg, int ok_rc, const int *allowed,
+                    size_t nallowed)
+{
+    for (long n = 0; n < 100000; n++) {
+        bool hit, fine;
+        int r;
+
+        injected = 0;
+        inject_count = 0;
+        inject_at = n;
+        r = op(arg);
+        inject_at = -1;
+        hit = injected;
+        if (!hit) {
+            cr_assert_eq(r, ok_rc, "run without failure returned %s", ferry_strerror(r));
+            return n;
+        }
+        fine = r == ok_rc;
+        for (size_t i = 0; i < nallowed; i++)
+            fine = fine || r == allowed[i];
+        cr_assert(fine, "%s: allocation %ld failed: got %s", what, n, ferry_strerror(r));
+    }
+    cr_assert_fail("operation never completed");
+    return 0;
+}
+
+struct oom_ctx {
+    ferry_auditlog *log;
+    json_t *details;
+    ferry_auditlog_token_ref ref;
+    ferry_jwks *pub;
+    const char *path;
+    ferry_jwk *key;
+    unsigned ok;    /* operations that returned 0 (a failure OpenSSL absorbs lets one succeed) */
+    char *template; /* op_open_close starts from these bytes each time */
+    size_t template_len;
+};
+
+static int op_append(void *arg)
+{
+    struct oom_ctx *c = arg;
+    ferry_auditlog_event ev = {.type = "secret.read",
+                               .decision = FERRY_AUDITLOG_ALLOW,
+                               .subject = "user-\xc3\xa9",
+                               .token = &c->ref,
+                               .details = c->details};
+    int r = ferry_auditlog_append(c->log, &ev, NULL);
+    c->ok += r == 0;
+    return r;
+}
+
+static int op_checkpoint(void *arg)
+{
+    struct oom_ctx *c = arg;
+    int r = ferry_auditlog_checkpoint(c->log);
+    c->ok += r == 0;
+    return r;
+}
+
+static int op_verify(void *arg)
+{
+    struct oom_ctx *c = arg;
+    ferry_auditlog_report rep;
+    return ferry_auditlog_verify(c->path, c->pub, NULL, &rep);
+}
+
+static int op_open_close(void *arg)
+{
+    struct oom_ctx *c = arg;
+    ferry_auditlog_options o = opts_for(c->key, 0);
+    ferry_auditlog *log = NULL;
+    FILE *f;
+    int r;
+
+    /* The same file every run: a growing log would make each run allocate more. */
+    inject_at = -inject_at - 2; /* pause injection while the file is restored */
+    f = fopen(c->path, "we");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(c->template, 1, c->template_len, f), c->template_len);
+    fclose(f);
+    inject_at = -inject_at - 2;
+    r = ferry_auditlog_open(&o, &log, NULL, 0);
+    if (r < 0)
+        return r;
+    return ferry_auditlog_close(log);
+}
+#endif
+
+Test(auditlog, allocation_failures_fail_cleanly_and_leave_a_valid_log)
+{
+#ifndef HAVE_ALLOC_INJECTION
+    cr_skip_test("allocation injection needs glibc");
+#else
+    static const int nomem[] = {-ENOMEM, -FERRY_ECRYPTO};
+    struct oom_ctx c = {0};
+    struct problems ps;
+    ferry_auditlog_report rep;
+    uint64_t before;
+    long runs;
+
+    c.key = gen_key();
+    c.pub = pub_set(&c.key, 1);
+    c.path = path;
+    c.log = open_log(c.key, 0);
+    c.details = json_pack("{s:s, s:[i, {s:b}]}", "path", "/v1/s", "list", 1, "x", 1);
+    cr_assert_eq(ferry_auditlog_ref_token("opaque", 6, &c.ref), 0);
+    before = ferry_auditlog_last_seq(c.log);
+    runs = torture("append", op_append, &c, 0, nomem, 2);
+    cr_assert_gt(runs, 3);
+    /* Failed appends wrote nothing: one record per successful append. */
+    cr_assert_eq(ferry_auditlog_last_seq(c.log), before + c.ok);
+    cr_assert_lt(c.ok, runs);
+    before += c.ok;
+    c.ok = 0;
+    runs = torture("checkpoint", op_checkpoint, &c, 0, nomem, 2);
+    cr_assert_gt(runs, 3);
+    cr_assert_eq(ferry_auditlog_last_seq(c.log), before + c.ok);
+    cr_assert_eq(ferry_auditlog_close(c.log), 0);
+    cr_assert_eq(verify(path, c.pub, false, &ps, &rep), 0, "%s", rep.first_bad_reason);
+    /* Verification: an intact log is never reported broken because memory ran out. */
+    runs = torture("verify", op_verify, &c, 0, nomem, 2);
+    cr_assert_gt(runs, 10);
+    /* Reopen + close under failures, from the same file each time; the run without a failure
+     * leaves a valid log with one more session. */
+    c.template = tu_read_file(path, 1 << 20, &c.template_len);
+    cr_assert_not_null(c.template);
+    runs = torture("open_close", op_open_close, &c, 0, nomem, 2);
+    cr_assert_gt(runs, 10);
+    cr_assert_eq(verify(path, c.pub, false, &ps, &rep), 0, "%s", rep.first_bad_reason);
+    free(c.template);
+    /* A tampered log never verifies because memory ran out. */
+    {
+        size_t n;
+        char **lines = read_lines(path, &n);
+        static const int refused_or_nomem[] = {-FERRY_EREFUSED, -ENOMEM, -FERRY_ECRYPTO};
+        strstr(lines[2], "user-")[5] = 'X';
+        write_lines(path, lines, n, true);
+        free_lines(lines, n);
+        torture("verify", op_verify, &c, -FERRY_EREFUSED, refused_or_nomem, 3);
+    }
+    json_decref(c.details);
+    ferry_jwks_unref(c.pub);
+    ferry_jwk_unref(c.key);
+#endif
+}
