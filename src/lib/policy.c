@@ -104,9 +104,9 @@ struct policy {
 /* The index key of a packed policy (see struct policy). */
 #define POL_KEY(p) ((const char *)((p) + 1))
 
-
-/* Open-addressing string map to lists of policy indices (exact subjects, literal prefixes,
- * issuers). Keys are borrowed (from the documents or from policy.prefix). */
+/* Open-addressing string map to lists of policy indices or refs: issuers, policy ids, and the
+ * index maps while they are built (struct cmap is their finished form). Keys are borrowed
+ * (from the documents or from the arena). */
 struct sm_entry {
     const char *key; /* NULL = empty slot */
     size_t len;
@@ -204,7 +204,8 @@ struct ferry_policy_store {
 /* A policy's ref: the offset of its block in the arena divided by the block alignment, so a
  * uint32_t reaches 256 GiB and refs sort in load order like the indices. */
 #define BLOCK_ALIGN 64
-#define POL(s, ref) ((const struct policy *)(const void *)((s)->arena + (size_t)(ref) * BLOCK_ALIGN))
+#define POL(s, ref) \
+    ((const struct policy *)(const void *)((s)->arena + (size_t)(ref) * BLOCK_ALIGN))
 
 /* The one step-up method a policy can require (a keyword of the policy language, not a
  * secret: compared with strcmp). */
@@ -2448,8 +2449,8 @@ static bool list_has(const char *const *v, size_t n, const char *s)
     return false;
 }
 
-/* Can the policies ids[0..n) (refs, see POL) together grant req? On success *ret_aud is the audience chosen
- * when none was requested (NULL when none is granted either). */
+/* Can the policies ids[0..n) (refs, see POL) together grant req? On success *ret_aud is the
+ * audience chosen when none was requested (NULL when none is granted either). */
 static ferry_policy_error evaluate(const ferry_policy_set *s, const uint32_t *ids, size_t n,
                                    const ferry_policy_request *req, const char **ret_aud,
                                    char *reason, size_t rlen)

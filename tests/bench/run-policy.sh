@@ -61,7 +61,8 @@ trap 'rm -f "$tmp"' EXIT
     echo "machine date=$(date -u +%Y-%m-%dT%H:%M:%SZ) nproc=$(nproc)" \
          "cpu=\"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)\"" \
          "loadavg=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
-    echo "command cmd=\"tests/bench/run-policy.sh -c $cpu -d $decisions -i $identities -r $runs $*\""
+    echo "command cmd=\"tests/bench/run-policy.sh -c $cpu -d $decisions -i $identities" \
+         "-r $runs $*\""
 } >"$tmp"
 echo "run-policy: $bench ${args[*]} $*" >&2
 "$bench" "${args[@]}" "$@" >>"$tmp"
@@ -92,7 +93,8 @@ for r in rows:
     print(f"| {int(r['policies']):,} | {float(r['median_ns']):,.0f} ns | "
           f"{float(r['median_min_ns']):,.0f}–{float(r['median_max_ns']):,.0f} ns | "
           f"{float(r['p90_ns']):,.0f} ns | {float(r['p99_ns']):,.0f} ns | "
-          f"{float(r['mean_ns']):,.0f} ns | {float(r['ratio']):.2f}×, {float(r['ratio_max']):.2f}× | "
+          f"{float(r['mean_ns']):,.0f} ns | "
+          f"{float(r['ratio']):.2f}×, {float(r['ratio_max']):.2f}× | "
           f"{float(r['load_ms']):,.1f} ms |")
 big = [r for r in rows if int(r["policies"]) == 10000]
 if big and int(rows[0]["policies"]) == 10:
