@@ -5,7 +5,8 @@
 #                                  [-r RUNS] [-o RESULTS_FILE] [SIZE...]
 #   -B  configured build directory (default: $FERRY_BUILDDIR, else the current directory);
 #       `make bench` is run there first
-#   -c  CPU to pin the benchmark to (default 0; "none" to not pin)
+#   -c  CPU to pin the benchmark to (default "auto": the CPU that was least busy over the
+#       last half second, so a co-tenant on CPU 0 does not share it; "none" to not pin)
 #   -d  timed decisions per size and round (default 400000)
 #   -i  distinct identities cycled through (default 4096; half match a policy, half do not)
 #   -r  rounds; each measures every size in turn, interleaved (default 5)
@@ -23,7 +24,7 @@ set -u
 set -o pipefail
 
 builddir=${FERRY_BUILDDIR:-.}
-cpu=0
+cpu=auto
 decisions=400000
 identities=4096
 runs=5
@@ -37,7 +38,7 @@ while getopts B:c:d:i:r:o:h o; do
     i) identities=$OPTARG ;;
     r) runs=$OPTARG ;;
     o) results_out=$OPTARG ;;
-    h) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    h) sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) exit 2 ;;
     esac
 done
@@ -53,6 +54,18 @@ bench=$builddir/tests/bench/bench_policy
 command -v python3 >/dev/null || die "python3 is needed for the report"
 
 args=(--decisions "$decisions" --identities "$identities" --runs "$runs")
+# The least busy CPU over half a second, from the busy jiffies in /proc/stat.
+least_busy_cpu() {
+    local a b
+    a=$(awk '/^cpu[0-9]/ { print $1, $2 + $3 + $4 + $7 + $8 }' /proc/stat) || return 1
+    sleep 0.5
+    b=$(awk '/^cpu[0-9]/ { print $1, $2 + $3 + $4 + $7 + $8 }' /proc/stat) || return 1
+    paste -d' ' <(echo "$a") <(echo "$b") | awk '{ d = $4 - $2; if (best == "" || d < min) \
+        { min = d; best = substr($1, 4) } } END { print best }'
+}
+if [ "$cpu" = auto ]; then
+    cpu=$(least_busy_cpu) && [ -n "$cpu" ] || cpu=0
+fi
 [ "$cpu" != none ] && args+=(--cpu "$cpu")
 
 tmp=$(mktemp "${TMPDIR:-/tmp}/ferry-bench-policy.XXXXXX") || exit 2
