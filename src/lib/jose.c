@@ -1882,11 +1882,37 @@ FERRY_EXPORT int ferry_jws_sign(const ferry_jwk *key, ferry_alg alg, const char 
         return -ENOMEM;
     if (key->kid && json_object_set_new(h, "kid", json_string(key->kid)) != 0)
         return -ENOMEM;
-    if (typ && json_object_set_new(h, "typ", json_string(typ)) != 0)
-        return -EINVAL; /* not valid UTF-8 (or out of memory) */
+    if (typ) {
+        json_t *t = json_string(typ);
+
+        if (!t) {
+            /* json_string refuses invalid UTF-8 and fails without memory: tell them apart */
+            bool have_memory;
+
+            t = json_stringn_nocheck(typ, strlen(typ));
+            have_memory = t != NULL;
+            json_decref(t);
+            return have_memory ? -EINVAL : -ENOMEM;
+        }
+        if (json_object_set_new(h, "typ", t) != 0)
+            return -ENOMEM;
+    }
     hjson = json_dumps(h, JSON_COMPACT);
     if (!hjson)
         return -ENOMEM;
+    {
+        /* jansson 2.14 can lose a member name when an allocation fails inside json_dumps and
+         * still return a string ('{"alg":"ES256",:"kid..."}'). Never sign a header that does
+         * not read back as the one built; the only known cause is memory. */
+        json_t *back = NULL;
+        bool same = ferry_json_parse(hjson, strlen(hjson), FERRY_JWS_MAX_HEADER + 1, 2, &back,
+                                     NULL, 0) == 0 &&
+                    json_equal(back, h);
+
+        json_decref(back);
+        if (!same)
+            return -ENOMEM;
+    }
     hjlen = strlen(hjson);
     elen = ferry_b64url_encoded_len(hjlen);
     plen_enc = ferry_b64url_encoded_len(payload_len);

@@ -2855,9 +2855,26 @@ static int op_sign(void *p)
     int r = ferry_jws_sign(c->key, c->alg, "JWT", "{\"a\":1}", 7, &tok);
 
     if (r == 0) {
-        /* verify after disarming would hide nothing: the token must be complete */
+        /* The token must be complete and its header exactly what was asked for: jansson's
+         * json_dumps has been seen to drop a member name when an allocation fails inside it
+         * and still return a string. Checked without allocating. */
+        char want[256], got[256];
+        const char *dot;
+        size_t glen = 0;
+        int wl;
+
         cr_assert_not_null(tok);
         cr_assert_eq(strlen(tok), strcspn(tok, " "));
+        wl = snprintf(want, sizeof(want), "{\"alg\":\"%s\",\"kid\":\"%s\",\"typ\":\"JWT\"}",
+                      ferry_alg_name(c->alg), ferry_jwk_kid(c->key));
+        cr_assert(wl > 0 && (size_t)wl < sizeof(want));
+        dot = strchr(tok, '.');
+        cr_assert_not_null(dot);
+        cr_assert_leq(ferry_b64url_encoded_len((size_t)wl), sizeof(got));
+        cr_assert_eq(ferry_b64url_decode(tok, (size_t)(dot - tok), (unsigned char *)got, &glen),
+                     0, "header is not base64url");
+        cr_assert(glen == (size_t)wl && memcmp(got, want, glen) == 0,
+                  "signed a malformed header: %.*s", (int)glen, got);
     } else {
         cr_assert_null(tok);
     }
