@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import re
+import shutil
 import stat
 import struct
 import sys
@@ -61,6 +62,45 @@ def verify(state, account, code, now=NOW):
 def status_of(r):
     j = r.json() or {}
     return j.get("status")
+
+
+def uri_left_in_memory(tap):
+    """ferry totp enroll must not leave the otpauth:// URI (the secret) in its memory once
+    printed: not in stdio's stdout buffer either. Run it under gdb, dump a core at exit_group
+    and look for the secret."""
+    gdb = shutil.which("gdb")
+    binary = os.path.join(ft.BUILDDIR, ".libs", "ferry")
+    if not gdb or not os.access(binary, os.X_OK):
+        tap.skip("enroll leaves no copy of the secret in memory", "needs gdb and .libs/ferry")
+        return
+    with open(binary, "rb") as f:
+        if b"__asan_init" in f.read():
+            tap.skip("enroll leaves no copy of the secret in memory",
+                     "ASan build: the core would hold the whole shadow memory")
+            return
+    with ft.tempdir() as d:
+        state, core, out = (os.path.join(d, n) for n in ("state", "core", "out"))
+        os.mkdir(state, 0o700)
+        env = ft.clean_env()
+        libs = os.path.join(ft.BUILDDIR, ".libs")
+        env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"]
+                                         if env.get("LD_LIBRARY_PATH") else "")
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
+        r = ft.run([gdb, "-q", "-batch", "-nx", "-ex", "set pagination off",
+                    "-ex", "catch syscall exit_group",
+                    "-ex", f"run totp enroll --state-dir {state} alice > {out}",
+                    "-ex", f"generate-core-file {core}", binary], env=env, timeout=120)
+        try:
+            with open(out) as f:
+                uri = f.read().strip()
+            with open(core, "rb") as f:
+                mem = f.read()
+        except OSError as e:
+            tap.skip("enroll leaves no copy of the secret in memory", f"gdb run failed: {e}")
+            return
+        tap.ok(uri.startswith("otpauth://totp/"), "enroll under gdb printed the URI", r)
+        b32 = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
+        tap.ok(b32.encode() not in mem, "enroll leaves no copy of the secret in memory")
 
 
 def body(tap):
@@ -172,6 +212,8 @@ def body(tap):
             json.dump(j, f)
         r = verify(state, "alice@example.com", totp(secret, NOW + 60), now=NOW + 60)
         tap.ok(r.rc == 1 and "unknown member" in r.err, "unknown member refused", r)
+
+    uri_left_in_memory(tap)
 
     bad = [r for r in RUNS if SANITIZER.search(r.err)]
     tap.ok(not bad, f"no sanitizer report in {len(RUNS)} runs", bad[0] if bad else None)
