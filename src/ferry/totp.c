@@ -177,13 +177,16 @@ static int cmd_enroll(int argc, char **argv)
 /* Read one line (without "\n" / "\r\n") from stdin into buf (CODE_INPUT_MAX + 1 bytes). A
  * longer line is consumed and kept truncated to CODE_INPUT_MAX bytes: still far longer than
  * any code, so it is refused as malformed. On a terminal, prompts on stderr and turns echo
- * off. Returns 1 when a line was read, 0 at EOF with nothing, -EIO on a read error. */
+ * off. read(2) into a wiped local chunk, not stdio: stdin's buffer would keep the code until
+ * exit. Returns 1 when a line was read, 0 at EOF with nothing, -EIO on a read error. */
 static int read_code(char *buf)
 {
     struct termios old, quiet;
     bool tty = isatty(STDIN_FILENO), restore = false, any = false, overlong = false;
+    bool eol = false;
+    char chunk[CODE_INPUT_MAX];
     size_t n = 0;
-    int c, r;
+    int r = 0;
 
     if (tty) {
         fprintf(stderr, "TOTP code: ");
@@ -194,19 +197,34 @@ static int read_code(char *buf)
             restore = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
         }
     }
-    while ((c = getchar()) != EOF) {
-        any = true;
-        if (c == '\n')
+    while (!eol) {
+        ssize_t got = read(STDIN_FILENO, chunk, sizeof(chunk));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            r = -EIO;
             break;
-        if (n < CODE_INPUT_MAX)
-            buf[n++] = (char)c;
-        else
-            overlong = true;
+        }
+        if (got == 0)
+            break;
+        any = true;
+        for (ssize_t i = 0; i < got; i++) {
+            if (chunk[i] == '\n') {
+                eol = true;
+                break;
+            }
+            if (n < CODE_INPUT_MAX)
+                buf[n++] = chunk[i];
+            else
+                overlong = true;
+        }
     }
+    ferry_wipe(chunk, sizeof(chunk));
     buf[n] = '\0';
     if (n > 0 && !overlong && buf[n - 1] == '\r')
         buf[--n] = '\0';
-    r = ferror(stdin) ? -EIO : any ? 1 : 0;
+    if (r == 0)
+        r = any ? 1 : 0;
     if (restore)
         (void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
     if (tty)

@@ -64,6 +64,56 @@ def status_of(r):
     return j.get("status")
 
 
+def core_at_exit(tap, desc, args, stdin_path=None):
+    """Run ferry ARGS under gdb (stdout to a file, stdin from stdin_path), dump a core at
+    exit_group; return (stdout text, core bytes, gdb result), or None after a skip."""
+    gdb = shutil.which("gdb")
+    binary = os.path.join(ft.BUILDDIR, ".libs", "ferry")
+    if not gdb or not os.access(binary, os.X_OK):
+        tap.skip(desc, "needs gdb and .libs/ferry")
+        return None
+    with open(binary, "rb") as f:
+        if b"__asan_init" in f.read():
+            tap.skip(desc, "ASan build: the core would hold the whole shadow memory")
+            return None
+    with ft.tempdir() as d:
+        core, out = os.path.join(d, "core"), os.path.join(d, "out")
+        env = ft.clean_env()
+        libs = os.path.join(ft.BUILDDIR, ".libs")
+        env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"]
+                                         if env.get("LD_LIBRARY_PATH") else "")
+        redir = f" > {out}" + (f" < {stdin_path}" if stdin_path else "")
+        r = ft.run([gdb, "-q", "-batch", "-nx", "-ex", "set pagination off",
+                    "-ex", "catch syscall exit_group",
+                    "-ex", "run " + " ".join(args) + redir,
+                    "-ex", f"generate-core-file {core}", binary], env=env, timeout=120)
+        try:
+            with open(out) as f:
+                text = f.read()
+            with open(core, "rb") as f:
+                mem = f.read()
+        except OSError as e:
+            tap.skip(desc, f"gdb run failed: {e}")
+            return None
+    return text, mem, r
+
+
+def code_left_in_memory(tap, state, account):
+    """ferry totp verify must not leave the code in stdio's stdin buffer."""
+    desc = "verify leaves no copy of the code in memory"
+    code = "918273"
+    path = os.path.join(state, "code-input")
+    with open(path, "w") as f:
+        f.write(code + "\n")
+    got = core_at_exit(tap, desc, ["totp", "verify", "--state-dir", state, "--now", "1",
+                                   account], stdin_path=path)
+    if got is None:
+        return
+    text, mem, r = got
+    tap.ok('"status"' in text, "verify under gdb decided", r)
+    tap.ok(code.encode() not in mem, desc)
+
+
 def uri_left_in_memory(tap):
     """ferry totp enroll must not leave the otpauth:// URI (the secret) in its memory once
     printed: not in stdio's stdout buffer either. Run it under gdb, dump a core at exit_group
@@ -214,6 +264,9 @@ def body(tap):
         tap.ok(r.rc == 1 and "unknown member" in r.err, "unknown member refused", r)
 
     uri_left_in_memory(tap)
+    with ft.tempdir() as state:
+        enroll(tap, state, "carol")
+        code_left_in_memory(tap, state, "carol")
 
     bad = [r for r in RUNS if SANITIZER.search(r.err)]
     tap.ok(not bad, f"no sanitizer report in {len(RUNS)} runs", bad[0] if bad else None)
