@@ -1594,14 +1594,14 @@ FERRY_EXPORT int ferry_mint_discovery(ferry_mint *m, json_t **ret)
     if (json_array_size(algs) == 0 &&
         json_array_append_new(algs, json_string(ferry_alg_name(m->alg))) != 0)
         return -ENOMEM;
-    doc = json_pack("{s:s, s:s, s:s, s:O, s:[s], s:[s], s:[s], s:[s], s:[sssssssssssss]}",
+    doc = json_pack("{s:s, s:s, s:s, s:O, s:[s], s:[s], s:[s], s:[s], s:[ssssssssssss]}",
                     "issuer", m->issuer, "jwks_uri", jwks_uri, "token_endpoint", token_ep,
                     "id_token_signing_alg_values_supported", algs, "grant_types_supported",
                     "urn:ietf:params:oauth:grant-type:token-exchange",
                     "response_types_supported", "id_token", "subject_types_supported",
                     "public", "token_endpoint_auth_methods_supported", "none",
                     "claims_supported", "iss", "sub", "aud", "exp", "iat", "nbf", "jti",
-                    "client_id", "scope", "src_iss", "src_sub", "act", "azp");
+                    "client_id", "scope", "src_iss", "src_sub", "act");
     if (!doc)
         return -ENOMEM;
     *ret = TAKE_PTR(doc);

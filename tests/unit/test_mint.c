@@ -1445,3 +1445,33 @@ Test(mint, stale_signer_tokens_stay_verifiable_after_reload)
     ferry_mint_free(a);
     rm_dir(dir);
 }
+
+/* Discovery's claims_supported names only claims the mint can put in a token: every one of
+ * them appears in a token with every optional claim (scope, act). */
+Test(mint, discovery_claims_supported_are_claims_the_mint_emits)
+{
+    char *dir = make_dir(), *tok;
+    ferry_mint *m;
+    ferry_mint_request req = base_req();
+    json_t *disc = NULL, *claims, *v;
+    size_t i;
+
+    test_now = T0;
+    m = open_mint(dir, FERRY_ALG_ES256, 600);
+    req.act = json_pack("{s:s}", "sub", "ferry-exchange");
+    cr_assert_not_null(req.act);
+    tok = mint_ok(m, &req, NULL, NULL);
+    claims = segment_json(tok, 1, NULL);
+    cr_assert_eq(ferry_mint_discovery(m, &disc), 0);
+    cr_assert(json_array_size(json_object_get(disc, "claims_supported")) > 0);
+    json_array_foreach(json_object_get(disc, "claims_supported"), i, v)
+        cr_expect_not_null(json_object_get(claims, json_string_value(v)),
+                           "claims_supported names \"%s\", which no minted token carries",
+                           json_string_value(v));
+    json_decref(disc);
+    json_decref(claims);
+    json_decref((json_t *)req.act);
+    free(tok);
+    ferry_mint_free(m);
+    rm_dir(dir);
+}
