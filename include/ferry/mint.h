@@ -65,6 +65,10 @@ enum {
      * NULL; ferry_mint_rotate and ferry_mint_import_pem fail with -EROFS. Implies
      * FERRY_MINT_NO_GENERATE. */
     FERRY_MINT_READ_ONLY = 1 << 1,
+    /* `ferry keys init`: ferry_mint_rotate and ferry_mint_import_pem add the first key only;
+     * when the store already holds a key - checked under the store's lock, so a concurrent
+     * init or a ferryd generating its first key is seen - they fail with -EEXIST. */
+    FERRY_MINT_INIT_ONLY = 1 << 2,
 };
 
 typedef struct ferry_mint_options {

@@ -155,17 +155,20 @@ static int parse_args(int argc, char **argv, struct keys_args *a)
     return 0;
 }
 
-/* init and rotate open the store for writing (creating it when missing); jwks, list and
- * discovery read it only: they create, prune and wipe nothing. */
-static int open_store(const struct keys_args *a, bool read_only, ferry_mint **ret)
+/* init and rotate open the store for writing (creating it when missing; init adds a key only
+ * to a store that holds none, checked under the store's lock); jwks, list and discovery read
+ * it only: they create, prune and wipe nothing. */
+static int open_store(const struct keys_args *a, const char *cmd, ferry_mint **ret)
 {
+    bool read_only = strcmp(cmd, "init") != 0 && strcmp(cmd, "rotate") != 0;
     ferry_mint_options o = {
         .issuer = a->issuer,
         .state_dir = a->state_dir,
         .alg = a->alg,
         .rsa_bits = a->rsa_bits,
         .max_ttl = a->max_ttl,
-        .flags = FERRY_MINT_NO_GENERATE | (read_only ? FERRY_MINT_READ_ONLY : 0),
+        .flags = FERRY_MINT_NO_GENERATE | (read_only ? FERRY_MINT_READ_ONLY : 0) |
+                 (strcmp(cmd, "init") == 0 ? FERRY_MINT_INIT_ONLY : 0),
     };
     char err[512] = "";
     int r;
@@ -297,8 +300,9 @@ static int add_key(ferry_mint *m, const struct keys_args *a, const char *cmd)
     }
     if (r < 0) {
         fprintf(stderr, "ferry keys %s: %s\n", cmd, err[0] ? err : ferry_strerror(r));
-        return r == -FERRY_EDUPLICATE || r == -FERRY_EFULL ? FERRY_EXIT_REFUSED
-                                                            : FERRY_EXIT_USAGE;
+        return r == -FERRY_EDUPLICATE || r == -FERRY_EFULL || r == -EEXIST
+                   ? FERRY_EXIT_REFUSED
+                   : FERRY_EXIT_USAGE;
     }
     return FERRY_EXIT_OK;
 }
@@ -340,7 +344,7 @@ int ferry_cmd_keys(int argc, char **argv)
         fprintf(stderr, "ferry keys discovery: --issuer URL is required\n");
         return FERRY_EXIT_USAGE;
     }
-    r = open_store(&a, strcmp(cmd, "init") != 0 && strcmp(cmd, "rotate") != 0, &m);
+    r = open_store(&a, cmd, &m);
     if (r != FERRY_EXIT_OK)
         return r;
     if (ferry_mint_list_keys(m, &info, &n) < 0) {

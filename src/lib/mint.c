@@ -1074,6 +1074,10 @@ static int sync_state(ferry_mint *m, ferry_jwk *newkey, ferry_alg new_alg, bool 
         newkey = gen;
         new_alg = m->alg;
     }
+    if (newkey && ks.n > 0 && (m->flags & FERRY_MINT_INIT_ONLY)) {
+        r = fail(errbuf, errlen, -EEXIST, "the key store already holds keys");
+        goto out;
+    }
     if (newkey) {
         struct mkey *k, *grown;
         json_t *pj = NULL;

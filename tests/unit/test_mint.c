@@ -1475,3 +1475,40 @@ Test(mint, discovery_claims_supported_are_claims_the_mint_emits)
     ferry_mint_free(m);
     rm_dir(dir);
 }
+
+/* `ferry keys init` checks for an empty store under the lock: when a key appeared after it
+ * opened the store (another init, a ferryd's first start), it adds nothing. */
+Test(mint, init_only_refuses_a_store_that_gained_a_key)
+{
+    char *dir = make_dir(), *kid, err[512] = "";
+    ferry_mint *init = NULL, *other, *check;
+
+    test_now = T0;
+    cr_assert_eq(open_mint_r(dir, FERRY_ALG_ES256, 600,
+                             FERRY_MINT_NO_GENERATE | FERRY_MINT_INIT_ONLY, &init, err,
+                             sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(jwks_count(init, true), 0);
+    other = open_mint(dir, FERRY_ALG_ES256, 600); /* generates the first key */
+    kid = active_kid(other);
+    cr_expect_eq(ferry_mint_rotate(init, FERRY_ALG_UNKNOWN, err, sizeof(err)), -EEXIST);
+    check = open_mint(dir, FERRY_ALG_ES256, 600);
+    cr_expect_eq(jwks_count(check, true), 1, "init added a key to an initialised store");
+    cr_expect(jwks_has(check, false, kid));
+    ferry_mint_free(check);
+    ferry_mint_free(other);
+    ferry_mint_free(init);
+
+    /* On an empty store it adds the first key. */
+    rm_dir(dir);
+    dir = make_dir();
+    cr_assert_eq(open_mint_r(dir, FERRY_ALG_ES256, 600,
+                             FERRY_MINT_NO_GENERATE | FERRY_MINT_INIT_ONLY, &init, err,
+                             sizeof(err)),
+                 0, "%s", err);
+    cr_expect_eq(ferry_mint_rotate(init, FERRY_ALG_UNKNOWN, err, sizeof(err)), 0, "%s", err);
+    cr_expect_eq(jwks_count(init, true), 1);
+    ferry_mint_free(init);
+    free(kid);
+    rm_dir(dir);
+}
