@@ -2052,7 +2052,7 @@ static uint32_t sig_of(const char *s, size_t n)
 
 static uint32_t glob_sig(const char *g)
 {
-    char lit[256];
+    char lit[255]; /* the length must fit the signature's top byte */
     size_t n = 0;
 
     for (; *g; g++) {

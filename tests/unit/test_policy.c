@@ -1266,3 +1266,70 @@ Test(policy_explain, says_why)
     rq_release(&q);
     ferry_policy_set_unref(set);
 }
+
+/* ---- index shortcuts at their edges ---------------------------------------------------------- */
+
+/* Load policies "p0".."pN-1" of issuer ISS from globs (subject_glob, as JSON string bodies). */
+static ferry_policy_set *load_globs(const char *const *globs, size_t n)
+{
+    size_t cap = 256;
+    char *doc;
+    size_t off;
+    ferry_policy_set *set;
+
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(globs[i]) + 160;
+    doc = malloc(cap);
+    cr_assert_not_null(doc);
+    off = (size_t)snprintf(doc, cap, "{'version':1,'policies':[");
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(doc + off, cap - off,
+                                "%s{'id':'p%zu','match':{'issuer':'" ISS "','subject_glob':'%s'},"
+                                "'grant':{'secrets':['file:s%zu'],'max_ttl':%zu}}",
+                                i ? "," : "", i, globs[i], i, 60 + i);
+    snprintf(doc + off, cap - off, "]}");
+    set = load1(doc);
+    free(doc);
+    return set;
+}
+
+/* The ids of the policies granting sub (space-separated, "" when refused). */
+static void granted_ids(const ferry_policy_set *set, const char *sub, char *out, size_t len)
+{
+    ferry_policy_request req = { .issuer = ISS, .subject = sub };
+    ferry_policy_grant *g = NULL;
+    ferry_policy_refusal ref;
+    size_t off = 0;
+
+    out[0] = '\0';
+    if (ferry_policy_decide(set, &req, &g, &ref) != 0)
+        return;
+    for (size_t i = 0; i < g->n_policies; i++)
+        off += (size_t)snprintf(out + off, len - off, "%s%s", i ? " " : "", g->policies[i]);
+    ferry_policy_grant_free(g);
+}
+
+Test(policy_index, long_literal_suffix)
+{
+    /* A suffix of exactly 256 bytes after the last wildcard, behind a literal prefix that
+     * another policy shares (so the suffix shortcut is consulted). */
+    char tail[258], glob[300], sub[400], ids[64];
+    const char *globs[2];
+    ferry_policy_set *set;
+
+    for (size_t len = 254; len <= 257; len++) {
+        memset(tail, 'a', len);
+        tail[len] = '\0';
+        snprintf(glob, sizeof(glob), "repo:*%s", tail);
+        snprintf(sub, sizeof(sub), "repo:x%s", tail);
+        globs[0] = glob;
+        globs[1] = "repo:*b";
+        set = load_globs(globs, 2);
+        cr_assert(ferry_policy_glob_match(glob, sub));
+        granted_ids(set, sub, ids, sizeof(ids));
+        cr_assert_str_eq(ids, "p0", "suffix of %zu bytes: granted by '%s'", len, ids);
+        granted_ids(set, "repo:xb", ids, sizeof(ids));
+        cr_assert_str_eq(ids, "p1");
+        ferry_policy_set_unref(set);
+    }
+}
