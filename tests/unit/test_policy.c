@@ -726,8 +726,8 @@ static unsigned rnd(unsigned *s)
 
 static void gen_subject(unsigned *s, char *out, size_t n, bool *glob)
 {
-    unsigned k = rnd(s) % 9;
-    *glob = k >= 4;
+    unsigned k = rnd(s) % 14;
+    *glob = (k >= 4 && k <= 8) || (k >= 9 && k <= 12);
     switch (k) {
     case 0: snprintf(out, n, "user-%u", rnd(s) % 50); break;
     case 1:
@@ -739,19 +739,69 @@ static void gen_subject(unsigned *s, char *out, size_t n, bool *glob)
     case 5: snprintf(out, n, "repo:org%u/app-?:ref:*", rnd(s) % 5); break;
     case 6: snprintf(out, n, "system:serviceaccount:ns%u:*", rnd(s) % 5); break;
     case 7: snprintf(out, n, "user-1*"); break;
-    default: snprintf(out, n, rnd(s) % 4 ? "*:ref:refs/heads/main" : "*"); break;
+    case 8: snprintf(out, n, rnd(s) % 4 ? "*:ref:refs/heads/main" : "*"); break;
+    /* escaped wildcards and backslashes in literal prefixes and suffixes, multi-byte UTF-8
+     * next to '?' and '*' */
+    case 9:
+        snprintf(out, n, rnd(s) % 2 ? "esc\\*%u*\\?" : "esc\\?%u*\\*", rnd(s) % 3);
+        break;
+    case 10:
+        snprintf(out, n, rnd(s) % 2 ? "*\\\\x%u" : "esc\\\\%u?*\\\\", rnd(s) % 3);
+        break;
+    case 11: snprintf(out, n, "\xc3\xa9?-%u*\xc3\xbc\\*", rnd(s) % 3); break;
+    case 12:
+        snprintf(out, n, rnd(s) % 2 ? "\xc3\xa9*\xe2\x82\xac%u" : "*\xf0\x9f\x94\x91?%u",
+                 rnd(s) % 3);
+        break;
+    default: /* exact subjects with glob characters and multi-byte UTF-8 in them */
+        snprintf(out, n, rnd(s) % 2 ? "esc*%u?" : "\xc3\xa9\\%u*", rnd(s) % 3);
+        break;
     }
 }
 
 static void gen_identity(unsigned *s, char *out, size_t n)
 {
-    switch (rnd(s) % 4) {
+    static const char *const mb[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x94\x91", "e",
+                                      "\xc3\xbc", "?", "*", "\\", "" };
+    const char *a = mb[rnd(s) % (sizeof(mb) / sizeof(mb[0]))],
+               *b = mb[rnd(s) % (sizeof(mb) / sizeof(mb[0]))];
+
+    switch (rnd(s) % 8) {
     case 0: snprintf(out, n, "user-%u", rnd(s) % 60); break;
     case 1: snprintf(out, n, "repo:org%u/app-%u:ref:refs/heads/%s", rnd(s) % 6, rnd(s) % 12,
                      rnd(s) % 3 ? "main" : "dev"); break;
     case 2: snprintf(out, n, "system:serviceaccount:ns%u:sa%u", rnd(s) % 6, rnd(s) % 6); break;
-    default: snprintf(out, n, "user-1%u", rnd(s) % 12); break;
+    case 3: snprintf(out, n, "user-1%u", rnd(s) % 12); break;
+    case 4: snprintf(out, n, "esc%s%u%s%s", a, rnd(s) % 4, b, rnd(s) % 2 ? a : ""); break;
+    case 5:
+        snprintf(out, n, "%s%s%s-%u%s%s*", rnd(s) % 2 ? "\xc3\xa9" : "esc\\", a, b, rnd(s) % 4,
+                 b, rnd(s) % 3 ? "\xc3\xbc" : "");
+        break;
+    case 6:
+        switch (rnd(s) % 3) {
+        case 0: snprintf(out, n, "%s%s\\x%u", a, b, rnd(s) % 4); break;
+        case 1: snprintf(out, n, "esc\\%u%s%s\\", rnd(s) % 4, a, b); break;
+        default: snprintf(out, n, "\xc3\xa9\\%u%s", rnd(s) % 4, a); break;
+        }
+        break;
+    default:
+        snprintf(out, n, "%s%s%s%s%u", rnd(s) % 2 ? "\xc3\xa9" : "", a, b,
+                 rnd(s) % 2 ? "\xe2\x82\xac" : "\xf0\x9f\x94\x91", rnd(s) % 4);
+        break;
     }
+}
+
+/* s as the body of a JSON string (backslashes doubled). */
+static void json_body(const char *s, char *out, size_t n)
+{
+    size_t o = 0;
+
+    for (; *s && o + 2 < n; s++) {
+        if (*s == '\\')
+            out[o++] = '\\';
+        out[o++] = *s;
+    }
+    out[o] = '\0';
 }
 
 Test(policy_index, matches_linear_scan, .timeout = 60)
@@ -763,7 +813,7 @@ Test(policy_index, matches_linear_scan, .timeout = 60)
     ferry_policy_set *set = NULL;
     unsigned seed = 20240611;
     char *doc = malloc(PER_DOC * 400 + 64);
-    size_t granted = 0;
+    size_t granted = 0, granted_special = 0;
 
     cr_assert(gp && doc);
     cr_assert_eq(ferry_policy_builder_new(&b), 0);
@@ -776,12 +826,14 @@ Test(policy_index, matches_linear_scan, .timeout = 60)
             gp[i].issuer = (int)(rnd(&seed) % ISSUERS);
             gen_subject(&seed, gp[i].subject, sizeof(gp[i].subject), &gp[i].glob);
             gp[i].team = rnd(&seed) % 3 == 0 ? (int)(rnd(&seed) % 3) : -1;
+            char body[128];
+            json_body(gp[i].subject, body, sizeof(body));
             off += (size_t)snprintf(doc + off, 400,
                                     "%s{\"id\":\"p%zu\",\"match\":{\"issuer\":\"https://iss%d."
                                     "test\",\"%s\":\"%s\"%s%s%s},\"grant\":{\"secrets\":"
                                     "[\"file:s%zu\"],\"max_ttl\":%zu}}",
                                     k ? "," : "", i, gp[i].issuer,
-                                    gp[i].glob ? "subject_glob" : "subject", gp[i].subject,
+                                    gp[i].glob ? "subject_glob" : "subject", body,
                                     gp[i].team >= 0 ? ",\"claims\":[{\"claim\":\"team\","
                                                       "\"exact\":\"t" : "",
                                     gp[i].team >= 0 ? (const char[]){ (char)('0' + gp[i].team), 0 }
@@ -843,12 +895,20 @@ Test(policy_index, matches_linear_scan, .timeout = 60)
             }
             cr_assert_eq(g->ttl, (int64_t)(60 + want[0]), "smallest TTL");
             granted++;
+            for (size_t k = 0; k < nwant; k++)
+                if (strpbrk(gp[want[k]].subject, "\\\xc3\xe2\xf0")) {
+                    granted_special++; /* by a pattern with escapes or multi-byte UTF-8 */
+                    break;
+                }
         }
         ferry_policy_grant_free(g);
         json_decref(cl);
     }
     cr_assert_gt(granted, IDS / 10, "the random identities exercise matches (%zu)", granted);
     cr_assert_lt(granted, IDS, "and misses");
+    cr_assert_gt(granted_special, IDS / 30,
+                 "identities with escaped characters or multi-byte UTF-8 are granted too (%zu)",
+                 granted_special);
     ferry_policy_set_unref(set);
     ferry_policy_builder_free(b);
     ferry_policy_problems_free(pr);
