@@ -247,17 +247,54 @@ static int grow(void **v, size_t *cap, size_t need, size_t size)
     return 0;
 }
 
-/* Copy s into out for a message: at most 64 bytes, control bytes and DEL masked as '?'. */
+/* The length of the valid UTF-8 sequence (no overlongs, surrogates or values above U+10FFFF)
+ * at s, or 0 when none starts there. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned c = *s;
+    size_t n = c < 0x80 ? 1 : c >= 0xf5 ? 0 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0) ||
+        (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/* Copy s into out for a message: at most 64 bytes, control bytes, DEL and bytes that are not
+ * UTF-8 masked as '?', shortened (with "...") only between characters, so the message stays
+ * UTF-8 (it goes into JSON: explain, error responses). */
 static const char *quote(char *out, size_t outlen, const char *s)
 {
-    size_t i = 0, max = outlen - 1 < 64 ? outlen - 1 : 64;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, o = 0, max = outlen - 1 < 64 ? outlen - 1 : 64;
+    size_t cut[3] = { 0 }; /* out lengths before the last three characters written */
 
-    for (; s && s[i] && i < max; i++)
-        out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
-    if (s && s[i] && i >= 3) {
-        out[i - 3] = out[i - 2] = out[i - 1] = '.';
+    while (u && u[i]) {
+        size_t n = utf8_seq(u + i);
+        if (o + (n ? n : 1) > max) {
+            /* does not fit: end with "..." in place of as few characters as needed */
+            for (int k = 2; k >= 0 && o + 3 > max; k--)
+                o = cut[k];
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        cut[0] = cut[1];
+        cut[1] = cut[2];
+        cut[2] = o;
+        if (n == 0 || u[i] < 0x20 || u[i] == 0x7f) {
+            out[o++] = '?';
+            i += n ? n : 1;
+        } else {
+            memcpy(out + o, u + i, n);
+            o += n;
+            i += n;
+        }
     }
-    out[i] = '\0';
+    out[o] = '\0';
     return out;
 }
 
@@ -434,26 +471,12 @@ static size_t utf8_len(const unsigned char *s)
     return n;
 }
 
-/* Valid UTF-8 (no overlongs, surrogates or values above U+10FFFF)? */
+/* Valid UTF-8 (see utf8_seq)? */
 static bool utf8_valid(const unsigned char *s)
 {
-    while (*s) {
-        unsigned c = *s;
-        if (c < 0x80) {
-            s++;
-            continue;
-        }
-        size_t n = c >= 0xf5 ? 0 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-        if (n == 0)
+    for (size_t n; *s; s += n)
+        if (!(n = utf8_seq(s)))
             return false;
-        for (size_t i = 1; i < n; i++)
-            if ((s[i] & 0xc0) != 0x80)
-                return false;
-        if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0) ||
-            (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))
-            return false;
-        s += n;
-    }
     return true;
 }
 

@@ -1393,3 +1393,59 @@ Test(policy_index, long_literal_suffix)
         ferry_policy_set_unref(set);
     }
 }
+
+/* Messages shorten long names; they must stay UTF-8 (explain puts them into JSON, and a
+ * refusal reason goes out in an error response). */
+Test(policy_explain, long_multibyte_names)
+{
+    char glob[128] = "", scope[128] = "", sub[128] = "", *doc;
+    ferry_policy_set *set;
+    json_t *ex = NULL, *e;
+    ferry_policy_request req = { .issuer = ISS };
+    const char *scopes[1];
+    ferry_policy_refusal ref;
+    ferry_policy_grant *g = NULL;
+
+    for (int i = 0; i < 45; i++) {
+        strcat(glob, i % 2 ? "\xc3\xa9" : "\xe2\x82\xac");
+        strcat(scope, "\xc3\xa9");
+    }
+    strcat(glob, "*");
+    snprintf(sub, sizeof(sub), "x%s", glob);
+    sub[strlen(sub) - 1] = '\0';
+    doc = malloc(1024);
+    cr_assert_not_null(doc);
+    snprintf(doc, 1024,
+             "{'version':1,'policies':[{'id':'mb','match':{'issuer':'" ISS "','subject_glob':"
+             "'%s'},'grant':{'scopes':['read'],'max_ttl':60}},{'id':'any','match':{'issuer':'"
+             ISS "','subject_glob':'*'},'grant':{'scopes':['read'],'max_ttl':60}}]}",
+             glob);
+    set = load1(doc);
+    free(doc);
+
+    for (int off = 0; off < 3; off++) {
+        /* the subject does not match the glob: the detail quotes the (shortened) glob; the
+         * scope is not granted: the reason quotes the (shortened) scope */
+        scopes[0] = scope + (off == 2 ? 2 : 0);
+        req.subject = sub + (off == 1 ? 1 : 0);
+        req.scopes = scopes;
+        req.n_scopes = 1;
+        cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), -FERRY_EREFUSED);
+        cr_assert_eq(ref.error, FERRY_POLICY_INVALID_SCOPE);
+        cr_assert_not_null(json_string(ref.reason), "the reason is UTF-8: %s", ref.reason);
+        json_decref(json_string(ref.reason));
+        cr_assert_eq(ferry_policy_explain(set, &req, &ex), 0, "explain with long names");
+        e = find_considered(ex, "mb");
+        if (off == 1)
+            cr_assert(json_is_true(json_object_get(e, "matched")));
+        else
+            cr_assert_str_eq(json_string_value(json_object_get(e, "failed")), "subject");
+        cr_assert_str_eq(json_string_value(json_object_get(ex, "decision")), "invalid_scope");
+        json_decref(ex);
+    }
+    /* a requested scope that is not UTF-8 at all (a percent-decoded form field can be) */
+    scopes[0] = "bad\xff\xc3-\xed\xa0\x80";
+    cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), -FERRY_EREFUSED);
+    cr_assert_not_null(strstr(ref.reason, "\"bad?" "?-?" "?" "?\""), "%s", ref.reason);
+    ferry_policy_set_unref(set);
+}
