@@ -2376,8 +2376,10 @@ static bool scalar_matches(const struct claim_rule *cr, const json_t *v)
     switch (cr->kind) {
     case CM_EXACT:
         return cval_equal(&cr->vals[0], v);
-    case CM_GLOB:
-        return json_is_string(v) && ferry_policy_glob_match(cr->vals[0].s, json_string_value(v));
+    case CM_GLOB: /* the whole value: a NUL inside would end it early for the matcher */
+        return json_is_string(v) &&
+               !memchr(json_string_value(v), '\0', json_string_length(v)) &&
+               ferry_policy_glob_match(cr->vals[0].s, json_string_value(v));
     case CM_ONE_OF:
         for (size_t i = 0; i < cr->n_vals; i++)
             if (cval_equal(&cr->vals[i], v))

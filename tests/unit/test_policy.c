@@ -1449,3 +1449,30 @@ Test(policy_explain, long_multibyte_names)
     cr_assert_not_null(strstr(ref.reason, "\"bad?" "?-?" "?" "?\""), "%s", ref.reason);
     ferry_policy_set_unref(set);
 }
+
+/* A claims object built by a caller (not by ferry's parser, which refuses \u0000) may hold a
+ * string with a NUL inside; a glob sees the whole value, not the part before the NUL. */
+Test(policy_decide, claim_glob_sees_past_nul)
+{
+    ferry_policy_set *set = load1(HDR "{'id':'mail','match':{'issuer':'" ISS "','subject':'u',"
+                                      "'claims':[{'claim':'email','glob':'*@example.com'}]},"
+                                      "'grant':{'scopes':['read'],'max_ttl':60}}" END);
+    ferry_policy_request req = { .issuer = ISS, .subject = "u" };
+    ferry_policy_grant *g = NULL;
+    ferry_policy_refusal ref;
+    json_t *claims = json_object();
+
+    cr_assert_not_null(claims);
+    req.claims = claims;
+    cr_assert_eq(json_object_set_new(claims, "email", json_string("eve@example.com")), 0);
+    cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), 0);
+    ferry_policy_grant_free(g);
+    g = NULL;
+    cr_assert_eq(json_object_set_new(claims, "email",
+                                     json_stringn("eve@example.com\0@evil.test", 26)), 0);
+    cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), -FERRY_EREFUSED);
+    cr_assert_eq(ref.error, FERRY_POLICY_ACCESS_DENIED);
+    cr_assert_null(g);
+    json_decref(claims);
+    ferry_policy_set_unref(set);
+}
