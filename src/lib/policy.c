@@ -2276,14 +2276,16 @@ out:
     return r;
 }
 
-FERRY_EXPORT int ferry_policy_load_dir(const char *dir, ferry_policy_set **ret_set,
-                                       ferry_policy_problems *problems)
+/* add (add_dir or add_file) src, then finish. A problem recorded while adding still goes on to
+ * finish, which reports the set's other problems too and returns -FERRY_ECONFIG. */
+static int load_with(int (*add)(ferry_policy_builder *, const char *, ferry_policy_problems *),
+                     const char *src, ferry_policy_set **ret_set, ferry_policy_problems *problems)
 {
     ferry_policy_problems *own = NULL;
     ferry_policy_builder *b = NULL;
-    int r, r2;
+    int r;
 
-    if (!dir || !ret_set)
+    if (!src || !ret_set)
         return -EINVAL;
     if (!problems) {
         r = ferry_policy_problems_new(&own);
@@ -2294,43 +2296,26 @@ FERRY_EXPORT int ferry_policy_load_dir(const char *dir, ferry_policy_set **ret_s
     r = ferry_policy_builder_new(&b);
     if (r < 0)
         goto out;
-    r = ferry_policy_builder_add_dir(b, dir, problems);
-    if (r == -ENOMEM || (r < 0 && r != -FERRY_ECONFIG))
-        goto out;
-    r2 = ferry_policy_builder_finish(b, ret_set, problems);
-    r = r2;
+    r = add(b, src, problems);
+    if (r < 0 && r != -FERRY_ECONFIG && r != -FERRY_EFULL)
+        goto out; /* -ENOMEM, or a directory that cannot be read */
+    r = ferry_policy_builder_finish(b, ret_set, problems);
 out:
     ferry_policy_builder_free(b);
     ferry_policy_problems_free(own);
     return r;
 }
 
+FERRY_EXPORT int ferry_policy_load_dir(const char *dir, ferry_policy_set **ret_set,
+                                       ferry_policy_problems *problems)
+{
+    return load_with(ferry_policy_builder_add_dir, dir, ret_set, problems);
+}
+
 FERRY_EXPORT int ferry_policy_load_file(const char *path, ferry_policy_set **ret_set,
                                         ferry_policy_problems *problems)
 {
-    ferry_policy_problems *own = NULL;
-    ferry_policy_builder *b = NULL;
-    int r;
-
-    if (!path || !ret_set)
-        return -EINVAL;
-    if (!problems) {
-        r = ferry_policy_problems_new(&own);
-        if (r < 0)
-            return r;
-        problems = own;
-    }
-    r = ferry_policy_builder_new(&b);
-    if (r < 0)
-        goto out;
-    r = ferry_policy_builder_add_file(b, path, problems);
-    if (r == -ENOMEM)
-        goto out;
-    r = ferry_policy_builder_finish(b, ret_set, problems);
-out:
-    ferry_policy_builder_free(b);
-    ferry_policy_problems_free(own);
-    return r;
+    return load_with(ferry_policy_builder_add_file, path, ret_set, problems);
 }
 
 /* ---- matching ------------------------------------------------------------------------------- */
