@@ -1217,12 +1217,136 @@ static bool parse_match(struct lctx *c, const json_t *m, struct policy *p)
     return ok;
 }
 
+/* One entry (an object whose members were checked: mok) of grant.aws, grant.azure or grant.gcp,
+ * the i-th of arr: validate it and append it to p's list. Returns whether it was valid. */
+typedef bool (*entry_fn)(struct lctx *c, const json_t *arr, size_t i, const json_t *e, bool mok,
+                         struct policy *p);
+
+static bool aws_entry(struct lctx *c, const json_t *arr, size_t i, const json_t *e, bool mok,
+                      struct policy *p)
+{
+    const char *arn;
+    int64_t dur = 0;
+    bool eok = mok;
+
+    eok &= get_str(c, e, "role_arn", "grant.aws", true, 2048, &arn);
+    if (arn && !valid_role_arn(arn)) {
+        prob(c, line_of(c, e, "role_arn"),
+             "grant.aws: \"%s\" is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
+             Q(arn));
+        eok = false;
+    }
+    eok &= get_int(c, e, "session_duration", "grant.aws", 900, 43200,
+                   " seconds (AWS STS limits)", &dur);
+    if (eok && p->max_ttl > 0 && dur > p->max_ttl) {
+        prob(c, line_of(c, e, "session_duration"),
+             "grant.aws: session_duration %lld exceeds the policy's max_ttl %lld",
+             (long long)dur, (long long)p->max_ttl);
+        eok = false;
+    }
+    for (size_t j = 0; eok && j < p->n_aws; j++)
+        if (strcmp(p->aws[j].role_arn, arn) == 0) {
+            prob(c, line_idx(c, arr, i), "grant.aws: role \"%s\" listed twice", Q(arn));
+            eok = false;
+        }
+    if (eok)
+        p->aws[p->n_aws++] = (ferry_policy_aws_role){ arn, dur };
+    return eok;
+}
+
+static bool azure_entry(struct lctx *c, const json_t *arr, size_t i, const json_t *e, bool mok,
+                        struct policy *p)
+{
+    static const char *const nil = "00000000-0000-0000-0000-000000000000";
+    const char *t, *cl;
+    bool eok = mok;
+
+    eok &= get_str(c, e, "tenant_id", "grant.azure", true, 64, &t);
+    eok &= get_str(c, e, "client_id", "grant.azure", true, 64, &cl);
+    if (t && (!valid_guid(t) || strcmp(t, nil) == 0)) {
+        prob(c, line_of(c, e, "tenant_id"),
+             "grant.azure: tenant_id \"%s\" is not a GUID (or is the nil GUID)", Q(t));
+        eok = false;
+    }
+    if (cl && (!valid_guid(cl) || strcmp(cl, nil) == 0)) {
+        prob(c, line_of(c, e, "client_id"),
+             "grant.azure: client_id \"%s\" is not a GUID (or is the nil GUID)", Q(cl));
+        eok = false;
+    }
+    for (size_t j = 0; eok && j < p->n_azure; j++)
+        if (strcasecmp(p->azure[j].tenant_id, t) == 0 &&
+            strcasecmp(p->azure[j].client_id, cl) == 0) {
+            prob(c, line_idx(c, arr, i), "grant.azure: application listed twice");
+            eok = false;
+        }
+    if (eok)
+        p->azure[p->n_azure++] = (ferry_policy_azure_app){ t, cl };
+    return eok;
+}
+
+static bool gcp_entry(struct lctx *c, const json_t *arr, size_t i, const json_t *e, bool mok,
+                      struct policy *p)
+{
+    const char *sa;
+    bool eok = mok;
+
+    eok &= get_str(c, e, "service_account", "grant.gcp", true, 256, &sa);
+    if (sa && !valid_gcp_sa(sa)) {
+        prob(c, line_of(c, e, "service_account"),
+             "grant.gcp: \"%s\" is not a service account e-mail "
+             "(NAME@PROJECT.iam.gserviceaccount.com)", Q(sa));
+        eok = false;
+    }
+    for (size_t j = 0; eok && j < p->n_gcp; j++)
+        if (strcmp(p->gcp[j], sa) == 0) {
+            prob(c, line_idx(c, arr, i), "grant.gcp: \"%s\" listed twice", Q(sa));
+            eok = false;
+        }
+    if (eok)
+        p->gcp[p->n_gcp++] = sa;
+    return eok;
+}
+
+/* grant.KEY (where names it: "grant.aws"): an optional array of objects with the given
+ * members, each checked and appended by fn to *v (allocated here, entries of size bytes). */
+static bool parse_entries(struct lctx *c, const json_t *g, const char *key, const char *where,
+                          const char *const *members, size_t size, void **v, entry_fn fn,
+                          struct policy *p)
+{
+    const json_t *arr;
+    bool ok = true;
+
+    if (!get_array(c, g, key, "grant", &arr))
+        return false;
+    if (!arr)
+        return true;
+    *v = calloc(json_array_size(arr), size);
+    if (!*v) {
+        c->oom = -ENOMEM;
+        return false;
+    }
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *e = json_array_get(arr, i);
+
+        if (!json_is_object(e)) {
+            prob(c, line_idx(c, arr, i), "%s: entries must be objects, not %s", where,
+                 type_name(e));
+            ok = false;
+            continue;
+        }
+        ok &= fn(c, arr, i, e, check_members(c, e, members, where), p);
+    }
+    return ok;
+}
+
 static bool parse_grant(struct lctx *c, const json_t *g, struct policy *p)
 {
     static const char *const members[] = { "scopes", "audiences", "max_ttl", "secrets", "aws",
                                            "azure", "gcp", NULL };
+    static const char *const am[] = { "role_arn", "session_duration", NULL };
+    static const char *const zm[] = { "tenant_id", "client_id", NULL };
+    static const char *const gm[] = { "service_account", NULL };
     const char *where = "grant";
-    const json_t *arr;
     bool ok;
 
     ok = check_members(c, g, members, where);
@@ -1233,139 +1357,18 @@ static bool parse_grant(struct lctx *c, const json_t *g, struct policy *p)
                   " seconds (the global maximum is 12 h)", &p->max_ttl);
     ok &= get_str_list(c, g, "secrets", where, FERRY_POLICY_STRING_MAX, check_secret,
                        &p->secrets, &p->n_secrets);
-
-    if (!get_array(c, g, "aws", where, &arr)) {
-        ok = false;
-    } else if (arr) {
-        static const char *const am[] = { "role_arn", "session_duration", NULL };
-        p->aws = calloc(json_array_size(arr), sizeof(*p->aws));
-        if (!p->aws) {
-            c->oom = -ENOMEM;
-            return false;
-        }
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            json_t *e = json_array_get(arr, i);
-            const char *arn;
-            int64_t dur = 0;
-            bool eok;
-
-            if (!json_is_object(e)) {
-                prob(c, line_idx(c, arr, i), "grant.aws: entries must be objects, not %s",
-                     type_name(e));
-                ok = false;
-                continue;
-            }
-            eok = check_members(c, e, am, "grant.aws");
-            eok &= get_str(c, e, "role_arn", "grant.aws", true, 2048, &arn);
-            if (arn && !valid_role_arn(arn)) {
-                prob(c, line_of(c, e, "role_arn"),
-                     "grant.aws: \"%s\" is not an IAM role ARN "
-                     "(arn:aws:iam::123456789012:role/NAME)", Q(arn));
-                eok = false;
-            }
-            eok &= get_int(c, e, "session_duration", "grant.aws", 900, 43200,
-                           " seconds (AWS STS limits)", &dur);
-            if (eok && p->max_ttl > 0 && dur > p->max_ttl) {
-                prob(c, line_of(c, e, "session_duration"),
-                     "grant.aws: session_duration %lld exceeds the policy's max_ttl %lld",
-                     (long long)dur, (long long)p->max_ttl);
-                eok = false;
-            }
-            for (size_t j = 0; eok && j < p->n_aws; j++)
-                if (strcmp(p->aws[j].role_arn, arn) == 0) {
-                    prob(c, line_idx(c, arr, i), "grant.aws: role \"%s\" listed twice", Q(arn));
-                    eok = false;
-                }
-            if (eok)
-                p->aws[p->n_aws++] = (ferry_policy_aws_role){ arn, dur };
-            ok &= eok;
-        }
-    }
-
-    if (!get_array(c, g, "azure", where, &arr)) {
-        ok = false;
-    } else if (arr) {
-        static const char *const zm[] = { "tenant_id", "client_id", NULL };
-        p->azure = calloc(json_array_size(arr), sizeof(*p->azure));
-        if (!p->azure) {
-            c->oom = -ENOMEM;
-            return false;
-        }
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            json_t *e = json_array_get(arr, i);
-            const char *t, *cl;
-            bool eok;
-
-            if (!json_is_object(e)) {
-                prob(c, line_idx(c, arr, i), "grant.azure: entries must be objects, not %s",
-                     type_name(e));
-                ok = false;
-                continue;
-            }
-            eok = check_members(c, e, zm, "grant.azure");
-            eok &= get_str(c, e, "tenant_id", "grant.azure", true, 64, &t);
-            eok &= get_str(c, e, "client_id", "grant.azure", true, 64, &cl);
-            if (t && (!valid_guid(t) || strcmp(t, "00000000-0000-0000-0000-000000000000") == 0)) {
-                prob(c, line_of(c, e, "tenant_id"),
-                     "grant.azure: tenant_id \"%s\" is not a GUID (or is the nil GUID)", Q(t));
-                eok = false;
-            }
-            if (cl &&
-                (!valid_guid(cl) || strcmp(cl, "00000000-0000-0000-0000-000000000000") == 0)) {
-                prob(c, line_of(c, e, "client_id"),
-                     "grant.azure: client_id \"%s\" is not a GUID (or is the nil GUID)", Q(cl));
-                eok = false;
-            }
-            for (size_t j = 0; eok && j < p->n_azure; j++)
-                if (strcasecmp(p->azure[j].tenant_id, t) == 0 &&
-                    strcasecmp(p->azure[j].client_id, cl) == 0) {
-                    prob(c, line_idx(c, arr, i), "grant.azure: application listed twice");
-                    eok = false;
-                }
-            if (eok)
-                p->azure[p->n_azure++] = (ferry_policy_azure_app){ t, cl };
-            ok &= eok;
-        }
-    }
-
-    if (!get_array(c, g, "gcp", where, &arr)) {
-        ok = false;
-    } else if (arr) {
-        static const char *const gm[] = { "service_account", NULL };
-        p->gcp = calloc(json_array_size(arr), sizeof(*p->gcp));
-        if (!p->gcp) {
-            c->oom = -ENOMEM;
-            return false;
-        }
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            json_t *e = json_array_get(arr, i);
-            const char *sa;
-            bool eok;
-
-            if (!json_is_object(e)) {
-                prob(c, line_idx(c, arr, i), "grant.gcp: entries must be objects, not %s",
-                     type_name(e));
-                ok = false;
-                continue;
-            }
-            eok = check_members(c, e, gm, "grant.gcp");
-            eok &= get_str(c, e, "service_account", "grant.gcp", true, 256, &sa);
-            if (sa && !valid_gcp_sa(sa)) {
-                prob(c, line_of(c, e, "service_account"),
-                     "grant.gcp: \"%s\" is not a service account e-mail "
-                     "(NAME@PROJECT.iam.gserviceaccount.com)", Q(sa));
-                eok = false;
-            }
-            for (size_t j = 0; eok && j < p->n_gcp; j++)
-                if (strcmp(p->gcp[j], sa) == 0) {
-                    prob(c, line_idx(c, arr, i), "grant.gcp: \"%s\" listed twice", Q(sa));
-                    eok = false;
-                }
-            if (eok)
-                p->gcp[p->n_gcp++] = sa;
-            ok &= eok;
-        }
-    }
+    ok &= parse_entries(c, g, "aws", "grant.aws", am, sizeof(*p->aws), (void **)&p->aws,
+                        aws_entry, p);
+    if (c->oom)
+        return false;
+    ok &= parse_entries(c, g, "azure", "grant.azure", zm, sizeof(*p->azure),
+                        (void **)&p->azure, azure_entry, p);
+    if (c->oom)
+        return false;
+    ok &= parse_entries(c, g, "gcp", "grant.gcp", gm, sizeof(*p->gcp), (void **)&p->gcp,
+                        gcp_entry, p);
+    if (c->oom)
+        return false;
 
     if (ok && !p->n_scopes && !p->n_audiences && !p->n_secrets && !p->n_aws && !p->n_azure &&
         !p->n_gcp) {
