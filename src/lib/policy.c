@@ -1389,13 +1389,27 @@ static bool valid_id(const char *s)
            all_in(s, n, chars);
 }
 
+/* The required object member key of the policy obj (at line), read by parse. */
+static bool parse_section(struct lctx *c, const json_t *obj, const char *key, unsigned line,
+                          bool (*parse)(struct lctx *, const json_t *, struct policy *),
+                          struct policy *p)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (!json_is_object(v)) {
+        prob(c, v ? line_of(c, obj, key) : line, "\"%s\" %s", key,
+             v ? "must be an object" : "is missing");
+        return false;
+    }
+    return parse(c, v, p);
+}
+
 static bool parse_policy(struct lctx *c, const json_t *obj, unsigned line, struct policy *p)
 {
     static const char *const members[] = { "id", "description", "match", "grant", "step_up",
                                            NULL };
     const char *where = "policy";
     const char *desc, *step;
-    json_t *m, *g;
     bool ok;
 
     memset(p, 0, sizeof(*p));
@@ -1427,22 +1441,8 @@ static bool parse_policy(struct lctx *c, const json_t *obj, unsigned line, struc
             ok = false;
         }
     }
-    m = json_object_get(obj, "match");
-    g = json_object_get(obj, "grant");
-    if (!json_is_object(m)) {
-        prob(c, m ? line_of(c, obj, "match") : line, "\"match\" %s", m ? "must be an object"
-                                                                       : "is missing");
-        ok = false;
-    } else {
-        ok &= parse_match(c, m, p);
-    }
-    if (!json_is_object(g)) {
-        prob(c, g ? line_of(c, obj, "grant") : line, "\"grant\" %s", g ? "must be an object"
-                                                                       : "is missing");
-        ok = false;
-    } else {
-        ok &= parse_grant(c, g, p);
-    }
+    ok &= parse_section(c, obj, "match", line, parse_match, p);
+    ok &= parse_section(c, obj, "grant", line, parse_grant, p);
     c->pid = NULL;
     return ok;
 }
@@ -1462,6 +1462,17 @@ FERRY_EXPORT int ferry_policy_builder_new(ferry_policy_builder **ret_builder)
     return 0;
 }
 
+/* The parsed documents and the file names of a builder or a set. */
+static void docs_files_free(json_t **docs, size_t n_docs, char **files, size_t n_files)
+{
+    for (size_t i = 0; i < n_docs; i++)
+        json_decref(docs[i]);
+    free(docs);
+    for (size_t i = 0; i < n_files; i++)
+        free(files[i]);
+    free(files);
+}
+
 FERRY_EXPORT void ferry_policy_builder_free(ferry_policy_builder *b)
 {
     if (!b)
@@ -1469,12 +1480,7 @@ FERRY_EXPORT void ferry_policy_builder_free(ferry_policy_builder *b)
     for (size_t i = 0; i < b->n_pol; i++)
         policy_release(&b->pol[i]);
     free(b->pol);
-    for (size_t i = 0; i < b->n_docs; i++)
-        json_decref(b->docs[i]);
-    free(b->docs);
-    for (size_t i = 0; i < b->n_files; i++)
-        free(b->files[i]);
-    free(b->files);
+    docs_files_free(b->docs, b->n_docs, b->files, b->n_files);
     free(b);
 }
 
@@ -2007,12 +2013,7 @@ static void set_free(ferry_policy_set *s)
     free(s->pol);
     free(s->arena);
     free(s->blk);
-    for (size_t i = 0; i < s->n_docs; i++)
-        json_decref(s->docs[i]);
-    free(s->docs);
-    for (size_t i = 0; i < s->n_files; i++)
-        free(s->files[i]);
-    free(s->files);
+    docs_files_free(s->docs, s->n_docs, s->files, s->n_files);
     free(s);
 }
 
