@@ -4,9 +4,9 @@
  * hash of the previous record and its own hash, SHA-256(previous hash || canonical bytes of the
  * record without "hash"). Every checkpoint_every records, on request and when the log is closed,
  * a checkpoint record (itself part of the chain) carries a compact JWS, signed with ferry's
- * signing key, over the range of records it covers and the chain head. The exact format, the
- * canonical bytes and the verification rules are in docs/internals/auditlog.md; an independent
- * verifier lives in tests/integration/test_cli_log.py.
+ * signing key, over the range of records it covers, the chain head and its own seq and time.
+ * The exact format, the canonical bytes and the verification rules are in
+ * docs/internals/auditlog.md; an independent verifier lives in tests/integration/test_cli_log.py.
  *
  * Tokens and secrets never enter the log: a token is referenced by its jti and the SHA-256 of
  * its bytes (ferry_auditlog_ref_token), and any string that looks like a compact JWS/JWT, and

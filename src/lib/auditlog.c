@@ -509,9 +509,12 @@ FERRY_EXPORT int ferry_auditlog_ref_token(const char *token, size_t len,
 
 /* ---- record helpers shared by writer and verifier ---------------------------------------- */
 
-/* The signed checkpoint payload: {"final":F,"first":A,"head":"H","last":B,"seq":S}. */
+/* The signed checkpoint payload: {"final":F,"first":A,"head":"H","last":B,"seq":S,"time":T}.
+ * head commits to every earlier record; seq and time (with the fixed decision and subject and
+ * no details or token) commit to the checkpoint record itself, which no later checkpoint
+ * covers when it is the final one. */
 static int checkpoint_payload(ferry_buf *b, bool final, uint64_t first, const char *head_hex,
-                              uint64_t last, uint64_t seq)
+                              uint64_t last, uint64_t seq, const char *time_str)
 {
     bool f = true;
     int r;
@@ -521,7 +524,8 @@ static int checkpoint_payload(ferry_buf *b, bool final, uint64_t first, const ch
         (r = canon_name(b, "first", &f)) < 0 || (r = canon_int(b, (long long)first)) < 0 ||
         (r = canon_name(b, "head", &f)) < 0 || (r = canon_cstr(b, head_hex)) < 0 ||
         (r = canon_name(b, "last", &f)) < 0 || (r = canon_int(b, (long long)last)) < 0 ||
-        (r = canon_name(b, "seq", &f)) < 0 || (r = canon_int(b, (long long)seq)) < 0)
+        (r = canon_name(b, "seq", &f)) < 0 || (r = canon_int(b, (long long)seq)) < 0 ||
+        (r = canon_name(b, "time", &f)) < 0 || (r = canon_cstr(b, time_str)) < 0)
         return r;
     return ferry_buf_append(b, "}", 1);
 }
@@ -672,9 +676,9 @@ static bool internal_error(int r)
 
 /* Check a checkpoint record; NULL when it verifies, else a reason in why. *ret_err is set to
  * -ENOMEM or -FERRY_ECRYPTO (and NULL returned) when the check itself could not be done. */
-static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t seq,
-                                    const char *prev_hex, bool *ret_final, char *why, size_t whylen,
-                                    int *ret_err)
+static const char *check_checkpoint(struct vstate *v, const json_t *rec, const json_t *cp,
+                                    uint64_t seq, const char *prev_hex, bool *ret_final, char *why,
+                                    size_t whylen, int *ret_err)
 {
     const char *keys[] = {"final", "first", "head", "jws", "kid", "last"};
     json_t *final = json_object_get(cp, "final"), *jws_j = json_object_get(cp, "jws");
@@ -689,6 +693,12 @@ static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t
     const char *res = NULL;
     int r;
 
+    /* The writer's fixed shape: nothing in a checkpoint record is left unsigned. */
+    if (strcmp(json_string_value(json_object_get(rec, "decision")), "info") != 0 ||
+        strcmp(json_string_value(json_object_get(rec, "subject")), LOG_SUBJECT) != 0 ||
+        json_object_get(rec, "details") || json_object_get(rec, "token"))
+        return "checkpoint record must have decision info, subject auditlog and no details or "
+               "token";
     if (!json_is_object(cp) || json_object_size(cp) != ARRAY_SIZE(keys))
         return "checkpoint member is not an object of exactly final, first, head, jws, kid, last";
     for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
@@ -746,12 +756,13 @@ static const char *check_checkpoint(struct vstate *v, const json_t *cp, uint64_t
         goto out;
     }
     ferry_buf_init(&payload, 512, false);
-    r = checkpoint_payload(&payload, *ret_final, first, head, last, seq);
+    r = checkpoint_payload(&payload, *ret_final, first, head, last, seq,
+                           json_string_value(json_object_get(rec, "time")));
     if (r < 0)
         *ret_err = -ENOMEM;
     else if (payload.len != jws->payload_len || memcmp(payload.data, jws->payload, payload.len))
-        res = "checkpoint signature covers a different range, head or final flag than the "
-              "record (chain rewritten?)";
+        res = "checkpoint signature covers a different range, head, final flag or time than "
+              "the record (chain rewritten?)";
     ferry_buf_release(&payload);
 out:
     ferry_jws_free(jws);
@@ -936,7 +947,7 @@ static int vline(struct vstate *v, const char *line, size_t len)
     }
     if (!bad && is_cp) {
         int err = 0;
-        bad = check_checkpoint(v, cp, seq, prev_hex, &final, why, sizeof(why), &err);
+        bad = check_checkpoint(v, rec, cp, seq, prev_hex, &final, why, sizeof(why), &err);
         if (err < 0)
             return err;
         if (bad)
@@ -1281,14 +1292,15 @@ static int build_record(ferry_buf *b, const char *cp_canon, ferry_auditlog_decis
     return ferry_buf_append(b, "}", 1);
 }
 
-/* Append one record with the lock held: time, seq and prev come from the log. */
+/* Append one record with the lock held: seq and prev come from the log, the time from now
+ * (the clock's value, read by the caller). */
 static int append_locked(ferry_auditlog *log, const char *cp_canon, const char *type,
                          ferry_auditlog_decision d, const char *subject,
-                         const ferry_auditlog_token_ref *tok, const char *details_canon)
+                         const ferry_auditlog_token_ref *tok, const char *details_canon,
+                         int64_t now)
 {
     ferry_buf b;
     char ts[32];
-    int64_t now = log->clock(log->clock_userdata);
     int r;
 
     if (log->poisoned)
@@ -1328,18 +1340,23 @@ static int check_own_signature(const ferry_jwk *key, const char *jws, const ferr
 static int checkpoint_locked(ferry_auditlog *log, bool final)
 {
     ferry_buf payload, cp;
-    char head_hex[HEX_LEN + 1];
+    char head_hex[HEX_LEN + 1], ts[32];
     _cleanup_free_ char *jws = NULL;
     uint64_t seq = log->seq + 1, last = log->seq, first = log->cp_first;
+    int64_t now;
     bool f = true;
     int r;
 
     if (log->poisoned)
         return -EBADFD;
+    now = log->clock(log->clock_userdata);
+    r = format_time(now, ts);
+    if (r < 0)
+        return r;
     hex_encode(log->head, HASH_LEN, head_hex);
     ferry_buf_init(&payload, 1024, false);
     ferry_buf_init(&cp, FERRY_AUDITLOG_MAX_LINE, false);
-    r = checkpoint_payload(&payload, final, first, head_hex, last, seq);
+    r = checkpoint_payload(&payload, final, first, head_hex, last, seq, ts);
     if (r == 0) {
         r = ferry_jws_sign(log->key, log->alg, FERRY_AUDITLOG_CHECKPOINT_TYP, payload.data,
                            payload.len, &jws);
@@ -1363,7 +1380,7 @@ static int checkpoint_locked(ferry_auditlog *log, bool final)
         r = r == -E2BIG ? -FERRY_ETOOBIG : r;
     if (r == 0)
         r = append_locked(log, cp.data, CHECKPOINT_TYPE, FERRY_AUDITLOG_INFO, LOG_SUBJECT, NULL,
-                          NULL);
+                          NULL, now);
     if (r == 0) {
         log->cp_first = seq;
         log->since_cp = 0;
@@ -1430,7 +1447,8 @@ FERRY_EXPORT int ferry_auditlog_append(ferry_auditlog *log, const ferry_auditlog
     if (r < 0)
         return r;
     pthread_mutex_lock(&log->lock);
-    r = append_locked(log, NULL, ev->type, ev->decision, ev->subject, ev->token, details);
+    r = append_locked(log, NULL, ev->type, ev->decision, ev->subject, ev->token, details,
+                      log->clock(log->clock_userdata));
     seq = log->seq;
     if (r == 0 && log->since_cp >= log->checkpoint_every)
         r = checkpoint_locked(log, false);
@@ -1662,7 +1680,7 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_a
     }
     if (r == 0)
         r = append_locked(log, NULL, OPEN_TYPE, FERRY_AUDITLOG_INFO, LOG_SUBJECT, NULL,
-                          details_canon);
+                          details_canon, log->clock(log->clock_userdata));
     if (r == 0 && log->since_cp >= log->checkpoint_every)
         r = checkpoint_locked(log, false);
     if (r < 0) {

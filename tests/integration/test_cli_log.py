@@ -135,7 +135,7 @@ def py_verify(path, jwks_doc, live=False):
             bad = True
         final = False
         if not bad and cp is not None:
-            why = check_cp(cp, seq, rec["prev"], cp_first, keys)
+            why = check_cp(rec, cp, seq, rec["prev"], cp_first, keys)
             if why:
                 problems.append((n, seq, why))
                 bad = True
@@ -167,7 +167,10 @@ def py_verify(path, jwks_doc, live=False):
     return problems, stats
 
 
-def check_cp(cp, seq, prev, cp_first, keys):
+def check_cp(rec, cp, seq, prev, cp_first, keys):
+    if (rec["decision"] != "info" or rec["subject"] != "auditlog" or "details" in rec
+            or "token" in rec):
+        return "checkpoint record shape"
     if sorted(cp) != ["final", "first", "head", "jws", "kid", "last"]:
         return "checkpoint members"
     if cp["first"] != cp_first or cp["last"] != seq - 1 or cp["head"] != prev:
@@ -183,7 +186,7 @@ def check_cp(cp, seq, prev, cp_first, keys):
     if hdr.get("kid") != kid or hdr.get("typ") != TYP:
         return "header"
     want = canon({"final": cp["final"], "first": cp["first"], "head": cp["head"],
-                  "last": cp["last"], "seq": seq})
+                  "last": cp["last"], "seq": seq, "time": rec["time"]})
     if obj.payload != want.encode():
         return "payload"
     return None
@@ -228,7 +231,7 @@ def resign_checkpoint(line, key, kid):
     cp = rec["checkpoint"]
     cp["head"] = rec["prev"]
     payload = canon({"final": cp["final"], "first": cp["first"], "head": cp["head"],
-                     "last": cp["last"], "seq": rec["seq"]}).encode()
+                     "last": cp["last"], "seq": rec["seq"], "time": rec["time"]}).encode()
     cp["jws"] = ft.make_token(key, "ES256", header={"alg": "ES256", "kid": kid, "typ": TYP},
                               payload_raw=payload)
     cp["kid"] = kid
@@ -341,6 +344,14 @@ def body(tap):
             ls[-1] = resign_checkpoint(ls[-1], other, "attacker-key")
             return ls
 
+        def final_edited(ls, name, value):
+            """The final checkpoint record itself edited and rehashed (no later checkpoint
+            covers it: only its own signature and fixed shape can)."""
+            rec = json.loads(ls[-1])
+            rec[name] = value
+            rec["hash"] = ZERO
+            return ls[:-1] + [rehash(canon(rec))]
+
         cps = [i + 1 for i, x in enumerate(lines) if '"checkpoint"' in x]  # 1-based lines
         cases = [
             # name, tampered lines, final newline, line, seq, reason fragment
@@ -366,6 +377,14 @@ def body(tap):
              "checkpoint signature does not verify"),
             ("checkpoint signed by an unknown key", unknown_key(lines), True, n, n,
              "checkpoint signed by unknown key 'attacker-key'"),
+            ("final checkpoint's time edited",
+             final_edited(lines, "time", "2001-01-01T00:00:00.000000Z"), True, n, n,
+             "covers a different range, head, final flag or time"),
+            ("final checkpoint's subject edited", final_edited(lines, "subject", "mallory"),
+             True, n, n, "checkpoint record must have decision info, subject auditlog"),
+            ("details added to the final checkpoint",
+             final_edited(lines, "details", {"note": "added later"}), True, n, n,
+             "checkpoint record must have decision info, subject auditlog"),
         ]
         for name, ls, nl, want_line, want_seq, frag in cases:
             path = write_lines(os.path.join(d, "t.log"), ls, nl)

@@ -922,6 +922,70 @@ Test(auditlog, a_forged_checkpoint_signature_is_named)
     fixture_free(&f);
 }
 
+/* Rewrite the last (final) checkpoint record with member name set to value (json_null() to
+ * delete it), re-serialised canonically and rehashed, as someone without the key would. */
+static void edit_last_checkpoint(struct fixture *f, const char *name, json_t *value)
+{
+    json_t *j = parse_line(f->lines[f->n - 1]);
+    char *dump, *nl, h[65];
+    size_t len;
+
+    json_object_del(j, "hash");
+    if (json_is_null(value))
+        cr_assert_eq(json_object_del(j, name), 0);
+    else
+        cr_assert_eq(json_object_set(j, name, value), 0);
+    json_decref(value);
+    /* Plain ASCII content: jansson's sorted compact dump is the canonical form. */
+    dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    cr_assert_not_null(dump);
+    len = strlen(dump);
+    nl = malloc(len + 75 + 1);
+    memcpy(nl, dump, len - 1);
+    snprintf(nl + len - 1, 77, ",\"hash\":\"%064d\"}", 0);
+    compute_hash(nl, h);
+    set_hex_member(nl, "hash", h);
+    free(f->lines[f->n - 1]);
+    f->lines[f->n - 1] = nl;
+    free(dump);
+    json_decref(j);
+}
+
+/* The final checkpoint record is covered by no later checkpoint: its own members must be
+ * bound by its signature (time) or fixed by the format (decision, subject, no details or
+ * token), else they can be edited at will and the log still verifies as sealed. */
+Test(auditlog, the_final_checkpoint_record_itself_cannot_be_edited)
+{
+    static const struct {
+        const char *name, *needle;
+    } cases[] = {
+        {"time", "covers a different"},    {"subject", "checkpoint record"},
+        {"decision", "checkpoint record"}, {"details", "checkpoint record"},
+        {"token", "checkpoint record"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fixture f;
+        json_t *v;
+
+        (void)unlink(path); /* a fresh log each time, not a continued one */
+        fixture_make(&f, 4, 0);
+        if (strcmp(cases[i].name, "time") == 0)
+            v = json_string("2001-01-01T00:00:00.000000Z");
+        else if (strcmp(cases[i].name, "subject") == 0)
+            v = json_string("mallory");
+        else if (strcmp(cases[i].name, "decision") == 0)
+            v = json_string("allow");
+        else if (strcmp(cases[i].name, "details") == 0)
+            v = json_pack("{s:s}", "note", "injected after the fact");
+        else
+            v = json_pack("{s:s}", "jti", "forged-jti");
+        edit_last_checkpoint(&f, cases[i].name, v);
+        expect_broken(&f, f.lines, f.n, true, f.n, f.n, cases[i].needle);
+        fixture_free(&f);
+    }
+}
+
 Test(auditlog, non_canonical_and_malformed_lines_are_named)
 {
     struct fixture f;
