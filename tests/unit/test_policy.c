@@ -1400,7 +1400,7 @@ Test(policy_explain, long_multibyte_names)
 {
     char glob[128] = "", scope[128] = "", sub[128] = "", *doc;
     ferry_policy_set *set;
-    json_t *ex = NULL, *e;
+    json_t *ex = NULL, *e, *js;
     ferry_policy_request req = { .issuer = ISS };
     const char *scopes[1];
     ferry_policy_refusal ref;
@@ -1432,8 +1432,9 @@ Test(policy_explain, long_multibyte_names)
         req.n_scopes = 1;
         cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), -FERRY_EREFUSED);
         cr_assert_eq(ref.error, FERRY_POLICY_INVALID_SCOPE);
-        cr_assert_not_null(json_string(ref.reason), "the reason is UTF-8: %s", ref.reason);
-        json_decref(json_string(ref.reason));
+        js = json_string(ref.reason);
+        cr_assert_not_null(js, "the reason is UTF-8: %s", ref.reason);
+        json_decref(js);
         cr_assert_eq(ferry_policy_explain(set, &req, &ex), 0, "explain with long names");
         e = find_considered(ex, "mb");
         if (off == 1)
