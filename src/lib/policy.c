@@ -2391,15 +2391,20 @@ static bool claim_holds(const struct claim_rule *cr, const json_t *v)
     return scalar_matches(cr, v);
 }
 
+/* Is a (a JSON string, whole: a NUL inside does not end it) equal to want? */
+static bool json_str_is(const json_t *a, const char *want)
+{
+    return json_is_string(a) && strcmp(json_string_value(a), want) == 0 &&
+           json_string_length(a) == strlen(want);
+}
+
 static bool identity_has_audience(const json_t *aud, const char *want)
 {
     if (json_is_string(aud))
-        return strcmp(json_string_value(aud), want) == 0;
-    for (size_t i = 0; i < json_array_size(aud); i++) {
-        const json_t *a = json_array_get(aud, i);
-        if (json_is_string(a) && strcmp(json_string_value(a), want) == 0)
+        return json_str_is(aud, want);
+    for (size_t i = 0; i < json_array_size(aud); i++)
+        if (json_str_is(json_array_get(aud, i), want))
             return true;
-    }
     return false;
 }
 

@@ -1477,3 +1477,32 @@ Test(policy_decide, claim_glob_sees_past_nul)
     json_decref(claims);
     ferry_policy_set_unref(set);
 }
+
+/* The same for the token's audience, as a string or in an array. */
+Test(policy_decide, audience_sees_past_nul)
+{
+    ferry_policy_set *set = load1(HDR "{'id':'a','match':{'issuer':'" ISS "','subject':'u',"
+                                      "'audience':['ferry']},"
+                                      "'grant':{'scopes':['read'],'max_ttl':60}}" END);
+    ferry_policy_request req = { .issuer = ISS, .subject = "u" };
+    ferry_policy_grant *g = NULL;
+    ferry_policy_refusal ref;
+    json_t *good = json_string("ferry"), *bad = json_stringn("ferry\0evil", 10);
+    json_t *bad_arr = json_pack("[O]", bad);
+
+    cr_assert(good && bad && bad_arr);
+    req.audience = good;
+    cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), 0);
+    ferry_policy_grant_free(g);
+    g = NULL;
+    req.audience = bad;
+    cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), -FERRY_EREFUSED);
+    cr_assert_eq(ref.error, FERRY_POLICY_ACCESS_DENIED);
+    req.audience = bad_arr;
+    cr_assert_eq(ferry_policy_decide(set, &req, &g, &ref), -FERRY_EREFUSED);
+    cr_assert_eq(ref.error, FERRY_POLICY_ACCESS_DENIED);
+    json_decref(good);
+    json_decref(bad);
+    json_decref(bad_arr);
+    ferry_policy_set_unref(set);
+}
