@@ -172,6 +172,10 @@ typedef struct ferry_auditlog_verify_options {
     void *userdata;
     /* Stop reporting after this many problems (0 = 100); counting continues. */
     unsigned max_problems;
+    /* The least seq the log must reach (0 = no requirement): a log cut back to an earlier
+     * checkpoint, e.g. the final checkpoint of an earlier session, is otherwise a valid log.
+     * Pass the last seq of an earlier verification (or one known from elsewhere). */
+    uint64_t min_last_seq;
 } ferry_auditlog_verify_options;
 
 typedef struct ferry_auditlog_report {

@@ -39,6 +39,9 @@ static void usage_log(FILE *f)
             "                     checkpoint are reported as an unsigned tail (a warning) and\n"
             "                     the signed range is printed\n"
             "  --max-problems N   list at most N problems (default 100)\n"
+            "  --min-last-seq N   the log must reach seq N (the last seq of an earlier\n"
+            "                     verification): catches a log cut back to an earlier\n"
+            "                     checkpoint, which the file alone cannot show\n"
             "  -h, --help         this text\n");
 }
 
@@ -92,6 +95,7 @@ static int cmd_verify(int argc, char **argv)
         {"jwks", required_argument, NULL, 'j'},
         {"live", no_argument, NULL, 'l'},
         {"max-problems", required_argument, NULL, 'm'},
+        {"min-last-seq", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {},
     };
@@ -125,6 +129,20 @@ static int cmd_verify(int argc, char **argv)
                 return FERRY_EXIT_USAGE;
             }
             vo.max_problems = (unsigned)v;
+            break;
+        }
+        case 's': {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || !end || *end || optarg[0] < '0' || optarg[0] > '9' || v == 0 ||
+                v > INT64_MAX) {
+                fprintf(stderr,
+                        "ferry log verify: --min-last-seq: '%s' is not a positive integer\n",
+                        optarg);
+                return FERRY_EXIT_USAGE;
+            }
+            vo.min_last_seq = (uint64_t)v;
             break;
         }
         case 'h':

@@ -1054,6 +1054,11 @@ static void vfinish(struct vstate *v)
         vreport(v, 1, 0, false, "empty log: no records");
         return;
     }
+    if (v->opts && rep->last_seq < v->opts->min_last_seq)
+        vreport(v, v->line, rep->last_seq, false,
+                "log ends at seq %" PRIu64 ", before seq %" PRIu64
+                " which it must reach (records removed from the end)",
+                rep->last_seq, v->opts->min_last_seq);
     if (v->mode == VMODE_STRICT) {
         if (!rep->sealed && !v->last_line_bad && v->partial_len == 0)
             vreport(v, v->line, rep->last_seq, false,

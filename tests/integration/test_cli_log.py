@@ -293,6 +293,22 @@ def body(tap):
                and opens[1]["details"]["previous"] == "sealed",
                "a reopened log continues the chain and verifies (both verifiers)", r)
 
+        # cut back to the first session's final checkpoint: a valid sealed log on its own,
+        # caught only when the verifier is told the seq the log reached (--min-last-seq)
+        blines = read_lines(log2)
+        seal1 = next(i for i, x in enumerate(blines) if '"final":true' in x) + 1
+        cut = write_lines(os.path.join(d, "b-cut.log"), blines[:seal1])
+        r = verify(cut)
+        tap.ok(r.rc == 0 and "(final: sealed)" in r.out,
+               "a log cut back to an earlier session's seal verifies on its own", r)
+        r = verify(cut, "--min-last-seq", str(len(blines)))
+        tap.ok(r.rc == 1 and re.search(
+            rf"^line {seal1} \(seq {seal1}\): log ends at seq {seal1}, before seq "
+            rf"{len(blines)} which it must reach", r.out, re.M) and "FAILED" in r.err,
+            "--min-last-seq: the cut log exits 1 naming its last line", r)
+        r = verify(log2, "--min-last-seq", str(len(blines)))
+        tap.ok(r.rc == 0, "--min-last-seq: the whole log still verifies", r)
+
         log3 = os.path.join(d, "c.log")
         write(log3, "--threads", "4", count=400, every=33)
         r = verify(log3)
@@ -433,6 +449,8 @@ def body(tap):
              "usage"),
             ("bad --max-problems", ["log", "verify", log, "--jwks", jwks_path,
                                     "--max-problems", "x"], "max-problems"),
+            ("bad --min-last-seq", ["log", "verify", log, "--jwks", jwks_path,
+                                    "--min-last-seq", "-1"], "min-last-seq"),
         ]:
             r = ft.ferry(*args)
             tap.ok(r.rc == 2 and needle.lower() in r.err.lower() and "verified" not in r.out,

@@ -497,6 +497,49 @@ Test(auditlog, reopen_continues_the_chain)
     ferry_jwk_unref(key);
 }
 
+/* A log cut back to the final checkpoint of an earlier session is a valid sealed log: nothing
+ * in the file can tell. The verifier catches it when told the least seq the log must reach
+ * (min_last_seq, e.g. the range printed by an earlier verification). */
+Test(auditlog, truncation_to_an_earlier_seal_is_caught_with_min_last_seq)
+{
+    ferry_jwk *key = gen_key();
+    ferry_jwks *pub = pub_set(&key, 1);
+    ferry_auditlog *log = open_log(key, 100);
+    ferry_auditlog_verify_options vo = {0};
+    ferry_auditlog_report rep;
+    char copy[192];
+    char **lines;
+    size_t n;
+
+    append_n(log, 3); /* open 1, ev 2-4, final 5 */
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    log = open_log(key, 100);
+    append_n(log, 2); /* open 6, ev 7-8, final 9 */
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    lines = read_lines(path, &n);
+    cr_assert_eq(n, 9);
+    snprintf(copy, sizeof(copy), "%s/cut.log", dir);
+    write_lines(copy, lines, 5, true);
+
+    /* Alone, the cut copy is indistinguishable from the log as it was after session 1. */
+    cr_assert_eq(ferry_auditlog_verify(copy, pub, NULL, &rep), 0);
+    cr_assert(rep.sealed);
+    vo.min_last_seq = 9;
+    cr_assert_eq(ferry_auditlog_verify(path, pub, &vo, &rep), 0, "%s", rep.first_bad_reason);
+    cr_assert_eq(ferry_auditlog_verify(copy, pub, &vo, &rep), -FERRY_EREFUSED);
+    cr_assert_eq(rep.first_bad_line, 5);
+    cr_assert_eq(rep.first_bad_seq, 5);
+    cr_assert_not_null(strstr(rep.first_bad_reason, "log ends at seq 5, before seq 9"), "%s",
+                       rep.first_bad_reason);
+    vo.live = true;
+    cr_assert_eq(ferry_auditlog_verify(copy, pub, &vo, &rep), -FERRY_EREFUSED);
+    vo.min_last_seq = 5;
+    cr_assert_eq(ferry_auditlog_verify(copy, pub, &vo, &rep), 0);
+    free_lines(lines, n);
+    ferry_jwks_unref(pub);
+    ferry_jwk_unref(key);
+}
+
 Test(auditlog, reopen_after_a_crash_records_an_unsealed_previous_session)
 {
     ferry_jwk *key = gen_key();
