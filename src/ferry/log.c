@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "basic/buf.h"
 #include "basic/macro.h"
 #include "ferry/auditlog.h"
 #include "ferry/error.h"
@@ -34,7 +33,8 @@ static void usage_log(FILE *f)
             "broken record, \"line N (seq S): reason\", and exits 1; prints the verified range\n"
             "and exits 0 when the log verifies. Exit 2 on usage errors or unreadable files.\n"
             "\n"
-            "  --jwks FILE        public keys of the checkpoint signers (required)\n"
+            "  --jwks FILE        public keys of the checkpoint signers (required; - reads\n"
+            "                     stdin)\n"
             "  --live             the log is still being written: the records after the last\n"
             "                     checkpoint are reported as an unsigned tail (a warning) and\n"
             "                     the signed range is printed\n"
@@ -43,40 +43,6 @@ static void usage_log(FILE *f)
             "                     verification): catches a log cut back to an earlier\n"
             "                     checkpoint, which the file alone cannot show\n"
             "  -h, --help         this text\n");
-}
-
-/* Read a whole file of at most max bytes. Returns 0, -errno or -FERRY_ETOOBIG. */
-static int read_small_file(const char *path, size_t max, char **ret, size_t *ret_len)
-{
-    FILE *f = fopen(path, "rbe");
-    ferry_buf b;
-    char chunk[4096];
-    int r = 0;
-
-    if (!f)
-        return -errno;
-    ferry_buf_init(&b, max, false);
-    for (;;) {
-        size_t n = fread(chunk, 1, sizeof(chunk), f);
-        if (n > 0 && (r = ferry_buf_append(&b, chunk, n)) < 0) {
-            r = r == -E2BIG ? -FERRY_ETOOBIG : r;
-            break;
-        }
-        if (n < sizeof(chunk)) {
-            if (ferror(f))
-                r = -EIO;
-            break;
-        }
-    }
-    fclose(f);
-    if (r == 0 && ferry_buf_append(&b, "", 0) < 0)
-        r = -ENOMEM;
-    if (r < 0) {
-        ferry_buf_release(&b);
-        return r;
-    }
-    *ret = ferry_buf_steal(&b, ret_len);
-    return 0;
 }
 
 static void print_problem(void *userdata, const ferry_auditlog_problem *p)
@@ -164,7 +130,7 @@ static int cmd_verify(int argc, char **argv)
                         "that sign checkpoints)\n");
         return FERRY_EXIT_USAGE;
     }
-    r = read_small_file(jwks_path, FERRY_JWKS_MAX_LEN, &doc, &doc_len);
+    r = ferry_cli_read_path(jwks_path, FERRY_JWKS_MAX_LEN, false, &doc, &doc_len);
     if (r < 0) {
         fprintf(stderr, "ferry log verify: --jwks %s: %s\n", jwks_path, ferry_strerror(r));
         return FERRY_EXIT_USAGE;

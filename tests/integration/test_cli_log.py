@@ -455,6 +455,15 @@ def body(tap):
             r = ft.ferry(*args)
             tap.ok(r.rc == 2 and needle.lower() in r.err.lower() and "verified" not in r.out,
                    f"usage: {desc}: exit 2", r)
+        with open(jwks_path) as f:
+            r = ft.ferry("log", "verify", log, "--jwks", "-", stdin=f.read())
+        tap.ok(r.rc == 0 and "(final: sealed)" in r.out, "--jwks - reads the key set from stdin",
+               r)
+        big = ft.write_json(os.path.join(d, "big.json"),
+                            {"keys": jwks_doc["keys"], "pad": "x" * (256 * 1024)})
+        r = verify(log, jwks=big)
+        tap.ok(r.rc == 2 and "big.json" in r.err and "verified" not in r.out,
+               "usage: a key set over 256 KiB is refused: exit 2", r)
         r = ft.ferry("log", "verify", "--help")
         tap.ok(r.rc == 0 and "--live" in r.out, "--help exits 0", r)
 
