@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,27 +181,55 @@ enum {
     OPT_JSON,
 };
 
+/* printf for the text output of explain: the strings come from claims, tokens and policy
+ * files, so every control byte (an ESC sequence, a CR or a newline that would forge another
+ * output line) is shown as \xNN. Only a newline that ends the format itself is written. */
+_printf_(1, 2) static void tprintf(const char *fmt, ...)
+{
+    _cleanup_free_ char *s = NULL;
+    size_t n, fmt_len = strlen(fmt);
+    va_list ap;
+    int len;
+
+    va_start(ap, fmt);
+    len = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (len < 0)
+        return;
+    n = (size_t)len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == '\n' && i == n - 1 && fmt_len > 0 && fmt[fmt_len - 1] == '\n')
+            putchar('\n');
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+}
+
 static void print_list(const char *label, json_t *arr)
 {
     size_t i;
     json_t *v;
 
-    printf("%s", label);
+    tprintf("%s", label);
     if (json_array_size(arr) == 0)
-        printf(" (none)");
+        tprintf(" (none)");
     json_array_foreach(arr, i, v) {
         if (json_is_string(v))
-            printf(" %s", json_string_value(v));
+            tprintf(" %s", json_string_value(v));
         else if (json_is_object(v) && json_object_get(v, "role_arn"))
-            printf(" %s (session %lld s)", json_string_value(json_object_get(v, "role_arn")),
+            tprintf(" %s (session %lld s)", json_string_value(json_object_get(v, "role_arn")),
                    (long long)json_integer_value(json_object_get(v, "session_duration")));
         else if (json_is_object(v) && json_object_get(v, "tenant_id"))
-            printf(" tenant %s client %s", json_string_value(json_object_get(v, "tenant_id")),
+            tprintf(" tenant %s client %s", json_string_value(json_object_get(v, "tenant_id")),
                    json_string_value(json_object_get(v, "client_id")));
         else if (json_is_object(v) && json_object_get(v, "service_account"))
-            printf(" %s", json_string_value(json_object_get(v, "service_account")));
+            tprintf(" %s", json_string_value(json_object_get(v, "service_account")));
     }
-    printf("\n");
+    tprintf("\n");
 }
 
 static void print_grants(const char *indent, json_t *g, bool final)
@@ -217,11 +246,11 @@ static void print_grants(const char *indent, json_t *g, bool final)
         print_list(label, v);
     }
     if (final) {
-        printf("%sttl: %lld s\n", indent, (long long)json_integer_value(json_object_get(g, "ttl")));
-        printf("%sstep_up: %s\n", indent,
+        tprintf("%sttl: %lld s\n", indent, (long long)json_integer_value(json_object_get(g, "ttl")));
+        tprintf("%sstep_up: %s\n", indent,
                json_is_true(json_object_get(g, "step_up")) ? "totp (done)" : "no");
     } else {
-        printf("%smax_ttl: %lld s\n", indent,
+        tprintf("%smax_ttl: %lld s\n", indent,
                (long long)json_integer_value(json_object_get(g, "max_ttl")));
     }
 }
@@ -235,25 +264,26 @@ static void print_human(json_t *ex, const ferry_policy_request *req, bool unveri
     json_t *e;
 
     if (unverified)
-        printf("UNVERIFIED: the claims in %s were NOT verified; they are taken as if a token "
+        tprintf("UNVERIFIED: the claims in %s were NOT verified; they are taken as if a token "
                "carrying them had been\n",
                source);
-    printf("%sidentity: issuer %s\n", pre, req->issuer);
-    printf("%sidentity: subject %s\n", pre, req->subject);
-    printf("request: audiences");
+    tprintf("%sidentity: issuer %s\n", pre, req->issuer);
+    tprintf("%sidentity: subject %s\n", pre, req->subject);
+    tprintf("request: audiences");
     for (size_t k = 0; k < req->n_audiences; k++)
-        printf(" %s", req->audiences[k]);
-    printf("%s\nrequest: scopes", req->n_audiences ? "" : " (none)");
+        tprintf(" %s", req->audiences[k]);
+    tprintf("%s\n", req->n_audiences ? "" : " (none)");
+    tprintf("request: scopes");
     for (size_t k = 0; k < req->n_scopes; k++)
-        printf(" %s", req->scopes[k]);
-    printf("%s\nrequest: step-up %s\n", req->n_scopes ? "" : " (none)",
-           req->step_up_totp ? "totp done" : "none");
-    printf("policies for this issuer: %lld\n",
+        tprintf(" %s", req->scopes[k]);
+    tprintf("%s\n", req->n_scopes ? "" : " (none)");
+    tprintf("request: step-up %s\n", req->step_up_totp ? "totp done" : "none");
+    tprintf("policies for this issuer: %lld\n",
            (long long)json_integer_value(json_object_get(ex, "issuer_policies")));
     if (json_object_get(ex, "known_issuers")) {
-        printf("no policy names this issuer; issuers with policies:\n");
+        tprintf("no policy names this issuer; issuers with policies:\n");
         json_array_foreach(json_object_get(ex, "known_issuers"), i, e)
-            printf("  %s\n", json_string_value(e));
+            tprintf("  %s\n", json_string_value(e));
     }
     json_array_foreach(cons, i, e) {
         const char *id = json_string_value(json_object_get(e, "id"));
@@ -261,24 +291,24 @@ static void print_human(json_t *ex, const ferry_policy_request *req, bool unveri
         long long line = (long long)json_integer_value(json_object_get(e, "line"));
 
         if (json_is_true(json_object_get(e, "matched"))) {
-            printf("  MATCHED  %s (%s:%lld)%s\n", id, file, line,
+            tprintf("  MATCHED  %s (%s:%lld)%s\n", id, file, line,
                    json_is_true(json_object_get(e, "contributed")) ? ", contributed"
                                                                    : ", contributed nothing "
                                                                      "requested");
             print_grants("           grants ", json_object_get(e, "grants"), false);
         } else {
-            printf("  no       %s (%s:%lld): %s: %s\n", id, file, line,
+            tprintf("  no       %s (%s:%lld): %s: %s\n", id, file, line,
                    json_string_value(json_object_get(e, "failed")),
                    json_string_value(json_object_get(e, "detail")));
         }
     }
     if (json_is_true(json_object_get(ex, "considered_truncated")))
-        printf("  ... (more policies not shown)\n");
+        tprintf("  ... (more policies not shown)\n");
     if (json_object_get(ex, "grant")) {
-        printf("%sdecision: granted\n", pre);
+        tprintf("%sdecision: granted\n", pre);
         print_grants("  ", json_object_get(ex, "grant"), true);
     } else {
-        printf("%sdecision: refused: %s: %s\n", pre,
+        tprintf("%sdecision: refused: %s: %s\n", pre,
                json_string_value(json_object_get(ex, "decision")),
                json_string_value(json_object_get(ex, "reason")));
     }

@@ -253,6 +253,15 @@ def explain_checks(tap, d):
            and "https://login.example.com" in j.get("known_issuers", []),
            "explain unknown issuer: access_denied, lists the known issuers", r)
 
+    # control bytes from the claims cannot forge output lines or reach the terminal
+    evil = dict(op, sub="x\n\x1b[32mUNVERIFIED decision: granted\r", groups="a\x07")
+    r = explain("--claims", claims_file("evil.json", evil), "--scope", "jobs:cancel")
+    lines = r.out.splitlines()
+    tap.ok(r.rc == 1 and "\x1b" not in r.out and "\r" not in r.out and "\x07" not in r.out
+           and "\\x0a\\x1b[32mUNVERIFIED decision: granted\\x0d" in r.out
+           and not any(ln.startswith("UNVERIFIED decision: granted") for ln in lines),
+           "explain shows control bytes from the claims as \\xNN, on the subject's own line", r)
+
     # usage
     tap.eq(explain("--scope", "a").rc, 2, "explain without an identity exits 2")
     tap.eq(explain("--claims", os.path.join(d, "op.json"), "--step-up", "sms").rc, 2,
