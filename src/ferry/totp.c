@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "basic/macro.h"
+#include "basic/fileio.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/ferry.h"
@@ -130,21 +131,6 @@ static int parse_options(int argc, char **argv, bool enroll, options *o)
     return 0;
 }
 
-/* Write all of p to fd. 0 or -errno. */
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int cmd_enroll(int argc, char **argv)
 {
     options o = { 0 };
@@ -161,9 +147,9 @@ static int cmd_enroll(int argc, char **argv)
         return r == -EEXIST ? FERRY_EXIT_REFUSED : FERRY_EXIT_USAGE;
     }
     /* Straight to the descriptor: stdio would keep a copy of the secret in its buffer. */
-    r = fflush(stdout) == EOF ? -EIO : write_all(STDOUT_FILENO, uri, strlen(uri));
+    r = fflush(stdout) == EOF ? -EIO : ferry_write_all(STDOUT_FILENO, uri, strlen(uri));
     if (r == 0)
-        r = write_all(STDOUT_FILENO, "\n", 1);
+        r = ferry_write_all(STDOUT_FILENO, "\n", 1);
     ferry_free_secret_str(uri);
     if (r < 0) {
         /* The secret is stored but nobody saw it: say so, the operator must re-enrol. */

@@ -36,6 +36,7 @@
 
 #include "basic/b64.h"
 #include "basic/macro.h"
+#include "basic/fileio.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/jose.h"
@@ -597,8 +598,7 @@ static int write_atomic(int dfd, const char *name, const void *data, size_t len,
                         size_t errlen)
 {
     char tmp[128];
-    const char *p = data;
-    int fd, r = 0;
+    int fd, r;
 
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", name) >= sizeof(tmp))
         return -ENAMETOOLONG;
@@ -607,17 +607,7 @@ static int write_atomic(int dfd, const char *name, const void *data, size_t len,
     fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return fail(errbuf, errlen, -errno, "keys/%s: cannot create: %s", tmp, strerror(errno));
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            r = n < 0 ? -errno : -EIO;
-            break;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
+    r = ferry_write_all(fd, data, len);
     if (r == 0 && fsync(fd) < 0)
         r = -errno;
     if (close(fd) < 0 && r == 0)

@@ -30,6 +30,7 @@
 #include <openssl/rand.h>
 
 #include "basic/macro.h"
+#include "basic/fileio.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/json.h"
@@ -588,22 +589,6 @@ out:
     return r;
 }
 
-/* Write all of p to fd. 0 or -errno. */
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Replace the account's record with rec, atomically and durably: temp file (0600), fsync,
  * rename over the record, fsync of the folder. The caller holds the account lock. */
 static int record_write(int dfd, const names *nm, const totp_record *rec, char *errbuf,
@@ -648,7 +633,7 @@ static int record_write(int dfd, const names *nm, const totp_record *rec, char *
         goto fail;
     }
     step = "write";
-    r = write_all(fd, text, (size_t)n);
+    r = ferry_write_all(fd, text, (size_t)n);
     if (r < 0)
         goto fail;
     step = "fsync";

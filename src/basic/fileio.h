@@ -1,0 +1,12 @@
+/* basic/fileio.h - small file helpers shared by the modules that keep state on disk (libc
+ * only). */
+#ifndef FERRY_BASIC_FILEIO_H
+#define FERRY_BASIC_FILEIO_H
+
+#include <stddef.h>
+
+/* Write all n bytes of p to fd, retrying after EINTR and short writes. Returns 0, -errno, or
+ * -EIO when write() made no progress. On error an unknown prefix may have been written. */
+int ferry_write_all(int fd, const void *p, size_t n);
+
+#endif
