@@ -8,6 +8,10 @@
 #     deleted leading records, reordered records, an inserted copy, an inserted forged record,
 #     a file cut mid-line, whole records removed from the end (final checkpoint included), a
 #     rewritten chain, a forged checkpoint signature, a checkpoint signed by an unknown key;
+#   - end to end with the mint key store: `ferry keys init`, a log signed with
+#     <state>/keys/key-<kid>.pem, `ferry keys rotate`, the log continued with the new key
+#     (verify_keys holding both), verified with `ferry keys jwks --all` (exit 0) and a tampered
+#     copy (exit 1);
 #   - usage errors exit 2.
 # Every log and every tampered copy is also checked by an independent verifier written here
 # from docs/internals/auditlog.md alone (hashlib, json, joserfc), which must accept the same
@@ -432,6 +436,59 @@ def body(tap):
         ft.write_json(both, both_doc)
         r = verify(path, jwks=both)
         tap.ok(r.rc == 0, "the same copy verifies once its signer's key is trusted", r)
+
+        # ---- end to end with the mint key store: checkpoints signed with ferry's own minting
+        # keys across a rotation, verified with `ferry keys jwks --all`
+        state = os.path.join(d, "state")
+        mlog = os.path.join(d, "mint.log")
+
+        def kid_pem(kid):
+            return os.path.join(state, "keys", f"key-{kid}.pem")
+
+        def mwrite(pem, *extra, count=12):
+            return ft.run([WRITER, "--log", mlog, "--key", pem, "--count", str(count),
+                           "--checkpoint-every", "5"] + list(extra), timeout=120)
+
+        r = ft.ferry("keys", "init", "--state-dir", state)
+        kid1 = json.loads(r.out)["kid"] if r.rc == 0 else None
+        r1 = mwrite(kid_pem(kid1)) if kid1 else None
+        r = ft.ferry("keys", "rotate", "--state-dir", state)
+        kid2 = json.loads(r.out)[-1]["kid"] if r.rc == 0 else None
+        jwks_all = os.path.join(d, "jwks-all.json")
+        r = ft.ferry("keys", "jwks", "--all", "--state-dir", state)
+        with open(jwks_all, "w") as f:
+            f.write(r.out)
+        only_new = ft.write_json(os.path.join(d, "jwks-new.json"), {"keys": [
+            k for k in json.loads(r.out)["keys"] if k["kid"] == kid2]})
+        # reopening with the new key but trusting only it refuses the log (old checkpoints
+        # cannot be verified); trusting both continues it
+        r_refused = mwrite(kid_pem(kid2), "--verify-jwks", only_new, count=1)
+        r2 = mwrite(kid_pem(kid2), "--verify-jwks", jwks_all)
+        mlines = read_lines(mlog)
+        kids = [json.loads(x)["checkpoint"]["kid"] for x in mlines if '"checkpoint"' in x]
+        tap.ok(kid1 and kid2 and kid1 != kid2 and r1.rc == 0 and r2.rc == 0
+               and r_refused.rc == 1 and "unknown key" in r_refused.err
+               and kid1 in kids and kids[-1] == kid2,
+               "mint keys: a log signed with key-<kid>.pem, continued after ferry keys rotate "
+               "with the new key", (r1, r_refused, r2, kids))
+        r = verify(mlog, jwks=jwks_all)
+        tap.ok(r.rc == 0 and re.search(rf"^verified: seq 1\.\.{len(mlines)} \({len(mlines)} "
+                                       r"records\), \d+ checkpoint\(s\), last checkpoint seq "
+                                       rf"{len(mlines)} \(final: sealed\)$", r.out, re.M),
+               "mint keys: ferry log verify --jwks (ferry keys jwks --all) exits 0", r)
+        with open(jwks_all) as f:
+            probs, _ = py_verify(mlog, json.load(f))
+        tap.eq(probs, [], "mint keys: the independent verifier accepts it too")
+        r = verify(mlog, jwks=only_new)
+        tap.ok(r.rc == 1 and f"checkpoint signed by unknown key '{kid1}'" in r.out,
+               "mint keys: without the retired key the old checkpoints are not trusted", r)
+        tampered = write_lines(os.path.join(d, "mint-t.log"),
+                               [x.replace("trainer-3", "trainer-8") if i == 4 else x
+                                for i, x in enumerate(mlines)])
+        r = verify(tampered, jwks=jwks_all)
+        tap.ok(r.rc == 1 and re.search(r"^line 5 \(seq 5\): hash does not match the record",
+                                       r.out, re.M) and "FAILED" in r.err,
+               "mint keys: a tampered copy exits 1 naming line 5", r)
 
         # ---- usage errors
         for desc, args, needle in [

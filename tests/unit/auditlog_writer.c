@@ -3,11 +3,12 @@
  *
  * usage: auditlog_writer --log PATH --key PEM --jwks-out FILE [--count N]
  *                        [--checkpoint-every K] [--sync always|batch|checkpoint]
- *                        [--threads T] [--no-close]
+ *                        [--threads T] [--no-close] [--verify-jwks FILE]
  * --key: the signing key, loaded when the file exists, else an ES256 key is generated and
- * saved there (0600). --jwks-out gets the public JWKS. --no-close leaves the log unsealed (the
- * process ends without the final checkpoint, as after a crash). Prints the last seq written
- * and the time taken on stdout.
+ * saved there (0600). --verify-jwks: public keys of earlier signers (verify_keys), so that
+ * reopening a log started with another key verifies its checkpoints too. --jwks-out gets the
+ * public JWKS. --no-close leaves the log unsealed (the process ends without the final
+ * checkpoint, as after a crash). Prints the last seq written and the time taken on stdout.
  */
 #include "config.h"
 
@@ -112,9 +113,11 @@ int main(int argc, char **argv)
         {"sync", required_argument, NULL, 's'},
         {"threads", required_argument, NULL, 't'},
         {"no-close", no_argument, NULL, 'x'},
+        {"verify-jwks", required_argument, NULL, 'v'},
         {},
     };
-    const char *log_path = NULL, *key_path = NULL, *jwks_path = NULL;
+    const char *log_path = NULL, *key_path = NULL, *jwks_path = NULL, *verify_path = NULL;
+    ferry_jwks *verify_keys = NULL;
     unsigned count = 10, every = 0, threads = 1;
     ferry_auditlog_sync_mode mode = FERRY_AUDITLOG_SYNC_ALWAYS;
     bool no_close = false;
@@ -146,6 +149,9 @@ int main(int argc, char **argv)
             break;
         case 'x':
             no_close = true;
+            break;
+        case 'v':
+            verify_path = optarg;
             break;
         case 's':
             if (strcmp(optarg, "always") == 0)
@@ -181,9 +187,25 @@ int main(int argc, char **argv)
         json_decref(doc);
         ferry_jwks_unref(set);
     }
-    ferry_auditlog_options o = {
-        .path = log_path, .checkpoint_every = every, .sync = mode, .signing_key = key};
+    if (verify_path) {
+        static char doc[FERRY_JWKS_MAX_LEN];
+        FILE *f = fopen(verify_path, "rbe");
+        size_t n = f ? fread(doc, 1, sizeof(doc), f) : 0;
+        if (f)
+            fclose(f);
+        if (!f || ferry_jwks_from_buffer(doc, n, &verify_keys, NULL) < 0) {
+            fprintf(stderr, "auditlog_writer: cannot load %s\n", verify_path);
+            ferry_jwk_unref(key);
+            return 2;
+        }
+    }
+    ferry_auditlog_options o = {.path = log_path,
+                                .checkpoint_every = every,
+                                .sync = mode,
+                                .signing_key = key,
+                                .verify_keys = verify_keys};
     r = ferry_auditlog_open(&o, &log, err, sizeof(err));
+    ferry_jwks_unref(verify_keys); /* the log keeps its own reference */
     if (r < 0) {
         fprintf(stderr, "auditlog_writer: %s (%s)\n", err, ferry_strerror(r));
         ferry_jwk_unref(key);
