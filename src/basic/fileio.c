@@ -2,9 +2,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "basic/fileio.h"
+#include "basic/mem.h"
 
 int ferry_write_all(int fd, const void *p, size_t n)
 {
@@ -22,5 +25,34 @@ int ferry_write_all(int fd, const void *p, size_t n)
         s += w;
         n -= (size_t)w;
     }
+    return 0;
+}
+
+int ferry_read_exact(int fd, size_t size, char **ret)
+{
+    size_t got = 0;
+    char *buf;
+
+    if (size == SIZE_MAX)
+        return -EFBIG;
+    buf = malloc(size + 1);
+    if (!buf)
+        return -ENOMEM;
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int r = n < 0 ? -errno : -EIO;
+
+            ferry_wipe(buf, got);
+            free(buf);
+            return r;
+        }
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    *ret = buf;
     return 0;
 }

@@ -9,4 +9,9 @@
  * -EIO when write() made no progress. On error an unknown prefix may have been written. */
 int ferry_write_all(int fd, const void *p, size_t n);
 
+/* Read exactly size bytes from fd (a regular file whose size fstat gave) into a new
+ * NUL-terminated buffer. On failure the part read is wiped and freed (the caller may be
+ * reading a private key). Returns 0, -ENOMEM, -errno, or -EIO when the file was shorter. */
+int ferry_read_exact(int fd, size_t size, char **ret);
+
 #endif

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
@@ -202,11 +203,10 @@ static int print_json(json_t *j)
 static int read_pem(const char *path, char **ret, size_t *ret_len)
 {
     struct stat st;
-    size_t got = 0;
     char *buf;
-    int fd;
+    int fd, r;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK); /* a FIFO must not hang */
     if (fd < 0)
         return -errno;
     if (fstat(fd, &st) < 0) {
@@ -218,27 +218,12 @@ static int read_pem(const char *path, char **ret, size_t *ret_len)
         (void)close(fd);
         return S_ISREG(st.st_mode) ? -FERRY_ETOOBIG : -EINVAL;
     }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        (void)close(fd);
-        return -ENOMEM;
-    }
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            ferry_wipe(buf, got);
-            free(buf);
-            (void)close(fd);
-            return n < 0 ? -errno : -EIO;
-        }
-        got += (size_t)n;
-    }
+    r = ferry_read_exact(fd, (size_t)st.st_size, &buf);
     (void)close(fd);
-    buf[got] = '\0';
+    if (r < 0)
+        return r;
     *ret = buf;
-    *ret_len = got;
+    *ret_len = (size_t)st.st_size;
     return 0;
 }
 

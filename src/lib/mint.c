@@ -541,7 +541,7 @@ static int read_at(int dfd, const char *name, size_t max, bool priv, char **ret,
     _cleanup_close_ int fd = -1;
     struct stat st;
     char *buf;
-    size_t got = 0;
+    int r;
 
     fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
@@ -567,24 +567,12 @@ static int read_at(int dfd, const char *name, size_t max, bool priv, char **ret,
         return fail(errbuf, errlen, -FERRY_ECONFIG, "keys/%s: group- or world-writable", name);
     if (st.st_size < 0 || (uint64_t)st.st_size > max)
         return fail(errbuf, errlen, -FERRY_ETOOBIG, "keys/%s: larger than %zu bytes", name, max);
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf)
-        return -ENOMEM;
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int e = n < 0 ? errno : EIO;
-            ferry_wipe(buf, got);
-            free(buf);
-            return fail(errbuf, errlen, -e, "keys/%s: read failed: %s", name, strerror(e));
-        }
-        got += (size_t)n;
-    }
-    buf[got] = '\0';
+    r = ferry_read_exact(fd, (size_t)st.st_size, &buf);
+    if (r < 0)
+        return r == -ENOMEM ? r : fail(errbuf, errlen, r, "keys/%s: read failed: %s", name,
+                                       strerror(-r));
     *ret = buf;
-    *ret_len = got;
+    *ret_len = (size_t)st.st_size;
     return 0;
 }
 

@@ -4,16 +4,19 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
 #include "basic/b64.h"
 #include "basic/buf.h"
+#include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
@@ -444,4 +447,43 @@ Test(error, strerror)
     cr_assert_not_null(strstr(ferry_strerror(9999), "unknown"), "%s", ferry_strerror(9999));
     cr_assert_not_null(ferry_strerror(INT_MAX));
     cr_assert_not_null(ferry_strerror(-INT_MAX));
+}
+
+/* ---- fileio ------------------------------------------------------------------------------ */
+
+Test(fileio, write_all_then_read_exact)
+{
+    char path[] = "/tmp/ferry-fileio-XXXXXX", big[70000], *back = NULL;
+    int fd = mkstemp(path);
+
+    cr_assert_geq(fd, 0);
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)('a' + i % 26);
+    cr_assert_eq(ferry_write_all(fd, big, sizeof(big)), 0);
+    cr_assert_eq(lseek(fd, 0, SEEK_SET), 0);
+    cr_assert_eq(ferry_read_exact(fd, sizeof(big), &back), 0);
+    cr_assert_eq(memcmp(back, big, sizeof(big)), 0);
+    cr_assert_eq(back[sizeof(big)], '\0', "NUL-terminated");
+    free(back);
+    back = NULL;
+    /* a file shorter than announced (it shrank after fstat) is an error, nothing returned */
+    cr_assert_eq(lseek(fd, 0, SEEK_SET), 0);
+    cr_assert_eq(ferry_read_exact(fd, sizeof(big) + 1, &back), -EIO);
+    cr_assert_null(back);
+    cr_assert_eq(ferry_read_exact(fd, SIZE_MAX, &back), -EFBIG);
+    cr_assert_eq(close(fd), 0);
+    /* errors from the descriptor come back as -errno */
+    cr_assert_eq(ferry_write_all(fd, "x", 1), -EBADF);
+    cr_assert_eq(ferry_read_exact(fd, 1, &back), -EBADF);
+    cr_assert_null(back);
+    cr_assert_eq(unlink(path), 0);
+}
+
+Test(fileio, write_all_reports_a_full_disk)
+{
+    int fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+
+    cr_assert_geq(fd, 0, "/dev/full: %s", strerror(errno));
+    cr_assert_eq(ferry_write_all(fd, "abc", 3), -ENOSPC);
+    close(fd);
 }
