@@ -1543,6 +1543,29 @@ FERRY_EXPORT int ferry_auditlog_close(ferry_auditlog *log)
     return r;
 }
 
+/* fsync the directory that holds path, so that a file just created there survives a crash:
+ * without it an acknowledged (synced) record can vanish with the file's name. */
+static int sync_parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    _cleanup_free_ char *dir = NULL;
+    int fd, r = 0;
+
+    if (!slash)
+        dir = strdup(".");
+    else
+        dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    if (!dir)
+        return -ENOMEM;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
 /* Read and verify an existing log; set the chain state from its end. */
 static int resume(ferry_auditlog *log, const char *path, bool repair, json_t *open_details,
                   char *errbuf, size_t errlen)
@@ -1622,6 +1645,7 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_a
     _cleanup_json_ json_t *details = NULL;
     _cleanup_free_ char *details_canon = NULL;
     struct stat st;
+    bool created = false;
     int r;
 
     errf(errbuf, errlen, "%s", "");
@@ -1652,7 +1676,11 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_a
     log->clock = opts->clock ? opts->clock : realtime_us;
     log->clock_userdata = opts->clock_userdata;
     log->cp_first = 1;
-    log->fd = open(opts->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    log->fd = open(opts->path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+    if (log->fd >= 0)
+        created = true;
+    else if (errno == EEXIST)
+        log->fd = open(opts->path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOCTTY);
     if (log->fd < 0) {
         r = -errno;
         errf(errbuf, errlen, "audit log %s: cannot open: %s", opts->path, ferry_strerror(r));
@@ -1667,6 +1695,11 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_a
         r = errno == EWOULDBLOCK ? -EBUSY : -errno;
         errf(errbuf, errlen, "audit log %s: %s", opts->path,
              r == -EBUSY ? "in use by another writer" : ferry_strerror(r));
+        goto fail;
+    }
+    if (created && (r = sync_parent_dir(opts->path)) < 0) {
+        errf(errbuf, errlen, "audit log %s: cannot sync its directory: %s", opts->path,
+             ferry_strerror(r));
         goto fail;
     }
     r = resume(log, opts->path, opts->repair_tail, details, errbuf, errlen);

@@ -50,6 +50,18 @@ int fdatasync(int fd)
     return (int)syscall(SYS_fdatasync, fd);
 }
 
+/* fsync on a directory: counted, so a test can see the new log's directory entry synced. */
+static atomic_int dir_syncs;
+
+int fsync(int fd)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+        atomic_fetch_add(&dir_syncs, 1);
+    return (int)syscall(SYS_fsync, fd);
+}
+
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 #define NOW_US INT64_C(1700000000000000)
@@ -465,6 +477,24 @@ Test(auditlog, explicit_checkpoint_is_not_final_and_close_is)
 }
 
 /* ---- reopen ------------------------------------------------------------------------------ */
+
+/* An acknowledged record survives a crash only if the new file's name does too: creating the
+ * log syncs its directory; reopening an existing log does not need to. */
+Test(auditlog, creating_the_log_syncs_its_directory)
+{
+    ferry_jwk *key = gen_key();
+    ferry_auditlog *log;
+
+    atomic_store(&dir_syncs, 0);
+    log = open_log(key, 0);
+    cr_assert_eq(atomic_load(&dir_syncs), 1, "directory synced %d times", atomic_load(&dir_syncs));
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    atomic_store(&dir_syncs, 0);
+    log = open_log(key, 0);
+    cr_assert_eq(atomic_load(&dir_syncs), 0);
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    ferry_jwk_unref(key);
+}
 
 Test(auditlog, reopen_continues_the_chain)
 {
