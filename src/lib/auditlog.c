@@ -23,6 +23,7 @@
 #include <openssl/evp.h>
 
 #include "basic/buf.h"
+#include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
 #include "ferry/auditlog.h"
@@ -1177,22 +1178,6 @@ static int check_signing_key(const ferry_jwk *key)
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        if (w == 0)
-            return -EIO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Stop the log after a failed write or sync: cut back what this record may have left (best
  * effort; reopen refuses a partial line anyway) and refuse everything until reopened. */
 static int poison(ferry_auditlog *log, int err)
@@ -1233,7 +1218,7 @@ static int write_record_locked(ferry_auditlog *log, ferry_buf *canon, bool is_ch
         return r == -E2BIG ? -FERRY_ETOOBIG : r;
     if (canon->len > FERRY_AUDITLOG_MAX_LINE)
         return -FERRY_ETOOBIG;
-    r = write_all(log->fd, canon->data, canon->len);
+    r = ferry_write_all(log->fd, canon->data, canon->len);
     if (r < 0)
         return poison(log, r);
     if (want_sync(log, is_checkpoint, now)) {
