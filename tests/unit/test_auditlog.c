@@ -1494,37 +1494,9 @@ Test(auditlog, concurrent_appends_make_one_valid_contiguous_chain)
  * run with N = 0, 1, 2, ... until it completes without an injected failure. Checked: no crash
  * or sanitizer report, every failure is an error return, nothing half-written reaches the file,
  * and an allocation failure is never reported as tampering nor lets a broken log pass. */
+#define FERRY_ALLOCFAIL_NTH 1
 #include "allocfail.h"
 #ifdef HAVE_ALLOC_INJECTION
-static _Atomic long inject_at = -1;
-static _Atomic long inject_count;
-static _Atomic int injected;
-
-static bool inject_now(void)
-{
-    long at = inject_at;
-
-    if (at < 0 || inject_count++ != at)
-        return false;
-    injected = 1;
-    return true;
-}
-
-__attribute__((visibility("default"))) void *malloc(size_t n)
-{
-    return inject_now() ? NULL : REAL_MALLOC(n);
-}
-
-__attribute__((visibility("default"))) void *calloc(size_t n, size_t m)
-{
-    return inject_now() ? NULL : REAL_CALLOC(n, m);
-}
-
-__attribute__((visibility("default"))) void *realloc(void *p, size_t n)
-{
-    return inject_now() ? NULL : REAL_REALLOC(p, n);
-}
-
 /* Run op with failures at 0, 1, ...; a run without an injected failure must return ok_rc; a
  * run with one must return ok_rc or one of the allowed errors. Returns the number of runs. */
 static long torture(const char *what, int (*op)(void *), void *arg, int ok_rc, const int *allowed,
@@ -1534,12 +1506,9 @@ static long torture(const char *what, int (*op)(void *), void *arg, int ok_rc, c
         bool hit, fine;
         int r;
 
-        injected = 0;
-        inject_count = 0;
-        inject_at = n;
+        inject_arm(n);
         r = op(arg);
-        inject_at = -1;
-        hit = injected;
+        hit = inject_disarm();
         if (!hit) {
             cr_assert_eq(r, ok_rc, "run without failure returned %s", ferry_strerror(r));
             return n;

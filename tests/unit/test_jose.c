@@ -2688,40 +2688,10 @@ Test(pem, traditional_forms, .timeout = 60)
  * operation is run with N = 0, 1, 2, ... until it completes without an injected failure.
  * Checked: no crash or sanitizer report, every failure is an error return, and a bad token
  * or bad key is never accepted because an allocation failed. */
+#define FERRY_ALLOCFAIL_NTH 1
 #include "allocfail.h"
 #ifdef HAVE_ALLOC_INJECTION
 #include <malloc.h>
-
-static _Atomic long inject_at = -1; /* allocation index that fails, -1: off */
-static _Atomic long inject_count;
-static _Atomic int injected;
-
-static bool inject_now(void)
-{
-    long at = inject_at;
-
-    if (at < 0)
-        return false;
-    if (inject_count++ != at)
-        return false;
-    injected = 1;
-    return true;
-}
-
-__attribute__((visibility("default"))) void *malloc(size_t n)
-{
-    return inject_now() ? NULL : REAL_MALLOC(n);
-}
-
-__attribute__((visibility("default"))) void *calloc(size_t n, size_t m)
-{
-    return inject_now() ? NULL : REAL_CALLOC(n, m);
-}
-
-__attribute__((visibility("default"))) void *realloc(void *p, size_t n)
-{
-    return inject_now() ? NULL : REAL_REALLOC(p, n);
-}
 
 /* free is replaced too, to look for secrets left in memory that is given back: while
  * freed_secret_scan is set, every freed block is searched for freed_secret. */
@@ -2740,19 +2710,6 @@ __attribute__((visibility("default"))) void free(void *p)
                 freed_secret_hits++;
     }
     REAL_FREE(p);
-}
-
-static void inject_arm(long at)
-{
-    injected = 0;
-    inject_count = 0;
-    inject_at = at;
-}
-
-static bool inject_disarm(void)
-{
-    inject_at = -1;
-    return injected;
 }
 
 /* Run op with failures at 0..; it must return 0 (or ok_rc) when nothing failed, and an error
