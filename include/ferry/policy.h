@@ -160,8 +160,9 @@ typedef struct ferry_policy_refusal {
 
 typedef struct ferry_policy_aws_role {
     const char *role_arn;
-    int64_t session_duration; /* seconds, 900..43200; the smallest when several policies grant
-                                 the same role */
+    int64_t session_duration; /* seconds: the smallest when several policies grant the same
+                                 role, and never above the grant's ttl (so below AWS's 900 s
+                                 floor when the ttl is; AWS then refuses: fail closed) */
 } ferry_policy_aws_role;
 
 typedef struct ferry_policy_azure_app {

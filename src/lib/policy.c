@@ -2613,6 +2613,12 @@ static int build_grant(const ferry_policy_set *s, const uint32_t *ids, size_t n,
             if (!list_has(g->gcp, g->n_gcp, p->gcp[k]))
                 g->gcp[g->n_gcp++] = p->gcp[k];
     }
+    /* Nothing in a grant outlives its TTL: a role granted by a policy with a longer cap than
+     * another contributor's gets the grant's TTL as its session (below AWS's 900 s floor
+     * when the TTL is: the credential request then fails closed rather than outliving it). */
+    for (size_t m = 0; m < g->n_aws; m++)
+        if (g->aws[m].session_duration > g->ttl)
+            g->aws[m].session_duration = g->ttl;
     for (size_t i = 0; i < req->n_scopes; i++)
         if (!list_has(g->scopes, g->n_scopes, req->scopes[i]))
             g->scopes[g->n_scopes++] = req->scopes[i];

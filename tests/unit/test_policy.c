@@ -594,6 +594,9 @@ Test(policy_decide, downscoping)
     cr_assert_str_eq(g->policies[1], "c");
     cr_assert_eq(g->ttl, 600);
     cr_assert_eq(g->n_secrets, 1);
+    /* c grants its role for 3600 s, but nothing in a grant outlives its TTL */
+    cr_assert_eq(g->n_aws, 1);
+    cr_assert_eq(g->aws[0].session_duration, 600);
     ferry_policy_grant_free(g);
     rq_release(&q);
 
