@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # contrib/check.sh - the whole test suite, as CI runs it.
 #
-# Installs missing Debian packages, builds ferry, runs every test (unit, vectors, integration,
-# build hygiene), builds again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the
-# whole suite again, runs every libFuzzer target for FERRY_FUZZ_SECONDS (default 30) each, then
+# Installs missing Debian packages and (with `npm ci`) the npm test peers in tests/peers, builds
+# ferry, runs every test (unit, vectors, integration, build hygiene), builds again with
+# AddressSanitizer + UndefinedBehaviorSanitizer and runs the whole suite again, runs every libFuzzer target for FERRY_FUZZ_SECONDS (default 30) each, then
 # `make distcheck`. The last line is "N passed, N failed".
 #
 # Environment: FERRY_SHARED (default ../shared next to the checkout) holds the third-party
@@ -34,6 +34,12 @@ else
 fi
 
 passed=0 failed=0 skipped=0
+
+# The npm test peers (tests/peers/package-lock.json): `npm ci` when node_modules is missing or
+# older than the lock file. Without them the tests that need them skip, which counts as failed.
+ferry_npm_peers || { echo "check: cannot install the npm test peers in tests/peers" >&2
+    failed=$((failed + 1)); }
+
 # tally LOG: add the counts of one automake test-suite.log
 tally() {
     local log=$1 p f s

@@ -28,6 +28,24 @@ ferry_install_missing() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || return 1
 }
 
+# ferry_npm_peers : install the npm test peers (tests/peers/package-lock.json, exact versions)
+# with `npm ci` when tests/peers/node_modules is missing or older than the lock file. When node
+# or npm is missing, Debian's nodejs and npm are installed first. A machine that already has
+# node and npm (say Node 20 from elsewhere) keeps them.
+ferry_npm_peers() {
+    local dir="$FERRY_TOP/tests/peers"
+    [ -f "$dir/package-lock.json" ] || return 0
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        ferry_install_missing nodejs npm || return 1
+    fi
+    if [ -f "$dir/node_modules/.package-lock.json" ] &&
+        [ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+        return 0
+    fi
+    echo "ferry: npm ci in tests/peers" >&2
+    ( cd "$dir" && npm ci --no-audit --no-fund ) >&2
+}
+
 # ferry_build DIR [CONFIGURE-ARGS...] : configure and build ferry out of tree in DIR.
 # Without CONFIGURE-ARGS an existing configuration is kept. With them, DIR is configured again
 # when it was configured with other arguments (then cleaned, so that every object is rebuilt
