@@ -4,7 +4,8 @@
 # Installs missing Debian packages and (with `npm ci`) the npm test peers in tests/peers, builds
 # ferry, runs every test (unit, vectors, integration, build hygiene), builds again with
 # AddressSanitizer + UndefinedBehaviorSanitizer and runs the whole suite again, runs every
-# libFuzzer target for FERRY_FUZZ_SECONDS (default 30) each, then `make distcheck`. The last line is "N passed, N failed".
+# libFuzzer target for FERRY_FUZZ_SECONDS (default 30) each, then `make distcheck`. The last
+# line is "N passed, N failed".
 #
 # Environment: FERRY_SHARED (default ../shared next to the checkout) holds the third-party
 # vectors; when it exists, a skipped test counts as a failure (CI must skip nothing).
