@@ -1,0 +1,1377 @@
+/* tests/unit/test_exchange.c - RFC 8693 token exchange (include/ferry/exchange.h).
+ *
+ * Every test runs the real modules: a trust store with inline-JWKS issuers (tokens signed here
+ * with ferry_jws_sign), a policy set from a buffer, a mint in a temporary state directory, an
+ * audit log in a temporary file and TOTP accounts enrolled with ferry_totp_enroll.
+ * Covered: a successful exchange whose token verifies with a ferry-profile trust store over
+ * ferry_mint_jwks (claims and TTL), every error code with nothing issued and exactly one audit
+ * record, SECURITY-TESTS C (forged, expired, unknown-issuer, typ-confused subject tokens ->
+ * invalid_request; C7 replay of a one-time subject token), E7 (scope or audience outside the
+ * policy -> refused, nothing signed), delegation with an actor token (act claim, nested chain,
+ * actor policy), hostile parameters (duplicates, sizes, control bytes, NUL, UTF-8), audit-log
+ * write failure (RLIMIT_FSIZE) -> server_error and nothing issued, and TOTP step-up (refused
+ * without a code, granted with one, a replayed code refused).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "basic/mem.h"
+#include "ferry/auditlog.h"
+#include "ferry/error.h"
+#include "ferry/exchange.h"
+#include "ferry/jose.h"
+#include "ferry/mint.h"
+#include "ferry/oidc.h"
+#include "ferry/policy.h"
+#include "ferry/totp.h"
+#include "testutil.h"
+
+#define NOW INT64_C(1700000000)
+#define IDP "https://idp.test"
+#define CI "https://ci.test"
+#define FERRY_ISS "https://ferry.test"
+#define FERRY_AUD "ferry"
+#define REG "https://registry.test"
+#define OTHER "https://other.test"
+#define ST_JWT FERRY_TOKEN_TYPE_JWT
+#define ST_ID FERRY_TOKEN_TYPE_ID_TOKEN
+#define ST_AT FERRY_TOKEN_TYPE_ACCESS_TOKEN
+#define GT FERRY_GRANT_TYPE_TOKEN_EXCHANGE
+
+static int64_t g_now = NOW;
+static int64_t test_clock(void *data)
+{
+    (void)data;
+    return g_now;
+}
+
+/* alice: read (600 s) and, after TOTP, publish (300 s), on two registries.
+ * deployer (CI issuer): may act for registry reads only (120 s).
+ * intruder (CI issuer): matches no policy of the IdP's audiences.
+ * carol: granted two audiences (so naming none is ambiguous). nobody-*: no policy. */
+static const char policies_json[] =
+    "{\"version\": 1, \"policies\": ["
+    " {\"id\": \"alice-read\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"alice\"},"
+    "  \"grant\": {\"scopes\": [\"models:read\", \"data:read\"], \"audiences\": [\"" REG "\"],"
+    "  \"max_ttl\": 600}},"
+    " {\"id\": \"alice-publish\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"alice\"},"
+    "  \"step_up\": \"totp\","
+    "  \"grant\": {\"scopes\": [\"models:publish\"], \"audiences\": [\"" REG "\"],"
+    "  \"max_ttl\": 300}},"
+    " {\"id\": \"carol-two\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"carol\"},"
+    "  \"grant\": {\"scopes\": [\"models:read\"], \"audiences\": [\"" REG "\", \"" OTHER "\"],"
+    "  \"max_ttl\": 900}},"
+    " {\"id\": \"ferry-alice\", \"match\": {\"issuer\": \"" FERRY_ISS "\", \"subject\": \"alice\"},"
+    "  \"grant\": {\"scopes\": [\"models:read\"], \"audiences\": [\"" REG "\"],"
+    "  \"max_ttl\": 900}},"
+    " {\"id\": \"ci-deployer\", \"match\": {\"issuer\": \"" CI "\", \"subject\": \"deployer\"},"
+    "  \"grant\": {\"scopes\": [\"models:read\"], \"audiences\": [\"" REG "\"],"
+    "  \"max_ttl\": 120}}"
+    "]}";
+
+/* ---- fixture ---------------------------------------------------------------------------------- */
+
+static char *g_dir, *g_log_path, *g_totp_dir;
+static ferry_jwk *g_idp_key, *g_ci_key, *g_stranger_key;
+static ferry_oidc *g_oidc;
+static ferry_policy_store *g_store;
+static ferry_mint *g_mint;
+static ferry_auditlog *g_log;
+static ferry_exchange *g_ex;
+static unsigned g_jti_counter;
+static unsigned char g_alice_secret[FERRY_TOTP_SECRET_LEN];
+
+static ferry_jwk *gen_key(void)
+{
+    ferry_jwk *k = NULL;
+    cr_assert_eq(ferry_jwk_generate(FERRY_ALG_ES256, &k), 0);
+    return k;
+}
+
+static void add_issuer(ferry_oidc *o, const char *iss, ferry_jwk *k, const char *profile)
+{
+    json_t *pub = NULL, *conf;
+    char err[256] = "";
+    int r;
+
+    cr_assert_eq(ferry_jwk_to_public_json(k, &pub), 0);
+    conf = json_pack("{s:s, s:[s], s:[s], s:{s:[o]}, s:s}", "issuer", iss, "audiences",
+                     FERRY_AUD, "algorithms", "ES256", "jwks", "keys", pub, "profile", profile);
+    cr_assert_not_null(conf);
+    r = ferry_oidc_add_issuer(o, conf, err, sizeof(err));
+    cr_assert_eq(r, 0, "add_issuer %s: %s", iss, err);
+    json_decref(conf);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st;
+    (void)flag;
+    (void)f;
+    return remove(p);
+}
+
+static char *path_in(const char *rel)
+{
+    char *p = NULL;
+    cr_assert(asprintf(&p, "%s/%s", g_dir, rel) > 0);
+    return p;
+}
+
+/* Strict RFC 4648 base32 decoder (the enrolment URI's secret). */
+static size_t b32_decode(const char *in, size_t n, unsigned char *out)
+{
+    static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    unsigned long long acc = 0;
+    int bits = 0;
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *p = strchr(alpha, in[i]);
+        cr_assert(p && in[i]);
+        acc = acc << 5 | (unsigned long long)(p - alpha);
+        bits += 5;
+        if (bits >= 8) {
+            out[o++] = (unsigned char)(acc >> (bits - 8));
+            bits -= 8;
+        }
+    }
+    return o;
+}
+
+static void enroll_alice(void)
+{
+    char err[256] = "", *uri = NULL, *s, *e;
+    int r = ferry_totp_enroll(g_totp_dir, "alice", NULL, false, &uri, err, sizeof(err));
+
+    cr_assert_eq(r, 0, "enroll: %s", err);
+    s = strstr(uri, "secret=");
+    cr_assert_not_null(s);
+    s += strlen("secret=");
+    e = strchr(s, '&');
+    cr_assert_not_null(e);
+    cr_assert_eq(b32_decode(s, (size_t)(e - s), g_alice_secret), FERRY_TOTP_SECRET_LEN);
+    ferry_free_secret_str(uri);
+}
+
+static void open_exchange(const ferry_exchange_options *opts)
+{
+    ferry_exchange_options o = opts ? *opts : (ferry_exchange_options){0};
+    char err[256] = "";
+    int r;
+
+    ferry_exchange_free(g_ex);
+    g_ex = NULL;
+    o.clock = test_clock;
+    if (!o.totp_state_dir)
+        o.totp_state_dir = g_totp_dir;
+    r = ferry_exchange_new(g_oidc, g_store, g_mint, g_log, &o, &g_ex, err, sizeof(err));
+    cr_assert_eq(r, 0, "exchange_new: %s", err);
+}
+
+static void setup(void)
+{
+    ferry_oidc_options oo = {.clock = test_clock};
+    ferry_mint_options mo = {0};
+    ferry_auditlog_options lo = {0};
+    ferry_policy_builder *b = NULL;
+    ferry_policy_problems *pr = NULL;
+    ferry_policy_set *set = NULL;
+    ferry_jwk *sk;
+    char err[512] = "", *mint_dir;
+    int r;
+
+    g_now = NOW;
+    g_dir = strdup("/tmp/ferry-test-exchange.XXXXXX");
+    cr_assert_not_null(g_dir);
+    cr_assert_not_null(mkdtemp(g_dir));
+    g_idp_key = gen_key();
+    g_ci_key = gen_key();
+    g_stranger_key = gen_key();
+
+    cr_assert_eq(ferry_oidc_new(&oo, &g_oidc), 0);
+    add_issuer(g_oidc, IDP, g_idp_key, "id_token");
+    add_issuer(g_oidc, CI, g_ci_key, "access_token");
+
+    cr_assert_eq(ferry_policy_problems_new(&pr), 0);
+    cr_assert_eq(ferry_policy_builder_new(&b), 0);
+    r = ferry_policy_builder_add_buffer(b, "test.json", policies_json, strlen(policies_json), pr);
+    cr_assert_eq(r, 0, "policy: %s",
+                 ferry_policy_problems_count(pr) ? ferry_policy_problems_get(pr, 0)->reason : "");
+    cr_assert_eq(ferry_policy_builder_finish(b, &set, pr), 0);
+    ferry_policy_builder_free(b);
+    ferry_policy_problems_free(pr);
+    cr_assert_eq(ferry_policy_store_new(set, &g_store), 0);
+    ferry_policy_set_unref(set);
+
+    mint_dir = path_in("mint");
+    mo = (ferry_mint_options){.issuer = FERRY_ISS, .state_dir = mint_dir, .alg = FERRY_ALG_ES256,
+                              .clock = test_clock};
+    r = ferry_mint_open(&mo, &g_mint, err, sizeof(err));
+    cr_assert_eq(r, 0, "mint: %s", err);
+    free(mint_dir);
+    {
+        json_t *jwks = NULL, *conf;
+        cr_assert_eq(ferry_mint_jwks(g_mint, false, &jwks), 0);
+        conf = json_pack("{s:s, s:[s], s:o, s:[s], s:s}", "issuer", FERRY_ISS, "audiences",
+                         FERRY_AUD, "jwks", jwks, "algorithms", "ES256", "profile", "ferry");
+        r = ferry_oidc_add_issuer(g_oidc, conf, err, sizeof(err));
+        cr_assert_eq(r, 0, "add ferry issuer: %s", err);
+        json_decref(conf);
+    }
+
+    g_log_path = path_in("audit.log");
+    sk = ferry_mint_signing_key(g_mint, NULL);
+    cr_assert_not_null(sk);
+    lo = (ferry_auditlog_options){.path = g_log_path, .signing_key = sk};
+    r = ferry_auditlog_open(&lo, &g_log, err, sizeof(err));
+    cr_assert_eq(r, 0, "auditlog: %s", err);
+    ferry_jwk_unref(sk);
+
+    g_totp_dir = path_in("totp-state");
+    cr_assert_eq(mkdir(g_totp_dir, 0700), 0);
+    enroll_alice();
+
+    open_exchange(NULL);
+}
+
+static void teardown(void)
+{
+    ferry_exchange_free(g_ex);
+    g_ex = NULL;
+    if (g_log)
+        (void)ferry_auditlog_close(g_log);
+    g_log = NULL;
+    ferry_mint_free(g_mint);
+    ferry_policy_store_free(g_store);
+    ferry_oidc_free(g_oidc);
+    ferry_jwk_unref(g_idp_key);
+    ferry_jwk_unref(g_ci_key);
+    ferry_jwk_unref(g_stranger_key);
+    (void)nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(g_dir);
+    free(g_log_path);
+    free(g_totp_dir);
+}
+
+TestSuite(exchange, .init = setup, .fini = teardown);
+
+/* ---- tokens and requests ------------------------------------------------------------------- */
+
+/* A token over claims (consumed) signed by key with typ. */
+static char *sign_claims(ferry_jwk *key, const char *typ, json_t *claims)
+{
+    char *payload = json_dumps(claims, JSON_COMPACT), *tok = NULL;
+
+    cr_assert_not_null(payload);
+    cr_assert_eq(ferry_jws_sign(key, FERRY_ALG_ES256, typ, payload, strlen(payload), &tok), 0);
+    free(payload);
+    json_decref(claims);
+    return tok;
+}
+
+/* Usual claims for sub at iss: aud ferry, exp now+300, iat now-10, a fresh jti. */
+static json_t *claims(const char *iss, const char *sub)
+{
+    char jti[32];
+
+    snprintf(jti, sizeof(jti), "jti-%u", ++g_jti_counter);
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", iss, "sub", sub, "aud", FERRY_AUD,
+                     "exp", (json_int_t)(g_now + 300), "iat", (json_int_t)(g_now - 10), "jti",
+                     jti);
+}
+
+static char *idp_token(const char *sub)
+{
+    return sign_claims(g_idp_key, "JWT", claims(IDP, sub));
+}
+
+static char *ci_token(const char *sub)
+{
+    json_t *c = claims(CI, sub);
+
+    json_object_set_new(c, "client_id", json_string("ci-runner"));
+    return sign_claims(g_ci_key, "at+jwt", c);
+}
+
+/* A ferry-issued token for alice (aud "ferry") signed with the mint's key, with act (consumed;
+ * may be NULL). Built by hand so that malformed chains can be presented too. */
+static char *ferry_token(json_t *act)
+{
+    json_t *c = claims(FERRY_ISS, "alice");
+    ferry_jwk *k = ferry_mint_signing_key(g_mint, NULL);
+    char *tok;
+
+    json_object_set_new(c, "client_id", json_string("ferry"));
+    json_object_set_new(c, "src_iss", json_string(IDP));
+    json_object_set_new(c, "src_sub", json_string("alice"));
+    if (act)
+        json_object_set_new(c, "act", act);
+    tok = sign_claims(k, "at+jwt", c);
+    ferry_jwk_unref(k);
+    return tok;
+}
+
+#define MAXP 80
+struct req {
+    ferry_exchange_param p[MAXP];
+    size_t n;
+};
+
+static void add(struct req *r, const char *name, const char *value)
+{
+    cr_assert(r->n < MAXP);
+    r->p[r->n++] = (ferry_exchange_param){name, strlen(name), value, strlen(value)};
+}
+
+static void add_len(struct req *r, const char *name, const char *value, size_t len)
+{
+    cr_assert(r->n < MAXP);
+    r->p[r->n++] = (ferry_exchange_param){name, strlen(name), value, len};
+}
+
+/* grant_type + subject_token (+ type) */
+static void base(struct req *r, const char *subject_token, const char *type)
+{
+    add(r, "grant_type", GT);
+    add(r, "subject_token", subject_token);
+    add(r, "subject_token_type", type);
+}
+
+static int run(const struct req *r, ferry_exchange_response *resp)
+{
+    ferry_exchange_request q = {.params = r->p, .n_params = r->n};
+    return ferry_exchange_token(g_ex, &q, resp);
+}
+
+/* ---- the audit log ------------------------------------------------------------------------- */
+
+/* The "token.exchange" records of the log, as a new JSON array. */
+static json_t *exchange_records(void)
+{
+    size_t len = 0;
+    char *buf = tu_read_file(g_log_path, 16 * 1024 * 1024, &len), *line, *save = NULL;
+    json_t *out = json_array();
+
+    cr_assert_not_null(buf);
+    for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_error_t e;
+        json_t *rec = json_loadb(line, strlen(line), JSON_REJECT_DUPLICATES, &e);
+        cr_assert_not_null(rec, "log line not JSON: %s", e.text);
+        if (strcmp(json_string_value(json_object_get(rec, "type")), "token.exchange") == 0)
+            json_array_append(out, rec);
+        json_decref(rec);
+    }
+    free(buf);
+    return out;
+}
+
+/* Exactly one more exchange record than before; returns it (new reference). */
+static json_t *one_new_record(size_t before)
+{
+    json_t *all = exchange_records(), *rec;
+
+    cr_assert_eq(json_array_size(all), before + 1, "records: %zu, want %zu",
+                 json_array_size(all), before + 1);
+    rec = json_incref(json_array_get(all, before));
+    json_decref(all);
+    return rec;
+}
+
+static size_t n_records(void)
+{
+    json_t *all = exchange_records();
+    size_t n = json_array_size(all);
+    json_decref(all);
+    return n;
+}
+
+static const char *rec_str(const json_t *rec, const char *path1, const char *path2)
+{
+    const json_t *v = json_object_get(rec, path1);
+    if (path2)
+        v = json_object_get(v, path2);
+    return json_string_value(v);
+}
+
+/* The log never holds a token's bytes. */
+static void log_has_no(const char *tok)
+{
+    size_t len = 0;
+    char *buf = tu_read_file(g_log_path, 16 * 1024 * 1024, &len);
+    const char *sig = strrchr(tok, '.');
+
+    cr_assert_not_null(buf);
+    cr_assert_null(strstr(buf, tok));
+    if (sig && strlen(sig + 1) >= 16) /* a real signature, not "token" of not.a.token */
+        cr_assert_null(strstr(buf, sig + 1), "a token signature is in the log");
+    free(buf);
+}
+
+/* A refusal: the error, nothing issued, one deny record with the error. */
+static json_t *expect_refused(const struct req *r, ferry_exchange_error want,
+                              const char *desc_has)
+{
+    ferry_exchange_response resp;
+    size_t before = n_records();
+    json_t *rec, *body = NULL;
+    int ret = run(r, &resp);
+
+    cr_assert_eq(resp.error, want, "error %s (%s / %s), want %s",
+                 ferry_exchange_error_name(resp.error), resp.error_description, resp.reason,
+                 ferry_exchange_error_name(want));
+    cr_assert_eq(ret, -FERRY_EREFUSED, "ret %d", ret);
+    cr_assert_eq(resp.http_status, 400);
+    cr_assert_null(resp.access_token);
+    cr_assert_null(resp.scope);
+    cr_assert_str_eq(resp.jti, "");
+    if (desc_has)
+        cr_assert_not_null(strstr(resp.error_description, desc_has), "description: %s",
+                           resp.error_description);
+    cr_assert_null(strchr(resp.reason, '\n'));
+    cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "error")),
+                     ferry_exchange_error_name(want));
+    cr_assert_null(json_object_get(body, "access_token"));
+    json_decref(body);
+    rec = one_new_record(before);
+    cr_assert_eq(json_integer_value(json_object_get(rec, "seq")), (json_int_t)resp.audit_seq);
+    cr_assert_str_eq(rec_str(rec, "decision", NULL), "deny");
+    cr_assert_str_eq(rec_str(rec, "details", "error"), ferry_exchange_error_name(want));
+    cr_assert_null(json_object_get(json_object_get(rec, "details"), "granted"));
+    ferry_exchange_response_release(&resp);
+    return rec;
+}
+
+/* ---- success ------------------------------------------------------------------------------- */
+
+/* Verify a minted token with a ferry-profile trust store over ferry_mint_jwks. */
+static ferry_identity *verify_minted(const char *tok, const char *aud)
+{
+    ferry_oidc_options oo = {.clock = test_clock};
+    ferry_oidc *o = NULL;
+    json_t *jwks = NULL, *conf;
+    ferry_identity *id = NULL;
+    ferry_verify_result res;
+    char err[256] = "";
+    int r;
+
+    cr_assert_eq(ferry_mint_jwks(g_mint, false, &jwks), 0);
+    cr_assert_eq(ferry_oidc_new(&oo, &o), 0);
+    conf = json_pack("{s:s, s:[s], s:o, s:[s], s:s}", "issuer", FERRY_ISS, "audiences", aud,
+                     "jwks", jwks, "algorithms", "ES256", "profile", "ferry");
+    cr_assert_eq(ferry_oidc_add_issuer(o, conf, err, sizeof(err)), 0, "%s", err);
+    json_decref(conf);
+    r = ferry_oidc_verify(o, tok, strlen(tok), NULL, &id, &res);
+    cr_assert_eq(r, 0, "minted token refused: %s %s", ferry_reason_name(res.reason), res.detail);
+    ferry_oidc_free(o);
+    return id;
+}
+
+Test(exchange, success_mints_a_token_that_verifies)
+{
+    struct req r = {0};
+    ferry_exchange_response resp;
+    char *tok = idp_token("alice");
+    ferry_identity *id;
+    json_t *rec, *body = NULL, *d, *g;
+    ferry_auditlog_token_ref ref;
+    size_t before = n_records();
+    int ret;
+
+    base(&r, tok, ST_ID);
+    add(&r, "audience", REG);
+    add(&r, "scope", "models:read data:read");
+    add(&r, "unknown_param", "ignored");
+    ret = run(&r, &resp);
+    cr_assert_eq(ret, 0, "%s: %s", ferry_exchange_error_name(resp.error), resp.reason);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_OK);
+    cr_assert_eq(resp.http_status, 200);
+    cr_assert_not_null(resp.access_token);
+    cr_assert_str_eq(resp.issued_token_type, ST_AT);
+    cr_assert_str_eq(resp.token_type, "Bearer");
+    /* TTL = min(policy 600, default 900) */
+    cr_assert_eq(resp.expires_in, 600);
+    cr_assert_str_eq(resp.scope, "models:read data:read");
+    cr_assert_eq(strlen(resp.jti), FERRY_MINT_JTI_LEN);
+
+    id = verify_minted(resp.access_token, REG);
+    cr_assert_str_eq(id->issuer, FERRY_ISS);
+    cr_assert_str_eq(id->subject, "alice");
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "src_iss")), IDP);
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "src_sub")), "alice");
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "aud")), REG);
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "scope")),
+                     "models:read data:read");
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "client_id")), "ferry");
+    cr_assert_str_eq(id->jti, resp.jti);
+    cr_assert_eq(id->exp, NOW + 600);
+    cr_assert_eq(id->iat, NOW);
+    cr_assert_null(json_object_get(id->claims, "act"));
+    ferry_identity_free(id);
+
+    cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "access_token")), resp.access_token);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "issued_token_type")), ST_AT);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "token_type")), "Bearer");
+    cr_assert_eq(json_integer_value(json_object_get(body, "expires_in")), 600);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "scope")), "models:read data:read");
+    cr_assert_null(json_object_get(body, "error"));
+    json_decref(body);
+
+    /* One allow record: subject, the subject token by reference, granted values, policies. */
+    rec = one_new_record(before);
+    cr_assert_eq(json_integer_value(json_object_get(rec, "seq")), (json_int_t)resp.audit_seq);
+    cr_assert_str_eq(rec_str(rec, "decision", NULL), "allow");
+    cr_assert_str_eq(rec_str(rec, "subject", NULL), "alice");
+    cr_assert_eq(ferry_auditlog_ref_token(tok, strlen(tok), &ref), 0);
+    cr_assert_str_eq(rec_str(rec, "token", "sha256"), ref.sha256);
+    cr_assert_str_eq(rec_str(rec, "token", "jti"), ref.jti);
+    d = json_object_get(rec, "details");
+    cr_assert_str_eq(rec_str(d, "issuer", NULL), IDP);
+    cr_assert_str_eq(json_string_value(json_array_get(
+                         json_object_get(json_object_get(d, "requested"), "audience"), 0)),
+                     REG);
+    cr_assert_str_eq(rec_str(json_object_get(d, "requested"), "scope", NULL),
+                     "models:read data:read");
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(d, "policies"), 0)),
+                     "alice-read");
+    cr_assert_eq(json_array_size(json_object_get(d, "policies")), 1);
+    g = json_object_get(d, "granted");
+    cr_assert_str_eq(rec_str(g, "jti", NULL), resp.jti);
+    cr_assert_str_eq(rec_str(g, "scope", NULL), "models:read data:read");
+    cr_assert_eq(json_integer_value(json_object_get(g, "ttl")), 600);
+    cr_assert_eq(json_integer_value(json_object_get(g, "exp")), NOW + 600);
+    cr_assert_null(json_object_get(d, "error"));
+    json_decref(rec);
+    log_has_no(tok);
+    log_has_no(resp.access_token);
+
+    ferry_exchange_response_release(&resp);
+    cr_assert_null(resp.access_token);
+    free(tok);
+}
+
+Test(exchange, ttl_is_the_smallest_of_policy_default_requested_and_max)
+{
+    ferry_exchange_options o = {.default_ttl = 200, .max_ttl = 1000};
+    static const struct {
+        int64_t requested, want;
+    } cases[] = {{0, 200}, {100, 100}, {500, 500}, {5000, 600}};
+
+    open_exchange(&o);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct req r = {0};
+        ferry_exchange_response resp;
+        char *tok = idp_token("alice");
+        ferry_exchange_request q;
+
+        base(&r, tok, ST_JWT);
+        add(&r, "resource", REG);
+        q = (ferry_exchange_request){.params = r.p, .n_params = r.n,
+                                     .requested_ttl = cases[i].requested};
+        cr_assert_eq(ferry_exchange_token(g_ex, &q, &resp), 0, "%s", resp.reason);
+        cr_assert_eq(resp.expires_in, cases[i].want, "case %zu: %lld", i,
+                     (long long)resp.expires_in);
+        /* No scope requested: none granted, none in the token. */
+        cr_assert_null(resp.scope);
+        ferry_exchange_response_release(&resp);
+        free(tok);
+    }
+    /* max_ttl below the policy's cap wins. */
+    o = (ferry_exchange_options){.max_ttl = 60};
+    open_exchange(&o);
+    {
+        struct req r = {0};
+        ferry_exchange_response resp;
+        char *tok = idp_token("alice");
+        base(&r, tok, ST_JWT);
+        cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+        cr_assert_eq(resp.expires_in, 60);
+        ferry_exchange_response_release(&resp);
+        free(tok);
+    }
+}
+
+Test(exchange, jwt_requested_token_type_and_authenticated_client_id)
+{
+    struct req r = {0};
+    ferry_exchange_response resp;
+    ferry_exchange_request q;
+    char *tok = idp_token("alice");
+    ferry_identity *id;
+
+    base(&r, tok, ST_JWT);
+    add(&r, "requested_token_type", ST_JWT);
+    add(&r, "client_id", "trainer");
+    q = (ferry_exchange_request){.params = r.p, .n_params = r.n, .client_id = "trainer"};
+    cr_assert_eq(ferry_exchange_token(g_ex, &q, &resp), 0, "%s", resp.reason);
+    cr_assert_str_eq(resp.issued_token_type, ST_JWT);
+    id = verify_minted(resp.access_token, REG);
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "client_id")), "trainer");
+    ferry_identity_free(id);
+    ferry_exchange_response_release(&resp);
+    free(tok);
+
+    /* A client_id parameter that differs from the authenticated client is refused. */
+    tok = idp_token("alice");
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "client_id", "someone-else");
+    q = (ferry_exchange_request){.params = r.p, .n_params = r.n, .client_id = "trainer"};
+    cr_assert_eq(ferry_exchange_token(g_ex, &q, &resp), -FERRY_EREFUSED);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_INVALID_REQUEST);
+    ferry_exchange_response_release(&resp);
+    free(tok);
+
+    /* Without an authenticated client the parameter is only logged, never trusted. */
+    tok = idp_token("alice");
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "client_id", "claimed");
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    id = verify_minted(resp.access_token, REG);
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "client_id")), "ferry");
+    ferry_identity_free(id);
+    ferry_exchange_response_release(&resp);
+    free(tok);
+}
+
+/* ---- request errors -------------------------------------------------------------------------- */
+
+Test(exchange, grant_type_errors)
+{
+    char *tok = idp_token("alice");
+    struct req r = {0};
+
+    add(&r, "subject_token", tok);
+    add(&r, "subject_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "grant_type"));
+
+    memset(&r, 0, sizeof(r));
+    add(&r, "grant_type", "client_credentials");
+    add(&r, "subject_token", tok);
+    add(&r, "subject_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_UNSUPPORTED_GRANT_TYPE, NULL));
+
+    /* An empty value counts as omitted (RFC 6749 §3.1). */
+    memset(&r, 0, sizeof(r));
+    add(&r, "grant_type", "");
+    add(&r, "subject_token", tok);
+    add(&r, "subject_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "missing grant_type"));
+    free(tok);
+}
+
+Test(exchange, missing_and_unknown_token_types)
+{
+    char *tok = idp_token("alice");
+    struct req r = {0};
+    json_t *rec;
+
+    add(&r, "grant_type", GT);
+    add(&r, "subject_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "missing subject_token"));
+
+    memset(&r, 0, sizeof(r));
+    add(&r, "grant_type", GT);
+    add(&r, "subject_token", tok);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "missing subject_token_type");
+    /* Even refused at the parameters, the presented token is named by reference. */
+    cr_assert_eq(strlen(rec_str(rec, "token", "sha256")), 64);
+    json_decref(rec);
+
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, "urn:ietf:params:oauth:token-type:saml2");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token_type"));
+
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "requested_token_type"));
+
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "actor_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "actor_token"));
+
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "actor_token", tok);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "actor_token_type"));
+
+    /* An accepted-types list narrower than all: access_token only. */
+    open_exchange(&(ferry_exchange_options){.subject_token_types =
+                                                FERRY_EXCHANGE_TYPE_ACCESS_TOKEN});
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token_type"));
+    free(tok);
+}
+
+Test(exchange, token_type_must_fit_the_issuer_profile)
+{
+    char *tok = idp_token("alice"); /* id_token profile */
+    struct req r = {0};
+
+    base(&r, tok, ST_AT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "token type"));
+    free(tok);
+}
+
+Test(exchange, duplicates_of_single_valued_parameters_are_refused)
+{
+    static const char *const singles[] = {"grant_type", "subject_token", "subject_token_type",
+                                          "scope", "requested_token_type", "client_id",
+                                          "actor_token", "actor_token_type", "totp_code",
+                                          "totp_account"};
+    char *tok = idp_token("alice");
+
+    for (size_t i = 0; i < sizeof(singles) / sizeof(singles[0]); i++) {
+        struct req r = {0};
+        json_t *rec;
+        base(&r, tok, ST_JWT);
+        add(&r, singles[i], "x");
+        add(&r, singles[i], "x");
+        rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "more than once");
+        cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), singles[i]));
+        json_decref(rec);
+    }
+    free(tok);
+}
+
+Test(exchange, hostile_parameter_values)
+{
+    char *tok = idp_token("alice");
+    char *big = malloc(FERRY_EXCHANGE_MAX_BYTES + 2);
+    struct req r = {0};
+
+    cr_assert_not_null(big);
+    memset(big, 'a', FERRY_EXCHANGE_MAX_BYTES + 1);
+    big[FERRY_EXCHANGE_MAX_BYTES + 1] = '\0';
+
+    /* A NUL inside a value (form-decoded %00): refused, not cut short. */
+    base(&r, tok, ST_JWT);
+    add_len(&r, "audience", REG "\0evil", strlen(REG) + 5);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "audience"));
+
+    /* Control bytes, invalid UTF-8, overlong forms, C1 controls. */
+    static const char *const bad_text[] = {"a\nb", "a\rb", "\x7f", "\xc3", "\xc0\xaf",
+                                           "\xed\xa0\x80", "\xc2\x85", "\xff"};
+    for (size_t i = 0; i < sizeof(bad_text) / sizeof(bad_text[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        base(&r, tok, ST_JWT);
+        add(&r, "audience", bad_text[i]);
+        json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "invalid characters"));
+    }
+    /* Valid UTF-8 in an audience is text, not an error (the policy then refuses it). */
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "audience", "https://r\xc3\xa9gistry.test");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_TARGET, NULL));
+
+    /* A space in a token. */
+    memset(&r, 0, sizeof(r));
+    add(&r, "grant_type", GT);
+    add(&r, "subject_token", " x");
+    add(&r, "subject_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token"));
+
+    /* Per-parameter limits. */
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add_len(&r, "audience", big, FERRY_EXCHANGE_TARGET_MAX + 1);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "too long"));
+    memset(&r, 0, sizeof(r));
+    add(&r, "grant_type", GT);
+    add_len(&r, "subject_token", big, FERRY_JWS_MAX_LEN + 1);
+    add(&r, "subject_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token too long"));
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add_len(&r, "scope", big, FERRY_EXCHANGE_SCOPE_MAX + 1);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_SCOPE, "too long"));
+
+    /* The whole request, also through unknown parameters. */
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add_len(&r, "padding", big, FERRY_EXCHANGE_MAX_BYTES + 1);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "too large"));
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    while (r.n <= FERRY_EXCHANGE_MAX_PARAMS)
+        add(&r, "x", "y");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "too many parameters"));
+
+    /* Too many targets. */
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    for (int i = 0; i <= FERRY_EXCHANGE_MAX_TARGETS; i++)
+        add(&r, i % 2 ? "audience" : "resource", REG);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "too many audience"));
+
+    /* A NULL value pointer with a length is the HTTP layer's bug: a server error. */
+    {
+        ferry_exchange_param p[] = {{"grant_type", 10, NULL, 5}};
+        ferry_exchange_request q = {.params = p, .n_params = 1};
+        ferry_exchange_response resp;
+        cr_assert_eq(ferry_exchange_token(g_ex, &q, &resp), -EINVAL);
+        cr_assert_eq(resp.error, FERRY_EXCHANGE_SERVER_ERROR);
+        cr_assert_eq(resp.http_status, 500);
+        cr_assert_null(resp.access_token);
+        ferry_exchange_response_release(&resp);
+    }
+    free(big);
+    free(tok);
+}
+
+Test(exchange, scope_and_resource_syntax)
+{
+    static const char *const bad_scopes[] = {" models:read", "models:read ", "a  b", "a\"b",
+                                             "a\\b", "caf\xc3\xa9"};
+    char *tok = idp_token("alice");
+    struct req r = {0};
+
+    for (size_t i = 0; i < sizeof(bad_scopes) / sizeof(bad_scopes[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        base(&r, tok, ST_JWT);
+        add(&r, "scope", bad_scopes[i]);
+        json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_SCOPE, "scope"));
+    }
+    static const char *const bad_resources[] = {"registry.test", "https://r.test/#frag", "1x:y",
+                                                "https:", "/path"};
+    for (size_t i = 0; i < sizeof(bad_resources) / sizeof(bad_resources[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        base(&r, tok, ST_JWT);
+        add(&r, "resource", bad_resources[i]);
+        json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_TARGET, "absolute URI"));
+    }
+    free(tok);
+}
+
+/* ---- C: bad subject tokens ------------------------------------------------------------------- */
+
+static void expect_bad_subject(char *tok, const char *reason_has)
+{
+    struct req r = {0};
+    json_t *rec;
+
+    base(&r, tok, ST_JWT);
+    add(&r, "audience", REG);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token is invalid");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), reason_has), "reason: %s",
+                       rec_str(rec, "details", "reason"));
+    cr_assert_str_eq(rec_str(rec, "subject", NULL), "");
+    log_has_no(tok);
+    json_decref(rec);
+    free(tok);
+}
+
+Test(exchange, forged_expired_unknown_issuer_and_confused_subject_tokens)
+{
+    json_t *c;
+
+    /* signed by a key the IdP never published */
+    expect_bad_subject(sign_claims(g_stranger_key, "JWT", claims(IDP, "alice")), "unknown_kid");
+    /* forged: alice's signature over a payload naming carol */
+    {
+        char *good = idp_token("alice"), *other = idp_token("carol"), *forged;
+        const char *gdot = strchr(good, '.'), *gsig = strrchr(good, '.');
+        const char *odot = strchr(other, '.'), *osig = strrchr(other, '.');
+        cr_assert(asprintf(&forged, "%.*s%.*s%s", (int)(gdot - good), good, (int)(osig - odot),
+                           odot, gsig) > 0);
+        free(good);
+        free(other);
+        expect_bad_subject(forged, "bad_signature");
+    }
+    /* expired beyond leeway */
+    c = claims(IDP, "alice");
+    json_object_set_new(c, "exp", json_integer(NOW - 120));
+    json_object_set_new(c, "iat", json_integer(NOW - 600));
+    expect_bad_subject(sign_claims(g_idp_key, "JWT", c), "expired");
+    /* unknown issuer */
+    expect_bad_subject(sign_claims(g_idp_key, "JWT", claims("https://evil.test", "alice")),
+                       "unknown_issuer");
+    /* wrong audience */
+    c = claims(IDP, "alice");
+    json_object_set_new(c, "aud", json_string("someone-else"));
+    expect_bad_subject(sign_claims(g_idp_key, "JWT", c), "bad_audience");
+    /* typ confusion: an at+jwt to an id_token issuer */
+    expect_bad_subject(sign_claims(g_idp_key, "at+jwt", claims(IDP, "alice")), "bad_typ");
+    /* garbage */
+    expect_bad_subject(strdup("not.a.token"), "subject_token:");
+}
+
+Test(exchange, one_time_subject_token_is_not_accepted_twice)
+{
+    char *tok = idp_token("alice");
+    struct req r = {0};
+    ferry_exchange_response resp;
+    json_t *rec;
+
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT});
+    base(&r, tok, ST_JWT);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token is invalid");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "replayed"));
+    json_decref(rec);
+    free(tok);
+
+    /* Without the flag the same token may be exchanged again. */
+    open_exchange(NULL);
+    tok = idp_token("alice");
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    free(tok);
+}
+
+/* ---- E7 and the policy refusals ------------------------------------------------------------- */
+
+Test(exchange, e7_scope_or_audience_outside_the_policy_is_refused)
+{
+    char *tok = idp_token("alice");
+    struct req r = {0};
+    json_t *rec;
+
+    base(&r, tok, ST_JWT);
+    add(&r, "scope", "models:read admin");
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_SCOPE, "scope");
+    /* the refusal names the policy for operators, not for the client */
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "invalid_scope"));
+    json_decref(rec);
+
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "audience", REG);
+    add(&r, "audience", "https://bank.test");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_TARGET, NULL));
+
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "resource", "https://bank.test/api");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_TARGET, NULL));
+    free(tok);
+}
+
+Test(exchange, no_matching_policy_is_invalid_target)
+{
+    char *tok = idp_token("nobody");
+    struct req r = {0};
+    json_t *rec;
+
+    base(&r, tok, ST_JWT);
+    add(&r, "audience", REG);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_TARGET, "no token can be issued");
+    cr_assert_str_eq(rec_str(rec, "subject", NULL), "nobody");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "access_denied"));
+    json_decref(rec);
+    free(tok);
+}
+
+Test(exchange, several_granted_audiences_need_one_named)
+{
+    char *tok = idp_token("carol");
+    struct req r = {0};
+    ferry_exchange_response resp;
+
+    base(&r, tok, ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_TARGET, NULL));
+    add(&r, "audience", OTHER);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    free(tok);
+}
+
+/* ---- delegation ------------------------------------------------------------------------------ */
+
+Test(exchange, actor_token_puts_an_act_claim_in_the_token)
+{
+    char *sub = idp_token("alice"), *act = ci_token("deployer");
+    struct req r = {0};
+    ferry_exchange_response resp;
+    ferry_identity *id;
+    json_t *a, *rec;
+    size_t before = n_records();
+
+    base(&r, sub, ST_ID);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_AT);
+    add(&r, "scope", "models:read");
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    /* min(subject policy 600, actor policy 120) */
+    cr_assert_eq(resp.expires_in, 120);
+    id = verify_minted(resp.access_token, REG);
+    cr_assert_str_eq(id->subject, "alice");
+    a = json_object_get(id->claims, "act");
+    cr_assert(json_is_object(a));
+    cr_assert_str_eq(json_string_value(json_object_get(a, "sub")), "deployer");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "iss")), CI);
+    cr_assert_null(json_object_get(a, "act"));
+    rec = one_new_record(before);
+    cr_assert_str_eq(rec_str(json_object_get(rec, "details"), "actor", "sub"), "deployer");
+    cr_assert_str_eq(json_string_value(json_array_get(
+                         json_object_get(json_object_get(rec, "details"), "actor_policies"), 0)),
+                     "ci-deployer");
+    json_decref(rec);
+    log_has_no(act);
+
+    ferry_identity_free(id);
+    ferry_exchange_response_release(&resp);
+    free(sub);
+    free(act);
+}
+
+Test(exchange, a_delegation_chain_is_nested_under_the_new_actor)
+{
+    json_t *prior = json_pack("{s:s, s:s}", "sub", "scheduler", "iss", "https://sched.test");
+    char *sub = ferry_token(prior), *act = ci_token("deployer");
+    struct req r = {0};
+    ferry_exchange_response resp;
+    ferry_identity *id;
+    json_t *a, *inner;
+
+    base(&r, sub, ST_AT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_JWT);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    id = verify_minted(resp.access_token, REG);
+    a = json_object_get(id->claims, "act");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "sub")), "deployer");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "iss")), CI);
+    inner = json_object_get(a, "act");
+    cr_assert_str_eq(json_string_value(json_object_get(inner, "sub")), "scheduler");
+    cr_assert_str_eq(json_string_value(json_object_get(inner, "iss")), "https://sched.test");
+    cr_assert_null(json_object_get(inner, "act"));
+    /* src_iss is the subject token's issuer (ferry itself here) */
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "src_iss")), FERRY_ISS);
+    ferry_identity_free(id);
+    ferry_exchange_response_release(&resp);
+    free(sub);
+
+    /* Without an actor the subject's chain is carried over unchanged. */
+    prior = json_pack("{s:s, s:s}", "sub", "scheduler", "iss", "https://sched.test");
+    sub = ferry_token(prior);
+    memset(&r, 0, sizeof(r));
+    base(&r, sub, ST_AT);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    id = verify_minted(resp.access_token, REG);
+    a = json_object_get(id->claims, "act");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "sub")), "scheduler");
+    cr_assert_null(json_object_get(a, "act"));
+    ferry_identity_free(id);
+    ferry_exchange_response_release(&resp);
+    free(sub);
+
+    /* A chain already FERRY_MINT_ACT_MAX_DEPTH deep cannot take one more actor. */
+    prior = NULL;
+    for (int i = 0; i < FERRY_MINT_ACT_MAX_DEPTH; i++) {
+        json_t *o = json_pack("{s:s}", "sub", "hop");
+        if (prior)
+            json_object_set_new(o, "act", prior);
+        prior = o;
+    }
+    sub = ferry_token(json_incref(prior));
+    memset(&r, 0, sizeof(r));
+    base(&r, sub, ST_AT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_AT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "delegation chain"));
+    free(sub);
+    /* ... but is carried as it is without a new actor */
+    sub = ferry_token(prior);
+    memset(&r, 0, sizeof(r));
+    base(&r, sub, ST_AT);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    free(sub);
+
+    /* Malformed chains: not an object, no sub, non-string iss. */
+    json_t *bad[] = {json_string("scheduler"), json_pack("{s:s}", "iss", "https://x.test"),
+                     json_pack("{s:s, s:i}", "sub", "s", "iss", 5)};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sub = ferry_token(bad[i]);
+        memset(&r, 0, sizeof(r));
+        base(&r, sub, ST_AT);
+        json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "delegation chain"));
+        free(sub);
+    }
+    free(act);
+}
+
+Test(exchange, the_actor_must_verify_and_be_allowed)
+{
+    char *sub = idp_token("alice"), *act;
+    struct req r = {0};
+    json_t *rec;
+    ferry_exchange_response resp;
+
+    /* forged actor token: refused, and a one-time subject token is not used up */
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT});
+    act = sign_claims(g_stranger_key, "at+jwt", claims(CI, "deployer"));
+    base(&r, sub, ST_JWT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_JWT);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "actor_token is invalid");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "actor_token"));
+    json_decref(rec);
+    free(act);
+    /* ... the subject token was not used up by the refused actor */
+    memset(&r, 0, sizeof(r));
+    base(&r, sub, ST_JWT);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    open_exchange(NULL);
+
+    /* an actor no policy lets act for the request */
+    act = ci_token("intruder");
+    memset(&r, 0, sizeof(r));
+    base(&r, sub, ST_JWT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_JWT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "not allowed to act"));
+
+    /* a scope the subject may have but the actor may not */
+    free(act);
+    act = ci_token("deployer");
+    memset(&r, 0, sizeof(r));
+    base(&r, sub, ST_JWT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_JWT);
+    add(&r, "scope", "data:read");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "not allowed to act"));
+
+    /* ACTOR_UNCHECKED: a verified actor suffices; the subject's TTL applies */
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ACTOR_UNCHECKED});
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    cr_assert_eq(resp.expires_in, 600);
+    ferry_exchange_response_release(&resp);
+    free(act);
+    free(sub);
+}
+
+/* ---- fail closed on the audit log ---------------------------------------------------------- */
+
+Test(exchange, audit_log_write_failure_issues_nothing)
+{
+    char *tok = idp_token("alice");
+    struct req r = {0};
+    ferry_exchange_response resp;
+    struct rlimit rl, saved;
+    struct stat st;
+    json_t *body = NULL;
+    size_t before = n_records();
+    int ret;
+
+    base(&r, tok, ST_JWT);
+    add(&r, "scope", "models:read");
+    cr_assert_eq(stat(g_log_path, &st), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    rl = saved;
+    rl.rlim_cur = (rlim_t)st.st_size + 50;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    ret = run(&r, &resp);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    cr_assert_eq(ret, -EFBIG, "ret %d (%s)", ret, resp.reason);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_SERVER_ERROR);
+    cr_assert_eq(resp.http_status, 500);
+    cr_assert_null(resp.access_token);
+    cr_assert_null(resp.scope);
+    cr_assert_str_eq(resp.jti, "");
+    cr_assert_eq(resp.audit_seq, 0);
+    cr_assert_not_null(strstr(resp.reason, "audit log"));
+    cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "error")), "server_error");
+    cr_assert_null(json_object_get(body, "access_token"));
+    json_decref(body);
+    ferry_exchange_response_release(&resp);
+
+    /* The log is poisoned: refusals fail closed too (server error, not the 4xx). */
+    memset(&r, 0, sizeof(r));
+    add(&r, "grant_type", "password");
+    ret = run(&r, &resp);
+    cr_assert_eq(ret, -EBADFD);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_SERVER_ERROR);
+    ferry_exchange_response_release(&resp);
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    cr_assert_eq(run(&r, &resp), -EBADFD);
+    cr_assert_null(resp.access_token);
+    ferry_exchange_response_release(&resp);
+    cr_assert_eq(n_records(), before);
+    free(tok);
+}
+
+/* ---- step-up --------------------------------------------------------------------------------- */
+
+static void code_at(int64_t t, char out[9])
+{
+    cr_assert_eq(ferry_totp_hotp(g_alice_secret, FERRY_TOTP_SECRET_LEN,
+                                 (uint64_t)(t / FERRY_TOTP_PERIOD), FERRY_TOTP_DIGITS, out),
+                 0);
+}
+
+Test(exchange, step_up_with_totp)
+{
+    char *tok = idp_token("alice"), code[9];
+    struct req r = {0};
+    ferry_exchange_response resp;
+    ferry_identity *id;
+    json_t *rec;
+    size_t before;
+
+    /* Without a code: refused, with the hint. */
+    base(&r, tok, ST_JWT);
+    add(&r, "scope", "models:publish");
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "step-up required");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "step_up_required"));
+    json_decref(rec);
+    cr_assert_eq(run(&r, &resp), -FERRY_EREFUSED);
+    cr_assert(resp.step_up_required);
+    ferry_exchange_response_release(&resp);
+
+    /* A wrong code: invalid_grant. */
+    code_at(g_now, code);
+    code[0] = code[0] == '9' ? '0' : (char)(code[0] + 1);
+    add(&r, "totp_code", code);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_GRANT, "not accepted");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "bad_code"));
+    log_has_no(code);
+    json_decref(rec);
+
+    /* The right code: granted, scope publish, TTL of the step-up policy (300). */
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "scope", "models:publish models:read");
+    code_at(g_now, code);
+    add(&r, "totp_code", code);
+    add(&r, "totp_account", "alice");
+    before = n_records();
+    cr_assert_eq(run(&r, &resp), 0, "%s: %s", ferry_exchange_error_name(resp.error),
+                 resp.reason);
+    cr_assert_eq(resp.expires_in, 300);
+    cr_assert_str_eq(resp.scope, "models:publish models:read");
+    id = verify_minted(resp.access_token, REG);
+    cr_assert_str_eq(json_string_value(json_object_get(id->claims, "scope")),
+                     "models:publish models:read");
+    ferry_identity_free(id);
+    ferry_exchange_response_release(&resp);
+    rec = one_new_record(before);
+    cr_assert(json_is_true(json_object_get(json_object_get(rec, "details"), "step_up")));
+    json_decref(rec);
+    log_has_no(code);
+
+    /* The same code again: a replay. */
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_GRANT, "not accepted");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "replayed"));
+    json_decref(rec);
+
+    /* Another account than the subject's: refused before any code is looked at. */
+    g_now += FERRY_TOTP_PERIOD;
+    free(tok);
+    tok = idp_token("alice");
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_JWT);
+    add(&r, "scope", "models:publish");
+    code_at(g_now, code);
+    add(&r, "totp_code", code);
+    add(&r, "totp_account", "bob");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "totp_account"));
+    /* ... so the code is still good for alice */
+    r.n--;
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+
+    /* No TOTP store configured: step-up impossible. */
+    {
+        ferry_exchange *ex = NULL;
+        ferry_exchange_options o = {.clock = test_clock};
+        ferry_exchange_request q = {.params = r.p, .n_params = r.n};
+        cr_assert_eq(ferry_exchange_new(g_oidc, g_store, g_mint, g_log, &o, &ex, NULL, 0), 0);
+        cr_assert_eq(ferry_exchange_token(ex, &q, &resp), -FERRY_EREFUSED);
+        cr_assert_eq(resp.error, FERRY_EXCHANGE_INVALID_REQUEST);
+        cr_assert_not_null(strstr(resp.error_description, "not available"));
+        ferry_exchange_response_release(&resp);
+        ferry_exchange_free(ex);
+    }
+    free(tok);
+}
+
+/* ---- API ------------------------------------------------------------------------------------- */
+
+Test(exchange, error_names_and_statuses)
+{
+    static const struct {
+        ferry_exchange_error e;
+        const char *name;
+        int status;
+    } t[] = {
+        {FERRY_EXCHANGE_OK, "ok", 200},
+        {FERRY_EXCHANGE_INVALID_REQUEST, "invalid_request", 400},
+        {FERRY_EXCHANGE_INVALID_CLIENT, "invalid_client", 401},
+        {FERRY_EXCHANGE_INVALID_GRANT, "invalid_grant", 400},
+        {FERRY_EXCHANGE_UNSUPPORTED_GRANT_TYPE, "unsupported_grant_type", 400},
+        {FERRY_EXCHANGE_INVALID_SCOPE, "invalid_scope", 400},
+        {FERRY_EXCHANGE_INVALID_TARGET, "invalid_target", 400},
+        {FERRY_EXCHANGE_SERVER_ERROR, "server_error", 500},
+        {FERRY_EXCHANGE_TEMPORARILY_UNAVAILABLE, "temporarily_unavailable", 503},
+    };
+
+    cr_assert_eq(sizeof(t) / sizeof(t[0]), FERRY_EXCHANGE_ERROR_MAX);
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        cr_assert_str_eq(ferry_exchange_error_name(t[i].e), t[i].name);
+        cr_assert_eq(ferry_exchange_error_status(t[i].e), t[i].status);
+    }
+    cr_assert_null(ferry_exchange_error_name(FERRY_EXCHANGE_ERROR_MAX));
+    cr_assert_eq(ferry_exchange_error_status(FERRY_EXCHANGE_ERROR_MAX), 500);
+}
+
+Test(exchange, options_and_arguments_refused)
+{
+    ferry_exchange *ex = NULL;
+    char err[256];
+    ferry_exchange_response resp;
+    static const ferry_exchange_options bad[] = {
+        {.max_ttl = -1},
+        {.max_ttl = FERRY_MINT_MAX_TTL_LIMIT + 1},
+        {.max_ttl = 100, .default_ttl = 101},
+        {.subject_token_types = 1u << 5},
+        {.flags = 1u << 7},
+        {.client_id = ""},
+        {.client_id = "a\nb"},
+        {.totp_account_claim = ""},
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        cr_assert_eq(ferry_exchange_new(g_oidc, g_store, g_mint, g_log, &bad[i], &ex, err,
+                                        sizeof(err)),
+                     -EINVAL, "case %zu", i);
+        cr_assert(err[0] != '\0');
+        cr_assert_null(ex);
+    }
+    cr_assert_eq(ferry_exchange_new(g_oidc, g_store, g_mint, NULL, NULL, &ex, err, sizeof(err)),
+                 -EINVAL, "an exchange without an audit log");
+    cr_assert_eq(ferry_exchange_token(g_ex, NULL, &resp), -EINVAL);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_SERVER_ERROR);
+    ferry_exchange_response_release(&resp);
+    cr_assert_eq(ferry_exchange_token(g_ex, NULL, NULL), -EINVAL);
+    ferry_exchange_free(NULL);
+    ferry_exchange_response_release(NULL);
+}
