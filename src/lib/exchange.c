@@ -35,7 +35,7 @@ struct ferry_exchange {
 
 /* Audit-log bounds on what one record lists (its details hold at most
  * FERRY_AUDITLOG_DETAILS_MEMBERS values). */
-#define LOG_MAX_POLICIES 8
+#define LOG_MAX_POLICIES 4
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 

@@ -60,6 +60,9 @@ static int64_t test_clock(void *data)
  * deployer (CI issuer): may act for registry reads only (120 s).
  * intruder (CI issuer): matches no policy of the IdP's audiences.
  * carol: granted two audiences (so naming none is ambiguous). nobody-*: no policy. */
+#define MAXI_AUDS                                                                              \
+    "\"https://a0.test\", \"https://a1.test\", \"https://a2.test\", \"https://a3.test\", "        \
+    "\"https://a4.test\", \"https://a5.test\", \"https://a6.test\", \"https://a7.test\""
 static const char policies_json[] =
     "{\"version\": 1, \"policies\": ["
     " {\"id\": \"alice-read\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"alice\"},"
@@ -72,6 +75,21 @@ static const char policies_json[] =
     " {\"id\": \"carol-two\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"carol\"},"
     "  \"grant\": {\"scopes\": [\"models:read\"], \"audiences\": [\"" REG "\", \"" OTHER "\"],"
     "  \"max_ttl\": 900}},"
+    " {\"id\": \"maxi-0\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"maxi\"},"
+    "  \"grant\": {\"scopes\": [\"s:1\", \"s:2\"], \"audiences\": [" MAXI_AUDS "],"
+    "  \"max_ttl\": 900}},"
+    " {\"id\": \"maxi-1\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"maxi\"},"
+    "  \"grant\": {\"scopes\": [\"s:1\", \"s:2\"], \"audiences\": [" MAXI_AUDS "],"
+    "  \"max_ttl\": 899}},"
+    " {\"id\": \"maxi-2\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"maxi\"},"
+    "  \"grant\": {\"scopes\": [\"s:1\", \"s:2\"], \"audiences\": [" MAXI_AUDS "],"
+    "  \"max_ttl\": 898}},"
+    " {\"id\": \"maxi-3\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"maxi\"},"
+    "  \"grant\": {\"scopes\": [\"s:1\", \"s:2\"], \"audiences\": [" MAXI_AUDS "],"
+    "  \"max_ttl\": 897}},"
+    " {\"id\": \"maxi-4\", \"match\": {\"issuer\": \"" IDP "\", \"subject\": \"maxi\"},"
+    "  \"grant\": {\"scopes\": [\"s:1\", \"s:2\"], \"audiences\": [" MAXI_AUDS "],"
+    "  \"max_ttl\": 896}},"
     " {\"id\": \"ferry-alice\", \"match\": {\"issuer\": \"" FERRY_ISS "\", \"subject\": \"alice\"},"
     "  \"grant\": {\"scopes\": [\"models:read\"], \"audiences\": [\"" REG "\"],"
     "  \"max_ttl\": 900}},"
@@ -1374,4 +1392,67 @@ Test(exchange, options_and_arguments_refused)
     cr_assert_eq(ferry_exchange_token(g_ex, NULL, NULL), -EINVAL);
     ferry_exchange_free(NULL);
     ferry_exchange_response_release(NULL);
+}
+
+Test(exchange, a_maximal_request_fits_in_one_record)
+{
+    static const char *const auds[] = {"https://a0.test", "https://a1.test", "https://a2.test",
+                                       "https://a3.test", "https://a4.test", "https://a5.test",
+                                       "https://a6.test", "https://a7.test"};
+    char *sub = idp_token("maxi"), *act = ci_token("deployer");
+    struct req r = {0};
+    ferry_exchange_response resp;
+    ferry_identity *id;
+    json_t *rec, *d;
+    size_t before = n_records();
+
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ACTOR_UNCHECKED});
+    base(&r, sub, ST_JWT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_JWT);
+    add(&r, "scope", "s:1 s:2 s:1");
+    add(&r, "client_id", "some-client");
+    add(&r, "totp_code", "123456"); /* not needed: ignored */
+    cr_assert_eq(sizeof(auds) / sizeof(auds[0]), FERRY_EXCHANGE_MAX_TARGETS);
+    for (int i = 0; i < FERRY_EXCHANGE_MAX_TARGETS; i++)
+        add(&r, i < 4 ? "audience" : "resource", auds[i]);
+    cr_assert_eq(run(&r, &resp), 0, "%s", resp.reason);
+    cr_assert_eq(resp.expires_in, 896); /* the smallest cap of the five contributors */
+    cr_assert_str_eq(resp.scope, "s:1 s:2");
+    id = verify_minted(resp.access_token, "https://a0.test");
+    cr_assert_eq(json_array_size(json_object_get(id->claims, "aud")), 8);
+    ferry_identity_free(id);
+    rec = one_new_record(before);
+    d = json_object_get(rec, "details");
+    cr_assert_eq(json_array_size(json_object_get(d, "policies")), 4);
+    cr_assert(json_is_true(json_object_get(d, "policies_truncated")));
+    cr_assert_eq(json_array_size(json_object_get(json_object_get(d, "granted"), "audience")), 8);
+    cr_assert_eq(json_array_size(json_object_get(json_object_get(d, "requested"), "resource")),
+                 4);
+    cr_assert_null(json_object_get(d, "step_up"));
+    cr_assert_str_eq(rec_str(d, "client_id_param", NULL), "some-client");
+    json_decref(rec);
+    ferry_exchange_response_release(&resp);
+    free(sub);
+    free(act);
+}
+
+/* A refused request whose values the log will not hold (a JWT-shaped audience) still leaves one
+ * record, a minimal one. */
+Test(exchange, a_refusal_the_log_cannot_hold_leaves_a_minimal_record)
+{
+    char *tok = idp_token("alice");
+    struct req r = {0};
+    json_t *rec, *d;
+
+    base(&r, tok, ST_JWT);
+    add(&r, "audience", tok);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_TARGET, NULL);
+    d = json_object_get(rec, "details");
+    cr_assert_str_eq(rec_str(d, "reason", NULL), "details refused by the audit log");
+    cr_assert_null(json_object_get(d, "requested"));
+    cr_assert_str_eq(rec_str(rec, "subject", NULL), "");
+    json_decref(rec);
+    log_has_no(tok);
+    free(tok);
 }
