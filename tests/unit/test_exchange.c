@@ -1456,3 +1456,74 @@ Test(exchange, a_refusal_the_log_cannot_hold_leaves_a_minimal_record)
     log_has_no(tok);
     free(tok);
 }
+
+/* ---- G5: allocation-failure torture ---------------------------------------------------------- */
+
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+
+#ifdef HAVE_ALLOC_INJECTION
+/* Fail the Nth allocation of one exchange (verify + policy + mint + record), N = 0, 1, ... until
+ * a run sees no failure: never a crash or a leak (ASan/LSan); a failed run issues nothing and
+ * answers 5xx or a refusal; every issued token has its allow record. */
+Test(exchange, g5_allocation_failures_fail_closed)
+{
+    char *sub = idp_token("alice"), *act = ci_token("deployer");
+    struct req r = {0};
+    json_t *issued = json_array(), *all;
+    long n;
+    size_t found = 0;
+
+    base(&r, sub, ST_JWT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_JWT);
+    add(&r, "audience", REG);
+    add(&r, "scope", "models:read");
+    for (n = 0; n < 200000; n++) {
+        ferry_exchange_response resp;
+        bool hit;
+        int ret;
+
+        inject_arm(n);
+        ret = run(&r, &resp);
+        hit = inject_disarm();
+        if (ret == 0) {
+            cr_assert_eq(resp.error, FERRY_EXCHANGE_OK);
+            cr_assert_not_null(resp.access_token);
+            json_array_append_new(issued, json_string(resp.jti));
+        } else {
+            cr_assert_null(resp.access_token, "allocation %ld: a token with an error", n);
+            cr_assert_neq(resp.error, FERRY_EXCHANGE_OK);
+            cr_assert(resp.http_status == 400 || resp.http_status == 500 ||
+                          resp.http_status == 503,
+                      "allocation %ld: status %d", n, resp.http_status);
+            cr_assert(hit, "allocation %ld: failed without an injected failure: %s", n,
+                      resp.reason);
+        }
+        ferry_exchange_response_release(&resp);
+        if (!hit)
+            break;
+    }
+    cr_assert_lt(n, 200000, "the exchange never completed");
+    cr_assert_gt(n, 50, "suspiciously few allocations: %ld", n);
+    /* Every issued token is on record. */
+    all = exchange_records();
+    for (size_t i = 0; i < json_array_size(issued); i++) {
+        const char *jti = json_string_value(json_array_get(issued, i));
+        for (size_t j = 0; j < json_array_size(all); j++) {
+            const json_t *g = json_object_get(json_object_get(json_array_get(all, j), "details"),
+                                              "granted");
+            if (g && strcmp(json_string_value(json_object_get(g, "jti")), jti) == 0) {
+                found++;
+                break;
+            }
+        }
+    }
+    cr_assert_eq(found, json_array_size(issued));
+    cr_assert_geq(found, 1);
+    json_decref(all);
+    json_decref(issued);
+    free(sub);
+    free(act);
+}
+#endif
