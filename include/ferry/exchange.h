@@ -33,20 +33,20 @@ extern "C" {
 #endif
 
 /* ---- limits on the request (every one refused with invalid_request unless noted) ---------- */
-#define FERRY_EXCHANGE_MAX_PARAMS 64          /* form parameters, unknown ones included */
-#define FERRY_EXCHANGE_MAX_BYTES (64 * 1024)  /* names + values of all parameters */
-#define FERRY_EXCHANGE_NAME_MAX 64            /* bytes of a parameter name */
-#define FERRY_EXCHANGE_URI_MAX 128            /* grant_type and the *_token_type values */
-#define FERRY_EXCHANGE_TARGET_MAX 1024        /* bytes of one audience or resource value */
-#define FERRY_EXCHANGE_MAX_TARGETS 8          /* audience + resource values together */
-#define FERRY_EXCHANGE_SCOPE_MAX 1024         /* bytes of scope (invalid_scope past it) */
-#define FERRY_EXCHANGE_MAX_SCOPES 32          /* scope tokens (invalid_scope past it) */
-#define FERRY_EXCHANGE_CLIENT_ID_MAX 256      /* bytes of client_id */
-#define FERRY_EXCHANGE_TOTP_CODE_MAX 16       /* bytes of totp_code */
-#define FERRY_EXCHANGE_SUBJECT_MAX 512        /* bytes of a verified sub (the audit log's) */
-#define FERRY_EXCHANGE_DESCRIPTION_MAX 160    /* error_description, NUL included */
-#define FERRY_EXCHANGE_REASON_MAX 320         /* internal reason, NUL included */
-#define FERRY_EXCHANGE_DEFAULT_TTL 900        /* default token lifetime (s) */
+#define FERRY_EXCHANGE_MAX_PARAMS 64         /* form parameters, unknown ones included */
+#define FERRY_EXCHANGE_MAX_BYTES (64 * 1024) /* names + values of all parameters */
+#define FERRY_EXCHANGE_NAME_MAX 64           /* bytes of a parameter name */
+#define FERRY_EXCHANGE_URI_MAX 128           /* grant_type and the *_token_type values */
+#define FERRY_EXCHANGE_TARGET_MAX 1024       /* bytes of one audience or resource value */
+#define FERRY_EXCHANGE_MAX_TARGETS 8         /* audience + resource values together */
+#define FERRY_EXCHANGE_SCOPE_MAX 1024        /* bytes of scope (invalid_scope past it) */
+#define FERRY_EXCHANGE_MAX_SCOPES 32         /* scope tokens (invalid_scope past it) */
+#define FERRY_EXCHANGE_CLIENT_ID_MAX 256     /* bytes of client_id */
+#define FERRY_EXCHANGE_TOTP_CODE_MAX 16      /* bytes of totp_code */
+#define FERRY_EXCHANGE_SUBJECT_MAX 512       /* bytes of a verified sub (the audit log's) */
+#define FERRY_EXCHANGE_DESCRIPTION_MAX 160   /* error_description, NUL included */
+#define FERRY_EXCHANGE_REASON_MAX 320        /* internal reason, NUL included */
+#define FERRY_EXCHANGE_DEFAULT_TTL 900       /* default token lifetime (s) */
 
 /* ---- URIs ---------------------------------------------------------------------------------- */
 #define FERRY_GRANT_TYPE_TOKEN_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -77,20 +77,20 @@ enum {
 };
 
 typedef struct ferry_exchange_options {
-    int64_t default_ttl;          /* lifetime when the request names none; 0 = min(
-                                     FERRY_EXCHANGE_DEFAULT_TTL, max_ttl) */
-    int64_t max_ttl;              /* longest lifetime; 0 = FERRY_MINT_DEFAULT_TTL; at most
-                                     FERRY_MINT_MAX_TTL_LIMIT */
-    unsigned subject_token_types; /* FERRY_EXCHANGE_TYPE_* bits; 0 = all */
-    unsigned actor_token_types;   /* FERRY_EXCHANGE_TYPE_* bits; 0 = all */
-    unsigned flags;               /* FERRY_EXCHANGE_* flags */
-    const char *client_id;        /* client_id claim when the HTTP layer authenticated no
-                                     client; NULL = "ferry" (copied) */
-    const char *totp_state_dir;   /* ferry_totp state directory; NULL = no step-up possible
-                                     (copied) */
+    int64_t default_ttl;            /* lifetime when the request names none; 0 = min(
+                                       FERRY_EXCHANGE_DEFAULT_TTL, max_ttl) */
+    int64_t max_ttl;                /* longest lifetime; 0 = FERRY_MINT_DEFAULT_TTL; at most
+                                       FERRY_MINT_MAX_TTL_LIMIT */
+    unsigned subject_token_types;   /* FERRY_EXCHANGE_TYPE_* bits; 0 = all */
+    unsigned actor_token_types;     /* FERRY_EXCHANGE_TYPE_* bits; 0 = all */
+    unsigned flags;                 /* FERRY_EXCHANGE_* flags */
+    const char *client_id;          /* client_id claim when the HTTP layer authenticated no
+                                       client; NULL = "ferry" (copied) */
+    const char *totp_state_dir;     /* ferry_totp state directory; NULL = no step-up possible
+                                       (copied) */
     const char *totp_account_claim; /* claim of the subject token naming its TOTP account;
                                        NULL = "sub" (copied) */
-    ferry_clock_fn clock;         /* NULL = time(NULL); used for verification and TOTP */
+    ferry_clock_fn clock;           /* NULL = time(NULL); used for verification and TOTP */
     void *clock_data;
 } ferry_exchange_options;
 
@@ -174,7 +174,7 @@ typedef struct ferry_exchange_response {
     char reason[FERRY_EXCHANGE_REASON_MAX]; /* one line for the server's own log (e.g.
                                                "subject_token: expired"); never sent to the
                                                client, never token material */
-    uint64_t audit_seq; /* seq of the audit record, 0 when none was written */
+    uint64_t audit_seq;                     /* seq of the audit record, 0 when none was written */
 } ferry_exchange_response;
 
 /* Decide one RFC 8693 exchange. Order: parameters (limits, duplicates, text, grant_type, token

@@ -269,8 +269,9 @@ static int internal(struct state *st, int err, const char *what)
 
     if (err >= 0)
         err = -EIO;
-    return fail(st, e, err, e == FERRY_EXCHANGE_SERVER_ERROR ? "internal error"
-                                                             : "service temporarily unavailable",
+    return fail(st, e, err,
+                e == FERRY_EXCHANGE_SERVER_ERROR ? "internal error"
+                                                 : "service temporarily unavailable",
                 "%s: %s", what, ferry_strerror(err));
 }
 
@@ -325,18 +326,18 @@ static int read_params(struct state *st, const ferry_exchange_request *req)
         }
         if (p->value_len > d->max) {
             snprintf(desc, sizeof(desc), "parameter %s too long", d->name);
-            return fail(st, id == P_SCOPE ? FERRY_EXCHANGE_INVALID_SCOPE
-                                          : FERRY_EXCHANGE_INVALID_REQUEST,
-                        -FERRY_EREFUSED, desc, "request: %s over %zu bytes", d->name, d->max);
+            return fail(
+                st, id == P_SCOPE ? FERRY_EXCHANGE_INVALID_SCOPE : FERRY_EXCHANGE_INVALID_REQUEST,
+                -FERRY_EREFUSED, desc, "request: %s over %zu bytes", d->name, d->max);
         }
         ok = d->kind == V_TEXT || d->kind == V_TARGET ? text_ok(v, p->value_len)
              : d->kind == V_SCOPE                     ? text_ok(v, p->value_len)
                                                       : ascii_ok(v, p->value_len);
         if (!ok) {
             snprintf(desc, sizeof(desc), "parameter %s has invalid characters", d->name);
-            return fail(st, id == P_SCOPE ? FERRY_EXCHANGE_INVALID_SCOPE
-                                          : FERRY_EXCHANGE_INVALID_REQUEST,
-                        -FERRY_EREFUSED, desc, "request: %s not valid text", d->name);
+            return fail(
+                st, id == P_SCOPE ? FERRY_EXCHANGE_INVALID_SCOPE : FERRY_EXCHANGE_INVALID_REQUEST,
+                -FERRY_EREFUSED, desc, "request: %s not valid text", d->name);
         }
         if (d->multi && st->n_audience + st->n_resource >= FERRY_EXCHANGE_MAX_TARGETS)
             return refuse(st, FERRY_EXCHANGE_INVALID_REQUEST,
@@ -380,8 +381,8 @@ static int check_params(ferry_exchange *ex, struct state *st)
         return refuse(st, FERRY_EXCHANGE_INVALID_REQUEST, "missing grant_type",
                       "request: no grant_type");
     if (strcmp(st->single[P_GRANT_TYPE], FERRY_GRANT_TYPE_TOKEN_EXCHANGE) != 0)
-        return refuse(st, FERRY_EXCHANGE_UNSUPPORTED_GRANT_TYPE,
-                      "only token exchange is supported", "request: unsupported grant_type");
+        return refuse(st, FERRY_EXCHANGE_UNSUPPORTED_GRANT_TYPE, "only token exchange is supported",
+                      "request: unsupported grant_type");
     if (!st->single[P_SUBJECT_TOKEN])
         return refuse(st, FERRY_EXCHANGE_INVALID_REQUEST, "missing subject_token",
                       "request: no subject_token");
@@ -483,28 +484,27 @@ static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t
                         "service temporarily unavailable", "%s: %s: %s", name,
                         ferry_reason_name(res.reason), res.detail);
         if (res.reason == FERRY_REASON_INTERNAL)
-            return fail(st, FERRY_EXCHANGE_SERVER_ERROR, -EIO, "internal error", "%s: %s: %s",
-                        name, ferry_reason_name(res.reason), res.detail);
+            return fail(st, FERRY_EXCHANGE_SERVER_ERROR, -EIO, "internal error", "%s: %s: %s", name,
+                        ferry_reason_name(res.reason), res.detail);
         /* G3: one answer for every reason; the reason goes to the log only. */
         snprintf(desc, sizeof(desc), "%s is invalid", name);
-        return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc, "%s: %s: %s",
-                    name, ferry_reason_name(res.reason), res.detail);
+        return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc, "%s: %s: %s", name,
+                    ferry_reason_name(res.reason), res.detail);
     }
     if (r < 0)
         return internal(st, r, name);
-    if (!profile_fits(type_bit(st->single[which == P_SUBJECT_TOKEN ? P_SUBJECT_TOKEN_TYPE
-                                                                    : P_ACTOR_TOKEN_TYPE]),
-                      id->profile)) {
+    if (!profile_fits(
+            type_bit(
+                st->single[which == P_SUBJECT_TOKEN ? P_SUBJECT_TOKEN_TYPE : P_ACTOR_TOKEN_TYPE]),
+            id->profile)) {
         ferry_profile prof = id->profile;
         ferry_identity_free(id);
         snprintf(desc, sizeof(desc), "%s does not match its token type", name);
         return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc,
-                    "%s: profile %s does not fit the token type", name,
-                    ferry_profile_name(prof));
+                    "%s: profile %s does not fit the token type", name, ferry_profile_name(prof));
     }
-    if (strlen(id->subject) > FERRY_EXCHANGE_SUBJECT_MAX || !text_ok((const unsigned char *)
-                                                                         id->subject,
-                                                                     strlen(id->subject))) {
+    if (strlen(id->subject) > FERRY_EXCHANGE_SUBJECT_MAX ||
+        !text_ok((const unsigned char *)id->subject, strlen(id->subject))) {
         ferry_identity_free(id);
         snprintf(desc, sizeof(desc), "%s subject is not usable", name);
         return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc,
@@ -673,8 +673,8 @@ static int apply_policy(ferry_exchange *ex, struct state *st, int64_t now)
     size_t n_auds = st->n_audience + st->n_resource;
     int r;
 
-    r = decide_policy(set, st->subject, auds, n_auds, st->scopes, st->n_scopes, false,
-                      &st->grant, &ref);
+    r = decide_policy(set, st->subject, auds, n_auds, st->scopes, st->n_scopes, false, &st->grant,
+                      &ref);
     if (r == -FERRY_EREFUSED && ref.error == FERRY_POLICY_STEP_UP_REQUIRED &&
         st->single[P_TOTP_CODE]) {
         r = step_up(ex, st, now);
@@ -702,8 +702,7 @@ static int apply_policy(ferry_exchange *ex, struct state *st, int64_t now)
     }
     if (st->actor && !(ex->flags & FERRY_EXCHANGE_ACTOR_UNCHECKED)) {
         r = decide_policy(set, st->actor, st->grant->audiences, st->grant->n_audiences,
-                          st->grant->scopes, st->grant->n_scopes, false, &st->actor_grant,
-                          &ref);
+                          st->grant->scopes, st->grant->n_scopes, false, &st->actor_grant, &ref);
         if (r == -FERRY_EREFUSED) {
             r = policy_refused(st, &ref, true);
             goto out;
@@ -902,8 +901,7 @@ static json_t *details_of(const struct state *st, bool minimal)
         r |= a ? json_object_set_new(req, "audience", a) : -1;
     }
     if (st->n_resource) {
-        a = str_array((const char *const *)st->targets + st->n_audience, st->n_resource,
-                      SIZE_MAX);
+        a = str_array((const char *const *)st->targets + st->n_audience, st->n_resource, SIZE_MAX);
         r |= a ? json_object_set_new(req, "resource", a) : -1;
     }
     r |= add_str(req, "scope", st->single[P_SCOPE]);
@@ -939,9 +937,9 @@ static int record(ferry_exchange *ex, struct state *st, uint64_t *ret_seq)
 {
     ferry_auditlog_event ev = {
         .type = "token.exchange",
-        .decision = st->error == FERRY_EXCHANGE_OK                ? FERRY_AUDITLOG_ALLOW
-                    : st->ret == -FERRY_EREFUSED                  ? FERRY_AUDITLOG_DENY
-                                                                  : FERRY_AUDITLOG_ERROR,
+        .decision = st->error == FERRY_EXCHANGE_OK ? FERRY_AUDITLOG_ALLOW
+                    : st->ret == -FERRY_EREFUSED   ? FERRY_AUDITLOG_DENY
+                                                   : FERRY_AUDITLOG_ERROR,
         .subject = st->subject ? st->subject->subject : "",
         .token = st->have_subject_ref ? &st->subject_ref : NULL,
     };
@@ -1006,8 +1004,8 @@ FERRY_EXPORT int ferry_exchange_token(ferry_exchange *ex, const ferry_exchange_r
     resp->error = st.error;
     resp->http_status = ferry_exchange_error_status(st.error);
     resp->audit_seq = seq;
-    snprintf(resp->reason, sizeof(resp->reason), "%s", st.error == FERRY_EXCHANGE_OK ? "granted"
-                                                                                     : st.reason);
+    snprintf(resp->reason, sizeof(resp->reason), "%s",
+             st.error == FERRY_EXCHANGE_OK ? "granted" : st.reason);
     if (st.error == FERRY_EXCHANGE_OK) {
         resp->access_token = TAKE_PTR(st.token);
         resp->issued_token_type = st.issued_type;
@@ -1017,8 +1015,7 @@ FERRY_EXPORT int ferry_exchange_token(ferry_exchange *ex, const ferry_exchange_r
         memcpy(resp->jti, st.jti, sizeof(resp->jti));
         r = 0;
     } else {
-        snprintf(resp->error_description, sizeof(resp->error_description), "%s",
-                 st.description);
+        snprintf(resp->error_description, sizeof(resp->error_description), "%s", st.description);
         resp->step_up_required = st.step_up_required;
         resp->retry_after = st.retry_after;
         if (r >= 0)
@@ -1060,8 +1057,7 @@ FERRY_EXPORT int ferry_exchange_response_to_json(const ferry_exchange_response *
             return -EINVAL;
         j = json_pack("{s:s}", "error", name);
         if (j && resp->error_description[0] &&
-            json_object_set_new(j, "error_description",
-                                json_string(resp->error_description)) < 0) {
+            json_object_set_new(j, "error_description", json_string(resp->error_description)) < 0) {
             json_decref(j);
             j = NULL;
         }
@@ -1080,11 +1076,11 @@ FERRY_EXPORT int ferry_exchange_new(ferry_oidc *oidc, ferry_policy_store *polici
     ferry_exchange_options o = opts ? *opts : (ferry_exchange_options){0};
     ferry_exchange *ex;
 
-#define BAD(...)                                                                               \
-    do {                                                                                       \
-        if (errbuf && errlen)                                                                  \
-            snprintf(errbuf, errlen, __VA_ARGS__);                                             \
-        return -EINVAL;                                                                        \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        if (errbuf && errlen)                                                                      \
+            snprintf(errbuf, errlen, __VA_ARGS__);                                                 \
+        return -EINVAL;                                                                            \
     } while (0)
 
     if (!ret)
@@ -1096,8 +1092,8 @@ FERRY_EXPORT int ferry_exchange_new(ferry_oidc *oidc, ferry_policy_store *polici
     if (o.max_ttl < 0 || o.max_ttl > FERRY_MINT_MAX_TTL_LIMIT)
         BAD("max_ttl must be 1..%d seconds", FERRY_MINT_MAX_TTL_LIMIT);
     if (o.default_ttl == 0)
-        o.default_ttl = o.max_ttl < FERRY_EXCHANGE_DEFAULT_TTL ? o.max_ttl
-                                                              : FERRY_EXCHANGE_DEFAULT_TTL;
+        o.default_ttl =
+            o.max_ttl < FERRY_EXCHANGE_DEFAULT_TTL ? o.max_ttl : FERRY_EXCHANGE_DEFAULT_TTL;
     if (o.default_ttl < 0 || o.default_ttl > o.max_ttl)
         BAD("default_ttl must be 1..max_ttl (%lld) seconds", (long long)o.max_ttl);
     if (o.subject_token_types & ~(unsigned)FERRY_EXCHANGE_TYPE_ALL ||

@@ -60,8 +60,8 @@ static int64_t test_clock(void *data)
  * deployer (CI issuer): may act for registry reads only (120 s).
  * intruder (CI issuer): matches no policy of the IdP's audiences.
  * carol: granted two audiences (so naming none is ambiguous). nobody-*: no policy. */
-#define MAXI_AUDS                                                                              \
-    "\"https://a0.test\", \"https://a1.test\", \"https://a2.test\", \"https://a3.test\", "        \
+#define MAXI_AUDS                                                                                  \
+    "\"https://a0.test\", \"https://a1.test\", \"https://a2.test\", \"https://a3.test\", "         \
     "\"https://a4.test\", \"https://a5.test\", \"https://a6.test\", \"https://a7.test\""
 static const char policies_json[] =
     "{\"version\": 1, \"policies\": ["
@@ -98,7 +98,8 @@ static const char policies_json[] =
     "  \"max_ttl\": 120}}"
     "]}";
 
-/* ---- fixture ---------------------------------------------------------------------------------- */
+/* ---- fixture ----------------------------------------------------------------------------------
+ */
 
 static char *g_dir, *g_log_path, *g_totp_dir;
 static ferry_jwk *g_idp_key, *g_ci_key, *g_stranger_key;
@@ -124,8 +125,8 @@ static void add_issuer(ferry_oidc *o, const char *iss, ferry_jwk *k, const char 
     int r;
 
     cr_assert_eq(ferry_jwk_to_public_json(k, &pub), 0);
-    conf = json_pack("{s:s, s:[s], s:[s], s:{s:[o]}, s:s}", "issuer", iss, "audiences",
-                     FERRY_AUD, "algorithms", "ES256", "jwks", "keys", pub, "profile", profile);
+    conf = json_pack("{s:s, s:[s], s:[s], s:{s:[o]}, s:s}", "issuer", iss, "audiences", FERRY_AUD,
+                     "algorithms", "ES256", "jwks", "keys", pub, "profile", profile);
     cr_assert_not_null(conf);
     r = ferry_oidc_add_issuer(o, conf, err, sizeof(err));
     cr_assert_eq(r, 0, "add_issuer %s: %s", iss, err);
@@ -234,8 +235,8 @@ static void setup(void)
     ferry_policy_set_unref(set);
 
     mint_dir = path_in("mint");
-    mo = (ferry_mint_options){.issuer = FERRY_ISS, .state_dir = mint_dir, .alg = FERRY_ALG_ES256,
-                              .clock = test_clock};
+    mo = (ferry_mint_options){
+        .issuer = FERRY_ISS, .state_dir = mint_dir, .alg = FERRY_ALG_ES256, .clock = test_clock};
     r = ferry_mint_open(&mo, &g_mint, err, sizeof(err));
     cr_assert_eq(r, 0, "mint: %s", err);
     free(mint_dir);
@@ -306,8 +307,7 @@ static json_t *claims(const char *iss, const char *sub)
 
     snprintf(jti, sizeof(jti), "jti-%u", ++g_jti_counter);
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "iss", iss, "sub", sub, "aud", FERRY_AUD,
-                     "exp", (json_int_t)(g_now + 300), "iat", (json_int_t)(g_now - 10), "jti",
-                     jti);
+                     "exp", (json_int_t)(g_now + 300), "iat", (json_int_t)(g_now - 10), "jti", jti);
 }
 
 static char *idp_token(const char *sub)
@@ -400,8 +400,8 @@ static json_t *one_new_record(size_t before)
 {
     json_t *all = exchange_records(), *rec;
 
-    cr_assert_eq(json_array_size(all), before + 1, "records: %zu, want %zu",
-                 json_array_size(all), before + 1);
+    cr_assert_eq(json_array_size(all), before + 1, "records: %zu, want %zu", json_array_size(all),
+                 before + 1);
     rec = json_incref(json_array_get(all, before));
     json_decref(all);
     return rec;
@@ -438,8 +438,7 @@ static void log_has_no(const char *tok)
 }
 
 /* A refusal: the error, nothing issued, one deny record with the error. */
-static json_t *expect_refused(const struct req *r, ferry_exchange_error want,
-                              const char *desc_has)
+static json_t *expect_refused(const struct req *r, ferry_exchange_error want, const char *desc_has)
 {
     ferry_exchange_response resp;
     size_t before = n_records();
@@ -487,8 +486,8 @@ static ferry_identity *verify_minted(const char *tok, const char *aud)
 
     cr_assert_eq(ferry_mint_jwks(g_mint, false, &jwks), 0);
     cr_assert_eq(ferry_oidc_new(&oo, &o), 0);
-    conf = json_pack("{s:s, s:[s], s:o, s:[s], s:s}", "issuer", FERRY_ISS, "audiences", aud,
-                     "jwks", jwks, "algorithms", "ES256", "profile", "ferry");
+    conf = json_pack("{s:s, s:[s], s:o, s:[s], s:s}", "issuer", FERRY_ISS, "audiences", aud, "jwks",
+                     jwks, "algorithms", "ES256", "profile", "ferry");
     cr_assert_eq(ferry_oidc_add_issuer(o, conf, err, sizeof(err)), 0, "%s", err);
     json_decref(conf);
     r = ferry_oidc_verify(o, tok, strlen(tok), NULL, &id, &res);
@@ -597,8 +596,8 @@ Test(exchange, ttl_is_the_smallest_of_policy_default_requested_and_max)
 
         base(&r, tok, ST_JWT);
         add(&r, "resource", REG);
-        q = (ferry_exchange_request){.params = r.p, .n_params = r.n,
-                                     .requested_ttl = cases[i].requested};
+        q = (ferry_exchange_request){
+            .params = r.p, .n_params = r.n, .requested_ttl = cases[i].requested};
         cr_assert_eq(ferry_exchange_token(g_ex, &q, &resp), 0, "%s", resp.reason);
         cr_assert_eq(resp.expires_in, cases[i].want, "case %zu: %lld", i,
                      (long long)resp.expires_in);
@@ -730,8 +729,8 @@ Test(exchange, missing_and_unknown_token_types)
     json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "actor_token_type"));
 
     /* An accepted-types list narrower than all: access_token only. */
-    open_exchange(&(ferry_exchange_options){.subject_token_types =
-                                                FERRY_EXCHANGE_TYPE_ACCESS_TOKEN});
+    open_exchange(
+        &(ferry_exchange_options){.subject_token_types = FERRY_EXCHANGE_TYPE_ACCESS_TOKEN});
     memset(&r, 0, sizeof(r));
     base(&r, tok, ST_JWT);
     json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token_type"));
@@ -750,10 +749,9 @@ Test(exchange, token_type_must_fit_the_issuer_profile)
 
 Test(exchange, duplicates_of_single_valued_parameters_are_refused)
 {
-    static const char *const singles[] = {"grant_type", "subject_token", "subject_token_type",
-                                          "scope", "requested_token_type", "client_id",
-                                          "actor_token", "actor_token_type", "totp_code",
-                                          "totp_account"};
+    static const char *const singles[] = {
+        "grant_type", "subject_token", "subject_token_type", "scope",     "requested_token_type",
+        "client_id",  "actor_token",   "actor_token_type",   "totp_code", "totp_account"};
     char *tok = idp_token("alice");
 
     for (size_t i = 0; i < sizeof(singles) / sizeof(singles[0]); i++) {
@@ -785,8 +783,8 @@ Test(exchange, hostile_parameter_values)
     json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "audience"));
 
     /* Control bytes, invalid UTF-8, overlong forms, C1 controls. */
-    static const char *const bad_text[] = {"a\nb", "a\rb", "\x7f", "\xc3", "\xc0\xaf",
-                                           "\xed\xa0\x80", "\xc2\x85", "\xff"};
+    static const char *const bad_text[] = {"a\nb",     "a\rb",         "\x7f",     "\xc3",
+                                           "\xc0\xaf", "\xed\xa0\x80", "\xc2\x85", "\xff"};
     for (size_t i = 0; i < sizeof(bad_text) / sizeof(bad_text[0]); i++) {
         memset(&r, 0, sizeof(r));
         base(&r, tok, ST_JWT);
@@ -856,8 +854,8 @@ Test(exchange, hostile_parameter_values)
 
 Test(exchange, scope_and_resource_syntax)
 {
-    static const char *const bad_scopes[] = {" models:read", "models:read ", "a  b", "a\"b",
-                                             "a\\b", "caf\xc3\xa9"};
+    static const char *const bad_scopes[] = {" models:read", "models:read ", "a  b",
+                                             "a\"b",         "a\\b",         "caf\xc3\xa9"};
     char *tok = idp_token("alice");
     struct req r = {0};
 
@@ -1281,8 +1279,7 @@ Test(exchange, step_up_with_totp)
     add(&r, "totp_code", code);
     add(&r, "totp_account", "alice");
     before = n_records();
-    cr_assert_eq(run(&r, &resp), 0, "%s: %s", ferry_exchange_error_name(resp.error),
-                 resp.reason);
+    cr_assert_eq(run(&r, &resp), 0, "%s: %s", ferry_exchange_error_name(resp.error), resp.reason);
     cr_assert_eq(resp.expires_in, 300);
     cr_assert_str_eq(resp.scope, "models:publish models:read");
     id = verify_minted(resp.access_token, REG);
@@ -1378,9 +1375,9 @@ Test(exchange, options_and_arguments_refused)
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
-        cr_assert_eq(ferry_exchange_new(g_oidc, g_store, g_mint, g_log, &bad[i], &ex, err,
-                                        sizeof(err)),
-                     -EINVAL, "case %zu", i);
+        cr_assert_eq(
+            ferry_exchange_new(g_oidc, g_store, g_mint, g_log, &bad[i], &ex, err, sizeof(err)),
+            -EINVAL, "case %zu", i);
         cr_assert(err[0] != '\0');
         cr_assert_null(ex);
     }
@@ -1427,8 +1424,7 @@ Test(exchange, a_maximal_request_fits_in_one_record)
     cr_assert_eq(json_array_size(json_object_get(d, "policies")), 4);
     cr_assert(json_is_true(json_object_get(d, "policies_truncated")));
     cr_assert_eq(json_array_size(json_object_get(json_object_get(d, "granted"), "audience")), 8);
-    cr_assert_eq(json_array_size(json_object_get(json_object_get(d, "requested"), "resource")),
-                 4);
+    cr_assert_eq(json_array_size(json_object_get(json_object_get(d, "requested"), "resource")), 4);
     cr_assert_null(json_object_get(d, "step_up"));
     cr_assert_str_eq(rec_str(d, "client_id_param", NULL), "some-client");
     json_decref(rec);
@@ -1494,8 +1490,7 @@ Test(exchange, g5_allocation_failures_fail_closed)
         } else {
             cr_assert_null(resp.access_token, "allocation %ld: a token with an error", n);
             cr_assert_neq(resp.error, FERRY_EXCHANGE_OK);
-            cr_assert(resp.http_status == 400 || resp.http_status == 500 ||
-                          resp.http_status == 503,
+            cr_assert(resp.http_status == 400 || resp.http_status == 500 || resp.http_status == 503,
                       "allocation %ld: status %d", n, resp.http_status);
             cr_assert(hit, "allocation %ld: failed without an injected failure: %s", n,
                       resp.reason);
@@ -1511,8 +1506,8 @@ Test(exchange, g5_allocation_failures_fail_closed)
     for (size_t i = 0; i < json_array_size(issued); i++) {
         const char *jti = json_string_value(json_array_get(issued, i));
         for (size_t j = 0; j < json_array_size(all); j++) {
-            const json_t *g = json_object_get(json_object_get(json_array_get(all, j), "details"),
-                                              "granted");
+            const json_t *g =
+                json_object_get(json_object_get(json_array_get(all, j), "details"), "granted");
             if (g && strcmp(json_string_value(json_object_get(g, "jti")), jti) == 0) {
                 found++;
                 break;
