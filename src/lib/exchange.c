@@ -287,6 +287,7 @@ static int find_param(const char *name, size_t len)
 
 static int read_params(struct state *st, const ferry_exchange_request *req)
 {
+    bool seen[P_MAX] = {false};
     size_t total = 0;
     char desc[FERRY_EXCHANGE_DESCRIPTION_MAX];
 
@@ -316,14 +317,19 @@ static int read_params(struct state *st, const ferry_exchange_request *req)
         if (p->name_len > FERRY_EXCHANGE_NAME_MAX)
             continue; /* unknown: ignored (RFC 6749 §3.1), counted above */
         id = find_param(p->name, p->name_len);
-        if (id < 0 || p->value_len == 0)
-            continue; /* unknown, or sent without a value: as if omitted */
+        if (id < 0)
+            continue; /* unknown: ignored */
         d = &params_def[id];
-        if (!d->multi && st->single[id]) {
+        /* An empty value counts as omitted (RFC 6749 §3.1), but not when deciding whether a
+         * single-valued parameter came twice: "a=&a=x" is refused, not read as "a=x". */
+        if (!d->multi && seen[id]) {
             snprintf(desc, sizeof(desc), "parameter %s given more than once", d->name);
             return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc,
                         "request: duplicate %s", d->name);
         }
+        seen[id] = true;
+        if (p->value_len == 0)
+            continue;
         if (p->value_len > d->max) {
             snprintf(desc, sizeof(desc), "parameter %s too long", d->name);
             return fail(

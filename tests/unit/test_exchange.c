@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -762,6 +763,15 @@ Test(exchange, duplicates_of_single_valued_parameters_are_refused)
         add(&r, singles[i], "x");
         rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "more than once");
         cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), singles[i]));
+        json_decref(rec);
+        /* an empty first occurrence does not make the second one the only one */
+        memset(&r, 0, sizeof(r));
+        add(&r, singles[i], "");
+        base(&r, tok, ST_JWT);
+        if (strcmp(singles[i], "grant_type") != 0 && strcmp(singles[i], "subject_token") != 0 &&
+            strcmp(singles[i], "subject_token_type") != 0)
+            add(&r, singles[i], "x");
+        rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "more than once");
         json_decref(rec);
     }
     free(tok);
@@ -1522,3 +1532,79 @@ Test(exchange, g5_allocation_failures_fail_closed)
     free(act);
 }
 #endif
+
+/* ---- threads --------------------------------------------------------------------------------- */
+
+#define THREADS 4
+#define PER_THREAD 40
+
+struct worker {
+    char *tokens[PER_THREAD];
+    char jtis[PER_THREAD][FERRY_MINT_JTI_LEN + 1];
+    int failures;
+};
+
+static void *work(void *arg)
+{
+    struct worker *w = arg;
+
+    for (int i = 0; i < PER_THREAD; i++) {
+        ferry_exchange_param p[] = {
+            {"grant_type", strlen("grant_type"), GT, strlen(GT)},
+            {"subject_token", strlen("subject_token"), w->tokens[i], strlen(w->tokens[i])},
+            {"subject_token_type", strlen("subject_token_type"), ST_JWT, strlen(ST_JWT)},
+            {"scope", 5, "models:read", 11},
+        };
+        ferry_exchange_request q = {.params = p, .n_params = 4};
+        ferry_exchange_response resp;
+
+        if (ferry_exchange_token(g_ex, &q, &resp) != 0 || !resp.access_token)
+            w->failures++;
+        else
+            memcpy(w->jtis[i], resp.jti, sizeof(w->jtis[i]));
+        ferry_exchange_response_release(&resp);
+        /* the same one-time token again: always refused, whichever thread raced */
+        if (ferry_exchange_token(g_ex, &q, &resp) != -FERRY_EREFUSED)
+            w->failures++;
+        ferry_exchange_response_release(&resp);
+    }
+    return NULL;
+}
+
+Test(exchange, concurrent_exchanges_each_get_one_record)
+{
+    static struct worker w[THREADS];
+    pthread_t t[THREADS];
+    size_t before = n_records();
+    json_t *all;
+
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT});
+    for (int i = 0; i < THREADS; i++)
+        for (int j = 0; j < PER_THREAD; j++)
+            w[i].tokens[j] = idp_token("alice");
+    for (int i = 0; i < THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    for (int i = 0; i < THREADS; i++)
+        cr_assert_eq(pthread_join(t[i], NULL), 0);
+    for (int i = 0; i < THREADS; i++) {
+        cr_assert_eq(w[i].failures, 0, "thread %d: %d failures", i, w[i].failures);
+        for (int j = 0; j < PER_THREAD; j++)
+            free(w[i].tokens[j]);
+    }
+    all = exchange_records();
+    cr_assert_eq(json_array_size(all), before + 2 * THREADS * PER_THREAD);
+    /* every jti distinct, and each has its allow record */
+    for (int i = 0; i < THREADS * PER_THREAD; i++) {
+        const char *a = w[i / PER_THREAD].jtis[i % PER_THREAD];
+        size_t hits = 0;
+        for (int j = i + 1; j < THREADS * PER_THREAD; j++)
+            cr_assert_str_neq(a, w[j / PER_THREAD].jtis[j % PER_THREAD]);
+        for (size_t k = before; k < json_array_size(all); k++) {
+            const char *g =
+                rec_str(json_object_get(json_array_get(all, k), "details"), "granted", "jti");
+            hits += g && strcmp(g, a) == 0;
+        }
+        cr_assert_eq(hits, 1);
+    }
+    json_decref(all);
+}
