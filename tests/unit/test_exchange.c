@@ -1608,3 +1608,94 @@ Test(exchange, concurrent_exchanges_each_get_one_record)
     }
     json_decref(all);
 }
+
+/* ---- 503, actor types, lock-out ------------------------------------------------------------ */
+
+Test(exchange, an_unreachable_issuer_is_temporarily_unavailable)
+{
+    char err[256] = "", *tok;
+    struct req r = {0};
+    ferry_exchange_response resp;
+    size_t before = n_records();
+    json_t *conf, *rec;
+    ferry_jwk *k = gen_key();
+    int ret;
+
+    /* a closed loopback port: the key set cannot be fetched and nothing is cached */
+    conf = json_pack("{s:s, s:[s], s:[s], s:s, s:b, s:{s:i, s:i}}", "issuer", "http://127.0.0.1:1",
+                     "audiences", FERRY_AUD, "algorithms", "ES256", "jwks_uri",
+                     "http://127.0.0.1:1/jwks", "allow_http_loopback", 1, "fetch",
+                     "connect_timeout_ms", 500, "timeout_ms", 1000);
+    cr_assert_eq(ferry_oidc_add_issuer(g_oidc, conf, err, sizeof(err)), 0, "%s", err);
+    json_decref(conf);
+    tok = sign_claims(k, "JWT", claims("http://127.0.0.1:1", "alice"));
+    base(&r, tok, ST_JWT);
+    ret = run(&r, &resp);
+    cr_assert_lt(ret, 0);
+    cr_assert_neq(ret, -FERRY_EREFUSED, "a fault of ours is not the client's: %s", resp.reason);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_TEMPORARILY_UNAVAILABLE, "%s: %s",
+                 ferry_exchange_error_name(resp.error), resp.reason);
+    cr_assert_eq(resp.http_status, 503);
+    cr_assert_null(resp.access_token);
+    cr_assert_not_null(strstr(resp.reason, "issuer_unavailable"), "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    rec = one_new_record(before);
+    cr_assert_str_eq(rec_str(rec, "decision", NULL), "error");
+    cr_assert_str_eq(rec_str(rec, "details", "error"), "temporarily_unavailable");
+    json_decref(rec);
+    ferry_jwk_unref(k);
+    free(tok);
+}
+
+Test(exchange, actor_token_types)
+{
+    char *sub = idp_token("alice"), *act = ci_token("deployer");
+    struct req r = {0};
+
+    base(&r, sub, ST_JWT);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", "urn:example:unknown");
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "actor_token_type"));
+    /* the CI issuer has the access_token profile: not an id_token */
+    r.n--;
+    add(&r, "actor_token_type", ST_ID);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "actor_token does not match"));
+    /* narrowed accepted set */
+    open_exchange(&(ferry_exchange_options){.actor_token_types = FERRY_EXCHANGE_TYPE_JWT});
+    r.n--;
+    add(&r, "actor_token_type", ST_AT);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "actor_token_type"));
+    free(sub);
+    free(act);
+}
+
+Test(exchange, totp_lock_out_gives_retry_after)
+{
+    char *tok = idp_token("alice"), code[9], wrong[9];
+    struct req r = {0};
+    ferry_exchange_response resp;
+    int64_t retry = 0;
+
+    code_at(g_now, code);
+    memcpy(wrong, code, sizeof(wrong));
+    wrong[5] = wrong[5] == '9' ? '0' : (char)(wrong[5] + 1);
+    base(&r, tok, ST_JWT);
+    add(&r, "scope", "models:publish");
+    add(&r, "totp_code", wrong);
+    for (int i = 0; i < FERRY_TOTP_MAX_FAILURES; i++) {
+        cr_assert_eq(run(&r, &resp), -FERRY_EREFUSED);
+        cr_assert_eq(resp.error, FERRY_EXCHANGE_INVALID_GRANT);
+        retry = resp.retry_after;
+        ferry_exchange_response_release(&resp);
+    }
+    cr_assert_eq(retry, FERRY_TOTP_LOCK_BASE, "the last failure locks: %lld", (long long)retry);
+    /* locked: even the right code is refused, with the time left */
+    r.n--;
+    add(&r, "totp_code", code);
+    cr_assert_eq(run(&r, &resp), -FERRY_EREFUSED);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_INVALID_GRANT);
+    cr_assert_gt(resp.retry_after, 0);
+    cr_assert_not_null(strstr(resp.reason, "locked"), "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    free(tok);
+}
