@@ -555,6 +555,29 @@ static json_t *copy_act(const json_t *act, unsigned max_depth)
     return out;
 }
 
+/* RFC 8693 §4.4: a subject token carrying "may_act" names who may act for it. When present,
+ * the actor's sub and iss must equal each member the claim gives (at least one of them). */
+static int check_may_act(struct state *st)
+{
+    const json_t *may = json_object_get(st->subject->claims, "may_act");
+    const json_t *sub, *iss;
+
+    if (!may || !st->actor)
+        return 0;
+    sub = json_object_get(may, "sub");
+    iss = json_object_get(may, "iss");
+    if (!json_is_object(may) || (!sub && !iss) || (sub && !json_is_string(sub)) ||
+        (iss && !json_is_string(iss)))
+        return refuse(st, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token may_act is malformed",
+                      "subject_token: may_act is not an object with string sub or iss");
+    if ((sub && strcmp(json_string_value(sub), st->actor->subject) != 0) ||
+        (iss && strcmp(json_string_value(iss), st->actor->issuer) != 0))
+        return refuse(st, FERRY_EXCHANGE_INVALID_REQUEST,
+                      "actor_token is not allowed to act for subject_token",
+                      "actor_token: not named by the subject token's may_act");
+    return 0;
+}
+
 /* The act claim of the new token: the actor on top of the subject token's own chain. */
 static int build_act(struct state *st)
 {
@@ -827,6 +850,9 @@ static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct 
             return r;
     }
     r = verify_token(ex, st, P_SUBJECT_TOKEN, now, &st->subject);
+    if (r < 0)
+        return r;
+    r = check_may_act(st);
     if (r < 0)
         return r;
     r = build_act(st);

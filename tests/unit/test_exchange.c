@@ -1699,3 +1699,52 @@ Test(exchange, totp_lock_out_gives_retry_after)
     ferry_exchange_response_release(&resp);
     free(tok);
 }
+
+Test(exchange, may_act_in_the_subject_token_names_the_allowed_actor)
+{
+    char *act = ci_token("deployer"), *sub;
+    struct req r = {0};
+    ferry_exchange_response resp;
+    json_t *c;
+    static const struct {
+        const char *may_act; /* JSON */
+        const char *refused; /* description of the refusal, NULL: granted */
+    } cases[] = {
+        {"{\"sub\":\"deployer\",\"iss\":\"" CI "\"}", NULL},
+        {"{\"sub\":\"deployer\"}", NULL},
+        {"{\"iss\":\"" CI "\"}", NULL},
+        {"{\"sub\":\"someone-else\"}", "not allowed to act"},
+        {"{\"sub\":\"deployer\",\"iss\":\"" IDP "\"}", "not allowed to act"},
+        {"{\"sub\":\"deployer \"}", "not allowed to act"},
+        {"{}", "may_act is malformed"},
+        {"{\"sub\":7}", "may_act is malformed"},
+        {"\"deployer\"", "may_act is malformed"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_error_t e;
+        c = claims(IDP, "alice");
+        cr_assert_eq(
+            json_object_set_new(c, "may_act", json_loads(cases[i].may_act, JSON_DECODE_ANY, &e)),
+            0);
+        sub = sign_claims(g_idp_key, "JWT", c);
+        memset(&r, 0, sizeof(r));
+        base(&r, sub, ST_JWT);
+        add(&r, "actor_token", act);
+        add(&r, "actor_token_type", ST_JWT);
+        add(&r, "scope", "models:read");
+        if (!cases[i].refused) {
+            cr_assert_eq(run(&r, &resp), 0, "case %zu: %s", i, resp.reason);
+            ferry_exchange_response_release(&resp);
+        } else {
+            json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, cases[i].refused));
+        }
+        /* without an actor, may_act does not matter */
+        r.n -= 3;
+        add(&r, "scope", "models:read");
+        cr_assert_eq(run(&r, &resp), 0, "case %zu without actor: %s", i, resp.reason);
+        ferry_exchange_response_release(&resp);
+        free(sub);
+    }
+    free(act);
+}
