@@ -179,7 +179,7 @@ typedef struct ferry_exchange_response {
 
 /* Decide one RFC 8693 exchange. Order: parameters (limits, duplicates, text, grant_type, token
  * types, scope and resource syntax), actor token verification, subject token verification
- * (consuming its jti when one-time), delegation chain, policy on the subject (with TOTP
+ * (consuming its jti when one-time), may_act, delegation chain, policy on the subject (TOTP
  * step-up when a policy requires it and a code was sent), policy on the actor, mint, audit
  * record, release. resp is always filled (release it with ferry_exchange_response_release).
  * Returns 0 when a token was issued, -FERRY_EREFUSED when the client's request was refused

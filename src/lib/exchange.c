@@ -336,9 +336,10 @@ static int read_params(struct state *st, const ferry_exchange_request *req)
                 st, id == P_SCOPE ? FERRY_EXCHANGE_INVALID_SCOPE : FERRY_EXCHANGE_INVALID_REQUEST,
                 -FERRY_EREFUSED, desc, "request: %s over %zu bytes", d->name, d->max);
         }
-        ok = d->kind == V_TEXT || d->kind == V_TARGET ? text_ok(v, p->value_len)
-             : d->kind == V_SCOPE                     ? text_ok(v, p->value_len)
-                                                      : ascii_ok(v, p->value_len);
+        /* text: UTF-8 without controls; tokens, URIs, codes: printable ASCII */
+        ok = d->kind == V_TEXT || d->kind == V_TARGET || d->kind == V_SCOPE
+                 ? text_ok(v, p->value_len)
+                 : ascii_ok(v, p->value_len);
         if (!ok) {
             snprintf(desc, sizeof(desc), "parameter %s has invalid characters", d->name);
             return fail(
