@@ -1,0 +1,403 @@
+/* ferryd/config.c - ferryd's JSON configuration file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "basic/fileio.h"
+#include "basic/macro.h"
+#include "ferry/json.h"
+#include "ferry/mint.h"
+#include "ferryd/config.h"
+
+#define CONFIG_DEPTH 16
+#define STRING_MAX 4096
+
+typedef struct ctx {
+    const char *path;
+    ferry_json_locs *locs;
+    char *errbuf;
+    size_t errlen;
+} ctx;
+
+static int fail(ctx *x, const json_t *container, const char *key, const char *fmt, ...)
+    _printf_(4, 5);
+static int fail(ctx *x, const json_t *container, const char *key, const char *fmt, ...) {
+    unsigned line = ferry_json_locs_line(x->locs, container, key);
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    snprintf(x->errbuf, x->errlen, "%s:%u: %s", x->path, line, msg);
+    return -EINVAL;
+}
+
+static int get_string(ctx *x, const json_t *obj, const char *key, const char *what, char **ret) {
+    json_t *v = json_object_get(obj, key);
+    const char *s;
+    if (!json_is_string(v))
+        return fail(x, obj, key, "%s must be a string", what);
+    s = json_string_value(v);
+    if (s[0] == '\0' || strlen(s) != json_string_length(v) || strlen(s) > STRING_MAX)
+        return fail(x, obj, key, "%s must be a non-empty string without NUL bytes", what);
+    char *d = strdup(s);
+    if (!d)
+        return -ENOMEM;
+    free(*ret);
+    *ret = d;
+    return 0;
+}
+
+static int get_uint(ctx *x, const json_t *obj, const char *key, const char *what,
+                    long long min, long long max, long long *ret) {
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return fail(x, obj, key, "%s must be an integer from %lld to %lld", what, min, max);
+    *ret = json_integer_value(v);
+    return 0;
+}
+
+/* Every member of obj must be one of names. */
+static int check_members(ctx *x, const json_t *obj, const char *const *names, const char *where) {
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v) {
+        bool known = false;
+        for (size_t i = 0; names[i]; i++)
+            if (strcmp(key, names[i]) == 0)
+                known = true;
+        if (!known) {
+            char what[300];
+            snprintf(what, sizeof(what), "unknown member \"%.100s\" in %s", key, where);
+            return fail(x, obj, key, "%s", what);
+        }
+    }
+    return 0;
+}
+
+int ferryd_config_init(ferryd_config *c) {
+    *c = (ferryd_config){
+        .alg = FERRY_ALG_ES256,
+        .sync = FERRY_AUDITLOG_SYNC_ALWAYS,
+        .limits =
+            {
+                .max_body = FERRYD_DEFAULT_MAX_BODY,
+                .max_header = FERRYD_DEFAULT_MAX_HEADER,
+                .connections = FERRYD_DEFAULT_CONNECTIONS,
+                .connections_per_ip = FERRYD_DEFAULT_CONNECTIONS_PER_IP,
+                .timeout_s = FERRYD_DEFAULT_TIMEOUT,
+            },
+        .drain_timeout_s = FERRYD_DEFAULT_DRAIN_TIMEOUT,
+    };
+    c->listen[0] = strdup(FERRYD_DEFAULT_LISTEN);
+    c->n_listen = 1;
+    c->state_dir = strdup(FERRY_STATEDIR);
+    c->policies_dir = strdup(FERRY_SYSCONFDIR "/policies");
+    c->trust = json_pack("{s:[]}", "issuers");
+    if (!c->listen[0] || !c->state_dir || !c->policies_dir || !c->trust) {
+        ferryd_config_free(c);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int ferryd_config_add_listen(ferryd_config *c, const char *addr, bool first) {
+    if (first) {
+        for (size_t i = 0; i < c->n_listen; i++) {
+            free(c->listen[i]);
+            c->listen[i] = NULL;
+        }
+        c->n_listen = 0;
+    }
+    if (c->n_listen >= FERRYD_MAX_LISTEN)
+        return -E2BIG;
+    c->listen[c->n_listen] = strdup(addr);
+    if (!c->listen[c->n_listen])
+        return -ENOMEM;
+    c->n_listen++;
+    return 0;
+}
+
+static int load_listen(ctx *x, ferryd_config *c, const json_t *doc) {
+    json_t *v = json_object_get(doc, "listen");
+    size_t i;
+    json_t *e;
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > FERRYD_MAX_LISTEN)
+        return fail(x, doc, "listen", "%s must be an array of 1 to 16 addresses", "listen");
+    json_array_foreach(v, i, e) {
+        if (!json_is_string(e) || json_string_length(e) == 0 ||
+            json_string_length(e) != strlen(json_string_value(e)) ||
+            json_string_length(e) > 200) {
+            unsigned line = ferry_json_locs_line_index(x->locs, v, i);
+            snprintf(x->errbuf, x->errlen, "%s:%u: listen[%zu] must be a non-empty string",
+                     x->path, line, i);
+            return -EINVAL;
+        }
+        int r = ferryd_config_add_listen(c, json_string_value(e), i == 0);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int load_token(ctx *x, ferryd_config *c, const json_t *t) {
+    static const char *const names[] = {"default_ttl", "max_ttl", "client_id", NULL};
+    long long n;
+    int r;
+    if (!json_is_object(t))
+        return fail(x, t, NULL, "%s must be an object", "token");
+    if ((r = check_members(x, t, names, "token")) < 0)
+        return r;
+    if (json_object_get(t, "max_ttl")) {
+        if ((r = get_uint(x, t, "max_ttl", "token.max_ttl", 1, FERRY_MINT_MAX_TTL_LIMIT, &n)) < 0)
+            return r;
+        c->max_ttl = n;
+    }
+    if (json_object_get(t, "default_ttl")) {
+        if ((r = get_uint(x, t, "default_ttl", "token.default_ttl", 1, FERRY_MINT_MAX_TTL_LIMIT,
+                          &n)) < 0)
+            return r;
+        c->default_ttl = n;
+    }
+    if (c->max_ttl && c->default_ttl > c->max_ttl)
+        return fail(x, t, "default_ttl", "%s must not exceed token.max_ttl", "token.default_ttl");
+    if (json_object_get(t, "client_id") &&
+        (r = get_string(x, t, "client_id", "token.client_id", &c->client_id)) < 0)
+        return r;
+    return 0;
+}
+
+static int load_audit(ctx *x, ferryd_config *c, const json_t *a) {
+    static const char *const names[] = {"path", "checkpoint_every", "sync", "sync_every_records",
+                                        "sync_interval_ms", NULL};
+    static const char *const modes[] = {"always", "batch", "checkpoint"};
+    long long n;
+    int r;
+    if (!json_is_object(a))
+        return fail(x, a, NULL, "%s must be an object", "audit_log");
+    if ((r = check_members(x, a, names, "audit_log")) < 0)
+        return r;
+    if (json_object_get(a, "path") &&
+        (r = get_string(x, a, "path", "audit_log.path", &c->audit_path)) < 0)
+        return r;
+    if (json_object_get(a, "checkpoint_every")) {
+        if ((r = get_uint(x, a, "checkpoint_every", "audit_log.checkpoint_every", 1,
+                          FERRY_AUDITLOG_MAX_CHECKPOINT_EVERY, &n)) < 0)
+            return r;
+        c->checkpoint_every = (unsigned)n;
+    }
+    if (json_object_get(a, "sync")) {
+        const char *s = json_string_value(json_object_get(a, "sync"));
+        size_t i;
+        for (i = 0; s && i < ARRAY_SIZE(modes); i++)
+            if (strcmp(s, modes[i]) == 0)
+                break;
+        if (!s || i == ARRAY_SIZE(modes))
+            return fail(x, a, "sync", "%s must be \"always\", \"batch\" or \"checkpoint\"",
+                        "audit_log.sync");
+        c->sync = (ferry_auditlog_sync_mode)i;
+    }
+    if (json_object_get(a, "sync_every_records")) {
+        if ((r = get_uint(x, a, "sync_every_records", "audit_log.sync_every_records", 1,
+                          1000000, &n)) < 0)
+            return r;
+        c->sync_every_records = (unsigned)n;
+    }
+    if (json_object_get(a, "sync_interval_ms")) {
+        if ((r = get_uint(x, a, "sync_interval_ms", "audit_log.sync_interval_ms", 1, 3600000,
+                          &n)) < 0)
+            return r;
+        c->sync_interval_ms = (unsigned)n;
+    }
+    return 0;
+}
+
+static int load_limits(ctx *x, ferryd_config *c, const json_t *l) {
+    static const char *const names[] = {"max_body",           "max_header", "connections",
+                                        "connections_per_ip", "timeout",    "drain_timeout",
+                                        NULL};
+    long long n;
+    int r;
+    if (!json_is_object(l))
+        return fail(x, l, NULL, "%s must be an object", "limits");
+    if ((r = check_members(x, l, names, "limits")) < 0)
+        return r;
+    if (json_object_get(l, "max_body")) {
+        if ((r = get_uint(x, l, "max_body", "limits.max_body", 1024, 1024 * 1024, &n)) < 0)
+            return r;
+        c->limits.max_body = (size_t)n;
+    }
+    if (json_object_get(l, "max_header")) {
+        if ((r = get_uint(x, l, "max_header", "limits.max_header", 4096, 1024 * 1024, &n)) < 0)
+            return r;
+        c->limits.max_header = (size_t)n;
+    }
+    if (json_object_get(l, "connections")) {
+        if ((r = get_uint(x, l, "connections", "limits.connections", 1, 10000, &n)) < 0)
+            return r;
+        c->limits.connections = (unsigned)n;
+    }
+    if (json_object_get(l, "connections_per_ip")) {
+        if ((r = get_uint(x, l, "connections_per_ip", "limits.connections_per_ip", 0, 10000,
+                          &n)) < 0)
+            return r;
+        c->limits.connections_per_ip = (unsigned)n;
+    }
+    if (json_object_get(l, "timeout")) {
+        if ((r = get_uint(x, l, "timeout", "limits.timeout", 1, 3600, &n)) < 0)
+            return r;
+        c->limits.timeout_s = (unsigned)n;
+    }
+    if (json_object_get(l, "drain_timeout")) {
+        if ((r = get_uint(x, l, "drain_timeout", "limits.drain_timeout", 0, 3600, &n)) < 0)
+            return r;
+        c->drain_timeout_s = (unsigned)n;
+    }
+    return 0;
+}
+
+static int read_file(const char *path, char **ret, size_t *ret_len, char *errbuf,
+                     size_t errlen) {
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    int r;
+    if (fd < 0) {
+        r = -errno;
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+        return r;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FERRYD_CONFIG_MAX) {
+        close(fd);
+        snprintf(errbuf, errlen, "%s: not a regular file of at most %d bytes", path,
+                 FERRYD_CONFIG_MAX);
+        return -EINVAL;
+    }
+    r = ferry_read_exact(fd, (size_t)st.st_size, ret);
+    close(fd);
+    if (r < 0) {
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(-r));
+        return r;
+    }
+    *ret_len = (size_t)st.st_size;
+    return 0;
+}
+
+int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t errlen) {
+    static const char *const names[] = {"listen",   "state_dir", "issuer",
+                                        "signing_alg", "token",  "issuers",
+                                        "replay_cache_size", "policies", "audit_log",
+                                        "limits",   NULL};
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    json_t *doc = NULL, *v;
+    unsigned line = 0;
+    char perr[256];
+    ctx x = {.path = path, .errbuf = errbuf, .errlen = errlen};
+    int r;
+
+    r = read_file(path, &buf, &len, errbuf, errlen);
+    if (r < 0)
+        return r;
+    r = ferry_json_parse_located(buf, len, FERRYD_CONFIG_MAX, CONFIG_DEPTH, &doc, &x.locs, &line,
+                                 perr, sizeof(perr));
+    if (r < 0) {
+        snprintf(errbuf, errlen, "%s:%u: %s", path, line, perr);
+        return r == -ENOMEM ? r : -EINVAL;
+    }
+    if (!json_is_object(doc)) {
+        r = fail(&x, doc, NULL, "%s", "the configuration must be a JSON object");
+        goto out;
+    }
+    if ((r = check_members(&x, doc, names, "the configuration")) < 0)
+        goto out;
+    if (json_object_get(doc, "listen") && (r = load_listen(&x, c, doc)) < 0)
+        goto out;
+    if (json_object_get(doc, "state_dir") &&
+        (r = get_string(&x, doc, "state_dir", "state_dir", &c->state_dir)) < 0)
+        goto out;
+    if (json_object_get(doc, "issuer") &&
+        (r = get_string(&x, doc, "issuer", "issuer", &c->issuer)) < 0)
+        goto out;
+    if ((v = json_object_get(doc, "signing_alg"))) {
+        const char *s = json_string_value(v);
+        ferry_alg a = s ? ferry_alg_from_name(s) : FERRY_ALG_UNKNOWN;
+        if (a != FERRY_ALG_ES256 && a != FERRY_ALG_EDDSA && a != FERRY_ALG_RS256) {
+            r = fail(&x, doc, "signing_alg", "%s must be \"ES256\", \"EdDSA\" or \"RS256\"",
+                     "signing_alg");
+            goto out;
+        }
+        c->alg = a;
+    }
+    if ((v = json_object_get(doc, "token")) && (r = load_token(&x, c, v)) < 0)
+        goto out;
+    if (json_object_get(doc, "policies") &&
+        (r = get_string(&x, doc, "policies", "policies", &c->policies_dir)) < 0)
+        goto out;
+    if ((v = json_object_get(doc, "audit_log")) && (r = load_audit(&x, c, v)) < 0)
+        goto out;
+    if ((v = json_object_get(doc, "limits")) && (r = load_limits(&x, c, v)) < 0)
+        goto out;
+    if ((v = json_object_get(doc, "issuers"))) {
+        if (!json_is_array(v)) {
+            r = fail(&x, doc, "issuers", "%s must be an array", "issuers");
+            goto out;
+        }
+        json_object_set(c->trust, "issuers", v);
+    }
+    if ((v = json_object_get(doc, "replay_cache_size"))) {
+        if (!json_is_integer(v)) {
+            r = fail(&x, doc, "replay_cache_size", "%s must be an integer",
+                     "replay_cache_size");
+            goto out;
+        }
+        json_object_set(c->trust, "replay_cache_size", v);
+    }
+    r = 0;
+out:
+    ferry_json_locs_free(x.locs);
+    json_decref(doc);
+    return r;
+}
+
+int ferryd_config_finish(ferryd_config *c, char *errbuf, size_t errlen) {
+    if (!c->issuer) {
+        /* A loopback listener can name itself; anything else must say how it is reached. */
+        const char *a = c->listen[0];
+        if (c->n_listen > 0 && (strncmp(a, "127.", 4) == 0 || strncmp(a, "[::1]:", 6) == 0)) {
+            if (asprintf(&c->issuer, "http://%s", a) < 0) {
+                c->issuer = NULL;
+                return -ENOMEM;
+            }
+        } else {
+            snprintf(errbuf, errlen,
+                     "issuer is required when the first listen address is not loopback");
+            return -EINVAL;
+        }
+    }
+    if (!c->audit_path && asprintf(&c->audit_path, "%s/audit.log", c->state_dir) < 0) {
+        c->audit_path = NULL;
+        return -ENOMEM;
+    }
+    if (c->max_ttl && c->default_ttl > c->max_ttl) {
+        snprintf(errbuf, errlen, "token.default_ttl exceeds token.max_ttl");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void ferryd_config_free(ferryd_config *c) {
+    for (size_t i = 0; i < c->n_listen; i++)
+        free(c->listen[i]);
+    free(c->state_dir);
+    free(c->issuer);
+    free(c->client_id);
+    free(c->policies_dir);
+    free(c->audit_path);
+    json_decref(c->trust);
+    *c = (ferryd_config){0};
+}

@@ -1,0 +1,492 @@
+/* ferryd/httpd.c - the HTTP interface of ferryd over libmicrohttpd (see httpd.h). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "basic/mem.h"
+#include "ferryd/httpd.h"
+#include "ferryd/log.h"
+
+#define LOG_PATH_MAX 128
+#define TARGET_MAX 8192
+
+typedef struct listener {
+    struct ferryd_httpd *h;
+    struct MHD_Daemon *daemon;
+    int fd;               /* listen socket (closed by us after quiesce or stop) */
+    char *unix_path;      /* unix socket file to remove, or NULL */
+    char *name;           /* as configured */
+} listener;
+
+struct ferryd_httpd {
+    listener *ls;
+    size_t n_ls;
+    ferryd_httpd_limits limits;
+    ferryd_handler_fn handler;
+    void *userdata;
+    atomic_uint inflight;
+};
+
+/* Per request: created by the URI callback (which sees the raw request target), freed by the
+ * completion callback. */
+typedef struct req_ctx {
+    struct ferryd_httpd *h;
+    char *target; /* raw request target */
+    struct timespec start;
+    bool started;
+    bool too_big;
+    char *body;
+    size_t body_len;
+    int status;
+    char method[16];
+    char path[LOG_PATH_MAX + 1];
+    char reason[FERRYD_REASON_MAX];
+} req_ctx;
+
+/* A response body we own: wiped (when asked) and freed when libmicrohttpd is done with it. */
+typedef struct owned_body {
+    char *p;
+    size_t len;
+    bool wipe;
+} owned_body;
+
+static int64_t elapsed_us(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)(now.tv_sec - start->tv_sec) * 1000000 +
+           (now.tv_nsec - start->tv_nsec) / 1000;
+}
+
+static void copy_printable(char *dst, size_t dstlen, const char *src) {
+    size_t i = 0;
+    for (; src && src[i] && i + 1 < dstlen; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+    }
+    dst[i] = '\0';
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    char clean[512];
+    copy_printable(clean, sizeof(clean), msg);
+    ferryd_log("warning", "httpd: %s", clean);
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+    struct ferryd_httpd *h = cls;
+    (void)conn;
+    req_ctx *rc = calloc(1, sizeof(*rc));
+    if (!rc)
+        return NULL;
+    rc->h = h;
+    clock_gettime(CLOCK_MONOTONIC, &rc->start);
+    rc->target = strndup(uri ? uri : "", TARGET_MAX);
+    atomic_fetch_add(&h->inflight, 1);
+    return rc;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    struct ferryd_httpd *h = cls;
+    req_ctx *rc = *con_cls;
+    (void)conn;
+    if (!rc)
+        return;
+    *con_cls = NULL;
+    json_t *line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "level", "info", "msg", "request",
+                             "method", rc->method[0] ? rc->method : "-", "path",
+                             rc->path[0] ? rc->path : "-", "status", rc->status, "duration_us",
+                             (json_int_t)elapsed_us(&rc->start));
+    if (line) {
+        if (rc->reason[0])
+            json_object_set_new(line, "reason", json_string(rc->reason));
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            json_object_set_new(line, "terminated", json_integer(toe));
+        ferryd_log_json(line);
+    }
+    if (rc->body) {
+        ferry_wipe(rc->body, rc->body_len);
+        free(rc->body);
+    }
+    free(rc->target);
+    free(rc);
+    atomic_fetch_sub(&h->inflight, 1);
+}
+
+static void free_owned(void *cls) {
+    owned_body *ob = cls;
+    if (ob->wipe)
+        ferry_wipe(ob->p, ob->len);
+    free(ob->p);
+    free(ob);
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *rc,
+                                     ferryd_response *resp) {
+    struct MHD_Response *r;
+    owned_body *ob = calloc(1, sizeof(*ob));
+    char num[32];
+    enum MHD_Result ret;
+
+    if (!ob) {
+        if (resp->wipe && resp->body)
+            ferry_wipe(resp->body, resp->body_len);
+        free(resp->body);
+        return MHD_NO;
+    }
+    ob->p = resp->body ? resp->body : strdup("");
+    ob->len = resp->body ? resp->body_len : 0;
+    ob->wipe = resp->wipe;
+    resp->body = NULL;
+    if (!ob->p) {
+        free(ob);
+        return MHD_NO;
+    }
+    r = MHD_create_response_from_buffer_with_free_callback_cls(ob->len, ob->p, free_owned, ob);
+    if (!r) {
+        free_owned(ob);
+        return MHD_NO;
+    }
+    if (resp->content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+    if (resp->no_store) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_PRAGMA, "no-cache");
+    }
+    if (resp->allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    if (resp->retry_after > 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)resp->retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, num);
+    }
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    rc->status = resp->status;
+    if (resp->reason[0] && !rc->reason[0])
+        snprintf(rc->reason, sizeof(rc->reason), "%s", resp->reason);
+    ret = MHD_queue_response(conn, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_simple(struct MHD_Connection *conn, req_ctx *rc, int status,
+                                   const char *error, const char *desc, const char *reason) {
+    ferryd_response resp = {.status = status, .content_type = "application/json"};
+    json_t *doc = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
+    resp.body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(doc);
+    if (!resp.body)
+        return MHD_NO;
+    resp.body_len = strlen(resp.body);
+    snprintf(resp.reason, sizeof(resp.reason), "%s", reason);
+    return send_response(conn, rc, &resp);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+    struct ferryd_httpd *h = cls;
+    req_ctx *rc = *con_cls;
+    (void)version;
+
+    if (!rc)
+        return MHD_NO; /* out of memory in on_uri: drop the connection */
+    if (!rc->started) {
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        rc->started = true;
+        copy_printable(rc->method, sizeof(rc->method), method);
+        copy_printable(rc->path, sizeof(rc->path), url);
+        if (!rc->target)
+            return MHD_NO;
+        if (cl) {
+            long long n;
+            /* libmicrohttpd has already refused a malformed Content-Length. */
+            if (ferry_parse_int64(cl, &n) < 0 || n < 0 || (unsigned long long)n > h->limits.max_body)
+                return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
+                                   "request body too large", "body: Content-Length over limit");
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (rc->too_big)
+            return MHD_YES;
+        if (n > h->limits.max_body - rc->body_len) {
+            /* A chunked body past the limit: refuse now, without reading the rest. */
+            rc->too_big = true;
+            if (rc->body) {
+                ferry_wipe(rc->body, rc->body_len);
+                free(rc->body);
+                rc->body = NULL;
+                rc->body_len = 0;
+            }
+            return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
+                               "request body too large", "body: over limit while reading");
+        }
+        if (!rc->body) {
+            rc->body = malloc(h->limits.max_body + 1);
+            if (!rc->body)
+                return MHD_NO;
+        }
+        memcpy(rc->body + rc->body_len, upload_data, n);
+        rc->body_len += n;
+        return MHD_YES;
+    }
+    if (rc->too_big)
+        return MHD_YES; /* response already queued */
+
+    const char *q = strchr(rc->target, '?');
+    ferryd_request req = {
+        .method = method,
+        .path = url,
+        .query = q ? q + 1 : NULL,
+        .content_type =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+        .body = rc->body ? rc->body : "",
+        .body_len = rc->body_len,
+    };
+    if (rc->body)
+        rc->body[rc->body_len] = '\0';
+    ferryd_response resp = {.status = 500};
+    h->handler(h->userdata, &req, &resp);
+    return send_response(conn, rc, &resp);
+}
+
+/* ---- listeners ------------------------------------------------------------------------------ */
+
+static int open_unix(const char *path, char *errbuf, size_t errlen) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    int fd;
+
+    if (strlen(path) == 0 || strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(errbuf, errlen, "unix:%s: path empty or too long", path);
+        return -EINVAL;
+    }
+    memcpy(sa.sun_path, path, strlen(path));
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(errbuf, errlen, "unix:%s: exists and is not a socket", path);
+            return -EEXIST;
+        }
+        unlink(path);
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0)
+        goto fail;
+    return fd;
+fail:;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    snprintf(errbuf, errlen, "unix:%s: %s", path, strerror(e));
+    return -e;
+}
+
+static int open_tcp(const char *addr, char *errbuf, size_t errlen) {
+    char host[64];
+    const char *colon, *hs = addr;
+    size_t hl;
+    long long port;
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    int fd, one = 1;
+
+    if (addr[0] == '[') {
+        const char *end = strchr(addr, ']');
+        if (!end || end[1] != ':')
+            goto bad;
+        hs = addr + 1;
+        hl = (size_t)(end - hs);
+        colon = end + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon)
+            goto bad;
+        hl = (size_t)(colon - addr);
+    }
+    if (hl == 0 || hl >= sizeof(host) || ferry_parse_int64(colon + 1, &port) < 0 || port < 0 ||
+        port > 65535 || colon[1] == '-')
+        goto bad;
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    if (addr[0] == '[') {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+            goto bad;
+        sl = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+            goto bad;
+        sl = sizeof(*s4);
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 128) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        goto fail;
+    }
+    return fd;
+bad:
+    snprintf(errbuf, errlen, "listen address \"%s\": want IPV4:PORT, [IPV6]:PORT or unix:PATH",
+             addr);
+    return -EINVAL;
+fail:;
+    int e = errno;
+    snprintf(errbuf, errlen, "listen %s: %s", addr, strerror(e));
+    return -e;
+}
+
+int ferryd_httpd_start(const char *const *listen, size_t n_listen,
+                       const ferryd_httpd_limits *limits, ferryd_handler_fn handler,
+                       void *userdata, ferryd_httpd **ret, char *errbuf, size_t errlen) {
+    struct ferryd_httpd *h;
+    int r;
+
+    if (n_listen == 0 || !limits || !handler || !ret) {
+        snprintf(errbuf, errlen, "no listen address");
+        return -EINVAL;
+    }
+    h = calloc(1, sizeof(*h));
+    if (!h)
+        return -ENOMEM;
+    h->ls = calloc(n_listen, sizeof(*h->ls));
+    if (!h->ls) {
+        free(h);
+        return -ENOMEM;
+    }
+    h->limits = *limits;
+    h->handler = handler;
+    h->userdata = userdata;
+    atomic_init(&h->inflight, 0);
+    for (size_t i = 0; i < n_listen; i++) {
+        listener *l = &h->ls[h->n_ls];
+        bool is_unix = strncmp(listen[i], "unix:", 5) == 0;
+        l->h = h;
+        l->fd = -1;
+        l->name = strdup(listen[i]);
+        if (!l->name) {
+            r = -ENOMEM;
+            goto fail;
+        }
+        h->n_ls++;
+        if (is_unix) {
+            l->unix_path = strdup(listen[i] + 5);
+            if (!l->unix_path) {
+                r = -ENOMEM;
+                goto fail;
+            }
+            r = open_unix(l->unix_path, errbuf, errlen);
+            if (r < 0) {
+                free(l->unix_path);
+                l->unix_path = NULL;
+            }
+        } else {
+            r = open_tcp(listen[i], errbuf, errlen);
+        }
+        if (r < 0)
+            goto fail;
+        l->fd = r;
+        l->daemon = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                MHD_USE_ERROR_LOG,
+            0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+            MHD_OPTION_LISTEN_SOCKET, l->fd,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits->max_header,
+            MHD_OPTION_CONNECTION_LIMIT, limits->connections,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, is_unix ? 0u : limits->connections_per_ip,
+            MHD_OPTION_CONNECTION_TIMEOUT, limits->timeout_s, MHD_OPTION_URI_LOG_CALLBACK,
+            on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+        if (!l->daemon) {
+            snprintf(errbuf, errlen, "listen %s: libmicrohttpd refused to start", listen[i]);
+            r = -EIO;
+            goto fail;
+        }
+    }
+    *ret = h;
+    return 0;
+fail:
+    ferryd_httpd_free(h);
+    return r;
+}
+
+void ferryd_httpd_quiesce(ferryd_httpd *h) {
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n_ls; i++) {
+        listener *l = &h->ls[i];
+        if (l->daemon && l->fd >= 0) {
+            MHD_socket s = MHD_quiesce_daemon(l->daemon);
+            if (s != MHD_INVALID_SOCKET) {
+                close(s);
+                l->fd = -1;
+            }
+        }
+        if (l->unix_path) {
+            unlink(l->unix_path);
+            free(l->unix_path);
+            l->unix_path = NULL;
+        }
+    }
+}
+
+unsigned ferryd_httpd_drain(ferryd_httpd *h, unsigned timeout_ms) {
+    if (!h)
+        return 0;
+    for (unsigned waited = 0;; waited += 10) {
+        unsigned n = atomic_load(&h->inflight);
+        if (n == 0 || waited >= timeout_ms)
+            return n;
+        struct timespec ts = {.tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void ferryd_httpd_free(ferryd_httpd *h) {
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n_ls; i++) {
+        listener *l = &h->ls[i];
+        if (l->daemon)
+            MHD_stop_daemon(l->daemon); /* closes a listen socket not yet quiesced */
+        else if (l->fd >= 0)
+            close(l->fd);
+        if (l->unix_path) {
+            unlink(l->unix_path);
+            free(l->unix_path);
+        }
+        free(l->name);
+    }
+    free(h->ls);
+    free(h);
+}

@@ -1,0 +1,71 @@
+/* ferryd/httpd.h - ferryd's one small HTTP interface (libmicrohttpd behind it).
+ *
+ * The routes see a ferryd_request (method, path, raw query, two headers, the whole body) and
+ * fill a ferryd_response; no libmicrohttpd type crosses this header. The server enforces the
+ * limits before a route runs: a body larger than max_body is refused with 413 from its
+ * Content-Length before any of it is read, and while reading a chunked body; headers larger
+ * than the connection memory limit are refused by libmicrohttpd itself.
+ *
+ * Threads: one libmicrohttpd daemon per listener, each with an internal polling thread and a
+ * thread per connection (a route may block on an issuer's key fetch without stalling other
+ * clients); connections are capped overall and per IP. Design note: docs/internals/ferryd.md.
+ */
+#ifndef FERRYD_HTTPD_H
+#define FERRYD_HTTPD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FERRYD_REASON_MAX 320
+
+typedef struct ferryd_request {
+    const char *method;
+    const char *path;         /* without the query */
+    const char *query;        /* what follows '?', NULL when the target has no '?' */
+    const char *content_type; /* NULL when absent */
+    const char *body;         /* NUL-terminated copy (may hold NUL bytes before body_len) */
+    size_t body_len;
+} ferryd_request;
+
+typedef struct ferryd_response {
+    int status;
+    char *body;               /* malloc'd, owned by the server after the handler returns */
+    size_t body_len;
+    const char *content_type; /* static */
+    bool no_store;            /* Cache-Control: no-store, Pragma: no-cache */
+    bool wipe;                /* wipe the body after it was sent */
+    const char *allow;        /* static: Allow header (405) or NULL */
+    int64_t retry_after;      /* seconds, 0 = no Retry-After */
+    char reason[FERRYD_REASON_MAX]; /* for the request log line only; never token material */
+} ferryd_response;
+
+typedef void (*ferryd_handler_fn)(void *userdata, const ferryd_request *req,
+                                  ferryd_response *resp);
+
+typedef struct ferryd_httpd_limits {
+    size_t max_body;             /* bytes */
+    size_t max_header;           /* connection memory limit (bytes) */
+    unsigned connections;        /* per listener */
+    unsigned connections_per_ip; /* per TCP listener; 0 = no per-IP limit */
+    unsigned timeout_s;          /* idle connection timeout */
+} ferryd_httpd_limits;
+
+typedef struct ferryd_httpd ferryd_httpd;
+
+/* Start serving on every listen address ("HOST:PORT", "[V6]:PORT" or "unix:PATH"); a stale
+ * unix socket file is replaced. Returns 0, or a negative errno with errbuf naming the address. */
+int ferryd_httpd_start(const char *const *listen, size_t n_listen,
+                       const ferryd_httpd_limits *limits, ferryd_handler_fn handler,
+                       void *userdata, ferryd_httpd **ret, char *errbuf, size_t errlen);
+
+/* Stop accepting new connections (listeners closed, unix socket files removed). */
+void ferryd_httpd_quiesce(ferryd_httpd *h);
+
+/* Wait until no request is in flight or timeout_ms passed. Returns the number still running. */
+unsigned ferryd_httpd_drain(ferryd_httpd *h, unsigned timeout_ms);
+
+/* Stop every daemon and free. Accepts NULL. */
+void ferryd_httpd_free(ferryd_httpd *h);
+
+#endif

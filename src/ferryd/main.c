@@ -1,0 +1,356 @@
+/* ferryd/main.c - ferryd: the RFC 8693 token service (options, start, signals, shutdown).
+ *
+ *   ferryd [-c FILE] [--listen ADDR:PORT]... [--state-dir DIR]
+ *   ferryd --check-config -c FILE
+ *
+ * Exit status: 0 clean stop (or a valid configuration), 1 a failure at run time, 2 usage or
+ * configuration error. Design note: docs/internals/ferryd.md.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "ferry/error.h"
+#include "ferryd/ferryd.h"
+#include "ferryd/log.h"
+
+enum { EXIT_USAGE = 2 };
+
+static void usage(FILE *f) {
+    fputs("Usage: ferryd [-c FILE] [--listen ADDR:PORT|unix:PATH]... [--state-dir DIR]\n"
+          "       ferryd --check-config -c FILE\n"
+          "\n"
+          "The RFC 8693 token exchange service of ferry.\n"
+          "\n"
+          "  -c, --config FILE   JSON configuration (docs/configuration.md, \"ferryd\")\n"
+          "      --check-config  check the configuration (and its issuers) and exit 0 or 2\n"
+          "      --listen ADDR   listen on IPV4:PORT, [IPV6]:PORT or unix:PATH (repeatable;\n"
+          "                      replaces the file's list; default " FERRYD_DEFAULT_LISTEN ")\n"
+          "      --state-dir DIR keys and audit log (default " FERRY_STATEDIR ")\n"
+          "  -h, --help          this help\n"
+          "\n"
+          "Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads policies and keys.\n",
+          f);
+}
+
+static void log_problems(const char *what, ferry_policy_problems *p) {
+    size_t n = ferry_policy_problems_count(p);
+    for (size_t i = 0; i < n && i < 50; i++) {
+        const ferry_policy_problem *pr = ferry_policy_problems_get(p, i);
+        ferryd_log("error", "%s: %s:%u: %s", what, pr->file ? pr->file : "-", pr->line,
+                   pr->reason ? pr->reason : "");
+    }
+}
+
+static int load_trust(ferryd *d, char *err, size_t errlen) {
+    int r = ferry_oidc_new(NULL, &d->oidc);
+    if (r < 0) {
+        snprintf(err, errlen, "trust store: %s", ferry_strerror(r));
+        return r;
+    }
+    return ferry_oidc_load_config(d->oidc, d->config.trust, err, errlen);
+}
+
+static int open_audit(ferryd *d, char *err, size_t errlen) {
+    json_t *all = NULL;
+    ferry_jwks *verify = NULL;
+    ferry_jwk *sk = ferry_mint_signing_key(d->mint, NULL);
+    int r;
+
+    if (!sk) {
+        snprintf(err, errlen, "no signing key in %s", d->config.state_dir);
+        return -FERRY_ENOKEY;
+    }
+    /* Checkpoints of earlier keys are verified on reopen too. */
+    if (ferry_mint_jwks(d->mint, true, &all) == 0)
+        (void)ferry_jwks_from_json(all, &verify, NULL);
+    json_decref(all);
+    ferry_auditlog_options lo = {
+        .path = d->config.audit_path,
+        .checkpoint_every = d->config.checkpoint_every,
+        .sync = d->config.sync,
+        .sync_every_records = d->config.sync_every_records,
+        .sync_interval_ms = d->config.sync_interval_ms,
+        .signing_key = sk,
+        .verify_keys = verify,
+    };
+    r = ferry_auditlog_open(&lo, &d->log, err, errlen);
+    ferry_jwks_unref(verify);
+    ferry_jwk_unref(sk);
+    return r;
+}
+
+static void reload(ferryd *d) {
+    ferry_policy_problems *problems = NULL;
+    char err[512];
+    int r;
+
+    if (ferry_policy_problems_new(&problems) == 0) {
+        r = ferry_policy_store_reload(d->policies, d->config.policies_dir, problems);
+        if (r < 0) {
+            ferryd_log("error", "reload: policies in %s not loaded (%s); keeping the old set",
+                       d->config.policies_dir, ferry_strerror(r));
+            log_problems("reload", problems);
+        } else {
+            ferry_policy_set *set = ferry_policy_store_get(d->policies);
+            ferryd_log("info", "reload: %zu policies loaded from %s",
+                       ferry_policy_set_count(set), d->config.policies_dir);
+            ferry_policy_set_unref(set);
+        }
+        ferry_policy_problems_free(problems);
+    }
+    r = ferry_mint_reload(d->mint, err, sizeof(err));
+    if (r < 0) {
+        ferryd_log("error", "reload: keys not reloaded (%s); keeping the old keys", err);
+    } else {
+        ferry_jwk *sk = ferry_mint_signing_key(d->mint, NULL);
+        if (sk && ferry_auditlog_set_signing_key(d->log, sk) < 0)
+            ferryd_log("error", "reload: the audit log keeps its old checkpoint key");
+        ferry_jwk_unref(sk);
+        if (ferryd_refresh_documents(d) < 0)
+            ferryd_log("error", "reload: discovery and JWKS documents not refreshed");
+        else
+            ferryd_log("info", "reload: keys reloaded");
+    }
+}
+
+static void teardown(ferryd *d) {
+    ferry_exchange_free(d->exchange);
+    if (d->log) {
+        int r = ferry_auditlog_close(d->log);
+        if (r < 0)
+            ferryd_log("error", "audit log closed without its final checkpoint: %s",
+                       ferry_strerror(r));
+    }
+    ferry_mint_free(d->mint);
+    ferry_policy_store_free(d->policies);
+    ferry_oidc_free(d->oidc);
+    free(d->discovery);
+    free(d->jwks);
+    pthread_mutex_destroy(&d->lock);
+    ferryd_config_free(&d->config);
+}
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"listen", required_argument, NULL, 'l'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *config_path = NULL, *state_dir = NULL;
+    const char *listen_args[FERRYD_MAX_LISTEN];
+    size_t n_listen_args = 0;
+    bool check = false;
+    ferryd d = {0};
+    ferryd_httpd *httpd = NULL;
+    char err[512];
+    int c, r, ret = 1, sfd = -1;
+    sigset_t mask;
+
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'C':
+            check = true;
+            break;
+        case 'l':
+            if (n_listen_args == FERRYD_MAX_LISTEN) {
+                fprintf(stderr, "ferryd: at most %d --listen\n", FERRYD_MAX_LISTEN);
+                return EXIT_USAGE;
+            }
+            listen_args[n_listen_args++] = optarg;
+            break;
+        case 's':
+            state_dir = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "ferryd: unexpected argument \"%s\"\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (check && !config_path) {
+        fprintf(stderr, "ferryd: --check-config needs -c FILE\n");
+        return EXIT_USAGE;
+    }
+
+    pthread_mutex_init(&d.lock, NULL);
+    if (ferryd_config_init(&d.config) < 0) {
+        fprintf(stderr, "ferryd: out of memory\n");
+        pthread_mutex_destroy(&d.lock);
+        return 1;
+    }
+    if (config_path && (r = ferryd_config_load(&d.config, config_path, err, sizeof(err))) < 0) {
+        fprintf(stderr, "ferryd: %s\n", err);
+        ret = EXIT_USAGE;
+        goto out;
+    }
+    for (size_t i = 0; i < n_listen_args; i++)
+        if (ferryd_config_add_listen(&d.config, listen_args[i], i == 0) < 0) {
+            fprintf(stderr, "ferryd: out of memory\n");
+            goto out;
+        }
+    if (state_dir) {
+        char *s = strdup(state_dir);
+        if (!s)
+            goto out;
+        free(d.config.state_dir);
+        d.config.state_dir = s;
+    }
+    if (ferryd_config_finish(&d.config, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ferryd: %s\n", err);
+        ret = EXIT_USAGE;
+        goto out;
+    }
+    if (load_trust(&d, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ferryd: %s: %s\n", config_path ? config_path : "issuers", err);
+        ret = EXIT_USAGE;
+        goto out;
+    }
+    if (check) {
+        printf("%s: ok (%zu issuers, %zu listen addresses)\n", config_path,
+               ferry_oidc_issuer_count(d.oidc), d.config.n_listen);
+        ret = 0;
+        goto out;
+    }
+
+    /* Policies: a set with problems is not served (fail closed). */
+    {
+        ferry_policy_problems *problems = NULL;
+        ferry_policy_set *set = NULL;
+        r = ferry_policy_problems_new(&problems);
+        if (r == 0)
+            r = ferry_policy_load_dir(d.config.policies_dir, &set, problems);
+        if (r < 0) {
+            ferryd_log("error", "policies in %s not loaded: %s", d.config.policies_dir,
+                       ferry_strerror(r));
+            log_problems("policies", problems);
+            ferry_policy_problems_free(problems);
+            ret = EXIT_USAGE;
+            goto out;
+        }
+        ferry_policy_problems_free(problems);
+        r = ferry_policy_store_new(set, &d.policies);
+        ferry_policy_set_unref(set);
+        if (r < 0)
+            goto out;
+    }
+    {
+        ferry_mint_options mo = {
+            .issuer = d.config.issuer,
+            .state_dir = d.config.state_dir,
+            .alg = d.config.alg,
+            .max_ttl = d.config.max_ttl,
+        };
+        r = ferry_mint_open(&mo, &d.mint, err, sizeof(err));
+        if (r < 0) {
+            ferryd_log("error", "keys: %s", err);
+            goto out;
+        }
+    }
+    if (open_audit(&d, err, sizeof(err)) < 0) {
+        ferryd_log("error", "audit log %s: %s", d.config.audit_path, err);
+        goto out;
+    }
+    {
+        ferry_exchange_options eo = {
+            .default_ttl = d.config.default_ttl,
+            .max_ttl = d.config.max_ttl,
+            .client_id = d.config.client_id,
+        };
+        r = ferry_exchange_new(d.oidc, d.policies, d.mint, d.log, &eo, &d.exchange, err,
+                               sizeof(err));
+        if (r < 0) {
+            ferryd_log("error", "exchange: %s", err);
+            goto out;
+        }
+    }
+    if (ferryd_refresh_documents(&d) < 0) {
+        ferryd_log("error", "discovery and JWKS documents could not be built");
+        goto out;
+    }
+
+    /* Signals go to a signalfd read by this thread; block them before any thread starts so
+     * every thread inherits the mask. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    signal(SIGPIPE, SIG_IGN);
+    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0 ||
+        (sfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0) {
+        ferryd_log("error", "signalfd: %s", strerror(errno));
+        goto out;
+    }
+
+    r = ferryd_httpd_start((const char *const *)d.config.listen, d.config.n_listen,
+                           &d.config.limits, ferryd_route, &d, &httpd, err, sizeof(err));
+    if (r < 0) {
+        ferryd_log("error", "%s", err);
+        goto out;
+    }
+    {
+        json_t *l = json_array();
+        for (size_t i = 0; l && i < d.config.n_listen; i++)
+            json_array_append_new(l, json_string(d.config.listen[i]));
+        ferryd_log_json(json_pack("{s:s, s:s, s:s, s:o, s:s}", "level", "info", "msg",
+                                  "ferryd started", "issuer", d.config.issuer, "listen",
+                                  l ? l : json_null(), "state_dir", d.config.state_dir));
+    }
+    r = ferry_oidc_prefetch(d.oidc, err, sizeof(err));
+    if (r == 0)
+        atomic_store(&d.issuers_ready, true);
+    else
+        ferryd_log("warning", "issuer keys not loaded yet: %s", err);
+
+    for (;;) {
+        struct signalfd_siginfo si;
+        ssize_t n = read(sfd, &si, sizeof(si));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(si)) {
+            ferryd_log("error", "signalfd read: %s", n < 0 ? strerror(errno) : "short read");
+            break;
+        }
+        if (si.ssi_signo == SIGHUP) {
+            ferryd_log("info", "SIGHUP: reloading policies and keys");
+            reload(&d);
+            continue;
+        }
+        ferryd_log("info", "%s: stopping", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        ret = 0;
+        break;
+    }
+    ferryd_httpd_quiesce(httpd);
+    {
+        unsigned left = ferryd_httpd_drain(httpd, d.config.drain_timeout_s * 1000u);
+        if (left)
+            ferryd_log("warning", "%u requests still running after the drain timeout", left);
+    }
+    ferryd_httpd_free(httpd);
+    httpd = NULL;
+    ferryd_log("info", "ferryd stopped");
+
+out:
+    ferryd_httpd_free(httpd);
+    if (sfd >= 0)
+        close(sfd);
+    teardown(&d);
+    return ret;
+}
