@@ -20,6 +20,7 @@
 
 #define LOG_PATH_MAX 128
 #define TARGET_MAX 8192
+#define DISCARD_FACTOR 4
 
 typedef struct listener {
     struct ferryd_httpd *h;
@@ -46,6 +47,7 @@ typedef struct req_ctx {
     struct timespec start;
     bool started;
     bool too_big;
+    size_t discarded; /* bytes of an oversized chunked body read and dropped */
     char *body;
     size_t body_len;
     int status;
@@ -226,19 +228,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (rc->too_big)
+        if (rc->too_big) {
+            /* libmicrohttpd (0.9.75) cannot answer in the middle of a body: the rest of an
+             * oversized chunked body is read and dropped, up to DISCARD_FACTOR * max_body;
+             * past that the connection is closed without an answer. */
+            rc->discarded += n;
+            if (rc->discarded > DISCARD_FACTOR * h->limits.max_body) {
+                rc->status = MHD_HTTP_CONTENT_TOO_LARGE;
+                snprintf(rc->reason, sizeof(rc->reason),
+                         "body: chunked body far over limit, connection closed");
+                return MHD_NO;
+            }
             return MHD_YES;
+        }
         if (n > h->limits.max_body - rc->body_len) {
-            /* A chunked body past the limit: refuse now, without reading the rest. */
             rc->too_big = true;
+            rc->discarded = rc->body_len + n;
             if (rc->body) {
                 ferry_wipe(rc->body, rc->body_len);
                 free(rc->body);
                 rc->body = NULL;
                 rc->body_len = 0;
             }
-            return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
-                               "request body too large", "body: over limit while reading");
+            return MHD_YES;
         }
         if (!rc->body) {
             rc->body = malloc(h->limits.max_body + 1);
@@ -250,7 +262,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (rc->too_big)
-        return MHD_YES; /* response already queued */
+        return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
+                           "request body too large", "body: chunked body over limit");
 
     const char *q = strchr(rc->target, '?');
     ferryd_request req = {
