@@ -8,8 +8,8 @@
 #   type, malformed form, a 16 MiB Content-Length (413 without the body being read), chunked
 #   bodies past the limit (413; far past it, closed), GET on the token path (405 with Allow), unknown path (404);
 #   a unix socket listener; one audit record per exchange; `ferry log verify --live` while
-#   running; SIGHUP with a broken policy keeps the old set; SIGTERM exits 0 and the sealed log
-#   verifies; `ferryd --check-config` on contrib/ferry.example.json and on broken files.
+#   running; SIGHUP with a broken policy keeps the old set; SIGTERM drains a request in flight,
+#   exits 0 and the sealed log verifies; `ferryd --check-config` on contrib/ferry.example.json and on broken files.
 # Skips (with the reason) when node or the npm packages are missing.
 import http.client
 import json
@@ -404,8 +404,36 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
            "SIGHUP with a good policy set: the new set decides (deploy:write no longer granted)",
            r)
 
-    # ---- SIGTERM -----------------------------------------------------------------------------
-    proc.send_signal(signal.SIGTERM)
+    # ---- SIGTERM: an in-flight request is drained, new connections are refused -------------
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    late = b""
+    try:
+        part = b"grant_type=x"
+        s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Type: " + FORM.encode() + b"\r\nContent-Length: %d\r\n\r\n"
+                  % len(part) + part[:5])
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            refused_new = False
+        except OSError:
+            refused_new = True
+        alive = proc.poll() is None
+        s.sendall(part[5:])
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            late += c
+    finally:
+        s.close()
+    n_exchanges += 1
+    tap.ok(alive and refused_new and late.startswith(b"HTTP/1.1 400")
+           and b"unsupported_grant_type" in late,
+           "SIGTERM: new connections refused, the request in flight is still answered",
+           (alive, refused_new, late[:300]))
     try:
         rc = proc.wait(20)
     except subprocess.TimeoutExpired:
