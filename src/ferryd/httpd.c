@@ -43,10 +43,12 @@ struct ferryd_httpd {
  * completion callback. */
 typedef struct req_ctx {
     struct ferryd_httpd *h;
-    char *target; /* raw request target */
+    char *query;  /* what follows the first '?' of the raw request target (at most
+                     TARGET_MAX bytes kept), NULL when there is no '?' */
     struct timespec start;
     bool started;
     bool too_big;
+    bool oom;
     size_t discarded; /* bytes of an oversized chunked body read and dropped */
     char *body;
     size_t body_len;
@@ -97,7 +99,12 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
         return NULL;
     rc->h = h;
     clock_gettime(CLOCK_MONOTONIC, &rc->start);
-    rc->target = strndup(uri ? uri : "", TARGET_MAX);
+    const char *q = uri ? strchr(uri, '?') : NULL;
+    if (q) {
+        rc->query = strndup(q + 1, TARGET_MAX);
+        if (!rc->query)
+            rc->oom = true;
+    }
     atomic_fetch_add(&h->inflight, 1);
     return rc;
 }
@@ -125,7 +132,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         ferry_wipe(rc->body, rc->body_len);
         free(rc->body);
     }
-    free(rc->target);
+    free(rc->query);
     free(rc);
     atomic_fetch_sub(&h->inflight, 1);
 }
@@ -214,7 +221,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rc->started = true;
         copy_printable(rc->method, sizeof(rc->method), method);
         copy_printable(rc->path, sizeof(rc->path), url);
-        if (!rc->target)
+        if (rc->oom)
             return MHD_NO;
         if (cl) {
             long long n;
@@ -265,11 +272,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
                            "request body too large", "body: chunked body over limit");
 
-    const char *q = strchr(rc->target, '?');
     ferryd_request req = {
         .method = method,
         .path = url,
-        .query = q ? q + 1 : NULL,
+        .query = rc->query,
         .content_type =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
         .body = rc->body ? rc->body : "",

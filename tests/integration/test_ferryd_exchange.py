@@ -6,10 +6,12 @@
 #   discovery document and JWKS (fetched over HTTP from ferryd); refusals: scope, audience,
 #   grant type, forged and missing subject token, duplicate parameter, query string, content
 #   type, malformed form, a 16 MiB Content-Length (413 without the body being read), chunked
-#   bodies past the limit (413; far past it, closed), GET on the token path (405 with Allow), unknown path (404);
+#   bodies past the limit (413; far past it, closed), headers past the limit (431), GET on the
+#   token path (405 with Allow), unknown path (404);
 #   a unix socket listener; one audit record per exchange; `ferry log verify --live` while
 #   running; SIGHUP with a broken policy keeps the old set; SIGTERM drains a request in flight,
-#   exits 0 and the sealed log verifies; `ferryd --check-config` on contrib/ferry.example.json and on broken files.
+#   exits 0 and the sealed log verifies; `ferryd --check-config` on contrib/ferry.example.json
+#   and on broken files.
 # Skips (with the reason) when node or the npm packages are missing.
 import http.client
 import json
@@ -338,6 +340,19 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
     got = chunked(64, False)
     tap.ok(got == b"", "a 1 MiB chunked body: the connection is closed while reading",
            got[:300])
+
+    # Headers past limits.max_header (32 KiB): libmicrohttpd answers 431 itself.
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+        got = s.recv(200)
+    except OSError as e:
+        got = repr(e).encode()
+    finally:
+        s.close()
+    tap.ok(got.startswith(b"HTTP/1.1 431"), "headers over 32 KiB: 431", got)
+    r = post_token(port, exchange_pairs(subject), path="/v1/token?" + "q" * 9000)
+    refused(r, 400, "invalid_request", "a 9000-byte query string")
 
     r = request(port, "GET", "/v1/token")
     tap.ok(r.status == 405 and r.headers.get("allow") == "POST",
