@@ -26,7 +26,8 @@ typedef struct ctx {
 
 static int fail(ctx *x, const json_t *container, const char *key, const char *fmt, ...)
     _printf_(4, 5);
-static int fail(ctx *x, const json_t *container, const char *key, const char *fmt, ...) {
+static int fail(ctx *x, const json_t *container, const char *key, const char *fmt, ...)
+{
     unsigned line = ferry_json_locs_line(x->locs, container, key);
     char msg[512];
     va_list ap;
@@ -37,7 +38,8 @@ static int fail(ctx *x, const json_t *container, const char *key, const char *fm
     return -EINVAL;
 }
 
-static int get_string(ctx *x, const json_t *obj, const char *key, const char *what, char **ret) {
+static int get_string(ctx *x, const json_t *obj, const char *key, const char *what, char **ret)
+{
     json_t *v = json_object_get(obj, key);
     const char *s;
     if (!json_is_string(v))
@@ -53,8 +55,9 @@ static int get_string(ctx *x, const json_t *obj, const char *key, const char *wh
     return 0;
 }
 
-static int get_uint(ctx *x, const json_t *obj, const char *key, const char *what,
-                    long long min, long long max, long long *ret) {
+static int get_uint(ctx *x, const json_t *obj, const char *key, const char *what, long long min,
+                    long long max, long long *ret)
+{
     json_t *v = json_object_get(obj, key);
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
         return fail(x, obj, key, "%s must be an integer from %lld to %lld", what, min, max);
@@ -63,10 +66,12 @@ static int get_uint(ctx *x, const json_t *obj, const char *key, const char *what
 }
 
 /* Every member of obj must be one of names. */
-static int check_members(ctx *x, const json_t *obj, const char *const *names, const char *where) {
+static int check_members(ctx *x, const json_t *obj, const char *const *names, const char *where)
+{
     const char *key;
     json_t *v;
-    json_object_foreach((json_t *)obj, key, v) {
+    json_object_foreach((json_t *)obj, key, v)
+    {
         bool known = false;
         for (size_t i = 0; names[i]; i++)
             if (strcmp(key, names[i]) == 0)
@@ -80,7 +85,8 @@ static int check_members(ctx *x, const json_t *obj, const char *const *names, co
     return 0;
 }
 
-int ferryd_config_init(ferryd_config *c) {
+int ferryd_config_init(ferryd_config *c)
+{
     *c = (ferryd_config){
         .alg = FERRY_ALG_ES256,
         .sync = FERRY_AUDITLOG_SYNC_ALWAYS,
@@ -106,7 +112,8 @@ int ferryd_config_init(ferryd_config *c) {
     return 0;
 }
 
-int ferryd_config_add_listen(ferryd_config *c, const char *addr, bool first) {
+int ferryd_config_add_listen(ferryd_config *c, const char *addr, bool first)
+{
     if (first) {
         for (size_t i = 0; i < c->n_listen; i++) {
             free(c->listen[i]);
@@ -123,19 +130,20 @@ int ferryd_config_add_listen(ferryd_config *c, const char *addr, bool first) {
     return 0;
 }
 
-static int load_listen(ctx *x, ferryd_config *c, const json_t *doc) {
+static int load_listen(ctx *x, ferryd_config *c, const json_t *doc)
+{
     json_t *v = json_object_get(doc, "listen");
     size_t i;
     json_t *e;
     if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > FERRYD_MAX_LISTEN)
         return fail(x, doc, "listen", "%s must be an array of 1 to 16 addresses", "listen");
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         if (!json_is_string(e) || json_string_length(e) == 0 ||
-            json_string_length(e) != strlen(json_string_value(e)) ||
-            json_string_length(e) > 200) {
+            json_string_length(e) != strlen(json_string_value(e)) || json_string_length(e) > 200) {
             unsigned line = ferry_json_locs_line_index(x->locs, v, i);
-            snprintf(x->errbuf, x->errlen, "%s:%u: listen[%zu] must be a non-empty string",
-                     x->path, line, i);
+            snprintf(x->errbuf, x->errlen, "%s:%u: listen[%zu] must be a non-empty string", x->path,
+                     line, i);
             return -EINVAL;
         }
         int r = ferryd_config_add_listen(c, json_string_value(e), i == 0);
@@ -145,7 +153,8 @@ static int load_listen(ctx *x, ferryd_config *c, const json_t *doc) {
     return 0;
 }
 
-static int load_token(ctx *x, ferryd_config *c, const json_t *t) {
+static int load_token(ctx *x, ferryd_config *c, const json_t *t)
+{
     static const char *const names[] = {"default_ttl", "max_ttl", "client_id", NULL};
     long long n;
     int r;
@@ -172,9 +181,10 @@ static int load_token(ctx *x, ferryd_config *c, const json_t *t) {
     return 0;
 }
 
-static int load_audit(ctx *x, ferryd_config *c, const json_t *a) {
-    static const char *const names[] = {"path", "checkpoint_every", "sync", "sync_every_records",
-                                        "sync_interval_ms", NULL};
+static int load_audit(ctx *x, ferryd_config *c, const json_t *a)
+{
+    static const char *const names[] = {
+        "path", "checkpoint_every", "sync", "sync_every_records", "sync_interval_ms", NULL};
     static const char *const modes[] = {"always", "batch", "checkpoint"};
     long long n;
     int r;
@@ -203,24 +213,25 @@ static int load_audit(ctx *x, ferryd_config *c, const json_t *a) {
         c->sync = (ferry_auditlog_sync_mode)i;
     }
     if (json_object_get(a, "sync_every_records")) {
-        if ((r = get_uint(x, a, "sync_every_records", "audit_log.sync_every_records", 1,
-                          1000000, &n)) < 0)
+        if ((r = get_uint(x, a, "sync_every_records", "audit_log.sync_every_records", 1, 1000000,
+                          &n)) < 0)
             return r;
         c->sync_every_records = (unsigned)n;
     }
     if (json_object_get(a, "sync_interval_ms")) {
-        if ((r = get_uint(x, a, "sync_interval_ms", "audit_log.sync_interval_ms", 1, 3600000,
-                          &n)) < 0)
+        if ((r = get_uint(x, a, "sync_interval_ms", "audit_log.sync_interval_ms", 1, 3600000, &n)) <
+            0)
             return r;
         c->sync_interval_ms = (unsigned)n;
     }
     return 0;
 }
 
-static int load_limits(ctx *x, ferryd_config *c, const json_t *l) {
-    static const char *const names[] = {"max_body",           "max_header", "connections",
-                                        "connections_per_ip", "timeout",    "drain_timeout",
-                                        NULL};
+static int load_limits(ctx *x, ferryd_config *c, const json_t *l)
+{
+    static const char *const names[] = {
+        "max_body", "max_header",    "connections", "connections_per_ip",
+        "timeout",  "drain_timeout", NULL};
     long long n;
     int r;
     if (!json_is_object(l))
@@ -243,8 +254,8 @@ static int load_limits(ctx *x, ferryd_config *c, const json_t *l) {
         c->limits.connections = (unsigned)n;
     }
     if (json_object_get(l, "connections_per_ip")) {
-        if ((r = get_uint(x, l, "connections_per_ip", "limits.connections_per_ip", 0, 10000,
-                          &n)) < 0)
+        if ((r = get_uint(x, l, "connections_per_ip", "limits.connections_per_ip", 0, 10000, &n)) <
+            0)
             return r;
         c->limits.connections_per_ip = (unsigned)n;
     }
@@ -261,8 +272,8 @@ static int load_limits(ctx *x, ferryd_config *c, const json_t *l) {
     return 0;
 }
 
-static int read_file(const char *path, char **ret, size_t *ret_len, char *errbuf,
-                     size_t errlen) {
+static int read_file(const char *path, char **ret, size_t *ret_len, char *errbuf, size_t errlen)
+{
     struct stat st;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     int r;
@@ -287,11 +298,11 @@ static int read_file(const char *path, char **ret, size_t *ret_len, char *errbuf
     return 0;
 }
 
-int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t errlen) {
-    static const char *const names[] = {"listen",   "state_dir", "issuer",
-                                        "signing_alg", "token",  "issuers",
-                                        "replay_cache_size", "policies", "audit_log",
-                                        "limits",   NULL};
+int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t errlen)
+{
+    static const char *const names[] = {
+        "listen",   "state_dir", "issuer", "signing_alg", "token", "issuers", "replay_cache_size",
+        "policies", "audit_log", "limits", NULL};
     _cleanup_free_ char *buf = NULL;
     size_t len = 0;
     json_t *doc = NULL, *v;
@@ -351,8 +362,7 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
     }
     if ((v = json_object_get(doc, "replay_cache_size"))) {
         if (!json_is_integer(v)) {
-            r = fail(&x, doc, "replay_cache_size", "%s must be an integer",
-                     "replay_cache_size");
+            r = fail(&x, doc, "replay_cache_size", "%s must be an integer", "replay_cache_size");
             goto out;
         }
         json_object_set(c->trust, "replay_cache_size", v);
@@ -364,7 +374,8 @@ out:
     return r;
 }
 
-int ferryd_config_finish(ferryd_config *c, char *errbuf, size_t errlen) {
+int ferryd_config_finish(ferryd_config *c, char *errbuf, size_t errlen)
+{
     if (!c->issuer) {
         /* A loopback listener can name itself; anything else must say how it is reached. */
         const char *a = c->listen[0];
@@ -390,7 +401,8 @@ int ferryd_config_finish(ferryd_config *c, char *errbuf, size_t errlen) {
     return 0;
 }
 
-void ferryd_config_free(ferryd_config *c) {
+void ferryd_config_free(ferryd_config *c)
+{
     for (size_t i = 0; i < c->n_listen; i++)
         free(c->listen[i]);
     free(c->state_dir);

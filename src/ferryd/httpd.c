@@ -25,9 +25,9 @@
 typedef struct listener {
     struct ferryd_httpd *h;
     struct MHD_Daemon *daemon;
-    int fd;               /* listen socket (closed by us after quiesce or stop) */
-    char *unix_path;      /* unix socket file to remove, or NULL */
-    char *name;           /* as configured */
+    int fd;          /* listen socket (closed by us after quiesce or stop) */
+    char *unix_path; /* unix socket file to remove, or NULL */
+    char *name;      /* as configured */
 } listener;
 
 struct ferryd_httpd {
@@ -43,8 +43,8 @@ struct ferryd_httpd {
  * completion callback. */
 typedef struct req_ctx {
     struct ferryd_httpd *h;
-    char *query;  /* what follows the first '?' of the raw request target (at most
-                     TARGET_MAX bytes kept), NULL when there is no '?' */
+    char *query; /* what follows the first '?' of the raw request target (at most
+                    TARGET_MAX bytes kept), NULL when there is no '?' */
     struct timespec start;
     bool started;
     bool too_big;
@@ -65,14 +65,15 @@ typedef struct owned_body {
     bool wipe;
 } owned_body;
 
-static int64_t elapsed_us(const struct timespec *start) {
+static int64_t elapsed_us(const struct timespec *start)
+{
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)(now.tv_sec - start->tv_sec) * 1000000 +
-           (now.tv_nsec - start->tv_nsec) / 1000;
+    return (int64_t)(now.tv_sec - start->tv_sec) * 1000000 + (now.tv_nsec - start->tv_nsec) / 1000;
 }
 
-static void copy_printable(char *dst, size_t dstlen, const char *src) {
+static void copy_printable(char *dst, size_t dstlen, const char *src)
+{
     size_t i = 0;
     for (; src && src[i] && i + 1 < dstlen; i++) {
         unsigned char c = (unsigned char)src[i];
@@ -81,7 +82,8 @@ static void copy_printable(char *dst, size_t dstlen, const char *src) {
     dst[i] = '\0';
 }
 
-static void mhd_logger(void *cls, const char *fmt, va_list ap) {
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
     char msg[512];
     (void)cls;
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -91,7 +93,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
     ferryd_log("warning", "httpd: %s", clean);
 }
 
-static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
     struct ferryd_httpd *h = cls;
     (void)conn;
     req_ctx *rc = calloc(1, sizeof(*rc));
@@ -110,17 +113,18 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
+                         enum MHD_RequestTerminationCode toe)
+{
     struct ferryd_httpd *h = cls;
     req_ctx *rc = *con_cls;
     (void)conn;
     if (!rc)
         return;
     *con_cls = NULL;
-    json_t *line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "level", "info", "msg", "request",
-                             "method", rc->method[0] ? rc->method : "-", "path",
-                             rc->path[0] ? rc->path : "-", "status", rc->status, "duration_us",
-                             (json_int_t)elapsed_us(&rc->start));
+    json_t *line =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "level", "info", "msg", "request", "method",
+                  rc->method[0] ? rc->method : "-", "path", rc->path[0] ? rc->path : "-", "status",
+                  rc->status, "duration_us", (json_int_t)elapsed_us(&rc->start));
     if (line) {
         if (rc->reason[0])
             json_object_set_new(line, "reason", json_string(rc->reason));
@@ -137,7 +141,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&h->inflight, 1);
 }
 
-static void free_owned(void *cls) {
+static void free_owned(void *cls)
+{
     owned_body *ob = cls;
     if (ob->wipe)
         ferry_wipe(ob->p, ob->len);
@@ -146,7 +151,8 @@ static void free_owned(void *cls) {
 }
 
 static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *rc,
-                                     ferryd_response *resp) {
+                                     ferryd_response *resp)
+{
     struct MHD_Response *r;
     owned_body *ob = calloc(1, sizeof(*ob));
     char num[32];
@@ -193,7 +199,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *rc,
 }
 
 static enum MHD_Result send_simple(struct MHD_Connection *conn, req_ctx *rc, int status,
-                                   const char *error, const char *desc, const char *reason) {
+                                   const char *error, const char *desc, const char *reason)
+{
     ferryd_response resp = {.status = status, .content_type = "application/json"};
     json_t *doc = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
     resp.body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -206,9 +213,9 @@ static enum MHD_Result send_simple(struct MHD_Connection *conn, req_ctx *rc, int
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
     struct ferryd_httpd *h = cls;
     req_ctx *rc = *con_cls;
     (void)version;
@@ -216,8 +223,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!rc)
         return MHD_NO; /* out of memory in on_uri: drop the connection */
     if (!rc->started) {
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         rc->started = true;
         copy_printable(rc->method, sizeof(rc->method), method);
         copy_printable(rc->path, sizeof(rc->path), url);
@@ -226,7 +233,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (cl) {
             long long n;
             /* libmicrohttpd has already refused a malformed Content-Length. */
-            if (ferry_parse_int64(cl, &n) < 0 || n < 0 || (unsigned long long)n > h->limits.max_body)
+            if (ferry_parse_int64(cl, &n) < 0 || n < 0 ||
+                (unsigned long long)n > h->limits.max_body)
                 return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
                                    "request body too large", "body: Content-Length over limit");
         }
@@ -290,7 +298,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 /* ---- listeners ------------------------------------------------------------------------------ */
 
-static int open_unix(const char *path, char *errbuf, size_t errlen) {
+static int open_unix(const char *path, char *errbuf, size_t errlen)
+{
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct stat st;
     int fd;
@@ -321,7 +330,8 @@ fail:;
     return -e;
 }
 
-static int open_tcp(const char *addr, char *errbuf, size_t errlen) {
+static int open_tcp(const char *addr, char *errbuf, size_t errlen)
+{
     char host[64];
     const char *colon, *hs = addr;
     size_t hl;
@@ -387,8 +397,9 @@ fail:;
 }
 
 int ferryd_httpd_start(const char *const *listen, size_t n_listen,
-                       const ferryd_httpd_limits *limits, ferryd_handler_fn handler,
-                       void *userdata, ferryd_httpd **ret, char *errbuf, size_t errlen) {
+                       const ferryd_httpd_limits *limits, ferryd_handler_fn handler, void *userdata,
+                       ferryd_httpd **ret, char *errbuf, size_t errlen)
+{
     struct ferryd_httpd *h;
     int r;
 
@@ -440,12 +451,11 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                 MHD_USE_ERROR_LOG,
             0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-            MHD_OPTION_LISTEN_SOCKET, l->fd,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits->max_header,
-            MHD_OPTION_CONNECTION_LIMIT, limits->connections,
-            MHD_OPTION_PER_IP_CONNECTION_LIMIT, is_unix ? 0u : limits->connections_per_ip,
-            MHD_OPTION_CONNECTION_TIMEOUT, limits->timeout_s, MHD_OPTION_URI_LOG_CALLBACK,
-            on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+            MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits->max_header,
+            MHD_OPTION_CONNECTION_LIMIT, limits->connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            is_unix ? 0u : limits->connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+            limits->timeout_s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, h, MHD_OPTION_END);
         if (!l->daemon) {
             snprintf(errbuf, errlen, "listen %s: libmicrohttpd refused to start", listen[i]);
             r = -EIO;
@@ -459,7 +469,8 @@ fail:
     return r;
 }
 
-void ferryd_httpd_quiesce(ferryd_httpd *h) {
+void ferryd_httpd_quiesce(ferryd_httpd *h)
+{
     if (!h)
         return;
     for (size_t i = 0; i < h->n_ls; i++) {
@@ -479,7 +490,8 @@ void ferryd_httpd_quiesce(ferryd_httpd *h) {
     }
 }
 
-unsigned ferryd_httpd_drain(ferryd_httpd *h, unsigned timeout_ms) {
+unsigned ferryd_httpd_drain(ferryd_httpd *h, unsigned timeout_ms)
+{
     if (!h)
         return 0;
     for (unsigned waited = 0;; waited += 10) {
@@ -491,7 +503,8 @@ unsigned ferryd_httpd_drain(ferryd_httpd *h, unsigned timeout_ms) {
     }
 }
 
-void ferryd_httpd_free(ferryd_httpd *h) {
+void ferryd_httpd_free(ferryd_httpd *h)
+{
     if (!h)
         return;
     for (size_t i = 0; i < h->n_ls; i++) {

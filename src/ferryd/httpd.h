@@ -30,18 +30,17 @@ typedef struct ferryd_request {
 
 typedef struct ferryd_response {
     int status;
-    char *body;               /* malloc'd, owned by the server after the handler returns */
+    char *body; /* malloc'd, owned by the server after the handler returns */
     size_t body_len;
-    const char *content_type; /* static */
-    bool no_store;            /* Cache-Control: no-store, Pragma: no-cache */
-    bool wipe;                /* wipe the body after it was sent */
-    const char *allow;        /* static: Allow header (405) or NULL */
-    int64_t retry_after;      /* seconds, 0 = no Retry-After */
+    const char *content_type;       /* static */
+    bool no_store;                  /* Cache-Control: no-store, Pragma: no-cache */
+    bool wipe;                      /* wipe the body after it was sent */
+    const char *allow;              /* static: Allow header (405) or NULL */
+    int64_t retry_after;            /* seconds, 0 = no Retry-After */
     char reason[FERRYD_REASON_MAX]; /* for the request log line only; never token material */
 } ferryd_response;
 
-typedef void (*ferryd_handler_fn)(void *userdata, const ferryd_request *req,
-                                  ferryd_response *resp);
+typedef void (*ferryd_handler_fn)(void *userdata, const ferryd_request *req, ferryd_response *resp);
 
 typedef struct ferryd_httpd_limits {
     size_t max_body;             /* bytes */
@@ -56,8 +55,8 @@ typedef struct ferryd_httpd ferryd_httpd;
 /* Start serving on every listen address ("HOST:PORT", "[V6]:PORT" or "unix:PATH"); a stale
  * unix socket file is replaced. Returns 0, or a negative errno with errbuf naming the address. */
 int ferryd_httpd_start(const char *const *listen, size_t n_listen,
-                       const ferryd_httpd_limits *limits, ferryd_handler_fn handler,
-                       void *userdata, ferryd_httpd **ret, char *errbuf, size_t errlen);
+                       const ferryd_httpd_limits *limits, ferryd_handler_fn handler, void *userdata,
+                       ferryd_httpd **ret, char *errbuf, size_t errlen);
 
 /* Stop accepting new connections (listeners closed, unix socket files removed). */
 void ferryd_httpd_quiesce(ferryd_httpd *h);

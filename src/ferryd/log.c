@@ -6,7 +6,8 @@
 
 #include "ferryd/log.h"
 
-void ferryd_log_json(json_t *obj) {
+void ferryd_log_json(json_t *obj)
+{
     struct timespec ts;
     struct tm tm;
     char stamp[40];
@@ -42,7 +43,8 @@ void ferryd_log_json(json_t *obj) {
     free(line);
 }
 
-void ferryd_log(const char *level, const char *fmt, ...) {
+void ferryd_log(const char *level, const char *fmt, ...)
+{
     char msg[1024];
     va_list ap;
 

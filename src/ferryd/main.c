@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ferry/error.h"
@@ -21,7 +22,8 @@
 
 enum { EXIT_USAGE = 2 };
 
-static void usage(FILE *f) {
+static void usage(FILE *f)
+{
     fputs("Usage: ferryd [-c FILE] [--listen ADDR:PORT|unix:PATH]... [--state-dir DIR]\n"
           "       ferryd --check-config -c FILE\n"
           "\n"
@@ -38,7 +40,8 @@ static void usage(FILE *f) {
           f);
 }
 
-static void log_problems(const char *what, ferry_policy_problems *p) {
+static void log_problems(const char *what, ferry_policy_problems *p)
+{
     size_t n = ferry_policy_problems_count(p);
     for (size_t i = 0; i < n && i < 50; i++) {
         const ferry_policy_problem *pr = ferry_policy_problems_get(p, i);
@@ -47,7 +50,8 @@ static void log_problems(const char *what, ferry_policy_problems *p) {
     }
 }
 
-static int load_trust(ferryd *d, char *err, size_t errlen) {
+static int load_trust(ferryd *d, char *err, size_t errlen)
+{
     int r = ferry_oidc_new(NULL, &d->oidc);
     if (r < 0) {
         snprintf(err, errlen, "trust store: %s", ferry_strerror(r));
@@ -56,7 +60,8 @@ static int load_trust(ferryd *d, char *err, size_t errlen) {
     return ferry_oidc_load_config(d->oidc, d->config.trust, err, errlen);
 }
 
-static int open_audit(ferryd *d, char *err, size_t errlen) {
+static int open_audit(ferryd *d, char *err, size_t errlen)
+{
     json_t *all = NULL;
     ferry_jwks *verify = NULL;
     ferry_jwk *sk = ferry_mint_signing_key(d->mint, NULL);
@@ -85,7 +90,8 @@ static int open_audit(ferryd *d, char *err, size_t errlen) {
     return r;
 }
 
-static void reload(ferryd *d) {
+static void reload(ferryd *d)
+{
     ferry_policy_problems *problems = NULL;
     char err[512];
     int r;
@@ -98,8 +104,8 @@ static void reload(ferryd *d) {
             log_problems("reload", problems);
         } else {
             ferry_policy_set *set = ferry_policy_store_get(d->policies);
-            ferryd_log("info", "reload: %zu policies loaded from %s",
-                       ferry_policy_set_count(set), d->config.policies_dir);
+            ferryd_log("info", "reload: %zu policies loaded from %s", ferry_policy_set_count(set),
+                       d->config.policies_dir);
             ferry_policy_set_unref(set);
         }
         ferry_policy_problems_free(problems);
@@ -119,7 +125,8 @@ static void reload(ferryd *d) {
     }
 }
 
-static void teardown(ferryd *d) {
+static void teardown(ferryd *d)
+{
     ferry_exchange_free(d->exchange);
     if (d->log) {
         int r = ferry_auditlog_close(d->log);
@@ -136,14 +143,12 @@ static void teardown(ferryd *d) {
     ferryd_config_free(&d->config);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"check-config", no_argument, NULL, 'C'},
-        {"listen", required_argument, NULL, 'l'},
-        {"state-dir", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
+        {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'C'},
+        {"listen", required_argument, NULL, 'l'}, {"state-dir", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},         {0},
     };
     const char *config_path = NULL, *state_dir = NULL;
     const char *listen_args[FERRYD_MAX_LISTEN];
@@ -312,6 +317,11 @@ int main(int argc, char **argv) {
         ferryd_log_json(json_pack("{s:s, s:s, s:s, s:o, s:s}", "level", "info", "msg",
                                   "ferryd started", "issuer", d.config.issuer, "listen",
                                   l ? l : json_null(), "state_dir", d.config.state_dir));
+    }
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        atomic_store(&d.last_prefetch, (long long)ts.tv_sec); /* /readyz waits its turn */
     }
     r = ferry_oidc_prefetch(d.oidc, err, sizeof(err));
     if (r == 0)

@@ -13,7 +13,8 @@
 #define JSON_TYPE "application/json"
 #define PREFETCH_RETRY_S 5
 
-static int hexval(char c) {
+static int hexval(char c)
+{
     if (c >= '0' && c <= '9')
         return c - '0';
     if (c >= 'a' && c <= 'f')
@@ -24,7 +25,8 @@ static int hexval(char c) {
 }
 
 /* Decode src[0..n) into dst (at most n bytes). Returns the decoded length or -EINVAL. */
-static ssize_t form_unescape(const char *src, size_t n, char *dst) {
+static ssize_t form_unescape(const char *src, size_t n, char *dst)
+{
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         char c = src[i];
@@ -48,7 +50,8 @@ static ssize_t form_unescape(const char *src, size_t n, char *dst) {
 }
 
 int ferryd_form_decode(const char *body, size_t len, ferry_exchange_param **ret_params,
-                       size_t *ret_n, char **ret_buf) {
+                       size_t *ret_n, char **ret_buf)
+{
     ferry_exchange_param *params = NULL;
     size_t n = 0, cap = 0, out = 0;
     char *buf;
@@ -117,7 +120,8 @@ bad:
     return -EINVAL;
 }
 
-static void set_json(ferryd_response *resp, int status, json_t *doc) {
+static void set_json(ferryd_response *resp, int status, json_t *doc)
+{
     resp->status = status;
     resp->content_type = JSON_TYPE;
     resp->body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -130,30 +134,34 @@ static void set_json(ferryd_response *resp, int status, json_t *doc) {
 }
 
 static void set_error(ferryd_response *resp, int status, const char *error, const char *desc,
-                      const char *reason) {
-    set_json(resp, status,
-             json_pack("{s:s, s:s}", "error", error, "error_description", desc));
+                      const char *reason)
+{
+    set_json(resp, status, json_pack("{s:s, s:s}", "error", error, "error_description", desc));
     snprintf(resp->reason, sizeof(resp->reason), "%s", reason);
 }
 
-static void set_text(ferryd_response *resp, int status, const char *text) {
+static void set_text(ferryd_response *resp, int status, const char *text)
+{
     resp->status = status;
     resp->content_type = "text/plain; charset=utf-8";
     resp->body = strdup(text);
     resp->body_len = resp->body ? strlen(resp->body) : 0;
 }
 
-static bool is_method(const ferryd_request *req, const char *m) {
+static bool is_method(const ferryd_request *req, const char *m)
+{
     return strcmp(req->method, m) == 0;
 }
 
-static void method_not_allowed(ferryd_response *resp, const char *allow) {
+static void method_not_allowed(ferryd_response *resp, const char *allow)
+{
     set_error(resp, 405, "invalid_request", "method not allowed", "method not allowed");
     resp->allow = allow;
 }
 
 /* application/x-www-form-urlencoded, optionally with parameters (";charset=UTF-8"). */
-static bool is_form(const char *ct) {
+static bool is_form(const char *ct)
+{
     static const char want[] = "application/x-www-form-urlencoded";
     size_t n = sizeof(want) - 1;
     if (!ct || strncasecmp(ct, want, n) != 0)
@@ -164,7 +172,8 @@ static bool is_form(const char *ct) {
     return *ct == '\0' || *ct == ';';
 }
 
-static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *resp) {
+static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *resp)
+{
     ferry_exchange_param *params = NULL;
     size_t n = 0;
     char *buf = NULL;
@@ -185,8 +194,7 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     }
     if (!is_form(req->content_type)) {
         set_error(resp, 400, "invalid_request",
-                  "Content-Type must be application/x-www-form-urlencoded",
-                  "wrong content type");
+                  "Content-Type must be application/x-www-form-urlencoded", "wrong content type");
         return;
     }
     r = ferryd_form_decode(req->body, req->body_len, &params, &n, &buf);
@@ -224,8 +232,8 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     resp->body_len = strlen(resp->body);
 }
 
-static void route_document(ferryd *d, const ferryd_request *req, ferryd_response *resp,
-                           bool jwks) {
+static void route_document(ferryd *d, const ferryd_request *req, ferryd_response *resp, bool jwks)
+{
     if (!is_method(req, "GET") && !is_method(req, "HEAD")) {
         method_not_allowed(resp, "GET, HEAD");
         return;
@@ -244,13 +252,15 @@ static void route_document(ferryd *d, const ferryd_request *req, ferryd_response
     resp->body_len = strlen(resp->body);
 }
 
-static long long mono_s(void) {
+static long long mono_s(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec;
 }
 
-static void route_ready(ferryd *d, ferryd_response *resp) {
+static void route_ready(ferryd *d, ferryd_response *resp)
+{
     ferry_jwk *k = ferry_mint_signing_key(d->mint, NULL);
     ferry_policy_set *set = ferry_policy_store_get(d->policies);
     bool keys = k != NULL, policies = set != NULL;
@@ -279,7 +289,8 @@ static void route_ready(ferryd *d, ferryd_response *resp) {
     snprintf(resp->reason, sizeof(resp->reason), "not ready");
 }
 
-void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *resp) {
+void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *resp)
+{
     ferryd *d = userdata;
     const char *p = req->path;
 
@@ -304,7 +315,8 @@ void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *re
     }
 }
 
-int ferryd_refresh_documents(ferryd *d) {
+int ferryd_refresh_documents(ferryd *d)
+{
     json_t *disc = NULL, *jwks = NULL;
     char *ds = NULL, *js = NULL;
     int r;

@@ -361,6 +361,33 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
     tap.ok(r.status == 404 and (r.json() or {}).get("error") == "not_found",
            "an unknown path: 404 JSON", r)
 
+    # '+' is a space and %XX an escape: "deploy%3Awrite+read" is the two scopes.
+    body_plus = form(exchange_pairs(peer.access_token(), scope=None)) + "&scope=deploy%3Awrite+read"
+    r = post_token(port, body_plus)
+    n_exchanges += 1
+    tap.ok(r.status == 200 and (r.json() or {}).get("scope") == "deploy:write read",
+           "form decoding: '+' is a space, %3A a colon (both scopes granted)", r)
+
+    # Concurrency: 8 clients at once, 4 exchanges each, all served.
+    import threading
+    tokens = [peer.access_token() for _ in range(8)]
+    results = []
+
+    def client(tok):
+        for _ in range(4):
+            try:
+                results.append(post_token(port, exchange_pairs(tok)).status)
+            except OSError as e:
+                results.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    n_exchanges += 32
+    tap.ok(results == [200] * 32, "32 exchanges from 8 concurrent clients: all 200", results)
+
     # ---- still serving; the unix socket listener ---------------------------------------------
     r = post_token(port, exchange_pairs(peer.access_token(), scope="read"))
     n_exchanges += 1
