@@ -9,7 +9,7 @@
 #   bodies past the limit (413; far past it, closed), headers past the limit (431), GET on the
 #   token path (405 with Allow), unknown path (404);
 #   a unix socket listener; one audit record per exchange; `ferry log verify --live` while
-#   running; SIGHUP with a broken policy keeps the old set; SIGTERM drains a request in flight,
+#   running; SIGHUP with a broken policy keeps the old set; SIGHUP after `ferry keys rotate`; SIGTERM drains a request in flight,
 #   exits 0 and the sealed log verifies; `ferryd --check-config` on contrib/ferry.example.json
 #   and on broken files.
 # Skips (with the reason) when node or the npm packages are missing.
@@ -445,6 +445,29 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
     tap.ok(r.status == 400 and (r.json() or {}).get("error") == "invalid_scope",
            "SIGHUP with a good policy set: the new set decides (deploy:write no longer granted)",
            r)
+
+    # ---- SIGHUP after `ferry keys rotate`: the new key signs, both are published ----------
+    kid_old = (KeySet.import_key_set(rj.json()).keys[0]).kid
+    r = ft.ferry("keys", "rotate", "--state-dir", state)
+    tap.ok(r.rc == 0, "ferry keys rotate on ferryd's state directory", r)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    rj2 = request(port, "GET", "/.well-known/jwks.json")
+    kids = [k.get("kid") for k in (rj2.json() or {}).get("keys", [])]
+    r = post_token(port, exchange_pairs(peer.access_token(), scope="read"))
+    n_exchanges += 1
+    try:
+        tok = jwt.decode((r.json() or {}).get("access_token", ""),
+                         KeySet.import_key_set(rj2.json()), algorithms=["ES256"])
+        new_kid = tok.header.get("kid")
+    except Exception as e:  # noqa: BLE001
+        new_kid = repr(e)
+    tap.ok(len(kids) == 2 and kid_old in kids and new_kid in kids and new_kid != kid_old,
+           "after rotate + SIGHUP: JWKS publishes old and new key, new tokens carry the new kid",
+           (kids, kid_old, new_kid))
+    r = ft.ferry("keys", "jwks", "--all", "--state-dir", state)
+    with open(jwks_all, "w") as f:
+        f.write(r.out)
 
     # ---- SIGTERM: an in-flight request is drained, new connections are refused -------------
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
