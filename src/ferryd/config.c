@@ -376,6 +376,11 @@ out:
 
 int ferryd_config_finish(ferryd_config *c, char *errbuf, size_t errlen)
 {
+    for (size_t i = 0; i < c->n_listen; i++) {
+        int r = ferryd_httpd_check_address(c->listen[i], errbuf, errlen);
+        if (r < 0)
+            return r;
+    }
     if (!c->issuer) {
         /* A loopback listener can name itself; anything else must say how it is reached. */
         const char *a = c->listen[0];

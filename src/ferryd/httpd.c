@@ -330,16 +330,15 @@ fail:;
     return -e;
 }
 
-static int open_tcp(const char *addr, char *errbuf, size_t errlen)
+static int parse_tcp(const char *addr, struct sockaddr_storage *ss, socklen_t *sl, char *errbuf,
+                     size_t errlen)
 {
     char host[64];
     const char *colon, *hs = addr;
     size_t hl;
     long long port;
-    struct sockaddr_storage ss = {0};
-    socklen_t sl;
-    int fd, one = 1;
 
+    *ss = (struct sockaddr_storage){0};
     if (addr[0] == '[') {
         const char *end = strchr(addr, ']');
         if (!end || end[1] != ':')
@@ -359,20 +358,53 @@ static int open_tcp(const char *addr, char *errbuf, size_t errlen)
     memcpy(host, hs, hl);
     host[hl] = '\0';
     if (addr[0] == '[') {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons((uint16_t)port);
         if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
             goto bad;
-        sl = sizeof(*s6);
+        *sl = sizeof(*s6);
     } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
         s4->sin_family = AF_INET;
         s4->sin_port = htons((uint16_t)port);
         if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
             goto bad;
-        sl = sizeof(*s4);
+        *sl = sizeof(*s4);
     }
+    return 0;
+bad:
+    snprintf(errbuf, errlen,
+             "listen address \"%.200s\": want IPV4:PORT, [IPV6]:PORT (numeric) or unix:PATH", addr);
+    return -EINVAL;
+}
+
+int ferryd_httpd_check_address(const char *addr, char *errbuf, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+
+    if (strncmp(addr, "unix:", 5) == 0) {
+        size_t n = strlen(addr + 5);
+        if (n == 0 || n >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            snprintf(errbuf, errlen, "listen address \"%.200s\": socket path empty or too long",
+                     addr);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    return parse_tcp(addr, &ss, &sl, errbuf, errlen);
+}
+
+static int open_tcp(const char *addr, char *errbuf, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd, one = 1, r;
+
+    r = parse_tcp(addr, &ss, &sl, errbuf, errlen);
+    if (r < 0)
+        return r;
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
@@ -386,10 +418,6 @@ static int open_tcp(const char *addr, char *errbuf, size_t errlen)
         goto fail;
     }
     return fd;
-bad:
-    snprintf(errbuf, errlen, "listen address \"%s\": want IPV4:PORT, [IPV6]:PORT or unix:PATH",
-             addr);
-    return -EINVAL;
 fail:;
     int e = errno;
     snprintf(errbuf, errlen, "listen %s: %s", addr, strerror(e));

@@ -58,6 +58,10 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
                        const ferryd_httpd_limits *limits, ferryd_handler_fn handler, void *userdata,
                        ferryd_httpd **ret, char *errbuf, size_t errlen);
 
+/* Check the syntax of one listen address (nothing is opened). Returns 0 or -EINVAL with a
+ * reason in errbuf. */
+int ferryd_httpd_check_address(const char *addr, char *errbuf, size_t errlen);
+
 /* Stop accepting new connections (listeners closed, unix socket files removed). */
 void ferryd_httpd_quiesce(ferryd_httpd *h);
 

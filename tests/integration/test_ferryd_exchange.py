@@ -11,7 +11,8 @@
 #   a unix socket listener; one audit record per exchange; `ferry log verify --live` while
 #   running; SIGHUP with a broken policy keeps the old set; SIGHUP after `ferry keys rotate`; SIGTERM drains a request in flight,
 #   exits 0 and the sealed log verifies; `ferryd --check-config` on contrib/ferry.example.json
-#   and on broken files.
+#   and on broken files; start-up failures (missing policy directory, address in use, a host
+#   name as listen address) exit non-zero with the reason.
 # Skips (with the reason) when node or the npm packages are missing.
 import http.client
 import json
@@ -146,6 +147,28 @@ def body(tap):
         r = ft.run([FERRYD_BIN, "--check-config", "-c", bad])
         tap.ok(r.rc == 2 and "audiences" in r.err,
                "--check-config: an invalid issuer exits 2 with the trust store's reason", r)
+
+        # start-up failures exit non-zero with the reason (and free everything: ASan build)
+        pol = os.path.join(d, "pol")
+        os.mkdir(pol)
+        st = os.path.join(d, "st")
+        r = ft.run([FERRYD_BIN, "--listen", "127.0.0.1:1", "--state-dir", st, "-c",
+                    ft.write_json(os.path.join(d, "c.json"),
+                                  {"policies": os.path.join(d, "missing")})])
+        tap.ok(r.rc == 2 and "missing" in r.err and "policies" in r.err,
+               "a missing policy directory: exit 2 naming it", r)
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen(1)
+            addr = f"127.0.0.1:{busy.getsockname()[1]}"
+            r = ft.run([FERRYD_BIN, "--listen", addr, "--state-dir", st, "-c",
+                        ft.write_json(os.path.join(d, "c.json"), {"policies": pol})])
+        tap.ok(r.rc == 1 and addr in r.err and "in use" in r.err,
+               "a listen address in use: exit 1 naming it", r)
+        r = ft.run([FERRYD_BIN, "--listen", "localhost:80", "--state-dir", st, "-c",
+                    ft.write_json(os.path.join(d, "c.json"), {"policies": pol})])
+        tap.ok(r.rc == 2 and "localhost:80" in r.err and "numeric" in r.err,
+               "a host name as listen address: exit 2 (addresses are numeric)", r)
 
     directory, why = oidcpeer.find_peer()
     if directory is None:
