@@ -11,7 +11,7 @@
 #include "ferry/mint.h"
 #include "ferry/oidc.h"
 #include "ferry/policy.h"
-#include "ferryd/config.h"
+#include "ferryd/configfile.h"
 #include "ferryd/httpd.h"
 
 typedef struct ferryd {

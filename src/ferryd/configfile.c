@@ -1,4 +1,4 @@
-/* ferryd/config.c - ferryd's JSON configuration file. */
+/* ferryd/configfile.c - ferryd's JSON configuration file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 #include "basic/macro.h"
 #include "ferry/json.h"
 #include "ferry/mint.h"
-#include "ferryd/config.h"
+#include "ferryd/configfile.h"
 
 #define CONFIG_DEPTH 16
 #define STRING_MAX 4096
