@@ -447,10 +447,19 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
     tap.ok(r.rc == 0, "ferry log verify --live passes while ferryd runs", r)
 
     # ---- SIGHUP: a broken policy set is not installed; a good one is -------------------------
+    hups = [0]
+
+    def hup():
+        """SIGHUP, then wait for the reload's last log line (about the keys)."""
+        hups[0] += 1
+        proc.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and stderr_of(errlog).count('"reload: keys') < hups[0]:
+            time.sleep(0.05)
+
     with open(os.path.join(pol, "broken.json"), "w") as f:
         f.write('{"version": 1, "policies": [{"id": "x"}]}')
-    proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    hup()
     r = post_token(port, exchange_pairs(peer.access_token()))
     n_exchanges += 1
     tap.ok(r.status == 200 and "keeping the old set" in stderr_of(errlog),
@@ -461,8 +470,7 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
         "match": {"issuer": peer.issuer, "subject": CLIENT_ID, "audience": [RESOURCE]},
         "grant": {"scopes": ["read"], "audiences": [TARGET], "max_ttl": 600}}]}
     ft.write_json(os.path.join(pol, "peer.json"), policy)
-    proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    hup()
     r = post_token(port, exchange_pairs(peer.access_token()))
     n_exchanges += 1
     tap.ok(r.status == 400 and (r.json() or {}).get("error") == "invalid_scope",
@@ -473,8 +481,7 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
     kid_old = (KeySet.import_key_set(rj.json()).keys[0]).kid
     r = ft.ferry("keys", "rotate", "--state-dir", state)
     tap.ok(r.rc == 0, "ferry keys rotate on ferryd's state directory", r)
-    proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    hup()
     rj2 = request(port, "GET", "/.well-known/jwks.json")
     kids = [k.get("kid") for k in (rj2.json() or {}).get("keys", [])]
     r = post_token(port, exchange_pairs(peer.access_token(), scope="read"))
@@ -500,14 +507,16 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
         s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                   b"Content-Type: " + FORM.encode() + b"\r\nContent-Length: %d\r\n\r\n"
                   % len(part) + part[:5])
-        time.sleep(0.3)
+        time.sleep(1)  # the request line has reached ferryd: the request is in flight
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            refused_new = False
-        except OSError:
-            refused_new = True
+        refused_new = False
+        end = time.monotonic() + 5
+        while not refused_new and time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                time.sleep(0.05)
+            except OSError:
+                refused_new = True
         alive = proc.poll() is None
         s.sendall(part[5:])
         while True:
