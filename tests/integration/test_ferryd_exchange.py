@@ -232,8 +232,16 @@ def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
         return
     r = request(port, "GET", "/healthz")
     tap.ok(r.status == 200 and r.body == b"ok\n", "/healthz: 200 ok", r)
-    r = request(port, "GET", "/readyz")
-    tap.ok(r.status == 200, "/readyz: 200 (keys, policies and the peer's key set loaded)", r)
+    # Ready once the start-up prefetch of the peer's keys is done (it runs after the
+    # listeners start, so /healthz may answer first).
+    end = time.monotonic() + 20
+    while True:
+        r = request(port, "GET", "/readyz")
+        if r.status == 200 or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    tap.ok(r.status == 200 and r.body == b"ready\n",
+           "/readyz: 200 (keys, policies and the peer's key set loaded)", r)
     n_exchanges = 0
 
     # ---- a valid exchange --------------------------------------------------------------------
