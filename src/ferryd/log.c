@@ -51,5 +51,13 @@ void ferryd_log(const char *level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    ferryd_log_json(json_pack("{s:s, s:s}", "level", level, "msg", msg));
+    json_t *obj = json_pack("{s:s, s:s}", "level", level, "msg", msg);
+    if (!obj) {
+        /* Not UTF-8 (e.g. a file name): keep the line, with such bytes shown as '?'. */
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20)
+                *p = '?';
+        obj = json_pack("{s:s, s:s}", "level", level, "msg", msg);
+    }
+    ferryd_log_json(obj);
 }
