@@ -26,6 +26,7 @@
 #include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
+#include "basic/utf8.h"
 #include "ferry/auditlog.h"
 #include "ferry/error.h"
 #include "ferry/json.h"
@@ -126,43 +127,6 @@ static int sha256_hex(const void *data, size_t len, char out[HEX_LEN + 1])
  * point (controls, DEL, non-ASCII) as \uXXXX in lowercase hex, UTF-16 surrogate pairs above
  * U+FFFF. Integers in decimal; true, false, null; no reals. */
 
-/* Decode one UTF-8 sequence at s (n bytes left). Returns its length and the code point, or 0
- * for invalid UTF-8 (overlong, surrogate, above U+10FFFF, truncated). */
-static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *ret_cp)
-{
-    uint32_t cp;
-    size_t len;
-
-    if (s[0] < 0x80) {
-        *ret_cp = s[0];
-        return 1;
-    }
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        len = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        len = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    *ret_cp = cp;
-    return len;
-}
-
 static int put_u16(ferry_buf *b, uint32_t u)
 {
     static const char digits[] = "0123456789abcdef";
@@ -195,7 +159,7 @@ static int canon_string(ferry_buf *b, const char *s, size_t n)
         if (run > 0 && (r = ferry_buf_append(b, p + i - run, run)) < 0)
             return r;
         run = 0;
-        len = utf8_next(p + i, n - i, &cp);
+        len = ferry_utf8_next(p + i, n - i, &cp);
         if (len == 0)
             return -FERRY_EMALFORMED;
         i += len;
@@ -452,20 +416,6 @@ static bool valid_type(const char *t)
     return true;
 }
 
-static bool valid_utf8(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    uint32_t cp;
-
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_next(p + i, n - i, &cp);
-        if (len == 0)
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 /* A caller's short string (subject, jti): length, UTF-8, no NUL, not token-shaped. */
 static int check_text(const char *s, size_t max)
 {
@@ -473,7 +423,7 @@ static int check_text(const char *s, size_t max)
 
     if (n > max)
         return -FERRY_ETOOBIG;
-    if (!valid_utf8(s, n))
+    if (!ferry_utf8_valid(s, n))
         return -FERRY_EMALFORMED;
     if (looks_like_jws(s, n))
         return -FERRY_EPOLICY;

@@ -15,6 +15,7 @@
 
 #include "basic/macro.h"
 #include "basic/mem.h"
+#include "basic/utf8.h"
 #include "ferry/error.h"
 #include "ferry/exchange.h"
 #include "ferry/totp.h"
@@ -69,51 +70,6 @@ FERRY_EXPORT int ferry_exchange_error_status(ferry_exchange_error e)
 }
 
 /* ---- text checks ----------------------------------------------------------------------------- */
-
-/* Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without C0
- * controls (NUL included), DEL or C1 controls. */
-static bool text_ok(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned c = s[i];
-        uint32_t cp;
-        size_t n;
-
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return false;
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n)
-            return false;
-        for (size_t j = 1; j <= n; j++) {
-            unsigned cc = s[i + j];
-            if ((cc & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (cc & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
 
 /* Printable ASCII without space (tokens, URIs, codes). */
 static bool ascii_ok(const unsigned char *s, size_t len)
@@ -338,7 +294,7 @@ static int read_params(struct state *st, const ferry_exchange_request *req)
         }
         /* text: UTF-8 without controls; tokens, URIs, codes: printable ASCII */
         ok = d->kind == V_TEXT || d->kind == V_TARGET || d->kind == V_SCOPE
-                 ? text_ok(v, p->value_len)
+                 ? ferry_text_ok(v, p->value_len)
                  : ascii_ok(v, p->value_len);
         if (!ok) {
             snprintf(desc, sizeof(desc), "parameter %s has invalid characters", d->name);
@@ -511,7 +467,7 @@ static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t
                     "%s: profile %s does not fit the token type", name, ferry_profile_name(prof));
     }
     if (strlen(id->subject) > FERRY_EXCHANGE_SUBJECT_MAX ||
-        !text_ok((const unsigned char *)id->subject, strlen(id->subject))) {
+        !ferry_text_ok((const unsigned char *)id->subject, strlen(id->subject))) {
         ferry_identity_free(id);
         snprintf(desc, sizeof(desc), "%s subject is not usable", name);
         return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc,
@@ -1135,7 +1091,7 @@ FERRY_EXPORT int ferry_exchange_new(ferry_oidc *oidc, ferry_policy_store *polici
     if (o.flags & ~(unsigned)(FERRY_EXCHANGE_ONE_TIME_SUBJECT | FERRY_EXCHANGE_ACTOR_UNCHECKED))
         BAD("unknown flags");
     if (o.client_id && (o.client_id[0] == '\0' || strlen(o.client_id) > FERRY_MINT_CLIENT_ID_MAX ||
-                        !text_ok((const unsigned char *)o.client_id, strlen(o.client_id))))
+                        !ferry_text_ok((const unsigned char *)o.client_id, strlen(o.client_id))))
         BAD("client_id must be 1..%d bytes of printable text", FERRY_MINT_CLIENT_ID_MAX);
     if (o.totp_account_claim && o.totp_account_claim[0] == '\0')
         BAD("totp_account_claim is empty");

@@ -38,6 +38,7 @@
 #include "basic/macro.h"
 #include "basic/fileio.h"
 #include "basic/mem.h"
+#include "basic/utf8.h"
 #include "ferry/error.h"
 #include "ferry/jose.h"
 #include "ferry/json.h"
@@ -158,51 +159,6 @@ static ferry_alg infer_alg(const ferry_jwk *k)
 
 /* ---- text checks and the JSON writer --------------------------------------------------- */
 
-/* Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without C0
- * controls, DEL or C1 controls. */
-static bool text_ok(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned c = s[i];
-        uint32_t cp;
-        size_t n;
-
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return false;
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n)
-            return false;
-        for (size_t j = 1; j <= n; j++) {
-            unsigned cc = s[i + j];
-            if ((cc & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (cc & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
-
 /* A required string: non-empty, at most max bytes, text_ok. Length in *ret_len. */
 static int check_str(const char *s, size_t max, size_t *ret_len)
 {
@@ -215,7 +171,7 @@ static int check_str(const char *s, size_t max, size_t *ret_len)
         return -EINVAL;
     if (len > max)
         return -FERRY_ETOOBIG;
-    if (!text_ok((const unsigned char *)s, len))
+    if (!ferry_text_ok((const unsigned char *)s, len))
         return -EINVAL;
     *ret_len = len;
     return 0;

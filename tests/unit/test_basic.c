@@ -19,6 +19,7 @@
 #include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
+#include "basic/utf8.h"
 #include "ferry/error.h"
 
 /* ---- base64url ---------------------------------------------------------------------------- */
@@ -486,4 +487,49 @@ Test(fileio, write_all_reports_a_full_disk)
     cr_assert_geq(fd, 0, "/dev/full: %s", strerror(errno));
     cr_assert_eq(ferry_write_all(fd, "abc", 3), -ENOSPC);
     close(fd);
+}
+
+/* ---- utf8 -------------------------------------------------------------------------------- */
+
+Test(utf8, strict_decoding)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+        bool valid, text;
+    } cases[] = {
+        { "abc", 3, true, true },
+        { "caf\xc3\xa9", 5, true, true },
+        { "\xe2\x82\xac", 3, true, true },             /* U+20AC */
+        { "\xf0\x9f\x98\x80", 4, true, true },         /* U+1F600 */
+        { "\xf4\x8f\xbf\xbf", 4, true, true },         /* U+10FFFF */
+        { "a\0b", 3, true, false },                    /* NUL: UTF-8, not text */
+        { "a\nb", 3, true, false },
+        { "\x7f", 1, true, false },                    /* DEL */
+        { "\xc2\x85", 2, true, false },                /* NEL, a C1 control */
+        { "\xc2\xa0", 2, true, true },                 /* NBSP: first after C1 */
+        { "\xc0\xaf", 2, false, false },               /* overlong '/' */
+        { "\xe0\x80\xaf", 3, false, false },           /* overlong */
+        { "\xf0\x80\x80\xaf", 4, false, false },       /* overlong */
+        { "\xed\xa0\x80", 3, false, false },           /* U+D800 surrogate */
+        { "\xf4\x90\x80\x80", 4, false, false },       /* U+110000 */
+        { "\xf5\x80\x80\x80", 4, false, false },
+        { "\xe2\x82", 2, false, false },               /* truncated */
+        { "\x80", 1, false, false },                   /* lone continuation */
+        { "\xc3\x28", 2, false, false },               /* bad continuation */
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cr_assert_eq(ferry_utf8_valid(cases[i].s, cases[i].n), cases[i].valid, "case %zu", i);
+        cr_assert_eq(ferry_text_ok(cases[i].s, cases[i].n), cases[i].text, "case %zu", i);
+    }
+    {
+        uint32_t cp = 0;
+
+        cr_assert_eq(ferry_utf8_next((const unsigned char *)"\xf0\x9f\x98\x80", 4, &cp), 4);
+        cr_assert_eq(cp, 0x1f600);
+        cr_assert_eq(ferry_utf8_next((const unsigned char *)"\xf0\x9f\x98\x80", 3, &cp), 0);
+        cr_assert_eq(ferry_utf8_next((const unsigned char *)"x", 0, &cp), 0);
+        cr_assert(ferry_utf8_valid("", 0) && ferry_text_ok("", 0));
+    }
 }
