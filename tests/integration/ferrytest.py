@@ -284,6 +284,30 @@ class Result:
         return f"rc={self.rc}\nstdout: {self.out[:2000]}\nstderr: {self.err[:2000]}"
 
 
+class HTTPResult:
+    """One HTTP response: status, body (bytes) and headers (dict; the caller decides the key
+    case)."""
+
+    def __init__(self, status, body, headers):
+        self.status, self.body, self.headers = status, body, headers
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def __repr__(self):
+        return f"HTTP {self.status} {self.headers} {self.body[:500]!r}"
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def clean_env(extra=None):
     env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
     env.setdefault("LC_ALL", "C")

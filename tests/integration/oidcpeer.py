@@ -29,6 +29,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import ferrytest as ft
+
 SRCDIR = os.environ.get("FERRY_SRCDIR") or os.path.abspath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 PEERS = os.path.join(SRCDIR, "tests", "peers")
@@ -136,20 +138,6 @@ def cleanup():
         _tmp_install = None
 
 
-class HTTPResult:
-    def __init__(self, status, body, headers):
-        self.status, self.body, self.headers = status, body, headers
-
-    def json(self):
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-    def __repr__(self):
-        return f"HTTP {self.status}: {self.body[:500]!r}"
-
-
 class OidcPeer:
     """One oidc_provider.mjs process. alg: "RS256" or "ES256" (signs access tokens);
     clients: [(id, secret)]; resources: [url]. Raises RuntimeError when it does not start."""
@@ -210,9 +198,9 @@ class OidcPeer:
                                      method=method or ("POST" if data is not None else "GET"))
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return HTTPResult(resp.status, resp.read(), dict(resp.headers))
+                return ft.HTTPResult(resp.status, resp.read(), dict(resp.headers))
         except urllib.error.HTTPError as e:
-            return HTTPResult(e.code, e.read(), dict(e.headers))
+            return ft.HTTPResult(e.code, e.read(), dict(e.headers))
 
     def token(self, resource=RESOURCE, scope=None, client=None, grant="client_credentials"):
         """POST /token with client_secret_basic. Returns the HTTPResult (JSON body)."""

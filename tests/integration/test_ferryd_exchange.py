@@ -46,26 +46,6 @@ AT_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 FORM = "application/x-www-form-urlencoded"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Resp:
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-    def __repr__(self):
-        return f"HTTP {self.status} {self.headers} {self.body[:400]!r}"
-
-
 class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout=15):
         super().__init__("localhost", timeout=timeout)
@@ -83,7 +63,7 @@ def request(port, method, path, body=None, headers=None, unix=None):
     try:
         conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
-        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        return ft.HTTPResult(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
     finally:
         conn.close()
 
@@ -179,7 +159,7 @@ def body(tap):
         return
 
     with ft.tempdir() as d, oidcpeer.OidcPeer(alg="RS256") as peer:
-        port = free_port()
+        port = ft.free_port()
         me = f"http://127.0.0.1:{port}"
         state = os.path.join(d, "state")
         pol = os.path.join(d, "policies")
