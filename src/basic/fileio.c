@@ -2,8 +2,10 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "basic/fileio.h"
@@ -55,4 +57,26 @@ int ferry_read_exact(int fd, size_t size, char **ret)
     buf[got] = '\0';
     *ret = buf;
     return 0;
+}
+
+int ferry_read_regular_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+    struct stat st;
+    int fd, r;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0)
+        r = -errno;
+    else if (!S_ISREG(st.st_mode))
+        r = -EINVAL;
+    else if (st.st_size < 0 || (uintmax_t)st.st_size > max)
+        r = -EFBIG;
+    else
+        r = ferry_read_exact(fd, (size_t)st.st_size, ret);
+    (void)close(fd);
+    if (r == 0)
+        *ret_len = (size_t)st.st_size;
+    return r;
 }

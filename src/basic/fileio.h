@@ -14,4 +14,10 @@ int ferry_write_all(int fd, const void *p, size_t n);
  * reading a private key). Returns 0, -ENOMEM, -errno, or -EIO when the file was shorter. */
 int ferry_read_exact(int fd, size_t size, char **ret);
 
+/* Read a whole regular file of at most max bytes into a new NUL-terminated buffer (wiped on
+ * failure). Opened with O_NONBLOCK, so a FIFO put in its place cannot hang the caller.
+ * Returns 0, -errno from open, -EINVAL when it is not a regular file, -EFBIG when larger than
+ * max, or what ferry_read_exact returns. */
+int ferry_read_regular_file(const char *path, size_t max, char **ret, size_t *ret_len);
+
 #endif

@@ -198,35 +198,6 @@ static int print_json(json_t *j)
     return FERRY_EXIT_OK;
 }
 
-/* Read an operator's PEM file (regular file, at most PEM_INPUT_MAX bytes) into a new buffer
- * the caller wipes. */
-static int read_pem(const char *path, char **ret, size_t *ret_len)
-{
-    struct stat st;
-    char *buf;
-    int fd, r;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK); /* a FIFO must not hang */
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        (void)close(fd);
-        return -e;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size > PEM_INPUT_MAX) {
-        (void)close(fd);
-        return S_ISREG(st.st_mode) ? -FERRY_ETOOBIG : -EINVAL;
-    }
-    r = ferry_read_exact(fd, (size_t)st.st_size, &buf);
-    (void)close(fd);
-    if (r < 0)
-        return r;
-    *ret = buf;
-    *ret_len = (size_t)st.st_size;
-    return 0;
-}
-
 /* Print {"kid","alg","state",...} of every key, oldest first. */
 static int print_keys(ferry_mint *m, bool only_active)
 {
@@ -272,7 +243,7 @@ static int add_key(ferry_mint *m, const struct keys_args *a, const char *cmd)
         char *pem = NULL;
         size_t len = 0;
 
-        r = read_pem(a->import, &pem, &len);
+        r = ferry_read_regular_file(a->import, PEM_INPUT_MAX, &pem, &len);
         if (r < 0) {
             fprintf(stderr, "ferry keys %s: %s: %s\n", cmd, a->import, ferry_strerror(r));
             return FERRY_EXIT_USAGE;

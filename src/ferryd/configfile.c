@@ -272,32 +272,6 @@ static int load_limits(ctx *x, ferryd_config *c, const json_t *l)
     return 0;
 }
 
-static int read_file(const char *path, char **ret, size_t *ret_len, char *errbuf, size_t errlen)
-{
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    int r;
-    if (fd < 0) {
-        r = -errno;
-        snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
-        return r;
-    }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > FERRYD_CONFIG_MAX) {
-        close(fd);
-        snprintf(errbuf, errlen, "%s: not a regular file of at most %d bytes", path,
-                 FERRYD_CONFIG_MAX);
-        return -EINVAL;
-    }
-    r = ferry_read_exact(fd, (size_t)st.st_size, ret);
-    close(fd);
-    if (r < 0) {
-        snprintf(errbuf, errlen, "%s: %s", path, strerror(-r));
-        return r;
-    }
-    *ret_len = (size_t)st.st_size;
-    return 0;
-}
-
 int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t errlen)
 {
     static const char *const names[] = {
@@ -311,9 +285,16 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
     ctx x = {.path = path, .errbuf = errbuf, .errlen = errlen};
     int r;
 
-    r = read_file(path, &buf, &len, errbuf, errlen);
-    if (r < 0)
+    r = ferry_read_regular_file(path, FERRYD_CONFIG_MAX, &buf, &len);
+    if (r == -EINVAL || r == -EFBIG) {
+        snprintf(errbuf, errlen, "%s: not a regular file of at most %d bytes", path,
+                 FERRYD_CONFIG_MAX);
+        return -EINVAL;
+    }
+    if (r < 0) {
+        snprintf(errbuf, errlen, "%s: %s", path, strerror(-r));
         return r;
+    }
     r = ferry_json_parse_located(buf, len, FERRYD_CONFIG_MAX, CONFIG_DEPTH, &doc, &x.locs, &line,
                                  perr, sizeof(perr));
     if (r < 0) {

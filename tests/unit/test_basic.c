@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -532,4 +533,35 @@ Test(utf8, strict_decoding)
         cr_assert_eq(ferry_utf8_next((const unsigned char *)"x", 0, &cp), 0);
         cr_assert(ferry_utf8_valid("", 0) && ferry_text_ok("", 0));
     }
+}
+
+Test(fileio, read_regular_file_limits)
+{
+    char dir[] = "/tmp/ferry-fileio-XXXXXX", path[64], fifo[64], *buf = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    cr_assert_not_null(mkdtemp(dir));
+    (void)snprintf(path, sizeof(path), "%s/f", dir);
+    (void)snprintf(fifo, sizeof(fifo), "%s/p", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_geq(fputs("hello", f), 0);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(ferry_read_regular_file(path, 5, &buf, &len), 0);
+    cr_assert_eq(len, 5);
+    cr_assert_str_eq(buf, "hello");
+    free(buf);
+    buf = NULL;
+    cr_assert_eq(ferry_read_regular_file(path, 4, &buf, &len), -EFBIG);
+    cr_assert_null(buf);
+    cr_assert_eq(ferry_read_regular_file(dir, 1 << 20, &buf, &len), -EINVAL, "a directory");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    cr_assert_eq(ferry_read_regular_file(fifo, 1 << 20, &buf, &len), -EINVAL,
+                 "a FIFO is refused, not waited on");
+    cr_assert_null(buf);
+    cr_assert_eq(unlink(fifo), 0);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(ferry_read_regular_file(path, 1 << 20, &buf, &len), -ENOENT);
+    cr_assert_eq(rmdir(dir), 0);
 }
