@@ -346,6 +346,41 @@ static int open_totp_dir(const char *state_dir, bool create, char *errbuf, size_
     return r;
 }
 
+/* Open name in dfd without following a symlink or blocking on a FIFO, and check it is a
+ * private regular file of ours (what names it in messages). Returns the descriptor, -ENOENT
+ * without a message, -EPERM or -errno; *ret_st gets its status. */
+static int open_private(int dfd, const char *name, int flags, const char *what,
+                        struct stat *ret_st, char *errbuf, size_t errlen)
+{
+    _cleanup_close_ int fd = -1;
+    int r;
+
+    fd = openat(dfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        r = -errno;
+        if (r == -ENOENT)
+            return r;
+        seterr(errbuf, errlen, "totp: cannot open %s %s: %s", what, name,
+               r == -ELOOP ? "is a symlink" : strerror(-r));
+        return r == -ELOOP ? -EPERM : r;
+    }
+    if (fstat(fd, ret_st) < 0) {
+        r = -errno;
+        seterr(errbuf, errlen, "totp: cannot stat %s: %s", name, strerror(-r));
+        return r;
+    }
+    if (!S_ISREG(ret_st->st_mode)) {
+        seterr(errbuf, errlen, "totp: %s %s is not a regular file", what, name);
+        return -EPERM;
+    }
+    r = check_private(ret_st, what, name, errbuf, errlen);
+    if (r < 0)
+        return r;
+    r = fd;
+    fd = -1;
+    return r;
+}
+
 /* Open (creating when create) and flock the account's lock file with op (LOCK_EX/LOCK_SH).
  * Returns the descriptor (closing it releases the lock) or -errno / -EPERM. */
 static int lock_account(int dfd, const names *nm, bool create, int op, char *errbuf,
@@ -355,26 +390,14 @@ static int lock_account(int dfd, const names *nm, bool create, int op, char *err
     struct stat st;
     int r;
 
-    /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
-    fd = openat(dfd, nm->lock,
-                O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    fd = open_private(dfd, nm->lock, O_RDWR | (create ? O_CREAT : 0), "lock file", &st, errbuf,
+                      errlen);
     if (fd < 0) {
-        r = -errno;
-        seterr(errbuf, errlen, "totp: cannot open lock file %s: %s", nm->lock, strerror(-r));
-        return r == -ELOOP ? -EPERM : r;
+        if (fd == -ENOENT)
+            seterr(errbuf, errlen, "totp: cannot open lock file %s: %s", nm->lock,
+                   strerror(ENOENT));
+        return fd;
     }
-    if (fstat(fd, &st) < 0) {
-        r = -errno;
-        seterr(errbuf, errlen, "totp: cannot stat %s: %s", nm->lock, strerror(-r));
-        return r;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        seterr(errbuf, errlen, "totp: lock file %s is not a regular file", nm->lock);
-        return -EPERM;
-    }
-    r = check_private(&st, "lock file", nm->lock, errbuf, errlen);
-    if (r < 0)
-        return r;
     while (flock(fd, op) < 0) {
         if (errno == EINTR)
             continue;
@@ -529,27 +552,9 @@ static int record_read(int dfd, const names *nm, totp_record *rec, char *errbuf,
     size_t len = 0;
     int r;
 
-    fd = openat(dfd, nm->record, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        r = -errno;
-        if (r == -ENOENT)
-            return r;
-        seterr(errbuf, errlen, "totp: cannot open %s: %s", nm->record,
-               r == -ELOOP ? "is a symlink" : strerror(-r));
-        return r == -ELOOP ? -EPERM : r;
-    }
-    if (fstat(fd, &st) < 0) {
-        r = -errno;
-        seterr(errbuf, errlen, "totp: cannot stat %s: %s", nm->record, strerror(-r));
-        return r;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        seterr(errbuf, errlen, "totp: %s is not a regular file", nm->record);
-        return -EPERM;
-    }
-    r = check_private(&st, "record", nm->record, errbuf, errlen);
-    if (r < 0)
-        return r;
+    fd = open_private(dfd, nm->record, O_RDONLY, "record", &st, errbuf, errlen);
+    if (fd < 0)
+        return fd;
     if (st.st_size > RECORD_MAX) {
         seterr(errbuf, errlen, "totp: %s is larger than %d bytes", nm->record, RECORD_MAX);
         return -FERRY_ETOOBIG;
