@@ -38,6 +38,7 @@ typedef struct ferryd_response {
     const char *allow;              /* static: Allow header (405) or NULL */
     int64_t retry_after;            /* seconds, 0 = no Retry-After */
     char reason[FERRYD_REASON_MAX]; /* for the request log line only; never token material */
+    const char *outcome; /* static label of the decision ("ok" or an RFC error name), or NULL */
 } ferryd_response;
 
 typedef void (*ferryd_handler_fn)(void *userdata, const ferryd_request *req, ferryd_response *resp);

@@ -222,6 +222,7 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     json_decref(doc);
     resp->wipe = true;
     resp->retry_after = er.retry_after;
+    resp->outcome = ferry_exchange_error_name(er.error);
     snprintf(resp->reason, sizeof(resp->reason), "%.280s%s%s", er.reason,
              er.jti[0] && r == 0 ? " jti=" : "", r == 0 ? er.jti : "");
     ferry_exchange_response_release(&er);
