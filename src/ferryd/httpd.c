@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,6 +22,7 @@
 #define LOG_PATH_MAX 128
 #define TARGET_MAX 8192
 #define DISCARD_FACTOR 4
+#define CLIENT_MAX 64
 
 typedef struct listener {
     struct ferryd_httpd *h;
@@ -57,6 +59,48 @@ typedef struct req_ctx {
     char path[LOG_PATH_MAX + 1];
     char reason[FERRYD_REASON_MAX];
 } req_ctx;
+
+static enum MHD_Result count_authorization(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value)
+{
+    unsigned *n = cls;
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+        (*n)++;
+    return MHD_YES;
+}
+
+/* The caller's address as a key (see ferryd_request.client). */
+static void client_key(struct MHD_Connection *conn, char *out, size_t outlen)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    char text[INET6_ADDRSTRLEN];
+
+    snprintf(out, outlen, "unknown");
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)))
+            snprintf(out, outlen, "ipv4:%s", text);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            if (inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], text, sizeof(text)))
+                snprintf(out, outlen, "ipv4:%s", text);
+        } else if (inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text))) {
+            snprintf(out, outlen, "ipv6:%s", text);
+        }
+    } else {
+        ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (ci && getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+            len == sizeof(cred))
+            snprintf(out, outlen, "uid:%u", (unsigned)cred.uid);
+    }
+}
 
 /* A response body we own: wiped (when asked) and freed when libmicrohttpd is done with it. */
 typedef struct owned_body {
@@ -280,12 +324,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
                            "request body too large", "body: chunked body over limit");
 
+    char client[CLIENT_MAX];
+    unsigned n_auth = 0;
+    client_key(conn, client, sizeof(client));
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_authorization, &n_auth);
     ferryd_request req = {
         .method = method,
         .path = url,
         .query = rc->query,
         .content_type =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+        .authorization =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .n_authorization = n_auth,
+        .client = client,
         .body = rc->body ? rc->body : "",
         .body_len = rc->body_len,
     };

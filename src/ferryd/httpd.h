@@ -24,6 +24,12 @@ typedef struct ferryd_request {
     const char *path;         /* without the query */
     const char *query;        /* what follows '?', NULL when the target has no '?' */
     const char *content_type; /* NULL when absent */
+    const char *authorization; /* the first Authorization header, NULL when absent */
+    unsigned n_authorization;  /* how many Authorization headers the request carried */
+    /* Who is calling, for per-address limits and logs: "ipv4:A.B.C.D", "ipv6:ADDR" (the
+     * textual address; an IPv4-mapped IPv6 address counts as IPv4), "uid:N" for a unix socket
+     * peer (SO_PEERCRED), or "unknown". */
+    const char *client;
     const char *body;         /* NUL-terminated copy (may hold NUL bytes before body_len) */
     size_t body_len;
 } ferryd_request;

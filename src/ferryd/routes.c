@@ -192,6 +192,16 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
                   "query string on the token endpoint");
         return;
     }
+    if (req->n_authorization > 0) {
+        /* No client authentication is configured: the subject token travels in the form body
+         * only (RFC 8693 §2.1), so a credential in a header is refused, never ignored. */
+        set_error(resp, 400, "invalid_request",
+                  "this token endpoint takes no Authorization header; send the subject token "
+                  "in the form body",
+                  req->n_authorization > 1 ? "several Authorization headers"
+                                           : "Authorization header on the token endpoint");
+        return;
+    }
     if (!is_form(req->content_type)) {
         set_error(resp, 400, "invalid_request",
                   "Content-Type must be application/x-www-form-urlencoded", "wrong content type");
