@@ -146,6 +146,81 @@ typedef struct ferry_verify_options {
                              (which must also be one of the issuer's) */
 } ferry_verify_options;
 
+/* ---- statistics (for /metrics) ----------------------------------------------------------
+ *
+ * Counters only grow (they are never reset, also not by a reload) and are read with relaxed
+ * atomic loads: each value is exact, but a snapshot taken while verifications run is not one
+ * instant across fields. Both calls are thread-safe, also concurrently with
+ * ferry_oidc_verify and ferry_oidc_reload_config, and never block verification. */
+
+typedef struct ferry_oidc_counters {
+    uint64_t accepted;           /* ferry_oidc_verify returned 0 */
+    uint64_t refused;            /* it returned anything else (refusals and internal errors) */
+    uint64_t discovery_fetches;  /* discovery documents requested (every attempt) */
+    uint64_t discovery_failures; /* ... of which failed (network, status, document refused) */
+    uint64_t jwks_fetches;       /* key-set requests (every attempt: the refreshes) */
+    uint64_t jwks_failures;      /* ... of which failed (network, status, set refused) */
+    uint64_t refresh_suppressed; /* a fetch was wanted (set missing or past its lifetime, or
+                                    unknown kid) but refresh_cooldown held it back */
+    uint64_t stale_serves;       /* verifications served by a set past its lifetime (inside
+                                    the stale window) */
+} ferry_oidc_counters;
+
+typedef struct ferry_oidc_stats {
+    size_t issuers;         /* configured now */
+    size_t cached_keys;     /* keys in the usable sets of the configured issuers */
+    size_t replay_entries;  /* (iss, jti) entries held (expired ones until evicted) */
+    size_t replay_capacity; /* the cache's maximum */
+    uint64_t config_reloads;         /* ferry_oidc_reload_config calls that succeeded */
+    uint64_t config_reload_failures; /* ... that changed nothing because they failed */
+    /* Every issuer ever configured (removed ones included, so totals never go down), plus, in
+     * accepted and refused, tokens whose issuer was never found (malformed, unknown_issuer). */
+    ferry_oidc_counters totals;
+    uint64_t refused_by_reason[FERRY_REASON_MAX]; /* index: ferry_reason; [0] stays 0 */
+} ferry_oidc_stats;
+
+/* Fill *ret_stats. Returns 0 or -EINVAL (NULL argument). */
+int ferry_oidc_get_stats(ferry_oidc *oidc, ferry_oidc_stats *ret_stats);
+
+/* The state of an issuer's key set. */
+typedef enum ferry_keyset_state {
+    FERRY_KEYSET_STATIC = 1, /* jwks_file or inline jwks: read with the configuration */
+    FERRY_KEYSET_UNLOADED,   /* remote, no usable set and no failed attempt: the next token
+                                fetches it (after start, a reload adding it, a flush, or an
+                                idle spell past the stale window) */
+    FERRY_KEYSET_FRESH,      /* remote, within its lifetime */
+    FERRY_KEYSET_STALE,      /* remote, past its lifetime, served inside the stale window */
+    FERRY_KEYSET_FAILED,     /* remote, no usable set and the last fetch failed: the issuer
+                                fails closed (issuer_unavailable) */
+} ferry_keyset_state;
+
+/* "static", "unloaded", "fresh", "stale", "failed"; "unknown" for other values. */
+const char *ferry_keyset_state_name(ferry_keyset_state s);
+
+/* One configured issuer, as handed to a ferry_oidc_foreach_issuer callback. The strings are
+ * borrowed and valid only during the callback. */
+typedef struct ferry_oidc_issuer_info {
+    const char *issuer;     /* exact issuer string */
+    ferry_profile profile;
+    const char *source;     /* "discovery", "jwks_uri", "jwks_file" or "jwks" */
+    ferry_keyset_state state;
+    size_t keys;            /* keys in the usable set (0: none, or past the window) */
+    int64_t expires_in;     /* FRESH, STALE: seconds until the set's lifetime ends (negative
+                               when past it); otherwise 0 */
+    int64_t usable_for;     /* FRESH, STALE: seconds until expiry + stale_window, when the
+                               issuer fails closed unless a refresh succeeds; otherwise 0 */
+    const char *last_error; /* why the last fetch failed; "" when it succeeded or none ran */
+    ferry_oidc_counters counters; /* this issuer's (accepted, refused: tokens naming it) */
+} ferry_oidc_issuer_info;
+
+/* Return non-zero to stop the iteration; that value is then returned by foreach. */
+typedef int (*ferry_oidc_issuer_fn)(const ferry_oidc_issuer_info *info, void *userdata);
+
+/* Call fn for every configured issuer, in configuration order, with the store clock's now.
+ * Iterates one snapshot of the issuer set: a reload meanwhile does not affect it. fn must not
+ * call configuration functions of the same store. Returns 0, fn's non-zero value, or -EINVAL. */
+int ferry_oidc_foreach_issuer(ferry_oidc *oidc, ferry_oidc_issuer_fn fn, void *userdata);
+
 /* Verify a compact JWS token (len bytes; not necessarily NUL-terminated). opts may be NULL.
  * Returns 0 and a new identity in *ret_identity when accepted; -FERRY_EREFUSED with
  * *ret_result filled when refused; another negative error (with reason INTERNAL) on internal

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,6 +228,37 @@ enum key_source {
     SRC_INLINE,
 };
 
+static const char *const source_names[] = {
+    [SRC_DISCOVERY] = "discovery",
+    [SRC_JWKS_URI] = "jwks_uri",
+    [SRC_FILE] = "jwks_file",
+    [SRC_INLINE] = "jwks",
+};
+
+/* Monotonic counters (ferry_oidc_counters), bumped with relaxed atomic adds: nothing is
+ * ordered by them, and an add on the verify path costs no lock. */
+struct counters {
+    atomic_uint_fast64_t accepted, refused;
+    atomic_uint_fast64_t discovery_fetches, discovery_failures;
+    atomic_uint_fast64_t jwks_fetches, jwks_failures;
+    atomic_uint_fast64_t refresh_suppressed, stale_serves;
+};
+
+#define COUNT(c, field) atomic_fetch_add_explicit(&(c)->field, 1, memory_order_relaxed)
+#define LOAD(c, field) ((uint64_t)atomic_load_explicit(&(c)->field, memory_order_relaxed))
+
+static void counters_read(const struct counters *c, ferry_oidc_counters *out)
+{
+    out->accepted = LOAD(c, accepted);
+    out->refused = LOAD(c, refused);
+    out->discovery_fetches = LOAD(c, discovery_fetches);
+    out->discovery_failures = LOAD(c, discovery_failures);
+    out->jwks_fetches = LOAD(c, jwks_fetches);
+    out->jwks_failures = LOAD(c, jwks_failures);
+    out->refresh_suppressed = LOAD(c, refresh_suppressed);
+    out->stale_serves = LOAD(c, stale_serves);
+}
+
 struct issuer {
     /* configuration: immutable after add */
     char *name;
@@ -264,7 +296,18 @@ struct issuer {
     uint64_t generation;   /* incremented whenever a fetched set is installed */
     uint64_t flushes;      /* incremented by every flush; a fetch begun before one is dropped */
     char last_error[160];  /* why the last fetch failed ("" after success) */
+
+    /* statistics: this issuer's, and the store's totals (which outlive the issuer) */
+    struct counters stats;
+    struct counters *totals;
 };
+
+/* Count an event for the issuer and in the store's totals. */
+#define ISSUER_COUNT(is, field)                                                              \
+    do {                                                                                     \
+        COUNT(&(is)->stats, field);                                                          \
+        COUNT((is)->totals, field);                                                          \
+    } while (0)
 
 static bool issuer_is_remote(const struct issuer *is)
 {
@@ -519,6 +562,11 @@ struct ferry_oidc {
     struct issuer **index;   /* sorted by (bytes, length) */
     size_t n_issuers, alloc_issuers;
     struct replay replay;
+
+    /* statistics (ferry_oidc_get_stats) */
+    struct counters totals;
+    atomic_uint_fast64_t by_reason[FERRY_REASON_MAX];
+    atomic_uint_fast64_t reloads, reload_failures;
 };
 
 static int64_t store_now(const ferry_oidc *o)
@@ -1102,6 +1150,7 @@ FERRY_EXPORT int ferry_oidc_add_issuer(ferry_oidc *o, const json_t *conf, char *
         (void)cfg_error(errbuf, errlen, "out of memory");
     if (r < 0)
         return r;
+    is->totals = &o->totals;
     r = store_insert(o, is);
     if (r == -FERRY_EDUPLICATE)
         (void)cfg_error(errbuf, errlen, "issuer \"%.200s\" is already configured", is->name);
@@ -1297,6 +1346,9 @@ static int issuer_refresh(struct issuer *is, int64_t now)
             goto install;
         if (!uri) {
             r = fetch_discovery(is, now, &new_disc, &disc_exp, err, sizeof(err));
+            ISSUER_COUNT(is, discovery_fetches);
+            if (r < 0)
+                ISSUER_COUNT(is, discovery_failures);
             if (r == -FERRY_EPOLICY) {
                 mismatch = true;
                 goto install;
@@ -1323,6 +1375,9 @@ static int issuer_refresh(struct issuer *is, int64_t now)
         }
     }
     r = fetch_jwks(is, uri, now, &set, &exp, err, sizeof(err));
+    ISSUER_COUNT(is, jwks_fetches);
+    if (r < 0)
+        ISSUER_COUNT(is, jwks_failures);
 
 install:
     if (r == -ENOMEM && !err[0])
@@ -1387,20 +1442,23 @@ static bool fetch_due(const struct issuer *is, int64_t now, bool want_refresh)
            (is->last_ok || attempt_ok);
 }
 
-/* A usable key set of a remote issuer (fetching it when due), as a new reference.
+/* A usable key set of a remote issuer (fetching it when due), as a new reference; *ret_stale
+ * says whether it is past its lifetime (served inside the stale window).
  * want_refresh: the current set lacks the key the token names. Fetches are single-flight per
  * issuer and limited by fetch_due; a verifier that holds a usable set never waits for another
  * thread's fetch. */
 static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, ferry_jwks **ret,
-                         bool *ret_fetched, ferry_verify_result *res)
+                         bool *ret_fetched, bool *ret_stale, ferry_verify_result *res)
 {
     int64_t now = store_now(o);
     ferry_jwks *set = NULL;
     char why[sizeof(is->last_error)];
-    bool usable, due, changed, locked = false;
+    bool usable, due, want, changed, locked = false;
+    int64_t expires = 0;
     uint64_t gen;
 
     *ret_fetched = false;
+    *ret_stale = false;
     if (!issuer_is_remote(is)) {
         *ret = ferry_jwks_ref(is->jwks);
         return 0;
@@ -1408,11 +1466,17 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
 
     (void)pthread_mutex_lock(&is->lock);
     usable = is->jwks && now < sat_add(is->jwks_expires, is->stale_window);
+    /* A fetch is wanted for a missing or expired set, or a kid the set lacks. */
+    want = want_refresh || !is->jwks || now >= is->jwks_expires;
     due = fetch_due(is, now, want_refresh);
     gen = is->generation;
-    if (usable)
+    if (usable) {
         set = ferry_jwks_ref(is->jwks);
+        expires = is->jwks_expires;
+    }
     (void)pthread_mutex_unlock(&is->lock);
+    if (usable && want && !due)
+        ISSUER_COUNT(is, refresh_suppressed);
 
     /* Without a usable set, wait even when no fetch is due: one may be on the wire (the
      * cooldown counts from its start), and its set is what this token needs. */
@@ -1426,6 +1490,8 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         (void)pthread_mutex_lock(&is->lock);
         changed = is->generation != gen;
         due = !changed && fetch_due(is, now, want_refresh);
+        if (want && !changed && !due)
+            ISSUER_COUNT(is, refresh_suppressed); /* the cooldown of another's attempt */
         if (due) {
             is->attempted = true;
             is->last_attempt = now;
@@ -1444,8 +1510,10 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         set = NULL;
         (void)pthread_mutex_lock(&is->lock);
         usable = is->jwks && now < sat_add(is->jwks_expires, is->stale_window);
-        if (usable)
+        if (usable) {
             set = ferry_jwks_ref(is->jwks);
+            expires = is->jwks_expires;
+        }
         (void)pthread_mutex_unlock(&is->lock);
     }
     if (!set) {
@@ -1457,6 +1525,7 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         (void)pthread_mutex_unlock(&is->lock);
         return refuse(res, FERRY_REASON_ISSUER_UNAVAILABLE, "no usable key set: %s", why);
     }
+    *ret_stale = now >= expires;
     *ret = set;
     return 0;
 }
@@ -1531,6 +1600,110 @@ FERRY_EXPORT void ferry_oidc_flush(ferry_oidc *o, const char *issuer)
     is = issuer_find(o, issuer, strlen(issuer));
     if (is)
         issuer_flush(is);
+}
+
+/* ---- statistics ----------------------------------------------------------------------- */
+
+static const char *const keyset_state_names[] = {
+    [FERRY_KEYSET_STATIC] = "static", [FERRY_KEYSET_UNLOADED] = "unloaded",
+    [FERRY_KEYSET_FRESH] = "fresh",   [FERRY_KEYSET_STALE] = "stale",
+    [FERRY_KEYSET_FAILED] = "failed",
+};
+
+/* Stable name of a key-set state (static string); "unknown" for other values. */
+FERRY_EXPORT const char *ferry_keyset_state_name(ferry_keyset_state st)
+{
+    if ((size_t)st >= ARRAY_SIZE(keyset_state_names) || !keyset_state_names[st])
+        return "unknown";
+    return keyset_state_names[st];
+}
+
+/* The cache state of one issuer at now; last_error is copied into err (errlen bytes). */
+static void issuer_info(struct issuer *is, int64_t now, ferry_oidc_issuer_info *info, char *err,
+                        size_t errlen)
+{
+    memset(info, 0, sizeof(*info));
+    info->issuer = is->name;
+    info->profile = is->profile;
+    info->source = source_names[is->source];
+    info->last_error = err;
+    err[0] = '\0';
+    counters_read(&is->stats, &info->counters);
+    if (!issuer_is_remote(is)) {
+        info->state = FERRY_KEYSET_STATIC;
+        info->keys = ferry_jwks_count(is->jwks);
+        return;
+    }
+    (void)pthread_mutex_lock(&is->lock);
+    if (is->jwks && now < sat_add(is->jwks_expires, is->stale_window)) {
+        info->state = now < is->jwks_expires ? FERRY_KEYSET_FRESH : FERRY_KEYSET_STALE;
+        info->keys = ferry_jwks_count(is->jwks);
+        info->expires_in = sat_sub(is->jwks_expires, now);
+        info->usable_for = sat_sub(sat_add(is->jwks_expires, is->stale_window), now);
+    } else if (is->attempted && !is->last_ok) {
+        info->state = FERRY_KEYSET_FAILED;
+    } else {
+        info->state = FERRY_KEYSET_UNLOADED;
+    }
+    (void)snprintf(err, errlen, "%s", is->last_error);
+    (void)pthread_mutex_unlock(&is->lock);
+}
+
+/* Fill *ret_stats (see oidc.h). Thread-safe; takes each issuer's cache lock and the replay
+ * lock briefly, one at a time. */
+FERRY_EXPORT int ferry_oidc_get_stats(ferry_oidc *o, ferry_oidc_stats *ret_stats)
+{
+    ferry_oidc_stats st;
+    int64_t now;
+
+    if (!o || !ret_stats)
+        return -EINVAL;
+    memset(&st, 0, sizeof(st));
+    now = store_now(o);
+    st.issuers = o->n_issuers;
+    for (size_t i = 0; i < o->n_issuers; i++) {
+        struct issuer *is = o->issuers[i];
+
+        if (issuer_is_remote(is)) {
+            (void)pthread_mutex_lock(&is->lock);
+            if (is->jwks && now < sat_add(is->jwks_expires, is->stale_window))
+                st.cached_keys += ferry_jwks_count(is->jwks);
+            (void)pthread_mutex_unlock(&is->lock);
+        } else {
+            st.cached_keys += ferry_jwks_count(is->jwks);
+        }
+    }
+    (void)pthread_mutex_lock(&o->replay.lock);
+    st.replay_entries = o->replay.count;
+    st.replay_capacity = o->replay.max;
+    (void)pthread_mutex_unlock(&o->replay.lock);
+    st.config_reloads = (uint64_t)atomic_load_explicit(&o->reloads, memory_order_relaxed);
+    st.config_reload_failures =
+        (uint64_t)atomic_load_explicit(&o->reload_failures, memory_order_relaxed);
+    counters_read(&o->totals, &st.totals);
+    for (size_t i = 1; i < FERRY_REASON_MAX; i++)
+        st.refused_by_reason[i] =
+            (uint64_t)atomic_load_explicit(&o->by_reason[i], memory_order_relaxed);
+    *ret_stats = st;
+    return 0;
+}
+
+/* Call fn for every configured issuer (see oidc.h). */
+FERRY_EXPORT int ferry_oidc_foreach_issuer(ferry_oidc *o, ferry_oidc_issuer_fn fn, void *userdata)
+{
+    char err[sizeof(((struct issuer *)0)->last_error)];
+    ferry_oidc_issuer_info info;
+    int64_t now;
+    int r = 0;
+
+    if (!o || !fn)
+        return -EINVAL;
+    now = store_now(o);
+    for (size_t i = 0; i < o->n_issuers && r == 0; i++) {
+        issuer_info(o->issuers[i], now, &info, err, sizeof(err));
+        r = fn(&info, userdata);
+    }
+    return r;
 }
 
 /* ---- claims --------------------------------------------------------------------------- */
@@ -1966,11 +2139,11 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
     json_t *claims = NULL, *iss;
     ferry_jwks *set = NULL;
     ferry_identity *id = NULL;
-    struct issuer *is;
+    struct issuer *is = NULL;
     const ferry_jwk *key;
     struct checked c = {0};
     size_t candidates = 0;
-    bool fetched = false;
+    bool fetched = false, stale = false;
     int64_t now;
     int r;
 
@@ -2007,7 +2180,7 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
         goto out;
     }
 
-    r = issuer_keyset(o, is, false, &set, &fetched, &res);
+    r = issuer_keyset(o, is, false, &set, &fetched, &stale, &res);
     if (r < 0)
         goto out;
     key = select_key(set, jws, &candidates);
@@ -2015,7 +2188,7 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
     if (!key && issuer_is_remote(is) && !fetched) {
         ferry_jwks_unref(set);
         set = NULL;
-        r = issuer_keyset(o, is, true, &set, &fetched, &res);
+        r = issuer_keyset(o, is, true, &set, &fetched, &stale, &res);
         if (r < 0)
             goto out;
         key = select_key(set, jws, &candidates);
@@ -2029,6 +2202,8 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
                        ferry_alg_name(jws->alg));
         goto out;
     }
+    if (stale)
+        ISSUER_COUNT(is, stale_serves);
     if (!ferry_jwk_allows(key, jws->alg)) {
         r = refuse(&res, FERRY_REASON_KEY_MISMATCH, "the key named by kid does not allow %s",
                    ferry_alg_name(jws->alg));
@@ -2078,6 +2253,19 @@ out:
         (void)snprintf(res.detail, sizeof(res.detail), "internal error: %s", ferry_strerror(r));
     } else if (r != -FERRY_EREFUSED) {
         res.reason = FERRY_REASON_INTERNAL;
+    }
+    if (o) {
+        if (r == 0) {
+            COUNT(&o->totals, accepted);
+        } else {
+            COUNT(&o->totals, refused);
+            if ((size_t)res.reason < FERRY_REASON_MAX)
+                atomic_fetch_add_explicit(&o->by_reason[res.reason], 1, memory_order_relaxed);
+        }
+        if (is && r == 0)
+            COUNT(&is->stats, accepted);
+        else if (is)
+            COUNT(&is->stats, refused);
     }
     if (ret_result)
         *ret_result = res;

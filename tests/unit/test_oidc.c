@@ -3227,3 +3227,262 @@ Test(alloc, jti_not_consumed_when_the_identity_fails, .init = setup_ab, .fini = 
     json_decref(c);
 #endif
 }
+
+/* ---- statistics (ferry_oidc_get_stats, ferry_oidc_foreach_issuer) ------------------------- */
+
+#define MAX_INFO 8
+
+/* A copy of what foreach handed out (the strings are only valid during the callback). */
+struct info_copy {
+    char issuer[128];
+    char source[16];
+    char last_error[200];
+    ferry_oidc_issuer_info info;
+};
+
+struct info_list {
+    size_t n;
+    int stop_after; /* return 7 after this many calls; 0: never stop */
+    struct info_copy e[MAX_INFO];
+};
+
+static int collect_info(const ferry_oidc_issuer_info *info, void *userdata)
+{
+    struct info_list *l = userdata;
+    struct info_copy *c;
+
+    cr_assert_lt(l->n, MAX_INFO);
+    cr_assert_not_null(info->issuer);
+    cr_assert_not_null(info->source);
+    cr_assert_not_null(info->last_error);
+    c = &l->e[l->n++];
+    snprintf(c->issuer, sizeof(c->issuer), "%s", info->issuer);
+    snprintf(c->source, sizeof(c->source), "%s", info->source);
+    snprintf(c->last_error, sizeof(c->last_error), "%s", info->last_error);
+    c->info = *info;
+    c->info.issuer = c->info.source = c->info.last_error = NULL;
+    return l->stop_after && (int)l->n == l->stop_after ? 7 : 0;
+}
+
+static struct info_list list_issuers(ferry_oidc *o)
+{
+    struct info_list l = {0};
+
+    cr_assert_eq(ferry_oidc_foreach_issuer(o, collect_info, &l), 0);
+    return l;
+}
+
+static ferry_oidc_stats get_stats(ferry_oidc *o)
+{
+    ferry_oidc_stats st;
+
+    memset(&st, 0x5a, sizeof(st));
+    cr_assert_eq(ferry_oidc_get_stats(o, &st), 0);
+    return st;
+}
+
+Test(stats, names_and_arguments)
+{
+    ferry_oidc_stats st;
+
+    cr_expect_str_eq(ferry_keyset_state_name(FERRY_KEYSET_STATIC), "static");
+    cr_expect_str_eq(ferry_keyset_state_name(FERRY_KEYSET_UNLOADED), "unloaded");
+    cr_expect_str_eq(ferry_keyset_state_name(FERRY_KEYSET_FRESH), "fresh");
+    cr_expect_str_eq(ferry_keyset_state_name(FERRY_KEYSET_STALE), "stale");
+    cr_expect_str_eq(ferry_keyset_state_name(FERRY_KEYSET_FAILED), "failed");
+    cr_expect_str_eq(ferry_keyset_state_name(0), "unknown");
+    cr_expect_str_eq(ferry_keyset_state_name((ferry_keyset_state)99), "unknown");
+    cr_expect_eq(ferry_oidc_get_stats(NULL, &st), -EINVAL);
+    cr_expect_eq(ferry_oidc_foreach_issuer(NULL, collect_info, NULL), -EINVAL);
+}
+
+/* Inline issuers: counts of issuers, keys and replay entries; accepted and refused tokens per
+ * issuer, in the totals and by reason; foreach in configuration order, and its early stop. */
+Test(stats, verifications_counted, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_verify_options once = {.consume_jti = true};
+    ferry_oidc_stats st = get_stats(g_o);
+    struct info_list l;
+    json_t *c = claims_for(ISS_A);
+    char *ta = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c), *forged, *tc;
+
+    cr_expect_eq(st.issuers, 2);
+    cr_expect_eq(st.cached_keys, 2);
+    cr_expect_eq(st.replay_entries, 0);
+    cr_expect_eq(st.replay_capacity, 100000);
+    cr_expect_eq(st.config_reloads, 0);
+    cr_expect_eq(st.config_reload_failures, 0);
+    cr_expect_eq(st.totals.accepted, 0);
+    cr_expect_eq(st.totals.refused, 0);
+    for (size_t i = 0; i < FERRY_REASON_MAX; i++)
+        cr_expect_eq(st.refused_by_reason[i], 0);
+
+    EXPECT_REASON(g_o, ta, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, ta, &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, ta, &once, FERRY_REASON_REPLAYED);
+    forged = mint(g_kb, FERRY_ALG_ES256, ferry_jwk_kid(g_ka), NULL, c); /* A's kid, B's key */
+    EXPECT_REASON(g_o, forged, FERRY_REASON_BAD_SIGNATURE);
+    json_object_set_new(c, "iss", json_string("https://c.example"));
+    tc = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    EXPECT_REASON(g_o, tc, FERRY_REASON_UNKNOWN_ISSUER);
+    EXPECT_REASON(g_o, "not.a.token", FERRY_REASON_MALFORMED);
+
+    st = get_stats(g_o);
+    cr_expect_eq(st.totals.accepted, 2);
+    cr_expect_eq(st.totals.refused, 4);
+    cr_expect_eq(st.refused_by_reason[FERRY_REASON_REPLAYED], 1);
+    cr_expect_eq(st.refused_by_reason[FERRY_REASON_BAD_SIGNATURE], 1);
+    cr_expect_eq(st.refused_by_reason[FERRY_REASON_UNKNOWN_ISSUER], 1);
+    cr_expect_eq(st.refused_by_reason[FERRY_REASON_MALFORMED], 1);
+    cr_expect_eq(st.refused_by_reason[FERRY_REASON_OK], 0);
+    cr_expect_eq(st.replay_entries, 1);
+    cr_expect_eq(st.totals.jwks_fetches, 0);
+    cr_expect_eq(st.totals.stale_serves, 0);
+
+    l = list_issuers(g_o);
+    cr_assert_eq(l.n, 2);
+    cr_expect_str_eq(l.e[0].issuer, ISS_A);
+    cr_expect_str_eq(l.e[1].issuer, ISS_B);
+    for (size_t i = 0; i < 2; i++) {
+        cr_expect_str_eq(l.e[i].source, "jwks");
+        cr_expect_str_eq(l.e[i].last_error, "");
+        cr_expect_eq(l.e[i].info.state, FERRY_KEYSET_STATIC);
+        cr_expect_eq(l.e[i].info.profile, FERRY_PROFILE_ID_TOKEN);
+        cr_expect_eq(l.e[i].info.keys, 1);
+        cr_expect_eq(l.e[i].info.expires_in, 0);
+        cr_expect_eq(l.e[i].info.counters.jwks_fetches, 0);
+    }
+    cr_expect_eq(l.e[0].info.counters.accepted, 2);
+    cr_expect_eq(l.e[0].info.counters.refused, 2, "replayed and forged count for A");
+    cr_expect_eq(l.e[1].info.counters.accepted, 0);
+    cr_expect_eq(l.e[1].info.counters.refused, 0);
+
+    l = (struct info_list){.stop_after = 1};
+    cr_expect_eq(ferry_oidc_foreach_issuer(g_o, collect_info, &l), 7);
+    cr_expect_eq(l.n, 1);
+    free(ta);
+    free(forged);
+    free(tc);
+    json_decref(c);
+}
+
+static ferry_oidc_issuer_info one_info(char *last_error, size_t len)
+{
+    struct info_list l = list_issuers(F.o);
+
+    cr_assert_eq(l.n, 1);
+    cr_expect_str_eq(l.e[0].issuer, F.base);
+    if (last_error)
+        snprintf(last_error, len, "%s", l.e[0].last_error);
+    return l.e[0].info;
+}
+
+/* Fetches against the stand-in: successes, failures, the cooldown holding refreshes back, a
+ * stale set serving, and failing closed; the store's totals agree with the one issuer's. */
+Test(stats, fetches_counted, .init = fetch_setup, .fini = fetch_teardown, .timeout = 60)
+{
+    ferry_oidc_issuer_info in;
+    ferry_oidc_stats st;
+    char err[200];
+
+    add_ok(F.o, remote_conf(F.base));
+    in = one_info(err, sizeof(err));
+    cr_expect_eq(in.state, FERRY_KEYSET_UNLOADED);
+    cr_expect_str_eq(err, "");
+    cr_expect_eq(in.keys, 0);
+    cr_expect_eq(get_stats(F.o).cached_keys, 0);
+
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    in = one_info(err, sizeof(err));
+    cr_expect_eq(in.state, FERRY_KEYSET_FRESH);
+    cr_expect_eq(in.keys, 1);
+    cr_expect_eq(in.expires_in, 300);
+    cr_expect_eq(in.usable_for, 1300);
+    cr_expect_eq(in.counters.discovery_fetches, 1);
+    cr_expect_eq(in.counters.jwks_fetches, 1);
+    cr_expect_eq(in.counters.discovery_failures + in.counters.jwks_failures, 0);
+    cr_expect_eq(in.counters.accepted, 1);
+    cr_expect_eq(get_stats(F.o).cached_keys, 1);
+
+    /* An unknown kid: one refresh (success), then the cooldown holds the next one back. */
+    publish((ferry_jwk *[]){F.k1, F.k2}, 2);
+    g_clock += 10;
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_OK);
+    EXPECT_REMOTE(F.k1, "kid-x", FERRY_REASON_UNKNOWN_KID);
+    in = one_info(NULL, 0);
+    cr_expect_eq(in.keys, 2);
+    cr_expect_eq(in.counters.jwks_fetches, 2);
+    cr_expect_eq(in.counters.discovery_fetches, 1);
+    cr_expect_eq(in.counters.refresh_suppressed, 1);
+    cr_expect_eq(in.counters.refused, 1);
+    cr_expect_eq(in.expires_in, 300);
+
+    /* Past the lifetime with the IdP failing: one attempt per cooldown, the stale set
+     * serves, and every verification in between is held back by the cooldown. */
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "status:500"), 0);
+    cr_assert_eq(tu_standin_fault(F.s, DISCOVERY, "status:503"), 0);
+    g_clock += 301;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    in = one_info(err, sizeof(err));
+    cr_expect_eq(in.state, FERRY_KEYSET_STALE);
+    cr_expect_eq(in.expires_in, -1);
+    cr_expect_eq(in.usable_for, 999);
+    cr_expect(strstr(err, "HTTP status 500"), "last_error: %s", err);
+    cr_expect_eq(in.counters.discovery_fetches, 2);
+    cr_expect_eq(in.counters.discovery_failures, 1);
+    cr_expect_eq(in.counters.jwks_fetches, 3, "the last jwks_uri is used when discovery fails");
+    cr_expect_eq(in.counters.jwks_failures, 1);
+    cr_expect_eq(in.counters.stale_serves, 1);
+    cr_expect_eq(in.counters.refresh_suppressed, 1);
+    for (int i = 0; i < 3; i++)
+        EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    in = one_info(NULL, 0);
+    cr_expect_eq(in.counters.jwks_fetches, 3);
+    cr_expect_eq(in.counters.stale_serves, 4);
+    cr_expect_eq(in.counters.refresh_suppressed, 4);
+    cr_expect_eq(in.counters.accepted, 6);
+
+    /* Past expiry + stale window: fails closed after the next failed attempt. */
+    g_clock += 1000;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_ISSUER_UNAVAILABLE);
+    in = one_info(err, sizeof(err));
+    cr_expect_eq(in.state, FERRY_KEYSET_FAILED);
+    cr_expect_eq(in.keys, 0);
+    cr_expect_eq(in.expires_in, 0);
+    cr_expect_eq(in.counters.jwks_fetches, 4);
+    cr_expect_eq(in.counters.jwks_failures, 2);
+    cr_expect_eq(in.counters.discovery_failures, 2);
+    cr_expect_eq(in.counters.refused, 2);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_ISSUER_UNAVAILABLE);
+    in = one_info(NULL, 0);
+    cr_expect_eq(in.counters.jwks_fetches, 4, "the cooldown holds a failing IdP back");
+    cr_expect_eq(in.counters.refresh_suppressed, 5);
+
+    /* The totals are this issuer's counters plus nothing else. */
+    st = get_stats(F.o);
+    cr_expect_eq(st.totals.accepted, in.counters.accepted);
+    cr_expect_eq(st.totals.refused, in.counters.refused);
+    cr_expect_eq(st.totals.discovery_fetches, in.counters.discovery_fetches);
+    cr_expect_eq(st.totals.discovery_failures, in.counters.discovery_failures);
+    cr_expect_eq(st.totals.jwks_fetches, in.counters.jwks_fetches);
+    cr_expect_eq(st.totals.jwks_failures, in.counters.jwks_failures);
+    cr_expect_eq(st.totals.refresh_suppressed, in.counters.refresh_suppressed);
+    cr_expect_eq(st.totals.stale_serves, in.counters.stale_serves);
+    cr_expect_eq(st.refused_by_reason[FERRY_REASON_ISSUER_UNAVAILABLE], 2);
+    cr_expect_eq(st.refused_by_reason[FERRY_REASON_UNKNOWN_KID], 1);
+    cr_expect_eq(st.cached_keys, 0);
+    /* What the stand-in saw agrees with the counters. */
+    cr_expect_eq(count("/jwks"), (long)in.counters.jwks_fetches);
+    cr_expect_eq(count(DISCOVERY), (long)in.counters.discovery_fetches);
+
+    /* The IdP recovers: fresh again after the cooldown. */
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", NULL), 0);
+    cr_assert_eq(tu_standin_fault(F.s, DISCOVERY, NULL), 0);
+    g_clock += 30;
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    in = one_info(err, sizeof(err));
+    cr_expect_eq(in.state, FERRY_KEYSET_FRESH);
+    cr_expect_str_eq(err, "");
+    cr_expect_eq(in.counters.jwks_fetches, 5);
+    cr_expect_eq(in.counters.jwks_failures, 2);
+}
