@@ -7,9 +7,10 @@
 #                    locked packages into a temporary directory with `npm ci --prefer-offline`
 #                    (a `make distcheck` tree has no node_modules). Node older than 20.12
 #                    (no crypto.hash, which oidc-provider 9 needs) is a skip reason too.
-#   OidcPeer(...) one running peer on 127.0.0.1 (a free port chosen by the peer itself):
-#                 .issuer, .token(), .discovery(), .jwks(), .rotate(), .retire(), .keys(),
-#                 .stats(), .reset_stats(), .signal(), .stop() -> exit status.
+#   OidcPeer(...) one running peer on 127.0.0.1 (a free port chosen by the peer itself, or
+#                 port=N): .issuer, .token(), .discovery(), .jwks(), .rotate(), .retire(),
+#                 .keys(), .stats(), .reset_stats(), .signal(), .stop() -> exit status,
+#                 .restart() (same port; same keys when keys_file= was given).
 #   cleanup()     removes a temporary install (call once at the end of the test).
 #
 # Only the standard library is used.
@@ -140,14 +141,20 @@ def cleanup():
 
 class OidcPeer:
     """One oidc_provider.mjs process. alg: "RS256" or "ES256" (signs access tokens);
-    clients: [(id, secret)]; resources: [url]. Raises RuntimeError when it does not start."""
+    clients: [(id, secret)]; resources: [url]; port: 0 lets the peer pick a free one;
+    keys_file: where the peer keeps its private keys (loaded at start when it exists, saved
+    after every rotate/retire), so restart() brings back the same keys. Raises RuntimeError
+    when it does not start."""
 
-    def __init__(self, alg="RS256", clients=None, resources=None, ttl=None, extra_args=()):
+    def __init__(self, alg="RS256", clients=None, resources=None, ttl=None, extra_args=(),
+                 port=0, keys_file=None):
         directory, why = find_peer()
         if directory is None:
             raise RuntimeError(why)
-        argv = [shutil.which("node"), os.path.join(directory, SCRIPT), "--port", "0",
+        argv = [shutil.which("node"), os.path.join(directory, SCRIPT), "--port", str(port),
                 "--alg", alg]
+        if keys_file is not None:
+            argv += ["--keys", keys_file]
         for cid, secret in clients or [DEFAULT_CLIENT]:
             argv += ["--client", f"{cid}:{secret}"]
         for res in resources or [RESOURCE, OTHER_RESOURCE]:
@@ -157,6 +164,16 @@ class OidcPeer:
         argv += list(extra_args)
         self.alg = alg
         self.client = (clients or [DEFAULT_CLIENT])[0]
+        self.keys_file = keys_file
+        self._directory = directory
+        self._launch(argv)
+        self.issuer = self._ready.split(" ", 1)[1]
+        self.port = int(self.issuer.rsplit(":", 1)[1])
+        self._argv = argv
+
+    def _launch(self, argv):
+        """Start the process; sets self._ready to its READY line or raises RuntimeError."""
+        directory = self._directory
         # Start-up takes about 0.4 s. On a 2-core machine running the sanitizer suite and the
         # fuzzers at once, node was seen stuck before READY (not even handling SIGTERM) in 2
         # of 40 starts; a start that has not said READY within 60 s is killed and tried again,
@@ -170,8 +187,32 @@ class OidcPeer:
             sys.stderr.write(why + "\n")
         else:
             raise RuntimeError(why)
-        self.issuer = text.split(" ", 1)[1]
-        self.port = int(self.issuer.rsplit(":", 1)[1])
+        self._ready = text
+
+    def restart(self, keys_file=None):
+        """Stop the peer (SIGTERM) and start it again on the same port, so the issuer URL is
+        the same. With keys_file=None the peer keeps the keys_file it was started with (same
+        keys when it had one, new keys otherwise); a different path (one that does not exist
+        yet: new keys) replaces it. The request counters start again from zero. Returns the
+        old process's exit status; raises RuntimeError when the new one does not start or
+        does not come up as the same issuer."""
+        rc = self.stop()
+        with contextlib.suppress(OSError):
+            self.errfile.close()
+        argv = list(self._argv)
+        argv[argv.index("--port") + 1] = str(self.port)
+        if keys_file is not None:
+            if "--keys" in argv:
+                argv[argv.index("--keys") + 1] = keys_file
+            else:
+                argv += ["--keys", keys_file]
+            self.keys_file = keys_file
+        self._argv = argv
+        self._launch(argv)
+        if self._ready.split(" ", 1)[1] != self.issuer:
+            self.stop()
+            raise RuntimeError(f"restarted peer is {self._ready!r}, not {self.issuer}")
+        return rc
 
     def _start(self, argv, directory, timeout):
         """One try: start the process, wait for its first stdout line; stop it when that is

@@ -3,10 +3,10 @@
 // loopback test peer for ferry.
 //
 // Usage: node oidc_provider.mjs [--port N] [--alg RS256|ES256] [--client ID:SECRET]...
-//                                [--resource URL]... [--ttl SECONDS]
+//                                [--resource URL]... [--ttl SECONDS] [--keys FILE]
 // Environment (used when the option is absent): FERRY_PEER_PORT, FERRY_PEER_ALG,
 // FERRY_PEER_CLIENTS ("id:secret id2:secret2"), FERRY_PEER_RESOURCES ("url url2"),
-// FERRY_PEER_TTL.
+// FERRY_PEER_TTL, FERRY_PEER_KEYS.
 //
 // Listens on 127.0.0.1:PORT (0, the default, picks a free port) as the issuer
 // http://127.0.0.1:PORT and prints exactly one line "READY <issuer>" on stdout once it
@@ -20,7 +20,10 @@
 // and https://other.test, scopes "read write", token lifetime 600 s.
 //
 // Keys are generated at start: one RSA 2048 and one P-256 key, both published; --alg picks
-// which one signs access tokens. Test control (loopback only, never part of a real IdP):
+// which one signs access tokens. With --keys FILE the private key set is kept in FILE (JSON
+// {"keys": [{"alg", "jwk"}]}, newest first, mode 0600, replaced atomically after every
+// change): a FILE that exists at start is loaded instead of generating keys, so a peer
+// restarted on the same port with the same FILE is the same IdP with the same keys. Test control (loopback only, never part of a real IdP):
 //   POST /_rotate   generate a new RSA and P-256 pair and put it in front: new tokens are
 //                   signed with the new keys, the old keys stay published. SIGUSR2 does the
 //                   same. Answers {"signing": {"RS256": kid, "ES256": kid}, "kids": [...]}.
@@ -32,6 +35,7 @@
 // requests already running finish on the old one, so keys can rotate while requests flow.
 // SIGTERM and SIGINT stop it: no new connections, running requests finish, exit 0.
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import process from 'node:process';
 
@@ -52,6 +56,7 @@ function parseArgs(argv) {
     clients: [],
     resources: [],
     ttl: env.FERRY_PEER_TTL ?? '600',
+    keys: env.FERRY_PEER_KEYS || null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -65,9 +70,10 @@ function parseArgs(argv) {
       case '--client': opts.clients.push(val()); break;
       case '--resource': opts.resources.push(val()); break;
       case '--ttl': opts.ttl = val(); break;
+      case '--keys': opts.keys = val(); break;
       case '-h': case '--help':
         process.stdout.write('usage: oidc_provider.mjs [--port N] [--alg RS256|ES256] '
-          + '[--client ID:SECRET]... [--resource URL]... [--ttl SECONDS]\n');
+          + '[--client ID:SECRET]... [--resource URL]... [--ttl SECONDS] [--keys FILE]\n');
         process.exit(0);
         break;
       default:
@@ -121,6 +127,39 @@ function newKeyPair() {
     { alg: 'RS256', jwk: { ...rsa.privateKey.export({ format: 'jwk' }), kid: `rs256-${stamp}`, alg: 'RS256', use: 'sig' } },
     { alg: 'ES256', jwk: { ...ec.privateKey.export({ format: 'jwk' }), kid: `es256-${stamp}`, alg: 'ES256', use: 'sig' } },
   ];
+}
+
+// --keys FILE: load a saved set (refusing anything but what saveKeys writes), save after changes.
+function loadKeys(file) {
+  let doc;
+  try {
+    doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    if (e.code === 'ENOENT') return null;
+    fail(`keys file ${file}: ${e.message}`);
+  }
+  const list = doc?.keys;
+  if (!Array.isArray(list) || list.length < 2 || list.length > 50) {
+    fail(`keys file ${file}: "keys" is not an array of 2 to 50 keys`);
+  }
+  for (const k of list) {
+    if (!ALGS.has(k?.alg) || typeof k?.jwk?.kid !== 'string' || k.jwk.alg !== k.alg) {
+      fail(`keys file ${file}: an entry is not {"alg": "RS256"|"ES256", "jwk": {kid, alg, ...}}`);
+    }
+    try {
+      crypto.createPrivateKey({ key: k.jwk, format: 'jwk' });
+    } catch (e) {
+      fail(`keys file ${file}: key ${k.jwk.kid}: ${e.message}`);
+    }
+  }
+  return list;
+}
+
+function saveKeys() {
+  if (!opts.keys) return;
+  const tmp = `${opts.keys}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify({ keys }), { mode: 0o600 });
+  fs.renameSync(tmp, opts.keys);
 }
 
 function keysAnswer() {
@@ -185,17 +224,22 @@ function buildProvider() {
 
 let current;
 
-function rotate() {
-  keys = [...newKeyPair(), ...keys];
+function install() {
   current = { provider: buildProvider() };
   current.handler = current.provider.callback();
+}
+
+function rotate() {
+  keys = [...newKeyPair(), ...keys];
+  saveKeys();
+  install();
   return keysAnswer();
 }
 
 function retire() {
   keys = keys.slice(0, 2);
-  current = { provider: buildProvider() };
-  current.handler = current.provider.callback();
+  saveKeys();
+  install();
   return keysAnswer();
 }
 
@@ -265,6 +309,12 @@ process.on('SIGUSR2', () => {
 server.on('error', (err) => fail(`listen: ${err.message}`));
 server.listen(opts.port, '127.0.0.1', () => {
   issuer = `http://127.0.0.1:${server.address().port}`;
-  rotate();
+  const saved = opts.keys ? loadKeys(opts.keys) : null;
+  if (saved) {
+    keys = saved;
+    install();
+  } else {
+    rotate();
+  }
   process.stdout.write(`READY ${issuer}\n`);
 });
