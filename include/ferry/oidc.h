@@ -11,8 +11,11 @@
  * refresh_cooldown; when refreshing fails the last good set serves until expiry +
  * stale_window, after which the issuer fails closed.
  *
- * Thread-safe: ferry_oidc_verify may be called from many threads on one ferry_oidc.
- * Configuration calls (add_issuer, load_config) must not race with verification.
+ * Thread-safe: every call may be made from many threads on one ferry_oidc, except
+ * ferry_oidc_free. The configured issuers form an immutable, reference-counted set: a
+ * verification takes a reference to the current set without a lock and decides with it, and
+ * add_issuer, load_config and reload_config build a new set and publish it in one atomic step
+ * (docs/internals/oidc.md, "Reload").
  */
 #ifndef FERRY_OIDC_H
 #define FERRY_OIDC_H
@@ -125,8 +128,30 @@ void ferry_oidc_free(ferry_oidc *oidc); /* accepts NULL */
 int ferry_oidc_add_issuer(ferry_oidc *oidc, const json_t *conf, char *errbuf, size_t errlen);
 
 /* Load {"issuers":[...], "replay_cache_size": N} (other top-level members are ignored so the
- * same file can hold ferryd's configuration). */
+ * same file can hold ferryd's configuration), adding to the issuers already configured. All
+ * or nothing: on failure nothing was added and errbuf names the failing entry. */
 int ferry_oidc_load_config(ferry_oidc *oidc, const json_t *conf, char *errbuf, size_t errlen);
+
+/* Replace the whole configuration with conf (borrowed; same format as load_config) while
+ * verifications run. The new configuration is built and checked completely first; on any
+ * error nothing changes and errbuf names the problem ("issuers[2] (https://x): ..."). On
+ * success the issuer set is replaced in one step:
+ * - an issuer whose configuration is unchanged (same members and values, member order and
+ *   layout aside; for jwks_file, also the same file bytes) is kept as it is: its cached key
+ *   set, discovery result, fetch bookkeeping and counters carry over;
+ * - a removed issuer is refused (unknown_issuer) by every verification that starts after the
+ *   call; a verification already in progress finishes with the set it started with;
+ * - an added or changed issuer starts empty (remote sets are fetched on demand or by
+ *   ferry_oidc_prefetch; jwks_file is read anew);
+ * - the replay cache is kept: an (iss, jti) consumed before the reload is refused after it.
+ *   Its capacity becomes replay_cache_size, or without it the store's initial capacity
+ *   (ferry_oidc_options.replay_cache_max or the default); a capacity below the entries held
+ *   refuses one-time tokens (replay_cache_full) until enough entries expire.
+ * Reloads are serialised with each other and with add_issuer/load_config; verification never
+ * waits for them. Returns 0, -FERRY_ECONFIG, -ENOMEM, -FERRY_ECRYPTO (as add_issuer) or
+ * -EINVAL (NULL argument). Successes and failures are counted in ferry_oidc_stats. */
+int ferry_oidc_reload_config(ferry_oidc *oidc, const json_t *conf, char *errbuf,
+                             size_t errlen);
 
 size_t ferry_oidc_issuer_count(const ferry_oidc *oidc);
 
@@ -217,8 +242,8 @@ typedef struct ferry_oidc_issuer_info {
 typedef int (*ferry_oidc_issuer_fn)(const ferry_oidc_issuer_info *info, void *userdata);
 
 /* Call fn for every configured issuer, in configuration order, with the store clock's now.
- * Iterates one snapshot of the issuer set: a reload meanwhile does not affect it. fn must not
- * call configuration functions of the same store. Returns 0, fn's non-zero value, or -EINVAL. */
+ * Iterates one snapshot of the issuer set: a reload meanwhile (also one made by fn) does not
+ * affect it. No lock is held while fn runs. Returns 0, fn's non-zero value, or -EINVAL. */
 int ferry_oidc_foreach_issuer(ferry_oidc *oidc, ferry_oidc_issuer_fn fn, void *userdata);
 
 /* Verify a compact JWS token (len bytes; not necessarily NUL-terminated). opts may be NULL.

@@ -1,13 +1,18 @@
 /* lib/oidc.c - trusted issuers, their key sets, and token validation per profile.
  *
  * Data structures, in reading order:
- * - struct issuer: one trusted issuer. Its configuration is immutable after
- *   ferry_oidc_add_issuer; its key-set cache (current set, expiry, discovered jwks_uri, fetch
- *   bookkeeping) is guarded by issuer->lock. issuer->fetch_lock serialises network fetches of
- *   one issuer (single flight); a verifier that already has a usable set only try-locks it, so
- *   a slow IdP never blocks tokens whose key is known.
- * - struct ferry_oidc: the issuers in insertion order plus a sorted index (binary search by
- *   the exact issuer bytes), the clock, and the replay cache.
+ * - struct issuer: one trusted issuer, reference-counted by the issuer sets holding it. Its
+ *   configuration (and its fingerprint, which a reload compares) is immutable after creation;
+ *   its key-set cache (current set, expiry, discovered jwks_uri, fetch bookkeeping) is guarded
+ *   by issuer->lock. issuer->fetch_lock serialises network fetches of one issuer (single
+ *   flight); a verifier that already has a usable set only try-locks it, so a slow IdP never
+ *   blocks tokens whose key is known. Counters are atomics.
+ * - struct issuer_set: an immutable snapshot of the configured issuers in configuration order
+ *   plus a sorted index (binary search by the exact issuer bytes). Configuration calls build
+ *   a new set and publish it with one atomic pointer exchange; a verification takes a
+ *   reference to the current set without a lock (set_acquire) and keeps it to the end.
+ * - struct ferry_oidc: the current set, the clock, the replay cache (which belongs to the
+ *   store, not the set, so it survives reloads) and the store-wide counters.
  * - struct replay: (iss, jti) pairs as 128-bit salted SHA-256 digests in a chained hash table
  *   over a slab of entries, with a min-heap on expiry so that expired entries are evicted
  *   first and a full cache of live entries fails closed.
@@ -23,6 +28,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -259,8 +265,17 @@ static void counters_read(const struct counters *c, ferry_oidc_counters *out)
     out->stale_serves = LOAD(c, stale_serves);
 }
 
+#define FP_LEN 32 /* SHA-256 */
+
 struct issuer {
-    /* configuration: immutable after add */
+    /* Sets holding this issuer (struct issuer_set); freed by the last issuer_unref. An issuer
+     * whose configuration a reload leaves unchanged moves into the new set as it is, with its
+     * cache, counters and locks. */
+    atomic_long refs;
+
+    /* configuration: immutable after creation */
+    unsigned char conf_fp[FP_LEN]; /* SHA-256 of the canonical configuration JSON */
+    unsigned char file_fp[FP_LEN]; /* SHA-256 of the jwks_file's bytes; zero for others */
     char *name;
     size_t name_len;
     ferry_profile profile;
@@ -336,7 +351,20 @@ static void issuer_free(struct issuer *is)
     }
     free(is);
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct issuer *, issuer_free);
+
+static struct issuer *issuer_ref(struct issuer *is)
+{
+    atomic_fetch_add_explicit(&is->refs, 1, memory_order_relaxed);
+    return is;
+}
+
+/* Drop one reference; the last frees the issuer. Accepts NULL. */
+static void issuer_unref(struct issuer *is)
+{
+    if (is && atomic_fetch_sub_explicit(&is->refs, 1, memory_order_acq_rel) == 1)
+        issuer_free(is);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct issuer *, issuer_unref);
 
 /* ---- replay cache --------------------------------------------------------------------- */
 
@@ -555,13 +583,32 @@ static int rp_key(const struct replay *rp, const char *iss, size_t iss_len, cons
 
 /* ---- the store ------------------------------------------------------------------------ */
 
+/* An immutable snapshot of the configured issuers. A verification takes a reference to the
+ * current set and uses it to the end, so a reload that replaces the set (and may remove
+ * issuers) never changes or frees what a verification in progress is looking at. Each set
+ * holds a reference to each of its issuers. */
+struct issuer_set {
+    atomic_long refs;
+    struct issuer **issuers; /* configuration order */
+    struct issuer **index;   /* sorted by (bytes, length) */
+    size_t n;
+};
+
 struct ferry_oidc {
     ferry_clock_fn clock;
     void *clock_data;
-    struct issuer **issuers; /* insertion order */
-    struct issuer **index;   /* sorted by (bytes, length) */
-    size_t n_issuers, alloc_issuers;
+
+    /* The current issuer set, never NULL. Readers (set_acquire) take a reference without a
+     * lock; writers hold config_lock and publish a new set with set_publish. `entering` counts
+     * readers between loading `set` and taking their reference: set_publish waits for it to
+     * reach zero before it drops the old set's reference, so no reader can take a reference
+     * to a set that is being freed. */
+    _Atomic(struct issuer_set *) set;
+    atomic_long entering;
+    pthread_mutex_t config_lock; /* serialises add_issuer, load_config and reload_config */
+
     struct replay replay;
+    size_t replay_max_default; /* what a reload without replay_cache_size goes back to */
 
     /* statistics (ferry_oidc_get_stats) */
     struct counters totals;
@@ -574,6 +621,52 @@ static int64_t store_now(const ferry_oidc *o)
     return o->clock ? o->clock(o->clock_data) : (int64_t)time(NULL);
 }
 
+static void set_free(struct issuer_set *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        issuer_unref(s->issuers[i]);
+    free(s->issuers);
+    free(s->index);
+    free(s);
+}
+
+static void set_unref(struct issuer_set *s)
+{
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        set_free(s);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct issuer_set *, set_unref);
+
+/* A new reference to the current set; release it with set_unref. Lock-free: two atomic adds
+ * on `entering` and one on the set's count (see struct ferry_oidc). */
+static struct issuer_set *set_acquire(ferry_oidc *o)
+{
+    struct issuer_set *s;
+
+    atomic_fetch_add(&o->entering, 1);
+    s = atomic_load(&o->set);
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    atomic_fetch_sub(&o->entering, 1);
+    return s;
+}
+
+/* Make s (whose reference the store takes over) the current set. Caller holds config_lock.
+ * A reader that loaded the old pointer did so after raising `entering` and lowers it only
+ * after taking its reference; all of that is sequentially consistent, so once `entering` is
+ * seen at zero after the exchange, every such reader holds its reference and dropping the
+ * store's reference cannot free the set under it. Readers stay in that window for a few
+ * instructions, so the wait is short; a reader preempted inside it delays only this call. */
+static void set_publish(ferry_oidc *o, struct issuer_set *s)
+{
+    struct issuer_set *old = atomic_exchange(&o->set, s);
+
+    while (atomic_load(&o->entering) != 0)
+        (void)sched_yield();
+    set_unref(old);
+}
+
 static int name_cmp(const char *a, size_t alen, const struct issuer *b)
 {
     int c = memcmp(a, b->name, alen < b->name_len ? alen : b->name_len);
@@ -583,15 +676,16 @@ static int name_cmp(const char *a, size_t alen, const struct issuer *b)
     return (alen > b->name_len) - (alen < b->name_len);
 }
 
-/* Index position where name is or would be inserted. */
-static size_t index_search(const ferry_oidc *o, const char *name, size_t len, bool *ret_found)
+/* Index position in the first n entries of index where name is or would be inserted. */
+static size_t index_search(struct issuer *const *index, size_t n, const char *name, size_t len,
+                           bool *ret_found)
 {
-    size_t lo = 0, hi = o->n_issuers;
+    size_t lo = 0, hi = n;
 
     *ret_found = false;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = name_cmp(name, len, o->index[mid]);
+        int c = name_cmp(name, len, index[mid]);
 
         if (c == 0) {
             *ret_found = true;
@@ -605,18 +699,55 @@ static size_t index_search(const ferry_oidc *o, const char *name, size_t len, bo
     return lo;
 }
 
-static struct issuer *issuer_find(const ferry_oidc *o, const char *name, size_t len)
+static struct issuer *set_find(const struct issuer_set *s, const char *name, size_t len)
 {
     bool found;
-    size_t pos = index_search(o, name, len, &found);
+    size_t pos = index_search(s->index, s->n, name, len, &found);
 
-    return found ? o->index[pos] : NULL;
+    return found ? s->index[pos] : NULL;
+}
+
+/* A new set of the first n_keep issuers of base (NULL: none) followed by add[0..n_add), each
+ * given a new reference. Returns 0, -ENOMEM, or -FERRY_EDUPLICATE with *ret_dup the index in
+ * add of the first issuer whose name is already taken. */
+static int set_build(const struct issuer_set *base, size_t n_keep, struct issuer *const *add,
+                     size_t n_add, struct issuer_set **ret, size_t *ret_dup)
+{
+    _cleanup_(set_unrefp) struct issuer_set *s = NULL;
+    size_t total = n_keep + n_add;
+
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    atomic_init(&s->refs, 1);
+    s->issuers = calloc(total ? total : 1, sizeof(*s->issuers));
+    s->index = calloc(total ? total : 1, sizeof(*s->index));
+    if (!s->issuers || !s->index)
+        return -ENOMEM;
+    for (size_t i = 0; i < total; i++) {
+        struct issuer *is = i < n_keep ? base->issuers[i] : add[i - n_keep];
+        bool found;
+        size_t pos = index_search(s->index, s->n, is->name, is->name_len, &found);
+
+        if (found) {
+            *ret_dup = i - n_keep;
+            return -FERRY_EDUPLICATE;
+        }
+        memmove(s->index + pos + 1, s->index + pos, (s->n - pos) * sizeof(*s->index));
+        s->index[pos] = is;
+        s->issuers[s->n++] = issuer_ref(is);
+    }
+    *ret = TAKE_PTR(s);
+    return 0;
 }
 
 /* New empty trust store; opts may be NULL. Returns 0, -ENOMEM or -FERRY_ECRYPTO. */
 FERRY_EXPORT int ferry_oidc_new(const ferry_oidc_options *opts, ferry_oidc **ret_oidc)
 {
     _cleanup_free_ ferry_oidc *o = NULL;
+    struct issuer_set *empty = NULL;
+    size_t none = 0;
+    int r;
 
     if (!ret_oidc)
         return -EINVAL;
@@ -632,33 +763,54 @@ FERRY_EXPORT int ferry_oidc_new(const ferry_oidc_options *opts, ferry_oidc **ret
     }
     if (!o->replay.max)
         o->replay.max = DEFAULT_REPLAY_MAX;
+    o->replay_max_default = o->replay.max;
     o->replay.free_head = RP_NIL;
     if (RAND_bytes(o->replay.salt, sizeof(o->replay.salt)) != 1)
         return -FERRY_ECRYPTO;
-    if (pthread_mutex_init(&o->replay.lock, NULL) != 0)
+    r = set_build(NULL, 0, NULL, 0, &empty, &none);
+    if (r < 0)
+        return r;
+    if (pthread_mutex_init(&o->replay.lock, NULL) != 0) {
+        set_unref(empty);
         return -ENOMEM;
+    }
+    if (pthread_mutex_init(&o->config_lock, NULL) != 0) {
+        (void)pthread_mutex_destroy(&o->replay.lock);
+        set_unref(empty);
+        return -ENOMEM;
+    }
+    atomic_init(&o->set, empty);
+    atomic_init(&o->entering, 0);
     *ret_oidc = TAKE_PTR(o);
     return 0;
 }
 
-/* Free the store, its issuers and cached key sets. Accepts NULL. Not concurrent with verify. */
+/* Free the store, its issuers and cached key sets. Accepts NULL. Not concurrent with any other
+ * call on the store. */
 FERRY_EXPORT void ferry_oidc_free(ferry_oidc *o)
 {
     if (!o)
         return;
-    for (size_t i = 0; i < o->n_issuers; i++)
-        issuer_free(o->issuers[i]);
-    free(o->issuers);
-    free(o->index);
+    set_unref(atomic_load(&o->set));
     rp_release(&o->replay);
     (void)pthread_mutex_destroy(&o->replay.lock);
+    (void)pthread_mutex_destroy(&o->config_lock);
     free(o);
 }
 
-/* Number of configured issuers. */
+/* Number of configured issuers. Thread-safe. */
 FERRY_EXPORT size_t ferry_oidc_issuer_count(const ferry_oidc *o)
 {
-    return o ? o->n_issuers : 0;
+    struct issuer_set *s;
+    size_t n;
+
+    if (!o)
+        return 0;
+    /* The count itself is read-only; acquiring the set only moves the reference counts. */
+    s = set_acquire((ferry_oidc *)o);
+    n = s->n;
+    set_unref(s);
+    return n;
 }
 
 /* ---- configuration -------------------------------------------------------------------- */
@@ -806,8 +958,33 @@ static int cfg_algorithms(struct issuer *is, const json_t *conf, char *errbuf, s
     return 0;
 }
 
-static int read_jwks_file(const char *path, ferry_jwks **ret, size_t *ret_skipped, char *errbuf,
-                          size_t errlen)
+/* SHA-256 of len bytes at p into ret (FP_LEN bytes). 0 or -FERRY_ECRYPTO. */
+static int fingerprint(const void *p, size_t len, unsigned char *ret)
+{
+    unsigned int n = 0;
+
+    if (EVP_Digest(p, len, ret, &n, EVP_sha256(), NULL) != 1 || n != FP_LEN)
+        return -FERRY_ECRYPTO;
+    return 0;
+}
+
+/* Fingerprint of an issuer configuration in canonical form (compact, members sorted at every
+ * level), so that a reload recognises an unchanged issuer however its file is laid out. */
+static int conf_fingerprint(const json_t *conf, unsigned char *ret)
+{
+    char *text = json_dumps(conf, JSON_COMPACT | JSON_SORT_KEYS);
+    int r;
+
+    if (!text)
+        return -ENOMEM;
+    r = fingerprint(text, strlen(text), ret);
+    free(text);
+    return r;
+}
+
+/* Read and import a jwks_file; ret_fp gets the fingerprint of its bytes. */
+static int read_jwks_file(const char *path, ferry_jwks **ret, size_t *ret_skipped,
+                          unsigned char *ret_fp, char *errbuf, size_t errlen)
 {
     _cleanup_free_ char *buf = NULL;
     struct stat st;
@@ -851,6 +1028,12 @@ static int read_jwks_file(const char *path, ferry_jwks **ret, size_t *ret_skippe
                           FERRY_JWKS_MAX_LEN);
             goto out;
         }
+    }
+    r = fingerprint(buf, len, ret_fp);
+    if (r < 0) {
+        (void)cfg_error(errbuf, errlen, "jwks_file %.200s: %s while reading it", path,
+                        ferry_strerror(r));
+        goto out;
     }
     r = ferry_jwks_from_buffer(buf, len, ret, ret_skipped);
     if (r == -ENOMEM || r == -FERRY_ECRYPTO) /* our failure, not the file's */
@@ -899,7 +1082,7 @@ static int cfg_key_source(struct issuer *is, const json_t *conf, char *errbuf, s
         r = cfg_string(conf, "jwks_file", MAX_PATH_LEN, &path, errbuf, errlen);
         if (r < 0)
             return r;
-        r = read_jwks_file(path, &is->jwks, &skipped, errbuf, errlen);
+        r = read_jwks_file(path, &is->jwks, &skipped, is->file_fp, errbuf, errlen);
         if (r < 0)
             return r;
     } else if (ji) {
@@ -1016,7 +1199,7 @@ static int cfg_cache(struct issuer *is, const json_t *conf, char *errbuf, size_t
 /* Build an issuer from its configuration object. */
 static int issuer_from_json(const json_t *conf, struct issuer **ret, char *errbuf, size_t errlen)
 {
-    _cleanup_(issuer_freep) struct issuer *is = NULL;
+    _cleanup_(issuer_unrefp) struct issuer *is = NULL;
     json_t *v;
     int64_t n;
     int r;
@@ -1030,6 +1213,13 @@ static int issuer_from_json(const json_t *conf, struct issuer **ret, char *errbu
     is = calloc(1, sizeof(*is));
     if (!is)
         return -ENOMEM;
+    atomic_init(&is->refs, 1);
+    r = conf_fingerprint(conf, is->conf_fp);
+    if (r < 0) {
+        (void)cfg_error(errbuf, errlen, "%s while reading the configuration",
+                        ferry_strerror(r));
+        return r;
+    }
 
     v = json_object_get(conf, "issuer");
     if (!v)
@@ -1091,54 +1281,97 @@ static int issuer_from_json(const json_t *conf, struct issuer **ret, char *errbu
     return 0;
 }
 
-static int store_insert(ferry_oidc *o, struct issuer *is)
+/* Build one issuer per entry of the array `issuers` (configuration order). On failure errbuf
+ * names the entry and nothing is kept. */
+static int build_issuers(ferry_oidc *o, const json_t *issuers, struct issuer ***ret,
+                         size_t *ret_n, char *errbuf, size_t errlen)
 {
-    bool found;
-    size_t pos;
+    struct issuer **list;
+    char sub[256];
+    size_t n = json_array_size(issuers), i;
+    json_t *v;
+    int r = 0;
 
-    pos = index_search(o, is->name, is->name_len, &found);
-    if (found)
-        return -FERRY_EDUPLICATE;
-    if (o->n_issuers == o->alloc_issuers) {
-        size_t na = o->alloc_issuers ? o->alloc_issuers * 2 : 8;
-        struct issuer **a, **b;
-
-        a = reallocarray(o->issuers, na, sizeof(*a));
-        if (!a)
-            return -ENOMEM;
-        o->issuers = a;
-        b = reallocarray(o->index, na, sizeof(*b));
-        if (!b)
-            return -ENOMEM;
-        o->index = b;
-        o->alloc_issuers = na;
+    list = calloc(n ? n : 1, sizeof(*list));
+    if (!list) {
+        (void)cfg_error(errbuf, errlen, "out of memory");
+        return -ENOMEM;
     }
-    memmove(o->index + pos + 1, o->index + pos, (o->n_issuers - pos) * sizeof(*o->index));
-    o->index[pos] = is;
-    o->issuers[o->n_issuers++] = is;
+    json_array_foreach(issuers, i, v) {
+        sub[0] = '\0';
+        r = issuer_from_json(v, &list[i], sub, sizeof(sub));
+        if (r == -ENOMEM && !sub[0])
+            (void)snprintf(sub, sizeof(sub), "out of memory");
+        if (r < 0) {
+            json_t *name = json_is_object(v) ? json_object_get(v, "issuer") : NULL;
+
+            if (json_is_string(name))
+                (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): %s", i,
+                                json_string_value(name), sub);
+            else
+                (void)cfg_error(errbuf, errlen, "issuers[%zu]: %s", i, sub);
+            break;
+        }
+        list[i]->totals = &o->totals;
+    }
+    if (r < 0) {
+        for (size_t j = 0; j < n; j++)
+            issuer_unref(list[j]);
+        free(list);
+        return r;
+    }
+    *ret = list;
+    *ret_n = n;
     return 0;
 }
 
-/* Remove and free the most recently added issuer (rollback of load_config). */
-static void store_pop(ferry_oidc *o)
+static void issuers_free(struct issuer **list, size_t n)
 {
-    struct issuer *is = o->issuers[o->n_issuers - 1];
-    bool found;
-    size_t pos = index_search(o, is->name, is->name_len, &found);
-
-    memmove(o->index + pos, o->index + pos + 1, (o->n_issuers - pos - 1) * sizeof(*o->index));
-    o->n_issuers--;
-    issuer_free(is);
+    for (size_t i = 0; list && i < n; i++)
+        issuer_unref(list[i]);
+    free(list);
 }
 
-/* Add one trusted issuer (see oidc.h and docs/configuration.md). conf is borrowed. Not
- * concurrent with verification. Besides the codes listed in oidc.h, -FERRY_ECRYPTO when the
- * crypto library fails while importing the key set (out of memory inside OpenSSL): like
- * -ENOMEM, a failure of ours that says nothing about the configuration. */
+/* The top level shared by load_config and reload_config: the issuers array and the optional
+ * replay_cache_size (0 when absent). */
+static int cfg_top(const json_t *conf, const json_t **ret_issuers, int64_t *ret_rc_size,
+                   char *errbuf, size_t errlen)
+{
+    const json_t *issuers;
+
+    *ret_rc_size = 0;
+    if (!json_is_object(conf))
+        return cfg_error(errbuf, errlen, "configuration must be a JSON object");
+    issuers = json_object_get(conf, "issuers");
+    if (!json_is_array(issuers))
+        return cfg_error(errbuf, errlen, "issuers must be an array of issuer objects");
+    if (json_object_get(conf, "replay_cache_size")) {
+        int r = cfg_int(conf, "replay_cache_size", "", 1, MAX_REPLAY_MAX, 0, ret_rc_size,
+                        errbuf, errlen);
+        if (r < 0)
+            return r;
+    }
+    *ret_issuers = issuers;
+    return 0;
+}
+
+static void set_replay_max(ferry_oidc *o, size_t max)
+{
+    (void)pthread_mutex_lock(&o->replay.lock);
+    o->replay.max = max;
+    (void)pthread_mutex_unlock(&o->replay.lock);
+}
+
+/* Add one trusted issuer (see oidc.h and docs/configuration.md). conf is borrowed.
+ * Thread-safe (the issuer set is replaced as by a reload). Besides the codes listed in oidc.h,
+ * -FERRY_ECRYPTO when the crypto library fails while importing the key set (out of memory
+ * inside OpenSSL): like -ENOMEM, a failure of ours that says nothing about the configuration. */
 FERRY_EXPORT int ferry_oidc_add_issuer(ferry_oidc *o, const json_t *conf, char *errbuf,
                                        size_t errlen)
 {
-    _cleanup_(issuer_freep) struct issuer *is = NULL;
+    _cleanup_(issuer_unrefp) struct issuer *is = NULL;
+    struct issuer_set *cur, *ns = NULL;
+    size_t dup = 0;
     int r;
 
     if (errbuf && errlen)
@@ -1151,65 +1384,111 @@ FERRY_EXPORT int ferry_oidc_add_issuer(ferry_oidc *o, const json_t *conf, char *
     if (r < 0)
         return r;
     is->totals = &o->totals;
-    r = store_insert(o, is);
+    (void)pthread_mutex_lock(&o->config_lock);
+    cur = atomic_load(&o->set); /* kept alive by the store's reference; writers hold the lock */
+    r = set_build(cur, cur->n, &is, 1, &ns, &dup);
+    if (r == 0)
+        set_publish(o, ns);
+    (void)pthread_mutex_unlock(&o->config_lock);
     if (r == -FERRY_EDUPLICATE)
         (void)cfg_error(errbuf, errlen, "issuer \"%.200s\" is already configured", is->name);
     else if (r < 0)
         (void)cfg_error(errbuf, errlen, "out of memory");
-    if (r < 0)
-        return r;
-    TAKE_PTR(is);
-    return 0;
+    return r;
 }
 
-/* Load {"issuers":[...], "replay_cache_size": N}. All or nothing: on failure the issuers this
- * call added are removed again and errbuf names the failing entry. */
+/* Load {"issuers":[...], "replay_cache_size": N}. All or nothing: every issuer is built first,
+ * then they are added in one step; on failure errbuf names the failing entry. Thread-safe. */
 FERRY_EXPORT int ferry_oidc_load_config(ferry_oidc *o, const json_t *conf, char *errbuf,
                                         size_t errlen)
 {
-    char sub[256];
-    json_t *issuers, *v;
-    size_t start, i;
+    const json_t *issuers = NULL;
+    struct issuer **list = NULL;
+    struct issuer_set *cur, *ns = NULL;
+    size_t n = 0, dup = 0;
     int64_t rc_size = 0;
-    int r = 0;
+    int r;
 
     if (errbuf && errlen)
         errbuf[0] = '\0';
     if (!o || !conf)
         return -EINVAL;
-    if (!json_is_object(conf))
-        return cfg_error(errbuf, errlen, "configuration must be a JSON object");
-    issuers = json_object_get(conf, "issuers");
-    if (!json_is_array(issuers))
-        return cfg_error(errbuf, errlen, "issuers must be an array of issuer objects");
-    if (json_object_get(conf, "replay_cache_size")) {
-        r = cfg_int(conf, "replay_cache_size", "", 1, MAX_REPLAY_MAX, 0, &rc_size, errbuf,
-                    errlen);
-        if (r < 0)
-            return r;
+    r = cfg_top(conf, &issuers, &rc_size, errbuf, errlen);
+    if (r < 0)
+        return r;
+    r = build_issuers(o, issuers, &list, &n, errbuf, errlen);
+    if (r < 0)
+        return r;
+    (void)pthread_mutex_lock(&o->config_lock);
+    cur = atomic_load(&o->set);
+    r = set_build(cur, cur->n, list, n, &ns, &dup);
+    if (r == 0) {
+        set_publish(o, ns);
+        if (rc_size > 0)
+            set_replay_max(o, (size_t)rc_size);
     }
-    start = o->n_issuers;
-    json_array_foreach(issuers, i, v) {
-        r = ferry_oidc_add_issuer(o, v, sub, sizeof(sub));
-        if (r < 0) {
-            json_t *name = json_is_object(v) ? json_object_get(v, "issuer") : NULL;
+    (void)pthread_mutex_unlock(&o->config_lock);
+    if (r == -FERRY_EDUPLICATE)
+        (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): issuer is already configured",
+                        dup, list[dup]->name);
+    else if (r < 0)
+        (void)cfg_error(errbuf, errlen, "out of memory");
+    issuers_free(list, n);
+    return r;
+}
 
-            if (json_is_string(name))
-                (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): %s", i,
-                                json_string_value(name), sub);
-            else
-                (void)cfg_error(errbuf, errlen, "issuers[%zu]: %s", i, sub);
-            while (o->n_issuers > start)
-                store_pop(o);
-            return r;
+/* Replace the whole configuration (see oidc.h). Everything is built and checked before the
+ * store changes; issuers whose configuration (and jwks_file bytes) did not change are carried
+ * over as they are, with their caches and counters; the new set is published in one step. */
+FERRY_EXPORT int ferry_oidc_reload_config(ferry_oidc *o, const json_t *conf, char *errbuf,
+                                          size_t errlen)
+{
+    const json_t *issuers = NULL;
+    struct issuer **list = NULL;
+    struct issuer_set *cur, *ns = NULL;
+    size_t n = 0, dup = 0;
+    int64_t rc_size = 0;
+    int r;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!o || !conf)
+        return -EINVAL;
+    r = cfg_top(conf, &issuers, &rc_size, errbuf, errlen);
+    if (r == 0)
+        r = build_issuers(o, issuers, &list, &n, errbuf, errlen);
+    if (r < 0)
+        goto out;
+
+    (void)pthread_mutex_lock(&o->config_lock);
+    cur = atomic_load(&o->set);
+    for (size_t i = 0; i < n; i++) {
+        struct issuer *old = set_find(cur, list[i]->name, list[i]->name_len);
+
+        if (old && memcmp(old->conf_fp, list[i]->conf_fp, FP_LEN) == 0 &&
+            memcmp(old->file_fp, list[i]->file_fp, FP_LEN) == 0) {
+            issuer_unref(list[i]);
+            list[i] = issuer_ref(old);
         }
     }
-    if (rc_size > 0) {
-        (void)pthread_mutex_lock(&o->replay.lock);
-        o->replay.max = (size_t)rc_size;
-        (void)pthread_mutex_unlock(&o->replay.lock);
+    r = set_build(NULL, 0, list, n, &ns, &dup);
+    if (r == 0) {
+        set_publish(o, ns);
+        set_replay_max(o, rc_size > 0 ? (size_t)rc_size : o->replay_max_default);
     }
-    return 0;
+    (void)pthread_mutex_unlock(&o->config_lock);
+    if (r == -FERRY_EDUPLICATE)
+        (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): issuer is listed twice", dup,
+                        list[dup]->name);
+    else if (r < 0)
+        (void)cfg_error(errbuf, errlen, "out of memory");
+    issuers_free(list, n);
+out:
+    if (r == 0)
+        atomic_fetch_add_explicit(&o->reloads, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&o->reload_failures, 1, memory_order_relaxed);
+    return r;
 }
 
 /* ---- key-set fetching ----------------------------------------------------------------- */
@@ -1530,17 +1809,20 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
     return 0;
 }
 
-/* Load every remote issuer's key set now unless it is fresh (ignores the refresh cooldown). */
+/* Load every remote issuer's key set now unless it is fresh (ignores the refresh cooldown).
+ * Works on the issuer set current at the call. */
 FERRY_EXPORT int ferry_oidc_prefetch(ferry_oidc *o, char *errbuf, size_t errlen)
 {
+    _cleanup_(set_unrefp) struct issuer_set *set = NULL;
     int first = 0;
 
     if (errbuf && errlen)
         errbuf[0] = '\0';
     if (!o)
         return -EINVAL;
-    for (size_t i = 0; i < o->n_issuers; i++) {
-        struct issuer *is = o->issuers[i];
+    set = set_acquire(o);
+    for (size_t i = 0; i < set->n; i++) {
+        struct issuer *is = set->issuers[i];
         int64_t now = store_now(o);
         bool fresh;
         int r = 0;
@@ -1588,18 +1870,21 @@ static void issuer_flush(struct issuer *is)
 /* Drop cached remote key sets (and discovery results) of one issuer or of all (NULL). */
 FERRY_EXPORT void ferry_oidc_flush(ferry_oidc *o, const char *issuer)
 {
+    struct issuer_set *set;
     struct issuer *is;
 
     if (!o)
         return;
+    set = set_acquire(o);
     if (!issuer) {
-        for (size_t i = 0; i < o->n_issuers; i++)
-            issuer_flush(o->issuers[i]);
-        return;
+        for (size_t i = 0; i < set->n; i++)
+            issuer_flush(set->issuers[i]);
+    } else {
+        is = set_find(set, issuer, strlen(issuer));
+        if (is)
+            issuer_flush(is);
     }
-    is = issuer_find(o, issuer, strlen(issuer));
-    if (is)
-        issuer_flush(is);
+    set_unref(set);
 }
 
 /* ---- statistics ----------------------------------------------------------------------- */
@@ -1653,6 +1938,7 @@ static void issuer_info(struct issuer *is, int64_t now, ferry_oidc_issuer_info *
  * lock briefly, one at a time. */
 FERRY_EXPORT int ferry_oidc_get_stats(ferry_oidc *o, ferry_oidc_stats *ret_stats)
 {
+    _cleanup_(set_unrefp) struct issuer_set *set = NULL;
     ferry_oidc_stats st;
     int64_t now;
 
@@ -1660,9 +1946,10 @@ FERRY_EXPORT int ferry_oidc_get_stats(ferry_oidc *o, ferry_oidc_stats *ret_stats
         return -EINVAL;
     memset(&st, 0, sizeof(st));
     now = store_now(o);
-    st.issuers = o->n_issuers;
-    for (size_t i = 0; i < o->n_issuers; i++) {
-        struct issuer *is = o->issuers[i];
+    set = set_acquire(o);
+    st.issuers = set->n;
+    for (size_t i = 0; i < set->n; i++) {
+        struct issuer *is = set->issuers[i];
 
         if (issuer_is_remote(is)) {
             (void)pthread_mutex_lock(&is->lock);
@@ -1691,6 +1978,7 @@ FERRY_EXPORT int ferry_oidc_get_stats(ferry_oidc *o, ferry_oidc_stats *ret_stats
 /* Call fn for every configured issuer (see oidc.h). */
 FERRY_EXPORT int ferry_oidc_foreach_issuer(ferry_oidc *o, ferry_oidc_issuer_fn fn, void *userdata)
 {
+    _cleanup_(set_unrefp) struct issuer_set *set = NULL;
     char err[sizeof(((struct issuer *)0)->last_error)];
     ferry_oidc_issuer_info info;
     int64_t now;
@@ -1699,8 +1987,9 @@ FERRY_EXPORT int ferry_oidc_foreach_issuer(ferry_oidc *o, ferry_oidc_issuer_fn f
     if (!o || !fn)
         return -EINVAL;
     now = store_now(o);
-    for (size_t i = 0; i < o->n_issuers && r == 0; i++) {
-        issuer_info(o->issuers[i], now, &info, err, sizeof(err));
+    set = set_acquire(o);
+    for (size_t i = 0; i < set->n && r == 0; i++) {
+        issuer_info(set->issuers[i], now, &info, err, sizeof(err));
         r = fn(&info, userdata);
     }
     return r;
@@ -2139,6 +2428,7 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
     json_t *claims = NULL, *iss;
     ferry_jwks *set = NULL;
     ferry_identity *id = NULL;
+    struct issuer_set *issuers = NULL;
     struct issuer *is = NULL;
     const ferry_jwk *key;
     struct checked c = {0};
@@ -2168,7 +2458,10 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
         r = refuse(&res, FERRY_REASON_UNKNOWN_ISSUER, "iss is missing or not a string");
         goto out;
     }
-    is = issuer_find(o, json_string_value(iss), json_string_length(iss));
+    /* The issuer set current now serves this whole decision, whatever a reload does
+     * meanwhile; its reference keeps the issuer (and its configuration) alive. */
+    issuers = set_acquire(o);
+    is = set_find(issuers, json_string_value(iss), json_string_length(iss));
     if (!is) {
         r = refuse(&res, FERRY_REASON_UNKNOWN_ISSUER, "iss is not a configured issuer");
         goto out;
@@ -2273,6 +2566,7 @@ out:
         *ret_identity = TAKE_PTR(id);
     ferry_identity_free(id);
     ferry_jwks_unref(set);
+    set_unref(issuers);
     json_decref(claims);
     ferry_jws_free(jws);
     return r;
