@@ -136,6 +136,11 @@ class Flow(threading.Thread):
         self.join(30)
 
 
+def read_text(path):
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
 def audit_records(path):
     with open(path) as f:
         return [json.loads(x) for x in f if x.strip()]
@@ -180,7 +185,10 @@ def run(tap, peer, d):
                      "fetch": {"connect_timeout_ms": 1000, "timeout_ms": 3000}}],
     }
     cpath = ft.write_json(os.path.join(d, "ferryd.json"), conf)
-    errlog = open(os.path.join(d, "ferryd.err"), "w+")
+    # ferryd appends (O_APPEND) and the test reads through its own descriptor, so reading
+    # never moves the offset ferryd writes at.
+    errpath = os.path.join(d, "ferryd.err")
+    errlog = open(errpath, "a")
     proc = subprocess.Popen([FERRYD_BIN, "-c", cpath], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=errlog, env=ft.clean_env())
     flow = None
@@ -191,10 +199,9 @@ def run(tap, peer, d):
             except OSError:
                 return proc.poll() is not None
         poll(ready, 30, 0.1)
-        errlog.seek(0)
         if not tap.ok(proc.poll() is None and request(port, "GET", "/readyz").status == 200,
                       "ferryd starts; /readyz 200 once the peer's keys are fetched",
-                      errlog.read()[-3000:]):
+                      read_text(errpath)[-3000:]):
             return
         counter = Counter()
         exchange_verified(tap, peer, port, me, counter)
@@ -204,6 +211,11 @@ def run(tap, peer, d):
         tok_cur = outage(tap, peer, port, audit, counter, proc)
         restarts(tap, peer, port, d, counter, proc, tok_cur)
         finish(tap, proc, state, audit, d, counter)
+        err = read_text(errpath)
+        odd = [x for x in err.splitlines() if not x.startswith("{")]
+        tap.ok(err and not odd,
+               "ferryd's stderr holds only JSON log lines (no sanitizer report)",
+               "\n".join(odd[:60]))
     finally:
         if flow is not None:
             flow.stop()
