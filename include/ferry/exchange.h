@@ -27,6 +27,7 @@
 #include "ferry/mint.h"
 #include "ferry/oidc.h"
 #include "ferry/policy.h"
+#include "ferry/ratelimit.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -92,6 +93,11 @@ typedef struct ferry_exchange_options {
                                        NULL = "sub" (copied) */
     ferry_clock_fn clock;           /* NULL = time(NULL); used for verification and TOTP */
     void *clock_data;
+    /* Per-identity rate limit (borrowed; must outlive the exchange; NULL = none): one token
+     * per exchange whose subject token verified, keyed by the verified (issuer, subject).
+     * Refused: slow_down (429) with retry_after, one audit record, nothing minted, and a
+     * one-time subject token is not spent (docs/internals/exchange.md). */
+    ferry_ratelimit *identity_limit;
 } ferry_exchange_options;
 
 typedef struct ferry_exchange ferry_exchange;
@@ -117,13 +123,15 @@ typedef enum ferry_exchange_error {
     FERRY_EXCHANGE_INVALID_TARGET,          /* 400 */
     FERRY_EXCHANGE_SERVER_ERROR,            /* 500 */
     FERRY_EXCHANGE_TEMPORARILY_UNAVAILABLE, /* 503 */
+    FERRY_EXCHANGE_SLOW_DOWN,               /* 429: the identity's rate limit (RFC 8628 §3.5
+                                               code), with retry_after */
     FERRY_EXCHANGE_ERROR_MAX
 } ferry_exchange_error;
 
 /* The RFC error code ("invalid_request", ...; "ok" for FERRY_EXCHANGE_OK), NULL out of range.
  * Static. */
 const char *ferry_exchange_error_name(ferry_exchange_error e);
-/* The HTTP status to answer with: 200, 400, 401, 500 or 503 (500 out of range). */
+/* The HTTP status to answer with: 200, 400, 401, 429, 500 or 503 (500 out of range). */
 int ferry_exchange_error_status(ferry_exchange_error e);
 
 /* ---- one exchange -------------------------------------------------------------------------- */
@@ -169,7 +177,7 @@ typedef struct ferry_exchange_response {
                                                                parameter at fault, never
                                                                token material or policy ids */
     bool step_up_required; /* the policy needs a TOTP step-up: resend with totp_code */
-    int64_t retry_after;   /* seconds (TOTP lock-out), 0 when none: a Retry-After hint */
+    int64_t retry_after;   /* seconds (TOTP lock-out, slow_down), 0 when none: Retry-After */
     /* Always: */
     char reason[FERRY_EXCHANGE_REASON_MAX]; /* one line for the server's own log (e.g.
                                                "subject_token: expired"); never sent to the
@@ -179,7 +187,9 @@ typedef struct ferry_exchange_response {
 
 /* Decide one RFC 8693 exchange. Order: parameters (limits, duplicates, text, grant_type, token
  * types, scope and resource syntax), actor token verification, subject token verification
- * (consuming its jti when one-time), may_act, delegation chain, policy on the subject (TOTP
+ * (consuming its jti when one-time), the per-identity rate limit (when one is set and on, the
+ * subject token is verified first without consuming and its jti consumed only once the limit
+ * allowed), may_act, delegation chain, policy on the subject (TOTP
  * step-up when a policy requires it and a code was sent), policy on the actor, mint, audit
  * record, release. resp is always filled (release it with ferry_exchange_response_release).
  * Returns 0 when a token was issued, -FERRY_EREFUSED when the client's request was refused

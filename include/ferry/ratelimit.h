@@ -72,6 +72,11 @@ int ferry_ratelimit_configure(ferry_ratelimit *rl, double rate, unsigned burst, 
 int ferry_ratelimit_check(ferry_ratelimit *rl, const void *key, size_t len,
                           int64_t *ret_retry_after);
 
+/* Give back the token a check of key took (the request it allowed did not count after all,
+ * e.g. a one-time token found spent). The bucket is capped to burst; a key no longer tracked
+ * is full already. Returns 0 or -EINVAL. */
+int ferry_ratelimit_refund(ferry_ratelimit *rl, const void *key, size_t len);
+
 /* Whether the limiter is on (rate > 0). */
 bool ferry_ratelimit_enabled(const ferry_ratelimit *rl);
 

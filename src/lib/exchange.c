@@ -32,6 +32,7 @@ struct ferry_exchange {
     char *totp_account_claim;
     ferry_clock_fn clock;
     void *clock_data;
+    ferry_ratelimit *identity_limit;
 };
 
 /* Audit-log bounds on what one record lists (its details hold at most
@@ -53,6 +54,7 @@ static const struct {
     [FERRY_EXCHANGE_INVALID_TARGET] = {"invalid_target", 400},
     [FERRY_EXCHANGE_SERVER_ERROR] = {"server_error", 500},
     [FERRY_EXCHANGE_TEMPORARILY_UNAVAILABLE] = {"temporarily_unavailable", 503},
+    [FERRY_EXCHANGE_SLOW_DOWN] = {"slow_down", 429},
 };
 
 FERRY_EXPORT const char *ferry_exchange_error_name(ferry_exchange_error e)
@@ -425,14 +427,15 @@ static bool profile_fits(unsigned type, ferry_profile p)
     }
 }
 
-/* Verify the token of parameter which (P_SUBJECT_TOKEN or P_ACTOR_TOKEN). */
+/* Verify the token of parameter which (P_SUBJECT_TOKEN or P_ACTOR_TOKEN), consuming its jti
+ * (one-time use) when consume is set. */
 static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t now,
-                        ferry_identity **ret_id)
+                        bool consume, ferry_identity **ret_id)
 {
     const char *name = params_def[which].name;
     ferry_verify_options vo = {
         .now = now,
-        .consume_jti = which == P_SUBJECT_TOKEN && (ex->flags & FERRY_EXCHANGE_ONE_TIME_SUBJECT),
+        .consume_jti = consume,
     };
     ferry_verify_result res = {.reason = FERRY_REASON_INTERNAL};
     ferry_identity *id = NULL;
@@ -771,9 +774,50 @@ static int mint(ferry_exchange *ex, struct state *st, int64_t requested_ttl)
 
 /* ---- the decision ---------------------------------------------------------------------------- */
 
+/* The per-identity rate limit, keyed by the verified (issuer, subject): the issuer's length
+ * (4 bytes, big-endian), the issuer, the subject - unambiguous whatever bytes they hold.
+ * refund: give back the token an earlier check took (st unchanged). */
+static int check_identity_limit(ferry_exchange *ex, struct state *st, bool refund)
+{
+    size_t il = strlen(st->subject->issuer), sl = strlen(st->subject->subject);
+    char desc[FERRY_EXCHANGE_DESCRIPTION_MAX];
+    int64_t retry = 0;
+    unsigned char *key;
+    int r;
+
+    if (il > UINT32_MAX || sl > SIZE_MAX - il - 4)
+        return internal(st, -E2BIG, "rate limit");
+    key = malloc(4 + il + sl);
+    if (!key)
+        return internal(st, -ENOMEM, "rate limit");
+    key[0] = (unsigned char)(il >> 24);
+    key[1] = (unsigned char)(il >> 16);
+    key[2] = (unsigned char)(il >> 8);
+    key[3] = (unsigned char)il;
+    memcpy(key + 4, st->subject->issuer, il);
+    memcpy(key + 4 + il, st->subject->subject, sl);
+    if (refund) {
+        r = ferry_ratelimit_refund(ex->identity_limit, key, 4 + il + sl);
+        free(key);
+        return r;
+    }
+    r = ferry_ratelimit_check(ex->identity_limit, key, 4 + il + sl, &retry);
+    free(key);
+    if (r == 0)
+        return 0;
+    if (r != -FERRY_EREFUSED)
+        return internal(st, r, "rate limit");
+    st->retry_after = retry;
+    snprintf(desc, sizeof(desc), "too many requests for this subject; retry after %lld seconds",
+             (long long)retry);
+    return fail(st, FERRY_EXCHANGE_SLOW_DOWN, -FERRY_EREFUSED, desc,
+                "rate limited: per-identity limit (retry after %lld s)", (long long)retry);
+}
+
 static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct state *st)
 {
     int64_t now = ex->clock ? ex->clock(ex->clock_data) : (int64_t)time(NULL);
+    bool one_time, limited;
     int r;
 
     r = read_params(st, req);
@@ -802,13 +846,35 @@ static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct 
     }
     /* The actor first: a refused actor must not use up a one-time subject token. */
     if (st->single[P_ACTOR_TOKEN]) {
-        r = verify_token(ex, st, P_ACTOR_TOKEN, now, &st->actor);
+        r = verify_token(ex, st, P_ACTOR_TOKEN, now, false, &st->actor);
         if (r < 0)
             return r;
     }
-    r = verify_token(ex, st, P_SUBJECT_TOKEN, now, &st->subject);
+    one_time = ex->flags & FERRY_EXCHANGE_ONE_TIME_SUBJECT;
+    limited = ex->identity_limit && ferry_ratelimit_enabled(ex->identity_limit);
+    /* With a per-identity limit the subject is known only after verification, so a one-time
+     * token is verified without being spent, the limit is checked, and only then is its jti
+     * consumed (by verifying it again with consume_jti, which is atomic): a client refused
+     * for rate keeps its token and retries with it after Retry-After. */
+    r = verify_token(ex, st, P_SUBJECT_TOKEN, now, one_time && !limited, &st->subject);
     if (r < 0)
         return r;
+    if (limited) {
+        r = check_identity_limit(ex, st, false);
+        if (r < 0)
+            return r;
+        if (one_time) {
+            ferry_identity *again = NULL;
+            r = verify_token(ex, st, P_SUBJECT_TOKEN, now, true, &again);
+            ferry_identity_free(again);
+            if (r < 0) {
+                /* A spent (replayed) token costs its identity nothing: otherwise whoever holds
+                 * a copy of a used token could drain its owner's budget by replaying it. */
+                (void)check_identity_limit(ex, st, true);
+                return r;
+            }
+        }
+    }
     r = check_may_act(st);
     if (r < 0)
         return r;
@@ -866,6 +932,10 @@ static json_t *details_of(const struct state *st, bool minimal)
     if (st->error != FERRY_EXCHANGE_OK) {
         r |= add_str(d, "error", ferry_exchange_error_name(st->error));
         r |= add_str(d, "reason", minimal ? "details refused by the audit log" : st->reason);
+    }
+    if (st->error == FERRY_EXCHANGE_SLOW_DOWN) {
+        r |= add_str(d, "rate_limited", "per_identity");
+        r |= json_object_set_new(d, "retry_after", json_integer(st->retry_after));
     }
     if (minimal)
         goto out;
@@ -1113,6 +1183,7 @@ FERRY_EXPORT int ferry_exchange_new(ferry_oidc *oidc, ferry_policy_store *polici
     ex->flags = o.flags;
     ex->clock = o.clock;
     ex->clock_data = o.clock_data;
+    ex->identity_limit = o.identity_limit;
     ex->client_id = strdup(o.client_id ? o.client_id : "ferry");
     ex->totp_account_claim = strdup(o.totp_account_claim ? o.totp_account_claim : "sub");
     ex->totp_state_dir = o.totp_state_dir ? strdup(o.totp_state_dir) : NULL;

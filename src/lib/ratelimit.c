@@ -525,6 +525,35 @@ FERRY_EXPORT int ferry_ratelimit_check(ferry_ratelimit *rl, const void *key, siz
     return r;
 }
 
+FERRY_EXPORT int ferry_ratelimit_refund(ferry_ratelimit *rl, const void *key, size_t len)
+{
+    uint64_t hash, now;
+    struct shard *s;
+    uint32_t i;
+
+    if (!rl || (!key && len > 0))
+        return -EINVAL;
+    if (!atomic_load_explicit(&rl->enabled, memory_order_relaxed))
+        return 0;
+    hash = ferry_ratelimit_siphash24(rl->sipkey, key ? key : "", len);
+    s = &rl->shards[hash & (rl->n_shards - 1)];
+    now = rl->clock(rl->clock_data);
+    (void)pthread_mutex_lock(&s->lock);
+    for (i = s->heads[chain_of(s, hash, rl->shard_bits)]; i != NIL; i = s->pool[i].next)
+        if (s->pool[i].hash == hash)
+            break;
+    if (i != NIL && s->rate > 0) {
+        double t = refill(s, &s->pool[i], now) + 1.0;
+        s->pool[i].tokens = t < s->burst ? t : s->burst;
+        if (now > s->pool[i].last_ns)
+            s->pool[i].last_ns = now;
+        if (s->allowed)
+            s->allowed--;
+    }
+    (void)pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
 FERRY_EXPORT bool ferry_ratelimit_enabled(const ferry_ratelimit *rl)
 {
     return rl && atomic_load(&rl->enabled);

@@ -1356,6 +1356,7 @@ Test(exchange, error_names_and_statuses)
         {FERRY_EXCHANGE_INVALID_TARGET, "invalid_target", 400},
         {FERRY_EXCHANGE_SERVER_ERROR, "server_error", 500},
         {FERRY_EXCHANGE_TEMPORARILY_UNAVAILABLE, "temporarily_unavailable", 503},
+        {FERRY_EXCHANGE_SLOW_DOWN, "slow_down", 429},
     };
 
     cr_assert_eq(sizeof(t) / sizeof(t[0]), FERRY_EXCHANGE_ERROR_MAX);
@@ -1747,4 +1748,178 @@ Test(exchange, may_act_in_the_subject_token_names_the_allowed_actor)
         free(sub);
     }
     free(act);
+}
+
+/* ---- per-identity rate limit ------------------------------------------------------------- */
+
+static uint64_t g_rl_ns = UINT64_C(1000000000000);
+static uint64_t rl_clock(void *data)
+{
+    (void)data;
+    return g_rl_ns;
+}
+
+static ferry_ratelimit *identity_limiter(double rate, unsigned burst)
+{
+    ferry_ratelimit_options o = {.rate = rate, .burst = burst, .clock = rl_clock};
+    ferry_ratelimit *rl = NULL;
+    cr_assert_eq(ferry_ratelimit_new(&o, &rl), 0);
+    return rl;
+}
+
+/* Exchange a fresh token of sub for a registry read; returns the ret and fills resp. */
+static int read_as(const char *sub, const char *tok_in, ferry_exchange_response *resp)
+{
+    char *tok = tok_in ? NULL : idp_token(sub);
+    struct req r = {0};
+    int ret;
+
+    base(&r, tok_in ? tok_in : tok, ST_JWT);
+    add(&r, "audience", REG);
+    add(&r, "scope", "models:read");
+    ret = run(&r, resp);
+    free(tok);
+    return ret;
+}
+
+/* A slow_down refusal: 429, retry_after, nothing issued, one deny record naming the subject. */
+static void expect_slow_down(const char *sub, const char *tok, int64_t retry)
+{
+    ferry_exchange_response resp;
+    size_t before = n_records();
+    json_t *rec, *body = NULL;
+
+    cr_assert_eq(read_as(sub, tok, &resp), -FERRY_EREFUSED);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_SLOW_DOWN, "%s: %s",
+                 ferry_exchange_error_name(resp.error), resp.reason);
+    cr_assert_eq(resp.http_status, 429);
+    cr_assert_eq(resp.retry_after, retry);
+    cr_assert_null(resp.access_token);
+    cr_assert_str_eq(resp.jti, "");
+    cr_assert_not_null(strstr(resp.error_description, "retry after"));
+    cr_assert_not_null(strstr(resp.reason, "per-identity"));
+    cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "error")), "slow_down");
+    cr_assert_null(json_object_get(body, "access_token"));
+    json_decref(body);
+    rec = one_new_record(before);
+    cr_assert_str_eq(rec_str(rec, "decision", NULL), "deny");
+    cr_assert_str_eq(rec_str(rec, "subject", NULL), sub);
+    cr_assert_str_eq(rec_str(rec, "details", "error"), "slow_down");
+    cr_assert_str_eq(rec_str(rec, "details", "rate_limited"), "per_identity");
+    cr_assert_str_eq(rec_str(rec, "details", "issuer"), IDP);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(rec, "details"),
+                                                    "retry_after")),
+                 retry);
+    cr_assert_null(json_object_get(json_object_get(rec, "details"), "granted"));
+    json_decref(rec);
+    ferry_exchange_response_release(&resp);
+}
+
+static void expect_ok(const char *sub, const char *tok)
+{
+    ferry_exchange_response resp;
+    cr_assert_eq(read_as(sub, tok, &resp), 0, "%s: %s", ferry_exchange_error_name(resp.error),
+                 resp.reason);
+    cr_assert_not_null(resp.access_token);
+    ferry_exchange_response_release(&resp);
+}
+
+Test(exchange, per_identity_limit_refuses_with_slow_down)
+{
+    ferry_ratelimit *rl = identity_limiter(0.5, 2); /* one exchange per 2 s after 2 */
+    ferry_exchange_response resp;
+    struct req r = {0};
+    char *forged;
+
+    open_exchange(&(ferry_exchange_options){.identity_limit = rl});
+    expect_ok("alice", NULL);
+    expect_ok("alice", NULL);
+    expect_slow_down("alice", NULL, 2);
+    /* another subject has its own budget; so does the same sub of another issuer (the key
+     * is the verified (issuer, subject) pair) */
+    expect_ok("carol", NULL);
+    {
+        char *tok = ci_token("alice");
+        base(&r, tok, ST_JWT);
+        add(&r, "audience", REG);
+        (void)run(&r, &resp);
+        cr_assert_neq(resp.error, FERRY_EXCHANGE_SLOW_DOWN, "CI's alice is not IdP's alice");
+        ferry_exchange_response_release(&resp);
+        free(tok);
+    }
+    /* A token that does not verify never reaches the limit (and takes nothing from it). */
+    forged = sign_claims(g_stranger_key, "JWT", claims(IDP, "carol"));
+    memset(&r, 0, sizeof(r));
+    base(&r, forged, ST_JWT);
+    add(&r, "audience", REG);
+    cr_assert_eq(run(&r, &resp), -FERRY_EREFUSED);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_INVALID_REQUEST);
+    ferry_exchange_response_release(&resp);
+    free(forged);
+    expect_ok("carol", NULL); /* carol's second token: still within her burst */
+
+    g_rl_ns += UINT64_C(1000000000);
+    expect_slow_down("alice", NULL, 1);
+    g_rl_ns += UINT64_C(1000000000);
+    expect_ok("alice", NULL);
+
+    /* Off at run time (SIGHUP with rate 0): no limit. */
+    cr_assert_eq(ferry_ratelimit_configure(rl, 0, 0, 0), 0);
+    for (int i = 0; i < 5; i++)
+        expect_ok("alice", NULL);
+    ferry_exchange_free(g_ex);
+    g_ex = NULL;
+    ferry_ratelimit_free(rl);
+}
+
+Test(exchange, a_one_time_token_refused_for_rate_is_not_spent)
+{
+    ferry_ratelimit *rl = identity_limiter(1, 1);
+    char *a = idp_token("alice"), *b = idp_token("alice");
+    json_t *rec;
+    struct req r = {0};
+
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT,
+                                            .identity_limit = rl});
+    expect_ok("alice", a);
+    expect_slow_down("alice", b, 1);
+    g_rl_ns += UINT64_C(1000000000);
+    /* b was verified but not consumed: it works once the limit allows, and only once. */
+    expect_ok("alice", b);
+    g_rl_ns += UINT64_C(1000000000);
+    base(&r, b, ST_JWT);
+    add(&r, "audience", REG);
+    add(&r, "scope", "models:read");
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token is invalid");
+    cr_assert_not_null(strstr(rec_str(rec, "details", "reason"), "replayed"));
+    json_decref(rec);
+    /* Replaying the spent token did not cost alice her token: a fresh one works at once. */
+    expect_ok("alice", NULL);
+    g_rl_ns += UINT64_C(1000000000);
+    /* and a was spent by its own exchange */
+    memset(&r, 0, sizeof(r));
+    g_rl_ns += UINT64_C(1000000000);
+    base(&r, a, ST_JWT);
+    add(&r, "audience", REG);
+    rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token is invalid");
+    json_decref(rec);
+    free(a);
+    free(b);
+
+    /* A one-time token without jti is still refused (the consuming verification runs). */
+    {
+        json_t *c = claims(IDP, "carol");
+        json_object_del(c, "jti");
+        char *nojti = sign_claims(g_idp_key, "JWT", c);
+        memset(&r, 0, sizeof(r));
+        base(&r, nojti, ST_JWT);
+        add(&r, "audience", REG);
+        rec = expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token is invalid");
+        json_decref(rec);
+        free(nojti);
+    }
+    ferry_exchange_free(g_ex);
+    g_ex = NULL;
+    ferry_ratelimit_free(rl);
 }

@@ -139,6 +139,31 @@ Test(ratelimit, fractional_rate_and_retry_after)
     ferry_ratelimit_free(rl);
 }
 
+Test(ratelimit, refund_gives_one_token_back)
+{
+    ferry_ratelimit *rl = make(1, 2, 0);
+    int64_t retry = 0;
+    cr_assert_eq(check(rl, "k", NULL), 0);
+    cr_assert_eq(check(rl, "k", NULL), 0);
+    cr_assert_eq(check(rl, "k", &retry), -FERRY_EREFUSED);
+    cr_assert_eq(ferry_ratelimit_refund(rl, "k", 1), 0);
+    cr_assert_eq(check(rl, "k", NULL), 0, "the refunded token");
+    cr_assert_eq(check(rl, "k", NULL), -FERRY_EREFUSED);
+    /* never above the burst, and an unknown key stays full */
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(ferry_ratelimit_refund(rl, "k", 1), 0);
+    cr_assert_eq(check(rl, "k", NULL), 0);
+    cr_assert_eq(check(rl, "k", NULL), 0);
+    cr_assert_eq(check(rl, "k", NULL), -FERRY_EREFUSED);
+    cr_assert_eq(ferry_ratelimit_refund(rl, "unknown", 7), 0);
+    cr_assert_eq(check(rl, "unknown", NULL), 0);
+    cr_assert_eq(check(rl, "unknown", NULL), 0);
+    cr_assert_eq(check(rl, "unknown", NULL), -FERRY_EREFUSED);
+    cr_assert_eq(ferry_ratelimit_refund(NULL, "k", 1), -EINVAL);
+    cr_assert_eq(ferry_ratelimit_refund(rl, NULL, 1), -EINVAL);
+    ferry_ratelimit_free(rl);
+}
+
 Test(ratelimit, keys_are_independent_and_binary)
 {
     ferry_ratelimit *rl = make(1, 2, 0);
