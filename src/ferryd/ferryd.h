@@ -13,6 +13,7 @@
 #include "ferry/policy.h"
 #include "ferryd/configfile.h"
 #include "ferryd/httpd.h"
+#include "ferryd/stats.h"
 
 typedef struct ferryd {
     ferryd_config config;
@@ -21,6 +22,7 @@ typedef struct ferryd {
     ferry_mint *mint;
     ferry_auditlog *log;
     ferry_exchange *exchange;
+    ferryd_stats *stats; /* metrics for /metrics (stats.h) */
 
     /* Serialised discovery and JWKS documents, replaced on reload (under lock). */
     pthread_mutex_t lock;

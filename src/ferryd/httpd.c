@@ -38,6 +38,7 @@ struct ferryd_httpd {
     ferryd_httpd_limits limits;
     ferryd_handler_fn handler;
     void *userdata;
+    ferryd_observer observer; /* all NULL when none */
     atomic_uint inflight;
 };
 
@@ -55,6 +56,7 @@ typedef struct req_ctx {
     char *body;
     size_t body_len;
     int status;
+    const char *outcome; /* static, from the response */
     char method[16];
     char path[LOG_PATH_MAX + 1];
     char reason[FERRYD_REASON_MAX];
@@ -109,11 +111,11 @@ typedef struct owned_body {
     bool wipe;
 } owned_body;
 
-static int64_t elapsed_us(const struct timespec *start)
+static int64_t elapsed_ns(const struct timespec *start)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)(now.tv_sec - start->tv_sec) * 1000000 + (now.tv_nsec - start->tv_nsec) / 1000;
+    return (int64_t)(now.tv_sec - start->tv_sec) * 1000000000 + (now.tv_nsec - start->tv_nsec);
 }
 
 static void copy_printable(char *dst, size_t dstlen, const char *src)
@@ -153,6 +155,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
             rc->oom = true;
     }
     atomic_fetch_add(&h->inflight, 1);
+    if (h->observer.started)
+        h->observer.started(h->observer.userdata);
     return rc;
 }
 
@@ -165,10 +169,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!rc)
         return;
     *con_cls = NULL;
+    int64_t ns = elapsed_ns(&rc->start);
+    if (h->observer.finished) {
+        ferryd_request_done done = {
+            .method = rc->method[0] ? rc->method : "-",
+            .path = rc->path[0] ? rc->path : "-",
+            .status = rc->status,
+            .outcome = rc->outcome,
+            .duration_ns = ns,
+            .completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK,
+        };
+        h->observer.finished(h->observer.userdata, &done);
+    }
     json_t *line =
         json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "level", "info", "msg", "request", "method",
                   rc->method[0] ? rc->method : "-", "path", rc->path[0] ? rc->path : "-", "status",
-                  rc->status, "duration_us", (json_int_t)elapsed_us(&rc->start));
+                  rc->status, "duration_us", (json_int_t)(ns / 1000));
     if (line) {
         if (rc->reason[0])
             json_object_set_new(line, "reason", json_string(rc->reason));
@@ -235,6 +251,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *rc,
     }
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     rc->status = resp->status;
+    rc->outcome = resp->outcome;
     if (resp->reason[0] && !rc->reason[0])
         snprintf(rc->reason, sizeof(rc->reason), "%s", resp->reason);
     ret = MHD_queue_response(conn, (unsigned)resp->status, r);
@@ -478,7 +495,8 @@ fail:;
 
 int ferryd_httpd_start(const char *const *listen, size_t n_listen,
                        const ferryd_httpd_limits *limits, ferryd_handler_fn handler, void *userdata,
-                       ferryd_httpd **ret, char *errbuf, size_t errlen)
+                       const ferryd_observer *observer, ferryd_httpd **ret, char *errbuf,
+                       size_t errlen)
 {
     struct ferryd_httpd *h;
     int r;
@@ -498,6 +516,8 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
     h->limits = *limits;
     h->handler = handler;
     h->userdata = userdata;
+    if (observer)
+        h->observer = *observer;
     atomic_init(&h->inflight, 0);
     for (size_t i = 0; i < n_listen; i++) {
         listener *l = &h->ls[h->n_ls];

@@ -49,6 +49,27 @@ typedef struct ferryd_response {
 
 typedef void (*ferryd_handler_fn)(void *userdata, const ferryd_request *req, ferryd_response *resp);
 
+/* What the server reports of each request when it is complete (for metrics). Every string is
+ * borrowed for the duration of the call only. */
+typedef struct ferryd_request_done {
+    const char *method;  /* "-" when libmicrohttpd answered by itself (e.g. 431) */
+    const char *path;    /* decoded path, printable, at most 128 bytes; "-" likewise */
+    int status;          /* the status we queued; 0 when libmicrohttpd answered by itself or
+                            the connection closed before an answer */
+    const char *outcome; /* the response's static outcome label, or NULL */
+    int64_t duration_ns; /* from the request line to completion */
+    bool completed;      /* false when the connection ended otherwise than normally */
+} ferryd_request_done;
+
+/* Optional hooks: started() when a request line arrives (before any route), finished() when
+ * libmicrohttpd reports the request complete. Both run on connection threads, concurrently;
+ * they must be thread-safe and quick (they are on every request's path). */
+typedef struct ferryd_observer {
+    void (*started)(void *userdata);
+    void (*finished)(void *userdata, const ferryd_request_done *done);
+    void *userdata;
+} ferryd_observer;
+
 typedef struct ferryd_httpd_limits {
     size_t max_body;             /* bytes */
     size_t max_header;           /* connection memory limit (bytes) */
@@ -60,10 +81,12 @@ typedef struct ferryd_httpd_limits {
 typedef struct ferryd_httpd ferryd_httpd;
 
 /* Start serving on every listen address ("HOST:PORT", "[V6]:PORT" or "unix:PATH"); a stale
- * unix socket file is replaced. Returns 0, or a negative errno with errbuf naming the address. */
+ * unix socket file is replaced. observer (copied) may be NULL. Returns 0, or a negative errno
+ * with errbuf naming the address. */
 int ferryd_httpd_start(const char *const *listen, size_t n_listen,
                        const ferryd_httpd_limits *limits, ferryd_handler_fn handler, void *userdata,
-                       ferryd_httpd **ret, char *errbuf, size_t errlen);
+                       const ferryd_observer *observer, ferryd_httpd **ret, char *errbuf,
+                       size_t errlen);
 
 /* Check the syntax of one listen address (nothing is opened). Returns 0 or -EINVAL with a
  * reason in errbuf. */

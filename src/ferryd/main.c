@@ -139,6 +139,7 @@ static void teardown(ferryd *d)
     ferry_oidc_free(d->oidc);
     free(d->discovery);
     free(d->jwks);
+    ferryd_stats_free(d->stats);
     pthread_mutex_destroy(&d->lock);
     ferryd_config_free(&d->config);
 }
@@ -304,8 +305,14 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (ferryd_stats_new(&d.stats, err, sizeof(err)) < 0) {
+        ferryd_log("error", "metrics: %s", err);
+        goto out;
+    }
+    ferryd_observer observer = ferryd_stats_observer(d.stats);
     r = ferryd_httpd_start((const char *const *)d.config.listen, d.config.n_listen,
-                           &d.config.limits, ferryd_route, &d, &httpd, err, sizeof(err));
+                           &d.config.limits, ferryd_route, &d, &observer, &httpd, err,
+                           sizeof(err));
     if (r < 0) {
         ferryd_log("error", "%s", err);
         goto out;

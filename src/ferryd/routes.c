@@ -321,6 +321,8 @@ void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *re
             method_not_allowed(resp, "GET, HEAD");
         else
             route_ready(d, resp);
+    } else if (strcmp(p, "/metrics") == 0) {
+        ferryd_route_metrics(d, req, resp);
     } else {
         set_error(resp, 404, "not_found", "no such endpoint", "no such endpoint");
     }
