@@ -148,8 +148,8 @@ int ferry_oidc_load_config(ferry_oidc *oidc, const json_t *conf, char *errbuf, s
  *   (ferry_oidc_options.replay_cache_max or the default); a capacity below the entries held
  *   refuses one-time tokens (replay_cache_full) until enough entries expire.
  * Reloads are serialised with each other and with add_issuer/load_config; verification never
- * waits for them. Returns 0, -FERRY_ECONFIG, -ENOMEM, -FERRY_ECRYPTO (as add_issuer) or
- * -EINVAL (NULL argument). Successes and failures are counted in ferry_oidc_stats. */
+ * waits for them. Returns 0, -FERRY_ECONFIG, -FERRY_EDUPLICATE (an issuer listed twice),
+ * -ENOMEM, -FERRY_ECRYPTO (as add_issuer) or -EINVAL (NULL argument). Successes and failures are counted in ferry_oidc_stats. */
 int ferry_oidc_reload_config(ferry_oidc *oidc, const json_t *conf, char *errbuf,
                              size_t errlen);
 

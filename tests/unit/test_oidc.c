@@ -12,6 +12,8 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -3485,4 +3487,458 @@ Test(stats, fetches_counted, .init = fetch_setup, .fini = fetch_teardown, .timeo
     cr_expect_str_eq(err, "");
     cr_expect_eq(in.counters.jwks_fetches, 5);
     cr_expect_eq(in.counters.jwks_failures, 2);
+}
+
+/* ---- reload (ferry_oidc_reload_config) ------------------------------------------------------ */
+
+#define ISS_C "https://c.example"
+
+static int reload(ferry_oidc *o, json_t *conf, char *err, size_t errlen)
+{
+    int r;
+
+    err[0] = '\0';
+    r = ferry_oidc_reload_config(o, conf, err, errlen);
+    json_decref(conf);
+    return r;
+}
+
+static void reload_ok(ferry_oidc *o, json_t *conf)
+{
+    char err[256];
+    int r = reload(o, conf, err, sizeof(err));
+
+    cr_assert_eq(r, 0, "reload: %d %s", r, err);
+}
+
+/* A token of iss signed by k (kid of k), with the given jti. */
+static char *token_for(const char *iss, const ferry_jwk *k, const char *jti)
+{
+    json_t *c = claims_for(iss);
+    char *tok;
+
+    json_object_set_new(c, "jti", json_string(jti));
+    tok = mint(k, ferry_jwk_alg(k), NULL, NULL, c);
+    json_decref(c);
+    return tok;
+}
+
+/* A good reload replaces the issuer set; bad ones (each a different mistake) change nothing
+ * and say what was wrong in one line; the statistics count both. */
+Test(reload, good_then_bad_keeps_the_old, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_jwk *kc = gen(FERRY_ALG_ES256);
+    char *ta = token_for(ISS_A, g_ka, "a"), *tb = token_for(ISS_B, g_kb, "b");
+    char *tc = token_for(ISS_C, kc, "c"), err[256];
+    ferry_oidc_stats st;
+    struct {
+        json_t *conf;
+        int want;
+        const char *says;
+    } bad[] = {
+        {json_pack("[]"), -FERRY_ECONFIG, "JSON object"},
+        {json_pack("{s:{}}", "issuers"), -FERRY_ECONFIG, "issuers"},
+        {json_pack("{s:[o, {s:s, s:[s], s:[s], s:o}]}", "issuers", conf_inline(ISS_A, g_ka),
+                   "issuer", ISS_B, "audiences", AUD, "algorithms", "HS256", "jwks",
+                   jwks_of(&g_kb, 1)),
+         -FERRY_ECONFIG, "issuers[1] (" ISS_B "): algorithms[0]"},
+        {json_pack("{s:[o, o]}", "issuers", conf_inline(ISS_A, g_ka), conf_inline(ISS_A, g_kb)),
+         -FERRY_EDUPLICATE, "issuers[1] (" ISS_A "): issuer is listed twice"},
+        {json_pack("{s:[o], s:i}", "issuers", conf_inline(ISS_B, g_kb), "replay_cache_size", 0),
+         -FERRY_ECONFIG, "replay_cache_size"},
+        {json_pack("{s:[o, {s:s, s:[s], s:[s], s:s}]}", "issuers", conf_inline(ISS_B, g_kb),
+                   "issuer", "https://file.example", "audiences", AUD, "algorithms", "ES256",
+                   "jwks_file", "/nonexistent/ferry-jwks.json"),
+         -FERRY_ECONFIG, "issuers[1] (https://file.example): jwks_file"},
+        {json_pack("{s:[o, {s:s, s:[s], s:b}]}", "issuers", conf_inline(ISS_B, g_kb), "issuer",
+                   "https://x.example", "audiences", AUD, "unknown_member", 1),
+         -FERRY_ECONFIG, "unknown member"},
+    };
+
+    EXPECT_REASON(g_o, ta, FERRY_REASON_OK);
+    EXPECT_REASON(g_o, tb, FERRY_REASON_OK);
+    EXPECT_REASON(g_o, tc, FERRY_REASON_UNKNOWN_ISSUER);
+
+    /* {A, C}: B is gone at once, C is new. */
+    reload_ok(g_o, json_pack("{s:[o, o]}", "issuers", conf_inline(ISS_A, g_ka),
+                             conf_inline(ISS_C, kc)));
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 2);
+    EXPECT_REASON(g_o, ta, FERRY_REASON_OK);
+    EXPECT_REASON(g_o, tb, FERRY_REASON_UNKNOWN_ISSUER);
+    EXPECT_REASON(g_o, tc, FERRY_REASON_OK);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int r = reload(g_o, bad[i].conf, err, sizeof(err));
+
+        cr_expect_eq(r, bad[i].want, "case %zu: %d (%s)", i, r, err);
+        cr_expect(strstr(err, bad[i].says), "case %zu: \"%s\" lacks \"%s\"", i, err,
+                  bad[i].says);
+        cr_expect_null(strchr(err, '\n'), "case %zu: multi-line message", i);
+        /* Nothing changed. */
+        cr_expect_eq(ferry_oidc_issuer_count(g_o), 2);
+        EXPECT_REASON(g_o, ta, FERRY_REASON_OK);
+        EXPECT_REASON(g_o, tb, FERRY_REASON_UNKNOWN_ISSUER);
+        EXPECT_REASON(g_o, tc, FERRY_REASON_OK);
+    }
+    cr_expect_eq(ferry_oidc_reload_config(g_o, NULL, err, sizeof(err)), -EINVAL);
+    cr_expect_eq(ferry_oidc_reload_config(NULL, NULL, err, sizeof(err)), -EINVAL);
+
+    st = get_stats(g_o);
+    cr_expect_eq(st.config_reloads, 1);
+    cr_expect_eq(st.config_reload_failures, sizeof(bad) / sizeof(bad[0]));
+    cr_expect_eq(st.issuers, 2);
+
+    /* An empty list is a valid configuration: every issuer is refused. */
+    reload_ok(g_o, json_pack("{s:[]}", "issuers"));
+    cr_expect_eq(ferry_oidc_issuer_count(g_o), 0);
+    EXPECT_REASON(g_o, ta, FERRY_REASON_UNKNOWN_ISSUER);
+    free(ta);
+    free(tb);
+    free(tc);
+    ferry_jwk_unref(kc);
+}
+
+/* Security property: the replay cache outlives reloads. A jti used before a reload is refused
+ * after it, whether the issuer stayed unchanged, changed, or was removed and added again. */
+Test(reload, replay_cache_survives, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_verify_options once = {.consume_jti = true};
+    char *t1 = token_for(ISS_A, g_ka, "once-1"), *t2 = token_for(ISS_A, g_ka, "once-2");
+    char *t3 = token_for(ISS_A, g_ka, "once-3");
+    json_t *changed;
+    ferry_oidc_stats st;
+
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, t2, &once, FERRY_REASON_OK);
+
+    /* unchanged A */
+    reload_ok(g_o, json_pack("{s:[o, o]}", "issuers", conf_inline(ISS_A, g_ka),
+                             conf_inline(ISS_B, g_kb)));
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_REPLAYED);
+    st = get_stats(g_o);
+    cr_expect_eq(st.replay_entries, 2);
+    cr_expect_eq(st.replay_capacity, 100000);
+
+    /* changed A (a new issuer object), and a new capacity */
+    changed = conf_inline(ISS_A, g_ka);
+    json_object_set_new(changed, "leeway", json_integer(30));
+    reload_ok(g_o, json_pack("{s:[o], s:i}", "issuers", changed, "replay_cache_size", 50));
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(g_o, t2, &once, FERRY_REASON_REPLAYED);
+    st = get_stats(g_o);
+    cr_expect_eq(st.replay_capacity, 50);
+    cr_expect_eq(st.replay_entries, 2);
+
+    /* removed, then added again: still used up; without replay_cache_size the store's
+     * initial capacity comes back */
+    reload_ok(g_o, json_pack("{s:[o]}", "issuers", conf_inline(ISS_B, g_kb)));
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_UNKNOWN_ISSUER);
+    reload_ok(g_o, json_pack("{s:[o]}", "issuers", conf_inline(ISS_A, g_ka)));
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(g_o, t2, &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(g_o, t3, &once, FERRY_REASON_OK);
+    EXPECT_REASON_OPTS(g_o, t3, &once, FERRY_REASON_REPLAYED);
+    st = get_stats(g_o);
+    cr_expect_eq(st.replay_capacity, 100000);
+    cr_expect_eq(st.replay_entries, 3);
+
+    /* A capacity below the entries held: one-time tokens fail closed, none is let through. */
+    reload_ok(g_o, json_pack("{s:[o], s:i}", "issuers", conf_inline(ISS_A, g_ka),
+                             "replay_cache_size", 2));
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_REPLAYED);
+    {
+        char *t4 = token_for(ISS_A, g_ka, "once-4");
+
+        EXPECT_REASON_OPTS(g_o, t4, &once, FERRY_REASON_REPLAY_CACHE_FULL);
+        free(t4);
+    }
+    free(t1);
+    free(t2);
+    free(t3);
+}
+
+/* jwks_file: the same path with the same bytes is unchanged; new bytes under the same path
+ * are a changed issuer, read anew by the reload. */
+Test(reload, jwks_file_read_anew, .init = setup_ab, .fini = teardown_ab)
+{
+    char path[] = "/tmp/ferry-test-oidc-XXXXXX";
+    int fd = mkstemp(path);
+    ferry_jwk *keys[2] = {g_ka, g_kb};
+    char *ta = token_for("https://file.example", g_ka, "a");
+    char *tb = token_for("https://file.example", g_kb, "b");
+    json_t *c;
+    FILE *f;
+
+    cr_assert(fd >= 0);
+    close(fd);
+    for (int round = 0; round < 2; round++) {
+        json_t *set = jwks_of(keys + round, 1);
+
+        f = fopen(path, "w");
+        cr_assert_not_null(f);
+        cr_assert_eq(json_dumpf(set, f, JSON_COMPACT), 0);
+        cr_assert_eq(fclose(f), 0);
+        json_decref(set);
+        c = json_pack("{s:s, s:[s], s:[s], s:s}", "issuer", "https://file.example", "audiences",
+                      AUD, "algorithms", "ES256", "jwks_file", path);
+        reload_ok(g_o, json_pack("{s:[o]}", "issuers", c));
+        EXPECT_REASON(g_o, ta, round == 0 ? FERRY_REASON_OK : FERRY_REASON_UNKNOWN_KID);
+        EXPECT_REASON(g_o, tb, round == 1 ? FERRY_REASON_OK : FERRY_REASON_UNKNOWN_KID);
+        /* the same bytes again: unchanged, the counters carry over */
+        c = json_pack("{s:s, s:[s], s:[s], s:s}", "issuer", "https://file.example", "audiences",
+                      AUD, "algorithms", "ES256", "jwks_file", path);
+        reload_ok(g_o, json_pack("{s:[o]}", "issuers", c));
+        {
+            struct info_list l = list_issuers(g_o);
+
+            cr_assert_eq(l.n, 1);
+            cr_expect_str_eq(l.e[0].source, "jwks_file");
+            cr_expect_eq(l.e[0].info.counters.accepted, 1, "round %d", round);
+            cr_expect_eq(l.e[0].info.counters.refused, 1, "round %d", round);
+        }
+    }
+    unlink(path);
+    free(ta);
+    free(tb);
+}
+
+/* The same members in another order. */
+static json_t *reversed(json_t *obj)
+{
+    json_t *out = json_object();
+    const char **keys = calloc(json_object_size(obj), sizeof(*keys));
+    const char *k;
+    json_t *v;
+    size_t n = 0;
+
+    cr_assert(out && keys);
+    json_object_foreach(obj, k, v) keys[n++] = k;
+    while (n-- > 0)
+        json_object_set(out, keys[n], json_object_get(obj, keys[n]));
+    free(keys);
+    json_decref(obj);
+    return out;
+}
+
+/* A remote issuer whose configuration did not change keeps its cached key set (no fetch at
+ * the stand-in) and its counters; a changed one starts empty and fetches again; a removed one
+ * is refused without traffic. The store's totals keep counting across all of it. */
+Test(reload, unchanged_issuer_keeps_its_cache, .init = fetch_setup, .fini = fetch_teardown)
+{
+    ferry_jwk *kc = gen(FERRY_ALG_ES256);
+    char *tc = token_for(ISS_C, kc, "c");
+    struct info_list l;
+    json_t *changed;
+
+    add_ok(F.o, remote_conf(F.base));
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 1);
+    cr_expect_eq(count("/jwks"), 1);
+
+    /* unchanged (members reordered), plus a new inline issuer */
+    reload_ok(F.o, json_pack("{s:[o, o]}", "issuers", reversed(remote_conf(F.base)),
+                             conf_inline(ISS_C, kc)));
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    EXPECT_REASON(F.o, tc, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 1, "an unchanged issuer fetched its discovery again");
+    cr_expect_eq(count("/jwks"), 1, "an unchanged issuer fetched its key set again");
+    l = list_issuers(F.o);
+    cr_assert_eq(l.n, 2);
+    cr_expect_str_eq(l.e[0].issuer, F.base);
+    cr_expect_eq(l.e[0].info.state, FERRY_KEYSET_FRESH);
+    cr_expect_eq(l.e[0].info.counters.accepted, 2);
+    cr_expect_eq(l.e[0].info.counters.jwks_fetches, 1);
+    cr_expect_str_eq(l.e[1].issuer, ISS_C);
+
+    /* changed (another refresh cooldown): a new issuer, empty until the next token */
+    changed = remote_conf(F.base);
+    json_object_set_new(json_object_get(changed, "jwks_cache"), "refresh_cooldown",
+                        json_integer(20));
+    reload_ok(F.o, json_pack("{s:[o, o]}", "issuers", changed, conf_inline(ISS_C, kc)));
+    l = list_issuers(F.o);
+    cr_assert_eq(l.n, 2);
+    cr_expect_eq(l.e[0].info.state, FERRY_KEYSET_UNLOADED);
+    cr_expect_eq(l.e[0].info.counters.accepted, 0);
+    cr_expect_eq(l.e[1].info.counters.accepted, 1, "C is unchanged");
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 2);
+    cr_expect_eq(count("/jwks"), 2);
+
+    /* removed: refused at once, no traffic, and prefetch and flush leave it alone */
+    reload_ok(F.o, json_pack("{s:[o]}", "issuers", conf_inline(ISS_C, kc)));
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_UNKNOWN_ISSUER);
+    ferry_oidc_flush(F.o, F.base);
+    ferry_oidc_flush(F.o, NULL);
+    {
+        char err[256];
+
+        cr_expect_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    }
+    cr_expect_eq(count(DISCOVERY), 2);
+    cr_expect_eq(count("/jwks"), 2);
+    {
+        ferry_oidc_stats st = get_stats(F.o);
+
+        cr_expect_eq(st.issuers, 1);
+        cr_expect_eq(st.cached_keys, 1);
+        cr_expect_eq(st.totals.jwks_fetches, 2, "totals count removed issuers' fetches");
+        cr_expect_eq(st.totals.accepted, 4);
+        cr_expect_eq(st.totals.refused, 1);
+        cr_expect_eq(st.config_reloads, 3);
+    }
+    free(tc);
+    ferry_jwk_unref(kc);
+}
+
+/* Reloads in a loop while several threads verify: an issuer present in every configuration is
+ * never refused (also while its configuration changes), one that comes and goes is either
+ * accepted or unknown, and each one-time token is accepted exactly once across all threads
+ * and all reloads. Run under ASan, this also shows that no set or issuer is freed while a
+ * verification uses it. */
+#define RL_THREADS 4
+#define RL_ONCE 120
+
+static struct {
+    ferry_oidc *o;
+    char *ta, *tb, *tc, *once[RL_ONCE];
+    atomic_int once_ok[RL_ONCE];
+    atomic_int running;
+    atomic_long bad;
+    char why[600];
+    pthread_mutex_t why_lock;
+} RL;
+
+static void rl_bad(const char *what, const ferry_verify_result *res)
+{
+    if (atomic_fetch_add(&RL.bad, 1) == 0) {
+        pthread_mutex_lock(&RL.why_lock);
+        snprintf(RL.why, sizeof(RL.why), "%s: %s (%s)", what, ferry_reason_name(res->reason),
+                 res->detail);
+        pthread_mutex_unlock(&RL.why_lock);
+    }
+}
+
+static ferry_reason rl_verify(const char *tok, bool once, ferry_verify_result *res)
+{
+    ferry_verify_options vo = {.consume_jti = once};
+    ferry_identity *id = NULL;
+    int r = ferry_oidc_verify(RL.o, tok, strlen(tok), &vo, &id, res);
+
+    if ((r == 0) != (id != NULL) || (r != 0 && r != -FERRY_EREFUSED))
+        rl_bad("inconsistent result", res);
+    ferry_identity_free(id);
+    return res->reason;
+}
+
+static void *rl_worker(void *p)
+{
+    int t = (int)(intptr_t)p;
+    ferry_verify_result res;
+
+    for (int n = 0; n < RL_ONCE; n++) {
+        int i = (n + t * (RL_ONCE / RL_THREADS)) % RL_ONCE;
+        ferry_reason got;
+
+        if (rl_verify(RL.ta, false, &res) != FERRY_REASON_OK)
+            rl_bad("A (always configured)", &res);
+        if (rl_verify(RL.tc, false, &res) != FERRY_REASON_OK)
+            rl_bad("C (always configured, changing)", &res);
+        got = rl_verify(RL.tb, false, &res);
+        if (got != FERRY_REASON_OK && got != FERRY_REASON_UNKNOWN_ISSUER)
+            rl_bad("B (coming and going)", &res);
+        got = rl_verify(RL.once[i], true, &res);
+        if (got == FERRY_REASON_OK)
+            atomic_fetch_add(&RL.once_ok[i], 1);
+        else if (got != FERRY_REASON_REPLAYED)
+            rl_bad("one-time token", &res);
+    }
+    atomic_fetch_sub(&RL.running, 1);
+    return NULL;
+}
+
+static int rl_count(const ferry_oidc_issuer_info *info, void *userdata)
+{
+    (void)info;
+    ++*(size_t *)userdata;
+    return 0;
+}
+
+Test(reload, concurrent_with_verification, .init = setup_ab, .fini = teardown_ab,
+     .timeout = 120)
+{
+    ferry_jwk *kc = gen(FERRY_ALG_ES256);
+    pthread_t th[RL_THREADS];
+    long reloads = 0;
+    char name[32];
+
+    memset(&RL, 0, sizeof(RL));
+    pthread_mutex_init(&RL.why_lock, NULL);
+    RL.o = g_o;
+    RL.ta = token_for(ISS_A, g_ka, "a");
+    RL.tb = token_for(ISS_B, g_kb, "b");
+    RL.tc = token_for(ISS_C, kc, "c");
+    for (int i = 0; i < RL_ONCE; i++) {
+        snprintf(name, sizeof(name), "once-%d", i);
+        RL.once[i] = token_for(ISS_A, g_ka, name);
+        atomic_init(&RL.once_ok[i], 0);
+    }
+    reload_ok(g_o, json_pack("{s:[o, o]}", "issuers", conf_inline(ISS_A, g_ka),
+                             conf_inline(ISS_C, kc)));
+    atomic_init(&RL.running, RL_THREADS);
+    for (int i = 0; i < RL_THREADS; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, rl_worker, (void *)(intptr_t)i), 0);
+    while (atomic_load(&RL.running) > 0 || reloads < 50) {
+        json_t *c = conf_inline(ISS_C, kc), *list;
+        ferry_oidc_stats st;
+        size_t n = 0;
+
+        json_object_set_new(c, "leeway", json_integer(reloads % 2 ? 30 : 60));
+        list = reloads % 3 ? json_pack("[o, o, o]", conf_inline(ISS_A, g_ka), c,
+                                       conf_inline(ISS_B, g_kb))
+                           : json_pack("[o, o]", c, conf_inline(ISS_A, g_ka));
+        if (reloads % 2)
+            reload_ok(g_o, json_pack("{s:o, s:i}", "issuers", list, "replay_cache_size",
+                                     1000 + (int)reloads % 7));
+        else
+            reload_ok(g_o, json_pack("{s:o}", "issuers", list));
+        reloads++;
+        cr_assert_eq(ferry_oidc_get_stats(g_o, &st), 0);
+        cr_assert(st.issuers == 2 || st.issuers == 3);
+        cr_assert_eq(ferry_oidc_foreach_issuer(g_o, rl_count, &n), 0);
+        cr_assert(n == 2 || n == 3);
+        if (reloads % 10 == 0) {
+            /* A failed reload in the middle changes nothing. */
+            char err[128];
+
+            cr_assert_eq(reload(g_o, json_pack("{s:[{}]}", "issuers"), err, sizeof(err)),
+                         -FERRY_ECONFIG);
+        }
+    }
+    for (int i = 0; i < RL_THREADS; i++)
+        pthread_join(th[i], NULL);
+
+    cr_expect_eq(atomic_load(&RL.bad), 0, "%ld unexpected outcomes, first: %s",
+                 atomic_load(&RL.bad), RL.why);
+    for (int i = 0; i < RL_ONCE; i++)
+        cr_expect_eq(atomic_load(&RL.once_ok[i]), 1, "one-time token %d accepted %d times", i,
+                     atomic_load(&RL.once_ok[i]));
+    cr_expect_geq(reloads, 50);
+    {
+        ferry_oidc_stats st = get_stats(g_o);
+
+        cr_expect_eq(st.config_reloads, (uint64_t)reloads + 1);
+        cr_expect_eq(st.config_reload_failures, (uint64_t)reloads / 10);
+        cr_expect_eq(st.totals.accepted + st.totals.refused,
+                     (uint64_t)RL_THREADS * RL_ONCE * 4);
+        cr_expect_eq(st.replay_entries, RL_ONCE);
+    }
+    fprintf(stderr, "reload/concurrent_with_verification: %ld reloads during %d verifications\n",
+            reloads, RL_THREADS * RL_ONCE * 4);
+    for (int i = 0; i < RL_ONCE; i++)
+        free(RL.once[i]);
+    free(RL.ta);
+    free(RL.tb);
+    free(RL.tc);
+    pthread_mutex_destroy(&RL.why_lock);
+    ferry_jwk_unref(kc);
 }
