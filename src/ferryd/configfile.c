@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "basic/fileio.h"
 #include "basic/macro.h"
 #include "ferry/json.h"
 #include "ferry/mint.h"
+#include "ferry/ratelimit.h"
 #include "ferryd/configfile.h"
 
 #define CONFIG_DEPTH 16
@@ -99,13 +101,20 @@ int ferryd_config_init(ferryd_config *c)
                 .timeout_s = FERRYD_DEFAULT_TIMEOUT,
             },
         .drain_timeout_s = FERRYD_DEFAULT_DRAIN_TIMEOUT,
+        .one_time_subject = true,
+        .per_address = {FERRYD_DEFAULT_ADDRESS_RATE, FERRYD_DEFAULT_ADDRESS_BURST},
+        .per_identity = {FERRYD_DEFAULT_IDENTITY_RATE, FERRYD_DEFAULT_IDENTITY_BURST},
+        .max_tracked = FERRYD_DEFAULT_MAX_TRACKED,
+        .log_target = FERRYD_LOG_STDERR,
+        .log_facility = LOG_DAEMON,
     };
     c->listen[0] = strdup(FERRYD_DEFAULT_LISTEN);
     c->n_listen = 1;
     c->state_dir = strdup(FERRY_STATEDIR);
     c->policies_dir = strdup(FERRY_SYSCONFDIR "/policies");
     c->trust = json_pack("{s:[]}", "issuers");
-    if (!c->listen[0] || !c->state_dir || !c->policies_dir || !c->trust) {
+    c->log_ident = strdup(FERRYD_DEFAULT_LOG_IDENT);
+    if (!c->listen[0] || !c->state_dir || !c->policies_dir || !c->trust || !c->log_ident) {
         ferryd_config_free(c);
         return -ENOMEM;
     }
@@ -155,7 +164,8 @@ static int load_listen(ctx *x, ferryd_config *c, const json_t *doc)
 
 static int load_token(ctx *x, ferryd_config *c, const json_t *t)
 {
-    static const char *const names[] = {"default_ttl", "max_ttl", "client_id", NULL};
+    static const char *const names[] = {"default_ttl", "max_ttl", "client_id", "one_time_subject",
+                                        NULL};
     long long n;
     int r;
     if (!json_is_object(t))
@@ -178,6 +188,136 @@ static int load_token(ctx *x, ferryd_config *c, const json_t *t)
     if (json_object_get(t, "client_id") &&
         (r = get_string(x, t, "client_id", "token.client_id", &c->client_id)) < 0)
         return r;
+    if (json_object_get(t, "one_time_subject")) {
+        json_t *v = json_object_get(t, "one_time_subject");
+        if (!json_is_boolean(v))
+            return fail(x, t, "one_time_subject", "%s must be true or false",
+                        "token.one_time_subject");
+        c->one_time_subject = json_is_true(v);
+    }
+    return 0;
+}
+
+/* {"rate": R, "burst": B}: R a number 0..1e6 (0 = off), B an integer 1..1e6. A rate without a
+ * burst gets burst max(1, ceil(2 * rate)), the defaults' ratio. */
+static int load_rate(ctx *x, const json_t *o, const char *what, ferryd_rate_limit *ret)
+{
+    static const char *const names[] = {"rate", "burst", NULL};
+    char where[64];
+    ferryd_rate_limit rl = *ret;
+    json_t *v;
+    long long n;
+    int r;
+
+    snprintf(where, sizeof(where), "rate_limits.%s", what);
+    if (!json_is_object(o))
+        return fail(x, o, NULL, "%s must be an object", where);
+    if ((r = check_members(x, o, names, where)) < 0)
+        return r;
+    if ((v = json_object_get(o, "rate"))) {
+        if (!json_is_number(v) || !(json_number_value(v) >= 0) ||
+            json_number_value(v) > FERRY_RATELIMIT_RATE_MAX)
+            return fail(x, o, "rate", "%s.rate must be a number from 0 to 1000000", where);
+        rl.rate = json_number_value(v);
+        if (!json_object_get(o, "burst")) {
+            double b = rl.rate * 2;
+            rl.burst = b < 1 ? 1 : b >= FERRY_RATELIMIT_BURST_MAX ? FERRY_RATELIMIT_BURST_MAX
+                                                                  : (unsigned)b;
+            if ((double)rl.burst < b && rl.burst < FERRY_RATELIMIT_BURST_MAX)
+                rl.burst++;
+        }
+    }
+    if (json_object_get(o, "burst")) {
+        char bw[80];
+        snprintf(bw, sizeof(bw), "%s.burst", where);
+        if ((r = get_uint(x, o, "burst", bw, 1, FERRY_RATELIMIT_BURST_MAX, &n)) < 0)
+            return r;
+        rl.burst = (unsigned)n;
+    }
+    *ret = rl;
+    return 0;
+}
+
+static int load_rate_limits(ctx *x, ferryd_config *c, const json_t *l)
+{
+    static const char *const names[] = {"per_address", "per_identity", "max_tracked", NULL};
+    json_t *v;
+    long long n;
+    int r;
+
+    if (!json_is_object(l))
+        return fail(x, l, NULL, "%s must be an object", "rate_limits");
+    if ((r = check_members(x, l, names, "rate_limits")) < 0)
+        return r;
+    if ((v = json_object_get(l, "per_address")) &&
+        (r = load_rate(x, v, "per_address", &c->per_address)) < 0)
+        return r;
+    if ((v = json_object_get(l, "per_identity")) &&
+        (r = load_rate(x, v, "per_identity", &c->per_identity)) < 0)
+        return r;
+    if (json_object_get(l, "max_tracked")) {
+        if ((r = get_uint(x, l, "max_tracked", "rate_limits.max_tracked", 1,
+                          FERRY_RATELIMIT_MAX_KEYS_LIMIT, &n)) < 0)
+            return r;
+        c->max_tracked = (size_t)n;
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int facility;
+} facilities[] = {
+    {"daemon", LOG_DAEMON}, {"auth", LOG_AUTH},     {"authpriv", LOG_AUTHPRIV},
+    {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+    {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+    {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
+};
+
+static int load_log(ctx *x, ferryd_config *c, const json_t *l)
+{
+    static const char *const names[] = {"target", "facility", "ident", NULL};
+    json_t *v;
+    int r;
+
+    if (!json_is_object(l))
+        return fail(x, l, NULL, "%s must be an object", "log");
+    if ((r = check_members(x, l, names, "log")) < 0)
+        return r;
+    if ((v = json_object_get(l, "target"))) {
+        const char *s = json_string_value(v);
+        if (s && strcmp(s, "stderr") == 0)
+            c->log_target = FERRYD_LOG_STDERR;
+        else if (s && strcmp(s, "syslog") == 0)
+            c->log_target = FERRYD_LOG_SYSLOG;
+        else
+            return fail(x, l, "target", "%s must be \"stderr\" or \"syslog\"", "log.target");
+    }
+    if ((v = json_object_get(l, "facility"))) {
+        const char *s = json_string_value(v);
+        size_t i;
+        for (i = 0; s && i < ARRAY_SIZE(facilities); i++)
+            if (strcmp(s, facilities[i].name) == 0)
+                break;
+        if (!s || i == ARRAY_SIZE(facilities))
+            return fail(x, l, "facility",
+                        "%s must be \"daemon\", \"auth\", \"authpriv\" or \"local0\" to "
+                        "\"local7\"",
+                        "log.facility");
+        c->log_facility = facilities[i].facility;
+    }
+    if (json_object_get(l, "ident")) {
+        if ((r = get_string(x, l, "ident", "log.ident", &c->log_ident)) < 0)
+            return r;
+        for (const char *p = c->log_ident; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+                return fail(x, l, "ident", "%s must be letters, digits, '-', '_' or '.'",
+                            "log.ident");
+        if (strlen(c->log_ident) > FERRYD_LOG_IDENT_MAX)
+            return fail(x, l, "ident", "%s must be at most %d bytes", "log.ident",
+                        FERRYD_LOG_IDENT_MAX);
+    }
     return 0;
 }
 
@@ -276,7 +416,7 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
 {
     static const char *const names[] = {
         "listen",   "state_dir", "issuer", "signing_alg", "token", "issuers", "replay_cache_size",
-        "policies", "audit_log", "limits", NULL};
+        "policies", "audit_log", "limits", "rate_limits", "log", NULL};
     _cleanup_free_ char *buf = NULL;
     size_t len = 0;
     json_t *doc = NULL, *v;
@@ -333,6 +473,10 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
     if ((v = json_object_get(doc, "audit_log")) && (r = load_audit(&x, c, v)) < 0)
         goto out;
     if ((v = json_object_get(doc, "limits")) && (r = load_limits(&x, c, v)) < 0)
+        goto out;
+    if ((v = json_object_get(doc, "rate_limits")) && (r = load_rate_limits(&x, c, v)) < 0)
+        goto out;
+    if ((v = json_object_get(doc, "log")) && (r = load_log(&x, c, v)) < 0)
         goto out;
     if ((v = json_object_get(doc, "issuers"))) {
         if (!json_is_array(v)) {
@@ -396,6 +540,7 @@ void ferryd_config_free(ferryd_config *c)
     free(c->client_id);
     free(c->policies_dir);
     free(c->audit_path);
+    free(c->log_ident);
     json_decref(c->trust);
     *c = (ferryd_config){0};
 }

@@ -2,6 +2,7 @@
 #ifndef FERRYD_CONFIGFILE_H
 #define FERRYD_CONFIGFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -19,6 +20,24 @@
 #define FERRYD_DEFAULT_CONNECTIONS_PER_IP 32
 #define FERRYD_DEFAULT_TIMEOUT 30
 #define FERRYD_DEFAULT_DRAIN_TIMEOUT 10
+/* Rate limits (docs/configuration.md): generous enough for one machine's normal use. */
+#define FERRYD_DEFAULT_ADDRESS_RATE 200.0
+#define FERRYD_DEFAULT_ADDRESS_BURST 400
+#define FERRYD_DEFAULT_IDENTITY_RATE 20.0
+#define FERRYD_DEFAULT_IDENTITY_BURST 40
+#define FERRYD_DEFAULT_MAX_TRACKED 65536
+#define FERRYD_DEFAULT_LOG_IDENT "ferryd"
+#define FERRYD_LOG_IDENT_MAX 64
+
+typedef struct ferryd_rate_limit {
+    double rate;    /* requests per second; 0 = off */
+    unsigned burst; /* bucket size */
+} ferryd_rate_limit;
+
+typedef enum ferryd_log_target {
+    FERRYD_LOG_STDERR = 0,
+    FERRYD_LOG_SYSLOG,
+} ferryd_log_target;
 
 typedef struct ferryd_config {
     char *listen[FERRYD_MAX_LISTEN];
@@ -35,6 +54,12 @@ typedef struct ferryd_config {
     unsigned sync_every_records, sync_interval_ms;
     ferryd_httpd_limits limits;
     unsigned drain_timeout_s;
+    bool one_time_subject; /* token.one_time_subject: FERRY_EXCHANGE_ONE_TIME_SUBJECT */
+    ferryd_rate_limit per_address, per_identity; /* rate_limits */
+    size_t max_tracked;                          /* rate_limits.max_tracked, per limiter */
+    ferryd_log_target log_target;                /* log.target */
+    int log_facility;                            /* log.facility: LOG_DAEMON, ... */
+    char *log_ident;                             /* log.ident */
     json_t *trust; /* {"issuers": [...], "replay_cache_size": N} for ferry_oidc_load_config */
 } ferryd_config;
 

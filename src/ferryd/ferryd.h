@@ -11,6 +11,7 @@
 #include "ferry/mint.h"
 #include "ferry/oidc.h"
 #include "ferry/policy.h"
+#include "ferry/ratelimit.h"
 #include "ferryd/configfile.h"
 #include "ferryd/httpd.h"
 #include "ferryd/stats.h"
@@ -23,6 +24,10 @@ typedef struct ferryd {
     ferry_auditlog *log;
     ferry_exchange *exchange;
     ferryd_stats *stats; /* metrics for /metrics (stats.h) */
+    /* Rate limits (configured from config by ferryd_apply_rate_limits; never NULL once
+     * started, off when their rate is 0). per_identity is the exchange's identity_limit. */
+    ferry_ratelimit *per_address;
+    ferry_ratelimit *per_identity;
 
     /* Serialised discovery and JWKS documents, replaced on reload (under lock). */
     pthread_mutex_t lock;
@@ -34,6 +39,11 @@ typedef struct ferryd {
 
 /* Rebuild the cached discovery and JWKS documents from the mint. Returns 0 or negative. */
 int ferryd_refresh_documents(ferryd *d);
+
+/* Create the two rate limiters from d->config (first call) or re-apply the configuration's
+ * rates, bursts and max_tracked to them (later calls, e.g. after SIGHUP re-read the file).
+ * Returns 0, or a negative error with errbuf saying which limiter (the old settings stay). */
+int ferryd_apply_rate_limits(ferryd *d, char *errbuf, size_t errlen);
 
 /* The request handler (ferryd_handler_fn) with d as userdata. */
 void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *resp);

@@ -1,10 +1,53 @@
-/* ferryd/log.c - structured log lines on stderr. */
+/* ferryd/log.c - structured log lines on stderr or to syslog. */
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
 #include <time.h>
 
 #include "ferryd/log.h"
+
+#define IDENT_MAX 64
+
+static atomic_bool use_syslog;
+/* openlog keeps the pointer: the ident lives here. Written only while use_syslog is false. */
+static char syslog_ident[IDENT_MAX + 1];
+
+static int priority_of(const json_t *obj)
+{
+    static const struct {
+        const char *level;
+        int priority;
+    } map[] = {
+        {"critical", LOG_CRIT}, {"error", LOG_ERR}, {"warning", LOG_WARNING},
+        {"notice", LOG_NOTICE}, {"info", LOG_INFO}, {"debug", LOG_DEBUG},
+    };
+    const char *level = json_string_value(json_object_get(obj, "level"));
+    for (size_t i = 0; level && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(level, map[i].level) == 0)
+            return map[i].priority;
+    return LOG_NOTICE;
+}
+
+void ferryd_log_use_syslog(int facility, const char *ident)
+{
+    if (atomic_load(&use_syslog)) {
+        atomic_store(&use_syslog, false);
+        closelog();
+    }
+    snprintf(syslog_ident, sizeof(syslog_ident), "%s", ident && ident[0] ? ident : "ferryd");
+    openlog(syslog_ident, LOG_PID | LOG_NDELAY, facility);
+    atomic_store(&use_syslog, true);
+}
+
+void ferryd_log_use_stderr(void)
+{
+    if (atomic_exchange(&use_syslog, false))
+        closelog();
+}
 
 void ferryd_log_json(json_t *obj)
 {
@@ -12,6 +55,7 @@ void ferryd_log_json(json_t *obj)
     struct tm tm;
     char stamp[40];
     char *line;
+    int priority = LOG_NOTICE;
 
     if (!obj)
         return;
@@ -30,7 +74,15 @@ void ferryd_log_json(json_t *obj)
     } else {
         line = NULL;
     }
+    priority = priority_of(obj);
     json_decref(obj);
+    if (atomic_load(&use_syslog)) {
+        /* The line is ASCII JSON (JSON_ENSURE_ASCII): no control bytes reach syslog. */
+        syslog(priority, "%s",
+               line ? line : "{\"level\":\"error\",\"msg\":\"log line could not be built\"}");
+        free(line);
+        return;
+    }
     if (!line) {
         fputs("{\"level\":\"error\",\"msg\":\"log line could not be built\"}\n", stderr);
         return;

@@ -123,11 +123,15 @@ static void reload(ferryd *d)
         else
             ferryd_log("info", "reload: keys reloaded");
     }
+    if (ferryd_apply_rate_limits(d, err, sizeof(err)) < 0)
+        ferryd_log("error", "reload: %s; keeping the old rate limits", err);
 }
 
 static void teardown(ferryd *d)
 {
     ferry_exchange_free(d->exchange);
+    ferry_ratelimit_free(d->per_address);
+    ferry_ratelimit_free(d->per_identity);
     if (d->log) {
         int r = ferry_auditlog_close(d->log);
         if (r < 0)
@@ -235,6 +239,8 @@ int main(int argc, char **argv)
         ret = 0;
         goto out;
     }
+    if (d.config.log_target == FERRYD_LOG_SYSLOG)
+        ferryd_log_use_syslog(d.config.log_facility, d.config.log_ident);
 
     /* Policies: a set with problems is not served (fail closed). */
     {
@@ -274,11 +280,17 @@ int main(int argc, char **argv)
         ferryd_log("error", "audit log %s: %s", d.config.audit_path, err);
         goto out;
     }
+    if (ferryd_apply_rate_limits(&d, err, sizeof(err)) < 0) {
+        ferryd_log("error", "%s", err);
+        goto out;
+    }
     {
         ferry_exchange_options eo = {
             .default_ttl = d.config.default_ttl,
             .max_ttl = d.config.max_ttl,
             .client_id = d.config.client_id,
+            .flags = d.config.one_time_subject ? FERRY_EXCHANGE_ONE_TIME_SUBJECT : 0,
+            .identity_limit = d.per_identity,
         };
         r = ferry_exchange_new(d.oidc, d.policies, d.mint, d.log, &eo, &d.exchange, err,
                                sizeof(err));

@@ -5,8 +5,11 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <arpa/inet.h>
 
+#include "basic/macro.h"
 #include "basic/mem.h"
+#include "ferry/error.h"
 #include "ferryd/ferryd.h"
 #include "ferryd/log.h"
 
@@ -232,7 +235,8 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     json_decref(doc);
     resp->wipe = true;
     resp->retry_after = er.retry_after;
-    resp->outcome = ferry_exchange_error_name(er.error);
+    resp->outcome = er.error == FERRY_EXCHANGE_SLOW_DOWN ? "rate_limited"
+                                                         : ferry_exchange_error_name(er.error);
     snprintf(resp->reason, sizeof(resp->reason), "%.280s%s%s", er.reason,
              er.jti[0] && r == 0 ? " jti=" : "", r == 0 ? er.jti : "");
     ferry_exchange_response_release(&er);
@@ -300,11 +304,98 @@ static void route_ready(ferryd *d, ferryd_response *resp)
     snprintf(resp->reason, sizeof(resp->reason), "not ready");
 }
 
+/* The per-address limiter's key for a client: "ipv6:" addresses are folded to their /64
+ * (one host or site owns a whole /64, so per-address would otherwise mean per-whatever-it-
+ * likes); everything else ("ipv4:A.B.C.D", "uid:N", "unknown") is used as it is. */
+static size_t address_key(const char *client, char *buf, size_t buflen)
+{
+    struct in6_addr a;
+    char text[INET6_ADDRSTRLEN];
+    size_t n = strlen(client);
+
+    if (strncmp(client, "ipv6:", 5) == 0 && n - 5 < sizeof(text)) {
+        memcpy(text, client + 5, n - 5 + 1);
+        if (inet_pton(AF_INET6, text, &a) == 1 && buflen >= 5 + 8) {
+            memcpy(buf, "ipv6/", 5);
+            memcpy(buf + 5, a.s6_addr, 8);
+            return 5 + 8;
+        }
+    }
+    if (n > buflen)
+        n = buflen;
+    memcpy(buf, client, n);
+    return n;
+}
+
+/* Checked before anything of the request is parsed (no body decoding, no crypto). Returns true
+ * when the request may go on; otherwise resp holds the 429. */
+static bool address_allowed(ferryd *d, const ferryd_request *req, ferryd_response *resp)
+{
+    char key[128];
+    int64_t retry = 0;
+    size_t n;
+    char desc[96];
+    int r;
+
+    if (!d->per_address)
+        return true;
+    n = address_key(req->client ? req->client : "unknown", key, sizeof(key));
+    r = ferry_ratelimit_check(d->per_address, key, n, &retry);
+    if (r == 0)
+        return true;
+    if (r != -FERRY_EREFUSED)
+        return true; /* only -EINVAL, which cannot happen here: never a reason to refuse */
+    snprintf(desc, sizeof(desc), "too many requests; retry after %lld seconds", (long long)retry);
+    set_error(resp, 429, "slow_down", desc, "rate limited: per-address limit");
+    resp->no_store = true;
+    resp->retry_after = retry;
+    resp->outcome = "rate_limited";
+    snprintf(resp->reason, sizeof(resp->reason), "rate limited: per-address limit for %.100s",
+             req->client ? req->client : "unknown");
+    return false;
+}
+
+int ferryd_apply_rate_limits(ferryd *d, char *errbuf, size_t errlen)
+{
+    struct {
+        const char *name;
+        ferry_ratelimit **rl;
+        const ferryd_rate_limit *cfg;
+    } lims[] = {
+        {"rate_limits.per_address", &d->per_address, &d->config.per_address},
+        {"rate_limits.per_identity", &d->per_identity, &d->config.per_identity},
+    };
+    int r;
+
+    for (size_t i = 0; i < ARRAY_SIZE(lims); i++) {
+        if (!*lims[i].rl) {
+            ferry_ratelimit_options o = {
+                .rate = lims[i].cfg->rate,
+                .burst = lims[i].cfg->burst,
+                .max_keys = d->config.max_tracked,
+            };
+            r = ferry_ratelimit_new(&o, lims[i].rl);
+        } else {
+            r = ferry_ratelimit_configure(*lims[i].rl, lims[i].cfg->rate, lims[i].cfg->burst,
+                                          d->config.max_tracked);
+        }
+        if (r < 0) {
+            snprintf(errbuf, errlen, "%s: %s", lims[i].name, ferry_strerror(r));
+            return r;
+        }
+    }
+    return 0;
+}
+
 void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *resp)
 {
     ferryd *d = userdata;
     const char *p = req->path;
 
+    /* Probes and metrics are never limited: an orchestrator must always see the state. */
+    if (strcmp(p, "/healthz") != 0 && strcmp(p, "/readyz") != 0 && strcmp(p, "/metrics") != 0 &&
+        !address_allowed(d, req, resp))
+        return;
     if (strcmp(p, "/v1/token") == 0) {
         route_token(d, req, resp);
     } else if (strcmp(p, "/.well-known/openid-configuration") == 0) {

@@ -176,7 +176,9 @@ def body(tap):
             "state_dir": state,
             "issuer": me,
             "signing_alg": "ES256",
-            "token": {"default_ttl": 300, "max_ttl": 900},
+            # One subject token serves many of the cases below, so it is not one-time here;
+            # one-time use (the default) is tested in test_ferryd_limits.py.
+            "token": {"default_ttl": 300, "max_ttl": 900, "one_time_subject": False},
             "policies": pol,
             "audit_log": {"path": audit, "checkpoint_every": 5, "sync": "always"},
             "limits": {"max_body": 65536, "timeout": 10, "drain_timeout": 5},

@@ -3,12 +3,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
 
 #include "ferryd/configfile.h"
 #include "ferryd/ferryd.h"
+#include "ferryd/httpd.h"
 
 static int decode(const char *body, ferry_exchange_param **p, size_t *n, char **buf)
 {
@@ -111,7 +113,177 @@ Test(config, defaults_without_a_file)
     cr_assert_str_eq(c.policies_dir, FERRY_SYSCONFDIR "/policies");
     cr_assert_str_eq(c.audit_path, FERRY_STATEDIR "/audit.log");
     cr_assert_eq(c.limits.max_body, 65536);
+    cr_assert(c.one_time_subject, "one-time subject tokens by default (C7)");
+    cr_assert_float_eq(c.per_address.rate, 200.0, 1e-9);
+    cr_assert_eq(c.per_address.burst, 400);
+    cr_assert_float_eq(c.per_identity.rate, 20.0, 1e-9);
+    cr_assert_eq(c.per_identity.burst, 40);
+    cr_assert_eq(c.max_tracked, 65536);
+    cr_assert_eq(c.log_target, FERRYD_LOG_STDERR);
+    cr_assert_eq(c.log_facility, LOG_DAEMON);
+    cr_assert_str_eq(c.log_ident, "ferryd");
     ferryd_config_free(&c);
+}
+
+Test(config, rate_limits_log_and_one_time_subject)
+{
+    ferryd_config c;
+    char err[256] = "";
+
+    cr_assert_eq(load("{\"rate_limits\": {\"per_address\": {\"rate\": 0.5, \"burst\": 3},\n"
+                      "   \"per_identity\": {\"rate\": 0}, \"max_tracked\": 1000},\n"
+                      " \"log\": {\"target\": \"syslog\", \"facility\": \"authpriv\",\n"
+                      "   \"ident\": \"ferryd-test\"},\n"
+                      " \"token\": {\"one_time_subject\": false}}",
+                      &c, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_float_eq(c.per_address.rate, 0.5, 1e-12);
+    cr_assert_eq(c.per_address.burst, 3);
+    cr_assert_float_eq(c.per_identity.rate, 0.0, 1e-12);
+    cr_assert_eq(c.max_tracked, 1000);
+    cr_assert_eq(c.log_target, FERRYD_LOG_SYSLOG);
+    cr_assert_eq(c.log_facility, LOG_AUTHPRIV);
+    cr_assert_str_eq(c.log_ident, "ferryd-test");
+    cr_assert(!c.one_time_subject);
+    ferryd_config_free(&c);
+
+    /* A rate without a burst gets twice the rate (at least 1); local0..local7. */
+    cr_assert_eq(load("{\"rate_limits\": {\"per_identity\": {\"rate\": 2.5}},"
+                      " \"log\": {\"facility\": \"local7\", \"target\": \"stderr\"}}",
+                      &c, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(c.per_identity.burst, 5);
+    cr_assert_eq(c.per_address.burst, 400, "untouched");
+    cr_assert_eq(c.log_facility, LOG_LOCAL7);
+    cr_assert_eq(c.log_target, FERRYD_LOG_STDERR);
+    ferryd_config_free(&c);
+    cr_assert_eq(load("{\"rate_limits\": {\"per_identity\": {\"rate\": 0.1}}}", &c, err,
+                      sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(c.per_identity.burst, 1);
+    ferryd_config_free(&c);
+}
+
+/* ---- the per-address limit in front of every route ----------------------------------------- */
+
+static uint64_t g_ns = UINT64_C(5000000000);
+static uint64_t ns_clock(void *data)
+{
+    (void)data;
+    return g_ns;
+}
+
+static void route(ferryd *d, const char *method, const char *path, const char *client,
+                  ferryd_response *resp)
+{
+    ferryd_request req = {
+        .method = method, .path = path, .client = client, .body = "", .body_len = 0};
+    memset(resp, 0, sizeof(*resp));
+    ferryd_route(d, &req, resp);
+}
+
+static void release(ferryd_response *resp)
+{
+    free(resp->body);
+    memset(resp, 0, sizeof(*resp));
+}
+
+Test(limits, the_per_address_limit_answers_429_before_the_route)
+{
+    ferryd d = {0};
+    ferryd_response resp;
+    ferry_ratelimit_options o = {.rate = 0.5, .burst = 2, .clock = ns_clock};
+    json_t *body;
+
+    cr_assert_eq(ferry_ratelimit_new(&o, &d.per_address), 0);
+    /* GET on the token endpoint is refused by the route itself (405) without touching the
+     * exchange: it shows that the request got through the limit. */
+    for (int i = 0; i < 2; i++) {
+        route(&d, "GET", "/v1/token", "ipv4:192.0.2.7", &resp);
+        cr_assert_eq(resp.status, 405);
+        release(&resp);
+    }
+    route(&d, "GET", "/v1/token", "ipv4:192.0.2.7", &resp);
+    cr_assert_eq(resp.status, 429);
+    cr_assert_eq(resp.retry_after, 2);
+    cr_assert(resp.no_store);
+    cr_assert_str_eq(resp.outcome, "rate_limited");
+    cr_assert_str_eq(resp.content_type, "application/json");
+    cr_assert_not_null(strstr(resp.reason, "per-address"));
+    body = json_loadb(resp.body, resp.body_len, 0, NULL);
+    cr_assert_not_null(body);
+    cr_assert_str_eq(json_string_value(json_object_get(body, "error")), "slow_down");
+    cr_assert_str_eq(json_string_value(json_object_get(body, "error_description")),
+                     "too many requests; retry after 2 seconds");
+    json_decref(body);
+    release(&resp);
+    /* every other path is limited too, before it is looked at (404 would be the answer) */
+    route(&d, "GET", "/nope", "ipv4:192.0.2.7", &resp);
+    cr_assert_eq(resp.status, 429);
+    release(&resp);
+    /* probes and metrics never are */
+    route(&d, "GET", "/healthz", "ipv4:192.0.2.7", &resp);
+    cr_assert_eq(resp.status, 200);
+    release(&resp);
+    /* another client has its own budget; so has a unix-socket peer */
+    route(&d, "GET", "/v1/token", "ipv4:192.0.2.8", &resp);
+    cr_assert_eq(resp.status, 405);
+    release(&resp);
+    route(&d, "GET", "/v1/token", "uid:1000", &resp);
+    cr_assert_eq(resp.status, 405);
+    release(&resp);
+    /* after the wait the client is served again */
+    g_ns += UINT64_C(2000000000);
+    route(&d, "GET", "/v1/token", "ipv4:192.0.2.7", &resp);
+    cr_assert_eq(resp.status, 405);
+    release(&resp);
+    ferry_ratelimit_free(d.per_address);
+}
+
+Test(limits, ipv6_clients_share_their_64)
+{
+    ferryd d = {0};
+    ferryd_response resp;
+    ferry_ratelimit_options o = {.rate = 0.5, .burst = 1, .clock = ns_clock};
+
+    cr_assert_eq(ferry_ratelimit_new(&o, &d.per_address), 0);
+    route(&d, "GET", "/v1/token", "ipv6:2001:db8:1:2::1", &resp);
+    cr_assert_eq(resp.status, 405);
+    release(&resp);
+    route(&d, "GET", "/v1/token", "ipv6:2001:db8:1:2:ffff::9", &resp);
+    cr_assert_eq(resp.status, 429, "same /64");
+    release(&resp);
+    route(&d, "GET", "/v1/token", "ipv6:2001:db8:1:3::1", &resp);
+    cr_assert_eq(resp.status, 405, "another /64");
+    release(&resp);
+    ferry_ratelimit_free(d.per_address);
+}
+
+Test(limits, apply_creates_then_reconfigures)
+{
+    ferryd d = {0};
+    char err[256] = "";
+
+    cr_assert_eq(ferryd_config_init(&d.config), 0);
+    cr_assert_eq(ferryd_apply_rate_limits(&d, err, sizeof(err)), 0, "%s", err);
+    cr_assert_not_null(d.per_address);
+    cr_assert_not_null(d.per_identity);
+    cr_assert(ferry_ratelimit_enabled(d.per_address));
+    ferry_ratelimit *before = d.per_address;
+    d.config.per_address.rate = 0;
+    d.config.per_identity = (ferryd_rate_limit){7, 9};
+    cr_assert_eq(ferryd_apply_rate_limits(&d, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(d.per_address, before, "the same object, reconfigured");
+    cr_assert(!ferry_ratelimit_enabled(d.per_address));
+    ferry_ratelimit_stats st;
+    cr_assert_eq(ferry_ratelimit_get_stats(d.per_identity, &st), 0);
+    cr_assert_eq(st.burst, 9);
+    d.config.per_identity.rate = -1;
+    cr_assert_eq(ferryd_apply_rate_limits(&d, err, sizeof(err)), -EINVAL);
+    cr_assert_not_null(strstr(err, "rate_limits.per_identity"), "%s", err);
+    ferry_ratelimit_free(d.per_address);
+    ferry_ratelimit_free(d.per_identity);
+    ferryd_config_free(&d.config);
 }
 
 Test(config, a_full_file)
@@ -159,6 +331,22 @@ Test(config, errors_name_the_line)
         {"{\"a\": 1, \"a\": 2}", ":1:"},
         {"[1]", "must be a JSON object"},
         {"{\"issuers\": {}}", "issuers must be an array"},
+        {"{\"rate_limits\": {\n \"per_adress\": {}}}", ":2: unknown member \"per_adress\" in rate_limits"},
+        {"{\"rate_limits\": {\"per_address\": {\n \"rate\": 1, \"bust\": 2}}}",
+         ":2: unknown member \"bust\" in rate_limits.per_address"},
+        {"{\"rate_limits\": {\"per_address\": {\"rate\": -1}}}",
+         "rate_limits.per_address.rate must be a number"},
+        {"{\"rate_limits\": {\"per_identity\": {\"rate\": \"5\"}}}",
+         "rate_limits.per_identity.rate must be a number"},
+        {"{\"rate_limits\": {\"per_identity\": {\"burst\": 0}}}",
+         "rate_limits.per_identity.burst must be an integer from 1"},
+        {"{\"rate_limits\": {\"max_tracked\": 0}}", "rate_limits.max_tracked must be an integer"},
+        {"{\"rate_limits\": []}", "rate_limits must be an object"},
+        {"{\"log\": {\"target\": \"file\"}}", "log.target must be"},
+        {"{\"log\": {\"facility\": \"local8\"}}", "log.facility must be"},
+        {"{\"log\": {\"ident\": \"a b\"}}", "log.ident must be"},
+        {"{\"log\": {\n\n \"level\": \"debug\"}}", ":3: unknown member \"level\" in log"},
+        {"{\"token\": {\"one_time_subject\": 1}}", "token.one_time_subject must be true or false"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ferryd_config c;
