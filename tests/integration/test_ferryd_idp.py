@@ -177,6 +177,11 @@ def run(tap, peer, d):
         "issuer": me,
         "signing_alg": "ES256",
         "policies": pol,
+        # Tokens of a retired or cached key are exchanged again and again, and the flow runs
+        # faster than the per-identity default: neither one-time subjects nor rate limits
+        # (test_ferryd_limits.py's subject) may refuse them here.
+        "token": {"one_time_subject": False},
+        "rate_limits": {"per_address": {"rate": 0}, "per_identity": {"rate": 0}},
         "audit_log": {"path": audit, "checkpoint_every": 50, "sync": "always"},
         "limits": {"timeout": 10, "drain_timeout": 5},
         "issuers": [{"issuer": peer.issuer, "audiences": [RESOURCE], "discovery": True,
