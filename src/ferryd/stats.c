@@ -25,9 +25,10 @@ static const char *const endpoints[] = {
  * connection ended before an answer) as "0". */
 #define STATUS_SLOTS 600
 
-/* Outcomes besides the exchange's error names (ferry_exchange_error_name): the rate limiter's,
- * and "other" for a label this table does not know (never created from the label itself). */
-#define N_OUTCOMES (FERRY_EXCHANGE_ERROR_MAX + 2)
+/* Outcomes: the exchange's error names (ferry_exchange_error_name) except slow_down, which the
+ * token route reports as "rate_limited" (for both limiters), then "rate_limited", then "other"
+ * for a label this table does not know (never created from the label itself). */
+#define N_OUTCOMES (FERRY_EXCHANGE_ERROR_MAX + 1)
 
 /* Request duration buckets, seconds: sub-millisecond to 10 s. */
 static const double duration_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -56,7 +57,10 @@ struct ferryd_stats {
     ferry_metric *verify_accepted, *verify_refused, *reloads, *reload_failures;
     ferry_metric *refusals[FERRY_REASON_MAX];
     ferry_metric_family *i_jwks, *i_jwks_fail, *i_disc, *i_disc_fail, *i_keys, *i_state;
+    ferry_metric *rl_tracked[2], *rl_max[2], *rl_refused[2], *rl_evicted[2]; /* address, identity */
 };
+
+static const char *const limiters[] = {"address", "identity"};
 
 typedef struct family_def {
     ferry_metric_family **fam; /* where to keep the family, or NULL */
@@ -97,7 +101,8 @@ static int declare(ferryd_stats *s, const family_def *d, char *errbuf, size_t er
 int ferryd_stats_new(ferryd_stats **ret, char *errbuf, size_t errlen)
 {
     ferryd_stats *s = calloc(1, sizeof(*s));
-    ferry_metric_family *duration = NULL, *decisions = NULL, *refusals = NULL, *build_info = NULL;
+    ferry_metric_family *duration = NULL, *decisions = NULL, *refusals = NULL, *build_info = NULL,
+                        *rl_tracked = NULL, *rl_max = NULL, *rl_refused = NULL, *rl_evicted = NULL;
     int r;
 
     if (!s)
@@ -190,6 +195,16 @@ int ferryd_stats_new(ferryd_stats **ret, char *errbuf, size_t errlen)
          "1 for the state the issuer's key set is in (static, unloaded, fresh, stale, failed), "
          "0 for the others.",
          {"issuer", "state"}, MAX_ISSUER_SERIES * 5},
+        {&rl_tracked, NULL, FERRY_METRIC_GAUGE, "ferryd_ratelimit_tracked_keys",
+         "Keys (client addresses or identities) the rate limiter tracks now.", {"limiter", NULL},
+         2},
+        {&rl_max, NULL, FERRY_METRIC_GAUGE, "ferryd_ratelimit_max_keys",
+         "Keys the rate limiter tracks at most.", {"limiter", NULL}, 2},
+        {&rl_refused, NULL, FERRY_METRIC_COUNTER, "ferryd_ratelimit_refused_total",
+         "Requests the rate limiter refused.", {"limiter", NULL}, 2},
+        {&rl_evicted, NULL, FERRY_METRIC_COUNTER, "ferryd_ratelimit_evicted_total",
+         "Partly used buckets evicted for a new key because the table was full.",
+         {"limiter", NULL}, 2},
     };
     for (size_t i = 0; i < ARRAY_SIZE(defs); i++) {
         r = declare(s, &defs[i], errbuf, errlen);
@@ -204,11 +219,13 @@ int ferryd_stats_new(ferryd_stats **ret, char *errbuf, size_t errlen)
         if (r < 0)
             goto fail_series;
     }
-    for (size_t o = 0; o < N_OUTCOMES; o++) {
-        const char *name = o < FERRY_EXCHANGE_ERROR_MAX
-                               ? ferry_exchange_error_name((ferry_exchange_error)o)
-                           : o == FERRY_EXCHANGE_ERROR_MAX ? "rate_limited"
-                                                           : "other";
+    for (size_t o = 0, e = 0; o < N_OUTCOMES; o++, e++) {
+        if (e == FERRY_EXCHANGE_SLOW_DOWN)
+            e++;
+        const char *name = e < FERRY_EXCHANGE_ERROR_MAX
+                               ? ferry_exchange_error_name((ferry_exchange_error)e)
+                           : o == N_OUTCOMES - 2 ? "rate_limited"
+                                                 : "other";
         s->outcome_name[o] = name;
         r = ferry_metric_family_get(decisions, (const char *const[]){name}, &s->decisions[o]);
         if (r < 0)
@@ -219,6 +236,14 @@ int ferryd_stats_new(ferryd_stats **ret, char *errbuf, size_t errlen)
                                     (const char *const[]){ferry_reason_name((ferry_reason)k)},
                                     &s->refusals[k]);
         if (r < 0)
+            goto fail_series;
+    }
+    for (size_t l = 0; l < 2; l++) {
+        const char *const v[] = {limiters[l]};
+        if ((r = ferry_metric_family_get(rl_tracked, v, &s->rl_tracked[l])) < 0 ||
+            (r = ferry_metric_family_get(rl_max, v, &s->rl_max[l])) < 0 ||
+            (r = ferry_metric_family_get(rl_refused, v, &s->rl_refused[l])) < 0 ||
+            (r = ferry_metric_family_get(rl_evicted, v, &s->rl_evicted[l])) < 0)
             goto fail_series;
     }
     r = ferry_metric_family_get(build_info, (const char *const[]){PACKAGE_VERSION},
@@ -357,6 +382,15 @@ static void refresh(ferryd_stats *s, ferryd *d)
         ferry_policy_set *set = ferry_policy_store_get(d->policies);
         ferry_metric_set_scaled(s->policies, set ? (int64_t)ferry_policy_set_count(set) : 0);
         ferry_policy_set_unref(set);
+    }
+    for (size_t l = 0; l < 2; l++) {
+        ferry_ratelimit_stats rs;
+        if (ferry_ratelimit_get_stats(l == 0 ? d->per_address : d->per_identity, &rs) == 0) {
+            ferry_metric_set_scaled(s->rl_tracked[l], (int64_t)rs.tracked);
+            ferry_metric_set_scaled(s->rl_max[l], (int64_t)rs.max_keys);
+            ferry_metric_set_scaled(s->rl_refused[l], (int64_t)rs.refused);
+            ferry_metric_set_scaled(s->rl_evicted[l], (int64_t)rs.evicted);
+        }
     }
     if (d->log)
         ferry_metric_set_scaled(s->audit_seq, (int64_t)ferry_auditlog_last_seq(d->log));
