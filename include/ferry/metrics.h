@@ -85,8 +85,7 @@ int ferry_metrics_add(ferry_metrics *m, const ferry_metric_desc *desc,
  * FERRY_METRICS_MAX_VALUE bytes without NUL. Lookup takes no lock; creation takes the family's
  * mutex. Returns 0; -EINVAL (a bad value); -FERRY_EFULL (the family holds max_series series and
  * this is a new combination); -ENOMEM. */
-int ferry_metric_family_get(ferry_metric_family *f, const char *const *values,
-                            ferry_metric **ret);
+int ferry_metric_family_get(ferry_metric_family *f, const char *const *values, ferry_metric **ret);
 
 /* How many series the family holds now. */
 size_t ferry_metric_family_size(const ferry_metric_family *f);

@@ -46,13 +46,13 @@ struct ferry_metric_family {
     char **labels;
     size_t n_labels;
     size_t max_series;
-    double *bounds;          /* as declared, for the le label */
-    int64_t *bounds_scaled;  /* compared with observations */
+    double *bounds;         /* as declared, for the le label */
+    int64_t *bounds_scaled; /* compared with observations */
     size_t n_buckets;
     uint64_t scale;
-    unsigned scale_digits;   /* scale = 10^scale_digits */
-    pthread_mutex_t lock;    /* serialises series creation */
-    ferry_metric **series;   /* max_series slots */
+    unsigned scale_digits; /* scale = 10^scale_digits */
+    pthread_mutex_t lock;  /* serialises series creation */
+    ferry_metric **series; /* max_series slots */
     atomic_size_t n_series;
 };
 
@@ -112,8 +112,8 @@ static bool name_ok(const char *s, bool colon)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                     (colon && c == ':');
+        bool alpha =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon && c == ':');
         if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
             return false;
     }
@@ -152,8 +152,10 @@ static int check_desc(const ferry_metric_desc *d, uint64_t *ret_scale, unsigned 
     unsigned digits = 0;
 
     if (!name_ok(name, true))
-        return bad(errbuf, errlen, "metric name \"%.*s\": want [a-zA-Z_:][a-zA-Z0-9_:]*, at most "
-                   "%d bytes", 160, name ? name : "", FERRY_METRICS_MAX_NAME);
+        return bad(errbuf, errlen,
+                   "metric name \"%.*s\": want [a-zA-Z_:][a-zA-Z0-9_:]*, at most "
+                   "%d bytes",
+                   160, name ? name : "", FERRY_METRICS_MAX_NAME);
     if (d->type != FERRY_METRIC_COUNTER && d->type != FERRY_METRIC_GAUGE &&
         d->type != FERRY_METRIC_HISTOGRAM)
         return bad(errbuf, errlen, "%s: unknown metric type %d", name, (int)d->type);
@@ -166,8 +168,10 @@ static int check_desc(const ferry_metric_desc *d, uint64_t *ret_scale, unsigned 
     for (size_t i = 0; i < d->n_labels; i++) {
         const char *l = d->labels[i];
         if (!name_ok(l, false) || strncmp(l, "__", 2) == 0)
-            return bad(errbuf, errlen, "%s: label name \"%.*s\": want [a-zA-Z_][a-zA-Z0-9_]*, not "
-                       "starting with __", name, 160, l ? l : "");
+            return bad(errbuf, errlen,
+                       "%s: label name \"%.*s\": want [a-zA-Z_][a-zA-Z0-9_]*, not "
+                       "starting with __",
+                       name, 160, l ? l : "");
         if (d->type == FERRY_METRIC_HISTOGRAM && strcmp(l, "le") == 0)
             return bad(errbuf, errlen, "%s: a histogram cannot have a label named le", name);
         for (size_t j = 0; j < i; j++)
@@ -181,8 +185,7 @@ static int check_desc(const ferry_metric_desc *d, uint64_t *ret_scale, unsigned 
     scale = d->scale ? d->scale : d->type == FERRY_METRIC_HISTOGRAM ? HISTOGRAM_DEFAULT_SCALE : 1;
     for (uint64_t s = scale; s > 1; s /= 10, digits++)
         if (s % 10 != 0)
-            return bad(errbuf, errlen, "%s: scale %" PRIu64 " is not a power of ten", name,
-                       scale);
+            return bad(errbuf, errlen, "%s: scale %" PRIu64 " is not a power of ten", name, scale);
     if (digits > MAX_SCALE_DIGITS)
         return bad(errbuf, errlen, "%s: scale over 10^%d", name, MAX_SCALE_DIGITS);
 
@@ -193,11 +196,15 @@ static int check_desc(const ferry_metric_desc *d, uint64_t *ret_scale, unsigned 
         for (size_t i = 0; i < d->n_buckets; i++) {
             double b = d->buckets[i];
             if (!isfinite(b) || (b < 0 ? -b : b) * (double)scale >= 4.6e18)
-                return bad(errbuf, errlen, "%s: bucket bound %zu is not finite or too large "
-                           "for the scale", name, i);
+                return bad(errbuf, errlen,
+                           "%s: bucket bound %zu is not finite or too large "
+                           "for the scale",
+                           name, i);
             if (i > 0 && to_scaled(b, scale) <= to_scaled(d->buckets[i - 1], scale))
-                return bad(errbuf, errlen, "%s: bucket bounds must increase by at least 1/scale "
-                           "(bound %zu)", name, i);
+                return bad(errbuf, errlen,
+                           "%s: bucket bounds must increase by at least 1/scale "
+                           "(bound %zu)",
+                           name, i);
         }
     } else if (d->n_buckets || d->buckets) {
         return bad(errbuf, errlen, "%s: only a histogram has buckets", name);
@@ -402,8 +409,7 @@ FERRY_EXPORT void ferry_metric_add(ferry_metric *s, int64_t n)
     if (s->family->type == FERRY_METRIC_COUNTER && n >= 0)
         atomic_fetch_add_explicit(&s->count, (uint64_t)n, memory_order_relaxed);
     else if (s->family->type == FERRY_METRIC_GAUGE)
-        atomic_fetch_add_explicit(&s->value, n * (int64_t)s->family->scale,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->value, n * (int64_t)s->family->scale, memory_order_relaxed);
 }
 
 FERRY_EXPORT void ferry_metric_set(ferry_metric *s, double v)
@@ -602,8 +608,8 @@ static int render_histogram(ferry_buf *b, const ferry_metric *s)
             return r;
     }
     if ((r = put_sample_start(b, s, "_sum", NULL)) < 0 ||
-        (r = put_fixed(b, atomic_load_explicit(&s->value, memory_order_relaxed),
-                       f->scale_digits)) < 0 ||
+        (r = put_fixed(b, atomic_load_explicit(&s->value, memory_order_relaxed), f->scale_digits)) <
+            0 ||
         (r = put(b, "\n")) < 0 || (r = put_sample_start(b, s, "_count", NULL)) < 0 ||
         (r = put_u64(b, cum)) < 0)
         return r;

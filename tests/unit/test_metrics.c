@@ -54,11 +54,11 @@ static char *render(ferry_metrics *m)
     return text;
 }
 
-#define ASSERT_TEXT(m, want)                                                                   \
-    do {                                                                                       \
-        char *got_ = render(m);                                                                \
-        cr_assert_str_eq(got_, want, "rendered:\n%s\nwanted:\n%s", got_, want);               \
-        free(got_);                                                                            \
+#define ASSERT_TEXT(m, want)                                                                       \
+    do {                                                                                           \
+        char *got_ = render(m);                                                                    \
+        cr_assert_str_eq(got_, want, "rendered:\n%s\nwanted:\n%s", got_, want);                    \
+        free(got_);                                                                                \
     } while (0)
 
 Test(metrics, small_registry_renders_exactly)
@@ -198,15 +198,15 @@ Test(metrics, bucket_boundaries)
                                         .n_buckets = 4,
                                     });
     ferry_metric *h = get(f, NULL);
-    ferry_metric_observe(h, -1);        /* below the first bound: first bucket */
-    ferry_metric_observe(h, 0.0005);    /* equal: that bucket */
+    ferry_metric_observe(h, -1);            /* below the first bound: first bucket */
+    ferry_metric_observe(h, 0.0005);        /* equal: that bucket */
     ferry_metric_observe_scaled(h, 500001); /* 1 ns above: the next */
-    ferry_metric_observe(h, 0.001);     /* equal */
-    ferry_metric_observe(h, 0.005);     /* equal */
-    ferry_metric_observe(h, 10);        /* equal to the last bound */
-    ferry_metric_observe(h, 10.000000001); /* past the last: +Inf only */
-    ferry_metric_observe(h, 1.0 / 0.0);    /* +Inf: +Inf bucket, sum saturates */
-    ferry_metric_observe(h, 0.0 / 0.0);    /* NaN: ignored */
+    ferry_metric_observe(h, 0.001);         /* equal */
+    ferry_metric_observe(h, 0.005);         /* equal */
+    ferry_metric_observe(h, 10);            /* equal to the last bound */
+    ferry_metric_observe(h, 10.000000001);  /* past the last: +Inf only */
+    ferry_metric_observe(h, 1.0 / 0.0);     /* +Inf: +Inf bucket, sum saturates */
+    ferry_metric_observe(h, 0.0 / 0.0);     /* NaN: ignored */
     char *t = render(m);
     cr_assert(strstr(t, "t_latency_seconds_bucket{le=\"0.0005\"} 2\n"), "%s", t);
     cr_assert(strstr(t, "t_latency_seconds_bucket{le=\"0.001\"} 4\n"), "%s", t);
@@ -243,7 +243,7 @@ Test(metrics, fixed_point_gauges_and_counter_mirroring)
     ferry_metric_set(cs, 41);
     ferry_metric_add(cs, -5); /* a counter never goes down */
     ferry_metric_inc(cs);
-    ferry_metric_set(cs, 1.5); /* not a whole number: ignored */
+    ferry_metric_set(cs, 1.5);   /* not a whole number: ignored */
     ferry_metric_observe(cs, 3); /* not a histogram: ignored */
     ASSERT_TEXT(m, "# HELP t_ratio x\n# TYPE t_ratio gauge\nt_ratio 2.5\n"
                    "# HELP t_mirrored_total x\n# TYPE t_mirrored_total counter\n"
@@ -365,26 +365,45 @@ Test(metrics, bad_declarations_are_refused)
         {{.type = FERRY_METRIC_COUNTER, .name = "t_a", .help = "\xff"}, "help"},
         {{.type = FERRY_METRIC_COUNTER, .name = "t_a", .help = "x", .labels = dash, .n_labels = 1},
          "label name"},
-        {{.type = FERRY_METRIC_COUNTER, .name = "t_a", .help = "x", .labels = dunder,
+        {{.type = FERRY_METRIC_COUNTER,
+          .name = "t_a",
+          .help = "x",
+          .labels = dunder,
           .n_labels = 1},
          "label name"},
-        {{.type = FERRY_METRIC_COUNTER, .name = "t_a", .help = "x", .labels = twice,
-          .n_labels = 2},
+        {{.type = FERRY_METRIC_COUNTER, .name = "t_a", .help = "x", .labels = twice, .n_labels = 2},
          "twice"},
-        {{.type = FERRY_METRIC_HISTOGRAM, .name = "t_a", .help = "x", .labels = le, .n_labels = 1,
-          .buckets = inc, .n_buckets = 2},
+        {{.type = FERRY_METRIC_HISTOGRAM,
+          .name = "t_a",
+          .help = "x",
+          .labels = le,
+          .n_labels = 1,
+          .buckets = inc,
+          .n_buckets = 2},
          "le"},
         {{.type = FERRY_METRIC_HISTOGRAM, .name = "t_a", .help = "x"}, "bucket"},
-        {{.type = FERRY_METRIC_HISTOGRAM, .name = "t_a", .help = "x", .buckets = dec,
+        {{.type = FERRY_METRIC_HISTOGRAM,
+          .name = "t_a",
+          .help = "x",
+          .buckets = dec,
           .n_buckets = 2},
          "increase"},
-        {{.type = FERRY_METRIC_HISTOGRAM, .name = "t_a", .help = "x", .buckets = same,
+        {{.type = FERRY_METRIC_HISTOGRAM,
+          .name = "t_a",
+          .help = "x",
+          .buckets = same,
           .n_buckets = 2},
          "increase"},
-        {{.type = FERRY_METRIC_HISTOGRAM, .name = "t_a", .help = "x", .buckets = inf,
+        {{.type = FERRY_METRIC_HISTOGRAM,
+          .name = "t_a",
+          .help = "x",
+          .buckets = inf,
           .n_buckets = 2},
          "finite"},
-        {{.type = FERRY_METRIC_HISTOGRAM, .name = "t_a", .help = "x", .buckets = inc,
+        {{.type = FERRY_METRIC_HISTOGRAM,
+          .name = "t_a",
+          .help = "x",
+          .buckets = inc,
           .n_buckets = FERRY_METRICS_MAX_BUCKETS + 1},
          "bucket"},
         {{.type = FERRY_METRIC_GAUGE, .name = "t_a", .help = "x", .buckets = inc, .n_buckets = 2},
@@ -393,10 +412,17 @@ Test(metrics, bad_declarations_are_refused)
         {{.type = FERRY_METRIC_GAUGE, .name = "t_a", .help = "x", .scale = 10000000000ULL},
          "scale"},
         {{.type = FERRY_METRIC_GAUGE, .name = "t_a", .help = "x", .max_series = 2}, "max_series"},
-        {{.type = FERRY_METRIC_GAUGE, .name = "t_a", .help = "x", .labels = twice, .n_labels = 1,
+        {{.type = FERRY_METRIC_GAUGE,
+          .name = "t_a",
+          .help = "x",
+          .labels = twice,
+          .n_labels = 1,
           .max_series = FERRY_METRICS_MAX_SERIES + 1},
          "max_series"},
-        {{.type = FERRY_METRIC_GAUGE, .name = "t_a", .help = "x", .labels = twice,
+        {{.type = FERRY_METRIC_GAUGE,
+          .name = "t_a",
+          .help = "x",
+          .labels = twice,
           .n_labels = FERRY_METRICS_MAX_LABELS + 1},
          "label"},
     };
@@ -414,8 +440,8 @@ Test(metrics, bad_declarations_are_refused)
     for (int i = 0; i <= FERRY_METRICS_MAX_FAMILIES && r == 0; i++) {
         char name[32];
         snprintf(name, sizeof(name), "t_%d", i);
-        r = try_add(many, &(ferry_metric_desc){.type = FERRY_METRIC_GAUGE, .name = name,
-                                               .help = "x"},
+        r = try_add(many,
+                    &(ferry_metric_desc){.type = FERRY_METRIC_GAUGE, .name = name, .help = "x"},
                     err, sizeof(err));
         if (i < FERRY_METRICS_MAX_FAMILIES)
             cr_assert_eq(r, 0);
@@ -526,8 +552,8 @@ Test(metrics, concurrent_updates_give_exact_totals)
 Test(metrics, update_cost)
 {
     ferry_metrics *m = reg();
-    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                    0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+    static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
     ferry_metric_family *c = add(m, &(ferry_metric_desc){
                                         .type = FERRY_METRIC_COUNTER,
                                         .name = "t_total",
