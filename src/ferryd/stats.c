@@ -23,6 +23,15 @@ static const char *const endpoints[] = {
     "other",
 };
 #define N_ENDPOINTS (sizeof(endpoints) / sizeof(endpoints[0]))
+static const size_t endpoint_len[N_ENDPOINTS] = {
+    sizeof("/v1/token") - 1,
+    sizeof("/.well-known/openid-configuration") - 1,
+    sizeof("/.well-known/jwks.json") - 1,
+    sizeof("/healthz") - 1,
+    sizeof("/readyz") - 1,
+    sizeof("/metrics") - 1,
+    sizeof("other") - 1,
+};
 #define EP_TOKEN 0
 #define EP_OTHER (N_ENDPOINTS - 1)
 
@@ -438,10 +447,26 @@ void ferryd_stats_free(ferryd_stats *s)
 
 static size_t endpoint_index(const char *path)
 {
+    /* length first: most paths are then told apart without comparing a byte */
+    size_t n = strlen(path);
     for (size_t e = 0; e < EP_OTHER; e++)
-        if (strcmp(path, endpoints[e]) == 0)
+        if (endpoint_len[e] == n && memcmp(path, endpoints[e], n) == 0)
             return e;
     return EP_OTHER;
+}
+
+/* Index of the outcome label: the static strings the routes use are the very pointers in the
+ * table, so a pointer comparison finds them; strcmp only for a label from elsewhere. The last
+ * entry, "other", catches what is not in the table. */
+static size_t outcome_index(const ferryd_stats *s, const char *outcome)
+{
+    for (size_t o = 0; o < N_OUTCOMES - 1; o++)
+        if (s->outcome_name[o] == outcome)
+            return o;
+    for (size_t o = 0; o < N_OUTCOMES - 1; o++)
+        if (strcmp(s->outcome_name[o], outcome) == 0)
+            return o;
+    return N_OUTCOMES - 1;
 }
 
 static ferry_metric *request_series(ferryd_stats *s, size_t ep, int status)
@@ -474,13 +499,8 @@ static void on_finished(void *userdata, const ferryd_request_done *done)
     ferry_metric_dec(s->in_flight);
     ferry_metric_inc(request_series(s, ep, done->status));
     ferry_metric_observe_scaled(s->duration[ep], done->duration_ns);
-    if (ep == EP_TOKEN && done->outcome) {
-        size_t o = 0;
-        while (o < N_OUTCOMES - 1 && s->outcome_name[o] != done->outcome &&
-               strcmp(s->outcome_name[o], done->outcome) != 0)
-            o++;
-        ferry_metric_inc(s->decisions[o]); /* the last is "other" */
-    }
+    if (ep == EP_TOKEN && done->outcome)
+        ferry_metric_inc(s->decisions[outcome_index(s, done->outcome)]);
 }
 
 ferryd_observer ferryd_stats_observer(ferryd_stats *s)
