@@ -425,11 +425,16 @@ def body(tap):
                      audit_log={"path": os.path.join(d, "audit2.log"), "sync": "checkpoint"},
                      limits={"max_body": 65536, "timeout": 60, "connections": 1100,
                              "connections_per_ip": 32})
+        if features["rate_limits"]:
+            conf2["rate_limits"] = {"per_address": {"rate": 0.2, "burst": 4},
+                                    "per_identity": {"rate": 0.2, "burst": 3}}
         srv2 = start_ferryd(d, "ferryd2", conf2)
         try:
             if tap.ok(srv2.proc.poll() is None, "G2: a second ferryd (idle timeout 60 s, "
                       "1100 connections, 32 per address) starts", srv2.stderr()[-3000:]):
                 idle_connections(tap, srv2, keys)
+                if features["rate_limits"]:
+                    rate_limits(tap, srv2, keys)
         finally:
             rc = stop_ferryd(srv2)
             srv2.errlog.close()
@@ -535,12 +540,12 @@ class Checker:
                         "\n".join(repr(w) for w in wrong[:10]))
         return ok
 
-    def valid(self, desc, key_name="es-1", source=None):
+    def valid(self, desc, key_name="es-1", source=None, sub="user-1"):
         """A valid exchange: 200 with a token (proves ferryd keeps serving)."""
         key = self.keys[key_name]
         alg = {"rs-1": "RS256", "es-1": "ES256", "ps-1": "PS256", "ed-1": "EdDSA"}[key_name]
         iss = {"rs": ISS_RS, "es": ISS_ES, "ps": ISS_PS, "ed": ISS_ED}[key_name[:2]]
-        tok = signed(key, alg, iss)
+        tok = signed(key, alg, iss, sub=sub)
         try:
             resp = post_form(self.srv, exchange_pairs(tok), source=source)
         except OSError as e:
@@ -1415,12 +1420,7 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d):
     tap.ok("Bail" not in err and "AddressSanitizer" not in err and "runtime error" not in err,
            "ferryd's stderr has no sanitizer report", err[-2000:])
 
-    # ================= G4: rate limiting =====================================================
-    if features["rate_limits"]:
-        tap.skip("G4: 429 with Retry-After",
-                 "rate limits exist; they are off here (rate 0) and tested by their owner")
-    else:
-        tap.skip("G4: 429 with Retry-After", "ferryd has no per-address rate limits yet")
+    # G4 (rate limits) runs on the second ferryd, where they are configured.
     ck.valid("at the end", "rs-1")
     ck.valid("at the end", "ed-1")
 
@@ -1433,6 +1433,45 @@ def readable(socks, timeout):
     for fd in by_fd:
         p.register(fd, select.POLLIN)
     return [by_fd[fd] for fd, _ in p.poll(int(timeout * 1000))]
+
+
+def rate_limits(tap, srv, keys):
+    """G4 on the second ferryd (per address: rate 0.2/s, burst 4; per identity: burst 3)."""
+    ck = Checker(tap, srv, keys)
+
+    def limited(resp, desc):
+        doc = resp.json() if resp is not None else None
+        doc = doc if isinstance(doc, dict) else {}
+        ra = resp.headers.get("retry-after", "") if resp is not None else ""
+        return tap.ok(resp is not None and resp.status == 429 and doc.get("error") == "slow_down"
+                      and ra.isdigit() and int(ra) >= 1 and "access_token" not in doc
+                      and resp.headers.get("cache-control") == "no-store"
+                      and not ck.body_clean(resp), f"{desc}: 429 slow_down with Retry-After",
+                      resp)
+
+    # Per address: four hostile requests are answered by the exchange, the fifth is refused
+    # before anything of it is parsed (no audit record for it).
+    st = []
+    for _ in range(4):
+        resp = post_form(srv, exchange_pairs("x.y.z"), source="127.0.5.1")
+        srv.reached += 1
+        st.append(resp.status)
+    tap.eq(st, [400] * 4, "G4: four hostile requests from one address within its burst: 400")
+    limited(post_form(srv, exchange_pairs("x.y.z"), source="127.0.5.1"),
+            "G4: the fifth from that address")
+    limited(post_form(srv, exchange_pairs(signed(keys["es-1"], "ES256", ISS_ES)),
+                      source="127.0.5.1"),
+            "G4: a valid token from that address while it is limited")
+    ck.valid("G4: another address is not limited", "es-1", source="127.0.5.2")
+    # Per identity: three exchanges of one subject from three addresses, the fourth is 429
+    # (decided by the exchange after the token verified: one refusal record, nothing minted).
+    for i in range(3):
+        ck.valid(f"G4: identity g4-user, exchange {i + 1} of its burst", "ps-1",
+                 source=f"127.0.6.{i + 1}", sub="g4-user")
+    resp = post_form(srv, exchange_pairs(signed(keys["ps-1"], "PS256", ISS_PS, sub="g4-user")),
+                     source="127.0.6.9")
+    srv.reached += 1
+    limited(resp, "G4: the fourth exchange of one identity from a fresh address")
 
 
 def fd_count(pid):
