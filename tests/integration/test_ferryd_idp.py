@@ -399,7 +399,8 @@ def outage(tap, peer, port, audit, counter, proc):
 # ---- 4. the IdP restarted --------------------------------------------------------------------
 
 def restarts(tap, peer, port, d, counter, proc, tok_before):
-    keys_before = json.load(open(peer.keys_file))
+    with open(peer.keys_file) as f:
+        keys_before = json.load(f)
     peer.restart()
     tap.ok(peer.keys()["kids"] == [k["jwk"]["kid"] for k in keys_before["keys"]],
            "the peer is back on the same port with the same keys", peer.keys())
