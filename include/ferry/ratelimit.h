@@ -84,12 +84,12 @@ bool ferry_ratelimit_enabled(const ferry_ratelimit *rl);
 size_t ferry_ratelimit_size(const ferry_ratelimit *rl);
 
 typedef struct ferry_ratelimit_stats {
-    size_t tracked;    /* buckets in the table */
-    size_t max_keys;   /* the bound */
-    uint64_t allowed;  /* checks allowed while on */
-    uint64_t refused;  /* checks refused */
-    uint64_t evicted;  /* buckets that were not full, evicted for a new key (table full) */
-    double rate;       /* current settings */
+    size_t tracked;   /* buckets in the table */
+    size_t max_keys;  /* the bound */
+    uint64_t allowed; /* checks allowed while on */
+    uint64_t refused; /* checks refused */
+    uint64_t evicted; /* buckets that were not full, evicted for a new key (table full) */
+    double rate;      /* current settings */
     unsigned burst;
 } ferry_ratelimit_stats;
 

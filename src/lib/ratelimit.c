@@ -51,7 +51,7 @@ struct shard {
     uint32_t count;
     uint32_t hw;        /* entries [hw, pool_len) were never used */
     uint32_t free_head; /* entries used before and dropped */
-    uint32_t *heads; /* chain heads, n_heads a power of two */
+    uint32_t *heads;    /* chain heads, n_heads a power of two */
     uint32_t head_mask;
     uint32_t lru_head, lru_tail; /* most recently used, least recently used */
     double rate;
@@ -143,7 +143,7 @@ static uint64_t mono_ns(void *data)
     return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- one shard (caller holds its lock) --------------------------------------------------------- */
+/* ---- one shard (caller holds its lock) ------------------------------------------------------ */
 
 static void lru_unlink(struct shard *s, uint32_t i)
 {
@@ -508,8 +508,8 @@ FERRY_EXPORT int ferry_ratelimit_check(ferry_ratelimit *rl, const void *key, siz
         r = 0;
     } else {
         double wait = (1.0 - t) / s->rate;
-        int64_t secs = wait >= FERRY_RATELIMIT_RETRY_MAX ? FERRY_RATELIMIT_RETRY_MAX
-                                                          : ceil_pos(wait);
+        int64_t secs =
+            wait >= FERRY_RATELIMIT_RETRY_MAX ? FERRY_RATELIMIT_RETRY_MAX : ceil_pos(wait);
         s->pool[i].tokens = t;
         s->refused++;
         if (secs < 1)

@@ -42,7 +42,7 @@ static double now_s(void)
 static void *run(void *arg)
 {
     struct job *j = arg;
-    char (*keys)[32] = malloc((size_t)j->keys * sizeof(*keys));
+    char(*keys)[32] = malloc((size_t)j->keys * sizeof(*keys));
     size_t *lens = malloc((size_t)j->keys * sizeof(*lens));
     if (!keys || !lens) {
         j->failed = 1;
@@ -83,8 +83,7 @@ static int bench(ferry_ratelimit *rl, const char *name, unsigned threads, long c
     }
     el = now_s() - t0;
     printf("case=%s threads=%u keys=%ld checks=%ld ns_per_check=%.1f checks_per_s=%.0f\n", name,
-           threads, keys, checks, el * 1e9 / (double)checks,
-           (double)checks * threads / el);
+           threads, keys, checks, el * 1e9 / (double)checks, (double)checks * threads / el);
     return failed;
 }
 

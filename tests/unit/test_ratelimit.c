@@ -229,8 +229,7 @@ Test(ratelimit, configure_at_run_time)
     cr_assert_eq(ferry_ratelimit_configure(rl, 0.0 / 0.0, 1, 0), -EINVAL);
     cr_assert_eq(ferry_ratelimit_configure(rl, 2e6, 1, 0), -EINVAL);
     cr_assert_eq(ferry_ratelimit_configure(rl, 1, FERRY_RATELIMIT_BURST_MAX + 1, 0), -EINVAL);
-    cr_assert_eq(ferry_ratelimit_configure(rl, 1, 1, FERRY_RATELIMIT_MAX_KEYS_LIMIT + 1),
-                 -EINVAL);
+    cr_assert_eq(ferry_ratelimit_configure(rl, 1, 1, FERRY_RATELIMIT_MAX_KEYS_LIMIT + 1), -EINVAL);
     cr_assert_eq(ferry_ratelimit_configure(NULL, 1, 1, 0), -EINVAL);
     ferry_ratelimit_stats st;
     cr_assert_eq(ferry_ratelimit_get_stats(rl, &st), 0);
