@@ -189,7 +189,8 @@ def body(tap):
         cpath = ft.write_json(os.path.join(d, "ferryd.json"), conf)
         r = ft.run([FERRYD_BIN, "--check-config", "-c", cpath])
         tap.ok(r.rc == 0, "--check-config accepts the test configuration", r)
-        errlog = open(os.path.join(d, "ferryd.err"), "a+")  # O_APPEND: ferryd writes at the end whatever offset we read at
+        # O_APPEND: ferryd writes at the end whatever offset the test reads at.
+        errlog = open(os.path.join(d, "ferryd.err"), "a+")
         proc = subprocess.Popen([FERRYD_BIN, "-c", cpath], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=errlog,
                                 env=ft.clean_env())
