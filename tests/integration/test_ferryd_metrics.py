@@ -374,7 +374,9 @@ def scenario(tap, port, idp, jwks_path, k1, k2, k3):
             return (after.value(fam, **labels) or 0) - (before.value(fam, **labels) or 0)
         total_token = sum(delta("ferryd_http_requests_total", endpoint="/v1/token", status=s)
                           for s in ("200", "400"))
-        if total_token >= n_token or time.monotonic() > end:
+        total_dec = sum(v for _, _, v in after.series("ferryd_exchange_decisions_total")) - sum(
+            v for _, _, v in before.series("ferryd_exchange_decisions_total"))
+        if (total_token >= n_token and total_dec >= n_token) or time.monotonic() > end:
             break
         time.sleep(0.05)
 
@@ -429,9 +431,10 @@ def scenario(tap, port, idp, jwks_path, k1, k2, k3):
            "ferryd_audit_log_last_seq moved by one record per exchange", (seq_before, seq_after))
     tap.ok(after.value("ferryd_replay_cache_capacity") > 0
            and after.value("ferryd_replay_cache_entries") >= 0
-           and after.value("ferryd_http_requests_in_flight") == 1
+           and 1 <= after.value("ferryd_http_requests_in_flight") <= 3
            and 0 <= after.value("ferryd_signing_key_age_seconds") < 600,
-           "replay cache capacity, in-flight (the scrape itself) and signing key age",
+           "replay cache capacity, in-flight (the scrape itself, perhaps the one before it) and "
+           "signing key age",
            (after.value("ferryd_replay_cache_capacity"),
             after.value("ferryd_http_requests_in_flight"),
             after.value("ferryd_signing_key_age_seconds")))
@@ -457,7 +460,9 @@ def scenario(tap, port, idp, jwks_path, k1, k2, k3):
                                status="429") or 0))
         n200 = (last.value("ferryd_http_requests_total", endpoint="/v1/token", status="200")
                 - after.value("ferryd_http_requests_total", endpoint="/v1/token", status="200"))
-        if n429 + n200 >= 10 or time.monotonic() > end:
+        ndec = sum(v for _, _, v in last.series("ferryd_exchange_decisions_total")) - sum(
+            v for _, _, v in after.series("ferryd_exchange_decisions_total"))
+        if (n429 + n200 >= 10 and ndec >= 10) or time.monotonic() > end:
             break
         time.sleep(0.05)
 
