@@ -582,3 +582,97 @@ Test(metrics, update_cost)
     cr_assert_lt(ns, 1000.0, "%.1f ns per update", ns);
     ferry_metrics_free(m);
 }
+
+/* The cap holds exactly when many threads create distinct series at once. */
+typedef struct creator {
+    ferry_metric_family *f;
+    int id, created, full;
+} creator;
+
+static void *create_many(void *arg)
+{
+    creator *c = arg;
+    for (int i = 0; i < 100; i++) {
+        char v[16];
+        ferry_metric *s = NULL;
+        snprintf(v, sizeof(v), "%d-%d", c->id, i);
+        int r = ferry_metric_family_get(c->f, (const char *const[]){v}, &s);
+        if (r == 0) {
+            c->created++;
+            ferry_metric_inc(s);
+        } else if (r == -FERRY_EFULL) {
+            c->full++;
+        }
+    }
+    return NULL;
+}
+
+Test(metrics, cap_is_exact_under_concurrent_creation)
+{
+    ferry_metrics *m = reg();
+    static const char *const labels[] = {"k"};
+    ferry_metric_family *f = add(m, &(ferry_metric_desc){
+                                        .type = FERRY_METRIC_COUNTER,
+                                        .name = "t_total",
+                                        .help = "x",
+                                        .labels = labels,
+                                        .n_labels = 1,
+                                        .max_series = 50,
+                                    });
+    pthread_t t[THREADS];
+    creator c[THREADS];
+    int created = 0, full = 0;
+    for (int i = 0; i < THREADS; i++) {
+        c[i] = (creator){.f = f, .id = i};
+        cr_assert_eq(pthread_create(&t[i], NULL, create_many, &c[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        created += c[i].created;
+        full += c[i].full;
+    }
+    cr_assert_eq(created, 50);
+    cr_assert_eq(full, THREADS * 100 - 50);
+    cr_assert_eq(ferry_metric_family_size(f), 50);
+    char *text = render(m);
+    size_t lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    cr_assert_eq(lines, 2 + 50, "HELP, TYPE and 50 samples");
+    free(text);
+    ferry_metrics_free(m);
+}
+
+/* The rendered text is bounded: past FERRY_METRICS_MAX_TEXT the render fails cleanly. */
+Test(metrics, render_is_bounded)
+{
+    ferry_metrics *m = reg();
+    static const char *const labels[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    ferry_metric_family *f = add(m, &(ferry_metric_desc){
+                                        .type = FERRY_METRIC_GAUGE,
+                                        .name = "t_big",
+                                        .help = "x",
+                                        .labels = labels,
+                                        .n_labels = 8,
+                                        .max_series = FERRY_METRICS_MAX_SERIES,
+                                    });
+    char v[FERRY_METRICS_MAX_VALUE + 1];
+    memset(v, 'v', FERRY_METRICS_MAX_VALUE);
+    v[FERRY_METRICS_MAX_VALUE] = '\0';
+    char *text = NULL;
+    for (int i = 0; i < FERRY_METRICS_MAX_SERIES; i++) {
+        char first[FERRY_METRICS_MAX_VALUE + 1];
+        snprintf(first, sizeof(first), "%d%s", i, v + 8);
+        const char *const vals[] = {first, v, v, v, v, v, v, v};
+        get(f, vals);
+        if (i == 10) {
+            cr_assert_eq(ferry_metrics_render(m, &text, NULL), 0, "small is fine");
+            free(text);
+            text = NULL;
+        }
+    }
+    /* 4096 series x 8 values x 256 bytes: over 8 MiB */
+    cr_assert_eq(ferry_metrics_render(m, &text, NULL), -FERRY_ETOOBIG);
+    cr_assert_null(text, "nothing handed out on failure");
+    ferry_metrics_free(m);
+}
