@@ -171,6 +171,16 @@ typedef struct ferry_verify_options {
                              (which must also be one of the issuer's) */
 } ferry_verify_options;
 
+/* Consume the (iss, jti) of an identity that ferry_oidc_verify accepted without consume_jti,
+ * with the same effect as consume_jti would have had: the pair is recorded until exp + the
+ * issuer's leeway, and a second consumption is refused. For a caller that must look at the
+ * verified identity before deciding to spend the token (ferryd's per-identity rate limit).
+ * now = 0: the store's clock. Returns 0; -FERRY_EREFUSED with ret_result filled
+ * (MISSING_CLAIM: no jti; UNKNOWN_ISSUER: the issuer was removed by a reload since;
+ * REPLAYED; REPLAY_CACHE_FULL); -ENOMEM or -FERRY_ECRYPTO (nothing recorded); -EINVAL. */
+int ferry_oidc_consume(ferry_oidc *oidc, const ferry_identity *id, int64_t now,
+                       ferry_verify_result *ret_result);
+
 /* ---- statistics (for /metrics) ----------------------------------------------------------
  *
  * Counters only grow (they are never reset, also not by a reload) and are read with relaxed

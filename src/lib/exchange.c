@@ -427,6 +427,26 @@ static bool profile_fits(unsigned type, ferry_profile p)
     }
 }
 
+/* The answer to a token the trust store refused: 503 when it could not decide (issuer
+ * unavailable, replay cache full), 500 for its internal failure, otherwise invalid_request. */
+static int token_refused(struct state *st, const char *name, const ferry_verify_result *res)
+{
+    char desc[FERRY_EXCHANGE_DESCRIPTION_MAX];
+
+    if (res->reason == FERRY_REASON_ISSUER_UNAVAILABLE ||
+        res->reason == FERRY_REASON_REPLAY_CACHE_FULL)
+        return fail(st, FERRY_EXCHANGE_TEMPORARILY_UNAVAILABLE, -EAGAIN,
+                    "service temporarily unavailable", "%s: %s: %s", name,
+                    ferry_reason_name(res->reason), res->detail);
+    if (res->reason == FERRY_REASON_INTERNAL)
+        return fail(st, FERRY_EXCHANGE_SERVER_ERROR, -EIO, "internal error", "%s: %s: %s", name,
+                    ferry_reason_name(res->reason), res->detail);
+    /* G3: one answer for every reason; the reason goes to the log only. */
+    snprintf(desc, sizeof(desc), "%s is invalid", name);
+    return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc, "%s: %s: %s", name,
+                ferry_reason_name(res->reason), res->detail);
+}
+
 /* Verify the token of parameter which (P_SUBJECT_TOKEN or P_ACTOR_TOKEN), consuming its jti
  * (one-time use) when consume is set. */
 static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t now,
@@ -443,20 +463,8 @@ static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t
     int r;
 
     r = ferry_oidc_verify(ex->oidc, st->single[which], st->single_len[which], &vo, &id, &res);
-    if (r == -FERRY_EREFUSED) {
-        if (res.reason == FERRY_REASON_ISSUER_UNAVAILABLE ||
-            res.reason == FERRY_REASON_REPLAY_CACHE_FULL)
-            return fail(st, FERRY_EXCHANGE_TEMPORARILY_UNAVAILABLE, -EAGAIN,
-                        "service temporarily unavailable", "%s: %s: %s", name,
-                        ferry_reason_name(res.reason), res.detail);
-        if (res.reason == FERRY_REASON_INTERNAL)
-            return fail(st, FERRY_EXCHANGE_SERVER_ERROR, -EIO, "internal error", "%s: %s: %s", name,
-                        ferry_reason_name(res.reason), res.detail);
-        /* G3: one answer for every reason; the reason goes to the log only. */
-        snprintf(desc, sizeof(desc), "%s is invalid", name);
-        return fail(st, FERRY_EXCHANGE_INVALID_REQUEST, -FERRY_EREFUSED, desc, "%s: %s: %s", name,
-                    ferry_reason_name(res.reason), res.detail);
-    }
+    if (r == -FERRY_EREFUSED)
+        return token_refused(st, name, &res);
     if (r < 0)
         return internal(st, r, name);
     if (!profile_fits(
@@ -777,6 +785,20 @@ static int mint(ferry_exchange *ex, struct state *st, int64_t requested_ttl)
 /* The per-identity rate limit, keyed by the verified (issuer, subject): the issuer's length
  * (4 bytes, big-endian), the issuer, the subject - unambiguous whatever bytes they hold.
  * refund: give back the token an earlier check took (st unchanged). */
+/* Spend the verified subject token (one-time use) after the fact; see ferry_oidc_consume. */
+static int consume_subject(ferry_exchange *ex, struct state *st, int64_t now)
+{
+    const char *name = params_def[P_SUBJECT_TOKEN].name;
+    ferry_verify_result res = {.reason = FERRY_REASON_INTERNAL};
+    int r = ferry_oidc_consume(ex->oidc, st->subject, now, &res);
+
+    if (r == -FERRY_EREFUSED)
+        return token_refused(st, name, &res);
+    if (r < 0)
+        return internal(st, r, name);
+    return 0;
+}
+
 static int check_identity_limit(ferry_exchange *ex, struct state *st, bool refund)
 {
     size_t il = strlen(st->subject->issuer), sl = strlen(st->subject->subject);
@@ -854,8 +876,8 @@ static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct 
     limited = ex->identity_limit && ferry_ratelimit_enabled(ex->identity_limit);
     /* With a per-identity limit the subject is known only after verification, so a one-time
      * token is verified without being spent, the limit is checked, and only then is its jti
-     * consumed (by verifying it again with consume_jti, which is atomic): a client refused
-     * for rate keeps its token and retries with it after Retry-After. */
+     * consumed (ferry_oidc_consume, atomic like consume_jti): a client refused for rate
+     * keeps its token and retries with it after Retry-After. */
     r = verify_token(ex, st, P_SUBJECT_TOKEN, now, one_time && !limited, &st->subject);
     if (r < 0)
         return r;
@@ -864,9 +886,7 @@ static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct 
         if (r < 0)
             return r;
         if (one_time) {
-            ferry_identity *again = NULL;
-            r = verify_token(ex, st, P_SUBJECT_TOKEN, now, true, &again);
-            ferry_identity_free(again);
+            r = consume_subject(ex, st, now);
             if (r < 0) {
                 /* A spent (replayed) token costs its identity nothing: otherwise whoever holds
                  * a copy of a used token could drain its owner's budget by replaying it. */

@@ -1724,15 +1724,15 @@ static bool fetch_due(const struct issuer *is, int64_t now, bool want_refresh)
 /* A usable key set of a remote issuer (fetching it when due), as a new reference; *ret_stale
  * says whether it is past its lifetime (served inside the stale window).
  * want_refresh: the current set lacks the key the token names. Fetches are single-flight per
- * issuer and limited by fetch_due; a verifier that holds a usable set never waits for another
- * thread's fetch. */
+ * issuer and limited by fetch_due; a verifier whose kid is in a usable set never waits for
+ * another thread's fetch. */
 static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, ferry_jwks **ret,
                          bool *ret_fetched, bool *ret_stale, ferry_verify_result *res)
 {
     int64_t now = store_now(o);
     ferry_jwks *set = NULL;
     char why[sizeof(is->last_error)];
-    bool usable, due, want, changed, locked = false;
+    bool usable, due, want, changed, suppressed, locked = false;
     int64_t expires = 0;
     uint64_t gen;
 
@@ -1754,12 +1754,15 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         expires = is->jwks_expires;
     }
     (void)pthread_mutex_unlock(&is->lock);
-    if (usable && want && !due)
+    suppressed = usable && want && !due;
+    if (suppressed)
         ISSUER_COUNT(is, refresh_suppressed);
 
-    /* Without a usable set, wait even when no fetch is due: one may be on the wire (the
-     * cooldown counts from its start), and its set is what this token needs. */
-    if (!usable)
+    /* Without a usable set, or when the set lacks the token's kid, wait even when no fetch is
+     * due: one may be on the wire (the cooldown counts from its start), and its set is what
+     * this token needs. During a rotation, a burst of tokens with the new kid all wait for the
+     * one refresh instead of being refused while it runs. */
+    if (!usable || want_refresh)
         locked = pthread_mutex_lock(&is->fetch_lock) == 0;
     else if (due)
         locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
@@ -1769,7 +1772,7 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         (void)pthread_mutex_lock(&is->lock);
         changed = is->generation != gen;
         due = !changed && fetch_due(is, now, want_refresh);
-        if (want && !changed && !due)
+        if (want && !changed && !due && !suppressed)
             ISSUER_COUNT(is, refresh_suppressed); /* the cooldown of another's attempt */
         if (due) {
             is->attempted = true;
@@ -2415,6 +2418,47 @@ static int consume_jti(ferry_oidc *o, const struct issuer *is, const struct chec
     if (r == -FERRY_EFULL)
         return refuse(res, FERRY_REASON_REPLAY_CACHE_FULL,
                       "replay cache full (%zu unexpired entries)", o->replay.max);
+    return r;
+}
+
+/* Consume the jti of an identity verified earlier without consume_jti (see oidc.h). The
+ * issuer's leeway comes from the current set, so an issuer removed since is refused. */
+FERRY_EXPORT int ferry_oidc_consume(ferry_oidc *o, const ferry_identity *id, int64_t now,
+                                    ferry_verify_result *ret_result)
+{
+    ferry_verify_result res = {.reason = FERRY_REASON_OK};
+    _cleanup_(set_unrefp) struct issuer_set *issuers = NULL;
+    const struct issuer *is;
+    struct checked c = {0};
+    int r;
+
+    if (!o || !id || !id->issuer || !id->claims) {
+        r = -EINVAL;
+        goto out;
+    }
+    if (!now)
+        now = store_now(o);
+    issuers = set_acquire(o);
+    is = set_find(issuers, id->issuer, strlen(id->issuer));
+    if (!is) {
+        r = refuse(&res, FERRY_REASON_UNKNOWN_ISSUER, "issuer no longer configured");
+        goto out;
+    }
+    r = string_claim(id->claims, "jti", true, FERRY_REASON_BAD_CLAIM, &c.jti, &res);
+    if (r < 0)
+        goto out;
+    c.exp = id->exp;
+    r = consume_jti(o, is, &c, now, &res);
+
+out:
+    if (r < 0 && r != -FERRY_EREFUSED) {
+        res.reason = FERRY_REASON_INTERNAL;
+        (void)snprintf(res.detail, sizeof(res.detail), "internal error: %s", ferry_strerror(r));
+    }
+    if (o && r == -FERRY_EREFUSED && (size_t)res.reason < FERRY_REASON_MAX)
+        atomic_fetch_add_explicit(&o->by_reason[res.reason], 1, memory_order_relaxed);
+    if (ret_result)
+        *ret_result = res;
     return r;
 }
 

@@ -1723,6 +1723,48 @@ Test(replay, c7_second_use_refused, .init = setup_ab, .fini = teardown_ab)
     json_decref(c);
 }
 
+/* ferry_oidc_consume spends a token verified without consume_jti, with the same effect. */
+Test(replay, c7_consume_after_verification, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_verify_options once = {.consume_jti = true};
+    ferry_verify_result res;
+    ferry_identity *id = NULL;
+    json_t *c = claims_for(ISS_A);
+    char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+
+    cr_assert_eq(ferry_oidc_verify(g_o, tok, strlen(tok), NULL, &id, &res), 0);
+    cr_expect_eq(ferry_oidc_consume(g_o, id, 0, &res), 0);
+    cr_expect_eq(res.reason, FERRY_REASON_OK);
+    cr_expect_eq(ferry_oidc_consume(g_o, id, 0, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(g_o, tok, &once, FERRY_REASON_REPLAYED);
+    EXPECT_REASON(g_o, tok, FERRY_REASON_OK); /* still valid where not one-time */
+    ferry_identity_free(id);
+    id = NULL;
+    free(tok);
+
+    /* Consumed by verification first: consume refuses it too. */
+    json_object_set_new(c, "jti", json_string("jti-consume-2"));
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    cr_assert_eq(ferry_oidc_verify(g_o, tok, strlen(tok), &once, &id, &res), 0);
+    cr_expect_eq(ferry_oidc_consume(g_o, id, 0, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_REPLAYED);
+    ferry_identity_free(id);
+    id = NULL;
+    free(tok);
+
+    /* No jti: nothing to spend, refused like consume_jti. */
+    json_object_del(c, "jti");
+    tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    cr_assert_eq(ferry_oidc_verify(g_o, tok, strlen(tok), NULL, &id, &res), 0);
+    cr_expect_eq(ferry_oidc_consume(g_o, id, 0, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_MISSING_CLAIM);
+    ferry_identity_free(id);
+    free(tok);
+    json_decref(c);
+    cr_expect_eq(ferry_oidc_consume(NULL, NULL, 0, &res), -EINVAL);
+}
+
 /* The cache is bounded, evicts by exp (+ leeway) and fails closed when full of live entries. */
 Test(replay, c7_bounded_cache_evicts_by_exp)
 {
@@ -2574,8 +2616,10 @@ static void *slow_refresh_worker(void *p)
     return NULL;
 }
 
-/* A slow refresh holds up only the thread doing it: verifications that can use the current
- * set (known kid, or an unknown kid within the cooldown) go on meanwhile. */
+/* A slow refresh holds up only the thread doing it and tokens that need its answer:
+ * verifications whose kid is in the current set go on meanwhile; a token with a kid the set
+ * lacks waits for the refresh in flight (during a rotation its key is in that answer) and
+ * causes no fetch of its own. */
 Test(fetch, slow_refresh_does_not_block_verification, .init = fetch_setup,
      .fini = fetch_teardown, .timeout = 30)
 {
@@ -2594,12 +2638,13 @@ Test(fetch, slow_refresh_does_not_block_verification, .init = fetch_setup,
         usleep(10000);
     cr_assert_eq(count("/jwks"), 2, "the refresh did not start");
     t1 = mono_ms();
-    for (int i = 0; i < 20; i++) {
+    for (int i = 0; i < 20; i++)
         EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
-        EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_UNKNOWN_KID);
-    }
     cr_expect(mono_ms() - t1 < 1000, "verifications waited %" PRId64 " ms for the refresh",
               mono_ms() - t1);
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_UNKNOWN_KID);
+    cr_expect(mono_ms() - t0 >= 1400, "the unknown kid did not wait for the refresh");
+    cr_expect_eq(count("/jwks"), 2, "the unknown kid caused a fetch of its own");
     pthread_join(th, NULL);
     cr_expect(mono_ms() - t0 >= 1400, "the refresh was not slow");
     cr_expect_eq(slow, FERRY_REASON_OK);
