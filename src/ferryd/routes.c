@@ -189,6 +189,8 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
         method_not_allowed(resp, "POST");
         return;
     }
+    /* A request refused before the exchange runs is a decision too (metrics). */
+    resp->outcome = "invalid_request";
     if (req->query) {
         set_error(resp, 400, "invalid_request",
                   "parameters must be sent in the request body, not the query",
@@ -217,6 +219,7 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     }
     if (r < 0) {
         set_error(resp, 500, "server_error", "internal error", "out of memory decoding form");
+        resp->outcome = "server_error";
         return;
     }
     ferry_exchange_request ereq = {.params = params, .n_params = n};
