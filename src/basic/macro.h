@@ -8,6 +8,14 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Exchange the values of two lvalues of one type. */
+#define SWAP_TWO(a, b)                                                                         \
+    do {                                                                                       \
+        __typeof__(a) swap_tmp_ = (a);                                                         \
+        (a) = (b);                                                                             \
+        (b) = swap_tmp_;                                                                       \
+    } while (0)
+
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))

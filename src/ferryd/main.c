@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/macro.h"
 #include "ferry/error.h"
 #include "ferryd/ferryd.h"
 #include "ferryd/log.h"
@@ -38,6 +39,86 @@ static void usage(FILE *f)
           "\n"
           "Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads policies and keys.\n",
           f);
+}
+
+/* What the command line says, re-applied to every (re)read of the configuration file. */
+typedef struct cmdline {
+    const char *config_path;
+    const char *state_dir;
+    const char *listen[FERRYD_MAX_LISTEN];
+    size_t n_listen;
+} cmdline;
+
+/* Defaults, then the file (if any), then the command line, then derived values. On failure c
+ * is freed and errbuf says why; returns -EINVAL for a bad configuration, -ENOMEM. */
+static int build_config(ferryd_config *c, const cmdline *cl, char *errbuf, size_t errlen)
+{
+    int r = ferryd_config_init(c);
+
+    if (r < 0) {
+        snprintf(errbuf, errlen, "out of memory");
+        return r;
+    }
+    if (cl->config_path && (r = ferryd_config_load(c, cl->config_path, errbuf, errlen)) < 0)
+        goto fail;
+    for (size_t i = 0; i < cl->n_listen; i++)
+        if ((r = ferryd_config_add_listen(c, cl->listen[i], i == 0)) < 0) {
+            snprintf(errbuf, errlen, "out of memory");
+            goto fail;
+        }
+    if (cl->state_dir) {
+        char *sd = strdup(cl->state_dir);
+        if (!sd) {
+            r = -ENOMEM;
+            snprintf(errbuf, errlen, "out of memory");
+            goto fail;
+        }
+        free(c->state_dir);
+        c->state_dir = sd;
+    }
+    r = ferryd_config_finish(c, errbuf, errlen);
+    if (r == 0)
+        return 0;
+fail:
+    ferryd_config_free(c);
+    return r;
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Settings a running ferryd cannot change (they shape sockets, files, keys or the exchange):
+ * each one that differs is named in a warning; the old value stays until a restart. */
+static void warn_restart_only(const ferryd_config *o, const ferryd_config *n)
+{
+    bool listen = o->n_listen != n->n_listen;
+    for (size_t i = 0; !listen && i < o->n_listen; i++)
+        listen = strcmp(o->listen[i], n->listen[i]) != 0;
+    const struct {
+        const char *name;
+        bool differs;
+    } items[] = {
+        {"listen", listen},
+        {"state_dir", str_differs(o->state_dir, n->state_dir)},
+        {"issuer", str_differs(o->issuer, n->issuer)},
+        {"signing_alg", o->alg != n->alg},
+        {"token.default_ttl", o->default_ttl != n->default_ttl},
+        {"token.max_ttl", o->max_ttl != n->max_ttl},
+        {"token.client_id", str_differs(o->client_id, n->client_id)},
+        {"token.one_time_subject", o->one_time_subject != n->one_time_subject},
+        {"audit_log.path", str_differs(o->audit_path, n->audit_path)},
+        {"audit_log.checkpoint_every", o->checkpoint_every != n->checkpoint_every},
+        {"audit_log.sync", o->sync != n->sync || o->sync_every_records != n->sync_every_records ||
+                               o->sync_interval_ms != n->sync_interval_ms},
+        {"limits", memcmp(&o->limits, &n->limits, sizeof(o->limits)) != 0 ||
+                       o->drain_timeout_s != n->drain_timeout_s},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(items); i++)
+        if (items[i].differs)
+            ferryd_log("warning", "reload: %s changed; it takes effect after a restart",
+                       items[i].name);
 }
 
 static void log_problems(const char *what, ferry_policy_problems *p)
@@ -90,26 +171,84 @@ static int open_audit(ferryd *d, char *err, size_t errlen)
     return r;
 }
 
-static void reload(ferryd *d)
+static void apply_log_target(const ferryd_config *c)
+{
+    if (c->log_target == FERRYD_LOG_SYSLOG)
+        ferryd_log_use_syslog(c->log_facility, c->log_ident);
+    else
+        ferryd_log_use_stderr();
+}
+
+/* SIGHUP: re-read the configuration file, the policies and the keys. The new configuration
+ * and policy set are checked completely before anything changes: a bad file, a policy with a
+ * problem or an issuer the trust store refuses keeps the old configuration, policies and
+ * issuers, and is logged. Then, in this order: issuers (ferry_oidc_reload_config: one atomic
+ * swap, replay cache kept), policies (one atomic swap), rate limits, log target; settings
+ * that need a restart are named in warnings. The signing keys are reloaded last, in every
+ * case. */
+static void reload(ferryd *d, const cmdline *cl)
 {
     ferry_policy_problems *problems = NULL;
+    ferry_policy_set *set = NULL;
+    ferryd_config nc;
+    bool nc_ok;
     char err[512];
     int r;
 
-    if (ferry_policy_problems_new(&problems) == 0) {
-        r = ferry_policy_store_reload(d->policies, d->config.policies_dir, problems);
-        if (r < 0) {
-            ferryd_log("error", "reload: policies in %s not loaded (%s); keeping the old set",
-                       d->config.policies_dir, ferry_strerror(r));
-            log_problems("reload", problems);
-        } else {
-            ferry_policy_set *set = ferry_policy_store_get(d->policies);
-            ferryd_log("info", "reload: %zu policies loaded from %s", ferry_policy_set_count(set),
-                       d->config.policies_dir);
-            ferry_policy_set_unref(set);
-        }
-        ferry_policy_problems_free(problems);
+    r = build_config(&nc, cl, err, sizeof(err));
+    nc_ok = r == 0;
+    if (r < 0) {
+        ferryd_log("error", "reload: configuration not loaded (%s); keeping the old set of "
+                   "settings, issuers and policies", err);
+        goto keys;
     }
+    r = ferry_policy_problems_new(&problems);
+    if (r == 0)
+        r = ferry_policy_load_dir(nc.policies_dir, &set, problems);
+    if (r < 0) {
+        ferryd_log("error", "reload: policies in %s not loaded (%s); keeping the old set of "
+                   "settings, issuers and policies", nc.policies_dir, ferry_strerror(r));
+        if (problems)
+            log_problems("reload", problems);
+        goto keys;
+    }
+    r = ferry_oidc_reload_config(d->oidc, nc.trust, err, sizeof(err));
+    if (r < 0) {
+        ferryd_log("error", "reload: issuers not reloaded (%s); keeping the old set of "
+                   "settings, issuers and policies", err);
+        goto keys;
+    }
+    ferry_policy_store_swap(d->policies, set);
+    ferryd_log("info", "reload: %zu issuers, %zu policies from %s",
+               ferry_oidc_issuer_count(d->oidc), ferry_policy_set_count(set), nc.policies_dir);
+    warn_restart_only(&d->config, &nc);
+
+    /* Only this thread reads these members while serving, so they are moved in place. */
+    SWAP_TWO(d->config.trust, nc.trust);
+    SWAP_TWO(d->config.policies_dir, nc.policies_dir);
+    d->config.per_address = nc.per_address;
+    d->config.per_identity = nc.per_identity;
+    d->config.max_tracked = nc.max_tracked;
+    if (ferryd_apply_rate_limits(d, err, sizeof(err)) < 0)
+        ferryd_log("error", "reload: %s; keeping the old rate limits", err);
+    if (nc.log_target != d->config.log_target || nc.log_facility != d->config.log_facility ||
+        str_differs(nc.log_ident, d->config.log_ident)) {
+        d->config.log_target = nc.log_target;
+        d->config.log_facility = nc.log_facility;
+        SWAP_TWO(d->config.log_ident, nc.log_ident);
+        apply_log_target(&d->config);
+        ferryd_log("info", "reload: logging to %s",
+                   d->config.log_target == FERRYD_LOG_SYSLOG ? "syslog" : "stderr");
+    }
+    /* Issuers added by the reload: load their keys now; /readyz waits until they are. */
+    r = ferry_oidc_prefetch(d->oidc, err, sizeof(err));
+    atomic_store(&d->issuers_ready, r == 0);
+    if (r < 0)
+        ferryd_log("warning", "reload: issuer keys not loaded yet: %s", err);
+
+keys:
+    /* The signing keys live in the state directory, not in the configuration: they are
+     * reloaded whatever became of the rest (e.g. after `ferry keys rotate`). */
     r = ferry_mint_reload(d->mint, err, sizeof(err));
     if (r < 0) {
         ferryd_log("error", "reload: keys not reloaded (%s); keeping the old keys", err);
@@ -123,8 +262,10 @@ static void reload(ferryd *d)
         else
             ferryd_log("info", "reload: keys reloaded");
     }
-    if (ferryd_apply_rate_limits(d, err, sizeof(err)) < 0)
-        ferryd_log("error", "reload: %s; keeping the old rate limits", err);
+    ferry_policy_set_unref(set);
+    ferry_policy_problems_free(problems);
+    if (nc_ok)
+        ferryd_config_free(&nc);
 }
 
 static void teardown(ferryd *d)
@@ -155,9 +296,7 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'}, {"state-dir", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},         {0},
     };
-    const char *config_path = NULL, *state_dir = NULL;
-    const char *listen_args[FERRYD_MAX_LISTEN];
-    size_t n_listen_args = 0;
+    cmdline cl = {0};
     bool check = false;
     ferryd d = {0};
     ferryd_httpd *httpd = NULL;
@@ -168,20 +307,20 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
-            config_path = optarg;
+            cl.config_path = optarg;
             break;
         case 'C':
             check = true;
             break;
         case 'l':
-            if (n_listen_args == FERRYD_MAX_LISTEN) {
+            if (cl.n_listen == FERRYD_MAX_LISTEN) {
                 fprintf(stderr, "ferryd: at most %d --listen\n", FERRYD_MAX_LISTEN);
                 return EXIT_USAGE;
             }
-            listen_args[n_listen_args++] = optarg;
+            cl.listen[cl.n_listen++] = optarg;
             break;
         case 's':
-            state_dir = optarg;
+            cl.state_dir = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -195,52 +334,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferryd: unexpected argument \"%s\"\n", argv[optind]);
         return EXIT_USAGE;
     }
-    if (check && !config_path) {
+    if (check && !cl.config_path) {
         fprintf(stderr, "ferryd: --check-config needs -c FILE\n");
         return EXIT_USAGE;
     }
 
     pthread_mutex_init(&d.lock, NULL);
-    if (ferryd_config_init(&d.config) < 0) {
-        fprintf(stderr, "ferryd: out of memory\n");
+    r = build_config(&d.config, &cl, err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "ferryd: %s\n", err);
         pthread_mutex_destroy(&d.lock);
-        return 1;
-    }
-    if (config_path && (r = ferryd_config_load(&d.config, config_path, err, sizeof(err))) < 0) {
-        fprintf(stderr, "ferryd: %s\n", err);
-        ret = EXIT_USAGE;
-        goto out;
-    }
-    for (size_t i = 0; i < n_listen_args; i++)
-        if (ferryd_config_add_listen(&d.config, listen_args[i], i == 0) < 0) {
-            fprintf(stderr, "ferryd: out of memory\n");
-            goto out;
-        }
-    if (state_dir) {
-        char *s = strdup(state_dir);
-        if (!s)
-            goto out;
-        free(d.config.state_dir);
-        d.config.state_dir = s;
-    }
-    if (ferryd_config_finish(&d.config, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ferryd: %s\n", err);
-        ret = EXIT_USAGE;
-        goto out;
+        return r == -ENOMEM ? 1 : EXIT_USAGE;
     }
     if (load_trust(&d, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ferryd: %s: %s\n", config_path ? config_path : "issuers", err);
+        fprintf(stderr, "ferryd: %s: %s\n", cl.config_path ? cl.config_path : "issuers", err);
         ret = EXIT_USAGE;
         goto out;
     }
     if (check) {
-        printf("%s: ok (%zu issuers, %zu listen addresses)\n", config_path,
+        printf("%s: ok (%zu issuers, %zu listen addresses)\n", cl.config_path,
                ferry_oidc_issuer_count(d.oidc), d.config.n_listen);
         ret = 0;
         goto out;
     }
-    if (d.config.log_target == FERRYD_LOG_SYSLOG)
-        ferryd_log_use_syslog(d.config.log_facility, d.config.log_ident);
+    apply_log_target(&d.config);
 
     /* Policies: a set with problems is not served (fail closed). */
     {
@@ -358,8 +475,8 @@ int main(int argc, char **argv)
             break;
         }
         if (si.ssi_signo == SIGHUP) {
-            ferryd_log("info", "SIGHUP: reloading policies and keys");
-            reload(&d);
+            ferryd_log("info", "SIGHUP: reloading the configuration, policies and keys");
+            reload(&d, &cl);
             continue;
         }
         ferryd_log("info", "%s: stopping", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
