@@ -17,7 +17,16 @@
 #
 # Cases: A1-A9, B1-B6, C1-C8, G1-G3 (G4 when per-address rate limits exist; G5 is the exchange
 # unit test's allocation-failure run, not repeated here). A second ferryd (long idle timeout)
-# takes 1,000 concurrent idle connections from 40 loopback source addresses.
+# takes 1,000 concurrent idle connections from 40 loopback source addresses, and has rate
+# limits for G4 (429 slow_down with Retry-After, per address and per identity).
+#
+# Every group of hostile tokens also checks the reason ferryd logged for each request, so a
+# token refused for an unintended reason (e.g. a typo in the test making every case
+# "malformed") fails. HOSTILE_REASONS=1 prints each case's logged reason.
+#
+# Known defects are TODO checks (the harness counts them XFAIL, and XPASS once fixed): two
+# Content-Type headers (the first is used), slowloris (the idle timeout is reset by every
+# byte), and connections past descriptor 1024 (libmicrohttpd's select()).
 import base64
 import contextlib
 import datetime
@@ -95,21 +104,24 @@ def exchange_pairs(subject, scope="read", audience=TARGET):
 class Server:
     """One ferryd: its port, process, audit log, and the bookkeeping for the final checks."""
 
-    def __init__(self, port, proc, audit, state, errlog):
-        self.port, self.proc, self.audit, self.state, self.errlog = \
-            port, proc, audit, state, errlog
+    def __init__(self, port, proc, audit, state, errpath):
+        self.port, self.proc, self.audit, self.state, self.errpath = \
+            port, proc, audit, state, errpath
+        # Our own descriptor for reading: ferryd's stderr is another open file (O_APPEND), so
+        # seeking here never moves the offset ferryd writes at.
+        self.reader = open(errpath, "r", errors="replace")
         self.reached = 0  # requests that reached ferry_exchange_token (one record each)
         self.issued = 0   # valid exchanges made (200 with a token)
+        self.sent = 0  # requests sent to /v1/token that ferryd logs with that path
         self._pos = 0
         self._partial = ""
         self.token_lines = []  # ferryd's request log lines for /v1/token, in order
 
     def pump(self):
         """Read the request log lines ferryd wrote since the last call."""
-        self.errlog.flush()
-        self.errlog.seek(self._pos)
-        chunk = self.errlog.read()
-        self._pos = self.errlog.tell()
+        self.reader.seek(self._pos)
+        chunk = self.reader.read()
+        self._pos = self.reader.tell()
         text = self._partial + chunk
         lines = text.split("\n")
         self._partial = lines.pop()
@@ -117,15 +129,20 @@ class Server:
             try:
                 x = json.loads(line)
             except ValueError:
+                if os.environ.get("HOSTILE_REASONS"):
+                    print("# unparsable log line: " + repr(line[:300]))
                 continue
             if x.get("msg") == "request" and x.get("path") == "/v1/token":
                 self.token_lines.append(x)
+            elif os.environ.get("HOSTILE_REASONS") and x.get("msg") == "request":
+                print("# other request line: " + repr(line[:300]))
 
-    def settle(self, quiet=0.2, timeout=5):
-        """Until no request line has come for `quiet` seconds: the lines of earlier requests
-        (written just after their answers) are in, so the next line is the next request's."""
+    def settle(self, quiet=0.05, timeout=5):
+        """Until the lines of all requests sent so far are in (each is written just after its
+        answer), so the next line is the next request's; then until none came for `quiet`
+        seconds, for any request the count missed."""
+        self.wait_token_lines(self.sent, timeout)
         end = time.monotonic() + timeout
-        self.pump()
         n, last = len(self.token_lines), time.monotonic()
         while time.monotonic() < end and time.monotonic() - last < quiet:
             time.sleep(0.01)
@@ -146,9 +163,8 @@ class Server:
             delay = min(delay * 2, 0.05)
 
     def stderr(self):
-        self.errlog.flush()
-        self.errlog.seek(0)
-        return self.errlog.read()
+        with open(self.errpath, errors="replace") as f:
+            return f.read()
 
 
 def http_request(port, method, path, body=None, headers=None, source=None, timeout=20):
@@ -172,6 +188,8 @@ def post_form(srv, body, headers=(), path="/v1/token", source=None):
         body = form(body)
     if isinstance(body, str):
         body = body.encode()
+    if path.split("?")[0] == "/v1/token":
+        srv.sent += 1
     return http_request(srv.port, "POST", path, body,
                         [("Content-Type", FORM)] + list(headers), source=source)
 
@@ -291,11 +309,13 @@ def config_accepts(d, conf):
 
 def start_ferryd(d, name, conf):
     cpath = ft.write_json(os.path.join(d, name + ".json"), conf)
-    errlog = open(os.path.join(d, name + ".err"), "w+")
+    errpath = os.path.join(d, name + ".err")
+    errlog = open(errpath, "ab")
     proc = subprocess.Popen([FERRYD_BIN, "-c", cpath], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=errlog, env=ft.clean_env())
     port = int(conf["listen"][0].rsplit(":", 1)[1])
-    srv = Server(port, proc, conf["audit_log"]["path"], conf["state_dir"], errlog)
+    errlog.close()  # the child has its own copy
+    srv = Server(port, proc, conf["audit_log"]["path"], conf["state_dir"], errpath)
     end = time.monotonic() + 30
     while time.monotonic() < end and proc.poll() is None:
         try:
@@ -377,7 +397,9 @@ def body(tap):
             "listen": [f"127.0.0.1:{port}"],
             "state_dir": os.path.join(d, "state"),
             "issuer": f"http://127.0.0.1:{port}",
-            "token": {"default_ttl": 300, "max_ttl": 900},
+            # one-time subject tokens (C7); rate limits off here, on in the second ferryd (G4)
+            "token": {"default_ttl": 300, "max_ttl": 900, "one_time_subject": True},
+            "rate_limits": {"per_address": {"rate": 0}, "per_identity": {"rate": 0}},
             "policies": pol,
             "audit_log": {"path": os.path.join(d, "audit.log"), "checkpoint_every": 200,
                           "sync": "checkpoint"},
@@ -385,20 +407,8 @@ def body(tap):
                        "connections": 256, "connections_per_ip": 64},
             "issuers": issuers,
         }
-        # Keys other helpers add; used when this ferryd knows them.
-        features = {}
-        probe = dict(conf, token=dict(conf["token"], one_time_subject=True))
-        features["one_time"], _ = config_accepts(d, probe)
-        if features["one_time"]:
-            conf = probe
-        probe = dict(conf, rate_limits={"per_address": {"rate": 0}, "per_identity": {"rate": 0}})
-        features["rate_limits"], _ = config_accepts(d, probe)
-        if features["rate_limits"]:
-            conf = probe
         ok, r = config_accepts(d, conf)
         tap.ok(ok, "--check-config accepts the hostile-test configuration", r)
-        TAP_diag = tap.diag
-        TAP_diag(f"features: {features}")
 
         # B1: no issuer may allow an HMAC algorithm, so "HS256 in another issuer's allow-list"
         # cannot be configured at all.
@@ -411,10 +421,10 @@ def body(tap):
         try:
             if not tap.ok(srv.proc.poll() is None, "ferryd starts", srv.stderr()[-3000:]):
                 return
-            run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d)
+            run_cases(tap, srv, keys, attacker, trap, empty_idp)
         finally:
             rc = stop_ferryd(srv)
-            srv.errlog.close()
+            srv.reader.close()
         tap.ok(rc == 0, "SIGTERM: ferryd exits 0 after all hostile input", rc)
         check_audit(tap, srv, "main ferryd")
 
@@ -425,19 +435,17 @@ def body(tap):
                      audit_log={"path": os.path.join(d, "audit2.log"), "sync": "checkpoint"},
                      limits={"max_body": 65536, "timeout": 60, "connections": 1100,
                              "connections_per_ip": 32})
-        if features["rate_limits"]:
-            conf2["rate_limits"] = {"per_address": {"rate": 0.2, "burst": 4},
-                                    "per_identity": {"rate": 0.2, "burst": 3}}
+        conf2["rate_limits"] = {"per_address": {"rate": 0.2, "burst": 4},
+                                "per_identity": {"rate": 0.2, "burst": 3}}
         srv2 = start_ferryd(d, "ferryd2", conf2)
         try:
             if tap.ok(srv2.proc.poll() is None, "G2: a second ferryd (idle timeout 60 s, "
                       "1100 connections, 32 per address) starts", srv2.stderr()[-3000:]):
                 idle_connections(tap, srv2, keys)
-                if features["rate_limits"]:
-                    rate_limits(tap, srv2, keys)
+                rate_limits(tap, srv2, keys)
         finally:
             rc = stop_ferryd(srv2)
-            srv2.errlog.close()
+            srv2.reader.close()
         tap.ok(rc == 0, "G2: the second ferryd exits 0 on SIGTERM", rc)
         check_audit(tap, srv2, "second ferryd")
 
@@ -501,10 +509,6 @@ class Checker:
                 and not bad)
         return self.tap.ok(good, f"{desc}: {status} {error}", (resp, bad))
 
-    def exchange_refused(self, token, desc, status=400, error="invalid_request", **kw):
-        resp = post_form(self.srv, exchange_pairs(token))
-        return self.refused(resp, desc, status, error, token=token, **kw)
-
     def many_refused(self, cases, desc, status=400, error="invalid_request", reasons=None):
         """Many tokens, one TAP line: every one refused exactly as expected. reasons: what the
         request log's reason (the exchange's internal reason, "subject_token: NAME: detail")
@@ -513,7 +517,11 @@ class Checker:
         log line, so the lines pair up with the cases."""
         fails, wrong = [], []
         srv = self.srv
+        t0 = time.monotonic()
         srv.settle()
+        if os.environ.get("HOSTILE_REASONS"):
+            self.tap.diag(f"settle {time.monotonic() - t0:.2f} s, sent {srv.sent}, "
+                          f"lines {len(srv.token_lines)}")
         for label, tok in cases:
             n0 = len(srv.token_lines)
             resp = post_form(srv, exchange_pairs(tok))
@@ -558,7 +566,7 @@ class Checker:
         return self.tap.ok(ok, f"{desc}: a valid exchange still succeeds", resp)
 
 
-def run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d):
+def run_cases(tap, srv, keys, attacker, trap, empty_idp):
     ck = Checker(tap, srv, keys)
     rs, es, es384, ps, ed = keys["rs-1"], keys["es-1"], keys["es-384"], keys["ps-1"], keys["ed-1"]
     for name, alg in (("rs-1", "RS256"), ("es-1", "ES256"), ("ps-1", "PS256"), ("ed-1", "EdDSA")):
@@ -566,7 +574,8 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d):
 
     # ================= A1: size ===============================================================
     big = signed(rs, "RS256", ISS_RS, claims=claims_for(ISS_RS, pad="x" * 9000))
-    ck.exchange_refused(big, f"A1: a signed token of {len(big)} bytes (> 8 KiB)")
+    ck.many_refused([("12 KiB token", big)], f"A1: a signed token of {len(big)} bytes (> 8 KiB)",
+                    reasons=("subject_token over 8192 bytes",))
     # 1 MiB token: the 413 comes back on the headers alone (read it first: the server closes
     # the connection after answering, so the body's bytes are then refused by the socket).
     mib = form(exchange_pairs("eyJ" + "A" * (1 << 20))).encode()
@@ -584,11 +593,13 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d):
             sock.sendall(mib)
     finally:
         sock.close()
+    srv.sent += 1
     tap.ok(got.startswith(b"HTTP/1.1 413 ") and b"access_token" not in got,
            "A1: a 1 MiB token in the body (over limits.max_body): 413", got[:300])
     # 16 MiB: only the headers are sent; the 413 arriving proves the body was never awaited.
     got = raw_exchange(srv.port, b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Type: "
                        + FORM.encode() + b"\r\nContent-Length: 16777216\r\n\r\n")
+    srv.sent += 1
     tap.ok(got.startswith(b"HTTP/1.1 413 "),
            "A1: Content-Length 16777216 with no body byte sent: 413 arrives (body not read)",
            got[:300])
@@ -1014,7 +1025,8 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d):
         si_b = (b64u_raw(ph) + "." + b64u_raw(jdump(c_ps))).encode()
         sgn = ps.priv.sign(si_b, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
                                              salt_length=salt), hashes.SHA256())
-        cases.append((f"PS256 salt {salt if isinstance(salt, int) else 'max'}", si_b.decode() + "." + b64u_raw(sgn)))
+        label = f"PS256 salt {salt if isinstance(salt, int) else 'max'}"
+        cases.append((label, si_b.decode() + "." + b64u_raw(sgn)))
     c_ps = claims_for(ISS_PS)
     si_b = (b64u_raw(ph) + "." + b64u_raw(jdump(c_ps))).encode()
     sgn = ps.priv.sign(si_b, padding.PSS(mgf=padding.MGF1(hashes.SHA1()), salt_length=32),
@@ -1190,19 +1202,13 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d):
     ck.valid("after C6")
 
     # ================= C7: replay =============================================================
-    todo = None if features["one_time"] else (
-        "token.one_time_subject is not configurable in this ferryd yet: subject tokens are "
-        "reusable")
     tok = signed(rs, "RS256", ISS_RS)
     r1 = post_form(srv, exchange_pairs(tok))
-    r2 = post_form(srv, exchange_pairs(tok))
-    srv.reached += 2
-    srv.issued += (r1.status == 200) + (r2.status == 200)
+    srv.reached += 1
+    srv.issued += r1.status == 200
     tap.ok(r1.status == 200, "C7: a fresh token is accepted the first time", r1)
-    d2 = r2.json() or {}
-    tap.ok(r2.status == 400 and d2.get("error") == "invalid_request"
-           and "access_token" not in d2, "C7: the same token a second time: 400 invalid_request",
-           r2, todo=todo)
+    ck.many_refused([("the same token again", tok)], "C7: the same token a second time",
+                    reasons=("replayed",))
     # The malleated ECDSA pair (r, n-s): a second valid signature of the same claims.
     c_es = claims_for(ISS_ES)
     hdr = jdump(header_for(es, "ES256"))
@@ -1212,14 +1218,13 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp, features, d):
     t_orig = si_b.decode() + "." + b64u_raw(sig)
     t_mall = si_b.decode() + "." + b64u_raw(rs_bytes(r_, P256_N - s_))
     r1 = post_form(srv, exchange_pairs(t_mall))
-    r2 = post_form(srv, exchange_pairs(t_orig))
-    srv.reached += 2
-    srv.issued += (r1.status == 200) + (r2.status == 200)
+    srv.reached += 1
+    srv.issued += r1.status == 200
     tap.ok(r1.status == 200, "C7: the malleated ECDSA signature (r, n-s) is accepted once", r1)
-    d2 = r2.json() or {}
-    tap.ok(r2.status == 400 and d2.get("error") == "invalid_request",
-           "C7: then the original (r, s) of the same jti is refused as a replay", r2,
-           todo=todo)
+    ck.many_refused([("original (r, s), same jti", t_orig),
+                     ("malleated again", t_mall)],
+                    "C7: then the original (r, s) and the malleated one again: replays",
+                    reasons=("replayed",))
     ck.valid("after C7")
 
     # ================= C8: cross-issuer key use ===============================================
