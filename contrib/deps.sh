@@ -4,7 +4,9 @@
 FERRY_BUILD_PACKAGES="build-essential autoconf automake libtool pkg-config \
 libssl-dev libcurl4-openssl-dev libjansson-dev libjwt-dev liboath-dev libmicrohttpd-dev \
 openssl ca-certificates"
-FERRY_TEST_PACKAGES="libcriterion-dev libjose-dev python3 python3-cryptography valgrind gdb clang libclang-rt-14-dev"
+# wrk: tests/bench/run-exchange.sh (the token-exchange benchmark over HTTP).
+FERRY_TEST_PACKAGES="libcriterion-dev libjose-dev python3 python3-cryptography valgrind gdb clang \
+libclang-rt-14-dev wrk"
 
 # ferry_install_missing PACKAGE... : apt-get install the packages that are not installed yet.
 ferry_install_missing() {
