@@ -305,6 +305,7 @@ struct issuer {
     int64_t disc_expires;  /* store clock */
     bool attempted;        /* a fetch was attempted since creation or flush */
     int64_t last_attempt;  /* store clock of the last attempt (any reason) */
+    uint64_t completed;    /* incremented when an attempt ends (whatever its outcome) */
     bool last_ok;          /* that attempt installed a set */
     bool kid_refreshed;    /* a refresh for an unknown kid happened since creation or flush */
     int64_t last_kid_refresh;
@@ -1683,6 +1684,7 @@ install:
         is->jwks_uri = TAKE_PTR(new_disc);
         is->disc_expires = disc_exp;
     }
+    is->completed++;
     is->last_ok = r == 0 && set;
     if (r == 0 && set) {
         ferry_jwks_unref(is->jwks);
@@ -1734,7 +1736,7 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
     char why[sizeof(is->last_error)];
     bool usable, due, want, changed, suppressed, locked = false;
     int64_t expires = 0;
-    uint64_t gen;
+    uint64_t gen, completed;
 
     *ret_fetched = false;
     *ret_stale = false;
@@ -1749,6 +1751,7 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
     want = want_refresh || !is->jwks || now >= is->jwks_expires;
     due = fetch_due(is, now, want_refresh);
     gen = is->generation;
+    completed = is->completed;
     if (usable) {
         set = ferry_jwks_ref(is->jwks);
         expires = is->jwks_expires;
@@ -1768,10 +1771,14 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
     if (locked) {
         /* Another thread may have fetched while this one waited: a set installed since the
-         * snapshot is looked at first (it may hold the kid); otherwise decide again. */
+         * snapshot is looked at first (it may hold the kid); otherwise decide again. An
+         * attempt that ended while this one waited (the one in flight) is not repeated
+         * unless a flush came after it: `now` may have been read before that attempt began,
+         * and fetch_due would take it for a clock set back. */
         (void)pthread_mutex_lock(&is->lock);
         changed = is->generation != gen;
-        due = !changed && fetch_due(is, now, want_refresh);
+        due = !changed && (is->completed == completed || !is->attempted) &&
+              fetch_due(is, now, want_refresh);
         if (want && !changed && !due && !suppressed)
             ISSUER_COUNT(is, refresh_suppressed); /* the cooldown of another's attempt */
         if (due) {

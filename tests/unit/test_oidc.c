@@ -2651,6 +2651,68 @@ Test(fetch, slow_refresh_does_not_block_verification, .init = fetch_setup,
     cr_expect_eq(count("/jwks"), 2);
 }
 
+/* A clock per thread: a thread that read the clock a moment before another did. 0: g_clock. */
+static __thread int64_t tl_now;
+
+static int64_t tl_clock(void *userdata)
+{
+    (void)userdata;
+    return tl_now ? tl_now : g_clock;
+}
+
+struct kid_arg {
+    int64_t now;
+    const char *kid;
+    ferry_reason r;
+};
+
+static void *kid_worker(void *p)
+{
+    struct kid_arg *a = p;
+
+    tl_now = a->now;
+    a->r = remote_verify(F.k1, a->kid);
+    return NULL;
+}
+
+/* A token with a kid the set lacks waits for the refresh in flight; when that refresh fails,
+ * the waiter must not start a fetch of its own because its clock reading (taken before it
+ * blocked) is older than the attempt it waited for: a reading before the last attempt is not
+ * "a clock set back", and the cooldown still holds. Otherwise every such waiter repeats the
+ * fetch, each one holding all the others for up to the fetch timeout. */
+Test(fetch, d4_waiter_does_not_repeat_the_failed_refresh, .init = fetch_setup,
+     .fini = fetch_teardown, .timeout = 30)
+{
+    ferry_oidc_options oo = {.clock = tl_clock};
+    struct kid_arg first = {.now = NOW + 100, .kid = "rotated-1", .r = FERRY_REASON_INTERNAL};
+    pthread_t th;
+    char err[256];
+    int64_t t0;
+
+    ferry_oidc_free(F.o);
+    F.o = NULL;
+    cr_assert_eq(ferry_oidc_new(&oo, &F.o), 0);
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(count("/jwks"), 1);
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "delay:1.5:status:500"), 0);
+    g_clock = NOW + 100;
+    t0 = mono_ms();
+    cr_assert_eq(pthread_create(&th, NULL, kid_worker, &first), 0);
+    while (count("/jwks") < 2 && mono_ms() - t0 < 5000)
+        usleep(10000);
+    cr_assert_eq(count("/jwks"), 2, "the kid refresh did not start");
+    /* This thread read the clock just before the other thread did, then reached the fetch
+     * lock after the other's attempt had begun. */
+    tl_now = NOW + 99;
+    EXPECT_REMOTE(F.k1, "rotated-2", FERRY_REASON_UNKNOWN_KID);
+    tl_now = 0;
+    pthread_join(th, NULL);
+    cr_expect_eq(first.r, FERRY_REASON_UNKNOWN_KID);
+    cr_expect_eq(count("/jwks"), 2, "%ld JWKS fetches within one cooldown",
+                 count("/jwks") - 1);
+}
+
 /* Cold start (no set yet): a token arriving while another thread's first fetch is on the wire
  * waits for that fetch and uses its set, instead of being refused as issuer_unavailable
  * because the cooldown counts from the attempt in progress. One fetch in all. */
