@@ -99,6 +99,7 @@ int ferryd_config_init(ferryd_config *c)
                 .connections = FERRYD_DEFAULT_CONNECTIONS,
                 .connections_per_ip = FERRYD_DEFAULT_CONNECTIONS_PER_IP,
                 .timeout_s = FERRYD_DEFAULT_TIMEOUT,
+                .request_timeout_s = FERRYD_DEFAULT_REQUEST_TIMEOUT,
             },
         .drain_timeout_s = FERRYD_DEFAULT_DRAIN_TIMEOUT,
         .one_time_subject = true,
@@ -371,7 +372,7 @@ static int load_limits(ctx *x, ferryd_config *c, const json_t *l)
 {
     static const char *const names[] = {
         "max_body", "max_header",    "connections", "connections_per_ip",
-        "timeout",  "drain_timeout", NULL};
+        "timeout",  "request_timeout", "drain_timeout", NULL};
     long long n;
     int r;
     if (!json_is_object(l))
@@ -403,6 +404,11 @@ static int load_limits(ctx *x, ferryd_config *c, const json_t *l)
         if ((r = get_uint(x, l, "timeout", "limits.timeout", 1, 3600, &n)) < 0)
             return r;
         c->limits.timeout_s = (unsigned)n;
+    }
+    if (json_object_get(l, "request_timeout")) {
+        if ((r = get_uint(x, l, "request_timeout", "limits.request_timeout", 1, 3600, &n)) < 0)
+            return r;
+        c->limits.request_timeout_s = (unsigned)n;
     }
     if (json_object_get(l, "drain_timeout")) {
         if ((r = get_uint(x, l, "drain_timeout", "limits.drain_timeout", 0, 3600, &n)) < 0)

@@ -19,6 +19,7 @@
 #define FERRYD_DEFAULT_CONNECTIONS 256
 #define FERRYD_DEFAULT_CONNECTIONS_PER_IP 32
 #define FERRYD_DEFAULT_TIMEOUT 30
+#define FERRYD_DEFAULT_REQUEST_TIMEOUT 30
 #define FERRYD_DEFAULT_DRAIN_TIMEOUT 10
 /* Rate limits (docs/configuration.md): generous enough for one machine's normal use. */
 #define FERRYD_DEFAULT_ADDRESS_RATE 200.0

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,18 @@ typedef struct listener {
     char *name;      /* as configured */
 } listener;
 
+/* One open connection, for the request deadline. Created when libmicrohttpd reports the
+ * connection started and freed when it reports it closed, which (thread per connection) it does
+ * before closing the socket: under conns_lock, fd is always this connection's own. */
+typedef struct conn_track {
+    struct conn_track *prev, *next;
+    struct ferryd_httpd *h;
+    int fd;
+    struct timespec since; /* accepted, or the previous response completed */
+    bool busy;             /* a complete request is being answered: no deadline */
+    bool cut;              /* shut down by the watchdog (once) */
+} conn_track;
+
 struct ferryd_httpd {
     listener *ls;
     size_t n_ls;
@@ -40,6 +53,15 @@ struct ferryd_httpd {
     void *userdata;
     ferryd_observer observer; /* all NULL when none */
     atomic_uint inflight;
+
+    /* The request deadline: a watchdog thread shuts down connections that have not completed a
+     * request within limits.request_timeout_s (slowloris; the idle timeout is reset by every
+     * byte). */
+    pthread_mutex_t conns_lock;
+    pthread_cond_t watchdog_cond;
+    conn_track *conns;
+    bool watchdog_started, watchdog_stop;
+    pthread_t watchdog;
 };
 
 /* Per request: created by the URI callback (which sees the raw request target), freed by the
@@ -62,14 +84,20 @@ typedef struct req_ctx {
     char reason[FERRYD_REASON_MAX];
 } req_ctx;
 
-static enum MHD_Result count_authorization(void *cls, enum MHD_ValueKind kind, const char *key,
-                                           const char *value)
+typedef struct header_counts {
+    unsigned authorization, content_type;
+} header_counts;
+
+static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
 {
-    unsigned *n = cls;
+    header_counts *n = cls;
     (void)kind;
     (void)value;
     if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
-        (*n)++;
+        n->authorization++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0)
+        n->content_type++;
     return MHD_YES;
 }
 
@@ -139,6 +167,138 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     ferryd_log("warning", "httpd: %s", clean);
 }
 
+/* ---- the request deadline ------------------------------------------------------------------ */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct ferryd_httpd *h = cls;
+    conn_track *t = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t = calloc(1, sizeof(*t));
+        if (!t || !ci) {
+            free(t); /* untracked: only the idle timeout applies to this connection */
+            return;
+        }
+        t->h = h;
+        t->fd = ci->connect_fd;
+        clock_gettime(CLOCK_MONOTONIC, &t->since);
+        pthread_mutex_lock(&h->conns_lock);
+        t->next = h->conns;
+        if (h->conns)
+            h->conns->prev = t;
+        h->conns = t;
+        pthread_mutex_unlock(&h->conns_lock);
+        *socket_context = t;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && t) {
+        pthread_mutex_lock(&h->conns_lock);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            h->conns = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        pthread_mutex_unlock(&h->conns_lock);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+/* A complete request is being answered (busy: no deadline), or was answered (the clock of the
+ * next one starts). */
+static void conn_busy(struct MHD_Connection *conn, bool busy)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_track *t = ci ? ci->socket_context : NULL;
+
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->h->conns_lock);
+    t->busy = busy;
+    if (!busy)
+        clock_gettime(CLOCK_MONOTONIC, &t->since);
+    pthread_mutex_unlock(&t->h->conns_lock);
+}
+
+/* Once a second: shut down (both directions) every connection that has waited longer than
+ * request_timeout_s for a complete request. libmicrohttpd's own thread for the connection then
+ * sees the socket end and closes it as usual. */
+static void *watchdog_main(void *arg)
+{
+    struct ferryd_httpd *h = arg;
+    unsigned cut = 0;
+
+    pthread_mutex_lock(&h->conns_lock);
+    while (!h->watchdog_stop) {
+        struct timespec now, until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 1;
+        while (!h->watchdog_stop &&
+               pthread_cond_timedwait(&h->watchdog_cond, &h->conns_lock, &until) == 0)
+            ;
+        if (h->watchdog_stop)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        for (conn_track *t = h->conns; t; t = t->next) {
+            if (t->busy || t->cut || now.tv_sec - t->since.tv_sec < h->limits.request_timeout_s)
+                continue;
+            (void)shutdown(t->fd, SHUT_RDWR);
+            t->cut = true;
+            cut++;
+        }
+        if (cut) {
+            pthread_mutex_unlock(&h->conns_lock);
+            ferryd_log("warning",
+                       "httpd: %u connections closed: no complete request within %u s", cut,
+                       h->limits.request_timeout_s);
+            cut = 0;
+            pthread_mutex_lock(&h->conns_lock);
+        }
+    }
+    pthread_mutex_unlock(&h->conns_lock);
+    return NULL;
+}
+
+static int watchdog_start(struct ferryd_httpd *h)
+{
+    pthread_condattr_t ca;
+    int r;
+
+    if (h->limits.request_timeout_s == 0)
+        return 0;
+    if (pthread_condattr_init(&ca) != 0)
+        return -ENOMEM;
+    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    r = pthread_cond_init(&h->watchdog_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (r != 0)
+        return -r;
+    r = pthread_create(&h->watchdog, NULL, watchdog_main, h);
+    if (r != 0) {
+        pthread_cond_destroy(&h->watchdog_cond);
+        return -r;
+    }
+    h->watchdog_started = true;
+    return 0;
+}
+
+static void watchdog_stop(struct ferryd_httpd *h)
+{
+    if (!h->watchdog_started)
+        return;
+    pthread_mutex_lock(&h->conns_lock);
+    h->watchdog_stop = true;
+    pthread_cond_signal(&h->watchdog_cond);
+    pthread_mutex_unlock(&h->conns_lock);
+    pthread_join(h->watchdog, NULL);
+    pthread_cond_destroy(&h->watchdog_cond);
+    h->watchdog_started = false;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct ferryd_httpd *h = cls;
@@ -165,10 +325,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct ferryd_httpd *h = cls;
     req_ctx *rc = *con_cls;
-    (void)conn;
     if (!rc)
         return;
     *con_cls = NULL;
+    conn_busy(conn, false);
     int64_t ns = elapsed_ns(&rc->start);
     if (h->observer.finished) {
         ferryd_request_done done = {
@@ -342,9 +502,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                            "request body too large", "body: chunked body over limit");
 
     char client[CLIENT_MAX];
-    unsigned n_auth = 0;
+    header_counts counts = {0};
     client_key(conn, client, sizeof(client));
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_authorization, &n_auth);
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_headers, &counts);
+    conn_busy(conn, true);
     ferryd_request req = {
         .method = method,
         .path = url,
@@ -353,7 +514,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
         .authorization =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-        .n_authorization = n_auth,
+        .n_authorization = counts.authorization,
+        .n_content_type = counts.content_type,
         .client = client,
         .body = rc->body ? rc->body : "",
         .body_len = rc->body_len,
@@ -519,6 +681,12 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
     if (observer)
         h->observer = *observer;
     atomic_init(&h->inflight, 0);
+    pthread_mutex_init(&h->conns_lock, NULL);
+    r = watchdog_start(h);
+    if (r < 0) {
+        snprintf(errbuf, errlen, "request deadline thread: %s", strerror(-r));
+        goto fail;
+    }
     for (size_t i = 0; i < n_listen; i++) {
         listener *l = &h->ls[h->n_ls];
         bool is_unix = strncmp(listen[i], "unix:", 5) == 0;
@@ -548,14 +716,15 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
             goto fail;
         l->fd = r;
         l->daemon = MHD_start_daemon(
-            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
-                MHD_USE_ERROR_LOG,
+            /* poll(2), not select(2): descriptors past FD_SETSIZE (1024) must work. */
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+                MHD_USE_ITC | MHD_USE_ERROR_LOG,
             0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
             MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits->max_header,
             MHD_OPTION_CONNECTION_LIMIT, limits->connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             is_unix ? 0u : limits->connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
             limits->timeout_s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, h, MHD_OPTION_END);
+            on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
         if (!l->daemon) {
             snprintf(errbuf, errlen, "listen %s: libmicrohttpd refused to start", listen[i]);
             r = -EIO;
@@ -619,6 +788,8 @@ void ferryd_httpd_free(ferryd_httpd *h)
         }
         free(l->name);
     }
+    watchdog_stop(h);
+    pthread_mutex_destroy(&h->conns_lock);
     free(h->ls);
     free(h);
 }

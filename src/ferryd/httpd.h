@@ -26,6 +26,7 @@ typedef struct ferryd_request {
     const char *content_type; /* NULL when absent */
     const char *authorization; /* the first Authorization header, NULL when absent */
     unsigned n_authorization;  /* how many Authorization headers the request carried */
+    unsigned n_content_type;   /* how many Content-Type headers (content_type is the first) */
     /* Who is calling, for per-address limits and logs: "ipv4:A.B.C.D", "ipv6:ADDR" (the
      * textual address; an IPv4-mapped IPv6 address counts as IPv4), "uid:N" for a unix socket
      * peer (SO_PEERCRED), or "unknown". */
@@ -76,6 +77,9 @@ typedef struct ferryd_httpd_limits {
     unsigned connections;        /* per listener */
     unsigned connections_per_ip; /* per TCP listener; 0 = no per-IP limit */
     unsigned timeout_s;          /* idle connection timeout */
+    unsigned request_timeout_s;  /* a connection must complete a request within this many
+                                    seconds of opening or of its previous response, whatever
+                                    trickles in meanwhile (slowloris); 0 = none */
 } ferryd_httpd_limits;
 
 typedef struct ferryd_httpd ferryd_httpd;

@@ -207,6 +207,11 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
                                            : "Authorization header on the token endpoint");
         return;
     }
+    if (req->n_content_type > 1) {
+        set_error(resp, 400, "invalid_request", "exactly one Content-Type header is allowed",
+                  "several Content-Type headers");
+        return;
+    }
     if (!is_form(req->content_type)) {
         set_error(resp, 400, "invalid_request",
                   "Content-Type must be application/x-www-form-urlencoded", "wrong content type");

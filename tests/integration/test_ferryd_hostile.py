@@ -24,9 +24,9 @@
 # token refused for an unintended reason (e.g. a typo in the test making every case
 # "malformed") fails. HOSTILE_REASONS=1 prints each case's logged reason.
 #
-# Known defects are TODO checks (the harness counts them XFAIL, and XPASS once fixed): two
-# Content-Type headers (the first is used), slowloris (the idle timeout is reset by every
-# byte), and connections past descriptor 1024 (libmicrohttpd's select()).
+# Three defects this test found are fixed and checked here: two Content-Type headers (400),
+# slowloris (limits.request_timeout closes a connection that trickles bytes), and connections
+# past descriptor 1024 (libmicrohttpd runs on poll(2), not select(2)).
 import base64
 import contextlib
 import datetime
@@ -403,7 +403,7 @@ def body(tap):
             "policies": pol,
             "audit_log": {"path": os.path.join(d, "audit.log"), "checkpoint_every": 200,
                           "sync": "checkpoint"},
-            "limits": {"max_body": 65536, "max_header": 16384, "timeout": 2,
+            "limits": {"max_body": 65536, "max_header": 16384, "timeout": 2, "request_timeout": 3,
                        "connections": 256, "connections_per_ip": 64},
             "issuers": issuers,
         }
@@ -433,7 +433,8 @@ def body(tap):
         conf2 = dict(conf, listen=[f"127.0.0.1:{port2}"], issuer=f"http://127.0.0.1:{port2}",
                      state_dir=os.path.join(d, "state2"),
                      audit_log={"path": os.path.join(d, "audit2.log"), "sync": "checkpoint"},
-                     limits={"max_body": 65536, "timeout": 60, "connections": 1100,
+                     limits={"max_body": 65536, "timeout": 60, "request_timeout": 120,
+                             "connections": 1100,
                              "connections_per_ip": 32})
         conf2["rate_limits"] = {"per_address": {"rate": 0.2, "burst": 4},
                                 "per_identity": {"rate": 0.2, "burst": 3}}
@@ -1296,8 +1297,7 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp):
         srv.reached += 1
         srv.issued += 1
     tap.ok(resp.status == 400 and b"access_token" not in resp.body,
-           "G1: two Content-Type headers (form, then text/plain): refused", resp,
-           todo="src/ferryd/httpd.c uses the first Content-Type and ignores a second one")
+           "G1: two Content-Type headers (form, then text/plain): refused", resp)
     ck.valid("after G1")
 
     # ================= G2: oversized request line and headers, pipelining, slowloris ==========
@@ -1387,10 +1387,8 @@ def run_cases(tap, srv, keys, attacker, trap, empty_idp):
         s.close()
     elapsed = time.monotonic() - t0
     tap.ok(closed_after is not None,
-           "G2: slowloris (1 byte/s, limits.timeout 2 s): ferryd closes the connection",
-           f"still open after {elapsed:.1f} s and 8 bytes",
-           todo="libmicrohttpd's connection timeout is an idle timeout, reset by every byte; "
-                "ferryd sets no deadline for a whole request (src/ferryd/httpd.c)")
+           "G2: slowloris (1 byte/s, limits.request_timeout 3 s): ferryd closes the connection",
+           f"still open after {elapsed:.1f} s and 8 bytes")
     tap.diag(f"slowloris: closed after {closed_after} bytes, {elapsed:.1f} s")
     # An idle connection (nothing sent) is closed by the 2 s timeout.
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
@@ -1550,10 +1548,7 @@ def idle_connections(tap, srv, keys):
         st = [healthz_on(s) for s in more]
         tap.ok(len(more) == 60 and st == [200] * 60,
                "G2: 60 more connections (1,060 of limits.connections 1,100) are served",
-               f"served {st.count(200)} of {len(more)}; {st}",
-               todo="src/ferryd/httpd.c starts libmicrohttpd without MHD_USE_POLL/EPOLL, so "
-                    "select() refuses every connection whose descriptor is >= FD_SETSIZE "
-                    "(1024) whatever limits.connections says")
+               f"served {st.count(200)} of {len(more)}; {st}")
     finally:
         for s in socks:
             s.close()

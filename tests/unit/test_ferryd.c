@@ -113,6 +113,7 @@ Test(config, defaults_without_a_file)
     cr_assert_str_eq(c.policies_dir, FERRY_SYSCONFDIR "/policies");
     cr_assert_str_eq(c.audit_path, FERRY_STATEDIR "/audit.log");
     cr_assert_eq(c.limits.max_body, 65536);
+    cr_assert_eq(c.limits.request_timeout_s, 30);
     cr_assert(c.one_time_subject, "one-time subject tokens by default (C7)");
     cr_assert_float_eq(c.per_address.rate, 200.0, 1e-9);
     cr_assert_eq(c.per_address.burst, 400);
@@ -295,7 +296,7 @@ Test(config, a_full_file)
                       " \"issuer\": \"https://ferry.test\", \"signing_alg\": \"EdDSA\",\n"
                       " \"token\": {\"default_ttl\": 60, \"max_ttl\": 120},\n"
                       " \"audit_log\": {\"sync\": \"batch\", \"checkpoint_every\": 7},\n"
-                      " \"limits\": {\"max_body\": 2048, \"connections_per_ip\": 0},\n"
+                      " \"limits\": {\"max_body\": 2048, \"connections_per_ip\": 0, \"request_timeout\": 7},\n"
                       " \"issuers\": [], \"replay_cache_size\": 10}",
                       &c, err, sizeof(err)),
                  0, "%s", err);
@@ -309,6 +310,7 @@ Test(config, a_full_file)
     cr_assert_eq(c.checkpoint_every, 7);
     cr_assert_eq(c.limits.max_body, 2048);
     cr_assert_eq(c.limits.connections_per_ip, 0);
+    cr_assert_eq(c.limits.request_timeout_s, 7);
     cr_assert_eq(json_integer_value(json_object_get(c.trust, "replay_cache_size")), 10);
     ferryd_config_free(&c);
 }
@@ -321,6 +323,7 @@ Test(config, errors_name_the_line)
         {"{\n\n \"bogus\": 1}", ":3: unknown member \"bogus\" in the configuration"},
         {"{\"limits\": {\n \"max_bodyy\": 1}}", ":2: unknown member \"max_bodyy\" in limits"},
         {"{\"limits\": {\"max_body\": 10}}", "limits.max_body must be an integer from 1024"},
+        {"{\"limits\": {\"request_timeout\": 0}}", "limits.request_timeout must be an integer from 1"},
         {"{\"token\": {\"default_ttl\": 100, \"max_ttl\": 10}}", "must not exceed"},
         {"{\"signing_alg\": \"HS256\"}", "signing_alg must be"},
         {"{\"audit_log\": {\"sync\": \"never\"}}", "audit_log.sync must be"},
