@@ -117,7 +117,7 @@ def setup_dir(d, key):
 
 
 def start(conf_path, d, name):
-    err = open(os.path.join(d, name + ".err"), "w+")
+    err = open(os.path.join(d, name + ".err"), "a+")  # append: reads never move ferryd's write offset
     proc = subprocess.Popen([FERRYD_BIN, "-c", conf_path], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=err, env=ft.clean_env())
     return proc, err

@@ -251,7 +251,7 @@ def run(tap, d, idp, jwks_path, k1, k2, k3):
         "rate_limits": {"per_identity": {"rate": 0.01, "burst": 15}},
     }
     cpath = ft.write_json(os.path.join(d, "ferryd.json"), conf)
-    errlog = open(os.path.join(d, "ferryd.err"), "w+")
+    errlog = open(os.path.join(d, "ferryd.err"), "a+")  # append: reads never move ferryd's write offset
     proc = subprocess.Popen([FERRYD_BIN, "-c", cpath], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=errlog, env=ft.clean_env())
     try:
