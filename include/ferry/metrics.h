@@ -4,8 +4,8 @@
  * fixed list of label names and a cap on how many label-value combinations (series) the family
  * may ever hold. A series is found or created by its label values (ferry_metric_family_get)
  * and then updated without locks: counters and histogram buckets are atomic 64-bit integers,
- * gauges and histogram sums are atomic fixed-point integers (value * scale), so an update is
- * one or two atomic additions. The cap is the defence against unbounded label cardinality:
+ * gauges and histogram sums are atomic fixed-point integers (value * scale) that saturate
+ * instead of wrapping, so an update is one or two atomic operations. The cap is the defence against unbounded label cardinality:
  * once a family holds max_series series, a new combination is refused with -FERRY_EFULL and
  * the caller decides where to count it (ferryd counts it under a pre-registered "other").
  *

@@ -391,6 +391,17 @@ FERRY_EXPORT size_t ferry_metric_family_size(const ferry_metric_family *f)
 
 /* ---- updates --------------------------------------------------------------------------------- */
 
+/* *a += d, saturated to the int64 range (an atomic add would wrap). */
+static void add_saturated(_Atomic int64_t *a, int64_t d)
+{
+    int64_t cur = atomic_load_explicit(a, memory_order_relaxed), next;
+    do {
+        if (__builtin_add_overflow(cur, d, &next))
+            next = d > 0 ? INT64_MAX : INT64_MIN;
+    } while (!atomic_compare_exchange_weak_explicit(a, &cur, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
 FERRY_EXPORT void ferry_metric_inc(ferry_metric *s)
 {
     ferry_metric_add(s, 1);
@@ -399,7 +410,7 @@ FERRY_EXPORT void ferry_metric_inc(ferry_metric *s)
 FERRY_EXPORT void ferry_metric_dec(ferry_metric *s)
 {
     if (s && s->family->type == FERRY_METRIC_GAUGE)
-        atomic_fetch_sub_explicit(&s->value, (int64_t)s->family->scale, memory_order_relaxed);
+        add_saturated(&s->value, -(int64_t)s->family->scale);
 }
 
 FERRY_EXPORT void ferry_metric_add(ferry_metric *s, int64_t n)
@@ -408,8 +419,12 @@ FERRY_EXPORT void ferry_metric_add(ferry_metric *s, int64_t n)
         return;
     if (s->family->type == FERRY_METRIC_COUNTER && n >= 0)
         atomic_fetch_add_explicit(&s->count, (uint64_t)n, memory_order_relaxed);
-    else if (s->family->type == FERRY_METRIC_GAUGE)
-        atomic_fetch_add_explicit(&s->value, n * (int64_t)s->family->scale, memory_order_relaxed);
+    else if (s->family->type == FERRY_METRIC_GAUGE) {
+        int64_t d;
+        if (__builtin_mul_overflow(n, (int64_t)s->family->scale, &d))
+            d = n > 0 ? INT64_MAX : INT64_MIN;
+        add_saturated(&s->value, d);
+    }
 }
 
 FERRY_EXPORT void ferry_metric_set(ferry_metric *s, double v)
@@ -447,7 +462,7 @@ FERRY_EXPORT void ferry_metric_observe_scaled(ferry_metric *s, int64_t v)
             lo = mid + 1;
     }
     atomic_fetch_add_explicit(&s->bucket[lo], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->value, v, memory_order_relaxed);
+    add_saturated(&s->value, v);
 }
 
 FERRY_EXPORT void ferry_metric_observe(ferry_metric *s, double v)

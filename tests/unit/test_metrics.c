@@ -261,6 +261,51 @@ Test(metrics, fixed_point_gauges_and_counter_mirroring)
     ferry_metrics_free(m);
 }
 
+/* Fixed-point values saturate instead of wrapping: a gauge add whose n * scale does not fit,
+ * and a histogram sum that an infinite (or huge) observation would carry past INT64_MAX. */
+Test(metrics, fixed_point_saturates)
+{
+    ferry_metrics *m = reg();
+    static const double bounds[] = {1};
+    ferry_metric_family *g = add(m, &(ferry_metric_desc){
+                                        .type = FERRY_METRIC_GAUGE,
+                                        .name = "t_big",
+                                        .help = "x",
+                                        .scale = 1000,
+                                    });
+    ferry_metric_family *h = add(m, &(ferry_metric_desc){
+                                        .type = FERRY_METRIC_HISTOGRAM,
+                                        .name = "t_seconds",
+                                        .help = "x",
+                                        .buckets = bounds,
+                                        .n_buckets = 1,
+                                    });
+    ferry_metric *gs = get(g, NULL), *hs = get(h, NULL);
+
+    ferry_metric_add(gs, INT64_MAX / 10); /* n * scale is past INT64_MAX */
+    cr_expect_eq(ferry_metric_value(gs), INT64_MAX);
+    ferry_metric_inc(gs);
+    cr_expect_eq(ferry_metric_value(gs), INT64_MAX);
+    ferry_metric_set_scaled(gs, 0);
+    ferry_metric_add(gs, INT64_MIN / 10);
+    cr_expect_eq(ferry_metric_value(gs), INT64_MIN);
+    ferry_metric_dec(gs);
+    cr_expect_eq(ferry_metric_value(gs), INT64_MIN);
+
+    ferry_metric_observe(hs, 2);         /* 2 s */
+    ferry_metric_observe(hs, 1.0 / 0.0); /* +Inf: the sum saturates */
+    char *t = render(m);
+    cr_expect(strstr(t, "\nt_seconds_sum 9223372036.854775807\n"), "%s", t);
+    free(t);
+    ferry_metric_observe(hs, -1.0 / 0.0); /* and -Inf saturates the other way from there */
+    ferry_metric_observe(hs, -1.0 / 0.0);
+    t = render(m);
+    cr_expect(strstr(t, "\nt_seconds_sum -9223372036.854775808\n"), "%s", t);
+    cr_expect(strstr(t, "\nt_seconds_count 4\n"), "%s", t);
+    free(t);
+    ferry_metrics_free(m);
+}
+
 Test(metrics, cardinality_cap)
 {
     ferry_metrics *m = reg();
