@@ -166,7 +166,8 @@ void ferry_oidc_flush(ferry_oidc *oidc, const char *issuer);
 typedef struct ferry_verify_options {
     int64_t now;          /* fixed clock for this decision; 0 = the store's clock */
     bool consume_jti;     /* one-time use: require jti, record (iss, jti) until exp, refuse
-                             a second use */
+                             a second use; refused as EXPIRED past exp + the smallest leeway
+                             any issuer of the store has had */
     const char *audience; /* when non-NULL, the token must contain exactly this audience
                              (which must also be one of the issuer's) */
 } ferry_verify_options;
@@ -177,7 +178,8 @@ typedef struct ferry_verify_options {
  * verified identity before deciding to spend the token (ferryd's per-identity rate limit).
  * now = 0: the store's clock. Returns 0; -FERRY_EREFUSED with ret_result filled
  * (MISSING_CLAIM: no jti; UNKNOWN_ISSUER: the issuer was removed by a reload since;
- * REPLAYED; REPLAY_CACHE_FULL); -ENOMEM or -FERRY_ECRYPTO (nothing recorded); -EINVAL. */
+ * EXPIRED: past exp + the smallest leeway any issuer of the store has had; REPLAYED;
+ * REPLAY_CACHE_FULL); -ENOMEM or -FERRY_ECRYPTO (nothing recorded); -EINVAL. */
 int ferry_oidc_consume(ferry_oidc *oidc, const ferry_identity *id, int64_t now,
                        ferry_verify_result *ret_result);
 

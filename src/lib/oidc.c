@@ -610,6 +610,11 @@ struct ferry_oidc {
 
     struct replay replay;
     size_t replay_max_default; /* what a reload without replay_cache_size goes back to */
+    /* The smallest leeway of any issuer ever configured (lowered under config_lock before the
+     * set holding the issuer is published). Entries are recorded until exp + their issuer's
+     * leeway, so none is evicted before exp + this floor; consume_jti refuses from then on, so
+     * an issuer whose leeway a reload raised cannot accept a jti whose entry is gone. */
+    atomic_int_fast64_t leeway_floor;
 
     /* statistics (ferry_oidc_get_stats) */
     struct counters totals;
@@ -782,6 +787,7 @@ FERRY_EXPORT int ferry_oidc_new(const ferry_oidc_options *opts, ferry_oidc **ret
     }
     atomic_init(&o->set, empty);
     atomic_init(&o->entering, 0);
+    atomic_init(&o->leeway_floor, MAX_LEEWAY);
     *ret_oidc = TAKE_PTR(o);
     return 0;
 }
@@ -1356,6 +1362,17 @@ static int cfg_top(const json_t *conf, const json_t **ret_issuers, int64_t *ret_
     return 0;
 }
 
+/* Lower the store's leeway floor to the issuers' leeways. Caller holds config_lock. */
+static void lower_leeway_floor(ferry_oidc *o, struct issuer *const *list, size_t n)
+{
+    int64_t floor = atomic_load(&o->leeway_floor);
+
+    for (size_t i = 0; i < n; i++)
+        if (list[i]->leeway < floor)
+            floor = list[i]->leeway;
+    atomic_store(&o->leeway_floor, floor);
+}
+
 static void set_replay_max(ferry_oidc *o, size_t max)
 {
     (void)pthread_mutex_lock(&o->replay.lock);
@@ -1388,8 +1405,10 @@ FERRY_EXPORT int ferry_oidc_add_issuer(ferry_oidc *o, const json_t *conf, char *
     (void)pthread_mutex_lock(&o->config_lock);
     cur = atomic_load(&o->set); /* kept alive by the store's reference; writers hold the lock */
     r = set_build(cur, cur->n, &is, 1, &ns, &dup);
-    if (r == 0)
+    if (r == 0) {
+        lower_leeway_floor(o, &is, 1);
         set_publish(o, ns);
+    }
     (void)pthread_mutex_unlock(&o->config_lock);
     if (r == -FERRY_EDUPLICATE)
         (void)cfg_error(errbuf, errlen, "issuer \"%.200s\" is already configured", is->name);
@@ -1424,6 +1443,7 @@ FERRY_EXPORT int ferry_oidc_load_config(ferry_oidc *o, const json_t *conf, char 
     cur = atomic_load(&o->set);
     r = set_build(cur, cur->n, list, n, &ns, &dup);
     if (r == 0) {
+        lower_leeway_floor(o, list, n);
         set_publish(o, ns);
         if (rc_size > 0)
             set_replay_max(o, (size_t)rc_size);
@@ -1474,6 +1494,7 @@ FERRY_EXPORT int ferry_oidc_reload_config(ferry_oidc *o, const json_t *conf, cha
     }
     r = set_build(NULL, 0, list, n, &ns, &dup);
     if (r == 0) {
+        lower_leeway_floor(o, list, n);
         set_publish(o, ns);
         set_replay_max(o, rc_size > 0 ? (size_t)rc_size : o->replay_max_default);
     }
@@ -2411,8 +2432,16 @@ static int consume_jti(ferry_oidc *o, const struct issuer *is, const struct chec
                        int64_t now, ferry_verify_result *res)
 {
     unsigned char k[RP_KEY_LEN];
+    int64_t floor = atomic_load(&o->leeway_floor);
     int r;
 
+    /* Past exp + the smallest leeway ever configured, an entry recorded for this jti under an
+     * earlier configuration may already be evicted: refuse rather than record it anew. */
+    if (sat_add(c->exp, floor) <= now)
+        return refuse(res, FERRY_REASON_EXPIRED,
+                      "exp %" PRId64 " is %" PRId64 " s before now %" PRId64
+                      " (leeway for a one-time use: %" PRId64 " s)",
+                      c->exp, sat_sub(now, c->exp), now, floor);
     r = rp_key(&o->replay, is->name, is->name_len, json_string_value(c->jti),
                json_string_length(c->jti), k);
     if (r < 0)

@@ -3764,6 +3764,35 @@ Test(reload, replay_cache_survives, .init = setup_ab, .fini = teardown_ab)
     free(t3);
 }
 
+/* Security property: a reload that raises an issuer's leeway does not re-open replay. A jti
+ * consumed under leeway 60 is recorded until exp + 60; with the new leeway of 600 the token is
+ * still valid at exp + 100, when its entry has expired (and is evicted by the very insertion
+ * that checks it), so consuming it again must be refused. */
+Test(reload, raised_leeway_does_not_reopen_replay, .init = setup_ab, .fini = teardown_ab)
+{
+    ferry_verify_options once = {.consume_jti = true};
+    char *t1 = token_for(ISS_A, g_ka, "lw-1"), *t2 = token_for(ISS_A, g_ka, "lw-2");
+    ferry_verify_result res;
+    ferry_identity *id = NULL;
+    json_t *raised;
+
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_OK); /* exp NOW + 300: recorded to + 360 */
+    EXPECT_REASON_OPTS(g_o, t2, &once, FERRY_REASON_OK);
+    raised = conf_inline(ISS_A, g_ka);
+    json_object_set_new(raised, "leeway", json_integer(600));
+    reload_ok(g_o, json_pack("{s:[o, o]}", "issuers", raised, conf_inline(ISS_B, g_kb)));
+    g_clock = NOW + 400;
+    EXPECT_REASON(g_o, t1, FERRY_REASON_OK); /* valid under the new leeway where not one-time */
+    EXPECT_REASON_OPTS(g_o, t1, &once, FERRY_REASON_EXPIRED);
+    /* the same through ferry_oidc_consume after a verification without consumption */
+    cr_assert_eq(ferry_oidc_verify(g_o, t2, strlen(t2), NULL, &id, &res), 0);
+    cr_expect_eq(ferry_oidc_consume(g_o, id, 0, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_EXPIRED, "%s", ferry_reason_name(res.reason));
+    ferry_identity_free(id);
+    free(t1);
+    free(t2);
+}
+
 /* jwks_file: the same path with the same bytes is unchanged; new bytes under the same path
  * are a changed issuer, read anew by the reload. */
 Test(reload, jwks_file_read_anew, .init = setup_ab, .fini = teardown_ab)
