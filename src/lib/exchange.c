@@ -807,11 +807,12 @@ static int check_identity_limit(ferry_exchange *ex, struct state *st, bool refun
     unsigned char *key;
     int r;
 
+    /* A refund leaves st alone whatever happens: it must not replace the decision it follows. */
     if (il > UINT32_MAX || sl > SIZE_MAX - il - 4)
-        return internal(st, -E2BIG, "rate limit");
+        return refund ? -E2BIG : internal(st, -E2BIG, "rate limit");
     key = malloc(4 + il + sl);
     if (!key)
-        return internal(st, -ENOMEM, "rate limit");
+        return refund ? -ENOMEM : internal(st, -ENOMEM, "rate limit");
     key[0] = (unsigned char)(il >> 24);
     key[1] = (unsigned char)(il >> 16);
     key[2] = (unsigned char)(il >> 8);

@@ -1923,3 +1923,67 @@ Test(exchange, a_one_time_token_refused_for_rate_is_not_spent)
     g_ex = NULL;
     ferry_ratelimit_free(rl);
 }
+
+#ifdef HAVE_ALLOC_INJECTION
+static uint64_t refusals(void)
+{
+    ferry_oidc_stats st;
+    uint64_t n = 0;
+
+    cr_assert_eq(ferry_oidc_get_stats(g_oidc, &st), 0);
+    for (size_t i = 0; i < FERRY_REASON_MAX; i++)
+        n += st.refused_by_reason[i];
+    return n;
+}
+
+/* A one-time token that verifies but cannot be spent (here: no jti) is refused by the trust
+ * store after the identity's token was taken, and that token is given back. When giving it back
+ * cannot allocate, the answer and the record must still be the trust store's refusal: the
+ * refund must never overwrite the decision (the record would show a refused token as an
+ * internal error of the rate limit). Every allocation of the request fails in turn. */
+Test(exchange, a_refused_one_time_token_stays_refused_when_the_refund_cannot_allocate)
+{
+    ferry_ratelimit *rl = identity_limiter(1000, 1000);
+    json_t *c = claims(IDP, "alice");
+    char *tok;
+    bool seen = false;
+    long n;
+
+    json_object_del(c, "jti");
+    tok = sign_claims(g_idp_key, "JWT", c);
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT,
+                                            .identity_limit = rl});
+    for (n = 0; n < 100000; n++) {
+        ferry_exchange_response resp;
+        uint64_t before;
+        bool hit;
+
+        g_rl_ns += UINT64_C(1000000000); /* a full bucket each time */
+        /* one run without a failure first, so that caches a failure dropped are warm again
+         * and the Nth allocation is the same one each time */
+        (void)read_as("alice", tok, &resp);
+        ferry_exchange_response_release(&resp);
+        before = refusals();
+        inject_arm(n);
+        (void)read_as("alice", tok, &resp);
+        hit = inject_disarm();
+        cr_assert_null(resp.access_token, "allocation %ld: a token was issued", n);
+        cr_assert_neq(resp.error, FERRY_EXCHANGE_OK);
+        if (refusals() > before) {
+            seen = true;
+            cr_assert_null(strstr(resp.reason, "rate limit"),
+                           "allocation %ld: the refused token was answered %s (%s)", n,
+                           ferry_exchange_error_name(resp.error), resp.reason);
+        }
+        ferry_exchange_response_release(&resp);
+        if (!hit)
+            break;
+    }
+    cr_assert_lt(n, 100000);
+    cr_assert(seen);
+    ferry_exchange_free(g_ex);
+    g_ex = NULL;
+    ferry_ratelimit_free(rl);
+    free(tok);
+}
+#endif
