@@ -67,6 +67,15 @@ static int get_uint(ctx *x, const json_t *obj, const char *key, const char *what
     return 0;
 }
 
+/* parent's member key must be an object (named what); a scalar has no line of its own, so the
+ * error names the member's. */
+static int want_object(ctx *x, const json_t *parent, const char *key, const char *what)
+{
+    if (json_is_object(json_object_get(parent, key)))
+        return 0;
+    return fail(x, parent, key, "%s must be an object", what);
+}
+
 /* Every member of obj must be one of names. */
 static int check_members(ctx *x, const json_t *obj, const char *const *names, const char *where)
 {
@@ -251,10 +260,12 @@ static int load_rate_limits(ctx *x, ferryd_config *c, const json_t *l)
     if ((r = check_members(x, l, names, "rate_limits")) < 0)
         return r;
     if ((v = json_object_get(l, "per_address")) &&
-        (r = load_rate(x, v, "per_address", &c->per_address)) < 0)
+        ((r = want_object(x, l, "per_address", "rate_limits.per_address")) < 0 ||
+         (r = load_rate(x, v, "per_address", &c->per_address)) < 0))
         return r;
     if ((v = json_object_get(l, "per_identity")) &&
-        (r = load_rate(x, v, "per_identity", &c->per_identity)) < 0)
+        ((r = want_object(x, l, "per_identity", "rate_limits.per_identity")) < 0 ||
+         (r = load_rate(x, v, "per_identity", &c->per_identity)) < 0))
         return r;
     if (json_object_get(l, "max_tracked")) {
         if ((r = get_uint(x, l, "max_tracked", "rate_limits.max_tracked", 1,
@@ -471,18 +482,25 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
         }
         c->alg = a;
     }
-    if ((v = json_object_get(doc, "token")) && (r = load_token(&x, c, v)) < 0)
+    if ((v = json_object_get(doc, "token")) &&
+        ((r = want_object(&x, doc, "token", "token")) < 0 || (r = load_token(&x, c, v)) < 0))
         goto out;
     if (json_object_get(doc, "policies") &&
         (r = get_string(&x, doc, "policies", "policies", &c->policies_dir)) < 0)
         goto out;
-    if ((v = json_object_get(doc, "audit_log")) && (r = load_audit(&x, c, v)) < 0)
+    if ((v = json_object_get(doc, "audit_log")) &&
+        ((r = want_object(&x, doc, "audit_log", "audit_log")) < 0 ||
+         (r = load_audit(&x, c, v)) < 0))
         goto out;
-    if ((v = json_object_get(doc, "limits")) && (r = load_limits(&x, c, v)) < 0)
+    if ((v = json_object_get(doc, "limits")) &&
+        ((r = want_object(&x, doc, "limits", "limits")) < 0 || (r = load_limits(&x, c, v)) < 0))
         goto out;
-    if ((v = json_object_get(doc, "rate_limits")) && (r = load_rate_limits(&x, c, v)) < 0)
+    if ((v = json_object_get(doc, "rate_limits")) &&
+        ((r = want_object(&x, doc, "rate_limits", "rate_limits")) < 0 ||
+         (r = load_rate_limits(&x, c, v)) < 0))
         goto out;
-    if ((v = json_object_get(doc, "log")) && (r = load_log(&x, c, v)) < 0)
+    if ((v = json_object_get(doc, "log")) &&
+        ((r = want_object(&x, doc, "log", "log")) < 0 || (r = load_log(&x, c, v)) < 0))
         goto out;
     if ((v = json_object_get(doc, "issuers"))) {
         if (!json_is_array(v)) {

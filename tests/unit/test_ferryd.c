@@ -351,6 +351,11 @@ Test(config, errors_name_the_line)
         {"{\"log\": {\"ident\": \"a b\"}}", "log.ident must be"},
         {"{\"log\": {\n\n \"level\": \"debug\"}}", ":3: unknown member \"level\" in log"},
         {"{\"token\": {\"one_time_subject\": 1}}", "token.one_time_subject must be true or false"},
+        /* a member of the wrong type is named with its line too */
+        {"{\n \"rate_limits\": []}", ":2: rate_limits must be an object"},
+        {"{\"rate_limits\": {\n\n \"per_identity\": 5}}", ":3: rate_limits.per_identity must be"},
+        {"{\n \"log\": \"syslog\"}", ":2: log must be an object"},
+        {"{\n\n \"token\": 3}", ":3: token must be an object"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ferryd_config c;
