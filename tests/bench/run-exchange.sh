@@ -13,7 +13,8 @@
 #       `make bench` is run there first (it builds ferryd and ferry)
 #   -c  CPU for ferryd, the oidc-provider peer and `openssl speed` (default 0)
 #   -w  CPU for wrk (default 1)
-#   -d  seconds per wrk run of the peak search (default 8); the peak run itself is 2x that
+#   -d  seconds per wrk run (default 8): the peak search runs once per connection count, the
+#       peak three times at the best count (the best run counts); half load runs 2x that
 #   -C  wrk connection counts tried for the peak (default "1 2 4 8 16 32")
 #   -n  exchanges for the memory run (default 1000000; RSS is read at 100k and at the end)
 #   -p  subject tokens in the pool (default 1000)
@@ -266,17 +267,23 @@ field() { # KEY LINE
     sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"
 }
 
-# ---- 1. openssl speed: the crypto bound, right before the exchanges ----------------------
-say "openssl speed -seconds $speed_secs -elapsed rsa2048 / ecdsap256 (CPU $cpu)"
-taskset -c "$cpu" "$openssl" speed -seconds "$speed_secs" -elapsed rsa2048 \
-    >"$tmp/speed" 2>/dev/null || die "openssl speed failed"
-taskset -c "$cpu" "$openssl" speed -seconds "$speed_secs" -elapsed ecdsap256 \
-    >>"$tmp/speed" 2>/dev/null || die "openssl speed failed"
-# OpenSSL 3.0 table rows: ... sign/s verify/s
-awk '/^rsa 2048 bits/     { print "speed op=rs256_verify per_sec=" $NF }
-     /ecdsa \(nistp256\)/ { print "speed op=es256_sign per_sec=" $(NF-1) }' \
-    "$tmp/speed" >>"$raw"
-[ "$(grep -c '^speed ' "$raw")" = 2 ] || die "cannot parse openssl speed output"
+# ---- 1. openssl speed: the crypto bound, before the exchanges and again after them -------
+# This machine may be shared: the bound uses the better of the two measurements of each
+# operation, as the peak uses the best of its runs.
+speed() { # WHEN
+    say "openssl speed -seconds $speed_secs -elapsed rsa2048 / ecdsap256 (CPU $cpu, $1)"
+    taskset -c "$cpu" "$openssl" speed -seconds "$speed_secs" -elapsed rsa2048 \
+        >"$tmp/speed" 2>/dev/null || die "openssl speed failed"
+    taskset -c "$cpu" "$openssl" speed -seconds "$speed_secs" -elapsed ecdsap256 \
+        >>"$tmp/speed" 2>/dev/null || die "openssl speed failed"
+    # OpenSSL 3.0 table rows: ... sign/s verify/s
+    awk -v when="$1" '
+        /^rsa 2048 bits/     { print "speed op=rs256_verify when=" when " per_sec=" $NF }
+        /ecdsa \(nistp256\)/ { print "speed op=es256_sign when=" when " per_sec=" $(NF-1) }' \
+        "$tmp/speed" >>"$raw"
+    [ "$(grep -c "^speed .*when=$1 " "$raw")" = 2 ] || die "cannot parse openssl speed output"
+}
+speed before
 
 # ---- 2. peak: the best connection count, then a run twice as long ------------------------
 phase=peak
@@ -294,8 +301,13 @@ for c in $conns; do
     fi
 done
 [ -n "$best_c" ] || die "no peak found"
-run_wrk peak "$best_c" "$((2 * secs))s"
-peak_rps=$(field rps "$last")
+# The peak: three runs at that count, the best one counts (the others are in the raw lines).
+peak_rps=0
+for i in 1 2 3; do
+    run_wrk peak "$best_c" "${secs}s"
+    r=$(field rps "$last")
+    python3 -c "import sys; sys.exit(0 if $r > $peak_rps else 1)" && peak_rps=$r
+done
 echo "memory phase=peak after=peak-runs $(mem "$ferryd_pid")" >>"$raw"
 
 # ---- 3. half the peak rate: every connection waits delay_ms before each request ----------
@@ -417,7 +429,7 @@ EOF
             python3 -c "import sys; sys.exit(0 if $r > $peer_best else 1)" &&
                 peer_best=$r && peer_c=$c
         done
-        run_wrk peer "$peer_c" "$((2 * secs))s" "${peer_args[@]}"
+        for i in 1 2 3; do run_wrk peer "$peer_c" "${secs}s" "${peer_args[@]}"; done
         echo "memory phase=peer after=peer-runs $(mem "$peer_pid")" >>"$raw"
         ferryd_pid=
     else
@@ -428,6 +440,8 @@ EOF
     peer_pid=
 fi
 [ -n "$peer_skip" ] && echo "skipped label=peer reason=\"$peer_skip\"" >>"$raw"
+
+speed after
 
 cat "$raw"
 [ -n "$results_out" ] && cp "$raw" "$results_out"
@@ -443,7 +457,7 @@ for line in open(sys.argv[1]):
     if kind in ("machine", "command"):
         meta.update(kv)
     elif kind == "speed":
-        speed[kv["op"]] = float(kv["per_sec"])
+        speed[kv["op"]] = max(speed.get(kv["op"], 0.0), float(kv["per_sec"]))
     elif kind == "run":
         runs.setdefault(kv["label"], []).append(kv)
     elif kind == "memory":
@@ -463,7 +477,7 @@ def f(v, fmt="{:,.0f}"):
 
 verify, sign = speed["rs256_verify"], speed["es256_sign"]
 bound = 1 / (1 / verify + 1 / sign)
-peak = last("peak")
+peak = max(runs["peak"], key=lambda r: float(r["rps"]))
 rps = float(peak["rps"])
 cpu_us = 1e6 * float(peak["server_cpu_secs"]) / max(int(peak["ok"]), 1)
 wall = int(peak["duration_us"]) / 1e6
@@ -489,11 +503,12 @@ def row(name, value, bar, ok):
 
 print("| figure | value | target | |")
 print("|---|---:|---|---|")
-print(f"| openssl speed rsa2048 verify/s (RS256 verify) | {verify:,.0f} | | |")
-print(f"| openssl speed ecdsap256 sign/s (ES256 sign) | {sign:,.0f} | | |")
+print(f"| openssl speed rsa2048 verify/s (RS256 verify; better of before/after) | {verify:,.0f} | | |")
+print(f"| openssl speed ecdsap256 sign/s (ES256 sign; better of before/after) | {sign:,.0f} | | |")
 print(f"| B = 1 / (1/verify + 1/sign) | {bound:,.0f} /s | | |")
-print(f"| ferryd exchanges/s (wrk -c {peak['conns']}, {wall:.0f} s, {peak['ok']} × 200) | "
-      f"{rps:,.0f} | | |")
+print(f"| ferryd exchanges/s (wrk -c {peak['conns']}, best of "
+      f"{', '.join(f'{float(r['rps']):,.0f}' for r in runs['peak'])}; {peak['ok']} × 200 "
+      f"in {wall:.0f} s) | {rps:,.0f} | | |")
 print(f"| ferryd CPU per exchange | {cpu_us:.1f} µs ({100 * float(peak['server_cpu_secs']) / wall:.0f} % of its core) | "
       f"| |")
 row("exchanges/s ÷ B", f"{100 * rps / bound:.0f} %", "≥ 60 %", rps / bound >= 0.6)
@@ -501,10 +516,13 @@ row("exchanges/s ÷ B", f"{100 * rps / bound:.0f} %", "≥ 60 %", rps / bound >=
 # second of ferryd's own CPU time is what a core of its own would give.
 print(f"| exchanges per second of ferryd CPU time (÷ B) | {1e6 / cpu_us:,.0f} "
       f"({100e6 / cpu_us / bound:.0f} %) | | |")
-pr = last("peer")
+pr = max(runs["peer"], key=lambda r: float(r["rps"])) if "peer" in runs else None
 if pr:
     prps = float(pr["rps"])
-    print(f"| oidc-provider client_credentials/s (ES256, wrk -c {pr['conns']}) | {prps:,.0f} | | |")
+    print(f"| oidc-provider client_credentials/s (ES256, wrk -c {pr['conns']}, best of "
+          f"{', '.join(f'{float(r['rps']):,.0f}' for r in runs['peer'])}; node's CPU "
+          f"{100 * float(pr['server_cpu_secs']) / (int(pr['duration_us']) / 1e6):.0f} %) | "
+          f"{prps:,.0f} | | |")
     row("ferryd ÷ oidc-provider", f"{rps / prps:.1f}×", "≥ 5×", rps / prps >= 5)
 else:
     row("ferryd ÷ oidc-provider", "n/a", "≥ 5×", None)
