@@ -507,17 +507,25 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
             r = fail(&x, doc, "issuers", "%s must be an array", "issuers");
             goto out;
         }
-        json_object_set(c->trust, "issuers", v);
+        if (json_object_set(c->trust, "issuers", v) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
     }
     if ((v = json_object_get(doc, "replay_cache_size"))) {
         if (!json_is_integer(v)) {
             r = fail(&x, doc, "replay_cache_size", "%s must be an integer", "replay_cache_size");
             goto out;
         }
-        json_object_set(c->trust, "replay_cache_size", v);
+        if (json_object_set(c->trust, "replay_cache_size", v) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
     }
     r = 0;
 out:
+    if (r == -ENOMEM)
+        snprintf(errbuf, errlen, "%s: out of memory", path);
     ferry_json_locs_free(x.locs);
     json_decref(doc);
     return r;
@@ -536,6 +544,7 @@ int ferryd_config_finish(ferryd_config *c, char *errbuf, size_t errlen)
         if (c->n_listen > 0 && (strncmp(a, "127.", 4) == 0 || strncmp(a, "[::1]:", 6) == 0)) {
             if (asprintf(&c->issuer, "http://%s", a) < 0) {
                 c->issuer = NULL;
+                snprintf(errbuf, errlen, "out of memory");
                 return -ENOMEM;
             }
         } else {
@@ -546,6 +555,7 @@ int ferryd_config_finish(ferryd_config *c, char *errbuf, size_t errlen)
     }
     if (!c->audit_path && asprintf(&c->audit_path, "%s/audit.log", c->state_dir) < 0) {
         c->audit_path = NULL;
+        snprintf(errbuf, errlen, "out of memory");
         return -ENOMEM;
     }
     if (c->max_ttl && c->default_ttl > c->max_ttl) {

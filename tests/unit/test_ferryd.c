@@ -366,3 +366,62 @@ Test(config, errors_name_the_line)
         ferryd_config_free(&c);
     }
 }
+
+/* ---- allocation failures ------------------------------------------------------------------ */
+
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+
+#ifdef HAVE_ALLOC_INJECTION
+/* Every allocation of reading and finishing a configuration fails in turn: each failure says
+ * why in errbuf (start-up prints it, a reload logs it), never leaves it as it was, and a load
+ * that succeeds holds the whole file. */
+Test(config, an_allocation_failure_is_named)
+{
+    char *path = write_tmp("{\"listen\": [\"127.0.0.1:9000\"], \"state_dir\": \"/tmp/fd-state\",\n"
+                           " \"policies\": \"/tmp/fd-pol\", \"token\": {\"client_id\": \"c\"},\n"
+                           " \"log\": {\"target\": \"syslog\", \"ident\": \"fd\"},\n"
+                           " \"rate_limits\": {\"per_address\": {\"rate\": 3}},\n"
+                           " \"issuers\": [{\"issuer\": \"https://i.test\"}],\n"
+                           " \"replay_cache_size\": 7}");
+    long n, failed = 0;
+
+    for (n = 0; n < 100000; n++) {
+        ferryd_config c;
+        char err[256];
+        bool hit;
+        int r;
+
+        memset(err, 'Z', sizeof(err) - 1);
+        err[sizeof(err) - 1] = '\0';
+        inject_arm(n);
+        r = ferryd_config_init(&c);
+        if (r == 0) {
+            r = ferryd_config_load(&c, path, err, sizeof(err));
+            if (r == 0)
+                r = ferryd_config_finish(&c, err, sizeof(err));
+            if (r < 0) {
+                failed++;
+                cr_assert_neq(err[0], 'Z', "allocation %ld: %s with nothing in errbuf", n,
+                              strerror(-r));
+            } else {
+                /* a configuration that loads is the whole file: no member silently dropped */
+                cr_assert_eq(json_array_size(json_object_get(c.trust, "issuers")), 1,
+                             "allocation %ld: the issuers were dropped", n);
+                cr_assert_eq(json_integer_value(json_object_get(c.trust, "replay_cache_size")), 7,
+                             "allocation %ld: replay_cache_size was dropped", n);
+                cr_assert_str_eq(c.log_ident, "fd");
+                cr_assert_str_eq(c.audit_path, "/tmp/fd-state/audit.log");
+            }
+            ferryd_config_free(&c);
+        }
+        hit = inject_disarm();
+        if (!hit)
+            break;
+    }
+    cr_assert_lt(n, 100000);
+    cr_assert_gt(failed, 5);
+    unlink(path);
+    free(path);
+}
+#endif
