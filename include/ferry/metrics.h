@@ -90,6 +90,12 @@ int ferry_metric_family_get(ferry_metric_family *f, const char *const *values, f
 /* How many series the family holds now. */
 size_t ferry_metric_family_size(const ferry_metric_family *f);
 
+/* Set every series of a gauge family to 0 (nothing for other types). For gauges that mirror a
+ * set of things that can shrink (per-issuer state): zero them all, then set those that still
+ * exist, so a thing that went away reads 0 instead of its last value. Series are never removed
+ * (their pointers stay valid for the registry's lifetime). */
+void ferry_metric_family_zero(ferry_metric_family *f);
+
 /* ---- updates: lock-free, no allocation, NULL s ignored ------------------------------------ */
 
 /* Counter: +1. Gauge: +1. Ignored on a histogram. */

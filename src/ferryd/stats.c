@@ -561,6 +561,10 @@ static void refresh(ferryd_stats *s, ferryd *d)
         ferry_metric_set_scaled(s->reload_failures, (int64_t)os.config_reload_failures);
         for (size_t k = 1; k < FERRY_REASON_MAX; k++)
             ferry_metric_set_scaled(s->refusals[k], (int64_t)os.refused_by_reason[k]);
+        /* An issuer removed by a reload keeps its series (counters stay as they were), but
+         * its key count and state read 0, so an alert on state="failed" stops firing. */
+        ferry_metric_family_zero(s->i_keys);
+        ferry_metric_family_zero(s->i_state);
         (void)ferry_oidc_foreach_issuer(d->oidc, on_issuer, s);
     }
     if (d->policies) {

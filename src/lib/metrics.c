@@ -389,6 +389,15 @@ FERRY_EXPORT size_t ferry_metric_family_size(const ferry_metric_family *f)
     return f ? atomic_load_explicit(&f->n_series, memory_order_acquire) : 0;
 }
 
+FERRY_EXPORT void ferry_metric_family_zero(ferry_metric_family *f)
+{
+    if (!f || f->type != FERRY_METRIC_GAUGE)
+        return;
+    size_t n = atomic_load_explicit(&f->n_series, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit(&f->series[i]->value, 0, memory_order_relaxed);
+}
+
 /* ---- updates --------------------------------------------------------------------------------- */
 
 /* *a += d, saturated to the int64 range (an atomic add would wrap). */

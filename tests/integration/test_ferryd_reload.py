@@ -5,6 +5,7 @@
 #     tightens the per-address limit: B's tokens are exchanged, A's are refused (unknown issuer),
 #     the new policies decide, the new limit refuses with 429 (that the replay cache survives a
 #     reload is a unit test of the trust store: tests/unit/test_oidc.c, reload);
+#   - /metrics no longer reports the removed issuer's key set as loaded;
 #   - a changed listen address is named as needing a restart and ferryd keeps its socket;
 #   - a file with a syntax error, a policy directory with a broken policy, and an issuer the
 #     trust store refuses: each is logged, and the previous issuers, policies and limits keep
@@ -103,6 +104,11 @@ def body(tap):
             tap.ok(r.status == 400 and error_of(r) == "invalid_request",
                    "before: issuer B is not trusted yet", r)
 
+            r = request(port, "GET", "/metrics")
+            tap.ok(r.status == 200 and f'ferryd_oidc_issuer_keyset_state{{issuer="{ISS_A}",'
+                   f'state="static"}} 1' in r.body.decode(),
+                   "before: /metrics shows issuer A's key set (static)", r)
+
             # ---- broken files: nothing changes -----------------------------------------------
             with open(cpath, "w") as f:
                 f.write('{"issuers": [')
@@ -151,6 +157,18 @@ def body(tap):
             r = exchange(port, token(key_b, ISS_B, "job-6"))
             tap.ok(r.status == 400 and error_of(r) == "invalid_target",
                    "after: the new policy directory decides (job-* is not granted)", r)
+            # /metrics after the reload: the removed issuer's key set reads 0 in every state,
+            # the new one's "static" reads 1 (a scrape is not rate-limited).
+            r = request(port, "GET", "/metrics")
+            text = r.body.decode()
+            tap.ok(r.status == 200
+                   and f'ferryd_oidc_issuer_keyset_state{{issuer="{ISS_A}",state="static"}} 0'
+                   in text
+                   and f'ferryd_oidc_issuer_keyset_state{{issuer="{ISS_B}",state="static"}} 1'
+                   in text
+                   and f'ferryd_oidc_issuer_cached_keys{{issuer="{ISS_A}"}} 0' in text,
+                   "after: /metrics shows the removed issuer at 0 and the new one static",
+                   text[-3000:])
             # The new per-address budget: burst 6, nearly no refill. Three exchanges above
             # spent three; the fourth, fifth and sixth pass, the seventh is refused.
             statuses = [request(port, "GET", "/.well-known/jwks.json").status

@@ -261,6 +261,38 @@ Test(metrics, fixed_point_gauges_and_counter_mirroring)
     ferry_metrics_free(m);
 }
 
+/* ferry_metric_family_zero: every series of a gauge family reads 0; other types untouched. */
+Test(metrics, zero_a_gauge_family)
+{
+    ferry_metrics *m = reg();
+    ferry_metric_family *g = add(m, &(ferry_metric_desc){
+                                        .type = FERRY_METRIC_GAUGE,
+                                        .name = "t_state",
+                                        .help = "x",
+                                        .labels = (const char *const[]){"issuer"},
+                                        .n_labels = 1,
+                                    });
+    ferry_metric_family *c = add(m, &(ferry_metric_desc){
+                                        .type = FERRY_METRIC_COUNTER,
+                                        .name = "t_total",
+                                        .help = "x",
+                                    });
+    ferry_metric *a = get(g, (const char *const[]){"a"}), *b = get(g, (const char *const[]){"b"});
+    ferry_metric *cs = get(c, NULL);
+
+    ferry_metric_set(a, 1);
+    ferry_metric_set(b, 3);
+    ferry_metric_inc(cs);
+    ferry_metric_family_zero(g);
+    ferry_metric_family_zero(c);
+    ferry_metric_family_zero(NULL);
+    ferry_metric_set(b, 1); /* b still exists, a went away */
+    ASSERT_TEXT(m, "# HELP t_state x\n# TYPE t_state gauge\nt_state{issuer=\"a\"} 0\n"
+                   "t_state{issuer=\"b\"} 1\n"
+                   "# HELP t_total x\n# TYPE t_total counter\nt_total 1\n");
+    ferry_metrics_free(m);
+}
+
 /* Fixed-point values saturate instead of wrapping: a gauge add whose n * scale does not fit,
  * and a histogram sum that an infinite (or huge) observation would carry past INT64_MAX. */
 Test(metrics, fixed_point_saturates)
