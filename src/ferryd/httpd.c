@@ -72,6 +72,7 @@ typedef struct req_ctx {
                     TARGET_MAX bytes kept), NULL when there is no '?' */
     struct timespec start;
     bool started;
+    bool admitted; /* the headers_only call let the request go on */
     bool too_big;
     bool oom;
     size_t discarded; /* bytes of an oversized chunked body read and dropped */
@@ -459,6 +460,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
                                    "request body too large", "body: Content-Length over limit");
         }
+        {
+            /* Before any body byte is read: the handler may refuse now (rate limit). */
+            char client[CLIENT_MAX];
+            ferryd_request pre = {.method = method,
+                                  .path = url,
+                                  .query = rc->query,
+                                  .client = client,
+                                  .body = "",
+                                  .headers_only = true};
+            ferryd_response resp = {0};
+            client_key(conn, client, sizeof(client));
+            h->handler(h->userdata, &pre, &resp);
+            if (resp.status != 0)
+                return send_response(conn, rc, &resp);
+            free(resp.body);
+            rc->admitted = true;
+        }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -519,6 +537,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .client = client,
         .body = rc->body ? rc->body : "",
         .body_len = rc->body_len,
+        .admitted = rc->admitted,
     };
     if (rc->body)
         rc->body[rc->body_len] = '\0';

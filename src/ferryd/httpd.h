@@ -33,6 +33,13 @@ typedef struct ferryd_request {
     const char *client;
     const char *body;         /* NUL-terminated copy (may hold NUL bytes before body_len) */
     size_t body_len;
+    /* The handler is first called with headers_only set as soon as the request line and
+     * headers are in, before any body byte is read (no body, no Content-Type or Authorization
+     * yet): it may answer at once by setting resp->status (e.g. 429), or leave the status 0 to
+     * let the request go on. It is then called again with the whole request and admitted set
+     * (whatever the first call had to check was checked). */
+    bool headers_only;
+    bool admitted;
 } ferryd_request;
 
 typedef struct ferryd_response {

@@ -400,10 +400,14 @@ void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *re
     ferryd *d = userdata;
     const char *p = req->path;
 
-    /* Probes and metrics are never limited: an orchestrator must always see the state. */
+    /* Probes and metrics are never limited: an orchestrator must always see the state. The
+     * limit is checked once, on the headers_only call (before the body is read) when the server
+     * makes one. */
     if (strcmp(p, "/healthz") != 0 && strcmp(p, "/readyz") != 0 && strcmp(p, "/metrics") != 0 &&
-        !address_allowed(d, req, resp))
+        !req->admitted && !address_allowed(d, req, resp))
         return;
+    if (req->headers_only)
+        return; /* status 0: the request goes on */
     if (strcmp(p, "/v1/token") == 0) {
         route_token(d, req, resp);
     } else if (strcmp(p, "/.well-known/openid-configuration") == 0) {

@@ -163,6 +163,20 @@ def limits(tap, port, sock, audit, key):
            "per address: a token request is refused with 429 and no token", r)
     tap.ok(len(records(audit)) == before,
            "per address: a refusal writes no audit record (no identity was looked at)")
+    # The refusal comes as soon as the headers are in: a client over its limit does not get its
+    # body read (here the body never comes; ferryd must answer without waiting for it).
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        raw.sendall(b"POST /v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: " + FORM.encode() + b"\r\nContent-Length: 4000\r\n\r\n")
+        try:
+            head = raw.recv(200)
+        except socket.timeout:
+            head = b"(no answer within 5 s)"
+    finally:
+        raw.close()
+    tap.ok(head.startswith(b"HTTP/1.1 429"),
+           "per address: the 429 is sent before the request body is read", head)
     r = request(port, "GET", "/healthz")
     tap.ok(r.status == 200, "per address: /healthz is never limited", r)
     r = request(port, "GET", "/.well-known/jwks.json", unix=sock)

@@ -241,6 +241,51 @@ Test(limits, the_per_address_limit_answers_429_before_the_route)
     ferry_ratelimit_free(d.per_address);
 }
 
+/* The server's first call, before the body is read (headers_only): the limit is checked there
+ * and only there; the call with the whole request (admitted) does not take a second token. */
+Test(limits, the_limit_is_checked_once_before_the_body)
+{
+    ferryd d = {0};
+    ferryd_response resp;
+    ferry_ratelimit_options o = {.rate = 0.5, .burst = 2, .clock = ns_clock};
+
+    cr_assert_eq(ferry_ratelimit_new(&o, &d.per_address), 0);
+    for (int i = 0; i < 2; i++) {
+        ferryd_request pre = {.method = "GET",
+                              .path = "/v1/token",
+                              .client = "ipv4:192.0.2.9",
+                              .body = "",
+                              .headers_only = true};
+        ferryd_request full = pre;
+        memset(&resp, 0, sizeof(resp));
+        ferryd_route(&d, &pre, &resp);
+        cr_assert_eq(resp.status, 0, "request %d: let through to the body", i);
+        cr_assert_null(resp.body);
+        full.headers_only = false;
+        full.admitted = true;
+        ferryd_route(&d, &full, &resp);
+        cr_assert_eq(resp.status, 405, "request %d: routed once admitted", i);
+        release(&resp);
+    }
+    {
+        ferryd_request pre = {.method = "POST",
+                              .path = "/v1/token",
+                              .client = "ipv4:192.0.2.9",
+                              .body = "",
+                              .headers_only = true};
+        memset(&resp, 0, sizeof(resp));
+        ferryd_route(&d, &pre, &resp);
+        cr_assert_eq(resp.status, 429, "the third is refused before its body");
+        cr_assert_eq(resp.retry_after, 2);
+        release(&resp);
+        pre.path = "/healthz";
+        ferryd_route(&d, &pre, &resp);
+        cr_assert_eq(resp.status, 0, "probes are let through");
+        release(&resp);
+    }
+    ferry_ratelimit_free(d.per_address);
+}
+
 Test(limits, ipv6_clients_share_their_64)
 {
     ferryd d = {0};
