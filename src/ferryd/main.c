@@ -339,6 +339,18 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
 
+    /* Signals go to a signalfd read by the main thread once serving; they are blocked before
+     * anything else happens, so every thread inherits the mask, and a SIGHUP or SIGTERM that
+     * arrives while ferryd starts waits for the signal loop instead of killing the process. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    signal(SIGPIPE, SIG_IGN);
+    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0) {
+        fprintf(stderr, "ferryd: cannot block signals: %s\n", strerror(errno));
+        return 1;
+    }
     pthread_mutex_init(&d.lock, NULL);
     r = build_config(&d.config, &cl, err, sizeof(err));
     if (r < 0) {
@@ -421,15 +433,9 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    /* Signals go to a signalfd read by this thread; block them before any thread starts so
-     * every thread inherits the mask. */
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    signal(SIGPIPE, SIG_IGN);
-    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0 ||
-        (sfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0) {
+    /* Signals blocked at the top of main wait here; from now on this thread reads them. */
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0) {
         ferryd_log("error", "signalfd: %s", strerror(errno));
         goto out;
     }
