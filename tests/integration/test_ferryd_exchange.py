@@ -14,7 +14,6 @@
 #   and on broken files; start-up failures (missing policy directory, address in use, a host
 #   name as listen address) exit non-zero with the reason.
 # Skips (with the reason) when node or the npm packages are missing.
-import http.client
 import json
 import os
 import signal
@@ -28,6 +27,8 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
 import oidcpeer  # noqa: E402
+from ferrydtest import (AT_TYPE, FERRYD_BIN, FORM, GRANT, form, open_log,  # noqa: E402
+                        request, wait_ready)
 from oidcpeer import RESOURCE  # noqa: E402
 
 try:
@@ -36,41 +37,10 @@ try:
 except ImportError:
     jwt = None
 
-FERRYD_BIN = os.environ.get("FERRYD_BIN") or os.path.join(ft.BUILDDIR, "ferryd")
 CLIENT_ID = oidcpeer.DEFAULT_CLIENT[0]
 TARGET = "https://api.target.test"
 OTHER_TARGET = "https://not-granted.test"
 SCOPE = "deploy:write"
-GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
-AT_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-FORM = "application/x-www-form-urlencoded"
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=15):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def request(port, method, path, body=None, headers=None, unix=None):
-    conn = UnixConnection(unix) if unix else http.client.HTTPConnection("127.0.0.1", port,
-                                                                         timeout=15)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return ft.HTTPResult(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
-    finally:
-        conn.close()
-
-
-def form(pairs):
-    return "&".join(urllib.parse.quote(k, safe="") + "=" + urllib.parse.quote(v, safe="")
-                    for k, v in pairs)
 
 
 def exchange_pairs(subject, scope=SCOPE, audience=TARGET, grant=GRANT):
@@ -89,20 +59,6 @@ def post_token(port, body, ctype=FORM, path="/v1/token", unix=None):
         body = form(body)
     return request(port, "POST", path, body=body.encode() if isinstance(body, str) else body,
                    headers={"Content-Type": ctype}, unix=unix)
-
-
-def wait_ready(port, proc, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            if request(port, "GET", "/healthz").status == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def body(tap):
@@ -189,8 +145,7 @@ def body(tap):
         cpath = ft.write_json(os.path.join(d, "ferryd.json"), conf)
         r = ft.run([FERRYD_BIN, "--check-config", "-c", cpath])
         tap.ok(r.rc == 0, "--check-config accepts the test configuration", r)
-        # O_APPEND: ferryd writes at the end whatever offset the test reads at.
-        errlog = open(os.path.join(d, "ferryd.err"), "a+")
+        errlog = open_log(d, "ferryd")
         proc = subprocess.Popen([FERRYD_BIN, "-c", cpath], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=errlog,
                                 env=ft.clean_env())
@@ -210,7 +165,7 @@ def stderr_of(errlog):
 
 
 def run_server(tap, peer, proc, port, me, d, state, audit, sock, pol, errlog):
-    if not tap.ok(wait_ready(port, proc), "ferryd starts and /healthz answers 200",
+    if not tap.ok(wait_ready(port, proc, path="/healthz"), "ferryd starts and /healthz answers 200",
                   stderr_of(errlog)):
         return
     r = request(port, "GET", "/healthz")

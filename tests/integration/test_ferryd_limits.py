@@ -14,11 +14,8 @@
 #   - log.target "syslog" (facility, ident) is accepted by --check-config, a bad facility is
 #     not; a ferryd started with it logs no request lines on stderr.
 # Wall time: about 2 s.
-import http.client
-import json
 import os
 import socket
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -26,37 +23,13 @@ import urllib.parse
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
+from ferrydtest import (FERRYD_BIN, FORM, GRANT, JWT_TYPE, json_of, records,  # noqa: E402
+                        request, start, stop, wait_ready)
 
-FERRYD_BIN = os.environ.get("FERRYD_BIN") or os.path.join(ft.BUILDDIR, "ferryd")
 ISS = "https://idp.limits.test"
 AUD = "ferry"
 TARGET = "https://registry.limits.test"
 SCOPE = "models:read"
-GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
-JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
-FORM = "application/x-www-form-urlencoded"
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=15):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def request(port, method, path, body=None, headers=None, unix=None):
-    conn = UnixConnection(unix) if unix else http.client.HTTPConnection("127.0.0.1", port,
-                                                                         timeout=15)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return ft.HTTPResult(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
-    finally:
-        conn.close()
 
 
 def exchange(port, token, unix=None):
@@ -73,37 +46,6 @@ def token_of(key, sub):
                          claims=ft.claims(ISS, AUD, sub=sub, now=now, lifetime=300))
 
 
-def json_of(r):
-    try:
-        return json.loads(r.body)
-    except ValueError:
-        return None
-
-
-def records(audit):
-    out = []
-    with open(audit) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec.get("type") == "token.exchange":
-                out.append(rec)
-    return out
-
-
-def wait_ready(port, proc, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            if request(port, "GET", "/readyz").status == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
-
-
 def setup_dir(d, key):
     pol = os.path.join(d, "policies")
     os.mkdir(pol)
@@ -114,27 +56,6 @@ def setup_dir(d, key):
     issuer = {"issuer": ISS, "audiences": [AUD], "jwks_file": jwks, "algorithms": ["ES256"],
               "profile": "id_token"}
     return pol, issuer
-
-
-def start(conf_path, d, name):
-    err = open(os.path.join(d, name + ".err"), "a+")  # append: reads never move ferryd's write offset
-    proc = subprocess.Popen([FERRYD_BIN, "-c", conf_path], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=err, env=ft.clean_env())
-    return proc, err
-
-
-def stop(proc, err):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    err.seek(0)
-    text = err.read()
-    err.close()
-    return text
 
 
 def limits(tap, port, sock, audit, key):

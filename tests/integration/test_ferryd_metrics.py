@@ -12,26 +12,23 @@
 #   gauges (policies, audit seq, cached keys, replay capacity, in flight); no subject, token or
 #   request path text in the output; HEAD; 405 with Allow for POST.
 # Skips (with the reason) when the IdP stand-in is missing.
-import http.client
 import math
 import os
 import re
 import subprocess
 import sys
 import time
-import urllib.parse
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
+from ferrydtest import (FERRYD_BIN, FORM, GRANT, form, open_log, request,  # noqa: E402
+                        wait_ready)
 
-FERRYD_BIN = os.environ.get("FERRYD_BIN") or os.path.join(ft.BUILDDIR, "ferryd")
 AUD = "ferry-metrics-test"
 SUBJECT = "svc-metrics-7c1e9a"
 TARGET = "https://api.target.test"
-GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ID_TYPE = "urn:ietf:params:oauth:token-type:id_token"
-FORM = "application/x-www-form-urlencoded"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -157,21 +154,6 @@ def histogram_problems(expo, family):
 
 # ---- HTTP ----------------------------------------------------------------------------------------
 
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return ft.HTTPResult(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
-    finally:
-        conn.close()
-
-
-def form(pairs):
-    return "&".join(urllib.parse.quote(k, safe="") + "=" + urllib.parse.quote(v, safe="")
-                    for k, v in pairs)
-
-
 def exchange(port, token, scope="read", audience=TARGET, grant=GRANT):
     pairs = [("grant_type", grant), ("subject_token_type", ID_TYPE), ("subject_token", token),
              ("audience", audience), ("scope", scope)]
@@ -182,20 +164,6 @@ def exchange(port, token, scope="read", audience=TARGET, grant=GRANT):
 def scrape(port):
     r = request(port, "GET", "/metrics")
     return r, Exposition(r.body.decode("utf-8")) if r.status == 200 else None
-
-
-def wait_health(port, proc, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            if request(port, "GET", "/readyz").status == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def body(tap):
@@ -251,11 +219,11 @@ def run(tap, d, idp, jwks_path, k1, k2, k3):
         "rate_limits": {"per_identity": {"rate": 0.01, "burst": 15}},
     }
     cpath = ft.write_json(os.path.join(d, "ferryd.json"), conf)
-    errlog = open(os.path.join(d, "ferryd.err"), "a+")  # append: reads never move ferryd's write offset
+    errlog = open_log(d, "ferryd")
     proc = subprocess.Popen([FERRYD_BIN, "-c", cpath], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=errlog, env=ft.clean_env())
     try:
-        if not tap.ok(wait_health(port, proc), "ferryd starts and is ready", ""):
+        if not tap.ok(wait_ready(port, proc), "ferryd starts and is ready", ""):
             return
         scenario(tap, port, idp, jwks_path, k1, k2, k3)
     finally:

@@ -21,8 +21,9 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
-from test_ferryd_limits import (FERRYD_BIN, exchange, json_of, records, request,  # noqa: E402
-                                start, stop, wait_ready)
+from ferrydtest import (FERRYD_BIN, json_of, log_text, records, request,  # noqa: E402
+                        start, stop, wait_ready)
+from test_ferryd_limits import exchange  # noqa: E402
 
 ISS_A = "https://idp-a.reload.test"
 ISS_B = "https://idp-b.reload.test"
@@ -80,17 +81,12 @@ def body(tap):
         proc, err = start(cpath, d, "reload")
         hups = [0]
 
-        def log_text():
-            err.flush()
-            with open(err.name) as f:
-                return f.read()
-
         def hup():
             """SIGHUP, then wait for the reload's last line (about the signing keys)."""
             hups[0] += 1
             proc.send_signal(signal.SIGHUP)
             end = time.monotonic() + 15
-            while time.monotonic() < end and log_text().count('"reload: keys') < hups[0]:
+            while time.monotonic() < end and log_text(err).count('"reload: keys') < hups[0]:
                 time.sleep(0.05)
 
         try:
@@ -114,15 +110,15 @@ def body(tap):
                 f.write('{"issuers": [')
             hup()
             r = exchange(port, token(key_a, ISS_A, "job-2"))
-            tap.ok(r.status == 200 and "configuration not loaded" in log_text()
-                   and "ferryd.json:" in log_text(),
+            tap.ok(r.status == 200 and "configuration not loaded" in log_text(err)
+                   and "ferryd.json:" in log_text(err),
                    "a file with a syntax error: logged with its name; A still decides", r)
             bad = dict(conf_b, issuers=[dict(issuer(d, ISS_B, key_b), algorithms=["HS256"])])
             ft.write_json(cpath, bad)
             hup()
             r = exchange(port, token(key_b, ISS_B, "svc-2"))
             r2 = exchange(port, token(key_a, ISS_A, "job-3"))
-            tap.ok(r.status == 400 and r2.status == 200 and "issuers not reloaded" in log_text(),
+            tap.ok(r.status == 400 and r2.status == 200 and "issuers not reloaded" in log_text(err),
                    "an issuer the trust store refuses: logged; B still refused, A still served",
                    (r, r2))
             with open(os.path.join(pol_b, "broken.json"), "w") as f:
@@ -132,7 +128,7 @@ def body(tap):
             r = exchange(port, token(key_b, ISS_B, "svc-3"))
             r2 = exchange(port, token(key_a, ISS_A, "job-4"))
             tap.ok(r.status == 400 and r2.status == 200
-                   and "policies-b not loaded" in log_text(),
+                   and "policies-b not loaded" in log_text(err),
                    "a broken policy in the new directory: logged; the issuers did not change "
                    "either (all or nothing)", (r, r2))
             os.unlink(os.path.join(pol_b, "broken.json"))
@@ -141,7 +137,7 @@ def body(tap):
             moved = dict(conf_b, listen=[f"127.0.0.1:{ft.free_port()}"])
             ft.write_json(cpath, moved)
             hup()
-            text = log_text()
+            text = log_text(err)
             tap.ok("reload: 1 issuers, 1 policies from " + pol_b in text,
                    "a good file: the reload is logged with its issuers and policies",
                    text[-1500:])
