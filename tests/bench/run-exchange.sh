@@ -9,6 +9,7 @@
 # usage: tests/bench/run-exchange.sh [-B BUILDDIR] [-c CPU] [-w CPU] [-d SECONDS]
 #                                    [-C "CONNS..."] [-n EXCHANGES] [-p POOL] [-S SECONDS]
 #                                    [-D DELAY_MS] [-s SYNC] [-P] [-o RESULTS_FILE]
+#                                    [-R RESULTS_FILE]
 #   -B  configured build directory (default: $FERRY_BUILDDIR, else the current directory);
 #       `make bench` is run there first (it builds ferryd and ferry)
 #   -c  CPU for ferryd, the oidc-provider peer and `openssl speed` (default 0)
@@ -23,6 +24,7 @@
 #   -s  audit log sync mode of the main runs: batch (default) or checkpoint
 #   -P  skip the oidc-provider peer (node)
 #   -o  also write the raw key=value results there
+#   -R  measure nothing: print the report of raw results saved earlier with -o
 #
 # Acceptance (issue 4): exchanges/s >= 60 % of B = 1 / (1/RS256-verify + 1/ES256-sign), the
 # single-core crypto bound; ferryd >= 5x oidc-provider; p99 < 5 ms at half the peak rate;
@@ -44,8 +46,9 @@ delay_ms=5
 sync=batch
 peer=1
 results_out=
+report_only=
 
-while getopts B:c:w:d:C:n:p:S:D:s:Po:h o; do
+while getopts B:c:w:d:C:n:p:S:D:s:Po:R:h o; do
     case $o in
     B) builddir=$OPTARG ;;
     c) cpu=$OPTARG ;;
@@ -59,13 +62,145 @@ while getopts B:c:w:d:C:n:p:S:D:s:Po:h o; do
     s) sync=$OPTARG ;;
     P) peer=0 ;;
     o) results_out=$OPTARG ;;
-    h) sed -n '2,31s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    R) report_only=$OPTARG ;;
+    h) sed -n '2,35s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) exit 2 ;;
     esac
 done
 
 die() { echo "run-exchange: $*" >&2; exit 2; }
 say() { echo "run-exchange: $*" >&2; }
+
+# report RAW: the markdown tables from the raw key=value lines.
+report() { # RAW
+python3 - "$1" <<'EOF'
+import shlex, sys
+
+meta, speed, runs, mem, skipped, configs, target = {}, {}, {}, [], {}, {}, {}
+for line in open(sys.argv[1]):
+    kind = line.split(" ", 1)[0]
+    kv = dict(p.split("=", 1) for p in shlex.split(line) if "=" in p)
+    if kind in ("machine", "command"):
+        meta.update(kv)
+    elif kind == "speed":
+        speed[kv["op"]] = max(speed.get(kv["op"], 0.0), float(kv["per_sec"]))
+    elif kind == "run":
+        runs.setdefault(kv["label"], []).append(kv)
+    elif kind == "memory":
+        mem.append(kv)
+    elif kind == "skipped":
+        skipped[kv["label"]] = kv["reason"]
+    elif kind == "config":
+        configs[kv["phase"]] = kv
+    elif kind == "target":
+        target[kv["label"]] = kv
+
+def last(label):
+    return runs.get(label, [None])[-1]
+
+def f(v, fmt="{:,.0f}"):
+    return "n/a" if v is None else fmt.format(v)
+
+verify, sign = speed["rs256_verify"], speed["es256_sign"]
+bound = 1 / (1 / verify + 1 / sign)
+peak = max(runs["peak"], key=lambda r: float(r["rps"]))
+rps = float(peak["rps"])
+cpu_us = 1e6 * float(peak["server_cpu_secs"]) / max(int(peak["ok"]), 1)
+wall = int(peak["duration_us"]) / 1e6
+print()
+print(f"{meta.get('date', '?')} · {meta.get('cpu', '?')} · nproc {meta.get('nproc', '?')} · "
+      f"{meta.get('openssl', '?')} · {meta.get('wrk', '?')} · commit {meta.get('commit', '?')}")
+print(f"ferryd config (peak): {' '.join(f'{k}={v}' for k, v in configs.get('peak', {}).items())}")
+print()
+print("Peak search (wrk -t1, one run per connection count):")
+print()
+print("| connections | exchanges/s | p50 | p99 | ferryd CPU |")
+print("|---:|---:|---:|---:|---:|")
+for r in runs.get("search", []):
+    d = int(r["duration_us"]) / 1e6
+    print(f"| {r['conns']} | {float(r['rps']):,.0f} | {int(r['p50_us']) / 1000:.2f} ms | "
+          f"{int(r['p99_us']) / 1000:.2f} ms | {100 * float(r['server_cpu_secs']) / d:.0f} % |")
+print()
+checks = []
+def row(name, value, bar, ok):
+    checks.append(ok)
+    mark = "n/a" if ok is None else ("met" if ok else "**not met**")
+    print(f"| {name} | {value} | {bar} | {mark} |")
+
+print("| figure | value | target | |")
+print("|---|---:|---|---|")
+print(f"| openssl speed rsa2048 verify/s (RS256 verify; better of before/after) | {verify:,.0f} | | |")
+print(f"| openssl speed ecdsap256 sign/s (ES256 sign; better of before/after) | {sign:,.0f} | | |")
+print(f"| B = 1 / (1/verify + 1/sign) | {bound:,.0f} /s | | |")
+def rates(label):
+    return ", ".join("{:,.0f}".format(float(r["rps"])) for r in runs.get(label, []))
+
+print(f"| ferryd exchanges/s (wrk -c {peak['conns']}, best of {rates('peak')}; "
+      f"{peak['ok']} × 200 in {wall:.0f} s) | {rps:,.0f} | | |")
+print(f"| ferryd CPU per exchange | {cpu_us:.1f} µs ({100 * float(peak['server_cpu_secs']) / wall:.0f} % of its core) | "
+      f"| |")
+row("exchanges/s ÷ B", f"{100 * rps / bound:.0f} %", "≥ 60 %", rps / bound >= 0.6)
+# When something else ran on ferryd's core, wall-clock rates understate it; exchanges per
+# second of ferryd's own CPU time is what a core of its own would give.
+print(f"| exchanges per second of ferryd CPU time (÷ B) | {1e6 / cpu_us:,.0f} "
+      f"({100e6 / cpu_us / bound:.0f} %) | | |")
+pr = max(runs["peer"], key=lambda r: float(r["rps"])) if "peer" in runs else None
+if pr:
+    prps = float(pr["rps"])
+    print(f"| oidc-provider client_credentials/s (ES256, wrk -c {pr['conns']}, best of "
+          f"{rates('peer')}; node's CPU "
+          f"{100 * float(pr['server_cpu_secs']) / (int(pr['duration_us']) / 1e6):.0f} %) | "
+          f"{prps:,.0f} | | |")
+    row("ferryd ÷ oidc-provider", f"{rps / prps:.1f}×", "≥ 5×", rps / prps >= 5)
+else:
+    row("ferryd ÷ oidc-provider", "n/a", "≥ 5×", None)
+    print(f"\n(oidc-provider skipped: {skipped.get('peer', '?')})\n")
+h = last("half")
+if h:
+    p99 = int(h["p99_us"]) / 1000
+    print(f"| half load: offered ~{float(target['half']['rps']):,.0f}/s "
+          f"({h['conns']} connections × {target['half']['delay_ms']} ms delay), achieved | "
+          f"{float(h['rps']):,.0f}/s | | |")
+    print(f"| half load p50 / p90 / p99 / p99.9 | {int(h['p50_us']) / 1000:.2f} / "
+          f"{int(h['p90_us']) / 1000:.2f} / {p99:.2f} / {int(h['p999_us']) / 1000:.2f} ms | | |")
+    row("half load p99", f"{p99:.2f} ms", "< 5 ms", p99 < 5)
+mm = [m for m in mem if m["phase"] == "memory"]
+at = {m["after"]: m for m in mm}
+first = next((m for m in mm if m["after"] != "0" and int(m["after"]) >= 100000), None)
+final = mm[-1] if mm else None
+if first and final:
+    print(f"| RSS / HWM at start | {int(at['0']['rss_kb']) / 1024:.1f} / "
+          f"{int(at['0']['hwm_kb']) / 1024:.1f} MiB | | |")
+    for m in mm[1:]:
+        print(f"| RSS / HWM after {int(m['after']):,} exchanges | {int(m['rss_kb']) / 1024:.1f} / "
+              f"{int(m['hwm_kb']) / 1024:.1f} MiB | | |")
+    grow = (int(final["rss_kb"]) - int(first["rss_kb"])) / 1024
+    flat = abs(grow) <= max(2.0, 0.1 * int(first["rss_kb"]) / 1024) and \
+        int(final["hwm_kb"]) - int(first["hwm_kb"]) <= max(2048, 0.1 * int(first["hwm_kb"]))
+    row(f"RSS {int(first['after']):,} → {int(final['after']):,}", f"{grow:+.1f} MiB",
+        "flat (≤ 2 MiB or 10 %)", flat)
+a = last("always")
+if a:
+    print(f"| audit log sync always (fdatasync per record), wrk -c {a['conns']} | "
+          f"{float(a['rps']):,.0f}/s | | |")
+o = last("onetime")
+if o:
+    print(f"| one-time subject tokens ({o['ok']} distinct, used once), wrk -c {o['conns']} | "
+          f"{float(o['rps']):,.0f}/s | | |")
+else:
+    print(f"| one-time subject tokens | skipped: {skipped.get('onetime', '?')} | | |")
+bad = [r for rs in runs.values() for r in rs if r.get("status") == "error"]
+if bad:
+    print(f"\nFAILED runs (non-200 answers or socket errors): "
+          f"{', '.join(r['label'] for r in bad)}")
+EOF
+}
+
+if [ -n "$report_only" ]; then
+    [ -r "$report_only" ] || die "cannot read $report_only"
+    report "$report_only"
+    exit
+fi
 
 case $sync in batch | checkpoint) ;; *) die "-s must be batch or checkpoint" ;; esac
 for v in "$cpu" "$wcpu" "$secs" "$mem_total" "$pool" "$speed_secs" "$delay_ms"; do
@@ -446,125 +581,6 @@ speed after
 cat "$raw"
 [ -n "$results_out" ] && cp "$raw" "$results_out"
 
-# ---- 8. the report --------------------------------------------------------------------------
-python3 - "$raw" <<'EOF'
-import shlex, sys
-
-meta, speed, runs, mem, skipped, configs, target = {}, {}, {}, [], {}, {}, {}
-for line in open(sys.argv[1]):
-    kind = line.split(" ", 1)[0]
-    kv = dict(p.split("=", 1) for p in shlex.split(line) if "=" in p)
-    if kind in ("machine", "command"):
-        meta.update(kv)
-    elif kind == "speed":
-        speed[kv["op"]] = max(speed.get(kv["op"], 0.0), float(kv["per_sec"]))
-    elif kind == "run":
-        runs.setdefault(kv["label"], []).append(kv)
-    elif kind == "memory":
-        mem.append(kv)
-    elif kind == "skipped":
-        skipped[kv["label"]] = kv["reason"]
-    elif kind == "config":
-        configs[kv["phase"]] = kv
-    elif kind == "target":
-        target[kv["label"]] = kv
-
-def last(label):
-    return runs.get(label, [None])[-1]
-
-def f(v, fmt="{:,.0f}"):
-    return "n/a" if v is None else fmt.format(v)
-
-verify, sign = speed["rs256_verify"], speed["es256_sign"]
-bound = 1 / (1 / verify + 1 / sign)
-peak = max(runs["peak"], key=lambda r: float(r["rps"]))
-rps = float(peak["rps"])
-cpu_us = 1e6 * float(peak["server_cpu_secs"]) / max(int(peak["ok"]), 1)
-wall = int(peak["duration_us"]) / 1e6
-print()
-print(f"{meta.get('date', '?')} · {meta.get('cpu', '?')} · nproc {meta.get('nproc', '?')} · "
-      f"{meta.get('openssl', '?')} · {meta.get('wrk', '?')} · commit {meta.get('commit', '?')}")
-print(f"ferryd config (peak): {' '.join(f'{k}={v}' for k, v in configs.get('peak', {}).items())}")
-print()
-print("Peak search (wrk -t1, one run per connection count):")
-print()
-print("| connections | exchanges/s | p50 | p99 | ferryd CPU |")
-print("|---:|---:|---:|---:|---:|")
-for r in runs.get("search", []):
-    d = int(r["duration_us"]) / 1e6
-    print(f"| {r['conns']} | {float(r['rps']):,.0f} | {int(r['p50_us']) / 1000:.2f} ms | "
-          f"{int(r['p99_us']) / 1000:.2f} ms | {100 * float(r['server_cpu_secs']) / d:.0f} % |")
-print()
-checks = []
-def row(name, value, bar, ok):
-    checks.append(ok)
-    mark = "n/a" if ok is None else ("met" if ok else "**not met**")
-    print(f"| {name} | {value} | {bar} | {mark} |")
-
-print("| figure | value | target | |")
-print("|---|---:|---|---|")
-print(f"| openssl speed rsa2048 verify/s (RS256 verify; better of before/after) | {verify:,.0f} | | |")
-print(f"| openssl speed ecdsap256 sign/s (ES256 sign; better of before/after) | {sign:,.0f} | | |")
-print(f"| B = 1 / (1/verify + 1/sign) | {bound:,.0f} /s | | |")
-print(f"| ferryd exchanges/s (wrk -c {peak['conns']}, best of "
-      f"{', '.join(f'{float(r['rps']):,.0f}' for r in runs['peak'])}; {peak['ok']} × 200 "
-      f"in {wall:.0f} s) | {rps:,.0f} | | |")
-print(f"| ferryd CPU per exchange | {cpu_us:.1f} µs ({100 * float(peak['server_cpu_secs']) / wall:.0f} % of its core) | "
-      f"| |")
-row("exchanges/s ÷ B", f"{100 * rps / bound:.0f} %", "≥ 60 %", rps / bound >= 0.6)
-# When something else ran on ferryd's core, wall-clock rates understate it; exchanges per
-# second of ferryd's own CPU time is what a core of its own would give.
-print(f"| exchanges per second of ferryd CPU time (÷ B) | {1e6 / cpu_us:,.0f} "
-      f"({100e6 / cpu_us / bound:.0f} %) | | |")
-pr = max(runs["peer"], key=lambda r: float(r["rps"])) if "peer" in runs else None
-if pr:
-    prps = float(pr["rps"])
-    print(f"| oidc-provider client_credentials/s (ES256, wrk -c {pr['conns']}, best of "
-          f"{', '.join(f'{float(r['rps']):,.0f}' for r in runs['peer'])}; node's CPU "
-          f"{100 * float(pr['server_cpu_secs']) / (int(pr['duration_us']) / 1e6):.0f} %) | "
-          f"{prps:,.0f} | | |")
-    row("ferryd ÷ oidc-provider", f"{rps / prps:.1f}×", "≥ 5×", rps / prps >= 5)
-else:
-    row("ferryd ÷ oidc-provider", "n/a", "≥ 5×", None)
-    print(f"\n(oidc-provider skipped: {skipped.get('peer', '?')})\n")
-h = last("half")
-if h:
-    p99 = int(h["p99_us"]) / 1000
-    print(f"| half load: offered ~{float(target['half']['rps']):,.0f}/s "
-          f"({h['conns']} connections × {target['half']['delay_ms']} ms delay), achieved | "
-          f"{float(h['rps']):,.0f}/s | | |")
-    print(f"| half load p50 / p90 / p99 / p99.9 | {int(h['p50_us']) / 1000:.2f} / "
-          f"{int(h['p90_us']) / 1000:.2f} / {p99:.2f} / {int(h['p999_us']) / 1000:.2f} ms | | |")
-    row("half load p99", f"{p99:.2f} ms", "< 5 ms", p99 < 5)
-mm = [m for m in mem if m["phase"] == "memory"]
-at = {m["after"]: m for m in mm}
-first = next((m for m in mm if m["after"] != "0" and int(m["after"]) >= 100000), None)
-final = mm[-1] if mm else None
-if first and final:
-    print(f"| RSS / HWM at start | {int(at['0']['rss_kb']) / 1024:.1f} / "
-          f"{int(at['0']['hwm_kb']) / 1024:.1f} MiB | | |")
-    for m in mm[1:]:
-        print(f"| RSS / HWM after {int(m['after']):,} exchanges | {int(m['rss_kb']) / 1024:.1f} / "
-              f"{int(m['hwm_kb']) / 1024:.1f} MiB | | |")
-    grow = (int(final["rss_kb"]) - int(first["rss_kb"])) / 1024
-    flat = abs(grow) <= max(2.0, 0.1 * int(first["rss_kb"]) / 1024) and \
-        int(final["hwm_kb"]) - int(first["hwm_kb"]) <= max(2048, 0.1 * int(first["hwm_kb"]))
-    row(f"RSS {int(first['after']):,} → {int(final['after']):,}", f"{grow:+.1f} MiB",
-        "flat (≤ 2 MiB or 10 %)", flat)
-a = last("always")
-if a:
-    print(f"| audit log sync always (fdatasync per record), wrk -c {a['conns']} | "
-          f"{float(a['rps']):,.0f}/s | | |")
-o = last("onetime")
-if o:
-    print(f"| one-time subject tokens ({o['ok']} distinct, used once), wrk -c {o['conns']} | "
-          f"{float(o['rps']):,.0f}/s | | |")
-else:
-    print(f"| one-time subject tokens | skipped: {skipped.get('onetime', '?')} | | |")
-bad = [r for rs in runs.values() for r in rs if r.get("status") == "error"]
-if bad:
-    print(f"\nFAILED runs (non-200 answers or socket errors): "
-          f"{', '.join(r['label'] for r in bad)}")
-EOF
+report "$raw"
 [ "$status" = 0 ] || say "FAILED: some exchanges were not answered 200 (see the status=error lines)"
 exit "$status"
