@@ -174,6 +174,13 @@ if first and final:
     for m in mm[1:]:
         print(f"| RSS / HWM after {int(m['after']):,} exchanges | {int(m['rss_kb']) / 1024:.1f} / "
               f"{int(m['hwm_kb']) / 1024:.1f} MiB | | |")
+    if "heap_in_use" in first and "heap_in_use" in final:
+        print(f"| malloc heap in use after {int(first['after']):,} → {int(final['after']):,} "
+              f"(glibc malloc_stats) | {int(first['heap_in_use']):,} → "
+              f"{int(final['heap_in_use']):,} bytes "
+              f"({int(final['heap_in_use']) - int(first['heap_in_use']):+,}) | | |")
+        print(f"| malloc heap from the system, same points | {int(first['heap_system']):,} → "
+              f"{int(final['heap_system']):,} bytes | | |")
     grow = (int(final["rss_kb"]) - int(first["rss_kb"])) / 1024
     flat = abs(grow) <= max(2.0, 0.1 * int(first["rss_kb"]) / 1024) and \
         int(final["hwm_kb"]) - int(first["hwm_kb"]) <= max(2048, 0.1 * int(first["hwm_kb"]))
@@ -353,6 +360,21 @@ mem() {
          END { print "rss_kb=" r " hwm_kb=" h " threads=" t }' "/proc/$1/status"
 }
 
+# heap PID ERRFILE : " heap_in_use=N heap_system=N" (bytes, all malloc arenas) from glibc's
+# malloc_stats(), called in the idle process through gdb; it prints to the process's stderr,
+# ERRFILE. Nothing when gdb is missing or the call fails. RSS alone cannot tell a leak from
+# fragmentation across malloc's per-thread arenas (ferryd runs a thread per connection).
+heap() {
+    command -v gdb >/dev/null || return 0
+    local before
+    before=$(grep -c '^Total (incl. mmap):' "$2")
+    gdb -p "$1" -batch -ex 'call (void)malloc_stats()' >/dev/null 2>&1 </dev/null || return 0
+    [ "$(grep -c '^Total (incl. mmap):' "$2")" -gt "$before" ] || return 0
+    awk '/^Total \(incl. mmap\):/ { t = 1; next }
+         t && /^system bytes/ { s = $NF } t && /^in use bytes/ { u = $NF; t = 0 }
+         END { printf " heap_in_use=%s heap_system=%s", u, s }' "$2"
+}
+
 # run_wrk LABEL CONNS DURATION [VAR=VALUE...] : one wrk run pinned to $wcpu against $url,
 # the Lua script's environment from the arguments; appends "run label=LABEL conns=N ..." with
 # wrk's result and ferryd's CPU seconds over the run to the results. Marks failures.
@@ -446,13 +468,15 @@ done
 echo "memory phase=peak after=peak-runs $(mem "$ferryd_pid")" >>"$raw"
 
 # ---- 3. half the peak rate: every connection waits delay_ms before each request ----------
-# Offered rate per connection ~ 1000 / (delay + latency); a 3 s calibration run corrects the
+# Offered rate per connection ~ 1000 / (delay + latency); two 3 s calibration runs correct the
 # connection count for the latency, then the measured run.
 target=$(python3 -c "print($peak_rps / 2)")
 n=$(python3 -c "import math; print(max(1, round($target * ($delay_ms + 0.3) / 1000)))")
-run_wrk calibrate "$n" 3s BENCH_DELAY_MS="$delay_ms"
-got=$(field rps "$last")
-n=$(python3 -c "print(max(1, round($n * $target / max($got, 1))))")
+for i in 1 2; do
+    run_wrk calibrate "$n" 3s BENCH_DELAY_MS="$delay_ms"
+    got=$(field rps "$last")
+    n=$(python3 -c "print(max(1, round($n * $target / max($got, 1))))")
+done
 run_wrk half "$n" "$((2 * secs))s" BENCH_DELAY_MS="$delay_ms"
 echo "target label=half rps=$target delay_ms=$delay_ms" >>"$raw"
 stop_ferryd
@@ -460,7 +484,7 @@ stop_ferryd
 # ---- 4. memory: a fresh ferryd, RSS after 100k exchanges and then every quarter to N ------
 phase=memory
 start_ferryd memory "$sync" false
-echo "memory phase=memory after=0 $(mem "$ferryd_pid")" >>"$raw"
+echo "memory phase=memory after=0 $(mem "$ferryd_pid")$(heap "$ferryd_pid" "$tmp/memory/ferryd.err")" >>"$raw"
 done_n=0
 for goal in 100000 $(python3 -c "
 n = $mem_total; s = 100000
@@ -468,7 +492,7 @@ print(' '.join(str(s + (n - s) * k // 4) for k in range(1, 5)))"); do
     [ "$goal" -gt "$done_n" ] || continue
     run_wrk "memory-to-$goal" "$best_c" 1000s BENCH_STOP_AFTER=$((goal - done_n))
     done_n=$((done_n + $(field ok "$last") + $(field non200 "$last")))
-    echo "memory phase=memory after=$done_n $(mem "$ferryd_pid")" >>"$raw"
+    echo "memory phase=memory after=$done_n $(mem "$ferryd_pid")$(heap "$ferryd_pid" "$tmp/memory/ferryd.err")" >>"$raw"
 done
 stop_ferryd
 
