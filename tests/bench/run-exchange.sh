@@ -17,7 +17,7 @@
 #   -d  seconds per wrk run (default 8): the peak search runs once per connection count, the
 #       peak three times at the best count (the best run counts); half load runs 2x that
 #   -C  wrk connection counts tried for the peak (default "1 2 4 8 16 32")
-#   -n  exchanges for the memory run (default 1000000; RSS is read at 100k and at the end)
+#   -n  exchanges of the memory run (default 1000000; RSS is read at 100k and every quarter on)
 #   -p  subject tokens in the pool (default 1000)
 #   -S  seconds per operation in `openssl speed -elapsed` (default 3)
 #   -D  per-connection delay (ms) of the half-load run (default 5)
@@ -43,7 +43,7 @@ mem_total=1000000
 pool=1000
 speed_secs=3
 delay_ms=5
-sync=batch
+sync="batch"
 peer=1
 results_out=
 report_only=
@@ -289,11 +289,11 @@ EOF
 # is kept only when `ferryd --check-config` accepts it (before they existed, there were no
 # rate limits and subject tokens were not one-time). Prints which keys were kept.
 write_config() {
-    local file=$1 port=$2 dir=$3 sync_mode=$4 one_time=$5 rl ot try
+    local file=$1 port=$2 dir=$3 sync_mode=$4 one_time=$5 rl ot
     rl='"rate_limits": {"per_address": {"rate": 0}, "per_identity": {"rate": 0}},'
     ot=
     [ -n "$one_time" ] && ot=", \"one_time_subject\": $one_time"
-    for try in 1 2 3 4; do
+    for _ in 1 2 3 4; do
         cat >"$file" <<EOF
 {"listen": ["127.0.0.1:$port"], "state_dir": "$dir/state", "signing_alg": "ES256",
  "issuer": "http://127.0.0.1:$port", "policies": "$tmp/policies",
@@ -333,7 +333,7 @@ start_ferryd() {
     config_keys=$(write_config "$d/ferryd.json" "$port" "$d" "$2" "$3") || exit 2
     taskset -c "$cpu" "$ferryd" -c "$d/ferryd.json" </dev/null >/dev/null 2>"$d/ferryd.err" &
     ferryd_pid=$!
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         http_ok "$url/readyz" && return 0
         kill -0 "$ferryd_pid" 2>/dev/null || break
         sleep 0.1
@@ -460,7 +460,7 @@ done
 [ -n "$best_c" ] || die "no peak found"
 # The peak: three runs at that count, the best one counts (the others are in the raw lines).
 peak_rps=0
-for i in 1 2 3; do
+for _ in 1 2 3; do
     run_wrk peak "$best_c" "${secs}s"
     r=$(field rps "$last")
     python3 -c "import sys; sys.exit(0 if $r > $peak_rps else 1)" && peak_rps=$r
@@ -472,7 +472,7 @@ echo "memory phase=peak after=peak-runs $(mem "$ferryd_pid")" >>"$raw"
 # connection count for the latency, then the measured run.
 target=$(python3 -c "print($peak_rps / 2)")
 n=$(python3 -c "import math; print(max(1, round($target * ($delay_ms + 0.3) / 1000)))")
-for i in 1 2; do
+for _ in 1 2; do
     run_wrk calibrate "$n" 3s BENCH_DELAY_MS="$delay_ms"
     got=$(field rps "$last")
     n=$(python3 -c "print(max(1, round($n * $target / max($got, 1))))")
@@ -588,7 +588,7 @@ EOF
             python3 -c "import sys; sys.exit(0 if $r > $peer_best else 1)" &&
                 peer_best=$r && peer_c=$c
         done
-        for i in 1 2 3; do run_wrk peer "$peer_c" "${secs}s" "${peer_args[@]}"; done
+        for _ in 1 2 3; do run_wrk peer "$peer_c" "${secs}s" "${peer_args[@]}"; done
         echo "memory phase=peer after=peer-runs $(mem "$peer_pid")" >>"$raw"
         ferryd_pid=
     else
