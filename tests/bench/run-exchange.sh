@@ -325,7 +325,7 @@ EOF
 # start_ferryd NAME SYNC ONE_TIME : a fresh ferryd (new state directory and audit log) pinned
 # to $cpu; sets ferryd_pid, port, url; waits for /readyz.
 start_ferryd() {
-    local name=$1 d=$tmp/$1 i
+    local name=$1 d=$tmp/$1
     rm -rf "$d"
     mkdir -p "$d" || exit 2
     port=$(free_port) || exit 2
