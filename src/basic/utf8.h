@@ -19,4 +19,18 @@ bool ferry_utf8_valid(const void *s, size_t n);
  * included), DEL or C1 controls (U+0080..U+009F). */
 bool ferry_text_ok(const void *s, size_t n);
 
+/* ferry_json_quote flag: non-ASCII as \uXXXX (a UTF-16 surrogate pair above U+FFFF), as
+ * jansson's JSON_ENSURE_ASCII: the result is then printable ASCII only. */
+#define FERRY_JSON_QUOTE_ASCII 1u
+
+/* The one JSON string writer of the tree: s (len bytes, strict UTF-8, NUL bytes allowed) as a
+ * quoted JSON string, byte for byte as jansson's json_dumps writes a string (without
+ * JSON_ESCAPE_SLASH): '"' and '\' as \" and \\, \b \f \n \r \t, the other bytes below 0x20
+ * as \u00XX (upper-case hex), DEL and '/' as they are, non-ASCII as it is or, with
+ * FERRY_JSON_QUOTE_ASCII, escaped. Writes at most cap bytes to out (out may be NULL when cap is
+ * 0; no NUL is added) and returns the length the quoted string needs, like snprintf: the output
+ * is complete only when that is <= cap. Returns SIZE_MAX when s is not strict UTF-8 (what
+ * jansson's json_stringn refuses). */
+size_t ferry_json_quote(char *out, size_t cap, const void *s, size_t len, unsigned flags);
+
 #endif

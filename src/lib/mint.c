@@ -224,31 +224,20 @@ static inline void w_raw(struct wr *w, const char *s, size_t len)
 
 #define W_LIT(w, lit) w_raw((w), (lit), sizeof(lit) - 1)
 
-/* A JSON string: quotes, '"' and '\' escaped, control bytes as \u00XX (callers refuse them
- * already; the writer stays correct on its own). Plain runs are copied in one go. */
+/* A JSON string, by the tree's one JSON string writer (basic/utf8.h: jansson's escapes; callers
+ * refuse control bytes and invalid UTF-8 already, and the writer stays correct on its own: text
+ * that is not UTF-8 makes the document fail). */
 static void w_str(struct wr *w, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t run = 0;
+    size_t n;
 
-    W_LIT(w, "\"");
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        w_raw(w, s + run, i - run);
-        run = i + 1;
-        if (c == '"') {
-            W_LIT(w, "\\\"");
-        } else if (c == '\\') {
-            W_LIT(w, "\\\\");
-        } else {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            w_raw(w, e, sizeof(e));
-        }
-    }
-    w_raw(w, s + run, len - run);
-    W_LIT(w, "\"");
+    if (w->over)
+        return;
+    n = ferry_json_quote(w->p + w->n, w->cap - w->n, s, len, 0);
+    if (n > w->cap - w->n) /* SIZE_MAX included */
+        w->over = true;
+    else
+        w->n += n;
 }
 
 static void w_i64(struct wr *w, int64_t v)
