@@ -208,6 +208,14 @@ void ferry_exchange_response_release(ferry_exchange_response *resp);
  * success wipes the serialised body after sending. Returns 0, -EINVAL, -ENOMEM. */
 int ferry_exchange_response_to_json(const ferry_exchange_response *resp, json_t **ret_json);
 
+/* The same body, written straight out: byte for byte what json_dumps(JSON_COMPACT |
+ * JSON_PRESERVE_ORDER) makes of ferry_exchange_response_to_json's object, in one exact
+ * allocation (NUL-terminated; *ret_len excludes the NUL) with no copy left behind. The caller
+ * wipes it after sending (it holds the token). Returns 0, -EINVAL (NULL argument, missing
+ * member, unknown error, text that is not strict UTF-8), -ENOMEM. */
+int ferry_exchange_response_write(const ferry_exchange_response *resp, char **ret_body,
+                                  size_t *ret_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -181,7 +181,6 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     size_t n = 0;
     char *buf = NULL;
     ferry_exchange_response er = {0};
-    json_t *doc = NULL;
     int r;
 
     resp->no_store = true;
@@ -232,15 +231,15 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     ferry_wipe(buf, req->body_len * 2 + 2);
     free(buf);
     free(params);
-    if (ferry_exchange_response_to_json(&er, &doc) < 0) {
+    /* Written straight into one exact allocation (no jansson object, no dump buffer growing
+     * copies of the token); send_response wipes it after sending. */
+    if (ferry_exchange_response_write(&er, &resp->body, &resp->body_len) < 0) {
         ferry_exchange_response_release(&er);
         set_error(resp, 500, "server_error", "internal error", "response could not be built");
         return;
     }
     resp->status = er.http_status;
     resp->content_type = JSON_TYPE;
-    resp->body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(doc);
     resp->wipe = true;
     resp->retry_after = er.retry_after;
     resp->outcome = er.error == FERRY_EXCHANGE_SLOW_DOWN ? "rate_limited"
@@ -248,11 +247,6 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
     snprintf(resp->reason, sizeof(resp->reason), "%.280s%s%s", er.reason,
              er.jti[0] && r == 0 ? " jti=" : "", r == 0 ? er.jti : "");
     ferry_exchange_response_release(&er);
-    if (!resp->body) {
-        set_error(resp, 500, "server_error", "internal error", "response could not be built");
-        return;
-    }
-    resp->body_len = strlen(resp->body);
 }
 
 static void route_document(ferryd *d, const ferryd_request *req, ferryd_response *resp, bool jwks)

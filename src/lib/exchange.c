@@ -1148,6 +1148,107 @@ FERRY_EXPORT int ferry_exchange_response_to_json(const ferry_exchange_response *
     return 0;
 }
 
+/* The body writer: appends to out (cap bytes, nothing written past it) and counts what the
+ * whole body needs, so one pass measures and a second one writes into an exact allocation (the
+ * body holds a token: no growth, no stray copies). */
+struct body_wr {
+    char *out;
+    size_t cap, n;
+    bool bad; /* text that is not strict UTF-8 */
+};
+
+static void bw_raw(struct body_wr *w, const char *s, size_t len)
+{
+    if (len && len <= w->cap && w->n <= w->cap - len)
+        memcpy(w->out + w->n, s, len);
+    w->n += len;
+}
+
+#define BW_LIT(w, lit) bw_raw((w), (lit), sizeof(lit) - 1)
+
+static void bw_str(struct body_wr *w, const char *s)
+{
+    size_t room = w->n < w->cap ? w->cap - w->n : 0;
+    size_t n = ferry_json_quote(room ? w->out + w->n : NULL, room, s, strlen(s), 0);
+
+    if (n == SIZE_MAX)
+        w->bad = true;
+    else
+        w->n += n;
+}
+
+static void bw_i64(struct body_wr *w, int64_t v)
+{
+    char t[24];
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t k = sizeof(t);
+
+    do {
+        t[--k] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        t[--k] = '-';
+    bw_raw(w, t + k, sizeof(t) - k);
+}
+
+/* The members and their order are those of ferry_exchange_response_to_json. */
+static void body_write(const ferry_exchange_response *resp, struct body_wr *w)
+{
+    if (resp->error == FERRY_EXCHANGE_OK) {
+        BW_LIT(w, "{\"access_token\":");
+        bw_str(w, resp->access_token);
+        BW_LIT(w, ",\"issued_token_type\":");
+        bw_str(w, resp->issued_token_type);
+        BW_LIT(w, ",\"token_type\":\"Bearer\",\"expires_in\":");
+        bw_i64(w, resp->expires_in);
+        if (resp->scope) {
+            BW_LIT(w, ",\"scope\":");
+            bw_str(w, resp->scope);
+        }
+    } else {
+        BW_LIT(w, "{\"error\":");
+        bw_str(w, ferry_exchange_error_name(resp->error));
+        if (resp->error_description[0]) {
+            BW_LIT(w, ",\"error_description\":");
+            bw_str(w, resp->error_description);
+        }
+    }
+    BW_LIT(w, "}");
+}
+
+FERRY_EXPORT int ferry_exchange_response_write(const ferry_exchange_response *resp,
+                                               char **ret_body, size_t *ret_len)
+{
+    struct body_wr w = {0};
+    char *body;
+
+    if (!resp || !ret_body || !ret_len)
+        return -EINVAL;
+    if (resp->error == FERRY_EXCHANGE_OK ? !resp->access_token || !resp->issued_token_type
+                                         : !ferry_exchange_error_name(resp->error))
+        return -EINVAL;
+    if (memchr(resp->error_description, '\0', sizeof(resp->error_description)) == NULL)
+        return -EINVAL; /* not a C string */
+    body_write(resp, &w);
+    if (w.bad)
+        return -EINVAL;
+    body = malloc(w.n + 1);
+    if (!body)
+        return -ENOMEM;
+    w = (struct body_wr){.out = body, .cap = w.n};
+    body_write(resp, &w);
+    if (w.bad || w.n != w.cap) { /* cannot happen: the response did not change */
+        ferry_wipe(body, w.cap);
+        free(body);
+        return -EIO;
+    }
+    body[w.n] = '\0';
+    *ret_body = body;
+    *ret_len = w.n;
+    return 0;
+}
+
 FERRY_EXPORT int ferry_exchange_new(ferry_oidc *oidc, ferry_policy_store *policies,
                                     ferry_mint *mint, ferry_auditlog *log,
                                     const ferry_exchange_options *opts, ferry_exchange **ret,
