@@ -342,17 +342,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         };
         h->observer.finished(h->observer.userdata, &done);
     }
-    json_t *line =
-        json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "level", "info", "msg", "request", "method",
-                  rc->method[0] ? rc->method : "-", "path", rc->path[0] ? rc->path : "-", "status",
-                  rc->status, "duration_us", (json_int_t)(ns / 1000));
-    if (line) {
-        if (rc->reason[0])
-            json_object_set_new(line, "reason", json_string(rc->reason));
-        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-            json_object_set_new(line, "terminated", json_integer(toe));
-        ferryd_log_json(line);
-    }
+    ferryd_log_request(rc->method, rc->path, rc->status, ns / 1000, rc->reason,
+                       toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? (int)toe : -1);
     if (rc->body) {
         ferry_wipe(rc->body, rc->body_len);
         free(rc->body);
