@@ -27,7 +27,9 @@
 
 #include <criterion/criterion.h>
 
+#include "basic/macro.h"
 #include "basic/mem.h"
+#include "basic/utf8.h"
 #include "ferry/auditlog.h"
 #include "ferry/error.h"
 #include "ferry/exchange.h"
@@ -439,6 +441,28 @@ static void log_has_no(const char *tok)
 }
 
 /* A refusal: the error, nothing issued, one deny record with the error. */
+/* The body ferryd sends (ferry_exchange_response_write) is byte for byte what jansson makes of
+ * ferry_exchange_response_to_json's object: the object is the oracle. */
+static void assert_body_matches(const ferry_exchange_response *resp)
+{
+    json_t *doc = NULL;
+    char *want, *got = NULL;
+    size_t got_len = 0;
+
+    cr_assert_eq(ferry_exchange_response_to_json(resp, &doc), 0);
+    want = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    cr_assert_not_null(want);
+    cr_assert_eq(ferry_exchange_response_write(resp, &got, &got_len), 0);
+    cr_assert_eq(got_len, strlen(want), "length %zu, jansson %zu:\n%s\n%s", got_len,
+                 strlen(want), got, want);
+    cr_assert_eq(strlen(got), got_len);
+    cr_assert_str_eq(got, want);
+    ferry_wipe(got, got_len);
+    free(got);
+    free(want);
+    json_decref(doc);
+}
+
 static json_t *expect_refused(const struct req *r, ferry_exchange_error want, const char *desc_has)
 {
     ferry_exchange_response resp;
@@ -458,6 +482,7 @@ static json_t *expect_refused(const struct req *r, ferry_exchange_error want, co
         cr_assert_not_null(strstr(resp.error_description, desc_has), "description: %s",
                            resp.error_description);
     cr_assert_null(strchr(resp.reason, '\n'));
+    assert_body_matches(&resp);
     cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
     cr_assert_str_eq(json_string_value(json_object_get(body, "error")),
                      ferry_exchange_error_name(want));
@@ -539,6 +564,7 @@ Test(exchange, success_mints_a_token_that_verifies)
     cr_assert_null(json_object_get(id->claims, "act"));
     ferry_identity_free(id);
 
+    assert_body_matches(&resp);
     cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
     cr_assert_str_eq(json_string_value(json_object_get(body, "access_token")), resp.access_token);
     cr_assert_str_eq(json_string_value(json_object_get(body, "issued_token_type")), ST_AT);
@@ -1222,6 +1248,7 @@ Test(exchange, audit_log_write_failure_issues_nothing)
     cr_assert_str_eq(resp.jti, "");
     cr_assert_eq(resp.audit_seq, 0);
     cr_assert_not_null(strstr(resp.reason, "audit log"));
+    assert_body_matches(&resp);
     cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
     cr_assert_str_eq(json_string_value(json_object_get(body, "error")), "server_error");
     cr_assert_null(json_object_get(body, "access_token"));
@@ -1798,6 +1825,7 @@ static void expect_slow_down(const char *sub, const char *tok, int64_t retry)
     cr_assert_str_eq(resp.jti, "");
     cr_assert_not_null(strstr(resp.error_description, "retry after"));
     cr_assert_not_null(strstr(resp.reason, "per-identity"));
+    assert_body_matches(&resp);
     cr_assert_eq(ferry_exchange_response_to_json(&resp, &body), 0);
     cr_assert_str_eq(json_string_value(json_object_get(body, "error")), "slow_down");
     cr_assert_null(json_object_get(body, "access_token"));
@@ -1987,3 +2015,206 @@ Test(exchange, a_refused_one_time_token_stays_refused_when_the_refund_cannot_all
     free(tok);
 }
 #endif
+
+/* ---- the response body writer against jansson ------------------------------------------- */
+
+static const char *const odd_texts[] = {
+    "",
+    "plain",
+    "a \"quoted\" word",
+    "back\\slash and \\\" both",
+    "slash / stays",
+    "tab\there, newline\nthere, cr\r, bs\b, ff\f",
+    "\x01\x02\x03\x04\x05\x06\x07\x0b\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b"
+    "\x1c\x1d\x1e\x1f end",
+    "DEL \x7f stays",
+    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91 \xef\xbf\xbf \xc2\x80 \xf4\x8f\xbf\xbf",
+    "\"",
+    "\\",
+    "\x1f",
+    "\xe2\x80\xa8 line separator stays",
+};
+
+static void fill(ferry_exchange_response *r, ferry_exchange_error e, const char *text)
+{
+    memset(r, 0, sizeof(*r));
+    r->error = e;
+    snprintf(r->error_description, sizeof(r->error_description), "%s", text);
+}
+
+Test(exchange_body, every_error_and_description_matches_jansson)
+{
+    ferry_exchange_response r;
+    unsigned n = 0;
+
+    for (int e = FERRY_EXCHANGE_OK + 1; e < FERRY_EXCHANGE_ERROR_MAX; e++) {
+        for (size_t i = 0; i < ARRAY_SIZE(odd_texts); i++) {
+            fill(&r, (ferry_exchange_error)e, odd_texts[i]);
+            assert_body_matches(&r);
+            n++;
+        }
+    }
+    cr_assert_eq(n, (FERRY_EXCHANGE_ERROR_MAX - 1) * ARRAY_SIZE(odd_texts));
+
+    /* a description that fills the whole field */
+    fill(&r, FERRY_EXCHANGE_INVALID_REQUEST, "");
+    memset(r.error_description, '"', sizeof(r.error_description) - 1);
+    assert_body_matches(&r);
+}
+
+Test(exchange_body, success_with_and_without_scope_matches_jansson)
+{
+    static const int64_t ttls[] = {0, 1, 9, 10, 600, 86400, INT64_MAX, -1, INT64_MIN};
+    ferry_exchange_response r;
+    char *tok = strdup("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln-_w");
+
+    cr_assert_not_null(tok);
+    for (size_t t = 0; t < ARRAY_SIZE(ttls); t++) {
+        for (int with_scope = 0; with_scope < 2; with_scope++) {
+            for (size_t i = 0; i < ARRAY_SIZE(odd_texts); i++) {
+                memset(&r, 0, sizeof(r));
+                r.error = FERRY_EXCHANGE_OK;
+                r.access_token = i == 0 ? tok : (char *)odd_texts[i];
+                r.issued_token_type = i % 2 ? FERRY_TOKEN_TYPE_JWT : FERRY_TOKEN_TYPE_ACCESS_TOKEN;
+                r.token_type = "Bearer";
+                r.expires_in = ttls[t];
+                r.scope = with_scope ? (char *)odd_texts[(i + 3) % ARRAY_SIZE(odd_texts)] : NULL;
+                /* a description left over is not sent on success */
+                snprintf(r.error_description, sizeof(r.error_description), "x\"y");
+                assert_body_matches(&r);
+            }
+        }
+    }
+    free(tok);
+}
+
+/* Random descriptions of every kind of code point: many bodies, each compared. */
+Test(exchange_body, random_text_matches_jansson)
+{
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    ferry_exchange_response r;
+
+    for (int round = 0; round < 3000; round++) {
+        char text[FERRY_EXCHANGE_DESCRIPTION_MAX];
+        size_t n = 0;
+
+        fill(&r, (ferry_exchange_error)(1 + round % (FERRY_EXCHANGE_ERROR_MAX - 1)), "");
+        for (;;) {
+            uint32_t cp;
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            switch (x % 4) {
+            case 0: cp = (uint32_t)(x >> 8) % 0x80; break;
+            case 1: cp = 0x80 + (uint32_t)(x >> 8) % 0x780; break;
+            case 2: cp = 0x800 + (uint32_t)(x >> 8) % 0xf800; break;
+            default: cp = 0x10000 + (uint32_t)(x >> 8) % 0x100000; break;
+            }
+            if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
+                continue;
+            size_t need = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+            if (n + need >= sizeof(text) || (x >> 40) % 97 == 0)
+                break;
+            if (need == 1) {
+                text[n++] = (char)cp;
+            } else if (need == 2) {
+                text[n++] = (char)(0xc0 | cp >> 6);
+                text[n++] = (char)(0x80 | (cp & 0x3f));
+            } else if (need == 3) {
+                text[n++] = (char)(0xe0 | cp >> 12);
+                text[n++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                text[n++] = (char)(0x80 | (cp & 0x3f));
+            } else {
+                text[n++] = (char)(0xf0 | cp >> 18);
+                text[n++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+                text[n++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                text[n++] = (char)(0x80 | (cp & 0x3f));
+            }
+        }
+        text[n] = '\0';
+        cr_assert(ferry_utf8_valid(text, n));
+        memcpy(r.error_description, text, n + 1);
+        assert_body_matches(&r);
+    }
+}
+
+Test(exchange_body, refusals)
+{
+    ferry_exchange_response r;
+    char *body = (char *)"untouched";
+    size_t len = 7;
+    json_t *doc = NULL;
+
+    fill(&r, FERRY_EXCHANGE_INVALID_REQUEST, "x");
+    cr_assert_eq(ferry_exchange_response_write(NULL, &body, &len), -EINVAL);
+    cr_assert_eq(ferry_exchange_response_write(&r, NULL, &len), -EINVAL);
+    cr_assert_eq(ferry_exchange_response_write(&r, &body, NULL), -EINVAL);
+
+    /* an error out of range */
+    fill(&r, FERRY_EXCHANGE_ERROR_MAX, "x");
+    cr_assert_eq(ferry_exchange_response_write(&r, &body, &len), -EINVAL);
+    cr_assert_lt(ferry_exchange_response_to_json(&r, &doc), 0);
+
+    /* success without its members */
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(ferry_exchange_response_write(&r, &body, &len), -EINVAL);
+    r.access_token = (char *)"t";
+    cr_assert_eq(ferry_exchange_response_write(&r, &body, &len), -EINVAL);
+
+    /* text that is not strict UTF-8: refused, as jansson refuses to hold it */
+    static const char *const bad[] = {"\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                      "ok \xff", "\x80"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        fill(&r, FERRY_EXCHANGE_INVALID_SCOPE, bad[i]);
+        cr_assert_eq(ferry_exchange_response_write(&r, &body, &len), -EINVAL, "%zu", i);
+        cr_assert_lt(ferry_exchange_response_to_json(&r, &doc), 0, "%zu", i);
+        memset(&r, 0, sizeof(r));
+        r.access_token = (char *)"t";
+        r.issued_token_type = FERRY_TOKEN_TYPE_JWT;
+        r.scope = (char *)bad[i];
+        cr_assert_eq(ferry_exchange_response_write(&r, &body, &len), -EINVAL, "%zu", i);
+        cr_assert_lt(ferry_exchange_response_to_json(&r, &doc), 0, "%zu", i);
+    }
+    cr_assert_str_eq(body, "untouched");
+    cr_assert_eq(len, 7);
+}
+
+/* ferry_json_quote itself: the ASCII-only form against jansson's JSON_ENSURE_ASCII (NUL bytes
+ * included), and snprintf-like truncation. */
+Test(exchange_body, json_quote_ascii_and_truncation)
+{
+    static const char with_nul[] = "a\0b\xf0\x9f\x94\x91";
+    char out[256];
+
+    for (size_t i = 0; i < ARRAY_SIZE(odd_texts) + 1; i++) {
+        const char *s = i < ARRAY_SIZE(odd_texts) ? odd_texts[i] : with_nul;
+        size_t len = i < ARRAY_SIZE(odd_texts) ? strlen(s) : sizeof(with_nul) - 1;
+        for (unsigned flags = 0; flags < 2; flags++) {
+            json_t *js = json_stringn(s, len);
+            cr_assert_not_null(js);
+            char *want = json_dumps(js, JSON_ENCODE_ANY | JSON_COMPACT |
+                                            (flags ? JSON_ENSURE_ASCII : 0));
+            size_t n = ferry_json_quote(out, sizeof(out), s, len, flags);
+            cr_assert_eq(n, strlen(want), "%zu/%u", i, flags);
+            cr_assert_eq(memcmp(out, want, n), 0, "%zu/%u: %.*s vs %s", i, flags, (int)n, out,
+                         want);
+            if (flags) /* ASCII, no control byte below 0x20 (DEL stays, as in jansson) */
+                for (size_t k = 0; k < n; k++)
+                    cr_assert(out[k] >= 0x20 && out[k] <= 0x7f, "%zu: byte %zu", i, k);
+            /* every shorter room: the same length, what is written is a prefix of the whole
+             * (whole escapes only), and nothing is written past cap (0xff is never in UTF-8) */
+            for (size_t cap = 0; cap < n; cap++) {
+                memset(out, 0xff, sizeof(out));
+                cr_assert_eq(ferry_json_quote(out, cap, s, len, flags), n);
+                size_t w = 0;
+                while (w < cap && out[w] != '\xff')
+                    w++;
+                cr_assert_eq(memcmp(out, want, w), 0, "%zu/%u cap %zu", i, flags, cap);
+                for (size_t k = w; k < sizeof(out); k++)
+                    cr_assert_eq(out[k], '\xff', "%zu/%u cap %zu: byte %zu", i, flags, cap, k);
+            }
+            free(want);
+            json_decref(js);
+        }
+    }
+    cr_assert_eq(ferry_json_quote(NULL, 0, "x\xc3", 2, 0), SIZE_MAX);
+    cr_assert_eq(ferry_json_quote(NULL, 0, "x", 1, 0), 3);
+}
