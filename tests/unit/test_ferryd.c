@@ -1,4 +1,5 @@
-/* tests/unit/test_ferryd.c - ferryd's form decoder and configuration file (no network). */
+/* tests/unit/test_ferryd.c - ferryd's form decoder, configuration file and request log line
+ * (no network). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 #include "ferryd/configfile.h"
 #include "ferryd/ferryd.h"
 #include "ferryd/httpd.h"
+#include "ferryd/log.h"
+#include "ferry/json.h"
 
 static int decode(const char *body, ferry_exchange_param **p, size_t *n, char **buf)
 {
@@ -470,3 +473,116 @@ Test(config, an_allocation_failure_is_named)
     free(path);
 }
 #endif
+
+/* ---- the request log line ----------------------------------------------------------------- */
+
+/* What on_completed made with jansson before the line was written straight out: the oracle. */
+static char *old_request_line(const char *method, const char *path, int status, int64_t us,
+                              const char *reason, int terminated)
+{
+    json_t *line =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "level", "info", "msg", "request", "method",
+                  method[0] ? method : "-", "path", path[0] ? path : "-", "status", status,
+                  "duration_us", (json_int_t)us);
+    cr_assert_not_null(line);
+    if (reason[0])
+        json_object_set_new(line, "reason", json_string(reason));
+    if (terminated >= 0)
+        json_object_set_new(line, "terminated", json_integer(terminated));
+    char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    json_decref(line);
+    cr_assert_not_null(s);
+    return s;
+}
+
+Test(log, the_request_line_is_jansson_s_line_with_ts_first)
+{
+    static const struct {
+        const char *method, *path;
+        int status;
+        int64_t us;
+        const char *reason;
+        int terminated;
+    } cases[] = {
+        {"POST", "/v1/token", 200, 118, "granted jti=abc", -1},
+        {"", "", 0, 0, "", -1},
+        {"GET", "/v1/token?x", 405, 1, "method not allowed", 2},
+        {"POST", "/v1/token", 400, INT64_MAX, "subject_token: \"quoted\" and \\ back", -1},
+        {"POST", "/v1/token", 400, -5, "ctl \x01\x1f\n\t\r\b\f del \x7f", 4},
+        {"POST", "/v1/token", 400, 7, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91 \xe2\x80\xa8", -1},
+        /* not UTF-8: jansson's json_string refused it and the member was left out */
+        {"POST", "/v1/token", 400, 7, "bad \xff utf-8", -1},
+        {"PUT", "/????", 413, 9, "", 1},
+    };
+    char path[] = "/tmp/ferryd-log-XXXXXX";
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    char big_reason[FERRYD_REASON_MAX];
+
+    cr_assert_geq(fd, 0);
+    cr_assert_geq(saved, 0);
+    /* the longest reason, every byte escaped to six */
+    memset(big_reason, '\x02', sizeof(big_reason) - 1);
+    big_reason[sizeof(big_reason) - 1] = '\0';
+
+    fflush(stderr);
+    cr_assert_geq(dup2(fd, STDERR_FILENO), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ferryd_log_request(cases[i].method, cases[i].path, cases[i].status, cases[i].us,
+                           cases[i].reason, cases[i].terminated);
+    ferryd_log_request("POST", "/v1/token", 500, 3, big_reason, -1);
+    fflush(stderr);
+    cr_assert_geq(dup2(saved, STDERR_FILENO), 0);
+    close(saved);
+
+    FILE *f = fdopen(fd, "r");
+    cr_assert_not_null(f);
+    rewind(f);
+    char *line = NULL;
+    size_t cap = 0;
+    size_t n = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        const char *method, *pth, *reason;
+        int status, terminated;
+        int64_t us;
+
+        cr_assert_lt(n, sizeof(cases) / sizeof(cases[0]) + 1, "one line per call");
+        if (n < sizeof(cases) / sizeof(cases[0])) {
+            method = cases[n].method, pth = cases[n].path, reason = cases[n].reason;
+            status = cases[n].status, us = cases[n].us, terminated = cases[n].terminated;
+        } else {
+            method = "POST", pth = "/v1/token", reason = big_reason;
+            status = 500, us = 3, terminated = -1;
+        }
+        cr_assert_eq(line[len - 1], '\n');
+        line[--len] = '\0';
+        for (ssize_t k = 0; k < len; k++)
+            cr_assert((unsigned char)line[k] >= 0x20 && (unsigned char)line[k] < 0x80,
+                      "line %zu byte %zd", n, k);
+        /* {"ts":"YYYY-MM-DDTHH:MM:SS.uuuuuuZ",<the old line's members>} */
+        static const char pat[] = "{\"ts\":\"dddd-dd-ddTdd:dd:dd.ddddddZ\",";
+        cr_assert_gt((size_t)len, sizeof(pat) - 1);
+        for (size_t k = 0; k < sizeof(pat) - 1; k++)
+            cr_assert(pat[k] == 'd' ? line[k] >= '0' && line[k] <= '9' : line[k] == pat[k],
+                      "line %zu: %s", n, line);
+        char *old = old_request_line(method, pth, status, us, reason, terminated);
+        cr_assert_str_eq(line + sizeof(pat) - 1, old + 1, "line %zu", n);
+        /* and it parses, with the members in order */
+        json_t *doc = NULL;
+        cr_assert_eq(ferry_json_parse(line, (size_t)len, 65536, 4, &doc, NULL, 0), 0, "line %zu", n);
+        cr_assert_str_eq(json_object_iter_key(json_object_iter(doc)), "ts");
+        cr_assert_str_eq(json_string_value(json_object_get(doc, "path")), pth[0] ? pth : "-");
+        cr_assert_eq(json_integer_value(json_object_get(doc, "status")), status);
+        if (reason[0] && n != 6)
+            cr_assert_str_eq(json_string_value(json_object_get(doc, "reason")), reason);
+        else
+            cr_assert_null(json_object_get(doc, "reason"));
+        json_decref(doc);
+        free(old);
+        n++;
+    }
+    cr_assert_eq(n, sizeof(cases) / sizeof(cases[0]) + 1);
+    free(line);
+    fclose(f);
+    unlink(path);
+}
