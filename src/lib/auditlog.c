@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,31 +94,60 @@ static bool hex_decode(const char *in, size_t len, unsigned char *out, size_t n)
     return true;
 }
 
-/* SHA-256(prev || data). 0 or -FERRY_ECRYPTO. */
+/* SHA-256, fetched from the provider store once per process instead of on every digest
+ * (EVP_sha256() in EVP_DigestInit_ex/EVP_Digest makes OpenSSL 3 look the implementation up
+ * each time). A failed fetch (e.g. out of memory) is not cached: the digest fails with
+ * -FERRY_ECRYPTO and the next call tries again. The fetched object stays alive until exit
+ * (reachable, not leaked). */
+static EVP_MD *_Atomic sha256_cache;
+
+static const EVP_MD *sha256_md(void)
+{
+    EVP_MD *md = atomic_load_explicit(&sha256_cache, memory_order_acquire), *expected = NULL;
+
+    if (md)
+        return md;
+    md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!md)
+        return NULL;
+    if (!atomic_compare_exchange_strong_explicit(&sha256_cache, &expected, md,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        EVP_MD_free(md); /* another thread was first */
+        md = expected;
+    }
+    return md;
+}
+
+/* SHA-256(prev || data). 0, -ENOMEM or -FERRY_ECRYPTO. */
 static int chain_hash(const unsigned char prev[HASH_LEN], const void *data, size_t len,
                       unsigned char out[HASH_LEN])
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const EVP_MD *md = sha256_md();
+    EVP_MD_CTX *ctx;
     unsigned int n = 0;
     int ok;
 
+    if (!md)
+        return -FERRY_ECRYPTO;
+    ctx = EVP_MD_CTX_new();
     if (!ctx)
         return -ENOMEM;
-    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-         EVP_DigestUpdate(ctx, prev, HASH_LEN) == 1 && EVP_DigestUpdate(ctx, data, len) == 1 &&
-         EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == HASH_LEN;
+    ok = EVP_DigestInit_ex(ctx, md, NULL) == 1 && EVP_DigestUpdate(ctx, prev, HASH_LEN) == 1 &&
+         EVP_DigestUpdate(ctx, data, len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1 &&
+         n == HASH_LEN;
     EVP_MD_CTX_free(ctx);
     return ok ? 0 : -FERRY_ECRYPTO;
 }
 
 static int sha256_hex(const void *data, size_t len, char out[HEX_LEN + 1])
 {
-    unsigned char md[HASH_LEN];
+    const EVP_MD *md = sha256_md();
+    unsigned char h[HASH_LEN];
     unsigned int n = 0;
 
-    if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1 || n != HASH_LEN)
+    if (!md || EVP_Digest(data, len, h, &n, md, NULL) != 1 || n != HASH_LEN)
         return -FERRY_ECRYPTO;
-    hex_encode(md, HASH_LEN, out);
+    hex_encode(h, HASH_LEN, out);
     return 0;
 }
 

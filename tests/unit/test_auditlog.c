@@ -1605,8 +1605,11 @@ Test(auditlog, allocation_failures_fail_cleanly_and_leave_a_valid_log)
     before = ferry_auditlog_last_seq(c.log);
     runs = torture("append", op_append, &c, 0, nomem, 2);
     cr_assert_gt(runs, 3);
-    /* Failed appends wrote nothing: one record per successful append. */
+    /* Failed appends wrote nothing: one record per successful append. How many injected
+     * failures an append absorbs (and so succeeds despite) depends on the libraries, not on
+     * this log; at least the run without a failure succeeded. */
     cr_assert_eq(ferry_auditlog_last_seq(c.log), before + c.ok);
+    cr_assert_geq(c.ok, 1);
     cr_assert_lt(c.ok, runs);
     before += c.ok;
     c.ok = 0;
@@ -1628,10 +1631,15 @@ Test(auditlog, allocation_failures_fail_cleanly_and_leave_a_valid_log)
     free(c.template);
     /* A tampered log never verifies because memory ran out. */
     {
-        size_t n;
+        size_t n, i;
         char **lines = read_lines(path, &n);
+        char *subject = NULL;
         static const int refused_or_nomem[] = {-FERRY_EREFUSED, -ENOMEM, -FERRY_ECRYPTO};
-        strstr(lines[2], "user-")[5] = 'X';
+        /* Edit the subject of the first appended record (whichever line it is). */
+        for (i = 0; i < n && !subject; i++)
+            subject = strstr(lines[i], "\"subject\":\"user-");
+        cr_assert_not_null(subject, "no appended record in the log");
+        subject[strlen("\"subject\":\"user-")] = 'X';
         write_lines(path, lines, n, true);
         free_lines(lines, n);
         torture("verify", op_verify, &c, -FERRY_EREFUSED, refused_or_nomem, 3);
