@@ -114,6 +114,16 @@ typedef struct ferry_auditlog_event {
  * Returns 0 or -EINVAL (NULL arguments). Thread-safe. */
 int ferry_auditlog_ref_token(const char *token, size_t len, ferry_auditlog_token_ref *ret);
 
+/* The same reference for a token whose payload the caller has already parsed (e.g. verified):
+ * sha256 = hex SHA-256 of the len bytes, as above; jti = the jti_len bytes of jti when the log
+ * would accept them (the same rule as above: no NUL, at most FERRY_AUDITLOG_JTI_MAX bytes of
+ * UTF-8, not token-shaped), otherwise "". jti NULL = the token has no jti. The token is not
+ * parsed: the caller vouches that jti is the "jti" member of this token's payload, so pass it
+ * only for a token whose payload was parsed (a refused token goes to ferry_auditlog_ref_token).
+ * Returns 0, -EINVAL (NULL arguments) or -FERRY_ECRYPTO. Thread-safe. */
+int ferry_auditlog_ref_token_jti(const char *token, size_t len, const char *jti, size_t jti_len,
+                                 ferry_auditlog_token_ref *ret);
+
 /* Open (or create) the log at opts->path and lock it against other writers (flock). An
  * existing log is verified from its first line (cost: linear in the file, see
  * docs/internals/auditlog.md) and continued: the chain, sequence and checkpoint range go on

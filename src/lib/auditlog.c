@@ -110,8 +110,8 @@ static const EVP_MD *sha256_md(void)
     md = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (!md)
         return NULL;
-    if (!atomic_compare_exchange_strong_explicit(&sha256_cache, &expected, md,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
+    if (!atomic_compare_exchange_strong_explicit(&sha256_cache, &expected, md, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
         EVP_MD_free(md); /* another thread was first */
         md = expected;
     }
@@ -460,6 +460,34 @@ static int check_text(const char *s, size_t max)
     return 0;
 }
 
+/* The jti of a reference when the log would accept it (no NUL, length, UTF-8, not
+ * token-shaped), else "" (unknown). */
+static void ref_set_jti(ferry_auditlog_token_ref *ref, const char *jti, size_t jti_len)
+{
+    ref->jti[0] = '\0';
+    if (jti && jti_len <= FERRY_AUDITLOG_JTI_MAX && strnlen(jti, jti_len) == jti_len &&
+        check_text(jti, jti_len) == 0) {
+        memcpy(ref->jti, jti, jti_len);
+        ref->jti[jti_len] = '\0';
+    }
+}
+
+FERRY_EXPORT int ferry_auditlog_ref_token_jti(const char *token, size_t len, const char *jti,
+                                              size_t jti_len, ferry_auditlog_token_ref *ret)
+{
+    ferry_auditlog_token_ref ref = {.jti = ""};
+    int r;
+
+    if ((!token && len) || !ret)
+        return -EINVAL;
+    r = sha256_hex(token ? token : "", len, ref.sha256);
+    if (r < 0)
+        return r;
+    ref_set_jti(&ref, jti, jti_len);
+    *ret = ref;
+    return 0;
+}
+
 FERRY_EXPORT int ferry_auditlog_ref_token(const char *token, size_t len,
                                           ferry_auditlog_token_ref *ret)
 {
@@ -478,9 +506,7 @@ FERRY_EXPORT int ferry_auditlog_ref_token(const char *token, size_t len,
                          &claims, NULL, 0) == 0 &&
         json_is_object(claims)) {
         json_t *jti = json_object_get(claims, "jti");
-        const char *s = json_string_value(jti);
-        if (s && json_string_length(jti) == strlen(s) && check_text(s, FERRY_AUDITLOG_JTI_MAX) == 0)
-            memcpy(ref.jti, s, strlen(s) + 1);
+        ref_set_jti(&ref, json_string_value(jti), json_string_length(jti));
     }
     json_decref(claims);
     ferry_jws_free(jws);

@@ -1259,6 +1259,69 @@ Test(auditlog, token_ref_hashes_the_token_and_keeps_only_its_jti)
     ferry_jwk_unref(key);
 }
 
+/* The reference from an already-parsed jti equals the one ferry_auditlog_ref_token takes by
+ * parsing the token, for kept and for refused jtis alike. */
+Test(auditlog, token_ref_from_a_parsed_jti_equals_the_parsed_reference)
+{
+    ferry_jwk *key = gen_key();
+    char long_jti[FERRY_AUDITLOG_JTI_MAX + 2];
+    static const struct {
+        const char *jti;
+        size_t len;
+        const char *kept;
+    } cases[] = {
+        {"abc-123", 7, "abc-123"},
+        {"caf\xc3\xa9", 5, "caf\xc3\xa9"},
+        {"", 0, ""},
+        {"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", 50, ""}, /* token-shaped */
+        {"bad\xff", 4, ""},                                            /* not UTF-8 */
+        {"ab\0cd", 5, ""},                                             /* holds a NUL */
+        {NULL, 0, ""},                                                 /* too long, below */
+    };
+
+    memset(long_jti, 'j', sizeof(long_jti) - 1);
+    long_jti[sizeof(long_jti) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *jti = cases[i].jti ? cases[i].jti : long_jti;
+        size_t jti_len = cases[i].jti ? cases[i].len : strlen(long_jti);
+        ferry_auditlog_token_ref parsed, given;
+        /* jansson refuses to hold bytes that are not UTF-8: that payload is written by hand. */
+        json_t *claims = json_pack("{s:s%, s:s}", "jti", jti, jti_len, "sub", "x");
+        char *payload = claims ? json_dumps(claims, JSON_COMPACT) : NULL, *tok = NULL;
+
+        if (!claims)
+            cr_assert_geq(asprintf(&payload, "{\"jti\":\"%.*s\",\"sub\":\"x\"}", (int)jti_len, jti),
+                          0);
+        cr_assert_not_null(payload);
+        cr_assert_eq(ferry_jws_sign(key, FERRY_ALG_ES256, "JWT", payload, strlen(payload), &tok),
+                     0);
+        cr_assert_eq(ferry_auditlog_ref_token(tok, strlen(tok), &parsed), 0);
+        cr_assert_eq(ferry_auditlog_ref_token_jti(tok, strlen(tok), jti, jti_len, &given), 0);
+        cr_assert_str_eq(given.jti, cases[i].kept, "case %zu", i);
+        cr_assert_str_eq(parsed.jti, cases[i].kept, "case %zu", i);
+        cr_assert_str_eq(given.sha256, parsed.sha256, "case %zu", i);
+        cr_assert_eq(strlen(given.sha256), 64);
+        free(tok);
+        free(payload);
+        json_decref(claims);
+    }
+    {
+        ferry_auditlog_token_ref a, b;
+        /* No jti: only the hash, the same as for a token without one. */
+        cr_assert_eq(ferry_auditlog_ref_token_jti("opaque", 6, NULL, 0, &a), 0);
+        cr_assert_eq(ferry_auditlog_ref_token("opaque", 6, &b), 0);
+        cr_assert_str_eq(a.jti, "");
+        cr_assert_str_eq(a.sha256, b.sha256);
+        /* The jti is taken as given, never parsed out of the token bytes. */
+        cr_assert_eq(ferry_auditlog_ref_token_jti("opaque", 6, "j-1", 3, &a), 0);
+        cr_assert_str_eq(a.jti, "j-1");
+        cr_assert_str_eq(a.sha256, b.sha256);
+        cr_assert_eq(ferry_auditlog_ref_token_jti(NULL, 3, "j", 1, &a), -EINVAL);
+        cr_assert_eq(ferry_auditlog_ref_token_jti("x", 1, "j", 1, NULL), -EINVAL);
+    }
+    ferry_jwk_unref(key);
+}
+
 /* ---- failures fail closed ---------------------------------------------------------------- */
 
 Test(auditlog, a_write_failure_fails_closed_and_blocks_further_appends)
