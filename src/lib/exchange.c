@@ -846,15 +846,7 @@ static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct 
     r = read_params(st, req);
     if (r < 0)
         return r;
-    /* Name the presented tokens in the record whatever happens next (jti + SHA-256 only). */
-    if (st->single[P_SUBJECT_TOKEN] &&
-        ferry_auditlog_ref_token(st->single[P_SUBJECT_TOKEN], st->single_len[P_SUBJECT_TOKEN],
-                                 &st->subject_ref) == 0)
-        st->have_subject_ref = true;
-    if (st->single[P_ACTOR_TOKEN] &&
-        ferry_auditlog_ref_token(st->single[P_ACTOR_TOKEN], st->single_len[P_ACTOR_TOKEN],
-                                 &st->actor_ref) == 0)
-        st->have_actor_ref = true;
+    /* The presented tokens are named in the record whatever happens next (take_refs). */
     r = check_params(ex, st);
     if (r < 0)
         return r;
@@ -1013,6 +1005,31 @@ fail:
     return NULL;
 }
 
+/* Name a presented token for the record (jti + SHA-256 only). A verified token's jti is read
+ * from the claims its verification parsed; a token that was refused or never reached
+ * verification is parsed for it (ferry_auditlog_ref_token). */
+static bool take_ref(const char *tok, size_t len, const ferry_identity *id,
+                     ferry_auditlog_token_ref *ref)
+{
+    const json_t *jti;
+
+    if (!tok)
+        return false;
+    if (!id)
+        return ferry_auditlog_ref_token(tok, len, ref) == 0;
+    jti = json_object_get(id->claims, "jti");
+    return ferry_auditlog_ref_token_jti(tok, len, json_string_value(jti), json_string_length(jti),
+                                        ref) == 0;
+}
+
+static void take_refs(struct state *st)
+{
+    st->have_subject_ref = take_ref(st->single[P_SUBJECT_TOKEN], st->single_len[P_SUBJECT_TOKEN],
+                                    st->subject, &st->subject_ref);
+    st->have_actor_ref = take_ref(st->single[P_ACTOR_TOKEN], st->single_len[P_ACTOR_TOKEN],
+                                  st->actor, &st->actor_ref);
+}
+
 static int record(ferry_exchange *ex, struct state *st, uint64_t *ret_seq)
 {
     ferry_auditlog_event ev = {
@@ -1021,11 +1038,13 @@ static int record(ferry_exchange *ex, struct state *st, uint64_t *ret_seq)
                     : st->ret == -FERRY_EREFUSED   ? FERRY_AUDITLOG_DENY
                                                    : FERRY_AUDITLOG_ERROR,
         .subject = st->subject ? st->subject->subject : "",
-        .token = st->have_subject_ref ? &st->subject_ref : NULL,
     };
-    json_t *d = details_of(st, false);
+    json_t *d;
     int r;
 
+    take_refs(st);
+    ev.token = st->have_subject_ref ? &st->subject_ref : NULL;
+    d = details_of(st, false);
     if (!d)
         return -ENOMEM;
     ev.details = d;
