@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -239,25 +240,36 @@ static int canon_cstr(ferry_buf *b, const char *s)
 
 static int canon_int(ferry_buf *b, long long v)
 {
-    char num[24];
-    int n = snprintf(num, sizeof(num), "%lld", v);
+    char num[24], *p = num + sizeof(num);
+    /* The magnitude as unsigned, so that LLONG_MIN does not overflow. */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
 
-    return ferry_buf_append(b, num, (size_t)n);
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return ferry_buf_append(b, p, (size_t)(num + sizeof(num) - p));
 }
 
-/* `"name":` for a member name known to be plain ASCII; a leading comma unless first. */
+/* `"name":` for a member name known to be plain ASCII that needs no escape (one of this
+ * file's constants); a leading comma unless first. */
 static int canon_name(ferry_buf *b, const char *name, bool *first)
 {
-    int r = 0;
+    char out[32];
+    size_t n = strlen(name), o = 0;
 
+    assert(n + 4 <= sizeof(out));
     if (!*first)
-        r = ferry_buf_append(b, ",", 1);
+        out[o++] = ',';
     *first = false;
-    if (r == 0)
-        r = canon_cstr(b, name);
-    if (r == 0)
-        r = ferry_buf_append(b, ":", 1);
-    return r;
+    out[o++] = '"';
+    memcpy(out + o, name, n);
+    o += n;
+    out[o++] = '"';
+    out[o++] = ':';
+    return ferry_buf_append(b, out, o);
 }
 
 static bool looks_like_jws(const char *s, size_t n);
@@ -271,24 +283,35 @@ struct canon {
     const char *err; /* static reason of a refusal */
 };
 
-static int key_cmp(const void *a, const void *b)
+/* A member of an object being serialised; sorted by name. */
+struct member {
+    const char *key;
+    const json_t *value;
+};
+
+static int member_cmp(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return strcmp(((const struct member *)a)->key, ((const struct member *)b)->key);
 }
 
 static int canon_value(struct canon *c, const json_t *v, unsigned depth);
 
+/* Objects of up to this many members are sorted on the stack (no allocation). */
+#define STACK_MEMBERS 16
+
 static int canon_object(struct canon *c, const json_t *obj, unsigned depth)
 {
     size_t n = json_object_size(obj), i = 0;
-    _cleanup_free_ const char **keys = NULL;
+    struct member stack[STACK_MEMBERS];
+    _cleanup_free_ struct member *heap = NULL;
+    struct member *m = stack;
     const char *k;
     json_t *val;
     int r;
 
-    if (n > 0) {
-        keys = calloc(n, sizeof(*keys));
-        if (!keys)
+    if (n > STACK_MEMBERS) {
+        m = heap = calloc(n, sizeof(*heap));
+        if (!heap)
             return -ENOMEM;
     }
     json_object_foreach((json_t *)obj, k, val)
@@ -305,24 +328,24 @@ static int canon_object(struct canon *c, const json_t *obj, unsigned depth)
             }
         }
         if (i < n)
-            keys[i++] = k;
+            m[i++] = (struct member){k, val};
     }
     if (i != n)
         return -EINVAL;
     if (n > 1)
-        qsort(keys, n, sizeof(*keys), key_cmp);
+        qsort(m, n, sizeof(*m), member_cmp);
     if ((r = ferry_buf_append(c->b, "{", 1)) < 0)
         return r;
     for (i = 0; i < n; i++) {
         if (i > 0 && (r = ferry_buf_append(c->b, ",", 1)) < 0)
             return r;
-        if ((r = canon_cstr(c->b, keys[i])) < 0) {
+        if ((r = canon_cstr(c->b, m[i].key)) < 0) {
             c->err = "a member name is not valid UTF-8";
             return r;
         }
         if ((r = ferry_buf_append(c->b, ":", 1)) < 0)
             return r;
-        if ((r = canon_value(c, json_object_get(obj, keys[i]), depth + 1)) < 0)
+        if ((r = canon_value(c, m[i].value, depth + 1)) < 0)
             return r;
     }
     return ferry_buf_append(c->b, "}", 1);

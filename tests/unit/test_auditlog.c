@@ -397,6 +397,55 @@ Test(auditlog, record_format_and_hash_follow_the_documented_definition)
     fixture_free(&f);
 }
 
+/* Integers at the ends of their range, and objects with more members than are sorted on the
+ * stack, are written as documented (Python's json.dumps(sort_keys=True) bytes) and verify. */
+Test(auditlog, integer_extremes_and_large_objects_are_canonical)
+{
+    ferry_jwk *key = gen_key();
+    ferry_jwks *pub = pub_set(&key, 1);
+    ferry_auditlog *log = open_log(key, 0);
+    json_t *d = json_pack("{s:I, s:I, s:i, s:i, s:i}", "max", (json_int_t)INT64_MAX, "min",
+                          (json_int_t)INT64_MIN, "zero", 0, "m1", -1, "ten", 10);
+    json_t *big = json_object();
+    char expect[1024], name[8], *p;
+    size_t n, o;
+    char **lines;
+    struct problems ps;
+    ferry_auditlog_report rep;
+
+    /* 20 members inserted in reverse order: "k00".."k19" must come out sorted. */
+    o = (size_t)snprintf(expect, sizeof(expect), "\"big\":{");
+    for (int i = 19; i >= 0; i--) {
+        snprintf(name, sizeof(name), "k%02d", i);
+        cr_assert_eq(json_object_set_new(big, name, json_integer(i)), 0);
+    }
+    for (int i = 0; i < 20; i++)
+        o += (size_t)snprintf(expect + o, sizeof(expect) - o, "%s\"k%02d\":%d", i ? "," : "", i, i);
+    snprintf(expect + o, sizeof(expect) - o, "}");
+    cr_assert_eq(json_object_set_new(d, "big", big), 0);
+    ferry_auditlog_event ev = {
+        .type = "t.x", .decision = FERRY_AUDITLOG_INFO, .subject = "s", .details = d};
+    cr_assert_eq(ferry_auditlog_append(log, &ev, NULL), 0);
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    lines = read_lines(path, &n);
+    cr_assert_geq(n, 3);
+    p = strstr(lines[1], "\"details\":{");
+    cr_assert_not_null(p, "%s", lines[1]);
+    p += strlen("\"details\":{");
+    cr_assert(strncmp(p, expect, strlen(expect)) == 0, "%s", lines[1]);
+    p += strlen(expect);
+    {
+        static const char rest[] = ",\"m1\":-1,\"max\":9223372036854775807,"
+                                   "\"min\":-9223372036854775808,\"ten\":10,\"zero\":0},";
+        cr_assert(strncmp(p, rest, strlen(rest)) == 0, "%s", lines[1]);
+    }
+    free_lines(lines, n);
+    cr_assert_eq(verify(path, pub, false, &ps, &rep), 0, "%s", rep.first_bad_reason);
+    json_decref(d);
+    ferry_jwks_unref(pub);
+    ferry_jwk_unref(key);
+}
+
 Test(auditlog, a_clean_closed_log_verifies_and_is_sealed)
 {
     struct fixture f;
