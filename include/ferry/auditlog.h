@@ -111,7 +111,7 @@ typedef struct ferry_auditlog_event {
  * payload's "jti" when the token parses as a compact JWS (not verified: the reference is only a
  * name), its payload is a JSON object and its jti is a string of at most FERRY_AUDITLOG_JTI_MAX
  * bytes that the log would accept; otherwise "". The token itself is not kept.
- * Returns 0 or -EINVAL (NULL arguments). Thread-safe. */
+ * Returns 0, -EINVAL (NULL arguments) or -FERRY_ECRYPTO (the digest failed). Thread-safe. */
 int ferry_auditlog_ref_token(const char *token, size_t len, ferry_auditlog_token_ref *ret);
 
 /* The same reference for a token whose payload the caller has already parsed (e.g. verified):
