@@ -29,7 +29,8 @@ bool ferry_text_ok(const void *s, size_t n);
  * as \u00XX (upper-case hex), DEL and '/' as they are, non-ASCII as it is or, with
  * FERRY_JSON_QUOTE_ASCII, escaped. Writes at most cap bytes to out (out may be NULL when cap is
  * 0; no NUL is added) and returns the length the quoted string needs, like snprintf: the output
- * is complete only when that is <= cap. Returns SIZE_MAX when s is not strict UTF-8 (what
+ * is complete only when that is <= cap (else out holds a prefix of it, cut before the first
+ * escape or run that did not fit). Returns SIZE_MAX when s is not strict UTF-8 (what
  * jansson's json_stringn refuses). */
 size_t ferry_json_quote(char *out, size_t cap, const void *s, size_t len, unsigned flags);
 

@@ -125,7 +125,8 @@ void ferryd_log_json(json_t *obj)
     priority = priority_of(obj);
     json_decref(obj);
     if (!line) {
-        static const char fallback[] = "{\"level\":\"error\",\"msg\":\"log line could not be built\"}";
+        static const char fallback[] =
+            "{\"level\":\"error\",\"msg\":\"log line could not be built\"}";
         emit(priority, fallback, sizeof(fallback) - 1);
         return;
     }
@@ -173,8 +174,8 @@ drop:
 static void lw_int(line_wr *w, const char *key, int64_t v)
 {
     char t[64];
-    int k = snprintf(t, sizeof(t), "%s\"%s\":%lld", w->n > PREFIX_MAX ? "," : "", key,
-                     (long long)v);
+    int k =
+        snprintf(t, sizeof(t), "%s\"%s\":%lld", w->n > PREFIX_MAX ? "," : "", key, (long long)v);
     if (k > 0 && (size_t)k < sizeof(t))
         (void)lw_raw(w, t, (size_t)k);
 }

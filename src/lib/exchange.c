@@ -1236,8 +1236,8 @@ static void body_write(const ferry_exchange_response *resp, struct body_wr *w)
     BW_LIT(w, "}");
 }
 
-FERRY_EXPORT int ferry_exchange_response_write(const ferry_exchange_response *resp,
-                                               char **ret_body, size_t *ret_len)
+FERRY_EXPORT int ferry_exchange_response_write(const ferry_exchange_response *resp, char **ret_body,
+                                               size_t *ret_len)
 {
     struct body_wr w = {0};
     char *body;
