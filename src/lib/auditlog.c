@@ -410,11 +410,12 @@ static int canon_value(struct canon *c, const json_t *v, unsigned depth)
 
 /* ---- event checks ----------------------------------------------------------------------- */
 
-static bool b64url_char(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_';
-}
+/* Bytes of a compact JWS: the base64url alphabet and the dot (a table: looks_like_jws runs
+ * over every string of every record). */
+static const bool jws_byte[256] = {
+    ['A' ... 'Z'] = true, ['a' ... 'z'] = true, ['0' ... '9'] = true,
+    ['-'] = true,         ['_'] = true,         ['.'] = true,
+};
 
 /* True when s holds something shaped like a compact JWS/JWT or JWE: a run of base64url
  * characters and dots with at least two dots, at least 24 characters long, whose first segment
@@ -428,10 +429,10 @@ static bool looks_like_jws(const char *s, size_t n)
     while (i < n) {
         size_t start, seg[3] = {0, 0, 0}, nseg = 0, cur = 0;
 
-        while (i < n && !(b64url_char(p[i]) || p[i] == '.'))
+        while (i < n && !jws_byte[p[i]])
             i++;
         start = i;
-        while (i < n && (b64url_char(p[i]) || p[i] == '.')) {
+        while (i < n && jws_byte[p[i]]) {
             if (p[i] == '.') {
                 if (nseg < 3)
                     seg[nseg] = cur;

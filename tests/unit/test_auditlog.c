@@ -1213,6 +1213,30 @@ static int append_with(ferry_auditlog *log, const char *type, const char *subjec
     return r;
 }
 
+/* Which bytes continue a token-shaped run: every ASCII byte in the middle of a JWT-shaped
+ * subject, which is refused exactly when the byte is base64url or a dot. */
+Test(auditlog, token_shape_is_broken_by_exactly_the_non_base64url_bytes)
+{
+    ferry_jwk *key = gen_key();
+    ferry_auditlog *log = open_log(key, 0);
+
+    for (int c = 1; c < 0x80; c++) {
+        char subject[64];
+        bool b64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                   c == '-' || c == '_' || c == '.';
+        ferry_auditlog_event ev = {
+            .type = "t.x", .decision = FERRY_AUDITLOG_INFO, .subject = subject};
+        int r;
+
+        snprintf(subject, sizeof(subject), "eyJhbGciOiJFUzI1NiJ9.eyJzd%cWIiOiJ4In0.c2lnbmF0dXJl",
+                 c);
+        r = ferry_auditlog_append(log, &ev, NULL);
+        cr_assert_eq(r, b64 ? -FERRY_EPOLICY : 0, "byte 0x%02x: %s", c, ferry_strerror(r));
+    }
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    ferry_jwk_unref(key);
+}
+
 Test(auditlog, token_like_values_and_oversize_fields_are_refused)
 {
     static const char jwt[] = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ4In0."
