@@ -1,4 +1,5 @@
-/* basic/b64.h - strict unpadded base64url (RFC 4648 §5, RFC 7515 §2) (libc only). */
+/* basic/b64.h - strict unpadded base64url (RFC 4648 §5, RFC 7515 §2) and hex digits (libc
+ * only). */
 #ifndef FERRY_BASIC_B64_H
 #define FERRY_BASIC_B64_H
 
@@ -21,5 +22,17 @@ int ferry_b64url_decode_alloc(const char *in, size_t n, unsigned char **ret, siz
 
 /* Encode into a new malloc'd NUL-terminated string, or NULL on allocation failure. */
 char *ferry_b64url_encode_alloc(const void *in, size_t n);
+
+/* The value of one hex digit (0-9, a-f, A-F), or -1 for any other byte. */
+static inline int ferry_hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
 
 #endif

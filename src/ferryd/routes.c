@@ -7,6 +7,7 @@
 #include <time.h>
 #include <arpa/inet.h>
 
+#include "basic/b64.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
@@ -15,17 +16,6 @@
 
 #define JSON_TYPE "application/json"
 #define PREFETCH_RETRY_S 5
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Decode src[0..n) into dst (at most n bytes). Returns the decoded length or -EINVAL. */
 static ssize_t form_unescape(const char *src, size_t n, char *dst)
@@ -39,8 +29,8 @@ static ssize_t form_unescape(const char *src, size_t n, char *dst)
             int hi, lo;
             if (i + 2 >= n)
                 return -EINVAL;
-            hi = hexval(src[i + 1]);
-            lo = hexval(src[i + 2]);
+            hi = ferry_hexval(src[i + 1]);
+            lo = ferry_hexval(src[i + 2]);
             if (hi < 0 || lo < 0)
                 return -EINVAL;
             dst[o++] = (char)(hi << 4 | lo);

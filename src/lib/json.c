@@ -27,6 +27,7 @@
 
 #include <jansson.h>
 
+#include "basic/b64.h"
 #include "basic/macro.h"
 #include "ferry/error.h"
 #include "ferry/json.h"
@@ -183,21 +184,11 @@ static size_t utf8_len(const unsigned char *p, const unsigned char *end)
     return 0;
 }
 
-static inline int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The four hex digits at p (already checked), as a code unit. */
 static inline uint32_t hex4(const unsigned char *p)
 {
-    return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
+    return (uint32_t)(ferry_hexval(p[0]) << 12 | ferry_hexval(p[1]) << 8 |
+                      ferry_hexval(p[2]) << 4 | ferry_hexval(p[3]));
 }
 
 static size_t utf8_put(uint32_t cp, char *out)
@@ -340,7 +331,7 @@ static int read_string(struct parser *ps, const unsigned char **pp, struct scrat
                 break;
             case 'u':
                 for (size_t i = 2; i < 6; i++)
-                    if (p + i >= end || hexval(p[i]) < 0)
+                    if (p + i >= end || ferry_hexval(p[i]) < 0)
                         return fail(ps, p, -FERRY_EMALFORMED, "invalid \\u escape");
                 p += 6;
                 break;

@@ -71,17 +71,6 @@ static bool has_flag(const json_t *t, const char *flag)
     return false;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* New buffer (at least 1 byte) with the bytes of a hex string. */
 static unsigned char *unhex(const char *hex, size_t *ret_len)
 {
@@ -94,7 +83,7 @@ static unsigned char *unhex(const char *hex, size_t *ret_len)
     out = malloc(n / 2 + 1);
     cr_assert_not_null(out);
     for (size_t i = 0; i < n / 2; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = ferry_hexval(hex[2 * i]), lo = ferry_hexval(hex[2 * i + 1]);
         cr_assert(hi >= 0 && lo >= 0, "bad hex: %s", hex);
         out[i] = (unsigned char)(hi << 4 | lo);
     }
