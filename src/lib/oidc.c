@@ -1417,10 +1417,13 @@ FERRY_EXPORT int ferry_oidc_add_issuer(ferry_oidc *o, const json_t *conf, char *
     return r;
 }
 
-/* Load {"issuers":[...], "replay_cache_size": N}. All or nothing: every issuer is built first,
- * then they are added in one step; on failure errbuf names the failing entry. Thread-safe. */
-FERRY_EXPORT int ferry_oidc_load_config(ferry_oidc *o, const json_t *conf, char *errbuf,
-                                        size_t errlen)
+/* Build every issuer of conf ({"issuers":[...], "replay_cache_size": N}) and install them in
+ * one step, all or nothing; on failure errbuf names the failing entry. replace = false adds
+ * them to the current issuers (load_config); replace = true makes them the whole set, issuers
+ * whose configuration (and jwks_file bytes) did not change being carried over as they are,
+ * with their caches and counters (reload_config). */
+static int apply_config(ferry_oidc *o, const json_t *conf, bool replace, char *errbuf,
+                        size_t errlen)
 {
     const json_t *issuers = NULL;
     struct issuer **list = NULL;
@@ -1429,61 +1432,15 @@ FERRY_EXPORT int ferry_oidc_load_config(ferry_oidc *o, const json_t *conf, char 
     int64_t rc_size = 0;
     int r;
 
-    if (errbuf && errlen)
-        errbuf[0] = '\0';
-    if (!o || !conf)
-        return -EINVAL;
-    r = cfg_top(conf, &issuers, &rc_size, errbuf, errlen);
-    if (r < 0)
-        return r;
-    r = build_issuers(o, issuers, &list, &n, errbuf, errlen);
-    if (r < 0)
-        return r;
-    (void)pthread_mutex_lock(&o->config_lock);
-    cur = atomic_load(&o->set);
-    r = set_build(cur, cur->n, list, n, &ns, &dup);
-    if (r == 0) {
-        lower_leeway_floor(o, list, n);
-        set_publish(o, ns);
-        if (rc_size > 0)
-            set_replay_max(o, (size_t)rc_size);
-    }
-    (void)pthread_mutex_unlock(&o->config_lock);
-    if (r == -FERRY_EDUPLICATE)
-        (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): issuer is already configured",
-                        dup, list[dup]->name);
-    else if (r < 0)
-        (void)cfg_error(errbuf, errlen, "out of memory");
-    issuers_free(list, n);
-    return r;
-}
-
-/* Replace the whole configuration (see oidc.h). Everything is built and checked before the
- * store changes; issuers whose configuration (and jwks_file bytes) did not change are carried
- * over as they are, with their caches and counters; the new set is published in one step. */
-FERRY_EXPORT int ferry_oidc_reload_config(ferry_oidc *o, const json_t *conf, char *errbuf,
-                                          size_t errlen)
-{
-    const json_t *issuers = NULL;
-    struct issuer **list = NULL;
-    struct issuer_set *cur, *ns = NULL;
-    size_t n = 0, dup = 0;
-    int64_t rc_size = 0;
-    int r;
-
-    if (errbuf && errlen)
-        errbuf[0] = '\0';
-    if (!o || !conf)
-        return -EINVAL;
     r = cfg_top(conf, &issuers, &rc_size, errbuf, errlen);
     if (r == 0)
         r = build_issuers(o, issuers, &list, &n, errbuf, errlen);
     if (r < 0)
-        goto out;
+        return r;
 
     (void)pthread_mutex_lock(&o->config_lock);
     cur = atomic_load(&o->set);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; replace && i < n; i++) {
         struct issuer *old = set_find(cur, list[i]->name, list[i]->name_len);
 
         if (old && memcmp(old->conf_fp, list[i]->conf_fp, FP_LEN) == 0 &&
@@ -1492,24 +1449,49 @@ FERRY_EXPORT int ferry_oidc_reload_config(ferry_oidc *o, const json_t *conf, cha
             list[i] = issuer_ref(old);
         }
     }
-    r = set_build(NULL, 0, list, n, &ns, &dup);
+    r = set_build(replace ? NULL : cur, replace ? 0 : cur->n, list, n, &ns, &dup);
     if (r == 0) {
         lower_leeway_floor(o, list, n);
         set_publish(o, ns);
-        set_replay_max(o, rc_size > 0 ? (size_t)rc_size : o->replay_max_default);
+        if (rc_size > 0 || replace)
+            set_replay_max(o, rc_size > 0 ? (size_t)rc_size : o->replay_max_default);
     }
     (void)pthread_mutex_unlock(&o->config_lock);
     if (r == -FERRY_EDUPLICATE)
-        (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): issuer is listed twice", dup,
-                        list[dup]->name);
+        (void)cfg_error(errbuf, errlen, "issuers[%zu] (%.100s): issuer is %s", dup,
+                        list[dup]->name, replace ? "listed twice" : "already configured");
     else if (r < 0)
         (void)cfg_error(errbuf, errlen, "out of memory");
     issuers_free(list, n);
-out:
-    if (r == 0)
-        atomic_fetch_add_explicit(&o->reloads, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&o->reload_failures, 1, memory_order_relaxed);
+    return r;
+}
+
+/* Load {"issuers":[...], "replay_cache_size": N}, adding to the issuers already configured.
+ * Thread-safe. */
+FERRY_EXPORT int ferry_oidc_load_config(ferry_oidc *o, const json_t *conf, char *errbuf,
+                                        size_t errlen)
+{
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!o || !conf)
+        return -EINVAL;
+    return apply_config(o, conf, false, errbuf, errlen);
+}
+
+/* Replace the whole configuration (see oidc.h): everything is built and checked before the
+ * store changes, and the new set is published in one step. */
+FERRY_EXPORT int ferry_oidc_reload_config(ferry_oidc *o, const json_t *conf, char *errbuf,
+                                          size_t errlen)
+{
+    int r;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!o || !conf)
+        return -EINVAL;
+    r = apply_config(o, conf, true, errbuf, errlen);
+    atomic_fetch_add_explicit(r == 0 ? &o->reloads : &o->reload_failures, 1,
+                              memory_order_relaxed);
     return r;
 }
 
