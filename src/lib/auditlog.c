@@ -516,26 +516,21 @@ FERRY_EXPORT int ferry_auditlog_ref_token(const char *token, size_t len,
                                           ferry_auditlog_token_ref *ret)
 {
     ferry_jws *jws = NULL;
-    json_t *claims = NULL;
-    ferry_auditlog_token_ref ref = {.jti = ""};
+    json_t *claims = NULL, *jti = NULL;
     int r;
 
     if ((!token && len) || !ret)
         return -EINVAL;
-    r = sha256_hex(token ? token : "", len, ref.sha256);
-    if (r < 0)
-        return r;
     if (ferry_jws_parse(token ? token : "", len, &jws) == 0 &&
         ferry_json_parse(jws->payload, jws->payload_len, FERRY_JWS_MAX_LEN, FERRY_JSON_MAX_DEPTH,
                          &claims, NULL, 0) == 0 &&
-        json_is_object(claims)) {
-        json_t *jti = json_object_get(claims, "jti");
-        ref_set_jti(&ref, json_string_value(jti), json_string_length(jti));
-    }
+        json_is_object(claims))
+        jti = json_object_get(claims, "jti");
+    r = ferry_auditlog_ref_token_jti(token, len, json_string_value(jti), json_string_length(jti),
+                                     ret);
     json_decref(claims);
     ferry_jws_free(jws);
-    *ret = ref;
-    return 0;
+    return r;
 }
 
 /* ---- record helpers shared by writer and verifier ---------------------------------------- */
