@@ -452,6 +452,25 @@ FERRY_EXPORT int ferry_ratelimit_configure(ferry_ratelimit *rl, double rate, uns
     return 0;
 }
 
+/* The shard of a key, and the key's hash in *ret_hash. */
+static struct shard *shard_of(ferry_ratelimit *rl, const void *key, size_t len,
+                              uint64_t *ret_hash)
+{
+    *ret_hash = ferry_ratelimit_siphash24(rl->sipkey, key ? key : "", len);
+    return &rl->shards[*ret_hash & (rl->n_shards - 1)];
+}
+
+/* The entry holding hash in its chain, or NIL; caller holds s->lock. */
+static uint32_t find(const struct shard *s, uint64_t hash, unsigned bits)
+{
+    uint32_t i;
+
+    for (i = s->heads[chain_of(s, hash, bits)]; i != NIL; i = s->pool[i].next)
+        if (s->pool[i].hash == hash)
+            break;
+    return i;
+}
+
 FERRY_EXPORT int ferry_ratelimit_check(ferry_ratelimit *rl, const void *key, size_t len,
                                        int64_t *ret_retry_after)
 {
@@ -465,8 +484,7 @@ FERRY_EXPORT int ferry_ratelimit_check(ferry_ratelimit *rl, const void *key, siz
         return -EINVAL;
     if (!atomic_load_explicit(&rl->enabled, memory_order_relaxed))
         return 0;
-    hash = ferry_ratelimit_siphash24(rl->sipkey, key ? key : "", len);
-    s = &rl->shards[hash & (rl->n_shards - 1)];
+    s = shard_of(rl, key, len, &hash);
     now = rl->clock(rl->clock_data);
 
     (void)pthread_mutex_lock(&s->lock);
@@ -475,9 +493,7 @@ FERRY_EXPORT int ferry_ratelimit_check(ferry_ratelimit *rl, const void *key, siz
         (void)pthread_mutex_unlock(&s->lock);
         return 0;
     }
-    for (i = s->heads[chain_of(s, hash, rl->shard_bits)]; i != NIL; i = s->pool[i].next)
-        if (s->pool[i].hash == hash)
-            break;
+    i = find(s, hash, rl->shard_bits);
     if (i == NIL) {
         i = take_entry(s, now, rl->shard_bits);
         if (i == NIL) {
@@ -535,13 +551,10 @@ FERRY_EXPORT int ferry_ratelimit_refund(ferry_ratelimit *rl, const void *key, si
         return -EINVAL;
     if (!atomic_load_explicit(&rl->enabled, memory_order_relaxed))
         return 0;
-    hash = ferry_ratelimit_siphash24(rl->sipkey, key ? key : "", len);
-    s = &rl->shards[hash & (rl->n_shards - 1)];
+    s = shard_of(rl, key, len, &hash);
     now = rl->clock(rl->clock_data);
     (void)pthread_mutex_lock(&s->lock);
-    for (i = s->heads[chain_of(s, hash, rl->shard_bits)]; i != NIL; i = s->pool[i].next)
-        if (s->pool[i].hash == hash)
-            break;
+    i = find(s, hash, rl->shard_bits);
     if (i != NIL && s->rate > 0) {
         double t = refill(s, &s->pool[i], now) + 1.0;
         s->pool[i].tokens = t < s->burst ? t : s->burst;
