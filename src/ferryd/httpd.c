@@ -35,15 +35,23 @@ typedef struct listener {
 
 /* One open connection, for the request deadline. Created when libmicrohttpd reports the
  * connection started and freed when it reports it closed, which (thread per connection) it does
- * before closing the socket: under conns_lock, fd is always this connection's own. */
+ * before closing the socket: under conns_lock, fd is always this connection's own. The list
+ * links and cut change under conns_lock; since and busy are written by the connection's own
+ * thread on every request without a lock and read by the watchdog. */
 typedef struct conn_track {
     struct conn_track *prev, *next;
-    struct ferryd_httpd *h;
     int fd;
-    struct timespec since; /* accepted, or the previous response completed */
-    bool busy;             /* a complete request is being answered: no deadline */
-    bool cut;              /* shut down by the watchdog (once) */
+    atomic_llong since; /* monotonic seconds: accepted, or the previous response completed */
+    atomic_bool busy;   /* a complete request is being answered: no deadline */
+    bool cut;           /* shut down by the watchdog (once) */
 } conn_track;
+
+static long long mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec;
+}
 
 struct ferryd_httpd {
     listener *ls;
@@ -73,6 +81,7 @@ typedef struct req_ctx {
     struct timespec start;
     bool started;
     bool admitted; /* the headers_only call let the request go on */
+    char client[CLIENT_MAX]; /* ferryd_request.client, found once per request */
     bool too_big;
     bool oom;
     size_t discarded; /* bytes of an oversized chunked body read and dropped */
@@ -184,9 +193,9 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             free(t); /* untracked: only the idle timeout applies to this connection */
             return;
         }
-        t->h = h;
         t->fd = ci->connect_fd;
-        clock_gettime(CLOCK_MONOTONIC, &t->since);
+        atomic_init(&t->since, mono_seconds());
+        atomic_init(&t->busy, false);
         pthread_mutex_lock(&h->conns_lock);
         t->next = h->conns;
         if (h->conns)
@@ -218,11 +227,9 @@ static void conn_busy(struct MHD_Connection *conn, bool busy)
 
     if (!t)
         return;
-    pthread_mutex_lock(&t->h->conns_lock);
-    t->busy = busy;
     if (!busy)
-        clock_gettime(CLOCK_MONOTONIC, &t->since);
-    pthread_mutex_unlock(&t->h->conns_lock);
+        atomic_store_explicit(&t->since, mono_seconds(), memory_order_relaxed);
+    atomic_store_explicit(&t->busy, busy, memory_order_release);
 }
 
 /* Once a second: shut down (both directions) every connection that has waited longer than
@@ -235,7 +242,8 @@ static void *watchdog_main(void *arg)
 
     pthread_mutex_lock(&h->conns_lock);
     while (!h->watchdog_stop) {
-        struct timespec now, until;
+        struct timespec until;
+        long long now;
         clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_sec += 1;
         while (!h->watchdog_stop &&
@@ -243,9 +251,11 @@ static void *watchdog_main(void *arg)
             ;
         if (h->watchdog_stop)
             break;
-        clock_gettime(CLOCK_MONOTONIC, &now);
+        now = mono_seconds();
         for (conn_track *t = h->conns; t; t = t->next) {
-            if (t->busy || t->cut || now.tv_sec - t->since.tv_sec < h->limits.request_timeout_s)
+            if (atomic_load_explicit(&t->busy, memory_order_acquire) || t->cut ||
+                now - atomic_load_explicit(&t->since, memory_order_relaxed) <
+                    h->limits.request_timeout_s)
                 continue;
             (void)shutdown(t->fd, SHUT_RDWR);
             t->cut = true;
@@ -453,15 +463,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         {
             /* Before any body byte is read: the handler may refuse now (rate limit). */
-            char client[CLIENT_MAX];
             ferryd_request pre = {.method = method,
                                   .path = url,
                                   .query = rc->query,
-                                  .client = client,
+                                  .client = rc->client,
                                   .body = "",
                                   .headers_only = true};
             ferryd_response resp = {0};
-            client_key(conn, client, sizeof(client));
+            client_key(conn, rc->client, sizeof(rc->client));
             h->handler(h->userdata, &pre, &resp);
             if (resp.status != 0)
                 return send_response(conn, rc, &resp);
@@ -510,9 +519,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
                            "request body too large", "body: chunked body over limit");
 
-    char client[CLIENT_MAX];
     header_counts counts = {0};
-    client_key(conn, client, sizeof(client));
+    if (!rc->client[0])
+        client_key(conn, rc->client, sizeof(rc->client));
     MHD_get_connection_values(conn, MHD_HEADER_KIND, count_headers, &counts);
     conn_busy(conn, true);
     ferryd_request req = {
@@ -525,7 +534,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
         .n_authorization = counts.authorization,
         .n_content_type = counts.content_type,
-        .client = client,
+        .client = rc->client,
         .body = rc->body ? rc->body : "",
         .body_len = rc->body_len,
         .admitted = rc->admitted,
