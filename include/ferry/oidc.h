@@ -170,6 +170,16 @@ typedef struct ferry_verify_options {
                              any issuer of the store has had */
     const char *audience; /* when non-NULL, the token must contain exactly this audience
                              (which must also be one of the issuer's) */
+    bool no_wait;         /* never wait (for an event thread serving many connections): where
+                             the decision needs a key-set or discovery fetch this call would
+                             run (set missing or due, or a refresh for an unknown kid), or one
+                             in flight on another thread it would wait for, return
+                             -EWOULDBLOCK at once, with ret_result INTERNAL ("would wait for
+                             a key-set fetch"). Nothing has happened then: no counter moved,
+                             no jti consumed, no fetch attempt recorded (its cooldown has not
+                             started). Verify again without no_wait on a thread that may
+                             block. A usable set with no fetch due, static key sets, and a
+                             refresh held back by the cooldown decide as without it. */
 } ferry_verify_options;
 
 /* Consume the (iss, jti) of an identity that ferry_oidc_verify accepted without consume_jti,
@@ -260,7 +270,8 @@ int ferry_oidc_foreach_issuer(ferry_oidc *oidc, ferry_oidc_issuer_fn fn, void *u
 
 /* Verify a compact JWS token (len bytes; not necessarily NUL-terminated). opts may be NULL.
  * Returns 0 and a new identity in *ret_identity when accepted; -FERRY_EREFUSED with
- * *ret_result filled when refused; another negative error (with reason INTERNAL) on internal
+ * *ret_result filled when refused; -EWOULDBLOCK only with opts->no_wait (see there: nothing
+ * happened, try again without it); another negative error (with reason INTERNAL) on internal
  * failure. ret_result is always filled when non-NULL. */
 int ferry_oidc_verify(ferry_oidc *oidc, const char *token, size_t len,
                       const ferry_verify_options *opts, ferry_identity **ret_identity,

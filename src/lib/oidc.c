@@ -1730,9 +1730,15 @@ static bool fetch_due(const struct issuer *is, int64_t now, bool want_refresh)
  * says whether it is past its lifetime (served inside the stale window).
  * want_refresh: the current set lacks the key the token names. Fetches are single-flight per
  * issuer and limited by fetch_due; a verifier whose kid is in a usable set never waits for
- * another thread's fetch. */
-static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, ferry_jwks **ret,
-                         bool *ret_fetched, bool *ret_stale, ferry_verify_result *res)
+ * another thread's fetch. *suppressed is raised by the refreshes refresh_cooldown held back;
+ * the caller counts them (refresh_suppressed) once the verification did not give up.
+ * no_wait: never fetch and never wait for fetch_lock. Where a fetch would run here or one is
+ * in flight (fetch_lock held by another thread) and this token would wait for it, return
+ * -EWOULDBLOCK before changing anything (no attempt recorded, no cooldown started); a usable
+ * set with no fetch due, or a cooldown that holds back the fetch, decides as without it. */
+static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, bool no_wait,
+                         ferry_jwks **ret, bool *ret_fetched, bool *ret_stale,
+                         unsigned *suppressions, ferry_verify_result *res)
 {
     int64_t now = store_now(o);
     ferry_jwks *set = NULL;
@@ -1761,17 +1767,26 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
     }
     (void)pthread_mutex_unlock(&is->lock);
     suppressed = usable && want && !due;
-    if (suppressed)
-        ISSUER_COUNT(is, refresh_suppressed);
 
     /* Without a usable set, or when the set lacks the token's kid, wait even when no fetch is
      * due: one may be on the wire (the cooldown counts from its start), and its set is what
      * this token needs. During a rotation, a burst of tokens with the new kid all wait for the
-     * one refresh instead of being refused while it runs. */
-    if (!usable || want_refresh)
+     * one refresh instead of being refused while it runs. In no_wait mode such a token only
+     * try-locks: a held fetch_lock is a fetch in flight, which it would wait for. */
+    if ((!usable || want_refresh) && !no_wait) {
         locked = pthread_mutex_lock(&is->fetch_lock) == 0;
-    else if (due)
+    } else if (!usable || want_refresh) {
         locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
+        if (!locked) {
+            ferry_jwks_unref(set);
+            res->reason = FERRY_REASON_INTERNAL;
+            (void)snprintf(res->detail, sizeof(res->detail),
+                           "would wait for the key-set fetch in flight");
+            return -EWOULDBLOCK;
+        }
+    } else if (due) {
+        locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
+    }
     if (locked) {
         /* Another thread may have fetched while this one waited: a set installed since the
          * snapshot is looked at first (it may hold the kid); otherwise decide again. An
@@ -1782,8 +1797,18 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         changed = is->generation != gen;
         due = !changed && (is->completed == completed || !is->attempted) &&
               fetch_due(is, now, want_refresh);
+        if (due && no_wait) {
+            /* This thread would fetch: give up before recording the attempt, so that the
+             * retry on a thread that may block finds the fetch still due. */
+            (void)pthread_mutex_unlock(&is->lock);
+            (void)pthread_mutex_unlock(&is->fetch_lock);
+            ferry_jwks_unref(set);
+            res->reason = FERRY_REASON_INTERNAL;
+            (void)snprintf(res->detail, sizeof(res->detail), "would wait for a key-set fetch");
+            return -EWOULDBLOCK;
+        }
         if (want && !changed && !due && !suppressed)
-            ISSUER_COUNT(is, refresh_suppressed); /* the cooldown of another's attempt */
+            (*suppressions)++; /* the cooldown of another's attempt */
         if (due) {
             is->attempted = true;
             is->last_attempt = now;
@@ -1808,6 +1833,8 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, fe
         }
         (void)pthread_mutex_unlock(&is->lock);
     }
+    if (suppressed)
+        (*suppressions)++;
     if (!set) {
         (void)pthread_mutex_lock(&is->lock);
         (void)snprintf(why, sizeof(why), "%s",
@@ -2496,6 +2523,8 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
     struct checked c = {0};
     size_t candidates = 0;
     bool fetched = false, stale = false;
+    bool no_wait = opts && opts->no_wait, gave_up;
+    unsigned suppressions = 0;
     int64_t now;
     int r;
 
@@ -2535,7 +2564,7 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
         goto out;
     }
 
-    r = issuer_keyset(o, is, false, &set, &fetched, &stale, &res);
+    r = issuer_keyset(o, is, false, no_wait, &set, &fetched, &stale, &suppressions, &res);
     if (r < 0)
         goto out;
     key = select_key(set, jws, &candidates);
@@ -2543,7 +2572,7 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
     if (!key && issuer_is_remote(is) && !fetched) {
         ferry_jwks_unref(set);
         set = NULL;
-        r = issuer_keyset(o, is, true, &set, &fetched, &stale, &res);
+        r = issuer_keyset(o, is, true, no_wait, &set, &fetched, &stale, &suppressions, &res);
         if (r < 0)
             goto out;
         key = select_key(set, jws, &candidates);
@@ -2600,16 +2629,19 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
         r = consume_jti(o, is, &c, now, &res);
 
 out:
+    /* issuer_keyset gave up (no_wait) before anything was decided: nothing is counted and
+     * nothing consumed, so the caller's retry on a thread that may block starts afresh. */
+    gave_up = no_wait && r == -EWOULDBLOCK; /* res as issuer_keyset set it */
     if (r == 0) {
         res.reason = FERRY_REASON_OK;
         res.detail[0] = '\0';
-    } else if (r != -FERRY_EREFUSED && res.reason == FERRY_REASON_OK) {
+    } else if (!gave_up && r != -FERRY_EREFUSED && res.reason == FERRY_REASON_OK) {
         res.reason = FERRY_REASON_INTERNAL;
         (void)snprintf(res.detail, sizeof(res.detail), "internal error: %s", ferry_strerror(r));
-    } else if (r != -FERRY_EREFUSED) {
+    } else if (!gave_up && r != -FERRY_EREFUSED) {
         res.reason = FERRY_REASON_INTERNAL;
     }
-    if (o) {
+    if (o && !gave_up) {
         if (r == 0) {
             COUNT(&o->totals, accepted);
         } else {
@@ -2621,6 +2653,8 @@ out:
             COUNT(&is->stats, accepted);
         else if (is)
             COUNT(&is->stats, refused);
+        for (unsigned i = 0; is && i < suppressions; i++)
+            ISSUER_COUNT(is, refresh_suppressed);
     }
     if (ret_result)
         *ret_result = res;

@@ -4168,3 +4168,250 @@ Test(alloc, reload_failure_injection, .init = setup_ab, .fini = teardown_ab, .ti
     ferry_jwk_unref(es);
 #endif
 }
+
+/* ---- no_wait: an event thread never waits for a key-set fetch ----------------------------- */
+
+/* Verify tok at the store clock with no_wait (and consume_jti when once); returns what
+ * ferry_oidc_verify returned. A give-up must say so (INTERNAL, "would wait ...") and hand out
+ * no identity; any other answer is an ordinary decision. */
+static int nw_verify(ferry_oidc *o, const char *tok, bool once, ferry_verify_result *res)
+{
+    ferry_verify_options vo = {.now = g_clock, .consume_jti = once, .no_wait = true};
+    ferry_identity *id = NULL;
+    int r;
+
+    memset(res, 0x5a, sizeof(*res));
+    r = ferry_oidc_verify(o, tok, strlen(tok), &vo, &id, res);
+    if (r == -EWOULDBLOCK) {
+        cr_assert_null(id);
+        cr_assert_eq(res->reason, FERRY_REASON_INTERNAL);
+        cr_assert(memchr(res->detail, '\0', sizeof(res->detail)), "detail not terminated");
+        cr_assert(strstr(res->detail, "would wait"), "detail: %s", res->detail);
+    } else if (r == 0) {
+        cr_assert_not_null(id);
+        cr_assert_eq(res->reason, FERRY_REASON_OK);
+    } else {
+        cr_assert_eq(r, -FERRY_EREFUSED, "verify returned %d (%s)", r, res->detail);
+        cr_assert_null(id);
+        cr_assert_neq(res->reason, FERRY_REASON_OK);
+    }
+    ferry_identity_free(id);
+    return r;
+}
+
+/* A fresh remote token for k (kid as remote_token), verified with no_wait. */
+static int nw_remote(const ferry_jwk *k, const char *kid, ferry_verify_result *res)
+{
+    char *tok = remote_token(k, kid);
+    int r = nw_verify(F.o, tok, false, res);
+
+    free(tok);
+    return r;
+}
+
+#define EXPECT_NW(k, kid, want_r, want_reason)                                                \
+    do {                                                                                      \
+        ferry_verify_result res_;                                                             \
+        int r_ = nw_remote(k, kid, &res_);                                                    \
+        cr_expect_eq(r_, want_r, "no_wait returned %d (%s: %s), want %d", r_,               \
+                     ferry_reason_name(res_.reason), res_.detail, want_r);                    \
+        if (r_ == want_r && r_ != -EWOULDBLOCK)                                               \
+            cr_expect_eq(res_.reason, want_reason, "got %s, want %s (%s)",                  \
+                         ferry_reason_name(res_.reason), ferry_reason_name(want_reason),      \
+                         res_.detail);                                                        \
+    } while (0)
+
+static void expect_same_stats(const ferry_oidc_stats *a, const ferry_oidc_stats *b)
+{
+    cr_expect_eq(memcmp(&a->totals, &b->totals, sizeof(a->totals)), 0, "totals changed");
+    cr_expect_eq(memcmp(a->refused_by_reason, b->refused_by_reason,
+                        sizeof(a->refused_by_reason)),
+                 0, "refused_by_reason changed");
+    cr_expect_eq(a->replay_entries, b->replay_entries, "replay cache changed");
+    cr_expect_eq(a->cached_keys, b->cached_keys);
+}
+
+/* Static key sets (inline, file) never wait: no_wait decides exactly as without it, and its
+ * decisions are counted like any other. */
+Test(no_wait, static_issuer_decides, .init = setup_ab, .fini = teardown_ab)
+{
+    json_t *c = claims_for(ISS_A);
+    char *tok = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c), *bad;
+    ferry_oidc_stats before = get_stats(g_o), after;
+    ferry_verify_result res;
+
+    cr_expect_eq(nw_verify(g_o, tok, false, &res), 0);
+    cr_expect_eq(nw_verify(g_o, tok, true, &res), 0);
+    cr_expect_eq(nw_verify(g_o, tok, true, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_REPLAYED);
+    json_object_set_new(c, "aud", json_string("other"));
+    bad = mint(g_ka, FERRY_ALG_ES256, NULL, NULL, c);
+    cr_expect_eq(nw_verify(g_o, bad, false, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_BAD_AUDIENCE);
+    /* an unknown kid in a static set: refused at once, nothing to wait for */
+    free(bad);
+    bad = mint(g_ka, FERRY_ALG_ES256, "no-such-kid", NULL, c);
+    cr_expect_eq(nw_verify(g_o, bad, false, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_UNKNOWN_KID);
+    after = get_stats(g_o);
+    cr_expect_eq(after.totals.accepted, before.totals.accepted + 2);
+    cr_expect_eq(after.totals.refused, before.totals.refused + 3);
+    cr_expect_eq(after.replay_entries, before.replay_entries + 1);
+    free(bad);
+    free(tok);
+    json_decref(c);
+}
+
+/* A remote issuer whose set is not loaded yet: no_wait gives up before fetching, and nothing
+ * moved - no request at the IdP, no counter, the state still "unloaded" (no attempt recorded,
+ * so no cooldown started). The blocking retry then fetches and accepts. */
+Test(no_wait, unloaded_set_gives_up_without_side_effects, .init = fetch_setup,
+     .fini = fetch_teardown)
+{
+    ferry_oidc_stats before, after;
+    ferry_oidc_issuer_info in0, in;
+
+    add_ok(F.o, remote_conf(F.base));
+    before = get_stats(F.o);
+    in0 = one_info(NULL, 0);
+    for (int i = 0; i < 3; i++) {
+        EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+        EXPECT_NW(F.k2, "some-kid", -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    }
+    after = get_stats(F.o);
+    expect_same_stats(&before, &after);
+    in = one_info(NULL, 0);
+    cr_expect_eq(in.state, FERRY_KEYSET_UNLOADED);
+    cr_expect_eq(memcmp(&in.counters, &in0.counters, sizeof(in.counters)), 0,
+                 "the issuer's counters changed");
+    cr_expect_eq(count(DISCOVERY), 0);
+    cr_expect_eq(count("/jwks"), 0);
+
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count(DISCOVERY), 1);
+    cr_expect_eq(count("/jwks"), 1);
+    in = one_info(NULL, 0);
+    cr_expect_eq(in.counters.accepted, 1);
+    cr_expect_eq(in.counters.refused, 0);
+    /* loaded now: no_wait decides */
+    EXPECT_NW(F.k1, NULL, 0, FERRY_REASON_OK);
+    cr_expect_eq(count("/jwks"), 1);
+}
+
+/* A one-time token whose no_wait verification gave up is not spent: the blocking retry
+ * accepts and consumes it, and from then on it is a replay, also for no_wait. */
+Test(no_wait, one_time_token_not_spent, .init = fetch_setup, .fini = fetch_teardown)
+{
+    ferry_verify_options once = {.consume_jti = true};
+    ferry_verify_result res;
+    char *tok;
+
+    add_ok(F.o, remote_conf(F.base));
+    tok = remote_token(F.k1, NULL);
+    cr_expect_eq(nw_verify(F.o, tok, true, &res), -EWOULDBLOCK);
+    cr_expect_eq(get_stats(F.o).replay_entries, 0);
+    once.now = g_clock;
+    EXPECT_REASON_OPTS(F.o, tok, &once, FERRY_REASON_OK);
+    cr_expect_eq(get_stats(F.o).replay_entries, 1);
+    cr_expect_eq(nw_verify(F.o, tok, true, &res), -FERRY_EREFUSED);
+    cr_expect_eq(res.reason, FERRY_REASON_REPLAYED);
+    EXPECT_REASON_OPTS(F.o, tok, &once, FERRY_REASON_REPLAYED);
+    free(tok);
+}
+
+/* Precise, not over-eager: a kid in a usable set (fresh, or stale with the refresh held back
+ * by the cooldown) verifies, and an unknown kid whose refresh the cooldown holds back is
+ * refused as unknown_kid - only a fetch this call would run gives up. */
+Test(no_wait, gives_up_only_for_a_fetch, .init = fetch_setup, .fini = fetch_teardown)
+{
+    ferry_oidc_issuer_info in0, in;
+    char err[256];
+
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(ferry_oidc_prefetch(F.o, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(count("/jwks"), 1);
+    EXPECT_NW(F.k1, NULL, 0, FERRY_REASON_OK); /* fresh */
+
+    /* An unknown kid with a refresh due: this call would fetch. */
+    in0 = one_info(NULL, 0);
+    EXPECT_NW(F.k2, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    in = one_info(NULL, 0);
+    cr_expect_eq(memcmp(&in.counters, &in0.counters, sizeof(in.counters)), 0);
+    cr_expect_eq(count("/jwks"), 1);
+    /* The blocking retry refreshes (the IdP does not know the kid either)... */
+    EXPECT_REMOTE(F.k2, NULL, FERRY_REASON_UNKNOWN_KID);
+    cr_expect_eq(count("/jwks"), 2);
+    /* ... and within the cooldown no fetch is due and none in flight: refused, not given up,
+     * and counted like a blocking refusal (held back by the cooldown). */
+    g_clock += 5;
+    in0 = one_info(NULL, 0);
+    EXPECT_NW(F.k2, NULL, -FERRY_EREFUSED, FERRY_REASON_UNKNOWN_KID);
+    EXPECT_NW(F.k1, "rotated", -FERRY_EREFUSED, FERRY_REASON_UNKNOWN_KID);
+    in = one_info(NULL, 0);
+    cr_expect_eq(in.counters.refused, in0.counters.refused + 2);
+    cr_expect_eq(in.counters.refresh_suppressed, in0.counters.refresh_suppressed + 2);
+    cr_expect_eq(count("/jwks"), 2);
+    EXPECT_NW(F.k1, NULL, 0, FERRY_REASON_OK);
+
+    /* Past the lifetime the refresh is due: no_wait gives up, even for a known kid. */
+    g_clock += 301;
+    EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    cr_expect_eq(one_info(NULL, 0).state, FERRY_KEYSET_STALE);
+    /* The blocking retry's refresh fails; the stale set serves, and until the cooldown ends
+     * no fetch is due: no_wait serves the stale set as well. */
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "status:500"), 0);
+    cr_assert_eq(tu_standin_fault(F.s, DISCOVERY, "status:500"), 0);
+    EXPECT_REMOTE(F.k1, NULL, FERRY_REASON_OK);
+    cr_expect_eq(count("/jwks"), 3);
+    in0 = one_info(NULL, 0);
+    EXPECT_NW(F.k1, NULL, 0, FERRY_REASON_OK);
+    in = one_info(NULL, 0);
+    cr_expect_eq(in.counters.stale_serves, in0.counters.stale_serves + 1);
+    cr_expect_eq(count("/jwks"), 3);
+    /* Cooldown over: due again. */
+    g_clock += 30;
+    EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    cr_expect_eq(count("/jwks"), 3);
+}
+
+/* A fetch in flight on another thread: a no_wait token that would wait for it (no usable set,
+ * or a kid the set lacks) gives up at once; one whose kid is in the usable set goes on. */
+Test(no_wait, fetch_in_flight_not_waited_for, .init = fetch_setup, .fini = fetch_teardown,
+     .timeout = 30)
+{
+    ferry_reason first = FERRY_REASON_INTERNAL;
+    pthread_t th;
+    int64_t t0, t1;
+
+    add_ok(F.o, remote_conf(F.base));
+    cr_assert_eq(tu_standin_fault(F.s, "/jwks", "delay:1.5"), 0);
+    t0 = mono_ms();
+    cr_assert_eq(pthread_create(&th, NULL, slow_refresh_worker, &first), 0);
+    while (count("/jwks") < 1 && mono_ms() - t0 < 5000)
+        usleep(10000);
+    cr_assert_eq(count("/jwks"), 1, "the first fetch did not start");
+    t1 = mono_ms();
+    EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    cr_expect(mono_ms() - t1 < 700, "no_wait waited %" PRId64 " ms", mono_ms() - t1);
+    pthread_join(th, NULL);
+    cr_expect(mono_ms() - t0 >= 1400, "the fetch was not slow");
+    cr_expect_eq(first, FERRY_REASON_OK);
+    EXPECT_NW(F.k1, NULL, 0, FERRY_REASON_OK);
+
+    /* A stale set being refreshed slowly: the known kid is served from it, the unknown kid
+     * would wait for the refresh and gives up. */
+    first = FERRY_REASON_INTERNAL;
+    g_clock += 301;
+    t0 = mono_ms();
+    cr_assert_eq(pthread_create(&th, NULL, slow_refresh_worker, &first), 0);
+    while (count("/jwks") < 2 && mono_ms() - t0 < 5000)
+        usleep(10000);
+    cr_assert_eq(count("/jwks"), 2, "the refresh did not start");
+    t1 = mono_ms();
+    EXPECT_NW(F.k1, NULL, 0, FERRY_REASON_OK);
+    EXPECT_NW(F.k2, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    cr_expect(mono_ms() - t1 < 700, "no_wait waited %" PRId64 " ms", mono_ms() - t1);
+    pthread_join(th, NULL);
+    cr_expect_eq(first, FERRY_REASON_OK);
+    cr_expect_eq(count("/jwks"), 2);
+}
