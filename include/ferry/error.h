@@ -27,6 +27,9 @@ enum {
     FERRY_ECONFIG,      /* configuration is invalid */
     FERRY_ECRYPTO,      /* the crypto library failed unexpectedly */
     FERRY_EFULL,        /* a bounded cache or table is full */
+    FERRY_EWOULDBLOCK,  /* asked not to wait, the call would have had to (I/O): nothing was
+                           done; call again where waiting is allowed (not -EAGAIN, which
+                           means "unavailable now, retry later") */
     FERRY_EMAX
 };
 

@@ -22,6 +22,7 @@ static const char *const names[] = {
     [FERRY_ECONFIG - FERRY_EBASE] = "invalid configuration",
     [FERRY_ECRYPTO - FERRY_EBASE] = "cryptographic library failure",
     [FERRY_EFULL - FERRY_EBASE] = "table full",
+    [FERRY_EWOULDBLOCK - FERRY_EBASE] = "would wait",
 };
 
 FERRY_EXPORT const char *ferry_strerror(int err)
