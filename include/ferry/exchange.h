@@ -75,6 +75,11 @@ enum {
      * token must still verify. Default (flag unset): the actor's own policies must grant the
      * audiences and scopes the subject was granted. */
     FERRY_EXCHANGE_ACTOR_UNCHECKED = 1 << 1,
+    /* Appending to the audit log may block for a disk sync (the log syncs every record,
+     * FERRY_AUDITLOG_SYNC_ALWAYS): every decision writes a record, so a request with no_wait
+     * gives up at once (-EWOULDBLOCK, nothing done). Set it when the log is opened in that
+     * mode; ferryd does. */
+    FERRY_EXCHANGE_AUDIT_BLOCKS = 1 << 2,
 };
 
 typedef struct ferry_exchange_options {
@@ -160,6 +165,16 @@ typedef struct ferry_exchange_request {
     /* Lifetime asked for by a trusted caller (s), 0 = the options' default_ttl. Capped by
      * max_ttl and the policy's TTL. */
     int64_t requested_ttl;
+    /* Never wait (ferryd's event threads serve many connections and must not block on I/O).
+     * When the decision would have to wait - the exchange has FERRY_EXCHANGE_AUDIT_BLOCKS,
+     * the request carries a totp_code (the step-up reads and syncs its state file), or a
+     * token's verification would fetch a key set or wait for a fetch in flight
+     * (ferry_verify_options.no_wait) - ferry_exchange_token returns -EWOULDBLOCK and nothing
+     * has happened: no audit record (audit_seq 0), no token spent, no rate-limit token
+     * taken, nothing minted. resp is then a placeholder (server_error, 500, reason "would
+     * block") not meant to be sent: run the same request again without no_wait on a thread
+     * that may block. Otherwise the decision is exactly the one made without no_wait. */
+    bool no_wait;
 } ferry_exchange_request;
 
 typedef struct ferry_exchange_response {
@@ -189,13 +204,14 @@ typedef struct ferry_exchange_response {
  * types, scope and resource syntax), actor token verification, subject token verification
  * (consuming its jti when one-time), the per-identity rate limit (when one is set and on, the
  * subject token is verified first without consuming and its jti consumed only once the limit
- * allowed), may_act, delegation chain, policy on the subject (TOTP
+ * allowed; with no_wait too, so that a give-up never leaves a spent token), may_act,
+ * delegation chain, policy on the subject (TOTP
  * step-up when a policy requires it and a code was sent), policy on the actor, mint, audit
  * record, release. resp is always filled (release it with ferry_exchange_response_release).
  * Returns 0 when a token was issued, -FERRY_EREFUSED when the client's request was refused
  * (4xx), another negative error for an internal failure (5xx: -EIO and friends when the audit
- * record could not be written, -ENOMEM, -FERRY_ENOKEY, ...), -EINVAL for NULL arguments.
- * Thread-safe. */
+ * record could not be written, -ENOMEM, -FERRY_ENOKEY, ...), -EINVAL for NULL arguments,
+ * -EWOULDBLOCK only with req->no_wait (nothing done; see there). Thread-safe. */
 int ferry_exchange_token(ferry_exchange *ex, const ferry_exchange_request *req,
                          ferry_exchange_response *resp);
 

@@ -148,6 +148,7 @@ struct state {
     /* outcome */
     ferry_exchange_error error;
     int ret; /* 0, -FERRY_EREFUSED or the internal error */
+    bool would_block; /* no_wait: gave up before anything happened (would_block()) */
     char description[FERRY_EXCHANGE_DESCRIPTION_MAX];
     char reason[FERRY_EXCHANGE_REASON_MAX];
     bool step_up_required;
@@ -231,6 +232,22 @@ static int internal(struct state *st, int err, const char *what)
                 e == FERRY_EXCHANGE_SERVER_ERROR ? "internal error"
                                                  : "service temporarily unavailable",
                 "%s: %s", what, ferry_strerror(err));
+}
+
+/* A no_wait request gives up: deciding it would have to wait (fmt says for what). Called only
+ * before anything with an effect happened (a jti consumed, a rate-limit token taken); the
+ * caller then writes no audit record (ferry_exchange_token). */
+_printf_(2, 3) static int would_block(struct state *st, const char *fmt, ...)
+{
+    char what[FERRY_EXCHANGE_REASON_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    st->would_block = true;
+    return fail(st, FERRY_EXCHANGE_SERVER_ERROR, -EWOULDBLOCK, "internal error",
+                "would block: %s", what);
 }
 
 /* ---- step 1: parameters ---------------------------------------------------------------------- */
@@ -448,14 +465,16 @@ static int token_refused(struct state *st, const char *name, const ferry_verify_
 }
 
 /* Verify the token of parameter which (P_SUBJECT_TOKEN or P_ACTOR_TOKEN), consuming its jti
- * (one-time use) when consume is set. */
+ * (one-time use) when consume is set. no_wait: give up (would_block) where the trust store
+ * would wait for a key-set fetch; it then did nothing. */
 static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t now,
-                        bool consume, ferry_identity **ret_id)
+                        bool consume, bool no_wait, ferry_identity **ret_id)
 {
     const char *name = params_def[which].name;
     ferry_verify_options vo = {
         .now = now,
         .consume_jti = consume,
+        .no_wait = no_wait,
     };
     ferry_verify_result res = {.reason = FERRY_REASON_INTERNAL};
     ferry_identity *id = NULL;
@@ -463,6 +482,8 @@ static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t
     int r;
 
     r = ferry_oidc_verify(ex->oidc, st->single[which], st->single_len[which], &vo, &id, &res);
+    if (r == -EWOULDBLOCK && no_wait)
+        return would_block(st, "%s: %s", name, res.detail);
     if (r == -FERRY_EREFUSED)
         return token_refused(st, name, &res);
     if (r < 0)
@@ -840,7 +861,7 @@ static int check_identity_limit(ferry_exchange *ex, struct state *st, bool refun
 static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct state *st)
 {
     int64_t now = ex->clock ? ex->clock(ex->clock_data) : (int64_t)time(NULL);
-    bool one_time, limited;
+    bool one_time, limited, defer;
     int r;
 
     r = read_params(st, req);
@@ -859,9 +880,13 @@ static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct 
     } else {
         st->client_id = ex->client_id;
     }
+    /* The step-up reads and syncs the TOTP state file: a no_wait request carrying a code
+     * gives up before any verification (which could spend or count something). */
+    if (req->no_wait && st->single[P_TOTP_CODE])
+        return would_block(st, "totp_code: the step-up writes its state file");
     /* The actor first: a refused actor must not use up a one-time subject token. */
     if (st->single[P_ACTOR_TOKEN]) {
-        r = verify_token(ex, st, P_ACTOR_TOKEN, now, false, &st->actor);
+        r = verify_token(ex, st, P_ACTOR_TOKEN, now, false, req->no_wait, &st->actor);
         if (r < 0)
             return r;
     }
@@ -870,22 +895,27 @@ static int decide(ferry_exchange *ex, const ferry_exchange_request *req, struct 
     /* With a per-identity limit the subject is known only after verification, so a one-time
      * token is verified without being spent, the limit is checked, and only then is its jti
      * consumed (ferry_oidc_consume, atomic like consume_jti): a client refused for rate
-     * keeps its token and retries with it after Retry-After. */
-    r = verify_token(ex, st, P_SUBJECT_TOKEN, now, one_time && !limited, &st->subject);
+     * keeps its token and retries with it after Retry-After. A no_wait request defers the
+     * consumption the same way, so that a verification giving up never leaves a spent jti;
+     * after the subject's verification nothing gives up any more. */
+    defer = one_time && (limited || req->no_wait);
+    r = verify_token(ex, st, P_SUBJECT_TOKEN, now, one_time && !defer, req->no_wait,
+                     &st->subject);
     if (r < 0)
         return r;
     if (limited) {
         r = check_identity_limit(ex, st, false);
         if (r < 0)
             return r;
-        if (one_time) {
-            r = consume_subject(ex, st, now);
-            if (r < 0) {
-                /* A spent (replayed) token costs its identity nothing: otherwise whoever holds
-                 * a copy of a used token could drain its owner's budget by replaying it. */
+    }
+    if (defer) {
+        r = consume_subject(ex, st, now);
+        if (r < 0) {
+            /* A spent (replayed) token costs its identity nothing: otherwise whoever holds a
+             * copy of a used token could drain its owner's budget by replaying it. */
+            if (limited)
                 (void)check_identity_limit(ex, st, true);
-                return r;
-            }
+            return r;
         }
     }
     r = check_may_act(st);
@@ -1085,8 +1115,22 @@ FERRY_EXPORT int ferry_exchange_token(ferry_exchange *ex, const ferry_exchange_r
         snprintf(resp->reason, sizeof(resp->reason), "exchange: NULL argument");
         return -EINVAL;
     }
-
-    r = decide(ex, req, &st);
+    /* Every decision appends a record; when that append syncs, a no_wait request gives up
+     * before anything else. */
+    if (req->no_wait && (ex->flags & FERRY_EXCHANGE_AUDIT_BLOCKS))
+        r = would_block(&st, "the audit log syncs every record");
+    else
+        r = decide(ex, req, &st);
+    if (st.would_block) {
+        /* Nothing happened: no record, nothing spent. A placeholder answer, not to be sent. */
+        resp->error = FERRY_EXCHANGE_SERVER_ERROR;
+        resp->http_status = ferry_exchange_error_status(FERRY_EXCHANGE_SERVER_ERROR);
+        snprintf(resp->error_description, sizeof(resp->error_description), "%s",
+                 st.description);
+        snprintf(resp->reason, sizeof(resp->reason), "%s", st.reason);
+        state_release(&st);
+        return -EWOULDBLOCK;
+    }
     rl = record(ex, &st, &seq);
     if (rl < 0) {
         /* Fail closed: a decision that is not on record has no effect. */
@@ -1299,7 +1343,8 @@ FERRY_EXPORT int ferry_exchange_new(ferry_oidc *oidc, ferry_policy_store *polici
     if (o.subject_token_types & ~(unsigned)FERRY_EXCHANGE_TYPE_ALL ||
         o.actor_token_types & ~(unsigned)FERRY_EXCHANGE_TYPE_ALL)
         BAD("unknown token type bits");
-    if (o.flags & ~(unsigned)(FERRY_EXCHANGE_ONE_TIME_SUBJECT | FERRY_EXCHANGE_ACTOR_UNCHECKED))
+    if (o.flags & ~(unsigned)(FERRY_EXCHANGE_ONE_TIME_SUBJECT | FERRY_EXCHANGE_ACTOR_UNCHECKED |
+                              FERRY_EXCHANGE_AUDIT_BLOCKS))
         BAD("unknown flags");
     if (o.client_id && (o.client_id[0] == '\0' || strlen(o.client_id) > FERRY_MINT_CLIENT_ID_MAX ||
                         !ferry_text_ok((const unsigned char *)o.client_id, strlen(o.client_id))))

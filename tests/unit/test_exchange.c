@@ -38,6 +38,7 @@
 #include "ferry/oidc.h"
 #include "ferry/policy.h"
 #include "ferry/totp.h"
+#include "standin.h"
 #include "testutil.h"
 
 #define NOW INT64_C(1700000000)
@@ -2217,4 +2218,311 @@ Test(exchange_body, json_quote_ascii_and_truncation)
     }
     cr_assert_eq(ferry_json_quote(NULL, 0, "x\xc3", 2, 0), SIZE_MAX);
     cr_assert_eq(ferry_json_quote(NULL, 0, "x", 1, 0), 3);
+}
+
+/* ---- no_wait: ferryd's event threads never wait -------------------------------------------- */
+
+static int run_on(ferry_exchange *ex, const struct req *r, bool no_wait,
+                  ferry_exchange_response *resp)
+{
+    ferry_exchange_request q = {.params = r->p, .n_params = r->n, .no_wait = no_wait};
+    return ferry_exchange_token(ex, &q, resp);
+}
+
+/* A no_wait request on ex gives up: -EWOULDBLOCK, a server_error placeholder naming why
+ * (why_has), no audit record, nothing issued. */
+static void expect_would_block(ferry_exchange *ex, const struct req *r, const char *why_has)
+{
+    ferry_exchange_response resp;
+    size_t before = n_records();
+    int ret = run_on(ex, r, true, &resp);
+
+    cr_assert_eq(ret, -EWOULDBLOCK, "ret %d: %s: %s", ret, ferry_exchange_error_name(resp.error),
+                 resp.reason);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_SERVER_ERROR);
+    cr_assert_eq(resp.http_status, 500);
+    cr_assert_eq(resp.audit_seq, 0);
+    cr_assert_null(resp.access_token);
+    cr_assert_null(resp.scope);
+    cr_assert_str_eq(resp.jti, "");
+    cr_assert_eq(strncmp(resp.reason, "would block", 11), 0, "reason: %s", resp.reason);
+    cr_assert_not_null(strstr(resp.reason, why_has), "reason: %s", resp.reason);
+    cr_assert_not(resp.step_up_required);
+    cr_assert_eq(resp.retry_after, 0);
+    ferry_exchange_response_release(&resp);
+    cr_assert_eq(n_records(), before, "a give-up wrote an audit record");
+}
+
+/* Static issuers never make an exchange wait: with no_wait every decision is the one made
+ * without it, with its one audit record (grants, refusals, one-time subjects, actors). */
+Test(exchange, no_wait_decides_as_without_it)
+{
+    char *tok = idp_token("alice"), *act = ci_token("deployer");
+    char *forged = sign_claims(g_stranger_key, "JWT", claims(IDP, "alice"));
+    ferry_exchange_response resp;
+    struct req r = {0};
+    ferry_identity *id;
+    size_t before;
+    json_t *rec;
+
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT});
+    base(&r, tok, ST_ID);
+    add(&r, "audience", REG);
+    add(&r, "scope", "models:read");
+    before = n_records();
+    cr_assert_eq(run_on(g_ex, &r, true, &resp), 0, "%s: %s",
+                 ferry_exchange_error_name(resp.error), resp.reason);
+    cr_assert_eq(resp.http_status, 200);
+    cr_assert_eq(resp.expires_in, 600);
+    cr_assert_str_eq(resp.scope, "models:read");
+    cr_assert_neq(resp.audit_seq, 0);
+    id = verify_minted(resp.access_token, REG);
+    cr_assert_str_eq(id->subject, "alice");
+    ferry_identity_free(id);
+    rec = one_new_record(before);
+    cr_assert_str_eq(rec_str(rec, "decision", NULL), "allow");
+    cr_assert_eq(json_integer_value(json_object_get(rec, "seq")), (json_int_t)resp.audit_seq);
+    json_decref(rec);
+    ferry_exchange_response_release(&resp);
+
+    /* The one-time subject was spent by the no_wait exchange: a replay either way. */
+    before = n_records();
+    cr_assert_eq(run_on(g_ex, &r, true, &resp), -FERRY_EREFUSED);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_INVALID_REQUEST);
+    cr_assert_not_null(strstr(resp.reason, "replayed"), "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    rec = one_new_record(before);
+    cr_assert_str_eq(rec_str(rec, "decision", NULL), "deny");
+    json_decref(rec);
+    json_decref(expect_refused(&r, FERRY_EXCHANGE_INVALID_REQUEST, "subject_token is invalid"));
+
+    /* A forged subject: refused and recorded, as without no_wait. */
+    memset(&r, 0, sizeof(r));
+    base(&r, forged, ST_JWT);
+    before = n_records();
+    cr_assert_eq(run_on(g_ex, &r, true, &resp), -FERRY_EREFUSED);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_INVALID_REQUEST);
+    cr_assert_not_null(strstr(resp.reason, "subject_token: unknown_kid"), "%s", resp.reason);
+    ferry_exchange_response_release(&resp);
+    json_decref(one_new_record(before));
+
+    /* With an actor. */
+    free(tok);
+    tok = idp_token("alice");
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_ID);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_AT);
+    add(&r, "scope", "models:read");
+    cr_assert_eq(run_on(g_ex, &r, true, &resp), 0, "%s", resp.reason);
+    cr_assert_eq(resp.expires_in, 120);
+    ferry_exchange_response_release(&resp);
+    free(forged);
+    free(act);
+    free(tok);
+}
+
+/* A totp_code means file I/O with a sync: no_wait gives up before anything is verified, and
+ * the code and the one-time subject token are still good for the blocking retry. */
+Test(exchange, no_wait_gives_up_for_a_totp_code)
+{
+    char *tok = idp_token("alice"), code[9];
+    struct req r = {0};
+    ferry_exchange_response resp;
+    ferry_oidc_stats st0, st1;
+    json_t *rec;
+    size_t before;
+
+    open_exchange(&(ferry_exchange_options){.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT});
+    base(&r, tok, ST_JWT);
+    add(&r, "scope", "models:publish models:read");
+    code_at(g_now, code);
+    add(&r, "totp_code", code);
+    cr_assert_eq(ferry_oidc_get_stats(g_oidc, &st0), 0);
+    expect_would_block(g_ex, &r, "totp_code");
+    cr_assert_eq(ferry_oidc_get_stats(g_oidc, &st1), 0);
+    cr_assert_eq(st1.totals.accepted + st1.totals.refused, st0.totals.accepted + st0.totals.refused,
+                 "the subject token was verified");
+    cr_assert_eq(st1.replay_entries, st0.replay_entries);
+
+    before = n_records();
+    cr_assert_eq(run_on(g_ex, &r, false, &resp), 0, "%s: %s",
+                 ferry_exchange_error_name(resp.error), resp.reason);
+    cr_assert_eq(resp.expires_in, 300);
+    cr_assert_str_eq(resp.scope, "models:publish models:read");
+    ferry_exchange_response_release(&resp);
+    rec = one_new_record(before);
+    cr_assert(json_is_true(json_object_get(json_object_get(rec, "details"), "step_up")));
+    json_decref(rec);
+    log_has_no(code);
+    /* A malformed request with a code is refused as such, without giving up. */
+    memset(&r, 0, sizeof(r));
+    add(&r, "grant_type", "password");
+    add(&r, "totp_code", code);
+    before = n_records();
+    cr_assert_eq(run_on(g_ex, &r, true, &resp), -FERRY_EREFUSED);
+    cr_assert_eq(resp.error, FERRY_EXCHANGE_UNSUPPORTED_GRANT_TYPE);
+    ferry_exchange_response_release(&resp);
+    json_decref(one_new_record(before));
+    free(tok);
+}
+
+/* An audit log that syncs every record (FERRY_EXCHANGE_AUDIT_BLOCKS): every no_wait request
+ * gives up at once, even one that would be refused; without no_wait nothing changes. */
+Test(exchange, no_wait_gives_up_when_the_audit_log_syncs)
+{
+    char *tok = idp_token("alice");
+    struct req r = {0}, bad = {0};
+    ferry_exchange_response resp;
+    size_t before;
+
+    open_exchange(&(ferry_exchange_options){
+        .flags = FERRY_EXCHANGE_AUDIT_BLOCKS | FERRY_EXCHANGE_ONE_TIME_SUBJECT});
+    base(&r, tok, ST_JWT);
+    add(&r, "audience", REG);
+    expect_would_block(g_ex, &r, "audit log");
+    add(&bad, "grant_type", "password");
+    expect_would_block(g_ex, &bad, "audit log");
+    before = n_records();
+    cr_assert_eq(run_on(g_ex, &r, false, &resp), 0, "%s", resp.reason);
+    cr_assert_neq(resp.audit_seq, 0);
+    ferry_exchange_response_release(&resp);
+    json_decref(one_new_record(before));
+    json_decref(expect_refused(&bad, FERRY_EXCHANGE_UNSUPPORTED_GRANT_TYPE, NULL));
+    free(tok);
+}
+
+/* A trust store over the plain-http stand-in at base: the issuers named in remote (IDP, CI)
+ * get their key set from base/jwks, the others are inline. */
+static ferry_oidc *store_with_remote(const char *base_url, bool idp_remote, bool ci_remote)
+{
+    ferry_oidc_options oo = {.clock = test_clock};
+    ferry_oidc *o = NULL;
+    char uri[256], err[256] = "";
+
+    cr_assert_eq(ferry_oidc_new(&oo, &o), 0);
+    snprintf(uri, sizeof(uri), "%s/jwks", base_url);
+    for (int i = 0; i < 2; i++) {
+        bool remote = i == 0 ? idp_remote : ci_remote;
+        const char *iss = i == 0 ? IDP : CI;
+        json_t *conf;
+
+        if (!remote) {
+            add_issuer(o, iss, i == 0 ? g_idp_key : g_ci_key, i == 0 ? "id_token" : "access_token");
+            continue;
+        }
+        conf = json_pack("{s:s, s:[s], s:[s], s:s, s:b, s:s, s:{s:i, s:i}}", "issuer", iss,
+                         "audiences", FERRY_AUD, "algorithms", "ES256", "jwks_uri", uri,
+                         "allow_http_loopback", 1, "profile",
+                         i == 0 ? "id_token" : "access_token", "fetch", "connect_timeout_ms",
+                         1000, "timeout_ms", 2000);
+        cr_assert_eq(ferry_oidc_add_issuer(o, conf, err, sizeof(err)), 0, "%s", err);
+        json_decref(conf);
+    }
+    return o;
+}
+
+/* A subject or actor token whose issuer's key set is not loaded yet: no_wait gives up before
+ * anything happened - the one-time subject token is not spent, the per-identity limit (burst
+ * 1) keeps its token, no record - and the blocking retry with the same token is granted. */
+Test(exchange, no_wait_gives_up_for_an_unloaded_issuer, .timeout = 30)
+{
+    ferry_ratelimit *rl = identity_limiter(0.001, 1);
+    char *jwks_path = path_in("idp-jwks.json"), *base_url, *tok, *act;
+    ferry_jwk *keys[2] = {g_idp_key, g_ci_key};
+    ferry_exchange_options eo = {.flags = FERRY_EXCHANGE_ONE_TIME_SUBJECT,
+                                 .identity_limit = rl,
+                                 .clock = test_clock};
+    ferry_exchange *ex = NULL;
+    ferry_exchange_response resp;
+    ferry_oidc *o;
+    tu_standin *sv;
+    struct req r = {0};
+    json_t *set = json_pack("{s:[]}", "keys");
+    size_t before;
+
+    for (int i = 0; i < 2; i++) {
+        json_t *pub = NULL;
+        cr_assert_eq(ferry_jwk_to_public_json(keys[i], &pub), 0);
+        json_array_append_new(json_object_get(set, "keys"), pub);
+    }
+    cr_assert_eq(json_dump_file(set, jwks_path, JSON_COMPACT), 0);
+    json_decref(set);
+    sv = tu_standin_start(NULL, "--jwks", jwks_path, NULL);
+    cr_assert_not_null(sv, "could not start tests/peers/idp_standin.py");
+    base_url = tu_standin_url(sv, "");
+
+    /* The subject's issuer is remote. */
+    o = store_with_remote(base_url, true, false);
+    cr_assert_eq(ferry_exchange_new(o, g_store, g_mint, g_log, &eo, &ex, NULL, 0), 0);
+    tok = idp_token("alice");
+    base(&r, tok, ST_JWT);
+    add(&r, "audience", REG);
+    add(&r, "scope", "models:read");
+    for (int i = 0; i < 3; i++)
+        expect_would_block(ex, &r, "subject_token");
+    cr_assert_eq(tu_standin_count(sv, "/jwks"), 0);
+    before = n_records();
+    cr_assert_eq(run_on(ex, &r, false, &resp), 0, "%s: %s",
+                 ferry_exchange_error_name(resp.error), resp.reason);
+    ferry_exchange_response_release(&resp);
+    json_decref(one_new_record(before));
+    cr_assert_eq(tu_standin_count(sv, "/jwks"), 1);
+    /* Now loaded, no_wait decides: alice's one token went to the blocking exchange... */
+    act = idp_token("alice");
+    {
+        struct req r2 = {0};
+
+        base(&r2, act, ST_JWT);
+        add(&r2, "audience", REG);
+        before = n_records();
+        cr_assert_eq(run_on(ex, &r2, true, &resp), -FERRY_EREFUSED);
+        cr_assert_eq(resp.error, FERRY_EXCHANGE_SLOW_DOWN, "%s", resp.reason);
+        ferry_exchange_response_release(&resp);
+        json_decref(one_new_record(before));
+        /* ... and the subject token was spent by it (a replay costs alice nothing). */
+        g_rl_ns += UINT64_C(1000000000000);
+        before = n_records();
+        cr_assert_eq(run_on(ex, &r, true, &resp), -FERRY_EREFUSED);
+        cr_assert_not_null(strstr(resp.reason, "replayed"), "%s", resp.reason);
+        ferry_exchange_response_release(&resp);
+        json_decref(one_new_record(before));
+        cr_assert_eq(run_on(ex, &r2, true, &resp), 0, "%s", resp.reason);
+        ferry_exchange_response_release(&resp);
+    }
+    free(act);
+    ferry_exchange_free(ex);
+    ex = NULL;
+    ferry_oidc_free(o);
+
+    /* The actor's issuer is remote: the verified subject is not spent either (carol has her
+     * own budget in the limiter). */
+    o = store_with_remote(base_url, false, true);
+    cr_assert_eq(ferry_exchange_new(o, g_store, g_mint, g_log, &eo, &ex, NULL, 0), 0);
+    free(tok);
+    tok = idp_token("alice");
+    act = ci_token("deployer");
+    g_rl_ns += UINT64_C(2000000000000); /* alice's budget back */
+    memset(&r, 0, sizeof(r));
+    base(&r, tok, ST_ID);
+    add(&r, "actor_token", act);
+    add(&r, "actor_token_type", ST_AT);
+    add(&r, "scope", "models:read");
+    expect_would_block(ex, &r, "actor_token");
+    cr_assert_eq(tu_standin_count(sv, "/jwks"), 1);
+    cr_assert_eq(run_on(ex, &r, false, &resp), 0, "%s: %s",
+                 ferry_exchange_error_name(resp.error), resp.reason);
+    cr_assert_eq(resp.expires_in, 120);
+    ferry_exchange_response_release(&resp);
+    cr_assert_eq(tu_standin_count(sv, "/jwks"), 2);
+    ferry_exchange_free(ex);
+    ferry_oidc_free(o);
+
+    tu_standin_stop(sv);
+    unlink(jwks_path);
+    free(jwks_path);
+    free(base_url);
+    free(act);
+    free(tok);
+    ferry_ratelimit_free(rl);
 }
