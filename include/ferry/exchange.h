@@ -77,7 +77,7 @@ enum {
     FERRY_EXCHANGE_ACTOR_UNCHECKED = 1 << 1,
     /* Appending to the audit log may block for a disk sync (the log syncs every record,
      * FERRY_AUDITLOG_SYNC_ALWAYS): every decision writes a record, so a request with no_wait
-     * gives up at once (-EWOULDBLOCK, nothing done). Set it when the log is opened in that
+     * gives up at once (-FERRY_EWOULDBLOCK, nothing done). Set it when the log is opened in that
      * mode; ferryd does. */
     FERRY_EXCHANGE_AUDIT_BLOCKS = 1 << 2,
 };
@@ -169,7 +169,7 @@ typedef struct ferry_exchange_request {
      * When the decision would have to wait - the exchange has FERRY_EXCHANGE_AUDIT_BLOCKS,
      * the request carries a totp_code (the step-up reads and syncs its state file), or a
      * token's verification would fetch a key set or wait for a fetch in flight
-     * (ferry_verify_options.no_wait) - ferry_exchange_token returns -EWOULDBLOCK and nothing
+     * (ferry_verify_options.no_wait) - ferry_exchange_token returns -FERRY_EWOULDBLOCK and nothing
      * has happened: no audit record (audit_seq 0), no token spent, no rate-limit token
      * taken, nothing minted. resp is then a placeholder (server_error, 500, reason "would
      * block") not meant to be sent: run the same request again without no_wait on a thread
@@ -211,7 +211,7 @@ typedef struct ferry_exchange_response {
  * Returns 0 when a token was issued, -FERRY_EREFUSED when the client's request was refused
  * (4xx), another negative error for an internal failure (5xx: -EIO and friends when the audit
  * record could not be written, -ENOMEM, -FERRY_ENOKEY, ...), -EINVAL for NULL arguments,
- * -EWOULDBLOCK only with req->no_wait (nothing done; see there). Thread-safe. */
+ * -FERRY_EWOULDBLOCK only with req->no_wait (nothing done; see there). Thread-safe. */
 int ferry_exchange_token(ferry_exchange *ex, const ferry_exchange_request *req,
                          ferry_exchange_response *resp);
 

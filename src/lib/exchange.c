@@ -246,7 +246,7 @@ _printf_(2, 3) static int would_block(struct state *st, const char *fmt, ...)
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     st->would_block = true;
-    return fail(st, FERRY_EXCHANGE_SERVER_ERROR, -EWOULDBLOCK, "internal error",
+    return fail(st, FERRY_EXCHANGE_SERVER_ERROR, -FERRY_EWOULDBLOCK, "internal error",
                 "would block: %s", what);
 }
 
@@ -482,7 +482,7 @@ static int verify_token(ferry_exchange *ex, struct state *st, int which, int64_t
     int r;
 
     r = ferry_oidc_verify(ex->oidc, st->single[which], st->single_len[which], &vo, &id, &res);
-    if (r == -EWOULDBLOCK && no_wait)
+    if (r == -FERRY_EWOULDBLOCK && no_wait)
         return would_block(st, "%s: %s", name, res.detail);
     if (r == -FERRY_EREFUSED)
         return token_refused(st, name, &res);
@@ -1129,7 +1129,7 @@ FERRY_EXPORT int ferry_exchange_token(ferry_exchange *ex, const ferry_exchange_r
                  st.description);
         snprintf(resp->reason, sizeof(resp->reason), "%s", st.reason);
         state_release(&st);
-        return -EWOULDBLOCK;
+        return -FERRY_EWOULDBLOCK;
     }
     rl = record(ex, &st, &seq);
     if (rl < 0) {

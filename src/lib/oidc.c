@@ -1734,7 +1734,7 @@ static bool fetch_due(const struct issuer *is, int64_t now, bool want_refresh)
  * the caller counts them (refresh_suppressed) once the verification did not give up.
  * no_wait: never fetch and never wait for fetch_lock. Where a fetch would run here or one is
  * in flight (fetch_lock held by another thread) and this token would wait for it, return
- * -EWOULDBLOCK before changing anything (no attempt recorded, no cooldown started); a usable
+ * -FERRY_EWOULDBLOCK before changing anything (no attempt recorded, no cooldown started); a usable
  * set with no fetch due, or a cooldown that holds back the fetch, decides as without it. */
 static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, bool no_wait,
                          ferry_jwks **ret, bool *ret_fetched, bool *ret_stale,
@@ -1782,7 +1782,7 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, bo
             res->reason = FERRY_REASON_INTERNAL;
             (void)snprintf(res->detail, sizeof(res->detail),
                            "would wait for the key-set fetch in flight");
-            return -EWOULDBLOCK;
+            return -FERRY_EWOULDBLOCK;
         }
     } else if (due) {
         locked = pthread_mutex_trylock(&is->fetch_lock) == 0;
@@ -1805,7 +1805,7 @@ static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, bo
             ferry_jwks_unref(set);
             res->reason = FERRY_REASON_INTERNAL;
             (void)snprintf(res->detail, sizeof(res->detail), "would wait for a key-set fetch");
-            return -EWOULDBLOCK;
+            return -FERRY_EWOULDBLOCK;
         }
         if (want && !changed && !due && !suppressed)
             (*suppressions)++; /* the cooldown of another's attempt */
@@ -2631,7 +2631,7 @@ FERRY_EXPORT int ferry_oidc_verify(ferry_oidc *o, const char *token, size_t len,
 out:
     /* issuer_keyset gave up (no_wait) before anything was decided: nothing is counted and
      * nothing consumed, so the caller's retry on a thread that may block starts afresh. */
-    gave_up = no_wait && r == -EWOULDBLOCK; /* res as issuer_keyset set it */
+    gave_up = no_wait && r == -FERRY_EWOULDBLOCK; /* res as issuer_keyset set it */
     if (r == 0) {
         res.reason = FERRY_REASON_OK;
         res.detail[0] = '\0';

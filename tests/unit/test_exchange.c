@@ -2229,7 +2229,7 @@ static int run_on(ferry_exchange *ex, const struct req *r, bool no_wait,
     return ferry_exchange_token(ex, &q, resp);
 }
 
-/* A no_wait request on ex gives up: -EWOULDBLOCK, a server_error placeholder naming why
+/* A no_wait request on ex gives up: -FERRY_EWOULDBLOCK, a server_error placeholder naming why
  * (why_has), no audit record, nothing issued. */
 static void expect_would_block(ferry_exchange *ex, const struct req *r, const char *why_has)
 {
@@ -2237,7 +2237,7 @@ static void expect_would_block(ferry_exchange *ex, const struct req *r, const ch
     size_t before = n_records();
     int ret = run_on(ex, r, true, &resp);
 
-    cr_assert_eq(ret, -EWOULDBLOCK, "ret %d: %s: %s", ret, ferry_exchange_error_name(resp.error),
+    cr_assert_eq(ret, -FERRY_EWOULDBLOCK, "ret %d: %s: %s", ret, ferry_exchange_error_name(resp.error),
                  resp.reason);
     cr_assert_eq(resp.error, FERRY_EXCHANGE_SERVER_ERROR);
     cr_assert_eq(resp.http_status, 500);

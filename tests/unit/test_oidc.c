@@ -4182,7 +4182,7 @@ static int nw_verify(ferry_oidc *o, const char *tok, bool once, ferry_verify_res
 
     memset(res, 0x5a, sizeof(*res));
     r = ferry_oidc_verify(o, tok, strlen(tok), &vo, &id, res);
-    if (r == -EWOULDBLOCK) {
+    if (r == -FERRY_EWOULDBLOCK) {
         cr_assert_null(id);
         cr_assert_eq(res->reason, FERRY_REASON_INTERNAL);
         cr_assert(memchr(res->detail, '\0', sizeof(res->detail)), "detail not terminated");
@@ -4215,7 +4215,7 @@ static int nw_remote(const ferry_jwk *k, const char *kid, ferry_verify_result *r
         int r_ = nw_remote(k, kid, &res_);                                                    \
         cr_expect_eq(r_, want_r, "no_wait returned %d (%s: %s), want %d", r_,               \
                      ferry_reason_name(res_.reason), res_.detail, want_r);                    \
-        if (r_ == want_r && r_ != -EWOULDBLOCK)                                               \
+        if (r_ == want_r && r_ != -FERRY_EWOULDBLOCK)                                               \
             cr_expect_eq(res_.reason, want_reason, "got %s, want %s (%s)",                  \
                          ferry_reason_name(res_.reason), ferry_reason_name(want_reason),      \
                          res_.detail);                                                        \
@@ -4275,8 +4275,8 @@ Test(no_wait, unloaded_set_gives_up_without_side_effects, .init = fetch_setup,
     before = get_stats(F.o);
     in0 = one_info(NULL, 0);
     for (int i = 0; i < 3; i++) {
-        EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
-        EXPECT_NW(F.k2, "some-kid", -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+        EXPECT_NW(F.k1, NULL, -FERRY_EWOULDBLOCK, FERRY_REASON_INTERNAL);
+        EXPECT_NW(F.k2, "some-kid", -FERRY_EWOULDBLOCK, FERRY_REASON_INTERNAL);
     }
     after = get_stats(F.o);
     expect_same_stats(&before, &after);
@@ -4308,7 +4308,7 @@ Test(no_wait, one_time_token_not_spent, .init = fetch_setup, .fini = fetch_teard
 
     add_ok(F.o, remote_conf(F.base));
     tok = remote_token(F.k1, NULL);
-    cr_expect_eq(nw_verify(F.o, tok, true, &res), -EWOULDBLOCK);
+    cr_expect_eq(nw_verify(F.o, tok, true, &res), -FERRY_EWOULDBLOCK);
     cr_expect_eq(get_stats(F.o).replay_entries, 0);
     once.now = g_clock;
     EXPECT_REASON_OPTS(F.o, tok, &once, FERRY_REASON_OK);
@@ -4334,7 +4334,7 @@ Test(no_wait, gives_up_only_for_a_fetch, .init = fetch_setup, .fini = fetch_tear
 
     /* An unknown kid with a refresh due: this call would fetch. */
     in0 = one_info(NULL, 0);
-    EXPECT_NW(F.k2, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    EXPECT_NW(F.k2, NULL, -FERRY_EWOULDBLOCK, FERRY_REASON_INTERNAL);
     in = one_info(NULL, 0);
     cr_expect_eq(memcmp(&in.counters, &in0.counters, sizeof(in.counters)), 0);
     cr_expect_eq(count("/jwks"), 1);
@@ -4355,7 +4355,7 @@ Test(no_wait, gives_up_only_for_a_fetch, .init = fetch_setup, .fini = fetch_tear
 
     /* Past the lifetime the refresh is due: no_wait gives up, even for a known kid. */
     g_clock += 301;
-    EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    EXPECT_NW(F.k1, NULL, -FERRY_EWOULDBLOCK, FERRY_REASON_INTERNAL);
     cr_expect_eq(one_info(NULL, 0).state, FERRY_KEYSET_STALE);
     /* The blocking retry's refresh fails; the stale set serves, and until the cooldown ends
      * no fetch is due: no_wait serves the stale set as well. */
@@ -4370,7 +4370,7 @@ Test(no_wait, gives_up_only_for_a_fetch, .init = fetch_setup, .fini = fetch_tear
     cr_expect_eq(count("/jwks"), 3);
     /* Cooldown over: due again. */
     g_clock += 30;
-    EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    EXPECT_NW(F.k1, NULL, -FERRY_EWOULDBLOCK, FERRY_REASON_INTERNAL);
     cr_expect_eq(count("/jwks"), 3);
 }
 
@@ -4391,7 +4391,7 @@ Test(no_wait, fetch_in_flight_not_waited_for, .init = fetch_setup, .fini = fetch
         usleep(10000);
     cr_assert_eq(count("/jwks"), 1, "the first fetch did not start");
     t1 = mono_ms();
-    EXPECT_NW(F.k1, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    EXPECT_NW(F.k1, NULL, -FERRY_EWOULDBLOCK, FERRY_REASON_INTERNAL);
     cr_expect(mono_ms() - t1 < 700, "no_wait waited %" PRId64 " ms", mono_ms() - t1);
     pthread_join(th, NULL);
     cr_expect(mono_ms() - t0 >= 1400, "the fetch was not slow");
@@ -4409,7 +4409,7 @@ Test(no_wait, fetch_in_flight_not_waited_for, .init = fetch_setup, .fini = fetch
     cr_assert_eq(count("/jwks"), 2, "the refresh did not start");
     t1 = mono_ms();
     EXPECT_NW(F.k1, NULL, 0, FERRY_REASON_OK);
-    EXPECT_NW(F.k2, NULL, -EWOULDBLOCK, FERRY_REASON_INTERNAL);
+    EXPECT_NW(F.k2, NULL, -FERRY_EWOULDBLOCK, FERRY_REASON_INTERNAL);
     cr_expect(mono_ms() - t1 < 700, "no_wait waited %" PRId64 " ms", mono_ms() - t1);
     pthread_join(th, NULL);
     cr_expect_eq(first, FERRY_REASON_OK);
