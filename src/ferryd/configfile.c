@@ -109,6 +109,9 @@ int ferryd_config_init(ferryd_config *c)
                 .connections_per_ip = FERRYD_DEFAULT_CONNECTIONS_PER_IP,
                 .timeout_s = FERRYD_DEFAULT_TIMEOUT,
                 .request_timeout_s = FERRYD_DEFAULT_REQUEST_TIMEOUT,
+                .threads = 0, /* the CPUs of the affinity mask */
+                .workers = FERRYD_DEFAULT_WORKERS,
+                .worker_queue = FERRYD_DEFAULT_WORKER_QUEUE,
             },
         .drain_timeout_s = FERRYD_DEFAULT_DRAIN_TIMEOUT,
         .one_time_subject = true,
@@ -382,49 +385,43 @@ static int load_audit(ctx *x, ferryd_config *c, const json_t *a)
 static int load_limits(ctx *x, ferryd_config *c, const json_t *l)
 {
     static const char *const names[] = {
-        "max_body", "max_header",    "connections", "connections_per_ip",
-        "timeout",  "request_timeout", "drain_timeout", NULL};
+        "max_body", "max_header",    "connections", "connections_per_ip", "timeout",
+        "request_timeout", "drain_timeout", "threads", "workers", "worker_queue", NULL};
+    const struct {
+        const char *name, *where;
+        long long min, max;
+        size_t *size;   /* one of the two destinations */
+        unsigned *uint;
+    } keys[] = {
+        {"max_body", "limits.max_body", 1024, 1024 * 1024, &c->limits.max_body, NULL},
+        {"max_header", "limits.max_header", 4096, 1024 * 1024, &c->limits.max_header, NULL},
+        {"connections", "limits.connections", 1, 10000, NULL, &c->limits.connections},
+        {"connections_per_ip", "limits.connections_per_ip", 0, 10000, NULL,
+         &c->limits.connections_per_ip},
+        {"timeout", "limits.timeout", 1, 3600, NULL, &c->limits.timeout_s},
+        {"request_timeout", "limits.request_timeout", 1, 3600, NULL,
+         &c->limits.request_timeout_s},
+        {"drain_timeout", "limits.drain_timeout", 0, 3600, NULL, &c->drain_timeout_s},
+        {"threads", "limits.threads", 0, 64, NULL, &c->limits.threads},
+        {"workers", "limits.workers", 1, 256, NULL, &c->limits.workers},
+        {"worker_queue", "limits.worker_queue", 1, 65536, NULL, &c->limits.worker_queue},
+    };
     long long n;
     int r;
+
     if (!json_is_object(l))
         return fail(x, l, NULL, "%s must be an object", "limits");
     if ((r = check_members(x, l, names, "limits")) < 0)
         return r;
-    if (json_object_get(l, "max_body")) {
-        if ((r = get_uint(x, l, "max_body", "limits.max_body", 1024, 1024 * 1024, &n)) < 0)
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        if (!json_object_get(l, keys[i].name))
+            continue;
+        if ((r = get_uint(x, l, keys[i].name, keys[i].where, keys[i].min, keys[i].max, &n)) < 0)
             return r;
-        c->limits.max_body = (size_t)n;
-    }
-    if (json_object_get(l, "max_header")) {
-        if ((r = get_uint(x, l, "max_header", "limits.max_header", 4096, 1024 * 1024, &n)) < 0)
-            return r;
-        c->limits.max_header = (size_t)n;
-    }
-    if (json_object_get(l, "connections")) {
-        if ((r = get_uint(x, l, "connections", "limits.connections", 1, 10000, &n)) < 0)
-            return r;
-        c->limits.connections = (unsigned)n;
-    }
-    if (json_object_get(l, "connections_per_ip")) {
-        if ((r = get_uint(x, l, "connections_per_ip", "limits.connections_per_ip", 0, 10000, &n)) <
-            0)
-            return r;
-        c->limits.connections_per_ip = (unsigned)n;
-    }
-    if (json_object_get(l, "timeout")) {
-        if ((r = get_uint(x, l, "timeout", "limits.timeout", 1, 3600, &n)) < 0)
-            return r;
-        c->limits.timeout_s = (unsigned)n;
-    }
-    if (json_object_get(l, "request_timeout")) {
-        if ((r = get_uint(x, l, "request_timeout", "limits.request_timeout", 1, 3600, &n)) < 0)
-            return r;
-        c->limits.request_timeout_s = (unsigned)n;
-    }
-    if (json_object_get(l, "drain_timeout")) {
-        if ((r = get_uint(x, l, "drain_timeout", "limits.drain_timeout", 0, 3600, &n)) < 0)
-            return r;
-        c->drain_timeout_s = (unsigned)n;
+        if (keys[i].size)
+            *keys[i].size = (size_t)n;
+        else
+            *keys[i].uint = (unsigned)n;
     }
     return 0;
 }

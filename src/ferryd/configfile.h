@@ -21,6 +21,8 @@
 #define FERRYD_DEFAULT_TIMEOUT 30
 #define FERRYD_DEFAULT_REQUEST_TIMEOUT 30
 #define FERRYD_DEFAULT_DRAIN_TIMEOUT 10
+#define FERRYD_DEFAULT_WORKERS 8
+#define FERRYD_DEFAULT_WORKER_QUEUE 1024
 /* Rate limits (docs/configuration.md): generous enough for one machine's normal use. */
 #define FERRYD_DEFAULT_ADDRESS_RATE 200.0
 #define FERRYD_DEFAULT_ADDRESS_BURST 400

@@ -24,6 +24,7 @@ typedef struct ferryd {
     ferry_auditlog *log;
     ferry_exchange *exchange;
     ferryd_stats *stats; /* metrics for /metrics (stats.h) */
+    _Atomic(ferryd_httpd *) httpd; /* the server, once started (its worker pool's counters) */
     /* Rate limits (configured from config by ferryd_apply_rate_limits; never NULL once
      * started, off when their rate is 0). per_identity is the exchange's identity_limit. */
     ferry_ratelimit *per_address;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +35,10 @@ typedef struct listener {
 } listener;
 
 /* One open connection, for the request deadline. Created when libmicrohttpd reports the
- * connection started and freed when it reports it closed, which (thread per connection) it does
- * before closing the socket: under conns_lock, fd is always this connection's own. The list
- * links and cut change under conns_lock; since and busy are written by the connection's own
- * thread on every request without a lock and read by the watchdog. */
+ * connection started and freed when it reports it closed, which it does before closing the
+ * socket: under conns_lock, fd is always this connection's own. The list links and cut change
+ * under conns_lock; since and busy are written by the connection's event thread on every
+ * request without a lock and read by the watchdog. */
 typedef struct conn_track {
     struct conn_track *prev, *next;
     int fd;
@@ -52,6 +53,21 @@ static long long mono_seconds(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec;
 }
+
+typedef struct req_ctx req_ctx;
+
+/* The workers: deferred requests wait in a bounded ring (FIFO) until a worker takes one. */
+typedef struct worker_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    req_ctx **ring;
+    size_t cap, head, n;
+    pthread_t *threads;
+    size_t n_threads;
+    bool stop;
+    uint64_t deferred, refused; /* counters, under lock */
+    size_t running;
+} worker_pool;
 
 struct ferryd_httpd {
     listener *ls;
@@ -70,11 +86,16 @@ struct ferryd_httpd {
     conn_track *conns;
     bool watchdog_started, watchdog_stop;
     pthread_t watchdog;
+
+    worker_pool pool;
+    bool pool_started;
 };
 
 /* Per request: created by the URI callback (which sees the raw request target), freed by the
- * completion callback. */
-typedef struct req_ctx {
+ * completion callback. A deferred request keeps its ferryd_request and gets its response in
+ * resp from a worker; the connection stays suspended meanwhile, so libmicrohttpd neither
+ * calls back nor completes it until the worker resumes it (done set first). */
+struct req_ctx {
     struct ferryd_httpd *h;
     char *query; /* what follows the first '?' of the raw request target (at most
                     TARGET_MAX bytes kept), NULL when there is no '?' */
@@ -92,7 +113,12 @@ typedef struct req_ctx {
     char method[16];
     char path[LOG_PATH_MAX + 1];
     char reason[FERRYD_REASON_MAX];
-} req_ctx;
+    struct MHD_Connection *conn;
+    bool deferred;
+    atomic_bool done; /* the worker filled resp */
+    ferryd_request req;
+    ferryd_response resp;
+};
 
 typedef struct header_counts {
     unsigned authorization, content_type;
@@ -421,18 +447,200 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *rc,
     return ret;
 }
 
+/* An RFC 6749 style JSON error the server itself answers. Returns 0 or -ENOMEM. */
+static int fill_error(ferryd_response *resp, int status, const char *error, const char *desc,
+                      const char *reason)
+{
+    json_t *doc = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
+
+    *resp = (ferryd_response){.status = status, .content_type = "application/json"};
+    resp->body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(doc);
+    if (!resp->body)
+        return -ENOMEM;
+    resp->body_len = strlen(resp->body);
+    snprintf(resp->reason, sizeof(resp->reason), "%s", reason);
+    return 0;
+}
+
 static enum MHD_Result send_simple(struct MHD_Connection *conn, req_ctx *rc, int status,
                                    const char *error, const char *desc, const char *reason)
 {
-    ferryd_response resp = {.status = status, .content_type = "application/json"};
-    json_t *doc = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
-    resp.body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(doc);
-    if (!resp.body)
+    ferryd_response resp;
+
+    if (fill_error(&resp, status, error, desc, reason) < 0)
         return MHD_NO;
-    resp.body_len = strlen(resp.body);
-    snprintf(resp.reason, sizeof(resp.reason), "%s", reason);
     return send_response(conn, rc, &resp);
+}
+
+/* ---- deferred requests: the worker pool ----------------------------------------------------- */
+
+/* The worker's answer when the server stops before a queued request ran. */
+static void fill_unavailable(ferryd_response *resp, const char *reason)
+{
+    if (fill_error(resp, MHD_HTTP_SERVICE_UNAVAILABLE, "temporarily_unavailable",
+                   "service temporarily unavailable; retry later", reason) == 0)
+        resp->retry_after = 1;
+    resp->no_store = true;
+}
+
+static void *worker_main(void *arg)
+{
+    struct ferryd_httpd *h = arg;
+    worker_pool *p = &h->pool;
+
+    for (;;) {
+        req_ctx *rc;
+        bool stopping;
+
+        pthread_mutex_lock(&p->lock);
+        while (p->n == 0 && !p->stop)
+            pthread_cond_wait(&p->cond, &p->lock);
+        if (p->n == 0) {
+            pthread_mutex_unlock(&p->lock);
+            return NULL;
+        }
+        rc = p->ring[p->head];
+        p->head = (p->head + 1) % p->cap;
+        p->n--;
+        p->running++;
+        stopping = p->stop;
+        pthread_mutex_unlock(&p->lock);
+
+        if (stopping) {
+            fill_unavailable(&rc->resp, "server stopping: deferred request not run");
+        } else {
+            h->handler(h->userdata, &rc->req, &rc->resp);
+            if (rc->resp.defer) { /* a route must not defer twice */
+                free(rc->resp.body);
+                if (fill_error(&rc->resp, MHD_HTTP_INTERNAL_SERVER_ERROR, "server_error",
+                               "internal error", "route deferred on a worker thread") < 0)
+                    rc->resp = (ferryd_response){.status = MHD_HTTP_INTERNAL_SERVER_ERROR};
+            }
+        }
+        pthread_mutex_lock(&p->lock);
+        p->running--;
+        pthread_mutex_unlock(&p->lock);
+        /* After this store the connection's event thread may use resp (once resumed). */
+        atomic_store_explicit(&rc->done, true, memory_order_release);
+        MHD_resume_connection(rc->conn);
+    }
+}
+
+/* Suspend the connection and queue its request for a worker; when the queue is full, answer
+ * 503 now. Runs in the access handler on the connection's event thread. */
+static enum MHD_Result defer_request(struct ferryd_httpd *h, struct MHD_Connection *conn,
+                                     req_ctx *rc)
+{
+    worker_pool *p = &h->pool;
+    ferryd_response resp;
+
+    pthread_mutex_lock(&p->lock);
+    if (!h->pool_started || p->stop || p->n == p->cap) {
+        bool stopping = p->stop;
+        p->refused++;
+        pthread_mutex_unlock(&p->lock);
+        fill_unavailable(&resp, stopping ? "server stopping: request not deferred"
+                                         : "deferred: worker queue full");
+        if (!resp.body)
+            return MHD_NO;
+        return send_response(conn, rc, &resp);
+    }
+    rc->conn = conn;
+    rc->deferred = true;
+    rc->req.may_block = true;
+    rc->resp = (ferryd_response){.status = MHD_HTTP_INTERNAL_SERVER_ERROR};
+    /* Suspended before any worker can see it, so its resume cannot come first. */
+    MHD_suspend_connection(conn);
+    p->ring[(p->head + p->n) % p->cap] = rc;
+    p->n++;
+    p->deferred++;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    return MHD_YES;
+}
+
+static int pool_start(struct ferryd_httpd *h)
+{
+    worker_pool *p = &h->pool;
+    int r;
+
+    p->cap = h->limits.worker_queue ? h->limits.worker_queue : 1;
+    p->ring = calloc(p->cap, sizeof(*p->ring));
+    p->threads = calloc(h->limits.workers ? h->limits.workers : 1, sizeof(*p->threads));
+    if (!p->ring || !p->threads)
+        return -ENOMEM;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    h->pool_started = true;
+    for (unsigned i = 0; i < (h->limits.workers ? h->limits.workers : 1); i++) {
+        r = pthread_create(&p->threads[i], NULL, worker_main, h);
+        if (r != 0)
+            return -r;
+        p->n_threads++;
+    }
+    return 0;
+}
+
+void ferryd_httpd_get_stats(ferryd_httpd *h, ferryd_httpd_stats *out)
+{
+    *out = (ferryd_httpd_stats){0};
+    if (!h || !h->pool_started)
+        return;
+    pthread_mutex_lock(&h->pool.lock);
+    out->deferred = h->pool.deferred;
+    out->deferred_refused = h->pool.refused;
+    out->waiting = h->pool.n;
+    out->running = h->pool.running;
+    pthread_mutex_unlock(&h->pool.lock);
+}
+
+/* Every queued request is answered (503) and resumed, and every worker has returned, before
+ * this returns: libmicrohttpd may then be stopped without a worker touching a connection.
+ * The lock stays usable (an event thread may still defer, and is refused, or read the stats)
+ * until pool_free, after libmicrohttpd stopped. */
+static void pool_stop(struct ferryd_httpd *h)
+{
+    worker_pool *p = &h->pool;
+
+    if (!h->pool_started)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    for (size_t i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    p->n_threads = 0;
+}
+
+static void pool_free(struct ferryd_httpd *h)
+{
+    worker_pool *p = &h->pool;
+
+    if (h->pool_started) {
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
+        h->pool_started = false;
+    }
+    free(p->threads);
+    free(p->ring);
+    p->threads = NULL;
+    p->ring = NULL;
+}
+
+/* Event threads per listener: the configured count, or the CPUs this process may run on. */
+static unsigned event_threads(const ferryd_httpd_limits *limits)
+{
+    cpu_set_t set;
+    int n;
+
+    if (limits->threads)
+        return limits->threads;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return 1;
+    n = CPU_COUNT(&set);
+    return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -518,13 +726,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (rc->too_big)
         return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
                            "request body too large", "body: chunked body over limit");
+    if (rc->deferred) {
+        /* Called again once a worker resumed the connection: its answer. (The connection stays
+         * suspended until then, so this is not reached earlier.) */
+        if (!atomic_load_explicit(&rc->done, memory_order_acquire))
+            return MHD_YES;
+        return send_response(conn, rc, &rc->resp);
+    }
 
     header_counts counts = {0};
     if (!rc->client[0])
         client_key(conn, rc->client, sizeof(rc->client));
     MHD_get_connection_values(conn, MHD_HEADER_KIND, count_headers, &counts);
     conn_busy(conn, true);
-    ferryd_request req = {
+    rc->req = (ferryd_request){
         .method = method,
         .path = url,
         .query = rc->query,
@@ -538,12 +753,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .body = rc->body ? rc->body : "",
         .body_len = rc->body_len,
         .admitted = rc->admitted,
+        .may_block = false,
     };
     if (rc->body)
         rc->body[rc->body_len] = '\0';
-    ferryd_response resp = {.status = 500};
-    h->handler(h->userdata, &req, &resp);
-    return send_response(conn, rc, &resp);
+    rc->resp = (ferryd_response){.status = MHD_HTTP_INTERNAL_SERVER_ERROR};
+    h->handler(h->userdata, &rc->req, &rc->resp);
+    if (rc->resp.defer) {
+        free(rc->resp.body);
+        return defer_request(h, conn, rc);
+    }
+    return send_response(conn, rc, &rc->resp);
 }
 
 /* ---- listeners ------------------------------------------------------------------------------ */
@@ -680,6 +900,7 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
                        size_t errlen)
 {
     struct ferryd_httpd *h;
+    unsigned threads;
     int r;
 
     if (n_listen == 0 || !limits || !handler || !ret) {
@@ -706,6 +927,12 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
         snprintf(errbuf, errlen, "request deadline thread: %s", strerror(-r));
         goto fail;
     }
+    r = pool_start(h);
+    if (r < 0) {
+        snprintf(errbuf, errlen, "worker threads: %s", strerror(-r));
+        goto fail;
+    }
+    threads = event_threads(limits);
     for (size_t i = 0; i < n_listen; i++) {
         listener *l = &h->ls[h->n_ls];
         bool is_unix = strncmp(listen[i], "unix:", 5) == 0;
@@ -735,15 +962,19 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
             goto fail;
         l->fd = r;
         l->daemon = MHD_start_daemon(
-            /* poll(2), not select(2): descriptors past FD_SETSIZE (1024) must work. */
-            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-                MHD_USE_ITC | MHD_USE_ERROR_LOG,
+            /* epoll event threads (no select(2): descriptors past FD_SETSIZE work), with
+             * suspend/resume for deferred requests. */
+            MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+                MHD_USE_ERROR_LOG,
             0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
             MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT, limits->max_header,
             MHD_OPTION_CONNECTION_LIMIT, limits->connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             is_unix ? 0u : limits->connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
             limits->timeout_s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
+            on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+            /* Last: one thread means no pool (the daemon's own thread serves every connection;
+             * libmicrohttpd warns about a pool size of 1), and then the list ends here. */
+            threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, MHD_OPTION_END);
         if (!l->daemon) {
             snprintf(errbuf, errlen, "listen %s: libmicrohttpd refused to start", listen[i]);
             r = -EIO;
@@ -795,6 +1026,7 @@ void ferryd_httpd_free(ferryd_httpd *h)
 {
     if (!h)
         return;
+    pool_stop(h);
     for (size_t i = 0; i < h->n_ls; i++) {
         listener *l = &h->ls[i];
         if (l->daemon)
@@ -808,6 +1040,7 @@ void ferryd_httpd_free(ferryd_httpd *h)
         free(l->name);
     }
     watchdog_stop(h);
+    pool_free(h);
     pthread_mutex_destroy(&h->conns_lock);
     free(h->ls);
     free(h);

@@ -6,9 +6,13 @@
  * Content-Length before any of it is read, and while reading a chunked body; headers larger
  * than the connection memory limit are refused by libmicrohttpd itself.
  *
- * Threads: one libmicrohttpd daemon per listener, each with an internal polling thread and a
- * thread per connection (a route may block on an issuer's key fetch without stalling other
- * clients); connections are capped overall and per IP. Design note: docs/internals/ferryd.md.
+ * Threads: one libmicrohttpd daemon per listener, each with `threads` epoll event threads that
+ * share its connections, and one pool of `workers` threads for every listener. A route first
+ * runs on an event thread (may_block false), which serves many connections and so must never
+ * wait for I/O: a route that would have to (a key-set fetch, a disk sync) sets resp->defer and
+ * returns; the server then suspends the connection and runs the route again on a worker thread
+ * (may_block true), so a slow issuer stalls only the requests that need it. Connections are
+ * capped overall and per IP. Design note: docs/internals/ferryd.md.
  */
 #ifndef FERRYD_HTTPD_H
 #define FERRYD_HTTPD_H
@@ -40,6 +44,10 @@ typedef struct ferryd_request {
      * (whatever the first call had to check was checked). */
     bool headers_only;
     bool admitted;
+    /* false on an event thread: the route must not wait for I/O; when it would have to, it sets
+     * resp->defer (and nothing else) and is called again on a worker thread with may_block
+     * true. The headers_only call is never deferred. */
+    bool may_block;
 } ferryd_request;
 
 typedef struct ferryd_response {
@@ -53,6 +61,8 @@ typedef struct ferryd_response {
     int64_t retry_after;            /* seconds, 0 = no Retry-After */
     char reason[FERRYD_REASON_MAX]; /* for the request log line only; never token material */
     const char *outcome; /* static label of the decision ("ok" or an RFC error name), or NULL */
+    bool defer; /* (may_block false only) run this request again on a worker thread; nothing
+                   else of the response is looked at */
 } ferryd_response;
 
 typedef void (*ferryd_handler_fn)(void *userdata, const ferryd_request *req, ferryd_response *resp);
@@ -87,6 +97,11 @@ typedef struct ferryd_httpd_limits {
     unsigned request_timeout_s;  /* a connection must complete a request within this many
                                     seconds of opening or of its previous response, whatever
                                     trickles in meanwhile (slowloris); 0 = none */
+    unsigned threads;            /* event threads per listener; 0 = the CPUs this process may
+                                    run on (its affinity mask) */
+    unsigned workers;            /* threads for deferred requests (all listeners) */
+    unsigned worker_queue;       /* deferred requests waiting for a worker at most; past it the
+                                    request is answered 503 with Retry-After */
 } ferryd_httpd_limits;
 
 typedef struct ferryd_httpd ferryd_httpd;
@@ -102,6 +117,18 @@ int ferryd_httpd_start(const char *const *listen, size_t n_listen,
 /* Check the syntax of one listen address (nothing is opened). Returns 0 or -EINVAL with a
  * reason in errbuf. */
 int ferryd_httpd_check_address(const char *addr, char *errbuf, size_t errlen);
+
+/* The worker pool's counters (for /metrics). */
+typedef struct ferryd_httpd_stats {
+    uint64_t deferred;         /* requests handed to a worker since start */
+    uint64_t deferred_refused; /* requests that would have been, answered 503 instead (queue
+                                  full, or the server stopping) */
+    size_t waiting;            /* deferred requests waiting for a worker now */
+    size_t running;            /* deferred requests a worker is running now */
+} ferryd_httpd_stats;
+
+/* A consistent snapshot of the pool's counters; all 0 for NULL. Thread-safe. */
+void ferryd_httpd_get_stats(ferryd_httpd *h, ferryd_httpd_stats *out);
 
 /* Stop accepting new connections (listeners closed, unix socket files removed). */
 void ferryd_httpd_quiesce(ferryd_httpd *h);

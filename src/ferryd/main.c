@@ -418,7 +418,10 @@ int main(int argc, char **argv)
             .default_ttl = d.config.default_ttl,
             .max_ttl = d.config.max_ttl,
             .client_id = d.config.client_id,
-            .flags = d.config.one_time_subject ? FERRY_EXCHANGE_ONE_TIME_SUBJECT : 0,
+            /* An fdatasync per record: no exchange may run on an event thread. */
+            .flags = (d.config.one_time_subject ? FERRY_EXCHANGE_ONE_TIME_SUBJECT : 0) |
+                     (d.config.sync == FERRY_AUDITLOG_SYNC_ALWAYS ? FERRY_EXCHANGE_AUDIT_BLOCKS
+                                                                  : 0),
             .identity_limit = d.per_identity,
         };
         r = ferry_exchange_new(d.oidc, d.policies, d.mint, d.log, &eo, &d.exchange, err,
@@ -452,6 +455,9 @@ int main(int argc, char **argv)
         ferryd_log("error", "%s", err);
         goto out;
     }
+    /* Read only by routes, which run on the server's threads: all of them have stopped before
+     * ferryd_httpd_free frees it. */
+    atomic_store(&d.httpd, httpd);
     {
         json_t *l = json_array();
         for (size_t i = 0; l && i < d.config.n_listen; i++)
@@ -495,6 +501,7 @@ int main(int argc, char **argv)
         if (left)
             ferryd_log("warning", "%u requests still running after the drain timeout", left);
     }
+    atomic_store(&d.httpd, NULL);
     ferryd_httpd_free(httpd);
     httpd = NULL;
     ferryd_log("info", "ferryd stopped");

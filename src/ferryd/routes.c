@@ -216,11 +216,19 @@ static void route_token(ferryd *d, const ferryd_request *req, ferryd_response *r
         resp->outcome = "server_error";
         return;
     }
-    ferry_exchange_request ereq = {.params = params, .n_params = n};
+    /* On an event thread the exchange must not wait (a key-set fetch, a TOTP state file, an
+     * audit record synced to disk): it then gives up with nothing done, and the request runs
+     * again on a worker thread. */
+    ferry_exchange_request ereq = {.params = params, .n_params = n, .no_wait = !req->may_block};
     r = ferry_exchange_token(d->exchange, &ereq, &er);
     ferry_wipe(buf, req->body_len * 2 + 2);
     free(buf);
     free(params);
+    if (r == -FERRY_EWOULDBLOCK) {
+        ferry_exchange_response_release(&er);
+        resp->defer = true;
+        return;
+    }
     /* Written straight into one exact allocation (no jansson object, no dump buffer growing
      * copies of the token); send_response wipes it after sending. */
     if (ferry_exchange_response_write(&er, &resp->body, &resp->body_len) < 0) {
@@ -266,7 +274,7 @@ static long long mono_s(void)
     return (long long)ts.tv_sec;
 }
 
-static void route_ready(ferryd *d, ferryd_response *resp)
+static void route_ready(ferryd *d, const ferryd_request *req, ferryd_response *resp)
 {
     ferry_jwk *k = ferry_mint_signing_key(d->mint, NULL);
     ferry_policy_set *set = ferry_policy_store_get(d->policies);
@@ -276,6 +284,10 @@ static void route_ready(ferryd *d, ferryd_response *resp)
 
     if (!atomic_load(&d->issuers_ready)) {
         long long now = mono_s(), last = atomic_load(&d->last_prefetch);
+        if (now - last >= PREFETCH_RETRY_S && !req->may_block) {
+            resp->defer = true; /* the fetch waits for the network: not on an event thread */
+            return;
+        }
         if (now - last >= PREFETCH_RETRY_S &&
             atomic_compare_exchange_strong(&d->last_prefetch, &last, now)) {
             char err[256];
@@ -407,7 +419,7 @@ void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *re
         if (!is_method(req, "GET") && !is_method(req, "HEAD"))
             method_not_allowed(resp, "GET, HEAD");
         else
-            route_ready(d, resp);
+            route_ready(d, req, resp);
     } else if (strcmp(p, "/metrics") == 0) {
         ferryd_route_metrics(d, req, resp);
     } else {

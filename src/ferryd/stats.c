@@ -69,6 +69,7 @@ struct ferryd_stats {
     ferry_metric *issuers, *cached_keys, *replay_entries, *replay_capacity;
     ferry_metric *t_jwks, *t_jwks_fail, *t_disc, *t_disc_fail, *t_suppressed, *t_stale;
     ferry_metric *verify_accepted, *verify_refused, *reloads, *reload_failures;
+    ferry_metric *deferred, *deferred_refused, *deferred_waiting, *deferred_running;
     ferry_metric *refusals[FERRY_REASON_MAX];
     ferry_metric_family *i_jwks, *i_jwks_fail, *i_disc, *i_disc_fail, *i_keys, *i_state;
     ferry_metric *rl_tracked[2], *rl_max[2], *rl_refused[2], *rl_evicted[2]; /* address, identity */
@@ -270,6 +271,35 @@ int ferryd_stats_new(ferryd_stats **ret, char *errbuf, size_t errlen)
          FERRY_METRIC_COUNTER,
          "ferryd_oidc_stale_serves_total",
          "Verifications served by a key set past its lifetime, inside the stale window.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->deferred,
+         FERRY_METRIC_COUNTER,
+         "ferryd_http_deferred_total",
+         "Requests handed from an event thread to a worker thread because they had to wait for "
+         "I/O (a key-set fetch, a TOTP step-up, an audit record synced per decision).",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->deferred_refused,
+         FERRY_METRIC_COUNTER,
+         "ferryd_http_deferred_refused_total",
+         "Requests that had to wait for I/O, answered 503 because the worker queue was full.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->deferred_waiting,
+         FERRY_METRIC_GAUGE,
+         "ferryd_http_deferred_waiting",
+         "Deferred requests waiting for a worker thread.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->deferred_running,
+         FERRY_METRIC_GAUGE,
+         "ferryd_http_deferred_running",
+         "Deferred requests a worker thread is running.",
          {NULL, NULL},
          0},
         {NULL,
@@ -580,6 +610,14 @@ static void refresh(ferryd_stats *s, ferryd *d)
             ferry_metric_set_scaled(s->rl_refused[l], (int64_t)rs.refused);
             ferry_metric_set_scaled(s->rl_evicted[l], (int64_t)rs.evicted);
         }
+    }
+    {
+        ferryd_httpd_stats hs;
+        ferryd_httpd_get_stats(atomic_load(&d->httpd), &hs);
+        ferry_metric_set_scaled(s->deferred, (int64_t)hs.deferred);
+        ferry_metric_set_scaled(s->deferred_refused, (int64_t)hs.deferred_refused);
+        ferry_metric_set_scaled(s->deferred_waiting, (int64_t)hs.waiting);
+        ferry_metric_set_scaled(s->deferred_running, (int64_t)hs.running);
     }
     if (d->log)
         ferry_metric_set_scaled(s->audit_seq, (int64_t)ferry_auditlog_last_seq(d->log));
