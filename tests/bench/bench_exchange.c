@@ -30,8 +30,13 @@
  * Every exchange must succeed; the audit log is closed and verified at the end (exit 1 on any
  * failure). Before timing, minted tokens are checked to carry distinct jtis.
  *
- * usage: bench_exchange [--seconds S] [--cpu N] [--pool N] [--sync batch|checkpoint|always]
- *                       [--dir DIR] [--loops]
+ * usage: bench_exchange [--seconds S | --count N] [--cpu N] [--pool N]
+ *                       [--sync batch|checkpoint|always] [--dir DIR] [--loops]
+ *   --count run N operations per loop (rounded up to 16) instead of S seconds: CPU time on a
+ *           shared machine varies by several percent between runs, so small changes are best
+ *           compared by instructions, e.g. (2000 exchanges, setup and warm-up excluded):
+ *             valgrind --tool=callgrind --toggle-collect=measured_exchange \
+ *                 bench_exchange --count 2000 --loops
  *   --dir   where the temporary state directory is made (default $TMPDIR or /tmp); the audit
  *           log's fdatasync cost depends on that file system
  *   --loops skip the verify/sign loops (e.g. under perf record, to profile exchanges only)
@@ -217,7 +222,8 @@ static void setup(struct bench *b, const char *base, ferry_auditlog_sync_mode sy
     snprintf(b->log_path, sizeof(b->log_path), "%s/audit.log", b->dir);
 
     b->idp_key = rsa2048_key();
-    if ((r = ferry_oidc_new(NULL, &b->oidc)) < 0 || (r = ferry_jwk_to_public_json(b->idp_key, &pub)))
+    if ((r = ferry_oidc_new(NULL, &b->oidc)) < 0 ||
+        (r = ferry_jwk_to_public_json(b->idp_key, &pub)))
         die("trust store", r);
     json_object_set_new(pub, "alg", json_string("RS256"));
     conf = json_pack("{s:s, s:[s], s:[s], s:s, s:{s:[o]}}", "issuer", IDP, "audiences", AUD,
@@ -257,8 +263,7 @@ static void setup(struct bench *b, const char *base, ferry_auditlog_sync_mode sy
 
     if ((r = ferry_ratelimit_new(NULL, &b->limit)) < 0)
         die("rate limiter", r);
-    ferry_exchange_options eo = {
-        .default_ttl = 300, .max_ttl = 900, .identity_limit = b->limit};
+    ferry_exchange_options eo = {.default_ttl = 300, .max_ttl = 900, .identity_limit = b->limit};
     if ((r = ferry_exchange_new(b->oidc, b->policies, b->mint, b->log, &eo, &b->ex, err,
                                 sizeof(err))) < 0)
         die_msg("exchange", err);
@@ -339,6 +344,13 @@ static void one_exchange(struct bench *b, const char *tok, char jti[FERRY_MINT_J
     ferry_exchange_response_release(&resp);
 }
 
+/* The exchanges of the timed loop only (not the warm-up's): the function valgrind's
+ * --toggle-collect names. */
+__attribute__((noinline)) static void measured_exchange(struct bench *b, const char *tok)
+{
+    one_exchange(b, tok, NULL);
+}
+
 static int cmp_jti(const void *a, const void *b)
 {
     return strcmp(a, b);
@@ -356,6 +368,10 @@ static void warm_up(struct bench *b)
             die_msg("warm-up", "two minted tokens share a jti");
 }
 
+/* --count: a fixed number of operations per loop instead of a time (for valgrind's callgrind,
+ * whose instruction counts do not depend on the machine's load). */
+static unsigned long g_count;
+
 #define TIMED(res, seconds, body)                                                                  \
     do {                                                                                           \
         double w0_ = mono_now(), c0_ = thread_cpu();                                               \
@@ -365,7 +381,7 @@ static void warm_up(struct bench *b)
                 body;                                                                              \
             }                                                                                      \
             (res).ops += 16;                                                                       \
-        } while (mono_now() - w0_ < (seconds));                                                    \
+        } while (g_count ? (res).ops < g_count : mono_now() - w0_ < (seconds));                    \
         (res).cpu = thread_cpu() - c0_;                                                            \
         (res).wall = mono_now() - w0_;                                                             \
     } while (0)
@@ -381,7 +397,7 @@ static void run(struct bench *b, double seconds, bool exchanges_only)
 
     warm_up(b);
     TIMED(ex, seconds, {
-        one_exchange(b, b->pool[next], NULL);
+        measured_exchange(b, b->pool[next]);
         if (++next == b->n_pool)
             next = 0;
     });
@@ -447,7 +463,7 @@ static void run(struct bench *b, double seconds, bool exchanges_only)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_exchange [--seconds S] [--cpu N] [--pool N] "
+    fprintf(stderr, "usage: bench_exchange [--seconds S | --count N] [--cpu N] [--pool N] "
                     "[--sync batch|checkpoint|always] [--dir DIR] [--loops]\n");
     exit(2);
 }
@@ -458,7 +474,7 @@ int main(int argc, char **argv)
         {"seconds", required_argument, NULL, 's'}, {"cpu", required_argument, NULL, 'c'},
         {"pool", required_argument, NULL, 'p'},    {"sync", required_argument, NULL, 'y'},
         {"dir", required_argument, NULL, 'd'},     {"loops", no_argument, NULL, 'l'},
-        {NULL, 0, NULL, 0},
+        {"count", required_argument, NULL, 'n'},   {NULL, 0, NULL, 0},
     };
     ferry_auditlog_sync_mode sync = FERRY_AUDITLOG_SYNC_BATCH;
     const char *base = secure_getenv("TMPDIR");
@@ -469,7 +485,7 @@ int main(int argc, char **argv)
     char *end;
     int c;
 
-    while ((c = getopt_long(argc, argv, "s:c:p:y:d:l", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:c:p:y:d:ln:", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             seconds = strtod(optarg, &end);
@@ -510,6 +526,13 @@ int main(int argc, char **argv)
         case 'l':
             exchanges_only = true;
             break;
+        case 'n': {
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 100000000)
+                usage();
+            g_count = (unsigned long)n;
+            break;
+        }
         default:
             usage();
         }
