@@ -141,7 +141,8 @@ typedef struct ferry_mint_request {
 /* Mint an RFC 9068 access token signed with the active key. Header exactly
  * {"alg","kid","typ":"at+jwt"}; claims iss, sub, aud, exp, iat, nbf, jti, client_id, scope
  * (when given), src_iss, src_sub, act (when given). iat = nbf = the mint's clock; exp = iat +
- * min(ttl, max_ttl). jti: 128 bits from RAND_bytes, base64url.
+ * min(ttl, max_ttl). jti: 128 bits from RAND_bytes (drawn 512 bytes at a time into a per-thread
+ * pool that is wiped as it is used, refilled after fork() and freed at thread exit), base64url.
  * Every string must be non-empty valid UTF-8 without control characters and within its limit;
  * otherwise nothing is signed and -EINVAL is returned (-FERRY_ETOOBIG for the limits,
  * -FERRY_ENOKEY without an active key).

@@ -311,6 +311,114 @@ static int w_act(struct wr *w, const json_t *act, unsigned depth)
     return 0;
 }
 
+/* ---- jti: random bytes drawn from a per-thread pool ------------------------------------------ *
+ * One RAND_bytes call per token costs more than the 16 bytes it returns (OpenSSL 3 takes the
+ * DRBG's lock, checks for a fork with getpid() and re-keys its AES-CTR state per call). A
+ * thread instead fills JTI_POOL_BYTES from RAND_bytes at once and hands out JTI_RAND_LEN bytes
+ * per token; each slice is wiped from the pool as it is taken, so the pool only ever holds bytes
+ * no token has used. The bytes are the DRBG's either way: uniqueness and unpredictability are
+ * RAND_bytes's.
+ * Fork: a child must never hand out bytes its parent also holds. A pthread_atfork child handler
+ * bumps jti_fork_gen; a pool filled in another generation is wiped and refilled before use
+ * (the forking thread's copy in the child included). A process that forks without the atfork
+ * handlers (a raw clone(2) or _Fork()) and then mints in the child is not covered.
+ * Thread exit: a pthread key destructor wipes and frees the thread's pool; the pool of the thread
+ * that calls exit() is wiped by a library destructor. */
+#define JTI_RAND_LEN 16
+#define JTI_POOL_BYTES 512
+_Static_assert(JTI_POOL_BYTES % JTI_RAND_LEN == 0, "the pool holds whole slices");
+
+struct jti_pool {
+    unsigned char bytes[JTI_POOL_BYTES];
+    size_t next;  /* offset of the first unused byte; JTI_POOL_BYTES = empty */
+    unsigned gen; /* jti_fork_gen when filled */
+};
+
+static pthread_once_t jti_once = PTHREAD_ONCE_INIT;
+static pthread_key_t jti_key;
+static bool jti_key_ok;
+static atomic_uint jti_fork_gen;
+static _Thread_local struct jti_pool *jti_tls;
+
+static void jti_pool_free(void *p)
+{
+    struct jti_pool *pool = p;
+
+    if (!pool)
+        return;
+    ferry_wipe(pool, sizeof(*pool));
+    free(pool);
+    if (jti_tls == pool)
+        jti_tls = NULL;
+}
+
+static void jti_atfork_child(void)
+{
+    atomic_fetch_add_explicit(&jti_fork_gen, 1, memory_order_relaxed);
+}
+
+static void jti_init(void)
+{
+    /* Without the fork handler a child could reuse its parent's bytes: then no pool at all. */
+    if (pthread_atfork(NULL, NULL, jti_atfork_child) != 0)
+        return;
+    jti_key_ok = pthread_key_create(&jti_key, jti_pool_free) == 0;
+}
+
+/* The calling thread's pool, wiped at library unload or process exit. */
+__attribute__((destructor)) static void jti_exit(void)
+{
+    struct jti_pool *pool = jti_tls;
+
+    if (pool)
+        ferry_wipe(pool->bytes, sizeof(pool->bytes));
+}
+
+/* JTI_RAND_LEN fresh random bytes into out. 0 or -FERRY_ECRYPTO. */
+static int jti_random(unsigned char out[JTI_RAND_LEN])
+{
+    struct jti_pool *pool = jti_tls;
+    unsigned gen;
+
+    if (!pool) {
+        (void)pthread_once(&jti_once, jti_init);
+        if (!jti_key_ok)
+            goto direct;
+        pool = malloc(sizeof(*pool));
+        if (!pool)
+            goto direct;
+        pool->next = JTI_POOL_BYTES;
+        pool->gen = 0;
+        if (pthread_setspecific(jti_key, pool) != 0) {
+            free(pool);
+            goto direct;
+        }
+        jti_tls = pool;
+    }
+    gen = atomic_load_explicit(&jti_fork_gen, memory_order_relaxed);
+    if (pool->gen != gen || pool->next > JTI_POOL_BYTES - JTI_RAND_LEN) {
+        if (RAND_bytes(pool->bytes, JTI_POOL_BYTES) != 1) {
+            ferry_wipe(pool->bytes, sizeof(pool->bytes));
+            pool->next = JTI_POOL_BYTES;
+            ERR_clear_error();
+            return -FERRY_ECRYPTO;
+        }
+        pool->next = 0;
+        pool->gen = gen;
+    }
+    memcpy(out, pool->bytes + pool->next, JTI_RAND_LEN);
+    ferry_wipe(pool->bytes + pool->next, JTI_RAND_LEN);
+    pool->next += JTI_RAND_LEN;
+    return 0;
+
+direct:
+    if (RAND_bytes(out, JTI_RAND_LEN) != 1) {
+        ERR_clear_error();
+        return -FERRY_ECRYPTO;
+    }
+    return 0;
+}
+
 /* ---- signers ------------------------------------------------------------------------------ */
 
 static void signer_unref(struct signer *s)
@@ -1334,7 +1442,7 @@ FERRY_EXPORT int ferry_mint_token(ferry_mint *m, const ferry_mint_request *req, 
     size_t sub_len, cid_len, si_len, ss_len, scope_len = 0, tlen, o, sig_len = 0;
     size_t aud_len[FERRY_MINT_MAX_AUDIENCES];
     struct wr w = {claims, 0, sizeof(claims), false};
-    unsigned char rnd[16], *sig = NULL;
+    unsigned char rnd[JTI_RAND_LEN], *sig = NULL;
     struct signer *s;
     int64_t now, ttl, exp;
     char *tok = NULL;
@@ -1369,11 +1477,10 @@ FERRY_EXPORT int ferry_mint_token(ferry_mint *m, const ferry_mint_request *req, 
     if (now > INT64_MAX - ttl)
         return -ERANGE;
     exp = now + ttl;
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-        ERR_clear_error();
-        return -FERRY_ECRYPTO;
-    }
+    if ((r = jti_random(rnd)) < 0)
+        return r;
     ferry_b64url_encode(rnd, sizeof(rnd), jti);
+    ferry_wipe(rnd, sizeof(rnd));
 
     w_raw(&w, m->iss_prefix, m->iss_prefix_len);
     w_str(&w, req->subject, sub_len);

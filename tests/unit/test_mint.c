@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "basic/b64.h"
@@ -533,6 +534,113 @@ Test(mint, e6_jti_128_bit_unique_over_100000, .timeout = 120)
     for (size_t i = 1; i < N; i++)
         cr_assert_neq(cmp_jti(jtis[i - 1], jtis[i]), 0, "jti repeated: %s", jtis[i]);
     free(jtis);
+    ferry_mint_free(m);
+    rm_dir(dir);
+}
+
+/* The jti's random bytes come from a per-thread pool (32 jtis per RAND_bytes call). A child
+ * of fork() must not hand out the bytes its parent still holds: the child's jtis must be none
+ * of the parent's next ones (more than a pool's worth), nor repeat among themselves. */
+Test(mint, jti_after_fork_is_not_the_parents_next)
+{
+    enum { PARENT_NEXT = 40, CHILD_N = 3 };
+    char *dir = make_dir(), jti[FERRY_MINT_JTI_LEN + 1];
+    char parent_next[PARENT_NEXT][FERRY_MINT_JTI_LEN + 1];
+    char child[CHILD_N][FERRY_MINT_JTI_LEN + 1];
+    ferry_mint *m = open_mint(dir, FERRY_ALG_ES256, 600);
+    ferry_mint_request req = base_req();
+    int fds[2], status = 0;
+    ssize_t got = 0;
+    pid_t pid;
+
+    free(mint_ok(m, &req, jti, NULL)); /* this thread's pool is filled now */
+    cr_assert_eq(pipe(fds), 0);
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        char buf[CHILD_N][FERRY_MINT_JTI_LEN + 1];
+        for (int i = 0; i < CHILD_N; i++) {
+            char *tok = NULL;
+            if (ferry_mint_token(m, &req, &tok, buf[i], NULL) != 0)
+                _exit(1);
+            free(tok);
+        }
+        _exit(write(fds[1], buf, sizeof(buf)) == (ssize_t)sizeof(buf) ? 0 : 2);
+    }
+    close(fds[1]);
+    for (int i = 0; i < PARENT_NEXT; i++)
+        free(mint_ok(m, &req, parent_next[i], NULL));
+    while (got < (ssize_t)sizeof(child)) {
+        ssize_t n = read(fds[0], (char *)child + got, sizeof(child) - (size_t)got);
+        cr_assert_gt(n, 0, "the child sent %zd of %zu bytes", got, sizeof(child));
+        got += n;
+    }
+    close(fds[0]);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed: %d", status);
+    for (int c = 0; c < CHILD_N; c++) {
+        cr_assert_eq(strlen(child[c]), FERRY_MINT_JTI_LEN);
+        cr_assert_str_neq(child[c], jti);
+        for (int p = 0; p < PARENT_NEXT; p++)
+            cr_assert_str_neq(child[c], parent_next[p], "child jti %d = parent's next jti %d",
+                              c, p);
+        for (int o = 0; o < c; o++)
+            cr_assert_str_neq(child[c], child[o]);
+    }
+    ferry_mint_free(m);
+    rm_dir(dir);
+}
+
+/* Threads draw from their own pools: no jti repeats across threads, and each pool is freed when
+ * its thread exits (the sanitizer build fails on a leaked pool). */
+enum { JTI_THREADS = 6, JTI_PER_THREAD = 70 };
+struct jti_thread {
+    ferry_mint *m;
+    char jtis[JTI_PER_THREAD][FERRY_MINT_JTI_LEN + 1];
+    int r;
+};
+
+static void *jti_thread_main(void *arg)
+{
+    struct jti_thread *t = arg;
+    ferry_mint_request req = base_req();
+
+    for (int i = 0; i < JTI_PER_THREAD && t->r == 0; i++) {
+        char *tok = NULL;
+        t->r = ferry_mint_token(t->m, &req, &tok, t->jtis[i], NULL);
+        free(tok);
+    }
+    return NULL;
+}
+
+Test(mint, jti_unique_across_threads_and_pools_freed)
+{
+    char *dir = make_dir();
+    ferry_mint *m = open_mint(dir, FERRY_ALG_ES256, 600);
+    struct jti_thread *t = calloc(JTI_THREADS, sizeof(*t));
+    pthread_t th[JTI_THREADS];
+    char(*all)[FERRY_MINT_JTI_LEN + 1] = calloc(JTI_THREADS * JTI_PER_THREAD, sizeof(*all));
+    size_t n = 0;
+
+    cr_assert_not_null(t);
+    cr_assert_not_null(all);
+    for (int i = 0; i < JTI_THREADS; i++) {
+        t[i].m = m;
+        cr_assert_eq(pthread_create(&th[i], NULL, jti_thread_main, &t[i]), 0);
+    }
+    for (int i = 0; i < JTI_THREADS; i++) {
+        cr_assert_eq(pthread_join(th[i], NULL), 0);
+        cr_assert_eq(t[i].r, 0, "thread %d: %s", i, ferry_strerror(t[i].r));
+        for (int j = 0; j < JTI_PER_THREAD; j++) {
+            cr_assert_eq(strlen(t[i].jtis[j]), FERRY_MINT_JTI_LEN);
+            memcpy(all[n++], t[i].jtis[j], FERRY_MINT_JTI_LEN + 1);
+        }
+    }
+    qsort(all, n, sizeof(all[0]), cmp_jti);
+    for (size_t i = 1; i < n; i++)
+        cr_assert_neq(cmp_jti(all[i - 1], all[i]), 0, "jti repeated: %s", all[i]);
+    free(all);
+    free(t);
     ferry_mint_free(m);
     rm_dir(dir);
 }
