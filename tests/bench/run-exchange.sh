@@ -4,7 +4,9 @@
 # single-core crypto bound from `openssl speed` (RS256 verify and ES256 sign), the npm
 # oidc-provider peer issuing ES256 tokens by client_credentials under the same pinning, the
 # p50/p99 latency at half the peak rate, ferryd's resident memory after 100k and 1M exchanges,
-# and one run each with the audit log in "sync": "always" and with one-time subject tokens.
+# one run each with the audit log in "sync": "always" and with one-time subject tokens, and the
+# HTTP floor: tests/bench/bench_http_floor (libmicrohttpd doing only the two signature
+# operations, with and without one audit-sized write per request) under the same load.
 #
 # usage: tests/bench/run-exchange.sh [-B BUILDDIR] [-c CPU] [-w CPU] [-d SECONDS]
 #                                    [-C "CONNS..."] [-n EXCHANGES] [-p POOL] [-S SECONDS]
@@ -186,6 +188,17 @@ if first and final:
         int(final["hwm_kb"]) - int(first["hwm_kb"]) <= max(2048, 0.1 * int(first["hwm_kb"]))
     row(f"RSS {int(first['after']):,} → {int(final['after']):,}", f"{grow:+.1f} MiB",
         "flat (≤ 2 MiB or 10 %)", flat)
+for label, what in (("floor", "HTTP floor: libmicrohttpd + the two signatures only "
+                              "(bench_http_floor)"),
+                    ("floor-audit", "HTTP floor + one 600-byte audit write per request, "
+                                    "fdatasync per 100")):
+    if label not in runs:
+        continue
+    fl = max(runs[label], key=lambda r: float(r["rps"]))
+    frps = float(fl["rps"])
+    fcpu = 1e6 * float(fl["server_cpu_secs"]) / max(int(fl["ok"]), 1)
+    print(f"| {what}, wrk -c {fl['conns']}, best of {rates(label)} | {frps:,.0f}/s "
+          f"({100 * frps / bound:.0f} % of B; {fcpu:.1f} µs CPU per request) | | |")
 a = last("always")
 if a:
     print(f"| audit log sync always (fdatasync per record), wrk -c {a['conns']} | "
@@ -502,6 +515,35 @@ start_ferryd always always false
 echo "config phase=always sync=always $config_keys" >>"$raw"
 run_wrk always "$best_c" "${secs}s"
 stop_ferryd
+
+# ---- 5b. the HTTP floor: libmicrohttpd and the two signatures, nothing else ---------------
+# tests/bench/bench_http_floor, pinned and driven like ferryd (same Lua script, same
+# connection count, best of three): the ceiling of any exchange service on this HTTP library
+# and loopback TCP here; then again with one audit-sized write(2) per request and an fdatasync
+# every 100 (what "sync": "batch" cannot do without).
+floor_bin=$builddir/tests/bench/bench_http_floor
+for variant in floor floor-audit; do
+    phase=$variant
+    mkdir -p "$tmp/$variant"
+    port=$(free_port) || exit 2
+    url=http://127.0.0.1:$port
+    fargs=("$port" 1)
+    [ "$variant" = floor-audit ] && fargs+=("$tmp/$variant/audit.log")
+    taskset -c "$cpu" "$floor_bin" "${fargs[@]}" </dev/null >/dev/null 2>"$tmp/$variant/err" &
+    ferryd_pid=$!
+    for _ in $(seq 100); do
+        grep -q listening "$tmp/$variant/err" 2>/dev/null && break
+        kill -0 "$ferryd_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q listening "$tmp/$variant/err" || die "bench_http_floor did not start: $(cat "$tmp/$variant/err")"
+    run_wrk "$variant-warmup" "$best_c" 2s
+    for _ in 1 2 3; do
+        run_wrk "$variant" "$best_c" "${secs}s"
+    done
+    stop_ferryd
+    rm -f "$tmp/$variant/audit.log"
+done
 
 # ---- 6. one-time subject tokens: a pool of distinct tokens, each used once --------------
 # Only when this ferryd knows token.one_time_subject. The pool holds ~4 s of exchanges at the
