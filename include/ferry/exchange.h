@@ -77,8 +77,8 @@ enum {
     FERRY_EXCHANGE_ACTOR_UNCHECKED = 1 << 1,
     /* Appending to the audit log may block for a disk sync (the log syncs every record,
      * FERRY_AUDITLOG_SYNC_ALWAYS): every decision writes a record, so a request with no_wait
-     * gives up at once (-FERRY_EWOULDBLOCK, nothing done). Set it when the log is opened in that
-     * mode; ferryd does. */
+     * gives up at once (-FERRY_EWOULDBLOCK, nothing done). Set it when the log is opened in
+     * that mode; ferryd does. */
     FERRY_EXCHANGE_AUDIT_BLOCKS = 1 << 2,
 };
 
@@ -169,11 +169,12 @@ typedef struct ferry_exchange_request {
      * When the decision would have to wait - the exchange has FERRY_EXCHANGE_AUDIT_BLOCKS,
      * the request carries a totp_code (the step-up reads and syncs its state file), or a
      * token's verification would fetch a key set or wait for a fetch in flight
-     * (ferry_verify_options.no_wait) - ferry_exchange_token returns -FERRY_EWOULDBLOCK and nothing
-     * has happened: no audit record (audit_seq 0), no token spent, no rate-limit token
-     * taken, nothing minted. resp is then a placeholder (server_error, 500, reason "would
-     * block") not meant to be sent: run the same request again without no_wait on a thread
-     * that may block. Otherwise the decision is exactly the one made without no_wait. */
+     * (ferry_verify_options.no_wait) - ferry_exchange_token returns -FERRY_EWOULDBLOCK and
+     * nothing has happened: no audit record (audit_seq 0), no token spent, no rate-limit
+     * token taken, nothing minted. resp is then a placeholder (server_error, 500, reason
+     * "would block: " and why) not meant to be sent: run the same request again without
+     * no_wait on a thread that may block. Otherwise the decision is exactly the one made
+     * without no_wait. */
     bool no_wait;
 } ferry_exchange_request;
 

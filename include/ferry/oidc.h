@@ -174,8 +174,8 @@ typedef struct ferry_verify_options {
                              the decision needs a key-set or discovery fetch this call would
                              run (set missing or due, or a refresh for an unknown kid), or one
                              in flight on another thread it would wait for, return
-                             -FERRY_EWOULDBLOCK at once, with ret_result INTERNAL ("would wait for
-                             a key-set fetch"). Nothing has happened then: no counter moved,
+                             -FERRY_EWOULDBLOCK at once, with ret_result INTERNAL ("would wait
+                             for a key-set fetch"). Nothing has happened then: no counter moved,
                              no jti consumed, no fetch attempt recorded (its cooldown has not
                              started). Verify again without no_wait on a thread that may
                              block. A usable set with no fetch due, static key sets, and a
@@ -270,9 +270,9 @@ int ferry_oidc_foreach_issuer(ferry_oidc *oidc, ferry_oidc_issuer_fn fn, void *u
 
 /* Verify a compact JWS token (len bytes; not necessarily NUL-terminated). opts may be NULL.
  * Returns 0 and a new identity in *ret_identity when accepted; -FERRY_EREFUSED with
- * *ret_result filled when refused; -FERRY_EWOULDBLOCK only with opts->no_wait (see there: nothing
- * happened, try again without it); another negative error (with reason INTERNAL) on internal
- * failure. ret_result is always filled when non-NULL. */
+ * *ret_result filled when refused; -FERRY_EWOULDBLOCK only with opts->no_wait (see there:
+ * nothing happened, try again without it); another negative error (with reason INTERNAL) on
+ * internal failure. ret_result is always filled when non-NULL. */
 int ferry_oidc_verify(ferry_oidc *oidc, const char *token, size_t len,
                       const ferry_verify_options *opts, ferry_identity **ret_identity,
                       ferry_verify_result *ret_result);

@@ -1730,12 +1730,13 @@ static bool fetch_due(const struct issuer *is, int64_t now, bool want_refresh)
  * says whether it is past its lifetime (served inside the stale window).
  * want_refresh: the current set lacks the key the token names. Fetches are single-flight per
  * issuer and limited by fetch_due; a verifier whose kid is in a usable set never waits for
- * another thread's fetch. *suppressed is raised by the refreshes refresh_cooldown held back;
- * the caller counts them (refresh_suppressed) once the verification did not give up.
+ * another thread's fetch. *suppressions is raised by the refreshes refresh_cooldown held
+ * back; the caller counts them (refresh_suppressed) once the verification did not give up.
  * no_wait: never fetch and never wait for fetch_lock. Where a fetch would run here or one is
  * in flight (fetch_lock held by another thread) and this token would wait for it, return
- * -FERRY_EWOULDBLOCK before changing anything (no attempt recorded, no cooldown started); a usable
- * set with no fetch due, or a cooldown that holds back the fetch, decides as without it. */
+ * -FERRY_EWOULDBLOCK before changing anything (no attempt recorded, no cooldown started); a
+ * usable set with no fetch due, or a cooldown that holds back the fetch, decides as without
+ * it. */
 static int issuer_keyset(ferry_oidc *o, struct issuer *is, bool want_refresh, bool no_wait,
                          ferry_jwks **ret, bool *ret_fetched, bool *ret_stale,
                          unsigned *suppressions, ferry_verify_result *res)

@@ -2237,8 +2237,8 @@ static void expect_would_block(ferry_exchange *ex, const struct req *r, const ch
     size_t before = n_records();
     int ret = run_on(ex, r, true, &resp);
 
-    cr_assert_eq(ret, -FERRY_EWOULDBLOCK, "ret %d: %s: %s", ret, ferry_exchange_error_name(resp.error),
-                 resp.reason);
+    cr_assert_eq(ret, -FERRY_EWOULDBLOCK, "ret %d: %s: %s", ret,
+                 ferry_exchange_error_name(resp.error), resp.reason);
     cr_assert_eq(resp.error, FERRY_EXCHANGE_SERVER_ERROR);
     cr_assert_eq(resp.http_status, 500);
     cr_assert_eq(resp.audit_seq, 0);

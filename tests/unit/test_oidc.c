@@ -4213,10 +4213,10 @@ static int nw_remote(const ferry_jwk *k, const char *kid, ferry_verify_result *r
     do {                                                                                      \
         ferry_verify_result res_;                                                             \
         int r_ = nw_remote(k, kid, &res_);                                                    \
-        cr_expect_eq(r_, want_r, "no_wait returned %d (%s: %s), want %d", r_,               \
+        cr_expect_eq(r_, want_r, "no_wait returned %d (%s: %s), want %d", r_,                 \
                      ferry_reason_name(res_.reason), res_.detail, want_r);                    \
-        if (r_ == want_r && r_ != -FERRY_EWOULDBLOCK)                                               \
-            cr_expect_eq(res_.reason, want_reason, "got %s, want %s (%s)",                  \
+        if (r_ == want_r && r_ != -FERRY_EWOULDBLOCK)                                         \
+            cr_expect_eq(res_.reason, want_reason, "got %s, want %s (%s)",                    \
                          ferry_reason_name(res_.reason), ferry_reason_name(want_reason),      \
                          res_.detail);                                                        \
     } while (0)
