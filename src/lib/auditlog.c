@@ -23,7 +23,6 @@
 
 #include <openssl/evp.h>
 
-#include "basic/buf.h"
 #include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -45,6 +44,9 @@
 #define DEFAULT_MAX_PROBLEMS 100
 #define DEFAULT_SYNC_RECORDS 100
 #define DEFAULT_SYNC_MS 1000
+/* A record being built: the longest line, less its hash member and newline, fits with room. */
+#define RECORD_MAX (FERRY_AUDITLOG_MAX_LINE + 128)
+#define TIME_PREFIX_LEN 20 /* "YYYY-MM-DDTHH:MM:SS." */
 
 static const char *const decision_names[FERRY_AUDITLOG_DECISION_MAX] = {
     [FERRY_AUDITLOG_ALLOW] = "allow",
@@ -157,36 +159,107 @@ static int sha256_hex(const void *data, size_t len, char out[HEX_LEN + 1])
  * point (controls, DEL, non-ASCII) as \uXXXX in lowercase hex, UTF-16 surrogate pairs above
  * U+FFFF. Integers in decimal; true, false, null; no reals. */
 
-static int put_u16(ferry_buf *b, uint32_t u)
+/* The canonical writer's buffer: like basic/buf.h's ferry_buf (a hard maximum, -E2BIG past it
+ * with the content unchanged, always NUL-terminated) but with a fixed size: either memory the
+ * caller gives (the append path writes a record into a stack buffer, no allocation) or max + 1
+ * bytes allocated on the first append (-ENOMEM) and freed by cbuf_release. */
+struct cbuf {
+    char *data;
+    size_t len, max;
+    bool owned; /* data is this buffer's allocation */
+};
+
+/* An empty buffer that allocates max + 1 bytes when first appended to. */
+static void cbuf_init(struct cbuf *b, size_t max)
+{
+    *b = (struct cbuf){.max = max, .owned = true};
+}
+
+/* An empty buffer over mem (size >= 1 bytes, borrowed): it holds at most size - 1 bytes. */
+static void cbuf_init_fixed(struct cbuf *b, char *mem, size_t size)
+{
+    *b = (struct cbuf){.data = mem, .max = size - 1};
+    mem[0] = '\0';
+}
+
+static void cbuf_release(struct cbuf *b)
+{
+    if (b->owned)
+        free(b->data);
+    b->data = NULL;
+    b->len = 0;
+}
+
+static inline int cbuf_append(struct cbuf *b, const void *p, size_t n)
+{
+    if (n > b->max - b->len)
+        return -E2BIG;
+    if (!b->data && !(b->data = malloc(b->max + 1)))
+        return -ENOMEM;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+static int cbuf_append_str(struct cbuf *b, const char *s)
+{
+    return cbuf_append(b, s, strlen(s));
+}
+
+/* "s" for a string known to need no escape (hex, a time, a checked event type, a constant). */
+static int cbuf_quoted(struct cbuf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX - 2 || n + 2 > b->max - b->len)
+        return -E2BIG;
+    if (!b->data && !(b->data = malloc(b->max + 1)))
+        return -ENOMEM;
+    b->data[b->len] = '"';
+    memcpy(b->data + b->len + 1, s, n);
+    b->data[b->len + 1 + n] = '"';
+    b->len += n + 2;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+static int put_u16(struct cbuf *b, uint32_t u)
 {
     static const char digits[] = "0123456789abcdef";
     char esc[6] = {
         '\\',          'u', digits[(u >> 12) & 15], digits[(u >> 8) & 15], digits[(u >> 4) & 15],
         digits[u & 15]};
 
-    return ferry_buf_append(b, esc, sizeof(esc));
+    return cbuf_append(b, esc, sizeof(esc));
 }
 
+/* Bytes written as they are: printable ASCII but " and \\ (a table: every string of every
+ * record goes through canon_string). */
+static const bool canon_plain[256] = {
+    [0x20 ... 0x21] = true, /* 0x22 " */
+    [0x23 ... 0x5b] = true, /* 0x5c \\ */
+    [0x5d ... 0x7e] = true,
+};
+
 /* Append s (n bytes of UTF-8) as a canonical JSON string. -FERRY_EMALFORMED for bad UTF-8. */
-static int canon_string(ferry_buf *b, const char *s, size_t n)
+static int canon_string(struct cbuf *b, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, run = 0;
     int r;
 
-    if ((r = ferry_buf_append(b, "\"", 1)) < 0)
+    if ((r = cbuf_append(b, "\"", 1)) < 0)
         return r;
     while (i < n) {
         uint32_t cp;
         size_t len;
         const char *short_esc = NULL;
 
-        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') {
+        if (canon_plain[p[i]]) {
             i++;
             run++;
             continue;
         }
-        if (run > 0 && (r = ferry_buf_append(b, p + i - run, run)) < 0)
+        if (run > 0 && (r = cbuf_append(b, p + i - run, run)) < 0)
             return r;
         run = 0;
         len = ferry_utf8_next(p + i, n - i, &cp);
@@ -219,7 +292,7 @@ static int canon_string(ferry_buf *b, const char *s, size_t n)
             break;
         }
         if (short_esc)
-            r = ferry_buf_append(b, short_esc, 2);
+            r = cbuf_append(b, short_esc, 2);
         else if (cp < 0x10000)
             r = put_u16(b, cp);
         else if ((r = put_u16(b, 0xd800 + ((cp - 0x10000) >> 10))) == 0)
@@ -227,17 +300,17 @@ static int canon_string(ferry_buf *b, const char *s, size_t n)
         if (r < 0)
             return r;
     }
-    if (run > 0 && (r = ferry_buf_append(b, p + i - run, run)) < 0)
+    if (run > 0 && (r = cbuf_append(b, p + i - run, run)) < 0)
         return r;
-    return ferry_buf_append(b, "\"", 1);
+    return cbuf_append(b, "\"", 1);
 }
 
-static int canon_cstr(ferry_buf *b, const char *s)
+static int canon_cstr(struct cbuf *b, const char *s)
 {
     return canon_string(b, s, strlen(s));
 }
 
-static int canon_int(ferry_buf *b, long long v)
+static int canon_int(struct cbuf *b, long long v)
 {
     char num[24], *p = num + sizeof(num);
     /* The magnitude as unsigned, so that LLONG_MIN does not overflow. */
@@ -249,12 +322,12 @@ static int canon_int(ferry_buf *b, long long v)
     } while (u);
     if (v < 0)
         *--p = '-';
-    return ferry_buf_append(b, p, (size_t)(num + sizeof(num) - p));
+    return cbuf_append(b, p, (size_t)(num + sizeof(num) - p));
 }
 
 /* `"name":` for a member name known to be plain ASCII that needs no escape (one of this
  * file's constants); a leading comma unless first. */
-static int canon_name(ferry_buf *b, const char *name, bool *first)
+static int canon_name(struct cbuf *b, const char *name, bool *first)
 {
     char out[32];
     size_t n = strlen(name), o = 0;
@@ -269,7 +342,7 @@ static int canon_name(ferry_buf *b, const char *name, bool *first)
     o += n;
     out[o++] = '"';
     out[o++] = ':';
-    return ferry_buf_append(b, out, o);
+    return cbuf_append(b, out, o);
 }
 
 static bool looks_like_jws(const char *s, size_t n);
@@ -277,7 +350,7 @@ static bool looks_like_jws(const char *s, size_t n);
 /* Serialisation context. validate: apply the event limits to what a caller gave (writer);
  * otherwise only the structure rules (verifier re-creating a parsed record). */
 struct canon {
-    ferry_buf *b;
+    struct cbuf *b;
     bool validate;
     unsigned members;
     const char *err; /* static reason of a refusal */
@@ -332,23 +405,36 @@ static int canon_object(struct canon *c, const json_t *obj, unsigned depth)
     }
     if (i != n)
         return -EINVAL;
-    if (n > 1)
+    if (n > STACK_MEMBERS) {
         qsort(m, n, sizeof(*m), member_cmp);
-    if ((r = ferry_buf_append(c->b, "{", 1)) < 0)
+    } else {
+        /* Insertion sort: for the few members of a record's objects it costs less than qsort's
+         * merge sort with a call per comparison; both are stable, so the order is the same. */
+        for (size_t j = 1; j < n; j++) {
+            struct member t = m[j];
+            size_t h = j;
+            while (h > 0 && strcmp(m[h - 1].key, t.key) > 0) {
+                m[h] = m[h - 1];
+                h--;
+            }
+            m[h] = t;
+        }
+    }
+    if ((r = cbuf_append(c->b, "{", 1)) < 0)
         return r;
     for (i = 0; i < n; i++) {
-        if (i > 0 && (r = ferry_buf_append(c->b, ",", 1)) < 0)
+        if (i > 0 && (r = cbuf_append(c->b, ",", 1)) < 0)
             return r;
         if ((r = canon_cstr(c->b, m[i].key)) < 0) {
             c->err = "a member name is not valid UTF-8";
             return r;
         }
-        if ((r = ferry_buf_append(c->b, ":", 1)) < 0)
+        if ((r = cbuf_append(c->b, ":", 1)) < 0)
             return r;
         if ((r = canon_value(c, m[i].value, depth + 1)) < 0)
             return r;
     }
-    return ferry_buf_append(c->b, "}", 1);
+    return cbuf_append(c->b, "}", 1);
 }
 
 static int canon_value(struct canon *c, const json_t *v, unsigned depth)
@@ -368,15 +454,15 @@ static int canon_value(struct canon *c, const json_t *v, unsigned depth)
         }
         if (json_is_object(v))
             return canon_object(c, v, depth);
-        if ((r = ferry_buf_append(c->b, "[", 1)) < 0)
+        if ((r = cbuf_append(c->b, "[", 1)) < 0)
             return r;
         for (size_t i = 0; i < json_array_size(v); i++) {
-            if (i > 0 && (r = ferry_buf_append(c->b, ",", 1)) < 0)
+            if (i > 0 && (r = cbuf_append(c->b, ",", 1)) < 0)
                 return r;
             if ((r = canon_value(c, json_array_get(v, i), depth + 1)) < 0)
                 return r;
         }
-        return ferry_buf_append(c->b, "]", 1);
+        return cbuf_append(c->b, "]", 1);
     case JSON_STRING: {
         const char *s = json_string_value(v);
         size_t n = json_string_length(v);
@@ -396,11 +482,11 @@ static int canon_value(struct canon *c, const json_t *v, unsigned depth)
     case JSON_INTEGER:
         return canon_int(c->b, (long long)json_integer_value(v));
     case JSON_TRUE:
-        return ferry_buf_append(c->b, "true", 4);
+        return cbuf_append(c->b, "true", 4);
     case JSON_FALSE:
-        return ferry_buf_append(c->b, "false", 5);
+        return cbuf_append(c->b, "false", 5);
     case JSON_NULL:
-        return ferry_buf_append(c->b, "null", 4);
+        return cbuf_append(c->b, "null", 4);
     case JSON_REAL:
     default:
         c->err = "real numbers are not allowed (no canonical form)";
@@ -539,34 +625,29 @@ FERRY_EXPORT int ferry_auditlog_ref_token(const char *token, size_t len,
  * head commits to every earlier record; seq and time (with the fixed decision and subject and
  * no details or token) commit to the checkpoint record itself, which no later checkpoint
  * covers when it is the final one. */
-static int checkpoint_payload(ferry_buf *b, bool final, uint64_t first, const char *head_hex,
+static int checkpoint_payload(struct cbuf *b, bool final, uint64_t first, const char *head_hex,
                               uint64_t last, uint64_t seq, const char *time_str)
 {
     bool f = true;
     int r;
 
-    if ((r = ferry_buf_append(b, "{", 1)) < 0 || (r = canon_name(b, "final", &f)) < 0 ||
-        (r = ferry_buf_append_str(b, final ? "true" : "false")) < 0 ||
+    if ((r = cbuf_append(b, "{", 1)) < 0 || (r = canon_name(b, "final", &f)) < 0 ||
+        (r = cbuf_append_str(b, final ? "true" : "false")) < 0 ||
         (r = canon_name(b, "first", &f)) < 0 || (r = canon_int(b, (long long)first)) < 0 ||
         (r = canon_name(b, "head", &f)) < 0 || (r = canon_cstr(b, head_hex)) < 0 ||
         (r = canon_name(b, "last", &f)) < 0 || (r = canon_int(b, (long long)last)) < 0 ||
         (r = canon_name(b, "seq", &f)) < 0 || (r = canon_int(b, (long long)seq)) < 0 ||
         (r = canon_name(b, "time", &f)) < 0 || (r = canon_cstr(b, time_str)) < 0)
         return r;
-    return ferry_buf_append(b, "}", 1);
+    return cbuf_append(b, "}", 1);
 }
 
-/* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" from microseconds since the epoch. */
-static int format_time(int64_t us, char out[32])
+/* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" from seconds since the epoch and microseconds (0..999999). */
+static int format_time(int64_t secs, int64_t frac, char out[32])
 {
-    int64_t secs = us / 1000000, frac = us % 1000000;
     struct tm tm;
     time_t t;
 
-    if (frac < 0) {
-        frac += 1000000;
-        secs--;
-    }
     t = (time_t)secs;
     if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900)
         return -ERANGE;
@@ -629,7 +710,7 @@ struct vstate {
     /* partial last line */
     size_t partial_len;
     char partial_sha[HEX_LEN + 1];
-    ferry_buf scratch; /* canonical re-serialisation of one line */
+    struct cbuf scratch; /* canonical re-serialisation of one line */
 };
 
 static void vstate_init(struct vstate *v, enum vmode mode, const ferry_jwks *keys,
@@ -645,7 +726,7 @@ static void vstate_init(struct vstate *v, enum vmode mode, const ferry_jwks *key
     v->expect_seq = 1;
     v->prev_known = true;
     v->cp_first = 1;
-    ferry_buf_init(&v->scratch, FERRY_AUDITLOG_MAX_LINE, false);
+    cbuf_init(&v->scratch, FERRY_AUDITLOG_MAX_LINE);
 }
 
 _printf_(5, 6) static void vreport(struct vstate *v, uint64_t line, uint64_t seq, bool warning,
@@ -714,7 +795,7 @@ static const char *check_checkpoint(struct vstate *v, const json_t *rec, const j
     uint64_t first = 0, last = 0;
     const ferry_jwk *key;
     ferry_jws *jws = NULL;
-    ferry_buf payload;
+    struct cbuf payload;
     char safe_kid[72];
     const char *res = NULL;
     int r;
@@ -781,7 +862,7 @@ static const char *check_checkpoint(struct vstate *v, const json_t *rec, const j
         res = why;
         goto out;
     }
-    ferry_buf_init(&payload, 512, false);
+    cbuf_init(&payload, 512);
     r = checkpoint_payload(&payload, *ret_final, first, head, last, seq,
                            json_string_value(json_object_get(rec, "time")));
     if (r < 0)
@@ -789,7 +870,7 @@ static const char *check_checkpoint(struct vstate *v, const json_t *rec, const j
     else if (payload.len != jws->payload_len || memcmp(payload.data, jws->payload, payload.len))
         res = "checkpoint signature covers a different range, head, final flag or time than "
               "the record (chain rewritten?)";
-    ferry_buf_release(&payload);
+    cbuf_release(&payload);
 out:
     ferry_jws_free(jws);
     return res;
@@ -1118,19 +1199,19 @@ FERRY_EXPORT int ferry_auditlog_verify(const char *path, const ferry_jwks *keys,
         return -EINVAL;
     vstate_init(&v, opts && opts->live ? VMODE_LIVE : VMODE_STRICT, keys, opts, report);
     if (!path) {
-        ferry_buf_release(&v.scratch);
+        cbuf_release(&v.scratch);
         return -EINVAL;
     }
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        ferry_buf_release(&v.scratch);
+        cbuf_release(&v.scratch);
         return -errno;
     }
     r = vscan(&v, fd);
     close(fd);
     if (r == 0)
         vfinish(&v);
-    ferry_buf_release(&v.scratch);
+    cbuf_release(&v.scratch);
     if (r < 0)
         return r;
     return report->problems ? -FERRY_EREFUSED : 0;
@@ -1158,6 +1239,10 @@ struct ferry_auditlog {
     int64_t last_sync_us;
     off_t size;   /* bytes of complete, written records */
     int poisoned; /* the error that stopped the log, or 0 */
+    /* record_time_locked's cache: "YYYY-MM-DDTHH:MM:SS." of time_secs */
+    bool time_cached;
+    int64_t time_secs;
+    char time_prefix[TIME_PREFIX_LEN];
 };
 
 static int64_t realtime_us(void *userdata)
@@ -1225,7 +1310,7 @@ static bool want_sync(ferry_auditlog *log, bool is_checkpoint, int64_t now)
 
 /* Hash, write and (per policy) sync one canonical record (its bytes end with '}'). Called with
  * the lock held. */
-static int write_record_locked(ferry_auditlog *log, ferry_buf *canon, bool is_checkpoint,
+static int write_record_locked(ferry_auditlog *log, struct cbuf *canon, bool is_checkpoint,
                                int64_t now)
 {
     unsigned char h[HASH_LEN];
@@ -1237,9 +1322,8 @@ static int write_record_locked(ferry_auditlog *log, ferry_buf *canon, bool is_ch
         return r;
     hex_encode(h, HASH_LEN, hex);
     canon->len--; /* drop '}' and append the hash member */
-    if ((r = ferry_buf_append_str(canon, ",\"hash\":\"")) < 0 ||
-        (r = ferry_buf_append(canon, hex, HEX_LEN)) < 0 ||
-        (r = ferry_buf_append_str(canon, "\"}\n")) < 0)
+    if ((r = cbuf_append(canon, ",\"hash\":\"", 9)) < 0 ||
+        (r = cbuf_append(canon, hex, HEX_LEN)) < 0 || (r = cbuf_append(canon, "\"}\n", 3)) < 0)
         return r == -E2BIG ? -FERRY_ETOOBIG : r;
     if (canon->len > FERRY_AUDITLOG_MAX_LINE)
         return -FERRY_ETOOBIG;
@@ -1261,84 +1345,116 @@ static int write_record_locked(ferry_auditlog *log, ferry_buf *canon, bool is_ch
     return 0;
 }
 
-/* Build the canonical bytes of a record. Members in sorted order: checkpoint, decision,
- * details, prev, seq, subject, time, token, type. details_canon and cp_canon are canonical
- * JSON already (or NULL). */
-static int build_record(ferry_buf *b, const char *cp_canon, ferry_auditlog_decision d,
-                        const char *details_canon, const unsigned char prev[HASH_LEN], uint64_t seq,
-                        const char *subject, const char *time_str,
-                        const ferry_auditlog_token_ref *tok, const char *type)
+/* The record time of now (microseconds), as format_time writes it. The date and time of day
+ * are formatted once per second (gmtime_r and snprintf cost more than the rest of the record's
+ * fixed members); called with the lock held (the cache is the log's). */
+static int record_time_locked(ferry_auditlog *log, int64_t now, char out[32])
 {
-    char prev_hex[HEX_LEN + 1];
+    int64_t secs = now / 1000000, frac = now % 1000000;
+    char full[32];
+    int r;
+
+    if (frac < 0) {
+        frac += 1000000;
+        secs--;
+    }
+    if (!log->time_cached || secs != log->time_secs) {
+        if ((r = format_time(secs, 0, full)) < 0)
+            return r;
+        memcpy(log->time_prefix, full, TIME_PREFIX_LEN);
+        log->time_secs = secs;
+        log->time_cached = true;
+    }
+    memcpy(out, log->time_prefix, TIME_PREFIX_LEN);
+    for (int i = TIME_PREFIX_LEN + 5; i >= TIME_PREFIX_LEN; i--) {
+        out[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    out[TIME_PREFIX_LEN + 6] = 'Z';
+    out[TIME_PREFIX_LEN + 7] = '\0';
+    return 0;
+}
+
+/* The canonical bytes of a record come in sorted member order: checkpoint, decision, details,
+ * prev, seq, subject, time, token, type (then "hash", added by write_record_locked). The part up
+ * to details depends only on the event, so it is written before the lock is taken; the rest
+ * needs the chain head, seq and time. */
+
+/* Start a record in b: `{` [`"checkpoint":` cp_canon `,`] `"decision":"d"` [`,"details":`
+ * details]. cp_canon is canonical JSON already (or NULL). details (or NULL) is serialised
+ * canonically here; validate applies the event limits to it (a caller's details), otherwise
+ * only the structure rules (the log's own). */
+static int record_head(struct cbuf *b, const char *cp_canon, ferry_auditlog_decision d,
+                       const json_t *details, bool validate)
+{
+    struct canon c = {.b = b, .validate = validate};
     bool f = true;
     int r;
 
-    hex_encode(prev, HASH_LEN, prev_hex);
-    if ((r = ferry_buf_append(b, "{", 1)) < 0)
+    if (details && !json_is_object(details))
+        return -EINVAL;
+    if ((r = cbuf_append(b, "{", 1)) < 0)
         return r;
     if (cp_canon &&
-        ((r = canon_name(b, "checkpoint", &f)) < 0 || (r = ferry_buf_append_str(b, cp_canon)) < 0))
+        ((r = canon_name(b, "checkpoint", &f)) < 0 || (r = cbuf_append_str(b, cp_canon)) < 0))
         return r;
-    if ((r = canon_name(b, "decision", &f)) < 0 || (r = canon_cstr(b, decision_names[d])) < 0)
+    if ((r = canon_name(b, "decision", &f)) < 0 ||
+        (r = cbuf_quoted(b, decision_names[d], strlen(decision_names[d]))) < 0)
         return r;
-    if (details_canon && ((r = canon_name(b, "details", &f)) < 0 ||
-                          (r = ferry_buf_append_str(b, details_canon)) < 0))
+    if (details &&
+        ((r = canon_name(b, "details", &f)) < 0 || (r = canon_value(&c, details, 1)) < 0))
         return r;
-    if ((r = canon_name(b, "prev", &f)) < 0 || (r = canon_cstr(b, prev_hex)) < 0 ||
-        (r = canon_name(b, "seq", &f)) < 0 || (r = canon_int(b, (long long)seq)) < 0 ||
-        (r = canon_name(b, "subject", &f)) < 0 || (r = canon_cstr(b, subject)) < 0 ||
-        (r = canon_name(b, "time", &f)) < 0 || (r = canon_cstr(b, time_str)) < 0)
-        return r;
-    if (tok && (tok->jti[0] || tok->sha256[0])) {
-        bool tf = true;
-        if ((r = canon_name(b, "token", &f)) < 0 || (r = ferry_buf_append(b, "{", 1)) < 0)
-            return r;
-        if (tok->jti[0] &&
-            ((r = canon_name(b, "jti", &tf)) < 0 || (r = canon_cstr(b, tok->jti)) < 0))
-            return r;
-        if (tok->sha256[0] &&
-            ((r = canon_name(b, "sha256", &tf)) < 0 || (r = canon_cstr(b, tok->sha256)) < 0))
-            return r;
-        if ((r = ferry_buf_append(b, "}", 1)) < 0)
-            return r;
-    }
-    if ((r = canon_name(b, "type", &f)) < 0 || (r = canon_cstr(b, type)) < 0)
-        return r;
-    return ferry_buf_append(b, "}", 1);
+    return 0;
 }
 
-/* Append one record with the lock held: seq and prev come from the log, the time from now
- * (the clock's value, read by the caller). */
-static int append_locked(ferry_auditlog *log, const char *cp_canon, const char *type,
-                         ferry_auditlog_decision d, const char *subject,
-                         const ferry_auditlog_token_ref *tok, const char *details_canon,
-                         int64_t now)
+/* Finish a record started by record_head and write it, with the lock held: prev and seq from
+ * the log, subject, the time of now, token and type. subject and the token's jti are escaped;
+ * type, the token's sha256 (checked lowercase hex), prev and the time need no escape. */
+static int record_finish_locked(ferry_auditlog *log, struct cbuf *b, bool is_checkpoint,
+                                const char *subject, const ferry_auditlog_token_ref *tok,
+                                const char *type, int64_t now)
 {
-    ferry_buf b;
-    char ts[32];
+    char prev_hex[HEX_LEN + 1], ts[32];
+    bool f = false; /* decision came first */
     int r;
 
     if (log->poisoned)
         return -EBADFD;
-    r = format_time(now, ts);
+    r = record_time_locked(log, now, ts);
     if (r < 0)
         return r;
-    ferry_buf_init(&b, FERRY_AUDITLOG_MAX_LINE + 128, false);
-    r = build_record(&b, cp_canon, d, details_canon, log->head, log->seq + 1, subject, ts, tok,
-                     type);
-    if (r == -E2BIG)
-        r = -FERRY_ETOOBIG;
-    if (r == 0)
-        r = write_record_locked(log, &b, cp_canon != NULL, now);
-    ferry_buf_release(&b);
-    return r;
+    hex_encode(log->head, HASH_LEN, prev_hex);
+    if ((r = canon_name(b, "prev", &f)) < 0 || (r = cbuf_quoted(b, prev_hex, HEX_LEN)) < 0 ||
+        (r = canon_name(b, "seq", &f)) < 0 || (r = canon_int(b, (long long)(log->seq + 1))) < 0 ||
+        (r = canon_name(b, "subject", &f)) < 0 || (r = canon_cstr(b, subject)) < 0 ||
+        (r = canon_name(b, "time", &f)) < 0 || (r = cbuf_quoted(b, ts, strlen(ts))) < 0)
+        goto out;
+    if (tok && (tok->jti[0] || tok->sha256[0])) {
+        bool tf = true;
+        if ((r = canon_name(b, "token", &f)) < 0 || (r = cbuf_append(b, "{", 1)) < 0)
+            goto out;
+        if (tok->jti[0] &&
+            ((r = canon_name(b, "jti", &tf)) < 0 || (r = canon_cstr(b, tok->jti)) < 0))
+            goto out;
+        if (tok->sha256[0] && ((r = canon_name(b, "sha256", &tf)) < 0 ||
+                               (r = cbuf_quoted(b, tok->sha256, strlen(tok->sha256))) < 0))
+            goto out;
+        if ((r = cbuf_append(b, "}", 1)) < 0)
+            goto out;
+    }
+    if ((r = canon_name(b, "type", &f)) < 0 || (r = cbuf_quoted(b, type, strlen(type))) < 0 ||
+        (r = cbuf_append(b, "}", 1)) < 0)
+        goto out;
+    r = write_record_locked(log, b, is_checkpoint, now);
+out:
+    return r == -E2BIG ? -FERRY_ETOOBIG : r;
 }
 
 /* Never write a checkpoint that would not verify: parse the fresh JWS strictly and verify it
  * with the key. This catches a signing fault; one was seen when an allocation failed inside
  * ferry_jws_sign's header serialisation (jansson dropped a member name and the call still
  * returned 0). Costs one verification per checkpoint. */
-static int check_own_signature(const ferry_jwk *key, const char *jws, const ferry_buf *payload)
+static int check_own_signature(const ferry_jwk *key, const char *jws, const struct cbuf *payload)
 {
     ferry_jws *parsed = NULL;
     int r = ferry_jws_parse(jws, strlen(jws), &parsed);
@@ -1354,7 +1470,7 @@ static int check_own_signature(const ferry_jwk *key, const char *jws, const ferr
 
 static int checkpoint_locked(ferry_auditlog *log, bool final)
 {
-    ferry_buf payload, cp;
+    struct cbuf payload, cp, rec;
     char head_hex[HEX_LEN + 1], ts[32];
     _cleanup_free_ char *jws = NULL;
     uint64_t seq = log->seq + 1, last = log->seq, first = log->cp_first;
@@ -1365,12 +1481,13 @@ static int checkpoint_locked(ferry_auditlog *log, bool final)
     if (log->poisoned)
         return -EBADFD;
     now = log->clock(log->clock_userdata);
-    r = format_time(now, ts);
+    r = record_time_locked(log, now, ts);
     if (r < 0)
         return r;
     hex_encode(log->head, HASH_LEN, head_hex);
-    ferry_buf_init(&payload, 1024, false);
-    ferry_buf_init(&cp, FERRY_AUDITLOG_MAX_LINE, false);
+    cbuf_init(&payload, 1024);
+    cbuf_init(&cp, FERRY_AUDITLOG_MAX_LINE);
+    cbuf_init(&rec, RECORD_MAX);
     r = checkpoint_payload(&payload, final, first, head_hex, last, seq, ts);
     if (r == 0) {
         r = ferry_jws_sign(log->key, log->alg, FERRY_AUDITLOG_CHECKPOINT_TYP, payload.data,
@@ -1383,33 +1500,37 @@ static int checkpoint_locked(ferry_auditlog *log, bool final)
     if (r == 0)
         r = check_own_signature(log->key, jws, &payload);
     if (r == 0 &&
-        ((r = ferry_buf_append(&cp, "{", 1)) < 0 || (r = canon_name(&cp, "final", &f)) < 0 ||
-         (r = ferry_buf_append_str(&cp, final ? "true" : "false")) < 0 ||
+        ((r = cbuf_append(&cp, "{", 1)) < 0 || (r = canon_name(&cp, "final", &f)) < 0 ||
+         (r = cbuf_append_str(&cp, final ? "true" : "false")) < 0 ||
          (r = canon_name(&cp, "first", &f)) < 0 || (r = canon_int(&cp, (long long)first)) < 0 ||
          (r = canon_name(&cp, "head", &f)) < 0 || (r = canon_cstr(&cp, head_hex)) < 0 ||
          (r = canon_name(&cp, "jws", &f)) < 0 || (r = canon_cstr(&cp, jws)) < 0 ||
          (r = canon_name(&cp, "kid", &f)) < 0 ||
          (r = canon_cstr(&cp, ferry_jwk_kid(log->key))) < 0 ||
          (r = canon_name(&cp, "last", &f)) < 0 || (r = canon_int(&cp, (long long)last)) < 0 ||
-         (r = ferry_buf_append(&cp, "}", 1)) < 0))
+         (r = cbuf_append(&cp, "}", 1)) < 0))
         r = r == -E2BIG ? -FERRY_ETOOBIG : r;
+    if (r == 0) {
+        r = record_head(&rec, cp.data, FERRY_AUDITLOG_INFO, NULL, false);
+        if (r == -E2BIG)
+            r = -FERRY_ETOOBIG;
+    }
     if (r == 0)
-        r = append_locked(log, cp.data, CHECKPOINT_TYPE, FERRY_AUDITLOG_INFO, LOG_SUBJECT, NULL,
-                          NULL, now);
+        r = record_finish_locked(log, &rec, true, LOG_SUBJECT, NULL, CHECKPOINT_TYPE, now);
     if (r == 0) {
         log->cp_first = seq;
         log->since_cp = 0;
     }
-    ferry_buf_release(&payload);
-    ferry_buf_release(&cp);
+    cbuf_release(&payload);
+    cbuf_release(&cp);
+    cbuf_release(&rec);
     return r;
 }
 
-/* Validate an event and produce the canonical bytes of its details (new string in
- * *ret_details, NULL when there are none). */
-static int check_event(const ferry_auditlog_event *ev, char **ret_details)
+/* Validate an event's members other than details (record_head validates those as it writes
+ * them). */
+static int check_event(const ferry_auditlog_event *ev)
 {
-    ferry_buf b;
     int r;
 
     if (!ev || !ev->type || !ev->subject || (unsigned)ev->decision >= FERRY_AUDITLOG_DECISION_MAX)
@@ -1429,41 +1550,30 @@ static int check_event(const ferry_auditlog_event *ev, char **ret_details)
             !hex_decode(ev->token->sha256, strlen(ev->token->sha256), tmp, HASH_LEN))
             return -FERRY_EMALFORMED;
     }
-    *ret_details = NULL;
-    if (!ev->details)
-        return 0;
-    if (!json_is_object(ev->details))
-        return -EINVAL;
-    ferry_buf_init(&b, FERRY_AUDITLOG_MAX_LINE, false);
-    struct canon c = {.b = &b, .validate = true};
-    r = canon_value(&c, ev->details, 1);
-    if (r == -E2BIG)
-        r = -FERRY_ETOOBIG;
-    if (r == 0 && ferry_buf_append(&b, "", 0) < 0)
-        r = -ENOMEM;
-    if (r < 0) {
-        ferry_buf_release(&b);
-        return r;
-    }
-    *ret_details = ferry_buf_steal(&b, NULL);
     return 0;
 }
 
 FERRY_EXPORT int ferry_auditlog_append(ferry_auditlog *log, const ferry_auditlog_event *ev,
                                        uint64_t *ret_seq)
 {
-    _cleanup_free_ char *details = NULL;
+    /* The record is written into this stack buffer, its head before the lock is taken. */
+    char mem[RECORD_MAX + 1];
+    struct cbuf b;
     uint64_t seq = 0;
     int r;
 
     if (!log)
         return -EINVAL;
-    r = check_event(ev, &details);
+    r = check_event(ev);
     if (r < 0)
         return r;
+    cbuf_init_fixed(&b, mem, sizeof(mem));
+    r = record_head(&b, NULL, ev->decision, ev->details, true);
+    if (r < 0)
+        return r == -E2BIG ? -FERRY_ETOOBIG : r;
     pthread_mutex_lock(&log->lock);
-    r = append_locked(log, NULL, ev->type, ev->decision, ev->subject, ev->token, details,
-                      log->clock(log->clock_userdata));
+    r = record_finish_locked(log, &b, false, ev->subject, ev->token, ev->type,
+                             log->clock(log->clock_userdata));
     seq = log->seq;
     if (r == 0 && log->since_cp >= log->checkpoint_every)
         r = checkpoint_locked(log, false);
@@ -1644,7 +1754,7 @@ static int resume(ferry_auditlog *log, const char *path, bool repair, json_t *op
     if (json_object_set_new(open_details, "previous", json_string(previous)) < 0)
         r = -ENOMEM;
 out:
-    ferry_buf_release(&v.scratch);
+    cbuf_release(&v.scratch);
     return r;
 }
 
@@ -1653,7 +1763,6 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_a
 {
     ferry_auditlog *log = NULL;
     _cleanup_json_ json_t *details = NULL;
-    _cleanup_free_ char *details_canon = NULL;
     struct stat st;
     bool created = false;
     int r;
@@ -1717,18 +1826,16 @@ FERRY_EXPORT int ferry_auditlog_open(const ferry_auditlog_options *opts, ferry_a
         goto fail;
     log->last_sync_us = log->clock(log->clock_userdata);
     {
-        ferry_buf b;
-        struct canon c = {.b = &b};
-        ferry_buf_init(&b, 4096, false);
-        r = canon_value(&c, details, 1);
-        if (r == 0 && ferry_buf_append(&b, "", 0) < 0)
-            r = -ENOMEM;
-        details_canon = r == 0 ? ferry_buf_steal(&b, NULL) : NULL;
-        ferry_buf_release(&b);
+        struct cbuf b;
+        cbuf_init(&b, RECORD_MAX);
+        r = record_head(&b, NULL, FERRY_AUDITLOG_INFO, details, false);
+        if (r == -E2BIG)
+            r = -FERRY_ETOOBIG;
+        if (r == 0)
+            r = record_finish_locked(log, &b, false, LOG_SUBJECT, NULL, OPEN_TYPE,
+                                     log->clock(log->clock_userdata));
+        cbuf_release(&b);
     }
-    if (r == 0)
-        r = append_locked(log, NULL, OPEN_TYPE, FERRY_AUDITLOG_INFO, LOG_SUBJECT, NULL,
-                          details_canon, log->clock(log->clock_userdata));
     if (r == 0 && log->since_cp >= log->checkpoint_every)
         r = checkpoint_locked(log, false);
     if (r < 0) {

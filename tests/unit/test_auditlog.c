@@ -446,6 +446,108 @@ Test(auditlog, integer_extremes_and_large_objects_are_canonical)
     ferry_jwk_unref(key);
 }
 
+/* A clock that returns the given times in turn, then the last one again. */
+struct seq_clock {
+    const int64_t *t;
+    size_t n, i;
+};
+
+static int64_t seq_clock_now(void *ud)
+{
+    struct seq_clock *c = ud;
+    int64_t v = c->t[c->i < c->n ? c->i : c->n - 1];
+
+    c->i++;
+    return v;
+}
+
+/* Records are byte for byte what the documented format makes of fixed input: the lines below
+ * were written by the serialiser before it wrote into one stack buffer (no ferry_buf), sorted
+ * small objects by insertion, looked string bytes up in a table and formatted the time once a
+ * second; every member, escape, hash and link must stay the same. Times cover a second's last
+ * microsecond, the next second, and a time before the epoch (negative microseconds). */
+Test(auditlog, records_are_byte_identical_to_the_reference_serialisation)
+{
+    static const int64_t times[] = {
+        INT64_C(1700000000999999), INT64_C(1700000000999999), /* open: sync time, record */
+        INT64_C(1700000000999999), INT64_C(1700000001000000), INT64_C(-1),
+        INT64_C(1700000001500000),
+    };
+    static const char *const want[] = {
+        "{\"decision\":\"info\",\"details\":{\"previous\":\"none\"},\"prev\":\"00000000000000"
+        "00000000000000000000000000000000000000000000000000\",\"seq\":1,\"subject\":\"auditlo"
+        "g\",\"time\":\"2023-11-14T22:13:20.999999Z\",\"type\":\"auditlog.open\",\"hash\":\"0"
+        "bda38f88c0e847db4dc06ed0e24f8d964e772f6f17f3def6aa8c39e73f683e4\"}",
+        "{\"decision\":\"allow\",\"details\":{\"alpha\":\"tab\\there \\\"q\\\" back\\\\slash "
+        "\\u00e9 \\ud83d\\ude00 \\u0001\\u007f\",\"mid\":{\"k1\":2,\"k2\":{\"deep\":\"v\"},\""
+        "k3\":1},\"num\":9007199254740993,\"zeta\":[true,false,null,-7,{\"a\":\"y\",\"b\":\"x"
+        "\"}]},\"prev\":\"0bda38f88c0e847db4dc06ed0e24f8d964e772f6f17f3def6aa8c39e73f683e4\","
+        "\"seq\":2,\"subject\":\"user-\\u00e9 \\\"quoted\\\"\",\"time\":\"2023-11-14T22:13:20"
+        ".999999Z\",\"token\":{\"jti\":\"jti-1\\\\x\",\"sha256\":\"6d229884c1268bb0ab32d8da31"
+        "5d0fe52f9147228bd830a37bc9fb28a954940d\"},\"type\":\"token.exchange\",\"hash\":\"588"
+        "c4549b0cae6fcc34a228120ad1297a8d63596060ccc21ee245d71f5d85532\"}",
+        "{\"decision\":\"deny\",\"prev\":\"588c4549b0cae6fcc34a228120ad1297a8d63596060ccc21ee"
+        "245d71f5d85532\",\"seq\":3,\"subject\":\"\",\"time\":\"2023-11-14T22:13:21.000000Z\""
+        ",\"type\":\"login_2fa-ok\",\"hash\":\"08e72531bbf017eefb6abdf72a5548d2fdbe74ab0677fa"
+        "d33dda2c44654dc7f2\"}",
+        "{\"decision\":\"error\",\"details\":{\"k1\":2,\"k2\":{\"deep\":\"v\"},\"k3\":1},\"pr"
+        "ev\":\"08e72531bbf017eefb6abdf72a5548d2fdbe74ab0677fad33dda2c44654dc7f2\",\"seq\":4,"
+        "\"subject\":\"svc\",\"time\":\"1969-12-31T23:59:59.999999Z\",\"token\":{\"sha256\":"
+        "\"84d3f23da9b5f51b3269566eff05d3fb23607eeef89567f9cd280b90ca0dbc5c\"},\"type\":\"sec"
+        "ret.read\",\"hash\":\"ac2d36f922c09d1f1f657e5f971295f738f6cf4e111531fa1f41ddf7e16954"
+        "a1\"}",
+        "{\"decision\":\"info\",\"details\":{\"alpha\":\"tab\\there \\\"q\\\" back\\\\slash "
+        "\\u00e9 \\ud83d\\ude00 \\u0001\\u007f\",\"mid\":{\"k1\":2,\"k2\":{\"deep\":\"v\"},\""
+        "k3\":1},\"num\":9007199254740993,\"zeta\":[true,false,null,-7,{\"a\":\"y\",\"b\":\"x"
+        "\"}]},\"prev\":\"ac2d36f922c09d1f1f657e5f971295f738f6cf4e111531fa1f41ddf7e16954a1\","
+        "\"seq\":5,\"subject\":\"\\t\",\"time\":\"2023-11-14T22:13:21.500000Z\",\"type\":\"x"
+        "\",\"hash\":\"ad1c9d18445928dac5f1325695ae38c4989f83f18fe718d0eb5764a3591383d7\"}",
+    };
+    struct seq_clock clk = {times, sizeof(times) / sizeof(times[0]), 0};
+    ferry_jwk *key = gen_key();
+    ferry_auditlog_options o = opts_for(key, 0);
+    ferry_auditlog *log = NULL;
+    ferry_auditlog_token_ref ref, sha_only;
+    json_t *d = json_pack("{s:[b, b, n, i, {s:s, s:s}], s:s, s:{s:i, s:i, s:{s:s}}, s:I}", "zeta",
+                          1, 0, -7, "b", "x", "a", "y", "alpha",
+                          "tab\there \"q\" back\\slash \xc3\xa9 \xf0\x9f\x98\x80 \x01\x7f",
+                          "mid", "k3", 1, "k1", 2, "k2", "deep", "v", "num",
+                          (json_int_t)INT64_C(9007199254740993));
+    char err[512] = "", **lines;
+    size_t n;
+
+    cr_assert_not_null(d);
+    o.clock = seq_clock_now;
+    o.clock_userdata = &clk;
+    cr_assert_eq(ferry_auditlog_open(&o, &log, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_auditlog_ref_token_jti("opaque", 6, "jti-1\\x", 7, &ref), 0);
+    cr_assert_eq(ferry_auditlog_ref_token("opaque-token", 12, &sha_only), 0);
+    ferry_auditlog_event ev[] = {
+        {.type = "token.exchange",
+         .decision = FERRY_AUDITLOG_ALLOW,
+         .subject = "user-\xc3\xa9 \"quoted\"",
+         .token = &ref,
+         .details = d},
+        {.type = "login_2fa-ok", .decision = FERRY_AUDITLOG_DENY, .subject = ""},
+        {.type = "secret.read",
+         .decision = FERRY_AUDITLOG_ERROR,
+         .subject = "svc",
+         .token = &sha_only,
+         .details = json_object_get(d, "mid")},
+        {.type = "x", .decision = FERRY_AUDITLOG_INFO, .subject = "\t", .details = d},
+    };
+    for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
+        cr_assert_eq(ferry_auditlog_append(log, &ev[i], NULL), 0, "event %zu", i);
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    lines = read_lines(path, &n);
+    cr_assert_eq(n, sizeof(want) / sizeof(want[0]) + 1); /* and the final checkpoint */
+    for (size_t i = 0; i + 1 < n; i++)
+        cr_assert_str_eq(lines[i], want[i], "line %zu", i + 1);
+    free_lines(lines, n);
+    json_decref(d);
+    ferry_jwk_unref(key);
+}
+
 Test(auditlog, a_clean_closed_log_verifies_and_is_sealed)
 {
     struct fixture f;
@@ -1740,7 +1842,9 @@ Test(auditlog, allocation_failures_fail_cleanly_and_leave_a_valid_log)
     cr_assert_eq(ferry_auditlog_ref_token("opaque", 6, &c.ref), 0);
     before = ferry_auditlog_last_seq(c.log);
     runs = torture("append", op_append, &c, 0, nomem, 2);
-    cr_assert_gt(runs, 3);
+    /* An append allocates only inside OpenSSL's digest now (the record is built in a stack
+     * buffer); each of those allocations was made to fail. */
+    cr_assert_geq(runs, 1);
     /* Failed appends wrote nothing: one record per successful append. How many injected
      * failures an append absorbs (and so succeeds despite) depends on the libraries, not on
      * this log; at least the run without a failure succeeded. */
