@@ -1393,6 +1393,19 @@ Test(auditlog, token_like_values_and_oversize_fields_are_refused)
     memcpy(ref.sha256, "XYZ", 4);
     ref.jti[0] = '\0';
     cr_assert_eq(append_with(log, "t.x", "s", &ref, NULL), -FERRY_EMALFORMED);
+    /* The sha256 goes into the record unescaped, so only 64 lowercase hex digits pass. */
+    {
+        static const char *const bad_sha[] = {
+            "84D3F23DA9B5F51B3269566EFF05D3FB23607EEEF89567F9CD280B90CA0DBC5C",
+            "84d3f23da9b5f51b3269566eff05d3fb23607eeef89567f9cd280b90ca0dbc5",
+            "84d3f23da9b5f51b3269566eff05d3fb23607eeef89567f9cd280b90ca0dbc\"}",
+            "84d3f23da9b5f51b3269566eff05d3fb23607eeef89567f9cd280b90ca0dbc5g",
+        };
+        for (size_t i = 0; i < sizeof(bad_sha) / sizeof(bad_sha[0]); i++) {
+            snprintf(ref.sha256, sizeof(ref.sha256), "%s", bad_sha[i]);
+            cr_assert_eq(append_with(log, "t.x", "s", &ref, NULL), -FERRY_EMALFORMED, "%zu", i);
+        }
+    }
     /* Nothing was written, and the log still works. */
     cr_assert_eq(ferry_auditlog_last_seq(log), seq);
     /* Ordinary values that merely have dots are fine. */
