@@ -258,6 +258,12 @@ static int canon_string(struct cbuf *b, const char *s, size_t n)
     size_t i = 0, run = 0;
     int r;
 
+    /* Most strings need no escape at all: then one copy between quotes. */
+    while (i < n && canon_plain[p[i]])
+        i++;
+    if (i == n)
+        return cbuf_quoted(b, s, n);
+    run = i;
     if ((r = cbuf_append(b, "\"", 1)) < 0)
         return r;
     while (i < n) {
@@ -337,8 +343,10 @@ static int canon_int(struct cbuf *b, long long v)
 }
 
 /* `"name":` for a member name known to be plain ASCII that needs no escape (one of this
- * file's constants); a leading comma unless first. */
-static int canon_name(struct cbuf *b, const char *name, bool *first)
+ * file's constants); a leading comma unless first. Inlined, so that the length of the constant
+ * is known when compiling. */
+__attribute__((always_inline)) static inline int canon_name(struct cbuf *b, const char *name,
+                                                            bool *first)
 {
     char out[32];
     size_t n = strlen(name), o = 0;
