@@ -47,6 +47,15 @@
 /* A record being built: the longest line, less its hash member and newline, fits with room. */
 #define RECORD_MAX (FERRY_AUDITLOG_MAX_LINE + 128)
 #define TIME_PREFIX_LEN 20 /* "YYYY-MM-DDTHH:MM:SS." */
+/* An append builds its record on the stack in this many bytes (an exchange's record is about
+ * 1 KiB; the stack frame stays small enough for any thread and for perf's stack copies). */
+#define APPEND_STACK_BYTES 8192
+/* The most that record_finish_locked adds after the head: a string escapes to at most 6 bytes
+ * per byte (\u00XX), so subject and jti take at most 6 times their limits; 512 covers the
+ * fixed members, prev, seq, time, the sha256 and the hash. */
+#define FINISH_MAX                                                                                 \
+    (512 + 6 * (FERRY_AUDITLOG_SUBJECT_MAX + FERRY_AUDITLOG_JTI_MAX) + FERRY_AUDITLOG_TYPE_MAX)
+_Static_assert(APPEND_STACK_BYTES > FINISH_MAX + 1024, "room for an ordinary head");
 
 static const char *const decision_names[FERRY_AUDITLOG_DECISION_MAX] = {
     [FERRY_AUDITLOG_ALLOW] = "allow",
@@ -1574,9 +1583,11 @@ static int check_event(const ferry_auditlog_event *ev)
 FERRY_EXPORT int ferry_auditlog_append(ferry_auditlog *log, const ferry_auditlog_event *ev,
                                        uint64_t *ret_seq)
 {
-    /* The record is written into this stack buffer, its head before the lock is taken. */
-    char mem[RECORD_MAX + 1];
-    struct cbuf b;
+    /* The record is written into this stack buffer, its head before the lock is taken. A head
+     * that leaves less than FINISH_MAX free (so that the rest might not fit) is written again
+     * into a heap buffer of the full size: records that long are rare. */
+    char mem[APPEND_STACK_BYTES];
+    struct cbuf sb, heap = {0}, *b = &sb;
     uint64_t seq = 0;
     int r;
 
@@ -1585,17 +1596,25 @@ FERRY_EXPORT int ferry_auditlog_append(ferry_auditlog *log, const ferry_auditlog
     r = check_event(ev);
     if (r < 0)
         return r;
-    cbuf_init_fixed(&b, mem, sizeof(mem));
-    r = record_head(&b, NULL, ev->decision, ev->details, true);
-    if (r < 0)
+    cbuf_init_fixed(&sb, mem, sizeof(mem));
+    r = record_head(&sb, NULL, ev->decision, ev->details, true);
+    if (r == -E2BIG || (r == 0 && sb.max - sb.len < FINISH_MAX)) {
+        cbuf_init(&heap, RECORD_MAX);
+        b = &heap;
+        r = record_head(b, NULL, ev->decision, ev->details, true);
+    }
+    if (r < 0) {
+        cbuf_release(&heap);
         return r == -E2BIG ? -FERRY_ETOOBIG : r;
+    }
     pthread_mutex_lock(&log->lock);
-    r = record_finish_locked(log, &b, false, ev->subject, ev->token, ev->type,
+    r = record_finish_locked(log, b, false, ev->subject, ev->token, ev->type,
                              log->clock(log->clock_userdata));
     seq = log->seq;
     if (r == 0 && log->since_cp >= log->checkpoint_every)
         r = checkpoint_locked(log, false);
     pthread_mutex_unlock(&log->lock);
+    cbuf_release(&heap);
     if (r == 0 && ret_seq)
         *ret_seq = seq;
     return r;

@@ -508,11 +508,10 @@ Test(auditlog, records_are_byte_identical_to_the_reference_serialisation)
     ferry_auditlog_options o = opts_for(key, 0);
     ferry_auditlog *log = NULL;
     ferry_auditlog_token_ref ref, sha_only;
-    json_t *d = json_pack("{s:[b, b, n, i, {s:s, s:s}], s:s, s:{s:i, s:i, s:{s:s}}, s:I}", "zeta",
-                          1, 0, -7, "b", "x", "a", "y", "alpha",
-                          "tab\there \"q\" back\\slash \xc3\xa9 \xf0\x9f\x98\x80 \x01\x7f",
-                          "mid", "k3", 1, "k1", 2, "k2", "deep", "v", "num",
-                          (json_int_t)INT64_C(9007199254740993));
+    json_t *d = json_pack(
+        "{s:[b, b, n, i, {s:s, s:s}], s:s, s:{s:i, s:i, s:{s:s}}, s:I}", "zeta", 1, 0, -7, "b", "x",
+        "a", "y", "alpha", "tab\there \"q\" back\\slash \xc3\xa9 \xf0\x9f\x98\x80 \x01\x7f", "mid",
+        "k3", 1, "k1", 2, "k2", "deep", "v", "num", (json_int_t)INT64_C(9007199254740993));
     char err[512] = "", **lines;
     size_t n;
 
@@ -1313,6 +1312,77 @@ static int append_with(ferry_auditlog *log, const char *type, const char *subjec
     int r = ferry_auditlog_append(log, &ev, NULL);
     json_decref(details);
     return r;
+}
+
+/* details of n strings of len bytes each (a different letter per string) */
+static json_t *long_details(int n, size_t len)
+{
+    json_t *d = json_object();
+    char *v = malloc(len + 1);
+
+    cr_assert_not_null(v);
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        memset(v, 'a' + i, len);
+        v[len] = '\0';
+        snprintf(k, sizeof(k), "s%02d", i);
+        cr_assert_eq(json_object_set_new(d, k, json_string(v)), 0);
+    }
+    free(v);
+    return d;
+}
+
+/* An append builds its record in a stack buffer and moves to a heap buffer when the event is
+ * too long for it: records on either side of that boundary, and a subject whose escapes make
+ * the part after the details six times longer, are written whole and verify; a record over
+ * the line limit is still refused and leaves the log usable. */
+Test(auditlog, long_records_are_written_whole_or_refused)
+{
+    ferry_jwk *key = gen_key();
+    ferry_jwks *pub = pub_set(&key, 1);
+    ferry_auditlog *log = open_log(key, 0);
+    char ctl_subject[FERRY_AUDITLOG_SUBJECT_MAX + 1];
+    static const struct {
+        int n;
+        size_t len;
+        bool ctl;
+    } cases[] = {
+        {1, 10, true},   {3, 1000, false},  {3, 1000, true}, {4, 1000, false},
+        {5, 1000, true}, {14, 1000, false}, {9, 1000, true},
+    };
+    struct problems ps;
+    ferry_auditlog_report rep;
+    uint64_t seq = ferry_auditlog_last_seq(log);
+    char **lines;
+    size_t n;
+
+    memset(ctl_subject, '\x01', sizeof(ctl_subject) - 1);
+    ctl_subject[sizeof(ctl_subject) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *d = long_details(cases[i].n, cases[i].len);
+        json_t *parsed;
+        int r = append_with(log, "t.long", cases[i].ctl ? ctl_subject : "s", NULL, json_incref(d));
+        cr_assert_eq(r, 0, "case %zu: %s", i, ferry_strerror(r));
+        cr_assert_eq(ferry_auditlog_last_seq(log), ++seq);
+        lines = read_lines(path, &n);
+        parsed = parse_line(lines[n - 1]);
+        cr_assert(json_equal(json_object_get(parsed, "details"), d), "case %zu", i);
+        cr_assert_str_eq(json_string_value(json_object_get(parsed, "subject")),
+                         cases[i].ctl ? ctl_subject : "s");
+        json_decref(parsed);
+        free_lines(lines, n);
+        json_decref(d);
+    }
+    /* 16 KiB of details cannot fit in a line. */
+    cr_assert_eq(append_with(log, "t.long", "s", NULL, long_details(17, 1000)), -FERRY_ETOOBIG);
+    cr_assert_eq(append_with(log, "t.long", ctl_subject, NULL, long_details(13, 1000)),
+                 -FERRY_ETOOBIG);
+    cr_assert_eq(ferry_auditlog_last_seq(log), seq);
+    cr_assert_eq(append_with(log, "t.long", "s", NULL, NULL), 0);
+    cr_assert_eq(ferry_auditlog_close(log), 0);
+    cr_assert_eq(verify(path, pub, false, &ps, &rep), 0, "%s", rep.first_bad_reason);
+    ferry_jwks_unref(pub);
+    ferry_jwk_unref(key);
 }
 
 /* Which bytes continue a token-shaped run: every ASCII byte in the middle of a JWT-shaped
