@@ -159,10 +159,14 @@ static ferry_alg infer_alg(const ferry_jwk *k)
 
 /* ---- text checks and the JSON writer --------------------------------------------------- */
 
+/* Printable ASCII (0x20..0x7e): text ferry_text_ok accepts without decoding UTF-8. */
+static const bool printable_ascii[256] = {[0x20 ... 0x7e] = true};
+
 /* A required string: non-empty, at most max bytes, text_ok. Length in *ret_len. */
 static int check_str(const char *s, size_t max, size_t *ret_len)
 {
-    size_t len;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t len, i = 0;
 
     if (!s)
         return -EINVAL;
@@ -171,7 +175,9 @@ static int check_str(const char *s, size_t max, size_t *ret_len)
         return -EINVAL;
     if (len > max)
         return -FERRY_ETOOBIG;
-    if (!ferry_text_ok((const unsigned char *)s, len))
+    while (i < len && printable_ascii[p[i]])
+        i++;
+    if (i < len && !ferry_text_ok(p + i, len - i))
         return -EINVAL;
     *ret_len = len;
     return 0;
