@@ -108,6 +108,8 @@ struct req_ctx {
     size_t discarded; /* bytes of an oversized chunked body read and dropped */
     char *body;
     size_t body_len;
+    size_t body_cap;   /* bytes of body, not counting the NUL kept after them */
+    size_t body_hint;  /* Content-Length, 0 when absent (chunked) */
     int status;
     const char *outcome; /* static, from the response */
     char method[16];
@@ -668,6 +670,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 (unsigned long long)n > h->limits.max_body)
                 return send_simple(conn, rc, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request",
                                    "request body too large", "body: Content-Length over limit");
+            rc->body_hint = (size_t)n;
         }
         {
             /* Before any body byte is read: the handler may refuse now (rate limit). */
@@ -711,13 +714,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 free(rc->body);
                 rc->body = NULL;
                 rc->body_len = 0;
+                rc->body_cap = 0;
             }
             return MHD_YES;
         }
-        if (!rc->body) {
-            rc->body = malloc(h->limits.max_body + 1);
-            if (!rc->body)
+        if (rc->body_len + n > rc->body_cap) {
+            /* Sized by Content-Length when there is one; a chunked body grows by doubling (the
+             * old copy wiped, never left behind by realloc), never past max_body. */
+            size_t cap = rc->body_hint >= rc->body_len + n ? rc->body_hint : 2 * rc->body_cap;
+            char *nb;
+            if (cap < rc->body_len + n)
+                cap = rc->body_len + n;
+            if (cap < 1024)
+                cap = 1024;
+            if (cap > h->limits.max_body)
+                cap = h->limits.max_body;
+            nb = malloc(cap + 1);
+            if (!nb)
                 return MHD_NO;
+            if (rc->body) {
+                memcpy(nb, rc->body, rc->body_len);
+                ferry_wipe(rc->body, rc->body_len);
+                free(rc->body);
+            }
+            rc->body = nb;
+            rc->body_cap = cap;
         }
         memcpy(rc->body + rc->body_len, upload_data, n);
         rc->body_len += n;
