@@ -13,9 +13,10 @@
 #     the audit log holds exactly one record per exchange that ran, the metrics count two
 #     deferred requests and one refused;
 #   - with audit_log.sync "always" (an fdatasync per record), every exchange is deferred and
-#     still answered 200;
+#     still answered 200; a chunked body longer than the first body buffer is read whole;
 #   - limits.threads / workers / worker_queue out of range are configuration errors.
 # No assertion depends on timing: the gate and /metrics tell the test where each request is.
+import http.client
 import http.server
 import json
 import os
@@ -241,6 +242,27 @@ def sync_always(tap, d, key_a):
                "sync always: exchanges succeed, one record each", rs)
         tap.ok(metric(port, "ferryd_http_deferred_total") == 3,
                "sync always: every exchange ran on a worker (an fdatasync per record)")
+        # A chunked body in pieces, longer than the first buffer (1 KiB): it grows, and the
+        # exchange sees the whole body.
+        claims = ft.claims(ISS_A, AUD, sub="job-chunked", now=int(time.time()), lifetime=300)
+        claims["pad"] = "c" * 1500
+        tok = ft.make_token(key_a, alg="ES256", typ="JWT", claims=claims)
+        form_body = urllib.parse.urlencode([("grant_type", GRANT), ("subject_token", tok),
+                                            ("subject_token_type", JWT_TYPE),
+                                            ("audience", TARGET), ("scope", SCOPE)]).encode()
+        pieces = [form_body[i:i + 300] for i in range(0, len(form_body), 300)]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        try:
+            conn.request("POST", "/v1/token", body=iter(pieces), encode_chunked=True,
+                         headers={"Content-Type": FORM, "Transfer-Encoding": "chunked"})
+            resp = conn.getresponse()
+            status, doc = resp.status, json.loads(resp.read() or b"null")
+        finally:
+            conn.close()
+        tap.ok(len(form_body) > 2048 and status == 200 and "access_token" in (doc or {})
+               and records(audit)[-1].get("subject") == "job-chunked",
+               f"a chunked body of {len(form_body)} bytes in {len(pieces)} pieces is read whole",
+               (status, doc))
     finally:
         text = stop(proc, err)
     tap.ok(proc.returncode == 0, "ferryd (sync always) stops cleanly", text[-2000:])
