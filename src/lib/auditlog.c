@@ -538,7 +538,13 @@ static const bool jws_byte[256] = {
 static bool looks_like_jws(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
+    const char *dot;
     size_t i = 0;
+
+    /* Most strings are shorter than a run can be or hold fewer than two dots (memchr is
+     * vectorised): they cannot match, and the byte scan below is skipped. */
+    if (n < 24 || !(dot = memchr(s, '.', n)) || !memchr(dot + 1, '.', n - (size_t)(dot + 1 - s)))
+        return false;
 
     while (i < n) {
         size_t start, seg[3] = {0, 0, 0}, nseg = 0, cur = 0;
