@@ -2,10 +2,12 @@
 # a unix socket, starting and stopping a ferryd with its stderr in a file, waiting until it
 # answers, and reading its audit log.
 import http.client
+import http.server
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 
@@ -112,3 +114,49 @@ def records(audit, rtype="token.exchange"):
             if rec.get("type") == rtype:
                 out.append(rec)
     return out
+
+
+class JWKSServer:
+    """Serves one JSON document (a JWK Set) at any path over plain HTTP on loopback, in a
+    thread; counts requests. gated: every request is held until open() is called (arrived
+    is set when the first one is in), so a test can keep a key-set fetch in flight."""
+
+    def __init__(self, doc, gated=False):
+        outer = self
+        self.count = 0
+        self.gate = threading.Event()
+        self.arrived = threading.Event()
+        if not gated:
+            self.gate.set()
+        data = json.dumps(doc).encode()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.count += 1
+                outer.arrived.set()
+                outer.gate.wait(120)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def open(self):
+        self.gate.set()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.gate.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -31,7 +31,6 @@ import base64
 import contextlib
 import datetime
 import http.client
-import http.server
 import json
 import os
 import re
@@ -41,7 +40,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 
@@ -49,6 +47,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
 from ferrytest import b64u, jdump  # noqa: E402
+from ferrydtest import JWKSServer  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -254,39 +253,6 @@ def signed(key, alg, issuer, header=None, claims=None, **over):
 
 
 # ---- small loopback servers ------------------------------------------------------------------
-
-class JWKSServer:
-    """Serves one JSON document at any path over plain HTTP on loopback; counts requests."""
-
-    def __init__(self, doc):
-        outer = self
-        self.count = 0
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                outer.count += 1
-                data = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 def self_signed_cert(key):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])

@@ -17,7 +17,6 @@
 #   - limits.threads / workers / worker_queue out of range are configuration errors.
 # No assertion depends on timing: the gate and /metrics tell the test where each request is.
 import http.client
-import http.server
 import json
 import os
 import re
@@ -29,8 +28,8 @@ import urllib.parse
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
-from ferrydtest import (FERRYD_BIN, FORM, GRANT, JWT_TYPE, json_of, records,  # noqa: E402
-                        request, start, stop, wait_ready)
+from ferrydtest import (FERRYD_BIN, FORM, GRANT, JWT_TYPE, JWKSServer, json_of,  # noqa: E402
+                        records, request, start, stop, wait_ready)
 
 ISS_A = "https://idp-a.workers.test"
 ISS_B = "https://idp-b.workers.test"
@@ -38,49 +37,6 @@ AUD = "ferry"
 TARGET = "https://registry.workers.test"
 SCOPE = "models:read"
 WAIT = 30  # seconds any single wait for ferryd may take before the test gives up
-
-
-class GatedJWKS:
-    """Serves one JWK Set over plain HTTP on loopback, but holds every request until open()
-    is called. `arrived` is set when the first request is in."""
-
-    def __init__(self, doc):
-        outer = self
-        self.count = 0
-        self.gate = threading.Event()
-        self.arrived = threading.Event()
-        data = json.dumps(doc).encode()
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                outer.count += 1
-                outer.arrived.set()
-                outer.gate.wait(120)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def open(self):
-        self.gate.set()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.gate.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def exchange(port, token):
@@ -165,7 +121,7 @@ def setup(d, key_a, key_b, gated_port, audit, port, sync="batch"):
 
 
 def deferral(tap, d, key_a, key_b):
-    with GatedJWKS(ft.jwks(key_b)) as idp:
+    with JWKSServer(ft.jwks(key_b), gated=True) as idp:
         port = ft.free_port()
         audit = os.path.join(d, "audit.log")
         conf = setup(d, key_a, key_b, idp.port, audit, port)
