@@ -376,7 +376,7 @@ mem() {
 # heap PID ERRFILE : " heap_in_use=N heap_system=N" (bytes, all malloc arenas) from glibc's
 # malloc_stats(), called in the idle process through gdb; it prints to the process's stderr,
 # ERRFILE. Nothing when gdb is missing or the call fails. RSS alone cannot tell a leak from
-# fragmentation across malloc's per-thread arenas (ferryd runs a thread per connection).
+# fragmentation across malloc's per-thread arenas (ferryd ran a thread per connection before it moved to epoll event threads).
 heap() {
     command -v gdb >/dev/null || return 0
     local before
