@@ -376,7 +376,8 @@ mem() {
 # heap PID ERRFILE : " heap_in_use=N heap_system=N" (bytes, all malloc arenas) from glibc's
 # malloc_stats(), called in the idle process through gdb; it prints to the process's stderr,
 # ERRFILE. Nothing when gdb is missing or the call fails. RSS alone cannot tell a leak from
-# fragmentation across malloc's per-thread arenas (ferryd ran a thread per connection before it moved to epoll event threads).
+# fragmentation across malloc's per-thread arenas (ferryd's worker threads, and each event
+# thread, may each have one).
 heap() {
     command -v gdb >/dev/null || return 0
     local before
