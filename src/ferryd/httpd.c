@@ -386,6 +386,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         ferry_wipe(rc->body, rc->body_len);
         free(rc->body);
     }
+    if (rc->resp.body) {
+        /* A worker's answer the connection ended before sending (it may hold a token). */
+        if (rc->resp.wipe)
+            ferry_wipe(rc->resp.body, rc->resp.body_len);
+        free(rc->resp.body);
+    }
     free(rc->query);
     free(rc);
     atomic_fetch_sub(&h->inflight, 1);
@@ -412,6 +418,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *rc,
         if (resp->wipe && resp->body)
             ferry_wipe(resp->body, resp->body_len);
         free(resp->body);
+        resp->body = NULL; /* resp may be the request's own (rc->resp), freed again later */
         return MHD_NO;
     }
     ob->p = resp->body ? resp->body : strdup("");
@@ -781,7 +788,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     rc->resp = (ferryd_response){.status = MHD_HTTP_INTERNAL_SERVER_ERROR};
     h->handler(h->userdata, &rc->req, &rc->resp);
     if (rc->resp.defer) {
-        free(rc->resp.body);
+        free(rc->resp.body); /* a deferring route sets nothing else; dropped all the same */
+        rc->resp.body = NULL;
         return defer_request(h, conn, rc);
     }
     return send_response(conn, rc, &rc->resp);
