@@ -19,6 +19,7 @@ static const struct {
     { "keys", ferry_cmd_keys, "create, rotate and publish ferry's signing keys" },
     { "totp", ferry_cmd_totp, "enrol an account for TOTP step-up" },
     { "log", ferry_cmd_log, "verify the audit log's hash chain and checkpoints" },
+    { "secret", ferry_cmd_secret, "manage the sealed secret store; get a secret by reference" },
 };
 
 static void usage(FILE *f)

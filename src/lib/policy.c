@@ -211,7 +211,8 @@ struct ferry_policy_store {
  * secret: compared with strcmp). */
 #define STEP_UP_METHOD "totp"
 
-static const char *const secret_backends[] = { "vault", "azure-kv", "aws-sm", "gcp-sm", "file" };
+static const char *const secret_backends[] = { "vault", "azure-kv", "aws-sm", "aws-kms", "gcp-sm",
+                                               "file" };
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
@@ -830,7 +831,7 @@ static bool check_secret(struct lctx *c, unsigned line, const char *where, const
             break;
     if (!colon || i == ARRAY_SIZE(secret_backends)) {
         prob(c, line, "%s: secret \"%s\" must start with a backend name: vault:, azure-kv:, "
-                      "aws-sm:, gcp-sm: or file:", where, Q(s));
+                      "aws-sm:, aws-kms:, gcp-sm: or file:", where, Q(s));
         return false;
     }
     if (ferry_policy_glob_check(colon + 1, err, sizeof(err)) < 0) {

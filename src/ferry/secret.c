@@ -1,0 +1,395 @@
+/* ferry/secret.c - `ferry secret init | put | get | list | rm`: manage the sealed-file store
+ * (the file backend) and fetch a secret by reference.
+ *
+ * A value is read from stdin or --from-file, never from argv (any user sees argv in ps), and
+ * is written to stdout with write(2), not stdio, so no copy stays in a stdio buffer; every
+ * buffer that held it is wiped. Exit codes (src/ferry/ferry.h): 0 done, 1 refused (no such
+ * secret, store modified or sealed with another key), 2 usage or configuration (bad key file,
+ * a backend that is not available yet).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "basic/fileio.h"
+#include "basic/macro.h"
+#include "basic/mem.h"
+#include "ferry/error.h"
+#include "ferry/ferry.h"
+#include "ferry/secrets.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ferry secret init [OPTIONS]\n"
+            "       ferry secret put [OPTIONS] [--from-file PATH] NAME   (value on stdin)\n"
+            "       ferry secret get [OPTIONS] REF\n"
+            "       ferry secret list [OPTIONS]\n"
+            "       ferry secret rm [OPTIONS] NAME\n"
+            "\n"
+            "Manage the sealed secret store (AES-256-GCM under a 0600 key file) and read secrets\n"
+            "by reference (file:NAME; the other backends are served by ferryd). init creates the\n"
+            "key file; put reads the value from stdin or --from-file (never from the command\n"
+            "line) and stores it byte for byte; list prints names and versions, never values.\n"
+            "\n"
+            "  -d, --state-dir DIR   default directory of the store and key (" FERRY_STATEDIR ")\n"
+            "  -s, --store PATH      store file (default DIR/secrets.store)\n"
+            "  -k, --key PATH        key file (default DIR/secrets.key)\n"
+            "  -f, --from-file PATH  put: read the value from PATH instead of stdin\n"
+            "  -h, --help            this text\n"
+            "\n"
+            "Exit status: 0 done, 1 refused (no such secret, store modified or sealed with\n"
+            "another key), 2 usage or configuration error.\n");
+}
+
+typedef struct options {
+    const char *state_dir, *store, *key, *from_file;
+    char *store_buf, *key_buf;
+} options;
+
+static void options_release(options *o)
+{
+    free(o->store_buf);
+    free(o->key_buf);
+}
+
+/* Parse argv (argv[0] = the verb) leaving optind at the operands. Returns 0, 1 after --help,
+ * or -EINVAL (message printed). */
+static int parse_options(int argc, char **argv, options *o)
+{
+    static const struct option longopts[] = {
+        { "state-dir", required_argument, NULL, 'd' },
+        { "store", required_argument, NULL, 's' },
+        { "key", required_argument, NULL, 'k' },
+        { "from-file", required_argument, NULL, 'f' },
+        { "help", no_argument, NULL, 'h' },
+        {},
+    };
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+d:s:k:f:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            o->state_dir = optarg;
+            break;
+        case 's':
+            o->store = optarg;
+            break;
+        case 'k':
+            o->key = optarg;
+            break;
+        case 'f':
+            if (strcmp(argv[0], "put") != 0) {
+                fprintf(stderr, "ferry secret %s: --from-file is a put option\n", argv[0]);
+                return -EINVAL;
+            }
+            o->from_file = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return -EINVAL;
+        }
+    }
+    if (!o->state_dir)
+        o->state_dir = FERRY_STATEDIR;
+    if ((!o->store && asprintf(&o->store_buf, "%s/secrets.store", o->state_dir) < 0) ||
+        (!o->key && asprintf(&o->key_buf, "%s/secrets.key", o->state_dir) < 0)) {
+        fprintf(stderr, "ferry secret: out of memory\n");
+        return -ENOMEM;
+    }
+    if (!o->store)
+        o->store = o->store_buf;
+    if (!o->key)
+        o->key = o->key_buf;
+    return 0;
+}
+
+static int exit_for(int r)
+{
+    return r == -ENOENT || r == -FERRY_EBADSIG || r == -FERRY_EMALFORMED ? FERRY_EXIT_REFUSED
+                                                                          : FERRY_EXIT_USAGE;
+}
+
+/* Read the value from fd into a new locked value: at most FERRY_SECRET_VALUE_MAX bytes (one
+ * more is an error). read(2) straight into the locked pages, no stdio copy. */
+static int read_value(int fd, ferry_secret_value **ret)
+{
+    ferry_secret_value *v = NULL;
+    size_t have = 0;
+    int r;
+
+    r = ferry_secret_value_new(FERRY_SECRET_VALUE_MAX, &v);
+    if (r < 0)
+        return r;
+    for (;;) {
+        unsigned char extra;
+        ssize_t got;
+        if (have < FERRY_SECRET_VALUE_MAX)
+            got = read(fd, v->data + have, FERRY_SECRET_VALUE_MAX - have);
+        else
+            got = read(fd, &extra, 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            r = -errno;
+            break;
+        }
+        if (got == 0)
+            break;
+        if (have == FERRY_SECRET_VALUE_MAX) {
+            ferry_wipe(&extra, 1);
+            r = -FERRY_ETOOBIG;
+            break;
+        }
+        have += (size_t)got;
+    }
+    if (r < 0) {
+        ferry_secret_value_free(v);
+        return r;
+    }
+    v->len = have;
+    *ret = v;
+    return 0;
+}
+
+static int open_store(const options *o, const char *verb, ferry_secret_store **ret)
+{
+    char err[512];
+    int r = ferry_secret_store_open(o->store, o->key, ret, err, sizeof(err));
+
+    if (r < 0)
+        fprintf(stderr, "ferry secret %s: %s\n", verb, err[0] ? err : ferry_strerror(r));
+    return r;
+}
+
+static int cmd_init(const options *o)
+{
+    char err[512];
+    int r = ferry_secret_store_init_key(o->store, o->key, err, sizeof(err));
+
+    if (r < 0) {
+        fprintf(stderr, "ferry secret init: %s\n", err[0] ? err : ferry_strerror(r));
+        return r == -EEXIST ? FERRY_EXIT_REFUSED : FERRY_EXIT_USAGE;
+    }
+    fprintf(stderr, "ferry secret init: key created in %s (mode 0600); store %s\n", o->key,
+            o->store);
+    return FERRY_EXIT_OK;
+}
+
+static int cmd_put(const options *o, const char *name)
+{
+    ferry_secret_store *st = NULL;
+    ferry_secret_value *v = NULL;
+    uint64_t version = 0;
+    char err[512];
+    int fd = STDIN_FILENO, r, rc = FERRY_EXIT_USAGE;
+
+    if (ferry_secret_name_check(name, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ferry secret put: %s\n", err);
+        return FERRY_EXIT_USAGE;
+    }
+    if (open_store(o, "put", &st) < 0)
+        return FERRY_EXIT_USAGE;
+    if (o->from_file) {
+        struct stat sb;
+        fd = open(o->from_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+            fprintf(stderr, "ferry secret put: %s: %s\n", o->from_file,
+                    fd < 0 ? strerror(errno) : "not a regular file");
+            goto out;
+        }
+    } else if (isatty(STDIN_FILENO))
+        fprintf(stderr, "ferry secret put: reading the value from stdin (end with Ctrl-D)\n");
+    r = read_value(fd, &v);
+    if (r < 0) {
+        fprintf(stderr, "ferry secret put: cannot read the value: %s\n",
+                r == -FERRY_ETOOBIG ? "larger than 65536 bytes" : ferry_strerror(r));
+        goto out;
+    }
+    r = ferry_secret_store_put(st, name, v->data, v->len, &version, err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "ferry secret put: %s\n", err[0] ? err : ferry_strerror(r));
+        rc = exit_for(r);
+        goto out;
+    }
+    fprintf(stderr, "ferry secret put: %s version %" PRIu64 "\n", name, version);
+    rc = FERRY_EXIT_OK;
+out:
+    if (fd >= 0 && fd != STDIN_FILENO)
+        close(fd);
+    ferry_secret_value_free(v);
+    ferry_secret_store_free(st);
+    return rc;
+}
+
+static int cmd_get(const options *o, const char *ref)
+{
+    ferry_secrets *s = NULL;
+    ferry_secret_value *v = NULL;
+    ferry_secret_ref *parsed;
+    json_t *conf = NULL;
+    char err[768];
+    int r, rc = FERRY_EXIT_USAGE;
+
+    parsed = malloc(sizeof(*parsed));
+    if (!parsed)
+        return FERRY_EXIT_USAGE;
+    r = ferry_secret_ref_parse(ref, parsed, err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "ferry secret get: bad reference: %s\n", err);
+        goto out;
+    }
+    if (parsed->backend != FERRY_SECRET_FILE) {
+        fprintf(stderr, "ferry secret get: backend %s is not available yet (only file:)\n",
+                ferry_secret_backend_name(parsed->backend));
+        goto out;
+    }
+    conf = json_pack("{s:{s:s,s:s}}", "file", "store", o->store, "key", o->key);
+    if (!conf)
+        goto out;
+    r = ferry_secrets_new(conf, NULL, &s, err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "ferry secret get: %s\n", err[0] ? err : ferry_strerror(r));
+        goto out;
+    }
+    r = ferry_secrets_fetch(s, parsed->canonical, NULL, &v, err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "ferry secret get: %s\n", err[0] ? err : ferry_strerror(r));
+        rc = exit_for(r);
+        goto out;
+    }
+    r = fflush(stdout) == EOF ? -EIO : ferry_write_all(STDOUT_FILENO, v->data, v->len);
+    if (r < 0) {
+        fprintf(stderr, "ferry secret get: cannot write to stdout: %s\n", ferry_strerror(r));
+        goto out;
+    }
+    rc = FERRY_EXIT_OK;
+out:
+    ferry_secret_value_free(v);
+    ferry_secrets_free(s);
+    json_decref(conf);
+    free(parsed);
+    return rc;
+}
+
+static int cmd_list(const options *o)
+{
+    ferry_secret_store *st = NULL;
+    ferry_secret_entry_info *e = NULL;
+    size_t n = 0;
+    char err[512];
+    int r;
+
+    if (open_store(o, "list", &st) < 0)
+        return FERRY_EXIT_USAGE;
+    r = ferry_secret_store_list(st, &e, &n, err, sizeof(err));
+    ferry_secret_store_free(st);
+    if (r < 0) {
+        fprintf(stderr, "ferry secret list: %s\n", err[0] ? err : ferry_strerror(r));
+        return exit_for(r);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char when[32] = "?";
+        time_t t = (time_t)e[i].created;
+        struct tm tm;
+        if (gmtime_r(&t, &tm))
+            (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf("%s\t%" PRIu64 "\t%s\n", e[i].name, e[i].version, when);
+    }
+    free(e);
+    return fflush(stdout) == EOF ? FERRY_EXIT_USAGE : FERRY_EXIT_OK;
+}
+
+static int cmd_rm(const options *o, const char *name)
+{
+    ferry_secret_store *st = NULL;
+    char err[512];
+    int r;
+
+    if (open_store(o, "rm", &st) < 0)
+        return FERRY_EXIT_USAGE;
+    r = ferry_secret_store_rm(st, name, err, sizeof(err));
+    ferry_secret_store_free(st);
+    if (r < 0) {
+        fprintf(stderr, "ferry secret rm: %s\n", err[0] ? err : ferry_strerror(r));
+        return exit_for(r);
+    }
+    return FERRY_EXIT_OK;
+}
+
+int ferry_cmd_secret(int argc, char **argv)
+{
+    static const struct {
+        const char *verb;
+        int operands; /* 0 or 1 */
+    } verbs[] = { { "init", 0 }, { "put", 1 }, { "get", 1 }, { "list", 0 }, { "rm", 1 } };
+    options o = { 0 };
+    size_t i;
+    int r, rc;
+
+    if (argc < 2) {
+        usage(stderr);
+        return FERRY_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return FERRY_EXIT_OK;
+    }
+    for (i = 0; i < ARRAY_SIZE(verbs); i++)
+        if (strcmp(argv[1], verbs[i].verb) == 0)
+            break;
+    if (i == ARRAY_SIZE(verbs)) {
+        fprintf(stderr, "ferry secret: unknown subcommand '%s'\n", argv[1]);
+        usage(stderr);
+        return FERRY_EXIT_USAGE;
+    }
+    argc--, argv++;
+    r = parse_options(argc, argv, &o);
+    if (r != 0) {
+        options_release(&o);
+        return r > 0 ? FERRY_EXIT_OK : FERRY_EXIT_USAGE;
+    }
+    if (argc - optind != verbs[i].operands) {
+        fprintf(stderr, "ferry secret %s: expected %s%s\n", argv[0],
+                verbs[i].operands ? "exactly one operand" : "no operand",
+                i == 1 ? " (the value is read from stdin or --from-file, never from the command "
+                         "line)"
+                       : "");
+        options_release(&o);
+        return FERRY_EXIT_USAGE;
+    }
+    switch (i) {
+    case 0:
+        rc = cmd_init(&o);
+        break;
+    case 1:
+        rc = cmd_put(&o, argv[optind]);
+        break;
+    case 2:
+        rc = cmd_get(&o, argv[optind]);
+        break;
+    case 3:
+        rc = cmd_list(&o);
+        break;
+    default:
+        rc = cmd_rm(&o, argv[optind]);
+        break;
+    }
+    options_release(&o);
+    return rc;
+}

@@ -1,0 +1,46 @@
+/* lib/secrets/secrets-internal.h - the backend interface inside libferry (not installed).
+ *
+ * One struct ferry_secret_backend_ops per backend file (src/lib/secrets/file.c now; vault.c,
+ * azure_kv.c, aws.c, gcp_sm.c later), listed in the table in secrets.c. */
+#ifndef FERRY_SECRETS_INTERNAL_H
+#define FERRY_SECRETS_INTERNAL_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+#include "ferry/secrets.h"
+
+typedef struct ferry_secret_backend_ops {
+    const char *name;           /* as in references and in the configuration ("file") */
+    ferry_secret_backend id;
+    /* Open the backend from its configuration section conf (borrowed; may be NULL when the
+     * backend is configured by default) and env. *ret_state is the backend's own state. Must
+     * refuse unknown members. Returns 0 or a negative code with a reason in errbuf. */
+    int (*open)(const json_t *conf, const ferry_secrets_env *env, void **ret_state,
+                char *errbuf, size_t errlen);
+    /* Fetch ref (already parsed and of this backend) into a new value (ferry_secret_value_new
+     * then fill data, version, ttl_hint). ctx is the caller's opaque per-request context. May
+     * be called from several threads at once. The reason in errbuf never holds any value bytes
+     * nor the remote's raw error text. */
+    int (*fetch)(void *state, void *ctx, const ferry_secret_ref *ref, ferry_secret_value **ret,
+                 char *errbuf, size_t errlen);
+    void (*close)(void *state); /* accepts NULL */
+} ferry_secret_backend_ops;
+
+extern const ferry_secret_backend_ops ferry_secrets_file_backend;
+
+/* Test hook of the file store's write sequence (tests/unit/test_secrets.c): when set, called
+ * after each step of an atomic write with the step number below, so a test can kill the
+ * process there. Not exported from libferry.so (hidden visibility); reachable only by programs
+ * linked with libferry-internal. */
+enum {
+    FERRY_SECRET_STEP_TEMP_CREATED = 1,
+    FERRY_SECRET_STEP_PARTIAL_WRITE,
+    FERRY_SECRET_STEP_WRITTEN,
+    FERRY_SECRET_STEP_FSYNCED,
+    FERRY_SECRET_STEP_RENAMED,
+    FERRY_SECRET_STEP_DIR_FSYNCED,
+};
+extern void (*ferry_secrets_file_write_hook)(int step);
+
+#endif
