@@ -403,7 +403,7 @@ static int canon_header(const char *name, const char *value, size_t order, chdr 
         return -FERRY_ETOOBIG;
     }
     out->name = malloc(nl + 1);
-    out->value = malloc(vl + 1);
+    out->value = calloc(vl + 1, 1); /* zeroed: always terminated, even after an error */
     if (!out->name || !out->value)
         return -ENOMEM;
     for (size_t i = 0; i < nl; i++) {
