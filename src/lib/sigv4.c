@@ -9,14 +9,16 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include "basic/buf.h"
 #include "basic/macro.h"
@@ -214,48 +216,86 @@ FERRY_EXPORT int ferry_sigv4_parse_date(const char *s, int64_t *ret)
 
 /* ---- crypto --------------------------------------------------------------------------- */
 
+/* Fetching an algorithm walks the provider store under a lock, and HMAC's digest parameter
+ * fetches SHA-256 again on every EVP_MAC_init that carries it: so SHA-256, HMAC and an HMAC
+ * context with its digest set are made once per process (reachable until exit, not leaked);
+ * a signing duplicates that context and re-keys it for each step of the chain. */
+static EVP_MD *sha256_md;
+static EVP_MAC *hmac_alg;
+static EVP_MAC_CTX *hmac_template;
+static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
+
+static void crypto_init(void)
+{
+    OSSL_PARAM p[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (hmac_alg)
+        hmac_template = EVP_MAC_CTX_new(hmac_alg);
+    if (hmac_template && !EVP_MAC_CTX_set_params(hmac_template, p)) {
+        EVP_MAC_CTX_free(hmac_template);
+        hmac_template = NULL;
+    }
+}
+
+static bool crypto_ready(void)
+{
+    return pthread_once(&crypto_once, crypto_init) == 0 && sha256_md && hmac_template;
+}
+
 static int sha256_hex(const void *p, size_t n, char out[65])
 {
     unsigned char md[32];
     unsigned mdlen = 0;
 
-    if (!EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+    if (!crypto_ready() || !EVP_Digest(p, n, md, &mdlen, sha256_md, NULL) || mdlen != 32)
         return -FERRY_ECRYPTO;
     hex_lower(md, 32, out);
     return 0;
 }
 
-static int hmac(const void *key, size_t klen, const void *msg, size_t mlen, unsigned char out[32])
+static int hmac(EVP_MAC_CTX *ctx, const void *key, size_t klen, const void *msg, size_t mlen,
+                unsigned char out[32])
 {
-    unsigned outlen = 0;
+    size_t outlen = 0;
 
-    if (!HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &outlen) || outlen != 32)
+    if (!EVP_MAC_init(ctx, key, klen, NULL) || !EVP_MAC_update(ctx, msg, mlen) ||
+        !EVP_MAC_final(ctx, out, &outlen, 32) || outlen != 32)
         return -FERRY_ECRYPTO;
     return 0;
 }
 
-/* signature = HMAC(kSigning, sts) with kSigning derived from the secret; every key wiped. */
+/* signature = HMAC(kSigning, sts) with kSigning derived from the secret; every key wiped (the
+ * context's own copy of the last key with it, by EVP_MAC_CTX_free). */
 static int derive_and_sign(const char *secret, const char *date8, const char *region,
                            const char *service, const char *sts, size_t sts_len, char out[65])
 {
     unsigned char ksecret[4 + FERRY_SIGV4_MAX_SECRET], k1[32], k2[32];
     unsigned char sig[32];
     size_t slen = strlen(secret);
+    EVP_MAC_CTX *ctx;
     int r;
 
+    if (!crypto_ready() || !(ctx = EVP_MAC_CTX_dup(hmac_template)))
+        return -FERRY_ECRYPTO;
     memcpy(ksecret, "AWS4", 4);
     memcpy(ksecret + 4, secret, slen);
-    r = hmac(ksecret, 4 + slen, date8, 8, k1);
+    r = hmac(ctx, ksecret, 4 + slen, date8, 8, k1);
     if (r >= 0)
-        r = hmac(k1, 32, region, strlen(region), k2);
+        r = hmac(ctx, k1, 32, region, strlen(region), k2);
     if (r >= 0)
-        r = hmac(k2, 32, service, strlen(service), k1);
+        r = hmac(ctx, k2, 32, service, strlen(service), k1);
     if (r >= 0)
-        r = hmac(k1, 32, "aws4_request", 12, k2);
+        r = hmac(ctx, k1, 32, "aws4_request", 12, k2);
     if (r >= 0)
-        r = hmac(k2, 32, sts, sts_len, sig);
+        r = hmac(ctx, k2, 32, sts, sts_len, sig);
     if (r >= 0)
         hex_lower(sig, 32, out);
+    EVP_MAC_CTX_free(ctx);
     ferry_wipe(ksecret, sizeof(ksecret));
     ferry_wipe(k1, sizeof(k1));
     ferry_wipe(k2, sizeof(k2));
@@ -1096,6 +1136,8 @@ nomem:
         r = -ENOMEM;
     }
 out:
+    if (r < 0 && errbuf && errlen && !errbuf[0])
+        seterr(errbuf, errlen, "sigv4: %s", ferry_strerror(r));
     ferry_wipe(sig, sizeof(sig));
     for (size_t i = 0; hd && i < nh; i++) {
         free(hd[i].name);
