@@ -32,11 +32,11 @@
 extern "C" {
 #endif
 
-#define FERRY_SECRET_REF_MAX 1024     /* bytes of a whole reference */
-#define FERRY_SECRET_PART_MAX 255     /* bytes of a mount, vault, project, field, version */
-#define FERRY_SECRET_NAME_MAX 255     /* bytes of a file-backend entry name */
-#define FERRY_SECRET_VALUE_MAX 65536  /* bytes of one secret value (every backend) */
-#define FERRY_SECRET_VERSION_MAX 127  /* bytes of a version string in a value */
+#define FERRY_SECRET_REF_MAX 1024    /* bytes of a whole reference */
+#define FERRY_SECRET_PART_MAX 255    /* bytes of a mount, vault, project, field, version */
+#define FERRY_SECRET_NAME_MAX 255    /* bytes of a file-backend entry name */
+#define FERRY_SECRET_VALUE_MAX 65536 /* bytes of one secret value (every backend) */
+#define FERRY_SECRET_VERSION_MAX 127 /* bytes of a version string in a value */
 
 typedef enum ferry_secret_backend {
     FERRY_SECRET_VAULT = 1,
@@ -165,8 +165,8 @@ int ferry_secret_store_init_key(const char *store_path, const char *key_path, ch
  * with no group or other permission bits; otherwise -EPERM / -FERRY_EMALFORMED / -errno with a
  * reason. The store file itself is read by each operation. *ret is new (free with
  * ferry_secret_store_free). */
-int ferry_secret_store_open(const char *store_path, const char *key_path,
-                            ferry_secret_store **ret, char *errbuf, size_t errlen);
+int ferry_secret_store_open(const char *store_path, const char *key_path, ferry_secret_store **ret,
+                            char *errbuf, size_t errlen);
 void ferry_secret_store_free(ferry_secret_store *st); /* accepts NULL; wipes the key */
 
 /* Store value (len bytes, 1..FERRY_SECRET_VALUE_MAX, borrowed) under name, replacing any
@@ -174,8 +174,8 @@ void ferry_secret_store_free(ferry_secret_store *st); /* accepts NULL; wipes the
  * and renamed over the old one; writers serialise on a lock file. *ret_version (optional) is
  * the entry's new version. Returns 0, -FERRY_EMALFORMED (bad name or store), -FERRY_ETOOBIG,
  * -FERRY_EBADSIG (store modified or sealed with another key) or -errno. */
-int ferry_secret_store_put(ferry_secret_store *st, const char *name, const void *value,
-                           size_t len, uint64_t *ret_version, char *errbuf, size_t errlen);
+int ferry_secret_store_put(ferry_secret_store *st, const char *name, const void *value, size_t len,
+                           uint64_t *ret_version, char *errbuf, size_t errlen);
 /* The value of name as a new locked value (version = decimal entry version). -ENOENT when
  * absent; other errors as put. */
 int ferry_secret_store_get(ferry_secret_store *st, const char *name, ferry_secret_value **ret,
@@ -184,8 +184,8 @@ int ferry_secret_store_get(ferry_secret_store *st, const char *name, ferry_secre
 int ferry_secret_store_rm(ferry_secret_store *st, const char *name, char *errbuf, size_t errlen);
 /* The entries, sorted by name, as a new array (free()) of *ret_n infos (NULL when empty). The
  * whole store is authenticated first. */
-int ferry_secret_store_list(ferry_secret_store *st, ferry_secret_entry_info **ret,
-                            size_t *ret_n, char *errbuf, size_t errlen);
+int ferry_secret_store_list(ferry_secret_store *st, ferry_secret_entry_info **ret, size_t *ret_n,
+                            char *errbuf, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -69,11 +69,11 @@ static void options_release(options *o)
 static int parse_options(int argc, char **argv, options *o)
 {
     static const struct option longopts[] = {
-        { "state-dir", required_argument, NULL, 'd' },
-        { "store", required_argument, NULL, 's' },
-        { "key", required_argument, NULL, 'k' },
-        { "from-file", required_argument, NULL, 'f' },
-        { "help", no_argument, NULL, 'h' },
+        {"state-dir", required_argument, NULL, 'd'},
+        {"store", required_argument, NULL, 's'},
+        {"key", required_argument, NULL, 'k'},
+        {"from-file", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
         {},
     };
     int c;
@@ -122,7 +122,7 @@ static int parse_options(int argc, char **argv, options *o)
 static int exit_for(int r)
 {
     return r == -ENOENT || r == -FERRY_EBADSIG || r == -FERRY_EMALFORMED ? FERRY_EXIT_REFUSED
-                                                                          : FERRY_EXIT_USAGE;
+                                                                         : FERRY_EXIT_USAGE;
 }
 
 /* Read the value from fd into a new locked value: at most FERRY_SECRET_VALUE_MAX bytes (one
@@ -337,8 +337,8 @@ int ferry_cmd_secret(int argc, char **argv)
     static const struct {
         const char *verb;
         int operands; /* 0 or 1 */
-    } verbs[] = { { "init", 0 }, { "put", 1 }, { "get", 1 }, { "list", 0 }, { "rm", 1 } };
-    options o = { 0 };
+    } verbs[] = {{"init", 0}, {"put", 1}, {"get", 1}, {"list", 0}, {"rm", 1}};
+    options o = {0};
     size_t i;
     int r, rc;
 

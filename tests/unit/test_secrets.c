@@ -28,32 +28,31 @@ static const struct valid_case {
     ferry_secret_backend backend;
     const char *scope, *name, *field, *version, *stage;
 } valid[] = {
-    { "vault:kv/ml/wandb#api_key", NULL, FERRY_SECRET_VAULT, "kv", "ml/wandb", "api_key", "", "" },
-    { "vault:secret/a.b/c-d/e_f@g+h=i#x.y-z?version=12", NULL, FERRY_SECRET_VAULT, "secret",
-      "a.b/c-d/e_f@g+h=i", "x.y-z", "12", "" },
-    { "azure-kv:my-vault1/db-password", NULL, FERRY_SECRET_AZURE_KV, "my-vault1", "db-password",
-      "", "", "" },
-    { "azure-kv:My-Vault1/DB-Password/0123456789ABCDEF0123456789abcdef",
-      "azure-kv:my-vault1/db-password/0123456789abcdef0123456789abcdef", FERRY_SECRET_AZURE_KV,
-      "my-vault1", "db-password", "", "0123456789abcdef0123456789abcdef", "" },
-    { "aws-sm:prod/ml/token", NULL, FERRY_SECRET_AWS_SM, "", "prod/ml/token", "", "", "" },
-    { "aws-sm:prod/db#password?version-stage=AWSPREVIOUS", NULL, FERRY_SECRET_AWS_SM, "",
-      "prod/db", "password", "", "AWSPREVIOUS" },
-    { "aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf#user"
-      "?version-id=EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE",
-      NULL, FERRY_SECRET_AWS_SM, "",
-      "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf", "user",
-      "EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE", "" },
-    { "aws-kms:file:wrapped/dataset-key", NULL, FERRY_SECRET_AWS_KMS, "file",
-      "wrapped/dataset-key", "", "", "" },
-    { "aws-kms:b64:AQIDBAUGBwg=", NULL, FERRY_SECRET_AWS_KMS, "b64", "AQIDBAUGBwg=", "", "", "" },
-    { "gcp-sm:projects/my-project-1/secrets/hf_token/versions/latest", NULL, FERRY_SECRET_GCP_SM,
-      "my-project-1", "hf_token", "", "latest", "" },
-    { "gcp-sm:projects/123456789012/secrets/x-y/versions/7", NULL, FERRY_SECRET_GCP_SM,
-      "123456789012", "x-y", "", "7", "" },
-    { "file:wandb", NULL, FERRY_SECRET_FILE, "", "wandb", "", "", "" },
-    { "file:ml/team-a/hf.token_1", NULL, FERRY_SECRET_FILE, "", "ml/team-a/hf.token_1", "", "",
-      "" },
+    {"vault:kv/ml/wandb#api_key", NULL, FERRY_SECRET_VAULT, "kv", "ml/wandb", "api_key", "", ""},
+    {"vault:secret/a.b/c-d/e_f@g+h=i#x.y-z?version=12", NULL, FERRY_SECRET_VAULT, "secret",
+     "a.b/c-d/e_f@g+h=i", "x.y-z", "12", ""},
+    {"azure-kv:my-vault1/db-password", NULL, FERRY_SECRET_AZURE_KV, "my-vault1", "db-password", "",
+     "", ""},
+    {"azure-kv:My-Vault1/DB-Password/0123456789ABCDEF0123456789abcdef",
+     "azure-kv:my-vault1/db-password/0123456789abcdef0123456789abcdef", FERRY_SECRET_AZURE_KV,
+     "my-vault1", "db-password", "", "0123456789abcdef0123456789abcdef", ""},
+    {"aws-sm:prod/ml/token", NULL, FERRY_SECRET_AWS_SM, "", "prod/ml/token", "", "", ""},
+    {"aws-sm:prod/db#password?version-stage=AWSPREVIOUS", NULL, FERRY_SECRET_AWS_SM, "", "prod/db",
+     "password", "", "AWSPREVIOUS"},
+    {"aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf#user"
+     "?version-id=EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE",
+     NULL, FERRY_SECRET_AWS_SM, "",
+     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf", "user",
+     "EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE", ""},
+    {"aws-kms:file:wrapped/dataset-key", NULL, FERRY_SECRET_AWS_KMS, "file", "wrapped/dataset-key",
+     "", "", ""},
+    {"aws-kms:b64:AQIDBAUGBwg=", NULL, FERRY_SECRET_AWS_KMS, "b64", "AQIDBAUGBwg=", "", "", ""},
+    {"gcp-sm:projects/my-project-1/secrets/hf_token/versions/latest", NULL, FERRY_SECRET_GCP_SM,
+     "my-project-1", "hf_token", "", "latest", ""},
+    {"gcp-sm:projects/123456789012/secrets/x-y/versions/7", NULL, FERRY_SECRET_GCP_SM,
+     "123456789012", "x-y", "", "7", ""},
+    {"file:wandb", NULL, FERRY_SECRET_FILE, "", "wandb", "", "", ""},
+    {"file:ml/team-a/hf.token_1", NULL, FERRY_SECRET_FILE, "", "ml/team-a/hf.token_1", "", "", ""},
 };
 
 Test(secret_ref, valid_forms)
@@ -83,80 +82,80 @@ Test(secret_ref, valid_forms)
 static const struct {
     const char *in, *reason;
 } malformed[] = {
-    { "", "backend" },
-    { "wandb", "backend" },
-    { "ssm:/x", "backend" },
-    { "Vault:kv/x#f", "backend" },
-    { "vault:kv/x", "missing \"#<field>\"" },
-    { "vault:kv#f", "<mount>/<path>" },
-    { "vault:/x#f", "vault: mount: empty" },
-    { "vault:../x#f", "vault: mount: \"..\"" },
-    { "vault:.#f", "<mount>/<path>" },
-    { "vault:kv/a/../b#f", "vault: path: segment \"..\"" },
-    { "vault:kv/./b#f", "vault: path: segment \".\"" },
-    { "vault:kv/a//b#f", "vault: path: empty segment" },
-    { "vault:kv/a/#f", "vault: path: empty segment" },
-    { "vault:kv/a%2fb#f", "percent-escapes" },
-    { "vault:kv/%2e%2e/b#f", "percent-escapes" },
-    { "vault:kv/a b#f", "vault: path: character ' '" },
-    { "vault:kv/a\tb#f", "byte 0x09" },
-    { "vault:kv/a\x7f#f", "byte 0x7f" },
-    { "vault:kv/\xc3\xa9#f", "byte 0xc3" },
-    { "vault:kv/a!#f", "vault: path: character '!'" },
-    { "vault:kv/a#", "vault: field: empty" },
-    { "vault:kv/a#f/g", "vault: field: character '/'" },
-    { "vault:kv/a#f?version=0", "vault: version" },
-    { "vault:kv/a#f?version=01", "vault: version" },
-    { "vault:kv/a#f?version=2147483648", "vault: version" },
-    { "vault:kv/a#f?version=", "vault: version" },
-    { "vault:kv/a#f?ver=1", "?version=<N>" },
-    { "vault:kv/a?version=1#f", "vault: path: character '?'" },
-    { "azure-kv:vault", "<vault>/<name>" },
-    { "azure-kv:ab/name", "azure-kv: vault: 3-24" },
-    { "azure-kv:1vault/name", "azure-kv: vault: 3-24" },
-    { "azure-kv:my--vault/name", "azure-kv: vault: 3-24" },
-    { "azure-kv:vault-/name", "azure-kv: vault: 3-24" },
-    { "azure-kv:abcdefghijklmnopqrstuvwxy/name", "azure-kv: vault: longer than 24" },
-    { "azure-kv:my_vault/name", "azure-kv: vault: character '_'" },
-    { "azure-kv:vault/na_me", "azure-kv: name: character '_'" },
-    { "azure-kv:vault/", "azure-kv: name: empty" },
-    { "azure-kv:vault/name/123", "azure-kv: version: must be 32" },
-    { "azure-kv:vault/name/0123456789abcdef0123456789abcdeg", "azure-kv: version" },
-    { "azure-kv:vault/name/v/extra", "azure-kv: version" },
-    { "aws-sm:", "aws-sm: name: empty" },
-    { "aws-sm:a b", "aws-sm: name: character ' '" },
-    { "aws-sm:a~b", "aws-sm: name: character '~'" },
-    { "aws-sm:x?version-id=1#k", "goes before" },
-    { "aws-sm:x?version=1", "version-id=<id>" },
-    { "aws-sm:x?version-stage=", "aws-sm: version-stage: empty" },
-    { "aws-sm:x#", "aws-sm: json-key: empty" },
-    { "aws-sm:arn:aws:s3:eu-west-1:123456789012:secret:x", "ARN service" },
-    { "aws-sm:arn:aws:secretsmanager:eu-west-1:1234:secret:x", "ARN account" },
-    { "aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:key:x", "ARN resource" },
-    { "aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:", "ARN secret name: empty" },
-    { "aws-kms:", "aws-kms: the ciphertext" },
-    { "aws-kms:s3:x", "aws-kms: the ciphertext" },
-    { "aws-kms:file:../x", "aws-kms: ciphertext file entry" },
-    { "aws-kms:b64:AQID", "aws-kms:" /* fine length, checked below as valid */ },
-    { "aws-kms:b64:AQI", "multiple of 4" },
-    { "aws-kms:b64:A=QI", "'=' only as final padding" },
-    { "aws-kms:b64:AQ-_", "character '-'" },
-    { "gcp-sm:my-project/secrets/s/versions/1", "expected projects/" },
-    { "gcp-sm:projects/my-project/secret/s/versions/1", "expected projects/" },
-    { "gcp-sm:projects/my-project/secrets/s/version/1", "expected projects/" },
-    { "gcp-sm:projects/My-Project/secrets/s/versions/1", "gcp-sm: project" },
-    { "gcp-sm:projects/short/secrets/s/versions/1", "gcp-sm: project" },
-    { "gcp-sm:projects/0123/secrets/s/versions/1", "gcp-sm: project" },
-    { "gcp-sm:projects/my-project/secrets/s.x/versions/1", "gcp-sm: secret: character '.'" },
-    { "gcp-sm:projects/my-project/secrets/s/versions/0", "gcp-sm: version" },
-    { "gcp-sm:projects/my-project/secrets/s/versions/Latest", "gcp-sm: version" },
-    { "gcp-sm:projects/my-project/secrets/s/versions/1/x", "gcp-sm: version" },
-    { "file:", "file: name: empty" },
-    { "file:/etc/passwd", "file: name: empty segment" },
-    { "file:a/../../b", "segment \"..\"" },
-    { "file:.", "segment \".\"" },
-    { "file:a:b", "file: name: character ':'" },
-    { "file:a#b", "file: name: character '#'" },
+    {"", "backend"},
+    {"wandb", "backend"},
+    {"ssm:/x", "backend"},
+    {"Vault:kv/x#f", "backend"},
+    {"vault:kv/x", "missing \"#<field>\""},
+    {"vault:kv#f", "<mount>/<path>"},
+    {"vault:/x#f", "vault: mount: empty"},
+    {"vault:../x#f", "vault: mount: \"..\""},
+    {"vault:.#f", "<mount>/<path>"},
+    {"vault:kv/a/../b#f", "vault: path: segment \"..\""},
+    {"vault:kv/./b#f", "vault: path: segment \".\""},
+    {"vault:kv/a//b#f", "vault: path: empty segment"},
+    {"vault:kv/a/#f", "vault: path: empty segment"},
+    {"vault:kv/a%2fb#f", "percent-escapes"},
+    {"vault:kv/%2e%2e/b#f", "percent-escapes"},
+    {"vault:kv/a b#f", "vault: path: character ' '"},
+    {"vault:kv/a\tb#f", "byte 0x09"},
+    {"vault:kv/a\x7f#f", "byte 0x7f"},
+    {"vault:kv/\xc3\xa9#f", "byte 0xc3"},
+    {"vault:kv/a!#f", "vault: path: character '!'"},
+    {"vault:kv/a#", "vault: field: empty"},
+    {"vault:kv/a#f/g", "vault: field: character '/'"},
+    {"vault:kv/a#f?version=0", "vault: version"},
+    {"vault:kv/a#f?version=01", "vault: version"},
+    {"vault:kv/a#f?version=2147483648", "vault: version"},
+    {"vault:kv/a#f?version=", "vault: version"},
+    {"vault:kv/a#f?ver=1", "?version=<N>"},
+    {"vault:kv/a?version=1#f", "vault: path: character '?'"},
+    {"azure-kv:vault", "<vault>/<name>"},
+    {"azure-kv:ab/name", "azure-kv: vault: 3-24"},
+    {"azure-kv:1vault/name", "azure-kv: vault: 3-24"},
+    {"azure-kv:my--vault/name", "azure-kv: vault: 3-24"},
+    {"azure-kv:vault-/name", "azure-kv: vault: 3-24"},
+    {"azure-kv:abcdefghijklmnopqrstuvwxy/name", "azure-kv: vault: longer than 24"},
+    {"azure-kv:my_vault/name", "azure-kv: vault: character '_'"},
+    {"azure-kv:vault/na_me", "azure-kv: name: character '_'"},
+    {"azure-kv:vault/", "azure-kv: name: empty"},
+    {"azure-kv:vault/name/123", "azure-kv: version: must be 32"},
+    {"azure-kv:vault/name/0123456789abcdef0123456789abcdeg", "azure-kv: version"},
+    {"azure-kv:vault/name/v/extra", "azure-kv: version"},
+    {"aws-sm:", "aws-sm: name: empty"},
+    {"aws-sm:a b", "aws-sm: name: character ' '"},
+    {"aws-sm:a~b", "aws-sm: name: character '~'"},
+    {"aws-sm:x?version-id=1#k", "goes before"},
+    {"aws-sm:x?version=1", "version-id=<id>"},
+    {"aws-sm:x?version-stage=", "aws-sm: version-stage: empty"},
+    {"aws-sm:x#", "aws-sm: json-key: empty"},
+    {"aws-sm:arn:aws:s3:eu-west-1:123456789012:secret:x", "ARN service"},
+    {"aws-sm:arn:aws:secretsmanager:eu-west-1:1234:secret:x", "ARN account"},
+    {"aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:key:x", "ARN resource"},
+    {"aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:", "ARN secret name: empty"},
+    {"aws-kms:", "aws-kms: the ciphertext"},
+    {"aws-kms:s3:x", "aws-kms: the ciphertext"},
+    {"aws-kms:file:../x", "aws-kms: ciphertext file entry"},
+    {"aws-kms:b64:AQID", "aws-kms:" /* fine length, checked below as valid */},
+    {"aws-kms:b64:AQI", "multiple of 4"},
+    {"aws-kms:b64:A=QI", "'=' only as final padding"},
+    {"aws-kms:b64:AQ-_", "character '-'"},
+    {"gcp-sm:my-project/secrets/s/versions/1", "expected projects/"},
+    {"gcp-sm:projects/my-project/secret/s/versions/1", "expected projects/"},
+    {"gcp-sm:projects/my-project/secrets/s/version/1", "expected projects/"},
+    {"gcp-sm:projects/My-Project/secrets/s/versions/1", "gcp-sm: project"},
+    {"gcp-sm:projects/short/secrets/s/versions/1", "gcp-sm: project"},
+    {"gcp-sm:projects/0123/secrets/s/versions/1", "gcp-sm: project"},
+    {"gcp-sm:projects/my-project/secrets/s.x/versions/1", "gcp-sm: secret: character '.'"},
+    {"gcp-sm:projects/my-project/secrets/s/versions/0", "gcp-sm: version"},
+    {"gcp-sm:projects/my-project/secrets/s/versions/Latest", "gcp-sm: version"},
+    {"gcp-sm:projects/my-project/secrets/s/versions/1/x", "gcp-sm: version"},
+    {"file:", "file: name: empty"},
+    {"file:/etc/passwd", "file: name: empty segment"},
+    {"file:a/../../b", "segment \"..\""},
+    {"file:.", "segment \".\""},
+    {"file:a:b", "file: name: character ':'"},
+    {"file:a#b", "file: name: character '#'"},
 };
 
 Test(secret_ref, malformed_refused_with_reason)
@@ -212,13 +211,13 @@ static bool granted(const char *ref, const char *const *pats, size_t n)
 
 Test(secret_ref, grants_match_canonical_form)
 {
-    const char *ml[] = { "vault:kv/ml/*" };
-    const char *exact[] = { "vault:kv/ml/wandb#api_key" };
-    const char *pinned[] = { "vault:kv/ml/wandb#api_key?version=2" };
-    const char *az[] = { "azure-kv:Team-Vault/DB-*" };
-    const char *file_pat[] = { "file:ml/*" };
-    const char *bad[] = { "file:**", "vault:kv/[x]#f" };
-    const char *gcp[] = { "gcp-sm:projects/p-123456/secrets/hf/versions/latest" };
+    const char *ml[] = {"vault:kv/ml/*"};
+    const char *exact[] = {"vault:kv/ml/wandb#api_key"};
+    const char *pinned[] = {"vault:kv/ml/wandb#api_key?version=2"};
+    const char *az[] = {"azure-kv:Team-Vault/DB-*"};
+    const char *file_pat[] = {"file:ml/*"};
+    const char *bad[] = {"file:**", "vault:kv/[x]#f"};
+    const char *gcp[] = {"gcp-sm:projects/p-123456/secrets/hf/versions/latest"};
 
     cr_assert(granted("vault:kv/ml/wandb#api_key", ml, 1));
     cr_assert(granted("vault:kv/ml/a/b#c?version=9", ml, 1));
@@ -315,8 +314,8 @@ static void put_ok(ferry_secret_store *st, const char *name, const char *value, 
 {
     char err[256];
 
-    cr_assert_eq(ferry_secret_store_put(st, name, value, strlen(value), ver, err, sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(ferry_secret_store_put(st, name, value, strlen(value), ver, err, sizeof(err)), 0,
+                 "%s", err);
 }
 
 /* The value of name, or NULL with *ret_rc the error. */
@@ -455,17 +454,17 @@ Test(secret_store, limits_and_names)
     fx_init(&f);
     st = open_ok(&f);
     memset(big, 'v', FERRY_SECRET_VALUE_MAX + 1);
-    cr_assert_eq(ferry_secret_store_put(st, "big", big, FERRY_SECRET_VALUE_MAX + 1, NULL, err,
-                                        sizeof(err)),
-                 -FERRY_ETOOBIG);
+    cr_assert_eq(
+        ferry_secret_store_put(st, "big", big, FERRY_SECRET_VALUE_MAX + 1, NULL, err, sizeof(err)),
+        -FERRY_ETOOBIG);
     cr_assert(strstr(err, "larger than 65536"));
-    cr_assert_eq(ferry_secret_store_put(st, "big", big, FERRY_SECRET_VALUE_MAX, NULL, err,
-                                        sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(
+        ferry_secret_store_put(st, "big", big, FERRY_SECRET_VALUE_MAX, NULL, err, sizeof(err)), 0,
+        "%s", err);
     cr_assert_eq(ferry_secret_store_put(st, "empty", "", 0, NULL, err, sizeof(err)),
                  -FERRY_EMALFORMED);
     cr_assert(strstr(err, "empty value"));
-    const char *bad_names[] = { "", "../x", "a//b", "/abs", "a b", "a\nb", "x:y" };
+    const char *bad_names[] = {"", "../x", "a//b", "/abs", "a b", "a\nb", "x:y"};
     for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
         cr_assert_eq(ferry_secret_store_put(st, bad_names[i], "v", 1, NULL, err, sizeof(err)),
                      -FERRY_EMALFORMED, "name \"%s\"", bad_names[i]);
@@ -544,8 +543,8 @@ static void remac(const fx *f, unsigned char *b, size_t len)
     cr_assert_eq(kl, 32);
     memcpy(key, k, 32);
     free(k);
-    cr_assert(HMAC(EVP_sha256(), key, 32, (const unsigned char *)"ferry-secrets v1 mac", 20, mk,
-                   &n));
+    cr_assert(
+        HMAC(EVP_sha256(), key, 32, (const unsigned char *)"ferry-secrets v1 mac", 20, mk, &n));
     cr_assert(HMAC(EVP_sha256(), mk, 32, b, len - 32, b + len - 32, &n));
 }
 
@@ -558,8 +557,8 @@ static size_t blob_at(const unsigned char *b, size_t which)
     for (size_t i = 0;; i++) {
         size_t nl = (size_t)(b[o] << 8 | b[o + 1]);
         size_t at = o + 2 + nl + 16;
-        size_t vl = (size_t)b[at] << 24 | (size_t)b[at + 1] << 16 | (size_t)b[at + 2] << 8 |
-                    b[at + 3];
+        size_t vl =
+            (size_t)b[at] << 24 | (size_t)b[at + 1] << 16 | (size_t)b[at + 2] << 8 | b[at + 3];
         if (i == which)
             return at;
         o = at + 4 + 12 + vl + 16;
@@ -657,7 +656,7 @@ Test(secret_store, wrong_key_and_key_file_checks)
     cr_assert(strstr(err, "exists"), "%s", err);
 
     /* Key file mode: 0644, 0640, 0604 refused; 0400 accepted. */
-    const mode_t refused[] = { 0644, 0640, 0604, 0660, 0610 };
+    const mode_t refused[] = {0644, 0640, 0604, 0660, 0610};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         cr_assert_eq(chmod(f.key, refused[i]), 0);
         other = NULL;
@@ -732,7 +731,7 @@ Test(secrets, configure_and_fetch)
     ferry_secrets *s = NULL;
     ferry_secret_value *v = NULL;
     ferry_secret_store *st;
-    ferry_secrets_env env = { 0 };
+    ferry_secrets_env env = {0};
     char err[512];
     json_t *conf;
     fx f;
@@ -745,8 +744,7 @@ Test(secrets, configure_and_fetch)
     conf = json_pack("{s:{s:s,s:s}}", "file", "store", f.store, "key", f.key);
     cr_assert_eq(ferry_secrets_new(conf, NULL, &s, err, sizeof(err)), 0, "%s", err);
     json_decref(conf);
-    cr_assert_eq(ferry_secrets_fetch(s, "file:ml/wandb", NULL, &v, err, sizeof(err)), 0, "%s",
-                 err);
+    cr_assert_eq(ferry_secrets_fetch(s, "file:ml/wandb", NULL, &v, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(v->len, 5);
     cr_assert_eq(memcmp(v->data, "w-123", 5), 0);
     cr_assert_str_eq(v->version, "1");
@@ -766,8 +764,7 @@ Test(secrets, configure_and_fetch)
     env.state_dir = f.dir;
     s = NULL;
     cr_assert_eq(ferry_secrets_new(NULL, &env, &s, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(ferry_secrets_fetch(s, "file:ml/wandb", NULL, &v, err, sizeof(err)), 0, "%s",
-                 err);
+    cr_assert_eq(ferry_secrets_fetch(s, "file:ml/wandb", NULL, &v, err, sizeof(err)), 0, "%s", err);
     ferry_secret_value_free(v);
     ferry_secrets_free(s);
     /* No state directory and no file section: file is not configured. */
@@ -783,15 +780,15 @@ Test(secrets, configure_and_fetch)
         int rc;
         const char *reason;
     } bad[] = {
-        { "[]", -FERRY_ECONFIG, "must be an object" },
-        { "{\"ldap\":{}}", -FERRY_ECONFIG, "unknown backend \"ldap\"" },
-        { "{\"vault\":{\"address\":\"https://v\"}}", -FERRY_EUNSUPPORTED, "not available" },
-        { "{\"file\":[]}", -FERRY_ECONFIG, "file: must be an object" },
-        { "{\"file\":{\"store\":\"/x\"}}", -FERRY_ECONFIG, "needs \"store\" and \"key\"" },
-        { "{\"file\":{\"store\":\"/x\",\"key\":\"/y\",\"mode\":1}}", -FERRY_ECONFIG,
-          "unknown member \"mode\"" },
-        { "{\"file\":{\"store\":\"\",\"key\":\"/y\"}}", -FERRY_ECONFIG, "non-empty path" },
-        { "{\"file\":{\"store\":\"/x\",\"key\":\"/nonexistent/k\"}}", -ENOENT, "key file" },
+        {"[]", -FERRY_ECONFIG, "must be an object"},
+        {"{\"ldap\":{}}", -FERRY_ECONFIG, "unknown backend \"ldap\""},
+        {"{\"vault\":{\"address\":\"https://v\"}}", -FERRY_EUNSUPPORTED, "not available"},
+        {"{\"file\":[]}", -FERRY_ECONFIG, "file: must be an object"},
+        {"{\"file\":{\"store\":\"/x\"}}", -FERRY_ECONFIG, "needs \"store\" and \"key\""},
+        {"{\"file\":{\"store\":\"/x\",\"key\":\"/y\",\"mode\":1}}", -FERRY_ECONFIG,
+         "unknown member \"mode\""},
+        {"{\"file\":{\"store\":\"\",\"key\":\"/y\"}}", -FERRY_ECONFIG, "non-empty path"},
+        {"{\"file\":{\"store\":\"/x\",\"key\":\"/nonexistent/k\"}}", -ENOENT, "key file"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_error_t je;
@@ -829,8 +826,7 @@ Test(secret_store, concurrent_writers_serialise)
             for (int i = 0; ok && i < EACH; i++) {
                 snprintf(name, sizeof(name), "k%d/n%02d", k, i);
                 snprintf(val, sizeof(val), "v%d.%d", k, i);
-                ok = ferry_secret_store_put(cs, name, val, strlen(val), NULL, e2, sizeof(e2)) ==
-                     0;
+                ok = ferry_secret_store_put(cs, name, val, strlen(val), NULL, e2, sizeof(e2)) == 0;
             }
             ferry_secret_store_free(cs);
             _exit(ok ? 0 : 1);
@@ -870,8 +866,7 @@ static void expect_content(ferry_secret_store *st, const char *const *names,
     size_t got;
     char err[256];
 
-    cr_assert_eq(ferry_secret_store_list(st, &e, &got, err, sizeof(err)), 0, "%s: %s", when,
-                 err);
+    cr_assert_eq(ferry_secret_store_list(st, &e, &got, err, sizeof(err)), 0, "%s: %s", when, err);
     cr_assert_eq(got, n, "%s: %zu entries, expected %zu", when, got, n);
     for (size_t i = 0; i < n; i++) {
         cr_assert_str_eq(e[i].name, names[i], "%s", when);
@@ -882,12 +877,12 @@ static void expect_content(ferry_secret_store *st, const char *const *names,
 
 Test(secret_store, survives_kill_at_every_write_step)
 {
-    static const char *const old_names[] = { "a", "b" }, *const old_values[] = { "A1", "B1" };
-    static const char *const put_names[] = { "a", "b", "c" };
-    static const char *const put_values[] = { "A1", "B1", "C2" };
-    static const char *const rm_names[] = { "b" }, *const rm_values[] = { "B1" };
-    static const char *const step_names[] = { "", "temp created", "partial write", "written",
-                                              "fsynced", "renamed", "directory fsynced" };
+    static const char *const old_names[] = {"a", "b"}, *const old_values[] = {"A1", "B1"};
+    static const char *const put_names[] = {"a", "b", "c"};
+    static const char *const put_values[] = {"A1", "B1", "C2"};
+    static const char *const rm_names[] = {"b"}, *const rm_values[] = {"B1"};
+    static const char *const step_names[] = {
+        "", "temp created", "partial write", "written", "fsynced", "renamed", "directory fsynced"};
 
     for (int op = 0; op < 2; op++)
         for (int step = FERRY_SECRET_STEP_TEMP_CREATED; step <= FERRY_SECRET_STEP_DIR_FSYNCED;
@@ -897,8 +892,7 @@ Test(secret_store, survives_kill_at_every_write_step)
             int status;
             fx f;
 
-            snprintf(when, sizeof(when), "%s killed after %s", op ? "rm" : "put",
-                     step_names[step]);
+            snprintf(when, sizeof(when), "%s killed after %s", op ? "rm" : "put", step_names[step]);
             fx_init(&f);
             st = open_ok(&f);
             put_ok(st, "a", "A1", NULL);
@@ -933,8 +927,7 @@ Test(secret_store, survives_kill_at_every_write_step)
             put_ok(st, "d", "D3", NULL);
             expect_value(st, "d", "D3");
             expect_value(st, "b", "B1");
-            cr_assert_eq(access(f.tmp, F_OK), -1, "%s: temp file left after the next write",
-                         when);
+            cr_assert_eq(access(f.tmp, F_OK), -1, "%s: temp file left after the next write", when);
             ferry_secret_store_free(st);
             fx_release(&f);
         }

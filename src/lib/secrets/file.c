@@ -183,8 +183,9 @@ static int load_key(ferry_secret_store *st, const char *key_path, char *errbuf, 
             key_path, (unsigned)sb.st_uid, (unsigned)geteuid());
     } else if (sb.st_mode & 077) {
         r = -EPERM;
-        say(errbuf, errlen, "key file %s: mode %04o gives group or others access; it must be "
-                            "0600 or stricter (chmod 600 %s)",
+        say(errbuf, errlen,
+            "key file %s: mode %04o gives group or others access; it must be "
+            "0600 or stricter (chmod 600 %s)",
             key_path, (unsigned)(sb.st_mode & 07777), key_path);
     } else if (sb.st_size != KEY_LEN) {
         r = -FERRY_EMALFORMED;
@@ -329,8 +330,7 @@ static int mac_of(const ferry_secret_store *st, const unsigned char *p, size_t n
 {
     unsigned int len = 0;
 
-    return HMAC(EVP_sha256(), st->mac, KEY_LEN, p, n, out, &len) && len == 32 ? 0
-                                                                              : -FERRY_ECRYPTO;
+    return HMAC(EVP_sha256(), st->mac, KEY_LEN, p, n, out, &len) && len == 32 ? 0 : -FERRY_ECRYPTO;
 }
 
 /* Read and authenticate the whole store into img. An absent store is empty (generation 0).
@@ -378,8 +378,8 @@ static int read_store(ferry_secret_store *st, struct image *img, char *errbuf, s
     }
     if (get_u32(img->buf + 8) != FORMAT || get_u32(img->buf + 12) != 0 ||
         get_u32(img->buf + 28) != 0) {
-        say(errbuf, errlen, "store %s: format %u is not supported (this ferry reads 1)",
-            st->path, (unsigned)get_u32(img->buf + 8));
+        say(errbuf, errlen, "store %s: format %u is not supported (this ferry reads 1)", st->path,
+            (unsigned)get_u32(img->buf + 8));
         r = -FERRY_EUNSUPPORTED;
         goto fail;
     }
@@ -393,8 +393,10 @@ static int read_store(ferry_secret_store *st, struct image *img, char *errbuf, s
         goto fail;
     }
     if (!ferry_memeq_ct(mac, img->buf + img->len - TRAILER_LEN, TRAILER_LEN)) {
-        say(errbuf, errlen, "store %s: integrity check failed (modified, truncated or "
-                            "corrupted); nothing was read from it", st->path);
+        say(errbuf, errlen,
+            "store %s: integrity check failed (modified, truncated or "
+            "corrupted); nothing was read from it",
+            st->path);
         r = -FERRY_EBADSIG;
         goto fail;
     }
@@ -437,8 +439,7 @@ static int read_store(ferry_secret_store *st, struct image *img, char *errbuf, s
         o += NONCE_LEN + e->len + TAG_LEN;
         memcpy(name, e->name, e->name_len);
         name[e->name_len] = '\0';
-        if (ferry_secret_name_check(name, NULL, 0) < 0 || e->version == 0 ||
-            e->version > img->gen)
+        if (ferry_secret_name_check(name, NULL, 0) < 0 || e->version == 0 || e->version > img->gen)
             goto bad_entry;
         if (i > 0 && name_cmp(&img->e[i - 1], e) >= 0)
             goto bad_entry;
@@ -477,8 +478,10 @@ static int open_entry(ferry_secret_store *st, const struct image *img, const str
         goto out;
     if (EVP_DecryptFinal_ex(ctx, out + n, &n) != 1) {
         ferry_wipe(out, e->len);
-        say(errbuf, errlen, "store %s: entry %.*s fails authentication (moved, swapped or "
-                            "rolled back)", st->path, (int)e->name_len, e->name);
+        say(errbuf, errlen,
+            "store %s: entry %.*s fails authentication (moved, swapped or "
+            "rolled back)",
+            st->path, (int)e->name_len, e->name);
         r = -FERRY_EBADSIG;
         goto out;
     }
@@ -677,8 +680,8 @@ static int rewrite(ferry_secret_store *st, const char *name, const void *value, 
 {
     ferry_secret_value *scratch = NULL;
     unsigned char *out = NULL, mac[32];
-    struct image img = { 0 };
-    struct entry ne = { 0 };
+    struct image img = {0};
+    struct entry ne = {0};
     size_t o, total, n_out;
     uint64_t gen;
     ssize_t at;
@@ -744,8 +747,7 @@ static int rewrite(ferry_secret_store *st, const char *name, const void *value, 
     for (size_t i = 0; i <= img.n; i++) {
         const struct entry *e = i < img.n ? &img.e[i] : NULL;
         /* The new entry goes before the first old name that sorts after it. */
-        if (!remove && !inserted &&
-            (!e || (ssize_t)i == at || name_cmp(e, &ne) > 0)) {
+        if (!remove && !inserted && (!e || (ssize_t)i == at || name_cmp(e, &ne) > 0)) {
             if ((r = seal_entry(st, gen, &ne, value, out, &o)) < 0)
                 goto out;
             inserted = true;
@@ -780,9 +782,9 @@ out:
     return r;
 }
 
-FERRY_EXPORT int ferry_secret_store_put(ferry_secret_store *st, const char *name,
-                                        const void *value, size_t len, uint64_t *ret_version,
-                                        char *errbuf, size_t errlen)
+FERRY_EXPORT int ferry_secret_store_put(ferry_secret_store *st, const char *name, const void *value,
+                                        size_t len, uint64_t *ret_version, char *errbuf,
+                                        size_t errlen)
 {
     int r;
 
@@ -828,7 +830,8 @@ static int file_open(const json_t *conf, const ferry_secrets_env *env, void **re
     json_t *v;
     int r;
 
-    json_object_foreach((json_t *)conf, k, v) {
+    json_object_foreach((json_t *)conf, k, v)
+    {
         if (strcmp(k, "store") != 0 && strcmp(k, "key") != 0) {
             say(errbuf, errlen, "unknown member \"%.64s\" (expected store, key)", k);
             return -FERRY_ECONFIG;
@@ -859,8 +862,8 @@ static int file_open(const json_t *conf, const ferry_secrets_env *env, void **re
     return r;
 }
 
-static int file_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
-                      ferry_secret_value **ret, char *errbuf, size_t errlen)
+static int file_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_secret_value **ret,
+                      char *errbuf, size_t errlen)
 {
     (void)ctx;
     if (ref->backend != FERRY_SECRET_FILE)

@@ -11,13 +11,13 @@
 #include "ferry/secrets.h"
 
 typedef struct ferry_secret_backend_ops {
-    const char *name;           /* as in references and in the configuration ("file") */
+    const char *name; /* as in references and in the configuration ("file") */
     ferry_secret_backend id;
     /* Open the backend from its configuration section conf (borrowed; may be NULL when the
      * backend is configured by default) and env. *ret_state is the backend's own state. Must
      * refuse unknown members. Returns 0 or a negative code with a reason in errbuf. */
-    int (*open)(const json_t *conf, const ferry_secrets_env *env, void **ret_state,
-                char *errbuf, size_t errlen);
+    int (*open)(const json_t *conf, const ferry_secrets_env *env, void **ret_state, char *errbuf,
+                size_t errlen);
     /* Fetch ref (already parsed and of this backend) into a new value (ferry_secret_value_new
      * then fill data, version, ttl_hint). ctx is the caller's opaque per-request context. May
      * be called from several threads at once. The reason in errbuf never holds any value bytes

@@ -27,12 +27,9 @@ static const struct {
     ferry_secret_backend id;
     const ferry_secret_backend_ops *ops;
 } backends[] = {
-    { "vault", FERRY_SECRET_VAULT, NULL },
-    { "azure-kv", FERRY_SECRET_AZURE_KV, NULL },
-    { "aws-sm", FERRY_SECRET_AWS_SM, NULL },
-    { "aws-kms", FERRY_SECRET_AWS_KMS, NULL },
-    { "gcp-sm", FERRY_SECRET_GCP_SM, NULL },
-    { "file", FERRY_SECRET_FILE, &ferry_secrets_file_backend },
+    {"vault", FERRY_SECRET_VAULT, NULL},   {"azure-kv", FERRY_SECRET_AZURE_KV, NULL},
+    {"aws-sm", FERRY_SECRET_AWS_SM, NULL}, {"aws-kms", FERRY_SECRET_AWS_KMS, NULL},
+    {"gcp-sm", FERRY_SECRET_GCP_SM, NULL}, {"file", FERRY_SECRET_FILE, &ferry_secrets_file_backend},
 };
 
 FERRY_EXPORT const char *ferry_secret_backend_name(ferry_secret_backend backend)
@@ -98,8 +95,7 @@ static int check_path(const char *part, const char *s, size_t n, size_t max, con
             return fail(errbuf, errlen, "%s: empty segment (leading, trailing or double '/')",
                         part);
         if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-            return fail(errbuf, errlen, "%s: segment \"%.*s\" is not allowed", part, (int)len,
-                        seg);
+            return fail(errbuf, errlen, "%s: segment \"%.*s\" is not allowed", part, (int)len, seg);
         if (!slash)
             break;
         seg = slash + 1;
@@ -150,16 +146,17 @@ static int parse_vault(const char *s, ferry_secret_ref *r, char *errbuf, size_t 
                         errbuf, errlen)) < 0)
         return e;
     q = strchr(hash + 1, '?');
-    if ((e = check_chars("vault: field", hash + 1, (size_t)((q ? q : hash + 1 + strlen(hash + 1)) -
-                                                            hash - 1),
-                         128, FIELD_CHARS, errbuf, errlen)) < 0)
+    if ((e = check_chars("vault: field", hash + 1,
+                         (size_t)((q ? q : hash + 1 + strlen(hash + 1)) - hash - 1), 128,
+                         FIELD_CHARS, errbuf, errlen)) < 0)
         return e;
     if (q) {
         if (strncmp(q, "?version=", 9) != 0)
             return fail(errbuf, errlen, "vault: the only qualifier is \"?version=<N>\"");
         if (!positive_decimal(q + 9, strlen(q + 9)))
-            return fail(errbuf, errlen, "vault: version: not a number 1..2147483647 without "
-                                        "leading zeros");
+            return fail(errbuf, errlen,
+                        "vault: version: not a number 1..2147483647 without "
+                        "leading zeros");
         copy_part(r->version, q + 9, strlen(q + 9));
     }
     copy_part(r->scope, s, (size_t)(slash - s));
@@ -184,10 +181,10 @@ static int parse_azure(const char *s, ferry_secret_ref *r, char *errbuf, size_t 
     nn = (size_t)((slash2 ? slash2 : slash + 1 + strlen(slash + 1)) - slash - 1);
     if ((e = check_chars("azure-kv: vault", s, vn, 24, "-", errbuf, errlen)) < 0)
         return e;
-    if (vn < 3 || !isalpha((unsigned char)s[0]) || s[vn - 1] == '-' ||
-        memmem(s, vn, "--", 2))
-        return fail(errbuf, errlen, "azure-kv: vault: 3-24 letters, digits and '-', starting "
-                                    "with a letter, not ending with '-', no \"--\"");
+    if (vn < 3 || !isalpha((unsigned char)s[0]) || s[vn - 1] == '-' || memmem(s, vn, "--", 2))
+        return fail(errbuf, errlen,
+                    "azure-kv: vault: 3-24 letters, digits and '-', starting "
+                    "with a letter, not ending with '-', no \"--\"");
     if ((e = check_chars("azure-kv: name", slash + 1, nn, 127, "-", errbuf, errlen)) < 0)
         return e;
     if (slash2) {
@@ -218,8 +215,9 @@ static int check_arn(const char *s, size_t n, char *errbuf, size_t errlen)
 
     if ((c = memchr(p, ':', (size_t)(end - p))) == NULL ||
         check_chars("aws-sm: ARN partition", p, (size_t)(c - p), 32, "-", errbuf, errlen) < 0)
-        return fail(errbuf, errlen, "aws-sm: ARN partition: expected arn:<partition>:"
-                                    "secretsmanager:<region>:<account>:secret:<name>");
+        return fail(errbuf, errlen,
+                    "aws-sm: ARN partition: expected arn:<partition>:"
+                    "secretsmanager:<region>:<account>:secret:<name>");
     p = c + 1;
     if ((size_t)(end - p) < 15 || strncmp(p, "secretsmanager:", 15) != 0)
         return fail(errbuf, errlen, "aws-sm: ARN service: must be secretsmanager");
@@ -254,8 +252,8 @@ static int parse_aws_sm(const char *s, ferry_secret_ref *r, char *errbuf, size_t
     if ((size_t)(name_end - s) >= 4 && strncmp(s, "arn:", 4) == 0) {
         if ((e = check_arn(s, (size_t)(name_end - s), errbuf, errlen)) < 0)
             return e;
-    } else if ((e = check_chars("aws-sm: name", s, (size_t)(name_end - s), 512, "/_+=.@-",
-                                errbuf, errlen)) < 0)
+    } else if ((e = check_chars("aws-sm: name", s, (size_t)(name_end - s), 512, "/_+=.@-", errbuf,
+                                errlen)) < 0)
         return e;
     if (hash) {
         const char *kend = q ? q : hash + strlen(hash);
@@ -298,8 +296,9 @@ static int parse_aws_kms(const char *s, ferry_secret_ref *r, char *errbuf, size_
         return 0;
     }
     if (strncmp(s, "b64:", 4) != 0)
-        return fail(errbuf, errlen, "aws-kms: the ciphertext is \"file:<name>\" (a file-backend "
-                                    "entry) or \"b64:<base64>\"");
+        return fail(errbuf, errlen,
+                    "aws-kms: the ciphertext is \"file:<name>\" (a file-backend "
+                    "entry) or \"b64:<base64>\"");
     s += 4;
     n = strlen(s);
     if ((e = check_chars("aws-kms: base64 ciphertext", s, n, 1024, "+/=", errbuf, errlen)) < 0)
@@ -344,14 +343,16 @@ static int parse_gcp(const char *s, ferry_secret_ref *r, char *errbuf, size_t er
         }
         if (!(number && p[0] != '0' && pn <= 20) &&
             !(lower && pn >= 6 && p[0] >= 'a' && p[0] <= 'z' && p[pn - 1] != '-'))
-            return fail(errbuf, errlen, "gcp-sm: project: a project id (6-30 of a-z 0-9 '-', "
-                                        "starting with a letter) or a project number");
+            return fail(errbuf, errlen,
+                        "gcp-sm: project: a project id (6-30 of a-z 0-9 '-', "
+                        "starting with a letter) or a project number");
     }
     if ((e = check_chars("gcp-sm: secret", e1 + 9, sn, 255, "_-", errbuf, errlen)) < 0)
         return e;
     if (strcmp(e2 + 10, "latest") != 0 && !positive_decimal(e2 + 10, strlen(e2 + 10)))
-        return fail(errbuf, errlen, "gcp-sm: version: \"latest\" or a number 1..2147483647 "
-                                    "without leading zeros");
+        return fail(errbuf, errlen,
+                    "gcp-sm: version: \"latest\" or a number 1..2147483647 "
+                    "without leading zeros");
     copy_part(r->scope, p, pn);
     copy_part(r->name, e1 + 9, sn);
     copy_part(r->version, e2 + 10, strlen(e2 + 10));
@@ -367,7 +368,7 @@ FERRY_EXPORT int ferry_secret_name_check(const char *name, char *errbuf, size_t 
     return check_path("name", name, strlen(name), FERRY_SECRET_NAME_MAX, "._-/", errbuf, errlen);
 }
 
-static int canonical(ferry_secret_ref *r, bool with_version, char *out, size_t outlen)
+static int canonical(const ferry_secret_ref *r, bool with_version, char *out, size_t outlen)
 {
     const char *b = ferry_secret_backend_name(r->backend);
     int n = -1;
@@ -384,11 +385,13 @@ static int canonical(ferry_secret_ref *r, bool with_version, char *out, size_t o
         break;
     case FERRY_SECRET_AWS_SM:
         n = snprintf(out, outlen, "%s:%s%s%s%s%s", b, r->name, r->field[0] ? "#" : "", r->field,
-                     !with_version         ? ""
+                     !with_version   ? ""
                      : r->version[0] ? "?version-id="
                      : r->stage[0]   ? "?version-stage="
                                      : "",
-                     !with_version ? "" : r->version[0] ? r->version : r->stage);
+                     !with_version   ? ""
+                     : r->version[0] ? r->version
+                                     : r->stage);
         break;
     case FERRY_SECRET_AWS_KMS:
         n = snprintf(out, outlen, "%s:%s:%s", b, r->scope, r->name);
@@ -424,11 +427,12 @@ FERRY_EXPORT int ferry_secret_ref_parse(const char *ref, ferry_secret_ref *ret, 
     for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)ref[i];
         if (c < 0x20 || c >= 0x7f)
-            return fail(errbuf, errlen, "byte 0x%02x at offset %zu: references are printable "
-                                        "ASCII", c, i);
+            return fail(errbuf, errlen,
+                        "byte 0x%02x at offset %zu: references are printable "
+                        "ASCII",
+                        c, i);
         if (c == '%')
-            return fail(errbuf, errlen, "'%%' at offset %zu: percent-escapes are not accepted",
-                        i);
+            return fail(errbuf, errlen, "'%%' at offset %zu: percent-escapes are not accepted", i);
     }
     colon = strchr(ref, ':');
     for (i = 0; colon && i < ARRAY_SIZE(backends); i++)
@@ -436,8 +440,9 @@ FERRY_EXPORT int ferry_secret_ref_parse(const char *ref, ferry_secret_ref *ret, 
             strncmp(ref, backends[i].name, (size_t)(colon - ref)) == 0)
             break;
     if (!colon || i == ARRAY_SIZE(backends))
-        return fail(errbuf, errlen, "backend: the reference must start with vault:, azure-kv:, "
-                                    "aws-sm:, aws-kms:, gcp-sm: or file:");
+        return fail(errbuf, errlen,
+                    "backend: the reference must start with vault:, azure-kv:, "
+                    "aws-sm:, aws-kms:, gcp-sm: or file:");
     r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
@@ -489,8 +494,7 @@ FERRY_EXPORT bool ferry_secret_ref_granted(const char *const *patterns, size_t n
 
     if (!ref || (!patterns && n))
         return false;
-    has_bare = canonical((ferry_secret_ref *)ref, false, bare, sizeof(bare)) == 0 &&
-               strcmp(bare, ref->canonical) != 0;
+    has_bare = canonical(ref, false, bare, sizeof(bare)) == 0 && strcmp(bare, ref->canonical) != 0;
     for (size_t i = 0; i < n; i++) {
         const char *p = patterns[i];
         char err[128];
@@ -601,7 +605,8 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    json_object_foreach((json_t *)conf, key, val) {
+    json_object_foreach((json_t *)conf, key, val)
+    {
         size_t i;
         for (i = 0; i < ARRAY_SIZE(backends); i++)
             if (strcmp(key, backends[i].name) == 0)
@@ -612,8 +617,10 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
             break;
         }
         if (!backends[i].ops) {
-            (void)fail(errbuf, errlen, "secrets: backend \"%s\" is not available in this "
-                                       "version yet", key);
+            (void)fail(errbuf, errlen,
+                       "secrets: backend \"%s\" is not available in this "
+                       "version yet",
+                       key);
             r = -FERRY_EUNSUPPORTED;
             break;
         }
