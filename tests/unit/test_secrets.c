@@ -932,3 +932,136 @@ Test(secret_store, survives_kill_at_every_write_step)
             fx_release(&f);
         }
 }
+
+/* ---- with the policy engine ------------------------------------------------------------------ */
+
+#include "ferry/policy.h"
+
+/* A policy's "secrets" (aws-kms included) go straight from a decision's grant into
+ * ferry_secret_ref_granted: only what the grant names passes, in every spelling. */
+Test(secrets, policy_grant_decides_fetchability)
+{
+    static const char doc[] =
+        "{\"version\":1,\"policies\":[{\"id\":\"train\",\n"
+        " \"match\":{\"issuer\":\"https://idp.example\",\"subject\":\"job-1\"},\n"
+        " \"grant\":{\"max_ttl\":60,\"secrets\":[\"aws-kms:file:ml/*\",\"file:ml/hf\",\n"
+        "   \"azure-kv:Team-Vault/db-*\",\"vault:kv/ml/*\"]}}]}\n";
+    ferry_policy_request req = { .issuer = "https://idp.example", .subject = "job-1" };
+    ferry_policy_grant *g = NULL;
+    ferry_policy_set *set = NULL;
+    char path[96];
+    fx f;
+
+    fx_init(&f);
+    snprintf(path, sizeof(path), "%s/p.json", f.dir);
+    spit(path, (const unsigned char *)doc, sizeof(doc) - 1);
+    cr_assert_eq(ferry_policy_load_file(path, &set, NULL), 0, "aws-kms: refused by the loader");
+    cr_assert_eq(ferry_policy_decide(set, &req, &g, NULL), 0);
+    cr_assert_eq(g->n_secrets, 4);
+
+    static const struct {
+        const char *ref;
+        bool ok;
+    } cases[] = {
+        { "aws-kms:file:ml/dataset-key", true },
+        { "file:ml/hf", true },
+        { "file:ml/other", false },
+        { "file:ml/hf/x", false },
+        { "aws-kms:b64:AQIDBA==", false },
+        { "azure-kv:TEAM-VAULT/DB-Password", true },
+        { "azure-kv:team-vault/api-key", false },
+        { "vault:kv/ml/wandb#key?version=4", true },
+        { "vault:kv/mlx/wandb#key", false },
+        { "gcp-sm:projects/p-123456/secrets/ml/versions/1", false },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ferry_secret_ref r;
+        cr_assert_eq(ferry_secret_ref_parse(cases[i].ref, &r, NULL, 0), 0, "%s", cases[i].ref);
+        cr_assert_eq(ferry_secret_ref_granted(g->secrets, g->n_secrets, &r), cases[i].ok, "%s",
+                     cases[i].ref);
+    }
+    ferry_policy_grant_free(g);
+    ferry_policy_set_unref(set);
+    fx_release(&f);
+}
+
+/* ---- allocation failures ---------------------------------------------------------------------
+ * While armed, the Nth allocation of the process fails (the library, jansson or OpenSSL). Every
+ * put, get and rm is run with N = 0, 1, ... until one runs without a failure: after each run the
+ * store opens and holds exactly the content before (the call failed) or after (it succeeded,
+ * the failure having been worked around, e.g. inside OpenSSL) - never anything else. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+
+#ifdef HAVE_ALLOC_INJECTION
+Test(secret_store, allocation_failures)
+{
+    static const char *const before_n[] = { "a", "b" }, *const before_v[] = { "A", "B" };
+    static const char *const after_n[] = { "a", "b", "c" }, *const after_v[] = { "A", "B", "C" };
+    ferry_secret_store *st;
+    char err[256];
+    long n, fails = 0;
+    fx f;
+
+    fx_init(&f);
+    st = open_ok(&f);
+    put_ok(st, "a", "A", NULL);
+    put_ok(st, "b", "B", NULL);
+    for (n = 0; n < 10000; n++) {
+        inject_arm(n);
+        int r = ferry_secret_store_put(st, "c", "C", 1, NULL, err, sizeof(err));
+        bool hit = inject_disarm();
+        if (!hit) {
+            cr_assert_eq(r, 0, "put without failure: %s", err);
+            break;
+        }
+        if (r == 0) { /* a failure the library or OpenSSL works around: done, undo it */
+            expect_content(st, after_n, after_v, 3, "after a put that survived a failure");
+            cr_assert_eq(ferry_secret_store_rm(st, "c", err, sizeof(err)), 0, "%s", err);
+            continue;
+        }
+        fails++;
+        expect_content(st, before_n, before_v, 2, "after a failed put");
+    }
+    cr_assert_gt(fails, 0);
+    expect_content(st, after_n, after_v, 3, "after put");
+    for (n = 0; n < 10000; n++) {
+        ferry_secret_value *v = NULL;
+        inject_arm(n);
+        int r = ferry_secret_store_get(st, "b", &v, err, sizeof(err));
+        bool hit = inject_disarm();
+        if (!hit) {
+            cr_assert_eq(r, 0, "%s", err);
+            cr_assert_eq(v->len, 1);
+            cr_assert_eq(v->data[0], 'B');
+            ferry_secret_value_free(v);
+            break;
+        }
+        if (r == 0) {
+            cr_assert_eq(v->data[0], 'B');
+            ferry_secret_value_free(v);
+            continue;
+        }
+        cr_assert_null(v);
+    }
+    for (n = 0; n < 10000; n++) {
+        inject_arm(n);
+        int r = ferry_secret_store_rm(st, "c", err, sizeof(err));
+        bool hit = inject_disarm();
+        if (!hit) {
+            cr_assert_eq(r, 0, "%s", err);
+            break;
+        }
+        if (r == 0) {
+            expect_content(st, before_n, before_v, 2, "after an rm that survived a failure");
+            put_ok(st, "c", "C", NULL);
+            continue;
+        }
+        expect_content(st, after_n, after_v, 3, "after a failed rm");
+    }
+    expect_content(st, before_n, before_v, 2, "after rm");
+    cr_assert_eq(access(f.tmp, F_OK), -1);
+    ferry_secret_store_free(st);
+    fx_release(&f);
+}
+#endif
