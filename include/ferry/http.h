@@ -41,7 +41,22 @@ typedef struct ferry_http_response {
     char *cache_control;       /* owned copy or NULL */
     char *final_url;           /* owned copy of the URL that answered */
     int redirects;             /* hops followed */
+    bool sensitive;            /* body is wiped on release (request's sensitive flag) */
 } ferry_http_response;
+
+/* A request for ferry_http_request_send. */
+typedef struct ferry_http_request {
+    const char *method;          /* "GET" or "POST" */
+    const char *url;
+    const char *const *headers;  /* n_headers "Name: value" lines (printable ASCII, a token
+                                    name; no Expect, Content-Length, Transfer-Encoding); an
+                                    "Accept: application/json" is added unless one is given */
+    size_t n_headers;            /* at most 32 */
+    const void *body;            /* POST body (borrowed, at most 1 MiB), or NULL */
+    size_t body_len;
+    bool sensitive;              /* the response holds secrets: its buffers are wiped when
+                                    grown and on ferry_http_response_release */
+} ferry_http_request;
 
 /* Initialise libcurl once (under pthread_once; ferry_http_get calls it itself). Calling it
  * from main before threads start surfaces a failure early. Returns 0 or -FERRY_ECRYPTO. */
@@ -56,6 +71,13 @@ int ferry_http_check_url(const char *url, const ferry_http_options *opts);
  * -FERRY_EFETCH (network, TLS, timeout), -FERRY_ECONFIG (options out of range). */
 int ferry_http_get(const char *url, const ferry_http_options *opts,
                    ferry_http_response *ret_resp);
+
+/* Send req under the same rules as ferry_http_get. A POST is never redirected: a 3xx with a
+ * Location fails with -FERRY_EPOLICY (the body must reach only the URL checked). Errors as
+ * ferry_http_get, and -EINVAL for a bad method, header line or argument, -FERRY_ETOOBIG for
+ * too many headers or too large a body. */
+int ferry_http_request_send(const ferry_http_request *req, const ferry_http_options *opts,
+                            ferry_http_response *ret_resp);
 
 /* Free the members of resp (not resp itself) and zero it. Accepts an already released one. */
 void ferry_http_response_release(ferry_http_response *resp);

@@ -119,6 +119,13 @@ typedef struct ferry_secrets ferry_secrets;
 typedef struct ferry_secrets_env {
     const char *state_dir; /* default directory of the file store (NULL: file needs "store" and
                               "key" in its configuration section) */
+    /* The workload identity of the cloud backends (aws-sm, aws-kms): returns a new
+     * ferry-minted token for audience in *ret_token (the caller wipes and frees it), or a
+     * negative code with a reason. NULL: those backends read "web_identity_token_file" from
+     * their configuration instead, or use environment credentials. Called from any thread. */
+    int (*web_identity_token)(void *userdata, const char *audience, char **ret_token,
+                              char *errbuf, size_t errlen);
+    void *web_identity_userdata;
 } ferry_secrets_env;
 
 /* Create the backends from conf, ferryd's "secrets" section: an object whose members are

@@ -27,6 +27,8 @@
 #include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/ferry.h"
+#include "ferry/json.h"
+#include "ferry/mint.h"
 #include "ferry/secrets.h"
 
 static void usage(FILE *f)
@@ -47,6 +49,10 @@ static void usage(FILE *f)
             "  -s, --store PATH      store file (default DIR/secrets.store)\n"
             "  -k, --key PATH        key file (default DIR/secrets.key)\n"
             "  -f, --from-file PATH  put: read the value from PATH instead of stdin\n"
+            "  -c, --config FILE     get: fetch through the backends of FILE, a JSON object\n"
+            "                        {\"secrets\": {BACKEND: {...}}, \"identity\": {\"state_dir\":\n"
+            "                        DIR, \"issuer\": URL, \"subject\": SUB}} (identity: the\n"
+            "                        ferry keys that mint the cloud backends' web identity)\n"
             "  -h, --help            this text\n"
             "\n"
             "Exit status: 0 done, 1 refused (no such secret, store modified or sealed with\n"
@@ -54,7 +60,7 @@ static void usage(FILE *f)
 }
 
 typedef struct options {
-    const char *state_dir, *store, *key, *from_file;
+    const char *state_dir, *store, *key, *from_file, *config;
     char *store_buf, *key_buf;
 } options;
 
@@ -73,13 +79,14 @@ static int parse_options(int argc, char **argv, options *o)
         {"store", required_argument, NULL, 's'},
         {"key", required_argument, NULL, 'k'},
         {"from-file", required_argument, NULL, 'f'},
+        {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {},
     };
     int c;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+d:s:k:f:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+d:s:k:f:c:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'd':
             o->state_dir = optarg;
@@ -96,6 +103,13 @@ static int parse_options(int argc, char **argv, options *o)
                 return -EINVAL;
             }
             o->from_file = optarg;
+            break;
+        case 'c':
+            if (strcmp(argv[0], "get") != 0) {
+                fprintf(stderr, "ferry secret %s: --config is a get option\n", argv[0]);
+                return -EINVAL;
+            }
+            o->config = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -237,12 +251,116 @@ out:
     return rc;
 }
 
+/* --config: the identity that mints the cloud backends' web identity tokens. */
+typedef struct identity {
+    ferry_mint *mint;
+    const char *issuer, *subject;
+} identity;
+
+static int mint_identity(void *userdata, const char *audience, char **ret_token, char *errbuf,
+                         size_t errlen)
+{
+    identity *idn = userdata;
+    const char *aud[] = {audience};
+    ferry_mint_request req = {
+        .subject = idn->subject,
+        .audience = aud,
+        .n_audience = 1,
+        .client_id = "ferry",
+        .ttl = 300,
+        .src_iss = idn->issuer,
+        .src_sub = idn->subject,
+    };
+    char jti[FERRY_MINT_JTI_LEN + 1];
+    int r = ferry_mint_token(idn->mint, &req, ret_token, jti, NULL);
+
+    if (r < 0)
+        snprintf(errbuf, errlen, "minting the web identity token failed: %s", ferry_strerror(r));
+    return r;
+}
+
+/* Read --config: {"secrets": {...}, "identity": {"state_dir", "issuer", "subject"}}; unknown
+ * members are refused. On success *ret_conf is the document, *idn and *env are set up. */
+static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry_secrets_env *env)
+{
+    char *text = NULL, err[512] = "";
+    size_t len = 0;
+    json_t *conf = NULL, *id, *v;
+    const char *key;
+    int r;
+
+    r = ferry_read_regular_file(o->config, 1 << 20, &text, &len);
+    if (r < 0) {
+        fprintf(stderr, "ferry secret get: %s: %s\n", o->config, ferry_strerror(r));
+        return r;
+    }
+    r = ferry_json_parse(text, len, 1 << 20, 32, &conf, err, sizeof(err));
+    free(text);
+    if (r < 0 || !json_is_object(conf)) {
+        fprintf(stderr, "ferry secret get: %s: not a JSON object%s%s\n", o->config,
+                err[0] ? ": " : "", err);
+        json_decref(conf);
+        return r < 0 ? r : -FERRY_ECONFIG;
+    }
+    json_object_foreach(conf, key, v)
+    {
+        static const char section[] = "secrets"; /* a member name, not a secret */
+        if (strcmp(key, section) != 0 && strcmp(key, "identity") != 0) {
+            fprintf(stderr, "ferry secret get: %s: unknown member \"%.64s\"\n", o->config, key);
+            json_decref(conf);
+            return -FERRY_ECONFIG;
+        }
+    }
+    id = json_object_get(conf, "identity");
+    if (id) {
+        json_t *sd = json_object_get(id, "state_dir"), *is = json_object_get(id, "issuer"),
+               *sub = json_object_get(id, "subject");
+        ferry_mint_options mo = {0};
+
+        json_object_foreach(id, key, v)
+        {
+            if (strcmp(key, "state_dir") != 0 && strcmp(key, "issuer") != 0 &&
+                strcmp(key, "subject") != 0) {
+                fprintf(stderr, "ferry secret get: %s: identity: unknown member \"%.64s\"\n",
+                        o->config, key);
+                json_decref(conf);
+                return -FERRY_ECONFIG;
+            }
+        }
+        if (!json_is_string(sd) || !json_is_string(is) || !json_is_string(sub)) {
+            fprintf(stderr,
+                    "ferry secret get: %s: identity needs state_dir, issuer and subject "
+                    "strings\n",
+                    o->config);
+            json_decref(conf);
+            return -FERRY_ECONFIG;
+        }
+        mo.state_dir = json_string_value(sd);
+        mo.issuer = json_string_value(is);
+        mo.flags = FERRY_MINT_NO_GENERATE; /* READ_ONLY would not load the private key */
+        r = ferry_mint_open(&mo, &idn->mint, err, sizeof(err));
+        if (r < 0) {
+            fprintf(stderr, "ferry secret get: identity: %s\n", err[0] ? err : ferry_strerror(r));
+            json_decref(conf);
+            return r;
+        }
+        idn->issuer = json_string_value(is);
+        idn->subject = json_string_value(sub);
+        env->web_identity_token = mint_identity;
+        env->web_identity_userdata = idn;
+    }
+    *ret_conf = conf;
+    return 0;
+}
+
 static int cmd_get(const options *o, const char *ref)
 {
     ferry_secrets *s = NULL;
     ferry_secret_value *v = NULL;
     ferry_secret_ref *parsed;
     json_t *conf = NULL;
+    identity idn = {0};
+    ferry_secrets_env env = {0};
     char err[768];
     int r, rc = FERRY_EXIT_USAGE;
 
@@ -254,15 +372,28 @@ static int cmd_get(const options *o, const char *ref)
         fprintf(stderr, "ferry secret get: bad reference: %s\n", err);
         goto out;
     }
-    if (parsed->backend != FERRY_SECRET_FILE) {
-        fprintf(stderr, "ferry secret get: backend %s is not available yet (only file:)\n",
+    if (o->config) {
+        r = load_config(o, &conf, &idn, &env);
+        if (r < 0)
+            goto out;
+    } else if (parsed->backend == FERRY_SECRET_AWS_SM || parsed->backend == FERRY_SECRET_AWS_KMS) {
+        fprintf(stderr, "ferry secret get: backend %s needs --config FILE (region, endpoint, "
+                        "identity)\n",
                 ferry_secret_backend_name(parsed->backend));
         goto out;
-    }
-    conf = json_pack("{s:{s:s,s:s}}", "file", "store", o->store, "key", o->key);
-    if (!conf)
+    } else if (parsed->backend != FERRY_SECRET_FILE) {
+        fprintf(stderr, "ferry secret get: backend %s is not available yet (only file: and, "
+                        "with --config, aws-sm: and aws-kms:)\n",
+                ferry_secret_backend_name(parsed->backend));
         goto out;
-    r = ferry_secrets_new(conf, NULL, &s, err, sizeof(err));
+    } else {
+        conf = json_pack("{s:{s:s,s:s}}", "file", "store", o->store, "key", o->key);
+        if (!conf)
+            goto out;
+    }
+    r = ferry_secrets_new(json_object_get(conf, "secrets") ? json_object_get(conf, "secrets")
+                                                            : conf,
+                          &env, &s, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, "ferry secret get: %s\n", err[0] ? err : ferry_strerror(r));
         goto out;
@@ -282,6 +413,7 @@ static int cmd_get(const options *o, const char *ref)
 out:
     ferry_secret_value_free(v);
     ferry_secrets_free(s);
+    ferry_mint_free(idn.mint);
     json_decref(conf);
     free(parsed);
     return rc;

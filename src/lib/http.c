@@ -40,6 +40,7 @@
 
 #include "basic/buf.h"
 #include "basic/macro.h"
+#include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/http.h"
 
@@ -55,6 +56,9 @@
 #define HTTP_LOW_SPEED_TIME 5L           /* ... averaged over this many seconds */
 #define HTTP_MAX_AGE_CEILING 2147483647L /* RFC 9111 §1.2.2: treat larger values as 2^31 */
 #define HTTP_CACHE_CONTROL_MAX 4096
+#define HTTP_REQUEST_HEADER_MAX 20000          /* one request header line */
+#define HTTP_REQUEST_HEADERS_MAX 32            /* request headers of ferry_http_request_send */
+#define HTTP_REQUEST_BODY_MAX ((size_t)1 << 20) /* request body bytes */
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(CURL *, curl_easy_cleanup)
 DEFINE_TRIVIAL_CLEANUP_FUNC(CURLU *, curl_url_cleanup)
@@ -293,6 +297,7 @@ typedef struct http_transfer {
     size_t header_bytes;
     bool too_big; /* body or headers over their cap */
     bool nomem;
+    bool secret; /* body buffer wipes what it frees (ferry_buf secret mode) */
     bool bad_location; /* Location repeated, too long or not printable */
     bool bad_ctype;
     bool bad_cache_control;
@@ -304,7 +309,7 @@ typedef struct http_transfer {
 static void transfer_reset(http_transfer *t, size_t max_response)
 {
     ferry_buf_release(&t->body);
-    ferry_buf_init(&t->body, max_response, false);
+    ferry_buf_init(&t->body, max_response, t->secret);
     t->header_bytes = 0;
     t->too_big = t->nomem = false;
     t->bad_location = t->bad_ctype = t->bad_cache_control = false;
@@ -520,9 +525,36 @@ static char *strdup_or_null(const char *s, bool *nomem)
  * Returns 0, -FERRY_EPOLICY (URL, redirect or redirect count refused), -FERRY_ETOOBIG (body
  * or headers over their caps), -FERRY_EFETCH (network, TLS, timeout), -FERRY_ECONFIG (invalid
  * options), -EINVAL or -ENOMEM. Thread-safe; never prints. */
-FERRY_EXPORT int ferry_http_get(const char *url, const ferry_http_options *opts,
-                                ferry_http_response *ret_resp)
+static bool is_tchar(unsigned char c);
+
+static bool request_header_ok(const char *hdr)
 {
+    const char *colon = hdr ? strchr(hdr, ':') : NULL;
+    size_t len;
+
+    if (!colon || colon == hdr)
+        return false;
+    len = strlen(hdr);
+    if (len > HTTP_REQUEST_HEADER_MAX || !printable_ascii_or_space(hdr, len))
+        return false;
+    for (const char *p = hdr; p < colon; p++)
+        if (!is_tchar((unsigned char)*p))
+            return false;
+    /* Headers this module owns. */
+    if ((size_t)(colon - hdr) == 6 && strncasecmp(hdr, "Expect", 6) == 0)
+        return false;
+    if ((size_t)(colon - hdr) == 14 && strncasecmp(hdr, "Content-Length", 14) == 0)
+        return false;
+    if ((size_t)(colon - hdr) == 17 && strncasecmp(hdr, "Transfer-Encoding", 17) == 0)
+        return false;
+    return true;
+}
+
+static int http_do(const ferry_http_request *req, const ferry_http_options *opts,
+                   ferry_http_response *ret_resp)
+{
+    const char *url = req->url;
+    bool post = strcmp(req->method, "POST") == 0;
     _cleanup_(curl_easy_cleanupp) CURL *h = NULL;
     _cleanup_(curl_url_cleanupp) CURLU *cur = NULL;
     _cleanup_(curl_slist_free_allp) struct curl_slist *headers = NULL;
@@ -551,10 +583,22 @@ FERRY_EXPORT int ferry_http_get(const char *url, const ferry_http_options *opts,
         curl_url_get(cur, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK)
         return -ENOMEM;
 
-    struct curl_slist *tmp = curl_slist_append(NULL, "Accept: application/json");
-    if (!tmp)
-        return -ENOMEM;
-    headers = tmp;
+    struct curl_slist *tmp = NULL;
+    bool has_accept = false;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        if (strncasecmp(req->headers[i], "Accept:", 7) == 0)
+            has_accept = true;
+        tmp = curl_slist_append(headers, req->headers[i]);
+        if (!tmp)
+            return -ENOMEM;
+        headers = tmp;
+    }
+    if (!has_accept) {
+        tmp = curl_slist_append(headers, "Accept: application/json");
+        if (!tmp)
+            return -ENOMEM;
+        headers = tmp;
+    }
     /* An empty value removes a header curl would add on its own. */
     tmp = curl_slist_append(headers, "Expect:");
     if (!tmp)
@@ -564,10 +608,22 @@ FERRY_EXPORT int ferry_http_get(const char *url, const ferry_http_options *opts,
     h = curl_easy_init();
     if (!h)
         return -ENOMEM;
-    ferry_buf_init(&t.body, l.max_response, false);
+    t.secret = req->sensitive;
+    ferry_buf_init(&t.body, l.max_response, t.secret);
     r = easy_setup(h, &l, strcmp(scheme, "https") == 0, headers, &t);
     if (r < 0)
         return r;
+    if (post) {
+        /* The body is sent from the caller's buffer (no copy); an empty body is sent as
+         * Content-Length: 0. libcurl never follows a redirect here (this module refuses one
+         * for a POST below), so the body goes to exactly the URL checked. */
+        if (curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body_len ? req->body : "") !=
+                CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) !=
+                CURLE_OK)
+            return -ENOMEM;
+    }
 
     deadline = now_ms() + l.total_ms;
     for (hops = 0;; hops++) {
@@ -594,7 +650,7 @@ FERRY_EXPORT int ferry_http_get(const char *url, const ferry_http_options *opts,
             return -FERRY_EPOLICY;
         if (!t.location)
             break; /* a 3xx without a target is an answer like any other */
-        if (hops >= l.max_redirects)
+        if (post || hops >= l.max_redirects)
             return -FERRY_EPOLICY;
 
         _cleanup_(curl_url_cleanupp) CURLU *next = NULL;
@@ -612,6 +668,7 @@ FERRY_EXPORT int ferry_http_get(const char *url, const ferry_http_options *opts,
     resp.body = ferry_buf_steal(&t.body, &resp.body_len);
     if (!resp.body)
         resp.body = strdup_or_null("", &nomem);
+    resp.sensitive = t.secret;
     resp.content_type = t.bad_ctype ? NULL : strdup_or_null(t.content_type, &nomem);
     resp.cache_control = t.bad_cache_control ? NULL : strdup_or_null(t.cache_control, &nomem);
     resp.final_url = strdup_or_null(cur_url, &nomem);
@@ -624,11 +681,43 @@ FERRY_EXPORT int ferry_http_get(const char *url, const ferry_http_options *opts,
     return 0;
 }
 
+FERRY_EXPORT int ferry_http_get(const char *url, const ferry_http_options *opts,
+                                ferry_http_response *ret_resp)
+{
+    ferry_http_request req = {.method = "GET", .url = url};
+
+    if (!url || !ret_resp)
+        return -EINVAL;
+    return http_do(&req, opts, ret_resp);
+}
+
+/* GET or POST with the caller's headers and body; see ferry/http.h. */
+FERRY_EXPORT int ferry_http_request_send(const ferry_http_request *req,
+                                         const ferry_http_options *opts,
+                                         ferry_http_response *ret_resp)
+{
+    if (!req || !req->url || !req->method || !ret_resp || (req->n_headers && !req->headers) ||
+        (req->body_len && !req->body))
+        return -EINVAL;
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "POST") != 0)
+        return -EINVAL;
+    if (strcmp(req->method, "GET") == 0 && req->body_len)
+        return -EINVAL;
+    if (req->n_headers > HTTP_REQUEST_HEADERS_MAX || req->body_len > HTTP_REQUEST_BODY_MAX)
+        return -FERRY_ETOOBIG;
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (!request_header_ok(req->headers[i]))
+            return -EINVAL;
+    return http_do(req, opts, ret_resp);
+}
+
 /* Free the members of resp and zero it; accepts NULL and an already released response. */
 FERRY_EXPORT void ferry_http_response_release(ferry_http_response *resp)
 {
     if (!resp)
         return;
+    if (resp->body && resp->sensitive)
+        ferry_wipe(resp->body, resp->body_len);
     free(resp->body);
     free(resp->content_type);
     free(resp->cache_control);

@@ -131,7 +131,7 @@ def body(tap):
         r = ferry("get", *opts, "vault:kv/ml/x#token")
         tap.ok(r.rc == 2 and "not available yet" in r.err, "vault: not available yet, exit 2", r)
         r = ferry("get", *opts, "aws-sm:prod/db#password")
-        tap.ok(r.rc == 2 and "not available yet" in r.err, "aws-sm: not available yet, exit 2", r)
+        tap.ok(r.rc == 2 and "needs --config" in r.err, "aws-sm without --config: exit 2", r)
         r = ferry("get", *opts, "file:a/../b")
         tap.ok(r.rc == 2 and "bad reference" in r.err and "\"..\"" in r.err,
                "malformed reference: exit 2 with the part named", r)

@@ -25,9 +25,15 @@ typedef struct ferry_secret_backend_ops {
     int (*fetch)(void *state, void *ctx, const ferry_secret_ref *ref, ferry_secret_value **ret,
                  char *errbuf, size_t errlen);
     void (*close)(void *state); /* accepts NULL */
+    /* Optional: called once all backends are open, with the ferry_secrets they belong to, so
+     * a backend can fetch through another one (aws-kms reads its ciphertext blobs from the
+     * file backend). NULL: not needed. */
+    void (*attach)(void *state, ferry_secrets *owner);
 } ferry_secret_backend_ops;
 
 extern const ferry_secret_backend_ops ferry_secrets_file_backend;
+extern const ferry_secret_backend_ops ferry_secrets_aws_sm_backend;  /* aws.c */
+extern const ferry_secret_backend_ops ferry_secrets_aws_kms_backend; /* aws.c */
 
 /* Test hook of the file store's write sequence (tests/unit/test_secrets.c): when set, called
  * after each step of an atomic write with the step number below, so a test can kill the

@@ -28,7 +28,8 @@ static const struct {
     const ferry_secret_backend_ops *ops;
 } backends[] = {
     {"vault", FERRY_SECRET_VAULT, NULL},   {"azure-kv", FERRY_SECRET_AZURE_KV, NULL},
-    {"aws-sm", FERRY_SECRET_AWS_SM, NULL}, {"aws-kms", FERRY_SECRET_AWS_KMS, NULL},
+    {"aws-sm", FERRY_SECRET_AWS_SM, &ferry_secrets_aws_sm_backend},
+    {"aws-kms", FERRY_SECRET_AWS_KMS, &ferry_secrets_aws_kms_backend},
     {"gcp-sm", FERRY_SECRET_GCP_SM, NULL}, {"file", FERRY_SECRET_FILE, &ferry_secrets_file_backend},
 };
 
@@ -649,6 +650,9 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
         ferry_secrets_free(s);
         return r;
     }
+    for (size_t i = 0; i < ARRAY_SIZE(backends); i++)
+        if (s->b[i].ops && s->b[i].ops->attach)
+            s->b[i].ops->attach(s->b[i].state, s);
     *ret = s;
     return 0;
 }
