@@ -391,9 +391,8 @@ static int cmd_get(const options *o, const char *ref)
         if (!conf)
             goto out;
     }
-    r = ferry_secrets_new(json_object_get(conf, "secrets") ? json_object_get(conf, "secrets")
-                                                            : conf,
-                          &env, &s, err, sizeof(err));
+    r = ferry_secrets_new(o->config ? json_object_get(conf, "secrets") : conf, &env, &s, err,
+                          sizeof(err));
     if (r < 0) {
         fprintf(stderr, "ferry secret get: %s\n", err[0] ? err : ferry_strerror(r));
         goto out;

@@ -453,3 +453,156 @@ Test(http_request, arguments_are_checked_before_any_connection)
     cr_assert_eq(ferry_http_request_send(&r, &o, &resp), -FERRY_EPOLICY);
     cr_assert_null(resp.body);
 }
+
+/* ---- the credential cache, against a one-thread STS on loopback ----------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct fake_sts {
+    int fd;
+    int port;
+    int calls;
+    int64_t lifetime; /* seconds of the credentials it hands out */
+    char last_form[4096];
+} fake_sts;
+
+static void *fake_sts_loop(void *arg)
+{
+    fake_sts *f = arg;
+
+    for (;;) {
+        int c = accept(f->fd, NULL, NULL);
+        char req[8192], xml[2048], resp[4096], exp[32];
+        size_t got = 0;
+        ssize_t n;
+        time_t e;
+        struct tm tm;
+
+        if (c < 0)
+            return NULL;
+        /* Read headers and the body (Content-Length). */
+        while (got < sizeof(req) - 1 && (n = read(c, req + got, sizeof(req) - 1 - got)) > 0) {
+            char *hdr_end, *cl;
+            got += (size_t)n;
+            req[got] = '\0';
+            hdr_end = strstr(req, "\r\n\r\n");
+            cl = strcasestr(req, "Content-Length:");
+            if (hdr_end && cl && got >= (size_t)(hdr_end + 4 - req) + strtoul(cl + 15, NULL, 10))
+                break;
+        }
+        f->calls++;
+        snprintf(f->last_form, sizeof(f->last_form), "%s",
+                 strstr(req, "\r\n\r\n") ? strstr(req, "\r\n\r\n") + 4 : "");
+        e = time(NULL) + f->lifetime;
+        gmtime_r(&e, &tm);
+        strftime(exp, sizeof(exp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(xml, sizeof(xml),
+                 "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult>"
+                 "<Credentials><AccessKeyId>ASIAFAKE%08d</AccessKeyId>"
+                 "<SecretAccessKey>secret</SecretAccessKey><SessionToken>token</SessionToken>"
+                 "<Expiration>%s</Expiration></Credentials></AssumeRoleWithWebIdentityResult>"
+                 "</AssumeRoleWithWebIdentityResponse>",
+                 f->calls, exp);
+        snprintf(resp, sizeof(resp),
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n%s",
+                 strlen(xml), xml);
+        (void)!write(c, resp, strlen(resp));
+        close(c);
+    }
+}
+
+static int mint_stub_calls;
+static int mint_stub(void *userdata, const char *audience, char **ret_token, char *errbuf,
+                     size_t errlen)
+{
+    (void)userdata;
+    (void)errbuf;
+    (void)errlen;
+    mint_stub_calls++;
+    cr_assert_str_eq(audience, "sts.amazonaws.com");
+    *ret_token = strdup("eyJhbGciOiJFUzI1NiJ9.e30.c2ln");
+    return *ret_token ? 0 : -ENOMEM;
+}
+
+Test(provider, caches_and_refreshes_before_expiry)
+{
+    fake_sts f = {.lifetime = 3600};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    pthread_t th;
+    char url[64], err[256] = "";
+    ferry_aws_provider *p = NULL;
+    ferry_aws_credentials c = {0};
+
+    f.fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(f.fd, 0);
+    cr_assert_eq(bind(f.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(f.fd, 4), 0);
+    cr_assert_eq(getsockname(f.fd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    cr_assert_eq(pthread_create(&th, NULL, fake_sts_loop, &f), 0);
+
+    ferry_aws_config cfg = {
+        .region = "us-east-1",
+        .role_arn = "arn:aws:iam::123456789012:role/r",
+        .session_name = "s-1",
+        .sts_endpoint = url,
+        .web_identity = mint_stub,
+        .http = {.allow_http_loopback = true},
+    };
+    cr_assert_eq(ferry_aws_provider_new(&cfg, &p, err, sizeof(err)), 0, "%s", err);
+
+    cr_assert_eq(ferry_aws_provider_get(p, &c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(c.access_key_id, "ASIAFAKE00000001");
+    cr_assert_str_eq(c.session_token, "token");
+    ferry_aws_credentials_clear(&c);
+    cr_assert_eq(f.calls, 1);
+    cr_assert(strstr(f.last_form, "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&"
+                                  "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fr&"
+                                  "RoleSessionName=s-1&DurationSeconds=3600&"
+                                  "WebIdentityToken=eyJhbGciOiJFUzI1NiJ9.e30.c2ln"),
+              "%s", f.last_form);
+
+    /* Fresh: served from the cache. */
+    cr_assert_eq(ferry_aws_provider_get(p, &c, err, sizeof(err)), 0);
+    ferry_aws_credentials_clear(&c);
+    cr_assert_eq(f.calls, 1);
+    cr_assert_eq(mint_stub_calls, 1);
+
+    /* Invalidated: fetched again. */
+    ferry_aws_provider_invalidate(p);
+    cr_assert_eq(ferry_aws_provider_get(p, &c, err, sizeof(err)), 0);
+    cr_assert_str_eq(c.access_key_id, "ASIAFAKE00000002");
+    ferry_aws_credentials_clear(&c);
+    cr_assert_eq(f.calls, 2);
+
+    /* Short-lived credentials (4 s) are refreshed at half their lifetime, not 5 minutes
+     * before expiry (which would refetch on every call). */
+    ferry_aws_provider_invalidate(p);
+    f.lifetime = 4;
+    cr_assert_eq(ferry_aws_provider_get(p, &c, err, sizeof(err)), 0);
+    ferry_aws_credentials_clear(&c);
+    cr_assert_eq(f.calls, 3);
+    sleep(3); /* past half of the 4 s lifetime */
+    cr_assert_eq(ferry_aws_provider_get(p, &c, err, sizeof(err)), 0);
+    ferry_aws_credentials_clear(&c);
+    cr_assert_eq(f.calls, 4, "credentials past half their lifetime were not refreshed");
+
+    /* Already expired on arrival: refused. */
+    ferry_aws_provider_invalidate(p);
+    f.lifetime = -10;
+    cr_assert_eq(ferry_aws_provider_get(p, &c, err, sizeof(err)), -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "expired"), "%s", err);
+    cr_assert_null(c.secret_access_key);
+
+    ferry_aws_provider_free(p);
+    shutdown(f.fd, SHUT_RDWR);
+    close(f.fd);
+    pthread_join(th, NULL);
+}
