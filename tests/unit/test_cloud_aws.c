@@ -606,3 +606,190 @@ Test(provider, caches_and_refreshes_before_expiry)
     close(f.fd);
     pthread_join(th, NULL);
 }
+
+/* ---- signed calls and their faults, against a scripted loopback service ------------------- */
+
+typedef struct scripted {
+    int fd;
+    int calls;
+    const char *const *answers; /* raw HTTP responses, one per connection (the last repeats) */
+    size_t n_answers;
+    char last_req[16384];
+} scripted;
+
+static void *scripted_loop(void *arg)
+{
+    scripted *s = arg;
+
+    for (;;) {
+        int c = accept(s->fd, NULL, NULL);
+        size_t got = 0;
+        ssize_t n;
+        const char *a;
+
+        if (c < 0)
+            return NULL;
+        while (got < sizeof(s->last_req) - 1 &&
+               (n = read(c, s->last_req + got, sizeof(s->last_req) - 1 - got)) > 0) {
+            char *hdr_end, *cl;
+            got += (size_t)n;
+            s->last_req[got] = '\0';
+            hdr_end = strstr(s->last_req, "\r\n\r\n");
+            cl = strcasestr(s->last_req, "Content-Length:");
+            if (hdr_end && cl &&
+                got >= (size_t)(hdr_end + 4 - s->last_req) + strtoul(cl + 15, NULL, 10))
+                break;
+        }
+        a = s->answers[(size_t)s->calls < s->n_answers ? (size_t)s->calls : s->n_answers - 1];
+        s->calls++;
+        (void)!write(c, a, strlen(a));
+        close(c);
+    }
+}
+
+static int scripted_start(scripted *s, pthread_t *th, char *url, size_t urllen)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(s->fd, 0);
+    cr_assert_eq(bind(s->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(s->fd, 8), 0);
+    cr_assert_eq(getsockname(s->fd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(url, urllen, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    return pthread_create(th, NULL, scripted_loop, s);
+}
+
+static void scripted_stop(scripted *s, pthread_t th)
+{
+    shutdown(s->fd, SHUT_RDWR);
+    close(s->fd);
+    pthread_join(th, NULL);
+}
+
+#define JSON_OK                                                                                    \
+    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 34\r\n"        \
+    "Connection: close\r\n\r\n{\"SecretString\":\"" CANARY "\"}"
+#define THROTTLED                                                                                  \
+    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n"                     \
+    "Content-Length: 70\r\nConnection: close\r\n\r\n"                                              \
+    "{\"__type\":\"ThrottlingException\",\"message\":\"slow down " CANARY "\"}"
+#define ERR500                                                                                     \
+    "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+static int call(const char *url, const char *const *answers, size_t n, scripted *s,
+                ferry_http_response *resp, char *err)
+{
+    ferry_aws_config cfg = {.region = "us-east-1", .http = {.allow_http_loopback = true}};
+    ferry_aws_provider *p = NULL;
+    int r;
+
+    (void)url;
+    s->answers = answers;
+    s->n_answers = n;
+    cr_assert_eq(ferry_aws_provider_new(&cfg, &p, err, 256), 0, "%s", err);
+    r = ferry_aws_json_call(p, url, "secretsmanager", "secretsmanager.GetSecretValue",
+                            "{\"SecretId\":\"a\"}", 16, 4096, resp, err, 256);
+    ferry_aws_provider_free(p);
+    return r;
+}
+
+Test(json_call, signs_retries_and_refuses_faults)
+{
+    scripted s = {0};
+    pthread_t th;
+    char url[64], err[256] = "";
+    ferry_http_response resp = {0};
+
+    setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE0123456", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", 1);
+    setenv("AWS_SESSION_TOKEN", "session-token-1", 1);
+    cr_assert_eq(scripted_start(&s, &th, url, sizeof(url)), 0);
+
+    /* Success: the request is signed and carries the target and the token. */
+    static const char *const ok[] = {JSON_OK};
+    cr_assert_eq(call(url, ok, 1, &s, &resp, err), 0, "%s", err);
+    cr_assert_eq(resp.status, 200);
+    cr_assert(strstr(resp.body, CANARY));
+    cr_assert(resp.sensitive);
+    ferry_http_response_release(&resp);
+    cr_assert(strstr(s.last_req, "POST / HTTP/1.1\r\n"));
+    cr_assert(strstr(s.last_req, "X-Amz-Target: secretsmanager.GetSecretValue\r\n"));
+    cr_assert(strstr(s.last_req, "Content-Type: application/x-amz-json-1.1\r\n"));
+    cr_assert(strstr(s.last_req, "X-Amz-Security-Token: session-token-1\r\n"));
+    cr_assert(strstr(s.last_req, "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE0123456/"));
+    cr_assert(strstr(s.last_req, "/us-east-1/secretsmanager/aws4_request, SignedHeaders="
+                                 "content-type;host;x-amz-date;x-amz-security-token;"
+                                 "x-amz-target, Signature="),
+              "%s", s.last_req);
+    cr_assert_null(strstr(s.last_req, "wJalrXUtnFEMI"));
+
+    /* Throttled twice, then answered: three calls, success. */
+    static const char *const throttled[] = {THROTTLED, THROTTLED, JSON_OK};
+    s.calls = 0;
+    cr_assert_eq(call(url, throttled, 3, &s, &resp, err), 0, "%s", err);
+    ferry_http_response_release(&resp);
+    cr_assert_eq(s.calls, 3);
+
+    /* Always 500: a bounded number of attempts, then a clear error. */
+    static const char *const down[] = {ERR500};
+    s.calls = 0;
+    cr_assert_eq(call(url, down, 1, &s, &resp, err), -EAGAIN);
+    cr_assert_eq(s.calls, FERRY_AWS_MAX_ATTEMPTS);
+    cr_assert(strstr(err, "HTTP 500"), "%s", err);
+    cr_assert_null(resp.body);
+
+    /* Always throttled: the type is named, the message is not. */
+    s.calls = 0;
+    static const char *const always_throttled[] = {THROTTLED};
+    cr_assert_eq(call(url, always_throttled, 1, &s, &resp, err), -EAGAIN);
+    cr_assert_eq(s.calls, FERRY_AWS_MAX_ATTEMPTS);
+    cr_assert(strstr(err, "ThrottlingException"), "%s", err);
+    cr_assert_null(strstr(err, CANARY));
+
+    /* Not found: no retry. */
+    static const char *const missing[] = {
+        "HTTP/1.1 400 Bad Request\r\nContent-Length: 38\r\nConnection: close\r\n\r\n"
+        "{\"__type\":\"ResourceNotFoundException\"}"};
+    s.calls = 0;
+    cr_assert_eq(call(url, missing, 1, &s, &resp, err), -ENOENT);
+    cr_assert_eq(s.calls, 1);
+
+    /* Oversized (over the 4096-byte cap given): refused, not retried. */
+    static char big[8192];
+    int o = snprintf(big, sizeof(big),
+                     "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                     "Content-Length: 5000\r\nConnection: close\r\n\r\n");
+    memset(big + o, 'x', 5000);
+    big[o + 5000] = '\0';
+    static const char *const oversized[] = {big};
+    s.calls = 0;
+    cr_assert_eq(call(url, oversized, 1, &s, &resp, err), -FERRY_ETOOBIG);
+    cr_assert_eq(s.calls, 1);
+    cr_assert_null(resp.body);
+
+    /* Truncated (the connection closes before Content-Length bytes): a network failure,
+     * retried, then refused; never a partial body. */
+    static const char *const truncated[] = {
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 100\r\n"
+        "Connection: close\r\n\r\n{\"SecretString\":\"" CANARY};
+    s.calls = 0;
+    cr_assert_eq(call(url, truncated, 1, &s, &resp, err), -FERRY_EFETCH);
+    cr_assert_eq(s.calls, FERRY_AWS_MAX_ATTEMPTS);
+    cr_assert_null(resp.body);
+    cr_assert_null(strstr(err, CANARY));
+
+    /* A redirect of the POST, even to the same host: refused. */
+    static const char *const redirect[] = {
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n"
+        "Connection: close\r\n\r\n"};
+    s.calls = 0;
+    cr_assert_eq(call(url, redirect, 1, &s, &resp, err), -FERRY_EPOLICY);
+    cr_assert_eq(s.calls, 1);
+
+    scripted_stop(&s, th);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_SESSION_TOKEN");
+}
