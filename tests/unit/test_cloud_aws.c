@@ -530,6 +530,64 @@ static int mint_stub(void *userdata, const char *audience, char **ret_token, cha
     return *ret_token ? 0 : -ENOMEM;
 }
 
+typedef struct getter {
+    ferry_aws_provider *p;
+    int r;
+    char key_id[129];
+} getter;
+
+static void *get_thread(void *arg)
+{
+    getter *g = arg;
+    ferry_aws_credentials c = {0};
+
+    g->r = ferry_aws_provider_get(g->p, &c, NULL, 0);
+    memcpy(g->key_id, c.access_key_id, sizeof(g->key_id));
+    ferry_aws_credentials_clear(&c);
+    return NULL;
+}
+
+Test(provider, concurrent_callers_share_one_sts_call)
+{
+    fake_sts f = {.lifetime = 3600};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    pthread_t th, t[16];
+    getter g[16];
+    char url[64], err[256] = "";
+    ferry_aws_provider *p = NULL;
+
+    f.fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(f.fd, 0);
+    cr_assert_eq(bind(f.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(f.fd, 32), 0);
+    cr_assert_eq(getsockname(f.fd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    cr_assert_eq(pthread_create(&th, NULL, fake_sts_loop, &f), 0);
+    ferry_aws_config cfg = {
+        .region = "us-east-1",
+        .role_arn = "arn:aws:iam::123456789012:role/r",
+        .sts_endpoint = url,
+        .web_identity = mint_stub,
+        .http = {.allow_http_loopback = true},
+    };
+    cr_assert_eq(ferry_aws_provider_new(&cfg, &p, err, sizeof(err)), 0, "%s", err);
+    for (int i = 0; i < 16; i++) {
+        g[i] = (getter){.p = p};
+        cr_assert_eq(pthread_create(&t[i], NULL, get_thread, &g[i]), 0);
+    }
+    for (int i = 0; i < 16; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(g[i].r, 0);
+        cr_assert_str_eq(g[i].key_id, "ASIAFAKE00000001");
+    }
+    cr_assert_eq(f.calls, 1, "%d STS calls for 16 concurrent callers", f.calls);
+    ferry_aws_provider_free(p);
+    shutdown(f.fd, SHUT_RDWR);
+    close(f.fd);
+    pthread_join(th, NULL);
+}
+
 Test(provider, caches_and_refreshes_before_expiry)
 {
     fake_sts f = {.lifetime = 3600};
@@ -779,6 +837,20 @@ Test(json_call, signs_retries_and_refuses_faults)
     cr_assert_eq(s.calls, FERRY_AWS_MAX_ATTEMPTS);
     cr_assert_null(resp.body);
     cr_assert_null(strstr(err, CANARY));
+
+    /* A wrong content type (or none) on a 200: refused, not retried. */
+    static const char *const wrong_type[] = {
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 34\r\n"
+        "Connection: close\r\n\r\n{\"SecretString\":\"" CANARY "\"}"};
+    s.calls = 0;
+    cr_assert_eq(call(url, wrong_type, 1, &s, &resp, err), -FERRY_EMALFORMED);
+    cr_assert_eq(s.calls, 1);
+    cr_assert(strstr(err, "x-amz-json-1.1"), "%s", err);
+    cr_assert_null(resp.body);
+    static const char *const no_type[] = {"HTTP/1.1 200 OK\r\nContent-Length: 34\r\n"
+                                          "Connection: close\r\n\r\n{\"SecretString\":\"" CANARY
+                                          "\"}"};
+    cr_assert_eq(call(url, no_type, 1, &s, &resp, err), -FERRY_EMALFORMED);
 
     /* A redirect of the POST, even to the same host: refused. */
     static const char *const redirect[] = {

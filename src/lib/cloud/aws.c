@@ -957,9 +957,11 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
             r = fail(errbuf, errlen, r, "%s: request failed (%s)", service, ferry_strerror(r));
         else if (resp.status == 200) {
             /* moto_server answers Secrets Manager with text/html; a plain-http endpoint exists
-             * only with allow_http_loopback (tests), so only there is the type not checked
-             * (the body must still be JSON). */
-            if (!json_content_type(resp.content_type) && strncmp(url, "http://", 7) != 0) {
+             * only with allow_http_loopback (tests), so only there is text/html let through
+             * (the body must still be JSON). Any other type is refused everywhere. */
+            bool moto_html = strncmp(url, "http://", 7) == 0 && resp.content_type &&
+                             strncasecmp(resp.content_type, "text/html", 9) == 0;
+            if (!json_content_type(resp.content_type) && !moto_html) {
                 ferry_http_response_release(&resp);
                 return fail(errbuf, errlen, -FERRY_EMALFORMED,
                             "%s: answer is not application/x-amz-json-1.1", service);
