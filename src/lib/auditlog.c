@@ -23,6 +23,7 @@
 
 #include <openssl/evp.h>
 
+#include "basic/errbuf.h"
 #include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -1288,17 +1289,7 @@ static int64_t realtime_us(void *userdata)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void errf(char *errbuf, size_t errlen, const char *fmt, ...) _printf_(3, 4);
-static void errf(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errbuf || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
+#define errf(errbuf, errlen, ...) ((void)ferry_errbuf_set(errbuf, errlen, 0, __VA_ARGS__))
 
 /* Pick the signature algorithm of a key: its declared alg, else the first that fits. */
 static ferry_alg key_alg(const ferry_jwk *key)

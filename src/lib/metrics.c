@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "basic/errbuf.h"
 #include "basic/buf.h"
 #include "basic/macro.h"
 #include "basic/utf8.h"
@@ -120,17 +121,7 @@ static bool name_ok(const char *s, bool colon)
     return true;
 }
 
-static int bad(char *errbuf, size_t errlen, const char *fmt, ...) _printf_(3, 4);
-static int bad(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -EINVAL;
-}
+#define bad(errbuf, errlen, ...) ferry_errbuf_set(errbuf, errlen, -EINVAL, __VA_ARGS__)
 
 /* x * scale rounded, saturated to int64; NaN is the caller's to refuse. */
 static int64_t to_scaled(double x, uint64_t scale)

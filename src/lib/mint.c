@@ -34,6 +34,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "basic/errbuf.h"
 #include "basic/b64.h"
 #include "basic/macro.h"
 #include "basic/fileio.h"
@@ -107,17 +108,7 @@ static void closep(int *fd)
 }
 #define _cleanup_close_ _cleanup_(closep)
 
-_printf_(4, 5) static int fail(char *errbuf, size_t errlen, int r, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        (void)vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return r;
-}
+#define fail(...) ferry_errbuf_set(__VA_ARGS__)
 
 static int64_t mint_now(const ferry_mint *m)
 {

@@ -42,6 +42,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "basic/errbuf.h"
 #include "basic/b64.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -213,17 +214,7 @@ _printf_(3, 4) static int refuse(ferry_verify_result *res, ferry_reason reason, 
     return -FERRY_EREFUSED;
 }
 
-_printf_(3, 4) static int cfg_error(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        (void)vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -FERRY_ECONFIG;
-}
+#define cfg_error(errbuf, errlen, ...) ferry_errbuf_set(errbuf, errlen, -FERRY_ECONFIG, __VA_ARGS__)
 
 /* ---- issuers -------------------------------------------------------------------------- */
 

@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "basic/errbuf.h"
 #include "basic/buf.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -29,16 +30,7 @@
 #define ALGORITHM "AWS4-HMAC-SHA256"
 #define OUT_MAX (4u << 20) /* any built string; far above what the input limits allow */
 
-_printf_(3, 4) static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errbuf || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
+#define seterr(errbuf, errlen, ...) ((void)ferry_errbuf_set(errbuf, errlen, 0, __VA_ARGS__))
 
 /* ---- character classes ------------------------------------------------------------------ */
 

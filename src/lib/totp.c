@@ -29,6 +29,7 @@
 #include <liboath/oath.h>
 #include <openssl/rand.h>
 
+#include "basic/errbuf.h"
 #include "basic/macro.h"
 #include "basic/fileio.h"
 #include "basic/mem.h"
@@ -75,16 +76,7 @@ static void closep(int *fd)
 }
 #define _cleanup_close_ _cleanup_(closep)
 
-_printf_(3, 4) static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!errbuf || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
+#define seterr(errbuf, errlen, ...) ((void)ferry_errbuf_set(errbuf, errlen, 0, __VA_ARGS__))
 
 /* ---- names and encodings ---------------------------------------------------------------- */
 

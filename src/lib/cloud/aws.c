@@ -29,6 +29,7 @@
 
 #include <openssl/rand.h>
 
+#include "basic/errbuf.h"
 #include "basic/buf.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -42,18 +43,7 @@
 #define AWS_ERROR_BODY_MAX 65536
 #define AWS_STS_VERSION "2011-06-15"
 
-static int fail(char *errbuf, size_t errlen, int code, const char *fmt, ...) _printf_(4, 5);
-static int fail(char *errbuf, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#define fail(...) ferry_errbuf_set(__VA_ARGS__)
 
 FERRY_EXPORT void ferry_aws_credentials_clear(ferry_aws_credentials *c)
 {

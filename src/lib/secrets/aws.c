@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "basic/errbuf.h"
 #include "basic/b64.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -31,18 +32,7 @@
 #include "lib/secrets/aws-internal.h"
 #include "lib/secrets/secrets-internal.h"
 
-static int fail(char *errbuf, size_t errlen, int code, const char *fmt, ...) _printf_(4, 5);
-static int fail(char *errbuf, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#define fail(...) ferry_errbuf_set(__VA_ARGS__)
 
 /* ---- parsers -------------------------------------------------------------------------------- */
 

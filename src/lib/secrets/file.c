@@ -35,6 +35,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "basic/errbuf.h"
 #include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -79,17 +80,7 @@ struct image {
     struct entry *e;
 };
 
-_printf_(3, 4) static int say(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        (void)vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return 0;
-}
+#define say(errbuf, errlen, ...) ferry_errbuf_set(errbuf, errlen, 0, __VA_ARGS__)
 
 static void hook(int step)
 {
