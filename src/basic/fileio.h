@@ -4,6 +4,17 @@
 #define FERRY_BASIC_FILEIO_H
 
 #include <stddef.h>
+#include <unistd.h>
+
+#include "basic/macro.h"
+
+/* For _cleanup_close_: close a descriptor when its variable leaves scope (-1: nothing). */
+static inline void ferry_closep(int *fd)
+{
+    if (*fd >= 0)
+        (void)close(*fd);
+}
+#define _cleanup_close_ _cleanup_(ferry_closep)
 
 /* Write all n bytes of p to fd, retrying after EINTR and short writes. Returns 0, -errno, or
  * -EIO when write() made no progress. On error an unknown prefix may have been written. */

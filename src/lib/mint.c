@@ -101,12 +101,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ferry_jwk *, ferry_jwk_unref)
 DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY *, EVP_PKEY_free)
 DEFINE_TRIVIAL_CLEANUP_FUNC(BIO *, BIO_free)
 
-static void closep(int *fd)
-{
-    if (*fd >= 0)
-        (void)close(*fd);
-}
-#define _cleanup_close_ _cleanup_(closep)
 
 #define fail(...) ferry_errbuf_set(__VA_ARGS__)
 

@@ -69,12 +69,6 @@ static void record_wipe(totp_record *rec)
     ferry_wipe(rec, sizeof(*rec));
 }
 
-static void closep(int *fd)
-{
-    if (*fd >= 0)
-        (void)close(*fd);
-}
-#define _cleanup_close_ _cleanup_(closep)
 
 #define seterr(errbuf, errlen, ...) ((void)ferry_errbuf_set(errbuf, errlen, 0, __VA_ARGS__))
 
