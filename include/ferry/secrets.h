@@ -126,11 +126,18 @@ typedef struct ferry_secrets_env {
     int (*web_identity_token)(void *userdata, const char *audience, char **ret_token,
                               char *errbuf, size_t errlen);
     void *web_identity_userdata;
+    /* The cache's clock: monotonic milliseconds (tests inject one). NULL: CLOCK_MONOTONIC. */
+    int64_t (*clock_ms)(void *userdata);
+    void *clock_userdata;
 } ferry_secrets_env;
 
 /* Create the backends from conf, ferryd's "secrets" section: an object whose members are
  * backend names, each with that backend's configuration object, e.g.
  *   {"file": {"store": "/var/lib/ferry/secrets.store", "key": "/var/lib/ferry/secrets.key"}}
+ * Each backend section may also hold "cache_ttl": seconds its values stay cached (0..86400,
+ * default 300; 0 = never cached); the backend's own ttl_hint may shorten it. A member "cache"
+ * (not a backend) bounds the cache: {"max_entries": 1..1000000 (default 1024), "max_bytes":
+ * 4096..2^30 (default 4 MiB, counted in whole locked pages)}.
  * conf may be NULL (no section): then only the file backend is configured, with its defaults
  * under env->state_dir, when that is set. An unknown member, a backend this build does not
  * have yet, or a bad section is refused with -FERRY_ECONFIG / -FERRY_EUNSUPPORTED and a reason
@@ -143,12 +150,41 @@ void ferry_secrets_free(ferry_secrets *s); /* accepts NULL */
 /* Fetch the secret ref names (a reference string; parsed and canonicalised here). This does
  * not check grants: the caller checks ferry_secret_ref_granted() first. ctx is the caller's
  * per-request context, handed unchanged to the backend (NULL for the file backend). On success
- * *ret is a new value (ferry_secret_value_free). Returns 0, -FERRY_EMALFORMED (bad reference),
- * -FERRY_EUNSUPPORTED (backend not configured or not available yet), -ENOENT (no such secret)
- * or the backend's error; errbuf says which, never with any part of a value. Thread-safe for
- * the file backend (each fetch reads the store afresh). */
+ * *ret is a new value of the caller's own (ferry_secret_value_free). Returns 0,
+ * -FERRY_EMALFORMED (bad reference), -FERRY_EUNSUPPORTED (backend not configured or not
+ * available yet), -ENOENT (no such secret) or the backend's error; errbuf says which, never
+ * with any part of a value. Thread-safe.
+ *
+ * Values are cached by canonical reference (bounded, least recently used evicted first, TTL
+ * per backend; the cache's copies are in locked pages and wiped when they go). Single-flight:
+ * while one backend call for a reference is running, other callers of that reference wait for
+ * its result and share it, success or failure; failures are never cached. */
 int ferry_secrets_fetch(ferry_secrets *s, const char *ref, void *ctx, ferry_secret_value **ret,
                         char *errbuf, size_t errlen);
+
+/* flags of ferry_secrets_fetch_ex */
+#define FERRY_SECRETS_NO_WAIT 1u /* a cached value or -FERRY_EWOULDBLOCK: no backend call and
+                                    no waiting for another caller's */
+
+/* ferry_secrets_fetch with flags (0 or FERRY_SECRETS_NO_WAIT, for an event thread). */
+int ferry_secrets_fetch_ex(ferry_secrets *s, const char *ref, unsigned flags, void *ctx,
+                           ferry_secret_value **ret, char *errbuf, size_t errlen);
+
+/* The cache's counters since ferry_secrets_new. */
+typedef struct ferry_secrets_stats {
+    uint64_t hits;           /* answered from the cache */
+    uint64_t misses;         /* not cached (each waiter of a flight counts too) */
+    uint64_t backend_calls;  /* backend fetches started */
+    uint64_t backend_errors; /* of which failed */
+    uint64_t inflight_waits; /* callers that waited for another caller's backend call */
+    uint64_t evictions;      /* entries dropped to stay within the bounds */
+    uint64_t expirations;    /* entries dropped when found expired */
+    size_t entries, bytes;   /* cached now (bytes: locked pages) */
+    size_t max_entries, max_bytes;
+} ferry_secrets_stats;
+
+/* A consistent snapshot of the counters; all 0 for NULL s. Thread-safe. */
+void ferry_secrets_get_stats(ferry_secrets *s, ferry_secrets_stats *out);
 
 /* ---- the sealed-file store (the file backend; also used by `ferry secret`) --------------- */
 

@@ -49,4 +49,10 @@ enum {
 };
 extern void (*ferry_secrets_file_write_hook)(int step);
 
+/* Test hook (tests/unit/test_secrets_cache.c): make ops (with its state, owned from now on)
+ * the backend of ops->id in s, closing the one configured, with cache_ttl seconds. Not
+ * exported from libferry.so. Returns 0 or -EINVAL. */
+int ferry_secrets_set_backend(ferry_secrets *s, const ferry_secret_backend_ops *ops, void *state,
+                              uint32_t cache_ttl);
+
 #endif

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "basic/macro.h"
@@ -27,7 +29,8 @@ static const struct {
     ferry_secret_backend id;
     const ferry_secret_backend_ops *ops;
 } backends[] = {
-    {"vault", FERRY_SECRET_VAULT, NULL},   {"azure-kv", FERRY_SECRET_AZURE_KV, NULL},
+    {"vault", FERRY_SECRET_VAULT, NULL},
+    {"azure-kv", FERRY_SECRET_AZURE_KV, NULL},
     {"aws-sm", FERRY_SECRET_AWS_SM, &ferry_secrets_aws_sm_backend},
     {"aws-kms", FERRY_SECRET_AWS_KMS, &ferry_secrets_aws_kms_backend},
     {"gcp-sm", FERRY_SECRET_GCP_SM, NULL}, {"file", FERRY_SECRET_FILE, &ferry_secrets_file_backend},
@@ -564,17 +567,187 @@ FERRY_EXPORT void ferry_secret_value_free(ferry_secret_value *v)
     free(v);
 }
 
-/* ---- the configured backends ------------------------------------------------------------ */
+/* ---- the configured backends, the cache and single-flight --------------------------------- */
+
+#define CACHE_TTL_DEFAULT 300            /* seconds, per backend ("cache_ttl") */
+#define CACHE_TTL_MAX 86400              /* a day */
+#define CACHE_ENTRIES_DEFAULT 1024       /* "cache": {"max_entries"} */
+#define CACHE_ENTRIES_MAX 1000000
+#define CACHE_BYTES_DEFAULT (4u << 20)   /* "cache": {"max_bytes"}: locked pages, counted whole */
+#define CACHE_BYTES_MAX ((size_t)1 << 30)
+
+/* A cached value: in the hash chain of its bucket and in the LRU list (head = most recent). */
+typedef struct cache_entry {
+    char *key; /* canonical reference */
+    uint64_t hash;
+    ferry_secret_value *v; /* the cache's own copy; wiped when the entry goes */
+    int64_t expires_ms;
+    struct cache_entry *hnext, *prev, *next;
+} cache_entry;
+
+/* A fetch in flight: the first caller of a reference runs the backend; later callers wait on
+ * s->cond for done, then copy the result. Freed by the last one out (refs). */
+typedef struct flight {
+    char *key;
+    uint64_t hash;
+    unsigned refs;
+    bool done;
+    int err;
+    char why[FERRY_SECRET_REF_MAX + 300];
+    ferry_secret_value *v; /* success: shared result, copied by each waiter */
+    struct flight *next;
+} flight;
 
 struct ferry_secrets {
     struct {
         const ferry_secret_backend_ops *ops;
         void *state;
+        uint32_t cache_ttl; /* seconds; 0 = never cached */
     } b[ARRAY_SIZE(backends)];
-    /* Later: the bounded cache (canonical reference -> value, TTL per backend, values wiped on
-     * eviction) and the single-flight table (one in-flight fetch per canonical reference,
-     * others wait on it) live here, consulted by ferry_secrets_fetch before the backend. */
+    pthread_mutex_t lock; /* the cache, the flights and the counters */
+    pthread_cond_t cond;  /* a flight finished */
+    cache_entry **buckets;
+    size_t n_buckets; /* a power of two */
+    cache_entry *lru_head, *lru_tail;
+    size_t n_entries, bytes, max_entries, max_bytes;
+    flight *flights;
+    ferry_secrets_stats st;
+    int64_t (*clock_ms)(void *userdata);
+    void *clock_userdata;
 };
+
+static uint64_t key_hash(const char *k)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+    return h;
+}
+
+static int64_t now_ms(const ferry_secrets *s)
+{
+    struct timespec ts;
+    if (s->clock_ms)
+        return s->clock_ms(s->clock_userdata);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A new copy of v in pages of its own. */
+static int value_copy(const ferry_secret_value *v, ferry_secret_value **ret)
+{
+    ferry_secret_value *c;
+    int r = ferry_secret_value_new(v->len, &c);
+    if (r < 0)
+        return r;
+    if (v->len)
+        memcpy(c->data, v->data, v->len);
+    memcpy(c->version, v->version, sizeof(c->version));
+    c->ttl_hint = v->ttl_hint;
+    *ret = c;
+    return 0;
+}
+
+static void lru_unlink(ferry_secrets *s, cache_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        s->lru_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        s->lru_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push(ferry_secrets *s, cache_entry *e)
+{
+    e->prev = NULL;
+    e->next = s->lru_head;
+    if (s->lru_head)
+        s->lru_head->prev = e;
+    s->lru_head = e;
+    if (!s->lru_tail)
+        s->lru_tail = e;
+}
+
+/* Unlink e from everything, wipe its value and free it. Under s->lock. */
+static void entry_drop(ferry_secrets *s, cache_entry *e)
+{
+    cache_entry **pp = &s->buckets[e->hash & (s->n_buckets - 1)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
+    lru_unlink(s, e);
+    s->n_entries--;
+    s->bytes -= e->v->map_len;
+    ferry_secret_value_free(e->v); /* wipes the bytes */
+    free(e->key);
+    free(e);
+}
+
+static cache_entry *entry_find(ferry_secrets *s, const char *key, uint64_t h)
+{
+    for (cache_entry *e = s->buckets[h & (s->n_buckets - 1)]; e; e = e->hnext)
+        if (e->hash == h && strcmp(e->key, key) == 0)
+            return e;
+    return NULL;
+}
+
+/* Look key up under s->lock: a live entry is copied into *ret (0) and made most recent; an
+ * expired one is dropped. -ENOENT when there is none. */
+static int cache_lookup(ferry_secrets *s, const char *key, uint64_t h, ferry_secret_value **ret)
+{
+    cache_entry *e = entry_find(s, key, h);
+    if (!e)
+        return -ENOENT;
+    if (now_ms(s) >= e->expires_ms) {
+        s->st.expirations++;
+        entry_drop(s, e);
+        return -ENOENT;
+    }
+    if (value_copy(e->v, ret) < 0)
+        return -ENOMEM;
+    lru_unlink(s, e);
+    lru_push(s, e);
+    return 0;
+}
+
+/* Store a copy of v under key for ttl seconds, evicting the least recently used entries to
+ * stay within the bounds. A value larger than max_bytes is not cached. Under s->lock. */
+static void cache_store(ferry_secrets *s, const char *key, uint64_t h, const ferry_secret_value *v,
+                        uint32_t ttl)
+{
+    cache_entry *e, *old;
+
+    if (ttl == 0 || v->map_len > s->max_bytes)
+        return;
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return;
+    e->key = strdup(key);
+    if (!e->key || value_copy(v, &e->v) < 0) {
+        free(e->key);
+        free(e);
+        return;
+    }
+    old = entry_find(s, key, h);
+    if (old)
+        entry_drop(s, old);
+    while (s->lru_tail && (s->n_entries + 1 > s->max_entries || s->bytes + e->v->map_len > s->max_bytes)) {
+        s->st.evictions++;
+        entry_drop(s, s->lru_tail);
+    }
+    e->hash = h;
+    e->expires_ms = now_ms(s) + (int64_t)ttl * 1000;
+    e->hnext = s->buckets[h & (s->n_buckets - 1)];
+    s->buckets[h & (s->n_buckets - 1)] = e;
+    lru_push(s, e);
+    s->n_entries++;
+    s->bytes += e->v->map_len;
+}
 
 FERRY_EXPORT void ferry_secrets_free(ferry_secrets *s)
 {
@@ -583,7 +756,61 @@ FERRY_EXPORT void ferry_secrets_free(ferry_secrets *s)
     for (size_t i = 0; i < ARRAY_SIZE(backends); i++)
         if (s->b[i].ops)
             s->b[i].ops->close(s->b[i].state);
+    while (s->lru_head)
+        entry_drop(s, s->lru_head);
+    free(s->buckets);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
     free(s);
+}
+
+/* Read an unsigned integer member of obj into *ret when present. */
+static int get_limit(const json_t *obj, const char *name, long long min, long long max,
+                     long long *ret, const char *where, char *errbuf, size_t errlen)
+{
+    json_t *v = json_object_get(obj, name);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        (void)fail(errbuf, errlen, "secrets: %s.%s must be an integer from %lld to %lld", where,
+                   name, min, max);
+        return -FERRY_ECONFIG;
+    }
+    *ret = json_integer_value(v);
+    return 0;
+}
+
+static int cache_configure(ferry_secrets *s, const json_t *c, char *errbuf, size_t errlen)
+{
+    long long entries = CACHE_ENTRIES_DEFAULT, bytes = CACHE_BYTES_DEFAULT;
+    const char *key;
+    json_t *val;
+    int r;
+
+    if (c) {
+        if (!json_is_object(c)) {
+            (void)fail(errbuf, errlen, "secrets: cache: must be an object");
+            return -FERRY_ECONFIG;
+        }
+        json_object_foreach((json_t *)c, key, val)
+        {
+            if (strcmp(key, "max_entries") != 0 && strcmp(key, "max_bytes") != 0) {
+                (void)fail(errbuf, errlen, "secrets: cache: unknown member \"%.64s\"", key);
+                return -FERRY_ECONFIG;
+            }
+        }
+        if ((r = get_limit(c, "max_entries", 1, CACHE_ENTRIES_MAX, &entries, "cache", errbuf,
+                           errlen)) < 0 ||
+            (r = get_limit(c, "max_bytes", 4096, (long long)CACHE_BYTES_MAX, &bytes, "cache",
+                           errbuf, errlen)) < 0)
+            return r;
+    }
+    s->max_entries = (size_t)entries;
+    s->max_bytes = (size_t)bytes;
+    for (s->n_buckets = 16; s->n_buckets < s->max_entries && s->n_buckets < 65536;)
+        s->n_buckets *= 2;
+    s->buckets = calloc(s->n_buckets, sizeof(*s->buckets));
+    return s->buckets ? 0 : -ENOMEM;
 }
 
 FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *env,
@@ -606,9 +833,27 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    for (size_t i = 0; i < ARRAY_SIZE(backends); i++)
+        s->b[i].cache_ttl = CACHE_TTL_DEFAULT;
+    if (env) {
+        s->clock_ms = env->clock_ms;
+        s->clock_userdata = env->clock_userdata;
+    }
+    r = cache_configure(s, conf ? json_object_get(conf, "cache") : NULL, errbuf, errlen);
+    if (r < 0) {
+        ferry_secrets_free(s);
+        return r;
+    }
     json_object_foreach((json_t *)conf, key, val)
     {
+        json_t *section;
+        long long ttl = CACHE_TTL_DEFAULT;
         size_t i;
+
+        if (strcmp(key, "cache") == 0)
+            continue;
         for (i = 0; i < ARRAY_SIZE(backends); i++)
             if (strcmp(key, backends[i].name) == 0)
                 break;
@@ -630,7 +875,19 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
             r = -FERRY_ECONFIG;
             break;
         }
-        r = backends[i].ops->open(val, env, &s->b[i].state, why, sizeof(why));
+        /* "cache_ttl" is the cache's; the backend sees the rest of its section. */
+        r = get_limit(val, "cache_ttl", 0, CACHE_TTL_MAX, &ttl, key, errbuf, errlen);
+        if (r < 0)
+            break;
+        s->b[i].cache_ttl = (uint32_t)ttl;
+        section = json_copy(val);
+        if (!section) {
+            r = -ENOMEM;
+            break;
+        }
+        (void)json_object_del(section, "cache_ttl");
+        r = backends[i].ops->open(section, env, &s->b[i].state, why, sizeof(why));
+        json_decref(section);
         if (r < 0) {
             (void)fail(errbuf, errlen, "secrets: %s: %s", key, why);
             break;
@@ -657,17 +914,52 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
     return 0;
 }
 
-FERRY_EXPORT int ferry_secrets_fetch(ferry_secrets *s, const char *ref, void *ctx,
-                                     ferry_secret_value **ret, char *errbuf, size_t errlen)
+int ferry_secrets_set_backend(ferry_secrets *s, const ferry_secret_backend_ops *ops, void *state,
+                              uint32_t cache_ttl)
+{
+    for (size_t i = 0; s && ops && i < ARRAY_SIZE(backends); i++)
+        if (backends[i].id == ops->id) {
+            if (s->b[i].ops)
+                s->b[i].ops->close(s->b[i].state);
+            s->b[i].ops = ops;
+            s->b[i].state = state;
+            s->b[i].cache_ttl = cache_ttl;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+FERRY_EXPORT void ferry_secrets_get_stats(ferry_secrets *s, ferry_secrets_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    *out = s->st;
+    out->entries = s->n_entries;
+    out->bytes = s->bytes;
+    out->max_entries = s->max_entries;
+    out->max_bytes = s->max_bytes;
+    pthread_mutex_unlock(&s->lock);
+}
+
+FERRY_EXPORT int ferry_secrets_fetch_ex(ferry_secrets *s, const char *ref, unsigned flags,
+                                        void *ctx, ferry_secret_value **ret, char *errbuf,
+                                        size_t errlen)
 {
     ferry_secret_ref *r;
+    ferry_secret_value *v = NULL;
+    flight *f = NULL;
     char why[256];
+    uint64_t h;
     size_t i;
     int e;
 
     if (errbuf && errlen)
         errbuf[0] = '\0';
-    if (!s || !ref || !ret)
+    if (!s || !ref || !ret || (flags & ~(unsigned)FERRY_SECRETS_NO_WAIT))
         return -EINVAL;
     r = malloc(sizeof(*r));
     if (!r)
@@ -684,11 +976,96 @@ FERRY_EXPORT int ferry_secrets_fetch(ferry_secrets *s, const char *ref, void *ct
         e = -FERRY_EUNSUPPORTED;
         goto out;
     }
-    /* Later: cache lookup by r->canonical, then single-flight around this call. */
-    e = s->b[i].ops->fetch(s->b[i].state, ctx, r, ret, why, sizeof(why));
-    if (e < 0)
-        (void)fail(errbuf, errlen, "%s: %s", r->canonical, why);
+    h = key_hash(r->canonical);
+
+    pthread_mutex_lock(&s->lock);
+    e = cache_lookup(s, r->canonical, h, ret);
+    if (e == 0 || e == -ENOMEM) {
+        if (e == 0)
+            s->st.hits++;
+        pthread_mutex_unlock(&s->lock);
+        goto out;
+    }
+    for (f = s->flights; f; f = f->next)
+        if (f->hash == h && strcmp(f->key, r->canonical) == 0)
+            break;
+    if (flags & FERRY_SECRETS_NO_WAIT) {
+        /* No backend call and no waiting for one: the caller retries where it may block. */
+        pthread_mutex_unlock(&s->lock);
+        (void)snprintf(errbuf, errlen, "%s: not cached", r->canonical);
+        e = -FERRY_EWOULDBLOCK;
+        f = NULL;
+        goto out;
+    }
+    s->st.misses++;
+    if (f) {
+        /* Someone is fetching it: wait for that result instead of calling the backend. */
+        f->refs++;
+        s->st.inflight_waits++;
+        while (!f->done)
+            pthread_cond_wait(&s->cond, &s->lock);
+        e = f->err;
+        if (e == 0)
+            e = value_copy(f->v, ret);
+        else
+            (void)snprintf(errbuf, errlen, "%s", f->why);
+        goto release;
+    }
+    f = calloc(1, sizeof(*f));
+    if (!f || !(f->key = strdup(r->canonical))) {
+        free(f);
+        f = NULL;
+        pthread_mutex_unlock(&s->lock);
+        e = -ENOMEM;
+        goto out;
+    }
+    f->hash = h;
+    f->refs = 1;
+    f->next = s->flights;
+    s->flights = f;
+    s->st.backend_calls++;
+    pthread_mutex_unlock(&s->lock);
+
+    e = s->b[i].ops->fetch(s->b[i].state, ctx, r, &v, why, sizeof(why));
+
+    pthread_mutex_lock(&s->lock);
+    if (e < 0) {
+        s->st.backend_errors++;
+        (void)snprintf(f->why, sizeof(f->why), "%s: %s", r->canonical, why);
+        (void)snprintf(errbuf, errlen, "%s", f->why);
+    } else {
+        uint32_t ttl = s->b[i].cache_ttl;
+        if (v->ttl_hint && v->ttl_hint < ttl)
+            ttl = v->ttl_hint;
+        cache_store(s, r->canonical, h, v, ttl);
+        f->v = v; /* shared with the waiters; the caller gets it back last out, or a copy */
+        v = NULL;
+    }
+    f->err = e;
+    f->done = true;
+    for (flight **pp = &s->flights; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    pthread_cond_broadcast(&s->cond);
+    if (e == 0)
+        e = value_copy(f->v, ret);
+release:
+    if (--f->refs == 0) {
+        ferry_secret_value_free(f->v);
+        ferry_wipe(f->why, sizeof(f->why));
+        free(f->key);
+        free(f);
+    }
+    pthread_mutex_unlock(&s->lock);
 out:
     free(r);
     return e;
+}
+
+FERRY_EXPORT int ferry_secrets_fetch(ferry_secrets *s, const char *ref, void *ctx,
+                                     ferry_secret_value **ret, char *errbuf, size_t errlen)
+{
+    return ferry_secrets_fetch_ex(s, ref, 0, ctx, ret, errbuf, errlen);
 }
