@@ -34,6 +34,7 @@ typedef struct ferry_secret_backend_ops {
 extern const ferry_secret_backend_ops ferry_secrets_file_backend;
 extern const ferry_secret_backend_ops ferry_secrets_aws_sm_backend;  /* aws.c */
 extern const ferry_secret_backend_ops ferry_secrets_aws_kms_backend; /* aws.c */
+extern const ferry_secret_backend_ops ferry_secrets_vault_backend;   /* vault.c */
 
 /* Test hook of the file store's write sequence (tests/unit/test_secrets.c): when set, called
  * after each step of an atomic write with the step number below, so a test can kill the

@@ -29,7 +29,7 @@ static const struct {
     ferry_secret_backend id;
     const ferry_secret_backend_ops *ops;
 } backends[] = {
-    {"vault", FERRY_SECRET_VAULT, NULL},
+    {"vault", FERRY_SECRET_VAULT, &ferry_secrets_vault_backend},
     {"azure-kv", FERRY_SECRET_AZURE_KV, NULL},
     {"aws-sm", FERRY_SECRET_AWS_SM, &ferry_secrets_aws_sm_backend},
     {"aws-kms", FERRY_SECRET_AWS_KMS, &ferry_secrets_aws_kms_backend},
