@@ -430,7 +430,7 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
 {
     static const char *const names[] = {
         "listen",   "state_dir", "issuer", "signing_alg", "token", "issuers", "replay_cache_size",
-        "policies", "audit_log", "limits", "rate_limits", "log", NULL};
+        "policies", "audit_log", "limits", "rate_limits", "log", "secrets", "secrets_subject", NULL};
     _cleanup_free_ char *buf = NULL;
     size_t len = 0;
     json_t *doc = NULL, *v;
@@ -498,6 +498,16 @@ int ferryd_config_load(ferryd_config *c, const char *path, char *errbuf, size_t 
         goto out;
     if ((v = json_object_get(doc, "log")) &&
         ((r = want_object(&x, doc, "log", "log")) < 0 || (r = load_log(&x, c, v)) < 0))
+        goto out;
+    if ((v = json_object_get(doc, "secrets"))) {
+        /* Checked member by member by ferry_secrets_new at start; here only its shape. */
+        if ((r = want_object(&x, doc, "secrets", "secrets")) < 0)
+            goto out;
+        json_decref(c->secrets);
+        c->secrets = json_incref(v);
+    }
+    if (json_object_get(doc, "secrets_subject") &&
+        (r = get_string(&x, doc, "secrets_subject", "secrets_subject", &c->secrets_subject)) < 0)
         goto out;
     if ((v = json_object_get(doc, "issuers"))) {
         if (!json_is_array(v)) {
@@ -573,5 +583,7 @@ void ferryd_config_free(ferryd_config *c)
     free(c->audit_path);
     free(c->log_ident);
     json_decref(c->trust);
+    json_decref(c->secrets);
+    free(c->secrets_subject);
     *c = (ferryd_config){0};
 }

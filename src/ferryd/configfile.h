@@ -64,6 +64,9 @@ typedef struct ferryd_config {
     int log_facility;                            /* log.facility: LOG_DAEMON, ... */
     char *log_ident;                             /* log.ident */
     json_t *trust; /* {"issuers": [...], "replay_cache_size": N} for ferry_oidc_load_config */
+    json_t *secrets; /* the "secrets" section for ferry_secrets_new, NULL when absent */
+    char *secrets_subject; /* secrets_subject: sub of the tokens ferryd mints for its own
+                              backend identity; NULL = the issuer URL */
 } ferryd_config;
 
 /* Defaults (no file). */

@@ -12,6 +12,7 @@
 #include "ferry/oidc.h"
 #include "ferry/policy.h"
 #include "ferry/ratelimit.h"
+#include "ferry/secrets.h"
 #include "ferryd/configfile.h"
 #include "ferryd/httpd.h"
 #include "ferryd/stats.h"
@@ -23,6 +24,7 @@ typedef struct ferryd {
     ferry_mint *mint;
     ferry_auditlog *log;
     ferry_exchange *exchange;
+    ferry_secrets *secrets; /* the backends and their cache (GET /v1/secrets/{ref}) */
     ferryd_stats *stats; /* metrics for /metrics (stats.h) */
     _Atomic(ferryd_httpd *) httpd; /* the server, once started (its worker pool's counters) */
     /* Rate limits (configured from config by ferryd_apply_rate_limits; never NULL once

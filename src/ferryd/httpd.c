@@ -442,6 +442,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *rc,
     }
     if (resp->allow)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    if (resp->www_authenticate)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, resp->www_authenticate);
     if (resp->retry_after > 0) {
         snprintf(num, sizeof(num), "%lld", (long long)resp->retry_after);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, num);

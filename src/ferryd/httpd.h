@@ -58,6 +58,7 @@ typedef struct ferryd_response {
     bool no_store;                  /* Cache-Control: no-store, Pragma: no-cache */
     bool wipe;                      /* wipe the body after it was sent */
     const char *allow;              /* static: Allow header (405) or NULL */
+    const char *www_authenticate;   /* static: WWW-Authenticate header (401, 403) or NULL */
     int64_t retry_after;            /* seconds, 0 = no Retry-After */
     char reason[FERRYD_REASON_MAX]; /* for the request log line only; never token material */
     const char *outcome; /* static label of the decision ("ok" or an RFC error name), or NULL */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <time.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "basic/macro.h"
@@ -112,6 +113,8 @@ static void warn_restart_only(const ferryd_config *o, const ferryd_config *n)
         {"audit_log.checkpoint_every", o->checkpoint_every != n->checkpoint_every},
         {"audit_log.sync", o->sync != n->sync || o->sync_every_records != n->sync_every_records ||
                                o->sync_interval_ms != n->sync_interval_ms},
+        {"secrets", !json_equal(o->secrets, n->secrets) && (o->secrets || n->secrets)},
+        {"secrets_subject", str_differs(o->secrets_subject, n->secrets_subject)},
         {"limits", memcmp(&o->limits, &n->limits, sizeof(o->limits)) != 0 ||
                        o->drain_timeout_s != n->drain_timeout_s},
     };
@@ -119,6 +122,32 @@ static void warn_restart_only(const ferryd_config *o, const ferryd_config *n)
         if (items[i].differs)
             ferryd_log("warning", "reload: %s changed; it takes effect after a restart",
                        items[i].name);
+}
+
+/* The identity of the cloud and Vault backends (ferry_secrets_env.web_identity_token): a
+ * ferry token minted by ferryd for itself, subject secrets_subject (default: the issuer URL),
+ * src_iss = the issuer, src_sub = that subject, for the audience the backend asks for. */
+static int secrets_identity_token(void *userdata, const char *audience, char **ret_token,
+                                  char *errbuf, size_t errlen)
+{
+    ferryd *d = userdata;
+    const char *sub = d->config.secrets_subject ? d->config.secrets_subject : d->config.issuer;
+    const char *aud[1] = {audience};
+    char jti[FERRY_MINT_JTI_LEN + 1];
+    ferry_mint_request mr = {
+        .subject = sub,
+        .audience = aud,
+        .n_audience = 1,
+        .client_id = d->config.client_id ? d->config.client_id : "ferry",
+        .ttl = 300,
+        .src_iss = d->config.issuer,
+        .src_sub = sub,
+    };
+    int r = ferry_mint_token(d->mint, &mr, ret_token, jti, NULL);
+    if (r < 0)
+        snprintf(errbuf, errlen, "ferryd could not mint its identity token: %s",
+                 ferry_strerror(r));
+    return r;
 }
 
 static void log_problems(const char *what, ferry_policy_problems *p)
@@ -271,6 +300,7 @@ keys:
 static void teardown(ferryd *d)
 {
     ferry_exchange_free(d->exchange);
+    ferry_secrets_free(d->secrets);
     ferry_ratelimit_free(d->per_address);
     ferry_ratelimit_free(d->per_identity);
     if (d->log) {
@@ -428,6 +458,30 @@ int main(int argc, char **argv)
                                sizeof(err));
         if (r < 0) {
             ferryd_log("error", "exchange: %s", err);
+            goto out;
+        }
+    }
+    {
+        ferry_secrets_env se = {
+            .state_dir = d.config.state_dir,
+            .web_identity_token = secrets_identity_token,
+            .web_identity_userdata = &d,
+        };
+        /* No "secrets" section: the file backend under the state directory, when its key
+         * was made (`ferry secret init`); without it ferryd serves no secrets (501). */
+        char keyp[PATH_MAX];
+        if (!d.config.secrets &&
+            ((size_t)snprintf(keyp, sizeof(keyp), "%s/secrets.key", d.config.state_dir) >=
+                 sizeof(keyp) ||
+             access(keyp, F_OK) < 0)) {
+            se.state_dir = NULL;
+            ferryd_log("info", "secrets: no secrets section and no %s: no secret backend",
+                       keyp);
+        }
+        r = ferry_secrets_new(d.config.secrets, &se, &d.secrets, err, sizeof(err));
+        if (r < 0) {
+            ferryd_log("error", "%s", err);
+            ret = EXIT_USAGE;
             goto out;
         }
     }

@@ -1,4 +1,4 @@
-/* ferryd/routes.c - ferryd's endpoints: token exchange, discovery, JWKS, health. */
+/* ferryd/routes.c - ferryd's endpoints: token exchange, secrets, discovery, JWKS, health. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 #include "basic/macro.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
+#include "ferry/json.h"
 #include "ferryd/ferryd.h"
 #include "ferryd/log.h"
 
@@ -391,6 +392,367 @@ int ferryd_apply_rate_limits(ferryd *d, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* ---- GET /v1/secrets/{ref} ------------------------------------------------------------------ */
+
+#define SECRETS_PREFIX "/v1/secrets/"
+#define TOKEN_SKEW_S 60 /* nbf/iat in the future by at most this much */
+#define BEARER_REALM "Bearer realm=\"ferry\""
+#define BEARER_INVALID "Bearer realm=\"ferry\", error=\"invalid_token\""
+#define BEARER_SCOPE "Bearer realm=\"ferry\", error=\"insufficient_scope\""
+#define BEARER_REQUEST "Bearer realm=\"ferry\", error=\"invalid_request\""
+
+/* The verified claims of a ferry access token (borrowed from payload). */
+typedef struct bearer {
+    json_t *payload;
+    const char *sub, *src_iss, *src_sub, *jti;
+} bearer;
+
+static bool nonempty_string(const json_t *v)
+{
+    return json_is_string(v) && json_string_length(v) > 0 &&
+           strlen(json_string_value(v)) == json_string_length(v);
+}
+
+/* A key ferry publishes now (not one whose overlap is over). */
+static bool key_published(ferry_mint *m, const char *kid)
+{
+    ferry_mint_key_info *keys = NULL;
+    size_t n = 0;
+    bool ok = false;
+    if (ferry_mint_list_keys(m, &keys, &n) < 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i].kid, kid) == 0 && strcmp(keys[i].state, "expired") != 0)
+            ok = true;
+    free(keys);
+    return ok;
+}
+
+/* Verify tok as an access token (RFC 9068, typ at+jwt) that this ferryd issued, signed with a
+ * key it publishes, with ferryd's issuer URL among its audiences, within its lifetime. Returns
+ * 0 and fills *b (json_decref(b->payload) after), or -1 with why (for the log only). */
+static int verify_bearer(ferryd *d, const char *tok, size_t len, bearer *b, char *why,
+                         size_t whylen)
+{
+    ferry_jws *jws = NULL;
+    ferry_jwk *key = NULL;
+    ferry_alg alg = FERRY_ALG_UNKNOWN;
+    json_t *p = NULL, *aud, *v;
+    int64_t now = (int64_t)time(NULL);
+    bool aud_ok = false;
+    int r = -1;
+
+    if (ferry_jws_parse(tok, len, &jws) < 0) {
+        snprintf(why, whylen, "bearer token: not a well-formed JWS");
+        goto out;
+    }
+    if (!jws->typ || strcasecmp(jws->typ, "at+jwt") != 0) {
+        snprintf(why, whylen, "bearer token: typ is not at+jwt");
+        goto out;
+    }
+    if (!jws->kid || ferry_mint_public_key(d->mint, jws->kid, &key, &alg) < 0 ||
+        !key_published(d->mint, jws->kid)) {
+        snprintf(why, whylen, "bearer token: not signed with a key ferry publishes");
+        goto out;
+    }
+    if (alg != jws->alg || ferry_jws_verify(jws, key) < 0) {
+        snprintf(why, whylen, "bearer token: signature does not verify");
+        goto out;
+    }
+    if (ferry_json_parse(jws->payload, jws->payload_len, FERRY_JWS_MAX_LEN, 8, &p, NULL, 0) < 0 ||
+        !json_is_object(p)) {
+        snprintf(why, whylen, "bearer token: payload is not a JSON object");
+        goto out;
+    }
+    v = json_object_get(p, "iss");
+    if (!nonempty_string(v) || strcmp(json_string_value(v), d->config.issuer) != 0) {
+        snprintf(why, whylen, "bearer token: issued by someone else");
+        goto out;
+    }
+    aud = json_object_get(p, "aud");
+    if (json_is_string(aud))
+        aud_ok = strcmp(json_string_value(aud), d->config.issuer) == 0;
+    for (size_t i = 0; json_is_array(aud) && i < json_array_size(aud); i++)
+        if (json_is_string(json_array_get(aud, i)) &&
+            strcmp(json_string_value(json_array_get(aud, i)), d->config.issuer) == 0)
+            aud_ok = true;
+    if (!aud_ok) {
+        snprintf(why, whylen, "bearer token: audience is not %.200s", d->config.issuer);
+        goto out;
+    }
+    v = json_object_get(p, "exp");
+    if (!json_is_integer(v) || json_integer_value(v) <= now) {
+        snprintf(why, whylen, "bearer token: expired or without exp");
+        goto out;
+    }
+    v = json_object_get(p, "nbf");
+    if (v && (!json_is_integer(v) || json_integer_value(v) > now + TOKEN_SKEW_S)) {
+        snprintf(why, whylen, "bearer token: not valid yet");
+        goto out;
+    }
+    v = json_object_get(p, "iat");
+    if (v && (!json_is_integer(v) || json_integer_value(v) > now + TOKEN_SKEW_S)) {
+        snprintf(why, whylen, "bearer token: issued in the future");
+        goto out;
+    }
+    if (!nonempty_string(json_object_get(p, "sub")) ||
+        !nonempty_string(json_object_get(p, "src_iss")) ||
+        !nonempty_string(json_object_get(p, "src_sub"))) {
+        snprintf(why, whylen, "bearer token: sub, src_iss or src_sub missing");
+        goto out;
+    }
+    b->payload = p;
+    b->sub = json_string_value(json_object_get(p, "sub"));
+    b->src_iss = json_string_value(json_object_get(p, "src_iss"));
+    b->src_sub = json_string_value(json_object_get(p, "src_sub"));
+    v = json_object_get(p, "jti");
+    b->jti = nonempty_string(v) ? json_string_value(v) : NULL;
+    p = NULL;
+    r = 0;
+out:
+    json_decref(p);
+    ferry_jwk_unref(key);
+    ferry_jws_free(jws);
+    return r;
+}
+
+/* Whether the policy grants the token's source identity ref: the policies are decided again
+ * for (src_iss, src_sub) asking for ferryd's issuer as the audience (the same audience the
+ * token had to carry), and the grant's "secrets" are matched against the canonical form. A
+ * policy with audience or claim conditions on the source token cannot match here (those are
+ * not in the ferry token): fail closed. */
+static bool secret_granted(ferryd *d, const bearer *b, const ferry_secret_ref *ref, char *why,
+                           size_t whylen)
+{
+    ferry_policy_set *set = ferry_policy_store_get(d->policies);
+    ferry_policy_grant *g = NULL;
+    ferry_policy_refusal refusal;
+    const char *aud[1] = {d->config.issuer};
+    ferry_policy_request pr = {
+        .issuer = b->src_iss,
+        .subject = b->src_sub,
+        .audiences = aud,
+        .n_audiences = 1,
+    };
+    bool ok = false;
+
+    if (!set) {
+        snprintf(why, whylen, "no policies loaded");
+        return false;
+    }
+    if (ferry_policy_decide(set, &pr, &g, &refusal) < 0) {
+        snprintf(why, whylen, "policy: %.250s", refusal.reason);
+    } else {
+        ok = ferry_secret_ref_granted(g->secrets, g->n_secrets, ref);
+        if (!ok)
+            snprintf(why, whylen, "policy: %s is not among the granted secrets", ref->canonical);
+    }
+    ferry_policy_grant_free(g);
+    ferry_policy_set_unref(set);
+    return ok;
+}
+
+/* One record per decision on a reference: type secret.release, the reference, the version
+ * released, the token's subject and source identity, the status; never the value. */
+static int audit_release(ferryd *d, const bearer *b, const char *tok, size_t toklen,
+                         const ferry_secret_ref *ref, const char *version,
+                         ferry_auditlog_decision dec, int status)
+{
+    ferry_auditlog_token_ref tr;
+    json_t *det;
+    int r;
+
+    if (!d->log)
+        return 0;
+    if (ferry_auditlog_ref_token_jti(tok, toklen, b->jti, b->jti ? strlen(b->jti) : 0, &tr) < 0)
+        memset(&tr, 0, sizeof(tr));
+    det = json_pack("{s:s, s:s, s:s, s:s, s:i}", "ref", ref->canonical, "version",
+                    version ? version : "", "src_iss", b->src_iss, "src_sub", b->src_sub,
+                    "status", status);
+    if (!det)
+        return -ENOMEM;
+    ferry_auditlog_event ev = {
+        .type = "secret.release",
+        .decision = dec,
+        .subject = b->sub,
+        .token = &tr,
+        .details = det,
+    };
+    r = ferry_auditlog_append(d->log, &ev, NULL);
+    json_decref(det);
+    return r;
+}
+
+/* Copy s into the log reason, cut at its size. */
+static void set_reason(ferryd_response *resp, const char *s)
+{
+    size_t n = strnlen(s, sizeof(resp->reason) - 1);
+    memcpy(resp->reason, s, n);
+    resp->reason[n] = '\0';
+}
+
+static void secrets_error(ferryd_response *resp, int status, const char *error, const char *desc,
+                          const char *www, const char *reason)
+{
+    set_json(resp, status, json_pack("{s:s, s:s}", "error", error, "error_description", desc));
+    set_reason(resp, reason);
+    resp->www_authenticate = www;
+    resp->no_store = true;
+    resp->outcome = error;
+}
+
+static bool is_b64token(const char *t, size_t n)
+{
+    /* RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("-._~+/=", c)))
+            return false;
+    }
+    return true;
+}
+
+static void route_secret(ferryd *d, const ferryd_request *req, ferryd_response *resp)
+{
+    const char *ref_s = req->path + strlen(SECRETS_PREFIX);
+    ferry_secret_ref *ref = NULL;
+    ferry_secret_value *v = NULL;
+    bearer b = {0};
+    const char *tok;
+    size_t toklen;
+    char err[FERRY_SECRET_REF_MAX + 320];
+    int r;
+
+    resp->no_store = true;
+    if (!is_method(req, "GET")) {
+        method_not_allowed(resp, "GET");
+        return;
+    }
+    if (!d->secrets) {
+        secrets_error(resp, 404, "not_found", "no secret backends", NULL, "no secret backends");
+        return;
+    }
+    /* RFC 6750: a bearer token in exactly one Authorization header (never the query). */
+    if (req->n_authorization == 0) {
+        secrets_error(resp, 401, "unauthorized", "a bearer token is required", BEARER_REALM,
+                      "secrets: no Authorization header");
+        return;
+    }
+    if (req->n_authorization > 1 || req->query) {
+        secrets_error(resp, 400, "invalid_request",
+                      req->query ? "no query string is accepted; encode '?' as %3F"
+                                 : "exactly one Authorization header is allowed",
+                      BEARER_REQUEST,
+                      req->query ? "secrets: query string" : "secrets: several Authorization headers");
+        return;
+    }
+    if (strncasecmp(req->authorization, "Bearer ", 7) != 0) {
+        secrets_error(resp, 401, "unauthorized", "a bearer token is required", BEARER_REALM,
+                      "secrets: Authorization is not a Bearer credential");
+        return;
+    }
+    tok = req->authorization + 7;
+    while (*tok == ' ')
+        tok++;
+    toklen = strlen(tok);
+    if (!is_b64token(tok, toklen) || toklen > FERRY_JWS_MAX_LEN ||
+        verify_bearer(d, tok, toklen, &b, err, sizeof(err)) < 0) {
+        if (!is_b64token(tok, toklen) || toklen > FERRY_JWS_MAX_LEN)
+            snprintf(err, sizeof(err), "bearer token: not a b64token of at most %d bytes",
+                     FERRY_JWS_MAX_LEN);
+        secrets_error(resp, 401, "invalid_token", "the bearer token is not valid", BEARER_INVALID,
+                      err);
+        return;
+    }
+    ref = malloc(sizeof(*ref));
+    if (!ref) {
+        secrets_error(resp, 500, "server_error", "internal error", NULL, "out of memory");
+        goto out;
+    }
+    r = ferry_secret_ref_parse(ref_s, ref, err, sizeof(err));
+    if (r < 0) {
+        char desc[FERRY_SECRET_REF_MAX + 360];
+        snprintf(desc, sizeof(desc), "reference: %s", err);
+        secrets_error(resp, 400, "invalid_request", desc, NULL, desc);
+        goto out;
+    }
+    /* Every decision below is audited; when the audit log syncs each record, that is I/O. */
+    if (!req->may_block && d->config.sync == FERRY_AUDITLOG_SYNC_ALWAYS) {
+        resp->defer = true;
+        goto out;
+    }
+    if (!secret_granted(d, &b, ref, err, sizeof(err))) {
+        char reason[FERRY_SECRET_REF_MAX * 2 + 800];
+        snprintf(reason, sizeof(reason), "secrets: denied %.100s for %.100s: %.100s",
+                 ref->canonical, b.sub, err);
+        if (audit_release(d, &b, tok, toklen, ref, NULL, FERRY_AUDITLOG_DENY, 403) < 0) {
+            secrets_error(resp, 500, "server_error", "internal error", NULL,
+                          "secrets: audit record not written");
+            goto out;
+        }
+        secrets_error(resp, 403, "insufficient_scope",
+                      "the policy does not grant this secret reference", BEARER_SCOPE, reason);
+        goto out;
+    }
+    r = ferry_secrets_fetch_ex(d->secrets, ref->canonical,
+                               req->may_block ? 0 : FERRY_SECRETS_NO_WAIT, NULL, &v, err,
+                               sizeof(err));
+    if (r == -FERRY_EWOULDBLOCK && !req->may_block) {
+        resp->defer = true; /* not cached: the backend call (or the wait for one) on a worker */
+        goto out;
+    }
+    if (r < 0) {
+        int status = r == -ENOENT ? 404 : r == -FERRY_EUNSUPPORTED ? 501
+                     : (r == -ETIMEDOUT || r == -EAGAIN || r == -FERRY_EFETCH) ? 503 : 502;
+        const char *error = status == 404   ? "not_found"
+                            : status == 501 ? "backend_not_configured"
+                            : status == 503 ? "backend_unavailable"
+                                            : "backend_error";
+        const char *desc = status == 404   ? "no such secret"
+                           : status == 501 ? "the secret backend of this reference is not configured"
+                           : status == 503 ? "the secret backend is unavailable; retry later"
+                                           : "the secret backend failed";
+        char reason[sizeof(err) + 16];
+        snprintf(reason, sizeof(reason), "secrets: %s", err);
+        if (audit_release(d, &b, tok, toklen, ref, NULL, FERRY_AUDITLOG_ERROR, status) < 0)
+            snprintf(reason, sizeof(reason), "secrets: audit record not written");
+        secrets_error(resp, status, error, desc, NULL, reason);
+        if (status == 503)
+            resp->retry_after = 1;
+        goto out;
+    }
+    /* Released only once its record is written: no record, no value. */
+    if (audit_release(d, &b, tok, toklen, ref, v->version, FERRY_AUDITLOG_ALLOW, 200) < 0) {
+        secrets_error(resp, 500, "server_error", "internal error", NULL,
+                      "secrets: audit record not written");
+        goto out;
+    }
+    resp->body = malloc(v->len + 1);
+    if (!resp->body) {
+        secrets_error(resp, 500, "server_error", "internal error", NULL, "out of memory");
+        goto out;
+    }
+    memcpy(resp->body, v->data, v->len);
+    resp->body_len = v->len;
+    resp->wipe = true;
+    resp->status = 200;
+    resp->content_type = "application/octet-stream";
+    resp->outcome = "ok";
+    {
+        char reason[FERRY_SECRET_REF_MAX + 600];
+        snprintf(reason, sizeof(reason), "secrets: released %.150s version %.60s to %.80s",
+                 ref->canonical, v->version, b.sub);
+        set_reason(resp, reason);
+    }
+out:
+    ferry_secret_value_free(v);
+    free(ref);
+    json_decref(b.payload);
+}
+
 void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *resp)
 {
     ferryd *d = userdata;
@@ -406,6 +768,8 @@ void ferryd_route(void *userdata, const ferryd_request *req, ferryd_response *re
         return; /* status 0: the request goes on */
     if (strcmp(p, "/v1/token") == 0) {
         route_token(d, req, resp);
+    } else if (strncmp(p, SECRETS_PREFIX, strlen(SECRETS_PREFIX)) == 0) {
+        route_secret(d, req, resp);
     } else if (strcmp(p, "/.well-known/openid-configuration") == 0) {
         route_document(d, req, resp, false);
     } else if (strcmp(p, "/.well-known/jwks.json") == 0) {

@@ -70,6 +70,8 @@ struct ferryd_stats {
     ferry_metric *t_jwks, *t_jwks_fail, *t_disc, *t_disc_fail, *t_suppressed, *t_stale;
     ferry_metric *verify_accepted, *verify_refused, *reloads, *reload_failures;
     ferry_metric *deferred, *deferred_refused, *deferred_waiting, *deferred_running;
+    ferry_metric *sc_hits, *sc_misses, *sc_calls, *sc_errors, *sc_waits, *sc_evictions,
+        *sc_expirations, *sc_entries, *sc_bytes;
     ferry_metric *refusals[FERRY_REASON_MAX];
     ferry_metric_family *i_jwks, *i_jwks_fail, *i_disc, *i_disc_fail, *i_keys, *i_state;
     ferry_metric *rl_tracked[2], *rl_max[2], *rl_refused[2], *rl_evicted[2]; /* address, identity */
@@ -300,6 +302,69 @@ int ferryd_stats_new(ferryd_stats **ret, char *errbuf, size_t errlen)
          FERRY_METRIC_GAUGE,
          "ferryd_http_deferred_running",
          "Deferred requests a worker thread is running.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_hits,
+         FERRY_METRIC_COUNTER,
+         "ferryd_secrets_cache_hits_total",
+         "Secret fetches answered from the cache.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_misses,
+         FERRY_METRIC_COUNTER,
+         "ferryd_secrets_cache_misses_total",
+         "Secret fetches not answered from the cache (waiters of an in-flight fetch included).",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_calls,
+         FERRY_METRIC_COUNTER,
+         "ferryd_secrets_backend_calls_total",
+         "Backend fetches started (one per reference while in flight: single-flight).",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_errors,
+         FERRY_METRIC_COUNTER,
+         "ferryd_secrets_backend_errors_total",
+         "Backend fetches that failed.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_waits,
+         FERRY_METRIC_COUNTER,
+         "ferryd_secrets_inflight_waits_total",
+         "Secret fetches that waited for another request's backend call.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_evictions,
+         FERRY_METRIC_COUNTER,
+         "ferryd_secrets_cache_evictions_total",
+         "Cached secrets dropped (and wiped) to stay within the cache's bounds.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_expirations,
+         FERRY_METRIC_COUNTER,
+         "ferryd_secrets_cache_expirations_total",
+         "Cached secrets dropped (and wiped) when found past their TTL.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_entries,
+         FERRY_METRIC_GAUGE,
+         "ferryd_secrets_cache_entries",
+         "Secrets cached now.",
+         {NULL, NULL},
+         0},
+        {NULL,
+         &s->sc_bytes,
+         FERRY_METRIC_GAUGE,
+         "ferryd_secrets_cache_bytes",
+         "Locked memory held by cached secrets (whole pages).",
          {NULL, NULL},
          0},
         {NULL,
@@ -618,6 +683,19 @@ static void refresh(ferryd_stats *s, ferryd *d)
         ferry_metric_set_scaled(s->deferred_refused, (int64_t)hs.deferred_refused);
         ferry_metric_set_scaled(s->deferred_waiting, (int64_t)hs.waiting);
         ferry_metric_set_scaled(s->deferred_running, (int64_t)hs.running);
+    }
+    if (d->secrets) {
+        ferry_secrets_stats ss;
+        ferry_secrets_get_stats(d->secrets, &ss);
+        ferry_metric_set_scaled(s->sc_hits, (int64_t)ss.hits);
+        ferry_metric_set_scaled(s->sc_misses, (int64_t)ss.misses);
+        ferry_metric_set_scaled(s->sc_calls, (int64_t)ss.backend_calls);
+        ferry_metric_set_scaled(s->sc_errors, (int64_t)ss.backend_errors);
+        ferry_metric_set_scaled(s->sc_waits, (int64_t)ss.inflight_waits);
+        ferry_metric_set_scaled(s->sc_evictions, (int64_t)ss.evictions);
+        ferry_metric_set_scaled(s->sc_expirations, (int64_t)ss.expirations);
+        ferry_metric_set_scaled(s->sc_entries, (int64_t)ss.entries);
+        ferry_metric_set_scaled(s->sc_bytes, (int64_t)ss.bytes);
     }
     if (d->log)
         ferry_metric_set_scaled(s->audit_seq, (int64_t)ferry_auditlog_last_seq(d->log));
