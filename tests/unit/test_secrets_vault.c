@@ -27,11 +27,7 @@
 
 #define CANARY "canary-7f3a9c1e5b"
 
-/* Internal parsers of src/lib/secrets/vault.c (hidden in libferry.so, reachable here). */
-int ferry_vault_kv2_parse(const char *body, size_t len, const char *field,
-                          ferry_secret_value **ret, char *errbuf, size_t errlen);
-int ferry_vault_auth_parse(const char *body, size_t len, char **ret_token, int64_t *ret_lease,
-                           bool *ret_renewable, char *errbuf, size_t errlen);
+#include "lib/secrets/vault-internal.h"
 
 /* ---- parsers ------------------------------------------------------------------------------ */
 
@@ -126,13 +122,12 @@ Test(parse, kv2_value_over_64k)
     memcpy(body, head, h);
     memset(body + h, 'a', n);
     memcpy(body + h + n, "\"}}}", 5);
-    cr_assert_eq(ferry_vault_kv2_parse(body, h + n + 4, "k", &v, err, sizeof(err)),
-                 -FERRY_ETOOBIG, "%s", err);
+    cr_assert_eq(ferry_vault_kv2_parse(body, h + n + 4, "k", &v, err, sizeof(err)), -FERRY_ETOOBIG,
+                 "%s", err);
     cr_assert_null(v);
     /* One byte less is exactly the limit: accepted. */
     memcpy(body + h + n - 1, "\"}}}", 5);
-    cr_assert_eq(ferry_vault_kv2_parse(body, h + n + 3, "k", &v, err, sizeof(err)), 0, "%s",
-                 err);
+    cr_assert_eq(ferry_vault_kv2_parse(body, h + n + 3, "k", &v, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(v->len, FERRY_SECRET_VALUE_MAX);
     ferry_secret_value_free(v);
     free(body);
@@ -159,17 +154,16 @@ Test(parse, auth_answers)
     int64_t lease = -1;
     bool ren = false;
 
-    cr_assert_eq(
-        ferry_vault_auth_parse(ok, strlen(ok), &tok, &lease, &ren, err, sizeof(err)), 0);
+    cr_assert_eq(ferry_vault_auth_parse(ok, strlen(ok), &tok, &lease, &ren, err, sizeof(err)), 0);
     cr_assert_str_eq(tok, "hvs.abc");
     cr_assert_eq(lease, 60);
     cr_assert(ren);
     free(tok);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         tok = NULL;
-        cr_assert_lt(ferry_vault_auth_parse(bad[i], strlen(bad[i]), &tok, &lease, &ren, err,
-                                            sizeof(err)),
-                     0, "case %zu accepted", i);
+        cr_assert_lt(
+            ferry_vault_auth_parse(bad[i], strlen(bad[i]), &tok, &lease, &ren, err, sizeof(err)), 0,
+            "case %zu accepted", i);
         cr_assert_null(tok);
     }
     for (size_t i = 0; i < strlen(ok); i++) {
@@ -188,9 +182,9 @@ typedef struct fake {
     pthread_mutex_t lock;
     int logins, renewals, reads, lease;
     bool renewable;
-    int fail_reads;       /* answer the next N reads 503 */
-    bool revoke;          /* the next read with the current token: 403 (token revoked) */
-    bool forbid;          /* every read: 403 */
+    int fail_reads; /* answer the next N reads 503 */
+    bool revoke;    /* the next read with the current token: 403 (token revoked) */
+    bool forbid;    /* every read: 403 */
     const char *read_ctype;
     char token[64];
     char last_token_hdr[128], last_ns_hdr[128], last_login_body[2048], last_audience[128];
@@ -351,8 +345,8 @@ static ferry_secrets *open_vault(fake *f, bool jwt, const char *ns)
 
     if (jwt)
         conf = json_pack("{s:{s:s,s:b,s:i,s:{s:s,s:s,s:s}}}", "vault", "address", f->url,
-                         "allow_http_loopback", 1, "cache_ttl", 0, "auth", "method", "jwt",
-                         "role", "ci", "audience", "vault.example");
+                         "allow_http_loopback", 1, "cache_ttl", 0, "auth", "method", "jwt", "role",
+                         "ci", "audience", "vault.example");
     else
         conf = json_pack("{s:{s:s,s:b,s:i,s:{s:s,s:s,s:s}}}", "vault", "address", f->url,
                          "allow_http_loopback", 1, "cache_ttl", 0, "auth", "method", "approle",

@@ -41,6 +41,7 @@
 #include "ferry/http.h"
 #include "ferry/json.h"
 #include "lib/secrets/secrets-internal.h"
+#include "lib/secrets/vault-internal.h"
 
 #define VAULT_RESPONSE_MAX (256 * 1024) /* a KV v2 read or a login answer */
 #define VAULT_TOKEN_MAX 4096            /* bytes of a Vault token or secret_id */
@@ -140,12 +141,8 @@ static bool token_chars_ok(const char *s, size_t n)
 
 /* ---- parsers -------------------------------------------------------------------------------- */
 
-/* Parse a KV v2 read answer: the value of data.data.<field> (a string verbatim; a number,
- * boolean, object or array as compact JSON; null refused) and data.metadata.version. */
-int ferry_vault_kv2_parse(const char *body, size_t len, const char *field,
-                          ferry_secret_value **ret, char *errbuf, size_t errlen);
-int ferry_vault_kv2_parse(const char *body, size_t len, const char *field,
-                          ferry_secret_value **ret, char *errbuf, size_t errlen)
+int ferry_vault_kv2_parse(const char *body, size_t len, const char *field, ferry_secret_value **ret,
+                          char *errbuf, size_t errlen)
 {
     json_t *j = NULL, *data, *inner, *meta, *m, *ver;
     ferry_secret_value *v = NULL;
@@ -231,10 +228,6 @@ out:
     return r;
 }
 
-/* Parse a login or renew-self answer: auth.client_token (new string, caller wipes),
- * auth.lease_duration (seconds, 0 = no expiry) and auth.renewable. */
-int ferry_vault_auth_parse(const char *body, size_t len, char **ret_token, int64_t *ret_lease,
-                           bool *ret_renewable, char *errbuf, size_t errlen);
 int ferry_vault_auth_parse(const char *body, size_t len, char **ret_token, int64_t *ret_lease,
                            bool *ret_renewable, char *errbuf, size_t errlen)
 {
@@ -257,8 +250,7 @@ int ferry_vault_auth_parse(const char *body, size_t len, char **ret_token, int64
     tok = json_object_get(auth, "client_token");
     lease = json_object_get(auth, "lease_duration");
     ren = json_object_get(auth, "renewable");
-    if (!json_is_string(tok) ||
-        !token_chars_ok(json_string_value(tok), json_string_length(tok)) ||
+    if (!json_is_string(tok) || !token_chars_ok(json_string_value(tok), json_string_length(tok)) ||
         strlen(json_string_value(tok)) != json_string_length(tok)) {
         r = fail(errbuf, errlen, -FERRY_EMALFORMED,
                  "login response: auth.client_token is missing or not a token");
@@ -271,8 +263,8 @@ int ferry_vault_auth_parse(const char *body, size_t len, char **ret_token, int64
         goto out;
     }
     if (ren && !json_is_boolean(ren)) {
-        r = fail(errbuf, errlen, -FERRY_EMALFORMED, "login response: auth.renewable is not a "
-                                                    "boolean");
+        r = fail(errbuf, errlen, -FERRY_EMALFORMED,
+                 "login response: auth.renewable is not a boolean");
         goto out;
     }
     t = strdup(json_string_value(tok));
@@ -332,8 +324,8 @@ static int members_check(const json_t *obj, const char *const *names, size_t n, 
 
 /* A copied string member of 1..max bytes of printable ASCII, optionally restricted to the
  * letters, digits and extra; *ret stays NULL when absent. */
-static int conf_str(const json_t *obj, const char *name, size_t max, const char *extra,
-                    char **ret, char *errbuf, size_t errlen)
+static int conf_str(const json_t *obj, const char *name, size_t max, const char *extra, char **ret,
+                    char *errbuf, size_t errlen)
 {
     json_t *v = json_object_get(obj, name);
     const char *s;
@@ -362,8 +354,8 @@ static int conf_str(const json_t *obj, const char *name, size_t max, const char 
 static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **ret_state,
                       char *errbuf, size_t errlen)
 {
-    static const char *const top[] = {"address",  "namespace",           "auth",
-                                      "ca_file",  "allow_http_loopback", "timeout_ms"};
+    static const char *const top[] = {"address", "namespace",           "auth",
+                                      "ca_file", "allow_http_loopback", "timeout_ms"};
     static const char *const jwt_m[] = {"method", "mount", "role", "audience"};
     static const char *const approle_m[] = {"method", "mount", "role_id", "secret_id_file"};
     static const char *const token_m[] = {"method", "token_file"};
@@ -405,8 +397,8 @@ static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **r
     }
     st->http.allow_http_loopback = json_is_true(v);
     v = json_object_get(conf, "timeout_ms");
-    if (v && (!json_is_integer(v) || json_integer_value(v) < 100 ||
-              json_integer_value(v) > 600000)) {
+    if (v &&
+        (!json_is_integer(v) || json_integer_value(v) < 100 || json_integer_value(v) > 600000)) {
         r = fail(errbuf, errlen, -FERRY_ECONFIG, "timeout_ms: an integer 100..600000");
         goto fail;
     }
@@ -450,8 +442,8 @@ static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **r
         st->web_identity_userdata = env->web_identity_userdata;
     } else if (method && strcmp(method, "approle") == 0) {
         st->method = VAULT_AUTH_APPROLE;
-        if ((r = members_check(auth, approle_m, ARRAY_SIZE(approle_m), "auth: ", errbuf,
-                               errlen)) < 0 ||
+        if ((r = members_check(auth, approle_m, ARRAY_SIZE(approle_m), "auth: ", errbuf, errlen)) <
+                0 ||
             (r = conf_str(auth, "mount", 255, "_-./", &st->auth_mount, errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "role_id", 255, "_-.", &st->role_id, errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "secret_id_file", 4096, NULL, &st->secret_id_file, errbuf,
@@ -464,8 +456,7 @@ static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **r
         }
     } else if (method && strcmp(method, "token") == 0) {
         st->method = VAULT_AUTH_TOKEN;
-        if ((r = members_check(auth, token_m, ARRAY_SIZE(token_m), "auth: ", errbuf, errlen)) <
-                0 ||
+        if ((r = members_check(auth, token_m, ARRAY_SIZE(token_m), "auth: ", errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "token_file", 4096, NULL, &st->token_file, errbuf, errlen)) < 0)
             goto fail;
         if (!st->token_file) {
@@ -515,8 +506,7 @@ static int read_secret_file(const char *path, const char *what, char **ret, char
     }
     if (sb.st_mode & 077)
         return fail(errbuf, errlen, -EPERM,
-                    "auth: %s: the file must not be readable by group or others (mode 0600)",
-                    what);
+                    "auth: %s: the file must not be readable by group or others (mode 0600)", what);
     r = ferry_read_regular_file(path, VAULT_TOKEN_MAX + 2, &text, &n);
     if (r < 0)
         return fail(errbuf, errlen, r, "auth: %s: cannot read the file (%s)", what,
@@ -581,8 +571,8 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
         if (r < 0)
             r = fail(errbuf, errlen, r, "%s: request failed (%s)", what, ferry_strerror(r));
         else if (resp.status == 429 || (resp.status >= 500 && resp.status <= 599)) {
-            r = fail(errbuf, errlen, -EAGAIN, "%s: Vault answered HTTP %ld (%s)", what,
-                     resp.status, resp.status == 429 ? "throttled" : "server error");
+            r = fail(errbuf, errlen, -EAGAIN, "%s: Vault answered HTTP %ld (%s)", what, resp.status,
+                     resp.status == 429 ? "throttled" : "server error");
             ferry_http_response_release(&resp);
         } else {
             *ret = resp;
@@ -750,8 +740,7 @@ static int vault_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
     int r;
 
     (void)ctx;
-    ulen = strlen(st->address) + strlen(ref->scope) + strlen(ref->name) +
-           strlen(ref->version) + 32;
+    ulen = strlen(st->address) + strlen(ref->scope) + strlen(ref->name) + strlen(ref->version) + 32;
     url = malloc(ulen);
     if (!url)
         return -ENOMEM;
@@ -780,8 +769,7 @@ static int vault_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
                     r = fail(errbuf, errlen, r, "%s: %s", ref->canonical, why);
             }
         } else if (resp.status == 404) {
-            r = fail(errbuf, errlen, -ENOENT, "%s: not found (Vault answered 404)",
-                     ref->canonical);
+            r = fail(errbuf, errlen, -ENOENT, "%s: not found (Vault answered 404)", ref->canonical);
         } else if (resp.status == 403 && !fresh && relogin == 0) {
             /* The cached token may have expired or been revoked: log in again once. */
             ferry_http_response_release(&resp);
