@@ -567,8 +567,8 @@ static int audit_release(ferryd *d, const bearer *b, const char *tok, size_t tok
     if (ferry_auditlog_ref_token_jti(tok, toklen, b->jti, b->jti ? strlen(b->jti) : 0, &tr) < 0)
         memset(&tr, 0, sizeof(tr));
     det = json_pack("{s:s, s:s, s:s, s:s, s:i}", "ref", ref->canonical, "version",
-                    version ? version : "", "src_iss", b->src_iss, "src_sub", b->src_sub,
-                    "status", status);
+                    version ? version : "", "src_iss", b->src_iss, "src_sub", b->src_sub, "status",
+                    status);
     if (!det)
         return -ENOMEM;
     ferry_auditlog_event ev = {
@@ -646,7 +646,8 @@ static void route_secret(ferryd *d, const ferryd_request *req, ferryd_response *
                       req->query ? "no query string is accepted; encode '?' as %3F"
                                  : "exactly one Authorization header is allowed",
                       BEARER_REQUEST,
-                      req->query ? "secrets: query string" : "secrets: several Authorization headers");
+                      req->query ? "secrets: query string"
+                                 : "secrets: several Authorization headers");
         return;
     }
     if (strncasecmp(req->authorization, "Bearer ", 7) != 0) {
@@ -705,14 +706,17 @@ static void route_secret(ferryd *d, const ferryd_request *req, ferryd_response *
         goto out;
     }
     if (r < 0) {
-        int status = r == -ENOENT ? 404 : r == -FERRY_EUNSUPPORTED ? 501
-                     : (r == -ETIMEDOUT || r == -EAGAIN || r == -FERRY_EFETCH) ? 503 : 502;
+        int status = r == -ENOENT                                              ? 404
+                     : r == -FERRY_EUNSUPPORTED                                ? 501
+                     : (r == -ETIMEDOUT || r == -EAGAIN || r == -FERRY_EFETCH) ? 503
+                                                                               : 502;
         const char *error = status == 404   ? "not_found"
                             : status == 501 ? "backend_not_configured"
                             : status == 503 ? "backend_unavailable"
                                             : "backend_error";
-        const char *desc = status == 404   ? "no such secret"
-                           : status == 501 ? "the secret backend of this reference is not configured"
+        const char *desc = status == 404 ? "no such secret"
+                           : status == 501
+                               ? "the secret backend of this reference is not configured"
                            : status == 503 ? "the secret backend is unavailable; retry later"
                                            : "the secret backend failed";
         char reason[sizeof(err) + 16];

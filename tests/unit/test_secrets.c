@@ -754,7 +754,7 @@ Test(secrets, configure_and_fetch)
     cr_assert(strstr(err, "file:nope"), "%s", err);
     cr_assert_eq(ferry_secrets_fetch(s, "file:../x", NULL, &v, err, sizeof(err)),
                  -FERRY_EMALFORMED);
-    cr_assert_eq(ferry_secrets_fetch(s, "vault:kv/x#y", NULL, &v, err, sizeof(err)),
+    cr_assert_eq(ferry_secrets_fetch(s, "azure-kv:myvault/x", NULL, &v, err, sizeof(err)),
                  -FERRY_EUNSUPPORTED);
     cr_assert(strstr(err, "not available yet"), "%s", err);
     cr_assert_null(v);
@@ -782,7 +782,7 @@ Test(secrets, configure_and_fetch)
     } bad[] = {
         {"[]", -FERRY_ECONFIG, "must be an object"},
         {"{\"ldap\":{}}", -FERRY_ECONFIG, "unknown backend \"ldap\""},
-        {"{\"vault\":{\"address\":\"https://v\"}}", -FERRY_EUNSUPPORTED, "not available"},
+        {"{\"azure-kv\":{\"address\":\"https://v\"}}", -FERRY_EUNSUPPORTED, "not available"},
         {"{\"file\":[]}", -FERRY_ECONFIG, "file: must be an object"},
         {"{\"file\":{\"store\":\"/x\"}}", -FERRY_ECONFIG, "needs \"store\" and \"key\""},
         {"{\"file\":{\"store\":\"/x\",\"key\":\"/y\",\"mode\":1}}", -FERRY_ECONFIG,

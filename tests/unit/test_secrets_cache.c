@@ -27,8 +27,8 @@ static int fake_open(const json_t *conf, const ferry_secrets_env *env, void **re
     return -EINVAL;
 }
 
-static int fake_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
-                      ferry_secret_value **ret, char *errbuf, size_t errlen)
+static int fake_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_secret_value **ret,
+                      char *errbuf, size_t errlen)
 {
     fake *f = state;
     ferry_secret_value *v;
@@ -285,8 +285,7 @@ Test(secrets_cache, single_flight_shares_a_failure_and_does_not_cache_it)
     stampede(s, w, 32);
     for (size_t i = 0; i < 32; i++) {
         cr_assert_eq(w[i].rc, -EIO);
-        cr_assert(strstr(w[i].err, "file:team-a/stampede: backend unreachable"), "%s",
-                  w[i].err);
+        cr_assert(strstr(w[i].err, "file:team-a/stampede: backend unreachable"), "%s", w[i].err);
         cr_assert_not(w[i].value_ok);
     }
     cr_assert_eq(atomic_load(&f.calls), 1);
@@ -326,31 +325,31 @@ Test(secrets_cache, no_wait_never_calls_the_backend)
     pthread_t t;
     char err[256];
 
-    cr_assert_eq(ferry_secrets_fetch_ex(s, "file:x", FERRY_SECRETS_NO_WAIT, NULL, &v, err,
-                                        sizeof(err)),
-                 -FERRY_EWOULDBLOCK);
+    cr_assert_eq(
+        ferry_secrets_fetch_ex(s, "file:x", FERRY_SECRETS_NO_WAIT, NULL, &v, err, sizeof(err)),
+        -FERRY_EWOULDBLOCK);
     cr_assert_null(v);
     cr_assert_eq(atomic_load(&f.calls), 0);
     fetch_ok(s, "file:x", "x");
-    cr_assert_eq(ferry_secrets_fetch_ex(s, "file:x", FERRY_SECRETS_NO_WAIT, NULL, &v, err,
-                                        sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(
+        ferry_secrets_fetch_ex(s, "file:x", FERRY_SECRETS_NO_WAIT, NULL, &v, err, sizeof(err)), 0,
+        "%s", err);
     cr_assert_eq(memcmp(v->data, "x", 1), 0);
     ferry_secret_value_free(v);
     v = NULL;
     cr_assert_eq(atomic_load(&f.calls), 1);
     /* Errors that need no I/O come back as they are. */
-    cr_assert_eq(ferry_secrets_fetch_ex(s, "file:../x", FERRY_SECRETS_NO_WAIT, NULL, &v, err,
-                                        sizeof(err)),
-                 -FERRY_EMALFORMED);
+    cr_assert_eq(
+        ferry_secrets_fetch_ex(s, "file:../x", FERRY_SECRETS_NO_WAIT, NULL, &v, err, sizeof(err)),
+        -FERRY_EMALFORMED);
     cr_assert_eq(ferry_secrets_fetch_ex(s, "file:x", 2, NULL, &v, err, sizeof(err)), -EINVAL);
     /* While another caller's fetch is in flight, a no-wait caller does not wait for it. */
     f.delay_ms = 300;
     cr_assert_eq(pthread_create(&t, NULL, slow_fetch, &a), 0);
     usleep(100 * 1000);
-    cr_assert_eq(ferry_secrets_fetch_ex(s, "file:slow", FERRY_SECRETS_NO_WAIT, NULL, &v, err,
-                                        sizeof(err)),
-                 -FERRY_EWOULDBLOCK);
+    cr_assert_eq(
+        ferry_secrets_fetch_ex(s, "file:slow", FERRY_SECRETS_NO_WAIT, NULL, &v, err, sizeof(err)),
+        -FERRY_EWOULDBLOCK);
     pthread_join(t, NULL);
     cr_assert_eq(a.rc, 0);
     cr_assert_eq(atomic_load(&f.calls), 2);

@@ -569,11 +569,11 @@ FERRY_EXPORT void ferry_secret_value_free(ferry_secret_value *v)
 
 /* ---- the configured backends, the cache and single-flight --------------------------------- */
 
-#define CACHE_TTL_DEFAULT 300            /* seconds, per backend ("cache_ttl") */
-#define CACHE_TTL_MAX 86400              /* a day */
-#define CACHE_ENTRIES_DEFAULT 1024       /* "cache": {"max_entries"} */
+#define CACHE_TTL_DEFAULT 300      /* seconds, per backend ("cache_ttl") */
+#define CACHE_TTL_MAX 86400        /* a day */
+#define CACHE_ENTRIES_DEFAULT 1024 /* "cache": {"max_entries"} */
 #define CACHE_ENTRIES_MAX 1000000
-#define CACHE_BYTES_DEFAULT (4u << 20)   /* "cache": {"max_bytes"}: locked pages, counted whole */
+#define CACHE_BYTES_DEFAULT (4u << 20) /* "cache": {"max_bytes"}: locked pages, counted whole */
 #define CACHE_BYTES_MAX ((size_t)1 << 30)
 
 /* A cached value: in the hash chain of its bucket and in the LRU list (head = most recent). */
@@ -736,7 +736,8 @@ static void cache_store(ferry_secrets *s, const char *key, uint64_t h, const fer
     old = entry_find(s, key, h);
     if (old)
         entry_drop(s, old);
-    while (s->lru_tail && (s->n_entries + 1 > s->max_entries || s->bytes + e->v->map_len > s->max_bytes)) {
+    while (s->lru_tail &&
+           (s->n_entries + 1 > s->max_entries || s->bytes + e->v->map_len > s->max_bytes)) {
         s->st.evictions++;
         entry_drop(s, s->lru_tail);
     }
