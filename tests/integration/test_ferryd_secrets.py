@@ -15,7 +15,9 @@
 #   - a stampede of 1,000 requests (100 threads x 10) for one uncached secret: all 200 with the
 #     value, exactly one backend call;
 #   - the audit log: one secret.release record per decision (allow / deny / error) with the
-#     reference, version and subject; no canary value in any record, log line or error body.
+#     reference, version and subject; no canary value in any record, log line or error body;
+#   - with audit_log.sync "batch", a cached value is answered on the event thread (only the
+#     first, uncached read is deferred to a worker: ferryd_http_deferred_total).
 import json
 import os
 import re
@@ -119,6 +121,40 @@ def body(tap):
                "no canary value in the audit log")
         tap.ok(not any(c.encode() in b for b in bodies for c in (canary_b,)),
                "no refused value in any error body")
+
+        # ---- event threads: a cached value is served there, only a miss goes to a worker ---
+        conf["audit_log"] = {"path": os.path.join(d, "audit2.log"), "sync": "batch"}
+        proc, err = start(ft.write_json(os.path.join(d, "ferryd2.json"), conf), d, "secrets2")
+        try:
+            if not wait_ready(port, proc):
+                tap.ok(False, "ferryd starts (audit_log.sync batch)", stop(proc, err))
+                return
+            event_threads(tap, port, key, me, canary)
+        finally:
+            log = stop(proc, err)
+        tap.ok(proc.returncode == 0 and canary not in log,
+               "second ferryd exits 0, no canary in its log", log[-2000:])
+
+
+def event_threads(tap, port, key, me, canary):
+    r, tok, _ = exchange(port, key, "job-a", me)
+    tap.ok(r.status == 200 and tok, "exchange with audit_log.sync batch", r)
+    if not tok:
+        return
+    deferred = metric(port, "ferryd_http_deferred_total")
+    r = get(port, "file:team-a/db", tok)
+    tap.ok(r.status == 200 and r.body == canary.encode(), "uncached read: 200 and the value")
+    tap.eq(metric(port, "ferryd_http_deferred_total") - deferred, 1.0,
+           "uncached read: deferred to a worker (the backend call)")
+    n, t0 = 200, time.monotonic()
+    ok = all(get(port, "file:team-a/db", tok).body == canary.encode() for _ in range(n))
+    dt = time.monotonic() - t0
+    tap.ok(ok, f"{n} cached reads: all the value")
+    tap.eq(metric(port, "ferryd_http_deferred_total") - deferred, 1.0,
+           "cached reads: answered on the event thread, none deferred")
+    tap.eq(metric(port, CALLS), 1.0, "cached reads: still one backend call")
+    tap.diag(f"{n} sequential cached reads (one connection each) in {dt:.3f} s "
+             f"({n / dt:.0f}/s, Python client)")
 
 
 def run(tap, port, key, me, canary, canary_b, canary_s, bodies, audit):
