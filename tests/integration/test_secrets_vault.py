@@ -143,7 +143,11 @@ def body(t):
                           "paths": ["secret/data/*"]}},
             "approle_roles": {"app": {"role_id": ROLE_ID, "secret_id": SECRET_ID,
                                       "token_ttl": 120, "token_max_ttl": 600,
-                                      "paths": ["secret/data/ci/*"]}},
+                                      "paths": ["secret/data/ci/*"]},
+                              "app-short": {"role_id": ROLE_ID + "-short",
+                                            "secret_id": SECRET_ID, "token_ttl": 6,
+                                            "token_max_ttl": 600,
+                                            "paths": ["secret/data/ci/*"]}},
             "tokens": {DEV_TOKEN: {"paths": ["secret/data/ci/*"]}}}
         conf_path = os.path.join(tmp, "standin.json")
         ft.write_json(conf_path, conf)
@@ -320,6 +324,8 @@ def fetches(t, tmp, keys, standin):
          "throttling is retried three times, then a clear error and no value", r)
     t.ok(st["injected"] - after["injected"] == 3, "exactly three attempts", st)
 
+    inproc(t, standin, secret_id_file, canary)
+
     os.chmod(secret_id_file, 0o644)
     r = get("vault:secret/ci/db#password",
             config("approle644", {"method": "approle", "role_id": ROLE_ID,
@@ -348,6 +354,49 @@ def fetches(t, tmp, keys, standin):
     t.ok(not leaked, "no canary, token or secret_id appears in any stderr", leaked[:1])
     san = [r for r in RUNS if SANITIZER.search(r.err)]
     t.ok(not san, "no sanitizer report", san[:1])
+
+
+def inproc(t, standin, secret_id_file, canary):
+    """Several fetches in one process (libferry.so through ctypes): one login, then renewal."""
+    lib = os.path.join(ft.BUILDDIR, ".libs", "libferry.so")
+    env = ft.clean_env({"VAULT_EXPECT": canary})
+    ldd = subprocess.run(["ldd", lib], capture_output=True, text=True).stdout
+    if "libasan" in ldd:
+        # The sanitizer runtimes must come first in a python process; python's own
+        # allocations are not ours to leak-check (the unit test checks the backend's).
+        pre = [subprocess.run(["gcc", "-print-file-name=" + n], capture_output=True,
+                              text=True).stdout.strip() for n in ("libasan.so", "libubsan.so")]
+        env["LD_PRELOAD"] = ":".join(p for p in pre if os.path.isabs(p))
+        env["ASAN_OPTIONS"] = "detect_leaks=0"
+
+    def run(role_id, n, pause):
+        conf = {"vault": {"address": standin.url, "allow_http_loopback": True, "cache_ttl": 0,
+                          "auth": {"method": "approle", "role_id": role_id,
+                                   "secret_id_file": secret_id_file}}}
+        before = standin.stats()
+        r = subprocess.run([sys.executable, os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "vaultinproc.py"), lib, json.dumps(conf),
+            "vault:secret/ci/db#password", str(n), str(pause)],
+            capture_output=True, text=True, timeout=60, env=env)
+        RUNS.append(ft.Result(r.returncode, r.stdout, r.stderr, 0))
+        after = standin.stats()
+        try:
+            out = json.loads(r.stdout)
+        except ValueError:
+            out = {"stdout": r.stdout, "stderr": r.stderr[-600:]}
+        return out, {k: (after[k]["approle"] - before[k]["approle"] if k == "logins"
+                         else after[k] - before[k]) for k in ("logins", "renewals", "reads")}
+
+    out, d = run(ROLE_ID, 5, 0)
+    t.ok(out.get("ok") == [True] * 5 and out.get("values_match") is True,
+         "in one process: five fetches (cache off) answer the value", out)
+    t.eq(d, {"logins": 1, "renewals": 0, "reads": 5},
+         "the stand-in saw one AppRole login for five reads: the Vault token is cached")
+    out, d = run(ROLE_ID + "-short", 2, 4.2)
+    t.ok(out.get("ok") == [True] * 2 and out.get("values_match") is True,
+         "a fetch after 2/3 of a 6 s lease still answers", out)
+    t.eq(d, {"logins": 1, "renewals": 1, "reads": 2},
+         "past 2/3 of the lease the token was renewed (renew-self), not replaced by a login")
 
 
 if __name__ == "__main__":
