@@ -181,6 +181,7 @@ typedef struct fake {
     char url[64];
     pthread_mutex_t lock;
     int logins, renewals, reads, lease;
+    int renew_lease; /* lease_duration answered by renew-self (-1: same as lease) */
     bool renewable;
     int fail_reads; /* answer the next N reads 503 */
     bool revoke;    /* the next read with the current token: 403 (token revoked) */
@@ -259,7 +260,7 @@ static void *fake_loop(void *arg)
             snprintf(body, sizeof(body),
                      "{\"auth\":{\"client_token\":\"%s\",\"lease_duration\":%d,"
                      "\"renewable\":true}}",
-                     tok, f->lease);
+                     tok, f->renew_lease >= 0 ? f->renew_lease : f->lease);
             answer(c, strcmp(tok, f->token) == 0 ? 200 : 403, "application/json", body);
         } else if (strncmp(req, "GET /v1/secret/data/app/db", 26) == 0) {
             f->reads++;
@@ -376,7 +377,7 @@ static int get(ferry_secrets *s, char *err, size_t errlen)
 
 Test(backend, one_login_for_several_reads_with_headers)
 {
-    fake f = {.lease = 600, .renewable = true};
+    fake f = {.lease = 600, .renewable = true, .renew_lease = -1};
     ferry_secrets *s;
     char err[512] = "";
 
@@ -400,7 +401,7 @@ Test(backend, one_login_for_several_reads_with_headers)
 
 Test(backend, jwt_login_mints_for_the_audience)
 {
-    fake f = {.lease = 600};
+    fake f = {.lease = 600, .renew_lease = -1};
     ferry_secrets *s;
     char err[512] = "";
 
@@ -420,7 +421,7 @@ Test(backend, jwt_login_mints_for_the_audience)
 
 Test(backend, renewed_at_two_thirds_of_the_lease, .timeout = 20)
 {
-    fake f = {.lease = 6, .renewable = true};
+    fake f = {.lease = 6, .renewable = true, .renew_lease = -1};
     ferry_secrets *s;
     char err[512] = "";
 
@@ -439,9 +440,29 @@ Test(backend, renewed_at_two_thirds_of_the_lease, .timeout = 20)
     unlink(secret_id_path);
 }
 
+Test(backend, renewal_without_a_lease_logs_in_again, .timeout = 20)
+{
+    fake f = {.lease = 6, .renewable = true, .renew_lease = 0};
+    ferry_secrets *s;
+    char err[512] = "";
+
+    write_secret_id();
+    fake_start(&f);
+    s = open_vault(&f, false, NULL);
+    cr_assert_eq(get(s, err, sizeof(err)), 0, "%s", err);
+    sleep(4); /* past 2/3 of 6 s, within the lease */
+    cr_assert_eq(get(s, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(f.renewals, 1);
+    cr_assert_eq(f.logins, 2, "a renewal answering lease 0 is not trusted: a new login");
+    cr_assert_str_eq(f.last_token_hdr, "hvs.token-2");
+    ferry_secrets_free(s);
+    fake_stop(&f);
+    unlink(secret_id_path);
+}
+
 Test(backend, not_renewable_logs_in_again, .timeout = 20)
 {
-    fake f = {.lease = 3, .renewable = false};
+    fake f = {.lease = 3, .renewable = false, .renew_lease = -1};
     ferry_secrets *s;
     char err[512] = "";
 
@@ -461,7 +482,7 @@ Test(backend, not_renewable_logs_in_again, .timeout = 20)
 
 Test(backend, relogin_once_after_403_to_a_cached_token)
 {
-    fake f = {.lease = 600, .renewable = true};
+    fake f = {.lease = 600, .renewable = true, .renew_lease = -1};
     ferry_secrets *s;
     char err[512] = "";
 
@@ -485,7 +506,7 @@ Test(backend, relogin_once_after_403_to_a_cached_token)
 
 Test(backend, unavailable_retried_then_bounded)
 {
-    fake f = {.lease = 600};
+    fake f = {.lease = 600, .renew_lease = -1};
     ferry_secrets *s;
     char err[512] = "";
 

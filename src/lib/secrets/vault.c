@@ -643,7 +643,12 @@ static int auth_call(vault_state *st, const char *url, const char *token, const 
                                    sizeof(why));
         if (r < 0)
             r = fail(errbuf, errlen, r, "%s: %s", what, why);
-        else
+        else if (token && lease <= 0) {
+            /* A renewal that answers no lease for a token that had one (at its max TTL, or
+             * a confused server) must not turn it into a token that never expires here. */
+            ferry_free_secret_str(tok);
+            r = fail(errbuf, errlen, -FERRY_EMALFORMED, "%s: answered no lease", what);
+        } else
             set_token(st, tok, lease, renewable);
     }
     ferry_http_response_release(&resp);
