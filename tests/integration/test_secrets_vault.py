@@ -12,8 +12,9 @@
 #     a token file; latest, a version, a non-string field, a namespace; a missing field, a
 #     missing secret, a forbidden path, a wrong audience, throttling and 5xx retried then
 #     bounded, bad configurations.
-#   - One login per process (the Vault token is cached; tests/unit/test_secrets_vault.c
-#     covers renewal and re-login inside one process); no canary in any stderr.
+#   - Inside one process (vaultinproc.py: libferry.so through ctypes) the stand-in counts one
+#     AppRole login for five reads (the Vault token is cached) and a renew-self, not a new
+#     login, past 2/3 of a 6 s lease; no canary in any stderr.
 # node and node-vault are required: when missing the test fails (contrib/deps.sh runs npm ci).
 import json
 import os
