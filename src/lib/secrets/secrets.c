@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/errbuf.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
 #include "ferry/error.h"
@@ -46,17 +47,7 @@ FERRY_EXPORT const char *ferry_secret_backend_name(ferry_secret_backend backend)
 
 /* ---- reference parsing ------------------------------------------------------------------- */
 
-_printf_(3, 4) static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        (void)vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -FERRY_EMALFORMED;
-}
+#define fail(errbuf, errlen, ...) ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED, __VA_ARGS__)
 
 static bool is_alnum(char c)
 {

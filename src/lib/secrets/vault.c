@@ -34,6 +34,7 @@
 #include <jansson.h>
 #include <openssl/rand.h>
 
+#include "basic/errbuf.h"
 #include "basic/fileio.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -67,18 +68,7 @@ typedef struct vault_state {
     bool renewable;
 } vault_state;
 
-static int fail(char *errbuf, size_t errlen, int code, const char *fmt, ...) _printf_(4, 5);
-static int fail(char *errbuf, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errbuf && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#define fail(...) ferry_errbuf_set(__VA_ARGS__)
 
 static int64_t mono_s(void)
 {
