@@ -394,6 +394,22 @@ int main(int argc, char **argv)
         goto out;
     }
     if (check) {
+        /* The secrets section is checked member by member by the backends themselves. */
+        if (d.config.secrets) {
+            ferry_secrets *probe = NULL;
+            ferry_secrets_env se = {
+                .state_dir = d.config.state_dir,
+                .web_identity_token = secrets_identity_token,
+                .web_identity_userdata = &d,
+            };
+            r = ferry_secrets_new(d.config.secrets, &se, &probe, err, sizeof(err));
+            ferry_secrets_free(probe);
+            if (r < 0) {
+                fprintf(stderr, "ferryd: %s: secrets: %s\n", cl.config_path, err);
+                ret = EXIT_USAGE;
+                goto out;
+            }
+        }
         printf("%s: ok (%zu issuers, %zu listen addresses)\n", cl.config_path,
                ferry_oidc_issuer_count(d.oidc), d.config.n_listen);
         ret = 0;

@@ -233,6 +233,12 @@ def config_errors(tap, d, key_a):
         r = ft.run([FERRYD_BIN, "--check-config", "-c", p])
         tap.ok(r.rc == 2 and f"limits.{key}" in r.err and "bad.json" in r.err,
                f"limits.{key} = {value!r}: exit 2 naming it", r)
+    # --check-config also opens the secrets section (each backend refuses what it does not know).
+    conf = dict(base, secrets={"file": {"stor": os.path.join(d, "s.store")}})
+    r = ft.run([FERRYD_BIN, "--check-config", "-c", ft.write_json(os.path.join(d, "bad.json"),
+                                                                  conf)])
+    tap.ok(r.rc == 2 and "secrets" in r.err and "stor" in r.err and "bad.json" in r.err,
+           "--check-config: an unknown member in secrets.file is exit 2 naming it", r)
     conf = dict(base, limits={"threads": 0, "workers": 256, "worker_queue": 65536})
     r = ft.run([FERRYD_BIN, "--check-config", "-c",
                 ft.write_json(os.path.join(d, "good.json"), conf)])
