@@ -86,6 +86,11 @@ void ferry_http_response_release(ferry_http_response *resp);
  * Returns seconds >= 0, or -1 when the header gives no lifetime. */
 long ferry_http_cache_max_age(const char *cache_control);
 
+/* Sleep before retry attempt+1 of a failed call: base_ms << attempt with "equal jitter" (half
+ * fixed, half random), so that many clients refused at once do not come back at once. The one
+ * retry pause of every HTTP caller (cloud and secret backends). */
+void ferry_http_backoff(int attempt, unsigned base_ms);
+
 #ifdef __cplusplus
 }
 #endif

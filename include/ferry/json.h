@@ -88,6 +88,10 @@ unsigned ferry_json_locs_line_index(const ferry_json_locs *locs, const json_t *a
                                     size_t index);
 void ferry_json_locs_free(ferry_json_locs *locs); /* accepts NULL */
 
+/* Wipe the bytes of every string in the tree j (values, not member names), at most 64 levels
+ * deep, before it is freed: for parsed documents that held secrets. Accepts NULL. */
+void ferry_json_wipe_strings(json_t *j);
+
 #ifdef __cplusplus
 }
 #endif

@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <openssl/rand.h>
 
 #include "basic/buf.h"
 #include "basic/macro.h"
@@ -869,4 +870,19 @@ FERRY_EXPORT long ferry_http_cache_max_age(const char *cache_control)
         }
     }
     return no_store ? 0 : max_age;
+}
+
+FERRY_EXPORT void ferry_http_backoff(int attempt, unsigned base_ms)
+{
+    uint32_t rnd = 0;
+    long ms = (long)base_ms << (attempt < 0 ? 0 : attempt > 16 ? 16 : attempt);
+    struct timespec ts;
+
+    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+        rnd = (uint32_t)time(NULL);
+    ms = ms / 2 + (long)(rnd % (uint32_t)(ms / 2 + 1));
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
 }

@@ -29,6 +29,7 @@
 
 #include "basic/b64.h"
 #include "basic/macro.h"
+#include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/json.h"
 
@@ -893,4 +894,26 @@ FERRY_EXPORT void ferry_json_locs_free(ferry_json_locs *locs)
         return;
     locs_entries_free(locs->v, locs->n);
     free(locs);
+}
+
+static void wipe_strings(json_t *j, unsigned depth)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+
+    if (!j || depth > 64)
+        return;
+    if (json_is_string(j))
+        ferry_wipe((char *)json_string_value(j), json_string_length(j));
+    else if (json_is_object(j)) {
+        json_object_foreach(j, k, v) wipe_strings(v, depth + 1);
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) wipe_strings(v, depth + 1);
+    }
+}
+
+FERRY_EXPORT void ferry_json_wipe_strings(json_t *j)
+{
+    wipe_strings(j, 0);
 }

@@ -29,6 +29,7 @@
 
 #include <openssl/rand.h>
 
+#include "basic/fileio.h"
 #include "basic/errbuf.h"
 #include "basic/buf.h"
 #include "basic/macro.h"
@@ -572,21 +573,6 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
-static void backoff(int attempt)
-{
-    uint32_t rnd = 0;
-    long ms = AWS_BACKOFF_BASE_MS << attempt;
-    struct timespec ts;
-
-    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
-        rnd = (uint32_t)now_s();
-    ms = ms / 2 + (long)(rnd % (uint32_t)(ms / 2 + 1)); /* "equal jitter" */
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 /* Percent-encode everything but RFC 3986 unreserved bytes. */
 static int form_append(ferry_buf *b, const char *key, const char *value)
 {
@@ -613,45 +599,27 @@ static int form_append(ferry_buf *b, const char *key, const char *value)
 
 static int read_token_file(const char *path, char **ret, char *errbuf, size_t errlen)
 {
-    ferry_buf b;
-    char chunk[1024];
-    int fd, r = 0;
-    ssize_t n;
+    char *text = NULL;
+    size_t n = 0;
+    int r;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return fail(errbuf, errlen, -errno, "web_identity_token_file: cannot open: %s",
-                    strerror(errno));
-    ferry_buf_init(&b, FERRY_AWS_TOKEN_MAX, true);
-    while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            r = fail(errbuf, errlen, -errno, "web_identity_token_file: read failed");
-            break;
-        }
-        r = ferry_buf_append(&b, chunk, (size_t)n);
-        if (r < 0) {
-            r = fail(errbuf, errlen, -FERRY_ETOOBIG, "web_identity_token_file: over %d bytes",
-                     FERRY_AWS_TOKEN_MAX);
-            break;
-        }
+    r = ferry_read_regular_file(path, FERRY_AWS_TOKEN_MAX, &text, &n);
+    if (r == -EFBIG)
+        return fail(errbuf, errlen, -FERRY_ETOOBIG, "web_identity_token_file: over %d bytes",
+                    FERRY_AWS_TOKEN_MAX);
+    if (r < 0)
+        return fail(errbuf, errlen, r, "web_identity_token_file: cannot read: %s",
+                    ferry_strerror(r));
+    while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+        text[--n] = '\0';
+    if (n == 0 || !all_printable(text, n)) {
+        ferry_wipe(text, n);
+        free(text);
+        return fail(errbuf, errlen, -FERRY_EMALFORMED,
+                    "web_identity_token_file: not one printable token");
     }
-    close(fd);
-    ferry_wipe(chunk, sizeof(chunk));
-    if (r == 0) {
-        while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
-            b.data[--b.len] = '\0';
-        if (b.len == 0 || !all_printable(b.data, b.len))
-            r = fail(errbuf, errlen, -FERRY_EMALFORMED,
-                     "web_identity_token_file: not one printable token");
-    }
-    if (r < 0) {
-        ferry_buf_release(&b);
-        return r;
-    }
-    *ret = ferry_buf_steal(&b, NULL);
-    return *ret ? 0 : -ENOMEM;
+    *ret = text;
+    return 0;
 }
 
 /* One AssumeRoleWithWebIdentity, with retries. Called with p->lock held. */
@@ -731,7 +699,7 @@ static int sts_fetch(ferry_aws_provider *p, ferry_aws_credentials *ret, char *er
         ferry_http_response_release(&resp);
         if ((r != -EAGAIN && !network) || attempt + 1 >= FERRY_AWS_MAX_ATTEMPTS)
             break;
-        backoff(attempt);
+        ferry_http_backoff(attempt, AWS_BACKOFF_BASE_MS);
     }
     ferry_buf_release(&form);
     return r;
@@ -970,6 +938,6 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
         }
         if ((r != -EAGAIN && !network) || attempt + 1 >= FERRY_AWS_MAX_ATTEMPTS)
             return r;
-        backoff(attempt);
+        ferry_http_backoff(attempt, AWS_BACKOFF_BASE_MS);
     }
 }

@@ -84,30 +84,7 @@ int ferry_aws_b64_value(const char *in, size_t n, ferry_secret_value **ret)
     return 0;
 }
 
-static void wipe_json_string(json_t *s)
-{
-    if (json_is_string(s))
-        ferry_wipe((char *)json_string_value(s), json_string_length(s));
-}
-
 /* Wipe every string in the tree (values may sit anywhere in a JSON SecretString). */
-static void wipe_json_tree(json_t *j, unsigned depth)
-{
-    const char *k;
-    json_t *v;
-    size_t i;
-
-    if (!j || depth > 64)
-        return;
-    if (json_is_string(j))
-        wipe_json_string(j);
-    else if (json_is_object(j)) {
-        json_object_foreach(j, k, v) wipe_json_tree(v, depth + 1);
-    } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v) wipe_json_tree(v, depth + 1);
-    }
-}
-
 static int version_copy(json_t *obj, const char *member, ferry_secret_value *v, char *errbuf,
                         size_t errlen)
 {
@@ -216,8 +193,8 @@ int ferry_aws_sm_parse(const char *body, size_t len, const char *field, ferry_se
     *ret = TAKE_PTR(v);
 out:
     ferry_secret_value_free(v);
-    wipe_json_tree(inner, 0);
-    wipe_json_tree(j, 0);
+    ferry_json_wipe_strings(inner);
+    ferry_json_wipe_strings(j);
     json_decref(inner);
     json_decref(j);
     return r;
@@ -259,7 +236,7 @@ int ferry_aws_kms_parse(const char *body, size_t len, ferry_secret_value **ret, 
     *ret = TAKE_PTR(v);
 out:
     ferry_secret_value_free(v);
-    wipe_json_tree(j, 0);
+    ferry_json_wipe_strings(j);
     json_decref(j);
     return r;
 }

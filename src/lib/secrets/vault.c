@@ -78,38 +78,6 @@ static int64_t mono_s(void)
     return (int64_t)ts.tv_sec;
 }
 
-static void backoff(int attempt)
-{
-    uint32_t rnd = 0;
-    long ms = VAULT_BACKOFF_BASE_MS << attempt;
-    struct timespec ts;
-
-    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
-        rnd = (uint32_t)time(NULL);
-    ms = ms / 2 + (long)(rnd % (uint32_t)(ms / 2 + 1)); /* "equal jitter" */
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
-static void wipe_json_tree(json_t *j, unsigned depth)
-{
-    const char *k;
-    json_t *v;
-    size_t i;
-
-    if (!j || depth > 64)
-        return;
-    if (json_is_string(j))
-        ferry_wipe((char *)json_string_value(j), json_string_length(j));
-    else if (json_is_object(j)) {
-        json_object_foreach(j, k, v) wipe_json_tree(v, depth + 1);
-    } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v) wipe_json_tree(v, depth + 1);
-    }
-}
-
 static bool json_type_ok(const char *ct)
 {
     size_t n = strlen("application/json");
@@ -213,7 +181,7 @@ out:
     if (dumped)
         ferry_free_secret_str(dumped);
     ferry_secret_value_free(v);
-    wipe_json_tree(j, 0);
+    ferry_json_wipe_strings(j);
     json_decref(j);
     return r;
 }
@@ -267,7 +235,7 @@ int ferry_vault_auth_parse(const char *body, size_t len, char **ret_token, int64
     *ret_renewable = json_is_true(ren);
     r = 0;
 out:
-    wipe_json_tree(j, 0);
+    ferry_json_wipe_strings(j);
     json_decref(j);
     return r;
 }
@@ -575,7 +543,7 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
                 snprintf(errbuf + l, errlen - l, ", after %d attempts", VAULT_MAX_ATTEMPTS);
             break;
         }
-        backoff(attempt);
+        ferry_http_backoff(attempt, VAULT_BACKOFF_BASE_MS);
     }
     if (tok_hdr)
         ferry_free_secret_str(tok_hdr);
@@ -672,7 +640,7 @@ static int login(vault_state *st, char *errbuf, size_t errlen)
         req = json_pack("{s:s,s:s}", "role_id", st->role_id, "secret_id", secret);
     }
     body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    wipe_json_tree(req, 0);
+    ferry_json_wipe_strings(req);
     json_decref(req);
     ferry_free_secret_str(secret);
     if (!body)
