@@ -21,6 +21,7 @@ extern "C" {
 #endif
 
 #define FERRY_HTTP_MAX_REDIRECTS 3
+#define FERRY_HTTP_RETRY_AFTER_MAX 3600 /* seconds; a longer Retry-After is read as this */
 
 typedef struct ferry_http_options {
     long connect_timeout_ms;   /* 0 = default 3000 */
@@ -39,6 +40,11 @@ typedef struct ferry_http_response {
     size_t body_len;
     char *content_type;        /* owned copy or NULL */
     char *cache_control;       /* owned copy or NULL */
+    char *www_authenticate;    /* owned copy of WWW-Authenticate (repeated ones joined with
+                                  ", "), or NULL */
+    long retry_after;          /* Retry-After in seconds from now (an HTTP-date in the past is
+                                  0; capped at FERRY_HTTP_RETRY_AFTER_MAX), -1 when absent or
+                                  malformed */
     char *final_url;           /* owned copy of the URL that answered */
     int redirects;             /* hops followed */
     bool sensitive;            /* body is wiped on release (request's sensitive flag) */

@@ -376,15 +376,9 @@ static int cmd_get(const options *o, const char *ref)
         r = load_config(o, &conf, &idn, &env);
         if (r < 0)
             goto out;
-    } else if (parsed->backend == FERRY_SECRET_AWS_SM || parsed->backend == FERRY_SECRET_AWS_KMS ||
-               parsed->backend == FERRY_SECRET_VAULT) {
+    } else if (parsed->backend != FERRY_SECRET_FILE) {
         fprintf(stderr, "ferry secret get: backend %s needs --config FILE (its section and the "
                         "identity)\n",
-                ferry_secret_backend_name(parsed->backend));
-        goto out;
-    } else if (parsed->backend != FERRY_SECRET_FILE) {
-        fprintf(stderr, "ferry secret get: backend %s is not available yet (only file: and, "
-                        "with --config, vault:, aws-sm: and aws-kms:)\n",
                 ferry_secret_backend_name(parsed->backend));
         goto out;
     } else {

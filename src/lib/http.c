@@ -291,6 +291,32 @@ static int redirect_target(CURLU *cur, const char *location, bool allow_http_loo
     return 0;
 }
 
+/* Retry-After (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date, as seconds from now
+ * (a date in the past is 0), capped at FERRY_HTTP_RETRY_AFTER_MAX; -1 when absent or not
+ * one of the two forms. */
+static long http_retry_after(const char *v, time_t now)
+{
+    if (!v || !*v)
+        return -1;
+    if (v[0] >= '0' && v[0] <= '9') {
+        long secs = 0;
+        for (const char *p = v; *p; p++) {
+            if (*p < '0' || *p > '9')
+                return -1;
+            if (secs < FERRY_HTTP_RETRY_AFTER_MAX)
+                secs = secs * 10 + (*p - '0');
+        }
+        return secs < FERRY_HTTP_RETRY_AFTER_MAX ? secs : FERRY_HTTP_RETRY_AFTER_MAX;
+    }
+    time_t when = curl_getdate(v, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    if (when <= now)
+        return 0;
+    return when - now < FERRY_HTTP_RETRY_AFTER_MAX ? (long)(when - now)
+                                                     : FERRY_HTTP_RETRY_AFTER_MAX;
+}
+
 /* ---- one transfer --------------------------------------------------------------------- */
 
 typedef struct http_transfer {
@@ -302,10 +328,27 @@ typedef struct http_transfer {
     bool bad_location; /* Location repeated, too long or not printable */
     bool bad_ctype;
     bool bad_cache_control;
+    bool bad_retry_after;
+    bool bad_www_auth;
     char *content_type;
     char *cache_control;
     char *location;
+    char *retry_after;
+    char *www_auth;
 } http_transfer;
+
+/* Forget the headers of a response (a new status line, or a reset). */
+static void transfer_forget_headers(http_transfer *t)
+{
+    free(t->content_type);
+    free(t->cache_control);
+    free(t->location);
+    free(t->retry_after);
+    free(t->www_auth);
+    t->content_type = t->cache_control = t->location = t->retry_after = t->www_auth = NULL;
+    t->bad_location = t->bad_ctype = t->bad_cache_control = false;
+    t->bad_retry_after = t->bad_www_auth = false;
+}
 
 static void transfer_reset(http_transfer *t, size_t max_response)
 {
@@ -313,11 +356,7 @@ static void transfer_reset(http_transfer *t, size_t max_response)
     ferry_buf_init(&t->body, max_response, t->secret);
     t->header_bytes = 0;
     t->too_big = t->nomem = false;
-    t->bad_location = t->bad_ctype = t->bad_cache_control = false;
-    free(t->content_type);
-    free(t->cache_control);
-    free(t->location);
-    t->content_type = t->cache_control = t->location = NULL;
+    transfer_forget_headers(t);
 }
 
 static void transfer_release(http_transfer *t)
@@ -387,11 +426,7 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
     }
     /* A status line starts a new response (an interim 1xx); forget what came before. */
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        free(t->content_type);
-        free(t->cache_control);
-        free(t->location);
-        t->content_type = t->cache_control = t->location = NULL;
-        t->bad_location = t->bad_ctype = t->bad_cache_control = false;
+        transfer_forget_headers(t);
         return n;
     }
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
@@ -409,6 +444,12 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
     } else if (header_is(line, len, "Location", &v)) {
         slot = &t->location, bad = &t->bad_location, max = HTTP_URL_MAX;
         joinable = false;
+    } else if (header_is(line, len, "Retry-After", &v)) {
+        slot = &t->retry_after, bad = &t->bad_retry_after, max = HTTP_HEADER_VALUE_MAX;
+        joinable = false;
+    } else if (header_is(line, len, "WWW-Authenticate", &v)) {
+        slot = &t->www_auth, bad = &t->bad_www_auth, max = HTTP_HEADER_VALUE_MAX;
+        joinable = true;
     } else
         return n;
 
@@ -672,6 +713,8 @@ static int http_do(const ferry_http_request *req, const ferry_http_options *opts
     resp.sensitive = t.secret;
     resp.content_type = t.bad_ctype ? NULL : strdup_or_null(t.content_type, &nomem);
     resp.cache_control = t.bad_cache_control ? NULL : strdup_or_null(t.cache_control, &nomem);
+    resp.www_authenticate = t.bad_www_auth ? NULL : strdup_or_null(t.www_auth, &nomem);
+    resp.retry_after = t.bad_retry_after ? -1 : http_retry_after(t.retry_after, time(NULL));
     resp.final_url = strdup_or_null(cur_url, &nomem);
     resp.redirects = hops;
     if (nomem) {
@@ -722,6 +765,7 @@ FERRY_EXPORT void ferry_http_response_release(ferry_http_response *resp)
     free(resp->body);
     free(resp->content_type);
     free(resp->cache_control);
+    free(resp->www_authenticate);
     free(resp->final_url);
     *resp = (ferry_http_response){0};
 }

@@ -131,8 +131,7 @@ def body(tap):
         r = ferry("get", *opts, "vault:kv/ml/x#token")
         tap.ok(r.rc == 2 and "needs --config" in r.err, "vault without --config: exit 2", r)
         r = ferry("get", *opts, "gcp-sm:projects/ml-prod/secrets/s/versions/1")
-        tap.ok(r.rc == 2 and "not available yet" in r.err, "gcp-sm: not available yet, exit 2",
-               r)
+        tap.ok(r.rc == 2 and "needs --config" in r.err, "gcp-sm without --config: exit 2", r)
         r = ferry("get", *opts, "aws-sm:prod/db#password")
         tap.ok(r.rc == 2 and "needs --config" in r.err, "aws-sm without --config: exit 2", r)
         r = ferry("get", *opts, "file:a/../b")

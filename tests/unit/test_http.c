@@ -469,6 +469,48 @@ Test(http, status_and_body_passed_through)
     ferry_http_response_release(&resp);
 }
 
+/* Retry-After (delay-seconds or HTTP-date) and WWW-Authenticate reach the caller. */
+Test(http, retry_after_and_challenge)
+{
+    _cleanup_free_ char *ca = ca_path();
+    _cleanup_standin_ tu_standin *s = must_start(tu_standin_start(
+        "good", "--fault", "/t=status:429", "--header", "/t=Retry-After:7", "--header",
+        "/big=Retry-After:99999999999999999999", "--header", "/past=Retry-After:Sun, 06 Nov 1994 "
+        "08:49:37 GMT", "--header", "/future=Retry-After:Fri, 31 Dec 9999 23:59:59 GMT",
+        "--header", "/bad=Retry-After:soon", "--header", "/neg=Retry-After:-5", "--fault",
+        "/c=status:401", "--header",
+        "/c=WWW-Authenticate:Bearer authorization=\"https://login.example/t\", resource=\"x\"",
+        NULL));
+    ferry_http_options o = test_opts(ca);
+    ferry_http_response resp = {0};
+    static const struct {
+        const char *path;
+        long want;
+    } cases[] = {
+        {"/t", 7},
+        {"/big", FERRY_HTTP_RETRY_AFTER_MAX},
+        {"/past", 0},
+        {"/future", FERRY_HTTP_RETRY_AFTER_MAX},
+        {"/bad", -1},
+        {"/neg", -1},
+        {"/ok", -1},
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        assert_err(get(s, cases[i].path, &o, &resp), 0);
+        cr_assert_eq(resp.retry_after, cases[i].want, "%s: %ld", cases[i].path,
+                     resp.retry_after);
+        cr_assert_null(resp.www_authenticate);
+        ferry_http_response_release(&resp);
+    }
+    assert_err(get(s, "/c", &o, &resp), 0);
+    cr_assert_eq(resp.status, 401);
+    cr_assert_str_eq(resp.www_authenticate,
+                     "Bearer authorization=\"https://login.example/t\", resource=\"x\"");
+    ferry_http_response_release(&resp);
+    cr_assert_null(resp.www_authenticate);
+}
+
 Test(http, connection_failures)
 {
     _cleanup_free_ char *ca = ca_path();

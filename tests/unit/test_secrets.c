@@ -756,7 +756,7 @@ Test(secrets, configure_and_fetch)
                  -FERRY_EMALFORMED);
     cr_assert_eq(ferry_secrets_fetch(s, "azure-kv:myvault/x", NULL, &v, err, sizeof(err)),
                  -FERRY_EUNSUPPORTED);
-    cr_assert(strstr(err, "not available yet"), "%s", err);
+    cr_assert(strstr(err, "backend not configured"), "%s", err);
     cr_assert_null(v);
     ferry_secrets_free(s);
 

@@ -1,7 +1,7 @@
 /* lib/secrets/secrets-internal.h - the backend interface inside libferry (not installed).
  *
- * One struct ferry_secret_backend_ops per backend file (src/lib/secrets/file.c now; vault.c,
- * azure_kv.c, aws.c, gcp_sm.c later), listed in the table in secrets.c. */
+ * One struct ferry_secret_backend_ops per backend file (src/lib/secrets/file.c, vault.c,
+ * azure_kv.c, aws.c, gcp_sm.c), listed in the table in secrets.c. */
 #ifndef FERRY_SECRETS_INTERNAL_H
 #define FERRY_SECRETS_INTERNAL_H
 
@@ -35,6 +35,8 @@ extern const ferry_secret_backend_ops ferry_secrets_file_backend;
 extern const ferry_secret_backend_ops ferry_secrets_aws_sm_backend;  /* aws.c */
 extern const ferry_secret_backend_ops ferry_secrets_aws_kms_backend; /* aws.c */
 extern const ferry_secret_backend_ops ferry_secrets_vault_backend;   /* vault.c */
+extern const ferry_secret_backend_ops ferry_secrets_azure_kv_backend; /* azure_kv.c */
+extern const ferry_secret_backend_ops ferry_secrets_gcp_sm_backend;   /* gcp_sm.c */
 
 /* Test hook of the file store's write sequence (tests/unit/test_secrets.c): when set, called
  * after each step of an atomic write with the step number below, so a test can kill the

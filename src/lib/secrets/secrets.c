@@ -31,10 +31,11 @@ static const struct {
     const ferry_secret_backend_ops *ops;
 } backends[] = {
     {"vault", FERRY_SECRET_VAULT, &ferry_secrets_vault_backend},
-    {"azure-kv", FERRY_SECRET_AZURE_KV, NULL},
+    {"azure-kv", FERRY_SECRET_AZURE_KV, &ferry_secrets_azure_kv_backend},
     {"aws-sm", FERRY_SECRET_AWS_SM, &ferry_secrets_aws_sm_backend},
     {"aws-kms", FERRY_SECRET_AWS_KMS, &ferry_secrets_aws_kms_backend},
-    {"gcp-sm", FERRY_SECRET_GCP_SM, NULL}, {"file", FERRY_SECRET_FILE, &ferry_secrets_file_backend},
+    {"gcp-sm", FERRY_SECRET_GCP_SM, &ferry_secrets_gcp_sm_backend},
+    {"file", FERRY_SECRET_FILE, &ferry_secrets_file_backend},
 };
 
 FERRY_EXPORT const char *ferry_secret_backend_name(ferry_secret_backend backend)
