@@ -97,6 +97,16 @@ long ferry_http_cache_max_age(const char *cache_control);
  * retry pause of every HTTP caller (cloud and secret backends). */
 void ferry_http_backoff(int attempt, unsigned base_ms);
 
+/* Pause before retrying a call whose attempt-th try (0-based) failed with resp (NULL after a
+ * network failure), charging the pause to *budget_ms, the caller's allowance of waiting for
+ * this call. The pause is the jittered backoff of ferry_http_backoff, or the response's
+ * Retry-After when that is longer (a throttling server's word is honoured, never undercut).
+ * When the pause does not fit in *budget_ms, nothing is slept and -EAGAIN is returned: the
+ * caller gives up with a clear error ("throttled; retry after N s"). Returns 0 after sleeping,
+ * -EINVAL without a budget. The one retry rule of the cloud and secret backends. */
+int ferry_http_retry_pause(const ferry_http_response *resp, int attempt, unsigned base_ms,
+                           long *budget_ms);
+
 #ifdef __cplusplus
 }
 #endif

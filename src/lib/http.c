@@ -916,17 +916,42 @@ FERRY_EXPORT long ferry_http_cache_max_age(const char *cache_control)
     return no_store ? 0 : max_age;
 }
 
-FERRY_EXPORT void ferry_http_backoff(int attempt, unsigned base_ms)
+/* The jittered pause before retry attempt+1, in milliseconds (see ferry_http_backoff). */
+static long backoff_ms(int attempt, unsigned base_ms)
 {
     uint32_t rnd = 0;
     long ms = (long)base_ms << (attempt < 0 ? 0 : attempt > 16 ? 16 : attempt);
-    struct timespec ts;
 
     if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
         rnd = (uint32_t)time(NULL);
-    ms = ms / 2 + (long)(rnd % (uint32_t)(ms / 2 + 1));
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
+    return ms / 2 + (long)(rnd % (uint32_t)(ms / 2 + 1));
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
+}
+
+FERRY_EXPORT void ferry_http_backoff(int attempt, unsigned base_ms)
+{
+    sleep_ms(backoff_ms(attempt, base_ms));
+}
+
+FERRY_EXPORT int ferry_http_retry_pause(const ferry_http_response *resp, int attempt,
+                                        unsigned base_ms, long *budget_ms)
+{
+    long ms = backoff_ms(attempt, base_ms);
+
+    if (!budget_ms)
+        return -EINVAL;
+    if (resp && resp->retry_after > 0 && resp->retry_after * 1000L > ms)
+        ms = resp->retry_after * 1000L;
+    if (ms > *budget_ms)
+        return -EAGAIN;
+    sleep_ms(ms);
+    *budget_ms -= ms;
+    return 0;
 }

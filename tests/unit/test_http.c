@@ -511,6 +511,33 @@ Test(http, retry_after_and_challenge)
     cr_assert_null(resp.www_authenticate);
 }
 
+/* The retry pause honours Retry-After within the caller's budget, and refuses past it. */
+Test(http, retry_pause_budget)
+{
+    ferry_http_response resp = {.status = 429, .retry_after = 100};
+    long budget = 5000;
+
+    /* Retry-After 100 s does not fit in 5 s: no sleep, budget untouched. */
+    assert_err(ferry_http_retry_pause(&resp, 0, 10, &budget), -EAGAIN);
+    cr_assert_eq(budget, 5000);
+    /* Retry-After 1 s fits: charged in full (it is longer than the 10 ms backoff). */
+    resp.retry_after = 1;
+    assert_err(ferry_http_retry_pause(&resp, 0, 10, &budget), 0);
+    cr_assert_eq(budget, 4000);
+    /* No Retry-After (-1) or 0: the jittered backoff, between half and all of base << n. */
+    resp.retry_after = -1;
+    assert_err(ferry_http_retry_pause(&resp, 2, 10, &budget), 0);
+    cr_assert(budget <= 4000 - 20 && budget >= 4000 - 40, "%ld", budget);
+    budget = 4000;
+    assert_err(ferry_http_retry_pause(NULL, 0, 10, &budget), 0);
+    cr_assert(budget <= 4000 - 5 && budget >= 4000 - 10, "%ld", budget);
+    /* The backoff alone can exhaust the budget. */
+    budget = 3;
+    assert_err(ferry_http_retry_pause(NULL, 0, 10, &budget), -EAGAIN);
+    cr_assert_eq(budget, 3);
+    assert_err(ferry_http_retry_pause(NULL, 0, 10, NULL), -EINVAL);
+}
+
 Test(http, connection_failures)
 {
     _cleanup_free_ char *ca = ca_path();
