@@ -1,12 +1,14 @@
 -- tests/bench/exchange.lua - wrk script for tests/bench/run-exchange.sh: RFC 8693 token
 -- exchanges (or, with BENCH_MODE=client_credentials, OAuth client-credentials grants for the
--- oidc-provider peer).
+-- oidc-provider peer; with BENCH_MODE=get, GETs of BENCH_PATH with a bearer token, for
+-- tests/bench/run-secrets.sh).
 --
 -- Environment (read once per wrk thread):
 --   BENCH_TOKENS  file with one subject token per line; requests cycle through them, each
 --                 wrk thread starting at its own offset (exchange mode)
 --   BENCH_AUDIENCE, BENCH_SCOPE  the audience and scope asked for (exchange mode)
---   BENCH_MODE    "exchange" (default) or "client_credentials"
+--   BENCH_MODE    "exchange" (default), "client_credentials" or "get"
+--   BENCH_BEARER  the bearer token of every request (get mode)
 --   BENCH_BASIC   "Authorization: Basic" credential, base64 (client_credentials mode)
 --   BENCH_RESOURCE  the resource indicator asked for (client_credentials mode)
 --   BENCH_PATH    request path (default /v1/token)
@@ -63,6 +65,7 @@ local delay_ms = 0
 local stop_after = 0
 local stop_file = nil
 local stopped = false
+local method = "POST"
 t_first = 0
 t_last = 0
 ok = 0
@@ -76,7 +79,13 @@ function init(args)
     stop_after = tonumber(os.getenv("BENCH_STOP_AFTER") or "0") or 0
     stop_file = os.getenv("BENCH_STOP_FILE")
     headers["Content-Type"] = "application/x-www-form-urlencoded"
-    if mode == "client_credentials" then
+    if mode == "get" then
+        method = "GET"
+        headers["Content-Type"] = nil
+        headers["Authorization"] = "Bearer " .. assert(os.getenv("BENCH_BEARER"), "BENCH_BEARER")
+        bodies[1] = nil
+        nbodies = 1
+    elseif mode == "client_credentials" then
         headers["Authorization"] = "Basic " .. assert(os.getenv("BENCH_BASIC"), "BENCH_BASIC")
         bodies[1] = "grant_type=client_credentials&resource=" ..
             urlencode(assert(os.getenv("BENCH_RESOURCE"), "BENCH_RESOURCE"))
@@ -105,7 +114,7 @@ function request()
     if t_first == 0 then t_first = now_us() end
     index = index + 1
     if index > nbodies then index = 1 end
-    return wrk.format("POST", path, headers, bodies[index])
+    return wrk.format(method, path, headers, bodies[index])
 end
 
 if (tonumber(os.getenv("BENCH_DELAY_MS") or "0") or 0) > 0 then
