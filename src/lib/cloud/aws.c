@@ -41,6 +41,7 @@
 
 #define AWS_REFRESH_MARGIN 300 /* seconds before expiry */
 #define AWS_BACKOFF_BASE_MS 100
+#define AWS_RETRY_BUDGET_MS 5000 /* waiting between the attempts of one call, at most */
 #define AWS_ERROR_BODY_MAX 65536
 #define AWS_STS_VERSION "2011-06-15"
 
@@ -622,6 +623,63 @@ static int read_token_file(const char *path, char **ret, char *errbuf, size_t er
     return 0;
 }
 
+/* The reason of a request that got no usable HTTP answer, for what ("STS", a service). */
+static int transport_error(int r, const char *what, size_t max_response, char *errbuf,
+                           size_t errlen)
+{
+    if (r == -FERRY_ETOOBIG)
+        return fail(errbuf, errlen, r, "%s: response over %zu bytes", what, max_response);
+    if (r == -FERRY_EPOLICY)
+        return fail(errbuf, errlen, r,
+                    "%s: answered a redirect, which is not followed (or the URL was refused)",
+                    what);
+    if (r == -FERRY_EFETCH)
+        return fail(errbuf, errlen, r,
+                    "%s: no complete answer (connection failed, timed out or the body was cut "
+                    "short)",
+                    what);
+    return fail(errbuf, errlen, r, "%s: request failed (%s)", what, ferry_strerror(r));
+}
+
+/* After the attempt-th failed try (its reason in errbuf), pause before the next one by the
+ * one retry rule (ferry_http_retry_pause: jittered backoff or AWS's Retry-After when longer,
+ * within *budget_ms). false when no retry follows: the attempts are used up (the reason says
+ * so) or the pause is past the budget (the reason is replaced, naming the Retry-After). */
+static bool retry_pause(const ferry_http_response *resp, int attempt, long *budget_ms,
+                        char *errbuf, size_t errlen)
+{
+    size_t l = errbuf && errlen ? strlen(errbuf) : 0;
+
+    if (attempt + 1 >= FERRY_AWS_MAX_ATTEMPTS) {
+        if (l + 1 < errlen)
+            snprintf(errbuf + l, errlen - l, ", after %d attempts", FERRY_AWS_MAX_ATTEMPTS);
+        return false;
+    }
+    if (ferry_http_retry_pause(resp, attempt, AWS_BACKOFF_BASE_MS, budget_ms) == 0)
+        return true;
+    if (resp && resp->retry_after > 0 && l + 1 < errlen)
+        snprintf(errbuf + l, errlen - l,
+                 "; asked to retry after %ld s, past the %d s retry budget: not retried",
+                 resp->retry_after, AWS_RETRY_BUDGET_MS / 1000);
+    else if (l + 1 < errlen)
+        snprintf(errbuf + l, errlen - l, ", retry budget spent after %d attempts", attempt + 1);
+    return false;
+}
+
+/* STS answers XML (text/xml; moto: text/xml or application/xml). */
+static bool xml_content_type(const char *ct)
+{
+    size_t n;
+
+    if (!ct)
+        return false;
+    n = strcspn(ct, ";");
+    while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    return (n == 8 && strncasecmp(ct, "text/xml", 8) == 0) ||
+           (n == 15 && strncasecmp(ct, "application/xml", 15) == 0);
+}
+
 /* One AssumeRoleWithWebIdentity, with retries. Called with p->lock held. */
 static int sts_fetch(ferry_aws_provider *p, ferry_aws_credentials *ret, char *errbuf, size_t errlen)
 {
@@ -680,26 +738,31 @@ static int sts_fetch(ferry_aws_provider *p, ferry_aws_credentials *ret, char *er
     o.max_response = FERRY_AWS_STS_RESPONSE_MAX;
     o.max_redirects = 0;
 
+    long budget_ms = AWS_RETRY_BUDGET_MS;
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
 
         r = ferry_http_request_send(&req, &o, &resp);
-        bool network = r == -FERRY_EFETCH;
-        if (r == -FERRY_ETOOBIG)
-            r = fail(errbuf, errlen, r, "STS: response over %d bytes", FERRY_AWS_STS_RESPONSE_MAX);
-        else if (r < 0)
-            r = fail(errbuf, errlen, r, "STS: request failed (%s)", ferry_strerror(r));
-        else if (resp.status == 200)
-            r = ferry_aws_sts_parse(resp.body, resp.body_len, ret, errbuf, errlen);
-        else {
+        bool network = r == -FERRY_EFETCH, answered = r >= 0;
+        if (r < 0)
+            r = transport_error(r, "STS", FERRY_AWS_STS_RESPONSE_MAX, errbuf, errlen);
+        else if (resp.status == 200) {
+            if (!xml_content_type(resp.content_type))
+                r = fail(errbuf, errlen, -FERRY_EMALFORMED,
+                         "STS AssumeRoleWithWebIdentity: answer is not text/xml");
+            else
+                r = ferry_aws_sts_parse(resp.body, resp.body_len, ret, errbuf, errlen);
+        } else {
             char why[160];
             r = ferry_aws_error(resp.status, resp.body, resp.body_len, why, sizeof(why));
             (void)fail(errbuf, errlen, r, "STS AssumeRoleWithWebIdentity: %s", why);
         }
-        ferry_http_response_release(&resp);
-        if ((r != -EAGAIN && !network) || attempt + 1 >= FERRY_AWS_MAX_ATTEMPTS)
+        if ((r != -EAGAIN && !network) ||
+            !retry_pause(answered ? &resp : NULL, attempt, &budget_ms, errbuf, errlen)) {
+            ferry_http_response_release(&resp);
             break;
-        ferry_http_backoff(attempt, AWS_BACKOFF_BASE_MS);
+        }
+        ferry_http_response_release(&resp);
     }
     ferry_buf_release(&form);
     return r;
@@ -806,6 +869,14 @@ static bool json_content_type(const char *ct)
            (n == 16 && strncasecmp(ct, "application/json", 16) == 0);
 }
 
+/* "GetSecretValue" of "secretsmanager.GetSecretValue": the operation, for reasons. */
+static const char *target_op(const char *target)
+{
+    const char *dot = strrchr(target, '.');
+
+    return dot ? dot + 1 : target;
+}
+
 static int signed_post(ferry_aws_provider *p, const ferry_aws_credentials *c, const char *url,
                        const char *host, const char *service, const char *target, const char *body,
                        size_t body_len, const ferry_http_options *o, ferry_http_response *resp,
@@ -896,6 +967,7 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
         strncat(url, "/", 2);
 
     ferry_http_options o = p->http;
+    long budget_ms = AWS_RETRY_BUDGET_MS;
     o.max_response = max_response;
     o.max_redirects = 0;
     for (int attempt = 0;; attempt++) {
@@ -908,11 +980,9 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
         r = signed_post(p, &c, url, host, service, target, body, body_len, &o, &resp, errbuf,
                         errlen);
         ferry_aws_credentials_clear(&c);
-        bool network = r == -FERRY_EFETCH;
-        if (r == -FERRY_ETOOBIG)
-            r = fail(errbuf, errlen, r, "%s: response over %zu bytes", service, max_response);
-        else if (r < 0)
-            r = fail(errbuf, errlen, r, "%s: request failed (%s)", service, ferry_strerror(r));
+        bool network = r == -FERRY_EFETCH, answered = r >= 0;
+        if (r < 0)
+            r = transport_error(r, service, max_response, errbuf, errlen);
         else if (resp.status == 200) {
             /* moto_server answers Secrets Manager with text/html; a plain-http endpoint exists
              * only with allow_http_loopback (tests), so only there is text/html let through
@@ -927,17 +997,22 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
             *ret = resp;
             return 0;
         } else {
-            r = ferry_aws_error(resp.status, resp.body, resp.body_len, errbuf, errlen);
+            char why[160];
+            r = ferry_aws_error(resp.status, resp.body, resp.body_len, why, sizeof(why));
+            (void)fail(errbuf, errlen, r, "%s %s: %s", service, target_op(target), why);
         }
-        ferry_http_response_release(&resp);
         if (r == -EACCES && !retried_auth && p->role_arn) {
             /* Credentials may have been revoked early: fetch fresh ones once. */
+            ferry_http_response_release(&resp);
             retried_auth = true;
             ferry_aws_provider_invalidate(p);
             continue;
         }
-        if ((r != -EAGAIN && !network) || attempt + 1 >= FERRY_AWS_MAX_ATTEMPTS)
+        if ((r != -EAGAIN && !network) ||
+            !retry_pause(answered ? &resp : NULL, attempt, &budget_ms, errbuf, errlen)) {
+            ferry_http_response_release(&resp);
             return r;
-        ferry_http_backoff(attempt, AWS_BACKOFF_BASE_MS);
+        }
+        ferry_http_response_release(&resp);
     }
 }

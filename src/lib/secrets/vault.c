@@ -48,6 +48,7 @@
 #define VAULT_TOKEN_MAX 4096            /* bytes of a Vault token or secret_id */
 #define VAULT_MAX_ATTEMPTS 3            /* per call, for 429, 5xx and network failures */
 #define VAULT_BACKOFF_BASE_MS 100
+#define VAULT_RETRY_BUDGET_MS 5000      /* waiting between the attempts of one call, at most */
 
 enum vault_method { VAULT_AUTH_JWT = 1, VAULT_AUTH_APPROLE, VAULT_AUTH_TOKEN };
 
@@ -481,8 +482,11 @@ static int read_secret_file(const char *path, const char *what, char **ret, char
     return 0;
 }
 
-/* Send one request with retries for 429, 5xx and network failures. token (borrowed, may be
- * NULL) goes into X-Vault-Token. On success *ret is the final response (any other status). */
+/* Send one request with retries for 429, 5xx and network failures (VAULT_MAX_ATTEMPTS tries;
+ * the pauses follow ferry_http_retry_pause: jittered backoff, or Vault's Retry-After when
+ * longer, within VAULT_RETRY_BUDGET_MS; a Retry-After past it fails at once). token (borrowed,
+ * may be NULL) goes into X-Vault-Token. On success *ret is the final response (any other
+ * status). */
 static int vault_send(vault_state *st, const char *method, const char *url, const char *token,
                       const char *body, size_t body_len, ferry_http_response *ret, char *errbuf,
                       size_t errlen, const char *what)
@@ -490,6 +494,7 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
     char *tok_hdr = NULL, ns_hdr[300];
     const char *hdrs[3];
     size_t nh = 0;
+    long budget_ms = VAULT_RETRY_BUDGET_MS;
     int r;
 
     if (token) {
@@ -517,21 +522,30 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
     };
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
+        bool have_resp = false;
+        int p;
+
         r = ferry_http_request_send(&req, &st->http, &resp);
         if (r == -FERRY_ETOOBIG) {
             r = fail(errbuf, errlen, r, "%s: response over %d bytes", what, VAULT_RESPONSE_MAX);
             break;
         }
         if (r == -FERRY_EPOLICY) {
-            r = fail(errbuf, errlen, r, "%s: refused by the HTTP rules (redirect?)", what);
+            r = fail(errbuf, errlen, r,
+                     "%s: Vault answered a redirect, which is not followed (or the URL was "
+                     "refused)",
+                     what);
             break;
         }
         if (r < 0)
-            r = fail(errbuf, errlen, r, "%s: request failed (%s)", what, ferry_strerror(r));
+            r = fail(errbuf, errlen, r,
+                     "%s: no complete answer from Vault (connection failed, timed out or the "
+                     "body was cut short)",
+                     what);
         else if (resp.status == 429 || (resp.status >= 500 && resp.status <= 599)) {
             r = fail(errbuf, errlen, -EAGAIN, "%s: Vault answered HTTP %ld (%s)", what, resp.status,
                      resp.status == 429 ? "throttled" : "server error");
-            ferry_http_response_release(&resp);
+            have_resp = true;
         } else {
             *ret = resp;
             r = 0;
@@ -541,9 +555,29 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
             size_t l = errbuf && errlen ? strlen(errbuf) : 0;
             if (l + 1 < errlen)
                 snprintf(errbuf + l, errlen - l, ", after %d attempts", VAULT_MAX_ATTEMPTS);
+            ferry_http_response_release(&resp);
             break;
         }
-        ferry_http_backoff(attempt, VAULT_BACKOFF_BASE_MS);
+        /* Vault's word on when to come back is honoured, within this call's budget. */
+        p = ferry_http_retry_pause(have_resp ? &resp : NULL, attempt, VAULT_BACKOFF_BASE_MS,
+                                   &budget_ms);
+        if (p == -EAGAIN) {
+            if (have_resp && resp.retry_after > 0)
+                r = fail(errbuf, errlen, -EAGAIN,
+                         "%s: Vault answered HTTP %ld (%s) and asks to retry after %ld s, past "
+                         "the %d s retry budget; not retried",
+                         what, resp.status, resp.status == 429 ? "throttled" : "server error",
+                         resp.retry_after, VAULT_RETRY_BUDGET_MS / 1000);
+            else {
+                size_t l = errbuf && errlen ? strlen(errbuf) : 0;
+                if (l + 1 < errlen)
+                    snprintf(errbuf + l, errlen - l, ", retry budget spent after %d attempts",
+                             attempt + 1);
+            }
+            ferry_http_response_release(&resp);
+            break;
+        }
+        ferry_http_response_release(&resp);
     }
     if (tok_hdr)
         ferry_free_secret_str(tok_hdr);
