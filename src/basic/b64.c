@@ -1,4 +1,4 @@
-/* basic/b64.c - strict unpadded base64url. */
+/* basic/b64.c - strict unpadded base64url, strict padded standard base64 decoding. */
 #include "config.h"
 
 #include <errno.h>
@@ -91,6 +91,51 @@ int ferry_b64url_decode(const char *in, size_t n, unsigned char *out, size_t *re
             return -EINVAL; /* non-canonical: unused low 2 bits set */
         out[o++] = (unsigned char)((a << 2) | (b >> 4));
         out[o++] = (unsigned char)((b << 4) | (c >> 2));
+    }
+    *ret_len = o;
+    return 0;
+}
+
+/* The value of a standard-alphabet character, 0xff for anything else ('-' and '_' too). */
+static uint8_t std_val(unsigned char c)
+{
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    if (c == '-' || c == '_')
+        return 0xff;
+    return rev[c];
+}
+
+int ferry_b64_decode(const char *in, size_t n, unsigned char *out, size_t *ret_len)
+{
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0, pad = 0;
+    uint8_t v[4];
+
+    if (n % 4 != 0)
+        return -EINVAL;
+    if (n > 0 && s[n - 1] == '=')
+        pad = (n > 1 && s[n - 2] == '=') ? 2 : 1;
+    for (size_t i = 0; i < n; i += 4) {
+        size_t k = (i + 4 == n) ? 4 - pad : 4; /* data characters in this quartet */
+        uint32_t w = 0;
+        if (k < 2)
+            return -EINVAL;
+        for (size_t j = 0; j < 4; j++) {
+            v[j] = j < k ? std_val(s[i + j]) : 0;
+            if (v[j] & 0xc0)
+                return -EINVAL; /* outside the alphabet, or '=' before the end */
+            w = (w << 6) | v[j];
+        }
+        if ((k == 2 && (v[1] & 0x0f)) || (k == 3 && (v[2] & 0x03)))
+            return -EINVAL; /* non-canonical: unused low bits set */
+        out[o++] = (unsigned char)(w >> 16);
+        if (k > 2)
+            out[o++] = (unsigned char)(w >> 8);
+        if (k > 3)
+            out[o++] = (unsigned char)w;
     }
     *ret_len = o;
     return 0;

@@ -1,5 +1,5 @@
-/* basic/b64.h - strict unpadded base64url (RFC 4648 §5, RFC 7515 §2) and hex digits (libc
- * only). */
+/* basic/b64.h - strict unpadded base64url (RFC 4648 §5, RFC 7515 §2), strict padded standard
+ * base64 decoding (RFC 4648 §4) and hex digits (libc only). */
 #ifndef FERRY_BASIC_B64_H
 #define FERRY_BASIC_B64_H
 
@@ -19,6 +19,12 @@ int ferry_b64url_decode(const char *in, size_t n, unsigned char *out, size_t *re
 
 /* Same, into a new malloc'd buffer (NUL-terminated for convenience). -EINVAL or -ENOMEM. */
 int ferry_b64url_decode_alloc(const char *in, size_t n, unsigned char **ret, size_t *ret_len);
+
+/* Decode exactly n characters of strict standard base64 (RFC 4648 §4, padded): alphabet A-Z
+ * a-z 0-9 + / only, n % 4 == 0, '=' only as the last one or two characters, and unused
+ * trailing bits zero (canonical). out must hold n / 4 * 3 bytes. Returns 0 and the decoded
+ * length in *ret_len, or -EINVAL. */
+int ferry_b64_decode(const char *in, size_t n, unsigned char *out, size_t *ret_len);
 
 /* Encode into a new malloc'd NUL-terminated string, or NULL on allocation failure. */
 char *ferry_b64url_encode_alloc(const void *in, size_t n);
