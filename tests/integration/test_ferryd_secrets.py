@@ -217,10 +217,13 @@ def run(tap, port, key, me, canary, canary_b, canary_s, bodies, audit):
 
     r, short_tok, _ = exchange(port, key, "job-short", me)
     tap.ok(r.status == 200 and short_tok, "exchange: a ferry token of one second", r)
+    # Read once while it is valid: its verified signature is remembered, its lifetime is not.
+    r = get(port, "file:team-a/db", short_tok or "x")
+    tap.eq(r.status, 200, "the one-second token reads while it is valid")
     time.sleep(2.2)
     r = get(port, "file:team-a/db", short_tok or "x")
     tap.ok(r.status == 401 and "invalid_token" in r.headers.get("www-authenticate", ""),
-           "an expired ferry token: 401 invalid_token", r)
+           "an expired ferry token, read before: 401 invalid_token", r)
 
     for ref, part in (("file:../x", "file:"), ("nope:x", "backend"), ("file:", "file:"),
                       ("aws-sm:a%b", "percent")):
@@ -273,8 +276,8 @@ def run(tap, port, key, me, canary, canary_b, canary_s, bodies, audit):
     allow = [x for x in recs if x.get("decision") == "allow"]
     deny = [x for x in recs if x.get("decision") == "deny"]
     error = [x for x in recs if x.get("decision") == "error"]
-    tap.eq((len(allow), len(deny), len(error)), (1002, 1, 1),
-           "audit: one record per decision (1,002 allow, 1 deny, 1 error)")
+    tap.eq((len(allow), len(deny), len(error)), (1003, 1, 1),
+           "audit: one record per decision (1,003 allow, 1 deny, 1 error)")
     first = allow[0] if allow else {}
     det = first.get("details", {})
     tap.ok(det.get("ref") == "file:team-a/db" and det.get("version") == "1" and
