@@ -23,8 +23,22 @@
 // Endpoints: GET/POST/PUT /v1/<kv>/data/<path> (?version=N), GET /v1/<kv>/metadata/<path>,
 // POST/PUT /v1/auth/jwt/login, /v1/auth/approle/login, /v1/auth/token/renew-self,
 // GET /v1/auth/token/lookup-self, GET /v1/sys/health; for tests: GET /_standin/stats,
-// POST /_standin/reset, POST /_standin/fail {"status": 503, "count": N} (the next N /v1
-// requests answer that status). Errors are Vault-shaped: {"errors": [...]}.
+// POST /_standin/reset, POST /_standin/fail (fault injection, below). Errors are Vault-shaped:
+// {"errors": [...]}.
+//
+// POST /_standin/fail {"count": N, "kind": K, "path": P, ...}: the next N /v1 requests whose
+// path contains P (every /v1 request without P) meet the fault K instead of an answer:
+//   "status" (default)  answer {"errors": [body]} with "status" (e.g. 429, 500, 503), and
+//                       Retry-After: "retry_after" (seconds) when given
+//   "slow"              hold the request "delay_ms", then answer it normally (a read counts)
+//   "truncate"          200, application/json, Content-Length larger than sent: the first part
+//                       of a KV answer holding "body", then the connection is closed
+//   "oversize"          200, application/json, chunked: "size" bytes (default 300 KiB) of a
+//                       KV answer, past ferry's 256 KiB cap
+//   "content_type"      200 and a well-formed KV answer holding "body", but text/html
+//   "redirect"          "status" (default 307) with Location: "location" + the request path
+// "body" is the text the fault carries (tests put a canary there: it must reach no log).
+// stats.injected counts the faults, stats.reads the KV reads answered (after "slow" too).
 // Prints "READY http://127.0.0.1:PORT" on stdout once listening.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -74,11 +88,11 @@ for (const [id, t] of Object.entries(conf.tokens || {}))
     addToken(id, {ns: t.namespace || '', paths: t.paths || [], expires: 0, ttl: 0,
                   policies: ['default'], renewable: false, path: 'auth/token/create'});
 
-function send(res, status, body) {
+function send(res, status, body, extraHeaders) {
     const text = body === undefined ? '' : JSON.stringify(body);
     res.writeHead(status, {'Content-Type': 'application/json',
                            'Content-Length': Buffer.byteLength(text),
-                           'Cache-Control': 'no-store'});
+                           'Cache-Control': 'no-store', ...(extraHeaders || {})});
     res.end(text);
 }
 const errors = (res, status, ...msgs) => send(res, status, {errors: msgs});
@@ -264,6 +278,70 @@ function kvMetadata(res, ns, mount, path) {
                                     max_versions: 0, versions}}));
 }
 
+// ---- fault injection (POST /_standin/fail) -------------------------------------------------
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A KV v2 read answer whose field "value" holds text.
+function kvAnswer(text) {
+    return JSON.stringify(envelope({data: {data: {value: text},
+                                           metadata: {created_time: rfc3339(now()),
+                                                      custom_metadata: null, deletion_time: '',
+                                                      destroyed: false, version: 1}}}));
+}
+
+// Meet the request with plan's fault. true when answered; false to go on normally ("slow").
+async function injectFault(req, res, plan) {
+    const kind = plan.kind || 'status';
+    const text = plan.body || 'injected failure';
+    if (kind === 'status') {
+        const extra = plan.retry_after !== undefined ? {'Retry-After': String(plan.retry_after)}
+                                                     : {};
+        send(res, plan.status || 503, {errors: [text]}, extra);
+        return true;
+    }
+    if (kind === 'slow') {
+        await sleep(plan.delay_ms || 1000);
+        return false;
+    }
+    if (kind === 'truncate') {
+        const full = Buffer.from(kvAnswer(text));
+        res.writeHead(200, {'Content-Type': 'application/json',
+                            'Content-Length': full.length + 64});
+        res.write(full.subarray(0, Math.floor(full.length * 0.75)));
+        await sleep(50);
+        res.socket.destroy();
+        return true;
+    }
+    if (kind === 'oversize') {
+        const size = plan.size || 300 * 1024;
+        res.writeHead(200, {'Content-Type': 'application/json'}); // chunked: no length up front
+        res.write('{"data":{"data":{"value":"');
+        const chunk = 'A'.repeat(16384);
+        for (let sent = 0; sent < size && !res.destroyed; sent += chunk.length)
+            if (!res.write(chunk))
+                await Promise.race([new Promise((resolve) => res.once('drain', resolve)),
+                                    new Promise((resolve) => res.once('close', resolve))]);
+        if (!res.destroyed) res.end('"}}}');
+        return true;
+    }
+    if (kind === 'content_type') {
+        const t = kvAnswer(text);
+        res.writeHead(200, {'Content-Type': 'text/html; charset=utf-8',
+                            'Content-Length': Buffer.byteLength(t)});
+        res.end(t);
+        return true;
+    }
+    if (kind === 'redirect') {
+        res.writeHead(plan.status || 307, {'Location': plan.location + req.url,
+                                           'Content-Length': 0});
+        res.end();
+        return true;
+    }
+    send(res, 500, {errors: [`unknown fault kind ${kind}`]});
+    return true;
+}
+
 // ---- dispatch ------------------------------------------------------------------------------
 
 async function handle(req, res) {
@@ -282,10 +360,10 @@ async function handle(req, res) {
     stats.requests++;
     stats.last_headers = {namespace: req.headers['x-vault-namespace'] || '',
                           has_token: Boolean(req.headers['x-vault-token'])};
-    if (failPlan.count > 0) {
+    if (failPlan.count > 0 && (!failPlan.path || p.includes(failPlan.path))) {
         failPlan.count--;
         stats.injected++;
-        return errors(res, failPlan.status, 'injected failure');
+        if (await injectFault(req, res, failPlan)) return;
     }
     const ns = (req.headers['x-vault-namespace'] || '').replace(/^\/+|\/+$/g, '');
     if (!namespaces.has(ns)) return errors(res, 404, 'no handler for route: namespace not found');
