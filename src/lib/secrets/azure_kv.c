@@ -927,15 +927,13 @@ static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
 
     (void)ctx;
     if (vault_base(st, ref->scope, base, sizeof(base)) < 0)
-        return fail(errbuf, errlen, -FERRY_ETOOBIG, "%s: the vault URL is too long",
-                    ref->canonical);
+        return fail(errbuf, errlen, -FERRY_ETOOBIG, "the vault URL is too long");
     /* The reference parser allows only [a-z0-9-] in vault and secret names and hex digits in
      * versions: nothing to percent-encode. */
     n = snprintf(url, sizeof(url), "%s/secrets/%.127s%s%.32s?api-version=%s", base, ref->name,
                  ref->version[0] ? "/" : "", ref->version, st->api_version);
     if (n < 0 || (size_t)n >= sizeof(url))
-        return fail(errbuf, errlen, -FERRY_ETOOBIG, "%s: the vault URL is too long",
-                    ref->canonical);
+        return fail(errbuf, errlen, -FERRY_ETOOBIG, "the vault URL is too long");
     for (int challenges = 0;; challenges++) {
         ferry_http_response resp = {0};
         const char *hdrs[1];
@@ -964,26 +962,22 @@ static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
         r = az_send(st, &req, &budget, &resp, errbuf, errlen, what);
         ferry_free_secret_str(auth);
         auth = NULL;
-        if (r < 0) {
-            char tail[300];
-            snprintf(tail, sizeof(tail), " (%.280s)", ref->canonical);
-            errbuf_append(errbuf, errlen, tail);
+        if (r < 0)
             break;
-        }
         ferry_azure_error_code(resp.body, resp.body_len, code, sizeof(code));
         if (resp.status == 200) {
             if (!json_type_ok(resp.content_type)) {
                 r = fail(errbuf, errlen, -FERRY_EMALFORMED, "%s: answer is not application/json",
-                         ref->canonical);
+                         what);
             } else {
                 char why[300] = "";
                 r = ferry_azure_secret_parse(resp.body, resp.body_len, ref->name, ref->version,
                                              (int64_t)time(NULL), ret, why, sizeof(why));
                 if (r < 0)
-                    r = fail(errbuf, errlen, r, "%s: %s", ref->canonical, why);
+                    r = fail(errbuf, errlen, r, "%s: %s", what, why);
             }
         } else if (resp.status == 401 && challenges == 0) {
-            r = follow_challenge(st, &resp, base, scope, fresh, ref->canonical, errbuf, errlen);
+            r = follow_challenge(st, &resp, base, scope, fresh, what, errbuf, errlen);
             ferry_http_response_release(&resp);
             if (r < 0)
                 break;
@@ -991,16 +985,16 @@ static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
             continue;
         } else if (resp.status == 401) {
             r = fail(errbuf, errlen, -EACCES, "%s: Key Vault refused a new access token (401)",
-                     ref->canonical);
+                     what);
         } else if (resp.status == 404) {
-            r = fail(errbuf, errlen, -ENOENT, "%s: not found (Key Vault answered 404%s%s)",
-                     ref->canonical, code[0] ? ", " : "", code);
+            r = fail(errbuf, errlen, -ENOENT, "not found (Key Vault answered 404%s%s)",
+                     code[0] ? ", " : "", code);
         } else if (resp.status == 403) {
-            r = fail(errbuf, errlen, -EACCES, "%s: permission denied (Key Vault answered 403%s%s)",
-                     ref->canonical, code[0] ? ", " : "", code);
+            r = fail(errbuf, errlen, -EACCES, "permission denied (Key Vault answered 403%s%s)",
+                     code[0] ? ", " : "", code);
         } else {
-            r = fail(errbuf, errlen, -FERRY_EFETCH, "%s: unexpected HTTP status %ld%s%s",
-                     ref->canonical, resp.status, code[0] ? ", " : "", code);
+            r = fail(errbuf, errlen, -FERRY_EFETCH, "%s: unexpected HTTP status %ld%s%s", what,
+                     resp.status, code[0] ? ", " : "", code);
         }
         ferry_http_response_release(&resp);
         break;
