@@ -23,6 +23,7 @@ int ferry_cmd_keys(int argc, char **argv);
 int ferry_cmd_totp(int argc, char **argv);
 int ferry_cmd_log(int argc, char **argv);
 int ferry_cmd_secret(int argc, char **argv);
+int ferry_cmd_audit(int argc, char **argv);
 
 /* Shared by the subcommands (src/ferry/cli.c). */
 

@@ -20,6 +20,7 @@ static const struct {
     { "totp", ferry_cmd_totp, "enrol an account for TOTP step-up" },
     { "log", ferry_cmd_log, "verify the audit log's hash chain and checkpoints" },
     { "secret", ferry_cmd_secret, "manage the sealed secret store; get a secret by reference" },
+    { "audit", ferry_cmd_audit, "audit cloud IAM exports for over-permissioned identities" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,98 @@
+/* audit/audit-internal.h - what the cloud files of the audit module share with core.c.
+ *
+ * A cloud (aws.c; later gcp.c, azure.c, k8s.c) provides one audit_cloud: its rule table and
+ * its loaders. core.c lists the clouds in one array and does everything around them:
+ * detection, findings, fingerprints, outputs. See docs/internals/audit.md.
+ */
+#ifndef FERRY_AUDIT_INTERNAL_H
+#define FERRY_AUDIT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "ferry/audit.h"
+
+/* Deepest JSON nesting accepted in an input (IAM exports nest about 10 levels). */
+#define AUDIT_JSON_MAX_DEPTH 64
+
+/* One rule of the catalogue. */
+typedef struct audit_rule {
+    const char *id;    /* "AWS-OP-001" */
+    const char *title; /* short, as in the catalogue */
+    ferry_audit_severity severity; /* default severity */
+    const char *help;        /* what it checks (SARIF fullDescription / help) */
+    const char *remediation; /* concrete fix, copied into each finding */
+} audit_rule;
+
+/* One input format. Exactly one of detect_json / detect_text is set. */
+typedef struct audit_loader {
+    const char *format;   /* name for --format and the JSON output: "aws-authz" */
+    const char *expected; /* what the format looks like, for "not recognised" messages */
+    bool (*detect_json)(const json_t *doc);
+    bool (*detect_text)(const char *buf, size_t len);
+    /* Build the model of one input and run the rules. doc: the parsed document (borrowed)
+     * for JSON formats; NULL for text formats, which get buf/len (for JSON formats buf/len
+     * are the raw text too). Writes "what was wrong" (without the path) to errbuf on
+     * failure. Returns 0 or a negative code. */
+    int (*load)(ferry_audit *a, const char *path, const char *buf, size_t len, json_t *doc,
+                char *errbuf, size_t errlen);
+} audit_loader;
+
+typedef struct audit_cloud {
+    const char *name; /* "aws" */
+    const audit_rule *rules;
+    size_t n_rules;
+    const audit_loader *loaders;
+    size_t n_loaders;
+    /* Flush held state after the last input (NULL when the cloud holds none). */
+    int (*finish)(ferry_audit *a, char *errbuf, size_t errlen);
+    /* Free the cloud's per-run state (NULL when none). */
+    void (*release)(ferry_audit *a);
+} audit_cloud;
+
+extern const audit_cloud audit_cloud_aws;
+
+struct ferry_audit {
+    ferry_audit_options opts;
+    ferry_audit_finding *findings;
+    size_t n_findings, alloc_findings;
+    bool sorted;
+    char **known_accounts; /* sorted after each add */
+    size_t n_known;
+    json_t *inputs; /* [{path, format}] */
+    void *aws;      /* aws.c's per-run state (page merging, policy cache) */
+};
+
+/* The rule with this id in any cloud, or NULL. */
+const audit_rule *audit_rule_find(const char *id);
+
+/* Append a finding of rule_id (which must be in a rule table). severity < 0 takes the rule's
+ * default. account/resource/source: borrowed strings (copied; NULL = ""). evidence: borrowed
+ * JSON object, serialised compactly with sorted keys. evidence_key: the stable part that
+ * distinguishes findings of one rule on one resource (docs/internals/audit.md). Returns 0,
+ * -EINVAL (unknown rule), -ENOMEM. */
+int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cloud,
+               const char *account, const char *resource, const json_t *evidence,
+               const char *evidence_key, const char *source);
+
+/* Parse a JSON text of an input under the run's size cap and AUDIT_JSON_MAX_DEPTH. On a
+ * syntax error errbuf gets "LINE:COL: malformed JSON: reason" (no path). *ret is new. */
+int audit_parse_json(const ferry_audit *a, const void *buf, size_t len, json_t **ret,
+                     char *errbuf, size_t errlen);
+
+/* Parse a timestamp in the forms the exports use: "YYYY-MM-DD[T ]HH:MM:SS[.fff](Z|±HH:MM|
+ * ±HHMM)" (no zone = UTC) or a bare "YYYY-MM-DD". Returns 0 or -EINVAL. */
+int audit_parse_time(const char *s, int64_t *ret_epoch);
+
+/* Lowercase hex SHA-256 of len bytes. Returns 0 or -FERRY_ECRYPTO. */
+int audit_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* True when account_id was added with ferry_audit_add_known_account. */
+bool audit_account_known(const ferry_audit *a, const char *account_id);
+/* The run's clock (options.now or the time the run was created). */
+int64_t audit_now(const ferry_audit *a);
+
+#endif

@@ -1,0 +1,1405 @@
+/* audit/aws.c - AWS loaders (GetAccountAuthorizationDetails, the credential report) and the
+ * AWS rules of the catalogue. docs/internals/audit.md says how each rule reads the model.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "audit-internal.h"
+#include "basic/b64.h"
+#include "basic/buf.h"
+#include "basic/errbuf.h"
+#include "basic/macro.h"
+#include "ferry/error.h"
+
+#define CLOUD "aws"
+#define DAY 86400
+
+/* Policy analyses kept (each a few hundred bytes); the cache is emptied when full. */
+#define AWS_CACHE_MAX 4096
+/* Most lines of a credential report, and columns per line. */
+#define CREDREPORT_MAX_COLS 64
+
+static const audit_rule aws_rules[] = {
+    {"AWS-OP-001", "Full admin policy", FERRY_AUDIT_CRITICAL,
+     "An attached inline or managed policy allows Action \"*\" on Resource \"*\" (or NotAction "
+     "with nothing excluded on \"*\"): the principal can do anything in the account.",
+     "Replace the statement with the specific actions and resources the workload uses; keep "
+     "break-glass admin in a separate, MFA-protected role."},
+    {"AWS-OP-003", "Service-wide wildcard", FERRY_AUDIT_MEDIUM,
+     "A policy allows every action of one service (\"svc:*\") on Resource \"*\"; severity is "
+     "high for iam, sts, kms, secretsmanager, s3, organizations and cloudtrail.",
+     "List the service's actions the workload needs and scope Resource to the ARNs it uses."},
+    {"AWS-OP-004", "Allow with NotAction / NotResource", FERRY_AUDIT_HIGH,
+     "An Allow statement uses NotAction or NotResource, granting everything except a list: "
+     "every new action or resource AWS adds is granted too.",
+     "Rewrite the statement as an Allow of explicit actions and resources; express exceptions "
+     "as Deny statements or a permissions boundary."},
+    {"AWS-OP-007", "Credentials-exposure actions unconstrained", FERRY_AUDIT_HIGH,
+     "A policy allows actions that return or create credentials (iam:CreateAccessKey, "
+     "secretsmanager:GetSecretValue, ssm:GetParameter*, sts:AssumeRole, ...) on Resource \"*\" "
+     "without a Condition.",
+     "Scope Resource to the specific secrets, parameters, users or roles, or add a Condition; "
+     "let workloads get short-lived credentials from ferry instead of reading stored ones."},
+    {"AWS-OP-008", "Data-exfiltration actions unconstrained", FERRY_AUDIT_MEDIUM,
+     "A policy allows actions that read or copy data out (s3:GetObject, rds:CopyDBSnapshot, "
+     "dynamodb:Scan, ...) on Resource \"*\" without a Condition.",
+     "Scope Resource to the buckets, tables and snapshots the workload needs."},
+    {"AWS-OP-009", "Resource-exposure actions unconstrained", FERRY_AUDIT_HIGH,
+     "A policy allows actions that change who can access a resource (Put*Policy, Put*Acl, "
+     "AddPermission, RAM shares, ...) on Resource \"*\" without a Condition.",
+     "Remove the actions or scope them to specific resources; manage resource policies from "
+     "infrastructure code, not workload identities."},
+    {"AWS-OP-012", "Dangerous non-default policy version", FERRY_AUDIT_MEDIUM,
+     "A non-default version of an attached customer-managed policy grants full admin: anyone "
+     "with iam:SetDefaultPolicyVersion on it becomes admin.",
+     "Delete the old policy version (aws iam delete-policy-version)."},
+    {"AWS-OP-013", "Unattached admin policy", FERRY_AUDIT_LOW,
+     "A customer-managed policy grants full admin and is attached to nothing.",
+     "Delete the policy (aws iam delete-policy) so it cannot be attached later."},
+    {"AWS-TR-001", "Role assumable by anyone", FERRY_AUDIT_CRITICAL,
+     "The role's trust policy allows Principal \"*\" (or AWS \"*\") without a Condition: any "
+     "AWS account can assume it.",
+     "Name the exact accounts or roles that may assume the role in the trust policy."},
+    {"AWS-TR-002", "Role assumable by anyone, with conditions", FERRY_AUDIT_MEDIUM,
+     "The role's trust policy allows Principal \"*\" restricted only by a Condition; review "
+     "that the condition really limits who can assume it.",
+     "Prefer naming the trusted principals; if the wildcard stays, pin aws:PrincipalOrgID or "
+     "aws:PrincipalAccount in the condition."},
+    {"AWS-TR-003", "Cross-account trust to unknown account", FERRY_AUDIT_MEDIUM,
+     "The role trusts an account that is not in --known-accounts; high when the role is "
+     "admin.",
+     "Remove the account from the trust policy, or add it to the known accounts after review."},
+    {"AWS-TR-004", "Third-party trust without ExternalId", FERRY_AUDIT_MEDIUM,
+     "The role trusts principals of another account without an sts:ExternalId (or MFA) "
+     "condition: a confused-deputy risk for third-party access.",
+     "Add a Condition StringEquals sts:ExternalId with the value the third party gives you (or "
+     "Bool aws:MultiFactorAuthPresent true for human access)."},
+    {"AWS-TR-005", "OIDC/web-identity trust without subject pin", FERRY_AUDIT_CRITICAL,
+     "The role trusts an OIDC provider (GitHub Actions, EKS, GitLab, ...) for "
+     "AssumeRoleWithWebIdentity with no condition on the token's sub, or a wildcard one: "
+     "any repository or workload of that issuer can assume it.",
+     "Add a StringEquals (or narrow StringLike) condition on <provider>:sub naming the exact "
+     "repository/branch or service account, next to <provider>:aud."},
+    {"AWS-TR-006", "Service trust without confused-deputy guard", FERRY_AUDIT_MEDIUM,
+     "The role trusts an AWS service principal without aws:SourceAccount, aws:SourceArn or "
+     "aws:SourceOrgID in the Condition.",
+     "Add a Condition with aws:SourceAccount (your account id) or aws:SourceArn (the resource "
+     "that uses the role)."},
+    {"AWS-SH-001", "Unused role", FERRY_AUDIT_MEDIUM,
+     "The role has not been used for --unused-days (or never), and is older than the grace "
+     "period.",
+     "Delete the role, or document why it must stay and who owns it."},
+    {"AWS-SH-002", "Unused access key", FERRY_AUDIT_MEDIUM,
+     "An active access key has not been used for --key-unused-days.",
+     "Deactivate, then delete the key (aws iam update-access-key --status Inactive)."},
+    {"AWS-SH-003", "Never-used access key", FERRY_AUDIT_MEDIUM,
+     "An active access key has never been used and is older than the grace period.",
+     "Delete the key; issue credentials only when a workload needs them, short-lived through "
+     "ferry where possible."},
+    {"AWS-SH-004", "Access key not rotated", FERRY_AUDIT_MEDIUM,
+     "An active access key is older than --key-max-age-days.",
+     "Rotate the key (create a new one, switch the workload, delete the old one), or replace it "
+     "with federation through ferry."},
+    {"AWS-SH-005", "Two active access keys", FERRY_AUDIT_LOW,
+     "The user has two active access keys.", "Deactivate and delete the key no longer in use."},
+    {"AWS-SH-006", "Long-lived IAM-user credentials for workloads", FERRY_AUDIT_MEDIUM,
+     "An IAM user with an active access key and no console password: a machine user holding "
+     "a long-lived secret.",
+     "Move the workload to a role it assumes with short-lived credentials (instance profile, "
+     "IRSA, or a ferry-issued web-identity token), then delete the user's keys."},
+    {"AWS-SH-007", "Service user with console password", FERRY_AUDIT_MEDIUM,
+     "A user has both a console password and an active access key: a human login and a "
+     "workload secret on one identity.",
+     "Split the identity: remove the console password from the workload user, or move the "
+     "person to SSO and the workload to a role."},
+    {"AWS-SH-008", "Root access key present", FERRY_AUDIT_CRITICAL,
+     "The account root user has an active access key.",
+     "Delete the root user's access keys; use IAM roles for every automated task."},
+};
+
+/* Actions by rule: a statement action (glob) matching one of these is a hit. Lower case. */
+static const char *const credentials_exposure[] = {
+    "iam:createaccesskey", "iam:updateaccesskey", "iam:createloginprofile",
+    "iam:updateloginprofile", "iam:createservicespecificcredential",
+    "iam:resetservicespecificcredential", "secretsmanager:getsecretvalue", "ssm:getparameter",
+    "ssm:getparameters", "ssm:getparametersbypath", "sts:assumerole", "sts:getfederationtoken",
+    "sts:getsessiontoken", "ecr:getauthorizationtoken", "redshift:getclustercredentials",
+    "ec2:getpassworddata", "sso:getrolecredentials", "cognito-identity:getcredentialsforidentity",
+    "lightsail:getinstanceaccessdetails", "iot:createkeysandcertificate", NULL};
+static const char *const data_exfiltration[] = {
+    "s3:getobject", "s3:getobjectversion", "rds:copydbsnapshot", "rds:copydbclustersnapshot",
+    "dynamodb:scan", "dynamodb:exporttabletopointintime", "ec2:getconsoleoutput",
+    "kms:decrypt", "glacier:getjoboutput", NULL};
+static const char *const resource_exposure[] = {
+    "s3:putbucketpolicy", "s3:putbucketacl", "s3:putobjectacl", "s3:deletebucketpolicy",
+    "s3:putbucketpublicaccessblock", "kms:putkeypolicy", "kms:creategrant",
+    "secretsmanager:putresourcepolicy", "sqs:addpermission", "sqs:setqueueattributes",
+    "sns:addpermission", "sns:settopicattributes", "lambda:addpermission",
+    "ecr:setrepositorypolicy", "ram:createresourceshare", "ram:associateresourceshare",
+    "glacier:setvaultaccesspolicy", "iam:updateassumerolepolicy", "ec2:modifysnapshotattribute",
+    "rds:modifydbsnapshotattribute", "backup:putbackupvaultaccesspolicy", NULL};
+
+static const char *const sensitive_services[] = {
+    "iam", "sts", "kms", "secretsmanager", "s3", "organizations", "cloudtrail", NULL};
+
+/* Service principals whose role is only handed to the account's own resources, where
+ * aws:SourceAccount is not how the role is protected. */
+static const char *const deputy_exempt_services[] = {
+    "ec2.amazonaws.com", "lambda.amazonaws.com", "ecs-tasks.amazonaws.com",
+    "edgelambda.amazonaws.com", NULL};
+
+#define ADMIN_POLICY_ARN "arn:aws:iam::aws:policy/AdministratorAccess"
+
+typedef struct aws_state {
+    json_t *pending; /* merged pages of an authorization-details export, or NULL */
+    char *pending_path;
+    json_t *cache; /* sha256 of canonical document -> analysis (array of hits) */
+} aws_state;
+
+static aws_state *state(ferry_audit *a)
+{
+    if (!a->aws)
+        a->aws = calloc(1, sizeof(aws_state));
+    return a->aws;
+}
+
+static void aws_release(ferry_audit *a)
+{
+    aws_state *s = a->aws;
+    if (!s)
+        return;
+    json_decref(s->pending);
+    free(s->pending_path);
+    json_decref(s->cache);
+    free(s);
+    a->aws = NULL;
+}
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static bool in_list(const char *s, const char *const *list)
+{
+    for (size_t i = 0; list[i]; i++)
+        if (strcasecmp(s, list[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A value that may be one item or an array, as a new array reference (NULL -> []). */
+static json_t *as_list(json_t *v)
+{
+    if (json_is_array(v))
+        return json_incref(v);
+    json_t *arr = json_array();
+    if (arr && v && !json_is_null(v))
+        (void)json_array_append(arr, v);
+    return arr;
+}
+
+static const char *str_member(const json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+/* Case-insensitive glob (* and ?) of an IAM action pattern against a concrete action. */
+static bool glob_match(const char *pat, const char *s)
+{
+    const char *star = NULL, *resume = NULL;
+    while (*s) {
+        if (*pat == '?' || (*pat && *pat != '*' &&
+                            (*pat | 0x20) == (*s | 0x20) && (*pat != ':' || *s == ':'))) {
+            pat++;
+            s++;
+        } else if (*pat == '*') {
+            star = pat++;
+            resume = s;
+        } else if (star) {
+            pat = star + 1;
+            s = ++resume;
+        } else {
+            return false;
+        }
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}
+
+/* The account id of an ARN ("arn:aws:iam::123456789012:role/x"), or of a bare 12-digit id,
+ * into out[13]. False when there is none. */
+static bool arn_account(const char *arn, char out[13])
+{
+    const char *p = arn;
+    if (!arn)
+        return false;
+    if (strlen(arn) == 12 && strspn(arn, "0123456789") == 12) {
+        memcpy(out, arn, 13);
+        return true;
+    }
+    if (strncmp(arn, "arn:", 4) != 0)
+        return false;
+    for (int field = 0; field < 4; field++) {
+        p = strchr(p, ':');
+        if (!p)
+            return false;
+        p++;
+    }
+    if (strspn(p, "0123456789") != 12 || p[12] != ':')
+        return false;
+    memcpy(out, p, 12);
+    out[12] = '\0';
+    return true;
+}
+
+/* Percent-decode s into a new buffer. -FERRY_EMALFORMED on a bad escape. */
+static int url_decode(const char *s, char **ret, size_t *ret_len)
+{
+    size_t n = strlen(s), j = 0;
+    char *out = malloc(n + 1);
+    if (!out)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi = i + 2 < n ? ferry_hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? ferry_hexval((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                free(out);
+                return -FERRY_EMALFORMED;
+            }
+            out[j++] = (char)(hi << 4 | lo);
+            i += 2;
+            continue;
+        }
+        out[j++] = s[i];
+    }
+    out[j] = '\0';
+    *ret = out;
+    *ret_len = j;
+    return 0;
+}
+
+/* A policy document as found in the export: an object, or URL-encoded JSON text (the raw API
+ * form). *ret is a new reference. what names the document in errors. */
+static int policy_document(ferry_audit *a, json_t *v, const char *what, json_t **ret,
+                           char *errbuf, size_t errlen)
+{
+    char *text = NULL, why[200];
+    size_t len = 0;
+    int r;
+
+    if (json_is_object(v)) {
+        *ret = json_incref(v);
+        return 0;
+    }
+    if (!json_is_string(v))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "%s: expected a policy document (object or URL-encoded JSON "
+                                "string)",
+                                what);
+    r = url_decode(json_string_value(v), &text, &len);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0)
+        return ferry_errbuf_set(errbuf, errlen, r, "%s: bad percent-escape in URL-encoded policy "
+                                                   "document",
+                                what);
+    r = audit_parse_json(a, text, len, ret, why, sizeof(why));
+    free(text);
+    if (r < 0)
+        return ferry_errbuf_set(errbuf, errlen, r, "%s: URL-encoded policy document: %s", what,
+                                why);
+    if (!json_is_object(*ret)) {
+        json_decref(*ret);
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "%s: policy document is not a JSON object", what);
+    }
+    return 0;
+}
+
+/* ---- policy analysis (cached per canonical document) ----------------------------------- */
+
+static int add_hit(json_t *hits, const char *rule, int sev, json_t *stmt, json_t *extra)
+{
+    json_t *h = json_object();
+    char *canon = json_dumps(stmt, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    char *ecanon = extra ? json_dumps(extra, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    ferry_buf key;
+    int r = -ENOMEM;
+
+    ferry_buf_init(&key, (size_t)64 * 1024 * 1024, false);
+    if (!h || !canon || (extra && !ecanon))
+        goto out;
+    if (ferry_buf_append_str(&key, canon) < 0 || ferry_buf_append_str(&key, "\n") < 0 ||
+        (ecanon && ferry_buf_append_str(&key, ecanon) < 0))
+        goto out;
+    if (json_object_set_new(h, "rule", json_string(rule)) < 0 ||
+        json_object_set_new(h, "sev", json_integer(sev)) < 0 ||
+        json_object_set(h, "statement", stmt) < 0 ||
+        json_object_set_new(h, "key", json_string(key.data)) < 0 ||
+        (extra && json_object_set(h, "extra", extra) < 0))
+        goto out;
+    r = json_array_append(hits, h);
+out:
+    json_decref(h);
+    json_decref(extra);
+    free(canon);
+    free(ecanon);
+    ferry_buf_release(&key);
+    return r < 0 ? -ENOMEM : 0;
+}
+
+static bool list_has_str(const json_t *list, const char *s)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
+        return true;
+    return false;
+}
+
+static int unconstrained_actions(json_t *hits, json_t *stmt, json_t *actions, const char *rule,
+                                 const char *const *targets)
+{
+    json_t *matched = json_array();
+    size_t i;
+    json_t *v;
+
+    if (!matched)
+        return -ENOMEM;
+    for (size_t t = 0; targets[t]; t++) {
+        json_array_foreach(actions, i, v)
+        {
+            const char *act = json_string_value(v);
+            size_t al;
+            if (!act || strcmp(act, "*") == 0)
+                continue;
+            al = strlen(act);
+            if (al > 2 && strcmp(act + al - 2, ":*") == 0)
+                continue; /* service wildcard: AWS-OP-003 */
+            if (glob_match(act, targets[t])) {
+                if (json_array_append_new(matched, json_string(targets[t])) < 0) {
+                    json_decref(matched);
+                    return -ENOMEM;
+                }
+                break;
+            }
+        }
+    }
+    if (json_array_size(matched) == 0) {
+        json_decref(matched);
+        return 0;
+    }
+    json_t *extra = json_object();
+    if (!extra || json_object_set_new(extra, "actions", matched) < 0) {
+        json_decref(extra);
+        return -ENOMEM;
+    }
+    return add_hit(hits, rule, -1, stmt, extra);
+}
+
+/* Analyse one policy document: the hits of the permission rules, each with its statement. */
+static int analyse_statements(json_t *doc, json_t *hits)
+{
+    json_t *stmts = as_list(json_object_get(doc, "Statement")), *stmt;
+    size_t i;
+    int r = 0;
+
+    if (!stmts)
+        return -ENOMEM;
+    json_array_foreach(stmts, i, stmt)
+    {
+        json_t *actions = NULL, *notactions = NULL, *resources = NULL;
+        const char *effect = str_member(stmt, "Effect");
+        bool res_star, has_cond, has_notaction, has_notres;
+
+        if (!json_is_object(stmt) || !effect || strcmp(effect, "Allow") != 0)
+            continue;
+        actions = as_list(json_object_get(stmt, "Action"));
+        notactions = as_list(json_object_get(stmt, "NotAction"));
+        resources = as_list(json_object_get(stmt, "Resource"));
+        if (!actions || !notactions || !resources) {
+            r = -ENOMEM;
+            goto next;
+        }
+        res_star = list_has_str(resources, "*");
+        has_cond = json_object_get(stmt, "Condition") != NULL;
+        has_notaction = json_object_get(stmt, "NotAction") != NULL;
+        has_notres = json_object_get(stmt, "NotResource") != NULL;
+
+        if ((list_has_str(actions, "*") && res_star) ||
+            (has_notaction && json_array_size(notactions) == 0 && res_star)) {
+            r = add_hit(hits, "AWS-OP-001", -1, stmt, NULL);
+            goto next;
+        }
+        if (has_notaction || has_notres) {
+            r = add_hit(hits, "AWS-OP-004", -1, stmt, NULL);
+            if (r < 0 || has_notaction)
+                goto next;
+        }
+        if (!res_star)
+            goto next;
+        size_t k;
+        json_t *v;
+        json_array_foreach(actions, k, v)
+        {
+            const char *act = json_string_value(v);
+            size_t al = act ? strlen(act) : 0;
+            if (al > 2 && strcmp(act + al - 2, ":*") == 0 && !strchr(act, '?') &&
+                memchr(act, '*', al - 1) == NULL) {
+                char svc[128];
+                int sev = FERRY_AUDIT_MEDIUM;
+                (void)snprintf(svc, sizeof(svc), "%.*s", (int)(al - 2), act);
+                for (char *c = svc; *c; c++)
+                    *c = (char)(*c | 0x20);
+                if (in_list(svc, sensitive_services))
+                    sev = FERRY_AUDIT_HIGH;
+                r = add_hit(hits, "AWS-OP-003", sev, stmt, json_pack("{s:s}", "service", svc));
+                if (r < 0)
+                    goto next;
+            }
+        }
+        if (has_cond)
+            goto next;
+        r = unconstrained_actions(hits, stmt, actions, "AWS-OP-007", credentials_exposure);
+        if (r == 0)
+            r = unconstrained_actions(hits, stmt, actions, "AWS-OP-008", data_exfiltration);
+        if (r == 0)
+            r = unconstrained_actions(hits, stmt, actions, "AWS-OP-009", resource_exposure);
+    next:
+        json_decref(actions);
+        json_decref(notactions);
+        json_decref(resources);
+        if (r < 0)
+            break;
+    }
+    json_decref(stmts);
+    return r;
+}
+
+/* The analysis of doc, from the cache or computed and cached. *ret is borrowed from the cache
+ * (valid until the next call). */
+static int analyse_policy(ferry_audit *a, json_t *doc, json_t **ret)
+{
+    aws_state *s = state(a);
+    char hex[65], *canon;
+    json_t *hits;
+    int r;
+
+    if (!s)
+        return -ENOMEM;
+    if (!s->cache && !(s->cache = json_object()))
+        return -ENOMEM;
+    canon = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!canon)
+        return -ENOMEM;
+    r = audit_sha256_hex(canon, strlen(canon), hex);
+    free(canon);
+    if (r < 0)
+        return r;
+    hits = json_object_get(s->cache, hex);
+    if (hits) {
+        *ret = hits;
+        return 0;
+    }
+    hits = json_array();
+    if (!hits)
+        return -ENOMEM;
+    r = analyse_statements(doc, hits);
+    if (r < 0) {
+        json_decref(hits);
+        return r;
+    }
+    if (json_object_size(s->cache) >= AWS_CACHE_MAX)
+        (void)json_object_clear(s->cache);
+    if (json_object_set_new(s->cache, hex, hits) < 0)
+        return -ENOMEM;
+    *ret = hits;
+    return 0;
+}
+
+static bool hits_have(const json_t *hits, const char *rule)
+{
+    size_t i;
+    json_t *h;
+    json_array_foreach(hits, i, h) if (strcmp(str_member(h, "rule"), rule) == 0) return true;
+    return false;
+}
+
+/* ---- authorization details: the model of one account ----------------------------------- */
+
+typedef struct aws_ctx {
+    ferry_audit *a;
+    const char *path;
+    json_t *policies; /* arn -> policy entry (borrowed from the document) */
+    char *errbuf;
+    size_t errlen;
+} aws_ctx;
+
+/* The default version's document of a managed policy entry (new reference), NULL when the
+ * export has none. */
+static int default_document(aws_ctx *c, json_t *pol, const char *arn, json_t **ret)
+{
+    json_t *versions = as_list(json_object_get(pol, "PolicyVersionList")), *v;
+    const char *def = str_member(pol, "DefaultVersionId");
+    size_t i;
+    int r = 0;
+
+    *ret = NULL;
+    if (!versions)
+        return -ENOMEM;
+    json_array_foreach(versions, i, v)
+    {
+        const char *vid = str_member(v, "VersionId");
+        if (json_is_true(json_object_get(v, "IsDefaultVersion")) ||
+            (def && vid && strcmp(def, vid) == 0)) {
+            r = policy_document(c->a, json_object_get(v, "Document"), arn, ret, c->errbuf,
+                                c->errlen);
+            break;
+        }
+    }
+    json_decref(versions);
+    return r;
+}
+
+static json_t *builtin_admin_document(void)
+{
+    return json_pack("{s:s, s:[{s:s, s:s, s:s}]}", "Version", "2012-10-17", "Statement",
+                     "Effect", "Allow", "Action", "*", "Resource", "*");
+}
+
+/* Emit the hits of one policy on a principal; *ret_admin set when it grants full admin. */
+static int emit_hits(aws_ctx *c, const char *account, const char *resource, const char *policy,
+                     const char *policy_type, json_t *doc, bool *ret_admin)
+{
+    json_t *hits, *h;
+    size_t i;
+    int r = analyse_policy(c->a, doc, &hits);
+
+    if (r < 0)
+        return r;
+    json_incref(hits); /* the cache may be cleared by a later analysis */
+    json_array_foreach(hits, i, h)
+    {
+        const char *rule = str_member(h, "rule");
+        json_t *ev = json_pack("{s:s, s:s, s:O}", "policy", policy, "policy_type", policy_type,
+                               "statement", json_object_get(h, "statement"));
+        json_t *extra = json_object_get(h, "extra");
+        ferry_buf key;
+        if (!ev || (extra && json_object_update(ev, extra) < 0)) {
+            json_decref(ev);
+            r = -ENOMEM;
+            break;
+        }
+        ferry_buf_init(&key, (size_t)64 * 1024 * 1024, false);
+        if (ferry_buf_append_str(&key, policy) < 0 || ferry_buf_append_str(&key, "\n") < 0 ||
+            ferry_buf_append_str(&key, str_member(h, "key")) < 0)
+            r = -ENOMEM;
+        else
+            r = audit_emit(c->a, rule, (int)json_integer_value(json_object_get(h, "sev")), CLOUD,
+                           account, resource, ev, key.data, c->path);
+        ferry_buf_release(&key);
+        json_decref(ev);
+        if (r < 0)
+            break;
+        if (strcmp(rule, "AWS-OP-001") == 0 && ret_admin)
+            *ret_admin = true;
+    }
+    json_decref(hits);
+    return r;
+}
+
+static bool service_linked_role(const json_t *role)
+{
+    const char *path = str_member(role, "Path"), *name = str_member(role, "RoleName");
+    return (path && strstr(path, "/aws-service-role/")) ||
+           (name && strncmp(name, "AWSServiceRoleFor", 17) == 0);
+}
+
+/* Inline and attached managed policies of one principal. */
+static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key,
+                                 const char *account, const char *arn, bool *ret_admin)
+{
+    json_t *inl = as_list(json_object_get(p, inline_key)), *att = NULL, *v;
+    size_t i;
+    int r = 0;
+
+    if (!inl)
+        return -ENOMEM;
+    json_array_foreach(inl, i, v)
+    {
+        const char *name = str_member(v, "PolicyName");
+        char label[600];
+        json_t *doc = NULL;
+        if (!name) {
+            r = ferry_errbuf_set(c->errbuf, c->errlen, -FERRY_EMALFORMED,
+                                 "%s: %s[%zu]: expected a PolicyName string", arn, inline_key, i);
+            break;
+        }
+        (void)snprintf(label, sizeof(label), "%s inline policy %s", arn, name);
+        r = policy_document(c->a, json_object_get(v, "PolicyDocument"), label, &doc, c->errbuf,
+                            c->errlen);
+        if (r < 0)
+            break;
+        (void)snprintf(label, sizeof(label), "inline:%s", name);
+        r = emit_hits(c, account, arn, label, "inline", doc, ret_admin);
+        json_decref(doc);
+        if (r < 0)
+            break;
+    }
+    json_decref(inl);
+    if (r < 0)
+        return r;
+    att = as_list(json_object_get(p, "AttachedManagedPolicies"));
+    if (!att)
+        return -ENOMEM;
+    json_array_foreach(att, i, v)
+    {
+        const char *parn = str_member(v, "PolicyArn");
+        json_t *pol, *doc = NULL;
+        if (!parn)
+            continue;
+        pol = json_object_get(c->policies, parn);
+        if (pol)
+            r = default_document(c, pol, parn, &doc);
+        if (r < 0)
+            break;
+        if (!doc && strcmp(parn, ADMIN_POLICY_ARN) == 0 && !(doc = builtin_admin_document())) {
+            r = -ENOMEM;
+            break;
+        }
+        if (!doc)
+            continue; /* an AWS-managed policy the export did not include */
+        r = emit_hits(c, account, arn, parn, "managed", doc, ret_admin);
+        json_decref(doc);
+        if (r < 0)
+            break;
+    }
+    json_decref(att);
+    return r;
+}
+
+/* The values of condition key (any operator), or NULL. */
+static json_t *condition_values(json_t *cond, const char *key)
+{
+    const char *op, *k;
+    json_t *keys, *v;
+    json_object_foreach(cond, op, keys)
+    {
+        json_object_foreach(keys, k, v) if (strcasecmp(k, key) == 0) return v;
+    }
+    return NULL;
+}
+
+static bool sub_is_wildcard(json_t *vals)
+{
+    json_t *list = as_list(vals), *v;
+    size_t i;
+    bool wild = false;
+    json_array_foreach(list, i, v)
+    {
+        const char *s = json_string_value(v);
+        if (!s || s[0] == '*' || strncmp(s, "repo:*", 6) == 0)
+            wild = true;
+    }
+    json_decref(list);
+    return wild;
+}
+
+static int trust_finding(aws_ctx *c, const char *rule, int sev, const char *account,
+                         const char *arn, json_t *stmt, const char *k, const char *v,
+                         const char *key)
+{
+    json_t *ev = json_pack("{s:O}", "statement", stmt);
+    char *canon = json_dumps(stmt, JSON_COMPACT | JSON_SORT_KEYS);
+    ferry_buf kb;
+    int r = -ENOMEM;
+
+    ferry_buf_init(&kb, (size_t)64 * 1024 * 1024, false);
+    if (!ev || !canon || (k && json_object_set_new(ev, k, json_string(v)) < 0))
+        goto out;
+    if (ferry_buf_append_str(&kb, "trust\n") < 0 || ferry_buf_append_str(&kb, canon) < 0 ||
+        ferry_buf_append_str(&kb, "\n") < 0 || ferry_buf_append_str(&kb, key ? key : "") < 0)
+        goto out;
+    r = audit_emit(c->a, rule, sev, CLOUD, account, arn, ev, kb.data, c->path);
+out:
+    json_decref(ev);
+    free(canon);
+    ferry_buf_release(&kb);
+    return r;
+}
+
+static int role_trust(aws_ctx *c, json_t *role, const char *account, const char *arn,
+                      bool admin)
+{
+    json_t *doc = NULL, *stmts, *stmt;
+    char label[600];
+    size_t i;
+    int r;
+
+    if (!json_object_get(role, "AssumeRolePolicyDocument"))
+        return 0;
+    (void)snprintf(label, sizeof(label), "%s AssumeRolePolicyDocument", arn);
+    r = policy_document(c->a, json_object_get(role, "AssumeRolePolicyDocument"), label, &doc,
+                        c->errbuf, c->errlen);
+    if (r < 0)
+        return r;
+    stmts = as_list(json_object_get(doc, "Statement"));
+    if (!stmts) {
+        json_decref(doc);
+        return -ENOMEM;
+    }
+    json_array_foreach(stmts, i, stmt)
+    {
+        json_t *principal = json_object_get(stmt, "Principal"), *cond, *list, *v;
+        const char *effect = str_member(stmt, "Effect");
+        size_t k;
+        if (!effect || strcmp(effect, "Allow") != 0 || !principal)
+            continue;
+        cond = json_object_get(stmt, "Condition");
+        json_t *aws = json_is_object(principal) ? json_object_get(principal, "AWS") : NULL;
+        json_t *awsl = as_list(aws);
+        if (!awsl) {
+            r = -ENOMEM;
+            break;
+        }
+        if ((json_is_string(principal) && strcmp(json_string_value(principal), "*") == 0) ||
+            list_has_str(awsl, "*")) {
+            r = trust_finding(c, cond ? "AWS-TR-002" : "AWS-TR-001", -1, account, arn, stmt,
+                              NULL, NULL, NULL);
+        }
+        json_array_foreach(awsl, k, v)
+        {
+            char other[13];
+            if (r < 0 || !arn_account(json_string_value(v), other) || strcmp(other, account) == 0)
+                continue;
+            if (c->a->n_known && !audit_account_known(c->a, other))
+                r = trust_finding(c, "AWS-TR-003", admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
+                                  account, arn, stmt, "trusted_account", other, other);
+            if (r == 0 && !condition_values(cond, "sts:ExternalId") &&
+                !condition_values(cond, "aws:MultiFactorAuthPresent"))
+                r = trust_finding(c, "AWS-TR-004", -1, account, arn, stmt, "trusted_account",
+                                  other, other);
+        }
+        json_decref(awsl);
+        if (r < 0)
+            break;
+        list = as_list(json_is_object(principal) ? json_object_get(principal, "Federated") : NULL);
+        if (!list) {
+            r = -ENOMEM;
+            break;
+        }
+        json_array_foreach(list, k, v)
+        {
+            const char *fed = json_string_value(v), *host;
+            char subkey[600];
+            json_t *sub;
+            if (!fed || !(host = strstr(fed, ":oidc-provider/")))
+                continue;
+            host += strlen(":oidc-provider/");
+            (void)snprintf(subkey, sizeof(subkey), "%s:sub", host);
+            sub = condition_values(cond, subkey);
+            if (!sub || sub_is_wildcard(sub))
+                r = trust_finding(c, "AWS-TR-005", -1, account, arn, stmt, "provider", host, host);
+            if (r < 0)
+                break;
+        }
+        json_decref(list);
+        if (r < 0)
+            break;
+        list = as_list(json_is_object(principal) ? json_object_get(principal, "Service") : NULL);
+        if (!list) {
+            r = -ENOMEM;
+            break;
+        }
+        json_array_foreach(list, k, v)
+        {
+            const char *svc = json_string_value(v);
+            if (!svc || in_list(svc, deputy_exempt_services))
+                continue;
+            if (!condition_values(cond, "aws:SourceAccount") &&
+                !condition_values(cond, "aws:SourceArn") &&
+                !condition_values(cond, "aws:SourceOrgID") &&
+                !condition_values(cond, "aws:SourceOrgPaths"))
+                r = trust_finding(c, "AWS-TR-006", -1, account, arn, stmt, "service", svc, svc);
+            if (r < 0)
+                break;
+        }
+        json_decref(list);
+        if (r < 0)
+            break;
+    }
+    json_decref(stmts);
+    json_decref(doc);
+    return r;
+}
+
+static int role_usage(aws_ctx *c, json_t *role, const char *account, const char *arn)
+{
+    const ferry_audit_options *o = &c->a->opts;
+    const char *created = str_member(role, "CreateDate");
+    const char *last = str_member(json_object_get(role, "RoleLastUsed"), "LastUsedDate");
+    int64_t now = audit_now(c->a), t;
+
+    if (created && audit_parse_time(created, &t) == 0 && now - t < (int64_t)o->grace_days * DAY)
+        return 0;
+    if (last) {
+        if (audit_parse_time(last, &t) < 0)
+            return ferry_errbuf_set(c->errbuf, c->errlen, -FERRY_EMALFORMED,
+                                    "%s: RoleLastUsed.LastUsedDate: expected a date, got '%.40s'",
+                                    arn, last);
+        if (now - t < (int64_t)o->unused_days * DAY)
+            return 0;
+    }
+    json_t *ev = json_pack("{s:s?, s:s?, s:i}", "last_used", last, "created", created,
+                           "unused_days", (int)o->unused_days);
+    if (!ev)
+        return -ENOMEM;
+    int r = audit_emit(c->a, "AWS-SH-001", -1, CLOUD, account, arn, ev, "unused-role", c->path);
+    json_decref(ev);
+    return r;
+}
+
+static const struct {
+    const char *list, *inline_key;
+} principal_lists[] = {
+    {"UserDetailList", "UserPolicyList"},
+    {"GroupDetailList", "GroupPolicyList"},
+    {"RoleDetailList", "RolePolicyList"},
+};
+
+static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *errbuf,
+                         size_t errlen)
+{
+    aws_ctx c = {.a = a, .path = path, .errbuf = errbuf, .errlen = errlen};
+    json_t *pols = json_object_get(doc, "Policies"), *v;
+    size_t i;
+    int r = 0;
+
+    c.policies = json_object();
+    if (!c.policies)
+        return -ENOMEM;
+    json_array_foreach(pols, i, v)
+    {
+        const char *arn = str_member(v, "Arn");
+        if (!arn) {
+            r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                 "Policies[%zu]: expected an Arn string", i);
+            goto out;
+        }
+        if (json_object_set(c.policies, arn, v) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
+    }
+    for (size_t l = 0; l < ARRAY_SIZE(principal_lists); l++) {
+        json_t *list = json_object_get(doc, principal_lists[l].list), *p;
+        bool roles = l == 2;
+        json_array_foreach(list, i, p)
+        {
+            const char *arn = str_member(p, "Arn");
+            char account[13];
+            bool admin = false;
+            if (!arn || !arn_account(arn, account)) {
+                r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                     "%s[%zu]: expected an Arn with an account id",
+                                     principal_lists[l].list, i);
+                goto out;
+            }
+            if (roles && service_linked_role(p))
+                continue;
+            r = principal_permissions(&c, p, principal_lists[l].inline_key, account, arn, &admin);
+            if (r == 0 && roles)
+                r = role_trust(&c, p, account, arn, admin);
+            if (r == 0 && roles)
+                r = role_usage(&c, p, account, arn);
+            if (r < 0)
+                goto out;
+        }
+    }
+    /* Customer-managed policies as such: unattached admin, admin in an old version. */
+    json_array_foreach(pols, i, v)
+    {
+        const char *arn = str_member(v, "Arn");
+        json_t *count = json_object_get(v, "AttachmentCount"), *versions, *ver, *hits;
+        char account[13];
+        size_t k;
+        if (strncmp(arn, "arn:aws:iam::aws:", 17) == 0 || !arn_account(arn, account))
+            continue;
+        versions = as_list(json_object_get(v, "PolicyVersionList"));
+        if (!versions) {
+            r = -ENOMEM;
+            goto out;
+        }
+        json_array_foreach(versions, k, ver)
+        {
+            bool def = json_is_true(json_object_get(ver, "IsDefaultVersion"));
+            const char *vid = str_member(ver, "VersionId");
+            const char *rule = NULL;
+            json_t *d = NULL;
+            if (def && json_is_integer(count) && json_integer_value(count) == 0)
+                rule = "AWS-OP-013";
+            else if (!def && json_is_integer(count) && json_integer_value(count) > 0)
+                rule = "AWS-OP-012";
+            if (!rule)
+                continue;
+            r = policy_document(a, json_object_get(ver, "Document"), arn, &d, errbuf, errlen);
+            if (r == 0)
+                r = analyse_policy(a, d, &hits);
+            if (r == 0 && hits_have(hits, "AWS-OP-001")) {
+                json_t *ev = json_pack("{s:s?, s:O, s:b}", "version", vid, "attachment_count",
+                                       count, "default", def);
+                char key[200];
+                (void)snprintf(key, sizeof(key), "version=%s", vid ? vid : "");
+                r = ev ? audit_emit(a, rule, -1, CLOUD, account, arn, ev, key, path) : -ENOMEM;
+                json_decref(ev);
+            }
+            json_decref(d);
+            if (r < 0)
+                break;
+        }
+        json_decref(versions);
+        if (r < 0)
+            goto out;
+    }
+out:
+    json_decref(c.policies);
+    return r;
+}
+
+/* ---- authorization details: detection, shape checks and pages ------------------------ */
+
+static const char *const authz_lists[] = {"UserDetailList", "GroupDetailList", "RoleDetailList",
+                                          "Policies", NULL};
+
+static bool authz_page(const json_t *doc)
+{
+    if (!json_is_object(doc))
+        return false;
+    for (size_t i = 0; authz_lists[i]; i++)
+        if (json_object_get(doc, authz_lists[i]))
+            return true;
+    return false;
+}
+
+static bool detect_authz(const json_t *doc)
+{
+    if (json_is_array(doc))
+        return json_array_size(doc) > 0 && authz_page(json_array_get(doc, 0));
+    return authz_page(doc);
+}
+
+static int check_page(const json_t *page, size_t index, bool in_array, char *errbuf,
+                      size_t errlen)
+{
+    char where[40] = "";
+    if (in_array)
+        (void)snprintf(where, sizeof(where), "page %zu: ", index + 1);
+    if (!authz_page(page))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "%sexpected an object with UserDetailList, GroupDetailList, "
+                                "RoleDetailList or Policies",
+                                where);
+    for (size_t i = 0; authz_lists[i]; i++) {
+        json_t *l = json_object_get(page, authz_lists[i]), *e;
+        size_t k;
+        if (l && !json_is_array(l) && !json_is_null(l))
+            return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED, "%s%s: expected an array",
+                                    where, authz_lists[i]);
+        json_array_foreach(l, k, e) if (!json_is_object(e)) return ferry_errbuf_set(
+            errbuf, errlen, -FERRY_EMALFORMED, "%s%s[%zu]: expected an object", where,
+            authz_lists[i], k);
+    }
+    return 0;
+}
+
+/* Append the lists of page to acc. */
+static int merge_page(json_t *acc, json_t *page)
+{
+    for (size_t i = 0; authz_lists[i]; i++) {
+        json_t *src = json_object_get(page, authz_lists[i]), *dst;
+        if (!json_is_array(src))
+            continue;
+        dst = json_object_get(acc, authz_lists[i]);
+        if (!dst) {
+            if (json_object_set_new(acc, authz_lists[i], json_array()) < 0)
+                return -ENOMEM;
+            dst = json_object_get(acc, authz_lists[i]);
+        }
+        if (json_array_extend(dst, src) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int flush_pending(ferry_audit *a, char *errbuf, size_t errlen)
+{
+    aws_state *s = a->aws;
+    char why[400] = "";
+    int r;
+
+    if (!s || !s->pending)
+        return 0;
+    r = audit_account(a, s->pending_path, s->pending, why, sizeof(why));
+    json_decref(s->pending);
+    s->pending = NULL;
+    if (r < 0)
+        r = ferry_errbuf_set(errbuf, errlen, r, "%s: %s", s->pending_path,
+                             why[0] ? why : ferry_strerror(r));
+    free(s->pending_path);
+    s->pending_path = NULL;
+    return r;
+}
+
+static int load_authz(ferry_audit *a, const char *path, const char *buf, size_t len, json_t *doc,
+                      char *errbuf, size_t errlen)
+{
+    aws_state *s = state(a);
+    json_t *pages;
+    size_t i;
+    json_t *page;
+    bool truncated = false;
+    int r;
+
+    (void)buf;
+    (void)len;
+    if (!s)
+        return -ENOMEM;
+    if (!json_is_object(doc) && !json_is_array(doc))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "expected a GetAccountAuthorizationDetails object or an array "
+                                "of its pages");
+    pages = as_list(doc);
+    if (!pages)
+        return -ENOMEM;
+    json_array_foreach(pages, i, page)
+    {
+        r = check_page(page, i, json_is_array(doc), errbuf, errlen);
+        if (r < 0)
+            goto out;
+    }
+    json_array_foreach(pages, i, page)
+    {
+        if (!s->pending) {
+            s->pending = json_object();
+            s->pending_path = strdup(path);
+            if (!s->pending || !s->pending_path) {
+                r = -ENOMEM;
+                goto out;
+            }
+        }
+        r = merge_page(s->pending, page);
+        if (r < 0)
+            goto out;
+        truncated = json_is_true(json_object_get(page, "IsTruncated"));
+    }
+    r = 0;
+    /* The account is complete unless its last page says more follow (in the next file). */
+    if (!truncated) {
+        char why[400] = "";
+        r = flush_pending(a, why, sizeof(why));
+        if (r < 0) {
+            /* flush_pending names the path; core.c adds it again: strip ours. */
+            const char *p = why, *pl = path;
+            size_t n = strlen(pl);
+            if (strncmp(p, pl, n) == 0 && p[n] == ':' && p[n + 1] == ' ')
+                p += n + 2;
+            r = ferry_errbuf_set(errbuf, errlen, r, "%s", p);
+        }
+    }
+out:
+    json_decref(pages);
+    return r;
+}
+
+static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
+{
+    return flush_pending(a, errbuf, errlen);
+}
+
+/* ---- credential report --------------------------------------------------------------------- */
+
+static const char credreport_header[] = "user,arn,user_creation_time";
+
+static bool detect_credreport_text(const char *buf, size_t len)
+{
+    size_t n = strlen(credreport_header);
+    return len >= n && memcmp(buf, credreport_header, n) == 0;
+}
+
+static bool detect_credreport_json(const json_t *doc)
+{
+    return json_is_object(doc) && json_is_string(json_object_get(doc, "Content")) &&
+           (json_object_get(doc, "ReportFormat") || json_object_get(doc, "GeneratedTime"));
+}
+
+/* Split one CSV line (RFC 4180 quoting) into at most max fields, in place. Returns the
+ * number of fields or -1 on a bad quote / too many fields. */
+static int csv_split(char *line, char **fields, int max)
+{
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        char *out = p, *start = p;
+        if (n == max)
+            return -1;
+        if (*p == '"') {
+            p++;
+            for (;;) {
+                if (*p == '\0')
+                    return -1;
+                if (*p == '"') {
+                    if (p[1] == '"') {
+                        *out++ = '"';
+                        p += 2;
+                        continue;
+                    }
+                    p++;
+                    break;
+                }
+                *out++ = *p++;
+            }
+            if (*p != ',' && *p != '\0')
+                return -1;
+        } else {
+            while (*p && *p != ',') {
+                if (*p == '"')
+                    return -1;
+                p++;
+            }
+            out = p;
+        }
+        char sep = *p;
+        *out = '\0';
+        fields[n++] = start;
+        if (sep == '\0')
+            return n;
+        p++;
+    }
+}
+
+enum {
+    C_USER,
+    C_ARN,
+    C_CREATED,
+    C_PWD,
+    C_K1_ACTIVE,
+    C_K1_ROTATED,
+    C_K1_USED,
+    C_K2_ACTIVE,
+    C_K2_ROTATED,
+    C_K2_USED,
+    C_COUNT
+};
+static const char *const credreport_cols[C_COUNT] = {
+    "user",
+    "arn",
+    "user_creation_time",
+    "password_enabled",
+    "access_key_1_active",
+    "access_key_1_last_rotated",
+    "access_key_1_last_used_date",
+    "access_key_2_active",
+    "access_key_2_last_rotated",
+    "access_key_2_last_used_date",
+};
+
+/* A report date: -1 for N/A, no_information, not_supported (or empty); 0 ok; <0 error. */
+static int report_date(const char *s, int64_t *ret)
+{
+    if (!*s || strcmp(s, "N/A") == 0 || strcmp(s, "no_information") == 0 ||
+        strcmp(s, "not_supported") == 0)
+        return 1;
+    return audit_parse_time(s, ret);
+}
+
+static int key_finding(ferry_audit *a, const char *path, const char *rule, const char *account,
+                       const char *arn, const char *user, int slot, const char *field,
+                       const char *value)
+{
+    char key[32];
+    json_t *ev = json_pack("{s:s, s:i, s:s?}", "user", user, "key", slot, field, value);
+    int r;
+    if (!ev)
+        return -ENOMEM;
+    (void)snprintf(key, sizeof(key), "access_key_%d", slot);
+    r = audit_emit(a, rule, -1, CLOUD, account, arn, ev, slot ? key : "user", path);
+    json_decref(ev);
+    return r;
+}
+
+static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char **f,
+                          const int *col, char *errbuf, size_t errlen)
+{
+    const ferry_audit_options *o = &a->opts;
+    const char *user = f[col[C_USER]], *arn = f[col[C_ARN]];
+    bool root = strcmp(user, "<root_account>") == 0;
+    int64_t now = audit_now(a);
+    char account[13];
+    int active = 0, r = 0;
+
+    if (!arn_account(arn, account))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "line %zu: arn: expected an IAM ARN, got '%.80s'", lineno, arn);
+    for (int slot = 1; slot <= 2 && r == 0; slot++) {
+        int ca = slot == 1 ? C_K1_ACTIVE : C_K2_ACTIVE;
+        int cr = slot == 1 ? C_K1_ROTATED : C_K2_ROTATED;
+        int cu = slot == 1 ? C_K1_USED : C_K2_USED;
+        const char *rot = col[cr] >= 0 ? f[col[cr]] : "N/A";
+        const char *used = col[cu] >= 0 ? f[col[cu]] : "N/A";
+        int64_t trot = 0, tused = 0;
+        int rr, ru;
+        if (col[ca] < 0 || strcmp(f[col[ca]], "true") != 0)
+            continue;
+        active++;
+        rr = report_date(rot, &trot);
+        ru = report_date(used, &tused);
+        if (rr < 0 || ru < 0)
+            return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                    "line %zu: access_key_%d: expected a date or N/A, got '%.40s'",
+                                    lineno, slot, rr < 0 ? rot : used);
+        if (root) {
+            r = key_finding(a, path, "AWS-SH-008", account, arn, user, slot, "last_rotated", rot);
+            continue;
+        }
+        if (ru == 0 && now - tused >= (int64_t)o->key_unused_days * DAY)
+            r = key_finding(a, path, "AWS-SH-002", account, arn, user, slot, "last_used", used);
+        if (r == 0 && ru == 1 && rr == 0 && now - trot >= (int64_t)o->grace_days * DAY)
+            r = key_finding(a, path, "AWS-SH-003", account, arn, user, slot, "last_rotated", rot);
+        if (r == 0 && rr == 0 && now - trot >= (int64_t)o->key_max_age_days * DAY)
+            r = key_finding(a, path, "AWS-SH-004", account, arn, user, slot, "last_rotated", rot);
+    }
+    if (r < 0 || root || active == 0)
+        return r;
+    if (active == 2)
+        r = key_finding(a, path, "AWS-SH-005", account, arn, user, 0, "active_keys", "2");
+    if (r == 0) {
+        const char *pwd = col[C_PWD] >= 0 ? f[col[C_PWD]] : "false";
+        r = key_finding(a, path, strcmp(pwd, "true") == 0 ? "AWS-SH-007" : "AWS-SH-006",
+                        account, arn, user, 0, "password_enabled", pwd);
+    }
+    return r;
+}
+
+static int credreport_csv(ferry_audit *a, const char *path, const char *buf, size_t len,
+                          char *errbuf, size_t errlen)
+{
+    char *text, *line, *next, *fields[CREDREPORT_MAX_COLS], *hdr[CREDREPORT_MAX_COLS];
+    int col[C_COUNT], ncols, r = 0;
+    size_t lineno = 1;
+
+    if (memchr(buf, '\0', len))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "credential report: NUL byte in the CSV text");
+    text = strndup(buf, len);
+    if (!text)
+        return -ENOMEM;
+    next = text;
+    line = strsep(&next, "\n");
+    if (line[0] && line[strlen(line) - 1] == '\r')
+        line[strlen(line) - 1] = '\0';
+    ncols = csv_split(line, hdr, CREDREPORT_MAX_COLS);
+    if (ncols < 0) {
+        r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                             "line 1: malformed credential report header");
+        goto out;
+    }
+    for (int c = 0; c < C_COUNT; c++) {
+        col[c] = -1;
+        for (int k = 0; k < ncols; k++)
+            if (strcmp(hdr[k], credreport_cols[c]) == 0)
+                col[c] = k;
+    }
+    if (col[C_USER] < 0 || col[C_ARN] < 0 || col[C_K1_ACTIVE] < 0) {
+        r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                             "line 1: expected a credential report header with user, arn and "
+                             "access_key_1_active");
+        goto out;
+    }
+    while ((line = strsep(&next, "\n")) != NULL) {
+        int n;
+        lineno++;
+        if (line[0] && line[strlen(line) - 1] == '\r')
+            line[strlen(line) - 1] = '\0';
+        if (!line[0] && !next)
+            break; /* final newline */
+        n = csv_split(line, fields, CREDREPORT_MAX_COLS);
+        if (n != ncols) {
+            r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                 "line %zu: expected %d comma-separated fields, got %s", lineno,
+                                 ncols, n < 0 ? "a malformed line" : "a different count");
+            goto out;
+        }
+        r = credreport_row(a, path, lineno, fields, col, errbuf, errlen);
+        if (r < 0)
+            goto out;
+    }
+out:
+    free(text);
+    return r;
+}
+
+static int load_credreport(ferry_audit *a, const char *path, const char *buf, size_t len,
+                           json_t *doc, char *errbuf, size_t errlen)
+{
+    const char *content;
+    unsigned char *raw;
+    size_t clen, rlen = 0;
+    int r;
+
+    if (!doc) {
+        if (!detect_credreport_text(buf, len))
+            return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                    "line 1: expected the credential report header "
+                                    "'user,arn,user_creation_time,...'");
+        return credreport_csv(a, path, buf, len, errbuf, errlen);
+    }
+    content = str_member(doc, "Content");
+    if (!content)
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "expected a get-credential-report object with a Content string");
+    clen = strlen(content);
+    if (detect_credreport_text(content, clen))
+        return credreport_csv(a, path, content, clen, errbuf, errlen);
+    raw = malloc(clen / 4 * 3 + 1);
+    if (!raw)
+        return -ENOMEM;
+    r = ferry_b64_decode(content, clen, raw, &rlen);
+    if (r < 0) {
+        free(raw);
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "Content: expected base64 of the CSV report (or the CSV text)");
+    }
+    if (!detect_credreport_text((const char *)raw, rlen))
+        r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                             "Content: the decoded report does not start with "
+                             "'user,arn,user_creation_time'");
+    else
+        r = credreport_csv(a, path, (const char *)raw, rlen, errbuf, errlen);
+    free(raw);
+    return r;
+}
+
+static const audit_loader aws_loaders[] = {
+    {"aws-authz",
+     "aws iam get-account-authorization-details: RoleDetailList/UserDetailList/...",
+     detect_authz, NULL, load_authz},
+    {"aws-credreport-json", "aws iam get-credential-report: Content + ReportFormat",
+     detect_credreport_json, NULL, load_credreport},
+    {"aws-credreport", "credential report CSV starting 'user,arn,user_creation_time'", NULL,
+     detect_credreport_text, load_credreport},
+};
+
+const audit_cloud audit_cloud_aws = {
+    .name = CLOUD,
+    .rules = aws_rules,
+    .n_rules = ARRAY_SIZE(aws_rules),
+    .loaders = aws_loaders,
+    .n_loaders = ARRAY_SIZE(aws_loaders),
+    .finish = aws_finish,
+    .release = aws_release,
+};

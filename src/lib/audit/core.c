@@ -1,0 +1,691 @@
+/* audit/core.c - the run, findings and fingerprints, detection of inputs, the rule registry
+ * and the three outputs (table, JSON ferry.audit/v1, SARIF 2.1.0). docs/internals/audit.md.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "audit-internal.h"
+#include "basic/buf.h"
+#include "basic/errbuf.h"
+#include "basic/macro.h"
+#include "ferry/error.h"
+#include "ferry/json.h"
+
+/* Every cloud the audit knows; a new cloud adds its file and one line here. */
+static const audit_cloud *const clouds[] = {
+    &audit_cloud_aws,
+};
+
+/* Largest rendered report. */
+#define AUDIT_RENDER_MAX ((size_t)4 * 1024 * 1024 * 1024 - 1)
+/* Most findings one run keeps (each is a few hundred bytes). */
+#define AUDIT_MAX_FINDINGS ((size_t)50 * 1000 * 1000)
+
+static const char *const severity_names[] = {"info", "low", "medium", "high", "critical"};
+static const char *const severity_levels[] = {"note", "note", "warning", "error", "error"};
+static const char *const severity_scores[] = {"0.0", "2.0", "4.0", "7.0", "9.0"};
+
+FERRY_EXPORT const char *ferry_audit_severity_name(ferry_audit_severity s)
+{
+    if ((unsigned)s > FERRY_AUDIT_CRITICAL)
+        return "unknown";
+    return severity_names[s];
+}
+
+FERRY_EXPORT int ferry_audit_severity_from_name(const char *name, ferry_audit_severity *ret)
+{
+    if (!name || !ret)
+        return -EINVAL;
+    for (size_t i = 0; i < ARRAY_SIZE(severity_names); i++)
+        if (strcasecmp(name, severity_names[i]) == 0) {
+            *ret = (ferry_audit_severity)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+FERRY_EXPORT int ferry_audit_new(const ferry_audit_options *opts, ferry_audit **ret)
+{
+    ferry_audit *a;
+
+    if (!ret)
+        return -EINVAL;
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    if (opts)
+        a->opts = *opts;
+    if (a->opts.now == 0)
+        a->opts.now = (int64_t)time(NULL);
+    if (a->opts.unused_days == 0)
+        a->opts.unused_days = 90;
+    if (a->opts.key_unused_days == 0)
+        a->opts.key_unused_days = 90;
+    if (a->opts.key_max_age_days == 0)
+        a->opts.key_max_age_days = 90;
+    if (!a->opts.grace_days_set)
+        a->opts.grace_days = 7;
+    if (a->opts.max_input == 0)
+        a->opts.max_input = FERRY_AUDIT_DEFAULT_MAX_INPUT;
+    a->inputs = json_array();
+    if (!a->inputs) {
+        free(a);
+        return -ENOMEM;
+    }
+    *ret = a;
+    return 0;
+}
+
+static void finding_release(ferry_audit_finding *f)
+{
+    free((char *)f->account);
+    free((char *)f->resource);
+    free((char *)f->evidence);
+    free((char *)f->source);
+}
+
+FERRY_EXPORT void ferry_audit_free(ferry_audit *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < ARRAY_SIZE(clouds); i++)
+        if (clouds[i]->release)
+            clouds[i]->release(a);
+    for (size_t i = 0; i < a->n_findings; i++)
+        finding_release(&a->findings[i]);
+    free(a->findings);
+    for (size_t i = 0; i < a->n_known; i++)
+        free(a->known_accounts[i]);
+    free(a->known_accounts);
+    json_decref(a->inputs);
+    free(a);
+}
+
+static int cmp_str_ptr(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+FERRY_EXPORT int ferry_audit_add_known_account(ferry_audit *a, const char *id)
+{
+    char **n;
+
+    if (!a || !id || strlen(id) != 12 || strspn(id, "0123456789") != 12)
+        return -EINVAL;
+    if (audit_account_known(a, id))
+        return 0;
+    n = realloc(a->known_accounts, (a->n_known + 1) * sizeof(*n));
+    if (!n)
+        return -ENOMEM;
+    a->known_accounts = n;
+    n[a->n_known] = strdup(id);
+    if (!n[a->n_known])
+        return -ENOMEM;
+    a->n_known++;
+    qsort(a->known_accounts, a->n_known, sizeof(char *), cmp_str_ptr);
+    return 0;
+}
+
+bool audit_account_known(const ferry_audit *a, const char *id)
+{
+    if (!a->n_known || !id)
+        return false;
+    return bsearch(&id, a->known_accounts, a->n_known, sizeof(char *), cmp_str_ptr) != NULL;
+}
+
+int64_t audit_now(const ferry_audit *a)
+{
+    return a->opts.now;
+}
+
+const audit_rule *audit_rule_find(const char *id)
+{
+    for (size_t c = 0; c < ARRAY_SIZE(clouds); c++)
+        for (size_t i = 0; i < clouds[c]->n_rules; i++)
+            if (strcmp(clouds[c]->rules[i].id, id) == 0)
+                return &clouds[c]->rules[i];
+    return NULL;
+}
+
+int audit_sha256_hex(const void *data, size_t len, char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+
+    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return -FERRY_ECRYPTO;
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+    return 0;
+}
+
+int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cloud,
+               const char *account, const char *resource, const json_t *evidence,
+               const char *evidence_key, const char *source)
+{
+    const audit_rule *rule = audit_rule_find(rule_id);
+    ferry_audit_finding f = {0};
+    ferry_buf fp;
+    int r;
+
+    if (!rule || !cloud)
+        return -EINVAL;
+    if (a->n_findings >= AUDIT_MAX_FINDINGS)
+        return -FERRY_ETOOBIG;
+    if (a->n_findings == a->alloc_findings) {
+        size_t n = a->alloc_findings ? a->alloc_findings * 2 : 64;
+        ferry_audit_finding *p = realloc(a->findings, n * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        a->findings = p;
+        a->alloc_findings = n;
+    }
+    f.rule_id = rule->id;
+    f.title = rule->title;
+    f.severity = severity < 0 ? rule->severity : (ferry_audit_severity)severity;
+    f.cloud = cloud;
+    f.remediation = rule->remediation;
+    f.account = strdup(account ? account : "");
+    f.resource = strdup(resource ? resource : "");
+    f.source = strdup(source ? source : "");
+    f.evidence = evidence ? json_dumps(evidence, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
+    if (!f.account || !f.resource || !f.source || !f.evidence) {
+        finding_release(&f);
+        return -ENOMEM;
+    }
+    /* The fingerprint: fixed tag, then each identifying part NUL-terminated, so that no two
+     * different tuples hash the same bytes. Nothing volatile (dates, file names) goes in. */
+    ferry_buf_init(&fp, 1024 * 1024, false);
+    r = 0;
+    const char *parts[] = {"ferry.audit/v1", rule->id, cloud, f.account, f.resource,
+                           evidence_key ? evidence_key : ""};
+    for (size_t i = 0; i < ARRAY_SIZE(parts) && r == 0; i++)
+        r = ferry_buf_append(&fp, parts[i], strlen(parts[i]) + 1);
+    if (r == 0)
+        r = audit_sha256_hex(fp.data, fp.len, f.fingerprint);
+    ferry_buf_release(&fp);
+    if (r < 0) {
+        finding_release(&f);
+        return r;
+    }
+    a->findings[a->n_findings++] = f;
+    a->sorted = false;
+    return 0;
+}
+
+/* ---- input --------------------------------------------------------------------------- */
+
+int audit_parse_json(const ferry_audit *a, const void *buf, size_t len, json_t **ret,
+                     char *errbuf, size_t errlen)
+{
+    char msg[FERRY_JSON_ERR_LEN];
+    int r = ferry_json_parse(buf, len, a->opts.max_input, AUDIT_JSON_MAX_DEPTH, ret, msg,
+                             sizeof(msg));
+    if (r >= 0)
+        return 0;
+    if (r == -FERRY_ETOOBIG && len > a->opts.max_input)
+        return ferry_errbuf_set(errbuf, errlen, r, "larger than the %zu-byte input limit",
+                                a->opts.max_input);
+    /* The parser names the byte offset; a person wants a line and a column. */
+    const char *at = strstr(msg, " at byte ");
+    if (at) {
+        unsigned long long off = strtoull(at + 9, NULL, 10);
+        const unsigned char *p = buf;
+        size_t line = 1, col = 1;
+        for (size_t i = 0; i < off && i < len; i++) {
+            if (p[i] == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+        }
+        return ferry_errbuf_set(errbuf, errlen, r, "%zu:%zu: malformed JSON: %.*s", line, col,
+                                (int)(at - msg), msg);
+    }
+    return ferry_errbuf_set(errbuf, errlen, r, "malformed JSON: %s", msg);
+}
+
+static bool text_looks_json(const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' || buf[i] == '\n')
+            continue;
+        return buf[i] == '{' || buf[i] == '[';
+    }
+    return false;
+}
+
+static const audit_loader *loader_by_name(const char *name, const audit_cloud **ret_cloud)
+{
+    for (size_t c = 0; c < ARRAY_SIZE(clouds); c++)
+        for (size_t i = 0; i < clouds[c]->n_loaders; i++)
+            if (strcmp(clouds[c]->loaders[i].format, name) == 0) {
+                if (ret_cloud)
+                    *ret_cloud = clouds[c];
+                return &clouds[c]->loaders[i];
+            }
+    return NULL;
+}
+
+FERRY_EXPORT bool ferry_audit_format_known(const char *name)
+{
+    return name && loader_by_name(name, NULL);
+}
+
+static int expected_list(char *out, size_t outlen)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t c = 0; c < ARRAY_SIZE(clouds); c++)
+        for (size_t i = 0; i < clouds[c]->n_loaders; i++) {
+            int n = snprintf(out + used, outlen - used, "%s%s (%s)", used ? ", " : "",
+                             clouds[c]->loaders[i].format, clouds[c]->loaders[i].expected);
+            if (n < 0 || (size_t)n >= outlen - used)
+                return 0;
+            used += (size_t)n;
+        }
+    return 0;
+}
+
+FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const void *buf,
+                                       size_t len, const char *format, char *errbuf,
+                                       size_t errlen)
+{
+    const audit_loader *loader = NULL;
+    json_t *doc = NULL, *rec;
+    char why[512];
+    int r;
+
+    if (!a || !path || (!buf && len))
+        return -EINVAL;
+    if (len > a->opts.max_input)
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_ETOOBIG,
+                                "%s: larger than the %zu-byte input limit", path,
+                                a->opts.max_input);
+    if (format) {
+        loader = loader_by_name(format, NULL);
+        if (!loader)
+            return ferry_errbuf_set(errbuf, errlen, -EINVAL, "%s: unknown format '%s'", path,
+                                    format);
+    }
+    if ((!loader || loader->detect_json) && (loader || text_looks_json(buf, len))) {
+        r = audit_parse_json(a, buf, len, &doc, why, sizeof(why));
+        if (r < 0)
+            return ferry_errbuf_set(errbuf, errlen, r, "%s:%s", path, why);
+    }
+    if (!loader) {
+        for (size_t c = 0; c < ARRAY_SIZE(clouds) && !loader; c++)
+            for (size_t i = 0; i < clouds[c]->n_loaders && !loader; i++) {
+                const audit_loader *l = &clouds[c]->loaders[i];
+                if (doc ? (l->detect_json && l->detect_json(doc))
+                        : (l->detect_text && l->detect_text(buf, len)))
+                    loader = l;
+            }
+        if (!loader) {
+            char exp[400];
+            json_decref(doc);
+            (void)expected_list(exp, sizeof(exp));
+            return ferry_errbuf_set(errbuf, errlen, -FERRY_EUNSUPPORTED,
+                                    "%s: not a recognised export; expected one of: %s "
+                                    "(or name one with --format)",
+                                    path, exp);
+        }
+    }
+    why[0] = '\0';
+    r = loader->load(a, path, buf, len, doc, why, sizeof(why));
+    json_decref(doc);
+    if (r < 0)
+        return ferry_errbuf_set(errbuf, errlen, r, "%s: %s", path,
+                                why[0] ? why : ferry_strerror(r));
+    rec = json_pack("{s:s, s:s}", "path", path, "format", loader->format);
+    if (!rec || json_array_append_new(a->inputs, rec) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+FERRY_EXPORT int ferry_audit_finish(ferry_audit *a, char *errbuf, size_t errlen)
+{
+    if (!a)
+        return -EINVAL;
+    for (size_t c = 0; c < ARRAY_SIZE(clouds); c++)
+        if (clouds[c]->finish) {
+            int r = clouds[c]->finish(a, errbuf, errlen);
+            if (r < 0)
+                return r;
+        }
+    return 0;
+}
+
+/* ---- dates ----------------------------------------------------------------------------- */
+
+static bool digits(const char *s, int n, int *ret)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *ret = v;
+    return true;
+}
+
+int audit_parse_time(const char *s, int64_t *ret)
+{
+    int y, mo, d, h = 0, mi = 0, se = 0, oh = 0, om = 0, sign = 0;
+    struct tm tm = {0};
+    time_t t;
+
+    if (!s || !ret || strlen(s) < 10)
+        return -EINVAL;
+    if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !digits(s + 8, 2, &d))
+        return -EINVAL;
+    s += 10;
+    if (*s == 'T' || *s == 't' || *s == ' ') {
+        if (!digits(s + 1, 2, &h) || s[3] != ':' || !digits(s + 4, 2, &mi) || s[6] != ':' ||
+            !digits(s + 7, 2, &se))
+            return -EINVAL;
+        s += 9;
+        if (*s == '.') {
+            s++;
+            if (*s < '0' || *s > '9')
+                return -EINVAL;
+            while (*s >= '0' && *s <= '9')
+                s++;
+        }
+        if (*s == 'Z' || *s == 'z') {
+            s++;
+        } else if (*s == '+' || *s == '-') {
+            sign = *s == '-' ? -1 : 1;
+            if (!digits(s + 1, 2, &oh))
+                return -EINVAL;
+            s += 3;
+            if (*s == ':')
+                s++;
+            if (!digits(s, 2, &om))
+                return -EINVAL;
+            s += 2;
+        }
+    }
+    if (*s != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 ||
+        oh > 23 || om > 59 || y < 1970)
+        return -EINVAL;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -EINVAL;
+    *ret = (int64_t)t - (int64_t)sign * (oh * 3600 + om * 60);
+    return 0;
+}
+
+/* ---- findings and outputs ---------------------------------------------------------------- */
+
+static int cmp_finding(const void *x, const void *y)
+{
+    const ferry_audit_finding *p = x, *q = y;
+    int c;
+    if (p->severity != q->severity)
+        return p->severity > q->severity ? -1 : 1;
+    if ((c = strcmp(p->rule_id, q->rule_id)) != 0)
+        return c;
+    if ((c = strcmp(p->resource, q->resource)) != 0)
+        return c;
+    return strcmp(p->fingerprint, q->fingerprint);
+}
+
+FERRY_EXPORT size_t ferry_audit_findings(ferry_audit *a, const ferry_audit_finding **ret)
+{
+    if (!a)
+        return 0;
+    if (!a->sorted && a->n_findings)
+        qsort(a->findings, a->n_findings, sizeof(*a->findings), cmp_finding);
+    a->sorted = true;
+    if (ret)
+        *ret = a->findings;
+    return a->n_findings;
+}
+
+FERRY_EXPORT size_t ferry_audit_count_at_least(ferry_audit *a, ferry_audit_severity min)
+{
+    size_t n = 0;
+    if (!a)
+        return 0;
+    for (size_t i = 0; i < a->n_findings; i++)
+        n += a->findings[i].severity >= min;
+    return n;
+}
+
+static void counts(const ferry_audit *a, size_t out[5])
+{
+    memset(out, 0, 5 * sizeof(size_t));
+    for (size_t i = 0; i < a->n_findings; i++)
+        out[a->findings[i].severity]++;
+}
+
+static json_t *evidence_json(const ferry_audit_finding *f)
+{
+    json_t *e = json_loads(f->evidence, 0, NULL); /* our own serialisation */
+    return e ? e : json_object();
+}
+
+static int render_json(ferry_audit *a, json_t **ret)
+{
+    const ferry_audit_finding *fs;
+    size_t n = ferry_audit_findings(a, &fs), c[5];
+    json_t *doc, *arr = json_array();
+
+    if (!arr)
+        return -ENOMEM;
+    counts(a, c);
+    for (size_t i = 0; i < n; i++) {
+        const ferry_audit_finding *f = &fs[i];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}",
+                              "fingerprint", f->fingerprint, "rule_id", f->rule_id, "title",
+                              f->title, "severity", ferry_audit_severity_name(f->severity),
+                              "cloud", f->cloud, "account", f->account, "resource",
+                              f->resource, "evidence", evidence_json(f), "remediation",
+                              f->remediation, "source", f->source);
+        if (!o || json_array_append_new(arr, o) < 0) {
+            json_decref(arr);
+            return -ENOMEM;
+        }
+    }
+    doc = json_pack("{s:s, s:{s:s, s:s}, s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "schema",
+                    "ferry.audit/v1", "tool", "name", "ferry", "version", PACKAGE_VERSION,
+                    "inputs", a->inputs, "summary", "critical", (json_int_t)c[4], "high",
+                    (json_int_t)c[3], "medium", (json_int_t)c[2], "low", (json_int_t)c[1],
+                    "info", (json_int_t)c[0], "total", (json_int_t)n, "findings", arr);
+    if (!doc)
+        return -ENOMEM;
+    *ret = doc;
+    return 0;
+}
+
+static json_t *sarif_rules(json_t **ret_index)
+{
+    json_t *rules = json_array(), *index = json_object();
+    size_t k = 0;
+
+    if (!rules || !index)
+        goto fail;
+    for (size_t c = 0; c < ARRAY_SIZE(clouds); c++)
+        for (size_t i = 0; i < clouds[c]->n_rules; i++, k++) {
+            const audit_rule *r = &clouds[c]->rules[i];
+            char help[2048];
+            (void)snprintf(help, sizeof(help), "%s\n\nRemediation: %s", r->help,
+                           r->remediation);
+            json_t *o = json_pack(
+                "{s:s, s:s, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s, s:s, s:[s,s]}}", "id",
+                r->id, "name", r->id, "shortDescription", "text", r->title, "fullDescription",
+                "text", r->help, "help", "text", help, "defaultConfiguration", "level",
+                severity_levels[r->severity], "properties", "security-severity",
+                severity_scores[r->severity], "severity", severity_names[r->severity], "tags",
+                "security", clouds[c]->name);
+            if (!o || json_array_append_new(rules, o) < 0 ||
+                json_object_set_new(index, r->id, json_integer((json_int_t)k)) < 0)
+                goto fail;
+        }
+    *ret_index = index;
+    return rules;
+fail:
+    json_decref(rules);
+    json_decref(index);
+    return NULL;
+}
+
+static int render_sarif(ferry_audit *a, json_t **ret)
+{
+    const ferry_audit_finding *fs;
+    size_t n = ferry_audit_findings(a, &fs);
+    json_t *index = NULL, *rules = sarif_rules(&index), *results = json_array(), *doc;
+
+    if (!rules || !results)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        const ferry_audit_finding *f = &fs[i];
+        char msg[1024];
+        (void)snprintf(msg, sizeof(msg), "%s: %s (%s)", f->title, f->resource,
+                       f->account[0] ? f->account : "unknown account");
+        json_t *o = json_pack(
+            "{s:s, s:O, s:s, s:{s:s}, s:[{s:{s:{s:s}}, s:[{s:s, s:s}]}], s:{s:s}, "
+            "s:{s:s, s:s, s:s, s:s, s:o}}",
+            "ruleId", f->rule_id, "ruleIndex", json_object_get(index, f->rule_id), "level",
+            severity_levels[f->severity], "message", "text", msg, "locations",
+            "physicalLocation", "artifactLocation", "uri", f->source, "logicalLocations",
+            "fullyQualifiedName", f->resource, "kind", "resource", "partialFingerprints",
+            "ferry/v1", f->fingerprint, "properties", "security-severity",
+            severity_scores[f->severity], "severity", severity_names[f->severity], "cloud",
+            f->cloud, "account", f->account, "evidence", evidence_json(f));
+        if (!o || json_array_append_new(results, o) < 0)
+            goto fail;
+    }
+    doc = json_pack("{s:s, s:s, s:[{s:{s:{s:s, s:s, s:s, s:o}}, s:o, s:s}]}", "$schema",
+                    "https://json.schemastore.org/sarif-2.1.0.json", "version", "2.1.0", "runs",
+                    "tool", "driver", "name", "ferry", "version", PACKAGE_VERSION,
+                    "informationUri", "https://github.com/ferry/ferry", "rules", rules,
+                    "results", results, "columnKind", "unicodeCodePoints");
+    json_decref(index);
+    if (!doc)
+        return -ENOMEM;
+    *ret = doc;
+    return 0;
+fail:
+    json_decref(index);
+    json_decref(rules);
+    json_decref(results);
+    return -ENOMEM;
+}
+
+static int render_table(ferry_audit *a, ferry_buf *b)
+{
+    const ferry_audit_finding *fs;
+    size_t n = ferry_audit_findings(a, &fs), c[5];
+    char line[4096];
+    int r = 0;
+
+    counts(a, c);
+    for (int s = FERRY_AUDIT_CRITICAL; s >= FERRY_AUDIT_INFO && r == 0; s--) {
+        if (!c[s])
+            continue;
+        char up[16];
+        size_t k;
+        for (k = 0; severity_names[s][k] && k < sizeof(up) - 1; k++)
+            up[k] = (char)toupper((unsigned char)severity_names[s][k]);
+        up[k] = '\0';
+        (void)snprintf(line, sizeof(line), "%s%s (%zu)\n", r == 0 && b->len ? "\n" : "", up,
+                       c[s]);
+        r = ferry_buf_append_str(b, line);
+        for (size_t i = 0; i < n && r == 0; i++) {
+            const ferry_audit_finding *f = &fs[i];
+            if ((int)f->severity != s)
+                continue;
+            (void)snprintf(line, sizeof(line), "  %-11s %s\n              %s%s%s\n", f->rule_id,
+                           f->resource, f->title, f->account[0] ? " — account " : "",
+                           f->account);
+            r = ferry_buf_append_str(b, line);
+            if (r == 0) {
+                /* Evidence can be long (a whole statement); the JSON output has all of it. */
+                (void)snprintf(line, sizeof(line), "              evidence: %.300s%s\n",
+                               f->evidence, strlen(f->evidence) > 300 ? "…" : "");
+                r = ferry_buf_append_str(b, line);
+            }
+            if (r == 0) {
+                (void)snprintf(line, sizeof(line), "              fix: %s\n", f->remediation);
+                r = ferry_buf_append_str(b, line);
+            }
+        }
+    }
+    if (r == 0) {
+        (void)snprintf(line, sizeof(line),
+                       "%s%zu finding%s: %zu critical, %zu high, %zu medium, %zu low, %zu info "
+                       "(%zu input%s)\n",
+                       n ? "\n" : "", n, n == 1 ? "" : "s", c[4], c[3], c[2], c[1], c[0],
+                       json_array_size(a->inputs), json_array_size(a->inputs) == 1 ? "" : "s");
+        r = ferry_buf_append_str(b, line);
+    }
+    return r;
+}
+
+FERRY_EXPORT int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char **ret,
+                                    size_t *ret_len)
+{
+    json_t *doc = NULL;
+    char *s;
+    int r;
+
+    if (!a || !ret)
+        return -EINVAL;
+    if (out == FERRY_AUDIT_OUT_TABLE) {
+        ferry_buf b;
+        ferry_buf_init(&b, AUDIT_RENDER_MAX, false);
+        r = render_table(a, &b);
+        if (r < 0) {
+            ferry_buf_release(&b);
+            return r;
+        }
+        size_t len = 0;
+        s = ferry_buf_steal(&b, &len);
+        if (!s)
+            return -ENOMEM;
+        *ret = s;
+        if (ret_len)
+            *ret_len = len;
+        return 0;
+    }
+    if (out == FERRY_AUDIT_OUT_JSON)
+        r = render_json(a, &doc);
+    else if (out == FERRY_AUDIT_OUT_SARIF)
+        r = render_sarif(a, &doc);
+    else
+        return -EINVAL;
+    if (r < 0)
+        return r;
+    s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (!s)
+        return -ENOMEM;
+    if (ret_len)
+        *ret_len = strlen(s);
+    *ret = s;
+    return 0;
+}

@@ -1,0 +1,323 @@
+/* tests/unit/test_audit.c - unit tests of the audit module (include/ferry/audit.h).
+ *
+ * Fingerprints (stable across dates and order, distinct across rules and resources), dates in
+ * every form the exports use, the JSON (ferry.audit/v1) and SARIF shapes, detection of inputs,
+ * errors with file and line:column, page merging, and the policy-analysis cache.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <jansson.h>
+
+#include "audit-internal.h"
+#include "ferry/audit.h"
+#include "ferry/error.h"
+
+#define NOW INT64_C(1790000000) /* 2026-09-21 */
+
+static ferry_audit *run_new(void)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    cr_assert_eq(ferry_audit_new(&o, &a), 0);
+    return a;
+}
+
+static int add(ferry_audit *a, const char *name, const char *text, char *err, size_t errlen)
+{
+    return ferry_audit_add_input(a, name, text, strlen(text), NULL, err, errlen);
+}
+
+static const char ADMIN_USER[] =
+    "{\"UserDetailList\": [{\"UserName\": \"u\", \"Arn\": \"arn:aws:iam::111122223333:user/u\","
+    " \"CreateDate\": \"%s\", \"UserPolicyList\": [{\"PolicyName\": \"p\", \"PolicyDocument\": "
+    "{\"Version\": \"2012-10-17\", \"Statement\": %s}}]}]}";
+
+static ferry_audit *audit_text(const char *text)
+{
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    cr_assert_eq(add(a, "in.json", text, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+    return a;
+}
+
+static const ferry_audit_finding *find(ferry_audit *a, const char *rule, size_t *ret_n)
+{
+    const ferry_audit_finding *fs, *first = NULL;
+    size_t n = ferry_audit_findings(a, &fs), k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fs[i].rule_id, rule) == 0) {
+            if (!first)
+                first = &fs[i];
+            k++;
+        }
+    if (ret_n)
+        *ret_n = k;
+    return first;
+}
+
+Test(audit, fingerprint_ignores_dates_and_statement_member_order)
+{
+    char t1[2048], t2[2048];
+    snprintf(t1, sizeof(t1), ADMIN_USER, "2019-01-01T00:00:00Z",
+             "{\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}");
+    snprintf(t2, sizeof(t2), ADMIN_USER, "2024-06-06 10:00:00+00:00",
+             "[{\"Resource\": \"*\", \"Action\": \"*\", \"Effect\": \"Allow\"}]");
+    ferry_audit *a = audit_text(t1), *b = audit_text(t2);
+    const ferry_audit_finding *fa = find(a, "AWS-OP-001", NULL), *fb = find(b, "AWS-OP-001", NULL);
+    cr_assert_not_null(fa);
+    cr_assert_not_null(fb);
+    cr_assert_eq(strlen(fa->fingerprint), 64);
+    cr_assert_str_eq(fa->fingerprint, fb->fingerprint);
+    cr_assert_eq(fa->severity, FERRY_AUDIT_CRITICAL);
+    cr_assert_str_eq(fa->resource, "arn:aws:iam::111122223333:user/u");
+    cr_assert_str_eq(fa->account, "111122223333");
+    ferry_audit_free(a);
+    ferry_audit_free(b);
+}
+
+Test(audit, fingerprint_differs_by_resource_and_statement)
+{
+    char t1[2048], t2[2048];
+    snprintf(t1, sizeof(t1), ADMIN_USER, "2019-01-01T00:00:00Z",
+             "{\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}");
+    snprintf(t2, sizeof(t2), ADMIN_USER, "2019-01-01T00:00:00Z",
+             "{\"Effect\": \"Allow\", \"Action\": [\"*\"], \"Resource\": \"*\"}");
+    ferry_audit *a = audit_text(t1), *b = audit_text(t2);
+    cr_assert_str_neq(find(a, "AWS-OP-001", NULL)->fingerprint,
+                      find(b, "AWS-OP-001", NULL)->fingerprint);
+    ferry_audit_free(a);
+    ferry_audit_free(b);
+
+    ferry_audit *c = run_new();
+    cr_assert_eq(audit_emit(c, "AWS-SH-005", -1, "aws", "1", "r1", NULL, "k", "x"), 0);
+    cr_assert_eq(audit_emit(c, "AWS-SH-005", -1, "aws", "1", "r2", NULL, "k", "x"), 0);
+    cr_assert_eq(audit_emit(c, "AWS-SH-006", -1, "aws", "1", "r1", NULL, "k", "y"), 0);
+    /* Same identity, another file: same fingerprint (the source is not part of it). */
+    cr_assert_eq(audit_emit(c, "AWS-SH-005", -1, "aws", "1", "r1", NULL, "k", "z"), 0);
+    const ferry_audit_finding *fs;
+    cr_assert_eq(ferry_audit_findings(c, &fs), 4);
+    cr_assert_eq(audit_emit(c, "AWS-NOPE-1", -1, "aws", "1", "r", NULL, "k", "x"), -EINVAL);
+    int same = 0, diff = 0;
+    for (int i = 0; i < 4; i++)
+        for (int j = i + 1; j < 4; j++)
+            strcmp(fs[i].fingerprint, fs[j].fingerprint) == 0 ? same++ : diff++;
+    cr_assert_eq(same, 1);
+    cr_assert_eq(diff, 5);
+    ferry_audit_free(c);
+}
+
+Test(audit, dates)
+{
+    int64_t t;
+    cr_assert_eq(audit_parse_time("2019-12-18T19:10:08Z", &t), 0);
+    cr_assert_eq(t, 1576696208);
+    cr_assert_eq(audit_parse_time("2019-12-18 19:10:08+00:00", &t), 0);
+    cr_assert_eq(t, 1576696208);
+    cr_assert_eq(audit_parse_time("2019-12-18T19:10:08.123Z", &t), 0);
+    cr_assert_eq(t, 1576696208);
+    cr_assert_eq(audit_parse_time("2019-12-18T21:10:08+02:00", &t), 0);
+    cr_assert_eq(t, 1576696208);
+    cr_assert_eq(audit_parse_time("2019-12-18T14:10:08-0500", &t), 0);
+    cr_assert_eq(t, 1576696208);
+    cr_assert_eq(audit_parse_time("2019-12-18", &t), 0);
+    cr_assert_eq(t, 1576627200);
+    const char *bad[] = {"", "N/A", "2019-13-01T00:00:00Z", "2019-12-18T19:10Z",
+                         "2019-12-18T19:10:08Zjunk", "2019-12-18T19:10:08.Z", "19-12-18"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(audit_parse_time(bad[i], &t), -EINVAL, "%s", bad[i]);
+}
+
+Test(audit, severities)
+{
+    ferry_audit_severity s;
+    cr_assert_eq(ferry_audit_severity_from_name("HIGH", &s), 0);
+    cr_assert_eq(s, FERRY_AUDIT_HIGH);
+    cr_assert_eq(ferry_audit_severity_from_name("severe", &s), -EINVAL);
+    cr_assert_str_eq(ferry_audit_severity_name(FERRY_AUDIT_INFO), "info");
+}
+
+Test(audit, json_output_shape)
+{
+    char t[2048];
+    snprintf(t, sizeof(t), ADMIN_USER, "2019-01-01T00:00:00Z",
+             "{\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}");
+    ferry_audit *a = audit_text(t);
+    char *out = NULL;
+    cr_assert_eq(ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL), 0);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "schema")), "ferry.audit/v1");
+    json_t *sum = json_object_get(j, "summary");
+    cr_assert_eq(json_integer_value(json_object_get(sum, "critical")), 1);
+    cr_assert_eq(json_integer_value(json_object_get(sum, "total")), 1);
+    json_t *f = json_array_get(json_object_get(j, "findings"), 0);
+    const char *keys[] = {"fingerprint", "rule_id", "title", "severity", "cloud", "account",
+                          "resource", "remediation", "source"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        cr_assert(json_is_string(json_object_get(f, keys[i])), "%s", keys[i]);
+    json_t *ev = json_object_get(f, "evidence");
+    cr_assert_str_eq(json_string_value(json_object_get(ev, "policy")), "inline:p");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(ev, "statement"), "Action")), "*");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(
+                         json_object_get(j, "inputs"), 0), "format")),
+                     "aws-authz");
+    json_decref(j);
+    free(out);
+    ferry_audit_free(a);
+}
+
+Test(audit, sarif_output_shape)
+{
+    char t[2048];
+    snprintf(t, sizeof(t), ADMIN_USER, "2019-01-01T00:00:00Z",
+             "{\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}");
+    ferry_audit *a = audit_text(t);
+    char *out = NULL;
+    cr_assert_eq(ferry_audit_render(a, FERRY_AUDIT_OUT_SARIF, &out, NULL), 0);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "version")), "2.1.0");
+    json_t *run = json_array_get(json_object_get(j, "runs"), 0);
+    json_t *driver = json_object_get(json_object_get(run, "tool"), "driver");
+    cr_assert_str_eq(json_string_value(json_object_get(driver, "name")), "ferry");
+    json_t *rules = json_object_get(driver, "rules");
+    cr_assert(json_array_size(rules) >= 20);
+    json_t *res = json_array_get(json_object_get(run, "results"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(res, "ruleId")), "AWS-OP-001");
+    cr_assert_str_eq(json_string_value(json_object_get(res, "level")), "error");
+    size_t idx = (size_t)json_integer_value(json_object_get(res, "ruleIndex"));
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rules, idx), "id")),
+                     "AWS-OP-001");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(res, "properties"),
+                                                       "security-severity")),
+                     "9.0");
+    cr_assert_eq(strlen(json_string_value(json_object_get(
+                     json_object_get(res, "partialFingerprints"), "ferry/v1"))),
+                 64);
+    json_t *loc = json_array_get(json_object_get(res, "locations"), 0);
+    json_t *ll = json_array_get(json_object_get(loc, "logicalLocations"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(ll, "fullyQualifiedName")),
+                     "arn:aws:iam::111122223333:user/u");
+    json_decref(j);
+    free(out);
+    ferry_audit_free(a);
+}
+
+Test(audit, malformed_json_names_line_and_column)
+{
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    int r = add(a, "bad.json", "{\"RoleDetailList\": [\n  {\"Arn\": }\n]}", err, sizeof(err));
+    cr_assert_eq(r, -FERRY_EMALFORMED);
+    cr_assert(strncmp(err, "bad.json:2:11: malformed JSON", 29) == 0, "%s", err);
+    ferry_audit_free(a);
+}
+
+Test(audit, truncated_and_unrecognised_inputs)
+{
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    cr_assert_eq(add(a, "t.json", "{\"RoleDetailList\": [{\"Arn\"", err, sizeof(err)),
+                 -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "t.json:1:") != NULL, "%s", err);
+    cr_assert_eq(add(a, "x.json", "{\"hello\": 1}", err, sizeof(err)), -FERRY_EUNSUPPORTED);
+    cr_assert(strstr(err, "x.json: not a recognised export") != NULL, "%s", err);
+    cr_assert_eq(add(a, "x.txt", "hello,world\n", err, sizeof(err)), -FERRY_EUNSUPPORTED);
+    cr_assert_eq(add(a, "r.json", "{\"RoleDetailList\": {}}", err, sizeof(err)),
+                 -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "RoleDetailList: expected an array") != NULL, "%s", err);
+    cr_assert_eq(add(a, "r.json", "{\"RoleDetailList\": [{\"RoleName\": \"x\"}]}", err,
+                     sizeof(err)),
+                 -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "RoleDetailList[0]: expected an Arn") != NULL, "%s", err);
+    ferry_audit_free(a);
+}
+
+Test(audit, size_cap)
+{
+    ferry_audit_options o = {.now = NOW, .max_input = 16};
+    ferry_audit *a = NULL;
+    char err[256];
+    cr_assert_eq(ferry_audit_new(&o, &a), 0);
+    cr_assert_eq(add(a, "big.json", "{\"RoleDetailList\": []}", err, sizeof(err)),
+                 -FERRY_ETOOBIG);
+    cr_assert(strstr(err, "big.json: larger than the 16-byte input limit") != NULL, "%s", err);
+    ferry_audit_free(a);
+}
+
+Test(audit, pages_are_merged_across_files)
+{
+    /* The role's managed policy is only on the second page. */
+    const char *p1 = "{\"RoleDetailList\": [{\"RoleName\": \"r\", \"Arn\": "
+                     "\"arn:aws:iam::111122223333:role/r\", \"AttachedManagedPolicies\": "
+                     "[{\"PolicyArn\": \"arn:aws:iam::111122223333:policy/adm\"}], "
+                     "\"RoleLastUsed\": {\"LastUsedDate\": \"2026-09-01T00:00:00Z\"}}], "
+                     "\"IsTruncated\": true, \"Marker\": \"m\"}";
+    const char *p2 = "{\"Policies\": [{\"Arn\": \"arn:aws:iam::111122223333:policy/adm\", "
+                     "\"AttachmentCount\": 1, \"DefaultVersionId\": \"v1\", "
+                     "\"PolicyVersionList\": [{\"VersionId\": \"v1\", \"IsDefaultVersion\": "
+                     "true, \"Document\": \"%7B%22Statement%22%3A%7B%22Effect%22%3A%22Allow%22"
+                     "%2C%22Action%22%3A%22%2A%22%2C%22Resource%22%3A%22%2A%22%7D%7D\"}]}], "
+                     "\"IsTruncated\": false}";
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    size_t n;
+    cr_assert_eq(add(a, "p1.json", p1, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_findings(a, NULL), 0);
+    cr_assert_eq(add(a, "p2.json", p2, err, sizeof(err)), 0, "%s", err);
+    const ferry_audit_finding *f = find(a, "AWS-OP-001", &n);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(f->resource, "arn:aws:iam::111122223333:role/r");
+    cr_assert(strstr(f->evidence, "\"policy\":\"arn:aws:iam::111122223333:policy/adm\""));
+    ferry_audit_free(a);
+}
+
+Test(audit, bad_url_encoding_is_an_error)
+{
+    const char *t = "{\"RoleDetailList\": [{\"Arn\": \"arn:aws:iam::111122223333:role/r\", "
+                    "\"AssumeRolePolicyDocument\": \"%7B%2\"}]}";
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    cr_assert_eq(add(a, "u.json", t, err, sizeof(err)), -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "u.json: arn:aws:iam::111122223333:role/r AssumeRolePolicyDocument: "
+                          "bad percent-escape") != NULL,
+              "%s", err);
+    ferry_audit_free(a);
+}
+
+Test(audit, analysis_is_cached_per_document)
+{
+    char t[2048];
+    snprintf(t, sizeof(t), ADMIN_USER, "2019-01-01T00:00:00Z",
+             "{\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}");
+    ferry_audit *a = audit_text(t);
+    char err[256];
+    cr_assert_eq(add(a, "again.json", t, err, sizeof(err)), 0);
+    /* Two findings (same fingerprint, two sources), one cached analysis. */
+    size_t n;
+    const ferry_audit_finding *fs;
+    cr_assert_eq(ferry_audit_findings(a, &fs), 2);
+    cr_assert_str_eq(fs[0].fingerprint, fs[1].fingerprint);
+    (void)find(a, "AWS-OP-001", &n);
+    cr_assert_eq(n, 2);
+    ferry_audit_free(a);
+}
+
+Test(audit, known_accounts)
+{
+    ferry_audit *a = run_new();
+    cr_assert_eq(ferry_audit_add_known_account(a, "123456789012"), 0);
+    cr_assert_eq(ferry_audit_add_known_account(a, "12345678901"), -EINVAL);
+    cr_assert_eq(ferry_audit_add_known_account(a, "12345678901x"), -EINVAL);
+    cr_assert(audit_account_known(a, "123456789012"));
+    cr_assert(!audit_account_known(a, "999999999999"));
+    ferry_audit_free(a);
+}
