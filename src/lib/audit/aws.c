@@ -256,6 +256,27 @@ static bool arn_account(const char *arn, char out[13])
     return true;
 }
 
+/* The account field of a principal's ARN into out[64] (whatever the export put there: real
+ * exports have 12 digits, some test data "aws"). False when arn is not an ARN. */
+static bool principal_account(const char *arn, char out[64])
+{
+    const char *p = arn, *end;
+    if (!arn || strncmp(arn, "arn:", 4) != 0)
+        return false;
+    for (int field = 0; field < 4; field++) {
+        p = strchr(p, ':');
+        if (!p)
+            return false;
+        p++;
+    }
+    end = strchr(p, ':');
+    if (!end || end - p > 63)
+        return false;
+    memcpy(out, p, (size_t)(end - p));
+    out[end - p] = '\0';
+    return true;
+}
+
 /* Percent-decode s into a new buffer. -FERRY_EMALFORMED on a bad escape. */
 static int url_decode(const char *s, char **ret, size_t *ret_len)
 {
@@ -845,6 +866,10 @@ static int role_usage(aws_ctx *c, json_t *role, const char *account, const char 
     const char *last = str_member(json_object_get(role, "RoleLastUsed"), "LastUsedDate");
     int64_t now = audit_now(c->a), t;
 
+    /* Exports made before IAM tracked role use have no RoleLastUsed at all: unknown, not
+     * unused. An empty RoleLastUsed object means never used. */
+    if (!json_is_object(json_object_get(role, "RoleLastUsed")))
+        return 0;
     if (created && audit_parse_time(created, &t) == 0 && now - t < (int64_t)o->grace_days * DAY)
         return 0;
     if (last) {
@@ -902,11 +927,11 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
         json_array_foreach(list, i, p)
         {
             const char *arn = str_member(p, "Arn");
-            char account[13];
+            char account[64];
             bool admin = false;
-            if (!arn || !arn_account(arn, account)) {
+            if (!arn || !principal_account(arn, account)) {
                 r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
-                                     "%s[%zu]: expected an Arn with an account id",
+                                     "%s[%zu]: expected an Arn string (arn:aws:iam::ACCOUNT:...)",
                                      principal_lists[l].list, i);
                 goto out;
             }
@@ -926,9 +951,9 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
     {
         const char *arn = str_member(v, "Arn");
         json_t *count = json_object_get(v, "AttachmentCount"), *versions, *ver, *hits;
-        char account[13];
+        char account[64];
         size_t k;
-        if (strncmp(arn, "arn:aws:iam::aws:", 17) == 0 || !arn_account(arn, account))
+        if (strncmp(arn, "arn:aws:iam::aws:", 17) == 0 || !principal_account(arn, account))
             continue;
         versions = as_list(json_object_get(v, "PolicyVersionList"));
         if (!versions) {
@@ -1222,10 +1247,12 @@ static int key_finding(ferry_audit *a, const char *path, const char *rule, const
                        const char *value)
 {
     char key[32];
-    json_t *ev = json_pack("{s:s, s:i, s:s?}", "user", user, "key", slot, field, value);
+    json_t *ev = json_pack("{s:s, s:s?}", "user", user, field, value);
     int r;
-    if (!ev)
+    if (!ev || (slot && json_object_set_new(ev, "key", json_integer(slot)) < 0)) {
+        json_decref(ev);
         return -ENOMEM;
+    }
     (void)snprintf(key, sizeof(key), "access_key_%d", slot);
     r = audit_emit(a, rule, -1, CLOUD, account, arn, ev, slot ? key : "user", path);
     json_decref(ev);
@@ -1239,10 +1266,10 @@ static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char 
     const char *user = f[col[C_USER]], *arn = f[col[C_ARN]];
     bool root = strcmp(user, "<root_account>") == 0;
     int64_t now = audit_now(a);
-    char account[13];
+    char account[64];
     int active = 0, r = 0;
 
-    if (!arn_account(arn, account))
+    if (!principal_account(arn, account))
         return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
                                 "line %zu: arn: expected an IAM ARN, got '%.80s'", lineno, arn);
     for (int slot = 1; slot <= 2 && r == 0; slot++) {
