@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include "basic/mem.h"
 #include "ferry/error.h"
 #include "ferry/ferry.h"
+#include "ferry/http.h"
 #include "ferry/json.h"
 #include "ferry/mint.h"
 #include "ferry/secrets.h"
@@ -53,6 +55,11 @@ static void usage(FILE *f)
             "                        {\"secrets\": {BACKEND: {...}}, \"identity\": {\"state_dir\":\n"
             "                        DIR, \"issuer\": URL, \"subject\": SUB}} (identity: the\n"
             "                        ferry keys that mint the cloud backends' web identity)\n"
+            "  -S, --server URL      get: ask ferryd at URL (GET /v1/secrets/REF; https, or http\n"
+            "                        to 127.0.0.1 / [::1]) with the ferry access token in\n"
+            "                        --token-file (default $FERRY_TOKEN_FILE)\n"
+            "  -t, --token-file PATH get --server: file holding the bearer token\n"
+            "      --ca-file PATH    get --server: trust anchors (PEM) instead of the system's\n"
             "  -h, --help            this text\n"
             "\n"
             "Exit status: 0 done, 1 refused (no such secret, store modified or sealed with\n"
@@ -60,7 +67,7 @@ static void usage(FILE *f)
 }
 
 typedef struct options {
-    const char *state_dir, *store, *key, *from_file, *config;
+    const char *state_dir, *store, *key, *from_file, *config, *server, *token_file, *ca_file;
     char *store_buf, *key_buf;
 } options;
 
@@ -80,14 +87,32 @@ static int parse_options(int argc, char **argv, options *o)
         {"key", required_argument, NULL, 'k'},
         {"from-file", required_argument, NULL, 'f'},
         {"config", required_argument, NULL, 'c'},
+        {"server", required_argument, NULL, 'S'},
+        {"token-file", required_argument, NULL, 't'},
+        {"ca-file", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {},
     };
     int c;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+d:s:k:f:c:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+d:s:k:f:c:S:t:h", longopts, NULL)) != -1) {
+        if ((c == 'S' || c == 't' || c == 'A') && strcmp(argv[0], "get") != 0) {
+            fprintf(stderr, "ferry secret %s: --server, --token-file and --ca-file are get "
+                            "options\n",
+                    argv[0]);
+            return -EINVAL;
+        }
         switch (c) {
+        case 'S':
+            o->server = optarg;
+            break;
+        case 't':
+            o->token_file = optarg;
+            break;
+        case 'A':
+            o->ca_file = optarg;
+            break;
         case 'd':
             o->state_dir = optarg;
             break;
@@ -118,6 +143,14 @@ static int parse_options(int argc, char **argv, options *o)
             usage(stderr);
             return -EINVAL;
         }
+    }
+    if (o->server && o->config) {
+        fprintf(stderr, "ferry secret get: --server and --config exclude each other\n");
+        return -EINVAL;
+    }
+    if ((o->token_file || o->ca_file) && !o->server) {
+        fprintf(stderr, "ferry secret get: --token-file and --ca-file go with --server\n");
+        return -EINVAL;
     }
     if (!o->state_dir)
         o->state_dir = FERRY_STATEDIR;
@@ -353,6 +386,146 @@ static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry
     return 0;
 }
 
+#define TOKEN_FILE_MAX 16384 /* bytes of a bearer token file */
+#define ANSWER_MAX (FERRY_SECRET_VALUE_MAX + 4096)
+
+/* The path of ref as ferryd's route wants it: "/v1/secrets/" and the canonical reference with
+ * every byte but unreserved ones, ':' and '/' percent-encoded ('#' must not end the path). */
+static char *secrets_url(const char *server, const char *canonical)
+{
+    size_t sl = strlen(server), n = strlen(canonical);
+    char *u = malloc(sl + sizeof("/v1/secrets/") + 3 * n), *p;
+
+    if (!u)
+        return NULL;
+    while (sl && server[sl - 1] == '/')
+        sl--;
+    memcpy(u, server, sl);
+    p = u + sl;
+    p = stpcpy(p, "/v1/secrets/");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)canonical[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("-._~:/", c))
+            *p++ = (char)c;
+        else
+            p += sprintf(p, "%%%02X", c);
+    }
+    *p = '\0';
+    return u;
+}
+
+/* The bearer token from path: one line of b64token characters (RFC 6750), a trailing newline
+ * allowed. Returns a new string or NULL (reason printed, never the token). */
+static char *read_token(const char *path)
+{
+    char *t = NULL;
+    size_t len = 0;
+    int r = ferry_read_regular_file(path, TOKEN_FILE_MAX, &t, &len);
+
+    if (r < 0) {
+        fprintf(stderr, "ferry secret get: token file %s: %s\n", path,
+                r == -EFBIG ? "larger than 16 KiB" : ferry_strerror(r));
+        return NULL;
+    }
+    while (len && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' '))
+        t[--len] = '\0';
+    bool ok = len > 0;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (t[i] >= 'a' && t[i] <= 'z') || (t[i] >= 'A' && t[i] <= 'Z') ||
+             (t[i] >= '0' && t[i] <= '9') || strchr("-._~+/=", t[i]);
+    if (!ok) {
+        fprintf(stderr, "ferry secret get: token file %s: not one bearer token (b64token)\n",
+                path);
+        ferry_wipe(t, len);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Print ferryd's refusal: its OAuth-style error code and description, when they are short
+ * printable strings; nothing else of the body. */
+static void print_refusal(const ferry_http_response *resp)
+{
+    json_t *j = NULL, *e, *d;
+    const char *code = NULL, *desc = NULL;
+
+    if (resp->content_type && strncasecmp(resp->content_type, "application/json", 16) == 0 &&
+        ferry_json_parse(resp->body, resp->body_len, 4096, 4, &j, NULL, 0) == 0 &&
+        json_is_object(j)) {
+        e = json_object_get(j, "error");
+        d = json_object_get(j, "error_description");
+        if (json_is_string(e) && json_string_length(e) <= 64)
+            code = json_string_value(e);
+        if (json_is_string(d) && json_string_length(d) <= 512)
+            desc = json_string_value(d);
+    }
+    fprintf(stderr, "ferry secret get: ferryd answered %ld%s%s%s%s\n", resp->status,
+            code ? " " : "", code ? code : "", desc ? ": " : "", desc ? desc : "");
+    json_decref(j);
+}
+
+/* get --server: GET /v1/secrets/REF from ferryd with the bearer token. */
+static int remote_get(const options *o, const ferry_secret_ref *ref)
+{
+    const char *tf = o->token_file ? o->token_file : secure_getenv("FERRY_TOKEN_FILE");
+    _cleanup_free_ char *url = NULL, *auth = NULL;
+    char *tok = NULL;
+    ferry_http_options ho = {.ca_file = o->ca_file, .allow_http_loopback = true,
+                             .max_response = ANSWER_MAX, .max_redirects = 0};
+    ferry_http_response resp = {0};
+    int r, rc = FERRY_EXIT_USAGE;
+
+    if (!tf || !*tf) {
+        fprintf(stderr, "ferry secret get: --server needs --token-file or $FERRY_TOKEN_FILE\n");
+        return FERRY_EXIT_USAGE;
+    }
+    url = secrets_url(o->server, ref->canonical);
+    if (!url || ferry_http_check_url(url, &ho) < 0) {
+        fprintf(stderr, "ferry secret get: --server %s: not an https URL (or http to "
+                        "127.0.0.1 / [::1])\n",
+                o->server);
+        return FERRY_EXIT_USAGE;
+    }
+    tok = read_token(tf);
+    if (!tok)
+        return FERRY_EXIT_USAGE;
+    if (asprintf(&auth, "Authorization: Bearer %s", tok) < 0)
+        auth = NULL;
+    ferry_wipe(tok, strlen(tok));
+    free(tok);
+    if (!auth)
+        return FERRY_EXIT_USAGE;
+    const char *hdrs[] = {auth, "Accept: application/octet-stream, application/json"};
+    ferry_http_request req = {.method = "GET", .url = url, .headers = hdrs, .n_headers = 2,
+                              .sensitive = true};
+    r = ferry_http_request_send(&req, &ho, &resp);
+    ferry_wipe(auth, strlen(auth));
+    if (r < 0) {
+        fprintf(stderr, "ferry secret get: %s: %s\n", o->server,
+                r == -FERRY_ETOOBIG ? "answer too large" : ferry_strerror(r));
+        return FERRY_EXIT_USAGE;
+    }
+    if (resp.status == 200) {
+        r = fflush(stdout) == EOF ? -EIO : ferry_write_all(STDOUT_FILENO, resp.body,
+                                                            resp.body_len);
+        if (r < 0)
+            fprintf(stderr, "ferry secret get: cannot write to stdout: %s\n",
+                    ferry_strerror(r));
+        else
+            rc = FERRY_EXIT_OK;
+    } else {
+        print_refusal(&resp);
+        /* The caller was told no (auth, policy, no such secret); else ferryd or its backend
+         * failed. */
+        rc = resp.status == 401 || resp.status == 403 || resp.status == 404 ? FERRY_EXIT_REFUSED
+                                                                            : FERRY_EXIT_USAGE;
+    }
+    ferry_http_response_release(&resp);
+    return rc;
+}
+
 static int cmd_get(const options *o, const char *ref)
 {
     ferry_secrets *s = NULL;
@@ -370,6 +543,10 @@ static int cmd_get(const options *o, const char *ref)
     r = ferry_secret_ref_parse(ref, parsed, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, "ferry secret get: bad reference: %s\n", err);
+        goto out;
+    }
+    if (o->server) {
+        rc = remote_get(o, parsed);
         goto out;
     }
     if (o->config) {
