@@ -45,9 +45,9 @@
 #include "lib/secrets/gcp-internal.h"
 #include "lib/secrets/secrets-internal.h"
 
-#define GCP_MAX_ATTEMPTS 4          /* per call, for 429, 5xx and network failures */
+#define GCP_MAX_ATTEMPTS 4 /* per call, for 429, 5xx and network failures */
 #define GCP_BACKOFF_BASE_MS 100
-#define GCP_WAIT_DEFAULT_MS 5000    /* what one fetch may spend waiting between retries */
+#define GCP_WAIT_DEFAULT_MS 5000 /* what one fetch may spend waiting between retries */
 #define GCP_URL_MAX 2048
 #define GCP_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define GCP_LIFETIME "3600s" /* generateAccessToken's lifetime (its default and maximum) */
@@ -140,7 +140,8 @@ static bool all_digits(const char *s, size_t n)
 static bool name_ok(const char *name, size_t n, const ferry_secret_ref *ref, const char **ret_ver)
 {
     const char *p = name, *end = name + n, *slash;
-    size_t sl = strlen(ref->name), pl;
+    char mid[FERRY_SECRET_REF_MAX + 32]; /* "/secrets/<s>/versions/" */
+    size_t ml, pl;
 
     if (strlen(name) != n || n < 9 || memcmp(p, "projects/", 9) != 0)
         return false;
@@ -152,10 +153,10 @@ static bool name_ok(const char *name, size_t n, const ferry_secret_ref *ref, con
     if (!((pl == strlen(ref->scope) && memcmp(p, ref->scope, pl) == 0) || all_digits(p, pl)))
         return false;
     p = slash;
-    if ((size_t)(end - p) < 9 + sl + 10 || memcmp(p, "/secrets/", 9) != 0 ||
-        memcmp(p + 9, ref->name, sl) != 0 || memcmp(p + 9 + sl, "/versions/", 10) != 0)
+    ml = (size_t)snprintf(mid, sizeof(mid), "/secrets/%s/versions/", ref->name);
+    if (ml >= sizeof(mid) || (size_t)(end - p) < ml || memcmp(p, mid, ml) != 0)
         return false;
-    p += 9 + sl + 10;
+    p += ml;
     if (!all_digits(p, (size_t)(end - p)) || end - p > 10 || *p == '0')
         return false;
     if (strcmp(ref->version, "latest") != 0 && strcmp(p, ref->version) != 0)
@@ -199,7 +200,8 @@ int ferry_gcp_access_parse(const char *body, size_t len, const ferry_secret_ref 
         goto out;
     }
     if (!json_is_string(data)) {
-        r = fail(errbuf, errlen, -FERRY_EMALFORMED, "access response: payload.data is not a string");
+        r = fail(errbuf, errlen, -FERRY_EMALFORMED,
+                 "access response: payload.data is not a string");
         goto out;
     }
     b64 = json_string_value(data);
@@ -346,8 +348,7 @@ int ferry_gcp_rfc3339_parse(const char *s, size_t n, int64_t *ret)
         return -FERRY_EMALFORMED;
     t = timegm(&tm);
     /* timegm normalises 31 April into 1 May: a round trip catches calendar errors. */
-    if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != v[3] ||
-        back.tm_mon != v[2] - 1)
+    if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != v[3] || back.tm_mon != v[2] - 1)
         return -FERRY_EMALFORMED;
     *ret = (int64_t)t;
     return 0;
@@ -565,9 +566,9 @@ static int gcp_open(const json_t *conf, const ferry_secrets_env *env, void **ret
                     char *errbuf, size_t errlen)
 {
     static const char *const members[] = {
-        "audience",          "token_audience",      "service_account", "scope",
-        "sts_url",           "iamcredentials_url",  "secretmanager_url",
-        "allow_http_loopback", "ca_file",           "timeout_ms",      "max_retry_wait_ms"};
+        "audience", "token_audience",     "service_account",   "scope",
+        "sts_url",  "iamcredentials_url", "secretmanager_url", "allow_http_loopback",
+        "ca_file",  "timeout_ms",         "max_retry_wait_ms"};
     gcp_state *st;
     const char *key;
     json_t *v;
@@ -617,10 +618,10 @@ static int gcp_open(const json_t *conf, const ferry_secrets_env *env, void **ret
         goto fail;
     st->http.ca_file = ca;
     if ((r = conf_str(conf, "audience", 512, false, &st->audience, errbuf, errlen)) < 0 ||
-        (r = conf_str(conf, "token_audience", 1024, false, &st->token_audience, errbuf,
-                      errlen)) < 0 ||
-        (r = conf_str(conf, "service_account", 254, false, &st->service_account, errbuf,
-                      errlen)) < 0 ||
+        (r = conf_str(conf, "token_audience", 1024, false, &st->token_audience, errbuf, errlen)) <
+            0 ||
+        (r = conf_str(conf, "service_account", 254, false, &st->service_account, errbuf, errlen)) <
+            0 ||
         (r = conf_str(conf, "scope", 1024, true, &st->scope, errbuf, errlen)) < 0)
         goto fail;
     if (!st->audience || !audience_ok(st->audience)) {
@@ -648,8 +649,7 @@ static int gcp_open(const json_t *conf, const ferry_secrets_env *env, void **ret
         r = -ENOMEM;
         goto fail;
     }
-    if (st->scope[0] == ' ' || st->scope[strlen(st->scope) - 1] == ' ' ||
-        strstr(st->scope, "  ")) {
+    if (st->scope[0] == ' ' || st->scope[strlen(st->scope) - 1] == ' ' || strstr(st->scope, "  ")) {
         r = fail(errbuf, errlen, -FERRY_ECONFIG, "scope: scopes separated by single spaces");
         goto fail;
     }
@@ -724,8 +724,8 @@ static int gcp_send(gcp_state *st, const ferry_http_request *req, long *budget_m
             ferry_http_response_release(&resp);
             return r;
         }
-        if (ferry_http_retry_pause(have ? &resp : NULL, attempt, GCP_BACKOFF_BASE_MS,
-                                   budget_ms) < 0) {
+        if (ferry_http_retry_pause(have ? &resp : NULL, attempt, GCP_BACKOFF_BASE_MS, budget_ms) <
+            0) {
             if (have && resp.retry_after > 0)
                 append_reason(errbuf, errlen, ", retry after %ld s", resp.retry_after);
             append_reason(errbuf, errlen, " (more than the %ld ms a fetch may wait)",
@@ -817,8 +817,8 @@ static int sts_exchange(gcp_state *st, long *budget_ms, char **ret_token, int64_
     if (r < 0)
         return r;
     if (resp.status == 400 || resp.status == 401 || resp.status == 403)
-        r = fail(errbuf, errlen, -EACCES, "STS token exchange: refused (HTTP %ld, %s)",
-                 resp.status, status_word(&resp, word, sizeof(word)));
+        r = fail(errbuf, errlen, -EACCES, "STS token exchange: refused (HTTP %ld, %s)", resp.status,
+                 status_word(&resp, word, sizeof(word)));
     else if (resp.status != 200)
         r = fail(errbuf, errlen, -FERRY_EFETCH, "STS token exchange: unexpected HTTP status %ld",
                  resp.status);
@@ -894,8 +894,8 @@ static int impersonate(gcp_state *st, const char *federated, long *budget_ms, ch
         r = fail(errbuf, errlen, -FERRY_EMALFORMED,
                  "generateAccessToken: the answer is not application/json");
     else {
-        r = ferry_gcp_iam_parse(resp.body, resp.body_len, (int64_t)time(NULL), ret_token,
-                                ret_life, why, sizeof(why));
+        r = ferry_gcp_iam_parse(resp.body, resp.body_len, (int64_t)time(NULL), ret_token, ret_life,
+                                why, sizeof(why));
         if (r < 0)
             r = fail(errbuf, errlen, r, "generateAccessToken: %s", why);
     }
