@@ -135,8 +135,6 @@ function verifyAssertion(jwt) {
 }
 
 async function tokenEndpoint(req, res, tid) {
-    stats.token_requests++;
-    stats.token_requests_by_tenant[tid] = (stats.token_requests_by_tenant[tid] || 0) + 1;
     if (req.method !== 'POST')
         return aadError(res, 405, 'invalid_request', 900561, 'The endpoint only accepts POST.');
     const ct = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
@@ -258,7 +256,6 @@ function bundle(base, name, v) {
 }
 
 function keyVault(req, res, url, vaultName, rest) {
-    stats.kv_requests++;
     const base = vaultName === conf.default_vault && !url.pathname.startsWith(`/${vaultName}/`)
         ? origin : `${origin}/${vaultName}`;
     const vault = vaults.get(vaultName);
@@ -437,9 +434,12 @@ async function handle(req, res) {
     stats.requests++;
     let m = /^\/([^/]+)\/oauth2\/v2\.0\/token$/.exec(p);
     if (m) {
+        const tid = m[1].toLowerCase();
+        stats.token_requests++;
+        stats.token_requests_by_tenant[tid] = (stats.token_requests_by_tenant[tid] || 0) + 1;
         const plan = takePlan('token');
         if (plan && (await inject(plan, res))) return;
-        return tokenEndpoint(req, res, m[1].toLowerCase());
+        return tokenEndpoint(req, res, tid);
     }
     m = /^\/([^/]+)\/v2\.0\/\.well-known\/openid-configuration$/.exec(p);
     if (m && req.method === 'GET') return openidConfiguration(res, m[1].toLowerCase());
@@ -450,6 +450,7 @@ async function handle(req, res) {
     else if (p.startsWith('/secrets/') && conf.default_vault)
         [vaultName, rest] = [conf.default_vault, p.slice(1)];
     if (vaultName) {
+        stats.kv_requests++;
         const plan = takePlan('kv');
         if (plan && (await inject(plan, res))) return;
         return keyVault(req, res, url, vaultName, rest.replace(/\/$/, ''));
