@@ -212,6 +212,15 @@ int ferry_secret_store_open(const char *store_path, const char *key_path, ferry_
                             char *errbuf, size_t errlen);
 void ferry_secret_store_free(ferry_secret_store *st); /* accepts NULL; wipes the key */
 
+/* The store of s's file backend (borrowed: valid until ferry_secrets_free(s)), for `ferry
+ * secret put | list | rm --config`. When the backend's key is KMS-wrapped ("key_kms_file":
+ * the data key encrypted by AWS KMS with the encryption context purpose=ferry-secret-store),
+ * the first call unwraps it through s's aws-kms backend. Returns 0, -FERRY_EUNSUPPORTED (no
+ * file backend), -FERRY_ECONFIG (a wrapped key but no aws-kms section) or the unwrap's error,
+ * with a reason. Thread-safe. */
+int ferry_secrets_file_store(ferry_secrets *s, ferry_secret_store **ret, char *errbuf,
+                             size_t errlen);
+
 /* Store value (len bytes, 1..FERRY_SECRET_VALUE_MAX, borrowed) under name, replacing any
  * earlier value. Atomic and crash-safe: the new store is written to a temporary file, fsync'ed
  * and renamed over the old one; writers serialise on a lock file. *ret_version (optional) is

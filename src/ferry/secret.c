@@ -51,7 +51,9 @@ static void usage(FILE *f)
             "  -s, --store PATH      store file (default DIR/secrets.store)\n"
             "  -k, --key PATH        key file (default DIR/secrets.key)\n"
             "  -f, --from-file PATH  put: read the value from PATH instead of stdin\n"
-            "  -c, --config FILE     get: fetch through the backends of FILE, a JSON object\n"
+            "  -c, --config FILE     get, put, list, rm: use the backends of FILE (put, list and\n"
+            "                        rm: its file backend, whose key may be KMS-wrapped), a\n"
+            "                        JSON object\n"
             "                        {\"secrets\": {BACKEND: {...}}, \"identity\": {\"state_dir\":\n"
             "                        DIR, \"issuer\": URL, \"subject\": SUB}} (identity: the\n"
             "                        ferry keys that mint the cloud backends' web identity)\n"
@@ -130,8 +132,9 @@ static int parse_options(int argc, char **argv, options *o)
             o->from_file = optarg;
             break;
         case 'c':
-            if (strcmp(argv[0], "get") != 0) {
-                fprintf(stderr, "ferry secret %s: --config is a get option\n", argv[0]);
+            if (strcmp(argv[0], "init") == 0) {
+                fprintf(stderr, "ferry secret init: --config is not an init option (a "
+                                "KMS-wrapped key is made with `aws kms encrypt`)\n");
                 return -EINVAL;
             }
             o->config = optarg;
@@ -214,16 +217,6 @@ static int read_value(int fd, ferry_secret_value **ret)
     return 0;
 }
 
-static int open_store(const options *o, const char *verb, ferry_secret_store **ret)
-{
-    char err[512];
-    int r = ferry_secret_store_open(o->store, o->key, ret, err, sizeof(err));
-
-    if (r < 0)
-        fprintf(stderr, "ferry secret %s: %s\n", verb, err[0] ? err : ferry_strerror(r));
-    return r;
-}
-
 static int cmd_init(const options *o)
 {
     char err[512];
@@ -236,52 +229,6 @@ static int cmd_init(const options *o)
     fprintf(stderr, "ferry secret init: key created in %s (mode 0600); store %s\n", o->key,
             o->store);
     return FERRY_EXIT_OK;
-}
-
-static int cmd_put(const options *o, const char *name)
-{
-    ferry_secret_store *st = NULL;
-    ferry_secret_value *v = NULL;
-    uint64_t version = 0;
-    char err[512];
-    int fd = STDIN_FILENO, r, rc = FERRY_EXIT_USAGE;
-
-    if (ferry_secret_name_check(name, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ferry secret put: %s\n", err);
-        return FERRY_EXIT_USAGE;
-    }
-    if (open_store(o, "put", &st) < 0)
-        return FERRY_EXIT_USAGE;
-    if (o->from_file) {
-        struct stat sb;
-        fd = open(o->from_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-        if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-            fprintf(stderr, "ferry secret put: %s: %s\n", o->from_file,
-                    fd < 0 ? strerror(errno) : "not a regular file");
-            goto out;
-        }
-    } else if (isatty(STDIN_FILENO))
-        fprintf(stderr, "ferry secret put: reading the value from stdin (end with Ctrl-D)\n");
-    r = read_value(fd, &v);
-    if (r < 0) {
-        fprintf(stderr, "ferry secret put: cannot read the value: %s\n",
-                r == -FERRY_ETOOBIG ? "larger than 65536 bytes" : ferry_strerror(r));
-        goto out;
-    }
-    r = ferry_secret_store_put(st, name, v->data, v->len, &version, err, sizeof(err));
-    if (r < 0) {
-        fprintf(stderr, "ferry secret put: %s\n", err[0] ? err : ferry_strerror(r));
-        rc = exit_for(r);
-        goto out;
-    }
-    fprintf(stderr, "ferry secret put: %s version %" PRIu64 "\n", name, version);
-    rc = FERRY_EXIT_OK;
-out:
-    if (fd >= 0 && fd != STDIN_FILENO)
-        close(fd);
-    ferry_secret_value_free(v);
-    ferry_secret_store_free(st);
-    return rc;
 }
 
 /* --config: the identity that mints the cloud backends' web identity tokens. */
@@ -324,13 +271,13 @@ static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry
 
     r = ferry_read_regular_file(o->config, 1 << 20, &text, &len);
     if (r < 0) {
-        fprintf(stderr, "ferry secret get: %s: %s\n", o->config, ferry_strerror(r));
+        fprintf(stderr, "ferry secret: %s: %s\n", o->config, ferry_strerror(r));
         return r;
     }
     r = ferry_json_parse(text, len, 1 << 20, 32, &conf, err, sizeof(err));
     free(text);
     if (r < 0 || !json_is_object(conf)) {
-        fprintf(stderr, "ferry secret get: %s: not a JSON object%s%s\n", o->config,
+        fprintf(stderr, "ferry secret: %s: not a JSON object%s%s\n", o->config,
                 err[0] ? ": " : "", err);
         json_decref(conf);
         return r < 0 ? r : -FERRY_ECONFIG;
@@ -339,7 +286,7 @@ static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry
     {
         static const char section[] = "secrets"; /* a member name, not a secret */
         if (strcmp(key, section) != 0 && strcmp(key, "identity") != 0) {
-            fprintf(stderr, "ferry secret get: %s: unknown member \"%.64s\"\n", o->config, key);
+            fprintf(stderr, "ferry secret: %s: unknown member \"%.64s\"\n", o->config, key);
             json_decref(conf);
             return -FERRY_ECONFIG;
         }
@@ -354,7 +301,7 @@ static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry
         {
             if (strcmp(key, "state_dir") != 0 && strcmp(key, "issuer") != 0 &&
                 strcmp(key, "subject") != 0) {
-                fprintf(stderr, "ferry secret get: %s: identity: unknown member \"%.64s\"\n",
+                fprintf(stderr, "ferry secret: %s: identity: unknown member \"%.64s\"\n",
                         o->config, key);
                 json_decref(conf);
                 return -FERRY_ECONFIG;
@@ -362,7 +309,7 @@ static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry
         }
         if (!json_is_string(sd) || !json_is_string(is) || !json_is_string(sub)) {
             fprintf(stderr,
-                    "ferry secret get: %s: identity needs state_dir, issuer and subject "
+                    "ferry secret: %s: identity needs state_dir, issuer and subject "
                     "strings\n",
                     o->config);
             json_decref(conf);
@@ -373,7 +320,7 @@ static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry
         mo.flags = FERRY_MINT_NO_GENERATE; /* READ_ONLY would not load the private key */
         r = ferry_mint_open(&mo, &idn->mint, err, sizeof(err));
         if (r < 0) {
-            fprintf(stderr, "ferry secret get: identity: %s\n", err[0] ? err : ferry_strerror(r));
+            fprintf(stderr, "ferry secret: identity: %s\n", err[0] ? err : ferry_strerror(r));
             json_decref(conf);
             return r;
         }
@@ -384,6 +331,93 @@ static int load_config(const options *o, json_t **ret_conf, identity *idn, ferry
     }
     *ret_conf = conf;
     return 0;
+}
+
+/* The store put, list and rm work on: the one of --store and --key, or with --config the file
+ * backend's (whose key may be KMS-wrapped, so the backends and the identity come along). */
+typedef struct store_handle {
+    ferry_secret_store *st; /* owned unless s is set */
+    ferry_secrets *s;
+    json_t *conf;
+    identity idn;
+} store_handle;
+
+static void close_store(store_handle *h)
+{
+    if (!h->s)
+        ferry_secret_store_free(h->st);
+    ferry_secrets_free(h->s);
+    ferry_mint_free(h->idn.mint);
+    json_decref(h->conf);
+    *h = (store_handle){0};
+}
+
+static int open_store(const options *o, const char *verb, store_handle *h)
+{
+    ferry_secrets_env env = {0};
+    char err[768] = "";
+    int r;
+
+    *h = (store_handle){0};
+    if (!o->config)
+        r = ferry_secret_store_open(o->store, o->key, &h->st, err, sizeof(err));
+    else if ((r = load_config(o, &h->conf, &h->idn, &env)) < 0)
+        err[0] = '\0'; /* load_config printed why */
+    else if ((r = ferry_secrets_new(json_object_get(h->conf, "secrets"), &env, &h->s, err,
+                                    sizeof(err))) == 0)
+        r = ferry_secrets_file_store(h->s, &h->st, err, sizeof(err));
+    if (r < 0) {
+        if (err[0] || !o->config)
+            fprintf(stderr, "ferry secret %s: %s\n", verb, err[0] ? err : ferry_strerror(r));
+        close_store(h);
+    }
+    return r;
+}
+
+static int cmd_put(const options *o, const char *name)
+{
+    store_handle h;
+    ferry_secret_value *v = NULL;
+    uint64_t version = 0;
+    char err[512];
+    int fd = STDIN_FILENO, r, rc = FERRY_EXIT_USAGE;
+
+    if (ferry_secret_name_check(name, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ferry secret put: %s\n", err);
+        return FERRY_EXIT_USAGE;
+    }
+    if (open_store(o, "put", &h) < 0)
+        return FERRY_EXIT_USAGE;
+    if (o->from_file) {
+        struct stat sb;
+        fd = open(o->from_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+            fprintf(stderr, "ferry secret put: %s: %s\n", o->from_file,
+                    fd < 0 ? strerror(errno) : "not a regular file");
+            goto out;
+        }
+    } else if (isatty(STDIN_FILENO))
+        fprintf(stderr, "ferry secret put: reading the value from stdin (end with Ctrl-D)\n");
+    r = read_value(fd, &v);
+    if (r < 0) {
+        fprintf(stderr, "ferry secret put: cannot read the value: %s\n",
+                r == -FERRY_ETOOBIG ? "larger than 65536 bytes" : ferry_strerror(r));
+        goto out;
+    }
+    r = ferry_secret_store_put(h.st, name, v->data, v->len, &version, err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "ferry secret put: %s\n", err[0] ? err : ferry_strerror(r));
+        rc = exit_for(r);
+        goto out;
+    }
+    fprintf(stderr, "ferry secret put: %s version %" PRIu64 "\n", name, version);
+    rc = FERRY_EXIT_OK;
+out:
+    if (fd >= 0 && fd != STDIN_FILENO)
+        close(fd);
+    ferry_secret_value_free(v);
+    close_store(&h);
+    return rc;
 }
 
 #define TOKEN_FILE_MAX 16384 /* bytes of a bearer token file */
@@ -592,16 +626,16 @@ out:
 
 static int cmd_list(const options *o)
 {
-    ferry_secret_store *st = NULL;
+    store_handle h;
     ferry_secret_entry_info *e = NULL;
     size_t n = 0;
     char err[512];
     int r;
 
-    if (open_store(o, "list", &st) < 0)
+    if (open_store(o, "list", &h) < 0)
         return FERRY_EXIT_USAGE;
-    r = ferry_secret_store_list(st, &e, &n, err, sizeof(err));
-    ferry_secret_store_free(st);
+    r = ferry_secret_store_list(h.st, &e, &n, err, sizeof(err));
+    close_store(&h);
     if (r < 0) {
         fprintf(stderr, "ferry secret list: %s\n", err[0] ? err : ferry_strerror(r));
         return exit_for(r);
@@ -620,14 +654,14 @@ static int cmd_list(const options *o)
 
 static int cmd_rm(const options *o, const char *name)
 {
-    ferry_secret_store *st = NULL;
+    store_handle h;
     char err[512];
     int r;
 
-    if (open_store(o, "rm", &st) < 0)
+    if (open_store(o, "rm", &h) < 0)
         return FERRY_EXIT_USAGE;
-    r = ferry_secret_store_rm(st, name, err, sizeof(err));
-    ferry_secret_store_free(st);
+    r = ferry_secret_store_rm(h.st, name, err, sizeof(err));
+    close_store(&h);
     if (r < 0) {
         fprintf(stderr, "ferry secret rm: %s\n", err[0] ? err : ferry_strerror(r));
         return exit_for(r);

@@ -399,8 +399,11 @@ static int sm_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_s
     return r;
 }
 
-static int kms_decrypt(aws_state *st, const char *b64, size_t b64_len, ferry_secret_value **ret,
-                       char *errbuf, size_t errlen)
+/* KMS Decrypt of a standard base64 blob; with ctx_key, under EncryptionContext
+ * {ctx_key: ctx_value}. */
+static int kms_decrypt(aws_state *st, const char *b64, size_t b64_len, const char *ctx_key,
+                       const char *ctx_value, ferry_secret_value **ret, char *errbuf,
+                       size_t errlen)
 {
     ferry_http_response resp = {0};
     json_t *req;
@@ -408,6 +411,9 @@ static int kms_decrypt(aws_state *st, const char *b64, size_t b64_len, ferry_sec
     int r;
 
     req = json_pack("{s:s%}", "CiphertextBlob", b64, b64_len);
+    if (req && ctx_key &&
+        json_object_set_new(req, "EncryptionContext", json_pack("{s:s}", ctx_key, ctx_value)) < 0)
+        json_decref(req), req = NULL;
     body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (!body)
@@ -442,7 +448,7 @@ static int kms_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_
 
     (void)ctx;
     if (strcmp(ref->scope, "b64") == 0)
-        return kms_decrypt(st, ref->name, strlen(ref->name), ret, errbuf, errlen);
+        return kms_decrypt(st, ref->name, strlen(ref->name), NULL, NULL, ret, errbuf, errlen);
     if (strcmp(ref->scope, "file") != 0)
         return fail(errbuf, errlen, -FERRY_EMALFORMED, "unknown ciphertext source");
     if (!st->owner)
@@ -454,7 +460,8 @@ static int kms_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_
     /* The file entry holds the blob either as standard base64 text (as `aws kms encrypt`
      * prints it) or as the raw ciphertext bytes. */
     if (blob->len > 0 && std_b64_chars(blob->data, blob->len)) {
-        r = kms_decrypt(st, (const char *)blob->data, blob->len, ret, errbuf, errlen);
+        r = kms_decrypt(st, (const char *)blob->data, blob->len, NULL, NULL, ret, errbuf,
+                        errlen);
     } else {
         size_t enc_len = ferry_b64url_encoded_len(blob->len);
         char *enc = malloc(enc_len + 4);
@@ -468,11 +475,20 @@ static int kms_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_
         while (enc_len % 4)
             enc[enc_len++] = '=';
         enc[enc_len] = '\0';
-        r = kms_decrypt(st, enc, enc_len, ret, errbuf, errlen);
+        r = kms_decrypt(st, enc, enc_len, NULL, NULL, ret, errbuf, errlen);
         free(enc);
     }
     ferry_secret_value_free(blob);
     return r;
+}
+
+int ferry_secrets_aws_kms_unwrap(void *kms_state, const char *b64, const char *ctx_key,
+                                 const char *ctx_value, ferry_secret_value **ret, char *errbuf,
+                                 size_t errlen)
+{
+    if (!kms_state || !b64 || !ctx_key || !ctx_value || !ret)
+        return -EINVAL;
+    return kms_decrypt(kms_state, b64, strlen(b64), ctx_key, ctx_value, ret, errbuf, errlen);
 }
 
 const ferry_secret_backend_ops ferry_secrets_aws_sm_backend = {

@@ -22,7 +22,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,19 @@ static int derive(const unsigned char *key, const char *label, unsigned char *ou
     return 0;
 }
 
+/* The store's encryption, MAC and key-id keys from the 32-byte store key. */
+static int derive_all(ferry_secret_store *st, const unsigned char *key, char *errbuf,
+                      size_t errlen)
+{
+    if (derive(key, "ferry-secrets v1 enc", st->enc, KEY_LEN) < 0 ||
+        derive(key, "ferry-secrets v1 mac", st->mac, KEY_LEN) < 0 ||
+        derive(key, "ferry-secrets v1 key-id", st->kid, KID_LEN) < 0) {
+        say(errbuf, errlen, "cannot derive the store keys");
+        return -FERRY_ECRYPTO;
+    }
+    return 0;
+}
+
 static int load_key(ferry_secret_store *st, const char *key_path, char *errbuf, size_t errlen)
 {
     unsigned char key[KEY_LEN + 1];
@@ -198,12 +213,8 @@ static int load_key(ferry_secret_store *st, const char *key_path, char *errbuf, 
         }
     }
     close(fd);
-    if (r == 0 && (derive(key, "ferry-secrets v1 enc", st->enc, KEY_LEN) < 0 ||
-                   derive(key, "ferry-secrets v1 mac", st->mac, KEY_LEN) < 0 ||
-                   derive(key, "ferry-secrets v1 key-id", st->kid, KID_LEN) < 0)) {
-        r = -FERRY_ECRYPTO;
-        say(errbuf, errlen, "cannot derive the store keys");
-    }
+    if (r == 0)
+        r = derive_all(st, key, errbuf, errlen);
     ferry_wipe(key, sizeof(key));
     return r;
 }
@@ -257,17 +268,13 @@ FERRY_EXPORT void ferry_secret_store_free(ferry_secret_store *st)
     free(st);
 }
 
-FERRY_EXPORT int ferry_secret_store_open(const char *store_path, const char *key_path,
-                                         ferry_secret_store **ret, char *errbuf, size_t errlen)
+/* A store handle for store_path without its keys yet. */
+static int store_new(const char *store_path, ferry_secret_store **ret, char *errbuf,
+                     size_t errlen)
 {
     ferry_secret_store *st;
     const char *slash;
-    int r;
 
-    if (errbuf && errlen)
-        errbuf[0] = '\0';
-    if (!store_path || !key_path || !ret || !store_path[0])
-        return -EINVAL;
     if (strlen(store_path) > 4000) {
         say(errbuf, errlen, "store path too long");
         return -FERRY_ETOOBIG;
@@ -286,7 +293,45 @@ FERRY_EXPORT int ferry_secret_store_open(const char *store_path, const char *key
         ferry_secret_store_free(st);
         return -ENOMEM;
     }
-    r = load_key(st, key_path, errbuf, errlen);
+    *ret = st;
+    return 0;
+}
+
+FERRY_EXPORT int ferry_secret_store_open(const char *store_path, const char *key_path,
+                                         ferry_secret_store **ret, char *errbuf, size_t errlen)
+{
+    ferry_secret_store *st = NULL;
+    int r;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!store_path || !key_path || !ret || !store_path[0])
+        return -EINVAL;
+    r = store_new(store_path, &st, errbuf, errlen);
+    if (r == 0)
+        r = load_key(st, key_path, errbuf, errlen);
+    if (r < 0) {
+        ferry_secret_store_free(st);
+        return r;
+    }
+    *ret = st;
+    return 0;
+}
+
+/* The store at store_path under a key given in memory (a KMS-unwrapped data key). */
+static int store_open_raw(const char *store_path, const unsigned char *key, size_t key_len,
+                          ferry_secret_store **ret, char *errbuf, size_t errlen)
+{
+    ferry_secret_store *st = NULL;
+    int r;
+
+    if (key_len != KEY_LEN) {
+        say(errbuf, errlen, "the unwrapped store key must be exactly %d bytes", KEY_LEN);
+        return -FERRY_EMALFORMED;
+    }
+    r = store_new(store_path, &st, errbuf, errlen);
+    if (r == 0)
+        r = derive_all(st, key, errbuf, errlen);
     if (r < 0) {
         ferry_secret_store_free(st);
         return r;
@@ -812,19 +857,75 @@ FERRY_EXPORT int ferry_secret_store_rm(ferry_secret_store *st, const char *name,
 
 /* ---- the backend ------------------------------------------------------------------------ */
 
+/* The backend's state: the store, or (with a KMS-wrapped key) what opens it on first use. */
+typedef struct file_state {
+    pthread_mutex_t lock; /* guards st while it is NULL */
+    ferry_secret_store *st;
+    char *store_path;
+    char *kms_blob; /* the wrapped data key, standard base64, or NULL */
+    ferry_secrets *owner;
+} file_state;
+
+static void file_close(void *state)
+{
+    file_state *fs = state;
+
+    if (!fs)
+        return;
+    ferry_secret_store_free(fs->st);
+    free(fs->store_path);
+    free(fs->kms_blob);
+    pthread_mutex_destroy(&fs->lock);
+    free(fs);
+}
+
+/* Read the wrapped key file: standard base64 text as `aws kms encrypt --query CiphertextBlob
+ * --output text` prints it (surrounding white space ignored), at most 8 KiB. */
+static int read_kms_blob(const char *path, char **ret, char *errbuf, size_t errlen)
+{
+    char *buf = NULL;
+    size_t len = 0, a = 0;
+    int r = ferry_read_regular_file(path, 8192, &buf, &len);
+
+    if (r < 0) {
+        say(errbuf, errlen, "key_kms_file %s: %s", path,
+            r == -EFBIG ? "larger than 8 KiB" : strerror(-r));
+        return r == -EFBIG ? -FERRY_ETOOBIG : r;
+    }
+    while (a < len && strchr(" \t\r\n", buf[a]))
+        a++;
+    while (len > a && strchr(" \t\r\n", buf[len - 1]))
+        len--;
+    bool ok = len > a && (len - a) % 4 == 0;
+    for (size_t i = a; ok && i < len; i++)
+        ok = (buf[i] >= 'A' && buf[i] <= 'Z') || (buf[i] >= 'a' && buf[i] <= 'z') ||
+             (buf[i] >= '0' && buf[i] <= '9') || buf[i] == '+' || buf[i] == '/' ||
+             (buf[i] == '=' && i + 2 >= len);
+    if (!ok) {
+        free(buf);
+        say(errbuf, errlen, "key_kms_file %s: not one standard base64 ciphertext blob", path);
+        return -FERRY_EMALFORMED;
+    }
+    memmove(buf, buf + a, len - a);
+    buf[len - a] = '\0';
+    *ret = buf;
+    return 0;
+}
+
 static int file_open(const json_t *conf, const ferry_secrets_env *env, void **ret_state,
                      char *errbuf, size_t errlen)
 {
-    const char *store = NULL, *key = NULL, *k;
-    char *dstore = NULL, *dkey = NULL;
-    ferry_secret_store *st = NULL;
+    const char *store = NULL, *key = NULL, *kms = NULL, *k;
+    char *dkey = NULL;
+    file_state *fs;
     json_t *v;
     int r;
 
     json_object_foreach((json_t *)conf, k, v)
     {
-        if (strcmp(k, "store") != 0 && strcmp(k, "key") != 0) {
-            say(errbuf, errlen, "unknown member \"%.64s\" (expected store, key)", k);
+        if (strcmp(k, "store") != 0 && strcmp(k, "key") != 0 && strcmp(k, "key_kms_file") != 0) {
+            say(errbuf, errlen, "unknown member \"%.64s\" (expected store, key, key_kms_file)",
+                k);
             return -FERRY_ECONFIG;
         }
         if (!json_is_string(v) || !json_string_value(v)[0]) {
@@ -833,38 +934,92 @@ static int file_open(const json_t *conf, const ferry_secrets_env *env, void **re
         }
         if (strcmp(k, "store") == 0)
             store = json_string_value(v);
-        else
+        else if (strcmp(k, "key") == 0)
             key = json_string_value(v);
+        else
+            kms = json_string_value(v);
     }
-    if ((!store || !key) && !(env && env->state_dir)) {
+    if (key && kms) {
+        say(errbuf, errlen, "key and key_kms_file exclude each other");
+        return -FERRY_ECONFIG;
+    }
+    if ((!store || (!key && !kms)) && !(env && env->state_dir)) {
         say(errbuf, errlen, "needs \"store\" and \"key\" (no state directory to default to)");
         return -FERRY_ECONFIG;
     }
-    if ((!store && asprintf(&dstore, "%s/secrets.store", env->state_dir) < 0) ||
-        (!key && asprintf(&dkey, "%s/secrets.key", env->state_dir) < 0)) {
-        free(dstore);
+    fs = calloc(1, sizeof(*fs));
+    if (!fs)
+        return -ENOMEM;
+    pthread_mutex_init(&fs->lock, NULL);
+    if ((store && !(fs->store_path = strdup(store))) ||
+        (!store && asprintf(&fs->store_path, "%s/secrets.store", env->state_dir) < 0)) {
+        fs->store_path = NULL;
+        file_close(fs);
         return -ENOMEM;
     }
-    r = ferry_secret_store_open(store ? store : dstore, key ? key : dkey, &st, errbuf, errlen);
-    free(dstore);
-    free(dkey);
-    if (r == 0)
-        *ret_state = st;
+    if (kms) {
+        /* Unwrapped through the aws-kms backend on first use (file_attach, file_store). */
+        r = read_kms_blob(kms, &fs->kms_blob, errbuf, errlen);
+    } else {
+        if (!key && asprintf(&dkey, "%s/secrets.key", env->state_dir) < 0)
+            dkey = NULL, r = -ENOMEM;
+        else
+            r = ferry_secret_store_open(fs->store_path, key ? key : dkey, &fs->st, errbuf,
+                                        errlen);
+        free(dkey);
+    }
+    if (r < 0) {
+        file_close(fs);
+        return r;
+    }
+    *ret_state = fs;
+    return 0;
+}
+
+static void file_attach(void *state, ferry_secrets *owner)
+{
+    ((file_state *)state)->owner = owner;
+}
+
+int ferry_secrets_file_store_of(void *state, ferry_secret_store **ret, char *errbuf,
+                                size_t errlen)
+{
+    file_state *fs = state;
+    ferry_secret_value *key = NULL;
+    void *kms;
+    char why[512];
+    int r = 0;
+
+    pthread_mutex_lock(&fs->lock);
+    if (!fs->st) {
+        kms = fs->owner ? ferry_secrets_backend_state(fs->owner, FERRY_SECRET_AWS_KMS) : NULL;
+        if (!kms)
+            r = ferry_errbuf_set(errbuf, errlen, -FERRY_ECONFIG,
+                                 "store key: key_kms_file needs an \"aws-kms\" section");
+        else if ((r = ferry_secrets_aws_kms_unwrap(kms, fs->kms_blob, FERRY_STORE_KMS_CONTEXT_KEY,
+                                                   FERRY_STORE_KMS_CONTEXT_VALUE, &key, why,
+                                                   sizeof(why))) < 0)
+            (void)ferry_errbuf_set(errbuf, errlen, r, "store key: KMS Decrypt: %s", why);
+        else
+            r = store_open_raw(fs->store_path, key->data, key->len, &fs->st, errbuf, errlen);
+        ferry_secret_value_free(key);
+    }
+    *ret = fs->st;
+    pthread_mutex_unlock(&fs->lock);
     return r;
 }
 
 static int file_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_secret_value **ret,
                       char *errbuf, size_t errlen)
 {
+    ferry_secret_store *st;
+    int r;
+
     (void)ctx;
     if (ref->backend != FERRY_SECRET_FILE)
         return -EINVAL;
-    return ferry_secret_store_get(state, ref->name, ret, errbuf, errlen);
-}
-
-static void file_close(void *state)
-{
-    ferry_secret_store_free(state);
+    r = ferry_secrets_file_store_of(state, &st, errbuf, errlen);
+    return r < 0 ? r : ferry_secret_store_get(st, ref->name, ret, errbuf, errlen);
 }
 
 const ferry_secret_backend_ops ferry_secrets_file_backend = {
@@ -873,4 +1028,5 @@ const ferry_secret_backend_ops ferry_secrets_file_backend = {
     .open = file_open,
     .fetch = file_fetch,
     .close = file_close,
+    .attach = file_attach,
 };

@@ -38,6 +38,30 @@ extern const ferry_secret_backend_ops ferry_secrets_vault_backend;   /* vault.c 
 extern const ferry_secret_backend_ops ferry_secrets_azure_kv_backend; /* azure_kv.c */
 extern const ferry_secret_backend_ops ferry_secrets_gcp_sm_backend;   /* gcp_sm.c */
 
+/* The state of s's backend id when it is configured, else NULL (for one backend that works
+ * through another: the file backend's KMS-wrapped key is unwrapped by aws-kms). */
+void *ferry_secrets_backend_state(ferry_secrets *s, ferry_secret_backend id);
+
+/* The file backend's store (file.c), opened on first use when its key is KMS-wrapped
+ * ("key_kms_file"): one KMS Decrypt through the owner's aws-kms backend, with the encryption
+ * context below, and the unwrapped key wiped once the store keys are derived from it. A failed
+ * unwrap is retried by the next call. Thread-safe. */
+int ferry_secrets_file_store_of(void *state, ferry_secret_store **ret, char *errbuf,
+                                size_t errlen);
+
+/* The encryption context a wrapped store key must have been encrypted with (`aws kms encrypt
+ * --encryption-context purpose=ferry-secret-store`): KMS refuses to decrypt it without, so an
+ * "aws-kms:" reference a policy grants to a workload cannot unwrap the store's key. */
+#define FERRY_STORE_KMS_CONTEXT_KEY "purpose"
+#define FERRY_STORE_KMS_CONTEXT_VALUE "ferry-secret-store"
+
+/* KMS Decrypt of the standard base64 blob b64 with EncryptionContext {ctx_key: ctx_value}
+ * through an aws-kms backend state (aws.c). A new value of the plaintext, or an error with a
+ * reason. */
+int ferry_secrets_aws_kms_unwrap(void *kms_state, const char *b64, const char *ctx_key,
+                                 const char *ctx_value, ferry_secret_value **ret, char *errbuf,
+                                 size_t errlen);
+
 /* Test hook of the file store's write sequence (tests/unit/test_secrets.c): when set, called
  * after each step of an atomic write with the step number below, so a test can kill the
  * process there. Not exported from libferry.so (hidden visibility); reachable only by programs

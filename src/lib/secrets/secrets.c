@@ -907,6 +907,30 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
     return 0;
 }
 
+void *ferry_secrets_backend_state(ferry_secrets *s, ferry_secret_backend id)
+{
+    for (size_t i = 0; s && i < ARRAY_SIZE(backends); i++)
+        if (backends[i].id == id)
+            return s->b[i].ops ? s->b[i].state : NULL;
+    return NULL;
+}
+
+FERRY_EXPORT int ferry_secrets_file_store(ferry_secrets *s, ferry_secret_store **ret,
+                                          char *errbuf, size_t errlen)
+{
+    void *state;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!s || !ret)
+        return -EINVAL;
+    state = ferry_secrets_backend_state(s, FERRY_SECRET_FILE);
+    if (!state)
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EUNSUPPORTED,
+                                "secrets: no file backend configured");
+    return ferry_secrets_file_store_of(state, ret, errbuf, errlen);
+}
+
 int ferry_secrets_set_backend(ferry_secrets *s, const ferry_secret_backend_ops *ops, void *state,
                               uint32_t cache_ttl)
 {
