@@ -39,6 +39,7 @@ from ferrydtest import (FORM, GRANT, JWT_TYPE, json_of, log_text, records,  # no
                         request, start, stop, wait_ready)
 from test_secrets_faults import SM, FaultProxy, Moto, start_vault  # noqa: E402
 
+SANITIZER = re.compile(r"ERROR: (Leak|Address)Sanitizer|runtime error:|SUMMARY: \w+Sanitizer")
 ISS = "https://idp.backends.test"
 AUD = "ferry"
 VAULT_AUD = "vault.ferry.test"
@@ -235,6 +236,7 @@ def run_all(tap, d, moto, other, peers):
     finally:
         log = stop(proc, err)
     tap.ok(proc.returncode == 0, "ferryd exits 0 on SIGTERM", log[-2000:])
+    tap.ok(not SANITIZER.search(log), "no sanitizer report in ferryd's log", log[-2000:])
     tap.ok(not [c for c in forbidden if c in log], "no value or remote error text in ferryd's log")
     with open(audit) as f:
         text = f.read()
