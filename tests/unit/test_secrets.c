@@ -782,7 +782,8 @@ Test(secrets, configure_and_fetch)
     } bad[] = {
         {"[]", -FERRY_ECONFIG, "must be an object"},
         {"{\"ldap\":{}}", -FERRY_ECONFIG, "unknown backend \"ldap\""},
-        {"{\"azure-kv\":{\"address\":\"https://v\"}}", -FERRY_EUNSUPPORTED, "not available"},
+        {"{\"azure-kv\":{\"address\":\"https://v\"}}", -FERRY_ECONFIG,
+         "azure-kv: unknown member \"address\""},
         {"{\"file\":[]}", -FERRY_ECONFIG, "file: must be an object"},
         {"{\"file\":{\"store\":\"/x\"}}", -FERRY_ECONFIG, "needs \"store\" and \"key\""},
         {"{\"file\":{\"store\":\"/x\",\"key\":\"/y\",\"mode\":1}}", -FERRY_ECONFIG,
