@@ -3,8 +3,10 @@
  *
  * AWS: STS AssumeRoleWithWebIdentity with a ferry-minted token (or a token file), cached per
  * provider (one role ARN and session name) and refreshed before expiry; or, with no role, the
- * standard environment variables AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
- * AWS_SESSION_TOKEN. The secret key and session token live in wiped memory and never appear in
+ * rest of the standard chain: the environment variables AWS_ACCESS_KEY_ID /
+ * AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN; a web identity from AWS_ROLE_ARN and
+ * AWS_WEB_IDENTITY_TOKEN_FILE (EKS IRSA); the shared config and credentials files' profile
+ * (static keys, or role_arn with web_identity_token_file; lib/cloud/aws-profile.h). The secret key and session token live in wiped memory and never appear in
  * an error text. Signed AWS JSON 1.1 calls (Secrets Manager, KMS) go through
  * ferry_aws_json_call, which signs with ferry's SigV4 (ferry/sigv4.h), retries throttling and
  * 5xx a bounded number of times with jitter, and maps AWS's error "__type" to a code.
@@ -70,7 +72,7 @@ typedef int (*ferry_aws_web_identity_fn)(void *userdata, const char *audience, c
 
 typedef struct ferry_aws_config {
     const char *region;       /* required, [a-z0-9-] */
-    const char *role_arn;     /* NULL: environment credentials, no STS */
+    const char *role_arn;     /* NULL: the rest of the standard chain (below) */
     const char *session_name; /* RoleSessionName, [\w+=,.@-]{2,64}; NULL = "ferry" */
     const char *sts_endpoint; /* NULL = https://sts.<region>.amazonaws.com */
     const char *audience;     /* audience of the web identity token; NULL = "sts.amazonaws.com" */
@@ -78,6 +80,8 @@ typedef struct ferry_aws_config {
     ferry_aws_web_identity_fn web_identity;
     void *web_identity_userdata;
     uint32_t duration_seconds; /* DurationSeconds, 900..43200; 0 = 3600 */
+    const char *profile;       /* the shared config profile of the chain; NULL = $AWS_PROFILE
+                                  or "default" */
     ferry_http_options http;   /* for STS (and copied for the caller's calls) */
 } ferry_aws_config;
 

@@ -58,6 +58,7 @@ static void cleanup(void)
 }
 
 TestSuite(aws_profile, .fini = cleanup);
+TestSuite(aws_chain, .fini = cleanup);
 
 Test(aws_profile, default_from_credentials_region_from_config)
 {
@@ -233,5 +234,113 @@ Test(aws_profile, no_files_no_home)
     unsetenv("AWS_CONFIG_FILE");
     unsetenv("HOME");
     cr_assert_eq(ferry_aws_profile_load(NULL, &p, err, sizeof(err)), -ENOENT, "%s", err);
+    cr_assert(strstr(err, "neither"), "%s", err);
+}
+
+/* ---- the provider's chain when no role is configured ------------------------------------ */
+
+static ferry_aws_config chain_config(void)
+{
+    ferry_aws_config c = {.region = "us-east-1", .sts_endpoint = "http://127.0.0.1:9"};
+
+    c.http.allow_http_loopback = true;
+    c.http.total_timeout_ms = 2000;
+    return c;
+}
+
+static int chain_get(ferry_aws_credentials *creds, char *err, size_t errlen)
+{
+    ferry_aws_config c = chain_config();
+    ferry_aws_provider *p = NULL;
+    int r = ferry_aws_provider_new(&c, &p, err, errlen);
+
+    if (r == 0)
+        r = ferry_aws_provider_get(p, creds, err, errlen);
+    ferry_aws_provider_free(p);
+    return r;
+}
+
+static void no_env(void)
+{
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_SESSION_TOKEN");
+    unsetenv("AWS_ROLE_ARN");
+    unsetenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+}
+
+Test(aws_chain, profile_static_keys_and_environment_first)
+{
+    ferry_aws_credentials c = {0};
+    char err[512] = "";
+
+    no_env();
+    files("[default]\naws_access_key_id = " KEY_ID "\naws_secret_access_key = " CANARY "\n", NULL);
+    cr_assert_eq(chain_get(&c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(c.access_key_id, KEY_ID);
+    cr_assert_str_eq(c.secret_access_key, CANARY);
+    ferry_aws_credentials_clear(&c);
+
+    setenv("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENTKEY01", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "env-secret", 1);
+    cr_assert_eq(chain_get(&c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(c.access_key_id, "AKIAENVIRONMENTKEY01");
+    ferry_aws_credentials_clear(&c);
+}
+
+/* A web identity from the environment (EKS IRSA) or from the profile goes to STS with that
+ * token file: the missing file is what stops it, so the chain chose it. */
+Test(aws_chain, web_identity_from_environment_or_profile)
+{
+    ferry_aws_credentials c = {0};
+    char err[512] = "";
+
+    no_env();
+    files("[default]\naws_access_key_id = " KEY_ID "\naws_secret_access_key = " CANARY "\n", NULL);
+    setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa", 1);
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/nonexistent/ferry-irsa-token", 1);
+    cr_assert_lt(chain_get(&c, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "web_identity_token_file"), "%s", err);
+    cr_assert_null(c.secret_access_key);
+    cleanup();
+
+    no_env();
+    files(NULL, "[profile wi]\nrole_arn = arn:aws:iam::123456789012:role/wi\n"
+                "web_identity_token_file = /nonexistent/ferry-profile-token\n");
+    setenv("AWS_PROFILE", "wi", 1);
+    cr_assert_lt(chain_get(&c, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "web_identity_token_file"), "%s", err);
+
+    setenv("AWS_ROLE_ARN", "not-an-arn", 1);
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/x", 1);
+    cr_assert_eq(chain_get(&c, err, sizeof(err)), -FERRY_ECONFIG);
+    cr_assert(strstr(err, "AWS_ROLE_ARN"), "%s", err);
+}
+
+Test(aws_chain, nothing_anywhere_or_a_broken_file)
+{
+    ferry_aws_credentials c = {0};
+    char err[512] = "";
+
+    no_env();
+    files(NULL, NULL);
+    cr_assert_eq(chain_get(&c, err, sizeof(err)), -FERRY_ECONFIG, "%s", err);
+    cr_assert(strstr(err, "AWS_ACCESS_KEY_ID") && strstr(err, "AWS_ROLE_ARN") &&
+                  strstr(err, "profile default"),
+              "%s", err);
+    cleanup();
+
+    no_env();
+    files("[default]\naws_secret_access_key = " CANARY "\naws_secret_access_key = x\n", NULL);
+    cr_assert_eq(chain_get(&c, err, sizeof(err)), -FERRY_EDUPLICATE, "%s", err);
+    cr_assert(strstr(err, "credentials:3"), "%s", err);
+    cr_assert_null(strstr(err, "CANARY"), "%s", err);
+    cleanup();
+
+    /* /dev/null, as the AWS tools are told "no file". */
+    no_env();
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null", 1);
+    setenv("AWS_CONFIG_FILE", "/dev/null", 1);
+    cr_assert_eq(chain_get(&c, err, sizeof(err)), -FERRY_ECONFIG, "%s", err);
     cr_assert(strstr(err, "neither"), "%s", err);
 }

@@ -38,6 +38,7 @@
 #include "ferry/error.h"
 #include "ferry/json.h"
 #include "ferry/sigv4.h"
+#include "lib/cloud/aws-profile.h"
 
 #define AWS_REFRESH_MARGIN 300 /* seconds before expiry */
 #define AWS_BACKOFF_BASE_MS 100
@@ -418,6 +419,7 @@ FERRY_EXPORT int ferry_aws_error(long status, const char *body, size_t len, char
 struct ferry_aws_provider {
     pthread_mutex_t lock;
     char *region, *role_arn, *session_name, *sts_url, *audience, *token_file, *ca_file, *proxy;
+    char *profile; /* the shared-config profile of the standard chain, or NULL (default) */
     ferry_aws_web_identity_fn web_identity;
     void *web_identity_userdata;
     uint32_t duration;
@@ -505,7 +507,59 @@ FERRY_EXPORT void ferry_aws_provider_free(ferry_aws_provider *p)
     free(p->token_file);
     free(p->ca_file);
     free(p->proxy);
+    free(p->profile);
     free(p);
+}
+
+/* Without a configured role: the rest of the standard AWS chain, decided once. Environment
+ * keys (read again on each call); else a web identity from AWS_ROLE_ARN and
+ * AWS_WEB_IDENTITY_TOKEN_FILE (EKS IRSA), or from the profile's role_arn and
+ * web_identity_token_file, assumed with STS; else the profile's static keys (read again on
+ * each call). A profile file that is there but malformed is an error now. */
+static int chain_setup(ferry_aws_provider *p, char *errbuf, size_t errlen)
+{
+    const char *env_role = secure_getenv("AWS_ROLE_ARN");
+    const char *env_file = secure_getenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+    const char *env_sess = secure_getenv("AWS_ROLE_SESSION_NAME");
+    const char *id = secure_getenv("AWS_ACCESS_KEY_ID");
+    ferry_aws_profile prof = {0};
+    char why[384];
+    bool nomem = false;
+    int r;
+
+    if (id && *id)
+        return 0;
+    if (env_role && *env_role && env_file && *env_file) {
+        if (!arn_ok(env_role))
+            return fail(errbuf, errlen, -FERRY_ECONFIG, "AWS_ROLE_ARN: not an ARN (arn:...)");
+        p->role_arn = strdup_opt(env_role, &nomem);
+        p->token_file = strdup_opt(env_file, &nomem);
+        if (env_sess && *env_sess && session_name_ok(env_sess)) {
+            free(p->session_name);
+            p->session_name = strdup_opt(env_sess, &nomem);
+        }
+        p->web_identity = NULL; /* the role trusts that token's issuer, not ferry */
+        return nomem ? -ENOMEM : 0;
+    }
+    r = ferry_aws_profile_load(p->profile, &prof, why, sizeof(why));
+    if (r == -ENOENT) /* nothing anywhere: ferry_aws_provider_get says so, naming each */
+        return 0;
+    if (r < 0)
+        return fail(errbuf, errlen, r, "%s", why);
+    if (!prof.creds.access_key_id[0] && prof.role_arn && prof.web_identity_token_file) {
+        if (!arn_ok(prof.role_arn))
+            r = fail(errbuf, errlen, -FERRY_ECONFIG, "AWS profile %s: role_arn: not an ARN",
+                     prof.name);
+        p->role_arn = strdup_opt(prof.role_arn, &nomem);
+        p->token_file = strdup_opt(prof.web_identity_token_file, &nomem);
+        if (prof.role_session_name && session_name_ok(prof.role_session_name)) {
+            free(p->session_name);
+            p->session_name = strdup_opt(prof.role_session_name, &nomem);
+        }
+        p->web_identity = NULL;
+    }
+    ferry_aws_profile_clear(&prof);
+    return nomem ? -ENOMEM : r;
 }
 
 FERRY_EXPORT int ferry_aws_provider_new(const ferry_aws_config *cfg, ferry_aws_provider **ret,
@@ -561,9 +615,19 @@ FERRY_EXPORT int ferry_aws_provider_new(const ferry_aws_config *cfg, ferry_aws_p
     p->http = cfg->http;
     p->http.ca_file = p->ca_file;
     p->http.proxy = p->proxy;
+    p->profile = strdup_opt(cfg->profile, &nomem);
     if (nomem) {
         ferry_aws_provider_free(p);
         return -ENOMEM;
+    }
+    if (!cfg->role_arn) {
+        r = chain_setup(p, errbuf, errlen);
+        if (r == 0 && p->role_arn)
+            r = endpoint_check(p->sts_url, &p->http, errbuf, errlen, "sts_endpoint");
+        if (r < 0) {
+            ferry_aws_provider_free(p);
+            return r;
+        }
     }
     *ret = p;
     return 0;
@@ -777,8 +841,8 @@ static int env_credentials(ferry_aws_credentials *ret, char *errbuf, size_t errl
 
     if (!id || !key || !*id || !*key)
         return fail(errbuf, errlen, -FERRY_ECONFIG,
-                    "AWS credentials: no role_arn configured and AWS_ACCESS_KEY_ID / "
-                    "AWS_SECRET_ACCESS_KEY are not both set");
+                    "AWS credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not both "
+                    "set");
     if (strlen(id) < 16 || strlen(id) > 128 || !all_alnum(id, strlen(id)))
         return fail(errbuf, errlen, -FERRY_ECONFIG,
                     "AWS_ACCESS_KEY_ID: not 16..128 letters and digits");
@@ -796,6 +860,34 @@ static int env_credentials(ferry_aws_credentials *ret, char *errbuf, size_t errl
         return -ENOMEM;
     }
     *ret = c;
+    return 0;
+}
+
+/* Static keys: the environment's, else the profile's (both read again on each call, so a
+ * rotated key is picked up). */
+static int static_credentials(ferry_aws_provider *p, ferry_aws_credentials *ret, char *errbuf,
+                              size_t errlen)
+{
+    const char *id = secure_getenv("AWS_ACCESS_KEY_ID");
+    ferry_aws_profile prof = {0};
+    char why[384];
+    int r;
+
+    if (id && *id)
+        return env_credentials(ret, errbuf, errlen);
+    r = ferry_aws_profile_load(p->profile, &prof, why, sizeof(why));
+    if (r == 0 && !prof.creds.access_key_id[0])
+        r = fail(why, sizeof(why), -ENOENT, "AWS profile %s: holds no static keys", prof.name);
+    if (r < 0) {
+        ferry_aws_profile_clear(&prof);
+        return fail(errbuf, errlen, r == -ENOENT ? -FERRY_ECONFIG : r,
+                    "AWS credentials: no role_arn configured, AWS_ACCESS_KEY_ID and "
+                    "AWS_ROLE_ARN / AWS_WEB_IDENTITY_TOKEN_FILE not set, and %s",
+                    why);
+    }
+    *ret = prof.creds;
+    prof.creds = (ferry_aws_credentials){0};
+    ferry_aws_profile_clear(&prof);
     return 0;
 }
 
@@ -818,7 +910,7 @@ FERRY_EXPORT int ferry_aws_provider_get(ferry_aws_provider *p, ferry_aws_credent
     if (!p || !ret)
         return -EINVAL;
     if (!p->role_arn)
-        return env_credentials(ret, errbuf, errlen);
+        return static_credentials(p, ret, errbuf, errlen);
     pthread_mutex_lock(&p->lock);
     if (!cache_fresh(p, now_s())) {
         ferry_aws_credentials fresh = {0};

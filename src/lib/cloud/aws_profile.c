@@ -179,7 +179,10 @@ static char *file_path(const char *env, const char *base)
 /* Read path into *buf (NULL and 0 when the file does not exist). */
 static int read_file(const char *path, char **buf, size_t *len, char *errbuf, size_t errlen)
 {
-    int r = ferry_read_regular_file(path, FERRY_AWS_PROFILE_FILE_MAX, buf, len);
+    /* /dev/null is how one says "no such file" to the AWS tools. */
+    int r = strcmp(path, "/dev/null") == 0
+                ? -ENOENT
+                : ferry_read_regular_file(path, FERRY_AWS_PROFILE_FILE_MAX, buf, len);
 
     if (r == -ENOENT) {
         *buf = NULL;

@@ -272,6 +272,7 @@ static const char *const aws_members[] = {
     "allow_http_loopback",
     "ca_file",
     "timeout_ms",
+    "profile",
 };
 
 static int conf_string(const json_t *conf, const char *name, const char **ret, char *errbuf,
@@ -318,7 +319,8 @@ static int aws_open(const json_t *conf, const ferry_secrets_env *env, void **ret
         (r = conf_string(conf, "audience", &c.audience, errbuf, errlen)) < 0 ||
         (r = conf_string(conf, "web_identity_token_file", &c.web_identity_token_file, errbuf,
                          errlen)) < 0 ||
-        (r = conf_string(conf, "ca_file", &c.http.ca_file, errbuf, errlen)) < 0)
+        (r = conf_string(conf, "ca_file", &c.http.ca_file, errbuf, errlen)) < 0 ||
+        (r = conf_string(conf, "profile", &c.profile, errbuf, errlen)) < 0)
         return r;
     if (!c.region)
         return fail(errbuf, errlen, -FERRY_ECONFIG, "region: required");
