@@ -290,7 +290,7 @@ def fetches(t, tmp, keys, ca, main, sovereign):
     a = main.stats()
     t.ok(r.rc != 0 and "throttled (429), retry after 30 s" in r.err and r.out == "" and
          r.elapsed < 10,
-         "429 with Retry-After: 30 (past max_wait_ms): refused at once with a clear reason", r)
+         "429 with Retry-After: 30 (past max_retry_wait_ms): refused at once with a clear reason", r)
     t.eq(delta(b, a, "kv_requests"), (1,), "no second read after the long Retry-After")
     main.fail(target="kv", count=1, status=503, retry_after=1)
     r = get("azure-kv:kv-ml/db-password")

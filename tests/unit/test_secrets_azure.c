@@ -100,9 +100,10 @@ static char *bundle(const char *value, const char *id, const char *attrs)
     char *b = malloc(n);
 
     cr_assert_not_null(b);
-    snprintf(b, n, "{\"value\":\"%s\",\"contentType\":\"text/plain\",\"id\":\"%s\","
-               "\"attributes\":%s,\"tags\":{\"team\":\"ml\"}}",
-            value, id, attrs);
+    snprintf(b, n,
+             "{\"value\":\"%s\",\"contentType\":\"text/plain\",\"id\":\"%s\","
+             "\"attributes\":%s,\"tags\":{\"team\":\"ml\"}}",
+             value, id, attrs);
     return b;
 }
 
@@ -193,8 +194,8 @@ Test(bundle, hostile_shapes)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ferry_secret_value *v = NULL;
         char err[256] = "";
-        int r = ferry_azure_secret_parse(bad[i], strlen(bad[i]), "db", "", NOW, &v, err,
-                                         sizeof(err));
+        int r =
+            ferry_azure_secret_parse(bad[i], strlen(bad[i]), "db", "", NOW, &v, err, sizeof(err));
         cr_assert_eq(r, -FERRY_EMALFORMED, "case %zu: %d %s", i, r, err);
         cr_assert_null(v);
         cr_assert_null(strstr(err, CANARY), "case %zu: %s", i, err);
@@ -293,8 +294,8 @@ Test(challenge, refused)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ferry_azure_challenge ch;
         char err[256] = "";
-        cr_assert_eq(ferry_azure_challenge_parse(bad[i], &ch, err, sizeof(err)),
-                     -FERRY_EMALFORMED, "case %zu accepted", i);
+        cr_assert_eq(ferry_azure_challenge_parse(bad[i], &ch, err, sizeof(err)), -FERRY_EMALFORMED,
+                     "case %zu accepted", i);
     }
     /* Too long a parameter or header. */
     char *big = malloc(6000);
@@ -308,16 +309,15 @@ Test(challenge, refused)
     free(big);
 }
 
-static int scope_of(const char *header, const char *vault_host, bool verify, char *scope,
-                    char *err)
+static int scope_of(const char *header, const char *vault_host, bool verify, char *scope, char *err)
 {
     ferry_azure_challenge ch;
     int r = ferry_azure_challenge_parse(header, &ch, err, 256);
 
     if (r < 0)
         return r;
-    return ferry_azure_challenge_scope(&ch, "https://login.microsoftonline.com", TENANT,
-                                       vault_host, verify, scope, 513, err, 256);
+    return ferry_azure_challenge_scope(&ch, "https://login.microsoftonline.com", TENANT, vault_host,
+                                       verify, scope, 513, err, 256);
 }
 
 Test(challenge, followed_only_for_the_configured_authority_and_vault_domain)
@@ -373,8 +373,8 @@ Test(challenge, followed_only_for_the_configured_authority_and_vault_domain)
         "resource=\"https://user@vault.azure.net\"",
     };
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
-        cr_assert_eq(scope_of(refused[i], "kv1.vault.azure.net", true, scope, err),
-                     -FERRY_EPOLICY, "case %zu followed", i);
+        cr_assert_eq(scope_of(refused[i], "kv1.vault.azure.net", true, scope, err), -FERRY_EPOLICY,
+                     "case %zu followed", i);
     /* Verification off (tests on loopback): any https resource, but never another authority. */
     cr_assert_eq(scope_of(refused[8], "127.0.0.1", false, scope, err), 0, "%s", err);
     cr_assert_str_eq(scope, "https://evil.example/.default");
@@ -450,7 +450,7 @@ Test(config, accepted)
         "{\"azure-kv\":{" IDS ",\"authority_host\":\"https://login.microsoftonline.us/\","
         "\"audience\":\"api://AzureADTokenExchangeUSGov\",\"vault_url\":"
         "\"https://{vault}.vault.usgovcloudapi.net/\",\"api_version\":\"2025-07-01\","
-        "\"timeout_ms\":5000,\"max_wait_ms\":0,\"verify_challenge_resource\":true}}",
+        "\"timeout_ms\":5000,\"max_retry_wait_ms\":0,\"verify_challenge_resource\":true}}",
         "{\"azure-kv\":{" IDS ",\"authority_host\":\"http://127.0.0.1:9\",\"vault_url\":"
         "\"http://127.0.0.1:9/{vault}\",\"allow_http_loopback\":true,\"ca_file\":\"/x.pem\","
         "\"verify_challenge_resource\":false,\"cache_ttl\":0}}",
@@ -478,8 +478,7 @@ Test(config, refusals)
         {"{\"azure-kv\":{" IDS ",\"vault\":\"x\"}}", "unknown member \"vault\""},
         {"{\"azure-kv\":{" IDS ",\"vault_url\":\"https://kv.vault.azure.net\"}}", "vault_url"},
         {"{\"azure-kv\":{" IDS ",\"vault_url\":\"https://{vault}.{vault}.net\"}}", "vault_url"},
-        {"{\"azure-kv\":{" IDS ",\"vault_url\":\"http://{vault}.vault.azure.net\"}}",
-         "vault_url"},
+        {"{\"azure-kv\":{" IDS ",\"vault_url\":\"http://{vault}.vault.azure.net\"}}", "vault_url"},
         {"{\"azure-kv\":{" IDS ",\"vault_url\":\"http://127.0.0.1:9/{vault}\"}}", "vault_url"},
         {"{\"azure-kv\":{" IDS ",\"vault_url\":\"https://{vault}.vault.azure.net/?x=1\"}}",
          "vault_url"},
@@ -493,7 +492,7 @@ Test(config, refusals)
         {"{\"azure-kv\":{" IDS ",\"api_version\":7.4}}", "api_version"},
         {"{\"azure-kv\":{" IDS ",\"audience\":\"a b\"}}", "audience"},
         {"{\"azure-kv\":{" IDS ",\"timeout_ms\":5}}", "timeout_ms"},
-        {"{\"azure-kv\":{" IDS ",\"max_wait_ms\":-1}}", "max_wait_ms"},
+        {"{\"azure-kv\":{" IDS ",\"max_retry_wait_ms\":-1}}", "max_retry_wait_ms"},
         {"{\"azure-kv\":{" IDS ",\"allow_http_loopback\":\"yes\"}}", "allow_http_loopback"},
         {"{\"azure-kv\":{" IDS ",\"verify_challenge_resource\":0}}", "verify_challenge_resource"},
         {"{\"azure-kv\":\"x\"}", ""},
@@ -504,8 +503,7 @@ Test(config, refusals)
         err[0] = '\0';
         int r = open_conf(bad[i].conf, true, err, sizeof(err));
         cr_assert(r == -FERRY_ECONFIG, "case %zu: %d %s", i, r, err);
-        cr_assert(strstr(err, bad[i].why), "case %zu: \"%s\" does not name %s", i, err,
-                  bad[i].why);
+        cr_assert(strstr(err, bad[i].why), "case %zu: \"%s\" does not name %s", i, err, bad[i].why);
         cr_assert_null(strstr(err, "s3cr3t"), "%s", err);
     }
     /* Without ferry's identity there is nothing to sign in with. */

@@ -46,8 +46,8 @@ int ferry_azure_challenge_scope(const ferry_azure_challenge *ch, const char *aut
  * (any case), expires_in a number of seconds 1..86400 (an integer, or a decimal string as
  * older endpoints send). Returns 0, -FERRY_EMALFORMED, -FERRY_ETOOBIG or -ENOMEM; outputs
  * written only on success; the reason never holds the token. Thread-safe. */
-int ferry_azure_token_parse(const char *body, size_t len, char **ret_token,
-                            int64_t *ret_expires_in, char *errbuf, size_t errlen);
+int ferry_azure_token_parse(const char *body, size_t len, char **ret_token, int64_t *ret_expires_in,
+                            char *errbuf, size_t errlen);
 
 /* Parse a Key Vault SecretBundle (Get Secret answer) for the secret name (lower case) and the
  * version asked for ("" = latest), at wall-clock time now (Unix seconds): value (a string of at

@@ -7,7 +7,7 @@
  *   tenant_id, client_id (required, GUIDs), authority_host (https://login.microsoftonline.com),
  *   audience of the assertion (api://AzureADTokenExchange), vault_url (a template holding
  *   "{vault}" once; https://{vault}.vault.azure.net), api_version (7.4), allow_http_loopback,
- *   ca_file, timeout_ms, max_wait_ms (waiting for retries per fetch, 5000),
+ *   ca_file, timeout_ms, max_retry_wait_ms (waiting for retries per fetch, 5000),
  *   verify_challenge_resource (true). Unknown members are refused. There is no client secret
  *   option: the only credential is the workload identity.
  *
@@ -61,16 +61,16 @@ typedef struct az_state {
     char *authority;          /* authority host, no trailing '/' */
     char *audience, *vault_url, *api_version;
     bool verify_resource;
-    long max_wait_ms;
+    long max_retry_wait_ms;
     ferry_http_options http;
     int (*web_identity)(void *userdata, const char *audience, char **ret_token, char *errbuf,
                         size_t errlen);
     void *web_identity_userdata;
 
-    pthread_mutex_t lock;           /* guards what follows; held across a token request */
-    char *token;                    /* cached access token (wiped when dropped) or NULL */
-    char scope[AZ_SCOPE_MAX + 1];   /* the scope tokens are asked for (a challenge sets it) */
-    int64_t refresh_at;             /* monotonic seconds: get a new token from here */
+    pthread_mutex_t lock;         /* guards what follows; held across a token request */
+    char *token;                  /* cached access token (wiped when dropped) or NULL */
+    char scope[AZ_SCOPE_MAX + 1]; /* the scope tokens are asked for (a challenge sets it) */
+    int64_t refresh_at;           /* monotonic seconds: get a new token from here */
 } az_state;
 
 #define fail(...) ferry_errbuf_set(__VA_ARGS__)
@@ -147,8 +147,8 @@ void ferry_azure_error_code(const char *body, size_t len, char *ret, size_t retl
     json_decref(j);
 }
 
-int ferry_azure_token_parse(const char *body, size_t len, char **ret_token,
-                            int64_t *ret_expires_in, char *errbuf, size_t errlen)
+int ferry_azure_token_parse(const char *body, size_t len, char **ret_token, int64_t *ret_expires_in,
+                            char *errbuf, size_t errlen)
 {
     json_t *j = NULL, *tok, *type, *exp;
     long long secs = -1;
@@ -457,13 +457,12 @@ int ferry_azure_challenge_scope(const ferry_azure_challenge *ch, const char *aut
     }
     res = ch->resource[0] ? ch->resource : ch->scope;
     if (!https_host(res, host, sizeof(host)) || !printable_nospace(res, strlen(res)))
-        return fail(errbuf, errlen, -FERRY_EPOLICY,
-                    "challenge: the %s is not an https URL", ch->resource[0] ? "resource" : "scope");
+        return fail(errbuf, errlen, -FERRY_EPOLICY, "challenge: the %s is not an https URL",
+                    ch->resource[0] ? "resource" : "scope");
     rlen = strlen(host);
     vlen = strlen(vault_host);
-    if (verify_resource &&
-        !(vlen > rlen + 1 && vault_host[vlen - rlen - 1] == '.' &&
-          strcasecmp(vault_host + vlen - rlen, host) == 0))
+    if (verify_resource && !(vlen > rlen + 1 && vault_host[vlen - rlen - 1] == '.' &&
+                             strcasecmp(vault_host + vlen - rlen, host) == 0))
         return fail(errbuf, errlen, -FERRY_EPOLICY,
                     "challenge: the resource's domain \"%.100s\" does not match the vault's host "
                     "(challenge resource verification)",
@@ -527,8 +526,8 @@ static int conf_string(const json_t *conf, const char *name, size_t max, const c
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
             !printable_nospace(json_string_value(v), json_string_length(v)))
             return fail(errbuf, errlen, -FERRY_ECONFIG,
-                        "%s: must be a string of 1..%zu printable characters without spaces",
-                        name, max);
+                        "%s: must be a string of 1..%zu printable characters without spaces", name,
+                        max);
         s = json_string_value(v);
     }
     *ret = s ? strdup(s) : NULL;
@@ -574,20 +573,13 @@ static int vault_base(const az_state *st, const char *vault, char *out, size_t o
     return n < 0 || (size_t)n >= outlen ? -FERRY_ETOOBIG : 0;
 }
 
-static int az_open(const json_t *conf, const ferry_secrets_env *env, void **ret_state,
-                   char *errbuf, size_t errlen)
+static int az_open(const json_t *conf, const ferry_secrets_env *env, void **ret_state, char *errbuf,
+                   size_t errlen)
 {
-    static const char *const known[] = {"tenant_id",
-                                        "client_id",
-                                        "authority_host",
-                                        "audience",
-                                        "vault_url",
-                                        "api_version",
-                                        "allow_http_loopback",
-                                        "ca_file",
-                                        "timeout_ms",
-                                        "max_wait_ms",
-                                        "verify_challenge_resource"};
+    static const char *const known[] = {
+        "tenant_id",  "client_id",         "authority_host",           "audience",
+        "vault_url",  "api_version",       "allow_http_loopback",      "ca_file",
+        "timeout_ms", "max_retry_wait_ms", "verify_challenge_resource"};
     const char *key;
     json_t *v;
     az_state *st;
@@ -620,8 +612,8 @@ static int az_open(const json_t *conf, const ferry_secrets_env *env, void **ret_
     snprintf(st->scope, sizeof(st->scope), "%s", AZ_DEFAULT_SCOPE);
     if ((r = conf_string(conf, "tenant_id", 36, NULL, &st->tenant, errbuf, errlen)) < 0 ||
         (r = conf_string(conf, "client_id", 36, NULL, &st->client_id, errbuf, errlen)) < 0 ||
-        (r = conf_string(conf, "authority_host", 512, AZ_DEFAULT_AUTHORITY, &st->authority,
-                         errbuf, errlen)) < 0 ||
+        (r = conf_string(conf, "authority_host", 512, AZ_DEFAULT_AUTHORITY, &st->authority, errbuf,
+                         errlen)) < 0 ||
         (r = conf_string(conf, "audience", 512, AZ_DEFAULT_AUDIENCE, &st->audience, errbuf,
                          errlen)) < 0 ||
         (r = conf_string(conf, "vault_url", 1024, AZ_DEFAULT_VAULT_URL, &st->vault_url, errbuf,
@@ -652,8 +644,8 @@ static int az_open(const json_t *conf, const ferry_secrets_env *env, void **ret_
         (r = conf_bool(conf, "verify_challenge_resource", true, &st->verify_resource, errbuf,
                        errlen)) < 0 ||
         (r = conf_int(conf, "timeout_ms", 100, 600000, 0, &timeout, errbuf, errlen)) < 0 ||
-        (r = conf_int(conf, "max_wait_ms", 0, 600000, AZ_DEFAULT_MAX_WAIT_MS, &st->max_wait_ms,
-                      errbuf, errlen)) < 0)
+        (r = conf_int(conf, "max_retry_wait_ms", 0, 60000, AZ_DEFAULT_MAX_WAIT_MS,
+                      &st->max_retry_wait_ms, errbuf, errlen)) < 0)
         goto fail;
     st->http.total_timeout_ms = timeout;
     st->http.max_redirects = 0;
@@ -745,10 +737,10 @@ static int az_send(az_state *st, const ferry_http_request *req, long *budget_ms,
             if (retry_after >= 0)
                 return fail(errbuf, errlen, -EAGAIN,
                             "%s: %s (%ld), retry after %ld s: longer than this fetch may wait "
-                            "(max_wait_ms %ld)",
-                            what, status == 429 ? "throttled" : "unavailable", status,
-                            retry_after, st->max_wait_ms);
-            errbuf_append(errbuf, errlen, "; no time left to retry (max_wait_ms)");
+                            "(max_retry_wait_ms %ld)",
+                            what, status == 429 ? "throttled" : "unavailable", status, retry_after,
+                            st->max_retry_wait_ms);
+            errbuf_append(errbuf, errlen, "; no time left to retry (max_retry_wait_ms)");
             return r;
         }
     }
@@ -809,8 +801,8 @@ static int token_request(az_state *st, long *budget_ms, char *errbuf, size_t err
         (r = form_add(&form, "client_assertion_type",
                       "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")) < 0 ||
         (r = form_add(&form, "client_assertion", assertion)) < 0) {
-        r = fail(errbuf, errlen, r == -E2BIG ? -FERRY_ETOOBIG : r,
-                 "%s: the form body does not fit", what);
+        r = fail(errbuf, errlen, r == -E2BIG ? -FERRY_ETOOBIG : r, "%s: the form body does not fit",
+                 what);
         goto out;
     }
     body = ferry_buf_steal(&form, &blen);
@@ -836,8 +828,7 @@ static int token_request(az_state *st, long *budget_ms, char *errbuf, size_t err
     } else if (!json_type_ok(resp.content_type)) {
         r = fail(errbuf, errlen, -FERRY_EMALFORMED, "%s: answer is not application/json", what);
     } else {
-        r = ferry_azure_token_parse(resp.body, resp.body_len, &tok, &expires_in, why,
-                                    sizeof(why));
+        r = ferry_azure_token_parse(resp.body, resp.body_len, &tok, &expires_in, why, sizeof(why));
         if (r < 0) {
             r = fail(errbuf, errlen, r, "%s: %s", what, why);
         } else {
@@ -914,14 +905,14 @@ static int follow_challenge(az_state *st, const ferry_http_response *resp, const
     return 0;
 }
 
-static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
-                    ferry_secret_value **ret, char *errbuf, size_t errlen)
+static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_secret_value **ret,
+                    char *errbuf, size_t errlen)
 {
     static const char what[] = "Key Vault read";
     az_state *st = state;
     char base[AZ_URL_MAX], url[AZ_URL_MAX + 512], scope[AZ_SCOPE_MAX + 1], code[160];
     char *token = NULL, *auth = NULL;
-    long budget = st->max_wait_ms;
+    long budget = st->max_retry_wait_ms;
     bool fresh = false, force = false;
     int r, n;
 
