@@ -484,8 +484,12 @@ static void counts(const ferry_audit *a, size_t out[5])
 
 static json_t *evidence_json(const ferry_audit_finding *f)
 {
-    json_t *e = json_loads(f->evidence, 0, NULL); /* our own serialisation */
-    return e ? e : json_object();
+    json_t *e = NULL;
+    /* Our own compact serialisation, so the parse only fails for lack of memory. */
+    if (ferry_json_parse(f->evidence, strlen(f->evidence), SIZE_MAX, AUDIT_JSON_MAX_DEPTH + 8,
+                         &e, NULL, 0) < 0)
+        return NULL;
+    return e;
 }
 
 static int render_json(ferry_audit *a, json_t **ret)
