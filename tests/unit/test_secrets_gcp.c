@@ -411,6 +411,7 @@ typedef struct fake {
     bool revoke;    /* the next read: 401 and forget the current token */
     bool forbid;    /* every read: 403 with a message holding the canary */
     int throttle;   /* the next N reads: 429 with Retry-After: 100 */
+    int expires_in; /* STS expires_in (0: 3600) */
     char token[64]; /* the token Secret Manager accepts */
     char fed[64];   /* the federated token generateAccessToken accepts */
     char last_sts_body[4096], last_iam_body[1024], last_iam_auth[128], last_read_auth[128];
@@ -475,8 +476,8 @@ static void *fake_loop(void *arg)
             snprintf(f->token, sizeof(f->token), "%s", f->fed);
             snprintf(body, sizeof(body),
                      "{\"access_token\":\"%s\",\"issued_token_type\":\"urn:ietf:params:oauth:"
-                     "token-type:access_token\",\"token_type\":\"Bearer\",\"expires_in\":3600}",
-                     f->fed);
+                     "token-type:access_token\",\"token_type\":\"Bearer\",\"expires_in\":%d}",
+                     f->fed, f->expires_in ? f->expires_in : 3600);
             answer(c, 200, "", body);
         } else if (strncmp(req,
                            "POST /v1/projects/-/serviceAccounts/r@p.iam.gserviceaccount.com"
@@ -666,6 +667,57 @@ Test(backend, reexchange_once_after_401_then_final_errors)
     cr_assert_eq(get(s, err, sizeof(err)), -EAGAIN);
     cr_assert(strstr(err, "throttled (429), retry after 100 s"), "%s", err);
     cr_assert_eq(f.reads, 5);
+    ferry_secrets_free(s);
+    fake_stop(&f);
+}
+
+Test(backend, new_exchange_when_the_token_runs_out)
+{
+    fake f = {.expires_in = 1};
+    struct timespec pause = {.tv_sec = 1, .tv_nsec = 200 * 1000 * 1000};
+    ferry_secrets *s;
+    char err[512];
+
+    fake_start(&f);
+    s = open_gcp(&f, false);
+    cr_assert_eq(get(s, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(f.sts, 1);
+    /* A one-second token is not used past its second: the next read exchanges again. */
+    nanosleep(&pause, NULL);
+    cr_assert_eq(get(s, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(f.sts, 2);
+    cr_assert_str_eq(f.last_read_auth, "Bearer ya29.fed-2");
+    ferry_secrets_free(s);
+    fake_stop(&f);
+}
+
+static void *reader(void *arg)
+{
+    char err[512];
+
+    return (void *)(intptr_t)get(arg, err, sizeof(err));
+}
+
+Test(backend, concurrent_fetches_share_one_exchange)
+{
+    fake f = {0};
+    pthread_t th[8];
+    ferry_secrets *s;
+
+    fake_start(&f);
+    s = open_gcp(&f, true);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, reader, s), 0);
+    for (int i = 0; i < 8; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        cr_assert_eq((intptr_t)r, 0);
+    }
+    /* cache_ttl 0 and one reference: the cache's single-flight may merge reads, but however
+     * they interleave, the token mutex allows one exchange and one impersonation. */
+    cr_assert_eq(f.sts, 1);
+    cr_assert_eq(f.iam, 1);
+    cr_assert_geq(f.reads, 1);
     ferry_secrets_free(s);
     fake_stop(&f);
 }
