@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -183,7 +184,9 @@ typedef struct fake {
     int logins, renewals, reads, lease;
     int renew_lease; /* lease_duration answered by renew-self (-1: same as lease) */
     bool renewable;
-    int fail_reads; /* answer the next N reads 503 */
+    int fail_reads; /* answer the next N reads 503 (or fail_status) */
+    int fail_status;  /* 0: 503 */
+    int retry_after;  /* > 0: the failed reads carry Retry-After: N */
     bool revoke;    /* the next read with the current token: 403 (token revoked) */
     bool forbid;    /* every read: 403 */
     const char *read_ctype;
@@ -265,9 +268,20 @@ static void *fake_loop(void *arg)
         } else if (strncmp(req, "GET /v1/secret/data/app/db", 26) == 0) {
             f->reads++;
             snprintf(f->last_token_hdr, sizeof(f->last_token_hdr), "%s", tok);
-            if (f->fail_reads > 0) {
+            if (f->fail_reads > 0 && f->retry_after > 0) {
+                static const char eb[] = "{\"errors\":[\"slow down " CANARY "\"]}";
+                char head[256];
                 f->fail_reads--;
-                answer(c, 503, "application/json", "{\"errors\":[\"sealed " CANARY "\"]}");
+                snprintf(head, sizeof(head),
+                         "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nRetry-After: %d"
+                         "\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                         f->fail_status ? f->fail_status : 503, f->retry_after, strlen(eb));
+                (void)!write(c, head, strlen(head));
+                (void)!write(c, eb, strlen(eb));
+            } else if (f->fail_reads > 0) {
+                f->fail_reads--;
+                answer(c, f->fail_status ? f->fail_status : 503, "application/json",
+                       "{\"errors\":[\"sealed " CANARY "\"]}");
             } else if (f->forbid || f->revoke || strcmp(tok, f->token) != 0) {
                 if (f->revoke) {
                     f->revoke = false;
@@ -524,6 +538,39 @@ Test(backend, unavailable_retried_then_bounded)
     f.read_ctype = "text/html";
     cr_assert_eq(get(s, err, sizeof(err)), -FERRY_EMALFORMED);
     cr_assert(strstr(err, "application/json"), "%s", err);
+    ferry_secrets_free(s);
+    fake_stop(&f);
+    unlink(secret_id_path);
+}
+
+/* Retry-After is honoured when it fits the call's retry budget, and a longer one fails the
+ * call at once (one request, no sleep), naming the wait and not Vault's text. */
+Test(backend, retry_after_within_and_past_the_budget)
+{
+    fake f = {.lease = 600, .renew_lease = -1, .fail_status = 429};
+    struct timespec t0, t1;
+    ferry_secrets *s;
+    char err[512] = "";
+
+    write_secret_id();
+    fake_start(&f);
+    s = open_vault(&f, false, NULL);
+    f.fail_reads = 1;
+    f.retry_after = 1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(get(s, err, sizeof(err)), 0, "%s", err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_assert_eq(f.reads, 2);
+    /* A lower bound only: the pause is at least what Vault asked for. */
+    cr_assert_geq((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 950);
+    ferry_secrets_free(s);
+    s = open_vault(&f, false, NULL);
+    f.fail_reads = 3;
+    f.retry_after = 30;
+    cr_assert_eq(get(s, err, sizeof(err)), -EAGAIN, "%s", err);
+    cr_assert_eq(f.reads, 3, "one more read, not retried");
+    cr_assert(strstr(err, "429") && strstr(err, "retry after 30 s"), "%s", err);
+    cr_assert_null(strstr(err, CANARY), "%s", err);
     ferry_secrets_free(s);
     fake_stop(&f);
     unlink(secret_id_path);
