@@ -806,6 +806,18 @@ Test(json_call, signs_retries_and_refuses_faults)
     cr_assert(strstr(err, "ThrottlingException"), "%s", err);
     cr_assert_null(strstr(err, CANARY));
 
+    /* Throttled with a Retry-After past the call's retry budget: one call, refused at once,
+     * the wait named, AWS's message not. */
+    static const char *const wait_long[] = {
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/x-amz-json-1.1\r\n"
+        "Retry-After: 30\r\nContent-Length: 70\r\nConnection: close\r\n\r\n"
+        "{\"__type\":\"ThrottlingException\",\"message\":\"slow down " CANARY "\"}"};
+    s.calls = 0;
+    cr_assert_eq(call(url, wait_long, 1, &s, &resp, err), -EAGAIN);
+    cr_assert_eq(s.calls, 1);
+    cr_assert(strstr(err, "retry after 30 s") && strstr(err, "ThrottlingException"), "%s", err);
+    cr_assert_null(strstr(err, CANARY));
+
     /* Not found: no retry. */
     static const char *const missing[] = {
         "HTTP/1.1 400 Bad Request\r\nContent-Length: 38\r\nConnection: close\r\n\r\n"
