@@ -728,7 +728,7 @@ static int gcp_send(gcp_state *st, const ferry_http_request *req, long *budget_m
             0) {
             if (have && resp.retry_after > 0)
                 append_reason(errbuf, errlen, ", retry after %ld s", resp.retry_after);
-            append_reason(errbuf, errlen, " (more than the %ld ms a fetch may wait)",
+            append_reason(errbuf, errlen, "; not retried: past the %ld ms a fetch may wait",
                           st->max_wait_ms);
             ferry_http_response_release(&resp);
             return r;
