@@ -55,7 +55,7 @@ for src in "${targets[@]}"; do
     # shellcheck disable=SC2046
     if ! "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
         -I"$build" -I"$top/include" -I"$top/src" $(pkg-config --cflags $pkgs) \
-        "$top"/src/basic/*.c "$top"/src/lib/*.c "$src" -o "$bin" \
+        "$top"/src/basic/*.c "$top"/src/lib/*.c "$top"/src/lib/*/*.c "$src" -o "$bin" \
         $(pkg-config --libs $pkgs) -lpthread > "$out/$t.build.log" 2>&1; then
         echo "not ok $n - $t: build failed"; sed 's/^/# /' "$out/$t.build.log" | tail -20
         continue
