@@ -8,6 +8,8 @@
 # CONFIG_JSON is the "secrets" section. ASSERTIONS_FILE holds ferry-minted client assertions,
 # one per line (tests/unit/mint_tool), handed out one per call of the backend's
 # web_identity_token. STEPS_JSON is a list of steps: {"fetch": N} fetches N times,
+# {"parallel": [REF...]} fetches each REF at once from a thread of its own (ctypes releases
+# the GIL; distinct references, so the cache's single-flight does not merge them),
 # {"sleep": S} sleeps, {"post": URL_PATH, "body": {...}} posts to the stand-in (ORIGIN and
 # CA_FILE from the environment), {"mark": NAME} records the assertion calls so far. Prints one
 # JSON line {"ok": [bool...], "values_match": bool, "errors": [...], "assertion_calls": N,
@@ -17,6 +19,7 @@ import json
 import os
 import ssl
 import sys
+import threading
 import time
 import urllib.request
 
@@ -90,6 +93,27 @@ if r < 0:
 expect = os.environ.get("AZURE_EXPECT", "").encode()
 ctx = ssl.create_default_context(cafile=os.environ.get("CA_FILE"))
 oks, match, errors, marks = [], True, [], {}
+
+
+def fetch_once(which=ref):
+    v = ctypes.POINTER(Value)()
+    e = ctypes.create_string_buffer(768)
+    r = ferry.ferry_secrets_fetch(s, which.encode(), None, ctypes.byref(v), e, len(e))
+    if r == 0:
+        good = ctypes.string_at(v.contents.data, v.contents.len) == expect
+        ferry.ferry_secret_value_free(v)
+        return True, good, None
+    return False, True, e.value.decode()
+
+
+def record(res):
+    global match
+    oks.append(res[0])
+    match = match and res[1]
+    if res[2] is not None:
+        errors.append(res[2])
+
+
 for step in json.loads(steps_text):
     if "sleep" in step:
         time.sleep(step["sleep"])
@@ -100,15 +124,22 @@ for step in json.loads(steps_text):
     elif "mark" in step:
         marks[step["mark"]] = calls["n"]
     for _ in range(step.get("fetch", 0)):
-        v = ctypes.POINTER(Value)()
-        err.value = b""
-        r = ferry.ferry_secrets_fetch(s, ref.encode(), None, ctypes.byref(v), err, len(err))
-        oks.append(r == 0)
-        if r == 0:
-            match = match and ctypes.string_at(v.contents.data, v.contents.len) == expect
-            ferry.ferry_secret_value_free(v)
-        else:
-            errors.append(err.value.decode())
+        record(fetch_once())
+    if step.get("parallel"):
+        refs = step["parallel"]
+        results = [None] * len(refs)
+        gate = threading.Barrier(len(refs))
+
+        def worker(i):
+            gate.wait()
+            results[i] = fetch_once(refs[i])
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(refs))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for res in results:
+            record(res)
 ferry.ferry_secrets_free(s)
 print(json.dumps({"ok": oks, "values_match": match, "errors": errors,
                   "assertion_calls": calls["n"], "audiences": calls["audiences"],

@@ -20,7 +20,8 @@
 #     configurations.
 #   - Inside one process (azureinproc.py: libferry.so through ctypes) the stand-in counts one
 #     token request for five reads, one new token after the tokens are revoked (the challenge
-#     of a cached token), and a renewal before a short token expires.
+#     of a cached token), one token for six secrets read at once from six threads, and a
+#     renewal before a short token expires.
 #   - No canary value, access token or Entra/Key Vault error text appears in any stderr.
 # node and the Azure SDK packages are required: when missing the test fails.
 import json
@@ -451,6 +452,15 @@ def inproc(t, tmp, keys, ca, main, canary):
          "one client assertion (audience api://AzureADTokenExchange) for five reads")
     t.eq(d, (2, 6, 1), "the stand-in saw one token for five reads, then after the tokens were "
                        "revoked one challenge and one new token")
+    refs = []
+    for i in range(6):
+        main.seed("kv-ml", f"par-{i}", canary)
+        refs.append(f"azure-kv:kv-ml/par-{i}")
+    out, d = run([{"parallel": refs}])
+    t.ok(out.get("ok") == [True] * 6 and out.get("values_match") is True and
+         out.get("assertion_calls") == 1 and d == (1, 6, 0),
+         "six different secrets fetched at once from six threads: one token request (the "
+         "token is requested under the backend's lock)", (out, d))
     main.call("/_standin/config", {"token_lifetime": 10})
     out, d = run([{"fetch": 1}, {"sleep": 9.5}, {"fetch": 1}])
     main.call("/_standin/config", {"token_lifetime": 3599})
