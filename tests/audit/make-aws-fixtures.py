@@ -99,7 +99,59 @@ CASES = {
                                                           "Resource": "*"})})]),
         [(arn("user", "admin-inline"), "critical"), (arn("role", "notaction-nothing"), "critical")],
         authz(users=[user("scoped", {"p": doc(allow("*", "arn:aws:s3:::bucket/*"),
-                                              {"Effect": "Deny", "Action": "*", "Resource": "*"})})]),
+                                              {"Effect": "Deny", "Action": "*",
+                                               "Resource": "*"})})]),
+    ),
+    "AWS-OP-002": (
+        authz(users=[user("self-policy", {"p": doc(allow("iam:PutUserPolicy",
+                                                         arn("user", "self-policy")))})],
+              roles=[role("ci-escalate", {"p": doc(allow("iam:AttachRolePolicy",
+                                                         arn("role", "ci-escalate")))}),
+                     role("cmp-writer", {"p": doc(allow("iam:CreatePolicyVersion",
+                                                        arn("policy", "writable")))},
+                          attached=[arn("policy", "writable")],
+                          trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"}))],
+              policies=[policy("writable", {"v1": doc(allow("s3:ListBucket",
+                                                            "arn:aws:s3:::logs"))}, 1)]),
+        [(arn("user", "self-policy"), "high"), (arn("role", "ci-escalate"), "critical"),
+         (arn("role", "cmp-writer"), "high")],
+        authz(users=[user("others-only", {"p": doc(allow("iam:PutUserPolicy",
+                                                         arn("user", "someone-else")))}),
+                     user("conditioned", {"p": doc(allow(
+                         "iam:PutUserPolicy", arn("user", "conditioned"),
+                         Condition={"Bool": {"aws:MultiFactorAuthPresent": "true"}}))})],
+              roles=[role("denied", {"p": doc(allow("iam:AttachRolePolicy", "*"),
+                                              {"Effect": "Deny", "Action": "iam:Attach*",
+                                               "Resource": arn("role", "denied")})})]),
+    ),
+    "AWS-OP-005": (
+        authz(roles=[role("passer", {"p": doc(allow(["iam:PassRole", "ec2:RunInstances"]))})],
+              users=[user("key-maker", {"p": doc(allow("iam:CreateAccessKey",
+                                                       f"arn:aws:iam::{ACCT}:user/*"))}),
+                     dict(user("member"), GroupList=["deployers"])],
+              groups=[group("deployers", {"p": doc(allow("lambda:UpdateFunctionCode"))})]),
+        [(arn("role", "passer"), "high"), (arn("user", "key-maker"), "high"),
+         (arn("group", "deployers"), "high")],
+        authz(roles=[role("pass-one", {"p": doc(
+            allow("iam:PassRole", arn("role", "app")), allow("ec2:RunInstances"))})],
+            users=[user("own-keys", {"p": doc(allow(
+                "iam:CreateAccessKey", f"arn:aws:iam::{ACCT}:user/${{aws:username}}"))}),
+                user("tagged", {"p": doc(allow("lambda:UpdateFunctionCode", Condition={
+                    "StringEquals": {"aws:ResourceTag/owner": "${aws:username}"}}))})]),
+    ),
+    "AWS-OP-010": (
+        authz(roles=[dict(role("admin-ec2", attached=[
+            "arn:aws:iam::aws:policy/AdministratorAccess"]), InstanceProfileList=[{
+                "Path": "/", "InstanceProfileName": "admin-ec2", "InstanceProfileId": "AIPA1",
+                "Arn": arn("instance-profile", "admin-ec2"), "CreateDate": "2020-01-01T00:00:00Z",
+                "Roles": []}]),
+            role("eq-lambda", {"p": doc(allow("iam:PutRolePolicy", arn("role", "eq-lambda")))},
+                 trust_doc=trust({"Service": "lambda.amazonaws.com"}))]),
+        [(arn("role", "admin-ec2"), "high"), (arn("role", "eq-lambda"), "high")],
+        authz(roles=[role("admin-by-people", attached=[
+            "arn:aws:iam::aws:policy/AdministratorAccess"],
+            trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"})),
+            role("plain-ec2", {"p": doc(allow("s3:GetObject", "arn:aws:s3:::data/*"))})]),
     ),
     "AWS-OP-003": (
         authz(roles=[role("iam-wild", {"p": doc(allow("iam:*"))}),

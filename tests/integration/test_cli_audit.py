@@ -92,7 +92,8 @@ def sample_checks(tap, d):
     A = "arn:aws:iam::111122223333:"
     j = audit_json(tap, "synthetic edge cases", syn)
     for rule, res, sev, ev in [
-            ("AWS-OP-001", A + "user/svc-legacy-etl", "critical", {"policy": "inline:inline-admin"}),
+            ("AWS-OP-001", A + "user/svc-legacy-etl", "critical",
+             {"policy": "inline:inline-admin"}),
             ("AWS-OP-001", A + "role/vendor-xacct", "critical",
              {"policy": "arn:aws:iam::aws:policy/AdministratorAccess"}),
             ("AWS-TR-001", A + "role/public-assumable", "critical", {}),
@@ -104,10 +105,17 @@ def sample_checks(tap, d):
             ("AWS-TR-004", A + "role/vendor-xacct", "medium", {"trusted_account": "444455556666"}),
             ("AWS-SH-001", A + "role/public-assumable", "medium", {}),
             ("AWS-SH-001", A + "role/vendor-xacct", "medium", {}),
-            ("AWS-OP-013", A + "policy/unattached-admin", "low", {})]:
+            ("AWS-OP-013", A + "policy/unattached-admin", "low", {}),
+            ("AWS-OP-005", A + "role/gha-deploy", "high", {"capabilities": [
+                {"capability": "pass a role to a new EC2 instance",
+                 "actions": ["iam:PassRole", "ec2:RunInstances"]},
+                {"capability": "write a new version of any managed policy",
+                 "actions": ["iam:CreatePolicyVersion"]}]}),
+            ("AWS-OP-005", A + "group/devs", "high", {})]:
         tap.ok(has(j, rule, res, sev, **ev), f"edge cases: {rule} {sev} on {res}", j)
     # What is fine stays quiet: the ExternalId-guarded vendor role, the conditioned
     # GetSecretValue, the EC2 service trust, the recently used roles, the human user.
+    # carol holds the devs group's NotAction grant: reported on the group, not again on her.
     quiet = [(A + "role/vendor-xacct-extid", None), (A + "user/humans/carol", None),
              (A + "role/service-role/app-ec2", "AWS-OP-007"),
              (A + "role/service-role/app-ec2", "AWS-TR-006"),
@@ -116,7 +124,7 @@ def sample_checks(tap, d):
         tap.ok(not any(f["resource"] == res and (rule is None or f["rule_id"] == rule)
                        for f in j["findings"]),
                f"edge cases: no {rule or 'finding'} on {res}")
-    tap.eq(len(j["findings"]), 12, "edge cases: 12 findings in all", pairs(j))
+    tap.eq(len(j["findings"]), 14, "edge cases: 14 findings in all", pairs(j))
     # TR-003 with --known-accounts: vendor-xacct is admin, so the unknown account is high.
     known = os.path.join(d, "known.txt")
     with open(known, "w") as f:
@@ -145,7 +153,9 @@ def sample_checks(tap, d):
                       ("AWS-OP-007", C + "role/OverprivilegedEC2"),
                       ("AWS-OP-003", C + "user/biden"),
                       ("AWS-OP-009", C + "user/userwithlotsofpermissions"),
-                      ("AWS-SH-001", C + "role/OverprivilegedEC2")]:
+                      ("AWS-SH-001", C + "role/OverprivilegedEC2"),
+                      ("AWS-OP-005", C + "role/OverprivilegedEC2"),
+                      ("AWS-OP-005", C + "user/biden")]:
         tap.ok(has(j, rule, res), f"cloudsplaining: {rule} on {res}", pairs(j))
     tap.ok(has(j, "AWS-OP-007", C + "role/OverprivilegedEC2", actions=[
         "iam:createaccesskey", "secretsmanager:getsecretvalue"]),
@@ -191,7 +201,8 @@ def page_checks(tap, d):
     ref = audit_json(tap, "whole export", syn)
     p1 = {"UserDetailList": whole["UserDetailList"], "RoleDetailList": whole["RoleDetailList"][:2],
           "IsTruncated": True, "Marker": "m1"}
-    p2 = {"GroupDetailList": whole["GroupDetailList"], "RoleDetailList": whole["RoleDetailList"][2:],
+    p2 = {"GroupDetailList": whole["GroupDetailList"],
+          "RoleDetailList": whole["RoleDetailList"][2:],
           "Policies": whole["Policies"], "IsTruncated": False}
     f1, f2, fa = (os.path.join(d, n) for n in ("page1.json", "page2.json", "pages.json"))
     ft.write_json(f1, p1)
@@ -337,9 +348,9 @@ def output_checks(tap):
            "sarif: rules carry help text, remediation and the default level")
 
     r = audit(syn)
-    tap.ok(r.rc == 1 and "CRITICAL (4)" in r.out and "LOW (1)" in r.out and
+    tap.ok(r.rc == 1 and "CRITICAL (4)" in r.out and "HIGH (4)" in r.out and "LOW (1)" in r.out and
            r.out.index("CRITICAL") < r.out.index("HIGH") < r.out.index("MEDIUM") and
-           "12 findings: 4 critical, 2 high, 5 medium, 1 low, 0 info (1 input)" in r.out,
+           "14 findings: 4 critical, 4 high, 5 medium, 1 low, 0 info (1 input)" in r.out,
            "table: grouped by severity with counts and a summary", r)
 
     low_only = os.path.join(FIXTURES, "AWS-OP-013.pos.json")

@@ -30,6 +30,13 @@ static const audit_rule aws_rules[] = {
      "with nothing excluded on \"*\"): the principal can do anything in the account.",
      "Replace the statement with the specific actions and resources the workload uses; keep "
      "break-glass admin in a separate, MFA-protected role."},
+    {"AWS-OP-002", "Admin-equivalent principal", FERRY_AUDIT_HIGH,
+     "Without full admin, the principal can make itself admin: write or attach policies on "
+     "itself or its group, rewrite a managed policy attached to it, or create a role and give "
+     "it any policy. Critical for a role trusted by compute or another account.",
+     "Remove the IAM write actions from the principal's policies, or scope their Resource to "
+     "ARNs that exclude the principal, its groups and its policies; add a permissions "
+     "boundary."},
     {"AWS-OP-003", "Service-wide wildcard", FERRY_AUDIT_MEDIUM,
      "A policy allows every action of one service (\"svc:*\") on Resource \"*\"; severity is "
      "high for iam, sts, kms, secretsmanager, s3, organizations and cloudtrail.",
@@ -39,6 +46,13 @@ static const audit_rule aws_rules[] = {
      "every new action or resource AWS adds is granted too.",
      "Rewrite the statement as an Allow of explicit actions and resources; express exceptions "
      "as Deny statements or a permissions boundary."},
+    {"AWS-OP-005", "Privilege-escalation capability", FERRY_AUDIT_HIGH,
+     "The principal's policies together allow a known privilege-escalation combination on "
+     "unconstrained resources (PassRole with a compute service, access keys or passwords for "
+     "other users, policy writes, policy versions, function code updates). Statements with a "
+     "Condition are not counted.",
+     "Remove the combination or scope each action's Resource to the exact roles, users and "
+     "policies the workload manages; restrict iam:PassRole with iam:PassedToService."},
     {"AWS-OP-007", "Credentials-exposure actions unconstrained", FERRY_AUDIT_HIGH,
      "A policy allows actions that return or create credentials (iam:CreateAccessKey, "
      "secretsmanager:GetSecretValue, ssm:GetParameter*, sts:AssumeRole, ...) on Resource \"*\" "
@@ -54,6 +68,12 @@ static const audit_rule aws_rules[] = {
      "AddPermission, RAM shares, ...) on Resource \"*\" without a Condition.",
      "Remove the actions or scope them to specific resources; manage resource policies from "
      "infrastructure code, not workload identities."},
+    {"AWS-OP-010", "Admin role assumable by compute", FERRY_AUDIT_HIGH,
+     "A role that is admin or admin-equivalent is in an instance profile or trusted by a "
+     "compute service (EC2, Lambda, ECS tasks, EKS, CodeBuild, SageMaker, Batch) or EKS pods "
+     "through web identity: code running there, or anyone who can run code there, is admin.",
+     "Give the workload a role with only what it uses; keep admin roles out of instance "
+     "profiles and compute trust policies."},
     {"AWS-OP-012", "Dangerous non-default policy version", FERRY_AUDIT_MEDIUM,
      "A non-default version of an attached customer-managed policy grants full admin: anyone "
      "with iam:SetDefaultPolicyVersion on it becomes admin.",
@@ -206,13 +226,14 @@ static const char *str_member(const json_t *o, const char *key)
     return json_string_value(json_object_get(o, key));
 }
 
-/* Case-insensitive glob (* and ?) of an IAM action pattern against a concrete action. */
-static bool glob_match(const char *pat, const char *s)
+/* Glob (* and ?) of an IAM pattern against a concrete action (ci: case-insensitive, as IAM
+ * compares actions) or resource ARN (case-sensitive). */
+static bool glob_match_case(const char *pat, const char *s, bool ci)
 {
     const char *star = NULL, *resume = NULL;
     while (*s) {
-        if (*pat == '?' || (*pat && *pat != '*' &&
-                            (*pat | 0x20) == (*s | 0x20) && (*pat != ':' || *s == ':'))) {
+        if (*pat == '?' ||
+            (*pat && *pat != '*' && (ci ? (*pat | 0x20) == (*s | 0x20) : *pat == *s))) {
             pat++;
             s++;
         } else if (*pat == '*') {
@@ -228,6 +249,11 @@ static bool glob_match(const char *pat, const char *s)
     while (*pat == '*')
         pat++;
     return *pat == '\0';
+}
+
+static bool glob_match(const char *pat, const char *s)
+{
+    return glob_match_case(pat, s, true);
 }
 
 /* The account id of an ARN ("arn:aws:iam::123456789012:role/x"), or of a bare 12-digit id,
@@ -641,9 +667,18 @@ static bool service_linked_role(const json_t *role)
            (name && strncmp(name, "AWSServiceRoleFor", 17) == 0);
 }
 
-/* Inline and attached managed policies of one principal. */
+/* What principal_permissions gathers for the principal-wide rules (AWS-OP-002, OP-005). */
+typedef struct aws_grants {
+    json_t *docs; /* every policy document of the principal (and its groups, for users) */
+    json_t *cmps; /* ARNs of attached customer-managed policies */
+    bool emit;    /* emit the per-policy findings (false: a user's groups, only gathered) */
+} aws_grants;
+
+/* Inline and attached managed policies of one principal: per-policy findings, and the
+ * documents gathered into g. */
 static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key,
-                                 const char *account, const char *arn, bool *ret_admin)
+                                 const char *account, const char *arn, bool *ret_admin,
+                                 aws_grants *g)
 {
     json_t *inl = as_list(json_object_get(p, inline_key)), *att = NULL, *v;
     size_t i;
@@ -667,7 +702,10 @@ static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key,
         if (r < 0)
             break;
         (void)snprintf(label, sizeof(label), "inline:%s", name);
-        r = emit_hits(c, account, arn, label, "inline", doc, ret_admin);
+        if (g->emit)
+            r = emit_hits(c, account, arn, label, "inline", doc, ret_admin);
+        if (r == 0 && json_array_append(g->docs, doc) < 0)
+            r = -ENOMEM;
         json_decref(doc);
         if (r < 0)
             break;
@@ -695,7 +733,13 @@ static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key,
         }
         if (!doc)
             continue; /* an AWS-managed policy the export did not include */
-        r = emit_hits(c, account, arn, parn, "managed", doc, ret_admin);
+        if (g->emit)
+            r = emit_hits(c, account, arn, parn, "managed", doc, ret_admin);
+        if (r == 0 && json_array_append(g->docs, doc) < 0)
+            r = -ENOMEM;
+        if (r == 0 && strncmp(parn, "arn:aws:iam::aws:", 17) != 0 &&
+            json_array_append_new(g->cmps, json_string(parn)) < 0)
+            r = -ENOMEM;
         json_decref(doc);
         if (r < 0)
             break;
@@ -754,26 +798,18 @@ out:
     return r;
 }
 
-static int role_trust(aws_ctx *c, json_t *role, const char *account, const char *arn,
-                      bool admin)
+/* The trust rules over a role's parsed trust policy doc (borrowed; NULL when none). */
+static int role_trust(aws_ctx *c, json_t *doc, const char *account, const char *arn, bool admin)
 {
-    json_t *doc = NULL, *stmts, *stmt;
-    char label[600];
+    json_t *stmts, *stmt;
     size_t i;
-    int r;
+    int r = 0;
 
-    if (!json_object_get(role, "AssumeRolePolicyDocument"))
+    if (!doc)
         return 0;
-    (void)snprintf(label, sizeof(label), "%s AssumeRolePolicyDocument", arn);
-    r = policy_document(c->a, json_object_get(role, "AssumeRolePolicyDocument"), label, &doc,
-                        c->errbuf, c->errlen);
-    if (r < 0)
-        return r;
     stmts = as_list(json_object_get(doc, "Statement"));
-    if (!stmts) {
-        json_decref(doc);
+    if (!stmts)
         return -ENOMEM;
-    }
     json_array_foreach(stmts, i, stmt)
     {
         json_t *principal = json_object_get(stmt, "Principal"), *cond, *list, *v;
@@ -855,7 +891,6 @@ static int role_trust(aws_ctx *c, json_t *role, const char *account, const char 
             break;
     }
     json_decref(stmts);
-    json_decref(doc);
     return r;
 }
 
@@ -889,6 +924,413 @@ static int role_usage(aws_ctx *c, json_t *role, const char *account, const char 
     return r;
 }
 
+/* ---- principal-wide rules: admin-equivalence, escalation, compute ------------------- */
+
+/* v (a string or an array of strings) has a pattern matching s. */
+static bool any_glob(const json_t *v, const char *s, bool ci)
+{
+    size_t i;
+    json_t *e;
+    if (json_is_string(v))
+        return glob_match_case(json_string_value(v), s, ci);
+    json_array_foreach(v, i, e) if (json_is_string(e) &&
+                                    glob_match_case(json_string_value(e), s, ci)) return true;
+    return false;
+}
+
+/* The statement (without Condition) covers action on resource. */
+static bool stmt_covers(const json_t *stmt, const char *action, const char *resource)
+{
+    json_t *acts = json_object_get(stmt, "Action"), *nacts = json_object_get(stmt, "NotAction");
+    json_t *res = json_object_get(stmt, "Resource"), *nres = json_object_get(stmt, "NotResource");
+
+    if (!json_is_object(stmt) || json_object_get(stmt, "Condition"))
+        return false;
+    if (acts ? !any_glob(acts, action, true) : (!nacts || any_glob(nacts, action, true)))
+        return false;
+    return res ? any_glob(res, resource, false) : (nres && !any_glob(nres, resource, false));
+}
+
+/* Some statement of docs allows action on resource and none denies it. Statements with a
+ * Condition are ignored on both sides (see docs/internals/audit.md). */
+static bool allowed(const json_t *docs, const char *action, const char *resource)
+{
+    bool allow = false;
+    size_t i, k;
+    json_t *doc, *stmt, *stmts;
+
+    json_array_foreach(docs, i, doc)
+    {
+        stmts = json_object_get(doc, "Statement");
+        size_t n = json_is_array(stmts) ? json_array_size(stmts) : 1;
+        for (k = 0; k < n; k++) {
+            const char *effect;
+            stmt = json_is_array(stmts) ? json_array_get(stmts, k) : stmts;
+            effect = str_member(stmt, "Effect");
+            if (!effect || !stmt_covers(stmt, action, resource))
+                continue;
+            if (strcmp(effect, "Deny") == 0)
+                return false;
+            if (strcmp(effect, "Allow") == 0)
+                allow = true;
+        }
+    }
+    return allow;
+}
+
+/* Known privilege-escalation combinations (Cloudsplaining / pathfinding.cloud families). */
+static const struct {
+    const char *name;
+    const char *actions[4];
+} privesc[] = {
+    {"pass a role to a new EC2 instance", {"iam:PassRole", "ec2:RunInstances"}},
+    {"pass a role to a new Lambda function",
+     {"iam:PassRole", "lambda:CreateFunction", "lambda:InvokeFunction"}},
+    {"pass a role to a Lambda function run by an event source",
+     {"iam:PassRole", "lambda:CreateFunction", "lambda:CreateEventSourceMapping"}},
+    {"pass a role to a CloudFormation stack", {"iam:PassRole", "cloudformation:CreateStack"}},
+    {"pass a role to a Glue dev endpoint", {"iam:PassRole", "glue:CreateDevEndpoint"}},
+    {"pass a role to a Data Pipeline",
+     {"iam:PassRole", "datapipeline:CreatePipeline", "datapipeline:PutPipelineDefinition"}},
+    {"pass a role to a SageMaker notebook",
+     {"iam:PassRole", "sagemaker:CreateNotebookInstance",
+      "sagemaker:CreatePresignedNotebookInstanceUrl"}},
+    {"pass a role to an ECS task",
+     {"iam:PassRole", "ecs:RegisterTaskDefinition", "ecs:RunTask"}},
+    {"pass a role to a CodeBuild project",
+     {"iam:PassRole", "codebuild:CreateProject", "codebuild:StartBuild"}},
+    {"create access keys for any user", {"iam:CreateAccessKey"}},
+    {"set the console password of any user", {"iam:CreateLoginProfile"}},
+    {"change the console password of any user", {"iam:UpdateLoginProfile"}},
+    {"write a new version of any managed policy", {"iam:CreatePolicyVersion"}},
+    {"switch the default version of any managed policy", {"iam:SetDefaultPolicyVersion"}},
+    {"attach policies to any user", {"iam:AttachUserPolicy"}},
+    {"attach policies to any group", {"iam:AttachGroupPolicy"}},
+    {"attach policies to any role", {"iam:AttachRolePolicy"}},
+    {"write inline policies of any user", {"iam:PutUserPolicy"}},
+    {"write inline policies of any group", {"iam:PutGroupPolicy"}},
+    {"write inline policies of any role", {"iam:PutRolePolicy"}},
+    {"add any user to any group", {"iam:AddUserToGroup"}},
+    {"rewrite any role's trust policy and assume it",
+     {"iam:UpdateAssumeRolePolicy", "sts:AssumeRole"}},
+    {"replace the code of any Lambda function", {"lambda:UpdateFunctionCode"}},
+    {"take over any Glue dev endpoint", {"glue:UpdateDevEndpoint"}},
+};
+
+/* A resource no narrow grant names, in the principal's account: only a wildcard grant
+ * covers it. IAM actions get an ARN of the type they act on. */
+static void probe_resource(const char *action, const char *account, char *out, size_t outlen)
+{
+    const char *type = NULL;
+    if (strncasecmp(action, "iam:", 4) == 0) {
+        const char *a = action + 4;
+        if (strcasestr(a, "Group"))
+            type = "group";
+        else if (strcasestr(a, "User") || strcasestr(a, "AccessKey") ||
+                 strcasestr(a, "LoginProfile"))
+            type = "user";
+        else if (strcasestr(a, "PolicyVersion"))
+            type = "policy";
+        else
+            type = "role";
+    } else if (strcasecmp(action, "sts:AssumeRole") == 0) {
+        type = "role";
+    }
+    if (type)
+        (void)snprintf(out, outlen, "arn:aws:iam::%s:%s/ferry-audit-probe", account, type);
+    else
+        (void)snprintf(out, outlen, "*");
+}
+
+static bool allowed_anywhere(const json_t *docs, const char *action, const char *account)
+{
+    char probe[160];
+    probe_resource(action, account, probe, sizeof(probe));
+    return allowed(docs, action, probe);
+}
+
+/* Facts about a role's trust policy the principal-wide rules need. */
+typedef struct aws_trust {
+    bool compute;  /* a compute service, or EKS pods through web identity */
+    bool external; /* anyone, or a principal of another account */
+    json_t *services; /* compute services named (new reference, or NULL) */
+} aws_trust;
+
+static const char *const compute_services[] = {
+    "ec2.amazonaws.com", "lambda.amazonaws.com", "ecs-tasks.amazonaws.com",
+    "eks.amazonaws.com", "pods.eks.amazonaws.com", "codebuild.amazonaws.com",
+    "sagemaker.amazonaws.com", "batch.amazonaws.com", NULL};
+
+static int trust_facts(json_t *doc, const char *account, aws_trust *t)
+{
+    json_t *stmts = json_object_get(doc, "Statement"), *stmt;
+    size_t n = json_is_array(stmts) ? json_array_size(stmts) : (stmts ? 1 : 0);
+
+    memset(t, 0, sizeof(*t));
+    t->services = json_array();
+    if (!t->services)
+        return -ENOMEM;
+    for (size_t k = 0; k < n; k++) {
+        json_t *p, *v;
+        const char *effect;
+        size_t i;
+        stmt = json_is_array(stmts) ? json_array_get(stmts, k) : stmts;
+        effect = str_member(stmt, "Effect");
+        p = json_object_get(stmt, "Principal");
+        if (!effect || strcmp(effect, "Allow") != 0 || !p)
+            continue;
+        if (json_is_string(p)) {
+            t->external = true;
+            continue;
+        }
+        json_t *aws = json_object_get(p, "AWS"), *svc = json_object_get(p, "Service");
+        json_t *fed = json_object_get(p, "Federated");
+        for (i = 0; i < (json_is_array(aws) ? json_array_size(aws) : (aws ? 1 : 0)); i++) {
+            char other[13];
+            const char *s = json_string_value(json_is_array(aws) ? json_array_get(aws, i) : aws);
+            if (s && (strcmp(s, "*") == 0 ||
+                      (arn_account(s, other) && strcmp(other, account) != 0)))
+                t->external = true;
+        }
+        for (i = 0; i < (json_is_array(svc) ? json_array_size(svc) : (svc ? 1 : 0)); i++) {
+            v = json_is_array(svc) ? json_array_get(svc, i) : svc;
+            if (json_is_string(v) && in_list(json_string_value(v), compute_services)) {
+                t->compute = true;
+                if (json_array_append(t->services, v) < 0)
+                    return -ENOMEM;
+            }
+        }
+        for (i = 0; i < (json_is_array(fed) ? json_array_size(fed) : (fed ? 1 : 0)); i++) {
+            const char *s = json_string_value(json_is_array(fed) ? json_array_get(fed, i) : fed);
+            if (s && strstr(s, ":oidc-provider/oidc.eks.")) {
+                t->compute = true;
+                if (json_array_append_new(t->services, json_string(s)) < 0)
+                    return -ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
+/* AWS-OP-002 and AWS-OP-005 for a principal that is not full admin. kind: 0 user, 1 group,
+ * 2 role. group_arns: the user's groups. *ret_admin_eq set for OP-002. */
+static int escalation(aws_ctx *c, int kind, const char *account, const char *arn,
+                      const aws_grants *g, const json_t *group_docs, const json_t *group_arns,
+                      const aws_trust *t, bool *ret_admin_eq)
+{
+    static const char *const self_put[] = {"iam:PutUserPolicy", "iam:PutGroupPolicy",
+                                           "iam:PutRolePolicy"};
+    static const char *const self_attach[] = {"iam:AttachUserPolicy", "iam:AttachGroupPolicy",
+                                              "iam:AttachRolePolicy"};
+    json_t *methods = json_array(), *caps = json_array(), *v, *ev = NULL;
+    char probe[160], line[700];
+    size_t i;
+    int r = -ENOMEM;
+
+    if (!methods || !caps)
+        goto out;
+#define METHOD(...)                                                                            \
+    do {                                                                                       \
+        (void)snprintf(line, sizeof(line), __VA_ARGS__);                                       \
+        if (json_array_append_new(methods, json_string(line)) < 0)                             \
+            goto out;                                                                          \
+    } while (0)
+    if (allowed(g->docs, self_put[kind], arn))
+        METHOD("%s on itself", self_put[kind]);
+    if (allowed(g->docs, self_attach[kind], arn))
+        METHOD("%s on itself", self_attach[kind]);
+    json_array_foreach(group_arns, i, v)
+    {
+        const char *ga = json_string_value(v);
+        if (allowed(g->docs, "iam:PutGroupPolicy", ga))
+            METHOD("iam:PutGroupPolicy on its group %s", ga);
+        if (allowed(g->docs, "iam:AttachGroupPolicy", ga))
+            METHOD("iam:AttachGroupPolicy on its group %s", ga);
+    }
+    json_array_foreach(g->cmps, i, v)
+    {
+        if (allowed(g->docs, "iam:CreatePolicyVersion", json_string_value(v)))
+            METHOD("iam:CreatePolicyVersion on its attached policy %s", json_string_value(v));
+    }
+    (void)snprintf(probe, sizeof(probe), "arn:aws:iam::%s:role/ferry-audit-probe", account);
+    if (allowed(g->docs, "iam:CreateRole", probe) &&
+        (allowed(g->docs, "iam:AttachRolePolicy", probe) ||
+         allowed(g->docs, "iam:PutRolePolicy", probe)))
+        METHOD("iam:CreateRole with iam:AttachRolePolicy or iam:PutRolePolicy on the new role");
+#undef METHOD
+    r = 0;
+    if (json_array_size(methods) > 0) {
+        int sev = kind == 2 && (t->compute || t->external) ? FERRY_AUDIT_CRITICAL
+                                                           : FERRY_AUDIT_HIGH;
+        ev = json_pack("{s:O}", "methods", methods);
+        r = ev ? audit_emit(c->a, "AWS-OP-002", sev, CLOUD, account, arn, ev, "admin-equivalent",
+                            c->path)
+               : -ENOMEM;
+        json_decref(ev);
+        ev = NULL;
+        *ret_admin_eq = true;
+        if (r < 0)
+            goto out;
+    }
+    for (size_t k = 0; k < ARRAY_SIZE(privesc); k++) {
+        bool all = true;
+        json_t *acts;
+        for (size_t a = 0; a < 4 && privesc[k].actions[a] && all; a++)
+            all = allowed_anywhere(g->docs, privesc[k].actions[a], account);
+        if (!all)
+            continue;
+        /* A user's capability that its groups' policies give on their own is reported on
+         * the group, not again on every member. */
+        bool by_groups = json_array_size(group_docs) > 0;
+        for (size_t a = 0; by_groups && a < 4 && privesc[k].actions[a]; a++)
+            by_groups = allowed_anywhere(group_docs, privesc[k].actions[a], account);
+        if (by_groups)
+            continue;
+        acts = json_array();
+        for (size_t a = 0; acts && a < 4 && privesc[k].actions[a]; a++)
+            if (json_array_append_new(acts, json_string(privesc[k].actions[a])) < 0) {
+                json_decref(acts);
+                acts = NULL;
+            }
+        if (!acts || json_array_append_new(caps, json_pack("{s:s, s:o}", "capability",
+                                                           privesc[k].name, "actions", acts)) <
+                         0) {
+            r = -ENOMEM;
+            goto out;
+        }
+    }
+    if (json_array_size(caps) > 0) {
+        ev = json_pack("{s:O}", "capabilities", caps);
+        r = ev ? audit_emit(c->a, "AWS-OP-005", -1, CLOUD, account, arn, ev, "privesc", c->path)
+               : -ENOMEM;
+    }
+out:
+    json_decref(ev);
+    json_decref(methods);
+    json_decref(caps);
+    return r;
+}
+
+/* AWS-OP-010: an admin (or admin-equivalent) role reachable from compute. */
+static int compute_admin(aws_ctx *c, json_t *role, const char *account, const char *arn,
+                         bool admin, const aws_trust *t)
+{
+    json_t *profiles = json_object_get(role, "InstanceProfileList"), *ips, *v, *ev;
+    size_t i;
+    int r;
+
+    ips = json_array();
+    if (!ips)
+        return -ENOMEM;
+    json_array_foreach(profiles, i, v)
+    {
+        json_t *pa = json_object_get(v, "Arn");
+        if (json_is_string(pa) && json_array_append(ips, pa) < 0) {
+            json_decref(ips);
+            return -ENOMEM;
+        }
+    }
+    if (!t->compute && json_array_size(ips) == 0) {
+        json_decref(ips);
+        return 0;
+    }
+    ev = json_pack("{s:s, s:o, s:O}", "admin", admin ? "full" : "equivalent",
+                   "instance_profiles", ips, "trusted_compute", t->services);
+    if (!ev)
+        return -ENOMEM;
+    r = audit_emit(c->a, "AWS-OP-010", -1, CLOUD, account, arn, ev, "compute", c->path);
+    json_decref(ev);
+    return r;
+}
+
+/* Full admin through any gathered document (a user through its groups, for instance). */
+static int any_full_admin(ferry_audit *a, const json_t *docs, bool *ret)
+{
+    size_t i;
+    json_t *doc, *hits;
+    json_array_foreach(docs, i, doc)
+    {
+        int r = analyse_policy(a, doc, &hits);
+        if (r < 0)
+            return r;
+        if (hits_have(hits, "AWS-OP-001")) {
+            *ret = true;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Everything about one user, group or role. l: index in principal_lists. */
+static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account, const char *arn,
+                           const json_t *groups)
+{
+    static const char *const inline_keys[] = {"UserPolicyList", "GroupPolicyList",
+                                              "RolePolicyList"};
+    aws_grants g = {.docs = json_array(), .cmps = json_array(), .emit = true};
+    aws_trust t = {0};
+    json_t *group_arns = json_array(), *group_docs = json_array(), *trust = NULL, *v;
+    bool admin = false, admin_eq = false;
+    size_t i;
+    int r = -ENOMEM;
+
+    if (!g.docs || !g.cmps || !group_arns || !group_docs)
+        goto out;
+    r = principal_permissions(c, p, inline_keys[l], account, arn, &admin, &g);
+    if (r < 0)
+        goto out;
+    if (l == 0) { /* a user also holds what its groups hold */
+        size_t own = json_array_size(g.docs);
+        g.emit = false;
+        json_array_foreach(json_object_get(p, "GroupList"), i, v)
+        {
+            json_t *grp = json_object_get(groups, json_is_string(v) ? json_string_value(v) : "");
+            const char *garn = str_member(grp, "Arn");
+            if (!grp || !garn)
+                continue;
+            if (json_array_append_new(group_arns, json_string(garn)) < 0) {
+                r = -ENOMEM;
+                goto out;
+            }
+            r = principal_permissions(c, grp, "GroupPolicyList", account, garn, NULL, &g);
+            if (r < 0)
+                goto out;
+        }
+        for (i = own; i < json_array_size(g.docs); i++)
+            if (json_array_append(group_docs, json_array_get(g.docs, i)) < 0) {
+                r = -ENOMEM;
+                goto out;
+            }
+    }
+    if (l == 2 && json_object_get(p, "AssumeRolePolicyDocument")) {
+        char label[600];
+        (void)snprintf(label, sizeof(label), "%s AssumeRolePolicyDocument", arn);
+        r = policy_document(c->a, json_object_get(p, "AssumeRolePolicyDocument"), label, &trust,
+                            c->errbuf, c->errlen);
+        if (r < 0)
+            goto out;
+    }
+    r = trust_facts(trust, account, &t);
+    if (r == 0 && !admin)
+        r = any_full_admin(c->a, g.docs, &admin);
+    if (r == 0 && !admin)
+        r = escalation(c, (int)l, account, arn, &g, group_docs, group_arns, &t, &admin_eq);
+    if (r == 0 && l == 2 && (admin || admin_eq))
+        r = compute_admin(c, p, account, arn, admin, &t);
+    if (r == 0 && l == 2)
+        r = role_trust(c, trust, account, arn, admin || admin_eq);
+    if (r == 0 && l == 2)
+        r = role_usage(c, p, account, arn);
+out:
+    json_decref(g.docs);
+    json_decref(g.cmps);
+    json_decref(group_arns);
+    json_decref(group_docs);
+    json_decref(trust);
+    json_decref(t.services);
+    return r;
+}
+
 static const struct {
     const char *list, *inline_key;
 } principal_lists[] = {
@@ -905,9 +1347,20 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
     size_t i;
     int r = 0;
 
+    json_t *groups = json_object(); /* GroupName -> group, for users' group policies */
     c.policies = json_object();
-    if (!c.policies)
-        return -ENOMEM;
+    if (!c.policies || !groups) {
+        r = -ENOMEM;
+        goto out;
+    }
+    json_array_foreach(json_object_get(doc, "GroupDetailList"), i, v)
+    {
+        const char *name = str_member(v, "GroupName");
+        if (name && json_object_set(groups, name, v) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
+    }
     json_array_foreach(pols, i, v)
     {
         const char *arn = str_member(v, "Arn");
@@ -928,7 +1381,6 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
         {
             const char *arn = str_member(p, "Arn");
             char account[64];
-            bool admin = false;
             if (!arn || !principal_account(arn, account)) {
                 r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
                                      "%s[%zu]: expected an Arn string (arn:aws:iam::ACCOUNT:...)",
@@ -937,11 +1389,7 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             }
             if (roles && service_linked_role(p))
                 continue;
-            r = principal_permissions(&c, p, principal_lists[l].inline_key, account, arn, &admin);
-            if (r == 0 && roles)
-                r = role_trust(&c, p, account, arn, admin);
-            if (r == 0 && roles)
-                r = role_usage(&c, p, account, arn);
+            r = audit_principal(&c, l, p, account, arn, groups);
             if (r < 0)
                 goto out;
         }
@@ -993,6 +1441,7 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
     }
 out:
     json_decref(c.policies);
+    json_decref(groups);
     return r;
 }
 
