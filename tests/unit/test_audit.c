@@ -301,13 +301,67 @@ Test(audit, analysis_is_cached_per_document)
     ferry_audit *a = audit_text(t);
     char err[256];
     cr_assert_eq(add(a, "again.json", t, err, sizeof(err)), 0);
-    /* Two findings (same fingerprint, two sources), one cached analysis. */
-    size_t n;
+    /* Two findings (same fingerprint, two sources), one analysis. */
+    size_t n, analysed, reused;
     const ferry_audit_finding *fs;
     cr_assert_eq(ferry_audit_findings(a, &fs), 2);
     cr_assert_str_eq(fs[0].fingerprint, fs[1].fingerprint);
     (void)find(a, "AWS-OP-001", &n);
     cr_assert_eq(n, 2);
+    audit_aws_cache_stats(a, &analysed, &reused);
+    cr_assert_eq(analysed, 1);
+    cr_assert(reused >= 1);
+    ferry_audit_free(a);
+}
+
+Test(audit, managed_policy_analysed_once_for_many_roles)
+{
+    /* 50 roles with one managed policy (URL-encoded, as the raw API gives it): analysed
+     * once, and each role still gets its finding. */
+    char *text = malloc(64 * 1024), *p = text;
+    size_t left = 64 * 1024, analysed, reused, n;
+    int k = snprintf(p, left, "{\"RoleDetailList\": [");
+    p += k;
+    left -= (size_t)k;
+    for (int i = 0; i < 50; i++) {
+        k = snprintf(p, left,
+                     "%s{\"Arn\": \"arn:aws:iam::111122223333:role/r%d\", "
+                     "\"AttachedManagedPolicies\": [{\"PolicyArn\": "
+                     "\"arn:aws:iam::111122223333:policy/wide\"}]}",
+                     i ? "," : "", i);
+        p += k;
+        left -= (size_t)k;
+    }
+    k = snprintf(p, left,
+                 "], \"Policies\": [{\"Arn\": \"arn:aws:iam::111122223333:policy/wide\", "
+                 "\"AttachmentCount\": 50, \"DefaultVersionId\": \"v1\", "
+                 "\"PolicyVersionList\": [{\"VersionId\": \"v1\", \"IsDefaultVersion\": "
+                 "true, \"Document\": \"%%7B%%22Statement%%22%%3A%%7B%%22Effect%%22%%3A"
+                 "%%22Allow%%22%%2C%%22Action%%22%%3A%%22s3%%3A%%2A%%22%%2C%%22Resource%%22"
+                 "%%3A%%22%%2A%%22%%7D%%7D\"}]}]}");
+    cr_assert(k > 0 && (size_t)k < left);
+    ferry_audit *a = audit_text(text);
+    free(text);
+    (void)find(a, "AWS-OP-003", &n);
+    cr_assert_eq(n, 50);
+    audit_aws_cache_stats(a, &analysed, &reused);
+    cr_assert_eq(analysed, 1);
+    cr_assert(reused >= 49, "%zu", reused);
+    ferry_audit_free(a);
+}
+
+Test(audit, table_neutralises_control_characters)
+{
+    const char *t = "{\"UserDetailList\": [{\"Arn\": \"arn:aws:iam::111122223333:user/"
+                    "\\u001b[2Jx\", \"UserPolicyList\": [{\"PolicyName\": \"p\\u001b\", "
+                    "\"PolicyDocument\": {\"Statement\": {\"Effect\": \"Allow\", "
+                    "\"Action\": \"*\", \"Resource\": \"*\"}}}]}]}";
+    ferry_audit *a = audit_text(t);
+    char *out = NULL;
+    cr_assert_eq(ferry_audit_render(a, FERRY_AUDIT_OUT_TABLE, &out, NULL), 0);
+    cr_assert_null(strchr(out, 0x1b));
+    cr_assert(strstr(out, "user/?[2Jx") != NULL, "%s", out);
+    free(out);
     ferry_audit_free(a);
 }
 

@@ -90,6 +90,10 @@ int audit_parse_time(const char *s, int64_t *ret_epoch);
 /* Lowercase hex SHA-256 of len bytes. Returns 0 or -FERRY_ECRYPTO. */
 int audit_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* How many policy documents the AWS rules analysed, and how many analyses they took from
+ * the cache instead (tests). */
+void audit_aws_cache_stats(const ferry_audit *a, size_t *ret_analysed, size_t *ret_reused);
+
 /* True when account_id was added with ferry_audit_add_known_account. */
 bool audit_account_known(const ferry_audit *a, const char *account_id);
 /* The run's clock (options.now or the time the run was created). */

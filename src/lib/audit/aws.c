@@ -179,6 +179,7 @@ typedef struct aws_state {
     json_t *pending; /* merged pages of an authorization-details export, or NULL */
     char *pending_path;
     json_t *cache; /* sha256 of canonical document -> analysis (array of hits) */
+    size_t analysed, reused; /* cache misses and hits, for tests */
 } aws_state;
 
 static aws_state *state(ferry_audit *a)
@@ -550,9 +551,11 @@ static int analyse_policy(ferry_audit *a, json_t *doc, json_t **ret)
         return r;
     hits = json_object_get(s->cache, hex);
     if (hits) {
+        s->reused++;
         *ret = hits;
         return 0;
     }
+    s->analysed++;
     hits = json_array();
     if (!hits)
         return -ENOMEM;
@@ -575,6 +578,13 @@ static bool hits_have(const json_t *hits, const char *rule)
     json_t *h;
     json_array_foreach(hits, i, h) if (strcmp(str_member(h, "rule"), rule) == 0) return true;
     return false;
+}
+
+void audit_aws_cache_stats(const ferry_audit *a, size_t *ret_analysed, size_t *ret_reused)
+{
+    const aws_state *s = a->aws;
+    *ret_analysed = s ? s->analysed : 0;
+    *ret_reused = s ? s->reused : 0;
 }
 
 /* ---- authorization details: the model of one account ----------------------------------- */

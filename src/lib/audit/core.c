@@ -584,9 +584,11 @@ static int render_sarif(ferry_audit *a, json_t **ret)
             goto fail;
     }
     doc = json_pack("{s:s, s:s, s:[{s:{s:{s:s, s:s, s:s, s:o}}, s:o, s:s}]}", "$schema",
-                    "https://json.schemastore.org/sarif-2.1.0.json", "version", "2.1.0", "runs",
-                    "tool", "driver", "name", "ferry", "version", PACKAGE_VERSION,
-                    "informationUri", "https://github.com/ferry/ferry", "rules", rules,
+                    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/os/schemas/"
+                    "sarif-schema-2.1.0.json",
+                    "version", "2.1.0", "runs", "tool", "driver", "name", "ferry", "version",
+                    PACKAGE_VERSION, "informationUri", "https://github.com/ferry-broker/ferry",
+                    "rules", rules,
                     "results", results, "columnKind", "unicodeCodePoints");
     json_decref(index);
     if (!doc)
@@ -598,6 +600,30 @@ fail:
     json_decref(rules);
     json_decref(results);
     return -ENOMEM;
+}
+
+/* Append s to the table, at most max bytes (cut on a UTF-8 character boundary, with an
+ * ellipsis), with control characters shown as '?': resource names and evidence come from the
+ * input and must not drive the terminal. */
+static int table_append(ferry_buf *b, const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    bool cut = n > max;
+    int r = 0;
+
+    if (cut) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+            n--;
+    }
+    for (size_t i = 0; i < n && r == 0; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char out = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+        r = ferry_buf_append(b, &out, 1);
+    }
+    if (r == 0 && cut)
+        r = ferry_buf_append_str(b, "…");
+    return r;
 }
 
 static int render_table(ferry_audit *a, ferry_buf *b)
@@ -623,20 +649,30 @@ static int render_table(ferry_audit *a, ferry_buf *b)
             const ferry_audit_finding *f = &fs[i];
             if ((int)f->severity != s)
                 continue;
-            (void)snprintf(line, sizeof(line), "  %-11s %s\n              %s%s%s\n", f->rule_id,
-                           f->resource, f->title, f->account[0] ? " — account " : "",
-                           f->account);
+            (void)snprintf(line, sizeof(line), "  %-11s ", f->rule_id);
             r = ferry_buf_append_str(b, line);
-            if (r == 0) {
-                /* Evidence can be long (a whole statement); the JSON output has all of it. */
-                (void)snprintf(line, sizeof(line), "              evidence: %.300s%s\n",
-                               f->evidence, strlen(f->evidence) > 300 ? "…" : "");
-                r = ferry_buf_append_str(b, line);
+            if (r == 0)
+                r = table_append(b, f->resource, 2048);
+            if (r == 0)
+                r = ferry_buf_append_str(b, "\n              ");
+            if (r == 0)
+                r = ferry_buf_append_str(b, f->title);
+            if (r == 0 && f->account[0]) {
+                r = ferry_buf_append_str(b, " — account ");
+                if (r == 0)
+                    r = table_append(b, f->account, 64);
             }
-            if (r == 0) {
-                (void)snprintf(line, sizeof(line), "              fix: %s\n", f->remediation);
-                r = ferry_buf_append_str(b, line);
-            }
+            /* Evidence can be long (a whole statement); the JSON output has all of it. */
+            if (r == 0)
+                r = ferry_buf_append_str(b, "\n              evidence: ");
+            if (r == 0)
+                r = table_append(b, f->evidence, 300);
+            if (r == 0)
+                r = ferry_buf_append_str(b, "\n              fix: ");
+            if (r == 0)
+                r = ferry_buf_append_str(b, f->remediation);
+            if (r == 0)
+                r = ferry_buf_append_str(b, "\n");
         }
     }
     if (r == 0) {
