@@ -205,6 +205,9 @@ def faithful(t, directory, standin, tmp, key, c):
     t.ok(g.get("impersonated_token") is True,
          "google-auth-library: with service_account_impersonation_url the token comes from "
          "generateAccessToken")
+    t.ok(g.get("impersonated_expiry_ok") is True,
+         "google-auth-library: the stand-in's expireTime (RFC 3339) parses into an expiry "
+         "within the hour")
     t.eq(g.get("v1"), {"status": 200, "name_version": "1", "value_ok": True, "crc_ok": True},
          "google-auth-library: versions/1:access as the impersonated service account")
     t.eq((g.get("missing", {}).get("status"), g.get("missing", {}).get("google_status")),

@@ -78,8 +78,10 @@ async function main() {
         `${url}/v1/projects/-/serviceAccounts/${serviceAccount}:generateAccessToken`});
     const itok = await imp.getAccessToken();
     out.impersonated_token = typeof itok.token === 'string' && itok.token.startsWith('ya29.sa-');
-    out.impersonated_expiry = typeof itok.res?.data?.expireTime === 'string' ||
-                              typeof imp.credentials?.expiry_date === 'number';
+    // The library parsed the stand-in's expireTime (RFC 3339) into its expiry: within the hour.
+    const exp = imp.credentials?.expiry_date;
+    out.impersonated_expiry_ok = typeof exp === 'number' && exp > Date.now() &&
+                                 exp <= Date.now() + 3600 * 1000 + 5000;
     const v1 = await readVersion(imp, secret, '1');
     out.v1 = {status: v1.status, name_version: v1.name.split('/').pop(),
               value_ok: v1.bytes.toString('utf8') === process.env.GCP_EXPECT_V1, crc_ok: v1.crc_ok};
