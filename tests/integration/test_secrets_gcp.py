@@ -262,6 +262,13 @@ def fetches(t, tmp, keys, standin, c):
                 "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
                 "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"},
          "the STS request: RFC 8693 form body with the provider audience and cloud-platform")
+    ferry_kids = {k["kid"] for k in json.loads(
+        ft.ferry("keys", "jwks", "--state-dir", keys).out)["keys"]}
+    sub = after["last"].get("sts_subject", {})
+    t.ok(sub.get("kid") in ferry_kids and sub.get("iss") == ISSUER and
+         sub.get("sub") == SUBJECT and sub.get("aud") == "https:" + AUDIENCE,
+         "the subject token STS accepted was signed by ferry's key, for the provider's default "
+         "audience", sub)
     r = get(db + "1")
     t.ok(r.rc == 0 and r.out == c["v1"], "versions/1 reads the older version", r)
     r = get("gcp-sm:projects/%s/secrets/db/versions/2" % NUMBER)

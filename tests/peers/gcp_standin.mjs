@@ -219,6 +219,10 @@ async function sts(req, res) {
     } catch (e) {
         return refuse('invalid_grant', e.message);
     }
+    // Who signed the accepted subject token, for the test to check it was ferry's key.
+    stats.last.sts_subject = {kid: JSON.parse(Buffer.from(p.subject_token.split('.')[0],
+                                                          'base64url')).kid,
+                              iss: claims.iss, sub: claims.sub, aud: claims.aud};
     const pool = p.audience.replace(/^\/\/iam\.googleapis\.com\//, '').replace(/\/providers\/.*$/, '');
     const principal = `principal://iam.googleapis.com/${pool}/subject/${claims.sub}`;
     const token = 'ya29.fed-' + crypto.randomBytes(24).toString('base64url');
