@@ -400,7 +400,8 @@ def error_checks(tap, d):
         r"URL-encoded policy document: 1:\d+: malformed JSON", "truncated URL-encoded document")
     hdr = open(os.path.join(FIXTURES, "AWS-SH-005.pos.csv")).read().splitlines()[0]
     bad("short.csv", hdr + "\nalice,arn:aws:iam::111122223333:user/alice,2020\n",
-        r"short\.csv: line 2: expected 22 comma-separated fields", "CSV row with missing fields")
+        r"short\.csv: line 2: expected 22 comma-separated fields as in the header, got 3",
+        "CSV row with missing fields")
     bad("b64.json", '{"Content": "not base64!", "ReportFormat": "text/csv"}',
         r"b64\.json: Content: expected base64", "credential report with bad base64")
     row = ["bob", "arn:aws:iam::111122223333:user/bob", "2020-01-01T00:00:00+00:00", "false",
@@ -436,6 +437,52 @@ def error_checks(tap, d):
     tap.ok(r.rc == 0 and "--output-format" in r.out and "--fail-on" in r.out, "--help", r)
 
 
+def hostile_checks(tap, d):
+    """Seeded random damage to real exports: every run ends in a report (0/1) or an input
+    error (2, nothing on stdout), never a crash or a sanitizer report."""
+    import random
+    rnd = random.Random(6)
+    srcs = []
+    for name in (os.path.join(SAMPLES, "synthetic", "aws_authz_details_edgecases.json"),
+                 os.path.join(SAMPLES, "aws", "cloudsplaining_example-authz-details.json")):
+        with open(name) as f:
+            srcs.append(json.load(f))
+    vals = [None, 0, -1, 1.5, True, "", "*", [], {}, ["*"], {"AWS": "*"}, "%", "%ZZ", "%7B",
+            "arn:", "arn:aws:iam::1:x", [1, 2], {"a": {"b": []}}, "\u001b", "x" * 3000]
+
+    def mutate(doc):
+        for _ in range(rnd.randint(1, 6)):
+            path, cur = [], doc
+            while isinstance(cur, (dict, list)) and cur and rnd.random() < 0.85:
+                k = rnd.choice(list(cur)) if isinstance(cur, dict) else rnd.randrange(len(cur))
+                path.append((cur, k))
+                cur = cur[k]
+            if not path:
+                continue
+            parent, k = path[-1]
+            x = rnd.random()
+            if x < 0.6:
+                parent[k] = copy.deepcopy(rnd.choice(vals))
+            elif x < 0.8 and isinstance(parent, dict):
+                del parent[k]
+            elif isinstance(parent, list):
+                parent.append(copy.deepcopy(parent[k]))
+        return doc
+
+    p = os.path.join(d, "damaged.json")
+    failures, codes = [], set()
+    for i in range(80):
+        ft.write_json(p, mutate(copy.deepcopy(rnd.choice(srcs))))
+        r = audit("--output-format", "json", p)
+        codes.add(r.rc)
+        if r.rc not in (0, 1, 2) or "Sanitizer" in r.err or "runtime error" in r.err or \
+                (r.rc == 2 and r.out) or (r.rc != 2 and r.json() is None):
+            failures.append((i, r))
+    tap.ok(not failures, "80 damaged exports: a report or exit 2, never a crash or half report",
+           failures[:2])
+    tap.ok(2 in codes and 1 in codes, "damaged exports: both outcomes seen", codes)
+
+
 def body(tap):
     fixture_checks(tap)
     with ft.tempdir() as d:
@@ -443,6 +490,7 @@ def body(tap):
         page_checks(tap, d)
         output_checks(tap)
         error_checks(tap, d)
+        hostile_checks(tap, d)
 
 
 if __name__ == "__main__":

@@ -1814,10 +1814,18 @@ static int credreport_csv(ferry_audit *a, const char *path, const char *buf, siz
         if (!line[0] && !next)
             break; /* final newline */
         n = csv_split(line, fields, CREDREPORT_MAX_COLS);
+        if (n < 0) {
+            r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                 "line %zu: malformed CSV (a stray or unclosed quote, or more "
+                                 "than %d fields)",
+                                 lineno, CREDREPORT_MAX_COLS);
+            goto out;
+        }
         if (n != ncols) {
             r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
-                                 "line %zu: expected %d comma-separated fields, got %s", lineno,
-                                 ncols, n < 0 ? "a malformed line" : "a different count");
+                                 "line %zu: expected %d comma-separated fields as in the header, "
+                                 "got %d",
+                                 lineno, ncols, n);
             goto out;
         }
         r = credreport_row(a, path, lineno, fields, col, errbuf, errlen);
