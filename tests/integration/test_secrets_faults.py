@@ -10,7 +10,7 @@
 #     429 with Retry-After 30       a clear error at once ("retry after 30 s"); 1 request
 #     503 twice                     retried with backoff, then the value; 3 requests
 #     500 always                    a clear error "after 3 attempts"; 3 requests
-#     slow past timeout_ms          no complete answer (timed out), 3 requests, no value
+#     slow past timeout_ms          "did not answer within 500 ms" (timed out), 3 requests
 #     truncated body                no complete answer, no value
 #     oversized body                refused ("over N bytes"), not retried; 1 request
 #     wrong content type            refused, no value (the body held the real value)
@@ -184,7 +184,7 @@ def fault_table(canary_err, other):
         ("500 always", {"kind": "status", "status": 500, "count": 3}, 3, False,
          ["500", "after 3 attempts"]),
         ("slow past timeout_ms", {"kind": "slow", "delay_ms": 2500, "count": 3}, 3, False,
-         ["timed out", "after 3 attempts"]),
+         ["within 500 ms", "after 3 attempts"]),
         ("truncated body", {"kind": "truncate", "count": 3}, 3, False,
          ["cut short", "after 3 attempts"]),
         ("oversized body", {"kind": "oversize", "count": 1}, 1, False, ["over"]),

@@ -43,6 +43,7 @@
 #define AWS_REFRESH_MARGIN 300 /* seconds before expiry */
 #define AWS_BACKOFF_BASE_MS 100
 #define AWS_RETRY_BUDGET_MS 5000 /* waiting between the attempts of one call, at most */
+#define AWS_TIMEOUT_SLACK_MS 20  /* a network failure this close to the timeout is the timeout */
 #define AWS_ERROR_BODY_MAX 65536
 #define AWS_STS_VERSION "2011-06-15"
 
@@ -687,21 +688,33 @@ static int read_token_file(const char *path, char **ret, char *errbuf, size_t er
     return 0;
 }
 
-/* The reason of a request that got no usable HTTP answer, for what ("STS", a service). */
-static int transport_error(int r, const char *what, size_t max_response, char *errbuf,
-                           size_t errlen)
+static int64_t mono_ms(void)
 {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The reason of a request that got no usable HTTP answer, for what ("STS", a service), sent
+ * at t0 (mono_ms) under opts. A network failure at the total timeout is that timeout
+ * (-ETIMEDOUT): the HTTP client reports both as -FERRY_EFETCH. */
+static int transport_error(int r, const char *what, const ferry_http_options *opts, int64_t t0,
+                           char *errbuf, size_t errlen)
+{
+    long timeout_ms = opts->total_timeout_ms ? opts->total_timeout_ms : 10000;
+
     if (r == -FERRY_ETOOBIG)
-        return fail(errbuf, errlen, r, "%s: response over %zu bytes", what, max_response);
+        return fail(errbuf, errlen, r, "%s: response over %zu bytes", what, opts->max_response);
     if (r == -FERRY_EPOLICY)
         return fail(errbuf, errlen, r,
                     "%s: answered a redirect, which is not followed (or the URL was refused)",
                     what);
+    if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - AWS_TIMEOUT_SLACK_MS)
+        return fail(errbuf, errlen, -ETIMEDOUT, "%s: no answer within %ld ms", what, timeout_ms);
     if (r == -FERRY_EFETCH)
         return fail(errbuf, errlen, r,
-                    "%s: no complete answer (connection failed, timed out or the body was cut "
-                    "short)",
-                    what);
+                    "%s: no complete answer (connection failed or the body was cut short)", what);
     return fail(errbuf, errlen, r, "%s: request failed (%s)", what, ferry_strerror(r));
 }
 
@@ -806,10 +819,11 @@ static int sts_fetch(ferry_aws_provider *p, ferry_aws_credentials *ret, char *er
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
 
+        int64_t t0 = mono_ms();
         r = ferry_http_request_send(&req, &o, &resp);
         bool network = r == -FERRY_EFETCH, answered = r >= 0;
         if (r < 0)
-            r = transport_error(r, "STS", FERRY_AWS_STS_RESPONSE_MAX, errbuf, errlen);
+            r = transport_error(r, "STS", &o, t0, errbuf, errlen);
         else if (resp.status == 200) {
             if (!xml_content_type(resp.content_type))
                 r = fail(errbuf, errlen, -FERRY_EMALFORMED,
@@ -1069,12 +1083,13 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
         r = ferry_aws_provider_get(p, &c, errbuf, errlen);
         if (r < 0)
             return r;
+        int64_t t0 = mono_ms();
         r = signed_post(p, &c, url, host, service, target, body, body_len, &o, &resp, errbuf,
                         errlen);
         ferry_aws_credentials_clear(&c);
         bool network = r == -FERRY_EFETCH, answered = r >= 0;
         if (r < 0)
-            r = transport_error(r, service, max_response, errbuf, errlen);
+            r = transport_error(r, service, &o, t0, errbuf, errlen);
         else if (resp.status == 200) {
             /* moto_server answers Secrets Manager with text/html; a plain-http endpoint exists
              * only with allow_http_loopback (tests), so only there is text/html let through

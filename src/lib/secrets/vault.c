@@ -49,6 +49,7 @@
 #define VAULT_MAX_ATTEMPTS 3            /* per call, for 429, 5xx and network failures */
 #define VAULT_BACKOFF_BASE_MS 100
 #define VAULT_RETRY_BUDGET_MS 5000      /* waiting between the attempts of one call, at most */
+#define VAULT_TIMEOUT_SLACK_MS 20       /* a failure this close to timeout_ms is the timeout */
 
 enum vault_method { VAULT_AUTH_JWT = 1, VAULT_AUTH_APPROLE, VAULT_AUTH_TOKEN };
 
@@ -77,6 +78,14 @@ static int64_t mono_s(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static bool json_type_ok(const char *ct)
@@ -495,6 +504,7 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
     const char *hdrs[3];
     size_t nh = 0;
     long budget_ms = VAULT_RETRY_BUDGET_MS;
+    long timeout_ms = st->http.total_timeout_ms ? st->http.total_timeout_ms : 10000;
     int r;
 
     if (token) {
@@ -523,6 +533,7 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
         bool have_resp = false;
+        int64_t t0 = mono_ms();
         int p;
 
         r = ferry_http_request_send(&req, &st->http, &resp);
@@ -537,10 +548,14 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
                      what);
             break;
         }
-        if (r < 0)
+        if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - VAULT_TIMEOUT_SLACK_MS)
+            /* The client reports a timeout as any network failure; the clock tells them apart. */
+            r = fail(errbuf, errlen, -ETIMEDOUT, "%s: Vault did not answer within %ld ms", what,
+                     timeout_ms);
+        else if (r < 0)
             r = fail(errbuf, errlen, r,
-                     "%s: no complete answer from Vault (connection failed, timed out or the "
-                     "body was cut short)",
+                     "%s: no complete answer from Vault (connection failed or the body was cut "
+                     "short)",
                      what);
         else if (resp.status == 429 || (resp.status >= 500 && resp.status <= 599)) {
             r = fail(errbuf, errlen, -EAGAIN, "%s: Vault answered HTTP %ld (%s)", what, resp.status,
