@@ -269,7 +269,8 @@ def fetches(t, tmp, keys, ca, main, sovereign):
     t.ok(r.rc != 0 and "permission denied" in r.err and "403" in r.err and r.out == "",
          "a vault the client may not read: permission denied (403)", r)
     r = get("azure-kv:kv-ml/disabled")
-    t.ok(r.rc != 0 and "SecretDisabled" in r.err and r.out == "",
+    t.ok(r.rc != 0 and "the secret is disabled" in r.err and "SecretDisabled" in r.err and
+         r.out == "",
          "a disabled secret is refused (Key Vault's 403 SecretDisabled)", r)
     r = get("azure-kv:kv-ml/expired")
     t.ok(r.rc != 0 and "expired" in r.err and r.out == "", "an expired secret is refused", r)

@@ -910,7 +910,7 @@ static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_s
 {
     static const char what[] = "Key Vault read";
     az_state *st = state;
-    char base[AZ_URL_MAX], url[AZ_URL_MAX + 512], scope[AZ_SCOPE_MAX + 1], code[160];
+    char base[AZ_URL_MAX], url[AZ_URL_MAX + 512], scope[AZ_SCOPE_MAX + 1], code[160] = "";
     char *token = NULL, *auth = NULL;
     long budget = st->max_retry_wait_ms;
     bool fresh = false, force = false;
@@ -955,7 +955,9 @@ static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_s
         auth = NULL;
         if (r < 0)
             break;
-        ferry_azure_error_code(resp.body, resp.body_len, code, sizeof(code));
+        /* The error code of a refusal (never parsed out of a 200, which holds the value). */
+        if (resp.status != 200)
+            ferry_azure_error_code(resp.body, resp.body_len, code, sizeof(code));
         if (resp.status == 200) {
             if (!json_type_ok(resp.content_type)) {
                 r = fail(errbuf, errlen, -FERRY_EMALFORMED, "%s: answer is not application/json",
@@ -980,6 +982,9 @@ static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_s
         } else if (resp.status == 404) {
             r = fail(errbuf, errlen, -ENOENT, "not found (Key Vault answered 404%s%s)",
                      code[0] ? ", " : "", code);
+        } else if (resp.status == 403 && strcmp(code, "Forbidden/SecretDisabled") == 0) {
+            r = fail(errbuf, errlen, -EACCES, "the secret is disabled (Key Vault answered 403, %s)",
+                     code);
         } else if (resp.status == 403) {
             r = fail(errbuf, errlen, -EACCES, "permission denied (Key Vault answered 403%s%s)",
                      code[0] ? ", " : "", code);
