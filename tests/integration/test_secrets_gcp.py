@@ -331,6 +331,14 @@ def fetches(t, tmp, keys, standin, c):
          {"access": 2, "injected": 1, "early_retries": 0},
          "two reads, the second not before the Retry-After the stand-in gave")
 
+    standin.fail("access", 1, kind="status", status=503, retry_after=1)
+    before = standin.stats()
+    r = get(db + "latest")
+    after = standin.stats()
+    t.ok(r.rc == 0 and r.out == c["latest"] and
+         delta(before, after, "access", "early_retries") == {"access": 2, "early_retries": 0},
+         "503 with Retry-After: 1 is waited out as well", (r, delta(before, after, "access")))
+
     standin.fail("access", 5, kind="status", status=429, retry_after=30)
     before = standin.stats()
     r = get(db + "latest")

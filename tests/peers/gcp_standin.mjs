@@ -23,7 +23,7 @@
 //
 // Counters (GET /_standin/stats): calls.{sts,iam,access} count every request of each path,
 // faults included; sts_ok, iam_ok, access_ok the answered ones; early_retries the requests
-// that came back before the Retry-After of a 429 had passed.
+// that came back before the Retry-After of a 429 or 503 had passed.
 // Endpoints: POST /v1/token (form or JSON body), POST /v1/projects/-/serviceAccounts/
 // EMAIL:generateAccessToken, GET /v1/projects/P/secrets/S/versions/V:access; for tests:
 // GET /_standin/stats, POST /_standin/reset, POST /_standin/fail {"path": "sts" | "iam" |
@@ -339,7 +339,7 @@ async function injectFault(req, res, f, kind) {
     if (f.kind === 'status' || !f.kind) {
         const code = f.status || 503;
         const extra = f.retry_after !== undefined ? {'Retry-After': String(f.retry_after)} : {};
-        if (code === 429 && f.retry_after !== undefined)
+        if (f.retry_after !== undefined)
             notBefore[kind] = now() + Number(f.retry_after) * 1000;
         if (kind === 'sts')
             send(res, code, {error: code === 429 ? 'rate_limit_exceeded' : 'server_error',
