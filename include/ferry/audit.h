@@ -51,8 +51,8 @@ typedef struct ferry_audit ferry_audit;
 
 /* One finding, borrowed from the run (valid until ferry_audit_free). */
 typedef struct ferry_audit_finding {
-    const char *rule_id;     /* catalogue ID, e.g. "AWS-OP-001" */
-    const char *title;       /* the rule's title */
+    const char *rule_id; /* catalogue ID, e.g. "AWS-OP-001" */
+    const char *title;   /* the rule's title */
     ferry_audit_severity severity;
     const char *cloud;       /* "aws", ... */
     const char *account;     /* account / project / subscription; "" when unknown */

@@ -114,8 +114,9 @@ static int load_known_accounts(ferry_audit *a, const char *path)
             continue;
         r = ferry_audit_add_known_account(a, line);
         if (r < 0) {
-            fprintf(stderr, PROG ": --known-accounts %s:%zu: expected a 12-digit account id, "
-                            "got '%.40s'\n",
+            fprintf(stderr,
+                    PROG ": --known-accounts %s:%zu: expected a 12-digit account id, "
+                         "got '%.40s'\n",
                     path, lineno, line);
             return r;
         }

@@ -128,8 +128,13 @@ Test(audit, dates)
     cr_assert_eq(t, 1576696208);
     cr_assert_eq(audit_parse_time("2019-12-18", &t), 0);
     cr_assert_eq(t, 1576627200);
-    const char *bad[] = {"", "N/A", "2019-13-01T00:00:00Z", "2019-12-18T19:10Z",
-                         "2019-12-18T19:10:08Zjunk", "2019-12-18T19:10:08.Z", "19-12-18"};
+    const char *bad[] = {"",
+                         "N/A",
+                         "2019-13-01T00:00:00Z",
+                         "2019-12-18T19:10Z",
+                         "2019-12-18T19:10:08Zjunk",
+                         "2019-12-18T19:10:08.Z",
+                         "19-12-18"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(audit_parse_time(bad[i], &t), -EINVAL, "%s", bad[i]);
 }
@@ -158,16 +163,16 @@ Test(audit, json_output_shape)
     cr_assert_eq(json_integer_value(json_object_get(sum, "critical")), 1);
     cr_assert_eq(json_integer_value(json_object_get(sum, "total")), 1);
     json_t *f = json_array_get(json_object_get(j, "findings"), 0);
-    const char *keys[] = {"fingerprint", "rule_id", "title", "severity", "cloud", "account",
-                          "resource", "remediation", "source"};
+    const char *keys[] = {"fingerprint", "rule_id",  "title",       "severity", "cloud",
+                          "account",     "resource", "remediation", "source"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         cr_assert(json_is_string(json_object_get(f, keys[i])), "%s", keys[i]);
     json_t *ev = json_object_get(f, "evidence");
     cr_assert_str_eq(json_string_value(json_object_get(ev, "policy")), "inline:p");
-    cr_assert_str_eq(
-        json_string_value(json_object_get(json_object_get(ev, "statement"), "Action")), "*");
-    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(
-                         json_object_get(j, "inputs"), 0), "format")),
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(ev, "statement"), "Action")),
+                     "*");
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(j, "inputs"), 0), "format")),
                      "aws-authz");
     json_decref(j);
     free(out);
@@ -196,11 +201,11 @@ Test(audit, sarif_output_shape)
     size_t idx = (size_t)json_integer_value(json_object_get(res, "ruleIndex"));
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rules, idx), "id")),
                      "AWS-OP-001");
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(res, "properties"),
-                                                       "security-severity")),
-                     "9.0");
-    cr_assert_eq(strlen(json_string_value(json_object_get(
-                     json_object_get(res, "partialFingerprints"), "ferry/v1"))),
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(res, "properties"), "security-severity")),
+        "9.0");
+    cr_assert_eq(strlen(json_string_value(
+                     json_object_get(json_object_get(res, "partialFingerprints"), "ferry/v1"))),
                  64);
     json_t *loc = json_array_get(json_object_get(res, "locations"), 0);
     json_t *ll = json_array_get(json_object_get(loc, "logicalLocations"), 0);
@@ -231,12 +236,11 @@ Test(audit, truncated_and_unrecognised_inputs)
     cr_assert_eq(add(a, "x.json", "{\"hello\": 1}", err, sizeof(err)), -FERRY_EUNSUPPORTED);
     cr_assert(strstr(err, "x.json: not a recognised export") != NULL, "%s", err);
     cr_assert_eq(add(a, "x.txt", "hello,world\n", err, sizeof(err)), -FERRY_EUNSUPPORTED);
-    cr_assert_eq(add(a, "r.json", "{\"RoleDetailList\": {}}", err, sizeof(err)),
-                 -FERRY_EMALFORMED);
+    cr_assert_eq(add(a, "r.json", "{\"RoleDetailList\": {}}", err, sizeof(err)), -FERRY_EMALFORMED);
     cr_assert(strstr(err, "RoleDetailList: expected an array") != NULL, "%s", err);
-    cr_assert_eq(add(a, "r.json", "{\"RoleDetailList\": [{\"RoleName\": \"x\"}]}", err,
-                     sizeof(err)),
-                 -FERRY_EMALFORMED);
+    cr_assert_eq(
+        add(a, "r.json", "{\"RoleDetailList\": [{\"RoleName\": \"x\"}]}", err, sizeof(err)),
+        -FERRY_EMALFORMED);
     cr_assert(strstr(err, "RoleDetailList[0]: expected an Arn") != NULL, "%s", err);
     ferry_audit_free(a);
 }
@@ -247,8 +251,7 @@ Test(audit, size_cap)
     ferry_audit *a = NULL;
     char err[256];
     cr_assert_eq(ferry_audit_new(&o, &a), 0);
-    cr_assert_eq(add(a, "big.json", "{\"RoleDetailList\": []}", err, sizeof(err)),
-                 -FERRY_ETOOBIG);
+    cr_assert_eq(add(a, "big.json", "{\"RoleDetailList\": []}", err, sizeof(err)), -FERRY_ETOOBIG);
     cr_assert(strstr(err, "big.json: larger than the 16-byte input limit") != NULL, "%s", err);
     ferry_audit_free(a);
 }

@@ -20,11 +20,11 @@
 
 /* One rule of the catalogue. */
 typedef struct audit_rule {
-    const char *id;    /* "AWS-OP-001" */
-    const char *title; /* short, as in the catalogue */
+    const char *id;                /* "AWS-OP-001" */
+    const char *title;             /* short, as in the catalogue */
     ferry_audit_severity severity; /* default severity */
-    const char *help;        /* what it checks (SARIF fullDescription / help) */
-    const char *remediation; /* concrete fix, copied into each finding */
+    const char *help;              /* what it checks (SARIF fullDescription / help) */
+    const char *remediation;       /* concrete fix, copied into each finding */
 } audit_rule;
 
 /* One input format. Exactly one of detect_json / detect_text is set. */
@@ -80,8 +80,8 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
 
 /* Parse a JSON text of an input under the run's size cap and AUDIT_JSON_MAX_DEPTH. On a
  * syntax error errbuf gets "LINE:COL: malformed JSON: reason" (no path). *ret is new. */
-int audit_parse_json(const ferry_audit *a, const void *buf, size_t len, json_t **ret,
-                     char *errbuf, size_t errlen);
+int audit_parse_json(const ferry_audit *a, const void *buf, size_t len, json_t **ret, char *errbuf,
+                     size_t errlen);
 
 /* Parse a timestamp in the forms the exports use: "YYYY-MM-DD[T ]HH:MM:SS[.fff](Z|±HH:MM|
  * ±HHMM)" (no zone = UTC) or a bare "YYYY-MM-DD". Returns 0 or -EINVAL. */

@@ -143,42 +143,71 @@ static const audit_rule aws_rules[] = {
 };
 
 /* Actions by rule: a statement action (glob) matching one of these is a hit. Lower case. */
-static const char *const credentials_exposure[] = {
-    "iam:createaccesskey", "iam:updateaccesskey", "iam:createloginprofile",
-    "iam:updateloginprofile", "iam:createservicespecificcredential",
-    "iam:resetservicespecificcredential", "secretsmanager:getsecretvalue", "ssm:getparameter",
-    "ssm:getparameters", "ssm:getparametersbypath", "sts:assumerole", "sts:getfederationtoken",
-    "sts:getsessiontoken", "ecr:getauthorizationtoken", "redshift:getclustercredentials",
-    "ec2:getpassworddata", "sso:getrolecredentials", "cognito-identity:getcredentialsforidentity",
-    "lightsail:getinstanceaccessdetails", "iot:createkeysandcertificate", NULL};
+static const char *const credentials_exposure[] = {"iam:createaccesskey",
+                                                   "iam:updateaccesskey",
+                                                   "iam:createloginprofile",
+                                                   "iam:updateloginprofile",
+                                                   "iam:createservicespecificcredential",
+                                                   "iam:resetservicespecificcredential",
+                                                   "secretsmanager:getsecretvalue",
+                                                   "ssm:getparameter",
+                                                   "ssm:getparameters",
+                                                   "ssm:getparametersbypath",
+                                                   "sts:assumerole",
+                                                   "sts:getfederationtoken",
+                                                   "sts:getsessiontoken",
+                                                   "ecr:getauthorizationtoken",
+                                                   "redshift:getclustercredentials",
+                                                   "ec2:getpassworddata",
+                                                   "sso:getrolecredentials",
+                                                   "cognito-identity:getcredentialsforidentity",
+                                                   "lightsail:getinstanceaccessdetails",
+                                                   "iot:createkeysandcertificate",
+                                                   NULL};
 static const char *const data_exfiltration[] = {
-    "s3:getobject", "s3:getobjectversion", "rds:copydbsnapshot", "rds:copydbclustersnapshot",
-    "dynamodb:scan", "dynamodb:exporttabletopointintime", "ec2:getconsoleoutput",
-    "kms:decrypt", "glacier:getjoboutput", NULL};
-static const char *const resource_exposure[] = {
-    "s3:putbucketpolicy", "s3:putbucketacl", "s3:putobjectacl", "s3:deletebucketpolicy",
-    "s3:putbucketpublicaccessblock", "kms:putkeypolicy", "kms:creategrant",
-    "secretsmanager:putresourcepolicy", "sqs:addpermission", "sqs:setqueueattributes",
-    "sns:addpermission", "sns:settopicattributes", "lambda:addpermission",
-    "ecr:setrepositorypolicy", "ram:createresourceshare", "ram:associateresourceshare",
-    "glacier:setvaultaccesspolicy", "iam:updateassumerolepolicy", "ec2:modifysnapshotattribute",
-    "rds:modifydbsnapshotattribute", "backup:putbackupvaultaccesspolicy", NULL};
+    "s3:getobject",         "s3:getobjectversion",
+    "rds:copydbsnapshot",   "rds:copydbclustersnapshot",
+    "dynamodb:scan",        "dynamodb:exporttabletopointintime",
+    "ec2:getconsoleoutput", "kms:decrypt",
+    "glacier:getjoboutput", NULL};
+static const char *const resource_exposure[] = {"s3:putbucketpolicy",
+                                                "s3:putbucketacl",
+                                                "s3:putobjectacl",
+                                                "s3:deletebucketpolicy",
+                                                "s3:putbucketpublicaccessblock",
+                                                "kms:putkeypolicy",
+                                                "kms:creategrant",
+                                                "secretsmanager:putresourcepolicy",
+                                                "sqs:addpermission",
+                                                "sqs:setqueueattributes",
+                                                "sns:addpermission",
+                                                "sns:settopicattributes",
+                                                "lambda:addpermission",
+                                                "ecr:setrepositorypolicy",
+                                                "ram:createresourceshare",
+                                                "ram:associateresourceshare",
+                                                "glacier:setvaultaccesspolicy",
+                                                "iam:updateassumerolepolicy",
+                                                "ec2:modifysnapshotattribute",
+                                                "rds:modifydbsnapshotattribute",
+                                                "backup:putbackupvaultaccesspolicy",
+                                                NULL};
 
 static const char *const sensitive_services[] = {
     "iam", "sts", "kms", "secretsmanager", "s3", "organizations", "cloudtrail", NULL};
 
 /* Service principals whose role is only handed to the account's own resources, where
  * aws:SourceAccount is not how the role is protected. */
-static const char *const deputy_exempt_services[] = {
-    "ec2.amazonaws.com", "lambda.amazonaws.com", "ecs-tasks.amazonaws.com",
-    "edgelambda.amazonaws.com", NULL};
+static const char *const deputy_exempt_services[] = {"ec2.amazonaws.com", "lambda.amazonaws.com",
+                                                     "ecs-tasks.amazonaws.com",
+                                                     "edgelambda.amazonaws.com", NULL};
 
 #define ADMIN_POLICY_ARN "arn:aws:iam::aws:policy/AdministratorAccess"
 
 typedef struct aws_state {
     json_t *pending; /* merged pages of an authorization-details export, or NULL */
     char *pending_path;
-    json_t *cache; /* sha256 of canonical document -> analysis (array of hits) */
+    json_t *cache;           /* sha256 of canonical document -> analysis (array of hits) */
     size_t analysed, reused; /* cache misses and hits, for tests */
 } aws_state;
 
@@ -333,8 +362,8 @@ static int url_decode(const char *s, char **ret, size_t *ret_len)
 
 /* A policy document as found in the export: an object, or URL-encoded JSON text (the raw API
  * form). *ret is a new reference. what names the document in errors. */
-static int policy_document(ferry_audit *a, json_t *v, const char *what, json_t **ret,
-                           char *errbuf, size_t errlen)
+static int policy_document(ferry_audit *a, json_t *v, const char *what, json_t **ret, char *errbuf,
+                           size_t errlen)
 {
     char *text = NULL, why[200];
     size_t len = 0;
@@ -353,8 +382,9 @@ static int policy_document(ferry_audit *a, json_t *v, const char *what, json_t *
     if (r == -ENOMEM)
         return r;
     if (r < 0)
-        return ferry_errbuf_set(errbuf, errlen, r, "%s: bad percent-escape in URL-encoded policy "
-                                                   "document",
+        return ferry_errbuf_set(errbuf, errlen, r,
+                                "%s: bad percent-escape in URL-encoded policy "
+                                "document",
                                 what);
     r = audit_parse_json(a, text, len, ret, why, sizeof(why));
     free(text);
@@ -405,8 +435,8 @@ static bool list_has_str(const json_t *list, const char *s)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(list, i, v) if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
-        return true;
+    json_array_foreach(list, i, v) if (json_is_string(v) &&
+                                       strcmp(json_string_value(v), s) == 0) return true;
     return false;
 }
 
@@ -625,8 +655,8 @@ static int default_document(aws_ctx *c, json_t *pol, const char *arn, json_t **r
 
 static json_t *builtin_admin_document(void)
 {
-    return json_pack("{s:s, s:[{s:s, s:s, s:s}]}", "Version", "2012-10-17", "Statement",
-                     "Effect", "Allow", "Action", "*", "Resource", "*");
+    return json_pack("{s:s, s:[{s:s, s:s, s:s}]}", "Version", "2012-10-17", "Statement", "Effect",
+                     "Allow", "Action", "*", "Resource", "*");
 }
 
 /* Emit the hits of one policy on a principal; *ret_admin set when it grants full admin. */
@@ -686,9 +716,8 @@ typedef struct aws_grants {
 
 /* Inline and attached managed policies of one principal: per-policy findings, and the
  * documents gathered into g. */
-static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key,
-                                 const char *account, const char *arn, bool *ret_admin,
-                                 aws_grants *g)
+static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key, const char *account,
+                                 const char *arn, bool *ret_admin, aws_grants *g)
 {
     json_t *inl = as_list(json_object_get(p, inline_key)), *att = NULL, *v;
     size_t i;
@@ -836,8 +865,8 @@ static int role_trust(aws_ctx *c, json_t *doc, const char *account, const char *
         }
         if ((json_is_string(principal) && strcmp(json_string_value(principal), "*") == 0) ||
             list_has_str(awsl, "*")) {
-            r = trust_finding(c, cond ? "AWS-TR-002" : "AWS-TR-001", -1, account, arn, stmt,
-                              NULL, NULL, NULL);
+            r = trust_finding(c, cond ? "AWS-TR-002" : "AWS-TR-001", -1, account, arn, stmt, NULL,
+                              NULL, NULL);
         }
         json_array_foreach(awsl, k, v)
         {
@@ -849,8 +878,8 @@ static int role_trust(aws_ctx *c, json_t *doc, const char *account, const char *
                                   account, arn, stmt, "trusted_account", other, other);
             if (r == 0 && !condition_values(cond, "sts:ExternalId") &&
                 !condition_values(cond, "aws:MultiFactorAuthPresent"))
-                r = trust_finding(c, "AWS-TR-004", -1, account, arn, stmt, "trusted_account",
-                                  other, other);
+                r = trust_finding(c, "AWS-TR-004", -1, account, arn, stmt, "trusted_account", other,
+                                  other);
         }
         json_decref(awsl);
         if (r < 0)
@@ -1005,8 +1034,7 @@ static const struct {
     {"pass a role to a SageMaker notebook",
      {"iam:PassRole", "sagemaker:CreateNotebookInstance",
       "sagemaker:CreatePresignedNotebookInstanceUrl"}},
-    {"pass a role to an ECS task",
-     {"iam:PassRole", "ecs:RegisterTaskDefinition", "ecs:RunTask"}},
+    {"pass a role to an ECS task", {"iam:PassRole", "ecs:RegisterTaskDefinition", "ecs:RunTask"}},
     {"pass a role to a CodeBuild project",
      {"iam:PassRole", "codebuild:CreateProject", "codebuild:StartBuild"}},
     {"create access keys for any user", {"iam:CreateAccessKey"}},
@@ -1061,15 +1089,15 @@ static bool allowed_anywhere(const json_t *docs, const char *action, const char 
 
 /* Facts about a role's trust policy the principal-wide rules need. */
 typedef struct aws_trust {
-    bool compute;  /* a compute service, or EKS pods through web identity */
-    bool external; /* anyone, or a principal of another account */
+    bool compute;     /* a compute service, or EKS pods through web identity */
+    bool external;    /* anyone, or a principal of another account */
     json_t *services; /* compute services named (new reference, or NULL) */
 } aws_trust;
 
 static const char *const compute_services[] = {
-    "ec2.amazonaws.com", "lambda.amazonaws.com", "ecs-tasks.amazonaws.com",
-    "eks.amazonaws.com", "pods.eks.amazonaws.com", "codebuild.amazonaws.com",
-    "sagemaker.amazonaws.com", "batch.amazonaws.com", NULL};
+    "ec2.amazonaws.com",       "lambda.amazonaws.com",   "ecs-tasks.amazonaws.com",
+    "eks.amazonaws.com",       "pods.eks.amazonaws.com", "codebuild.amazonaws.com",
+    "sagemaker.amazonaws.com", "batch.amazonaws.com",    NULL};
 
 static int trust_facts(json_t *doc, const char *account, aws_trust *t)
 {
@@ -1098,8 +1126,8 @@ static int trust_facts(json_t *doc, const char *account, aws_trust *t)
         for (i = 0; i < (json_is_array(aws) ? json_array_size(aws) : (aws ? 1 : 0)); i++) {
             char other[13];
             const char *s = json_string_value(json_is_array(aws) ? json_array_get(aws, i) : aws);
-            if (s && (strcmp(s, "*") == 0 ||
-                      (arn_account(s, other) && strcmp(other, account) != 0)))
+            if (s &&
+                (strcmp(s, "*") == 0 || (arn_account(s, other) && strcmp(other, account) != 0)))
                 t->external = true;
         }
         for (i = 0; i < (json_is_array(svc) ? json_array_size(svc) : (svc ? 1 : 0)); i++) {
@@ -1139,11 +1167,11 @@ static int escalation(aws_ctx *c, int kind, const char *account, const char *arn
 
     if (!methods || !caps)
         goto out;
-#define METHOD(...)                                                                            \
-    do {                                                                                       \
-        (void)snprintf(line, sizeof(line), __VA_ARGS__);                                       \
-        if (json_array_append_new(methods, json_string(line)) < 0)                             \
-            goto out;                                                                          \
+#define METHOD(...)                                                                                \
+    do {                                                                                           \
+        (void)snprintf(line, sizeof(line), __VA_ARGS__);                                           \
+        if (json_array_append_new(methods, json_string(line)) < 0)                                 \
+            goto out;                                                                              \
     } while (0)
     if (allowed(g->docs, self_put[kind], arn))
         METHOD("%s on itself", self_put[kind]);
@@ -1170,8 +1198,8 @@ static int escalation(aws_ctx *c, int kind, const char *account, const char *arn
 #undef METHOD
     r = 0;
     if (json_array_size(methods) > 0) {
-        int sev = kind == 2 && (t->compute || t->external) ? FERRY_AUDIT_CRITICAL
-                                                           : FERRY_AUDIT_HIGH;
+        int sev =
+            kind == 2 && (t->compute || t->external) ? FERRY_AUDIT_CRITICAL : FERRY_AUDIT_HIGH;
         ev = json_pack("{s:O}", "methods", methods);
         r = ev ? audit_emit(c->a, "AWS-OP-002", sev, CLOUD, account, arn, ev, "admin-equivalent",
                             c->path)
@@ -1203,8 +1231,7 @@ static int escalation(aws_ctx *c, int kind, const char *account, const char *arn
                 acts = NULL;
             }
         if (!acts || json_array_append_new(caps, json_pack("{s:s, s:o}", "capability",
-                                                           privesc[k].name, "actions", acts)) <
-                         0) {
+                                                           privesc[k].name, "actions", acts)) < 0) {
             r = -ENOMEM;
             goto out;
         }
@@ -1222,8 +1249,8 @@ out:
 }
 
 /* AWS-OP-010: an admin (or admin-equivalent) role reachable from compute. */
-static int compute_admin(aws_ctx *c, json_t *role, const char *account, const char *arn,
-                         bool admin, const aws_trust *t)
+static int compute_admin(aws_ctx *c, json_t *role, const char *account, const char *arn, bool admin,
+                         const aws_trust *t)
 {
     json_t *profiles = json_object_get(role, "InstanceProfileList"), *ips, *v, *ev;
     size_t i;
@@ -1244,8 +1271,8 @@ static int compute_admin(aws_ctx *c, json_t *role, const char *account, const ch
         json_decref(ips);
         return 0;
     }
-    ev = json_pack("{s:s, s:o, s:O}", "admin", admin ? "full" : "equivalent",
-                   "instance_profiles", ips, "trusted_compute", t->services);
+    ev = json_pack("{s:s, s:o, s:O}", "admin", admin ? "full" : "equivalent", "instance_profiles",
+                   ips, "trusted_compute", t->services);
     if (!ev)
         return -ENOMEM;
     r = audit_emit(c->a, "AWS-OP-010", -1, CLOUD, account, arn, ev, "compute", c->path);
@@ -1349,8 +1376,7 @@ static const struct {
     {"RoleDetailList", "RolePolicyList"},
 };
 
-static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *errbuf,
-                         size_t errlen)
+static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *errbuf, size_t errlen)
 {
     aws_ctx c = {.a = a, .path = path, .errbuf = errbuf, .errlen = errlen};
     json_t *pols = json_object_get(doc, "Policies"), *v;
@@ -1477,8 +1503,7 @@ static bool detect_authz(const json_t *doc)
     return authz_page(doc);
 }
 
-static int check_page(const json_t *page, size_t index, bool in_array, char *errbuf,
-                      size_t errlen)
+static int check_page(const json_t *page, size_t index, bool in_array, char *errbuf, size_t errlen)
 {
     char where[40] = "";
     if (in_array)
@@ -1718,8 +1743,8 @@ static int key_finding(ferry_audit *a, const char *path, const char *rule, const
     return r;
 }
 
-static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char **f,
-                          const int *col, char *errbuf, size_t errlen)
+static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char **f, const int *col,
+                          char *errbuf, size_t errlen)
 {
     const ferry_audit_options *o = &a->opts;
     const char *user = f[col[C_USER]], *arn = f[col[C_ARN]];
@@ -1765,8 +1790,8 @@ static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char 
         r = key_finding(a, path, "AWS-SH-005", account, arn, user, 0, "active_keys", "2");
     if (r == 0) {
         const char *pwd = col[C_PWD] >= 0 ? f[col[C_PWD]] : "false";
-        r = key_finding(a, path, strcmp(pwd, "true") == 0 ? "AWS-SH-007" : "AWS-SH-006",
-                        account, arn, user, 0, "password_enabled", pwd);
+        r = key_finding(a, path, strcmp(pwd, "true") == 0 ? "AWS-SH-007" : "AWS-SH-006", account,
+                        arn, user, 0, "password_enabled", pwd);
     }
     return r;
 }
@@ -1879,8 +1904,7 @@ static int load_credreport(ferry_audit *a, const char *path, const char *buf, si
 }
 
 static const audit_loader aws_loaders[] = {
-    {"aws-authz",
-     "aws iam get-account-authorization-details: RoleDetailList/UserDetailList/...",
+    {"aws-authz", "aws iam get-account-authorization-details: RoleDetailList/UserDetailList/...",
      detect_authz, NULL, load_authz},
     {"aws-credreport-json", "aws iam get-credential-report: Content + ReportFormat",
      detect_credreport_json, NULL, load_credreport},

@@ -210,8 +210,8 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
      * different tuples hash the same bytes. Nothing volatile (dates, file names) goes in. */
     ferry_buf_init(&fp, 1024 * 1024, false);
     r = 0;
-    const char *parts[] = {"ferry.audit/v1", rule->id, cloud, f.account, f.resource,
-                           evidence_key ? evidence_key : ""};
+    const char *parts[] = {"ferry.audit/v1", rule->id,   cloud,
+                           f.account,        f.resource, evidence_key ? evidence_key : ""};
     for (size_t i = 0; i < ARRAY_SIZE(parts) && r == 0; i++)
         r = ferry_buf_append(&fp, parts[i], strlen(parts[i]) + 1);
     if (r == 0)
@@ -228,12 +228,12 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
 
 /* ---- input --------------------------------------------------------------------------- */
 
-int audit_parse_json(const ferry_audit *a, const void *buf, size_t len, json_t **ret,
-                     char *errbuf, size_t errlen)
+int audit_parse_json(const ferry_audit *a, const void *buf, size_t len, json_t **ret, char *errbuf,
+                     size_t errlen)
 {
     char msg[FERRY_JSON_ERR_LEN];
-    int r = ferry_json_parse(buf, len, a->opts.max_input, AUDIT_JSON_MAX_DEPTH, ret, msg,
-                             sizeof(msg));
+    int r =
+        ferry_json_parse(buf, len, a->opts.max_input, AUDIT_JSON_MAX_DEPTH, ret, msg, sizeof(msg));
     if (r >= 0)
         return 0;
     if (r == -FERRY_ETOOBIG && len > a->opts.max_input)
@@ -302,8 +302,7 @@ static int expected_list(char *out, size_t outlen)
 }
 
 FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const void *buf,
-                                       size_t len, const char *format, char *errbuf,
-                                       size_t errlen)
+                                       size_t len, const char *format, char *errbuf, size_t errlen)
 {
     const audit_loader *loader = NULL;
     json_t *doc = NULL, *rec;
@@ -486,8 +485,8 @@ static json_t *evidence_json(const ferry_audit_finding *f)
 {
     json_t *e = NULL;
     /* Our own compact serialisation, so the parse only fails for lack of memory. */
-    if (ferry_json_parse(f->evidence, strlen(f->evidence), SIZE_MAX, AUDIT_JSON_MAX_DEPTH + 8,
-                         &e, NULL, 0) < 0)
+    if (ferry_json_parse(f->evidence, strlen(f->evidence), SIZE_MAX, AUDIT_JSON_MAX_DEPTH + 8, &e,
+                         NULL, 0) < 0)
         return NULL;
     return e;
 }
@@ -503,22 +502,21 @@ static int render_json(ferry_audit *a, json_t **ret)
     counts(a, c);
     for (size_t i = 0; i < n; i++) {
         const ferry_audit_finding *f = &fs[i];
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}",
-                              "fingerprint", f->fingerprint, "rule_id", f->rule_id, "title",
-                              f->title, "severity", ferry_audit_severity_name(f->severity),
-                              "cloud", f->cloud, "account", f->account, "resource",
-                              f->resource, "evidence", evidence_json(f), "remediation",
-                              f->remediation, "source", f->source);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}", "fingerprint",
+                              f->fingerprint, "rule_id", f->rule_id, "title", f->title, "severity",
+                              ferry_audit_severity_name(f->severity), "cloud", f->cloud, "account",
+                              f->account, "resource", f->resource, "evidence", evidence_json(f),
+                              "remediation", f->remediation, "source", f->source);
         if (!o || json_array_append_new(arr, o) < 0) {
             json_decref(arr);
             return -ENOMEM;
         }
     }
     doc = json_pack("{s:s, s:{s:s, s:s}, s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "schema",
-                    "ferry.audit/v1", "tool", "name", "ferry", "version", PACKAGE_VERSION,
-                    "inputs", a->inputs, "summary", "critical", (json_int_t)c[4], "high",
-                    (json_int_t)c[3], "medium", (json_int_t)c[2], "low", (json_int_t)c[1],
-                    "info", (json_int_t)c[0], "total", (json_int_t)n, "findings", arr);
+                    "ferry.audit/v1", "tool", "name", "ferry", "version", PACKAGE_VERSION, "inputs",
+                    a->inputs, "summary", "critical", (json_int_t)c[4], "high", (json_int_t)c[3],
+                    "medium", (json_int_t)c[2], "low", (json_int_t)c[1], "info", (json_int_t)c[0],
+                    "total", (json_int_t)n, "findings", arr);
     if (!doc)
         return -ENOMEM;
     *ret = doc;
@@ -536,8 +534,7 @@ static json_t *sarif_rules(json_t **ret_index)
         for (size_t i = 0; i < clouds[c]->n_rules; i++, k++) {
             const audit_rule *r = &clouds[c]->rules[i];
             char help[2048];
-            (void)snprintf(help, sizeof(help), "%s\n\nRemediation: %s", r->help,
-                           r->remediation);
+            (void)snprintf(help, sizeof(help), "%s\n\nRemediation: %s", r->help, r->remediation);
             json_t *o = json_pack(
                 "{s:s, s:s, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s, s:s, s:[s,s]}}", "id",
                 r->id, "name", r->id, "shortDescription", "text", r->title, "fullDescription",
@@ -570,16 +567,16 @@ static int render_sarif(ferry_audit *a, json_t **ret)
         char msg[1024];
         (void)snprintf(msg, sizeof(msg), "%s: %s (%s)", f->title, f->resource,
                        f->account[0] ? f->account : "unknown account");
-        json_t *o = json_pack(
-            "{s:s, s:O, s:s, s:{s:s}, s:[{s:{s:{s:s}}, s:[{s:s, s:s}]}], s:{s:s}, "
-            "s:{s:s, s:s, s:s, s:s, s:o}}",
-            "ruleId", f->rule_id, "ruleIndex", json_object_get(index, f->rule_id), "level",
-            severity_levels[f->severity], "message", "text", msg, "locations",
-            "physicalLocation", "artifactLocation", "uri", f->source, "logicalLocations",
-            "fullyQualifiedName", f->resource, "kind", "resource", "partialFingerprints",
-            "ferry/v1", f->fingerprint, "properties", "security-severity",
-            severity_scores[f->severity], "severity", severity_names[f->severity], "cloud",
-            f->cloud, "account", f->account, "evidence", evidence_json(f));
+        json_t *o =
+            json_pack("{s:s, s:O, s:s, s:{s:s}, s:[{s:{s:{s:s}}, s:[{s:s, s:s}]}], s:{s:s}, "
+                      "s:{s:s, s:s, s:s, s:s, s:o}}",
+                      "ruleId", f->rule_id, "ruleIndex", json_object_get(index, f->rule_id),
+                      "level", severity_levels[f->severity], "message", "text", msg, "locations",
+                      "physicalLocation", "artifactLocation", "uri", f->source, "logicalLocations",
+                      "fullyQualifiedName", f->resource, "kind", "resource", "partialFingerprints",
+                      "ferry/v1", f->fingerprint, "properties", "security-severity",
+                      severity_scores[f->severity], "severity", severity_names[f->severity],
+                      "cloud", f->cloud, "account", f->account, "evidence", evidence_json(f));
         if (!o || json_array_append_new(results, o) < 0)
             goto fail;
     }
@@ -588,8 +585,7 @@ static int render_sarif(ferry_audit *a, json_t **ret)
                     "sarif-schema-2.1.0.json",
                     "version", "2.1.0", "runs", "tool", "driver", "name", "ferry", "version",
                     PACKAGE_VERSION, "informationUri", "https://github.com/ferry-broker/ferry",
-                    "rules", rules,
-                    "results", results, "columnKind", "unicodeCodePoints");
+                    "rules", rules, "results", results, "columnKind", "unicodeCodePoints");
     json_decref(index);
     if (!doc)
         return -ENOMEM;
@@ -642,8 +638,7 @@ static int render_table(ferry_audit *a, ferry_buf *b)
         for (k = 0; severity_names[s][k] && k < sizeof(up) - 1; k++)
             up[k] = (char)toupper((unsigned char)severity_names[s][k]);
         up[k] = '\0';
-        (void)snprintf(line, sizeof(line), "%s%s (%zu)\n", r == 0 && b->len ? "\n" : "", up,
-                       c[s]);
+        (void)snprintf(line, sizeof(line), "%s%s (%zu)\n", r == 0 && b->len ? "\n" : "", up, c[s]);
         r = ferry_buf_append_str(b, line);
         for (size_t i = 0; i < n && r == 0; i++) {
             const ferry_audit_finding *f = &fs[i];
