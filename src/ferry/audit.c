@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "basic/fileio.h"
 #include "basic/macro.h"
@@ -269,14 +270,22 @@ int ferry_cmd_audit(int argc, char **argv)
     }
     if (known && load_known_accounts(a, known) < 0)
         return FERRY_EXIT_USAGE;
+    /* A progress line for runs over several inputs, only for a person watching. */
+    bool progress = argc - optind > 1 && isatty(STDERR_FILENO);
     for (int i = optind; i < argc; i++) {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
         const char *path = argv[i];
         size_t max = opts.max_input ? opts.max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT;
 
+        if (progress)
+            fprintf(stderr, "\r\033[K" PROG ": [%d/%d] %.60s", i - optind + 1, argc - optind,
+                    path);
+
         r = read_input(path, max, &buf, &len);
         if (r < 0) {
+            if (progress)
+                fputs("\r\033[K", stderr);
             fprintf(stderr, PROG ": %s: %s\n", path,
                     r == -EFBIG || r == -FERRY_ETOOBIG ? "larger than the input size limit "
                                                          "(--max-input-size)"
@@ -285,10 +294,14 @@ int ferry_cmd_audit(int argc, char **argv)
         }
         r = ferry_audit_add_input(a, path, buf, len, format, err, sizeof(err));
         if (r < 0) {
+            if (progress)
+                fputs("\r\033[K", stderr);
             fprintf(stderr, PROG ": %s\n", err);
             return FERRY_EXIT_USAGE;
         }
     }
+    if (progress)
+        fputs("\r\033[K", stderr);
     r = ferry_audit_finish(a, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, PROG ": %s\n", err);

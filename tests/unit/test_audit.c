@@ -378,3 +378,45 @@ Test(audit, known_accounts)
     cr_assert(!audit_account_known(a, "999999999999"));
     ferry_audit_free(a);
 }
+
+Test(audit, credential_report_csv_quoting_and_line_endings)
+{
+    /* RFC 4180 quoting (IAM user names may hold a comma), CRLF line ends, no final newline. */
+    const char *t = "user,arn,user_creation_time,password_enabled,access_key_1_active,"
+                    "access_key_1_last_rotated,access_key_1_last_used_date\r\n"
+                    "\"svc,etl\",arn:aws:iam::111122223333:user/svc-etl,2020-01-01T00:00:00+00:00,"
+                    "false,true,2026-09-01T00:00:00+00:00,2026-09-20T00:00:00+00:00";
+    ferry_audit *a = audit_text(t);
+    size_t n;
+    const ferry_audit_finding *f = find(a, "AWS-SH-006", &n);
+    cr_assert_eq(n, 1);
+    cr_assert(strstr(f->evidence, "\"user\":\"svc,etl\"") != NULL, "%s", f->evidence);
+    ferry_audit_free(a);
+
+    const char *bad[] = {
+        "user,arn,user_creation_time,access_key_1_active\n\"open,arn:x,2020,true\n",
+        "user,arn,user_creation_time,access_key_1_active\nst\"ray,arn:x,2020,true\n",
+        "user,arn,user_creation_time,access_key_1_active\nu,not-an-arn,2020,true\n",
+        "user,arn,user_creation_time\nu,arn:aws:iam::1:user/u,2020\n", /* no key columns */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ferry_audit *b = run_new();
+        char err[256] = "";
+        cr_assert_eq(add(b, "r.csv", bad[i], err, sizeof(err)), -FERRY_EMALFORMED, "%zu", i);
+        cr_assert(strncmp(err, "r.csv: line ", 12) == 0, "%zu: %s", i, err);
+        ferry_audit_free(b);
+    }
+}
+
+Test(audit, credential_report_json_forms)
+{
+    /* GeneratedTime without ReportFormat is still the get-credential-report shape. */
+    const char *t = "{\"GeneratedTime\": \"2026-09-21T00:00:00Z\", \"Content\": "
+                    "\"user,arn,user_creation_time,access_key_1_active\\n<root_account>,"
+                    "arn:aws:iam::111122223333:root,2020-01-01T00:00:00+00:00,true\\n\"}";
+    ferry_audit *a = audit_text(t);
+    size_t n;
+    (void)find(a, "AWS-SH-008", &n);
+    cr_assert_eq(n, 1);
+    ferry_audit_free(a);
+}
