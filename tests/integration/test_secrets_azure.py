@@ -316,6 +316,14 @@ def fetches(t, tmp, keys, ca, main, sovereign):
     main.fail(target="kv", count=1, mode="slow", delay_ms=2500)
     r = get("azure-kv:kv-ml/db-password", config("slow", timeout_ms=1000))
     t.ok(r.rc == 0 and r.out == canary, "a slow answer times out (timeout_ms) and is retried", r)
+    main.fail(target="kv", count=4, mode="slow", delay_ms=1500)
+    b = main.stats()
+    r = get("azure-kv:kv-ml/db-password", config("slow2", timeout_ms=500))
+    a = main.stats()
+    main.fail(count=0)
+    t.ok(r.rc != 0 and r.out == "" and "no answer within 500 ms, after 4 attempts" in r.err and
+         delta(b, a, "kv_requests") == (4,),
+         "slow answers without end: four attempts, then a timeout named as one", (r, a))
     main.fail(target="kv", count=4, mode="truncate", value=others[5])
     r = get("azure-kv:kv-ml/db-password")
     main.fail(count=0)

@@ -55,6 +55,7 @@
 #define AZ_DEFAULT_SCOPE "https://vault.azure.net/.default"
 #define AZ_DEFAULT_API "7.4"
 #define AZ_DEFAULT_MAX_WAIT_MS 5000
+#define AZ_TIMEOUT_SLACK_MS 20 /* a network failure this close to timeout_ms is the timeout */
 
 typedef struct az_state {
     char *tenant, *client_id; /* lower case */
@@ -81,6 +82,14 @@ static int64_t mono_s(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static bool json_type_ok(const char *ct)
@@ -699,11 +708,14 @@ fail:
 static int az_send(az_state *st, const ferry_http_request *req, long *budget_ms,
                    ferry_http_response *ret, char *errbuf, size_t errlen, const char *what)
 {
+    long timeout_ms = st->http.total_timeout_ms ? st->http.total_timeout_ms : 10000;
     int r;
 
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
         long status = 0, retry_after = -1;
+        bool have_resp = false;
+        int64_t t0 = mono_ms();
         int p;
 
         r = ferry_http_request_send(req, &st->http, &resp);
@@ -715,9 +727,14 @@ static int az_send(az_state *st, const ferry_http_request *req, long *budget_ms,
             *ret = resp;
             return 0;
         }
-        if (r < 0) {
+        if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - AZ_TIMEOUT_SLACK_MS) {
+            /* The HTTP client reports a timeout as any network failure: a failure at the
+             * total timeout is the timeout. */
+            r = fail(errbuf, errlen, -ETIMEDOUT, "%s: no answer within %ld ms", what, timeout_ms);
+        } else if (r < 0) {
             r = fail(errbuf, errlen, r, "%s: request failed (%s)", what, ferry_strerror(r));
         } else {
+            have_resp = true;
             status = resp.status;
             retry_after = resp.retry_after;
             r = fail(errbuf, errlen, -EAGAIN, "%s: %s (%ld)", what,
@@ -730,7 +747,7 @@ static int az_send(az_state *st, const ferry_http_request *req, long *budget_ms,
             ferry_http_response_release(&resp);
             return r;
         }
-        p = ferry_http_retry_pause(r == -EAGAIN ? &resp : NULL, attempt, AZ_BACKOFF_BASE_MS,
+        p = ferry_http_retry_pause(have_resp ? &resp : NULL, attempt, AZ_BACKOFF_BASE_MS,
                                    budget_ms);
         ferry_http_response_release(&resp);
         if (p < 0) {
