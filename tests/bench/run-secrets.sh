@@ -3,9 +3,12 @@
 # on ferryd, wrk on loopback), next to RFC 8693 token exchanges per second on the same ferryd in
 # the same run, and `openssl speed` for the operations each request cannot avoid (a cached read
 # verifies one ES256 bearer token; an exchange verifies one RS256 subject token and signs one
-# ES256 token). Then the stampede: N concurrent requests (default 1,000, each on its own
+# ES256 token). Then the stampedes: N concurrent requests (default 1,000, each on its own
 # connection, released together) for one secret nobody read before, and the backend calls
-# ferryd counted for them (ferryd_secrets_backend_calls_total).
+# ferryd counted for them (ferryd_secrets_backend_calls_total): once from the file store, and
+# once from the Vault stand-in (tests/peers/vault_standin.mjs, JWT login with ferryd's own
+# token) while it holds its answer for a second, so that every request arrives before the
+# value does; there the stand-in's own count of KV reads is reported too.
 #
 # usage: tests/bench/run-secrets.sh [-B BUILDDIR] [-c CPU] [-w CPU] [-d SECONDS]
 #                                   [-C "CONNS..."] [-n STAMPEDE] [-S SECONDS] [-o RESULTS]
@@ -19,10 +22,11 @@
 #   -S  seconds per operation in `openssl speed -elapsed` (default 3)
 #   -o  also write the raw key=value results there; -R  only print the report of saved ones
 #
-# The backend is ferry's sealed file store (the embedded default): the figure is ferryd's own
+# The reads/s figure uses ferry's sealed file store (the embedded default): it is ferryd's own
 # cost of a cached release (bearer verification, policy decision, audit record, HTTP), which
-# is what the cache makes independent of the backend. Exit 1 when a request failed or the
-# stampede made other than one backend call, 2 on usage or setup errors.
+# is what the cache makes independent of the backend. Exit 1 when a request failed or a
+# stampede made other than one backend call, 2 on usage or setup errors (node is needed for
+# the Vault stand-in).
 set -u
 set -o pipefail
 
@@ -59,7 +63,7 @@ report() { # RAW
 python3 - "$1" <<'EOF'
 import shlex, sys
 
-meta, speed, runs, stamp = {}, {}, {}, None
+meta, speed, runs, stamps = {}, {}, {}, []
 for line in open(sys.argv[1]):
     kind = line.split(" ", 1)[0]
     kv = dict(p.split("=", 1) for p in shlex.split(line) if "=" in p)
@@ -70,7 +74,7 @@ for line in open(sys.argv[1]):
     elif kind == "run":
         runs.setdefault(kv["label"], []).append(kv)
     elif kind == "stampede":
-        stamp = kv
+        stamps.append(kv)
 
 def best(label):
     return max(runs[label], key=lambda r: float(r["rps"])) if label in runs else None
@@ -105,10 +109,12 @@ for label, r, bound, what in (("exchange", x, bx, "B(exchange)"),
     print(f"| … ferryd CPU per request | {cpu_us:.1f} µs ({100 * float(r['server_cpu_secs']) / d:.0f} % of its core) |")
 if x and g:
     print(f"| cached secret reads ÷ token exchanges | {float(g['rps']) / float(x['rps']):.2f}× |")
-if stamp:
-    print(f"| stampede: {stamp['requests']} concurrent requests for one uncached secret "
-          f"({stamp['connections']} connections at once) | {stamp['ok']} × 200 in "
-          f"{float(stamp['secs']):.2f} s, **{stamp['backend_calls']} backend call(s)** |")
+for st in stamps:
+    extra = (f"; the Vault stand-in answered {st['standin_reads']} KV read(s), holding it "
+             f"{st['hold_ms']} ms" if "standin_reads" in st else "")
+    print(f"| stampede, {st['backend']} backend: {st['requests']} concurrent requests for one "
+          f"uncached secret ({st['connections']} connections at once) | {st['ok']} × 200 in "
+          f"{float(st['secs']):.2f} s, **{st['backend_calls']} backend call(s)**{extra} |")
 bad = [r for rs in runs.values() for r in rs if r.get("status") == "error"]
 if bad:
     print(f"\nFAILED runs: {', '.join(r['label'] for r in bad)}")
@@ -137,12 +143,15 @@ ferry=$builddir/ferry
 [ -x "$ferryd" ] && [ -x "$ferry" ] || die "missing $ferryd or $ferry"
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk; contrib/deps.sh lists it)"
 command -v taskset >/dev/null || die "taskset not found"
+command -v node >/dev/null || die "node not found (the Vault stand-in of the stampede)"
 openssl=${OPENSSL:-openssl}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench-secrets.XXXXXX") || exit 2
 ferryd_pid=
+vault_pid=
 cleanup() {
     [ -n "$ferryd_pid" ] && kill "$ferryd_pid" 2>/dev/null && wait "$ferryd_pid" 2>/dev/null
+    [ -n "$vault_pid" ] && kill "$vault_pid" 2>/dev/null && wait "$vault_pid" 2>/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -200,8 +209,29 @@ cat >"$tmp/policies/bench.json" <<EOF
 {"version": 1, "policies": [{"id": "bench",
   "match": {"issuer": "$IDP", "subject": "$SUBJECT"},
   "grant": {"scopes": ["$SCOPE"], "audiences": ["$TARGET", "$url"], "max_ttl": 900,
-            "secrets": ["file:bench/*"]}}]}
+            "secrets": ["file:bench/*", "vault:secret/bench/*"]}}]}
 EOF
+# The Vault stand-in: JWT logins verified against ferryd's JWKS (written once ferryd is up).
+echo '{"keys": []}' >"$tmp/ferryd-jwks.json"
+vroot=root-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cat >"$tmp/vault.json" <<EOF
+{"root_token": "$vroot", "kv_mounts": ["secret"], "jwks_file": "$tmp/ferryd-jwks.json",
+ "bound_issuer": "$url",
+ "jwt_roles": {"ferryd": {"bound_audiences": ["vault"], "bound_subject": "$url",
+                          "token_ttl": 3600, "paths": ["secret/data/bench/*"]}}}
+EOF
+mkfifo "$tmp/vault.ready"
+(cd "$srcdir/tests/peers" && exec node vault_standin.mjs --config "$tmp/vault.json" \
+    >"$tmp/vault.ready" 2>"$tmp/vault.err" </dev/null) &
+vault_pid=$!
+read -r -t 30 vline <"$tmp/vault.ready" || vline=
+[[ $vline == "READY http://127.0.0.1:"* ]] ||
+    die "the Vault stand-in did not start: $(head -c 300 "$tmp/vault.err")"
+vurl=${vline#READY }
+curl -fs -X POST -H "X-Vault-Token: $vroot" -H 'Content-Type: application/json' \
+    -d "{\"data\": {\"password\": \"$(head -c 24 /dev/urandom | base64)\"}}" \
+    "$vurl/v1/secret/data/bench/stampede" >/dev/null || die "cannot seed the Vault stand-in"
+
 # Connections: the stampede opens all of its at once.
 maxconn=$((stampede + 64))
 [ "$maxconn" -ge 1024 ] || maxconn=1024
@@ -214,7 +244,10 @@ cat >"$tmp/ferryd.json" <<EOF
  "limits": {"connections": $maxconn, "connections_per_ip": 0, "worker_queue": 4096},
  "issuers": [{"issuer": "$IDP", "audiences": ["$AUD"], "algorithms": ["RS256"],
               "profile": "access_token", "jwks_file": "$tmp/idp/jwks.json"}],
- "secrets": {"file": {"cache_ttl": 3600}}}
+ "secrets": {"file": {"cache_ttl": 3600},
+             "vault": {"address": "$vurl", "allow_http_loopback": true, "timeout_ms": 5000,
+                       "cache_ttl": 3600,
+                       "auth": {"method": "jwt", "role": "ferryd", "audience": "vault"}}}}
 EOF
 "$ferryd" --check-config -c "$tmp/ferryd.json" >/dev/null || die "ferryd refused the configuration"
 (ulimit -n 8192 2>/dev/null; exec taskset -c "$cpu" "$ferryd" -c "$tmp/ferryd.json" \
@@ -226,6 +259,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 curl -fs "$url/readyz" >/dev/null 2>&1 || { tail -n 5 "$tmp/ferryd.err" >&2; die "ferryd did not start"; }
+curl -fs "$url/.well-known/jwks.json" >"$tmp/ferryd-jwks.json" || die "no JWKS from ferryd"
 
 # One exchange by hand: the bearer token of the secret reads (audience: ferryd itself).
 bearer=$(python3 - "$url" "$(head -n 1 "$tmp/idp/tokens.txt")" <<'EOF'
@@ -289,17 +323,21 @@ measure() {
 measure exchange
 measure secret BENCH_MODE=get BENCH_BEARER="$bearer" BENCH_PATH=/v1/secrets/file:bench/db
 
-# ---- the stampede -------------------------------------------------------------------------
-say "stampede: $stampede concurrent requests for file:bench/stampede"
-python3 - "$port" "$bearer" "$stampede" >>"$raw" <<'EOF' || status=1
-import re, socket, sys, threading, time
+# ---- the stampedes ------------------------------------------------------------------------
+# stampede BACKEND REF [STANDIN_URL HOLD_MS]: N requests on N connections opened first, sent
+# at once; with a stand-in, it holds its next KV answer HOLD_MS first.
+stampede() {
+    say "stampede: $stampede concurrent requests for $2"
+    python3 - "$port" "$bearer" "$stampede" "$@" >>"$raw" <<'EOF' || status=1
+import json, re, socket, sys, threading, time, urllib.parse, urllib.request
 port, bearer, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+backend, ref = sys.argv[4], sys.argv[5]
+standin, hold = (sys.argv[6], int(sys.argv[7])) if len(sys.argv) > 7 else (None, 0)
 NAME = "ferryd_secrets_backend_calls_total"
 
-def http(path, headers=""):
+def http(path):
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n"
-              .encode())
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
     data = b""
     while chunk := s.recv(65536):
         data += chunk
@@ -310,11 +348,20 @@ def calls():
     m = re.search(rb"^" + NAME.encode() + rb" (\S+)$", http("/metrics"), re.M)
     return float(m.group(1))
 
+def standin_reads():
+    with urllib.request.urlopen(standin + "/_standin/stats", timeout=10) as r:
+        return json.load(r)["reads"]
+
 before = calls()
-socks = []
-for _ in range(n):
-    socks.append(socket.create_connection(("127.0.0.1", port), timeout=60))
-req = (f"GET /v1/secrets/file:bench/stampede HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+if standin:
+    reads0 = standin_reads()
+    req = urllib.request.Request(standin + "/_standin/fail", json.dumps(
+        {"count": 1, "kind": "slow", "delay_ms": hold, "path": "bench/stampede"}).encode(),
+        {"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
+socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
+path = "/v1/secrets/" + urllib.parse.quote(ref, safe=":/")
+req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
        f"Authorization: Bearer {bearer}\r\nConnection: close\r\n\r\n").encode()
 statuses = [None] * n
 gate = threading.Barrier(n + 1)
@@ -343,16 +390,29 @@ for t in threads:
 secs = time.monotonic() - t0
 ok = sum(1 for x in statuses if x == 200)
 got = calls() - before
-print(f"stampede requests={n} connections={n} ok={ok} secs={secs:.3f} backend_calls={got:.0f}")
+extra = ""
+good = ok == n and got == 1
+if standin:
+    sr = standin_reads() - reads0
+    extra = f" standin_reads={sr} hold_ms={hold}"
+    good = good and sr == 1
+print(f"stampede backend={backend} requests={n} connections={n} ok={ok} secs={secs:.3f} "
+      f"backend_calls={got:.0f}{extra}")
 bad = [x for x in statuses if x != 200]
 if bad:
     print(f"run-secrets: stampede: {len(bad)} requests failed, e.g. {bad[:3]}", file=sys.stderr)
-sys.exit(0 if ok == n and got == 1 else 1)
+sys.exit(0 if good else 1)
 EOF
+}
+stampede file file:bench/stampede
+stampede vault 'vault:secret/bench/stampede#password' "$vurl" 1000
 
 kill -TERM "$ferryd_pid" 2>/dev/null
 wait "$ferryd_pid" 2>/dev/null
 ferryd_pid=
+kill "$vault_pid" 2>/dev/null
+wait "$vault_pid" 2>/dev/null
+vault_pid=
 
 speed after
 cat "$raw"
