@@ -388,6 +388,12 @@ def fetches(t, tmp, keys, standin, c):
     t.ok(r.rc == 0 and r.out == c["latest"] and delta(before, after, "access")["access"] == 2,
          "a slow answer times out (timeout_ms) and the retry answers", r)
 
+    standin.fail("access", 10, kind="slow", delay_ms=1500)
+    r = get(db + "latest", config("slow", timeout_ms=500))
+    standin.fail("access", 0)
+    t.ok(r.rc != 0 and r.out == "" and "no answer within 500 ms, after 4 attempts" in r.err,
+         "an answer slower than timeout_ms every time: a timeout named as one, four attempts", r)
+
     # ---- configuration ----
     r = get(db + "latest", config("typo", audiance="x"))
     t.ok(r.rc == 2 and "unknown member" in r.err and "audiance" in r.err,

@@ -49,6 +49,7 @@
 #define GCP_BACKOFF_BASE_MS 100
 #define GCP_WAIT_DEFAULT_MS 5000 /* what one fetch may spend waiting between retries */
 #define GCP_URL_MAX 2048
+#define GCP_TIMEOUT_SLACK_MS 20 /* a network failure this close to timeout_ms is the timeout */
 #define GCP_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define GCP_LIFETIME "3600s" /* generateAccessToken's lifetime (its default and maximum) */
 
@@ -78,6 +79,14 @@ static int64_t mono_s(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static bool json_type_ok(const char *ct)
@@ -696,11 +705,13 @@ static void append_reason(char *errbuf, size_t errlen, const char *fmt, ...)
 static int gcp_send(gcp_state *st, const ferry_http_request *req, long *budget_ms,
                     ferry_http_response *ret, char *errbuf, size_t errlen, const char *what)
 {
+    long timeout_ms = st->http.total_timeout_ms ? st->http.total_timeout_ms : 10000;
     int r;
 
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
         bool have = false;
+        int64_t t0 = mono_ms();
 
         r = ferry_http_request_send(req, &st->http, &resp);
         if (r == -FERRY_ETOOBIG)
@@ -708,7 +719,10 @@ static int gcp_send(gcp_state *st, const ferry_http_request *req, long *budget_m
                         FERRY_GCP_RESPONSE_MAX);
         if (r == -FERRY_EPOLICY)
             return fail(errbuf, errlen, r, "%s: refused by the HTTP rules (redirect?)", what);
-        if (r < 0)
+        if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - GCP_TIMEOUT_SLACK_MS)
+            /* The client reports a timeout as any network failure; the clock tells them apart. */
+            r = fail(errbuf, errlen, -ETIMEDOUT, "%s: no answer within %ld ms", what, timeout_ms);
+        else if (r < 0)
             r = fail(errbuf, errlen, r, "%s: request failed (%s)", what, ferry_strerror(r));
         else if (resp.status == 429 || resp.status == 500 || resp.status == 502 ||
                  resp.status == 503 || resp.status == 504) {
