@@ -170,12 +170,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/x-amz-json-1.1")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            size, sent = plan.get("size", 1 << 20), 0
+            size = plan.get("size", 1 << 20)
+            parts = [b'{"SecretString": "'] + [b"A" * 16384] * (size // 16384 + 1) + [b'"}']
             try:
-                for part in [b'{"SecretString": "'] + [b"A" * 16384] * (size // 16384 + 1) + \
-                        [b'"}']:
+                for part in parts:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
-                    sent += len(part)
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
                 pass
