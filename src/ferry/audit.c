@@ -21,6 +21,7 @@
 #include "ferry/audit.h"
 #include "ferry/error.h"
 #include "ferry/ferry.h"
+#include "ferry/json.h"
 
 #define PROG "ferry audit"
 /* Largest --known-accounts file. */
@@ -47,8 +48,9 @@ static void usage_audit(FILE *f)
             "                          (SARIF 2.1.0)\n"
             "  --fail-on SEVERITY      exit 1 when a finding is at or above SEVERITY: critical,\n"
             "                          high, medium, low (default) or info; none: always 0\n"
-            "  --known-accounts FILE   12-digit AWS account ids, one per line (# comments):\n"
-            "                          enables AWS-TR-003 (trust to unknown accounts)\n"
+            "  --known-accounts FILE   12-digit AWS account ids, one per line (# comments), or\n"
+            "                          aws organizations list-accounts JSON: enables\n"
+            "                          AWS-TR-003 (trust to unknown accounts)\n"
             "  --unused-days N         unused roles (AWS-SH-001); default 90\n"
             "  --key-unused-days N     unused access keys (AWS-SH-002); default 90 (cis: 45)\n"
             "  --key-max-age-days N    access keys not rotated (AWS-SH-004); default 90\n"
@@ -85,6 +87,50 @@ static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
     return ferry_read_regular_file(path, max, ret, ret_len);
 }
 
+/* `aws organizations list-accounts` output ({"Accounts": [{"Id": ...}]}) or a JSON array of
+ * ids or of such objects. */
+static int known_accounts_json(ferry_audit *a, const char *path, const char *buf, size_t len)
+{
+    _cleanup_(json_decrefp) json_t *doc = NULL;
+    ferry_json_locs *locs = NULL;
+    json_t *list, *v;
+    unsigned line = 0;
+    char err[128];
+    size_t i;
+    int r;
+
+    r = ferry_json_parse_located(buf, len, KNOWN_ACCOUNTS_MAX, 16, &doc, &locs, &line, err,
+                                 sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, PROG ": --known-accounts %s:%u: %s\n", path, line, err);
+        return r;
+    }
+    list = json_is_object(doc) ? json_object_get(doc, "Accounts") : doc;
+    if (!json_is_array(list)) {
+        fprintf(stderr,
+                PROG ": --known-accounts %s: expected {\"Accounts\": [...]} (aws organizations "
+                     "list-accounts) or an array of account ids\n",
+                path);
+        ferry_json_locs_free(locs);
+        return -EINVAL;
+    }
+    json_array_foreach(list, i, v)
+    {
+        const char *id =
+            json_is_string(v) ? json_string_value(v) : json_string_value(json_object_get(v, "Id"));
+        if (!id || ferry_audit_add_known_account(a, id) < 0) {
+            fprintf(stderr,
+                    PROG ": --known-accounts %s:%u: element %zu: expected a 12-digit account id "
+                         "(a string, or an object with Id)\n",
+                    path, ferry_json_locs_line_index(locs, list, i), i);
+            ferry_json_locs_free(locs);
+            return -EINVAL;
+        }
+    }
+    ferry_json_locs_free(locs);
+    return 0;
+}
+
 static int load_known_accounts(ferry_audit *a, const char *path)
 {
     _cleanup_free_ char *buf = NULL;
@@ -102,6 +148,8 @@ static int load_known_accounts(ferry_audit *a, const char *path)
         fprintf(stderr, PROG ": --known-accounts %s: NUL byte in the file\n", path);
         return -EINVAL;
     }
+    if (buf[strspn(buf, " \t\r\n")] == '{' || buf[strspn(buf, " \t\r\n")] == '[')
+        return known_accounts_json(a, path, buf, len);
     next = buf;
     while ((line = strsep(&next, "\n")) != NULL) {
         char *end;
@@ -279,8 +327,7 @@ int ferry_cmd_audit(int argc, char **argv)
         size_t max = opts.max_input ? opts.max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT;
 
         if (progress)
-            fprintf(stderr, "\r\033[K" PROG ": [%d/%d] %.60s", i - optind + 1, argc - optind,
-                    path);
+            fprintf(stderr, "\r\033[K" PROG ": [%d/%d] %.60s", i - optind + 1, argc - optind, path);
 
         r = read_input(path, max, &buf, &len);
         if (r < 0) {

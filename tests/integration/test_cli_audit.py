@@ -135,6 +135,17 @@ def sample_checks(tap, d):
            not has(j3, "AWS-TR-003", A + "role/vendor-xacct", trusted_account="999988887777"),
            "edge cases: AWS-TR-003 high for the unknown account of an admin role, not for the "
            "known one", pairs(j3, "AWS-TR-003"))
+    orgs = ft.write_json(os.path.join(d, "orgs.json"), {"Accounts": [
+        {"Id": "999988887777", "Arn": "arn:aws:organizations::111122223333:account/o-x/"
+         "999988887777", "Name": "vendor", "Status": "ACTIVE"}]})
+    j4 = audit_json(tap, "edge cases with organizations list-accounts", "--known-accounts",
+                    orgs, syn)
+    tap.eq(pairs(j4, "AWS-TR-003"), pairs(j3, "AWS-TR-003"),
+           "--known-accounts takes organizations list-accounts JSON too")
+    badorgs = ft.write_json(os.path.join(d, "badorgs.json"), {"Accounts": [{"Id": "12"}]})
+    r = audit("--known-accounts", badorgs, syn)
+    tap.ok(r.rc == 2 and r.out == "" and "element 0: expected a 12-digit account id" in r.err,
+           "--known-accounts JSON with a bad id: exit 2, element named", r)
 
     B = "arn:aws:iam::123456789012:"
     j = audit_json(tap, "cloudmapper authorization details",
