@@ -234,6 +234,16 @@ int ferry_secret_store_get(ferry_secret_store *st, const char *name, ferry_secre
                            char *errbuf, size_t errlen);
 /* Remove name (-ENOENT when absent); atomic like put. */
 int ferry_secret_store_rm(ferry_secret_store *st, const char *name, char *errbuf, size_t errlen);
+/* Re-seal the whole store under a new key: new_key_path is created first (32 random bytes,
+ * mode 0600, O_EXCL: an existing file is refused with -EEXIST, fsynced), then every entry is
+ * decrypted with st's key and sealed again with the new one in one atomic write, under the
+ * writers' lock. On success st uses the new key and the old key file no longer opens the store
+ * (the caller retires it); on failure the store is untouched and the new key file removed. A
+ * crash after the store's rename leaves it sealed under new_key_path. For the nonce budget of
+ * AES-GCM with random nonces (docs/internals/secrets.md) and for key compromise. Returns 0 or
+ * what put and ferry_secret_store_init_key return, with a reason. */
+int ferry_secret_store_rekey(ferry_secret_store *st, const char *new_key_path, char *errbuf,
+                             size_t errlen);
 /* The entries, sorted by name, as a new array (free()) of *ret_n infos (NULL when empty). The
  * whole store is authenticated first. */
 int ferry_secret_store_list(ferry_secret_store *st, ferry_secret_entry_info **ret, size_t *ret_n,

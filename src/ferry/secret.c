@@ -41,6 +41,7 @@ static void usage(FILE *f)
             "       ferry secret get [OPTIONS] REF\n"
             "       ferry secret list [OPTIONS]\n"
             "       ferry secret rm [OPTIONS] NAME\n"
+            "       ferry secret rekey [OPTIONS] --new-key PATH\n"
             "\n"
             "Manage the sealed secret store (AES-256-GCM under a 0600 key file) and read secrets\n"
             "by reference (file:NAME; the other backends are served by ferryd). init creates the\n"
@@ -51,6 +52,8 @@ static void usage(FILE *f)
             "  -s, --store PATH      store file (default DIR/secrets.store)\n"
             "  -k, --key PATH        key file (default DIR/secrets.key)\n"
             "  -f, --from-file PATH  put: read the value from PATH instead of stdin\n"
+            "      --new-key PATH    rekey: create a new key file at PATH and re-seal every\n"
+            "                        entry under it (the old key stops opening the store)\n"
             "  -c, --config FILE     get, put, list, rm: use the backends of FILE (put, list and\n"
             "                        rm: its file backend, whose key may be KMS-wrapped), a\n"
             "                        JSON object\n"
@@ -70,6 +73,7 @@ static void usage(FILE *f)
 
 typedef struct options {
     const char *state_dir, *store, *key, *from_file, *config, *server, *token_file, *ca_file;
+    const char *new_key;
     char *store_buf, *key_buf;
 } options;
 
@@ -92,6 +96,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"server", required_argument, NULL, 'S'},
         {"token-file", required_argument, NULL, 't'},
         {"ca-file", required_argument, NULL, 'A'},
+        {"new-key", required_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'h'},
         {},
     };
@@ -106,6 +111,13 @@ static int parse_options(int argc, char **argv, options *o)
             return -EINVAL;
         }
         switch (c) {
+        case 'N':
+            if (strcmp(argv[0], "rekey") != 0) {
+                fprintf(stderr, "ferry secret %s: --new-key is a rekey option\n", argv[0]);
+                return -EINVAL;
+            }
+            o->new_key = optarg;
+            break;
         case 'S':
             o->server = optarg;
             break;
@@ -132,9 +144,10 @@ static int parse_options(int argc, char **argv, options *o)
             o->from_file = optarg;
             break;
         case 'c':
-            if (strcmp(argv[0], "init") == 0) {
-                fprintf(stderr, "ferry secret init: --config is not an init option (a "
-                                "KMS-wrapped key is made with `aws kms encrypt`)\n");
+            if (strcmp(argv[0], "init") == 0 || strcmp(argv[0], "rekey") == 0) {
+                fprintf(stderr, "ferry secret %s: --config is not a%s option (a KMS-wrapped "
+                                "key is made with `aws kms encrypt`)\n",
+                        argv[0], argv[0][0] == 'i' ? "n init" : " rekey");
                 return -EINVAL;
             }
             o->config = optarg;
@@ -146,6 +159,10 @@ static int parse_options(int argc, char **argv, options *o)
             usage(stderr);
             return -EINVAL;
         }
+    }
+    if (strcmp(argv[0], "rekey") == 0 && !o->new_key) {
+        fprintf(stderr, "ferry secret rekey: --new-key PATH is required\n");
+        return -EINVAL;
     }
     if (o->server && o->config) {
         fprintf(stderr, "ferry secret get: --server and --config exclude each other\n");
@@ -442,8 +459,12 @@ static char *secrets_url(const char *server, const char *canonical)
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
             strchr("-._~:/", c))
             *p++ = (char)c;
-        else
-            p += sprintf(p, "%%%02X", c);
+        else {
+            static const char hex[] = "0123456789ABCDEF";
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
     }
     *p = '\0';
     return u;
@@ -669,12 +690,34 @@ static int cmd_rm(const options *o, const char *name)
     return FERRY_EXIT_OK;
 }
 
+static int cmd_rekey(const options *o)
+{
+    store_handle h;
+    char err[512];
+    int r;
+
+    if (open_store(o, "rekey", &h) < 0)
+        return FERRY_EXIT_USAGE;
+    r = ferry_secret_store_rekey(h.st, o->new_key, err, sizeof(err));
+    close_store(&h);
+    if (r < 0) {
+        fprintf(stderr, "ferry secret rekey: %s\n", err[0] ? err : ferry_strerror(r));
+        return r == -EEXIST ? FERRY_EXIT_REFUSED : exit_for(r);
+    }
+    fprintf(stderr,
+            "ferry secret rekey: %s re-sealed under the new key %s; %s no longer opens it: "
+            "point --key (or the file backend's \"key\") at the new key, then remove the old "
+            "one\n",
+            o->store, o->new_key, o->key);
+    return FERRY_EXIT_OK;
+}
+
 int ferry_cmd_secret(int argc, char **argv)
 {
     static const struct {
         const char *verb;
         int operands; /* 0 or 1 */
-    } verbs[] = {{"init", 0}, {"put", 1}, {"get", 1}, {"list", 0}, {"rm", 1}};
+    } verbs[] = {{"init", 0}, {"put", 1}, {"get", 1}, {"list", 0}, {"rm", 1}, {"rekey", 0}};
     options o = {0};
     size_t i;
     int r, rc;
@@ -723,8 +766,11 @@ int ferry_cmd_secret(int argc, char **argv)
     case 3:
         rc = cmd_list(&o);
         break;
-    default:
+    case 4:
         rc = cmd_rm(&o, argv[optind]);
+        break;
+    default:
+        rc = cmd_rekey(&o);
         break;
     }
     options_release(&o);

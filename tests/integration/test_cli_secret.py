@@ -148,6 +148,29 @@ def body(tap):
         tap.ok(r.rc == 0 and r.out.startswith("ml/wandb\t3\t") and "hf" not in r.out,
                "list after rm", r)
 
+        # ---- rekey: the store re-sealed under a new key file ---------------------------------
+        newkey = key + ".new"
+        r = ferry("rekey", *opts)
+        tap.ok(r.rc == 2 and "--new-key" in r.err, "rekey without --new-key: exit 2", r)
+        r = ferry("rekey", *opts, "--new-key", key)
+        tap.ok(r.rc == 1 and "File exists" in r.err, "rekey onto an existing file: exit 1", r)
+        r = ferry("rekey", *opts, "--new-key", newkey)
+        tap.ok(r.rc == 0 and "re-sealed" in r.err and canary not in r.err, "rekey: exit 0", r)
+        tap.eq(stat.S_IMODE(os.stat(newkey).st_mode), 0o600, "the new key file is mode 0600")
+        r = ferry("get", *opts, "file:ml/wandb")
+        tap.ok(r.rc == 1 and "different key" in r.err and r.out == "",
+               "the old key no longer opens the store", r)
+        newopts = ["--store", store, "--key", newkey]
+        r = ferry("get", *newopts, "file:ml/wandb")
+        tap.ok(r.rc == 0 and r.out == canary + "-v2", "the new key reads the same value", r)
+        r = ferry("list", *newopts)
+        tap.ok(r.rc == 0 and r.out.startswith("ml/wandb\t3\t"), "versions kept by rekey", r)
+        r = ferry("put", *opts, "--new-key", newkey, "x", stdin="v")
+        tap.ok(r.rc == 2 and "rekey option" in r.err, "--new-key on put: exit 2", r)
+        os.replace(newkey, key)  # the operator's last step: the new key takes the old one's place
+        with open(store, "rb") as f:
+            raw = f.read()  # the tests below edit the store as it is now
+
         # ---- hostile state -------------------------------------------------------------------
         os.chmod(key, 0o644)
         r = ferry("get", *opts, "file:ml/wandb")

@@ -938,6 +938,118 @@ Test(secret_store, survives_kill_at_every_write_step)
 
 #include "ferry/policy.h"
 
+/* Rekey: every entry re-sealed under a new key, versions kept; the old key no longer opens the
+ * store; an existing new-key path is refused with the store untouched. */
+Test(secret_store, rekey)
+{
+    static const char *const names[] = {"a", "b", "c"}, *const values[] = {"A1", "B2", "C3"};
+    ferry_secret_store *st, *other = NULL;
+    ferry_secret_entry_info *before = NULL, *after = NULL;
+    size_t nb = 0, na = 0;
+    char err[256], newkey[192];
+    struct stat sb;
+    fx f;
+
+    fx_init(&f);
+    st = open_ok(&f);
+    for (size_t i = 0; i < 3; i++)
+        put_ok(st, names[i], values[i], NULL);
+    cr_assert_eq(ferry_secret_store_list(st, &before, &nb, err, sizeof(err)), 0, "%s", err);
+    snprintf(newkey, sizeof(newkey), "%s/new.key", f.dir);
+
+    /* An existing file as the new key: refused, nothing changed. */
+    cr_assert_eq(ferry_secret_store_rekey(st, f.key, err, sizeof(err)), -EEXIST);
+    expect_content(st, names, values, 3, "after a refused rekey");
+
+    cr_assert_eq(ferry_secret_store_rekey(st, newkey, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(stat(newkey, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0600);
+    expect_content(st, names, values, 3, "the same handle after rekey");
+    put_ok(st, "d", "D4", NULL); /* and it writes with the new key */
+    ferry_secret_store_free(st);
+
+    cr_assert_eq(ferry_secret_store_open(f.store, f.key, &other, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(ferry_secret_store_list(other, &after, &na, err, sizeof(err)), -FERRY_EBADSIG);
+    cr_assert(strstr(err, "different key"), "%s", err);
+    ferry_secret_store_free(other);
+
+    cr_assert_eq(ferry_secret_store_open(f.store, newkey, &other, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(ferry_secret_store_list(other, &after, &na, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(na, 4);
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_str_eq(after[i].name, before[i].name);
+        cr_assert_eq(after[i].version, before[i].version, "a rekey keeps entry versions");
+        expect_value(other, names[i], values[i]);
+    }
+    expect_value(other, "d", "D4");
+    free(before);
+    free(after);
+    ferry_secret_store_free(other);
+
+    /* Nothing to re-seal: no store file. */
+    cr_assert_eq(unlink(f.store), 0);
+    other = open_ok(&f);
+    snprintf(newkey, sizeof(newkey), "%s/newer.key", f.dir);
+    cr_assert_eq(ferry_secret_store_rekey(other, newkey, err, sizeof(err)), -ENOENT);
+    cr_assert_eq(access(newkey, F_OK), -1, "no key left behind");
+    ferry_secret_store_free(other);
+    fx_release(&f);
+}
+
+/* A rekey killed at any step of its write: the store opens with exactly one of the two keys,
+ * with every value; before the rename that is the old key. */
+Test(secret_store, rekey_survives_kill_at_every_write_step)
+{
+    static const char *const names[] = {"a", "b"}, *const values[] = {"A1", "B1"};
+
+    for (int step = FERRY_SECRET_STEP_TEMP_CREATED; step <= FERRY_SECRET_STEP_DIR_FSYNCED;
+         step++) {
+        ferry_secret_store *st, *o1 = NULL, *o2 = NULL;
+        ferry_secret_entry_info *e = NULL;
+        char when[64], err[256], newkey[192];
+        size_t n;
+        int status;
+        fx f;
+
+        snprintf(when, sizeof(when), "rekey killed at step %d", step);
+        fx_init(&f);
+        st = open_ok(&f);
+        put_ok(st, "a", "A1", NULL);
+        put_ok(st, "b", "B1", NULL);
+        snprintf(newkey, sizeof(newkey), "%s/new.key", f.dir);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            char e2[256];
+            kill_at_step = step;
+            ferry_secrets_file_write_hook = kill_hook;
+            (void)ferry_secret_store_rekey(st, newkey, e2, sizeof(e2));
+            _exit(3);
+        }
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "%s: child not killed",
+                  when);
+        ferry_secret_store_free(st);
+        cr_assert_eq(access(newkey, F_OK), 0, "%s: the new key was made first", when);
+        cr_assert_eq(ferry_secret_store_open(f.store, f.key, &o1, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(ferry_secret_store_open(f.store, newkey, &o2, err, sizeof(err)), 0, "%s",
+                     err);
+        bool old_ok = ferry_secret_store_list(o1, &e, &n, err, sizeof(err)) == 0;
+        free(e);
+        e = NULL;
+        bool new_ok = ferry_secret_store_list(o2, &e, &n, err, sizeof(err)) == 0;
+        free(e);
+        cr_assert(old_ok != new_ok, "%s: exactly one key opens the store", when);
+        cr_assert_eq(new_ok, step >= FERRY_SECRET_STEP_RENAMED, "%s", when);
+        expect_content(new_ok ? o2 : o1, names, values, 2, when);
+        ferry_secret_store_free(o1);
+        ferry_secret_store_free(o2);
+        fx_release(&f);
+    }
+}
+
 /* A policy's "secrets" (aws-kms included) go straight from a decision's grant into
  * ferry_secret_ref_granted: only what the grant names passes, in every spelling. */
 Test(secrets, policy_grant_decides_fetchability)

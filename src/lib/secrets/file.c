@@ -219,21 +219,12 @@ static int load_key(ferry_secret_store *st, const char *key_path, char *errbuf, 
     return r;
 }
 
-FERRY_EXPORT int ferry_secret_store_init_key(const char *store_path, const char *key_path,
-                                             char *errbuf, size_t errlen)
+/* Create key_path: 32 random bytes, mode 0600, O_EXCL, fsynced; removed again on failure. */
+static int create_key_file(const char *key_path, char *errbuf, size_t errlen)
 {
     unsigned char key[KEY_LEN];
-    struct stat sb;
     int fd, r = 0;
 
-    if (errbuf && errlen)
-        errbuf[0] = '\0';
-    if (!store_path || !key_path)
-        return -EINVAL;
-    if (lstat(store_path, &sb) == 0) {
-        say(errbuf, errlen, "store %s exists: a new key could not open it", store_path);
-        return -EEXIST;
-    }
     fd = open(key_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         r = -errno;
@@ -250,9 +241,43 @@ FERRY_EXPORT int ferry_secret_store_init_key(const char *store_path, const char 
         r = -errno;
         say(errbuf, errlen, "key file %s: %s", key_path, strerror(-r));
     }
+    /* The key's name must be as durable as its bytes before a store is sealed under it. */
+    if (r == 0) {
+        const char *slash = strrchr(key_path, '/');
+        char *dir = slash == key_path ? strdup("/")
+                    : slash        ? strndup(key_path, (size_t)(slash - key_path))
+                                   : strdup(".");
+        int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        if (!dir)
+            r = -ENOMEM;
+        else if (dfd < 0 || fsync(dfd) < 0)
+            r = -errno;
+        if (r < 0)
+            say(errbuf, errlen, "key file %s: the directory could not be synced: %s", key_path,
+                strerror(-r));
+        if (dfd >= 0)
+            close(dfd);
+        free(dir);
+    }
     if (r < 0)
         (void)unlink(key_path);
     return r;
+}
+
+FERRY_EXPORT int ferry_secret_store_init_key(const char *store_path, const char *key_path,
+                                             char *errbuf, size_t errlen)
+{
+    struct stat sb;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!store_path || !key_path)
+        return -EINVAL;
+    if (lstat(store_path, &sb) == 0) {
+        say(errbuf, errlen, "store %s exists: a new key could not open it", store_path);
+        return -EEXIST;
+    }
+    return create_key_file(key_path, errbuf, errlen);
 }
 
 FERRY_EXPORT void ferry_secret_store_free(ferry_secret_store *st)
@@ -528,7 +553,7 @@ out:
 }
 
 /* Append a sealed entry (plaintext p, e->len bytes) for generation gen to b. */
-static int seal_entry(ferry_secret_store *st, uint64_t gen, const struct entry *e,
+static int seal_entry(const ferry_secret_store *st, uint64_t gen, const struct entry *e,
                       const unsigned char *p, unsigned char *b, size_t *o)
 {
     unsigned char aad[AAD_MAX], *nonce, *ct;
@@ -711,8 +736,12 @@ fail:
 
 /* The one write path: under the lock, read the store, drop entry name (rm) or set it to value
  * (put), re-seal everything at generation + 1 and replace the file. */
-static int rewrite(ferry_secret_store *st, const char *name, const void *value, size_t vlen,
-                   bool remove, uint64_t *ret_version, char *errbuf, size_t errlen)
+/* Rewrite the store under its lock: read it with st's keys, then write every entry (but
+ * name's when remove; with name's new value otherwise), sealed and MACed with to's keys (st's
+ * own, or a new key's for a rekey), atomically. name NULL: no entry changes (a rekey). */
+static int rewrite(ferry_secret_store *st, const ferry_secret_store *to, const char *name,
+                   const void *value, size_t vlen, bool remove, uint64_t *ret_version,
+                   char *errbuf, size_t errlen)
 {
     ferry_secret_value *scratch = NULL;
     unsigned char *out = NULL, mac[32];
@@ -739,13 +768,14 @@ static int rewrite(ferry_secret_store *st, const char *name, const void *value, 
     }
     if ((r = read_store(st, &img, errbuf, errlen)) < 0)
         goto out;
-    at = find(&img, name);
-    if (remove && at < 0) {
+    at = name ? find(&img, name) : -1;
+    if (name && remove && at < 0) {
         say(errbuf, errlen, "no secret named %s in %s", name, st->path);
         r = -ENOENT;
         goto out;
     }
-    n_out = img.n - (at >= 0) + !remove;
+    bool add = name && !remove;
+    n_out = img.n - (at >= 0) + add;
     if (n_out > MAX_ENTRIES) {
         say(errbuf, errlen, "store %s: full (%d entries)", st->path, MAX_ENTRIES);
         r = -FERRY_ETOOBIG;
@@ -753,7 +783,7 @@ static int rewrite(ferry_secret_store *st, const char *name, const void *value, 
     }
     gen = img.gen + 1;
     ne.name = name;
-    ne.name_len = strlen(name);
+    ne.name_len = name ? strlen(name) : 0;
     ne.version = gen;
     ne.created = (int64_t)time(NULL);
     ne.len = (uint32_t)vlen;
@@ -761,7 +791,7 @@ static int rewrite(ferry_secret_store *st, const char *name, const void *value, 
     for (size_t i = 0; i < img.n; i++)
         if ((ssize_t)i != at)
             total += ENTRY_FIXED + img.e[i].name_len + img.e[i].len;
-    if (!remove)
+    if (add)
         total += ENTRY_FIXED + ne.name_len + vlen;
     if (total > MAX_FILE) {
         say(errbuf, errlen, "store %s: would exceed %u bytes", st->path, MAX_FILE);
@@ -778,13 +808,13 @@ static int rewrite(ferry_secret_store *st, const char *name, const void *value, 
     put_u64(out + 16, gen);
     put_u32(out + 24, (uint32_t)n_out);
     put_u32(out + 28, 0);
-    memcpy(out + 32, st->kid, KID_LEN);
+    memcpy(out + 32, to->kid, KID_LEN);
     o = HEADER_LEN;
     for (size_t i = 0; i <= img.n; i++) {
         const struct entry *e = i < img.n ? &img.e[i] : NULL;
         /* The new entry goes before the first old name that sorts after it. */
-        if (!remove && !inserted && (!e || (ssize_t)i == at || name_cmp(e, &ne) > 0)) {
-            if ((r = seal_entry(st, gen, &ne, value, out, &o)) < 0)
+        if (add && !inserted && (!e || (ssize_t)i == at || name_cmp(e, &ne) > 0)) {
+            if ((r = seal_entry(to, gen, &ne, value, out, &o)) < 0)
                 goto out;
             inserted = true;
         }
@@ -792,12 +822,12 @@ static int rewrite(ferry_secret_store *st, const char *name, const void *value, 
             continue;
         if ((r = open_entry(st, &img, e, scratch->data, errbuf, errlen)) < 0)
             goto out;
-        r = seal_entry(st, gen, e, scratch->data, out, &o);
+        r = seal_entry(to, gen, e, scratch->data, out, &o);
         ferry_wipe(scratch->data, e->len);
         if (r < 0)
             goto out;
     }
-    if ((r = mac_of(st, out, o, mac)) < 0)
+    if ((r = mac_of(to, out, o, mac)) < 0)
         goto out;
     memcpy(out + o, mac, TRAILER_LEN);
     o += TRAILER_LEN;
@@ -838,7 +868,7 @@ FERRY_EXPORT int ferry_secret_store_put(ferry_secret_store *st, const char *name
         say(errbuf, errlen, "value larger than %d bytes", FERRY_SECRET_VALUE_MAX);
         return -FERRY_ETOOBIG;
     }
-    return rewrite(st, name, value, len, false, ret_version, errbuf, errlen);
+    return rewrite(st, st, name, value, len, false, ret_version, errbuf, errlen);
 }
 
 FERRY_EXPORT int ferry_secret_store_rm(ferry_secret_store *st, const char *name, char *errbuf,
@@ -852,7 +882,45 @@ FERRY_EXPORT int ferry_secret_store_rm(ferry_secret_store *st, const char *name,
         return -EINVAL;
     if ((r = check_name(name, errbuf, errlen)) < 0)
         return r;
-    return rewrite(st, name, NULL, 0, true, NULL, errbuf, errlen);
+    return rewrite(st, st, name, NULL, 0, true, NULL, errbuf, errlen);
+}
+
+FERRY_EXPORT int ferry_secret_store_rekey(ferry_secret_store *st, const char *new_key_path,
+                                          char *errbuf, size_t errlen)
+{
+    ferry_secret_store *to = NULL;
+    struct stat sb;
+    int r;
+
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!st || !new_key_path)
+        return -EINVAL;
+    if (lstat(st->path, &sb) < 0) {
+        r = -errno;
+        say(errbuf, errlen, "store %s: %s (nothing to re-seal)", st->path, strerror(-r));
+        return r;
+    }
+    /* The new key exists (fsynced) before any store that needs it. */
+    r = create_key_file(new_key_path, errbuf, errlen);
+    if (r < 0)
+        return r;
+    r = store_new(st->path, &to, errbuf, errlen);
+    if (r == 0)
+        r = load_key(to, new_key_path, errbuf, errlen);
+    if (r == 0)
+        r = rewrite(st, to, NULL, NULL, 0, false, NULL, errbuf, errlen);
+    if (r == 0) {
+        /* From now on st seals and opens with the new key. */
+        memcpy(st->enc, to->enc, sizeof(st->enc));
+        memcpy(st->mac, to->mac, sizeof(st->mac));
+        memcpy(st->kid, to->kid, sizeof(st->kid));
+    } else {
+        /* The store was not replaced (the write is atomic): the new key is of no use. */
+        (void)unlink(new_key_path);
+    }
+    ferry_secret_store_free(to);
+    return r;
 }
 
 /* ---- the backend ------------------------------------------------------------------------ */
