@@ -191,6 +191,14 @@ CASES = {
         authz(users=[user("one-bucket", {"p": doc(allow("s3:PutBucketPolicy",
                                                         "arn:aws:s3:::logs"))})]),
     ),
+    "AWS-OP-011": (
+        authz(roles=[role("any")]),
+        [(f"arn:aws:iam::{ACCT}:root", "info")],
+        # A credential report alone says nothing about granted permissions: no note.
+        {"Content": "user,arn,user_creation_time,access_key_1_active\n"
+                    f"alice,{arn('user', 'alice')},2020-01-01T00:00:00+00:00,false\n",
+         "ReportFormat": "text/csv"},
+    ),
     "AWS-OP-012": (
         authz(roles=[role("uses-cmp", attached=[arn("policy", "old-admin")])],
               policies=[policy("old-admin", {"v2": doc(allow("s3:ListAllMyBuckets")),

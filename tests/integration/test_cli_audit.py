@@ -111,7 +111,8 @@ def sample_checks(tap, d):
                  "actions": ["iam:PassRole", "ec2:RunInstances"]},
                 {"capability": "write a new version of any managed policy",
                  "actions": ["iam:CreatePolicyVersion"]}]}),
-            ("AWS-OP-005", A + "group/devs", "high", {})]:
+            ("AWS-OP-005", A + "group/devs", "high", {}),
+            ("AWS-OP-011", A + "root", "info", {"evaluated": False})]:
         tap.ok(has(j, rule, res, sev, **ev), f"edge cases: {rule} {sev} on {res}", j)
     # What is fine stays quiet: the ExternalId-guarded vendor role, the conditioned
     # GetSecretValue, the EC2 service trust, the recently used roles, the human user.
@@ -124,7 +125,7 @@ def sample_checks(tap, d):
         tap.ok(not any(f["resource"] == res and (rule is None or f["rule_id"] == rule)
                        for f in j["findings"]),
                f"edge cases: no {rule or 'finding'} on {res}")
-    tap.eq(len(j["findings"]), 14, "edge cases: 14 findings in all", pairs(j))
+    tap.eq(len(j["findings"]), 15, "edge cases: 15 findings in all", pairs(j))
     # TR-003 with --known-accounts: vendor-xacct is admin, so the unknown account is high.
     known = os.path.join(d, "known.txt")
     with open(known, "w") as f:
@@ -361,7 +362,7 @@ def output_checks(tap):
     r = audit(syn)
     tap.ok(r.rc == 1 and "CRITICAL (4)" in r.out and "HIGH (4)" in r.out and "LOW (1)" in r.out and
            r.out.index("CRITICAL") < r.out.index("HIGH") < r.out.index("MEDIUM") and
-           "14 findings: 4 critical, 4 high, 5 medium, 1 low, 0 info (1 input)" in r.out,
+           "15 findings: 4 critical, 4 high, 5 medium, 1 low, 1 info (1 input)" in r.out,
            "table: grouped by severity with counts and a summary", r)
 
     low_only = os.path.join(FIXTURES, "AWS-OP-013.pos.json")
@@ -370,7 +371,12 @@ def output_checks(tap):
     tap.eq(audit("--fail-on", "critical", syn).rc, 1, "exit 1: --fail-on critical, critical")
     tap.eq(audit("--fail-on", "none", syn).rc, 0, "exit 0: --fail-on none")
     r = audit(os.path.join(FIXTURES, "AWS-OP-001.neg.json"))
-    tap.ok(r.rc == 0 and "0 findings" in r.out, "exit 0: a clean input", r)
+    tap.ok(r.rc == 0 and "1 finding: 0 critical, 0 high, 0 medium, 0 low, 1 info" in r.out,
+           "exit 0: a clean input (only the info note that usage was not evaluated)", r)
+    r = audit(os.path.join(FIXTURES, "AWS-SH-008.neg.csv"))
+    tap.ok(r.rc == 0 and "0 findings" in r.out, "exit 0: a clean credential report", r)
+    r = audit("--fail-on", "info", os.path.join(FIXTURES, "AWS-OP-001.neg.json"))
+    tap.eq(r.rc, 1, "exit 1: --fail-on info counts the info note")
 
 
 # ---- errors -------------------------------------------------------------------------------

@@ -161,7 +161,8 @@ Test(audit, json_output_shape)
     cr_assert_str_eq(json_string_value(json_object_get(j, "schema")), "ferry.audit/v1");
     json_t *sum = json_object_get(j, "summary");
     cr_assert_eq(json_integer_value(json_object_get(sum, "critical")), 1);
-    cr_assert_eq(json_integer_value(json_object_get(sum, "total")), 1);
+    cr_assert_eq(json_integer_value(json_object_get(sum, "info")), 1); /* OP-011 note */
+    cr_assert_eq(json_integer_value(json_object_get(sum, "total")), 2);
     json_t *f = json_array_get(json_object_get(j, "findings"), 0);
     const char *keys[] = {"fingerprint", "rule_id",  "title",       "severity", "cloud",
                           "account",     "resource", "remediation", "source"};
@@ -307,8 +308,12 @@ Test(audit, analysis_is_cached_per_document)
     /* Two findings (same fingerprint, two sources), one analysis. */
     size_t n, analysed, reused;
     const ferry_audit_finding *fs;
-    cr_assert_eq(ferry_audit_findings(a, &fs), 2);
+    /* Sorted critical first; the third is the account's AWS-OP-011 "not evaluated" note,
+     * given once per account however many files it comes in. */
+    cr_assert_eq(ferry_audit_findings(a, &fs), 3);
     cr_assert_str_eq(fs[0].fingerprint, fs[1].fingerprint);
+    cr_assert_str_eq(fs[2].rule_id, "AWS-OP-011");
+    cr_assert_eq(fs[2].severity, FERRY_AUDIT_INFO);
     (void)find(a, "AWS-OP-001", &n);
     cr_assert_eq(n, 2);
     audit_aws_cache_stats(a, &analysed, &reused);

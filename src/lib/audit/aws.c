@@ -74,6 +74,12 @@ static const audit_rule aws_rules[] = {
      "through web identity: code running there, or anyone who can run code there, is admin.",
      "Give the workload a role with only what it uses; keep admin roles out of instance "
      "profiles and compute trust policies."},
+    {"AWS-OP-011", "Unused permissions", FERRY_AUDIT_MEDIUM,
+     "Services or actions granted but not used for --unused-days (Access Analyzer unused "
+     "access or service-last-accessed data). Needs usage data: without it one info note per "
+     "account says the rule was not evaluated.",
+     "Supply service-last-accessed data to evaluate; then remove the services the principal "
+     "has not used."},
     {"AWS-OP-012", "Dangerous non-default policy version", FERRY_AUDIT_MEDIUM,
      "A non-default version of an attached customer-managed policy grants full admin: anyone "
      "with iam:SetDefaultPolicyVersion on it becomes admin.",
@@ -209,6 +215,7 @@ typedef struct aws_state {
     char *pending_path;
     json_t *cache;           /* sha256 of canonical document -> analysis (array of hits) */
     size_t analysed, reused; /* cache misses and hits, for tests */
+    json_t *noted;           /* accounts already given the OP-011 "not evaluated" note */
 } aws_state;
 
 static aws_state *state(ferry_audit *a)
@@ -226,6 +233,7 @@ static void aws_release(ferry_audit *a)
     json_decref(s->pending);
     free(s->pending_path);
     json_decref(s->cache);
+    json_decref(s->noted);
     free(s);
     a->aws = NULL;
 }
@@ -1368,6 +1376,34 @@ out:
     return r;
 }
 
+/* AWS-OP-011 needs usage data this session's inputs do not carry: say once per account that
+ * it was not evaluated, as the catalogue asks, instead of passing silently. */
+static int usage_not_evaluated(aws_ctx *c, const char *account)
+{
+    aws_state *s = state(c->a);
+    char root[128];
+    json_t *ev;
+    int r;
+
+    if (!s)
+        return -ENOMEM;
+    if (!s->noted && !(s->noted = json_object()))
+        return -ENOMEM;
+    if (json_object_get(s->noted, account))
+        return 0;
+    if (json_object_set_new(s->noted, account, json_true()) < 0)
+        return -ENOMEM;
+    (void)snprintf(root, sizeof(root), "arn:aws:iam::%s:root", account);
+    ev = json_pack("{s:b, s:s}", "evaluated", 0, "reason",
+                   "no service-last-accessed or Access Analyzer input");
+    if (!ev)
+        return -ENOMEM;
+    r = audit_emit(c->a, "AWS-OP-011", FERRY_AUDIT_INFO, CLOUD, account, root, ev,
+                   "not-evaluated", c->path);
+    json_decref(ev);
+    return r;
+}
+
 static const struct {
     const char *list, *inline_key;
 } principal_lists[] = {
@@ -1426,6 +1462,8 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             if (roles && service_linked_role(p))
                 continue;
             r = audit_principal(&c, l, p, account, arn, groups);
+            if (r == 0)
+                r = usage_not_evaluated(&c, account);
             if (r < 0)
                 goto out;
         }
