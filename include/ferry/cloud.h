@@ -8,11 +8,13 @@
  * AWS_WEB_IDENTITY_TOKEN_FILE (EKS IRSA); the shared config and credentials files' profile
  * (static keys, or role_arn with web_identity_token_file; lib/cloud/aws-profile.h). The secret key and session token live in wiped memory and never appear in
  * an error text. Signed AWS JSON 1.1 calls (Secrets Manager, KMS) go through
- * ferry_aws_json_call, which signs with ferry's SigV4 (ferry/sigv4.h), retries throttling and
- * 5xx a bounded number of times with jitter, and maps AWS's error "__type" to a code.
+ * ferry_aws_json_call, which signs with ferry's SigV4 (ferry/sigv4.h), retries throttling,
+ * 5xx and network failures a bounded number of times by ferry_http_retry_pause (jittered
+ * backoff, or the server's Retry-After when longer, within a per-call waiting budget; a
+ * Retry-After past the budget fails at once), and maps AWS's error "__type" to a code.
  *
- * Azure (Entra ID workload identity federation) and GCP (STS token exchange) join this module
- * later.
+ * Azure (Entra ID workload identity federation) and GCP (STS token exchange) tokens are
+ * obtained inside their secret backends for now (src/lib/secrets/azure_kv.c, gcp_sm.c).
  */
 #ifndef FERRY_CLOUD_H
 #define FERRY_CLOUD_H
@@ -107,7 +109,7 @@ void ferry_aws_provider_invalidate(ferry_aws_provider *p);
 
 /* A signed AWS JSON 1.1 POST: endpoint ("https://host[:port]", NULL =
  * https://<service>.<region>.amazonaws.com), X-Amz-Target target, body (JSON). Throttling,
- * 5xx and network failures are retried up to FERRY_AWS_MAX_ATTEMPTS with jittered backoff;
+ * 5xx and network failures are retried up to FERRY_AWS_MAX_ATTEMPTS by the rule above;
  * credentials AWS refused are dropped once and fetched again. On HTTP 200 with an
  * application/x-amz-json-1.1 (or application/json) content type, *ret is the response (its
  * body wiped on release); any other answer is mapped with ferry_aws_error. max_response caps

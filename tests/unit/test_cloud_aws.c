@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
 
 #include "ferry/cloud.h"
 #include "ferry/error.h"
@@ -344,6 +345,23 @@ Test(b64, strict_standard_base64)
     cr_assert_eq(ferry_aws_b64_value("Zm9vYh==", 8, &v), -FERRY_EMALFORMED); /* not canonical */
     cr_assert_eq(ferry_aws_b64_value("Zm=vYg==", 8, &v), -FERRY_EMALFORMED);
     cr_assert_eq(ferry_aws_b64_value("", 0, &v), -FERRY_EMALFORMED);
+
+    /* The value limit is on the decoded bytes: 65536 pass (with padding), 65537 do not. */
+    for (size_t len = FERRY_SECRET_VALUE_MAX; len <= FERRY_SECRET_VALUE_MAX + 1; len++) {
+        unsigned char *raw = calloc(1, len);
+        char *enc = malloc(len / 3 * 4 + 8);
+        int n;
+        cr_assert(raw && enc);
+        n = EVP_EncodeBlock((unsigned char *)enc, raw, (int)len);
+        v = NULL;
+        cr_assert_eq(ferry_aws_b64_value(enc, (size_t)n, &v),
+                     len == FERRY_SECRET_VALUE_MAX ? 0 : -FERRY_ETOOBIG, "%zu", len);
+        if (v)
+            cr_assert_eq(v->len, len);
+        ferry_secret_value_free(v);
+        free(raw);
+        free(enc);
+    }
 }
 
 /* ---- provider ------------------------------------------------------------------------------ */

@@ -40,48 +40,28 @@ int ferry_aws_b64_value(const char *in, size_t n, ferry_secret_value **ret)
 {
     ferry_secret_value *v = NULL;
     unsigned char *tmp;
-    size_t pad = 0, m, out_len = 0;
+    size_t pad, dec, out_len = 0;
     int r;
 
     if (n == 0 || n % 4 != 0)
         return -FERRY_EMALFORMED;
-    if (in[n - 1] == '=')
-        pad++;
-    if (n >= 2 && in[n - 2] == '=')
-        pad++;
-    m = n - pad;
-    if ((m / 4) * 3 + (m % 4 ? m % 4 - 1 : 0) > FERRY_SECRET_VALUE_MAX)
+    pad = (in[n - 1] == '=') + (in[n - 2] == '=');
+    dec = n / 4 * 3 - pad;
+    if (dec > FERRY_SECRET_VALUE_MAX)
         return -FERRY_ETOOBIG;
-    tmp = malloc(m + 1);
+    tmp = malloc(n / 4 * 3);
     if (!tmp)
         return -ENOMEM;
-    for (size_t i = 0; i < m; i++) {
-        char c = in[i];
-        if (c == '+')
-            c = '-';
-        else if (c == '/')
-            c = '_';
-        else if (c == '-' || c == '_' || c == '=') {
-            ferry_wipe(tmp, i);
-            free(tmp);
-            return -FERRY_EMALFORMED;
-        }
-        tmp[i] = (unsigned char)c;
-    }
-    r = ferry_secret_value_new((m / 4) * 3 + (m % 4 ? m % 4 - 1 : 0), &v);
-    if (r == 0) {
-        r = ferry_b64url_decode((const char *)tmp, m, v->data, &out_len);
-        if (r < 0 || out_len != v->len)
-            r = -FERRY_EMALFORMED;
-    }
-    ferry_wipe(tmp, m);
+    r = ferry_b64_decode(in, n, tmp, &out_len) < 0 || out_len != dec || dec == 0
+            ? -FERRY_EMALFORMED
+            : ferry_secret_value_new(dec, &v);
+    if (r == 0)
+        memcpy(v->data, tmp, dec);
+    ferry_wipe(tmp, n / 4 * 3);
     free(tmp);
-    if (r < 0) {
-        ferry_secret_value_free(v);
-        return r;
-    }
-    *ret = v;
-    return 0;
+    if (r == 0)
+        *ret = v;
+    return r;
 }
 
 /* Wipe every string in the tree (values may sit anywhere in a JSON SecretString). */
