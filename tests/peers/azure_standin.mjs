@@ -25,7 +25,8 @@
 // {version}), POST /_standin/revoke (forget issued tokens), POST /_standin/config {token_lifetime},
 // POST /_standin/fail {"target": "token"|"kv", "count": N, "mode": "status"|"slow"|
 // "truncate"|"oversize"|"content_type"|"challenge", "status": 429, "retry_after": S,
-// "delay_ms": MS, "www_authenticate": "..."} (plans queue; the first matching one applies).
+// "message": M (error.message of a status answer, e.g. a canary), "delay_ms": MS,
+// "www_authenticate": "..."} (plans queue; the first matching one applies).
 // Prints "READY https://127.0.0.1:PORT" on stdout once listening.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -336,8 +337,8 @@ async function inject(p, res) {
         if (p.status === 429)
             kvError(res, 429, 'Throttled', 'Rate limit is exceeded. Try again in ' +
                     `${p.retry_after ?? 1} seconds.`, null, headers);
-        else kvError(res, p.status || 500, 'InternalServerError', 'injected failure', null,
-                     headers);
+        else kvError(res, p.status || 500, 'InternalServerError', p.message || 'injected failure',
+                     null, headers);
         return true;
     }
     if (mode === 'challenge') {
