@@ -32,10 +32,29 @@ def audit(*args, stdin=None):
     return ft.ferry("audit", "--now", NOW, *args, stdin=stdin)
 
 
+with open(os.path.join(ft.SRCDIR, "tests", "audit", "ferry-audit-v1.schema.json")) as _f:
+    SCHEMA = json.load(_f)
+SCHEMA_PROBLEMS = []  # (desc, problem) of every JSON report audit_json saw
+
+
+def schema_problems(j):
+    try:
+        import jsonschema
+        return [e.message for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(j)]
+    except ImportError:
+        # Without python3-jsonschema, the required members of the schema are compared.
+        item = SCHEMA["properties"]["findings"]["items"]
+        return [f"missing {k}" for k in SCHEMA["required"] if k not in j] + \
+            [f"finding misses {k}" for f in j.get("findings", []) for k in item["required"]
+             if k not in f]
+
+
 def audit_json(tap, desc, *args):
     r = audit("--output-format", "json", "--fail-on", "none", *args)
     j = r.json()
     tap.ok(r.rc == 0 and j is not None and r.err == "", f"{desc}: audited (exit 0, JSON)", r)
+    if j is not None:
+        SCHEMA_PROBLEMS.extend((desc, p) for p in schema_problems(j))
     return j or {"findings": []}
 
 
@@ -324,6 +343,8 @@ def output_checks(tap):
            j.get("tool", {}).get("name") == "ferry" and
            j.get("inputs") == [{"path": syn, "format": "aws-authz"}],
            "json: schema ferry.audit/v1, tool, inputs with the detected format", r)
+    errors = schema_problems(j)
+    tap.ok(not errors, "json: valid against tests/audit/ferry-audit-v1.schema.json", errors[:5])
     s = j.get("summary", {})
     tap.ok(all(s.get(k) == sum(1 for f in j["findings"] if f["severity"] == k)
                for k in SEVERITIES) and s.get("total") == len(j["findings"]),
@@ -501,6 +522,14 @@ def hostile_checks(tap, d):
 
 
 def body(tap):
+    try:
+        checks(tap)
+    finally:
+        tap.ok(not SCHEMA_PROBLEMS, "every JSON report of this test is valid against "
+               "ferry-audit-v1.schema.json", SCHEMA_PROBLEMS[:5])
+
+
+def checks(tap):
     fixture_checks(tap)
     if not os.path.isdir(os.path.join(SAMPLES, "aws")):
         # A tarball build without ../shared: the in-tree fixtures above still ran.
