@@ -94,10 +94,12 @@ SLR = dict(path="/aws-service-role/codebuild.amazonaws.com/")
 # rule -> (positive input, [(resource, severity)], negative input)
 CASES = {
     "AWS-OP-001": (
-        authz(users=[user("admin-inline", {"all": doc(ADMIN)})],
+        authz(users=[user("admin-inline", {"all": doc(ADMIN)}),
+                     user("star-colon-star", {"all": doc(allow(["s3:ListBucket", "*:*"]))})],
               roles=[role("notaction-nothing", {"p": doc({"Effect": "Allow", "NotAction": [],
                                                           "Resource": "*"})})]),
-        [(arn("user", "admin-inline"), "critical"), (arn("role", "notaction-nothing"), "critical")],
+        [(arn("user", "admin-inline"), "critical"), (arn("role", "notaction-nothing"), "critical"),
+         (arn("user", "star-colon-star"), "critical")],
         authz(users=[user("scoped", {"p": doc(allow("*", "arn:aws:s3:::bucket/*"),
                                               {"Effect": "Deny", "Action": "*",
                                                "Resource": "*"})})]),

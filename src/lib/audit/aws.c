@@ -517,7 +517,7 @@ static int analyse_statements(json_t *doc, json_t *hits)
         has_notaction = json_object_get(stmt, "NotAction") != NULL;
         has_notres = json_object_get(stmt, "NotResource") != NULL;
 
-        if ((list_has_str(actions, "*") && res_star) ||
+        if (((list_has_str(actions, "*") || list_has_str(actions, "*:*")) && res_star) ||
             (has_notaction && json_array_size(notactions) == 0 && res_star)) {
             r = add_hit(hits, "AWS-OP-001", -1, stmt, NULL);
             goto next;
