@@ -631,6 +631,7 @@ typedef struct aws_ctx {
     ferry_audit *a;
     const char *path;
     json_t *policies; /* arn -> policy entry (borrowed from the document) */
+    json_t *managed;  /* arn -> [default document, its analysis], or null: parsed once */
     char *errbuf;
     size_t errlen;
 } aws_ctx;
@@ -669,11 +670,11 @@ static json_t *builtin_admin_document(void)
 
 /* Emit the hits of one policy on a principal; *ret_admin set when it grants full admin. */
 static int emit_hits(aws_ctx *c, const char *account, const char *resource, const char *policy,
-                     const char *policy_type, json_t *doc, bool *ret_admin)
+                     const char *policy_type, json_t *doc, json_t *hits, bool *ret_admin)
 {
-    json_t *hits, *h;
+    json_t *h;
     size_t i;
-    int r = analyse_policy(c->a, doc, &hits);
+    int r = hits ? 0 : analyse_policy(c->a, doc, &hits);
 
     if (r < 0)
         return r;
@@ -706,6 +707,38 @@ static int emit_hits(aws_ctx *c, const char *account, const char *resource, cons
     }
     json_decref(hits);
     return r;
+}
+
+/* The default document of managed policy parn and its analysis, both borrowed from c (NULL
+ * when the export has no document for it), parsed and analysed once per file however many
+ * principals attach it. */
+static int managed_policy(aws_ctx *c, const char *parn, json_t **ret_doc, json_t **ret_hits)
+{
+    json_t *e = json_object_get(c->managed, parn), *pol, *doc = NULL, *hits;
+    int r = 0;
+
+    *ret_doc = *ret_hits = NULL;
+    if (!e) {
+        pol = json_object_get(c->policies, parn);
+        if (pol)
+            r = default_document(c, pol, parn, &doc);
+        if (r < 0)
+            return r;
+        if (!doc && strcmp(parn, ADMIN_POLICY_ARN) == 0 && !(doc = builtin_admin_document()))
+            return -ENOMEM;
+        if (doc && (r = analyse_policy(c->a, doc, &hits)) < 0) {
+            json_decref(doc);
+            return r;
+        }
+        e = doc ? json_pack("[o, O]", doc, hits) : json_null();
+        if (!e || json_object_set_new(c->managed, parn, e) < 0)
+            return -ENOMEM;
+    }
+    if (json_is_array(e)) {
+        *ret_doc = json_array_get(e, 0);
+        *ret_hits = json_array_get(e, 1);
+    }
+    return 0;
 }
 
 static bool service_linked_role(const json_t *role)
@@ -750,7 +783,7 @@ static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key, 
             break;
         (void)snprintf(label, sizeof(label), "inline:%s", name);
         if (g->emit)
-            r = emit_hits(c, account, arn, label, "inline", doc, ret_admin);
+            r = emit_hits(c, account, arn, label, "inline", doc, NULL, ret_admin);
         if (r == 0 && json_array_append(g->docs, doc) < 0)
             r = -ENOMEM;
         json_decref(doc);
@@ -766,28 +799,21 @@ static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key, 
     json_array_foreach(att, i, v)
     {
         const char *parn = str_member(v, "PolicyArn");
-        json_t *pol, *doc = NULL;
+        json_t *doc = NULL, *hits = NULL;
         if (!parn)
             continue;
-        pol = json_object_get(c->policies, parn);
-        if (pol)
-            r = default_document(c, pol, parn, &doc);
+        r = managed_policy(c, parn, &doc, &hits);
         if (r < 0)
             break;
-        if (!doc && strcmp(parn, ADMIN_POLICY_ARN) == 0 && !(doc = builtin_admin_document())) {
-            r = -ENOMEM;
-            break;
-        }
         if (!doc)
             continue; /* an AWS-managed policy the export did not include */
         if (g->emit)
-            r = emit_hits(c, account, arn, parn, "managed", doc, ret_admin);
+            r = emit_hits(c, account, arn, parn, "managed", doc, hits, ret_admin);
         if (r == 0 && json_array_append(g->docs, doc) < 0)
             r = -ENOMEM;
         if (r == 0 && strncmp(parn, "arn:aws:iam::aws:", 17) != 0 &&
             json_array_append_new(g->cmps, json_string(parn)) < 0)
             r = -ENOMEM;
-        json_decref(doc);
         if (r < 0)
             break;
     }
@@ -1421,7 +1447,8 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
 
     json_t *groups = json_object(); /* GroupName -> group, for users' group policies */
     c.policies = json_object();
-    if (!c.policies || !groups) {
+    c.managed = json_object();
+    if (!c.policies || !c.managed || !groups) {
         r = -ENOMEM;
         goto out;
     }
@@ -1515,6 +1542,7 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
     }
 out:
     json_decref(c.policies);
+    json_decref(c.managed);
     json_decref(groups);
     return r;
 }
