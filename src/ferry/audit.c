@@ -334,9 +334,10 @@ int ferry_cmd_audit(int argc, char **argv)
             if (progress)
                 fputs("\r\033[K", stderr);
             fprintf(stderr, PROG ": %s: %s\n", path,
-                    r == -EFBIG || r == -FERRY_ETOOBIG ? "larger than the input size limit "
-                                                         "(--max-input-size)"
-                                                       : ferry_strerror(r));
+                    r == -EFBIG || r == -FERRY_ETOOBIG
+                        ? "larger than the input size limit (--max-input-size)"
+                    : r == -EINVAL ? "not a regular file"
+                                   : ferry_strerror(r));
             return FERRY_EXIT_USAGE;
         }
         r = ferry_audit_add_input(a, path, buf, len, format, err, sizeof(err));

@@ -243,6 +243,14 @@ def page_checks(tap, d):
     j = audit_json(tap, "two page files", f1, f2)
     tap.eq(sorted(f["fingerprint"] for f in j["findings"]), fp,
            "pages in two files: the findings of the whole export")
+    with open(syn) as f:
+        text_copy = f.read()
+    dup = os.path.join(d, "yesterday.json")
+    with open(dup, "w") as f:
+        f.write(text_copy)
+    j = audit_json(tap, "the same account in two inputs", syn, dup)
+    tap.eq(sorted(f["fingerprint"] for f in j["findings"]), fp,
+           "the same account in two inputs: each finding once (one fingerprint, one finding)")
     j = audit_json(tap, "array of pages", fa)
     tap.eq(sorted(f["fingerprint"] for f in j["findings"]), fp,
            "a JSON array of pages: the findings of the whole export")
@@ -455,6 +463,9 @@ def error_checks(tap, d):
         r"pages\.json: page 2: expected an object with UserDetailList",
         "array of pages with a stranger in it")
 
+    r = audit(good, d)
+    tap.ok(r.rc == 2 and r.out == "" and "not a regular file" in r.err,
+           "a directory as input: exit 2, no report", r)
     r = audit(good, os.path.join(d, "does-not-exist.json"))
     tap.ok(r.rc == 2 and r.out == "" and "does-not-exist.json" in r.err,
            "missing file: exit 2, named, no report", r)

@@ -63,13 +63,15 @@ struct ferry_audit {
     char **known_accounts; /* sorted after each add */
     size_t n_known;
     json_t *inputs; /* [{path, format}] */
+    json_t *seen;   /* fingerprints emitted (a set): one finding per fingerprint */
     void *aws;      /* aws.c's per-run state (page merging, policy cache) */
 };
 
 /* The rule with this id in any cloud, or NULL. */
 const audit_rule *audit_rule_find(const char *id);
 
-/* Append a finding of rule_id (which must be in a rule table). severity < 0 takes the rule's
+/* Append a finding of rule_id (which must be in a rule table), unless one with the same
+ * fingerprint is already there (the same account in two inputs). severity < 0 takes the rule's
  * default. account/resource/source: borrowed strings (copied; NULL = ""). evidence: borrowed
  * JSON object, serialised compactly with sorted keys. evidence_key: the stable part that
  * distinguishes findings of one rule on one resource (docs/internals/audit.md). Returns 0,

@@ -77,7 +77,10 @@ FERRY_EXPORT int ferry_audit_new(const ferry_audit_options *opts, ferry_audit **
     if (a->opts.max_input == 0)
         a->opts.max_input = FERRY_AUDIT_DEFAULT_MAX_INPUT;
     a->inputs = json_array();
-    if (!a->inputs) {
+    a->seen = json_object();
+    if (!a->inputs || !a->seen) {
+        json_decref(a->inputs);
+        json_decref(a->seen);
         free(a);
         return -ENOMEM;
     }
@@ -107,6 +110,7 @@ FERRY_EXPORT void ferry_audit_free(ferry_audit *a)
         free(a->known_accounts[i]);
     free(a->known_accounts);
     json_decref(a->inputs);
+    json_decref(a->seen);
     free(a);
 }
 
@@ -220,6 +224,14 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
     if (r < 0) {
         finding_release(&f);
         return r;
+    }
+    if (json_object_get(a->seen, f.fingerprint)) {
+        finding_release(&f); /* already reported, from an earlier input */
+        return 0;
+    }
+    if (json_object_set_new(a->seen, f.fingerprint, json_true()) < 0) {
+        finding_release(&f);
+        return -ENOMEM;
     }
     a->findings[a->n_findings++] = f;
     a->sorted = false;
