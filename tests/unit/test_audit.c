@@ -425,3 +425,26 @@ Test(audit, credential_report_json_forms)
     cr_assert_eq(n, 1);
     ferry_audit_free(a);
 }
+
+Test(audit, missing_documents_are_tolerated)
+{
+    /* An inline policy without PolicyDocument, a null trust policy, a managed policy whose
+     * versions carry no Document: nothing to check there, no error, the rest still audited. */
+    const char *t =
+        "{\"RoleDetailList\": [{\"Arn\": \"arn:aws:iam::111122223333:role/r\", "
+        "\"AssumeRolePolicyDocument\": null, \"RolePolicyList\": [{\"PolicyName\": \"empty\"}, "
+        "{\"PolicyName\": \"adm\", \"PolicyDocument\": {\"Statement\": {\"Effect\": \"Allow\", "
+        "\"Action\": \"*\", \"Resource\": \"*\"}}}], \"AttachedManagedPolicies\": "
+        "[{\"PolicyArn\": \"arn:aws:iam::111122223333:policy/nodoc\"}]}], "
+        "\"Policies\": [{\"Arn\": \"arn:aws:iam::111122223333:policy/nodoc\", "
+        "\"AttachmentCount\": 0, \"DefaultVersionId\": \"v1\", \"PolicyVersionList\": "
+        "[{\"VersionId\": \"v1\", \"IsDefaultVersion\": true}]}]}";
+    ferry_audit *a = audit_text(t);
+    size_t n;
+    const ferry_audit_finding *f = find(a, "AWS-OP-001", &n);
+    cr_assert_eq(n, 1);
+    cr_assert(strstr(f->evidence, "inline:adm") != NULL);
+    (void)find(a, "AWS-OP-013", &n);
+    cr_assert_eq(n, 0);
+    ferry_audit_free(a);
+}

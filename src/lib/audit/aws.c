@@ -369,7 +369,8 @@ static int url_decode(const char *s, char **ret, size_t *ret_len)
 }
 
 /* A policy document as found in the export: an object, or URL-encoded JSON text (the raw API
- * form). *ret is a new reference. what names the document in errors. */
+ * form). *ret is a new reference, or NULL when the member is missing or null (tolerated: the
+ * export simply has no document). what names the document in errors. */
 static int policy_document(ferry_audit *a, json_t *v, const char *what, json_t **ret, char *errbuf,
                            size_t errlen)
 {
@@ -379,6 +380,10 @@ static int policy_document(ferry_audit *a, json_t *v, const char *what, json_t *
 
     if (json_is_object(v)) {
         *ret = json_incref(v);
+        return 0;
+    }
+    if (!v || json_is_null(v)) {
+        *ret = NULL; /* no document in the export: nothing to check */
         return 0;
     }
     if (!json_is_string(v))
@@ -781,6 +786,8 @@ static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key, 
                             c->errlen);
         if (r < 0)
             break;
+        if (!doc)
+            continue;
         (void)snprintf(label, sizeof(label), "inline:%s", name);
         if (g->emit)
             r = emit_hits(c, account, arn, label, "inline", doc, NULL, ret_admin);
@@ -1522,6 +1529,8 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             if (!rule)
                 continue;
             r = policy_document(a, json_object_get(ver, "Document"), arn, &d, errbuf, errlen);
+            if (r == 0 && !d)
+                continue;
             if (r == 0)
                 r = analyse_policy(a, d, &hits);
             if (r == 0 && hits_have(hits, "AWS-OP-001")) {
