@@ -214,9 +214,16 @@ def sample_checks(tap, d):
         tap.ok(has(j, rule, res), f"credential report: {rule} on {res}", pairs(j))
     tap.ok(not any(f["resource"] == E + "root" and f["rule_id"] != "AWS-SH-008"
                    for f in j["findings"]), "credential report: root only gets AWS-SH-008")
+    with open(os.path.join(aws, reports[1])) as f:
+        cli = json.load(f)
+    wrapped = dict(cli, Content="\n".join(cli["Content"][i:i + 76]
+                                          for i in range(0, len(cli["Content"]), 76)))
+    results.append(audit_json(tap, "credential report, base64 wrapped at 76 columns",
+                              ft.write_json(os.path.join(d, "wrapped.json"), wrapped)))
     fps = [sorted(f["fingerprint"] for f in r["findings"]) for r in results]
-    tap.ok(fps[0] and fps[0] == fps[1] == fps[2],
-           "credential report: CSV, base64 JSON and decoded JSON give the same fingerprints")
+    tap.ok(fps[0] and fps[0] == fps[1] == fps[2] == fps[3],
+           "credential report: CSV, base64 JSON (one line or wrapped) and decoded JSON give the "
+           "same fingerprints")
     r = audit("--output-format", "json", "--fail-on", "none", "--profile", "cis",
               os.path.join(aws, reports[0]))
     tap.ok(r.rc == 0 and has(r.json(), "AWS-SH-002", E + "user/user"),

@@ -1959,10 +1959,21 @@ static int load_credreport(ferry_audit *a, const char *path, const char *buf, si
     clen = strlen(content);
     if (detect_credreport_text(content, clen))
         return credreport_csv(a, path, content, clen, errbuf, errlen);
-    raw = malloc(clen / 4 * 3 + 1);
-    if (!raw)
+    /* Base64 wrapped over lines (as some tools save it) is accepted: line breaks dropped. */
+    char *b64 = malloc(clen + 1);
+    size_t blen = 0;
+    if (!b64)
         return -ENOMEM;
-    r = ferry_b64_decode(content, clen, raw, &rlen);
+    for (size_t i = 0; i < clen; i++)
+        if (content[i] != '\n' && content[i] != '\r')
+            b64[blen++] = content[i];
+    raw = malloc(blen / 4 * 3 + 1);
+    if (!raw) {
+        free(b64);
+        return -ENOMEM;
+    }
+    r = ferry_b64_decode(b64, blen, raw, &rlen);
+    free(b64);
     if (r < 0) {
         free(raw);
         return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
