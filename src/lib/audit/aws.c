@@ -1431,8 +1431,8 @@ static int usage_not_evaluated(aws_ctx *c, const char *account)
                    "no service-last-accessed or Access Analyzer input");
     if (!ev)
         return -ENOMEM;
-    r = audit_emit(c->a, "AWS-OP-011", FERRY_AUDIT_INFO, CLOUD, account, root, ev,
-                   "not-evaluated", c->path);
+    r = audit_emit(c->a, "AWS-OP-011", FERRY_AUDIT_INFO, CLOUD, account, root, ev, "not-evaluated",
+                   c->path);
     json_decref(ev);
     return r;
 }
