@@ -443,14 +443,18 @@ def error_checks(tap, d):
     bad("other.json", '{"Buckets": []}', r"other\.json: not a recognised export; expected one "
         r"of: aws-authz", "unrecognised JSON: names what was expected")
     bad("notes.txt", "hello\n", r"notes\.txt: not a recognised export", "unrecognised text")
-    bad("shape.json", '{"RoleDetailList": {"Arn": "x"}}',
-        r"shape\.json: RoleDetailList: expected an array", "wrong shape: names the member")
-    bad("noarn.json", '{"UserDetailList": [{"UserName": "u"}]}',
-        r"noarn\.json: UserDetailList\[0\]: expected an Arn", "principal without Arn")
-    bad("baddoc.json", '{"RoleDetailList": [{"Arn": "arn:aws:iam::111122223333:role/r", '
+    bad("shape.json", '{"UserDetailList": [],\n "RoleDetailList": {"Arn": "x"}}',
+        r"shape\.json:2: RoleDetailList: expected an array", "wrong shape: names the member "
+        "and its line")
+    bad("noarn.json", '{"UserDetailList": [\n {"Arn": "arn:aws:iam::111122223333:user/a"},\n'
+        ' {"UserName": "u"}]}',
+        r"noarn\.json:3: UserDetailList\[1\]: expected an Arn", "principal without Arn: its "
+        "line and index")
+    bad("baddoc.json", '{"RoleDetailList": [\n {"Arn": "arn:aws:iam::111122223333:role/r", '
         '"AssumeRolePolicyDocument": "%7B%22Statement%22%3A"}]}',
-        r"baddoc\.json: arn:aws:iam::111122223333:role/r AssumeRolePolicyDocument: "
-        r"URL-encoded policy document: 1:\d+: malformed JSON", "truncated URL-encoded document")
+        r"baddoc\.json:2: arn:aws:iam::111122223333:role/r AssumeRolePolicyDocument: "
+        r"URL-encoded policy document: 1:\d+: malformed JSON", "truncated URL-encoded document: "
+        "the role's line, the role, the position inside the document")
     hdr = open(os.path.join(FIXTURES, "AWS-SH-005.pos.csv")).read().splitlines()[0]
     bad("short.csv", hdr + "\nalice,arn:aws:iam::111122223333:user/alice,2020\n",
         r"short\.csv: line 2: expected 22 comma-separated fields as in the header, got 3",
@@ -466,8 +470,8 @@ def error_checks(tap, d):
     bad("forced.json", '{"RoleDetailList": []}', r"forced\.json: line 1: expected the "
         r"credential report header", "--format overrides detection", "--format",
         "aws-credreport")
-    bad("pages.json", '[{"RoleDetailList": []}, {"Foo": 1}]',
-        r"pages\.json: page 2: expected an object with UserDetailList",
+    bad("pages.json", '[{"RoleDetailList": []},\n {"Foo": 1}]',
+        r"pages\.json:2: page 2: expected an object with UserDetailList",
         "array of pages with a stranger in it")
 
     r = audit(good, d)

@@ -286,12 +286,14 @@ Test(audit, pages_are_merged_across_files)
 
 Test(audit, bad_url_encoding_is_an_error)
 {
-    const char *t = "{\"RoleDetailList\": [{\"Arn\": \"arn:aws:iam::111122223333:role/r\", "
-                    "\"AssumeRolePolicyDocument\": \"%7B%2\"}]}";
+    /* The error names the file, the line of the role and the role. */
+    const char *t = "{\"RoleDetailList\": [\n {\"Arn\": \"arn:aws:iam::111122223333:role/ok\"},\n"
+                    " {\"Arn\": \"arn:aws:iam::111122223333:role/r\",\n"
+                    "  \"AssumeRolePolicyDocument\": \"%7B%2\"}]}";
     ferry_audit *a = run_new();
     char err[512] = "";
     cr_assert_eq(add(a, "u.json", t, err, sizeof(err)), -FERRY_EMALFORMED);
-    cr_assert(strstr(err, "u.json: arn:aws:iam::111122223333:role/r AssumeRolePolicyDocument: "
+    cr_assert(strstr(err, "u.json:3: arn:aws:iam::111122223333:role/r AssumeRolePolicyDocument: "
                           "bad percent-escape") != NULL,
               "%s", err);
     ferry_audit_free(a);

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "basic/macro.h"
 #include "ferry/audit.h"
 
 /* Deepest JSON nesting accepted in an input (IAM exports nest about 10 levels). */
@@ -65,7 +66,14 @@ struct ferry_audit {
     json_t *inputs; /* [{path, format}] */
     json_t *seen;   /* fingerprints emitted (a set): one finding per fingerprint */
     void *aws;      /* aws.c's per-run state (page merging, policy cache) */
+    /* Where in the current input's JSON a loader error is, as "/member/index/..." (empty when
+     * unknown); core.c turns it into a line number. */
+    char err_where[256];
 };
+
+/* Record where in the current input's JSON document the error a loader is about to return
+ * lies: components joined with '/', array indexes in decimal ("/RoleDetailList/3"). */
+void audit_error_where(ferry_audit *a, const char *fmt, ...) _printf_(2, 3);
 
 /* The rule with this id in any cloud, or NULL. */
 const audit_rule *audit_rule_find(const char *id);

@@ -215,7 +215,9 @@ typedef struct aws_state {
     char *pending_path;
     json_t *cache;           /* sha256 of canonical document -> analysis (array of hits) */
     size_t analysed, reused; /* cache misses and hits, for tests */
-    json_t *noted;           /* accounts already given the OP-011 "not evaluated" note */
+    bool single;   /* pending is exactly the one object page of the input being loaded, so its
+                    * list indexes are the file's (for the error's line) */
+    json_t *noted; /* accounts already given the OP-011 "not evaluated" note */
 } aws_state;
 
 static aws_state *state(ferry_audit *a)
@@ -1445,6 +1447,15 @@ static const struct {
     {"RoleDetailList", "RolePolicyList"},
 };
 
+/* An error about element i of list: its place in the file, when the account being audited is
+ * that file's single page (merged pages have other indexes). */
+static void error_at(ferry_audit *a, const char *list, size_t i)
+{
+    const aws_state *s = a->aws;
+    if (s && s->single && !a->err_where[0])
+        audit_error_where(a, "/%s/%zu", list, i);
+}
+
 static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *errbuf, size_t errlen)
 {
     aws_ctx c = {.a = a, .path = path, .errbuf = errbuf, .errlen = errlen};
@@ -1471,6 +1482,7 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
     {
         const char *arn = str_member(v, "Arn");
         if (!arn) {
+            error_at(a, "Policies", i);
             r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
                                  "Policies[%zu]: expected an Arn string", i);
             goto out;
@@ -1488,6 +1500,7 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             const char *arn = str_member(p, "Arn");
             char account[64];
             if (!arn || !principal_account(arn, account)) {
+                error_at(a, principal_lists[l].list, i);
                 r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
                                      "%s[%zu]: expected an Arn string (arn:aws:iam::ACCOUNT:...)",
                                      principal_lists[l].list, i);
@@ -1498,8 +1511,11 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             r = audit_principal(&c, l, p, account, arn, groups);
             if (r == 0)
                 r = usage_not_evaluated(&c, account);
-            if (r < 0)
+            if (r < 0) {
+                if (r != -ENOMEM)
+                    error_at(a, principal_lists[l].list, i);
                 goto out;
+            }
         }
     }
     /* Customer-managed policies as such: unattached admin, admin in an old version. */
@@ -1578,25 +1594,37 @@ static bool detect_authz(const json_t *doc)
     return authz_page(doc);
 }
 
-static int check_page(const json_t *page, size_t index, bool in_array, char *errbuf, size_t errlen)
+static int check_page(ferry_audit *a, const json_t *page, size_t index, bool in_array, char *errbuf,
+                      size_t errlen)
 {
-    char where[40] = "";
-    if (in_array)
+    char where[40] = "", ptr[24] = "";
+    if (in_array) {
         (void)snprintf(where, sizeof(where), "page %zu: ", index + 1);
-    if (!authz_page(page))
+        (void)snprintf(ptr, sizeof(ptr), "/%zu", index);
+    }
+    if (!authz_page(page)) {
+        audit_error_where(a, "%s", ptr);
         return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
                                 "%sexpected an object with UserDetailList, GroupDetailList, "
                                 "RoleDetailList or Policies",
                                 where);
+    }
     for (size_t i = 0; authz_lists[i]; i++) {
         json_t *l = json_object_get(page, authz_lists[i]), *e;
         size_t k;
-        if (l && !json_is_array(l) && !json_is_null(l))
+        if (l && !json_is_array(l) && !json_is_null(l)) {
+            audit_error_where(a, "%s/%s", ptr, authz_lists[i]);
             return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED, "%s%s: expected an array",
                                     where, authz_lists[i]);
-        json_array_foreach(l, k, e) if (!json_is_object(e)) return ferry_errbuf_set(
-            errbuf, errlen, -FERRY_EMALFORMED, "%s%s[%zu]: expected an object", where,
-            authz_lists[i], k);
+        }
+        json_array_foreach(l, k, e)
+        {
+            if (json_is_object(e))
+                continue;
+            audit_error_where(a, "%s/%s/%zu", ptr, authz_lists[i], k);
+            return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                    "%s%s[%zu]: expected an object", where, authz_lists[i], k);
+        }
     }
     return 0;
 }
@@ -1662,10 +1690,13 @@ static int load_authz(ferry_audit *a, const char *path, const char *buf, size_t 
         return -ENOMEM;
     json_array_foreach(pages, i, page)
     {
-        r = check_page(page, i, json_is_array(doc), errbuf, errlen);
+        r = check_page(a, page, i, json_is_array(doc), errbuf, errlen);
         if (r < 0)
             goto out;
     }
+    /* Indexes of the merged account are this file's only when it is one object page that
+     * starts an account. */
+    s->single = !s->pending && json_is_object(doc);
     json_array_foreach(pages, i, page)
     {
         if (!s->pending) {
@@ -1702,6 +1733,8 @@ out:
 
 static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
+    if (a->aws)
+        ((aws_state *)a->aws)->single = false;
     return flush_pending(a, errbuf, errlen);
 }
 

@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +314,54 @@ static int expected_list(char *out, size_t outlen)
     return 0;
 }
 
+void audit_error_where(ferry_audit *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(a->err_where, sizeof(a->err_where), fmt, ap);
+    va_end(ap);
+}
+
+/* The line of the value a->err_where names in the JSON text buf: the text is parsed again,
+ * this time recording lines (only on this error path, so a good run never pays for the line
+ * table). 0 when unknown. */
+static unsigned error_line(const ferry_audit *a, const void *buf, size_t len)
+{
+    json_t *doc = NULL, *cur;
+    ferry_json_locs *locs = NULL;
+    char where[sizeof(a->err_where)], *save = NULL, *comp;
+    unsigned line = 0;
+
+    if (ferry_json_parse_located(buf, len, a->opts.max_input, AUDIT_JSON_MAX_DEPTH, &doc, &locs,
+                                 NULL, NULL, 0) < 0)
+        return 0;
+    memcpy(where, a->err_where, sizeof(where));
+    cur = doc;
+    for (comp = strtok_r(where, "/", &save); comp && cur; comp = strtok_r(NULL, "/", &save)) {
+        if (json_is_object(cur)) {
+            line = ferry_json_locs_line(locs, cur, comp);
+            cur = json_object_get(cur, comp);
+        } else if (json_is_array(cur)) {
+            char *end = NULL;
+            unsigned long i = strtoul(comp, &end, 10);
+            if (!end || *end || i >= json_array_size(cur)) {
+                line = 0;
+                break;
+            }
+            line = ferry_json_locs_line_index(locs, cur, i);
+            cur = json_array_get(cur, i);
+        } else {
+            line = 0;
+            break;
+        }
+    }
+    if (comp)
+        line = 0; /* the path went past the document */
+    ferry_json_locs_free(locs);
+    json_decref(doc);
+    return line;
+}
+
 FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const void *buf,
                                        size_t len, const char *format, char *errbuf, size_t errlen)
 {
@@ -357,11 +406,18 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
         }
     }
     why[0] = '\0';
+    a->err_where[0] = '\0';
     r = loader->load(a, path, buf, len, doc, why, sizeof(why));
-    json_decref(doc);
-    if (r < 0)
+    if (r < 0) {
+        unsigned line = doc && a->err_where[0] ? error_line(a, buf, len) : 0;
+        json_decref(doc);
+        if (line)
+            return ferry_errbuf_set(errbuf, errlen, r, "%s:%u: %s", path, line,
+                                    why[0] ? why : ferry_strerror(r));
         return ferry_errbuf_set(errbuf, errlen, r, "%s: %s", path,
                                 why[0] ? why : ferry_strerror(r));
+    }
+    json_decref(doc);
     rec = json_pack("{s:s, s:s}", "path", path, "format", loader->format);
     if (!rec || json_array_append_new(a->inputs, rec) < 0)
         return -ENOMEM;
