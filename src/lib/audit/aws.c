@@ -202,8 +202,9 @@ static const char *const resource_exposure[] = {"s3:putbucketpolicy",
 static const char *const sensitive_services[] = {
     "iam", "sts", "kms", "secretsmanager", "s3", "organizations", "cloudtrail", NULL};
 
-/* Service principals whose role is only handed to the account's own resources, where
- * aws:SourceAccount is not how the role is protected. */
+/* Service principals whose role is only handed to the account's own resources (through
+ * iam:PassRole, which cannot cross accounts), where aws:SourceAccount is not how the role is
+ * protected: Prowler's check flags them and users report it as a false positive (prowler#2810). */
 static const char *const deputy_exempt_services[] = {"ec2.amazonaws.com", "lambda.amazonaws.com",
                                                      "ecs-tasks.amazonaws.com",
                                                      "edgelambda.amazonaws.com", NULL};
