@@ -88,6 +88,10 @@ int ferry_http_request_send(const ferry_http_request *req, const ferry_http_opti
 /* Free the members of resp (not resp itself) and zero it. Accepts an already released one. */
 void ferry_http_response_release(ferry_http_response *resp);
 
+/* Whether a Content-Type value names media_type (e.g. "application/json"): the part before any
+ * ';' parameters, trailing blanks trimmed, equal without case. false for NULL. */
+bool ferry_http_media_type_is(const char *content_type, const char *media_type);
+
 /* Parse "max-age=N" (and honour no-store/no-cache as 0) from a Cache-Control value.
  * Returns seconds >= 0, or -1 when the header gives no lifetime. */
 long ferry_http_cache_max_age(const char *cache_control);

@@ -84,3 +84,22 @@ char *ferry_buf_steal(ferry_buf *b, size_t *ret_len)
     b->alloc = 0;
     return d;
 }
+
+int ferry_buf_append_form(ferry_buf *b, const char *name, const char *value)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int r;
+
+    if (b->len > 0 && (r = ferry_buf_append(b, "&", 1)) < 0)
+        return r;
+    if ((r = ferry_buf_append_str(b, name)) < 0 || (r = ferry_buf_append(b, "=", 1)) < 0)
+        return r;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+        bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
+        char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+        if ((r = ferry_buf_append(b, plain ? (const char *)p : e, plain ? 1 : 3)) < 0)
+            return r;
+    }
+    return 0;
+}

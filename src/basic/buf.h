@@ -25,6 +25,10 @@ void ferry_buf_release(ferry_buf *b);
 /* Append n bytes. 0, -E2BIG (over max) or -ENOMEM. */
 int ferry_buf_append(ferry_buf *b, const void *p, size_t n);
 int ferry_buf_append_str(ferry_buf *b, const char *s);
+/* Append one application/x-www-form-urlencoded pair "name=value" (after a '&' when b is not
+ * empty): name as given (the caller's constant), every byte of value but RFC 3986 unreserved
+ * ones (A-Z a-z 0-9 - . _ ~) percent-encoded. Returns 0 or what ferry_buf_append returns. */
+int ferry_buf_append_form(ferry_buf *b, const char *name, const char *value);
 /* Hand the content to the caller (malloc'd, NUL-terminated, or NULL when empty and never
  * allocated) and reset the buffer. */
 char *ferry_buf_steal(ferry_buf *b, size_t *ret_len);

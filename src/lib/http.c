@@ -57,8 +57,8 @@
 #define HTTP_LOW_SPEED_TIME 5L           /* ... averaged over this many seconds */
 #define HTTP_MAX_AGE_CEILING 2147483647L /* RFC 9111 §1.2.2: treat larger values as 2^31 */
 #define HTTP_CACHE_CONTROL_MAX 4096
-#define HTTP_REQUEST_HEADER_MAX 20000          /* one request header line */
-#define HTTP_REQUEST_HEADERS_MAX 32            /* request headers of ferry_http_request_send */
+#define HTTP_REQUEST_HEADER_MAX 20000           /* one request header line */
+#define HTTP_REQUEST_HEADERS_MAX 32             /* request headers of ferry_http_request_send */
 #define HTTP_REQUEST_BODY_MAX ((size_t)1 << 20) /* request body bytes */
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(CURL *, curl_easy_cleanup)
@@ -314,7 +314,7 @@ static long http_retry_after(const char *v, time_t now)
     if (when <= now)
         return 0;
     return when - now < FERRY_HTTP_RETRY_AFTER_MAX ? (long)(when - now)
-                                                     : FERRY_HTTP_RETRY_AFTER_MAX;
+                                                   : FERRY_HTTP_RETRY_AFTER_MAX;
 }
 
 /* ---- one transfer --------------------------------------------------------------------- */
@@ -324,7 +324,7 @@ typedef struct http_transfer {
     size_t header_bytes;
     bool too_big; /* body or headers over their cap */
     bool nomem;
-    bool secret; /* body buffer wipes what it frees (ferry_buf secret mode) */
+    bool secret;       /* body buffer wipes what it frees (ferry_buf secret mode) */
     bool bad_location; /* Location repeated, too long or not printable */
     bool bad_ctype;
     bool bad_cache_control;
@@ -660,10 +660,8 @@ static int http_do(const ferry_http_request *req, const ferry_http_options *opts
          * Content-Length: 0. libcurl never follows a redirect here (this module refuses one
          * for a POST below), so the body goes to exactly the URL checked. */
         if (curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body_len ? req->body : "") !=
-                CURLE_OK ||
-            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) !=
-                CURLE_OK)
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body_len ? req->body : "") != CURLE_OK ||
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK)
             return -ENOMEM;
     }
 
@@ -827,6 +825,18 @@ static long delta_seconds(const char *s, size_t len)
  * for NULL, a value over 4 KiB, any syntax error (bad token, unterminated quoted string,
  * max-age without a decimal value) and for max-age given twice, so garbage never yields a
  * lifetime. Directive names are case-insensitive; quoted values are accepted. Thread-safe. */
+FERRY_EXPORT bool ferry_http_media_type_is(const char *content_type, const char *media_type)
+{
+    size_t n;
+
+    if (!content_type || !media_type)
+        return false;
+    n = strcspn(content_type, ";");
+    while (n && (content_type[n - 1] == ' ' || content_type[n - 1] == '\t'))
+        n--;
+    return n == strlen(media_type) && strncasecmp(content_type, media_type, n) == 0;
+}
+
 FERRY_EXPORT long ferry_http_cache_max_age(const char *cache_control)
 {
     const char *p, *end;

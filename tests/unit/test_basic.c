@@ -269,6 +269,26 @@ Test(buf, partial_append_refused)
     ferry_buf_release(&b);
 }
 
+/* Form pairs: '&' between them, all but unreserved bytes percent-encoded (UTF-8 too). */
+Test(buf, append_form)
+{
+    ferry_buf b;
+    size_t n;
+    char *s;
+
+    ferry_buf_init(&b, 1024, false);
+    cr_assert_eq(ferry_buf_append_form(&b, "grant_type", "urn:ietf:params:oauth:x"), 0);
+    cr_assert_eq(ferry_buf_append_form(&b, "scope", "a b+c/d=e&f~g.h_i-j\xc3\xa9"), 0);
+    cr_assert_eq(ferry_buf_append_form(&b, "empty", ""), 0);
+    s = ferry_buf_steal(&b, &n);
+    cr_assert_str_eq(s, "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Ax&"
+                        "scope=a%20b%2Bc%2Fd%3De%26f~g.h_i-j%C3%A9&empty=");
+    free(s);
+    ferry_buf_init(&b, 8, false);
+    cr_assert_eq(ferry_buf_append_form(&b, "k", "\x01\x02\x03"), -E2BIG);
+    ferry_buf_release(&b);
+}
+
 Test(buf, zero_max_and_steal_empty)
 {
     ferry_buf b;

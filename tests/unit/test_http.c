@@ -283,6 +283,19 @@ Test(cache_control, table)
     }
 }
 
+Test(media_type, parameters_case_and_blanks)
+{
+    cr_assert(ferry_http_media_type_is("application/json", "application/json"));
+    cr_assert(ferry_http_media_type_is("Application/JSON; charset=utf-8", "application/json"));
+    cr_assert(ferry_http_media_type_is("application/json \t;x=y", "application/json"));
+    cr_assert(!ferry_http_media_type_is("application/jsonp", "application/json"));
+    cr_assert(!ferry_http_media_type_is("application/json-seq", "application/json"));
+    cr_assert(!ferry_http_media_type_is("text/html", "application/json"));
+    cr_assert(!ferry_http_media_type_is("", "application/json"));
+    cr_assert(!ferry_http_media_type_is(NULL, "application/json"));
+    cr_assert(!ferry_http_media_type_is("application/json", NULL));
+}
+
 Test(cache_control, null_and_huge)
 {
     cr_assert_eq(ferry_http_cache_max_age(NULL), -1);

@@ -32,6 +32,7 @@
 #include "basic/fileio.h"
 #include "basic/errbuf.h"
 #include "basic/buf.h"
+#include "basic/clock.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
 #include "ferry/cloud.h"
@@ -639,30 +640,6 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
-/* Percent-encode everything but RFC 3986 unreserved bytes. */
-static int form_append(ferry_buf *b, const char *key, const char *value)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    int r;
-
-    if (b->len > 0 && (r = ferry_buf_append(b, "&", 1)) < 0)
-        return r;
-    if ((r = ferry_buf_append_str(b, key)) < 0 || (r = ferry_buf_append(b, "=", 1)) < 0)
-        return r;
-    for (const unsigned char *s = (const unsigned char *)value; *s; s++) {
-        if ((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
-            *s == '-' || *s == '_' || *s == '.' || *s == '~')
-            r = ferry_buf_append(b, s, 1);
-        else {
-            char e[3] = {'%', hex[*s >> 4], hex[*s & 15]};
-            r = ferry_buf_append(b, e, 3);
-        }
-        if (r < 0)
-            return r;
-    }
-    return 0;
-}
-
 static int read_token_file(const char *path, char **ret, char *errbuf, size_t errlen)
 {
     char *text = NULL;
@@ -688,16 +665,8 @@ static int read_token_file(const char *path, char **ret, char *errbuf, size_t er
     return 0;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The reason of a request that got no usable HTTP answer, for what ("STS", a service), sent
- * at t0 (mono_ms) under opts. A network failure at the total timeout is that timeout
+ * at t0 (ferry_mono_ms) under opts. A network failure at the total timeout is that timeout
  * (-ETIMEDOUT): the HTTP client reports both as -FERRY_EFETCH. */
 static int transport_error(int r, const char *what, const ferry_http_options *opts, int64_t t0,
                            char *errbuf, size_t errlen)
@@ -710,7 +679,7 @@ static int transport_error(int r, const char *what, const ferry_http_options *op
         return fail(errbuf, errlen, r,
                     "%s: answered a redirect, which is not followed (or the URL was refused)",
                     what);
-    if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - AWS_TIMEOUT_SLACK_MS)
+    if (r == -FERRY_EFETCH && ferry_mono_ms() - t0 >= timeout_ms - AWS_TIMEOUT_SLACK_MS)
         return fail(errbuf, errlen, -ETIMEDOUT, "%s: no answer within %ld ms", what, timeout_ms);
     if (r == -FERRY_EFETCH)
         return fail(errbuf, errlen, r,
@@ -722,8 +691,8 @@ static int transport_error(int r, const char *what, const ferry_http_options *op
  * one retry rule (ferry_http_retry_pause: jittered backoff or AWS's Retry-After when longer,
  * within *budget_ms). false when no retry follows: the attempts are used up (the reason says
  * so) or the pause is past the budget (the reason is replaced, naming the Retry-After). */
-static bool retry_pause(const ferry_http_response *resp, int attempt, long *budget_ms,
-                        char *errbuf, size_t errlen)
+static bool retry_pause(const ferry_http_response *resp, int attempt, long *budget_ms, char *errbuf,
+                        size_t errlen)
 {
     size_t l = errbuf && errlen ? strlen(errbuf) : 0;
 
@@ -741,20 +710,6 @@ static bool retry_pause(const ferry_http_response *resp, int attempt, long *budg
     else if (l + 1 < errlen)
         snprintf(errbuf + l, errlen - l, ", retry budget spent after %d attempts", attempt + 1);
     return false;
-}
-
-/* STS answers XML (text/xml; moto: text/xml or application/xml). */
-static bool xml_content_type(const char *ct)
-{
-    size_t n;
-
-    if (!ct)
-        return false;
-    n = strcspn(ct, ";");
-    while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
-        n--;
-    return (n == 8 && strncasecmp(ct, "text/xml", 8) == 0) ||
-           (n == 15 && strncasecmp(ct, "application/xml", 15) == 0);
 }
 
 /* One AssumeRoleWithWebIdentity, with retries. Called with p->lock held. */
@@ -780,17 +735,17 @@ static int sts_fetch(ferry_aws_provider *p, ferry_aws_credentials *ret, char *er
     }
     snprintf(dur, sizeof(dur), "%u", p->duration);
     ferry_buf_init(&form, 3 * FERRY_AWS_TOKEN_MAX + 8192, true);
-    r = form_append(&form, "Action", "AssumeRoleWithWebIdentity");
+    r = ferry_buf_append_form(&form, "Action", "AssumeRoleWithWebIdentity");
     if (r >= 0)
-        r = form_append(&form, "Version", AWS_STS_VERSION);
+        r = ferry_buf_append_form(&form, "Version", AWS_STS_VERSION);
     if (r >= 0)
-        r = form_append(&form, "RoleArn", p->role_arn);
+        r = ferry_buf_append_form(&form, "RoleArn", p->role_arn);
     if (r >= 0)
-        r = form_append(&form, "RoleSessionName", p->session_name);
+        r = ferry_buf_append_form(&form, "RoleSessionName", p->session_name);
     if (r >= 0)
-        r = form_append(&form, "DurationSeconds", dur);
+        r = ferry_buf_append_form(&form, "DurationSeconds", dur);
     if (r >= 0)
-        r = form_append(&form, "WebIdentityToken", token);
+        r = ferry_buf_append_form(&form, "WebIdentityToken", token);
     ferry_wipe(token, strlen(token));
     free(token);
     if (r < 0) {
@@ -819,13 +774,14 @@ static int sts_fetch(ferry_aws_provider *p, ferry_aws_credentials *ret, char *er
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
 
-        int64_t t0 = mono_ms();
+        int64_t t0 = ferry_mono_ms();
         r = ferry_http_request_send(&req, &o, &resp);
         bool network = r == -FERRY_EFETCH, answered = r >= 0;
         if (r < 0)
             r = transport_error(r, "STS", &o, t0, errbuf, errlen);
         else if (resp.status == 200) {
-            if (!xml_content_type(resp.content_type))
+            if (!ferry_http_media_type_is(resp.content_type, "text/xml") &&
+                !ferry_http_media_type_is(resp.content_type, "application/xml"))
                 r = fail(errbuf, errlen, -FERRY_EMALFORMED,
                          "STS AssumeRoleWithWebIdentity: answer is not text/xml");
             else
@@ -961,20 +917,6 @@ FERRY_EXPORT void ferry_aws_provider_invalidate(ferry_aws_provider *p)
 
 /* ---- signed JSON 1.1 calls --------------------------------------------------------------- */
 
-static bool json_content_type(const char *ct)
-{
-    size_t n;
-
-    if (!ct)
-        return false;
-    n = strcspn(ct, ";");
-    while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
-        n--;
-    return (n == 26 && strncasecmp(ct, "application/x-amz-json-1.1", 26) == 0) ||
-           (n == 26 && strncasecmp(ct, "application/x-amz-json-1.0", 26) == 0) ||
-           (n == 16 && strncasecmp(ct, "application/json", 16) == 0);
-}
-
 /* "GetSecretValue" of "secretsmanager.GetSecretValue": the operation, for reasons. */
 static const char *target_op(const char *target)
 {
@@ -1083,7 +1025,7 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
         r = ferry_aws_provider_get(p, &c, errbuf, errlen);
         if (r < 0)
             return r;
-        int64_t t0 = mono_ms();
+        int64_t t0 = ferry_mono_ms();
         r = signed_post(p, &c, url, host, service, target, body, body_len, &o, &resp, errbuf,
                         errlen);
         ferry_aws_credentials_clear(&c);
@@ -1096,7 +1038,10 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
              * (the body must still be JSON). Any other type is refused everywhere. */
             bool moto_html = strncmp(url, "http://", 7) == 0 && resp.content_type &&
                              strncasecmp(resp.content_type, "text/html", 9) == 0;
-            if (!json_content_type(resp.content_type) && !moto_html) {
+            bool json = ferry_http_media_type_is(resp.content_type, "application/x-amz-json-1.1") ||
+                        ferry_http_media_type_is(resp.content_type, "application/x-amz-json-1.0") ||
+                        ferry_http_media_type_is(resp.content_type, "application/json");
+            if (!json && !moto_html) {
                 ferry_http_response_release(&resp);
                 return fail(errbuf, errlen, -FERRY_EMALFORMED,
                             "%s: answer is not application/x-amz-json-1.1", service);

@@ -34,6 +34,7 @@
 #include <jansson.h>
 
 #include "basic/buf.h"
+#include "basic/clock.h"
 #include "basic/errbuf.h"
 #include "basic/macro.h"
 #include "basic/mem.h"
@@ -75,30 +76,6 @@ typedef struct az_state {
 } az_state;
 
 #define fail(...) ferry_errbuf_set(__VA_ARGS__)
-
-static int64_t mono_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool json_type_ok(const char *ct)
-{
-    size_t n = strlen("application/json");
-
-    return ct && strncasecmp(ct, "application/json", n) == 0 &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
 
 static bool printable_nospace(const char *s, size_t n)
 {
@@ -543,32 +520,6 @@ static int conf_string(const json_t *conf, const char *name, size_t max, const c
     return s && !*ret ? -ENOMEM : 0;
 }
 
-static int conf_int(const json_t *conf, const char *name, long lo, long hi, long def, long *ret,
-                    char *errbuf, size_t errlen)
-{
-    const json_t *v = json_object_get(conf, name);
-
-    if (!v) {
-        *ret = def;
-        return 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return fail(errbuf, errlen, -FERRY_ECONFIG, "%s: an integer %ld..%ld", name, lo, hi);
-    *ret = (long)json_integer_value(v);
-    return 0;
-}
-
-static int conf_bool(const json_t *conf, const char *name, bool def, bool *ret, char *errbuf,
-                     size_t errlen)
-{
-    const json_t *v = json_object_get(conf, name);
-
-    if (v && !json_is_boolean(v))
-        return fail(errbuf, errlen, -FERRY_ECONFIG, "%s: must be a boolean", name);
-    *ret = v ? json_is_true(v) : def;
-    return 0;
-}
-
 /* The vault's base URL: the template with {vault} replaced, no trailing '/'. */
 static int vault_base(const az_state *st, const char *vault, char *out, size_t outlen)
 {
@@ -648,13 +599,14 @@ static int az_open(const json_t *conf, const ferry_secrets_env *env, void **ret_
                      "api_version: letters, digits, '.' and '-' only (e.g. 7.4)");
             goto fail;
         }
-    if ((r = conf_bool(conf, "allow_http_loopback", false, &st->http.allow_http_loopback, errbuf,
-                       errlen)) < 0 ||
-        (r = conf_bool(conf, "verify_challenge_resource", true, &st->verify_resource, errbuf,
-                       errlen)) < 0 ||
-        (r = conf_int(conf, "timeout_ms", 100, 600000, 0, &timeout, errbuf, errlen)) < 0 ||
-        (r = conf_int(conf, "max_retry_wait_ms", 0, 60000, AZ_DEFAULT_MAX_WAIT_MS,
-                      &st->max_retry_wait_ms, errbuf, errlen)) < 0)
+    if ((r = ferry_secrets_conf_bool(conf, "allow_http_loopback", false,
+                                     &st->http.allow_http_loopback, errbuf, errlen)) < 0 ||
+        (r = ferry_secrets_conf_bool(conf, "verify_challenge_resource", true, &st->verify_resource,
+                                     errbuf, errlen)) < 0 ||
+        (r = ferry_secrets_conf_int(conf, "timeout_ms", 100, 600000, 0, &timeout, errbuf, errlen)) <
+            0 ||
+        (r = ferry_secrets_conf_int(conf, "max_retry_wait_ms", 0, 60000, AZ_DEFAULT_MAX_WAIT_MS,
+                                    &st->max_retry_wait_ms, errbuf, errlen)) < 0)
         goto fail;
     st->http.total_timeout_ms = timeout;
     st->http.max_redirects = 0;
@@ -715,7 +667,7 @@ static int az_send(az_state *st, const ferry_http_request *req, long *budget_ms,
         ferry_http_response resp = {0};
         long status = 0, retry_after = -1;
         bool have_resp = false;
-        int64_t t0 = mono_ms();
+        int64_t t0 = ferry_mono_ms();
         int p;
 
         r = ferry_http_request_send(req, &st->http, &resp);
@@ -727,7 +679,7 @@ static int az_send(az_state *st, const ferry_http_request *req, long *budget_ms,
             *ret = resp;
             return 0;
         }
-        if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - AZ_TIMEOUT_SLACK_MS) {
+        if (r == -FERRY_EFETCH && ferry_mono_ms() - t0 >= timeout_ms - AZ_TIMEOUT_SLACK_MS) {
             /* The HTTP client reports a timeout as any network failure: a failure at the
              * total timeout is the timeout. */
             r = fail(errbuf, errlen, -ETIMEDOUT, "%s: no answer within %ld ms", what, timeout_ms);
@@ -763,29 +715,6 @@ static int az_send(az_state *st, const ferry_http_request *req, long *budget_ms,
     }
 }
 
-/* Append key=value, form-urlencoded (RFC 6749 appendix B), to b. */
-static int form_add(ferry_buf *b, const char *key, const char *value)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    int r = 0;
-
-    if (b->len)
-        r = ferry_buf_append(b, "&", 1);
-    if (r == 0)
-        r = ferry_buf_append_str(b, key);
-    if (r == 0)
-        r = ferry_buf_append(b, "=", 1);
-    for (const unsigned char *p = (const unsigned char *)value; r == 0 && *p; p++) {
-        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            r = ferry_buf_append(b, p, 1);
-        } else {
-            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            r = ferry_buf_append(b, e, 3);
-        }
-    }
-    return r;
-}
-
 static void drop_token(az_state *st)
 {
     ferry_free_secret_str(st->token);
@@ -812,12 +741,12 @@ static int token_request(az_state *st, long *budget_ms, char *errbuf, size_t err
         return fail(errbuf, errlen, r, "%s: the client assertion: %s", what,
                     why[0] ? why : ferry_strerror(r));
     ferry_buf_init(&form, 64 * 1024, true);
-    if ((r = form_add(&form, "grant_type", "client_credentials")) < 0 ||
-        (r = form_add(&form, "client_id", st->client_id)) < 0 ||
-        (r = form_add(&form, "scope", st->scope)) < 0 ||
-        (r = form_add(&form, "client_assertion_type",
-                      "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")) < 0 ||
-        (r = form_add(&form, "client_assertion", assertion)) < 0) {
+    if ((r = ferry_buf_append_form(&form, "grant_type", "client_credentials")) < 0 ||
+        (r = ferry_buf_append_form(&form, "client_id", st->client_id)) < 0 ||
+        (r = ferry_buf_append_form(&form, "scope", st->scope)) < 0 ||
+        (r = ferry_buf_append_form(&form, "client_assertion_type",
+                                   "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")) < 0 ||
+        (r = ferry_buf_append_form(&form, "client_assertion", assertion)) < 0) {
         r = fail(errbuf, errlen, r == -E2BIG ? -FERRY_ETOOBIG : r, "%s: the form body does not fit",
                  what);
         goto out;
@@ -842,7 +771,7 @@ static int token_request(az_state *st, long *budget_ms, char *errbuf, size_t err
     } else if (resp.status != 200) {
         r = fail(errbuf, errlen, -FERRY_EFETCH, "%s: unexpected HTTP status %ld%s%s", what,
                  resp.status, code[0] ? ", " : "", code);
-    } else if (!json_type_ok(resp.content_type)) {
+    } else if (!ferry_http_media_type_is(resp.content_type, "application/json")) {
         r = fail(errbuf, errlen, -FERRY_EMALFORMED, "%s: answer is not application/json", what);
     } else {
         r = ferry_azure_token_parse(resp.body, resp.body_len, &tok, &expires_in, why, sizeof(why));
@@ -852,7 +781,7 @@ static int token_request(az_state *st, long *budget_ms, char *errbuf, size_t err
             drop_token(st);
             st->token = TAKE_PTR(tok);
             margin = expires_in / 10 > 300 ? 300 : expires_in / 10;
-            st->refresh_at = mono_s() + expires_in - margin;
+            st->refresh_at = ferry_mono_s() + expires_in - margin;
         }
     }
 out:
@@ -873,7 +802,7 @@ static int token_get(az_state *st, bool force, long *budget_ms, char **ret, char
     int r = 0;
 
     pthread_mutex_lock(&st->lock);
-    if (force || (st->token && mono_s() >= st->refresh_at))
+    if (force || (st->token && ferry_mono_s() >= st->refresh_at))
         drop_token(st);
     if (!st->token) {
         r = token_request(st, budget_ms, errbuf, errlen);
@@ -976,7 +905,7 @@ static int az_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_s
         if (resp.status != 200)
             ferry_azure_error_code(resp.body, resp.body_len, code, sizeof(code));
         if (resp.status == 200) {
-            if (!json_type_ok(resp.content_type)) {
+            if (!ferry_http_media_type_is(resp.content_type, "application/json")) {
                 r = fail(errbuf, errlen, -FERRY_EMALFORMED, "%s: answer is not application/json",
                          what);
             } else {

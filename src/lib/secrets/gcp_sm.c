@@ -35,6 +35,7 @@
 
 #include "basic/b64.h"
 #include "basic/buf.h"
+#include "basic/clock.h"
 #include "basic/crc32c.h"
 #include "basic/errbuf.h"
 #include "basic/macro.h"
@@ -72,30 +73,6 @@ typedef struct gcp_state {
 } gcp_state;
 
 #define fail(...) ferry_errbuf_set(__VA_ARGS__)
-
-static int64_t mono_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool json_type_ok(const char *ct)
-{
-    size_t n = strlen("application/json");
-
-    return ct && strncasecmp(ct, "application/json", n) == 0 &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
 
 /* An access token: printable ASCII without spaces, 1..FERRY_GCP_TOKEN_MAX bytes. */
 static bool token_ok(const json_t *t)
@@ -711,7 +688,7 @@ static int gcp_send(gcp_state *st, const ferry_http_request *req, long *budget_m
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
         bool have = false;
-        int64_t t0 = mono_ms();
+        int64_t t0 = ferry_mono_ms();
 
         r = ferry_http_request_send(req, &st->http, &resp);
         if (r == -FERRY_ETOOBIG)
@@ -719,7 +696,7 @@ static int gcp_send(gcp_state *st, const ferry_http_request *req, long *budget_m
                         FERRY_GCP_RESPONSE_MAX);
         if (r == -FERRY_EPOLICY)
             return fail(errbuf, errlen, r, "%s: refused by the HTTP rules (redirect?)", what);
-        if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - GCP_TIMEOUT_SLACK_MS)
+        if (r == -FERRY_EFETCH && ferry_mono_ms() - t0 >= timeout_ms - GCP_TIMEOUT_SLACK_MS)
             /* The client reports a timeout as any network failure; the clock tells them apart. */
             r = fail(errbuf, errlen, -ETIMEDOUT, "%s: no answer within %ld ms", what, timeout_ms);
         else if (r < 0)
@@ -754,29 +731,10 @@ static int gcp_send(gcp_state *st, const ferry_http_request *req, long *budget_m
 /* The status word of resp's Google error body, or "no error status" (never its message). */
 static const char *status_word(const ferry_http_response *resp, char *buf, size_t n)
 {
-    if (!json_type_ok(resp->content_type) ||
+    if (!ferry_http_media_type_is(resp->content_type, "application/json") ||
         ferry_gcp_error_status(resp->body, resp->body_len, buf, n) < 0)
         snprintf(buf, n, "no error status");
     return buf;
-}
-
-static int form_add(ferry_buf *b, const char *name, const char *value)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    int r;
-
-    if (b->len > 0 && (r = ferry_buf_append(b, "&", 1)) < 0)
-        return r;
-    if ((r = ferry_buf_append_str(b, name)) < 0 || (r = ferry_buf_append(b, "=", 1)) < 0)
-        return r;
-    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
-        char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-        bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
-        if ((r = ferry_buf_append(b, plain ? (const char *)p : e, plain ? 1 : 3)) < 0)
-            return r;
-    }
-    return 0;
 }
 
 static char *bearer_header(const char *token)
@@ -805,12 +763,12 @@ static int sts_exchange(gcp_state *st, long *budget_ms, char **ret_token, int64_
         return fail(errbuf, errlen, r, "STS token exchange: minting ferry's token: %s",
                     why[0] ? why : ferry_strerror(r));
     ferry_buf_init(&body, 64 * 1024, true);
-    if ((r = form_add(&body, "grant_type", GRANT_TOKEN_EXCHANGE)) < 0 ||
-        (r = form_add(&body, "audience", st->audience)) < 0 ||
-        (r = form_add(&body, "scope", st->scope)) < 0 ||
-        (r = form_add(&body, "requested_token_type", TYPE_ACCESS_TOKEN)) < 0 ||
-        (r = form_add(&body, "subject_token", jwt)) < 0 ||
-        (r = form_add(&body, "subject_token_type", TYPE_JWT)) < 0) {
+    if ((r = ferry_buf_append_form(&body, "grant_type", GRANT_TOKEN_EXCHANGE)) < 0 ||
+        (r = ferry_buf_append_form(&body, "audience", st->audience)) < 0 ||
+        (r = ferry_buf_append_form(&body, "scope", st->scope)) < 0 ||
+        (r = ferry_buf_append_form(&body, "requested_token_type", TYPE_ACCESS_TOKEN)) < 0 ||
+        (r = ferry_buf_append_form(&body, "subject_token", jwt)) < 0 ||
+        (r = ferry_buf_append_form(&body, "subject_token_type", TYPE_JWT)) < 0) {
         ferry_free_secret_str(jwt);
         ferry_buf_release(&body);
         return r == -E2BIG ? fail(errbuf, errlen, -FERRY_ETOOBIG,
@@ -836,7 +794,7 @@ static int sts_exchange(gcp_state *st, long *budget_ms, char **ret_token, int64_
     else if (resp.status != 200)
         r = fail(errbuf, errlen, -FERRY_EFETCH, "STS token exchange: unexpected HTTP status %ld",
                  resp.status);
-    else if (!json_type_ok(resp.content_type))
+    else if (!ferry_http_media_type_is(resp.content_type, "application/json"))
         r = fail(errbuf, errlen, -FERRY_EMALFORMED,
                  "STS token exchange: the answer is not application/json");
     else {
@@ -904,7 +862,7 @@ static int impersonate(gcp_state *st, const char *federated, long *budget_ms, ch
         r = fail(errbuf, errlen, -FERRY_EFETCH,
                  "generateAccessToken: unexpected HTTP status %ld (%s)", resp.status,
                  status_word(&resp, word, sizeof(word)));
-    else if (!json_type_ok(resp.content_type))
+    else if (!ferry_http_media_type_is(resp.content_type, "application/json"))
         r = fail(errbuf, errlen, -FERRY_EMALFORMED,
                  "generateAccessToken: the answer is not application/json");
     else {
@@ -934,7 +892,7 @@ static int token_get(gcp_state *st, bool force, long *budget_ms, char **ret, boo
                      char *errbuf, size_t errlen)
 {
     char *fed = NULL, *tok = NULL;
-    int64_t life = 0, now = mono_s();
+    int64_t life = 0, now = ferry_mono_s();
     bool fresh = false;
     int r = 0;
 
@@ -952,7 +910,7 @@ static int token_get(gcp_state *st, bool force, long *budget_ms, char **ret, boo
         if (r == 0) {
             int64_t margin = life / 5 < 300 ? life / 5 : 300;
             st->token = tok;
-            st->refresh_at = mono_s() + life - margin;
+            st->refresh_at = ferry_mono_s() + life - margin;
         }
     }
     if (r == 0) {
@@ -1007,7 +965,7 @@ static int gcp_fetch(void *state, void *ctx, const ferry_secret_ref *ref, ferry_
         if (r < 0)
             break;
         if (resp.status == 200) {
-            if (!json_type_ok(resp.content_type))
+            if (!ferry_http_media_type_is(resp.content_type, "application/json"))
                 r = fail(errbuf, errlen, -FERRY_EMALFORMED,
                          "%s: the answer is not application/json", ref->canonical);
             else {

@@ -5,6 +5,7 @@
 #ifndef FERRY_SECRETS_INTERNAL_H
 #define FERRY_SECRETS_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
 
@@ -37,6 +38,18 @@ extern const ferry_secret_backend_ops ferry_secrets_aws_kms_backend; /* aws.c */
 extern const ferry_secret_backend_ops ferry_secrets_vault_backend;   /* vault.c */
 extern const ferry_secret_backend_ops ferry_secrets_azure_kv_backend; /* azure_kv.c */
 extern const ferry_secret_backend_ops ferry_secrets_gcp_sm_backend;   /* gcp_sm.c */
+
+/* Helpers of the backends' open(), over their configuration section (borrowed):
+ * members_check refuses a member not among the n names ("unknown member \"X\"", prefixed by
+ * where); conf_int takes an optional integer lo..hi (def when absent); conf_bool an optional
+ * boolean (def when absent). Each returns 0 or -FERRY_ECONFIG with a reason naming the
+ * member. */
+int ferry_secrets_conf_members(const json_t *conf, const char *const *names, size_t n,
+                               const char *where, char *errbuf, size_t errlen);
+int ferry_secrets_conf_int(const json_t *conf, const char *name, long lo, long hi, long def,
+                           long *ret, char *errbuf, size_t errlen);
+int ferry_secrets_conf_bool(const json_t *conf, const char *name, bool def, bool *ret,
+                            char *errbuf, size_t errlen);
 
 /* The state of s's backend id when it is configured, else NULL (for one backend that works
  * through another: the file backend's KMS-wrapped key is unwrapped by aws-kms). */

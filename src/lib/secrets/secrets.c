@@ -907,6 +907,51 @@ FERRY_EXPORT int ferry_secrets_new(const json_t *conf, const ferry_secrets_env *
     return 0;
 }
 
+int ferry_secrets_conf_members(const json_t *conf, const char *const *names, size_t n,
+                               const char *where, char *errbuf, size_t errlen)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach((json_t *)conf, key, v)
+    {
+        size_t i;
+        for (i = 0; i < n && strcmp(key, names[i]) != 0; i++)
+            ;
+        if (i == n)
+            return ferry_errbuf_set(errbuf, errlen, -FERRY_ECONFIG, "%sunknown member \"%.64s\"",
+                                    where ? where : "", key);
+    }
+    return 0;
+}
+
+int ferry_secrets_conf_int(const json_t *conf, const char *name, long lo, long hi, long def,
+                           long *ret, char *errbuf, size_t errlen)
+{
+    const json_t *v = json_object_get(conf, name);
+
+    if (!v) {
+        *ret = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_ECONFIG, "%s: an integer %ld..%ld", name, lo,
+                                hi);
+    *ret = (long)json_integer_value(v);
+    return 0;
+}
+
+int ferry_secrets_conf_bool(const json_t *conf, const char *name, bool def, bool *ret, char *errbuf,
+                            size_t errlen)
+{
+    const json_t *v = json_object_get(conf, name);
+
+    if (v && !json_is_boolean(v))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_ECONFIG, "%s: must be a boolean", name);
+    *ret = v ? json_is_true(v) : def;
+    return 0;
+}
+
 void *ferry_secrets_backend_state(ferry_secrets *s, ferry_secret_backend id)
 {
     for (size_t i = 0; s && i < ARRAY_SIZE(backends); i++)
@@ -915,8 +960,8 @@ void *ferry_secrets_backend_state(ferry_secrets *s, ferry_secret_backend id)
     return NULL;
 }
 
-FERRY_EXPORT int ferry_secrets_file_store(ferry_secrets *s, ferry_secret_store **ret,
-                                          char *errbuf, size_t errlen)
+FERRY_EXPORT int ferry_secrets_file_store(ferry_secrets *s, ferry_secret_store **ret, char *errbuf,
+                                          size_t errlen)
 {
     void *state;
 

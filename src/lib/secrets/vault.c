@@ -34,6 +34,7 @@
 #include <jansson.h>
 #include <openssl/rand.h>
 
+#include "basic/clock.h"
 #include "basic/errbuf.h"
 #include "basic/fileio.h"
 #include "basic/macro.h"
@@ -48,8 +49,8 @@
 #define VAULT_TOKEN_MAX 4096            /* bytes of a Vault token or secret_id */
 #define VAULT_MAX_ATTEMPTS 3            /* per call, for 429, 5xx and network failures */
 #define VAULT_BACKOFF_BASE_MS 100
-#define VAULT_RETRY_BUDGET_MS 5000      /* waiting between the attempts of one call, at most */
-#define VAULT_TIMEOUT_SLACK_MS 20       /* a failure this close to timeout_ms is the timeout */
+#define VAULT_RETRY_BUDGET_MS 5000 /* waiting between the attempts of one call, at most */
+#define VAULT_TIMEOUT_SLACK_MS 20  /* a failure this close to timeout_ms is the timeout */
 
 enum vault_method { VAULT_AUTH_JWT = 1, VAULT_AUTH_APPROLE, VAULT_AUTH_TOKEN };
 
@@ -71,30 +72,6 @@ typedef struct vault_state {
 } vault_state;
 
 #define fail(...) ferry_errbuf_set(__VA_ARGS__)
-
-static int64_t mono_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool json_type_ok(const char *ct)
-{
-    size_t n = strlen("application/json");
-
-    return ct && strncasecmp(ct, "application/json", n) == 0 &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
 
 /* A token or secret_id: printable ASCII without spaces (it goes into a header or JSON). */
 static bool token_chars_ok(const char *s, size_t n)
@@ -272,24 +249,6 @@ static void vault_close(void *state)
     free(st);
 }
 
-static int members_check(const json_t *obj, const char *const *names, size_t n, const char *where,
-                         char *errbuf, size_t errlen)
-{
-    const char *key;
-    json_t *v;
-
-    json_object_foreach((json_t *)obj, key, v)
-    {
-        size_t i;
-        for (i = 0; i < n; i++)
-            if (strcmp(key, names[i]) == 0)
-                break;
-        if (i == n)
-            return fail(errbuf, errlen, -FERRY_ECONFIG, "%sunknown member \"%.64s\"", where, key);
-    }
-    return 0;
-}
-
 /* A copied string member of 1..max bytes of printable ASCII, optionally restricted to the
  * letters, digits and extra; *ret stays NULL when absent. */
 static int conf_str(const json_t *obj, const char *name, size_t max, const char *extra, char **ret,
@@ -336,7 +295,7 @@ static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **r
 
     if (!conf || !json_is_object(conf))
         return fail(errbuf, errlen, -FERRY_ECONFIG, "needs a configuration (address, auth)");
-    r = members_check(conf, top, ARRAY_SIZE(top), "", errbuf, errlen);
+    r = ferry_secrets_conf_members(conf, top, ARRAY_SIZE(top), "", errbuf, errlen);
     if (r < 0)
         return r;
     st = calloc(1, sizeof(*st));
@@ -391,7 +350,8 @@ static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **r
         goto fail;
     if (method && strcmp(method, "jwt") == 0) {
         st->method = VAULT_AUTH_JWT;
-        if ((r = members_check(auth, jwt_m, ARRAY_SIZE(jwt_m), "auth: ", errbuf, errlen)) < 0 ||
+        if ((r = ferry_secrets_conf_members(auth, jwt_m, ARRAY_SIZE(jwt_m), "auth: ", errbuf,
+                                            errlen)) < 0 ||
             (r = conf_str(auth, "mount", 255, "_-./", &st->auth_mount, errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "role", 255, "_-.@", &st->role, errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "audience", 1024, NULL, &st->audience, errbuf, errlen)) < 0)
@@ -410,8 +370,8 @@ static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **r
         st->web_identity_userdata = env->web_identity_userdata;
     } else if (method && strcmp(method, "approle") == 0) {
         st->method = VAULT_AUTH_APPROLE;
-        if ((r = members_check(auth, approle_m, ARRAY_SIZE(approle_m), "auth: ", errbuf, errlen)) <
-                0 ||
+        if ((r = ferry_secrets_conf_members(auth, approle_m, ARRAY_SIZE(approle_m),
+                                            "auth: ", errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "mount", 255, "_-./", &st->auth_mount, errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "role_id", 255, "_-.", &st->role_id, errbuf, errlen)) < 0 ||
             (r = conf_str(auth, "secret_id_file", 4096, NULL, &st->secret_id_file, errbuf,
@@ -424,7 +384,8 @@ static int vault_open(const json_t *conf, const ferry_secrets_env *env, void **r
         }
     } else if (method && strcmp(method, "token") == 0) {
         st->method = VAULT_AUTH_TOKEN;
-        if ((r = members_check(auth, token_m, ARRAY_SIZE(token_m), "auth: ", errbuf, errlen)) < 0 ||
+        if ((r = ferry_secrets_conf_members(auth, token_m, ARRAY_SIZE(token_m), "auth: ", errbuf,
+                                            errlen)) < 0 ||
             (r = conf_str(auth, "token_file", 4096, NULL, &st->token_file, errbuf, errlen)) < 0)
             goto fail;
         if (!st->token_file) {
@@ -533,7 +494,7 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
     for (int attempt = 0;; attempt++) {
         ferry_http_response resp = {0};
         bool have_resp = false;
-        int64_t t0 = mono_ms();
+        int64_t t0 = ferry_mono_ms();
         int p;
 
         r = ferry_http_request_send(&req, &st->http, &resp);
@@ -548,7 +509,7 @@ static int vault_send(vault_state *st, const char *method, const char *url, cons
                      what);
             break;
         }
-        if (r == -FERRY_EFETCH && mono_ms() - t0 >= timeout_ms - VAULT_TIMEOUT_SLACK_MS)
+        if (r == -FERRY_EFETCH && ferry_mono_ms() - t0 >= timeout_ms - VAULT_TIMEOUT_SLACK_MS)
             /* The client reports a timeout as any network failure; the clock tells them apart. */
             r = fail(errbuf, errlen, -ETIMEDOUT, "%s: Vault did not answer within %ld ms", what,
                      timeout_ms);
@@ -610,7 +571,7 @@ static void drop_token(vault_state *st)
 /* Install a token with its lease: refresh at 2/3 of the lease. Takes token. */
 static void set_token(vault_state *st, char *token, int64_t lease, bool renewable)
 {
-    int64_t now = mono_s();
+    int64_t now = ferry_mono_s();
 
     drop_token(st);
     st->token = token;
@@ -642,7 +603,7 @@ static int auth_call(vault_state *st, const char *url, const char *token, const 
     else if (resp.status != 200)
         r = fail(errbuf, errlen, -FERRY_EFETCH, "%s: unexpected HTTP status %ld", what,
                  resp.status);
-    else if (!json_type_ok(resp.content_type))
+    else if (!ferry_http_media_type_is(resp.content_type, "application/json"))
         r = fail(errbuf, errlen, -FERRY_EMALFORMED, "%s: answer is not application/json", what);
     else {
         char why[200] = "";
@@ -706,7 +667,7 @@ static int login(vault_state *st, char *errbuf, size_t errlen)
 static int token_get(vault_state *st, bool force, char **ret, bool *ret_fresh, char *errbuf,
                      size_t errlen)
 {
-    int64_t now = mono_s();
+    int64_t now = ferry_mono_s();
     bool fresh = false;
     int r = 0;
 
@@ -770,7 +731,7 @@ static int vault_fetch(void *state, void *ctx, const ferry_secret_ref *ref,
         if (r < 0)
             break;
         if (resp.status == 200) {
-            if (!json_type_ok(resp.content_type))
+            if (!ferry_http_media_type_is(resp.content_type, "application/json"))
                 r = fail(errbuf, errlen, -FERRY_EMALFORMED,
                          "KV v2 read: answer is not application/json");
             else {
