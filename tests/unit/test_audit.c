@@ -450,3 +450,115 @@ Test(audit, missing_documents_are_tolerated)
     cr_assert_eq(n, 0);
     ferry_audit_free(a);
 }
+
+/* ---- allocation failures ------------------------------------------------------------------- *
+ * malloc, calloc and realloc are replaced in this program (allocfail.h): while armed, the Nth
+ * allocation of the process fails, whoever makes it (the library, jansson, OpenSSL). A whole run
+ * (two inputs, finish, the three outputs) is repeated with N = 0, 1, 2, ... until it completes
+ * without an injected failure. Each run must either fail with -ENOMEM (or -FERRY_ECRYPTO when
+ * OpenSSL's digest could not allocate) or print exactly the report of a run without failures:
+ * an allocation failure never silently drops or changes a finding. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static const char OOM_AUTHZ[] =
+    "{\"UserDetailList\": [{\"Arn\": \"arn:aws:iam::111122223333:user/u\", \"GroupList\": "
+    "[\"g\"], \"UserPolicyList\": [{\"PolicyName\": \"p\", \"PolicyDocument\": {\"Statement\": "
+    "[{\"Effect\": \"Allow\", \"Action\": [\"iam:PutUserPolicy\"], \"Resource\": "
+    "\"arn:aws:iam::111122223333:user/u\"}]}}]}], "
+    "\"GroupDetailList\": [{\"GroupName\": \"g\", \"Arn\": \"arn:aws:iam::111122223333:group/g\", "
+    "\"GroupPolicyList\": [{\"PolicyName\": \"n\", \"PolicyDocument\": {\"Statement\": "
+    "{\"Effect\": \"Allow\", \"NotAction\": \"iam:*\", \"Resource\": \"*\"}}}]}], "
+    "\"RoleDetailList\": [{\"Arn\": \"arn:aws:iam::111122223333:role/gha\", \"CreateDate\": "
+    "\"2020-01-01T00:00:00Z\", \"RoleLastUsed\": {}, \"AssumeRolePolicyDocument\": "
+    "\"%7B%22Statement%22%3A%7B%22Effect%22%3A%22Allow%22%2C%22Principal%22%3A%7B%22Federated"
+    "%22%3A%22arn%3Aaws%3Aiam%3A%3A111122223333%3Aoidc-provider%2Ftoken.actions."
+    "githubusercontent.com%22%7D%2C%22Action%22%3A%22sts%3AAssumeRoleWithWebIdentity%22%7D%7D\", "
+    "\"InstanceProfileList\": [{\"Arn\": \"arn:aws:iam::111122223333:instance-profile/i\"}], "
+    "\"AttachedManagedPolicies\": [{\"PolicyArn\": \"arn:aws:iam::111122223333:policy/w\"}]}, "
+    "{\"Arn\": \"arn:aws:iam::111122223333:role/x\", \"AssumeRolePolicyDocument\": "
+    "{\"Statement\": {\"Effect\": \"Allow\", \"Principal\": {\"AWS\": [\"444455556666\", \"*\"], "
+    "\"Service\": \"codebuild.amazonaws.com\"}, \"Action\": \"sts:AssumeRole\"}}}], "
+    "\"Policies\": [{\"Arn\": \"arn:aws:iam::111122223333:policy/w\", \"AttachmentCount\": 1, "
+    "\"DefaultVersionId\": \"v2\", \"PolicyVersionList\": [{\"VersionId\": \"v2\", "
+    "\"IsDefaultVersion\": true, \"Document\": {\"Statement\": [{\"Effect\": \"Allow\", "
+    "\"Action\": [\"s3:*\", \"iam:PassRole\", \"ec2:RunInstances\", \"secretsmanager:Get*\"], "
+    "\"Resource\": \"*\"}]}}, {\"VersionId\": \"v1\", \"IsDefaultVersion\": false, \"Document\": "
+    "{\"Statement\": {\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}}}]}]}";
+static const char OOM_CSV[] =
+    "user,arn,user_creation_time,password_enabled,access_key_1_active,"
+    "access_key_1_last_rotated,access_key_1_last_used_date,access_key_2_active,"
+    "access_key_2_last_rotated,access_key_2_last_used_date\n"
+    "<root_account>,arn:aws:iam::111122223333:root,2020-01-01T00:00:00+00:00,not_supported,true,"
+    "2020-01-01T00:00:00+00:00,N/A,false,N/A,N/A\n"
+    "svc,arn:aws:iam::111122223333:user/svc,2020-01-01T00:00:00+00:00,true,true,"
+    "2020-01-01T00:00:00+00:00,2020-02-01T00:00:00+00:00,true,2026-09-01T00:00:00+00:00,N/A\n";
+
+/* One whole run; *ret_json is its JSON report (new) when it returns 0. */
+static int oom_run(char **ret_json)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char *out = NULL, err[256];
+    int r = ferry_audit_new(&o, &a);
+
+    if (r == 0)
+        r = ferry_audit_add_known_account(a, "444455556666");
+    if (r == 0)
+        r = ferry_audit_add_input(a, "a.json", OOM_AUTHZ, strlen(OOM_AUTHZ), NULL, err,
+                                  sizeof(err));
+    if (r == 0)
+        r = ferry_audit_add_input(a, "r.csv", OOM_CSV, strlen(OOM_CSV), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    for (int k = FERRY_AUDIT_OUT_TABLE; r == 0 && k <= FERRY_AUDIT_OUT_SARIF; k++) {
+        free(out);
+        out = NULL;
+        r = ferry_audit_render(a, (ferry_audit_output)k, &out, NULL);
+    }
+    if (r == 0) {
+        free(out);
+        out = NULL;
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    }
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret_json = out;
+    else
+        free(out);
+    return r;
+}
+
+Test(audit, allocation_failures_fail_or_change_nothing)
+{
+    char *ref = NULL;
+    long n;
+
+    cr_assert_eq(oom_run(&ref), 0);
+    cr_assert(strstr(ref, "AWS-OP-012") && strstr(ref, "AWS-TR-005") && strstr(ref, "AWS-SH-008"),
+              "the reference run covers the rules: %s", ref);
+    for (n = 0; n < 200000; n++) {
+        char *out = NULL;
+        int r;
+        bool hit;
+
+        inject_arm(n);
+        r = oom_run(&out);
+        hit = inject_disarm();
+        if (r == 0) {
+            cr_assert_str_eq(out, ref,
+                             "allocation %ld failed, the run succeeded with another "
+                             "report",
+                             n);
+            free(out);
+        } else {
+            cr_assert(hit, "run without an injected failure returned %d", r);
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
+        }
+        if (!hit)
+            break;
+    }
+    cr_assert(n > 100 && n < 200000, "%ld allocations", n);
+    free(ref);
+}
+#endif

@@ -88,6 +88,10 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
                const char *account, const char *resource, const json_t *evidence,
                const char *evidence_key, const char *source);
 
+/* json_dumps() that fails (NULL) instead of returning a damaged text when memory runs out.
+ * The result is new (free()). */
+char *audit_json_dumps(const json_t *j, size_t flags);
+
 /* Parse a JSON text of an input under the run's size cap and AUDIT_JSON_MAX_DEPTH. On a
  * syntax error errbuf gets "LINE:COL: malformed JSON: reason" (no path). *ret is new. */
 int audit_parse_json(const ferry_audit *a, const void *buf, size_t len, json_t **ret, char *errbuf,

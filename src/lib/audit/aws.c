@@ -257,8 +257,10 @@ static json_t *as_list(json_t *v)
     if (json_is_array(v))
         return json_incref(v);
     json_t *arr = json_array();
-    if (arr && v && !json_is_null(v))
-        (void)json_array_append(arr, v);
+    if (arr && v && !json_is_null(v) && json_array_append(arr, v) < 0) {
+        json_decref(arr);
+        return NULL; /* out of memory, as when json_array() fails */
+    }
     return arr;
 }
 
@@ -420,8 +422,8 @@ static int policy_document(ferry_audit *a, json_t *v, const char *what, json_t *
 static int add_hit(json_t *hits, const char *rule, int sev, json_t *stmt, json_t *extra)
 {
     json_t *h = json_object();
-    char *canon = json_dumps(stmt, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-    char *ecanon = extra ? json_dumps(extra, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    char *canon = audit_json_dumps(stmt, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    char *ecanon = extra ? audit_json_dumps(extra, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     ferry_buf key;
     int r = -ENOMEM;
 
@@ -552,7 +554,8 @@ static int analyse_statements(json_t *doc, json_t *hits)
                     *c = (char)(*c | 0x20);
                 if (in_list(svc, sensitive_services))
                     sev = FERRY_AUDIT_HIGH;
-                r = add_hit(hits, "AWS-OP-003", sev, stmt, json_pack("{s:s}", "service", svc));
+                json_t *extra = json_pack("{s:s}", "service", svc);
+                r = extra ? add_hit(hits, "AWS-OP-003", sev, stmt, extra) : -ENOMEM;
                 if (r < 0)
                     goto next;
             }
@@ -588,7 +591,7 @@ static int analyse_policy(ferry_audit *a, json_t *doc, json_t **ret)
         return -ENOMEM;
     if (!s->cache && !(s->cache = json_object()))
         return -ENOMEM;
-    canon = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+    canon = audit_json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
     if (!canon)
         return -ENOMEM;
     r = audit_sha256_hex(canon, strlen(canon), hex);
@@ -843,19 +846,23 @@ static json_t *condition_values(json_t *cond, const char *key)
     return NULL;
 }
 
-static bool sub_is_wildcard(json_t *vals)
+/* *ret_wild: a sub pattern that pins nothing ("*", "*..." or "repo:*"). -ENOMEM or 0. */
+static int sub_is_wildcard(json_t *vals, bool *ret_wild)
 {
     json_t *list = as_list(vals), *v;
     size_t i;
-    bool wild = false;
+
+    if (!list)
+        return -ENOMEM;
+    *ret_wild = false;
     json_array_foreach(list, i, v)
     {
         const char *s = json_string_value(v);
         if (!s || s[0] == '*' || strncmp(s, "repo:*", 6) == 0)
-            wild = true;
+            *ret_wild = true;
     }
     json_decref(list);
-    return wild;
+    return 0;
 }
 
 static int trust_finding(aws_ctx *c, const char *rule, int sev, const char *account,
@@ -863,7 +870,7 @@ static int trust_finding(aws_ctx *c, const char *rule, int sev, const char *acco
                          const char *key)
 {
     json_t *ev = json_pack("{s:O}", "statement", stmt);
-    char *canon = json_dumps(stmt, JSON_COMPACT | JSON_SORT_KEYS);
+    char *canon = audit_json_dumps(stmt, JSON_COMPACT | JSON_SORT_KEYS);
     ferry_buf kb;
     int r = -ENOMEM;
 
@@ -943,7 +950,10 @@ static int role_trust(aws_ctx *c, json_t *doc, const char *account, const char *
             host += strlen(":oidc-provider/");
             (void)snprintf(subkey, sizeof(subkey), "%s:sub", host);
             sub = condition_values(cond, subkey);
-            if (!sub || sub_is_wildcard(sub))
+            bool wild = true;
+            if (sub)
+                r = sub_is_wildcard(sub, &wild);
+            if (r == 0 && wild)
                 r = trust_finding(c, "AWS-TR-005", -1, account, arn, stmt, "provider", host, host);
             if (r < 0)
                 break;

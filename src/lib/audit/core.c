@@ -177,6 +177,37 @@ int audit_sha256_hex(const void *data, size_t len, char out[65])
     return 0;
 }
 
+struct dump_sink {
+    ferry_buf b;
+    bool failed;
+};
+
+static int dump_sink_write(const char *buf, size_t size, void *data)
+{
+    struct dump_sink *d = data;
+    if (ferry_buf_append(&d->b, buf, size) < 0) {
+        d->failed = true;
+        return -1;
+    }
+    return 0;
+}
+
+char *audit_json_dumps(const json_t *j, size_t flags)
+{
+    struct dump_sink d = {.failed = false};
+    char *s;
+
+    ferry_buf_init(&d.b, AUDIT_RENDER_MAX, false);
+    /* jansson 2.14 ignores a failed write of an object key (dump.c), so json_dumps() can
+     * return a corrupted text when memory runs out; the sink remembers any failure. */
+    if (json_dump_callback(j, dump_sink_write, &d, flags) < 0 || d.failed || d.b.len == 0) {
+        ferry_buf_release(&d.b);
+        return NULL;
+    }
+    s = ferry_buf_steal(&d.b, NULL);
+    return s;
+}
+
 int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cloud,
                const char *account, const char *resource, const json_t *evidence,
                const char *evidence_key, const char *source)
@@ -206,7 +237,8 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
     f.account = strdup(account ? account : "");
     f.resource = strdup(resource ? resource : "");
     f.source = strdup(source ? source : "");
-    f.evidence = evidence ? json_dumps(evidence, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
+    f.evidence =
+        evidence ? audit_json_dumps(evidence, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
     if (!f.account || !f.resource || !f.source || !f.evidence) {
         finding_release(&f);
         return -ENOMEM;
@@ -783,7 +815,7 @@ FERRY_EXPORT int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char
         return -EINVAL;
     if (r < 0)
         return r;
-    s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    s = audit_json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(doc);
     if (!s)
         return -ENOMEM;
