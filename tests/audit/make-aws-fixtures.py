@@ -243,15 +243,17 @@ CASES = {
     ),
     "AWS-TR-004": (
         authz(roles=[role("vendor", trust_doc=trust(
-            {"AWS": "arn:aws:iam::444455556666:role/vendor-scanner"}))]),
+            {"AWS": "arn:aws:iam::999988887777:role/vendor-scanner"}))]),
         [(arn("role", "vendor"), "medium")],
+        # An account of the estate (known-accounts.txt) is not a third party.
         authz(roles=[role("vendor-extid", trust_doc=trust(
-            {"AWS": "arn:aws:iam::444455556666:role/vendor-scanner"},
+            {"AWS": "arn:aws:iam::999988887777:role/vendor-scanner"},
             condition={"StringEquals": {"sts:ExternalId": "7c1a"}})),
             role("mfa-humans", trust_doc=trust(
-                {"AWS": "arn:aws:iam::444455556666:root"},
+                {"AWS": "arn:aws:iam::999988887777:root"},
                 condition={"Bool": {"aws:MultiFactorAuthPresent": "true"}})),
-            role("same-account", trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:role/ci"}))]),
+            role("same-account", trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:role/ci"})),
+            role("sister-account", trust_doc=trust({"AWS": "arn:aws:iam::444455556666:root"}))]),
     ),
     "AWS-TR-005": (
         authz(roles=[role("gha-any-repo", trust_doc=trust(

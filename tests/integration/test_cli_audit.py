@@ -258,6 +258,25 @@ def page_checks(tap, d):
     j = audit_json(tap, "the same account in two inputs", syn, dup)
     tap.eq(sorted(f["fingerprint"] for f in j["findings"]), fp,
            "the same account in two inputs: each finding once (one fingerprint, one finding)")
+    # Two accounts of one estate trusting each other: not third parties, in either order.
+    acct_a = ft.write_json(os.path.join(d, "acct-a.json"), {"RoleDetailList": [{
+        "Arn": "arn:aws:iam::111122223333:role/deploy-from-b", "AssumeRolePolicyDocument": {
+            "Statement": {"Effect": "Allow", "Action": "sts:AssumeRole",
+                          "Principal": {"AWS": "arn:aws:iam::555566667777:role/ci"}}}}]})
+    acct_b = ft.write_json(os.path.join(d, "acct-b.json"), {"RoleDetailList": [{
+        "Arn": "arn:aws:iam::555566667777:role/ci"}]})
+    known = os.path.join(d, "known-a.txt")
+    with open(known, "w") as f:
+        f.write("111122223333\n")
+    j = audit_json(tap, "account A alone", "--known-accounts", known, acct_a)
+    tap.eq(sorted(f["rule_id"] for f in j["findings"] if f["rule_id"].startswith("AWS-TR")),
+           ["AWS-TR-003", "AWS-TR-004"], "account A alone: its trust to B is unknown and "
+           "third-party")
+    for order in ((acct_a, acct_b), (acct_b, acct_a)):
+        j = audit_json(tap, "accounts A and B", "--known-accounts", known, *order)
+        tap.eq([f["rule_id"] for f in j["findings"] if f["rule_id"].startswith("AWS-TR")], [],
+               f"accounts A and B audited together ({os.path.basename(order[0])} first): "
+               "no cross-account finding")
     j = audit_json(tap, "array of pages", fa)
     tap.eq(sorted(f["fingerprint"] for f in j["findings"]), fp,
            "a JSON array of pages: the findings of the whole export")

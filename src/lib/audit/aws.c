@@ -219,6 +219,10 @@ typedef struct aws_state {
     bool single;   /* pending is exactly the one object page of the input being loaded, so its
                     * list indexes are the file's (for the error's line) */
     json_t *noted; /* accounts already given the OP-011 "not evaluated" note */
+    /* Trusts to other accounts, decided at the end of the run (TR-003, TR-004): an account
+     * audited in the same run (another input) is part of the estate, not a third party. */
+    json_t *cross;   /* [{account, arn, statement, other, admin, guarded, source}] */
+    json_t *audited; /* accounts seen in any input (a set) */
 } aws_state;
 
 static aws_state *state(ferry_audit *a)
@@ -237,6 +241,8 @@ static void aws_release(ferry_audit *a)
     free(s->pending_path);
     json_decref(s->cache);
     json_decref(s->noted);
+    json_decref(s->cross);
+    json_decref(s->audited);
     free(s);
     a->aws = NULL;
 }
@@ -888,6 +894,70 @@ out:
     return r;
 }
 
+/* Remember a trust to another account for the end of the run (see aws_state.cross). */
+static int cross_account_candidate(aws_ctx *c, const char *account, const char *arn, json_t *stmt,
+                                   const char *other, bool admin, bool guarded)
+{
+    aws_state *s = state(c->a);
+    json_t *e;
+
+    if (!s)
+        return -ENOMEM;
+    if (!s->cross && !(s->cross = json_array()))
+        return -ENOMEM;
+    e = json_pack("{s:s, s:s, s:O, s:s, s:b, s:b, s:s}", "account", account, "arn", arn,
+                  "statement", stmt, "other", other, "admin", admin, "guarded", guarded, "source",
+                  c->path);
+    return e && json_array_append_new(s->cross, e) == 0 ? 0 : -ENOMEM;
+}
+
+/* An account is part of the audited estate (so trusting it is not a third-party trust). */
+static int account_audited(ferry_audit *a, const char *account)
+{
+    aws_state *s = state(a);
+    if (!s)
+        return -ENOMEM;
+    if (!s->audited && !(s->audited = json_object()))
+        return -ENOMEM;
+    if (json_object_get(s->audited, account))
+        return 0;
+    return json_object_set_new(s->audited, account, json_true()) == 0 ? 0 : -ENOMEM;
+}
+
+/* TR-003 (with --known-accounts) and TR-004 for the trusts to accounts that are neither
+ * known nor audited in this run. */
+static int cross_account_rules(ferry_audit *a)
+{
+    aws_state *s = a->aws;
+    json_t *e;
+    size_t i;
+    int r = 0;
+
+    if (!s)
+        return 0;
+    json_array_foreach(s->cross, i, e)
+    {
+        const char *other = str_member(e, "other");
+        aws_ctx c = {.a = a, .path = str_member(e, "source")};
+        if (audit_account_known(a, other) || json_object_get(s->audited, other))
+            continue;
+        if (a->n_known)
+            r = trust_finding(&c, "AWS-TR-003",
+                              json_is_true(json_object_get(e, "admin")) ? FERRY_AUDIT_HIGH
+                                                                        : FERRY_AUDIT_MEDIUM,
+                              str_member(e, "account"), str_member(e, "arn"),
+                              json_object_get(e, "statement"), "trusted_account", other, other);
+        if (r == 0 && !json_is_true(json_object_get(e, "guarded")))
+            r = trust_finding(&c, "AWS-TR-004", -1, str_member(e, "account"), str_member(e, "arn"),
+                              json_object_get(e, "statement"), "trusted_account", other, other);
+        if (r < 0)
+            return r;
+    }
+    json_decref(s->cross);
+    s->cross = NULL;
+    return 0;
+}
+
 /* The trust rules over a role's parsed trust policy doc (borrowed; NULL when none). */
 static int role_trust(aws_ctx *c, json_t *doc, const char *account, const char *arn, bool admin)
 {
@@ -924,13 +994,9 @@ static int role_trust(aws_ctx *c, json_t *doc, const char *account, const char *
             char other[13];
             if (r < 0 || !arn_account(json_string_value(v), other) || strcmp(other, account) == 0)
                 continue;
-            if (c->a->n_known && !audit_account_known(c->a, other))
-                r = trust_finding(c, "AWS-TR-003", admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
-                                  account, arn, stmt, "trusted_account", other, other);
-            if (r == 0 && !condition_values(cond, "sts:ExternalId") &&
-                !condition_values(cond, "aws:MultiFactorAuthPresent"))
-                r = trust_finding(c, "AWS-TR-004", -1, account, arn, stmt, "trusted_account", other,
-                                  other);
+            r = cross_account_candidate(c, account, arn, stmt, other, admin,
+                                        condition_values(cond, "sts:ExternalId") ||
+                                            condition_values(cond, "aws:MultiFactorAuthPresent"));
         }
         json_decref(awsl);
         if (r < 0)
@@ -1519,7 +1585,9 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             }
             if (roles && service_linked_role(p))
                 continue;
-            r = audit_principal(&c, l, p, account, arn, groups);
+            r = account_audited(a, account);
+            if (r == 0)
+                r = audit_principal(&c, l, p, account, arn, groups);
             if (r == 0)
                 r = usage_not_evaluated(&c, account);
             if (r < 0) {
@@ -1744,9 +1812,13 @@ out:
 
 static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
+    int r;
     if (a->aws)
         ((aws_state *)a->aws)->single = false;
-    return flush_pending(a, errbuf, errlen);
+    r = flush_pending(a, errbuf, errlen);
+    if (r == 0)
+        r = cross_account_rules(a);
+    return r;
 }
 
 /* ---- credential report --------------------------------------------------------------------- */
@@ -1875,6 +1947,8 @@ static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char 
     if (!principal_account(arn, account))
         return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
                                 "line %zu: arn: expected an IAM ARN, got '%.80s'", lineno, arn);
+    if ((r = account_audited(a, account)) < 0)
+        return r;
     for (int slot = 1; slot <= 2 && r == 0; slot++) {
         int ca = slot == 1 ? C_K1_ACTIVE : C_K2_ACTIVE;
         int cr = slot == 1 ? C_K1_ROTATED : C_K2_ROTATED;
