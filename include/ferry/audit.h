@@ -49,7 +49,7 @@ typedef struct ferry_audit_options {
 
 typedef struct ferry_audit ferry_audit;
 
-/* One finding, borrowed from the run (valid until ferry_audit_free). */
+/* One finding; its strings are borrowed from the run (valid until ferry_audit_free). */
 typedef struct ferry_audit_finding {
     const char *rule_id; /* catalogue ID, e.g. "AWS-OP-001" */
     const char *title;   /* the rule's title */
@@ -93,7 +93,10 @@ int ferry_audit_finish(ferry_audit *a, char *errbuf, size_t errlen);
 bool ferry_audit_format_known(const char *name);
 
 /* Findings, sorted (severity descending, rule id, resource, fingerprint) at the first call
- * after loading. Returns the count; *ret_findings (optional) borrows the array. */
+ * after loading. Returns the count; *ret_findings (optional) borrows the array, valid until the
+ * next ferry_audit_add_input / ferry_audit_finish / ferry_audit_free (the strings of each
+ * finding stay valid until ferry_audit_free). Call after ferry_audit_finish: the cross-account
+ * trust rules are decided there. */
 size_t ferry_audit_findings(ferry_audit *a, const ferry_audit_finding **ret_findings);
 /* Number of findings at or above min. */
 size_t ferry_audit_count_at_least(ferry_audit *a, ferry_audit_severity min);
