@@ -53,12 +53,17 @@ PKGS = ("@azure/identity", "@azure/keyvault-secrets")
 RUNS = []
 
 
-def peers_ok(t):
+def peers_ok(t, tmp):
+    """The directory holding the pinned Azure SDK packages: tests/peers when `npm ci` was run
+    there, else a copy of its lock file installed with npm under tmp (a distcheck tree has no
+    node_modules). None (with a failed test point) when neither works."""
+    global CLIENT_PEERS
     if not shutil.which("node"):
         t.ok(False, "node is on PATH (contrib/deps.sh installs nodejs and npm)")
-        return False
+        return None
     with open(os.path.join(PEERS, "package.json")) as f:
         deps = json.load(f)["dependencies"]
+    missing = []
     for pkg in PKGS:
         try:
             with open(os.path.join(PEERS, "node_modules", pkg, "package.json")) as f:
@@ -66,9 +71,29 @@ def peers_ok(t):
         except (OSError, ValueError):
             have = None
         if have != deps[pkg]:
-            t.ok(False, f"{pkg} {deps[pkg]} installed in {PEERS}/node_modules (npm ci)", have)
-            return False
-    return True
+            missing.append(f"{pkg} {deps[pkg]} (have {have})")
+    if not missing:
+        CLIENT_PEERS = PEERS
+        return PEERS
+    npm = shutil.which("npm")
+    if not npm:
+        t.ok(False, f"{', '.join(missing)} installed in {PEERS}/node_modules, or npm to "
+             "install them")
+        return None
+    d = os.path.join(tmp, "peers")
+    os.mkdir(d)
+    for name in ("package.json", "package-lock.json", "azure_client_check.mjs"):
+        shutil.copy(os.path.join(PEERS, name), d)
+    r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"], cwd=d,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        t.ok(False, "npm ci of the test peers (Azure SDK)", r.stderr[-800:])
+        return None
+    CLIENT_PEERS = d
+    return d
+
+
+CLIENT_PEERS = PEERS
 
 
 class Standin:
@@ -121,9 +146,10 @@ def delta(before, after, *keys):
 
 
 def body(t):
-    if not peers_ok(t):
-        return
     tmp = tempfile.mkdtemp(prefix="ferry-azure-")
+    if not peers_ok(t, tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     started = []
     try:
         certs = ft.make_certs(os.path.join(tmp, "certs"))
@@ -178,7 +204,7 @@ def faithful(t, tmp, keys, ca, main):
     with open(assertion, "w") as f:
         f.write(mint(keys))
     before = main.stats()
-    r = subprocess.run([shutil.which("node"), os.path.join(PEERS, "azure_client_check.mjs"),
+    r = subprocess.run([shutil.which("node"), os.path.join(CLIENT_PEERS, "azure_client_check.mjs"),
                         main.url, TENANT, CLIENT, assertion, "sdk-check", v1],
                        capture_output=True, text=True, timeout=120,
                        env=ft.clean_env({"NODE_EXTRA_CA_CERTS": ca}))

@@ -329,6 +329,8 @@ async function inject(p, res) {
     const mode = p.mode || 'status';
     if (mode === 'slow') {
         await new Promise((r) => setTimeout(r, p.delay_ms || 3000));
+        // A client that gave up (its timeout) is not answered and its request not served.
+        if (res.socket === null || res.socket.destroyed) return true;
         return false;
     }
     if (mode === 'status') {

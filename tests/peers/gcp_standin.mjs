@@ -349,6 +349,12 @@ async function injectFault(req, res, f, kind) {
     }
     if (f.kind === 'slow') {
         await sleep(f.delay_ms || 2000);
+        // A client that gave up (its timeout) is not answered, and its request is not counted
+        // as served: a late count would land in a later test's window.
+        if (req.socket.destroyed) {
+            stats.abandoned = (stats.abandoned || 0) + 1;
+            return 'answered';
+        }
         return 'go';
     }
     const sample = JSON.stringify({name: 'projects/1/secrets/x/versions/1',

@@ -302,6 +302,11 @@ async function injectFault(req, res, plan) {
     }
     if (kind === 'slow') {
         await sleep(plan.delay_ms || 1000);
+        // A client that gave up (its timeout) is not answered and its read not counted.
+        if (req.socket.destroyed) {
+            stats.abandoned = (stats.abandoned || 0) + 1;
+            return true;
+        }
         return false;
     }
     if (kind === 'truncate') {
