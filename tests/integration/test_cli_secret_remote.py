@@ -14,25 +14,14 @@
 import os
 import secrets
 import sys
-import time
-import urllib.parse
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
-from ferrydtest import FORM, GRANT, JWT_TYPE, json_of, request, start, stop, wait_ready  # noqa: E402
-
-ISS = "https://idp.remote.test"
-AUD = "ferry"
+from ferrydtest import start, stop, wait_ready  # noqa: E402
+from test_ferryd_secrets import AUD, ISS, exchange  # noqa: E402
 
 
-def exchange(port, key, sub, audience):
-    tok = ft.make_token(key, alg="ES256", typ="JWT",
-                        claims=ft.claims(ISS, AUD, sub=sub, now=int(time.time()), lifetime=300))
-    body = urllib.parse.urlencode([("grant_type", GRANT), ("subject_token", tok),
-                                   ("subject_token_type", JWT_TYPE), ("audience", audience)])
-    r = request(port, "POST", "/v1/token", body=body.encode(), headers={"Content-Type": FORM})
-    return (json_of(r) or {}).get("access_token")
 
 
 def body(tap):
@@ -84,7 +73,7 @@ def body(tap):
 
 
 def run(tap, d, port, key, me, canary, binary):
-    tok = exchange(port, key, "job-a", me)
+    _, tok, _ = exchange(port, key, "job-a", me)
     tap.ok(bool(tok), "exchange: a ferry token for ferryd's own audience")
     tf = os.path.join(d, "token")
     with open(tf, "w") as f:

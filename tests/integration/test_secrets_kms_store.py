@@ -18,12 +18,11 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
+from test_secrets_faults import Moto  # noqa: E402
 
 CONTEXT = "purpose=ferry-secret-store"
 
@@ -32,30 +31,16 @@ def body(t):
     if not shutil.which("moto_server") or not shutil.which("aws"):
         t.ok(False, "moto_server and aws are installed (pip install 'moto[server]' awscli)")
         return
-    port = ft.free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).read()
-                break
-            except Exception:
-                time.sleep(0.1)
-        else:
-            t.ok(False, "moto_server answers")
-            return
+        moto = Moto()
+    except RuntimeError as e:
+        t.ok(False, "moto_server answers", str(e))
+        return
+    try:
         with ft.tempdir() as d:
-            run(t, d, endpoint)
+            run(t, d, moto.url)
     finally:
-        moto.terminate()
-        try:
-            moto.wait(10)
-        except subprocess.TimeoutExpired:
-            moto.kill()
-            moto.wait()
+        moto.stop()
 
 
 def run(t, d, endpoint):
