@@ -3,6 +3,7 @@
 
 FERRY_BUILD_PACKAGES="build-essential autoconf automake libtool pkg-config \
 libssl-dev libcurl4-openssl-dev libjansson-dev libjwt-dev liboath-dev libmicrohttpd-dev \
+libyaml-dev libexpat1-dev \
 openssl ca-certificates"
 # wrk: tests/bench/run-exchange.sh (the token-exchange benchmark over HTTP).
 FERRY_TEST_PACKAGES="libcriterion-dev libjose-dev python3 python3-cryptography valgrind gdb clang \

@@ -110,6 +110,18 @@ const char *ferry_audit_severity_name(ferry_audit_severity s);
 /* Parse one of the names above (case-insensitive). Returns 0 or -EINVAL. */
 int ferry_audit_severity_from_name(const char *name, ferry_audit_severity *ret);
 
+/* ---- Google Cloud (gcp.c) ---------------------------------------------------------------- */
+
+/* ---- Azure (azure.c) ---------------------------------------------------------------------- */
+
+/* ---- Kubernetes (k8s.c) ------------------------------------------------------------------- */
+
+/* ---- suppressions and baselines (suppress.c) ---------------------------------------------- */
+
+/* ---- shadow identities: --policies, --usage (shadow.c) ------------------------------------ */
+
+/* ---- AWS live mode (aws_live.c) ------------------------------------------------------------ */
+
 #ifdef __cplusplus
 }
 #endif

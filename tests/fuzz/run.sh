@@ -15,7 +15,7 @@ out="$build/fuzz"
 mkdir -p "$out"
 vec="${FERRY_SHARED:-$top/../shared}/vectors"
 cc=${CLANG:-clang}
-pkgs="libcrypto libcurl jansson liboath"
+pkgs="libcrypto libcurl jansson liboath yaml-0.1 expat"
 
 targets=("$top"/tests/fuzz/fuzz_*.c)
 echo "1..${#targets[@]}"

@@ -55,6 +55,9 @@ typedef struct audit_cloud {
 } audit_cloud;
 
 extern const audit_cloud audit_cloud_aws;
+extern const audit_cloud audit_cloud_gcp;   /* gcp.c */
+extern const audit_cloud audit_cloud_azure; /* azure.c */
+extern const audit_cloud audit_cloud_k8s;   /* k8s.c */
 
 struct ferry_audit {
     ferry_audit_options opts;
@@ -66,6 +69,11 @@ struct ferry_audit {
     json_t *inputs; /* [{path, format}] */
     json_t *seen;   /* fingerprints emitted (a set): one finding per fingerprint */
     void *aws;      /* aws.c's per-run state (page merging, policy cache) */
+    void *gcp;      /* gcp.c's per-run state */
+    void *azure;    /* azure.c's per-run state */
+    void *k8s;      /* k8s.c's per-run state */
+    void *shadow;   /* shadow.c: declared identities (--policies), usage (--usage) */
+    void *suppress; /* suppress.c: suppressions (--suppress) and baseline (--baseline) */
     /* Where in the current input's JSON a loader error is, as "/member/index/..." (empty when
      * unknown); core.c turns it into a line number. */
     char err_where[256];
@@ -112,5 +120,41 @@ void audit_aws_cache_stats(const ferry_audit *a, size_t *ret_analysed, size_t *r
 bool audit_account_known(const ferry_audit *a, const char *account_id);
 /* The run's clock (options.now or the time the run was created). */
 int64_t audit_now(const ferry_audit *a);
+
+/* ---- service identities, for the shadow-identity rules (shadow.c) -------------------------
+ *
+ * Every cloud loader reports each service identity it sees (one call per identity per input;
+ * calls for the same cloud/account/id merge their flags and issuers). shadow.c compares them
+ * with the identities ferry's policies declare (--policies) once the run finishes. Without
+ * --policies the call returns 0 at once and keeps nothing. */
+enum {
+    AUDIT_ID_STATIC_CRED = 1u << 0, /* holds an active long-lived credential: active AWS access
+                                     * key, enabled user-managed GCP key, unexpired Azure client
+                                     * secret, Kubernetes legacy token secret */
+    AUDIT_ID_FEDERATED = 1u << 1,   /* can obtain credentials by federation or assumption: AWS
+                                     * role, GCP SA bound for WIF/impersonation, Azure federated
+                                     * credential, Kubernetes SA */
+    AUDIT_ID_USED = 1u << 2,        /* evidence of use within --unused-days */
+    AUDIT_ID_UNUSED = 1u << 3,      /* evidence of no use within --unused-days */
+    AUDIT_ID_DISABLED = 1u << 4,    /* disabled in the cloud */
+    AUDIT_ID_MANAGED = 1u << 5,     /* cloud-managed (service-linked role, service agent,
+                                     * first-party Microsoft SP, system: SA): never shadow */
+    AUDIT_ID_HUMAN = 1u << 6,       /* a person's account (AWS user with a console password) */
+};
+
+typedef struct audit_identity {
+    const char *cloud;   /* "aws", "gcp", "azure", "k8s" */
+    const char *account; /* account id, project id, tenant id, cluster name ("" unknown) */
+    const char *id;      /* canonical: AWS ARN; GCP SA email; Azure SP appId;
+                          * Kubernetes "system:serviceaccount:NS:NAME" */
+    const char *alias;   /* another name a policy may use (Azure objectId, GCP uniqueId), or NULL */
+    unsigned flags;      /* AUDIT_ID_* */
+    const char *const *issuers; /* OIDC issuers it trusts by federation, as written in the
+                                 * export (URL, host or provider ARN); NULL-terminated or NULL */
+    const char *source;         /* the input file */
+} audit_identity;
+
+/* Note one identity (strings borrowed, copied when kept). Returns 0 or -ENOMEM. */
+int audit_identity_note(ferry_audit *a, const audit_identity *id);
 
 #endif

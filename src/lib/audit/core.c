@@ -24,6 +24,9 @@
 /* Every cloud the audit knows; a new cloud adds its file and one line here. */
 static const audit_cloud *const clouds[] = {
     &audit_cloud_aws,
+    &audit_cloud_gcp,
+    &audit_cloud_azure,
+    &audit_cloud_k8s, /* after the others: X-001 reads their findings in finish */
 };
 
 /* Largest rendered report. */

@@ -1,0 +1,8 @@
+/* audit/azure.c - Azure loaders and rules of `ferry audit` (docs/internals/audit.md). */
+#include "config.h"
+
+#include "audit-internal.h"
+
+const audit_cloud audit_cloud_azure = {
+    .name = "azure",
+};
