@@ -126,6 +126,34 @@ CASES = {
                                               {"Effect": "Deny", "Action": "iam:Attach*",
                                                "Resource": arn("role", "denied")})})]),
     ),
+    "AWS-OP-006": (
+        # dev -> deployer (assumes it: the trust names the account, dev's policy the role)
+        # -> admin-box (deployer passes it to EC2); intern -> jump (the trust names intern).
+        authz(users=[user("dev", {"p": doc(allow("sts:AssumeRole", arn("role", "deployer")))}),
+                     user("intern")],
+              roles=[role("deployer", {"p": doc(allow("iam:PassRole", arn("role", "admin-box")),
+                                                allow("ec2:RunInstances"))},
+                          trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"})),
+                     role("admin-box", {"all": doc(ADMIN)}),
+                     role("jump", {"all": doc(ADMIN)},
+                          trust_doc=trust({"AWS": arn("user", "intern")}))]),
+        [(arn("user", "dev"), "high"), (arn("role", "deployer"), "high"),
+         (arn("user", "intern"), "high")],
+        # The same shapes with each path broken: an MFA condition on the trust, a policy
+        # naming another role, PassRole without a way to start EC2.
+        authz(users=[user("dev", {"p": doc(allow("sts:AssumeRole", arn("role", "mfa-admin")),
+                                           allow("sts:AssumeRole", arn("role", "reader")))})],
+              roles=[role("mfa-admin", {"all": doc(ADMIN)},
+                          trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"}, condition={
+                              "Bool": {"aws:MultiFactorAuthPresent": "true"}})),
+                     role("reader", {"p": doc(allow("s3:GetObject", "arn:aws:s3:::b/*"))},
+                          trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"})),
+                     role("other-admin", {"all": doc(ADMIN)},
+                          trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"})),
+                     role("passer", {"p": doc(allow("iam:PassRole", arn("role", "admin-box")))},
+                          trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"})),
+                     role("admin-box", {"all": doc(ADMIN)})]),
+    ),
     "AWS-OP-005": (
         authz(roles=[role("passer", {"p": doc(allow(["iam:PassRole", "ec2:RunInstances"]))})],
               users=[user("key-maker", {"p": doc(allow("iam:CreateAccessKey",

@@ -562,3 +562,80 @@ Test(audit, allocation_failures_fail_or_change_nothing)
     free(ref);
 }
 #endif
+
+/* A chain of roles r0 -> r1 -> ... -> rN, each trusting the one before it by ARN, with rN
+ * full admin: AWS-OP-006 reaches at most five steps, and a cycle ends the search. */
+static char *role_chain(int n, bool cycle)
+{
+    json_t *roles = json_array(), *doc;
+    char *text;
+    for (int i = 0; i <= n; i++) {
+        char arn[128], prev[128], name[16];
+        snprintf(name, sizeof(name), "r%d", i);
+        snprintf(arn, sizeof(arn), "arn:aws:iam::111122223333:role/r%d", i);
+        /* r0 is trusted by the last role when cycle (r0 -> ... -> rN -> r0). */
+        snprintf(prev, sizeof(prev), "arn:aws:iam::111122223333:role/r%d",
+                 i == 0 ? (cycle ? n : 0) : i - 1);
+        json_t *trust = json_pack("{s:s, s:[{s:s, s:{s:s}, s:s}]}", "Version", "2012-10-17",
+                                  "Statement", "Effect", "Allow", "Principal", "AWS", prev,
+                                  "Action", "sts:AssumeRole");
+        json_t *pols = json_array();
+        if (i == n && !cycle)
+            json_array_append_new(
+                pols, json_pack("{s:s, s:{s:s, s:{s:s, s:s, s:s}}}", "PolicyName", "all",
+                                "PolicyDocument", "Version", "2012-10-17", "Statement", "Effect",
+                                "Allow", "Action", "*", "Resource", "*"));
+        json_array_append_new(roles, json_pack("{s:s, s:s, s:o, s:o}", "RoleName", name, "Arn",
+                                               arn, "AssumeRolePolicyDocument", trust,
+                                               "RolePolicyList", pols));
+    }
+    doc = json_pack("{s:o}", "RoleDetailList", roles);
+    cr_assert_not_null(doc);
+    text = json_dumps(doc, 0);
+    json_decref(doc);
+    cr_assert_not_null(text);
+    return text;
+}
+
+Test(audit, escalation_path_depth_and_cycles)
+{
+    char *text = role_chain(6, false);
+    ferry_audit *a = audit_text(text);
+    const ferry_audit_finding *fs;
+    size_t n = ferry_audit_findings(a, &fs), k = 0;
+    bool r0 = false, r1 = false;
+
+    /* r1..r5 are within five steps of r6; r0 is six away. */
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(fs[i].rule_id, "AWS-OP-006") != 0)
+            continue;
+        k++;
+        cr_assert_eq(fs[i].severity, FERRY_AUDIT_HIGH);
+        if (strcmp(fs[i].resource, "arn:aws:iam::111122223333:role/r0") == 0)
+            r0 = true;
+        if (strcmp(fs[i].resource, "arn:aws:iam::111122223333:role/r1") == 0) {
+            r1 = true;
+            json_t *ev = json_loads(fs[i].evidence, 0, NULL);
+            cr_assert_not_null(ev);
+            cr_assert_eq(json_integer_value(json_object_get(ev, "steps")), 5);
+            cr_assert_str_eq(json_string_value(json_object_get(ev, "admin_principal")),
+                             "arn:aws:iam::111122223333:role/r6");
+            cr_assert_str_eq(json_string_value(json_object_get(
+                                 json_array_get(json_object_get(ev, "path"), 0), "from")),
+                             "arn:aws:iam::111122223333:role/r1");
+            json_decref(ev);
+        }
+    }
+    cr_assert_eq(k, 5, "r1..r5, got %zu", k);
+    cr_assert(r1);
+    cr_assert_not(r0, "six steps is past the bound");
+    ferry_audit_free(a);
+    free(text);
+
+    /* A ring of roles with no admin anywhere: the search ends, nothing is reported. */
+    text = role_chain(4, true);
+    a = audit_text(text);
+    cr_assert_null(find(a, "AWS-OP-006", NULL));
+    ferry_audit_free(a);
+    free(text);
+}

@@ -116,6 +116,28 @@ int audit_sha256_hex(const void *data, size_t len, char out[65]);
  * the cache instead (tests). */
 void audit_aws_cache_stats(const ferry_audit *a, size_t *ret_analysed, size_t *ret_reused);
 
+/* ---- AWS policy evaluation shared by aws.c and aws_graph.c ---------------------------- */
+
+/* Some statement of docs (an array of policy documents) allows action on resource and none
+ * denies it; statements with a Condition count on neither side. */
+bool audit_aws_allowed(const json_t *docs, const char *action, const char *resource);
+/* Some unconditional Allow statement of docs covers action, on whatever resource. */
+bool audit_aws_action_allowed(const json_t *docs, const char *action);
+/* The IAM action pattern (glob, case-insensitive) matches action. */
+bool audit_aws_glob_action(const char *pattern, const char *action);
+
+/* AWS-OP-006 (aws_graph.c): the escalation graph of one account's principals. */
+typedef struct aws_graph aws_graph;
+int audit_aws_graph_new(aws_graph **ret);
+void audit_aws_graph_free(aws_graph *g);
+/* Add a user (role false) or role with its documents and trust policy (held, not copied).
+ * admin: full admin or admin-equivalent. Returns 0, -ENOMEM, -FERRY_ETOOBIG. */
+int audit_aws_graph_add(aws_graph *g, bool role, const char *arn, const char *account,
+                        json_t *docs, json_t *trust, bool admin);
+/* Build the edges and emit AWS-OP-006 for each non-admin principal with a path to an admin
+ * one. Returns 0 or a negative code. */
+int audit_aws_graph_run(aws_graph *g, ferry_audit *a, const char *path);
+
 /* True when account_id was added with ferry_audit_add_known_account. */
 bool audit_account_known(const ferry_audit *a, const char *account_id);
 /* The run's clock (options.now or the time the run was created). */

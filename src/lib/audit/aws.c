@@ -53,6 +53,13 @@ static const audit_rule aws_rules[] = {
      "Condition are not counted.",
      "Remove the combination or scope each action's Resource to the exact roles, users and "
      "policies the workload manages; restrict iam:PassRole with iam:PassedToService."},
+    {"AWS-OP-006", "Privilege-escalation path", FERRY_AUDIT_HIGH,
+     "A principal that is not admin can become an admin principal of its account in at most "
+     "five steps: assuming a role that trusts it, passing a role to compute it can start, or "
+     "minting credentials for another user.",
+     "Break the first step of the path in the evidence: narrow the trust policy, the "
+     "iam:PassRole resource or the iam:CreateAccessKey / *LoginProfile resource to what the "
+     "principal needs, or take the admin rights off the principal at the end of the path."},
     {"AWS-OP-007", "Credentials-exposure actions unconstrained", FERRY_AUDIT_HIGH,
      "A policy allows actions that return or create credentials (iam:CreateAccessKey, "
      "secretsmanager:GetSecretValue, ssm:GetParameter*, sts:AssumeRole, ...) on Resource \"*\" "
@@ -649,6 +656,7 @@ typedef struct aws_ctx {
     const char *path;
     json_t *policies; /* arn -> policy entry (borrowed from the document) */
     json_t *managed;  /* arn -> [default document, its analysis], or null: parsed once */
+    aws_graph *graph; /* the account's principals, for AWS-OP-006 */
     char *errbuf;
     size_t errlen;
 } aws_ctx;
@@ -1137,6 +1145,41 @@ static bool allowed(const json_t *docs, const char *action, const char *resource
     return allow;
 }
 
+bool audit_aws_allowed(const json_t *docs, const char *action, const char *resource)
+{
+    return allowed(docs, action, resource);
+}
+
+bool audit_aws_glob_action(const char *pattern, const char *action)
+{
+    return glob_match_case(pattern, action, true);
+}
+
+bool audit_aws_action_allowed(const json_t *docs, const char *action)
+{
+    size_t i, k;
+    json_t *doc, *stmt, *stmts;
+
+    json_array_foreach(docs, i, doc)
+    {
+        stmts = json_object_get(doc, "Statement");
+        size_t n = json_is_array(stmts) ? json_array_size(stmts) : 1;
+        for (k = 0; k < n; k++) {
+            json_t *acts, *nacts;
+            const char *effect;
+            stmt = json_is_array(stmts) ? json_array_get(stmts, k) : stmts;
+            effect = str_member(stmt, "Effect");
+            if (!effect || strcmp(effect, "Allow") != 0 || json_object_get(stmt, "Condition"))
+                continue;
+            acts = json_object_get(stmt, "Action");
+            nacts = json_object_get(stmt, "NotAction");
+            if (acts ? any_glob(acts, action, true) : (nacts && !any_glob(nacts, action, true)))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* Known privilege-escalation combinations (Cloudsplaining / pathfinding.cloud families). */
 static const struct {
     const char *name;
@@ -1474,6 +1517,8 @@ static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account,
         r = escalation(c, (int)l, account, arn, &g, group_docs, group_arns, &t, &admin_eq);
     if (r == 0 && l == 2 && (admin || admin_eq))
         r = compute_admin(c, p, account, arn, admin, &t);
+    if (r == 0 && l != 1)
+        r = audit_aws_graph_add(c->graph, l == 2, arn, account, g.docs, trust, admin || admin_eq);
     if (r == 0 && l == 2)
         r = role_trust(c, trust, account, arn, admin || admin_eq);
     if (r == 0 && l == 2)
@@ -1543,7 +1588,7 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
     json_t *groups = json_object(); /* GroupName -> group, for users' group policies */
     c.policies = json_object();
     c.managed = json_object();
-    if (!c.policies || !c.managed || !groups) {
+    if (!c.policies || !c.managed || !groups || audit_aws_graph_new(&c.graph) < 0) {
         r = -ENOMEM;
         goto out;
     }
@@ -1597,6 +1642,9 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             }
         }
     }
+    r = audit_aws_graph_run(c.graph, a, path);
+    if (r < 0)
+        goto out;
     /* Customer-managed policies as such: unattached admin, admin in an old version. */
     json_array_foreach(pols, i, v)
     {
@@ -1645,6 +1693,7 @@ static int audit_account(ferry_audit *a, const char *path, json_t *doc, char *er
             goto out;
     }
 out:
+    audit_aws_graph_free(c.graph);
     json_decref(c.policies);
     json_decref(c.managed);
     json_decref(groups);
