@@ -31,6 +31,8 @@ typedef enum ferry_audit_output {
     FERRY_AUDIT_OUT_TABLE = 0,
     FERRY_AUDIT_OUT_JSON,
     FERRY_AUDIT_OUT_SARIF,
+    FERRY_AUDIT_OUT_NDJSON, /* one JSON finding per line, then a summary line (suppress.c) */
+    FERRY_AUDIT_OUT_CSV,    /* RFC 4180, formula-safe (suppress.c) */
 } ferry_audit_output;
 
 /* Default cap on one input file (bytes). */
@@ -112,15 +114,137 @@ int ferry_audit_severity_from_name(const char *name, ferry_audit_severity *ret);
 
 /* ---- Google Cloud (gcp.c) ---------------------------------------------------------------- */
 
+/* Add a project (id or number) to the trusted projects (--trusted-projects): its service
+ * accounts bound here are not GCP-SH-008 findings. The projects audited in the run are always
+ * trusted. Returns 0, -EINVAL (not a project id/number), -ENOMEM. */
+int ferry_audit_gcp_trust_project(ferry_audit *a, const char *project);
+/* Apply the OP rules to Google-managed service agents too (--include-service-agents).
+ * Returns 0, -EINVAL, -ENOMEM. */
+int ferry_audit_gcp_include_service_agents(ferry_audit *a, bool include);
+/* The resource the get-iam-policy inputs of the run are of (--gcp-resource): "projects/ID",
+ * "folders/N" or "organizations/N" (or the //cloudresourcemanager.googleapis.com/ form).
+ * Without it the project is derived from the policy's service-account members. Returns 0,
+ * -EINVAL (not such a name), -ENOMEM. */
+int ferry_audit_gcp_set_resource(ferry_audit *a, const char *resource);
+
 /* ---- Azure (azure.c) ---------------------------------------------------------------------- */
+
+/* Add a tenant id (GUID) to the trusted tenants (--trusted-tenants): service principals of
+ * applications owned by it are not third parties for AZ-TR-001. The tenants whose service
+ * principal lists the run reads, and Microsoft's first-party tenant, are always trusted.
+ * Returns 0, -EINVAL (not a GUID), -ENOMEM. */
+int ferry_audit_azure_trust_tenant(ferry_audit *a, const char *tenant_id);
 
 /* ---- Kubernetes (k8s.c) ------------------------------------------------------------------- */
 
+/* Name the Kubernetes cluster the run's Kubernetes inputs come from: the account of their
+ * findings and identities ("cluster" when not set). All Kubernetes inputs of one run are one
+ * cluster. name: borrowed (copied), 1-253 printable characters without spaces. Call before
+ * the inputs. Returns 0, -EINVAL, -ENOMEM. */
+int ferry_audit_set_k8s_cluster(ferry_audit *a, const char *name);
+
 /* ---- suppressions and baselines (suppress.c) ---------------------------------------------- */
+
+/* Suppressions expire at most this many days after the run's clock (options.now). */
+#define FERRY_AUDIT_SUPPRESS_MAX_DAYS 366
+
+/* Read a suppression file (YAML, or JSON; format in docs/internals/audit.md) and add its
+ * entries to the run. Call before ferry_audit_finish, which decides what they suppress; may be
+ * called for several files. path: for messages and the report (borrowed, copied); buf/len:
+ * the whole content (borrowed). On failure nothing of the file is kept and errbuf says
+ * "FILE:LINE: what is wrong" (a missing reason or expires, an expiry more than
+ * FERRY_AUDIT_SUPPRESS_MAX_DAYS ahead, an unknown member or rule id, ...).
+ * Returns 0, -FERRY_EMALFORMED, -FERRY_ETOOBIG (over 4 MiB or 10,000 entries), -EINVAL,
+ * -ENOMEM. */
+int ferry_audit_add_suppressions(ferry_audit *a, const char *path, const void *buf, size_t len,
+                                 char *errbuf, size_t errlen);
+
+/* Use a previous report (ferry audit --output-format json, schema ferry.audit/v1) as the
+ * baseline: findings whose fingerprint it holds are "unchanged" and do not count for
+ * ferry_audit_count_at_least. Once per run, before ferry_audit_finish. Arguments and errors as
+ * ferry_audit_add_suppressions; the size cap is options.max_input. Returns 0,
+ * -FERRY_EMALFORMED (not JSON, or not a ferry.audit/v1 report), -FERRY_ETOOBIG, -EINVAL (a
+ * second baseline), -ENOMEM. */
+int ferry_audit_set_baseline(ferry_audit *a, const char *path, const void *buf, size_t len,
+                             char *errbuf, size_t errlen);
+
+typedef enum ferry_audit_baseline_state {
+    FERRY_AUDIT_BASELINE_NONE = 0, /* no baseline given */
+    FERRY_AUDIT_BASELINE_NEW,
+    FERRY_AUDIT_BASELINE_UNCHANGED,
+} ferry_audit_baseline_state;
+
+/* What the suppressions and the baseline decided for one finding. Strings borrowed from the
+ * run (valid until ferry_audit_free); NULL when not suppressed or not given. */
+typedef struct ferry_audit_finding_state {
+    bool suppressed;
+    const char *reason, *owner, *expires; /* of the suppression that applies */
+    const char *file;                     /* the suppression file and the entry's line */
+    unsigned line;
+    ferry_audit_baseline_state baseline;
+} ferry_audit_finding_state;
+
+/* Fill *ret for f (a finding of a, after ferry_audit_finish). Never fails; all-zero when
+ * neither suppressions nor a baseline were given. */
+void ferry_audit_finding_status(const ferry_audit *a, const ferry_audit_finding *f,
+                                ferry_audit_finding_state *ret);
 
 /* ---- shadow identities: --policies, --usage (shadow.c) ------------------------------------ */
 
+struct ferry_policy_set;
+struct ferry_jwks;
+
+/* Compare the service identities of the inputs with the workload identities ferry's policies
+ * declare (docs/internals/audit.md, "Shadow identities"): grant.aws[].role_arn,
+ * grant.gcp[].service_account, grant.azure[] (client id, with its tenant) and the Kubernetes
+ * service accounts a policy matches (match.subject or subject_glob "system:serviceaccount:...",
+ * with its issuer). Enables X-003 and X-004. ferry_issuer (borrowed, copied; may be NULL) is the
+ * issuer ferry's tokens carry (ferryd's "issuer"): an undeclared identity that trusts it is
+ * X-004 at medium. set: a new reference is taken. Call before the first input.
+ * Returns 0, -EINVAL (a or set NULL, inputs already added, called twice, empty issuer), -ENOMEM. */
+int ferry_audit_set_policies(ferry_audit *a, struct ferry_policy_set *set,
+                             const char *ferry_issuer);
+
+/* Read ferry's own audit log (ferryd's audit_log, docs/internals/auditlog.md) for X-005: the
+ * policies through which no token exchange was allowed within --unused-days. The log is
+ * verified while it is read (ferry_auditlog_verify, live: the tail after the last checkpoint
+ * counts); keys (borrowed, may be NULL) verify the checkpoint signatures, without them only
+ * the chain and the checkpoints' shape are checked. Needs ferry_audit_set_policies first.
+ * Returns 0; -FERRY_EREFUSED when the log does not verify (errbuf: "PATH: not a valid ferry
+ * audit log: line N (seq S): reason"); -EINVAL; -errno when it cannot be read; -ENOMEM. */
+int ferry_audit_add_usage(ferry_audit *a, const char *path, const struct ferry_jwks *keys,
+                          char *errbuf, size_t errlen);
+
 /* ---- AWS live mode (aws_live.c) ------------------------------------------------------------ */
+
+/* Where and how `ferry audit aws --live` reads IAM. Zero members take the defaults. */
+typedef struct ferry_audit_aws_live_options {
+    const char *region;       /* region of the credential chain (STS for web identity);
+                               * NULL = $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1. IAM is
+                               * global: its calls are always signed for us-east-1 */
+    const char *endpoint_url; /* IAM endpoint "https://host[:port]"; NULL =
+                               * https://iam.amazonaws.com. http:// is accepted to 127.0.0.1 /
+                               * [::1] only (a local emulator) */
+    unsigned max_pages;       /* GetAccountAuthorizationDetails pages; 0 = 1000 */
+    unsigned report_wait_s;   /* wait for the credential report; 0 = 120 */
+    unsigned usage_wait_s;    /* wait for all service-last-accessed jobs; 0 = 600 */
+    unsigned usage_jobs;      /* jobs outstanding at once; 0 = 8 */
+    unsigned max_principals;  /* roles and users given a service-last-accessed job; 0 = 10000 */
+} ferry_audit_aws_live_options;
+
+/* Read the account the standard AWS credential chain names (environment keys, web identity,
+ * the shared config profile: ferry/cloud.h) through IAM's Query API, signed with SigV4:
+ * GetAccountAuthorizationDetails (every page), the credential report (generated, then fetched)
+ * and service-last-accessed details for every role and user. Each answer goes through the
+ * same loaders as the exports (aws-authz, aws-credreport-json, aws-last-accessed), so the same
+ * rules run; call ferry_audit_finish afterwards as for files. When the endpoint does not
+ * implement service-last-accessed, AWS-OP-011 is the info note "not evaluated". opts: borrowed,
+ * may be NULL. On failure errbuf names the call and what went wrong (never a secret, never the
+ * remote's message) and the run is spoiled. Returns 0, -FERRY_ECONFIG (no credentials, bad
+ * endpoint), -EACCES (refused), -EAGAIN (throttled past the retries), -ETIMEDOUT,
+ * -FERRY_EFETCH, -FERRY_EMALFORMED, -FERRY_ETOOBIG, -ENOMEM. Not thread-safe (one run). */
+int ferry_audit_aws_live(ferry_audit *a, const ferry_audit_aws_live_options *opts, char *errbuf,
+                         size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdbool.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "basic/fileio.h"
@@ -21,18 +23,25 @@
 #include "ferry/audit.h"
 #include "ferry/error.h"
 #include "ferry/ferry.h"
+#include "ferry/jose.h"
 #include "ferry/json.h"
+#include "ferry/policy.h"
 
 #define PROG "ferry audit"
 /* Largest --known-accounts file. */
 #define KNOWN_ACCOUNTS_MAX (16 * 1024 * 1024)
+/* Largest ferryd configuration read for --ferryd-config (ferryd's own limit). */
+#define FERRYD_CONFIG_MAX (1024 * 1024)
+/* Policy problems printed before "and N more". */
+#define POLICY_PROBLEMS_SHOWN 20
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(ferry_audit *, ferry_audit_free);
 
 static void usage_audit(FILE *f)
 {
     fprintf(f,
-            "usage: ferry audit [OPTIONS] FILE...\n"
+            "usage: ferry audit [OPTIONS] FILE|DIR...\n"
+            "       ferry audit aws --live [--region R] [--endpoint-url URL] [OPTIONS] [FILE...]\n"
             "\n"
             "Audit cloud IAM exports for over-permissioned and shadow service identities,\n"
             "with the rule catalogue of docs/internals/audit.md. Each FILE (- reads stdin) is\n"
@@ -42,15 +51,48 @@ static void usage_audit(FILE *f)
             "                       IsTruncated continue in the next FILE)\n"
             "  aws-credreport       the credential report CSV\n"
             "  aws-credreport-json  aws iam get-credential-report (Content base64 or decoded)\n"
+            "  aws-last-accessed    aws iam get-service-last-accessed-details (AWS-OP-011): with\n"
+            "                       an Arn member, an array of such, an object keyed by ARN,\n"
+            "                       one object a line (NDJSON), or in a file named by the\n"
+            "                       URL-encoded ARN (CloudMapper: a DIR of them)\n"
+            "  azure-sp             az ad sp list --all (Graph servicePrincipals; $expand=owners\n"
+            "                       is read too)\n"
+            "  azure-app            az ad app list --all (Graph applications; an expanded\n"
+            "                       federatedIdentityCredentials is read too)\n"
+            "  azure-role-assignments  az role assignment list --all --include-inherited, or\n"
+            "                       the ARM REST {value: [{properties: ...}]} shape\n"
+            "  azure-role-definitions  az role definition list (CLI or ARM REST shape)\n"
+            "  azure-signins        Graph beta reports/servicePrincipalSignInActivities\n"
+            "  azure-cred-signins   Graph beta reports/appCredentialSignInActivities\n"
+            "  azure-directory-roles  Graph roleManagement/directory/roleAssignments\n"
+            "  azure-app-role-assignments  Graph servicePrincipals/ID/appRoleAssignments\n"
+            "  azure-owners         az ad sp/app owner list (the owned object from the file\n"
+            "                       name's last _part), or [{id, owners: [...]}]\n"
+            "  azure-identities     az identity list\n"
+            "  azure-federated-creds  az ad app / az identity federated-credential list\n"
+            "  azure-resources      az resource list (identity.userAssignedIdentities)\n"
+            "                       Azure lists may be bare arrays or {\"value\": [...]} pages\n"
+            "  k8s-json             kubectl get serviceaccounts,secrets,roles,rolebindings,\n"
+            "                       clusterroles,clusterrolebindings,pods -A -o json (a List,\n"
+            "                       a typed list such as RoleList, or one object)\n"
+            "  k8s-yaml             Kubernetes YAML manifests, several documents per file\n"
+            "                       (kubectl apply inputs, helm template output); all\n"
+            "                       Kubernetes inputs of a run are one cluster\n"
             "\n"
             "  --format FORMAT         read every FILE as FORMAT (one of the above)\n"
-            "  --output-format FMT     table (default), json (schema ferry.audit/v1) or sarif\n"
-            "                          (SARIF 2.1.0)\n"
+            "  --output-format FMT     table (default), json (schema ferry.audit/v1), sarif\n"
+            "                          (SARIF 2.1.0), ndjson (one finding per line, then a\n"
+            "                          summary line) or csv (RFC 4180; cells starting with\n"
+            "                          = + - @ tab or CR get a leading ')\n"
             "  --fail-on SEVERITY      exit 1 when a finding is at or above SEVERITY: critical,\n"
             "                          high, medium, low (default) or info; none: always 0\n"
             "  --known-accounts FILE   12-digit AWS account ids, one per line (# comments), or\n"
             "                          aws organizations list-accounts JSON: enables\n"
             "                          AWS-TR-003 (trust to unknown accounts)\n"
+            "  --trusted-tenants FILE  Entra tenant ids (GUIDs), one per line (# comments):\n"
+            "                          their applications are not third parties (AZ-TR-001)\n"
+            "  --cluster NAME          the Kubernetes cluster of the k8s inputs (the account\n"
+            "                          of their findings); default \"cluster\"\n"
             "  --unused-days N         unused roles (AWS-SH-001); default 90\n"
             "  --key-unused-days N     unused access keys (AWS-SH-002); default 90 (cis: 45)\n"
             "  --key-max-age-days N    access keys not rotated (AWS-SH-004); default 90\n"
@@ -58,6 +100,38 @@ static void usage_audit(FILE *f)
             "  --profile cis           CIS thresholds (--key-unused-days 45)\n"
             "  --now EPOCH             the clock for dated rules (seconds since 1970)\n"
             "  --max-input-size MIB    largest input file, in MiB; default 512\n"
+            "  --suppress FILE         accepted findings (YAML or JSON; repeatable): entries\n"
+            "                          {rule, resource | resource_glob, or fingerprint; cloud,\n"
+            "                          account; reason; owner; expires: YYYY-MM-DD, at most\n"
+            "                          366 days ahead}. Suppressed findings leave the counts\n"
+            "                          and the exit code and stay in JSON/SARIF; expired and\n"
+            "                          unused suppressions are reported\n"
+            "  --baseline FILE         a previous --output-format json report: only findings\n"
+            "                          whose fingerprint it lacks (new) set the exit code\n"
+            "\n"
+            "Shadow identities (X-003, X-004, X-005; docs/internals/audit.md):\n"
+            "  --policies DIR          ferry's policy files: the identities they grant or match\n"
+            "                          are declared; other service identities with active\n"
+            "                          credentials are broker-unmanaged (X-004), and static\n"
+            "                          credentials where ferry federates are X-003\n"
+            "  --issuer URL            the issuer ferry's tokens carry (ferryd's \"issuer\"): an\n"
+            "                          undeclared identity trusting it is X-004 at medium\n"
+            "  --ferryd-config FILE    take the issuer from ferryd's configuration file\n"
+            "                          (its \"issuer\" member); --issuer wins\n"
+            "  --usage LOG             ferry's audit log (ferryd's audit_log): policies through\n"
+            "                          which no exchange was allowed in --unused-days are X-005;\n"
+            "                          a log that does not verify is an input error\n"
+            "  --usage-jwks FILE       public keys of the log's checkpoints (ferry keys jwks\n"
+            "                          --all); without it only the hash chain is checked\n"
+            "\n"
+            "AWS live mode (`aws --live`): reads the account of the standard AWS credential\n"
+            "chain (AWS_ACCESS_KEY_ID..., AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE,\n"
+            "AWS_PROFILE) through IAM: GetAccountAuthorizationDetails, the credential report\n"
+            "and service-last-accessed details of every role and user; needs iam:Get*,\n"
+            "iam:List*, iam:Generate* (e.g. the SecurityAudit policy):\n"
+            "  --region R              region of the credential chain (STS); IAM is global\n"
+            "  --endpoint-url URL      IAM endpoint (https://host[:port], or http:// to\n"
+            "                          127.0.0.1 for a local emulator)\n"
             "  -h, --help              this text\n"
             "\n"
             "Exit status: 0 no finding at or above --fail-on, 1 findings, 2 usage or input\n"
@@ -173,6 +247,275 @@ static int load_known_accounts(ferry_audit *a, const char *path)
     return 0;
 }
 
+/* The "issuer" member of ferryd's configuration file (docs/configuration.md). *ret is new. */
+static int ferryd_issuer(const char *path, char **ret)
+{
+    _cleanup_(json_decrefp) json_t *doc = NULL;
+    _cleanup_free_ char *buf = NULL;
+    ferry_json_locs *locs = NULL;
+    const char *iss;
+    unsigned line = 0;
+    size_t len = 0;
+    char err[128];
+    int r;
+
+    r = ferry_read_regular_file(path, FERRYD_CONFIG_MAX, &buf, &len);
+    if (r < 0) {
+        fprintf(stderr, PROG ": --ferryd-config %s: %s\n", path,
+                r == -EFBIG || r == -EINVAL ? "not a regular file of at most 1 MiB"
+                                            : ferry_strerror(r));
+        return r;
+    }
+    r = ferry_json_parse_located(buf, len, FERRYD_CONFIG_MAX, 16, &doc, &locs, &line, err,
+                                 sizeof(err));
+    ferry_json_locs_free(locs);
+    if (r < 0) {
+        fprintf(stderr, PROG ": --ferryd-config %s:%u: %s\n", path, line, err);
+        return r;
+    }
+    iss = json_string_value(json_object_get(doc, "issuer"));
+    if (!json_is_object(doc) || !iss || !*iss) {
+        /* ferryd derives a loopback issuer from its listen address; an audit must be told. */
+        fprintf(stderr,
+                PROG ": --ferryd-config %s: no \"issuer\" string in the configuration; give "
+                     "--issuer URL\n",
+                path);
+        return -EINVAL;
+    }
+    *ret = strdup(iss);
+    return *ret ? 0 : -ENOMEM;
+}
+
+static void print_policy_problems(const ferry_policy_problems *pr)
+{
+    size_t n = ferry_policy_problems_count(pr);
+
+    for (size_t i = 0; i < n && i < POLICY_PROBLEMS_SHOWN; i++) {
+        const ferry_policy_problem *p = ferry_policy_problems_get(pr, i);
+        if (p->line)
+            fprintf(stderr, PROG ": --policies %s:%u: %s\n", p->file, p->line, p->reason);
+        else
+            fprintf(stderr, PROG ": --policies %s: %s\n", p->file, p->reason);
+    }
+    if (n > POLICY_PROBLEMS_SHOWN)
+        fprintf(stderr, PROG ": --policies: and %zu more problem(s) (ferry policy lint)\n",
+                n - POLICY_PROBLEMS_SHOWN);
+}
+
+/* --policies, --issuer / --ferryd-config, --usage / --usage-jwks. Prints its own errors. */
+static int shadow_setup(ferry_audit *a, const char *dir, const char *issuer,
+                        const char *ferryd_config, const char *usage, const char *usage_jwks)
+{
+    _cleanup_free_ char *cfg_issuer = NULL, *jbuf = NULL;
+    ferry_policy_problems *pr = NULL;
+    ferry_policy_set *set = NULL;
+    ferry_jwks *keys = NULL;
+    char err[1024];
+    size_t jlen = 0, skipped = 0;
+    int r;
+
+    if (!issuer && ferryd_config) {
+        r = ferryd_issuer(ferryd_config, &cfg_issuer);
+        if (r < 0)
+            return r;
+        issuer = cfg_issuer;
+    }
+    r = ferry_policy_problems_new(&pr);
+    if (r == 0)
+        r = ferry_policy_load_dir(dir, &set, pr);
+    if (r < 0) {
+        print_policy_problems(pr);
+        fprintf(stderr, PROG ": --policies %s: the policies do not load (%s)\n", dir,
+                ferry_strerror(r));
+        ferry_policy_problems_free(pr);
+        return r;
+    }
+    ferry_policy_problems_free(pr);
+    r = ferry_audit_set_policies(a, set, issuer);
+    ferry_policy_set_unref(set);
+    if (r < 0) {
+        fprintf(stderr, PROG ": --policies %s: %s\n", dir, ferry_strerror(r));
+        return r;
+    }
+    if (!usage)
+        return 0;
+    if (usage_jwks) {
+        r = ferry_read_regular_file(usage_jwks, FERRY_JWKS_MAX_LEN, &jbuf, &jlen);
+        if (r == 0)
+            r = ferry_jwks_from_buffer(jbuf, jlen, &keys, &skipped);
+        if (r == 0 && ferry_jwks_count(keys) == 0)
+            r = -FERRY_ENOKEY;
+        if (r < 0) {
+            fprintf(stderr, PROG ": --usage-jwks %s: not a usable JWK Set (%s)\n", usage_jwks,
+                    ferry_strerror(r));
+            ferry_jwks_unref(keys);
+            return r;
+        }
+    }
+    err[0] = '\0';
+    r = ferry_audit_add_usage(a, usage, keys, err, sizeof(err));
+    ferry_jwks_unref(keys);
+    if (r < 0 && err[0])
+        fprintf(stderr, PROG ": --usage %s\n", err);
+    else if (r < 0)
+        fprintf(stderr, PROG ": --usage %s: %s\n", usage, ferry_strerror(r));
+    return r;
+}
+
+/* --suppress files (4 MiB each) and the --baseline report (up to the input limit), read before
+ * any input so that a bad one stops the run at once. */
+static int load_suppressions(ferry_audit *a, const char *const *paths, size_t n,
+                             const char *baseline, size_t max_input)
+{
+    char err[1024];
+    int r;
+
+    for (size_t i = 0; i <= n; i++) {
+        _cleanup_free_ char *buf = NULL;
+        const char *path = i < n ? paths[i] : baseline;
+        const char *opt = i < n ? "--suppress" : "--baseline";
+        size_t len = 0;
+
+        if (!path)
+            break;
+        r = read_input(path, i < n ? 4 * 1024 * 1024
+                                   : (max_input ? max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT),
+                       &buf, &len);
+        if (r < 0) {
+            fprintf(stderr, PROG ": %s %s: %s\n", opt, path,
+                    r == -EFBIG || r == -FERRY_ETOOBIG ? "too large"
+                    : r == -EINVAL                     ? "not a regular file"
+                                                       : ferry_strerror(r));
+            return r;
+        }
+        r = i < n ? ferry_audit_add_suppressions(a, path, buf, len, err, sizeof(err))
+                  : ferry_audit_set_baseline(a, path, buf, len, err, sizeof(err));
+        if (r < 0) {
+            fprintf(stderr, PROG ": %s %s\n", opt, err);
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* --trusted-tenants: Entra tenant ids, one per line, # comments. */
+static int load_trusted_tenants(ferry_audit *a, const char *path)
+{
+    _cleanup_free_ char *buf = NULL;
+    char *line, *next;
+    size_t len = 0, lineno = 0;
+    int r;
+
+    r = read_input(path, KNOWN_ACCOUNTS_MAX, &buf, &len);
+    if (r < 0) {
+        fprintf(stderr, PROG ": --trusted-tenants %s: %s\n", path,
+                r == -EFBIG || r == -FERRY_ETOOBIG ? "larger than 16 MiB" : ferry_strerror(r));
+        return r;
+    }
+    if (memchr(buf, '\0', len)) {
+        fprintf(stderr, PROG ": --trusted-tenants %s: NUL byte in the file\n", path);
+        return -EINVAL;
+    }
+    next = buf;
+    while ((line = strsep(&next, "\n")) != NULL) {
+        char *end;
+        lineno++;
+        line += strspn(line, " \t\r");
+        end = line + strcspn(line, "#");
+        while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+            end--;
+        *end = '\0';
+        if (!*line)
+            continue;
+        r = ferry_audit_azure_trust_tenant(a, line);
+        if (r < 0) {
+            fprintf(stderr,
+                    PROG ": --trusted-tenants %s:%zu: expected a tenant id (GUID), got "
+                         "'%.40s'\n",
+                    path, lineno, line);
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* ---- aws --live, and directories of inputs ---------------------------------------------- */
+
+static int audit_aws_live(ferry_audit *a, const ferry_audit_aws_live_options *o)
+{
+    char err[1024] = "";
+    int r;
+
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, PROG ": reading IAM (%s)...", o->endpoint_url ? o->endpoint_url
+                                                                    : "iam.amazonaws.com");
+    r = ferry_audit_aws_live(a, o, err, sizeof(err));
+    if (isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr);
+    if (r < 0)
+        fprintf(stderr, PROG ": aws --live: %s\n", err[0] ? err : ferry_strerror(r));
+    return r;
+}
+
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return strcmp(path, "-") != 0 && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int regular_entry(const struct dirent *d)
+{
+    return d->d_name[0] != '.';
+}
+
+/* A directory argument: each of its files (not hidden, not recursing) in name order is an
+ * input, as CloudMapper saves one get-service-last-accessed-details per principal in a file
+ * named by the URL-encoded ARN. */
+static int add_directory(ferry_audit *a, const char *dir, size_t max, const char *format)
+{
+    struct dirent **names = NULL;
+    char err[1024];
+    int n, r = 0;
+
+    n = scandir(dir, &names, regular_entry, alphasort);
+    if (n < 0) {
+        fprintf(stderr, PROG ": %s: %s\n", dir, strerror(errno));
+        return -errno;
+    }
+    for (int i = 0; i < n; i++) {
+        _cleanup_free_ char *path = NULL, *buf = NULL;
+        size_t len = 0;
+        if (r < 0)
+            goto next;
+        if (asprintf(&path, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/",
+                     names[i]->d_name) < 0) {
+            path = NULL;
+            r = -ENOMEM;
+            fprintf(stderr, PROG ": %s: %s\n", dir, ferry_strerror(r));
+            goto next;
+        }
+        if (is_directory(path))
+            goto next; /* not recursing */
+        r = read_input(path, max, &buf, &len);
+        if (r < 0)
+            fprintf(stderr, PROG ": %s: %s\n", path,
+                    r == -EFBIG || r == -FERRY_ETOOBIG
+                        ? "larger than the input size limit (--max-input-size)"
+                    : r == -EINVAL ? "not a regular file"
+                                   : ferry_strerror(r));
+        else if ((r = ferry_audit_add_input(a, path, buf, len, format, err, sizeof(err))) < 0)
+            fprintf(stderr, PROG ": %s\n", err);
+    next:
+        free(names[i]);
+    }
+    free(names);
+    if (r == 0 && n == 0) {
+        fprintf(stderr, PROG ": %s: an empty directory\n", dir);
+        r = -ENOENT;
+    }
+    return r;
+}
+
 int ferry_cmd_audit(int argc, char **argv)
 {
     enum {
@@ -187,6 +530,18 @@ int ferry_cmd_audit(int argc, char **argv)
         O_PROFILE,
         O_NOW,
         O_MAXIN,
+        O_TRUSTED_TENANTS,
+        O_POLICIES,
+        O_ISSUER,
+        O_FERRYD_CONFIG,
+        O_USAGE,
+        O_USAGE_JWKS,
+        O_SUPPRESS,
+        O_BASELINE,
+        O_CLUSTER,
+        O_LIVE,
+        O_REGION,
+        O_ENDPOINT_URL,
     };
     static const struct option longopts[] = {
         {"format", required_argument, NULL, O_FORMAT},
@@ -200,6 +555,18 @@ int ferry_cmd_audit(int argc, char **argv)
         {"profile", required_argument, NULL, O_PROFILE},
         {"now", required_argument, NULL, O_NOW},
         {"max-input-size", required_argument, NULL, O_MAXIN},
+        {"trusted-tenants", required_argument, NULL, O_TRUSTED_TENANTS},
+        {"policies", required_argument, NULL, O_POLICIES},
+        {"issuer", required_argument, NULL, O_ISSUER},
+        {"ferryd-config", required_argument, NULL, O_FERRYD_CONFIG},
+        {"usage", required_argument, NULL, O_USAGE},
+        {"usage-jwks", required_argument, NULL, O_USAGE_JWKS},
+        {"suppress", required_argument, NULL, O_SUPPRESS},
+        {"baseline", required_argument, NULL, O_BASELINE},
+        {"cluster", required_argument, NULL, O_CLUSTER},
+        {"live", no_argument, NULL, O_LIVE},
+        {"region", required_argument, NULL, O_REGION},
+        {"endpoint-url", required_argument, NULL, O_ENDPOINT_URL},
         {"help", no_argument, NULL, 'h'},
         {},
     };
@@ -209,7 +576,14 @@ int ferry_cmd_audit(int argc, char **argv)
     ferry_audit_output out = FERRY_AUDIT_OUT_TABLE;
     ferry_audit_severity fail_on = FERRY_AUDIT_LOW;
     bool fail_never = false, cis = false, key_unused_set = false;
-    const char *format = NULL, *known = NULL;
+    const char *format = NULL, *known = NULL, *trusted_tenants = NULL;
+    const char *policies = NULL, *issuer = NULL, *ferryd_config = NULL, *usage = NULL;
+    const char *usage_jwks = NULL;
+    const char *suppress[16], *baseline = NULL;
+    size_t n_suppress = 0;
+    const char *cluster = NULL;
+    ferry_audit_aws_live_options live_opts = {0};
+    bool live = false;
     unsigned long long v;
     char err[1024];
     size_t report_len = 0;
@@ -235,8 +609,13 @@ int ferry_cmd_audit(int argc, char **argv)
                 out = FERRY_AUDIT_OUT_JSON;
             else if (strcmp(optarg, "sarif") == 0)
                 out = FERRY_AUDIT_OUT_SARIF;
+            else if (strcmp(optarg, "ndjson") == 0)
+                out = FERRY_AUDIT_OUT_NDJSON;
+            else if (strcmp(optarg, "csv") == 0)
+                out = FERRY_AUDIT_OUT_CSV;
             else {
-                fprintf(stderr, PROG ": --output-format: '%s' is not table, json or sarif\n",
+                fprintf(stderr,
+                        PROG ": --output-format: '%s' is not table, json, sarif, ndjson or csv\n",
                         optarg);
                 return FERRY_EXIT_USAGE;
             }
@@ -296,6 +675,50 @@ int ferry_cmd_audit(int argc, char **argv)
                 return FERRY_EXIT_USAGE;
             opts.max_input = (size_t)v * 1024 * 1024;
             break;
+        case O_POLICIES:
+            policies = optarg;
+            break;
+        case O_ISSUER:
+            issuer = optarg;
+            break;
+        case O_FERRYD_CONFIG:
+            ferryd_config = optarg;
+            break;
+        case O_USAGE:
+            usage = optarg;
+            break;
+        case O_USAGE_JWKS:
+            usage_jwks = optarg;
+            break;
+        case O_SUPPRESS:
+            if (n_suppress == ARRAY_SIZE(suppress)) {
+                fprintf(stderr, PROG ": --suppress: at most %zu files\n", ARRAY_SIZE(suppress));
+                return FERRY_EXIT_USAGE;
+            }
+            suppress[n_suppress++] = optarg;
+            break;
+        case O_BASELINE:
+            if (baseline) {
+                fprintf(stderr, PROG ": --baseline: given twice\n");
+                return FERRY_EXIT_USAGE;
+            }
+            baseline = optarg;
+            break;
+        case O_TRUSTED_TENANTS:
+            trusted_tenants = optarg;
+            break;
+        case O_CLUSTER:
+            cluster = optarg;
+            break;
+        case O_LIVE:
+            live = true;
+            break;
+        case O_REGION:
+            live_opts.region = optarg;
+            break;
+        case O_ENDPOINT_URL:
+            live_opts.endpoint_url = optarg;
+            break;
         case 'h':
             usage_audit(stdout);
             return FERRY_EXIT_OK;
@@ -306,7 +729,17 @@ int ferry_cmd_audit(int argc, char **argv)
     }
     if (cis && !key_unused_set)
         opts.key_unused_days = 45;
-    if (optind >= argc) {
+    if (live && (optind >= argc || strcmp(argv[optind], "aws") != 0)) {
+        fprintf(stderr, PROG ": --live: only `ferry audit aws --live` is known\n");
+        return FERRY_EXIT_USAGE;
+    }
+    if (!live && (live_opts.region || live_opts.endpoint_url)) {
+        fprintf(stderr, PROG ": --region and --endpoint-url need `aws --live`\n");
+        return FERRY_EXIT_USAGE;
+    }
+    if (live)
+        optind++; /* "aws"; further FILEs are audited with the live data */
+    if (optind >= argc && !live) {
         fprintf(stderr, PROG ": expected at least one input FILE\n");
         usage_audit(stderr);
         return FERRY_EXIT_USAGE;
@@ -316,7 +749,28 @@ int ferry_cmd_audit(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", ferry_strerror(r));
         return FERRY_EXIT_USAGE;
     }
+    if (cluster && ferry_audit_set_k8s_cluster(a, cluster) < 0) {
+        fprintf(stderr, PROG ": --cluster: expected 1-253 printable characters without spaces\n");
+        return FERRY_EXIT_USAGE;
+    }
     if (known && load_known_accounts(a, known) < 0)
+        return FERRY_EXIT_USAGE;
+    if (trusted_tenants && load_trusted_tenants(a, trusted_tenants) < 0)
+        return FERRY_EXIT_USAGE;
+    if (load_suppressions(a, suppress, n_suppress, baseline, opts.max_input) < 0)
+        return FERRY_EXIT_USAGE;
+    if (!policies && (issuer || ferryd_config || usage || usage_jwks)) {
+        fprintf(stderr, PROG ": --issuer, --ferryd-config, --usage and --usage-jwks need "
+                             "--policies DIR\n");
+        return FERRY_EXIT_USAGE;
+    }
+    if (usage_jwks && !usage) {
+        fprintf(stderr, PROG ": --usage-jwks needs --usage LOG\n");
+        return FERRY_EXIT_USAGE;
+    }
+    if (policies && shadow_setup(a, policies, issuer, ferryd_config, usage, usage_jwks) < 0)
+        return FERRY_EXIT_USAGE;
+    if (live && audit_aws_live(a, &live_opts) < 0)
         return FERRY_EXIT_USAGE;
     /* A progress line for runs over several inputs, only for a person watching. */
     bool progress = argc - optind > 1 && isatty(STDERR_FILENO);
@@ -328,6 +782,13 @@ int ferry_cmd_audit(int argc, char **argv)
 
         if (progress)
             fprintf(stderr, "\r\033[K" PROG ": [%d/%d] %.60s", i - optind + 1, argc - optind, path);
+        if (is_directory(path)) {
+            if (progress)
+                fputs("\r\033[K", stderr);
+            if (add_directory(a, path, max, format) < 0)
+                return FERRY_EXIT_USAGE;
+            continue;
+        }
 
         r = read_input(path, max, &buf, &len);
         if (r < 0) {
@@ -361,7 +822,9 @@ int ferry_cmd_audit(int argc, char **argv)
         return FERRY_EXIT_USAGE;
     }
     if (fwrite(report, 1, report_len, stdout) != report_len ||
-        (out != FERRY_AUDIT_OUT_TABLE && fputc('\n', stdout) == EOF) || fflush(stdout) != 0) {
+        (out != FERRY_AUDIT_OUT_TABLE && out != FERRY_AUDIT_OUT_CSV &&
+         fputc('\n', stdout) == EOF) ||
+        fflush(stdout) != 0) {
         fprintf(stderr, PROG ": writing the report: %s\n", strerror(errno));
         return FERRY_EXIT_USAGE;
     }
