@@ -72,6 +72,26 @@ static void usage_audit(FILE *f)
             "  azure-federated-creds  az ad app / az identity federated-credential list\n"
             "  azure-resources      az resource list (identity.userAssignedIdentities)\n"
             "                       Azure lists may be bare arrays or {\"value\": [...]} pages\n"
+            "  gcp-sa-list          gcloud iam service-accounts list --format=json\n"
+            "  gcp-sa-keys          gcloud iam service-accounts keys list (an array per SA;\n"
+            "                       several concatenated one per line)\n"
+            "  gcp-iam-policy       gcloud projects/folders/organizations get-iam-policy (the\n"
+            "                       project is derived from its service accounts, or named\n"
+            "                       with --gcp-resource)\n"
+            "  gcp-asset-iam        gcloud asset search-all-iam-policies\n"
+            "  gcp-cai              gcloud asset export / list (NDJSON or a JSON array;\n"
+            "                       snake_case or camelCase): IAM policies, service accounts,\n"
+            "                       keys, roles, instances\n"
+            "  gcp-roles            gcloud iam roles list --view=FULL / describe (custom roles\n"
+            "                       with *.setIamPolicy or iam.serviceAccountKeys.create)\n"
+            "  gcp-activity         gcloud policy-intelligence query-activity (last\n"
+            "                       authentication of service accounts and keys)\n"
+            "  gcp-insights         gcloud recommender insights list (service account usage,\n"
+            "                       permissions usage, lateral movement)\n"
+            "  gcp-recommendations  gcloud recommender recommendations list (role REMOVE/\n"
+            "                       REPLACE)\n"
+            "  gcp-instances        gcloud compute instances list --format=json\n"
+            "  gcp-wif-providers    gcloud iam workload-identity-pools providers list\n"
             "  k8s-json             kubectl get serviceaccounts,secrets,roles,rolebindings,\n"
             "                       clusterroles,clusterrolebindings,pods -A -o json (a List,\n"
             "                       a typed list such as RoleList, or one object)\n"
@@ -91,6 +111,12 @@ static void usage_audit(FILE *f)
             "                          AWS-TR-003 (trust to unknown accounts)\n"
             "  --trusted-tenants FILE  Entra tenant ids (GUIDs), one per line (# comments):\n"
             "                          their applications are not third parties (AZ-TR-001)\n"
+            "  --trusted-projects FILE GCP project ids or numbers, one per line (# comments):\n"
+            "                          their service accounts are not external (GCP-SH-008)\n"
+            "  --gcp-resource NAME     projects/ID, folders/N or organizations/N: what the\n"
+            "                          gcp-iam-policy inputs are the policy of\n"
+            "  --include-service-agents  apply the GCP OP rules to Google-managed service\n"
+            "                          agents too\n"
             "  --cluster NAME          the Kubernetes cluster of the k8s inputs (the account\n"
             "                          of their findings); default \"cluster\"\n"
             "  --unused-days N         unused roles (AWS-SH-001); default 90\n"
@@ -439,6 +465,50 @@ static int load_trusted_tenants(ferry_audit *a, const char *path)
     return 0;
 }
 
+/* --trusted-projects: GCP project ids or numbers (optionally "projects/"), one per line,
+ * # comments. */
+static int load_trusted_projects(ferry_audit *a, const char *path)
+{
+    _cleanup_free_ char *buf = NULL;
+    char *line, *next;
+    size_t len = 0, lineno = 0;
+    int r;
+
+    r = read_input(path, KNOWN_ACCOUNTS_MAX, &buf, &len);
+    if (r < 0) {
+        fprintf(stderr, PROG ": --trusted-projects %s: %s\n", path,
+                r == -EFBIG || r == -FERRY_ETOOBIG ? "larger than 16 MiB" : ferry_strerror(r));
+        return r;
+    }
+    if (memchr(buf, '\0', len)) {
+        fprintf(stderr, PROG ": --trusted-projects %s: NUL byte in the file\n", path);
+        return -EINVAL;
+    }
+    next = buf;
+    while ((line = strsep(&next, "\n")) != NULL) {
+        char *end;
+        lineno++;
+        line += strspn(line, " \t\r");
+        end = line + strcspn(line, "#");
+        while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+            end--;
+        *end = '\0';
+        if (!*line)
+            continue;
+        if (strncmp(line, "projects/", 9) == 0)
+            line += 9;
+        r = ferry_audit_gcp_trust_project(a, line);
+        if (r < 0) {
+            fprintf(stderr,
+                    PROG ": --trusted-projects %s:%zu: expected a project id or number, got "
+                         "'%.40s'\n",
+                    path, lineno, line);
+            return r;
+        }
+    }
+    return 0;
+}
+
 /* ---- aws --live, and directories of inputs ---------------------------------------------- */
 
 static int audit_aws_live(ferry_audit *a, const ferry_audit_aws_live_options *o)
@@ -542,6 +612,9 @@ int ferry_cmd_audit(int argc, char **argv)
         O_LIVE,
         O_REGION,
         O_ENDPOINT_URL,
+        O_TRUSTED_PROJECTS,
+        O_GCP_RESOURCE,
+        O_INCLUDE_AGENTS,
     };
     static const struct option longopts[] = {
         {"format", required_argument, NULL, O_FORMAT},
@@ -567,6 +640,9 @@ int ferry_cmd_audit(int argc, char **argv)
         {"live", no_argument, NULL, O_LIVE},
         {"region", required_argument, NULL, O_REGION},
         {"endpoint-url", required_argument, NULL, O_ENDPOINT_URL},
+        {"trusted-projects", required_argument, NULL, O_TRUSTED_PROJECTS},
+        {"gcp-resource", required_argument, NULL, O_GCP_RESOURCE},
+        {"include-service-agents", no_argument, NULL, O_INCLUDE_AGENTS},
         {"help", no_argument, NULL, 'h'},
         {},
     };
@@ -577,6 +653,8 @@ int ferry_cmd_audit(int argc, char **argv)
     ferry_audit_severity fail_on = FERRY_AUDIT_LOW;
     bool fail_never = false, cis = false, key_unused_set = false;
     const char *format = NULL, *known = NULL, *trusted_tenants = NULL;
+    const char *trusted_projects = NULL, *gcp_resource = NULL;
+    bool include_agents = false;
     const char *policies = NULL, *issuer = NULL, *ferryd_config = NULL, *usage = NULL;
     const char *usage_jwks = NULL;
     const char *suppress[16], *baseline = NULL;
@@ -707,6 +785,15 @@ int ferry_cmd_audit(int argc, char **argv)
         case O_TRUSTED_TENANTS:
             trusted_tenants = optarg;
             break;
+        case O_TRUSTED_PROJECTS:
+            trusted_projects = optarg;
+            break;
+        case O_GCP_RESOURCE:
+            gcp_resource = optarg;
+            break;
+        case O_INCLUDE_AGENTS:
+            include_agents = true;
+            break;
         case O_CLUSTER:
             cluster = optarg;
             break;
@@ -757,6 +844,17 @@ int ferry_cmd_audit(int argc, char **argv)
         return FERRY_EXIT_USAGE;
     if (trusted_tenants && load_trusted_tenants(a, trusted_tenants) < 0)
         return FERRY_EXIT_USAGE;
+    if (trusted_projects && load_trusted_projects(a, trusted_projects) < 0)
+        return FERRY_EXIT_USAGE;
+    if (gcp_resource && ferry_audit_gcp_set_resource(a, gcp_resource) < 0) {
+        fprintf(stderr, PROG ": --gcp-resource: expected projects/ID, folders/N or "
+                             "organizations/N\n");
+        return FERRY_EXIT_USAGE;
+    }
+    if (include_agents && ferry_audit_gcp_include_service_agents(a, true) < 0) {
+        fprintf(stderr, PROG ": %s\n", ferry_strerror(-ENOMEM));
+        return FERRY_EXIT_USAGE;
+    }
     if (load_suppressions(a, suppress, n_suppress, baseline, opts.max_input) < 0)
         return FERRY_EXIT_USAGE;
     if (!policies && (issuer || ferryd_config || usage || usage_jwks)) {

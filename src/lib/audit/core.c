@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ static const audit_cloud *const clouds[] = {
     &audit_cloud_aws,
     &audit_cloud_gcp,
     &audit_cloud_azure,
+    &audit_cloud_x,   /* X-003..X-005 (shadow.c), decided by audit_shadow_finish */
     &audit_cloud_k8s, /* after the others: X-001 reads their findings in finish */
 };
 
@@ -107,6 +109,7 @@ FERRY_EXPORT void ferry_audit_free(ferry_audit *a)
     for (size_t i = 0; i < ARRAY_SIZE(clouds); i++)
         if (clouds[i]->release)
             clouds[i]->release(a);
+    audit_suppress_release(a);
     for (size_t i = 0; i < a->n_findings; i++)
         finding_release(&a->findings[i]);
     free(a->findings);
@@ -334,6 +337,16 @@ FERRY_EXPORT bool ferry_audit_format_known(const char *name)
     return name && loader_by_name(name, NULL);
 }
 
+const char *audit_loader_format(size_t i)
+{
+    for (size_t c = 0; c < ARRAY_SIZE(clouds); c++) {
+        if (i < clouds[c]->n_loaders)
+            return clouds[c]->loaders[i].format;
+        i -= clouds[c]->n_loaders;
+    }
+    return NULL;
+}
+
 static int expected_list(char *out, size_t outlen)
 {
     size_t used = 0;
@@ -397,11 +410,87 @@ static unsigned error_line(const ferry_audit *a, const void *buf, size_t len)
     return line;
 }
 
+/* NDJSON: a text that is not one JSON document but has one JSON value on each non-empty line
+ * (gcloud asset export, concatenated gcloud outputs) is read as one array of those values, with
+ * the limits of a document (size, depth per line). Returns -FERRY_EUNSUPPORTED, without a
+ * message, when the text is not shaped so (fewer than two values, or the first non-empty line
+ * is not a value by itself): the caller reports its own parse error then. A later bad line is
+ * "LINE:COL: malformed JSON: reason" with the line of the file. *ret is new. */
+static int audit_parse_ndjson(const ferry_audit *a, const char *buf, size_t len, json_t **ret,
+                              char *errbuf, size_t errlen)
+{
+    json_t *arr = json_array(), *v;
+    size_t line = 0, values = 0, pos = 0;
+    char lwhy[400];
+    int r = 0;
+
+    if (!arr)
+        return -ENOMEM;
+    while (pos < len && r == 0) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        size_t end = nl ? (size_t)(nl - buf) : len, n = end - pos, k;
+        line++;
+        for (k = 0; k < n && buf[pos + k] && strchr(" \t\r", buf[pos + k]); k++)
+            ;
+        if (k < n) {
+            r = audit_parse_json(a, buf + pos, n, &v, lwhy, sizeof(lwhy));
+            if (r == -ENOMEM)
+                break;
+            if (r < 0 && values == 0) {
+                r = -FERRY_EUNSUPPORTED;
+                break;
+            }
+            if (r < 0) {
+                /* the message is "1:COL: ..." within the line */
+                const char *m = strncmp(lwhy, "1:", 2) == 0 ? lwhy + 2 : lwhy;
+                r = ferry_errbuf_set(errbuf, errlen, r, "%zu:%s", line, m);
+                break;
+            }
+            if (json_array_append_new(arr, v) < 0)
+                r = -ENOMEM;
+            values++;
+        }
+        pos = end + 1;
+    }
+    if (r == 0 && values < 2)
+        r = -FERRY_EUNSUPPORTED;
+    if (r < 0) {
+        json_decref(arr);
+        return r;
+    }
+    *ret = arr;
+    return 0;
+}
+
+/* The line of an NDJSON input that a->err_where ("/N/...") points into: the N-th (0-based)
+ * non-empty line. 0 when unknown. */
+static unsigned ndjson_error_line(const ferry_audit *a, const char *buf, size_t len)
+{
+    char *end = NULL;
+    unsigned long want = strtoul(a->err_where + 1, &end, 10);
+    size_t pos = 0, line = 0, values = 0;
+
+    if (a->err_where[0] != '/' || end == a->err_where + 1)
+        return 0;
+    while (pos < len) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        size_t e = nl ? (size_t)(nl - buf) : len, k;
+        line++;
+        for (k = pos; k < e && buf[k] && strchr(" \t\r", buf[k]); k++)
+            ;
+        if (k < e && values++ == want)
+            return line <= UINT_MAX ? (unsigned)line : 0;
+        pos = e + 1;
+    }
+    return 0;
+}
+
 FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const void *buf,
                                        size_t len, const char *format, char *errbuf, size_t errlen)
 {
     const audit_loader *loader = NULL;
     json_t *doc = NULL, *rec;
+    bool ndjson = false;
     char why[512];
     int r;
 
@@ -419,7 +508,23 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
     }
     if ((!loader || loader->detect_json) && (loader || text_looks_json(buf, len))) {
         r = audit_parse_json(a, buf, len, &doc, why, sizeof(why));
-        if (r < 0)
+        /* Not one JSON document: a text loader may still claim it (NDJSON). */
+        for (size_t c = 0; r < 0 && r != -ENOMEM && !loader && c < ARRAY_SIZE(clouds); c++)
+            for (size_t i = 0; i < clouds[c]->n_loaders && !loader; i++)
+                if (clouds[c]->loaders[i].detect_text &&
+                    clouds[c]->loaders[i].detect_text(buf, len))
+                    loader = &clouds[c]->loaders[i];
+        /* Nor one value per line claimed by a text loader: NDJSON (docs/internals/audit.md). */
+        if (r < 0 && r != -ENOMEM && !(loader && !loader->detect_json)) {
+            char nwhy[sizeof(why)];
+            int rn = audit_parse_ndjson(a, buf, len, &doc, nwhy, sizeof(nwhy));
+            if (rn != -FERRY_EUNSUPPORTED) { /* it is NDJSON: its own result and message */
+                r = rn;
+                memcpy(why, nwhy, sizeof(why));
+                ndjson = rn == 0;
+            }
+        }
+        if (r < 0 && !(loader && !loader->detect_json))
             return ferry_errbuf_set(errbuf, errlen, r, "%s:%s", path, why);
     }
     if (!loader) {
@@ -444,7 +549,9 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
     a->err_where[0] = '\0';
     r = loader->load(a, path, buf, len, doc, why, sizeof(why));
     if (r < 0) {
-        unsigned line = doc && a->err_where[0] ? error_line(a, buf, len) : 0;
+        unsigned line = !doc || !a->err_where[0] ? 0
+                        : ndjson                 ? ndjson_error_line(a, buf, len)
+                                                 : error_line(a, buf, len);
         json_decref(doc);
         if (line)
             return ferry_errbuf_set(errbuf, errlen, r, "%s:%u: %s", path, line,
@@ -469,6 +576,14 @@ FERRY_EXPORT int ferry_audit_finish(ferry_audit *a, char *errbuf, size_t errlen)
             if (r < 0)
                 return r;
         }
+    /* After every cloud's finish: identities noted there are merged first. */
+    int rs = audit_shadow_finish(a, errbuf, errlen);
+    if (rs < 0)
+        return rs;
+    /* Last: suppressions and the baseline see every finding, the shadow ones included. */
+    rs = audit_suppress_apply(a);
+    if (rs < 0)
+        return ferry_errbuf_set(errbuf, errlen, rs, "%s", ferry_strerror(rs));
     return 0;
 }
 
@@ -573,7 +688,7 @@ FERRY_EXPORT size_t ferry_audit_count_at_least(ferry_audit *a, ferry_audit_sever
     if (!a)
         return 0;
     for (size_t i = 0; i < a->n_findings; i++)
-        n += a->findings[i].severity >= min;
+        n += a->findings[i].severity >= min && audit_counts_for_exit(a, &a->findings[i]);
     return n;
 }
 
@@ -581,7 +696,8 @@ static void counts(const ferry_audit *a, size_t out[5])
 {
     memset(out, 0, 5 * sizeof(size_t));
     for (size_t i = 0; i < a->n_findings; i++)
-        out[a->findings[i].severity]++;
+        if (!audit_suppressed(a, &a->findings[i]))
+            out[a->findings[i].severity]++;
 }
 
 static json_t *evidence_json(const ferry_audit_finding *f)
@@ -594,7 +710,22 @@ static json_t *evidence_json(const ferry_audit_finding *f)
     return e;
 }
 
-static int render_json(ferry_audit *a, json_t **ret)
+json_t *audit_finding_json(const ferry_audit *a, const ferry_audit_finding *f)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}", "fingerprint",
+                          f->fingerprint, "rule_id", f->rule_id, "title", f->title, "severity",
+                          ferry_audit_severity_name(f->severity), "cloud", f->cloud, "account",
+                          f->account, "resource", f->resource, "evidence", evidence_json(f),
+                          "remediation", f->remediation, "source", f->source);
+    if (o && audit_suppress_decorate_json(a, f, o) < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* with_findings false: the document without its findings array (the NDJSON summary line). */
+static int render_json(ferry_audit *a, bool with_findings, json_t **ret)
 {
     const ferry_audit_finding *fs;
     size_t n = ferry_audit_findings(a, &fs), c[5];
@@ -603,13 +734,8 @@ static int render_json(ferry_audit *a, json_t **ret)
     if (!arr)
         return -ENOMEM;
     counts(a, c);
-    for (size_t i = 0; i < n; i++) {
-        const ferry_audit_finding *f = &fs[i];
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}", "fingerprint",
-                              f->fingerprint, "rule_id", f->rule_id, "title", f->title, "severity",
-                              ferry_audit_severity_name(f->severity), "cloud", f->cloud, "account",
-                              f->account, "resource", f->resource, "evidence", evidence_json(f),
-                              "remediation", f->remediation, "source", f->source);
+    for (size_t i = 0; i < n && with_findings; i++) {
+        json_t *o = audit_finding_json(a, &fs[i]);
         if (!o || json_array_append_new(arr, o) < 0) {
             json_decref(arr);
             return -ENOMEM;
@@ -619,9 +745,15 @@ static int render_json(ferry_audit *a, json_t **ret)
                     "ferry.audit/v1", "tool", "name", "ferry", "version", PACKAGE_VERSION, "inputs",
                     a->inputs, "summary", "critical", (json_int_t)c[4], "high", (json_int_t)c[3],
                     "medium", (json_int_t)c[2], "low", (json_int_t)c[1], "info", (json_int_t)c[0],
-                    "total", (json_int_t)n, "findings", arr);
+                    "total", (json_int_t)(c[0] + c[1] + c[2] + c[3] + c[4]), "findings", arr);
     if (!doc)
         return -ENOMEM;
+    if (audit_suppress_report_json(a, doc, json_object_get(doc, "summary")) < 0) {
+        json_decref(doc);
+        return -ENOMEM;
+    }
+    if (!with_findings)
+        (void)json_object_del(doc, "findings");
     *ret = doc;
     return 0;
 }
@@ -680,8 +812,11 @@ static int render_sarif(ferry_audit *a, json_t **ret)
                       "ferry/v1", f->fingerprint, "properties", "security-severity",
                       severity_scores[f->severity], "severity", severity_names[f->severity],
                       "cloud", f->cloud, "account", f->account, "evidence", evidence_json(f));
-        if (!o || json_array_append_new(results, o) < 0)
+        if (!o || audit_suppress_decorate_sarif(a, f, o) < 0 ||
+            json_array_append_new(results, o) < 0) {
+            json_decref(o);
             goto fail;
+        }
     }
     doc = json_pack("{s:s, s:s, s:[{s:{s:{s:s, s:s, s:s, s:o}}, s:o, s:s}]}", "$schema",
                     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/os/schemas/"
@@ -692,6 +827,10 @@ static int render_sarif(ferry_audit *a, json_t **ret)
     json_decref(index);
     if (!doc)
         return -ENOMEM;
+    if (audit_suppress_report_sarif(a, json_array_get(json_object_get(doc, "runs"), 0)) < 0) {
+        json_decref(doc);
+        return -ENOMEM;
+    }
     *ret = doc;
     return 0;
 fail:
@@ -745,8 +884,8 @@ static int render_table(ferry_audit *a, ferry_buf *b)
         r = ferry_buf_append_str(b, line);
         for (size_t i = 0; i < n && r == 0; i++) {
             const ferry_audit_finding *f = &fs[i];
-            if ((int)f->severity != s)
-                continue;
+            if ((int)f->severity != s || audit_suppressed(a, f))
+                continue; /* suppressed: counted below, listed in JSON and SARIF */
             (void)snprintf(line, sizeof(line), "  %-11s ", f->rule_id);
             r = ferry_buf_append_str(b, line);
             if (r == 0)
@@ -755,6 +894,8 @@ static int render_table(ferry_audit *a, ferry_buf *b)
                 r = ferry_buf_append_str(b, "\n              ");
             if (r == 0)
                 r = ferry_buf_append_str(b, f->title);
+            if (r == 0)
+                r = ferry_buf_append_str(b, audit_suppress_table_tag(a, f));
             if (r == 0 && f->account[0]) {
                 r = ferry_buf_append_str(b, " — account ");
                 if (r == 0)
@@ -774,13 +915,17 @@ static int render_table(ferry_audit *a, ferry_buf *b)
         }
     }
     if (r == 0) {
+        size_t shown = c[0] + c[1] + c[2] + c[3] + c[4];
         (void)snprintf(line, sizeof(line),
                        "%s%zu finding%s: %zu critical, %zu high, %zu medium, %zu low, %zu info "
                        "(%zu input%s)\n",
-                       n ? "\n" : "", n, n == 1 ? "" : "s", c[4], c[3], c[2], c[1], c[0],
-                       json_array_size(a->inputs), json_array_size(a->inputs) == 1 ? "" : "s");
+                       shown ? "\n" : "", shown, shown == 1 ? "" : "s", c[4], c[3], c[2], c[1],
+                       c[0], json_array_size(a->inputs),
+                       json_array_size(a->inputs) == 1 ? "" : "s");
         r = ferry_buf_append_str(b, line);
     }
+    if (r == 0)
+        r = audit_suppress_report_table(a, b);
     return r;
 }
 
@@ -793,10 +938,20 @@ FERRY_EXPORT int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char
 
     if (!a || !ret)
         return -EINVAL;
-    if (out == FERRY_AUDIT_OUT_TABLE) {
+    if (out == FERRY_AUDIT_OUT_TABLE || out == FERRY_AUDIT_OUT_NDJSON ||
+        out == FERRY_AUDIT_OUT_CSV) {
         ferry_buf b;
         ferry_buf_init(&b, AUDIT_RENDER_MAX, false);
-        r = render_table(a, &b);
+        if (out == FERRY_AUDIT_OUT_TABLE) {
+            r = render_table(a, &b);
+        } else if (out == FERRY_AUDIT_OUT_CSV) {
+            r = audit_render_csv(a, &b);
+        } else {
+            r = render_json(a, false, &doc); /* the summary line */
+            if (r == 0)
+                r = audit_render_ndjson(a, doc, &b);
+            json_decref(doc);
+        }
         if (r < 0) {
             ferry_buf_release(&b);
             return r;
@@ -811,7 +966,7 @@ FERRY_EXPORT int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char
         return 0;
     }
     if (out == FERRY_AUDIT_OUT_JSON)
-        r = render_json(a, &doc);
+        r = render_json(a, true, &doc);
     else if (out == FERRY_AUDIT_OUT_SARIF)
         r = render_sarif(a, &doc);
     else
