@@ -176,7 +176,48 @@ typedef struct audit_identity {
     const char *source;         /* the input file */
 } audit_identity;
 
-/* Note one identity (strings borrowed, copied when kept). Returns 0 or -ENOMEM. */
+/* Note one identity (strings borrowed, copied when kept). Returns 0 or -ENOMEM (also -EINVAL
+ * for an unknown cloud or an empty id, -FERRY_ETOOBIG past SHADOW_* limits in shadow.c). */
 int audit_identity_note(ferry_audit *a, const audit_identity *id);
+
+/* The cross-cloud rules, X-005 (shadow.c; no loaders). */
+extern const audit_cloud audit_cloud_x;
+/* Decide the shadow-identity rules; core.c calls it after every cloud's finish. */
+int audit_shadow_finish(ferry_audit *a, char *errbuf, size_t errlen);
+
+/* ---- suppressions, baseline, NDJSON and CSV (suppress.c) ----------------------------------- */
+
+struct ferry_buf;
+
+/* The object of one finding in the JSON and NDJSON reports, with its suppressed/baseline
+ * members (core.c). New reference, NULL when memory runs out. */
+json_t *audit_finding_json(const ferry_audit *a, const ferry_audit_finding *f);
+/* The format name of the i-th loader over all clouds, NULL past the last (fuzz target). */
+const char *audit_loader_format(size_t i);
+/* Decide what the suppressions suppress and what the baseline knows (ferry_audit_finish).
+ * Returns 0 or -ENOMEM. */
+int audit_suppress_apply(ferry_audit *a);
+void audit_suppress_release(ferry_audit *a); /* ferry_audit_free */
+/* f is suppressed (left out of the counts and the exit code, shown in JSON and SARIF). */
+bool audit_suppressed(const ferry_audit *a, const ferry_audit_finding *f);
+/* f counts for the exit code: not suppressed and not unchanged since the baseline. */
+bool audit_counts_for_exit(const ferry_audit *a, const ferry_audit_finding *f);
+/* Add "suppressed"/"baseline" to a finding's JSON object o, and suppressions/baselineState
+ * to a SARIF result. Returns 0 or -ENOMEM. */
+int audit_suppress_decorate_json(const ferry_audit *a, const ferry_audit_finding *f, json_t *o);
+int audit_suppress_decorate_sarif(const ferry_audit *a, const ferry_audit_finding *f, json_t *o);
+/* The report sections: "suppressions" and "baseline" in the JSON document (and
+ * summary.suppressed); invocations (expired/unused notifications) and properties in the SARIF
+ * run; lines after the table's summary. Return 0 or -ENOMEM / -E2BIG. */
+int audit_suppress_report_json(const ferry_audit *a, json_t *doc, json_t *summary);
+int audit_suppress_report_sarif(const ferry_audit *a, json_t *run);
+int audit_suppress_report_table(const ferry_audit *a, struct ferry_buf *b);
+/* " [new]" or " [unchanged]" after a finding's title in the table; "" without a baseline. */
+const char *audit_suppress_table_tag(const ferry_audit *a, const ferry_audit_finding *f);
+/* NDJSON: one line per finding, then the JSON report doc without findings as the last line.
+ * CSV: header, one row per finding, then expired/unused suppressions and absent baseline
+ * findings. Return 0 or -ENOMEM / -E2BIG. */
+int audit_render_ndjson(ferry_audit *a, json_t *doc, struct ferry_buf *b);
+int audit_render_csv(ferry_audit *a, struct ferry_buf *b);
 
 #endif
