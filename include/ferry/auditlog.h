@@ -186,6 +186,15 @@ typedef struct ferry_auditlog_verify_options {
      * checkpoint, e.g. the final checkpoint of an earlier session, is otherwise a valid log.
      * Pass the last seq of an earlier verification (or one known from elsewhere). */
     uint64_t min_last_seq;
+    /* Called with each record other than a checkpoint whose seq, chain link and hash verified,
+     * in file order (optional; `ferry audit --usage` reads the log through it). rec is the
+     * parsed record without "hash", borrowed for the call. A negative return stops the
+     * verification, which then returns it. */
+    int (*on_record)(void *userdata, const json_t *rec);
+    /* Check the checkpoints of kids that are not in keys for shape, range, head and payload
+     * only, without their signature (a verification of the chain by a reader who has no public
+     * key; anyone can rewrite such a log whole). */
+    bool skip_unknown_kid;
 } ferry_auditlog_verify_options;
 
 typedef struct ferry_auditlog_report {

@@ -79,6 +79,29 @@ ferry_policy_set *ferry_policy_set_ref(ferry_policy_set *set);
 void ferry_policy_set_unref(ferry_policy_set *set);
 size_t ferry_policy_set_count(const ferry_policy_set *set);
 
+/* What one policy declares, for tools that list a set (`ferry audit --policies`). Every
+ * pointer is borrowed from the set and valid while the caller holds a reference to it. */
+typedef struct ferry_policy_info {
+    const char *id;
+    const char *file;    /* the file it was loaded from, as given to the loader */
+    unsigned line;       /* line of the policy object */
+    const char *issuer;  /* match.issuer */
+    const char *subject; /* match.subject, or the match.subject_glob pattern */
+    bool subject_glob;
+    const char *const *secrets; /* grant.secrets, as written */
+    size_t n_secrets;
+    const struct ferry_policy_aws_role *aws; /* grant.aws */
+    size_t n_aws;
+    const struct ferry_policy_azure_app *azure; /* grant.azure */
+    size_t n_azure;
+    const char *const *gcp; /* grant.gcp service account e-mails */
+    size_t n_gcp;
+} ferry_policy_info;
+
+/* Policy i of set (0 <= i < ferry_policy_set_count, in load order) into *ret_info.
+ * Returns 0 or -EINVAL (set or ret_info NULL, i out of range). Thread-safe. */
+int ferry_policy_set_get(const ferry_policy_set *set, size_t i, ferry_policy_info *ret_info);
+
 /* A builder reads policy files one by one, then builds the indexed set. */
 typedef struct ferry_policy_builder ferry_policy_builder;
 

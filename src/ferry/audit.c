@@ -517,8 +517,8 @@ static int audit_aws_live(ferry_audit *a, const ferry_audit_aws_live_options *o)
     int r;
 
     if (isatty(STDERR_FILENO))
-        fprintf(stderr, PROG ": reading IAM (%s)...", o->endpoint_url ? o->endpoint_url
-                                                                    : "iam.amazonaws.com");
+        fprintf(stderr, PROG ": reading IAM (%s)...",
+                o->endpoint_url ? o->endpoint_url : "iam.amazonaws.com");
     r = ferry_audit_aws_live(a, o, err, sizeof(err));
     if (isatty(STDERR_FILENO))
         fputs("\r\033[K", stderr);

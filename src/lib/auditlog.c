@@ -758,6 +758,7 @@ static void vstate_init(struct vstate *v, enum vmode mode, const ferry_jwks *key
     v->opts = opts;
     v->rep = rep;
     v->max_problems = opts && opts->max_problems ? opts->max_problems : DEFAULT_MAX_PROBLEMS;
+    v->skip_unknown_kid = opts && opts->skip_unknown_kid;
     v->expect_seq = 1;
     v->prev_known = true;
     v->cp_first = 1;
@@ -929,7 +930,7 @@ static void vtoo_long(struct vstate *v)
 }
 
 /* Verify one line (without its newline). Problems are reported, never returned; the return
- * value is 0, -ENOMEM or -FERRY_ECRYPTO. */
+ * value is 0, -ENOMEM, -FERRY_ECRYPTO or what opts->on_record returned. */
 static int vline(struct vstate *v, const char *line, size_t len)
 {
     static const char *const allowed[] = {"checkpoint", "decision", "details", "hash",  "prev",
@@ -1124,6 +1125,8 @@ static int vline(struct vstate *v, const char *line, size_t len)
             v->unsigned_first_line = ln;
             v->unsigned_first_seq = seq;
         }
+        if (v->opts && v->opts->on_record)
+            return v->opts->on_record(v->opts->userdata, rec);
     }
     return 0;
 }

@@ -2036,6 +2036,33 @@ FERRY_EXPORT size_t ferry_policy_set_count(const ferry_policy_set *set)
     return set ? set->n_pol : 0;
 }
 
+FERRY_EXPORT int ferry_policy_set_get(const ferry_policy_set *set, size_t i,
+                                      ferry_policy_info *ret_info)
+{
+    const struct policy *p;
+
+    if (!set || !ret_info || i >= set->n_pol)
+        return -EINVAL;
+    p = &set->pol[i];
+    *ret_info = (ferry_policy_info){
+        .id = p->id,
+        .file = set->files[p->file],
+        .line = p->line,
+        .issuer = p->issuer,
+        .subject = p->subject,
+        .subject_glob = p->subject_glob,
+        .secrets = p->secrets,
+        .n_secrets = p->n_secrets,
+        .aws = p->aws,
+        .n_aws = p->n_aws,
+        .azure = p->azure,
+        .n_azure = p->n_azure,
+        .gcp = p->gcp,
+        .n_gcp = p->n_gcp,
+    };
+    return 0;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;

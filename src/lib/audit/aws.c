@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "audit-internal.h"
+#include "aws-live.h"
 #include "basic/b64.h"
 #include "basic/buf.h"
 #include "basic/errbuf.h"
@@ -225,7 +226,14 @@ typedef struct aws_state {
     size_t analysed, reused; /* cache misses and hits, for tests */
     bool single;   /* pending is exactly the one object page of the input being loaded, so its
                     * list indexes are the file's (for the error's line) */
-    json_t *noted; /* accounts already given the OP-011 "not evaluated" note */
+    json_t *noted; /* account -> first input of its principals: OP-011 "not evaluated" note
+                    * at the end of the run, unless usage data came for the account */
+    /* AWS-OP-011 (service last accessed), decided as soon as both halves are known, in any
+     * input order: */
+    json_t *granted;     /* principal ARN -> "CREATED;svc,svc" or "CREATED;*" (its grants) */
+    json_t *usage;       /* principal ARN -> usage entry not yet matched with its grants */
+    json_t *usage_accts; /* accounts with service-last-accessed data (a set) */
+    char *usage_reason;  /* why there is none, for the note (live mode), or NULL */
     /* Trusts to other accounts, decided at the end of the run (TR-003, TR-004): an account
      * audited in the same run (another input) is part of the estate, not a third party. */
     json_t *cross;   /* [{account, arn, statement, other, admin, guarded, source}] */
@@ -248,6 +256,10 @@ static void aws_release(ferry_audit *a)
     free(s->pending_path);
     json_decref(s->cache);
     json_decref(s->noted);
+    json_decref(s->granted);
+    json_decref(s->usage);
+    json_decref(s->usage_accts);
+    free(s->usage_reason);
     json_decref(s->cross);
     json_decref(s->audited);
     free(s);
@@ -1461,7 +1473,63 @@ static int any_full_admin(ferry_audit *a, const json_t *docs, bool *ret)
     return 0;
 }
 
+static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t *docs);
+
 /* Everything about one user, group or role. l: index in principal_lists. */
+/* The role for the shadow-identity rules (shadow.c): assumable (federated), used or unused
+ * per RoleLastUsed, and the OIDC providers its trust policy names (at most 8 kept). SSO
+ * permission-set roles (/aws-reserved/) are managed by IAM Identity Center: people's, never
+ * shadow. */
+static int note_role(aws_ctx *c, json_t *role, json_t *trust, const char *account, const char *arn)
+{
+    json_t *last_used = json_object_get(role, "RoleLastUsed"), *stmts, *stmt;
+    const char *last = str_member(last_used, "LastUsedDate"), *rpath = str_member(role, "Path");
+    const char *issuers[9] = {NULL};
+    audit_identity id = {.cloud = CLOUD,
+                         .account = account,
+                         .id = arn,
+                         .flags = AUDIT_ID_FEDERATED,
+                         .issuers = issuers,
+                         .source = c->path};
+    size_t i, n = 0;
+    int64_t t;
+    int r;
+
+    if (!c->a->shadow) /* no --policies */
+        return 0;
+    if (json_is_object(last_used))
+        id.flags |= last && audit_parse_time(last, &t) == 0 &&
+                            audit_now(c->a) - t < (int64_t)c->a->opts.unused_days * DAY
+                        ? AUDIT_ID_USED
+                        : AUDIT_ID_UNUSED;
+    if (rpath && strncmp(rpath, "/aws-reserved/", 14) == 0)
+        id.flags |= AUDIT_ID_MANAGED;
+    stmts = as_list(trust ? json_object_get(trust, "Statement") : NULL);
+    if (!stmts)
+        return -ENOMEM;
+    json_array_foreach(stmts, i, stmt)
+    {
+        const char *effect = str_member(stmt, "Effect");
+        json_t *pr = json_object_get(stmt, "Principal"), *fed, *v;
+        size_t k;
+        if (!effect || strcmp(effect, "Allow") != 0 || !json_is_object(pr))
+            continue;
+        fed = as_list(json_object_get(pr, "Federated"));
+        if (!fed) {
+            json_decref(stmts);
+            return -ENOMEM;
+        }
+        /* The strings stay alive in trust, which the caller holds. */
+        json_array_foreach(
+            fed, k, v) if (json_is_string(v) && strstr(json_string_value(v), ":oidc-provider/") &&
+                           n < ARRAY_SIZE(issuers) - 1) issuers[n++] = json_string_value(v);
+        json_decref(fed);
+    }
+    json_decref(stmts);
+    r = audit_identity_note(c->a, &id);
+    return r;
+}
+
 static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account, const char *arn,
                            const json_t *groups)
 {
@@ -1511,6 +1579,8 @@ static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account,
             goto out;
     }
     r = trust_facts(trust, account, &t);
+    if (r == 0)
+        r = usage_principal(c, p, arn, g.docs);
     if (r == 0 && !admin)
         r = any_full_admin(c->a, g.docs, &admin);
     if (r == 0 && !admin)
@@ -1523,6 +1593,8 @@ static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account,
         r = role_trust(c, trust, account, arn, admin || admin_eq);
     if (r == 0 && l == 2)
         r = role_usage(c, p, account, arn);
+    if (r == 0 && l == 2)
+        r = note_role(c, p, trust, account, arn);
 out:
     json_decref(g.docs);
     json_decref(g.cmps);
@@ -1533,14 +1605,12 @@ out:
     return r;
 }
 
-/* AWS-OP-011 needs usage data this session's inputs do not carry: say once per account that
- * it was not evaluated, as the catalogue asks, instead of passing silently. */
+/* AWS-OP-011 needs usage data: remember each account audited (with its first input) so that
+ * the accounts no service-last-accessed data came for get an info note when the run ends
+ * (usage_finish), as the catalogue asks, instead of passing silently. */
 static int usage_not_evaluated(aws_ctx *c, const char *account)
 {
     aws_state *s = state(c->a);
-    char root[128];
-    json_t *ev;
-    int r;
 
     if (!s)
         return -ENOMEM;
@@ -1548,17 +1618,7 @@ static int usage_not_evaluated(aws_ctx *c, const char *account)
         return -ENOMEM;
     if (json_object_get(s->noted, account))
         return 0;
-    if (json_object_set_new(s->noted, account, json_true()) < 0)
-        return -ENOMEM;
-    (void)snprintf(root, sizeof(root), "arn:aws:iam::%s:root", account);
-    ev = json_pack("{s:b, s:s}", "evaluated", 0, "reason",
-                   "no service-last-accessed or Access Analyzer input");
-    if (!ev)
-        return -ENOMEM;
-    r = audit_emit(c->a, "AWS-OP-011", FERRY_AUDIT_INFO, CLOUD, account, root, ev, "not-evaluated",
-                   c->path);
-    json_decref(ev);
-    return r;
+    return json_object_set_new(s->noted, account, json_string(c->path)) < 0 ? -ENOMEM : 0;
 }
 
 static const struct {
@@ -1859,6 +1919,8 @@ out:
     return r;
 }
 
+static int usage_finish(ferry_audit *a);
+
 static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
     int r;
@@ -1867,6 +1929,8 @@ static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
     r = flush_pending(a, errbuf, errlen);
     if (r == 0)
         r = cross_account_rules(a);
+    if (r == 0)
+        r = usage_finish(a);
     return r;
 }
 
@@ -1992,6 +2056,7 @@ static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char 
     int64_t now = audit_now(a);
     char account[64];
     int active = 0, r = 0;
+    bool key_used = false;
 
     if (!principal_account(arn, account))
         return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
@@ -2019,6 +2084,7 @@ static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char 
             r = key_finding(a, path, "AWS-SH-008", account, arn, user, slot, "last_rotated", rot);
             continue;
         }
+        key_used = key_used || (ru == 0 && now - tused < (int64_t)o->unused_days * DAY);
         if (ru == 0 && now - tused >= (int64_t)o->key_unused_days * DAY)
             r = key_finding(a, path, "AWS-SH-002", account, arn, user, slot, "last_used", used);
         if (r == 0 && ru == 1 && rr == 0 && now - trot >= (int64_t)o->grace_days * DAY)
@@ -2028,6 +2094,18 @@ static int credreport_row(ferry_audit *a, const char *path, size_t lineno, char 
     }
     if (r < 0 || root || active == 0)
         return r;
+    if (a->shadow) { /* --policies: the user and its keys for the shadow-identity rules */
+        const char *pwd = col[C_PWD] >= 0 ? f[col[C_PWD]] : "false";
+        audit_identity id = {.cloud = CLOUD,
+                             .account = account,
+                             .id = arn,
+                             .source = path,
+                             .flags = AUDIT_ID_STATIC_CRED |
+                                      (key_used ? AUDIT_ID_USED : AUDIT_ID_UNUSED) |
+                                      (strcmp(pwd, "true") == 0 ? AUDIT_ID_HUMAN : 0)};
+        if ((r = audit_identity_note(a, &id)) < 0)
+            return r;
+    }
     if (active == 2)
         r = key_finding(a, path, "AWS-SH-005", account, arn, user, 0, "active_keys", "2");
     if (r == 0) {
@@ -2156,6 +2234,566 @@ static int load_credreport(ferry_audit *a, const char *path, const char *buf, si
     return r;
 }
 
+/* ---- service last accessed (AWS-OP-011) ------------------------------------------------- */
+
+/* Most services one principal is granted by name (beyond: "every service"), and most entries
+ * of one ServicesLastAccessed list. */
+#define USAGE_MAX_SERVICES 1024
+#define USAGE_ARN_MAX 2048
+
+/* Add the service prefixes the Allow statements of doc grant to svcs (an object used as a
+ * set); *ret_all when one grants every service ("*", a wildcard in the service part,
+ * NotAction). */
+static int granted_services(const json_t *doc, json_t *svcs, bool *ret_all)
+{
+    json_t *stmts = as_list(json_object_get(doc, "Statement")), *st, *acts, *v;
+    size_t i, k;
+    int r = 0;
+
+    if (!stmts)
+        return -ENOMEM;
+    json_array_foreach(stmts, i, st)
+    {
+        const char *eff = str_member(st, "Effect");
+        if (!eff || strcmp(eff, "Allow") != 0)
+            continue;
+        if (json_object_get(st, "NotAction")) {
+            *ret_all = true;
+            continue;
+        }
+        acts = as_list(json_object_get(st, "Action"));
+        if (!acts) {
+            r = -ENOMEM;
+            break;
+        }
+        json_array_foreach(acts, k, v)
+        {
+            const char *act = json_string_value(v), *colon;
+            char svc[64];
+            size_t n;
+            if (!act)
+                continue;
+            colon = strchr(act, ':');
+            n = colon ? (size_t)(colon - act) : 0;
+            if (!colon || strcspn(act, "*?") < n) {
+                if (strcspn(act, "*?") < strlen(act))
+                    *ret_all = true;
+                continue;
+            }
+            if (n == 0 || n >= sizeof(svc))
+                continue;
+            for (size_t j = 0; j < n; j++)
+                svc[j] = (char)((act[j] >= 'A' && act[j] <= 'Z') ? act[j] + 32 : act[j]);
+            svc[n] = '\0';
+            if (json_object_size(svcs) >= USAGE_MAX_SERVICES)
+                *ret_all = true;
+            else if (json_object_set_new(svcs, svc, json_true()) < 0) {
+                r = -ENOMEM;
+                break;
+            }
+        }
+        json_decref(acts);
+        if (r < 0)
+            break;
+    }
+    json_decref(stmts);
+    return r;
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* The grants of a principal in the compact form the index keeps ("CREATED;svc,svc" sorted, or
+ * "CREATED;*"; CREATED epoch seconds or -1), as a new string. */
+static int grants_string(const json_t *docs, int64_t created, char **ret)
+{
+    json_t *svcs = json_object(), *doc, *v;
+    const char **names = NULL;
+    const char *ns;
+    bool all = false;
+    ferry_buf b;
+    size_t i, n = 0;
+    char head[32];
+    int r = -ENOMEM;
+
+    ferry_buf_init(&b, 64 * USAGE_MAX_SERVICES + 64, false);
+    if (!svcs)
+        goto out;
+    json_array_foreach(docs, i, doc)
+    {
+        r = granted_services(doc, svcs, &all);
+        if (r < 0)
+            goto out;
+    }
+    r = -ENOMEM;
+    names = calloc(json_object_size(svcs) + 1, sizeof(*names));
+    if (!names)
+        goto out;
+    json_object_foreach(svcs, ns, v) names[n++] = ns;
+    qsort(names, n, sizeof(*names), cmp_str);
+    (void)snprintf(head, sizeof(head), "%lld;", (long long)created);
+    r = ferry_buf_append_str(&b, head);
+    if (r == 0 && all)
+        r = ferry_buf_append_str(&b, "*");
+    for (i = 0; r == 0 && !all && i < n; i++) {
+        r = ferry_buf_append_str(&b, names[i]);
+        if (r == 0 && i + 1 < n)
+            r = ferry_buf_append_str(&b, ",");
+    }
+    if (r == 0 && !b.data)
+        r = -ENOMEM;
+    if (r == 0)
+        *ret = ferry_buf_steal(&b, NULL);
+out:
+    free(names);
+    json_decref(svcs);
+    ferry_buf_release(&b);
+    return r < 0 ? -ENOMEM : 0;
+}
+
+static bool recently(const json_t *v, int64_t now, unsigned days)
+{
+    int64_t t;
+    return json_is_string(v) && audit_parse_time(json_string_value(v), &t) == 0 &&
+           now - t < (int64_t)days * DAY;
+}
+
+/* Decide AWS-OP-011 for one principal: grants (grants_string's form; NULL: unknown, then the
+ * services the data lists, which AWS limits to those the principal's policies allow) against
+ * its usage entry {"account", "source", "completed", "services": {namespace: date | null}}. */
+static int usage_evaluate(ferry_audit *a, const char *arn, const char *grants, const json_t *entry)
+{
+    const ferry_audit_options *o = &a->opts;
+    const json_t *svcs = json_object_get(entry, "services");
+    const char *sep = grants ? strchr(grants, ';') : NULL, *ns;
+    int64_t now = audit_now(a);
+    json_t *unused = json_array(), *last = json_object(), *v, *ev;
+    const char **names = NULL;
+    size_t n = 0;
+    ferry_buf key;
+    int r = -ENOMEM;
+
+    ferry_buf_init(&key, 64 * USAGE_MAX_SERVICES + 64, false);
+    if (!unused || !last)
+        goto out;
+    if (sep) {
+        long long created = strtoll(grants, NULL, 10);
+        /* Young principals: their services may simply not have been needed yet. */
+        if (created >= 0 && now - created < (int64_t)o->grace_days * DAY) {
+            r = 0;
+            goto out;
+        }
+    }
+    if (!sep || strcmp(sep + 1, "*") == 0) {
+        json_object_foreach((json_t *)svcs, ns, v)
+        {
+            if (recently(v, now, o->unused_days))
+                continue;
+            if (json_object_set(last, ns, v) < 0)
+                goto out;
+        }
+    } else {
+        const char *p = sep + 1;
+        while (*p) {
+            size_t l = strcspn(p, ",");
+            char svc[64];
+            (void)snprintf(svc, sizeof(svc), "%.*s", (int)l, p);
+            p += l + (p[l] == ',');
+            v = json_object_get(svcs, svc);
+            if (recently(v, now, o->unused_days))
+                continue;
+            if (json_object_set_new(last, svc, v ? json_incref(v) : json_null()) < 0)
+                goto out;
+        }
+    }
+    if (json_object_size(last) == 0) {
+        r = 0;
+        goto out;
+    }
+    names = calloc(json_object_size(last), sizeof(*names));
+    if (!names)
+        goto out;
+    json_object_foreach(last, ns, v) names[n++] = ns;
+    qsort(names, n, sizeof(*names), cmp_str);
+    r = ferry_buf_append_str(&key, "services=");
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        r = ferry_buf_append_str(&key, names[i]);
+        if (r == 0 && i + 1 < n)
+            r = ferry_buf_append_str(&key, ",");
+        if (r == 0 && json_array_append_new(unused, json_string(names[i])) < 0)
+            r = -ENOMEM;
+    }
+    if (r < 0) {
+        r = -ENOMEM;
+        goto out;
+    }
+    ev = json_pack("{s:O, s:O, s:i, s:s, s:O?}", "unused_services", unused, "last_authenticated",
+                   last, "unused_days", (int)o->unused_days, "granted_from",
+                   sep ? "policies" : "service-last-accessed", "job_completed",
+                   json_object_get(entry, "completed"));
+    r = ev ? audit_emit(a, "AWS-OP-011", -1, CLOUD, str_member(entry, "account"), arn, ev, key.data,
+                        str_member(entry, "source"))
+           : -ENOMEM;
+    json_decref(ev);
+out:
+    free(names);
+    ferry_buf_release(&key);
+    json_decref(unused);
+    json_decref(last);
+    return r;
+}
+
+/* The authorization-details side of one principal (any order with its usage data): decided
+ * now when its usage came first, else its grants are kept for usage data still to come. */
+static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t *docs)
+{
+    aws_state *s = state(c->a);
+    const char *cd = str_member(p, "CreateDate");
+    int64_t created = -1;
+    char *grants = NULL;
+    json_t *entry;
+    int r;
+
+    if (!s)
+        return -ENOMEM;
+    if (cd && audit_parse_time(cd, &created) < 0)
+        created = -1;
+    r = grants_string(docs, created, &grants);
+    if (r < 0)
+        return r;
+    entry = s->usage ? json_object_get(s->usage, arn) : NULL;
+    if (entry) {
+        r = usage_evaluate(c->a, arn, grants, entry);
+        if (r == 0 && json_object_del(s->usage, arn) < 0)
+            r = -ENOMEM;
+    } else {
+        if (!s->granted && !(s->granted = json_object()))
+            r = -ENOMEM;
+        if (r == 0 && json_object_set_new(s->granted, arn, json_string(grants)) < 0)
+            r = -ENOMEM;
+    }
+    free(grants);
+    return r;
+}
+
+/* The usage side of one principal: decided now when its grants are known, else kept. */
+static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
+{
+    aws_state *s = state(a);
+    const char *account = str_member(entry, "account");
+    json_t *g;
+
+    if (!s)
+        return -ENOMEM;
+    if (!s->usage_accts && !(s->usage_accts = json_object()))
+        return -ENOMEM;
+    if (json_object_set_new(s->usage_accts, account, json_true()) < 0)
+        return -ENOMEM;
+    g = s->granted ? json_object_get(s->granted, arn) : NULL;
+    if (g)
+        return usage_evaluate(a, arn, json_string_value(g), entry);
+    if (!s->usage && !(s->usage = json_object()))
+        return -ENOMEM;
+    return json_object_set(s->usage, arn, entry) < 0 ? -ENOMEM : 0;
+}
+
+/* End of the run: usage data of principals no authorization details came for is decided on
+ * the services it lists; the accounts audited without usage data get the info note. */
+static int usage_finish(ferry_audit *a)
+{
+    aws_state *s = a->aws;
+    const char *k;
+    json_t *v;
+    int r = 0;
+
+    if (!s)
+        return 0;
+    json_object_foreach(s->usage, k, v)
+    {
+        r = usage_evaluate(a, k, NULL, v);
+        if (r < 0)
+            return r;
+    }
+    json_object_clear(s->usage);
+    json_object_foreach(s->noted, k, v)
+    {
+        char root[128];
+        json_t *ev;
+        if (!json_is_string(v) || (s->usage_accts && json_object_get(s->usage_accts, k)))
+            continue;
+        (void)snprintf(root, sizeof(root), "arn:aws:iam::%s:root", k);
+        ev = json_pack("{s:b, s:s}", "evaluated", 0, "reason",
+                       s->usage_reason ? s->usage_reason
+                                       : "no service-last-accessed or Access Analyzer input");
+        if (!ev)
+            return -ENOMEM;
+        r = audit_emit(a, "AWS-OP-011", FERRY_AUDIT_INFO, CLOUD, k, root, ev, "not-evaluated",
+                       json_string_value(v));
+        json_decref(ev);
+        if (r < 0)
+            return r;
+        /* Noted once: a later finish (more inputs) does not repeat it. */
+        if (json_object_set_new(s->noted, k, json_true()) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int audit_aws_usage_unavailable(ferry_audit *a, const char *reason)
+{
+    aws_state *s = state(a);
+    char *d = reason ? strdup(reason) : NULL;
+
+    if (!s || (reason && !d)) {
+        free(d);
+        return -ENOMEM;
+    }
+    free(s->usage_reason);
+    s->usage_reason = d;
+    return 0;
+}
+
+/* ---- service last accessed: the loader ---- */
+
+static bool last_accessed_object(const json_t *o)
+{
+    return json_is_object(o) && json_is_array(json_object_get(o, "ServicesLastAccessed"));
+}
+
+/* One get-service-last-accessed-details object, a JSON array of them, or an object keyed by
+ * principal ARN whose values are such objects. */
+static bool detect_last_accessed(const json_t *doc)
+{
+    const char *k;
+    json_t *v;
+
+    if (json_is_array(doc))
+        return json_array_size(doc) > 0 && last_accessed_object(json_array_get(doc, 0));
+    if (last_accessed_object(doc))
+        return true;
+    if (!json_is_object(doc) || json_object_size(doc) == 0)
+        return false;
+    k = json_object_iter_key(json_object_iter((json_t *)doc));
+    v = json_object_get(doc, k);
+    return strncmp(k, "arn:", 4) == 0 && last_accessed_object(v);
+}
+
+/* The principal ARN a file of CloudMapper's layout is named by: the URL-encoded ARN as the
+ * base name (".json" allowed). Into out; false when the name is not one. */
+static bool arn_from_path(const char *path, char *out, size_t outlen)
+{
+    const char *base = strrchr(path, '/');
+    char *dec = NULL;
+    size_t n = 0;
+    bool ok;
+
+    base = base ? base + 1 : path;
+    if (url_decode(base, &dec, &n) < 0)
+        return false;
+    if (n > 5 && strcmp(dec + n - 5, ".json") == 0)
+        dec[n -= 5] = '\0';
+    ok = strncmp(dec, "arn:", 4) == 0 && strstr(dec, ":iam::") && n < outlen &&
+         strcspn(dec, "\t\n\r ") == n;
+    if (ok)
+        memcpy(out, dec, n + 1);
+    free(dec);
+    return ok;
+}
+
+/* One object of a last-accessed input: where is its place in the document for the error line
+ * ("" or "/3"), label a prefix for messages ("" or "[3]: " or "line 3: "). arn_hint: the ARN
+ * the file name or bundle key gives, used when the object has no Arn. */
+static int last_accessed_one(ferry_audit *a, const char *path, json_t *o, const char *arn_hint,
+                             const char *where, const char *label, char *errbuf, size_t errlen)
+{
+    const char *arn = str_member(o, "Arn"), *status = str_member(o, "JobStatus");
+    json_t *list = json_object_get(o, "ServicesLastAccessed"), *svcs = NULL, *entry = NULL, *v;
+    char account[64];
+    size_t i;
+    int r;
+
+    if (!arn)
+        arn = arn_hint;
+    if (!arn || !principal_account(arn, account)) {
+        audit_error_where(a, "%s", where);
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "%sthe output of get-service-last-accessed-details does not name "
+                                "its principal: expected an Arn member "
+                                "(arn:aws:iam::ACCOUNT:role/NAME), or a file named by the "
+                                "URL-encoded ARN",
+                                label);
+    }
+    if (!json_is_array(list)) {
+        audit_error_where(a, "%s/ServicesLastAccessed", where);
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "%s%s: ServicesLastAccessed: expected an array", label, arn);
+    }
+    if (status && strcmp(status, "COMPLETED") != 0) {
+        audit_error_where(a, "%s/JobStatus", where);
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "%s%s: JobStatus is %.20s, not COMPLETED: fetch the details "
+                                "again once the job has completed",
+                                label, arn, status);
+    }
+    if (json_array_size(list) > USAGE_MAX_SERVICES) {
+        audit_error_where(a, "%s/ServicesLastAccessed", where);
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_ETOOBIG,
+                                "%s%s: ServicesLastAccessed: more than %d services", label, arn,
+                                USAGE_MAX_SERVICES);
+    }
+    svcs = json_object();
+    if (!svcs)
+        return -ENOMEM;
+    json_array_foreach(list, i, v)
+    {
+        const char *ns = str_member(v, "ServiceNamespace");
+        json_t *last = json_object_get(v, "LastAuthenticated");
+        int64_t t;
+        if (!ns || !*ns || strlen(ns) >= 64) {
+            audit_error_where(a, "%s/ServicesLastAccessed/%zu", where, i);
+            r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                 "%s%s: ServicesLastAccessed[%zu]: expected a ServiceNamespace "
+                                 "string",
+                                 label, arn, i);
+            goto out;
+        }
+        if (last && !json_is_null(last) &&
+            (!json_is_string(last) || audit_parse_time(json_string_value(last), &t) < 0)) {
+            audit_error_where(a, "%s/ServicesLastAccessed/%zu/LastAuthenticated", where, i);
+            r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                 "%s%s: ServicesLastAccessed[%zu].LastAuthenticated: expected a "
+                                 "date",
+                                 label, arn, i);
+            goto out;
+        }
+        if (json_object_set_new(
+                svcs, ns, last && !json_is_null(last) ? json_incref(last) : json_null()) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
+    }
+    entry = json_pack("{s:s, s:s, s:O?, s:O}", "account", account, "source", path, "completed",
+                      json_object_get(o, "JobCompletionDate"), "services", svcs);
+    r = entry ? usage_add(a, arn, entry) : -ENOMEM;
+out:
+    json_decref(entry);
+    json_decref(svcs);
+    return r;
+}
+
+static int load_last_accessed(ferry_audit *a, const char *path, const char *buf, size_t len,
+                              json_t *doc, char *errbuf, size_t errlen)
+{
+    char hint[USAGE_ARN_MAX + 1], where[32];
+    const char *k;
+    json_t *v;
+    size_t i;
+    int r = 0;
+
+    (void)buf;
+    (void)len;
+    if (last_accessed_object(doc))
+        return last_accessed_one(a, path, doc,
+                                 arn_from_path(path, hint, sizeof(hint)) ? hint : NULL, "", "",
+                                 errbuf, errlen);
+    if (json_is_array(doc)) {
+        json_array_foreach(doc, i, v)
+        {
+            char label[32];
+            (void)snprintf(where, sizeof(where), "/%zu", i);
+            (void)snprintf(label, sizeof(label), "[%zu]: ", i);
+            if (!last_accessed_object(v)) {
+                audit_error_where(a, "%s", where);
+                return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                        "[%zu]: expected a get-service-last-accessed-details "
+                                        "object with Arn and ServicesLastAccessed",
+                                        i);
+            }
+            r = last_accessed_one(a, path, v, NULL, where, label, errbuf, errlen);
+            if (r < 0)
+                return r;
+        }
+        return 0;
+    }
+    if (!json_is_object(doc))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "expected a get-service-last-accessed-details object, an array "
+                                "of them, or an object keyed by principal ARN");
+    json_object_foreach(doc, k, v)
+    {
+        if (strncmp(k, "arn:", 4) != 0 || !last_accessed_object(v)) {
+            audit_error_where(a, "/%s", k);
+            return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                    "member %.200s: expected a principal ARN with a "
+                                    "get-service-last-accessed-details object",
+                                    k);
+        }
+        char label[USAGE_ARN_MAX + 8];
+        (void)snprintf(label, sizeof(label), "%.*s: ", USAGE_ARN_MAX, k);
+        r = last_accessed_one(a, path, v, k, "", label, errbuf, errlen);
+        a->err_where[0] = '\0'; /* an ARN key is no path component: no line */
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* NDJSON: a text whose first line is a get-service-last-accessed-details object and which
+ * does not parse as one JSON document (core.c asks the text loaders then). */
+static bool detect_last_accessed_ndjson(const char *buf, size_t len)
+{
+    const char *nl = memchr(buf, '\n', len);
+    size_t n = nl ? (size_t)(nl - buf) : len;
+    json_t *o;
+    bool ok;
+
+    if (n == 0 || buf[0] != '{' || n > (16u << 20))
+        return false;
+    o = json_loadb(buf, n, JSON_REJECT_DUPLICATES, NULL);
+    ok = last_accessed_object(o) && json_is_string(json_object_get(o, "Arn"));
+    json_decref(o);
+    return ok;
+}
+
+static int load_last_accessed_ndjson(ferry_audit *a, const char *path, const char *buf, size_t len,
+                                     json_t *doc, char *errbuf, size_t errlen)
+{
+    size_t off = 0, lineno = 0;
+    int r = 0;
+
+    (void)doc;
+    while (off < len && r == 0) {
+        const char *nl = memchr(buf + off, '\n', len - off);
+        size_t n = nl ? (size_t)(nl - (buf + off)) : len - off;
+        char why[256];
+        json_t *o = NULL;
+        lineno++;
+        if (n && buf[off + n - 1] == '\r')
+            n--;
+        if (strspn(buf + off, " \t") < n) {
+            r = audit_parse_json(a, buf + off, n, &o, why, sizeof(why));
+            if (r < 0)
+                r = ferry_errbuf_set(errbuf, errlen, r, "line %zu: %s", lineno, why);
+            else if (!last_accessed_object(o) || !json_is_string(json_object_get(o, "Arn")))
+                r = ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                     "line %zu: expected a get-service-last-accessed-details "
+                                     "object with Arn and ServicesLastAccessed",
+                                     lineno);
+            else {
+                char label[48];
+                (void)snprintf(label, sizeof(label), "line %zu: ", lineno);
+                r = last_accessed_one(a, path, o, NULL, "", label, errbuf, errlen);
+                a->err_where[0] = '\0'; /* not a path into one document */
+            }
+            json_decref(o);
+        }
+        off += (nl ? (size_t)(nl - (buf + off)) + 1 : len - off);
+    }
+    return r;
+}
+
 static const audit_loader aws_loaders[] = {
     {"aws-authz", "aws iam get-account-authorization-details: RoleDetailList/UserDetailList/...",
      detect_authz, NULL, load_authz},
@@ -2163,6 +2801,12 @@ static const audit_loader aws_loaders[] = {
      detect_credreport_json, NULL, load_credreport},
     {"aws-credreport", "credential report CSV starting 'user,arn,user_creation_time'", NULL,
      detect_credreport_text, load_credreport},
+    {"aws-last-accessed",
+     "aws iam get-service-last-accessed-details: ServicesLastAccessed (with Arn, or in a file "
+     "named by the URL-encoded ARN)",
+     detect_last_accessed, NULL, load_last_accessed},
+    {"aws-last-accessed-ndjson", "one get-service-last-accessed-details object with Arn a line",
+     NULL, detect_last_accessed_ndjson, load_last_accessed_ndjson},
 };
 
 const audit_cloud audit_cloud_aws = {
