@@ -479,6 +479,16 @@ static int fail(gcp_ctx *c, const char *fmt, ...)
     return r;
 }
 
+/* Record where/key as the place of an error when o has that member, else where itself (a
+ * missing member has no line of its own; its object has). */
+static void where_member(gcp_ctx *c, const char *where, const json_t *o, const char *key)
+{
+    if (json_object_get(o, key))
+        audit_error_where(c->a, "%s/%s", where, key);
+    else
+        audit_error_where(c->a, "%s", where);
+}
+
 static int bad(gcp_ctx *c, const char *where, const char *fmt, ...) _printf_(3, 4);
 static int bad(gcp_ctx *c, const char *where, const char *fmt, ...)
 {
@@ -596,7 +606,7 @@ static int service_account(gcp_ctx *c, json_t *sa, const char *where, const char
     int r;
 
     if (!plausible_email(email)) {
-        audit_error_where(c->a, "%s/email", where);
+        where_member(c, where, sa, "email");
         return fail(c, "%s: expected the service account's email string",
                     where[0] ? where + 1 : "service account");
     }
@@ -689,18 +699,18 @@ static int sa_key(gcp_ctx *c, json_t *k, const char *name, const char *where)
 
     if (!name || !key_name(name, proj, sizeof(proj), email, sizeof(email)) ||
         !plausible_email(email)) {
-        audit_error_where(c->a, "%s/name", where);
+        where_member(c, where, k, "name");
         return fail(c,
                     "%s: expected a key name "
                     "'projects/PROJECT/serviceAccounts/EMAIL/keys/KEY_ID'",
                     where[0] ? where + 1 : "key");
     }
     if (after && audit_parse_time(after, &t_after) < 0) {
-        audit_error_where(c->a, "%s/validAfterTime", where);
+        where_member(c, where, k, "validAfterTime");
         return fail(c, "%s: validAfterTime: expected a timestamp", where[0] ? where + 1 : "key");
     }
     if (before && audit_parse_time(before, &t_before) < 0) {
-        audit_error_where(c->a, "%s/validBeforeTime", where);
+        where_member(c, where, k, "validBeforeTime");
         return fail(c, "%s: validBeforeTime: expected a timestamp", where[0] ? where + 1 : "key");
     }
     if (strcmp(proj, "-") == 0 || !valid_project(proj)) {
@@ -963,12 +973,12 @@ static int binding(gcp_ctx *c, const gcp_policy *pol, json_t *b, const char *whe
     int r;
 
     if (!role) {
-        audit_error_where(c->a, "%s/role", where);
+        where_member(c, where, b, "role");
         return ferry_errbuf_set(c->errbuf, c->errlen, -FERRY_EMALFORMED,
                                 "%s: expected a role string", where + 1);
     }
     if (members && !json_is_array(members)) {
-        audit_error_where(c->a, "%s/members", where);
+        where_member(c, where, b, "members");
         return ferry_errbuf_set(c->errbuf, c->errlen, -FERRY_EMALFORMED,
                                 "%s: members: expected an array of strings", where + 1);
     }
@@ -1054,7 +1064,7 @@ static int policy(gcp_ctx *c, json_t *p, const char *res, const char *project_hi
     }
     bindings = json_object_get(p, "bindings");
     if (bindings && !json_is_array(bindings) && !json_is_null(bindings)) {
-        audit_error_where(c->a, "%s/bindings", where);
+        where_member(c, where, p, "bindings");
         return ferry_errbuf_set(c->errbuf, c->errlen, -FERRY_EMALFORMED,
                                 "%sbindings: expected an array", where[0] ? where + 1 : "");
     }
@@ -1082,6 +1092,39 @@ static int policy(gcp_ctx *c, json_t *p, const char *res, const char *project_hi
         }
         if ((r = binding(c, &pol, b, w)) < 0)
             return r;
+    }
+    return 0;
+}
+
+/* The shape of a policy's bindings, checked before anything is derived from them, with the
+ * errors binding() gives. */
+static int check_bindings(gcp_ctx *c, json_t *bindings)
+{
+    json_t *b, *m;
+    size_t i, j;
+    json_array_foreach(bindings, i, b)
+    {
+        json_t *members = json_object_get(b, "members");
+        if (!json_is_object(b)) {
+            audit_error_where(c->a, "/bindings/%zu", i);
+            return fail(c, "bindings/%zu: expected a binding object", i);
+        }
+        if (!json_is_string(json_object_get(b, "role"))) {
+            audit_error_where(c->a, "/bindings/%zu%s", i,
+                              json_object_get(b, "role") ? "/role" : "");
+            return fail(c, "bindings/%zu: expected a role string", i);
+        }
+        if (members && !json_is_array(members)) {
+            audit_error_where(c->a, "/bindings/%zu/members", i);
+            return fail(c, "bindings/%zu: members: expected an array of strings", i);
+        }
+        json_array_foreach(members, j, m)
+        {
+            if (json_is_string(m))
+                continue;
+            audit_error_where(c->a, "/bindings/%zu/members/%zu", i, j);
+            return fail(c, "bindings/%zu: members[%zu]: expected a string", i, j);
+        }
     }
     return 0;
 }
@@ -1162,6 +1205,9 @@ static int load_iam_policy(ferry_audit *a, const char *path, const char *buf, si
         return bad(&c, "", "%s",
                    "expected the output of gcloud projects get-iam-policy: an object with a "
                    "bindings array");
+    int r = check_bindings(&c, json_object_get(doc, "bindings"));
+    if (r < 0)
+        return r;
     if (c.s->resource) {
         res = strdup(c.s->resource);
     } else {
@@ -1188,7 +1234,7 @@ static int search_element(gcp_ctx *c, json_t *e, const char *where)
     json_t *pol = json_object_get(e, "policy");
     char w[96];
     if (!res) {
-        audit_error_where(c->a, "%s/resource", where);
+        where_member(c, where, e, "resource");
         return fail(c, "%s: expected a resource string", where[0] ? where + 1 : "result");
     }
     if (!pol || json_is_null(pol))
@@ -1238,11 +1284,11 @@ static int role_definition(gcp_ctx *c, json_t *role, const char *name, const cha
     size_t i;
 
     if (!name) {
-        audit_error_where(c->a, "%s/name", where);
+        where_member(c, where, role, "name");
         return fail(c, "%s: expected the role's name string", where[0] ? where + 1 : "role");
     }
     if (perms && !json_is_array(perms)) {
-        audit_error_where(c->a, "%s/includedPermissions", where);
+        where_member(c, where, role, "includedPermissions");
         return fail(c, "%s: includedPermissions: expected an array of strings",
                     where[0] ? where + 1 : "role");
     }
@@ -1302,7 +1348,7 @@ static int instance(gcp_ctx *c, json_t *vm, const char *name, const char *where)
     int r;
 
     if (sas && !json_is_array(sas)) {
-        audit_error_where(c->a, "%s/serviceAccounts", where);
+        where_member(c, where, vm, "serviceAccounts");
         return fail(c, "%s: serviceAccounts: expected an array", where[0] ? where + 1 : "VM");
     }
     if (name) {
@@ -1314,7 +1360,7 @@ static int instance(gcp_ctx *c, json_t *vm, const char *name, const char *where)
         if (asprintf(&res, "//compute.googleapis.com%s/instances/%s", z, vmname) < 0)
             res = NULL;
     } else {
-        audit_error_where(c->a, "%s/selfLink", where);
+        where_member(c, where, vm, "selfLink");
         return fail(c, "%s: expected a selfLink or zone and name strings",
                     where[0] ? where + 1 : "VM");
     }
@@ -1382,7 +1428,7 @@ static int provider_element(gcp_ctx *c, json_t *e, const char *where)
     int r;
 
     if (!name || !strstr(name, "/workloadIdentityPools/") || !strstr(name, "/providers/")) {
-        audit_error_where(c->a, "%s/name", where);
+        where_member(c, where, e, "name");
         return fail(c,
                     "%s: expected a provider name 'projects/N/locations/global/"
                     "workloadIdentityPools/POOL/providers/ID'",
@@ -1472,7 +1518,7 @@ static int activity_element(gcp_ctx *c, json_t *e, const char *where)
     int r;
 
     if (!type) {
-        audit_error_where(c->a, "%s/activityType", where);
+        where_member(c, where, e, "activityType");
         return fail(c, "%s: expected an activityType string", where[0] ? where + 1 : "activity");
     }
     if (strcmp(type, "serviceAccountLastAuthentication") == 0)
@@ -1486,7 +1532,7 @@ static int activity_element(gcp_ctx *c, json_t *e, const char *where)
     else
         c->s->usage_sa = true;
     if (!res || !sa_resource(res, proj, sizeof(proj), email, sizeof(email))) {
-        audit_error_where(c->a, "%s/fullResourceName", where);
+        where_member(c, where, e, "fullResourceName");
         return fail(c,
                     "%s: expected a fullResourceName "
                     "'//iam.googleapis.com/projects/P/serviceAccounts/SA...'",
@@ -1569,7 +1615,7 @@ static int insight_element(gcp_ctx *c, json_t *e, const char *where)
     int r;
 
     if (!sub) {
-        audit_error_where(c->a, "%s/insightSubtype", where);
+        where_member(c, where, e, "insightSubtype");
         return fail(c, "%s: expected an insightSubtype string", where[0] ? where + 1 : "insight");
     }
     name_project(name, proj, sizeof(proj));
@@ -1607,8 +1653,10 @@ static int insight_element(gcp_ctx *c, json_t *e, const char *where)
     if (perm_insight) {
         const char *member = str_member(content, "member"), *role = str_member(content, "role");
         json_t *used = json_object_get(content, "exercisedPermissions");
-        json_int_t total =
-            json_integer_value(json_object_get(content, "currentTotalPermissionsCount"));
+        /* Google APIs write int64 values as JSON strings */
+        json_t *tv = json_object_get(content, "currentTotalPermissionsCount");
+        json_int_t total = json_is_string(tv) ? (json_int_t)strtoll(json_string_value(tv), NULL, 10)
+                                              : json_integer_value(tv);
         if (!member || !role)
             return 0;
         if (total <= 0 || (json_int_t)json_array_size(used) >= total)
@@ -1667,7 +1715,7 @@ static int recommendation_element(gcp_ctx *c, json_t *e, const char *where)
     char proj[80];
 
     if (!sub) {
-        audit_error_where(c->a, "%s/recommenderSubtype", where);
+        where_member(c, where, e, "recommenderSubtype");
         return fail(c, "%s: expected a recommenderSubtype string",
                     where[0] ? where + 1 : "recommendation");
     }

@@ -1,0 +1,676 @@
+/* tests/unit/test_audit_gcp.c - the Google Cloud loaders and rules of the audit module.
+ *
+ * Every GCP rule has a positive and a negative case on small inline inputs (written with
+ * single quotes, turned into JSON by q()); cross-file rules are checked in both input orders;
+ * NDJSON, errors with file and line, and the knobs (--include-service-agents,
+ * --trusted-projects, --gcp-resource).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "audit-internal.h"
+#include "ferry/audit.h"
+#include "ferry/error.h"
+
+#define NOW INT64_C(1790000000) /* 2026-09-21 */
+
+/* Templates of inputs filled in by snprintf are kept next to their test. */
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+
+/* The text with ' turned into ": JSON without escaped quotes. new; free() */
+static char *q(const char *s)
+{
+    char *t = strdup(s);
+    cr_assert_not_null(t);
+    for (char *p = t; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    return t;
+}
+
+static ferry_audit *run_new(void)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    cr_assert_eq(ferry_audit_new(&o, &a), 0);
+    return a;
+}
+
+static int add(ferry_audit *a, const char *name, const char *text, char *err, size_t errlen)
+{
+    char *t = q(text);
+    int r = ferry_audit_add_input(a, name, t, strlen(t), NULL, err, errlen);
+    free(t);
+    return r;
+}
+
+static void add_ok(ferry_audit *a, const char *text)
+{
+    char err[512] = "";
+    cr_assert_eq(add(a, "in.json", text, err, sizeof(err)), 0, "%s", err);
+}
+
+static void finish(ferry_audit *a)
+{
+    char err[512] = "";
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+}
+
+/* A run over one or two inputs, finished. */
+static ferry_audit *audit2(const char *t1, const char *t2)
+{
+    ferry_audit *a = run_new();
+    add_ok(a, t1);
+    if (t2)
+        add_ok(a, t2);
+    finish(a);
+    return a;
+}
+
+/* Number of findings of rule (on a resource containing res, when given); *ret_f the first. */
+static size_t count(ferry_audit *a, const char *rule, const char *res,
+                    const ferry_audit_finding **ret_f)
+{
+    const ferry_audit_finding *fs;
+    size_t n = ferry_audit_findings(a, &fs), k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(fs[i].rule_id, rule) == 0 && (!res || strstr(fs[i].resource, res))) {
+            if (k++ == 0 && ret_f)
+                *ret_f = &fs[i];
+        }
+    return k;
+}
+
+static const ferry_audit_finding *one(ferry_audit *a, const char *rule, const char *res)
+{
+    const ferry_audit_finding *f = NULL;
+    cr_assert_eq(count(a, rule, res, &f), 1, "%s on %s: expected exactly one finding", rule,
+                 res ? res : "*");
+    return f;
+}
+
+/* A get-iam-policy output with one binding (and the project's own SA, so that the project is
+ * derived as acme). */
+static char *policy1(const char *role, const char *member)
+{
+    char *t = NULL;
+    cr_assert(asprintf(&t,
+                       "{'etag': 'x', 'bindings': [{'role': 'roles/logging.logWriter', "
+                       "'members': ['serviceAccount:app@acme.iam.gserviceaccount.com', "
+                       "'serviceAccount:log@acme.iam.gserviceaccount.com']}, "
+                       "{'role': '%s', 'members': ['%s']}]}",
+                       role, member) > 0);
+    return t;
+}
+
+static ferry_audit *audit_binding(const char *role, const char *member)
+{
+    char *t = policy1(role, member);
+    ferry_audit *a = audit2(t, NULL);
+    free(t);
+    return a;
+}
+
+#define ACME_SA(n) "serviceAccount:" n "@acme.iam.gserviceaccount.com"
+#define SA_URI(n)                                                                                  \
+    "//iam.googleapis.com/projects/acme/serviceAccounts/" n "@acme.iam.gserviceaccount.com"
+#define PROJ "//cloudresourcemanager.googleapis.com/projects/acme"
+
+/* ---- OP rules ---------------------------------------------------------------------------- */
+
+Test(audit_gcp, op001_basic_role)
+{
+    ferry_audit *a = audit_binding("roles/owner", ACME_SA("ci"));
+    const ferry_audit_finding *f = one(a, "GCP-OP-001", SA_URI("ci"));
+    cr_assert_eq(f->severity, FERRY_AUDIT_HIGH);
+    cr_assert_str_eq(f->cloud, "gcp");
+    cr_assert_str_eq(f->account, "acme");
+    cr_assert(strstr(f->evidence, "\"role\":\"roles/owner\""), "%s", f->evidence);
+    ferry_audit_free(a);
+
+    /* at the organization: critical */
+    a = audit2(
+        "[{'resource': '//cloudresourcemanager.googleapis.com/organizations/42', "
+        "'policy': {'bindings': [{'role': 'roles/editor', 'members': ['" ACME_SA("ci") "']}]}}]",
+        NULL);
+    f = one(a, "GCP-OP-001", SA_URI("ci"));
+    cr_assert_eq(f->severity, FERRY_AUDIT_CRITICAL);
+    cr_assert_str_eq(f->account, "organizations/42");
+    ferry_audit_free(a);
+
+    /* negative: a user owner, a viewer SA */
+    a = audit_binding("roles/owner", "user:alice@example.com");
+    cr_assert_eq(count(a, "GCP-OP-001", NULL, NULL), 0);
+    ferry_audit_free(a);
+    a = audit_binding("roles/viewer", ACME_SA("ci"));
+    cr_assert_eq(count(a, "GCP-OP-001", NULL, NULL), 0);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, service_agents_excluded_unless_asked)
+{
+    const char *agent = "serviceAccount:service-123@gcp-sa-pubsub.iam.gserviceaccount.com";
+    ferry_audit *a = audit_binding("roles/owner", agent);
+    cr_assert_eq(count(a, "GCP-OP-001", NULL, NULL), 0);
+    ferry_audit_free(a);
+
+    char *t = policy1("roles/owner", agent), err[256] = "";
+    a = run_new();
+    cr_assert_eq(ferry_audit_gcp_include_service_agents(a, true), 0);
+    cr_assert_eq(add(a, "p.json", t, err, sizeof(err)), 0, "%s", err);
+    finish(a);
+    one(a, "GCP-OP-001", "service-123@gcp-sa-pubsub.iam.gserviceaccount.com");
+    ferry_audit_free(a);
+    free(t);
+}
+
+Test(audit_gcp, op002_admin_role)
+{
+    ferry_audit *a = audit_binding("roles/resourcemanager.projectIamAdmin", ACME_SA("ci"));
+    cr_assert_eq(one(a, "GCP-OP-002", SA_URI("ci"))->severity, FERRY_AUDIT_HIGH);
+    ferry_audit_free(a);
+    a = audit_binding("roles/storage.admin", ACME_SA("ci"));
+    one(a, "GCP-OP-002", SA_URI("ci"));
+    ferry_audit_free(a);
+    a = audit_binding("roles/storage.objectViewer", ACME_SA("ci"));
+    cr_assert_eq(count(a, "GCP-OP-002", NULL, NULL), 0);
+    ferry_audit_free(a);
+    /* a predefined admin role for a user is not this rule */
+    a = audit_binding("roles/iam.securityAdmin", "user:bob@example.com");
+    cr_assert_eq(count(a, "GCP-OP-002", NULL, NULL), 0);
+    ferry_audit_free(a);
+}
+
+static const char ROLES[] =
+    "[{'name': 'projects/acme/roles/deployer', 'includedPermissions': "
+    "['run.services.create', 'run.services.setIamPolicy']}, "
+    "{'name': 'projects/acme/roles/reader', 'includedPermissions': ['run.services.get']}]";
+
+Test(audit_gcp, op002_custom_role_either_order)
+{
+    char *pol = policy1("projects/acme/roles/deployer", ACME_SA("ci"));
+    ferry_audit *a = audit2(ROLES, pol), *b = audit2(pol, ROLES);
+    const ferry_audit_finding *fa = one(a, "GCP-OP-002", SA_URI("ci"));
+    const ferry_audit_finding *fb = one(b, "GCP-OP-002", SA_URI("ci"));
+    cr_assert(strstr(fa->evidence, "run.services.setIamPolicy"), "%s", fa->evidence);
+    cr_assert_str_eq(fa->fingerprint, fb->fingerprint);
+    ferry_audit_free(a);
+    ferry_audit_free(b);
+    free(pol);
+
+    pol = policy1("projects/acme/roles/reader", ACME_SA("ci"));
+    a = audit2(ROLES, pol);
+    cr_assert_eq(count(a, "GCP-OP-002", NULL, NULL), 0);
+    ferry_audit_free(a);
+    free(pol);
+    /* a custom role no roles input defines is not guessed at */
+    pol = policy1("projects/acme/roles/deployer", ACME_SA("ci"));
+    a = audit2(pol, NULL);
+    cr_assert_eq(count(a, "GCP-OP-002", NULL, NULL), 0);
+    ferry_audit_free(a);
+    free(pol);
+}
+
+Test(audit_gcp, expired_condition_grants_nothing)
+{
+    const char *t =
+        "{'etag': 'x', 'bindings': [{'role': 'roles/compute.admin', 'members': ['" ACME_SA(
+            "ci") "'], 'condition': {'title': 't', 'expression': 'request.time < "
+                  "timestamp(\\'%s\\')'}}]}";
+    char buf[1024];
+    /* the escaped \' become \" inside the JSON string */
+    snprintf(buf, sizeof(buf), t, "2025-01-01T00:00:00Z");
+    ferry_audit *a = audit2(buf, NULL);
+    cr_assert_eq(count(a, "GCP-OP-002", NULL, NULL), 0);
+    ferry_audit_free(a);
+    snprintf(buf, sizeof(buf), t, "2030-01-01T00:00:00Z");
+    a = audit2(buf, NULL);
+    const ferry_audit_finding *f = one(a, "GCP-OP-002", SA_URI("ci"));
+    cr_assert(strstr(f->evidence, "\"condition\""), "%s", f->evidence);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, op003_default_service_accounts)
+{
+    ferry_audit *a =
+        audit_binding("roles/editor", "serviceAccount:123-compute@developer.gserviceaccount.com");
+    const ferry_audit_finding *f = one(a, "GCP-OP-003", "123-compute@developer");
+    cr_assert_eq(f->severity, FERRY_AUDIT_HIGH);
+    cr_assert_str_eq(f->resource, "//iam.googleapis.com/projects/123/serviceAccounts/"
+                                  "123-compute@developer.gserviceaccount.com");
+    cr_assert_eq(count(a, "GCP-OP-001", NULL, NULL), 0); /* not reported twice */
+    ferry_audit_free(a);
+
+    a = audit_binding("roles/editor", "serviceAccount:acme@appspot.gserviceaccount.com");
+    cr_assert_eq(one(a, "GCP-OP-003", "acme@appspot")->severity, FERRY_AUDIT_HIGH);
+    ferry_audit_free(a);
+
+    a = audit_binding("roles/editor", "serviceAccount:123@cloudservices.gserviceaccount.com");
+    cr_assert_eq(one(a, "GCP-OP-003", "123@cloudservices")->severity, FERRY_AUDIT_INFO);
+    ferry_audit_free(a);
+
+    a = audit_binding("roles/viewer", "serviceAccount:123-compute@developer.gserviceaccount.com");
+    cr_assert_eq(count(a, "GCP-OP-003", NULL, NULL), 0);
+    ferry_audit_free(a);
+}
+
+static const char VMS[] =
+    "[{'name': 'vm1', 'zone': 'https://www.googleapis.com/compute/v1/projects/acme/zones/eu-b', "
+    "'selfLink': 'https://www.googleapis.com/compute/v1/projects/acme/zones/eu-b/instances/vm1', "
+    "'serviceAccounts': [{'email': '123-compute@developer.gserviceaccount.com', 'scopes': "
+    "['https://www.googleapis.com/auth/cloud-platform']}]}, "
+    "{'name': 'vm2', 'zone': 'https://www.googleapis.com/compute/v1/projects/acme/zones/eu-b', "
+    "'serviceAccounts': [{'email': '123-compute@developer.gserviceaccount.com', 'scopes': "
+    "['https://www.googleapis.com/auth/devstorage.read_only']}]}, "
+    "{'name': 'vm3', 'zone': 'https://www.googleapis.com/compute/v1/projects/acme/zones/eu-b', "
+    "'serviceAccounts': [{'email': 'app@acme.iam.gserviceaccount.com', 'scopes': "
+    "['https://www.googleapis.com/auth/cloud-platform']}]}]";
+
+Test(audit_gcp, op004_default_sa_on_vm)
+{
+    ferry_audit *a = audit2(VMS, NULL);
+    const ferry_audit_finding *f = one(a, "GCP-OP-004", NULL);
+    cr_assert_str_eq(
+        f->resource,
+        "https://www.googleapis.com/compute/v1/projects/acme/zones/eu-b/instances/vm1");
+    cr_assert_str_eq(f->account, "acme");
+    cr_assert_eq(f->severity, FERRY_AUDIT_MEDIUM);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, op005_impersonation_at_project)
+{
+    ferry_audit *a = audit_binding("roles/iam.serviceAccountUser", "user:bob@example.com");
+    const ferry_audit_finding *f = one(a, "GCP-OP-005", PROJ);
+    cr_assert_eq(f->severity, FERRY_AUDIT_HIGH);
+    cr_assert(strstr(f->evidence, "user:bob@example.com"), "%s", f->evidence);
+    ferry_audit_free(a);
+    /* the same role on one service account is the intended use */
+    a = audit2("[{'resource': '//iam.googleapis.com/projects/acme/serviceAccounts/"
+               "app@acme.iam.gserviceaccount.com', 'policy': {'bindings': [{'role': "
+               "'roles/iam.serviceAccountUser', 'members': ['user:bob@example.com']}]}}]",
+               NULL);
+    cr_assert_eq(count(a, "GCP-OP-005", NULL, NULL), 0);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, op006_public_principal)
+{
+    ferry_audit *a = audit_binding("roles/viewer", "allAuthenticatedUsers");
+    cr_assert_eq(one(a, "GCP-OP-006", PROJ)->severity, FERRY_AUDIT_CRITICAL);
+    ferry_audit_free(a);
+    /* a public bucket is another audit's business */
+    a = audit2("[{'name': '//storage.googleapis.com/b', 'asset_type': "
+               "'storage.googleapis.com/Bucket', 'iam_policy': {'bindings': [{'role': "
+               "'roles/storage.objectViewer', 'members': ['allUsers']}]}}]",
+               NULL);
+    cr_assert_eq(count(a, "GCP-OP-006", NULL, NULL), 0);
+    ferry_audit_free(a);
+}
+
+static const char RECS[] =
+    "[{'name': 'projects/99/locations/global/recommenders/google.iam.policy.Recommender/"
+    "recommendations/r1', 'recommenderSubtype': 'REMOVE_ROLE', 'stateInfo': {'state': "
+    "'ACTIVE'}, 'content': {'overview': {'member': '" ACME_SA(
+        "ci") "', 'removedRole': 'roles/editor', 'resource': '" PROJ "'}}}, "
+              "{'name': 'projects/99/locations/global/recommenders/x/recommendations/r2', "
+              "'recommenderSubtype': 'REPLACE_ROLE', 'stateInfo': {'state': 'DISMISSED'}, "
+              "'content': {'overview': {'member': 'user:bob@example.com', 'removedRole': "
+              "'roles/editor', 'resource': '" PROJ "'}}}]";
+
+Test(audit_gcp, op007_recommendations_and_not_evaluated)
+{
+    char *pol = policy1("roles/viewer", ACME_SA("ci"));
+    ferry_audit *a = audit2(pol, RECS);
+    const ferry_audit_finding *f = one(a, "GCP-OP-007", NULL);
+    cr_assert_str_eq(f->resource, SA_URI("ci"));
+    cr_assert_eq(f->severity, FERRY_AUDIT_MEDIUM);
+    ferry_audit_free(a);
+
+    /* without usage data: one info note per project and usage rule */
+    a = audit2(pol, NULL);
+    f = one(a, "GCP-OP-007", NULL);
+    cr_assert_eq(f->severity, FERRY_AUDIT_INFO);
+    cr_assert_str_eq(f->resource, PROJ);
+    cr_assert(strstr(f->evidence, "\"evaluated\":false"), "%s", f->evidence);
+    cr_assert_eq(one(a, "GCP-SH-004", NULL)->severity, FERRY_AUDIT_INFO);
+    cr_assert_eq(one(a, "GCP-SH-005", NULL)->severity, FERRY_AUDIT_INFO);
+    cr_assert_eq(ferry_audit_count_at_least(a, FERRY_AUDIT_LOW), 0);
+    ferry_audit_free(a);
+    free(pol);
+}
+
+Test(audit_gcp, op007_permissions_insight)
+{
+    ferry_audit *a = audit2(
+        "[{'name': 'projects/99/locations/global/insightTypes/google.iam.policy.Insight/"
+        "insights/i1', 'insightSubtype': 'PERMISSIONS_USAGE', 'content': {'member': '" ACME_SA(
+            "ci") "', 'role': 'roles/editor', 'exercisedPermissions': [{'permission': 'a.b'}], "
+                  "'currentTotalPermissionsCount': '3000'}}, "
+                  "{'name': 'projects/99/x/insights/i2', 'insightSubtype': 'PERMISSIONS_USAGE', "
+                  "'content': {'member': 'user:a@b.c', 'role': 'roles/viewer', "
+                  "'exercisedPermissions': [{'permission': 'a.b'}], "
+                  "'currentTotalPermissionsCount': 1}}]",
+        NULL);
+    one(a, "GCP-OP-007", SA_URI("ci"));
+    cr_assert_eq(count(a, "GCP-OP-007", "a@b.c", NULL), 0);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, op008_cross_project_token_creator)
+{
+    ferry_audit *a =
+        audit2("[{'resource': '//iam.googleapis.com/projects/acme/serviceAccounts/"
+               "app@acme.iam.gserviceaccount.com', 'policy': {'bindings': [{'role': "
+               "'roles/iam.serviceAccountTokenCreator', 'members': "
+               "['serviceAccount:ci@tools-prj.iam.gserviceaccount.com', '" ACME_SA("job") "']}]}}]",
+               NULL);
+    const ferry_audit_finding *f = one(a, "GCP-OP-008", SA_URI("app"));
+    cr_assert(strstr(f->evidence, "ci@tools-prj"), "%s", f->evidence);
+    cr_assert_eq(f->severity, FERRY_AUDIT_HIGH);
+    ferry_audit_free(a);
+
+    a = audit2(
+        "[{'name': 'projects/99/locations/global/insightTypes/"
+        "google.iam.policy.LateralMovementInsight/insights/l1', 'insightSubtype': "
+        "'CROSS_PROJECT_SERVICE_ACCOUNT_IMPERSONATION', 'content': {'targetServiceAccounts': "
+        "['app@acme.iam.gserviceaccount.com'], 'impersonator': {'serviceAccount': "
+        "'ci@tools-prj.iam.gserviceaccount.com'}}}]",
+        NULL);
+    one(a, "GCP-OP-008", SA_URI("app"));
+    ferry_audit_free(a);
+}
+
+/* ---- keys -------------------------------------------------------------------------------- */
+
+#define KEY(id, type, after, before, extra)                                                        \
+    "{'name': 'projects/acme/serviceAccounts/app@acme.iam.gserviceaccount.com/keys/" id            \
+    "', 'keyType': '" type "', 'validAfterTime': '" after "', 'validBeforeTime': '" before         \
+    "'" extra "}"
+
+Test(audit_gcp, sh001_003_keys)
+{
+    ferry_audit *a = audit2(
+        "[" KEY("old", "USER_MANAGED", "2023-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "") ", " KEY(
+            "young", "USER_MANAGED", "2026-09-01T00:00:00Z", "2027-09-01T00:00:00Z",
+            "") ", " KEY("sys", "SYSTEM_MANAGED", "2020-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+                         "") ", " KEY("off", "USER_MANAGED", "2020-01-01T00:00:00Z",
+                                      "9999-12-31T23:59:59Z",
+                                      ", 'disabled': true") ", " KEY("expired", "USER_MANAGED",
+                                                                     "2020-01-01T00:00:00Z",
+                                                                     "2021-01-01T00:00:00Z",
+                                                                     "") "]",
+        NULL);
+    cr_assert_eq(count(a, "GCP-SH-001", NULL, NULL), 2);
+    cr_assert_eq(one(a, "GCP-SH-001", "/keys/old")->severity, FERRY_AUDIT_MEDIUM);
+    one(a, "GCP-SH-001", "/keys/young");
+    one(a, "GCP-SH-002", "/keys/old");
+    cr_assert_eq(count(a, "GCP-SH-002", NULL, NULL), 1);
+    cr_assert_eq(one(a, "GCP-SH-003", "/keys/old")->severity, FERRY_AUDIT_LOW);
+    cr_assert_eq(count(a, "GCP-SH-003", NULL, NULL), 1);
+    cr_assert_str_eq(one(a, "GCP-SH-001", "/keys/old")->resource,
+                     "//iam.googleapis.com/projects/acme/serviceAccounts/"
+                     "app@acme.iam.gserviceaccount.com/keys/old");
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, keys_ndjson_of_arrays)
+{
+    /* two per-SA lists concatenated one a line, as a loop over gcloud prints them */
+    const char *t = "[" KEY("k1", "USER_MANAGED", "2026-09-01T00:00:00Z", "2027-01-01T00:00:00Z",
+                            "") "]\n\n[" KEY("k2", "USER_MANAGED", "2026-09-01T00:00:00Z",
+                                             "2027-01-01T00:00:00Z", "") "]\n";
+    ferry_audit *a = audit2(t, NULL);
+    cr_assert_eq(count(a, "GCP-SH-001", NULL, NULL), 2);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, sh004_unused_key)
+{
+    const char *t = "[{'activityType': 'serviceAccountKeyLastAuthentication', 'fullResourceName': "
+                    "'//iam.googleapis.com/projects/acme/serviceAccounts/"
+                    "app@acme.iam.gserviceaccount.com/keys/%s', 'activity': "
+                    "{'lastAuthenticatedTime': '%s'}}]";
+    char buf[1024];
+    snprintf(buf, sizeof(buf), t, "k1", "2024-02-11T08:00:00Z");
+    ferry_audit *a = audit2(buf, NULL);
+    const ferry_audit_finding *f = one(a, "GCP-SH-004", "/keys/k1");
+    cr_assert_eq(f->severity, FERRY_AUDIT_MEDIUM);
+    cr_assert_eq(count(a, "GCP-SH-004", NULL, NULL), 1); /* no "not evaluated" note */
+    ferry_audit_free(a);
+    snprintf(buf, sizeof(buf), t, "k1", "2026-09-01T08:00:00Z");
+    a = audit2(buf, NULL);
+    cr_assert_eq(count(a, "GCP-SH-004", NULL, NULL), 0);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, sh005_unused_service_account)
+{
+    const char *t = "[{'activityType': 'serviceAccountLastAuthentication', 'fullResourceName': "
+                    "'//iam.googleapis.com/projects/acme/serviceAccounts/"
+                    "app@acme.iam.gserviceaccount.com', 'activity': "
+                    "{'lastAuthenticatedTime': '%s'}}]";
+    char buf[1024];
+    snprintf(buf, sizeof(buf), t, "2025-11-02T08:00:00Z");
+    ferry_audit *a = audit2(buf, NULL);
+    const ferry_audit_finding *f = one(a, "GCP-SH-005", SA_URI("app"));
+    cr_assert_str_eq(f->account, "acme");
+    ferry_audit_free(a);
+    snprintf(buf, sizeof(buf), t, "2026-09-01T08:00:00Z");
+    a = audit2(buf, NULL);
+    cr_assert_eq(count(a, "GCP-SH-005", NULL, NULL), 0);
+    ferry_audit_free(a);
+    /* an inactive-SA insight says the same, under the same fingerprint */
+    snprintf(buf, sizeof(buf), t, "2025-11-02T08:00:00Z");
+    a = audit2(buf, "[{'name': 'projects/99/locations/global/insightTypes/"
+                    "google.iam.serviceAccount.Insight/insights/x', 'insightSubtype': "
+                    "'SERVICE_ACCOUNT_USAGE', 'content': {'email': "
+                    "'app@acme.iam.gserviceaccount.com'}, 'stateInfo': {'state': 'ACTIVE'}}]");
+    cr_assert_eq(count(a, "GCP-SH-005", NULL, NULL), 1);
+    ferry_audit_free(a);
+}
+
+/* ---- service accounts -------------------------------------------------------------------- */
+
+static const char SAS[] =
+    "[{'email': 'old@acme.iam.gserviceaccount.com', 'uniqueId': '1', 'oauth2ClientId': '1', "
+    "'projectId': 'acme', 'disabled': true, 'description': 'owner: data team'}, "
+    "{'email': 'idle@acme.iam.gserviceaccount.com', 'uniqueId': '2', 'oauth2ClientId': '2', "
+    "'projectId': 'acme', 'disabled': true}, "
+    "{'email': 'app@acme.iam.gserviceaccount.com', 'uniqueId': '3', 'oauth2ClientId': '3', "
+    "'projectId': 'acme', 'description': 'owner: web team'}, "
+    "{'email': 'nodesc@acme.iam.gserviceaccount.com', 'uniqueId': '4', 'oauth2ClientId': '4', "
+    "'projectId': 'acme', 'displayName': 'x'}]";
+
+Test(audit_gcp, sh006_disabled_still_bound_either_order)
+{
+    char *pol = policy1("roles/viewer", ACME_SA("old"));
+    ferry_audit *a = audit2(SAS, pol), *b = audit2(pol, SAS);
+    const ferry_audit_finding *f = one(a, "GCP-SH-006", NULL);
+    cr_assert_str_eq(f->resource, SA_URI("old"));
+    cr_assert_eq(f->severity, FERRY_AUDIT_LOW);
+    cr_assert_str_eq(f->fingerprint, one(b, "GCP-SH-006", NULL)->fingerprint);
+    ferry_audit_free(a);
+    ferry_audit_free(b);
+    free(pol);
+    /* disabled and unbound, no keys: nothing; a key makes it one */
+    a = audit2(SAS, NULL);
+    cr_assert_eq(count(a, "GCP-SH-006", NULL, NULL), 0);
+    ferry_audit_free(a);
+    a = audit2(SAS, "[{'name': 'projects/acme/serviceAccounts/idle@acme.iam.gserviceaccount.com/"
+                    "keys/k', 'keyType': 'USER_MANAGED', 'validAfterTime': "
+                    "'2026-09-01T00:00:00Z'}]");
+    one(a, "GCP-SH-006", "idle@acme");
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, sh009_no_description)
+{
+    ferry_audit *a = audit2(SAS, NULL);
+    const ferry_audit_finding *f = one(a, "GCP-SH-009", NULL);
+    cr_assert_str_eq(f->resource, SA_URI("nodesc"));
+    cr_assert_eq(f->severity, FERRY_AUDIT_LOW);
+    ferry_audit_free(a);
+}
+
+/* ---- bindings of other kinds ------------------------------------------------------------- */
+
+Test(audit_gcp, sh007_deleted_member)
+{
+    ferry_audit *a = audit_binding(
+        "roles/storage.admin", "deleted:serviceAccount:gone@acme.iam.gserviceaccount.com?uid=7");
+    const ferry_audit_finding *f = one(a, "GCP-SH-007", PROJ);
+    cr_assert(strstr(f->evidence, "deleted:serviceAccount:gone@"), "%s", f->evidence);
+    cr_assert_eq(count(a, "GCP-OP-002", NULL, NULL), 0);
+    ferry_audit_free(a);
+    a = audit_binding("roles/storage.admin", "user:alive@example.com");
+    cr_assert_eq(count(a, "GCP-SH-007", NULL, NULL), 0);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, sh008_external_service_account)
+{
+    char *pol = policy1("roles/bigquery.dataViewer",
+                        "serviceAccount:vendor@other-prj.iam.gserviceaccount.com");
+    char err[256] = "";
+    ferry_audit *a = audit2(pol, NULL);
+    const ferry_audit_finding *f = one(a, "GCP-SH-008", PROJ);
+    cr_assert(strstr(f->evidence, "\"member_project\":\"other-prj\""), "%s", f->evidence);
+    ferry_audit_free(a);
+
+    /* trusted */
+    a = run_new();
+    cr_assert_eq(ferry_audit_gcp_trust_project(a, "other-prj"), 0);
+    cr_assert_eq(ferry_audit_gcp_trust_project(a, "Bad Name"), -EINVAL);
+    cr_assert_eq(add(a, "p.json", pol, err, sizeof(err)), 0, "%s", err);
+    finish(a);
+    cr_assert_eq(count(a, "GCP-SH-008", NULL, NULL), 0);
+    ferry_audit_free(a);
+
+    /* audited in the same run (its account list comes later): part of the estate */
+    a = audit2(pol, "[{'email': 'vendor@other-prj.iam.gserviceaccount.com', 'uniqueId': '9', "
+                    "'oauth2ClientId': '9', 'projectId': 'other-prj', 'description': 'd'}]");
+    cr_assert_eq(count(a, "GCP-SH-008", NULL, NULL), 0);
+    ferry_audit_free(a);
+    free(pol);
+}
+
+/* ---- workload identity federation -------------------------------------------------------- */
+
+Test(audit_gcp, tr001_wif_provider_without_condition)
+{
+    ferry_audit *a = audit2(
+        "[{'name': 'projects/99/locations/global/workloadIdentityPools/ci/providers/gh', "
+        "'state': 'ACTIVE', 'oidc': {'issuerUri': 'https://token.actions.githubusercontent.com'}, "
+        "'attributeMapping': {'google.subject': 'assertion.sub'}}, "
+        "{'name': 'projects/99/locations/global/workloadIdentityPools/ci/providers/gh2', "
+        "'oidc': {'issuerUri': 'https://token.actions.githubusercontent.com'}, "
+        "'attributeCondition': 'assertion.repository_owner == \\'acme\\''}, "
+        "{'name': 'projects/99/locations/global/workloadIdentityPools/ci/providers/corp', "
+        "'oidc': {'issuerUri': 'https://idp.acme.example'}}]",
+        NULL);
+    const ferry_audit_finding *f = one(a, "GCP-TR-001", NULL);
+    cr_assert_str_eq(f->resource, "//iam.googleapis.com/projects/99/locations/global/"
+                                  "workloadIdentityPools/ci/providers/gh");
+    cr_assert_eq(f->severity, FERRY_AUDIT_HIGH);
+    cr_assert_str_eq(f->account, "99");
+    ferry_audit_free(a);
+}
+
+/* ---- inputs: CAI, NDJSON, errors --------------------------------------------------------- */
+
+Test(audit_gcp, cai_ndjson_export)
+{
+    const char *t =
+        "{'name': '//cloudresourcemanager.googleapis.com/projects/acme', 'asset_type': "
+        "'cloudresourcemanager.googleapis.com/Project', 'iam_policy': {'bindings': [{'role': "
+        "'roles/owner', 'members': ['" ACME_SA(
+            "ci") "']}]}}\n"
+                  "{'name': '//iam.googleapis.com/projects/acme/serviceAccounts/1', 'asset_type': "
+                  "'iam.googleapis.com/ServiceAccount', 'resource': {'data': {'email': "
+                  "'ci@acme.iam.gserviceaccount.com', 'uniqueId': '1', 'disabled': true}}}\n"
+                  "{'name': '//container.googleapis.com/projects/acme/zones/z/clusters/c', "
+                  "'asset_type': 'container.googleapis.com/Cluster', 'resource': {'data': {}}}\n";
+    ferry_audit *a = audit2(t, NULL);
+    one(a, "GCP-OP-001", SA_URI("ci"));
+    one(a, "GCP-SH-006", SA_URI("ci"));
+    ferry_audit_free(a);
+}
+
+static void expect_error(const char *text, int code, const char *msg)
+{
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    cr_assert_eq(add(a, "in.json", text, err, sizeof(err)), code, "%s", err);
+    cr_assert(strstr(err, msg) != NULL, "'%s' lacks '%s'", err, msg);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, errors_name_file_line_and_expectation)
+{
+    expect_error("{'etag': 'x', 'bindings': [\n{'role': 'roles/owner',\n 'members': 'x'}]}",
+                 -FERRY_EMALFORMED, "in.json:3: bindings/0: members: expected an array");
+    expect_error("{'etag': 'x', 'bindings': [\n{'members': []}]}", -FERRY_EMALFORMED,
+                 "in.json:2: bindings/0: expected a role string");
+    expect_error("[{'email': 'a@b.iam.gserviceaccount.com', 'uniqueId': '1', 'oauth2ClientId': "
+                 "'1'},\n 7]",
+                 -FERRY_EMALFORMED, "in.json:2: [1]: expected an object");
+    expect_error("[{'keyType': 'USER_MANAGED', 'validAfterTime': '2020-01-01T00:00:00Z',\n "
+                 "'name': 'nope'}]",
+                 -FERRY_EMALFORMED, "in.json:2: 0: expected a key name");
+    expect_error("[{'keyType': 'USER_MANAGED', 'name': "
+                 "'projects/p/serviceAccounts/a@p.iam.gserviceaccount.com/keys/k',\n "
+                 "'validAfterTime': 'yesterday'}]",
+                 -FERRY_EMALFORMED, "in.json:2: 0: validAfterTime: expected a timestamp");
+    /* truncated */
+    expect_error("{'etag': 'x', 'bindings': [\n{'role': 'roles/own", -FERRY_EMALFORMED,
+                 "in.json:2:");
+    /* NDJSON: a bad line after good ones names its line; a bad element too */
+    expect_error("{'asset_type': 'x', 'name': 'n'}\n{'asset_type': 'x', 'name': 'n'}\n{'asset_",
+                 -FERRY_EMALFORMED, "in.json:3:");
+    expect_error("{'asset_type': 'x', 'name': 'n'}\n\n{'asset_type': 7, 'name': 'n'}\n",
+                 -FERRY_EMALFORMED, "in.json:3: 1: expected an asset with name and asset_type");
+    /* get-iam-policy with no project SA and no --gcp-resource */
+    expect_error("{'etag': 'x', 'bindings': [{'role': 'roles/owner', 'members': "
+                 "['user:a@b.c']}]}",
+                 -FERRY_EMALFORMED, "--gcp-resource projects/ID");
+}
+
+Test(audit_gcp, gcp_resource_names_the_policy)
+{
+    ferry_audit *a = run_new();
+    char err[256] = "";
+    cr_assert_eq(ferry_audit_gcp_set_resource(a, "folders/77"), 0);
+    cr_assert_eq(ferry_audit_gcp_set_resource(a, "buckets/77"), -EINVAL);
+    cr_assert_eq(add(a, "p.json",
+                     "{'etag': 'x', 'bindings': [{'role': 'roles/owner', 'members': ['" ACME_SA(
+                         "ci") "']}]}",
+                     err, sizeof(err)),
+                 0, "%s", err);
+    finish(a);
+    const ferry_audit_finding *f = one(a, "GCP-OP-001", SA_URI("ci"));
+    cr_assert_str_eq(f->account, "folders/77");
+    cr_assert_eq(f->severity, FERRY_AUDIT_HIGH);
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, formats_known_and_detected)
+{
+    const char *names[] = {"gcp-sa-list",   "gcp-sa-keys",      "gcp-iam-policy",
+                           "gcp-asset-iam", "gcp-cai",          "gcp-roles",
+                           "gcp-activity",  "gcp-insights",     "gcp-recommendations",
+                           "gcp-instances", "gcp-wif-providers"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        cr_assert(ferry_audit_format_known(names[i]), "%s", names[i]);
+    ferry_audit *a = audit2(VMS, ROLES);
+    const ferry_audit_finding *fs;
+    (void)ferry_audit_findings(a, &fs);
+    (void)fs;
+    ferry_audit_free(a);
+}
