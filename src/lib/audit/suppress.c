@@ -271,8 +271,8 @@ static int member_value(yreader *y, const ferry_audit *a, const char *key, char 
                      "AWS-OP-001)",
                      *field);
     if (strcmp(key, "cloud") == 0 && strcmp(*field, "aws") && strcmp(*field, "gcp") &&
-        strcmp(*field, "azure") && strcmp(*field, "k8s"))
-        return yfail(y, "cloud: expected aws, gcp, azure or k8s");
+        strcmp(*field, "azure") && strcmp(*field, "k8s") && strcmp(*field, "ferry"))
+        return yfail(y, "cloud: expected aws, gcp, azure, k8s or ferry");
     if (strcmp(key, "fingerprint") == 0 && !is_hex64(*field))
         return yfail(y, "fingerprint: expected 64 lowercase hex digits (a finding's fingerprint)");
     if (strcmp(key, "resource_glob") == 0 && only_wildcards(*field))
