@@ -12,8 +12,10 @@
 #     than the window is refused (exit 2) or not evaluated (info);
 #   - usage errors: --usage or --issuer without --policies, policies that do not load;
 #   - SARIF lists X-003, X-004 and X-005; every JSON report is valid against the v1 schema.
-# The GCP, Azure and Kubernetes loaders note identities the same way (unit tests in
-# tests/unit/test_audit_shadow.c call the note directly).
+#   - the GCP, Azure and Kubernetes loaders' identities (service accounts with user-managed
+#     keys, service principals with client secrets, service accounts with legacy tokens):
+#     declared ones with a static credential are X-003 only, undeclared ones X-003 and X-004,
+#     disabled, managed and kube-system ones nothing.
 import datetime
 import hashlib
 import json
@@ -190,6 +192,36 @@ def identity_checks(tap, d):
            "table: X-004 medium fails --fail-on medium", r)
 
 
+def cloud_checks(tap):
+    """The GCP, Azure and Kubernetes loaders' identities against the same policies."""
+    T = "3f2b6c1e-9a4d-4e57-8c21-5d0e7b9a1f34"
+    G = "@ml-prod-417203.iam.gserviceaccount.com"
+    files = [os.path.join(FIX, n) for n in (
+        "gcp_service-accounts_list.json", "gcp_service-accounts_keys_list.json",
+        "azure_az_ad_sp_list.json", "k8s_serviceaccounts_secrets.json")]
+    j = audit_json(tap, "GCP, Azure and Kubernetes exports against the policies", "--policies",
+                   POLICIES, "--issuer", ISSUER, *files)
+    got = sorted((f["rule_id"], f["cloud"], f["account"], f["resource"],
+                  f["evidence"].get("declared")) for f in j["findings"]
+                 if f["rule_id"].startswith("X-"))
+    tap.eq(got, sorted([
+        # declared (grant.gcp, grant.azure with its tenant, subject_glob) with a static key
+        ("X-003", "gcp", "ml-prod-417203", "llm-inference" + G, True),
+        ("X-003", "azure", T, "9d4e8a27-1c3b-4f60-a5d2-7e81b0c4f9a6", True),
+        ("X-003", "k8s", "cluster", "system:serviceaccount:inference:llm-server-a", True),
+        # undeclared with a static key: broker-unmanaged, and a static secret
+        ("X-003", "gcp", "ml-prod-417203", "etl-nightly" + G, False),
+        ("X-004", "gcp", "ml-prod-417203", "etl-nightly" + G, False),
+        ("X-003", "azure", T, "22222222-aaaa-4bbb-8ccc-000000000002", False),
+        ("X-004", "azure", T, "22222222-aaaa-4bbb-8ccc-000000000002", False),
+        ("X-003", "k8s", "cluster", "system:serviceaccount:batch:legacy-job", False),
+        ("X-004", "k8s", "cluster", "system:serviceaccount:batch:legacy-job", False),
+    ]), "exactly: declared identities with static keys get X-003 only; a disabled SA, a "
+        "managed identity, kube-system's SA and a declared SA without token get nothing")
+    tap.ok(any(f["rule_id"] == "GCP-SH-006" and "old-export" in f["resource"]
+               for f in j["findings"]), "the disabled SA's key is the GCP rule's business")
+
+
 def usage_checks(tap, d):
     key = ft.Key("P-256", kid="k1")
     jwks = ft.write_json(os.path.join(d, "jwks.json"), ft.jwks(key, alg="ES256"))
@@ -276,6 +308,7 @@ def body(tap):
     try:
         with ft.tempdir() as d:
             identity_checks(tap, d)
+            cloud_checks(tap)
             usage_checks(tap, d)
             error_checks(tap, d)
     finally:

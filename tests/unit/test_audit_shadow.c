@@ -550,3 +550,97 @@ Test(audit_shadow, usage_refuses_a_tampered_log)
     free(path);
     ferry_jwks_unref(pub);
 }
+
+/* ---- allocation failures ------------------------------------------------------------------- *
+ * As in test_audit.c: the Nth allocation of the process fails, for N = 0, 1, 2, ... over a whole
+ * run with policies, an AWS export and credential report, directly noted identities, a usage
+ * log, finish and the JSON report. Each run either fails with -ENOMEM (-FERRY_ECRYPTO when
+ * OpenSSL could not allocate) or prints exactly the report of the undisturbed run. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static int oom_run(ferry_policy_set *set, const char *log, const ferry_jwks *pub, char **ret)
+{
+    static const char *const iss[] = {"https://ferry.example.com/", NULL};
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char err[512];
+    audit_identity ids[] = {
+        {.cloud = "gcp",
+         .account = "ml-prod",
+         .id = "etl@ml-prod.iam.gserviceaccount.com",
+         .flags = AUDIT_ID_STATIC_CRED,
+         .source = "sa.json"},
+        {.cloud = "azure",
+         .account = TENANT,
+         .id = CLIENT,
+         .flags = AUDIT_ID_STATIC_CRED,
+         .source = "sp.json"},
+        {.cloud = "k8s",
+         .account = "c",
+         .id = "system:serviceaccount:x:y",
+         .flags = AUDIT_ID_FEDERATED,
+         .issuers = iss,
+         .source = "k.json"},
+    };
+    int r = ferry_audit_new(&o, &a);
+
+    if (r == 0)
+        r = ferry_audit_set_policies(a, set, ISSUER);
+    if (r == 0)
+        r = ferry_audit_add_input(a, "roles.json", ROLES, strlen(ROLES), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_add_input(a, "r.csv", CREDREPORT, strlen(CREDREPORT), NULL, err,
+                                  sizeof(err));
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(ids); i++)
+        r = audit_identity_note(a, &ids[i]);
+    if (r == 0)
+        r = ferry_audit_add_usage(a, log, pub, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, ret, NULL);
+    ferry_audit_free(a);
+    return r;
+}
+
+Test(audit_shadow, allocation_failures_fail_or_change_nothing)
+{
+    ferry_jwks *pub = NULL;
+    char *log = write_log(200, &pub), *ref = NULL;
+    ferry_policy_set *set = policy_set();
+    long n;
+
+    cr_assert_eq(oom_run(set, log, pub, &ref), 0);
+    cr_assert(strstr(ref, "X-003") && strstr(ref, "X-004") && strstr(ref, "X-005") &&
+                  strstr(ref, "system:serviceaccount:x:y"),
+              "the reference run covers the rules: %s", ref);
+    for (n = 0; n < 200000; n++) {
+        char *out = NULL;
+        int r;
+        bool hit;
+
+        inject_arm(n);
+        r = oom_run(set, log, pub, &out);
+        hit = inject_disarm();
+        if (r == 0) {
+            cr_assert_str_eq(out, ref,
+                             "allocation %ld failed, the run succeeded with another "
+                             "report",
+                             n);
+            free(out);
+        } else {
+            cr_assert(hit, "run without an injected failure returned %d", r);
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
+        }
+        if (!hit)
+            break;
+    }
+    cr_assert(n > 100 && n < 200000, "%ld allocations", n);
+    free(ref);
+    ferry_policy_set_unref(set);
+    unlink(log);
+    free(log);
+    ferry_jwks_unref(pub);
+}
+#endif
