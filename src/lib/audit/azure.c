@@ -35,6 +35,8 @@
 
 /* The tenant of Microsoft's first-party applications (appOwnerOrganizationId). */
 #define MICROSOFT_TENANT "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
+/* The scope prefix of a management group. */
+#define MG_PREFIX "/providers/Microsoft.Management/managementGroups/"
 
 static const audit_rule az_rules[] = {
     {"AZ-OP-001", "SP/MI with Owner / UAA / RBAC-Admin", FERRY_AUDIT_CRITICAL,
@@ -376,8 +378,25 @@ static int elem_error(az_ctx *c, size_t i, const char *member, const char *what)
         m[0] = '.';
         m[k + 1] = '\0';
     }
-    audit_error_where(c->a, "%s/%zu%s%s", c->wrapped ? "/value" : "", i, member ? "/" : "",
-                      member ? member : "");
+    /* The line is that of the deepest part of the member that exists (a missing member is
+     * reported at its element). */
+    char where[96] = "";
+    const json_t *cur = json_array_get(c->list, i);
+    for (const char *p = member; p && *p && cur;) {
+        size_t n = strcspn(p, "/");
+        char comp[64];
+        if (n >= sizeof(comp))
+            break;
+        memcpy(comp, p, n);
+        comp[n] = '\0';
+        cur = json_is_array(cur) ? json_array_get(cur, strtoul(comp, NULL, 10))
+                                 : json_object_get(cur, comp);
+        if (!cur)
+            break;
+        (void)snprintf(where + strlen(where), sizeof(where) - strlen(where), "/%s", comp);
+        p += n + (p[n] == '/');
+    }
+    audit_error_where(c->a, "%s/%zu%s", c->wrapped ? "/value" : "", i, where);
     return ferry_errbuf_set(c->errbuf, c->errlen, -FERRY_EMALFORMED, "%s[%zu]%s: expected %s",
                             c->wrapped ? "value" : "element", i, m, what);
 }
@@ -737,8 +756,7 @@ static int action_level(const char *act)
 static int scope_level(const char *scope)
 {
     const char *p;
-    if (strcmp(scope, "/") == 0 ||
-        strncasecmp(scope, "/providers/Microsoft.Management/managementGroups/", 50) == 0)
+    if (strcmp(scope, "/") == 0 || strncasecmp(scope, MG_PREFIX, strlen(MG_PREFIX)) == 0)
         return 2;
     if (strncasecmp(scope, "/subscriptions/", 15) == 0) {
         p = strchr(scope + 15, '/');
@@ -757,8 +775,8 @@ static void scope_account(const char *scope, char *out, size_t outlen)
     out[0] = '\0';
     if (strncasecmp(scope, "/subscriptions/", 15) == 0)
         p = scope + 15;
-    else if (strncasecmp(scope, "/providers/Microsoft.Management/managementGroups/", 50) == 0)
-        p = scope + 50;
+    else if (strncasecmp(scope, MG_PREFIX, strlen(MG_PREFIX)) == 0)
+        p = scope + strlen(MG_PREFIX);
     else
         return;
     n = strcspn(p, "/");
