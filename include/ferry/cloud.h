@@ -118,6 +118,19 @@ int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint, const char 
                         const char *target, const char *body, size_t body_len, size_t max_response,
                         ferry_http_response *ret, char *errbuf, size_t errlen);
 
+/* A signed AWS Query-protocol POST (IAM, STS): form is the application/x-www-form-urlencoded
+ * body (Action=...&Version=...&...), signed for region (NULL = the provider's; IAM is global:
+ * "us-east-1") and service; endpoint as ferry_aws_json_call (NULL =
+ * https://<service>.<region>.amazonaws.com). action names the call in reasons. Retries and
+ * credential refresh as ferry_aws_json_call. On HTTP 200 with a text/xml or application/xml
+ * content type, returns 0 and *ret is the answer. On an HTTP error answer (after the retries)
+ * returns the ferry_aws_error code and *ret holds that last answer too, so that the caller can
+ * look at its status; release *ret in every case (it is zeroed first). */
+int ferry_aws_query_call(ferry_aws_provider *p, const char *endpoint, const char *region,
+                         const char *service, const char *action, const char *form,
+                         size_t form_len, size_t max_response, ferry_http_response *ret,
+                         char *errbuf, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

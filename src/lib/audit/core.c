@@ -556,6 +556,10 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
         if (line)
             return ferry_errbuf_set(errbuf, errlen, r, "%s:%u: %s", path, line,
                                     why[0] ? why : ferry_strerror(r));
+        /* A text loader that knows the position starts with "LINE:COL: " (k8s.c's YAML). */
+        size_t digits = strspn(why, "0123456789");
+        if (digits && why[digits] == ':' && why[digits + 1] >= '0' && why[digits + 1] <= '9')
+            return ferry_errbuf_set(errbuf, errlen, r, "%s:%s", path, why);
         return ferry_errbuf_set(errbuf, errlen, r, "%s: %s", path,
                                 why[0] ? why : ferry_strerror(r));
     }
@@ -724,23 +728,17 @@ json_t *audit_finding_json(const ferry_audit *a, const ferry_audit_finding *f)
     return o;
 }
 
-/* with_findings false: the document without its findings array (the NDJSON summary line). */
+/* The report document with an empty findings array in its place (render_json_text writes the
+ * findings there), or without it (with_findings false: the NDJSON summary line). */
 static int render_json(ferry_audit *a, bool with_findings, json_t **ret)
 {
-    const ferry_audit_finding *fs;
-    size_t n = ferry_audit_findings(a, &fs), c[5];
+    size_t c[5];
     json_t *doc, *arr = json_array();
 
     if (!arr)
         return -ENOMEM;
+    (void)ferry_audit_findings(a, NULL); /* sorted */
     counts(a, c);
-    for (size_t i = 0; i < n && with_findings; i++) {
-        json_t *o = audit_finding_json(a, &fs[i]);
-        if (!o || json_array_append_new(arr, o) < 0) {
-            json_decref(arr);
-            return -ENOMEM;
-        }
-    }
     doc = json_pack("{s:s, s:{s:s, s:s}, s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o}", "schema",
                     "ferry.audit/v1", "tool", "name", "ferry", "version", PACKAGE_VERSION, "inputs",
                     a->inputs, "summary", "critical", (json_int_t)c[4], "high", (json_int_t)c[3],
@@ -929,6 +927,92 @@ static int render_table(ferry_audit *a, ferry_buf *b)
     return r;
 }
 
+/* A dump sink that appends to b and indents every line after the first by pad: a finding dumped
+ * alone comes out as jansson writes it inside the whole report. */
+struct indent_sink {
+    ferry_buf *b;
+    const char *pad;
+    size_t padlen;
+    bool failed;
+};
+
+static int indent_sink_write(const char *buf, size_t size, void *data)
+{
+    struct indent_sink *d = data;
+    const char *p = buf, *end = buf + size, *nl;
+
+    while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if (ferry_buf_append(d->b, p, (size_t)(nl + 1 - p)) < 0 ||
+            ferry_buf_append(d->b, d->pad, d->padlen) < 0)
+            goto fail;
+        p = nl + 1;
+    }
+    if (p < end && ferry_buf_append(d->b, p, (size_t)(end - p)) < 0)
+        goto fail;
+    return 0;
+fail:
+    d->failed = true;
+    return -1;
+}
+
+/* The JSON report, written finding by finding: the document is dumped with an empty findings
+ * array, and each finding's object is built, dumped in that array's place and freed, so that
+ * the report is never held as a tree of every finding as well as its text. The bytes are the
+ * ones dumping the whole tree would give (JSON_INDENT(2) | JSON_PRESERVE_ORDER): the array is a
+ * member of the top-level object, its elements are indented by 4 and strings never hold a raw
+ * newline. */
+static int render_json_text(ferry_audit *a, char **ret, size_t *ret_len)
+{
+    static const char member[] = "\n  \"findings\": []";
+    const ferry_audit_finding *fs;
+    size_t n = ferry_audit_findings(a, &fs), len = 0;
+    json_t *doc = NULL;
+    char *skel, *at;
+    ferry_buf b;
+    int r;
+
+    r = render_json(a, true, &doc);
+    if (r < 0)
+        return r;
+    skel = audit_json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (!skel)
+        return -ENOMEM;
+    at = strstr(skel, member);
+    if (!at) {
+        free(skel);
+        return -EINVAL; /* cannot happen: render_json always has the member */
+    }
+    at += sizeof(member) - 3; /* at the "[]" */
+    ferry_buf_init(&b, AUDIT_RENDER_MAX, false);
+    r = ferry_buf_append(&b, skel, (size_t)(at - skel));
+    for (size_t i = 0; i < n && r == 0; i++) {
+        struct indent_sink d = {.b = &b, .pad = "    ", .padlen = 4, .failed = false};
+        json_t *o = audit_finding_json(a, &fs[i]);
+        r = !o ? -ENOMEM : ferry_buf_append_str(&b, i ? ",\n    " : "[\n    ");
+        if (r == 0 && (json_dump_callback(o, indent_sink_write, &d,
+                                          JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||
+                       d.failed))
+            r = -ENOMEM;
+        json_decref(o);
+    }
+    if (r == 0)
+        r = ferry_buf_append_str(&b, n ? "\n  ]" : "[]");
+    if (r == 0)
+        r = ferry_buf_append_str(&b, at + 2);
+    free(skel);
+    if (r < 0) {
+        ferry_buf_release(&b);
+        return -ENOMEM; /* as audit_json_dumps() fails, also past AUDIT_RENDER_MAX */
+    }
+    *ret = ferry_buf_steal(&b, &len);
+    if (!*ret)
+        return -ENOMEM;
+    if (ret_len)
+        *ret_len = len;
+    return 0;
+}
+
 FERRY_EXPORT int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char **ret,
                                     size_t *ret_len)
 {
@@ -966,8 +1050,8 @@ FERRY_EXPORT int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char
         return 0;
     }
     if (out == FERRY_AUDIT_OUT_JSON)
-        r = render_json(a, true, &doc);
-    else if (out == FERRY_AUDIT_OUT_SARIF)
+        return render_json_text(a, ret, ret_len);
+    if (out == FERRY_AUDIT_OUT_SARIF)
         r = render_sarif(a, &doc);
     else
         return -EINVAL;

@@ -925,25 +925,27 @@ static const char *target_op(const char *target)
     return dot ? dot + 1 : target;
 }
 
-static int signed_post(ferry_aws_provider *p, const ferry_aws_credentials *c, const char *url,
-                       const char *host, const char *service, const char *target, const char *body,
-                       size_t body_len, const ferry_http_options *o, ferry_http_response *resp,
-                       char *errbuf, size_t errlen)
+/* One signed POST of body (content type ctype; X-Amz-Target target unless NULL), signed for
+ * region and service. */
+static int signed_post(const char *region, const ferry_aws_credentials *c, const char *url,
+                       const char *host, const char *service, const char *ctype, const char *target,
+                       const char *body, size_t body_len, const ferry_http_options *o,
+                       ferry_http_response *resp, char *errbuf, size_t errlen)
 {
-    char target_h[160];
+    char target_h[160], ctype_h[128];
     const ferry_sigv4_header sh[] = {
         {"Host", host},
-        {"Content-Type", "application/x-amz-json-1.1"},
+        {"Content-Type", ctype},
         {"X-Amz-Target", target},
     };
     ferry_sigv4_credentials sc = {c->access_key_id, c->secret_access_key, c->session_token};
     ferry_sigv4_request sr = {.method = "POST",
                               .path = "/",
                               .headers = sh,
-                              .n_headers = ARRAY_SIZE(sh),
+                              .n_headers = target ? ARRAY_SIZE(sh) : ARRAY_SIZE(sh) - 1,
                               .body = body,
                               .body_len = body_len};
-    ferry_sigv4_params sp = {.region = p->region, .service = service, .time = now_s()};
+    ferry_sigv4_params sp = {.region = region, .service = service, .time = now_s()};
     ferry_sigv4_result res = {0};
     const char *lines[16];
     char *alloc[8] = {0};
@@ -955,10 +957,13 @@ static int signed_post(ferry_aws_provider *p, const ferry_aws_credentials *c, co
     if (r < 0)
         return r;
     snprintf(host_h, sizeof(host_h), "Host: %s", host);
-    snprintf(target_h, sizeof(target_h), "X-Amz-Target: %s", target);
+    snprintf(ctype_h, sizeof(ctype_h), "Content-Type: %s", ctype);
     lines[n++] = host_h;
-    lines[n++] = "Content-Type: application/x-amz-json-1.1";
-    lines[n++] = target_h;
+    lines[n++] = ctype_h;
+    if (target) {
+        snprintf(target_h, sizeof(target_h), "X-Amz-Target: %s", target);
+        lines[n++] = target_h;
+    }
     for (size_t i = 0; i < res.n_add_headers && na < ARRAY_SIZE(alloc); i++) {
         size_t l = strlen(res.add_headers[i].name) + strlen(res.add_headers[i].value) + 3;
         char *line = malloc(l);
@@ -989,22 +994,26 @@ out:
     return r;
 }
 
-FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint,
-                                     const char *service, const char *target, const char *body,
-                                     size_t body_len, size_t max_response, ferry_http_response *ret,
-                                     char *errbuf, size_t errlen)
+/* The one signed-call loop of the JSON 1.1 and Query protocols: sign for region/service,
+ * POST body as ctype (with X-Amz-Target target unless NULL), retry throttling, 5xx and network
+ * failures by the retry rule, drop refused role credentials once. xml: the answer must be XML
+ * (Query), else JSON. op names the operation in reasons. keep_error: on an HTTP error answer,
+ * leave it in *ret too (the caller releases it). */
+static int aws_signed_call(ferry_aws_provider *p, const char *endpoint, const char *region,
+                           const char *service, const char *ctype, const char *target,
+                           const char *op, const char *body, size_t body_len, size_t max_response,
+                           bool xml, bool keep_error, ferry_http_response *ret, char *errbuf,
+                           size_t errlen)
 {
     char url[600], host[300];
     const char *h, *slash;
     bool retried_auth = false;
     int r;
 
-    if (!p || !service || !target || !body || !ret || strlen(target) > 128 || !region_ok(service))
-        return -EINVAL;
     if (endpoint)
         snprintf(url, sizeof(url), "%s", endpoint);
     else
-        snprintf(url, sizeof(url), "https://%s.%s.amazonaws.com/", service, p->region);
+        snprintf(url, sizeof(url), "https://%s.%s.amazonaws.com/", service, region);
     r = endpoint_check(url, &p->http, errbuf, errlen, service);
     if (r < 0)
         return r;
@@ -1026,8 +1035,8 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
         if (r < 0)
             return r;
         int64_t t0 = ferry_mono_ms();
-        r = signed_post(p, &c, url, host, service, target, body, body_len, &o, &resp, errbuf,
-                        errlen);
+        r = signed_post(region, &c, url, host, service, ctype, target, body, body_len, &o, &resp,
+                        errbuf, errlen);
         ferry_aws_credentials_clear(&c);
         bool network = r == -FERRY_EFETCH, answered = r >= 0;
         if (r < 0)
@@ -1038,20 +1047,25 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
              * (the body must still be JSON). Any other type is refused everywhere. */
             bool moto_html = strncmp(url, "http://", 7) == 0 && resp.content_type &&
                              strncasecmp(resp.content_type, "text/html", 9) == 0;
-            bool json = ferry_http_media_type_is(resp.content_type, "application/x-amz-json-1.1") ||
-                        ferry_http_media_type_is(resp.content_type, "application/x-amz-json-1.0") ||
-                        ferry_http_media_type_is(resp.content_type, "application/json");
-            if (!json && !moto_html) {
+            bool ok =
+                xml ? ferry_http_media_type_is(resp.content_type, "text/xml") ||
+                          ferry_http_media_type_is(resp.content_type, "application/xml")
+                    : ferry_http_media_type_is(resp.content_type, "application/x-amz-json-1.1") ||
+                          ferry_http_media_type_is(resp.content_type,
+                                                   "application/x-amz-json-1.0") ||
+                          ferry_http_media_type_is(resp.content_type, "application/json") ||
+                          moto_html;
+            if (!ok) {
                 ferry_http_response_release(&resp);
-                return fail(errbuf, errlen, -FERRY_EMALFORMED,
-                            "%s: answer is not application/x-amz-json-1.1", service);
+                return fail(errbuf, errlen, -FERRY_EMALFORMED, "%s %s: answer is not %s", service,
+                            op, xml ? "XML" : "application/x-amz-json-1.1");
             }
             *ret = resp;
             return 0;
         } else {
             char why[160];
             r = ferry_aws_error(resp.status, resp.body, resp.body_len, why, sizeof(why));
-            (void)fail(errbuf, errlen, r, "%s %s: %s", service, target_op(target), why);
+            (void)fail(errbuf, errlen, r, "%s %s: %s", service, op, why);
         }
         if (r == -EACCES && !retried_auth && p->role_arn) {
             /* Credentials may have been revoked early: fetch fresh ones once. */
@@ -1062,9 +1076,38 @@ FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint
         }
         if ((r != -EAGAIN && !network) ||
             !retry_pause(answered ? &resp : NULL, attempt, &budget_ms, errbuf, errlen)) {
-            ferry_http_response_release(&resp);
+            if (keep_error && answered)
+                *ret = resp;
+            else
+                ferry_http_response_release(&resp);
             return r;
         }
         ferry_http_response_release(&resp);
     }
+}
+
+FERRY_EXPORT int ferry_aws_json_call(ferry_aws_provider *p, const char *endpoint,
+                                     const char *service, const char *target, const char *body,
+                                     size_t body_len, size_t max_response, ferry_http_response *ret,
+                                     char *errbuf, size_t errlen)
+{
+    if (!p || !service || !target || !body || !ret || strlen(target) > 128 || !region_ok(service))
+        return -EINVAL;
+    return aws_signed_call(p, endpoint, p->region, service, "application/x-amz-json-1.1", target,
+                           target_op(target), body, body_len, max_response, false, false, ret,
+                           errbuf, errlen);
+}
+
+FERRY_EXPORT int ferry_aws_query_call(ferry_aws_provider *p, const char *endpoint,
+                                      const char *region, const char *service, const char *action,
+                                      const char *form, size_t form_len, size_t max_response,
+                                      ferry_http_response *ret, char *errbuf, size_t errlen)
+{
+    if (!p || !service || !action || !form || !ret || strlen(action) > 128 || !region_ok(service) ||
+        (region && !region_ok(region)))
+        return -EINVAL;
+    *ret = (ferry_http_response){0};
+    return aws_signed_call(p, endpoint, region ? region : p->region, service,
+                           "application/x-www-form-urlencoded; charset=utf-8", NULL, action, form,
+                           form_len, max_response, true, true, ret, errbuf, errlen);
 }
