@@ -346,6 +346,75 @@ static void expect_broken(struct fixture *f, char **lines, size_t n, bool final_
     cr_assert_str_eq(ps.reason[0], rep.first_bad_reason);
 }
 
+/* ---- reading records through the verifier ----------------------------------------------- */
+
+struct seen {
+    uint64_t seqs[64];
+    size_t n;
+    int fail_at; /* return -ENOMEM at this call (1-based), 0 = never */
+};
+
+static int on_record(void *ud, const json_t *rec)
+{
+    struct seen *s = ud;
+    const char *type = json_string_value(json_object_get(rec, "type"));
+    cr_assert(type && strcmp(type, "auditlog.checkpoint") != 0, "a checkpoint was passed on");
+    cr_assert_null(json_object_get(rec, "hash"));
+    if (s->n < 64)
+        s->seqs[s->n] = (uint64_t)json_integer_value(json_object_get(rec, "seq"));
+    if ((int)++s->n == s->fail_at)
+        return -ENOMEM;
+    return 0;
+}
+
+Test(auditlog, on_record_sees_each_verified_record_and_skip_unknown_kid_reads_the_chain)
+{
+    struct fixture f;
+    struct seen s = {0};
+    ferry_auditlog_verify_options vo = {.on_record = on_record, .userdata = &s};
+    ferry_auditlog_report rep;
+    char copy[192];
+
+    fixture_make(&f, 10, 4);
+    cr_assert_eq(ferry_auditlog_verify(path, f.pub, &vo, &rep), 0);
+    /* open + 10 events, the checkpoints (after every 4 records and the final one) left out */
+    cr_assert_eq(s.n, 11, "%zu records", s.n);
+    for (size_t i = 1; i < s.n; i++)
+        cr_assert_gt(s.seqs[i], s.seqs[i - 1]);
+    cr_assert_eq(s.seqs[0], 1);
+
+    /* Without keys: refused, unless skip_unknown_kid, which reads the same records. */
+    memset(&s, 0, sizeof(s));
+    cr_assert_eq(ferry_auditlog_verify(path, NULL, &vo, &rep), -FERRY_EREFUSED);
+    cr_assert(strstr(rep.first_bad_reason, "unknown key"), "%s", rep.first_bad_reason);
+    memset(&s, 0, sizeof(s));
+    vo.skip_unknown_kid = true;
+    cr_assert_eq(ferry_auditlog_verify(path, NULL, &vo, &rep), 0);
+    cr_assert_eq(s.n, 11);
+    cr_assert(rep.sealed);
+
+    /* An edited record is not passed on, and the log is still refused. */
+    snprintf(copy, sizeof(copy), "%s/copy.log", dir);
+    char *was = f.lines[3];
+    json_t *rec = parse_line(was);
+    json_object_set_new(rec, "subject", json_string("someone-else"));
+    f.lines[3] = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(rec);
+    write_lines(copy, f.lines, f.n, true);
+    free(f.lines[3]);
+    f.lines[3] = was;
+    memset(&s, 0, sizeof(s));
+    cr_assert_eq(ferry_auditlog_verify(copy, f.pub, &vo, &rep), -FERRY_EREFUSED);
+    cr_assert_eq(s.n, 10, "the edited record (line 4) is left out");
+
+    /* A negative return stops the verification and is returned. */
+    memset(&s, 0, sizeof(s));
+    s.fail_at = 3;
+    cr_assert_eq(ferry_auditlog_verify(path, f.pub, &vo, &rep), -ENOMEM);
+    cr_assert_eq(s.n, 3);
+    fixture_free(&f);
+}
+
 /* ---- format ------------------------------------------------------------------------------ */
 
 Test(auditlog, record_format_and_hash_follow_the_documented_definition)

@@ -290,6 +290,43 @@ Test(policy_examples, all_load)
     ferry_policy_set_unref(set);
 }
 
+Test(policy_examples, listed_with_set_get)
+{
+    ferry_policy_set *set = load_examples();
+    ferry_policy_info p;
+    bool trainer = false, inference = false;
+
+    for (size_t i = 0; i < ferry_policy_set_count(set); i++) {
+        cr_assert_eq(ferry_policy_set_get(set, i, &p), 0);
+        cr_assert(p.id && p.file && p.line > 0 && p.issuer && p.subject);
+        if (strcmp(p.id, "k8s-trainer") == 0) {
+            trainer = true;
+            cr_assert_str_eq(p.issuer, EKS);
+            cr_assert_str_eq(p.subject, "system:serviceaccount:ml-training:trainer");
+            cr_assert(!p.subject_glob);
+            cr_assert(strstr(p.file, "k8s-training.json"), "%s", p.file);
+            cr_assert_eq(p.n_aws, 1);
+            cr_assert_str_eq(p.aws[0].role_arn, "arn:aws:iam::123456789012:role/ml/training-s3-rw");
+            cr_assert_eq(p.n_secrets, 2);
+            cr_assert_eq(p.n_gcp + p.n_azure, 0);
+        } else if (strcmp(p.id, "inference-llm-server") == 0) {
+            inference = true;
+            cr_assert(p.subject_glob);
+            cr_assert_str_eq(p.subject, "system:serviceaccount:inference:llm-server-*");
+            cr_assert_eq(p.n_gcp, 1);
+            cr_assert_str_eq(p.gcp[0], "llm-inference@ml-prod-417203.iam.gserviceaccount.com");
+            cr_assert_eq(p.n_azure, 1);
+            cr_assert_str_eq(p.azure[0].client_id, "9d4e8a27-1c3b-4f60-a5d2-7e81b0c4f9a6");
+            cr_assert_str_eq(p.azure[0].tenant_id, "3f2b6c1e-9a4d-4e57-8c21-5d0e7b9a1f34");
+        }
+    }
+    cr_assert(trainer && inference);
+    cr_assert_eq(ferry_policy_set_get(set, ferry_policy_set_count(set), &p), -EINVAL);
+    cr_assert_eq(ferry_policy_set_get(NULL, 0, &p), -EINVAL);
+    cr_assert_eq(ferry_policy_set_get(set, 0, NULL), -EINVAL);
+    ferry_policy_set_unref(set);
+}
+
 Test(policy_examples, kubernetes_training_job)
 {
     ferry_policy_set *set = load_examples();
