@@ -733,7 +733,7 @@ static int load_app(ferry_audit *a, const char *path, const char *buf, size_t le
 static bool detect_role_definitions(const json_t *doc)
 {
     const json_t *e = first_element(doc);
-    return e && json_is_array(arm_member(e, "permissions")) &&
+    return e && arm_member(e, "permissions") &&
            (arm_member(e, "roleName") || arm_member(e, "roleType"));
 }
 
@@ -828,6 +828,10 @@ static int load_role_definitions(ferry_audit *a, const char *path, const char *b
             continue;
         perms = arm_member(e, "permissions");
         scopes = arm_member(e, "assignableScopes");
+        if (perms && !json_is_array(perms))
+            return elem_error(
+                &c, i, json_object_get(e, "permissions") ? "permissions" : "properties/permissions",
+                "an array of {actions: [...]} objects");
         hits = json_array();
         if (!hits)
             return -ENOMEM;
