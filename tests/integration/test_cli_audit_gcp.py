@@ -279,6 +279,27 @@ def project_checks(tap):
                    f"NDJSON: {name} one asset a line gives the findings of the array")
             tap.eq([i["format"] for i in a2["inputs"]], ["gcp-cai"], "NDJSON: detected as gcp-cai")
 
+        # The service accounts reach the shadow-identity rules (audit_identity_note): one with
+        # a user-managed key is X-003 (GCP is brokered), and X-004 too when undeclared.
+        pol = os.path.join(d, "policies")
+        os.mkdir(pol)
+        inputs = [fx(n) for n in ONE_PROJECT[:3]]
+        for declared, want in (("legacy-batch", [("X-003", "legacy-batch")]),
+                               ("ci-deployer", [("X-003", "legacy-batch"),
+                                                ("X-004", "legacy-batch")])):
+            ft.write_json(os.path.join(pol, "p.json"), {
+                "version": 1, "description": "t", "policies": [{
+                    "id": "batch", "match": {
+                        "issuer": "https://token.actions.githubusercontent.com",
+                        "subject": "repo:acme/batch:ref:refs/heads/main"},
+                    "grant": {"max_ttl": 900, "gcp": [
+                        {"service_account": f"{declared}@{ACME}.iam.gserviceaccount.com"}]}}]})
+            j = audit_json(tap, f"policies declaring {declared}", "--policies", pol, *inputs)
+            got = sorted((f["rule_id"], f["resource"].split("@")[0]) for f in j["findings"]
+                         if f["rule_id"] in ("X-003", "X-004"))
+            tap.eq(got, want, f"shadow: with {declared} declared, legacy-batch (user key) is "
+                   + " and ".join(w[0] for w in want))
+
         # --format names a loader; a wrong one is an error about the shape
         r = audit("--format", "gcp-sa-keys", fx("gcp_gcloud_iam_service-accounts_list.json"))
         tap.ok(r.rc == 2 and r.out == "" and "expected a key name" in r.err,

@@ -26,8 +26,6 @@
 
 #define CLOUD "gcp"
 #define DAY 86400
-/* Longest name (email, resource name, role) the indexes keep; longer ones are input errors. */
-#define GCP_NAME_MAX 1024
 
 static const audit_rule gcp_rules[] = {
     {"GCP-OP-001", "SA with basic role", FERRY_AUDIT_HIGH,
@@ -138,7 +136,8 @@ enum {
     SA_KEY = 1u << 1, /* an enabled, unexpired user-managed key */
     SA_USED = 1u << 2,
     SA_UNUSED = 1u << 3,
-    SA_LISTED = 1u << 4, /* seen in an account list (so its disabled flag is known) */
+    SA_LISTED = 1u << 4,    /* seen in an account list (so its disabled flag is known) */
+    SA_FEDERATED = 1u << 5, /* a Kubernetes SA (GKE workload identity) may act as it */
 };
 
 typedef struct gcp_state {
@@ -878,6 +877,11 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
 
     if ((r = set_add(&c->s->bound, email)) < 0)
         return r;
+    /* The project's own service accounts are identities of the audited estate even when no
+     * account list was given (for the shadow-identity comparison). */
+    email_project(email, proj, sizeof(proj));
+    if (proj[0] && strcmp(proj, pol->account) == 0 && !sa_record(c, email))
+        return -ENOMEM;
     if (!active)
         return 0;
     if (sa_uri(email, &uri) < 0 || key_join(&key, pol->resource, role) < 0)
@@ -1025,6 +1029,11 @@ static int binding(gcp_ctx *c, const gcp_policy *pol, json_t *b, const char *whe
             if (r < 0)
                 return r;
         }
+        /* GKE workload identity: a Kubernetes service account may act as this one. */
+        if (active && pol->level == LVL_SA && pol->sa_email && email &&
+            strstr(email, ".svc.id.goog[") && strcmp(role, "roles/iam.workloadIdentityUser") == 0 &&
+            (r = sa_flag(c, pol->sa_email, SA_FEDERATED)) < 0)
+            return r;
         char pool[512];
         if (active && pol->level == LVL_SA && pol->sa_email &&
             member_pool(member, pool, sizeof(pool)) &&
@@ -1905,6 +1914,8 @@ static int identity_notes(gcp_ctx *c)
             flags |= AUDIT_ID_UNUSED;
         if (service_agent(email))
             flags |= AUDIT_ID_MANAGED;
+        if (f & SA_FEDERATED)
+            flags |= AUDIT_ID_FEDERATED;
         json_array_foreach(pools, i, pool)
         {
             flags |= AUDIT_ID_FEDERATED;
