@@ -142,6 +142,139 @@ EXPECTED = [
 ]
 
 
+class UsageStandin:
+    """In front of moto, which has no service-last-accessed: answers
+    GenerateServiceLastAccessedDetails and GetServiceLastAccessedDetails as IAM does (a job id;
+    IN_PROGRESS at the first poll, then COMPLETED in pages of two services) from usage[arn]
+    ({namespace: date or None}), and forwards every other request to moto unchanged."""
+
+    def __init__(self, target, usage):
+        import http.server
+        import threading
+        import urllib.parse
+        self.target = urllib.parse.urlsplit(target)
+        self.usage, self.jobs, self.calls = usage, {}, {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                form = urllib.parse.parse_qs(body.decode())
+                action = (form.get("Action") or [""])[0]
+                outer.calls[action] = outer.calls.get(action, 0) + 1
+                if action == "GenerateServiceLastAccessedDetails":
+                    job = f"job-{len(outer.jobs) + 1}"
+                    outer.jobs[job] = {"arn": form["Arn"][0], "polls": 0}
+                    return self.xml(action, f"<JobId>{job}</JobId>")
+                if action == "GetServiceLastAccessedDetails":
+                    return self.details(form)
+                status, data, ctype = outer.forward(self.headers, body)
+                self.answer(status, data, ctype)
+
+            def details(self, form):
+                job = outer.jobs[form["JobId"][0]]
+                job["polls"] += 1
+                action = "GetServiceLastAccessedDetails"
+                if job["polls"] == 1:
+                    return self.xml(action, "<JobStatus>IN_PROGRESS</JobStatus>")
+                svcs = sorted(outer.usage.get(job["arn"], {}).items())
+                start = 2 if form.get("Marker") == ["m2"] else 0
+                page = svcs[start:start + 2]
+                more = start + 2 < len(svcs)
+                members = "".join(
+                    f"<member><ServiceName>{ns}</ServiceName><ServiceNamespace>{ns}"
+                    f"</ServiceNamespace>" +
+                    (f"<LastAuthenticated>{last}</LastAuthenticated>" if last else "") +
+                    "<TotalAuthenticatedEntities>0</TotalAuthenticatedEntities></member>"
+                    for ns, last in page)
+                self.xml(action, "<JobStatus>COMPLETED</JobStatus><JobCompletionDate>"
+                         "2026-01-01T00:00:00Z</JobCompletionDate><ServicesLastAccessed>"
+                         f"{members}</ServicesLastAccessed><IsTruncated>"
+                         f"{'true' if more else 'false'}</IsTruncated>" +
+                         ("<Marker>m2</Marker>" if more else ""))
+
+            def xml(self, action, inner):
+                self.answer(200, (f'<{action}Response xmlns="https://iam.amazonaws.com/doc/'
+                                  f'2010-05-08/"><{action}Result>{inner}</{action}Result>'
+                                  f'</{action}Response>').encode(), "text/xml")
+
+            def answer(self, status, data, ctype):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def forward(self, headers, body):
+        import http.client
+        c = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=30)
+        try:
+            c.request("POST", "/", body, {k: v for k, v in headers.items()
+                                          if k.lower() not in ("host", "content-length")})
+            r = c.getresponse()
+            return r.status, r.read(), r.getheader("Content-Type", "text/xml")
+        finally:
+            c.close()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def usage_live_part(t, moto, files, now):
+    """Live mode with service-last-accessed data: the jobs, their polling and pages."""
+    day = 86400
+    usage = {
+        A + "role/etl": {"s3": iso(now - 10 * day)},                      # used: nothing
+        A + "role/reader": {"s3": None},                                  # never: s3
+        A + "role/ops-admin": {"s3": iso(now - 10 * day), "ec2": iso(now - 200 * day),
+                               "iam": None},                              # ec2 and iam
+        A + "user/ci-bot": {"secretsmanager": iso(now - 120 * day)},      # secretsmanager
+        A + "user/dev": {"ec2": iso(now - day)},                          # used: nothing
+    }
+    standin = UsageStandin(moto.url, usage)
+    try:
+        r = live(standin.url, now)
+        j = r.json() or {"findings": [], "inputs": []}
+        t.ok(r.rc == 0 and r.err == "", "live with usage: audited (exit 0)", r)
+        want_jobs = 6  # 4 roles and 2 users, no service-linked role
+        t.eq(standin.calls.get("GenerateServiceLastAccessedDetails"), want_jobs,
+             "live with usage: one job per role and user")
+        t.ok(all(job["polls"] >= 2 for job in standin.jobs.values()),
+             "live with usage: jobs IN_PROGRESS at first were polled again", standin.jobs)
+        t.ok(standin.calls.get("GetServiceLastAccessedDetails", 0) >= 2 * want_jobs + 1,
+             "live with usage: a second page was fetched with the Marker", standin.calls)
+        t.ok("aws-last-accessed" in [i["format"] for i in j["inputs"]],
+             "live with usage: the details went through the aws-last-accessed loader")
+        op = {f["resource"]: f for f in j["findings"] if f["rule_id"] == "AWS-OP-011"}
+        want = {A + "role/reader": ["s3"], A + "role/ops-admin": ["ec2", "iam"],
+                A + "user/ci-bot": ["secretsmanager"]}
+        t.eq(sorted(op), sorted(want),
+             "live with usage: AWS-OP-011 on exactly the principals with unused services, "
+             "and no 'not evaluated' note")
+        for arn, svcs in want.items():
+            f = op.get(arn, {"evidence": {}, "severity": None})
+            t.ok(f["severity"] == "medium" and f["evidence"].get("unused_services") == svcs,
+                 f"live with usage: {arn}: {svcs} unused for 90 days (medium)", f)
+        others = sorted(x for x in triples(j) if x[0] != "AWS-OP-011")
+        t.eq(others, sorted(x for x in triples(files) if x[0] != "AWS-OP-011"),
+             "live with usage: every other finding as in the exports")
+    finally:
+        standin.stop()
+
+
 def moto_part(t, d):
     moto = Moto()
     proxy = None
@@ -184,6 +317,8 @@ def moto_part(t, d):
         t.ok(any(f["rule_id"] == "AWS-OP-001" and f["evidence"]["statement"] ==
                  {"Action": "*", "Effect": "Allow", "Resource": "*"} for f in lv["findings"]),
              "live: OP-001 evidence is the statement, from the URL-encoded document")
+
+        usage_live_part(t, moto, files, now)
 
         # Table output and --fail-on over the live data.
         r = ft.ferry("audit", "aws", "--live", "--endpoint-url", moto.url, "--now", now,
