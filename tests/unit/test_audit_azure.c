@@ -812,3 +812,128 @@ Test(audit_azure, empty_page_with_format_is_fine)
     cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0);
     ferry_audit_free(a);
 }
+
+/* ---- allocation failures ------------------------------------------------------------------- *
+ * As in test_audit.c: the Nth allocation of the process fails (allocfail.h), for N = 0, 1, ...
+ * over a whole run through every Azure loader and the decisions of finish. Each run fails with
+ * -ENOMEM (-FERRY_ECRYPTO when OpenSSL's digest could not allocate) or prints exactly the
+ * report of the undisturbed run. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static const char *const OOM_INPUTS[][2] = {
+    {"sp.json",
+     "[{\"appId\": \"" APPID(1) "\", \"id\": \"" OID(
+         1) "\", \"displayName\": \"ci\", "
+            "\"servicePrincipalType\": \"Application\", \"appOwnerOrganizationId\": \"" TENANT
+            "\", "
+            "\"signInAudience\": \"AzureADMyOrg\", \"passwordCredentials\": [" PW("k1", "2019-05-01T00:00:00Z", "2299-12-31T00:00:00Z") "], \"keyCredentials\": [" CERT(
+                "c1", "2022-01-01T00:00:00Z",
+                "2024-01-01T00:00:00Z") "]},"
+                                        " {\"appId\": \"" APPID(2) "\", \"id\": \"" OID(
+                                            2) "\", \"servicePrincipalType\": "
+                                               "\"Application\", \"appOwnerOrganizationId\": "
+                                               "\"" VENDOR "\", \"signInAudience\": "
+                                               "\"AzureADMultipleOrgs\"},"
+                                               " {\"appId\": \"" APPID(3) "\", \"id\": \"" OID(
+                                                   3) "\", \"servicePrincipalType\": "
+                                                      "\"ManagedIdentity\", \"accountEnabled\": "
+                                                      "false}]"},
+    {"ra.json",
+     "{\"value\": [{\"id\": \"/a1\", \"properties\": {\"principalId\": \"" OID(
+         1) "\", \"principalType\": \"ServicePrincipal\", \"roleDefinitionId\": "
+            "\"/x/" OWNER "\", \"scope\": \"" SUBSCOPE "\"}},"
+            "{\"id\": \"/a2\", \"properties\": {\"principalId\": \"" OID(
+                2) "\", \"principalType\": \"ServicePrincipal\", \"roleDefinitionId\": "
+                   "\"/x/" CONTRIB "\", \"scope\": \"" SUBSCOPE "\"}},"
+                   "{\"id\": \"/a3\", \"properties\": {\"principalId\": \"f\", \"principalType\": "
+                   "\"Unknown\", \"roleDefinitionId\": \"/x/" READER "\", \"scope\": \"" SUBSCOPE
+                   "\"}}]}"},
+    {"defs.json",
+     "[{\"id\": \"" SUBSCOPE "/providers/Microsoft.Authorization/roleDefinitions/c1\", "
+     "\"roleName\": \"star\", \"roleType\": \"CustomRole\", \"assignableScopes\": "
+     "[\"" SUBSCOPE "\"], \"permissions\": [{\"actions\": [\"*\"]}]}]"},
+    {"signins.json",
+     "{\"value\": [{\"appId\": \"" APPID(1) "\", \"lastSignInActivity\": {\"lastSignInDateTime\": "
+                                            "\"2025-01-01T00:00:00Z\"}}]}"},
+    {"cred.json",
+     "{\"value\": [{\"keyId\": \"k1\", \"appId\": \"" APPID(
+         1) "\", \"servicePrincipalObjectId\": \"" OID(1) "\", \"signInActivity\": "
+                                                          "{\"lastSignInDateTime\": "
+                                                          "\"2025-01-01T00:00:00Z\"}}]}"},
+    {"roles.json", "{\"value\": [{\"id\": \"r\", \"principalId\": \"" OID(
+                       2) "\", \"roleDefinitionId\": \"62e90394-69f5-4237-9190-012177145e10\", "
+                          "\"directoryScopeId\": \"/\"}]}"},
+    {"ara.json", "{\"value\": [{\"id\": \"g\", \"principalId\": \"" OID(
+                     1) "\", \"appRoleId\": \"9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8\", "
+                        "\"resourceId\": \"x\"}]}"},
+    {"owners.json", "[{\"id\": \"" OID(1) "\", \"owners\": [{\"id\": \"u\"}]}]"},
+    {"ids.json", "[" UAMI("id-orphan") "]"},
+    {"res.json", "[{\"id\": \"" SUBSCOPE "/r/w\", \"type\": \"Microsoft.Web/sites\", \"location\": "
+                 "\"x\", \"identity\": {\"userAssignedIdentities\": {\"/other\": {}}}}]"},
+    {"fic.json", "[{\"id\": \"" SUBSCOPE "/resourceGroups/rg/providers/"
+                 "Microsoft.ManagedIdentity/userAssignedIdentities/id-orphan/"
+                 "federatedIdentityCredentials/f\", \"issuer\": \"https://x.example\", "
+                 "\"subject\": \"repo:a/b:pull_request\"}]"},
+};
+
+static int oom_run(char **ret_json)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char *out = NULL, err[256];
+    int r = ferry_audit_new(&o, &a);
+
+    if (r == 0)
+        r = ferry_audit_azure_trust_tenant(a, "00000000-0000-4000-8000-000000000000");
+    for (size_t i = 0; r == 0 && i < sizeof(OOM_INPUTS) / sizeof(OOM_INPUTS[0]); i++)
+        r = ferry_audit_add_input(a, OOM_INPUTS[i][0], OOM_INPUTS[i][1], strlen(OOM_INPUTS[i][1]),
+                                  NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret_json = out;
+    else
+        free(out);
+    return r;
+}
+
+Test(audit_azure, allocation_failures_fail_or_change_nothing)
+{
+    char *ref = NULL;
+    long n;
+
+    cr_assert_eq(oom_run(&ref), 0);
+    const char *rules[] = {"AZ-OP-001", "AZ-OP-002", "AZ-OP-003", "AZ-OP-004", "AZ-OP-005",
+                           "AZ-SH-001", "AZ-SH-002", "AZ-SH-003", "AZ-SH-004", "AZ-SH-005",
+                           "AZ-SH-006", "AZ-SH-007", "AZ-SH-008", "AZ-TR-001", "AZ-TR-002"};
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+        cr_assert(strstr(ref, rules[i]), "the reference run has %s: %s", rules[i], ref);
+    for (n = 0; n < 400000; n++) {
+        char *out = NULL;
+        int r;
+        bool hit;
+
+        inject_arm(n);
+        r = oom_run(&out);
+        hit = inject_disarm();
+        if (r == 0) {
+            cr_assert_str_eq(out, ref,
+                             "allocation %ld failed, the run succeeded with another "
+                             "report",
+                             n);
+            free(out);
+        } else {
+            cr_assert(hit, "run without an injected failure returned %d", r);
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
+        }
+        if (!hit)
+            break;
+    }
+    cr_assert(n > 100 && n < 400000, "%ld allocations", n);
+    free(ref);
+}
+#endif
