@@ -615,3 +615,104 @@ Test(audit_suppress, loader_formats_table)
     cr_assert_geq(n, 3);
     cr_assert_str_eq(audit_loader_format(0), "aws-authz");
 }
+
+/* ---- allocation failures -------------------------------------------------------------------- *
+ * As in test_audit.c: the Nth allocation of the process fails, for N = 0, 1, 2, ... until a
+ * whole run (suppressions, baseline, input, finish, the five outputs) completes without an
+ * injected failure. Each run fails with -ENOMEM (-FERRY_ECRYPTO when OpenSSL's digest could not
+ * allocate) or prints exactly the outputs of an undisturbed run. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static const char OOM_SUP[] = "suppressions:\n"
+                              "- rule: AWS-OP-001\n"
+                              "  resource: " ALICE "\n"
+                              "  reason: accepted\n"
+                              "  owner: me\n"
+                              "  expires: 2026-12-01\n"
+                              "- rule: AWS-OP-001\n"
+                              "  resource_glob: 'arn:aws:iam::*:user/c*'\n"
+                              "  reason: expired\n"
+                              "  expires: 2026-09-01\n"
+                              "- rule: AWS-OP-011\n"
+                              "  resource: nothing\n"
+                              "  reason: unused\n"
+                              "  expires: 2026-12-01\n";
+
+static int oom_run(const char *base, char **ret)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char *out = NULL, err[256];
+    size_t total = 0;
+    int r = ferry_audit_new(&o, &a);
+
+    *ret = NULL;
+    if (r == 0)
+        r = sup(a, OOM_SUP, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_set_baseline(a, "b.json", base, strlen(base), err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_add_input(a, "in.json", THREE, strlen(THREE), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    for (int k = FERRY_AUDIT_OUT_TABLE; r == 0 && k <= FERRY_AUDIT_OUT_CSV; k++) {
+        char *s = NULL, *n;
+        size_t len = 0;
+        r = ferry_audit_render(a, (ferry_audit_output)k, &s, &len);
+        if (r < 0)
+            break;
+        n = realloc(out, total + len + 1);
+        if (!n) {
+            free(s);
+            r = -ENOMEM;
+            break;
+        }
+        out = n;
+        memcpy(out + total, s, len + 1);
+        total += len;
+        free(s);
+    }
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret = out;
+    else
+        free(out);
+    return r;
+}
+
+Test(audit_suppress, allocation_failures_fail_or_change_nothing)
+{
+    char *base = report_of(TWO), *ref = NULL;
+    long n;
+
+    cr_assert_eq(oom_run(base, &ref), 0);
+    cr_assert(strstr(ref, "\"suppressed\"") && strstr(ref, "unused-suppression") &&
+                  strstr(ref, "\"record\":\"summary\"") && strstr(ref, "baselineState"),
+              "the reference run covers the features: %s", ref);
+    for (n = 0; n < 200000; n++) {
+        char *out = NULL;
+        int r;
+        bool hit;
+
+        inject_arm(n);
+        r = oom_run(base, &out);
+        hit = inject_disarm();
+        if (r == 0) {
+            cr_assert_str_eq(out, ref,
+                             "allocation %ld failed, the run succeeded with another "
+                             "report",
+                             n);
+            free(out);
+        } else {
+            cr_assert(hit, "run without an injected failure returned %d", r);
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
+        }
+        if (!hit)
+            break;
+    }
+    cr_assert(n > 100 && n < 200000, "%ld allocations", n);
+    free(ref);
+    free(base);
+}
+#endif

@@ -581,8 +581,13 @@ FERRY_EXPORT int ferry_audit_set_baseline(ferry_audit *a, const char *path, cons
                                 "%s: larger than the %zu-byte input limit", path,
                                 a->opts.max_input);
     r = audit_parse_json(a, buf, len, &doc, why, sizeof(why));
-    if (r == -FERRY_ETOOBIG && len <= a->opts.max_input)
+    if (r == -FERRY_ETOOBIG) {
+        /* A report nests a few levels above the evidence taken from the inputs. */
         r = ferry_json_parse(buf, len, a->opts.max_input, BASE_MAX_DEPTH, &doc, NULL, 0);
+        if (r == -FERRY_ETOOBIG)
+            return ferry_errbuf_set(errbuf, errlen, r, "%s: nested deeper than %d levels", path,
+                                    BASE_MAX_DEPTH);
+    }
     if (r < 0)
         return ferry_errbuf_set(errbuf, errlen, r, "%s:%s", path, why);
     if (!json_is_object(doc) || !json_is_string(json_object_get(doc, "schema")) ||
@@ -831,8 +836,11 @@ int audit_suppress_decorate_json(const ferry_audit *a, const ferry_audit_finding
         json_t *s =
             json_pack("{s:s, s:s, s:s, s:I}", "reason", st->by->reason, "expires",
                       st->by->expires_text, "file", st->by->file, "line", (json_int_t)st->by->line);
-        if (!s || (st->by->owner && json_object_set_new(s, "owner", json_string(st->by->owner))) ||
-            json_object_set_new(o, "suppressed", s) < 0)
+        if (!s || (st->by->owner && json_object_set_new(s, "owner", json_string(st->by->owner)))) {
+            json_decref(s);
+            return -ENOMEM;
+        }
+        if (json_object_set_new(o, "suppressed", s) < 0)
             return -ENOMEM;
     }
     if (st->baseline &&
@@ -848,8 +856,11 @@ int audit_suppress_decorate_sarif(const ferry_audit *a, const ferry_audit_findin
         return 0;
     if (st->by) {
         json_t *p = json_pack("{s:s}", "expires", st->by->expires_text);
-        if (!p || (st->by->owner && json_object_set_new(p, "owner", json_string(st->by->owner))))
+        if (!p || (st->by->owner && json_object_set_new(p, "owner", json_string(st->by->owner)))) {
+            json_decref(p);
             return -ENOMEM;
+        }
+        /* "o" steals p, also when the pack fails. */
         json_t *s =
             json_pack("[{s:s, s:s, s:s, s:{s:{s:{s:s}, s:{s:I}}}, s:o}]", "kind", "external",
                       "status", "accepted", "justification", st->by->reason, "location",
