@@ -646,3 +646,112 @@ Test(k8s, yaml_scalars_and_detection)
     cr_assert_eq(count(a, "K8S-SH-001", "cluster", NULL), 1);
     ferry_audit_free(a);
 }
+
+/* ---- allocation failures ------------------------------------------------------------------- *
+ * As in test_audit.c: the Nth allocation of the process fails (libyaml's, jansson's, ours), for
+ * N = 0, 1, ... until a whole run (YAML and JSON inputs, an AWS export for X-001, finish, the
+ * outputs) completes. Each run fails with -ENOMEM (-FERRY_ECRYPTO from OpenSSL's digest) or
+ * gives exactly the report of an undisturbed run. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static const char OOM_YAML
+    [] = "apiVersion: v1\nkind: List\nitems:\n" /* a List, with item positions kept */
+         "- apiVersion: v1\n  kind: ServiceAccount\n  metadata:\n    name: app\n    namespace: "
+         "apps\n"
+         "    annotations: {eks.amazonaws.com/role-arn: \"arn:aws:iam::111122223333:role/app\"}\n"
+         "- apiVersion: v1\n  kind: ServiceAccount\n  metadata: {name: idle, namespace: apps}\n"
+         "- apiVersion: v1\n  kind: Secret\n  type: kubernetes.io/service-account-token\n"
+         "  metadata:\n    name: t\n    namespace: apps\n"
+         "    annotations: {kubernetes.io/service-account.name: app}\n" CR(
+             "agg", "  []\naggregationRule:\n  clusterRoleSelectors: [{matchLabels: {a: "
+                    "'true'}}]\n") "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: "
+                                   "ClusterRole\n"
+                                   "metadata: {name: part, labels: {a: 'true'}}\nrules:\n" SECRETS
+                                       PODS CR("w", "- apiGroups: ['*']\n  resources: ['*']\n  "
+                                                    "verbs: ['*']\n") CRB(
+                                           "b", "agg",
+                                           "- kind: Group\n  name: system:authenticated\n" SA_SUBJ(
+                                               "apps", "gone"))
+                                           CRB("ca", "cluster-admin", SA_SUBJ("apps", "default"))
+                                               RB("apps", "d", "Role", "nope",
+                                                  "- kind: User\n  name: u\n")
+                                                   POD("apps", "web",
+                                                       "default") "---\napiVersion: "
+                                                                  "rbac.authorization.k8s.io/"
+                                                                  "v1\nkind: Role\n"
+                                                                  "metadata: {name: r, namespace: "
+                                                                  "apps}\nrules: []\n";
+
+static int oom_run(char **ret_json)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char *out = NULL, err[256], aws[1024];
+    int r = ferry_audit_new(&o, &a);
+
+    (void)snprintf(aws, sizeof(aws), AWS_ADMIN, "*");
+    if (r == 0)
+        r = ferry_audit_set_k8s_cluster(a, "c1");
+    if (r == 0)
+        r = ferry_audit_add_input(a, "m.yaml", OOM_YAML, strlen(OOM_YAML), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_add_input(a, "aws.json", aws, strlen(aws), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    for (int k = FERRY_AUDIT_OUT_TABLE; r == 0 && k <= FERRY_AUDIT_OUT_SARIF; k++) {
+        free(out);
+        out = NULL;
+        r = ferry_audit_render(a, (ferry_audit_output)k, &out, NULL);
+    }
+    if (r == 0) {
+        free(out);
+        out = NULL;
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    }
+    if (r < 0 && !injected)
+        fprintf(stderr, "oom_run: %s\n", err);
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret_json = out;
+    else
+        free(out);
+    return r;
+}
+
+Test(k8s, allocation_failures_fail_or_change_nothing)
+{
+    static const char *const rules[] = {"K8S-OP-001", "K8S-OP-002", "K8S-OP-004", "K8S-OP-005",
+                                        "K8S-OP-007", "K8S-SH-001", "K8S-SH-002", "K8S-SH-003",
+                                        "K8S-SH-004", "K8S-SH-005", "K8S-TR-001", "X-001"};
+    char *ref = NULL;
+    long n;
+
+    cr_assert_eq(oom_run(&ref), 0);
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+        cr_assert(strstr(ref, rules[i]), "the reference run has %s: %s", rules[i], ref);
+    for (n = 0; n < 400000; n++) {
+        char *out = NULL;
+        int r;
+        bool hit;
+
+        inject_arm(n);
+        r = oom_run(&out);
+        hit = inject_disarm();
+        if (r == 0) {
+            cr_assert_str_eq(out, ref,
+                             "allocation %ld failed, the run succeeded with another "
+                             "report",
+                             n);
+            free(out);
+        } else {
+            cr_assert(hit, "run without an injected failure returned %d", r);
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
+        }
+        if (!hit)
+            break;
+    }
+    cr_assert(n > 100 && n < 400000, "%ld allocations", n);
+    free(ref);
+}
+#endif
