@@ -422,3 +422,88 @@ Test(audit_live, last_accessed_errors)
         ferry_audit_free(a);
     }
 }
+
+/* ---- allocation failures ------------------------------------------------------------------
+ *
+ * malloc, calloc and realloc are replaced in this program (allocfail.h): while armed, the Nth
+ * allocation of the process fails, whoever makes it (expat, jansson, the library). The XML
+ * conversion of a page and a whole run over authorization details and usage data in three
+ * forms must either fail with -ENOMEM or give exactly what an undisturbed run gives. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static int oom_once(char **ret)
+{
+    static const char ndjson[] =
+        "{\"Arn\": \"arn:aws:iam::111122223333:role/young\", \"ServicesLastAccessed\": "
+        "[{\"ServiceNamespace\": \"ec2\"}]}\n"
+        "{\"Arn\": \"arn:aws:iam::111122223333:role/other\", \"ServicesLastAccessed\": "
+        "[{\"ServiceNamespace\": \"logs\"}]}\n";
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    json_t *j = NULL;
+    char *out = NULL, err[256];
+    int r = audit_aws_xml_to_json(AUTHZ_PAGE, strlen(AUTHZ_PAGE), "GetAccountAuthorizationDetails",
+                                  &j, err, sizeof(err));
+
+    if (r == 0) {
+        out = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(j);
+        r = out ? 0 : -ENOMEM;
+        free(out);
+        out = NULL;
+    }
+    if (r == 0)
+        r = ferry_audit_new(&o, &a);
+    if (r == 0)
+        r = ferry_audit_add_input(a, "u.json", ROLE_USAGE, strlen(ROLE_USAGE), NULL, err,
+                                  sizeof(err));
+    if (r == 0)
+        r = ferry_audit_add_input(a, "a.json", ROLE_AUTHZ, strlen(ROLE_AUTHZ), NULL, err,
+                                  sizeof(err));
+    if (r == 0)
+        r = ferry_audit_add_input(a, "b.ndjson", ndjson, strlen(ndjson), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret = out;
+    else
+        free(out);
+    return r;
+}
+
+Test(audit_live, allocation_failures_fail_or_change_nothing)
+{
+    char *ref = NULL;
+    long n;
+
+    cr_assert_eq(oom_once(&ref), 0);
+    cr_assert(strstr(ref, "\"unused_services\": [") || strstr(ref, "unused_services"), "%s", ref);
+    for (n = 0; n < 100000; n++) {
+        char *out = NULL;
+        int r;
+        bool hit;
+
+        inject_arm(n);
+        r = oom_once(&out);
+        hit = inject_disarm();
+        if (r == 0) {
+            cr_assert_str_eq(out, ref,
+                             "allocation %ld failed, the run succeeded with another "
+                             "report",
+                             n);
+            free(out);
+        } else {
+            cr_assert(hit, "run without an injected failure returned %d", r);
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
+        }
+        if (!hit)
+            break;
+    }
+    cr_assert(n > 100 && n < 100000, "%ld allocations", n);
+    free(ref);
+}
+#endif

@@ -154,6 +154,17 @@ static const audit_rule aws_rules[] = {
     {"AWS-SH-008", "Root access key present", FERRY_AUDIT_CRITICAL,
      "The account root user has an active access key.",
      "Delete the root user's access keys; use IAM roles for every automated task."},
+    {"AWS-SH-009", "No owner", FERRY_AUDIT_LOW,
+     "The role or user has no tag naming an owner (--owner-tag-keys); runs only when those keys "
+     "are given.",
+     "Tag the principal with its owning team (e.g. aws iam tag-role --tags Key=owner,Value=...), "
+     "or delete it if nobody claims it."},
+    {"AWS-SH-010", "Unmanaged principal", FERRY_AUDIT_LOW,
+     "The role or user is not declared in the IaC inventory (--iac-inventory) and is not "
+     "AWS-managed (service-linked, IAM Identity Center, Control Tower); medium when it is admin "
+     "or admin-equivalent. Runs only when an inventory is given.",
+     "Import the principal into Terraform/CloudFormation with its owner, or delete it if it was "
+     "created by hand and is no longer needed."},
 };
 
 /* Actions by rule: a statement action (glob) matching one of these is a hit. Lower case. */
@@ -770,6 +781,8 @@ static int managed_policy(aws_ctx *c, const char *parn, json_t **ret_doc, json_t
         e = doc ? json_pack("[o, O]", doc, hits) : json_null();
         if (!e || json_object_set_new(c->managed, parn, e) < 0)
             return -ENOMEM;
+    } else if (json_is_array(e)) {
+        ((aws_state *)c->a->aws)->reused++; /* the analysis of an earlier principal */
     }
     if (json_is_array(e)) {
         *ret_doc = json_array_get(e, 0);
@@ -788,6 +801,7 @@ static bool service_linked_role(const json_t *role)
 /* What principal_permissions gathers for the principal-wide rules (AWS-OP-002, OP-005). */
 typedef struct aws_grants {
     json_t *docs; /* every policy document of the principal (and its groups, for users) */
+    json_t *hits; /* the analysis of each of docs, null when not made yet (a user's groups') */
     json_t *cmps; /* ARNs of attached customer-managed policies */
     bool emit;    /* emit the per-policy findings (false: a user's groups, only gathered) */
 } aws_grants;
@@ -821,9 +835,13 @@ static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key, 
         if (!doc)
             continue;
         (void)snprintf(label, sizeof(label), "inline:%s", name);
+        json_t *hits = NULL; /* borrowed from the cache; kept in g->hits */
         if (g->emit)
-            r = emit_hits(c, account, arn, label, "inline", doc, NULL, ret_admin);
-        if (r == 0 && json_array_append(g->docs, doc) < 0)
+            r = analyse_policy(c->a, doc, &hits);
+        if (r == 0 && g->emit)
+            r = emit_hits(c, account, arn, label, "inline", doc, hits, ret_admin);
+        if (r == 0 && (json_array_append(g->docs, doc) < 0 ||
+                       json_array_append(g->hits, hits ? hits : json_null()) < 0))
             r = -ENOMEM;
         json_decref(doc);
         if (r < 0)
@@ -848,7 +866,7 @@ static int principal_permissions(aws_ctx *c, json_t *p, const char *inline_key, 
             continue; /* an AWS-managed policy the export did not include */
         if (g->emit)
             r = emit_hits(c, account, arn, parn, "managed", doc, hits, ret_admin);
-        if (r == 0 && json_array_append(g->docs, doc) < 0)
+        if (r == 0 && (json_array_append(g->docs, doc) < 0 || json_array_append(g->hits, hits) < 0))
             r = -ENOMEM;
         if (r == 0 && strncmp(parn, "arn:aws:iam::aws:", 17) != 0 &&
             json_array_append_new(g->cmps, json_string(parn)) < 0)
@@ -1455,14 +1473,16 @@ static int compute_admin(aws_ctx *c, json_t *role, const char *account, const ch
     return r;
 }
 
-/* Full admin through any gathered document (a user through its groups, for instance). */
-static int any_full_admin(ferry_audit *a, const json_t *docs, bool *ret)
+/* Full admin through any gathered document (a user through its groups, for instance); the
+ * analyses principal_permissions made are reused. */
+static int any_full_admin(ferry_audit *a, const aws_grants *g, bool *ret)
 {
     size_t i;
     json_t *doc, *hits;
-    json_array_foreach(docs, i, doc)
+    json_array_foreach(g->docs, i, doc)
     {
-        int r = analyse_policy(a, doc, &hits);
+        hits = json_array_get(g->hits, i);
+        int r = hits && !json_is_null(hits) ? 0 : analyse_policy(a, doc, &hits);
         if (r < 0)
             return r;
         if (hits_have(hits, "AWS-OP-001")) {
@@ -1474,6 +1494,55 @@ static int any_full_admin(ferry_audit *a, const json_t *docs, bool *ret)
 }
 
 static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t *docs);
+
+/* Roles and users AWS creates and manages itself: never "unmanaged" (AWS-SH-010). */
+static bool aws_managed_principal(const json_t *p)
+{
+    const char *path = str_member(p, "Path"), *name = str_member(p, "RoleName");
+    static const char *const prefixes[] = {"AWSServiceRoleFor", "AWSReservedSSO_",
+                                           "AWSControlTower", "aws-controltower-", NULL};
+    if (path && (strstr(path, "/aws-service-role/") || strncmp(path, "/aws-reserved/", 14) == 0))
+        return true;
+    for (size_t i = 0; name && prefixes[i]; i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
+/* AWS-SH-009 (no owner tag) and AWS-SH-010 (not in the IaC inventory) for a role or user. */
+static int principal_hygiene(aws_ctx *c, json_t *p, bool role, const char *account,
+                             const char *arn, bool admin)
+{
+    const char *name = str_member(p, role ? "RoleName" : "UserName");
+    json_t *ev;
+    int r = 0;
+
+    if (c->a->owner_tag_keys && !audit_owner_tagged(c->a, json_object_get(p, "Tags"))) {
+        json_t *keys = json_array(), *v;
+        const char *k;
+        json_object_foreach(c->a->owner_tag_keys, k, v)
+        {
+            if (keys && json_array_append_new(keys, json_string(k)) < 0) {
+                json_decref(keys);
+                keys = NULL;
+            }
+        }
+        ev = keys ? json_pack("{s:o}", "owner_tag_keys", keys) : NULL;
+        r = ev ? audit_emit(c->a, "AWS-SH-009", -1, CLOUD, account, arn, ev, "no-owner-tag",
+                            c->path)
+               : -ENOMEM;
+        json_decref(ev);
+    }
+    if (r == 0 && audit_iac_loaded(c->a) && !aws_managed_principal(p) &&
+        !audit_iac_manages_aws(c->a, arn, account, role, name)) {
+        ev = json_pack("{s:b, s:b}", "in_iac_inventory", 0, "admin", admin);
+        r = ev ? audit_emit(c->a, "AWS-SH-010", admin ? FERRY_AUDIT_MEDIUM : -1, CLOUD, account,
+                            arn, ev, "unmanaged", c->path)
+               : -ENOMEM;
+        json_decref(ev);
+    }
+    return r;
+}
 
 /* Everything about one user, group or role. l: index in principal_lists. */
 /* The role for the shadow-identity rules (shadow.c): assumable (federated), used or unused
@@ -1535,14 +1604,15 @@ static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account,
 {
     static const char *const inline_keys[] = {"UserPolicyList", "GroupPolicyList",
                                               "RolePolicyList"};
-    aws_grants g = {.docs = json_array(), .cmps = json_array(), .emit = true};
+    aws_grants g = {
+        .docs = json_array(), .hits = json_array(), .cmps = json_array(), .emit = true};
     aws_trust t = {0};
     json_t *group_arns = json_array(), *group_docs = json_array(), *trust = NULL, *v;
     bool admin = false, admin_eq = false;
     size_t i;
     int r = -ENOMEM;
 
-    if (!g.docs || !g.cmps || !group_arns || !group_docs)
+    if (!g.docs || !g.hits || !g.cmps || !group_arns || !group_docs)
         goto out;
     r = principal_permissions(c, p, inline_keys[l], account, arn, &admin, &g);
     if (r < 0)
@@ -1582,13 +1652,15 @@ static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account,
     if (r == 0)
         r = usage_principal(c, p, arn, g.docs);
     if (r == 0 && !admin)
-        r = any_full_admin(c->a, g.docs, &admin);
+        r = any_full_admin(c->a, &g, &admin);
     if (r == 0 && !admin)
         r = escalation(c, (int)l, account, arn, &g, group_docs, group_arns, &t, &admin_eq);
     if (r == 0 && l == 2 && (admin || admin_eq))
         r = compute_admin(c, p, account, arn, admin, &t);
     if (r == 0 && l != 1)
         r = audit_aws_graph_add(c->graph, l == 2, arn, account, g.docs, trust, admin || admin_eq);
+    if (r == 0 && l != 1)
+        r = principal_hygiene(c, p, l == 2, account, arn, admin || admin_eq);
     if (r == 0 && l == 2)
         r = role_trust(c, trust, account, arn, admin || admin_eq);
     if (r == 0 && l == 2)
@@ -1597,6 +1669,7 @@ static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account,
         r = note_role(c, p, trust, account, arn);
 out:
     json_decref(g.docs);
+    json_decref(g.hits);
     json_decref(g.cmps);
     json_decref(group_arns);
     json_decref(group_docs);
@@ -2746,15 +2819,10 @@ static bool detect_last_accessed_ndjson(const char *buf, size_t len)
 {
     const char *nl = memchr(buf, '\n', len);
     size_t n = nl ? (size_t)(nl - buf) : len;
-    json_t *o;
-    bool ok;
 
-    if (n == 0 || buf[0] != '{' || n > (16u << 20))
-        return false;
-    o = json_loadb(buf, n, JSON_REJECT_DUPLICATES, NULL);
-    ok = last_accessed_object(o) && json_is_string(json_object_get(o, "Arn"));
-    json_decref(o);
-    return ok;
+    /* A look at the first line only, without allocating: the loader parses every line. */
+    return n > 1 && buf[0] == '{' && memmem(buf, n, "\"ServicesLastAccessed\"", 22) &&
+           memmem(buf, n, "\"Arn\"", 5);
 }
 
 static int load_last_accessed_ndjson(ferry_audit *a, const char *path, const char *buf, size_t len,
