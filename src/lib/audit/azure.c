@@ -435,11 +435,8 @@ static int opt_str(az_ctx *c, size_t i, const json_t *o, const char *key, const 
     *ret = NULL;
     if (!v || json_is_null(v))
         return 0;
-    if (!json_is_string(v)) {
-        char what[80];
-        (void)snprintf(what, sizeof(what), "a %s string", key);
-        return elem_error(c, i, key, what);
-    }
+    if (!json_is_string(v))
+        return elem_error(c, i, key, "a string or null");
     *ret = json_string_value(v);
     return 0;
 }
@@ -1304,7 +1301,9 @@ static int load_identities(ferry_audit *a, const char *path, const char *buf, si
             return elem_error(&c, i, "clientId", "a clientId string");
         if (!oid)
             return elem_error(&c, i, "principalId", "a principalId string");
-        if (tenant && (r = set_add(c.s->tenants, tenant)) < 0)
+        /* The identities of a subscription live in its own tenant. */
+        if (tenant && ((r = set_add(c.s->tenants, tenant)) < 0 ||
+                       (is_guid(tenant) && (r = set_add(c.s->homes, tenant)) < 0)))
             return r;
         lower_copy(id, lid, sizeof(lid));
         scope_account(id, account, sizeof(account));
