@@ -423,6 +423,22 @@ Test(audit_azure, sh001_inactive_and_op006_unused_rbac)
     ferry_audit_free(a);
 }
 
+Test(audit_azure, sh001_grace_period_for_new_principals)
+{
+    char *young = home_sp(1, NULL), *old = home_sp(2, NULL);
+    /* sp1 was created two days ago and has not signed in yet; sp2 a year ago. */
+    char *y = NULL, *o = NULL;
+    cr_assert(asprintf(&y, "{\"createdDateTime\": \"2026-09-19T10:00:00Z\", %s", young + 1) > 0);
+    cr_assert(asprintf(&o, "{\"createdDateTime\": \"2025-09-19T10:00:00Z\", %s", old + 1) > 0);
+    free(young);
+    free(old);
+    ferry_audit *a = run(NULL, "sp.json", list(false, 2, y, o), "signins.json",
+                         list(true, 2, signin(1, NULL, NULL), signin(2, NULL, NULL)), NULL);
+    cr_assert_eq(count(a, "AZ-SH-001", SPRES(1), -1), 0);
+    cr_assert_eq(count(a, "AZ-SH-001", SPRES(2), FERRY_AUDIT_MEDIUM), 1);
+    ferry_audit_free(a);
+}
+
 Test(audit_azure, usage_rules_not_evaluated_once_per_tenant)
 {
     ferry_audit *a = run(NULL, "sp.json", list(false, 2, home_sp(1, NULL), home_sp(2, NULL)),
@@ -821,60 +837,106 @@ Test(audit_azure, empty_page_with_format_is_fine)
 #define FERRY_ALLOCFAIL_NTH 1
 #include "allocfail.h"
 #ifdef HAVE_ALLOC_INJECTION
-static const char *const OOM_INPUTS[][2] = {
-    {"sp.json",
-     "[{\"appId\": \"" APPID(1) "\", \"id\": \"" OID(
-         1) "\", \"displayName\": \"ci\", "
-            "\"servicePrincipalType\": \"Application\", \"appOwnerOrganizationId\": \"" TENANT
-            "\", "
-            "\"signInAudience\": \"AzureADMyOrg\", \"passwordCredentials\": [" PW("k1", "2019-05-01T00:00:00Z", "2299-12-31T00:00:00Z") "], \"keyCredentials\": [" CERT(
-                "c1", "2022-01-01T00:00:00Z",
-                "2024-01-01T00:00:00Z") "]},"
-                                        " {\"appId\": \"" APPID(2) "\", \"id\": \"" OID(
-                                            2) "\", \"servicePrincipalType\": "
-                                               "\"Application\", \"appOwnerOrganizationId\": "
-                                               "\"" VENDOR "\", \"signInAudience\": "
-                                               "\"AzureADMultipleOrgs\"},"
-                                               " {\"appId\": \"" APPID(3) "\", \"id\": \"" OID(
-                                                   3) "\", \"servicePrincipalType\": "
-                                                      "\"ManagedIdentity\", \"accountEnabled\": "
-                                                      "false}]"},
-    {"ra.json",
-     "{\"value\": [{\"id\": \"/a1\", \"properties\": {\"principalId\": \"" OID(
-         1) "\", \"principalType\": \"ServicePrincipal\", \"roleDefinitionId\": "
-            "\"/x/" OWNER "\", \"scope\": \"" SUBSCOPE "\"}},"
-            "{\"id\": \"/a2\", \"properties\": {\"principalId\": \"" OID(
-                2) "\", \"principalType\": \"ServicePrincipal\", \"roleDefinitionId\": "
-                   "\"/x/" CONTRIB "\", \"scope\": \"" SUBSCOPE "\"}},"
-                   "{\"id\": \"/a3\", \"properties\": {\"principalId\": \"f\", \"principalType\": "
-                   "\"Unknown\", \"roleDefinitionId\": \"/x/" READER "\", \"scope\": \"" SUBSCOPE
-                   "\"}}]}"},
-    {"defs.json",
-     "[{\"id\": \"" SUBSCOPE "/providers/Microsoft.Authorization/roleDefinitions/c1\", "
-     "\"roleName\": \"star\", \"roleType\": \"CustomRole\", \"assignableScopes\": "
-     "[\"" SUBSCOPE "\"], \"permissions\": [{\"actions\": [\"*\"]}]}]"},
-    {"signins.json",
-     "{\"value\": [{\"appId\": \"" APPID(1) "\", \"lastSignInActivity\": {\"lastSignInDateTime\": "
-                                            "\"2025-01-01T00:00:00Z\"}}]}"},
-    {"cred.json",
-     "{\"value\": [{\"keyId\": \"k1\", \"appId\": \"" APPID(
-         1) "\", \"servicePrincipalObjectId\": \"" OID(1) "\", \"signInActivity\": "
-                                                          "{\"lastSignInDateTime\": "
-                                                          "\"2025-01-01T00:00:00Z\"}}]}"},
-    {"roles.json", "{\"value\": [{\"id\": \"r\", \"principalId\": \"" OID(
-                       2) "\", \"roleDefinitionId\": \"62e90394-69f5-4237-9190-012177145e10\", "
-                          "\"directoryScopeId\": \"/\"}]}"},
-    {"ara.json", "{\"value\": [{\"id\": \"g\", \"principalId\": \"" OID(
-                     1) "\", \"appRoleId\": \"9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8\", "
-                        "\"resourceId\": \"x\"}]}"},
-    {"owners.json", "[{\"id\": \"" OID(1) "\", \"owners\": [{\"id\": \"u\"}]}]"},
-    {"ids.json", "[" UAMI("id-orphan") "]"},
-    {"res.json", "[{\"id\": \"" SUBSCOPE "/r/w\", \"type\": \"Microsoft.Web/sites\", \"location\": "
-                 "\"x\", \"identity\": {\"userAssignedIdentities\": {\"/other\": {}}}}]"},
-    {"fic.json", "[{\"id\": \"" SUBSCOPE "/resourceGroups/rg/providers/"
-                 "Microsoft.ManagedIdentity/userAssignedIdentities/id-orphan/"
-                 "federatedIdentityCredentials/f\", \"issuer\": \"https://x.example\", "
-                 "\"subject\": \"repo:a/b:pull_request\"}]"},
+static const char *const
+    OOM_INPUTS[]
+              [2] =
+                  {
+                      {"sp.json", "[{\"appId\": \"" APPID(1) "\", \"id\": \"" OID(
+                                      1) "\", \"displayName\": \"ci\", "
+                                         "\"servicePrincipalType\": \"Application\", "
+                                         "\"appOwnerOrganizationId\": \"" TENANT "\", "
+                                         "\"signInAudience\": \"AzureADMyOrg\", "
+                                         "\"passwordCredentials\": [" PW(
+                                             "k1", "2019-05-01T00:00:00Z",
+                                             "2299-12-31T00:00:00Z") "], \"keyCredentials\": "
+                                                                     "[" CERT("c1",
+                                                                              "2022-01-01T00:00:"
+                                                                              "00Z",
+                                                                              "2024-01-01T00:00:"
+                                                                              "00Z") "]},"
+                                                                                     " {\"appId\": "
+                                                                                     "\"" APPID(2) "\", \"id\": \"" OID(
+                                                                                         2) "\", "
+                                                                                            "\"serv"
+                                                                                            "icePri"
+                                                                                            "ncipal"
+                                                                                            "Type\""
+                                                                                            ": "
+                                                                                            "\"Appl"
+                                                                                            "icatio"
+                                                                                            "n\", "
+                                                                                            "\"appO"
+                                                                                            "wnerOr"
+                                                                                            "ganiza"
+                                                                                            "tionId"
+                                                                                            "\": "
+                                                                                            "\"" VENDOR
+                                                                                            "\", "
+                                                                                            "\"sign"
+                                                                                            "InAudi"
+                                                                                            "ence\""
+                                                                                            ": "
+                                                                                            "\"Azur"
+                                                                                            "eADMul"
+                                                                                            "tipleO"
+                                                                                            "rgs\"}"
+                                                                                            ","
+                                                                                            " {"
+                                                                                            "\"appI"
+                                                                                            "d\": "
+                                                                                            "\"" APPID(3) "\", \"id\": \"" OID(
+                                                                                                3) "\", \"servicePrincipalType\": "
+                                                                                                   "\"ManagedIdentity\", \"accountEnabled\": "
+                                                                                                   "false}]"},
+                      {"ra.json",
+                       "{\"value\": [{\"id\": \"/a1\", \"properties\": {\"principalId\": \"" OID(
+                           1) "\", \"principalType\": \"ServicePrincipal\", \"roleDefinitionId\": "
+                              "\"/x/" OWNER "\", \"scope\": \"" SUBSCOPE "\"}},"
+                              "{\"id\": \"/a2\", \"properties\": {\"principalId\": \"" OID(
+                                  2) "\", \"principalType\": \"ServicePrincipal\", "
+                                     "\"roleDefinitionId\": "
+                                     "\"/x/" CONTRIB "\", \"scope\": \"" SUBSCOPE "\"}},"
+                                     "{\"id\": \"/a3\", \"properties\": {\"principalId\": \"f\", "
+                                     "\"principalType\": "
+                                     "\"Unknown\", \"roleDefinitionId\": \"/x/" READER
+                                     "\", \"scope\": \"" SUBSCOPE "\"}}]}"},
+                      {"defs.json",
+                       "[{\"id\": \"" SUBSCOPE
+                       "/providers/Microsoft.Authorization/roleDefinitions/c1\", "
+                       "\"roleName\": \"star\", \"roleType\": \"CustomRole\", "
+                       "\"assignableScopes\": "
+                       "[\"" SUBSCOPE "\"], \"permissions\": [{\"actions\": [\"*\"]}]}]"},
+                      {"signins.json",
+                       "{\"value\": [{\"appId\": \"" APPID(
+                           1) "\", \"lastSignInActivity\": {\"lastSignInDateTime\": "
+                              "\"2025-01-01T00:00:00Z\"}}]}"},
+                      {"cred.json",
+                       "{\"value\": [{\"keyId\": \"k1\", \"appId\": \"" APPID(
+                           1) "\", \"servicePrincipalObjectId\": \"" OID(1) "\", "
+                                                                            "\"signInActivity\": "
+                                                                            "{\"lastSignInDateTime"
+                                                                            "\": "
+                                                                            "\"2025-01-01T00:00:"
+                                                                            "00Z\"}}]}"},
+                      {"roles.json",
+                       "{\"value\": [{\"id\": \"r\", \"principalId\": \"" OID(
+                           2) "\", \"roleDefinitionId\": \"62e90394-69f5-4237-9190-012177145e10\", "
+                              "\"directoryScopeId\": \"/\"}]}"},
+                      {"ara.json",
+                       "{\"value\": [{\"id\": \"g\", \"principalId\": \"" OID(
+                           1) "\", \"appRoleId\": \"9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8\", "
+                              "\"resourceId\": \"x\"}]}"},
+                      {"owners.json", "[{\"id\": \"" OID(1) "\", \"owners\": [{\"id\": \"u\"}]}]"},
+                      {"ids.json", "[" UAMI("id-orphan") "]"},
+                      {"res.json",
+                       "[{\"id\": \"" SUBSCOPE
+                       "/r/w\", \"type\": \"Microsoft.Web/sites\", \"location\": "
+                       "\"x\", \"identity\": {\"userAssignedIdentities\": {\"/other\": {}}}}]"},
+                      {"fic.json",
+                       "[{\"id\": \"" SUBSCOPE "/resourceGroups/rg/providers/"
+                       "Microsoft.ManagedIdentity/userAssignedIdentities/id-orphan/"
+                       "federatedIdentityCredentials/f\", \"issuer\": \"https://x.example\", "
+                       "\"subject\": \"repo:a/b:pull_request\"}]"},
 };
 
 static int oom_run(char **ret_json)

@@ -639,8 +639,9 @@ static int load_principals(ferry_audit *a, const char *path, const char *buf, si
     for (size_t i = 0; i < json_array_size(c.list); i++) {
         const char *app_id, *oid, *name, *type = NULL, *org = NULL;
         char resource[160];
-        bool stat = false, managed, first_party;
+        bool stat = false, managed, first_party, has_created;
         json_t *rec, *keys, *en;
+        int64_t created = 0;
 
         r = element(&c, i, &e);
         if (r < 0)
@@ -658,11 +659,19 @@ static int load_principals(ferry_audit *a, const char *path, const char *buf, si
         en = json_object_get(e, "accountEnabled");
         if (en && !json_is_null(en) && !json_is_boolean(en))
             return elem_error(&c, i, "accountEnabled", "true or false");
+        r = opt_date(&c, i, "createdDateTime", json_object_get(e, "createdDateTime"), &created,
+                     &has_created);
+        if (r < 0)
+            return r;
         managed = type && strcmp(type, "ManagedIdentity") == 0;
         first_party = org && strcasecmp(org, MICROSOFT_TENANT) == 0;
         rec = ident(c.s, app_id, &r);
         if (!rec)
             return r;
+        /* The SP's or its application's creation, whichever is known (for the grace period). */
+        if (has_created && !json_object_get(rec, "created") &&
+            json_object_set_new(rec, "created", json_integer(created)) < 0)
+            return -ENOMEM;
         if (sps) {
             if (json_object_set_new(c.s->oids, oid, json_string(app_id)) < 0)
                 return -ENOMEM;
@@ -1770,7 +1779,11 @@ static int principal_rules(az_ctx *c)
         if (rec_bool(rec, "activity") && !rec_bool(rec, "disabled")) {
             json_t *last = json_object_get(rec, "last"), *client = json_object_get(rec, "client");
             const char *asrc = str_member(rec, "activity_source");
-            bool inactive = !json_is_integer(last) || now - json_integer_value(last) > unused;
+            json_t *created = json_object_get(rec, "created");
+            bool young = json_is_integer(created) &&
+                         now - json_integer_value(created) < (int64_t)a->opts.grace_days * DAY;
+            bool inactive =
+                !young && (!json_is_integer(last) || now - json_integer_value(last) > unused);
             if (inactive) {
                 r = emit(c, "AZ-SH-001", -1, tenant, resource,
                          json_pack("{s:s, s:s?, s:O?, s:i}", "app_id", app, "display_name",
@@ -1778,7 +1791,7 @@ static int principal_rules(az_ctx *c)
                                    json_object_get(rec, "last_text"), "unused_days",
                                    (int)a->opts.unused_days),
                          "inactive", asrc);
-            } else if (rec_bool(rec, "rbac") &&
+            } else if (!young && rec_bool(rec, "rbac") &&
                        (!json_is_integer(client) || now - json_integer_value(client) > unused)) {
                 r = emit(c, "AZ-OP-006", -1, tenant, resource,
                          json_pack("{s:s, s:s?, s:s, s:i}", "app_id", app, "display_name",
