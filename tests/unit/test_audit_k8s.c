@@ -645,6 +645,11 @@ Test(k8s, yaml_scalars_and_detection)
                                 "data: {a: !!str 1, b: 0x1f, c: 1.5e3, d: ~, e: yes, f: .5}\n");
     cr_assert_eq(count(a, "K8S-SH-001", "cluster", NULL), 1);
     ferry_audit_free(a);
+    /* Documents written as one flow mapping each. */
+    a = audit_yaml("---\n{\"apiVersion\": \"v1\", \"kind\": \"Secret\", \"type\": "
+                   "\"kubernetes.io/service-account-token\", \"metadata\": {\"name\": \"t\"}}\n");
+    expect(a, "K8S-SH-004", "namespaces/default/secrets/t", FERRY_AUDIT_HIGH);
+    ferry_audit_free(a);
 }
 
 /* ---- allocation failures ------------------------------------------------------------------- *
@@ -655,33 +660,32 @@ Test(k8s, yaml_scalars_and_detection)
 #define FERRY_ALLOCFAIL_NTH 1
 #include "allocfail.h"
 #ifdef HAVE_ALLOC_INJECTION
-static const char OOM_YAML
-    [] = "apiVersion: v1\nkind: List\nitems:\n" /* a List, with item positions kept */
-         "- apiVersion: v1\n  kind: ServiceAccount\n  metadata:\n    name: app\n    namespace: "
-         "apps\n"
-         "    annotations: {eks.amazonaws.com/role-arn: \"arn:aws:iam::111122223333:role/app\"}\n"
-         "- apiVersion: v1\n  kind: ServiceAccount\n  metadata: {name: idle, namespace: apps}\n"
-         "- apiVersion: v1\n  kind: Secret\n  type: kubernetes.io/service-account-token\n"
-         "  metadata:\n    name: t\n    namespace: apps\n"
-         "    annotations: {kubernetes.io/service-account.name: app}\n" CR(
-             "agg", "  []\naggregationRule:\n  clusterRoleSelectors: [{matchLabels: {a: "
-                    "'true'}}]\n") "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: "
-                                   "ClusterRole\n"
-                                   "metadata: {name: part, labels: {a: 'true'}}\nrules:\n" SECRETS
-                                       PODS CR("w", "- apiGroups: ['*']\n  resources: ['*']\n  "
-                                                    "verbs: ['*']\n") CRB(
-                                           "b", "agg",
-                                           "- kind: Group\n  name: system:authenticated\n" SA_SUBJ(
-                                               "apps", "gone"))
-                                           CRB("ca", "cluster-admin", SA_SUBJ("apps", "default"))
-                                               RB("apps", "d", "Role", "nope",
-                                                  "- kind: User\n  name: u\n")
-                                                   POD("apps", "web",
-                                                       "default") "---\napiVersion: "
-                                                                  "rbac.authorization.k8s.io/"
-                                                                  "v1\nkind: Role\n"
-                                                                  "metadata: {name: r, namespace: "
-                                                                  "apps}\nrules: []\n";
+static const char OOM_YAML[] =
+    "apiVersion: v1\nkind: List\nitems:\n" /* a List, with item positions kept */
+    "- apiVersion: v1\n  kind: ServiceAccount\n  metadata:\n    name: app\n    namespace: "
+    "apps\n"
+    "    annotations: {eks.amazonaws.com/role-arn: \"arn:aws:iam::111122223333:role/app\"}\n"
+    "- apiVersion: v1\n  kind: ServiceAccount\n  metadata: {name: idle, namespace: apps}\n"
+    "- apiVersion: v1\n  kind: Secret\n  type: kubernetes.io/service-account-token\n"
+    "  metadata:\n    name: t\n    namespace: apps\n"
+    "    annotations: {kubernetes.io/service-account.name: app}\n" CR(
+        "agg",
+        "  []\naggregationRule:\n  clusterRoleSelectors: [{matchLabels: {a: "
+        "'true'}}]\n") "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: "
+                       "ClusterRole\n"
+                       "metadata: {name: part, labels: {a: 'true'}}\nrules:\n" SECRETS PODS CR(
+                           "w", "- apiGroups: ['*']\n  resources: ['*']\n  "
+                                "verbs: ['*']\n")
+                           CRB("b", "agg",
+                               "- kind: Group\n  name: system:authenticated\n" SA_SUBJ("apps",
+                                                                                       "gone"))
+                               CRB("ca", "cluster-admin", SA_SUBJ("apps", "default"))
+                                   RB("apps", "d", "Role", "nope", "- kind: User\n  name: u\n") POD(
+                                       "apps", "web", "default") "---\napiVersion: "
+                                                                 "rbac.authorization.k8s.io/"
+                                                                 "v1\nkind: Role\n"
+                                                                 "metadata: {name: r, namespace: "
+                                                                 "apps}\nrules: []\n";
 
 static int oom_run(char **ret_json)
 {

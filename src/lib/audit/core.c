@@ -118,6 +118,8 @@ FERRY_EXPORT void ferry_audit_free(ferry_audit *a)
     free(a->known_accounts);
     json_decref(a->inputs);
     json_decref(a->seen);
+    json_decref(a->iac);
+    json_decref(a->owner_tag_keys);
     free(a);
 }
 
@@ -810,11 +812,12 @@ static int render_sarif(ferry_audit *a, json_t **ret)
                       "ferry/v1", f->fingerprint, "properties", "security-severity",
                       severity_scores[f->severity], "severity", severity_names[f->severity],
                       "cloud", f->cloud, "account", f->account, "evidence", evidence_json(f));
-        if (!o || audit_suppress_decorate_sarif(a, f, o) < 0 ||
-            json_array_append_new(results, o) < 0) {
+        if (!o || audit_suppress_decorate_sarif(a, f, o) < 0) {
             json_decref(o);
             goto fail;
         }
+        if (json_array_append_new(results, o) < 0) /* o is released by the failed append */
+            goto fail;
     }
     doc = json_pack("{s:s, s:s, s:[{s:{s:{s:s, s:s, s:s, s:o}}, s:o, s:s}]}", "$schema",
                     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/os/schemas/"

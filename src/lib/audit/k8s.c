@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1281,7 +1282,8 @@ static int load_k8s_json(ferry_audit *a, const char *path, const char *buf, size
     return r < 0 ? r : document_load(&c, doc, "", NULL, 0);
 }
 
-/* A YAML stream whose top level (column 0) has apiVersion: or kind: keys. */
+/* A YAML stream whose top level (column 0) has apiVersion: or kind: keys, or a document that
+ * is one flow mapping on a line of its own naming both ({"apiVersion": ..., "kind": ...}). */
 static bool detect_k8s_yaml(const char *buf, size_t len)
 {
     size_t i = 0;
@@ -1289,7 +1291,8 @@ static bool detect_k8s_yaml(const char *buf, size_t len)
         const char *l = buf + i, *nl = memchr(l, '\n', len - i);
         size_t n = nl ? (size_t)(nl - l) : len - i;
         if ((n >= 5 && memcmp(l, "kind:", 5) == 0) ||
-            (n >= 11 && memcmp(l, "apiVersion:", 11) == 0))
+            (n >= 11 && memcmp(l, "apiVersion:", 11) == 0) ||
+            (n > 0 && l[0] == '{' && memmem(l, n, "kind", 4) && memmem(l, n, "apiVersion", 10)))
             return true;
         i += n + 1;
     }
@@ -1788,6 +1791,78 @@ static bool finding_is_principal(const ferry_audit_finding *f, const char *cloud
     return strcmp(cloud, "azure") == 0 && strcasestr(f->evidence, id) != NULL;
 }
 
+/* Index keys of the cloud principals a text names (an AWS role ARN, GCP SA emails, Azure GUIDs),
+ * so that each annotation is matched against the findings that may be its principal's instead
+ * of against every finding of the run. Candidates are then checked by finding_is_principal. */
+static int principal_keys(const char *cloud, const char *text, json_t *index, size_t finding,
+                          json_t *ret_keys)
+{
+    char key[K8S_MAX_NAME];
+    size_t n = strlen(text);
+
+    if (strcmp(cloud, "aws") == 0) {
+        const char *p = strstr(text, ":role/"), *last = p ? strrchr(p, '/') : NULL;
+        if (!p || (size_t)(p - text) > 100 || strlen(last) > 200)
+            return 0;
+        (void)snprintf(key, sizeof(key), "aws|%.*s|%s", (int)(p - text), text, last + 1);
+        goto add;
+    }
+    for (size_t i = 0; i < n;) {
+        bool gcp = strcmp(cloud, "gcp") == 0;
+        size_t j = i;
+        if (gcp)
+            while (j < n && !strchr("/:=?'\" ,", text[j]))
+                j++;
+        else
+            while (j < n && (isxdigit((unsigned char)text[j]) || text[j] == '-'))
+                j++;
+        if ((gcp && j - i < 200 && memchr(text + i, '@', j - i)) || (!gcp && j - i == 36)) {
+            int k = snprintf(key, sizeof(key), "%s|%.*s", cloud, (int)(j - i), text + i);
+            for (int q = 0; q < k; q++)
+                key[q] = (char)tolower((unsigned char)key[q]);
+            int r = index ? 0 : json_array_append_new(ret_keys, json_string(key));
+            if (index) {
+                json_t *l = json_object_get(index, key);
+                if (!l && (json_object_set_new(index, key, l = json_array()) < 0 || !l))
+                    return -ENOMEM;
+                r = json_array_append_new(l, json_integer((json_int_t)finding));
+            }
+            if (r < 0)
+                return -ENOMEM;
+        }
+        i = j + 1;
+    }
+    return 0;
+add:
+    if (!index)
+        return json_array_append_new(ret_keys, json_string(key)) < 0 ? -ENOMEM : 0;
+    json_t *l = json_object_get(index, key);
+    if (!l && (json_object_set_new(index, key, l = json_array()) < 0 || !l))
+        return -ENOMEM;
+    return json_array_append_new(l, json_integer((json_int_t)finding)) < 0 ? -ENOMEM : 0;
+}
+
+static int findings_index(ferry_audit *a, json_t **ret)
+{
+    json_t *index = json_object();
+    int r = index ? 0 : -ENOMEM;
+    for (size_t i = 0; i < a->n_findings && r == 0; i++) {
+        const ferry_audit_finding *f = &a->findings[i];
+        if (strcmp(f->cloud, "aws") != 0 && strcmp(f->cloud, "gcp") != 0 &&
+            strcmp(f->cloud, "azure") != 0)
+            continue;
+        r = principal_keys(f->cloud, f->resource, index, i, NULL);
+        if (r == 0 && strcmp(f->cloud, "azure") == 0)
+            r = principal_keys(f->cloud, f->evidence, index, i, NULL);
+    }
+    if (r < 0) {
+        json_decref(index);
+        return r;
+    }
+    *ret = index;
+    return 0;
+}
+
 /* Subjects of bindings that can run pods, mint tokens or impersonate in namespace ns. */
 static int who_can_use(k8s_state *s, const char *ns, json_t *out)
 {
@@ -1812,74 +1887,96 @@ static int who_can_use(k8s_state *s, const char *ns, json_t *out)
     return 0;
 }
 
+/* TR-001 and X-001 for one annotation of the SA id in namespace ns. */
+static int cloud_link(ferry_audit *a, k8s_state *s, const json_t *sa, const char *ns,
+                      const char *id, const char *ann, const char *principal, json_t *index)
+{
+    const char *cloud = NULL, *src = str_member(sa, "src");
+    json_t *found = json_array(), *keys = json_array(), *seen = json_object(), *who = NULL;
+    json_t *ev = NULL, *kv, *iv;
+    int sev = FERRY_AUDIT_LOW, r;
+    bool admin = false;
+    size_t ki, ii;
+
+    for (size_t i = 0; i < ARRAY_SIZE(sa_links); i++)
+        if (strcmp(ann, sa_links[i][0]) == 0)
+            cloud = sa_links[i][1];
+    r = found && keys && seen && cloud ? principal_keys(cloud, principal, NULL, 0, keys) : -ENOMEM;
+    /* Collected before emitting: audit_emit may move a->findings (not reorder them). */
+    json_array_foreach(keys, ki, kv)
+    {
+        json_array_foreach(json_object_get(index, json_string_value(kv)), ii, iv)
+        {
+            size_t i = (size_t)json_integer_value(iv);
+            const ferry_audit_finding *f = &a->findings[i];
+            char num[32];
+            if (r < 0)
+                break;
+            (void)snprintf(num, sizeof(num), "%zu", i);
+            if (json_object_get(seen, num) || !finding_is_principal(f, cloud, principal))
+                continue;
+            json_t *o = json_pack("{s:s, s:s, s:s}", "rule_id", f->rule_id, "resource", f->resource,
+                                  "severity", ferry_audit_severity_name(f->severity));
+            if (!o || json_array_append_new(found, o) < 0 ||
+                json_object_set_new(seen, num, json_true()) < 0) {
+                r = -ENOMEM;
+                break;
+            }
+            if ((int)f->severity > sev)
+                sev = (int)f->severity;
+            if (is_admin_rule(f->rule_id))
+                admin = true;
+        }
+    }
+    if (r < 0)
+        goto out;
+    ev = json_pack("{s:s, s:s, s:s, s:O}", "annotation", ann, "cloud", cloud, "principal",
+                   principal, "cloud_findings", found);
+    r = ev ? audit_emit(a, "K8S-TR-001", sev, CLOUD, cluster_name(s), id, ev, ann, src) : -ENOMEM;
+    if (r < 0 || !admin)
+        goto out;
+    json_decref(ev);
+    ev = NULL;
+    who = json_array();
+    r = who ? who_can_use(s, ns, who) : -ENOMEM;
+    if (r < 0)
+        goto out;
+    ev = json_pack("{s:s, s:s, s:s, s:O, s:O}", "annotation", ann, "cloud", cloud, "principal",
+                   principal, "cloud_findings", found, "can_run_as_sa", who);
+    r = ev ? audit_emit(a, "X-001", -1, CLOUD, cluster_name(s), id, ev, ann, src) : -ENOMEM;
+out:
+    json_decref(ev);
+    json_decref(who);
+    json_decref(found);
+    json_decref(keys);
+    json_decref(seen);
+    return r;
+}
+
 static int cloud_links(ferry_audit *a, k8s_state *s)
 {
-    const char *key;
-    json_t *e;
+    json_t *index = NULL, *e, *v;
+    const char *key, *ann;
+    int r = 0;
 
     json_object_foreach(s->sas, key, e)
     {
-        const char *slash = strchr(key, '/'), *ann, *principal;
+        const char *slash = strchr(key, '/');
         char ns[K8S_MAX_NAME], id[2 * K8S_MAX_NAME];
-        json_t *v;
         (void)snprintf(ns, sizeof(ns), "%.*s", (int)(slash - key), key);
         (void)snprintf(id, sizeof(id), "system:serviceaccount:%s:%s", ns, slash + 1);
         json_object_foreach(json_object_get(e, "links"), ann, v)
         {
-            const char *cloud = NULL;
-            json_t *found = json_array();
-            int sev = FERRY_AUDIT_LOW, r;
-            bool admin = false;
-            principal = json_string_value(v);
-            for (size_t i = 0; i < ARRAY_SIZE(sa_links); i++)
-                if (strcmp(ann, sa_links[i][0]) == 0)
-                    cloud = sa_links[i][1];
-            if (!found)
-                return -ENOMEM;
-            /* Collected before emitting: audit_emit may move a->findings. */
-            for (size_t i = 0; i < a->n_findings; i++) {
-                const ferry_audit_finding *f = &a->findings[i];
-                if (!finding_is_principal(f, cloud, principal))
-                    continue;
-                json_t *o =
-                    json_pack("{s:s, s:s, s:s}", "rule_id", f->rule_id, "resource", f->resource,
-                              "severity", ferry_audit_severity_name(f->severity));
-                if (!o || json_array_append_new(found, o) < 0) {
-                    json_decref(found);
-                    return -ENOMEM;
-                }
-                if ((int)f->severity > sev)
-                    sev = (int)f->severity;
-                if (is_admin_rule(f->rule_id))
-                    admin = true;
-            }
-            json_t *ev = json_pack("{s:s, s:s, s:s, s:O}", "annotation", ann, "cloud", cloud,
-                                   "principal", principal, "cloud_findings", found);
-            r = ev ? audit_emit(a, "K8S-TR-001", sev, CLOUD, cluster_name(s), id, ev, ann,
-                                str_member(e, "src"))
-                   : -ENOMEM;
-            json_decref(ev);
-            if (r == 0 && admin) {
-                json_t *who = json_array();
-                r = who ? who_can_use(s, ns, who) : -ENOMEM;
-                ev = r == 0 ? json_pack("{s:s, s:s, s:s, s:O, s:O}", "annotation", ann, "cloud",
-                                        cloud, "principal", principal, "cloud_findings", found,
-                                        "can_run_as_sa", who)
-                            : NULL;
-                if (r == 0 && !ev)
-                    r = -ENOMEM;
-                if (r == 0)
-                    r = audit_emit(a, "X-001", -1, CLOUD, cluster_name(s), id, ev, ann,
-                                   str_member(e, "src"));
-                json_decref(ev);
-                json_decref(who);
-            }
-            json_decref(found);
-            if (r < 0)
+            if (!index && (r = findings_index(a, &index)) < 0)
                 return r;
+            r = cloud_link(a, s, e, ns, id, ann, json_string_value(v), index);
+            if (r < 0)
+                goto out;
         }
     }
-    return 0;
+out:
+    json_decref(index);
+    return r;
 }
 
 static int identities(ferry_audit *a, k8s_state *s)
