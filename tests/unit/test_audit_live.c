@@ -56,11 +56,12 @@ static const char AUTHZ_PAGE[] =
     "<Arn>arn:aws:iam::123456789012:role/r1</Arn>"
     "<CreateDate>2026-11-26T11:24:27.031888Z</CreateDate>"
     "<AssumeRolePolicyDocument>%7B%22Version%22%3A%222012-10-17%22%7D</AssumeRolePolicyDocument>"
-    "<InstanceProfileList/><RolePolicyList><member><PolicyName>p</PolicyName>"
+    "<RolePolicyList><member><PolicyName>p</PolicyName>"
     "<PolicyDocument>%7B%22Statement%22%3A%5B%5D%7D</PolicyDocument></member></RolePolicyList>"
     "<AttachedManagedPolicies><member><PolicyName>A</PolicyName>"
     "<PolicyArn>arn:aws:iam::aws:policy/A</PolicyArn></member></AttachedManagedPolicies>"
-    "<Tags/><RoleLastUsed/></member></RoleDetailList>"
+    "<Tags/><RoleLastUsed/><InstanceProfileList><member><InstanceProfileName>ip"
+    "</InstanceProfileName><Roles/></member></InstanceProfileList></member></RoleDetailList>"
     "<Policies><member><PolicyName>cmp</PolicyName><AttachmentCount>2</AttachmentCount>"
     "<IsAttachable>true</IsAttachable><PolicyVersionList><member><VersionId>v1</VersionId>"
     "<IsDefaultVersion>true</IsDefaultVersion></member></PolicyVersionList></member></Policies>"
@@ -94,6 +95,8 @@ Test(audit_live, authz_page_becomes_cli_json)
     cr_assert(json_is_object(json_object_get(role, "RoleLastUsed"))); /* never used: {} */
     cr_assert_eq(json_object_size(json_object_get(role, "RoleLastUsed")), 0);
     cr_assert(json_is_array(json_object_get(role, "Tags")));
+    cr_assert(json_is_array(
+        json_object_get(json_array_get(json_object_get(role, "InstanceProfileList"), 0), "Roles")));
     cr_assert_eq(json_integer_value(json_object_get(pol, "AttachmentCount")), 2);
     cr_assert(json_is_true(json_object_get(pol, "IsAttachable")));
     cr_assert(json_is_true(json_object_get(

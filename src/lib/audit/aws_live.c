@@ -102,12 +102,10 @@ static const char *const xml_bools[] = {"IsTruncated", "IsDefaultVersion", "IsAt
 static const char *const xml_ints[] = {"AttachmentCount", "PermissionsBoundaryUsageCount",
                                        "TotalAuthenticatedEntities", "MaxSessionDuration", NULL};
 /* Lists and objects as the CLI prints them when empty (<RolePolicyList/>). */
-static const char *const xml_lists[] = {"Policies",
-                                        "AttachedManagedPolicies",
-                                        "Tags",
-                                        "ServicesLastAccessed",
-                                        "TrackedActionsLastAccessed",
-                                        NULL};
+static const char *const xml_lists[] = {
+    "Policies", "AttachedManagedPolicies", "Tags",
+    "Roles",    "ServicesLastAccessed",    "TrackedActionsLastAccessed",
+    NULL};
 static const char *const xml_objects[] = {"RoleLastUsed", "PermissionsBoundary", NULL};
 
 static bool name_in(const char *name, const char *const *list)
