@@ -1604,8 +1604,7 @@ static int audit_principal(aws_ctx *c, size_t l, json_t *p, const char *account,
 {
     static const char *const inline_keys[] = {"UserPolicyList", "GroupPolicyList",
                                               "RolePolicyList"};
-    aws_grants g = {
-        .docs = json_array(), .hits = json_array(), .cmps = json_array(), .emit = true};
+    aws_grants g = {.docs = json_array(), .hits = json_array(), .cmps = json_array(), .emit = true};
     aws_trust t = {0};
     json_t *group_arns = json_array(), *group_docs = json_array(), *trust = NULL, *v;
     bool admin = false, admin_eq = false;
