@@ -98,6 +98,8 @@ static void usage_audit(FILE *f)
             "  k8s-yaml             Kubernetes YAML manifests, several documents per file\n"
             "                       (kubectl apply inputs, helm template output); all\n"
             "                       Kubernetes inputs of a run are one cluster\n"
+            "  k8s-audit            the API server's audit log (audit.k8s.io Events, JSON\n"
+            "                       Lines): ServiceAccounts that made requests are in use\n"
             "\n"
             "  --format FORMAT         read every FILE as FORMAT (one of the above)\n"
             "  --output-format FMT     table (default), json (schema ferry.audit/v1), sarif\n"
@@ -117,6 +119,12 @@ static void usage_audit(FILE *f)
             "                          gcp-iam-policy inputs are the policy of\n"
             "  --include-service-agents  apply the GCP OP rules to Google-managed service\n"
             "                          agents too\n"
+            "  --iac-inventory FILE    terraform show -json (state or plan) or CloudFormation\n"
+            "                          describe-stack-resources JSON (repeatable): AWS roles\n"
+            "                          and users (AWS-SH-010) and GCP service accounts\n"
+            "                          (GCP-SH-009) it does not declare are unmanaged\n"
+            "  --owner-tag-keys KEYS   tag keys naming an owner, e.g. owner,team: AWS roles\n"
+            "                          and users with none get AWS-SH-009\n"
             "  --cluster NAME          the Kubernetes cluster of the k8s inputs (the account\n"
             "                          of their findings); default \"cluster\"\n"
             "  --unused-days N         unused roles (AWS-SH-001); default 90\n"
@@ -615,6 +623,8 @@ int ferry_cmd_audit(int argc, char **argv)
         O_TRUSTED_PROJECTS,
         O_GCP_RESOURCE,
         O_INCLUDE_AGENTS,
+        O_IAC,
+        O_OWNER_TAGS,
     };
     static const struct option longopts[] = {
         {"format", required_argument, NULL, O_FORMAT},
@@ -643,6 +653,8 @@ int ferry_cmd_audit(int argc, char **argv)
         {"trusted-projects", required_argument, NULL, O_TRUSTED_PROJECTS},
         {"gcp-resource", required_argument, NULL, O_GCP_RESOURCE},
         {"include-service-agents", no_argument, NULL, O_INCLUDE_AGENTS},
+        {"iac-inventory", required_argument, NULL, O_IAC},
+        {"owner-tag-keys", required_argument, NULL, O_OWNER_TAGS},
         {"help", no_argument, NULL, 'h'},
         {},
     };
@@ -659,7 +671,8 @@ int ferry_cmd_audit(int argc, char **argv)
     const char *usage_jwks = NULL;
     const char *suppress[16], *baseline = NULL;
     size_t n_suppress = 0;
-    const char *cluster = NULL;
+    const char *cluster = NULL, *iac[16], *owner_tags = NULL;
+    size_t n_iac = 0;
     ferry_audit_aws_live_options live_opts = {0};
     bool live = false;
     unsigned long long v;
@@ -797,6 +810,16 @@ int ferry_cmd_audit(int argc, char **argv)
         case O_CLUSTER:
             cluster = optarg;
             break;
+        case O_IAC:
+            if (n_iac == ARRAY_SIZE(iac)) {
+                fprintf(stderr, PROG ": --iac-inventory: at most %zu files\n", ARRAY_SIZE(iac));
+                return FERRY_EXIT_USAGE;
+            }
+            iac[n_iac++] = optarg;
+            break;
+        case O_OWNER_TAGS:
+            owner_tags = optarg;
+            break;
         case O_LIVE:
             live = true;
             break;
@@ -842,6 +865,25 @@ int ferry_cmd_audit(int argc, char **argv)
     }
     if (known && load_known_accounts(a, known) < 0)
         return FERRY_EXIT_USAGE;
+    if (owner_tags && ferry_audit_set_owner_tag_keys(a, owner_tags) < 0) {
+        fprintf(stderr, PROG ": --owner-tag-keys: expected tag keys separated by commas\n");
+        return FERRY_EXIT_USAGE;
+    }
+    for (size_t i = 0; i < n_iac; i++) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        r = read_input(iac[i], opts.max_input ? opts.max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT,
+                       &buf, &len);
+        if (r < 0) {
+            fprintf(stderr, PROG ": --iac-inventory %s: %s\n", iac[i], ferry_strerror(r));
+            return FERRY_EXIT_USAGE;
+        }
+        r = ferry_audit_add_iac_inventory(a, iac[i], buf, len, err, sizeof(err));
+        if (r < 0) {
+            fprintf(stderr, PROG ": --iac-inventory %s\n", err);
+            return FERRY_EXIT_USAGE;
+        }
+    }
     if (trusted_tenants && load_trusted_tenants(a, trusted_tenants) < 0)
         return FERRY_EXIT_USAGE;
     if (trusted_projects && load_trusted_projects(a, trusted_projects) < 0)

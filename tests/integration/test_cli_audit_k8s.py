@@ -176,6 +176,12 @@ def synthetic_checks(tap):
     tap.eq(sorted(f["fingerprint"] for f in j3["findings"]),
            sorted(f["fingerprint"] for f in j["findings"]), "--format k8s-yaml: same fingerprints")
 
+    # The API server's audit log (rbac-tool's, requests by users, not SAs): read, changes nothing.
+    j4 = audit_json(tap, "with the audit log", "--cluster", "prod-eks", *files,
+                    fx("rbactool_auditgen_testdata-01.jsonl"))
+    tap.ok(j4["inputs"][-1]["format"] == "k8s-audit" and triples(j4) == SYNTHETIC_EXPECTED,
+           "audit.k8s.io JSON Lines: detected, no SA request in it, same findings", j4["inputs"])
+
     # Without pods: SH-001 is a single info note, no per-SA finding.
     j = audit_json(tap, "without pods", *[f for f in files if "pods" not in f])
     tap.ok(("K8S-SH-001", "cluster", "info") in triples(j) and

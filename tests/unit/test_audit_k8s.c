@@ -83,6 +83,8 @@ static const ferry_audit_finding *get(ferry_audit *a, const char *rule, const ch
         cr_assert_eq(s_, sev, "%s on %s: severity %d", rule, res, s_);                             \
     } while (0)
 #define expect_none(a, rule) cr_assert_eq(count(a, rule, NULL, NULL), 0, "%s fired", rule)
+#define expect_none_on(a, rule, res)                                                               \
+    cr_assert_eq(count(a, rule, res, NULL), 0, "%s fired on %s", rule, res)
 
 /* Load text expecting a failure; the message in err. */
 static int fail_load(const char *name, const char *text, size_t len, char *err, size_t errlen)
@@ -488,6 +490,35 @@ Test(k8s, gke_and_azure_annotations)
     expect(a, "K8S-TR-001", "system:serviceaccount:n:g", FERRY_AUDIT_LOW);
     expect(a, "K8S-TR-001", "system:serviceaccount:n:z", FERRY_AUDIT_LOW);
     ferry_audit_free(a);
+}
+
+/* ---- audit.k8s.io Events ------------------------------------------------------------------ */
+
+#define EVENT(user, ts)                                                                            \
+    "{\"kind\": \"Event\", \"apiVersion\": \"audit.k8s.io/v1\", \"auditID\": \"x\", "              \
+    "\"verb\": \"get\", \"user\": {\"username\": \"" user "\"}, \"stageTimestamp\": \"" ts "\"}\n"
+
+Test(k8s, audit_log_counts_sa_use)
+{
+    ferry_audit *a = audit_files(
+        "sa.yaml", SA("ci", "recent") SA("ci", "stale") SA("ci", "never") POD("ci", "p", "other"),
+        "audit.jsonl",
+        EVENT("system:serviceaccount:ci:recent", "2026-09-20T10:00:00.123456Z")
+            EVENT("system:serviceaccount:ci:stale", "2026-01-01T00:00:00Z")
+                EVENT("admin", "2026-09-20T10:00:00Z"),
+        NULL);
+    expect_none_on(a, "K8S-SH-001", "system:serviceaccount:ci:recent");
+    expect(a, "K8S-SH-001", "system:serviceaccount:ci:stale", FERRY_AUDIT_LOW);
+    expect(a, "K8S-SH-001", "system:serviceaccount:ci:never", FERRY_AUDIT_LOW);
+    cr_assert(strstr(get(a, "K8S-SH-001", "system:serviceaccount:ci:stale")->evidence,
+                     "\"last_request\":1767225600"));
+    ferry_audit_free(a);
+
+    /* A line that is not an Event, located. */
+    char err[512] = "";
+    const char *bad = EVENT("admin", "2026-09-20T10:00:00Z") "{\"kind\": \"Pod\"}\n";
+    cr_assert_eq(fail_load("a.jsonl", bad, strlen(bad), err, sizeof(err)), -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "a.jsonl:2: [1]: Pod: expected an audit.k8s.io Event"), "%s", err);
 }
 
 /* ---- loaders ------------------------------------------------------------------------------ */

@@ -147,6 +147,7 @@ typedef struct k8s_state {
     json_t *pod_sas;      /* set of "ns/name" that a Pod or pod template runs as */
     json_t *default_pods; /* [{ns, res, am?, src}]: pods/templates running as "default" */
     json_t *token_sas;    /* set of "ns/name" with a legacy token Secret */
+    json_t *sa_seen;      /* "ns/name" -> last request in an audit.k8s.io log (epoch) */
     bool loaded;          /* some Kubernetes input was read */
     bool seen_pods, seen_sa_inventory, seen_roles, seen_clusterroles, eks;
     char *first_src; /* for the cluster-level notes */
@@ -165,6 +166,7 @@ static void k8s_release(ferry_audit *a)
     json_decref(s->pod_sas);
     json_decref(s->default_pods);
     json_decref(s->token_sas);
+    json_decref(s->sa_seen);
     free(s);
     a->k8s = NULL;
 }
@@ -183,7 +185,9 @@ static k8s_state *state(ferry_audit *a)
     s->pod_sas = json_object();
     s->default_pods = json_array();
     s->token_sas = json_object();
-    if (!s->sas || !s->roles || !s->bindings || !s->pod_sas || !s->default_pods || !s->token_sas) {
+    s->sa_seen = json_object();
+    if (!s->sas || !s->roles || !s->bindings || !s->pod_sas || !s->default_pods || !s->token_sas ||
+        !s->sa_seen) {
         a->k8s = s;
         k8s_release(a);
         return NULL;
@@ -1283,17 +1287,22 @@ static int load_k8s_json(ferry_audit *a, const char *path, const char *buf, size
 }
 
 /* A YAML stream whose top level (column 0) has apiVersion: or kind: keys, or a document that
- * is one flow mapping on a line of its own naming both ({"apiVersion": ..., "kind": ...}). */
+ * is one flow mapping on the line after "---" naming both ({"apiVersion": ..., "kind": ...}). */
 static bool detect_k8s_yaml(const char *buf, size_t len)
 {
     size_t i = 0;
+    bool after_marker = false;
     while (i < len) {
         const char *l = buf + i, *nl = memchr(l, '\n', len - i);
         size_t n = nl ? (size_t)(nl - l) : len - i;
         if ((n >= 5 && memcmp(l, "kind:", 5) == 0) ||
             (n >= 11 && memcmp(l, "apiVersion:", 11) == 0) ||
-            (n > 0 && l[0] == '{' && memmem(l, n, "kind", 4) && memmem(l, n, "apiVersion", 10)))
+            (after_marker && n > 0 && l[0] == '{' && memmem(l, n, "kind", 4) &&
+             memmem(l, n, "apiVersion", 10)))
             return true;
+        /* A flow mapping counts only after a "---" line: one JSON object per line without
+         * markers is NDJSON, not YAML (audit logs, gcloud exports). */
+        after_marker = n >= 3 && memcmp(l, "---", 3) == 0 && strspn(l + 3, " \t\r") == n - 3;
         i += n + 1;
     }
     return false;
@@ -1322,6 +1331,91 @@ static int load_k8s_yaml(ferry_audit *a, const char *path, const char *buf, size
     if (r < 0)
         return r;
     return yaml_each_document(buf, len, yaml_doc, &c, errbuf, errlen);
+}
+
+/* ---- audit.k8s.io Events ----------------------------------------------------------------- */
+
+static bool is_audit_event(const json_t *e)
+{
+    const char *kind = str_member(e, "kind"), *api = str_member(e, "apiVersion");
+    return kind && strcmp(kind, "Event") == 0 && api && strncmp(api, "audit.k8s.io/", 13) == 0 &&
+           json_is_string(json_object_get(e, "auditID"));
+}
+
+/* The API server's audit log: JSON Lines (read by core.c as an array), one Event, or an
+ * EventList (a webhook batch). */
+static bool detect_k8s_audit(const json_t *doc)
+{
+    const char *kind = str_member(doc, "kind");
+    if (json_is_array(doc))
+        return is_audit_event(json_array_get(doc, 0));
+    if (kind && strcmp(kind, "EventList") == 0)
+        return is_audit_event(json_array_get(json_object_get(doc, "items"), 0));
+    return is_audit_event(doc);
+}
+
+/* Requests made as a ServiceAccount: the last one per SA is kept (K8S-SH-001 and the identity
+ * note count an SA seen within --unused-days as used). Other events are not kept. */
+static int load_k8s_audit(ferry_audit *a, const char *path, const char *buf, size_t len,
+                          json_t *doc, char *errbuf, size_t errlen)
+{
+    k8s_ctx c = {.a = a, .path = path, .errbuf = errbuf, .errlen = errlen};
+    const json_t *events = json_is_array(doc) ? doc : json_object_get(doc, "items"), *e;
+    json_t *one = NULL;
+    size_t i;
+    int r;
+
+    (void)buf;
+    (void)len;
+    if (!(c.s = state(a)))
+        return -ENOMEM;
+    if ((r = note_loaded(&c)) < 0)
+        return r;
+    if (json_is_object(doc) && !json_is_array(events)) {
+        if (!(one = json_array()) || json_array_append(one, doc) < 0) {
+            json_decref(one);
+            return -ENOMEM;
+        }
+        events = one;
+    }
+    json_array_foreach(events, i, e)
+    {
+        const char *user = str_member(json_object_get(e, "user"), "username");
+        const char *ts = str_member(e, "stageTimestamp");
+        char key[K8S_MAX_NAME];
+        int64_t t;
+
+        (void)snprintf(c.jwhere, sizeof(c.jwhere), "%s/%zu", json_is_array(doc) ? "" : "/items", i);
+        (void)snprintf(c.label, sizeof(c.label), "%s%zu]: ", json_is_array(doc) ? "[" : "items[",
+                       i);
+        if (!is_audit_event(e)) {
+            r = fail(&c, e, NULL, "expected an audit.k8s.io Event with auditID");
+            break;
+        }
+        if (!ts)
+            ts = str_member(e, "requestReceivedTimestamp");
+        if (!user || strncmp(user, "system:serviceaccount:", 22) != 0)
+            continue;
+        const char *nsname = user + 22, *colon = strchr(nsname, ':');
+        if (!colon || colon == nsname || !colon[1] || strchr(colon + 1, ':') ||
+            strlen(nsname) > 320)
+            continue; /* not an SA name the rules could match */
+        if (!ts || audit_parse_time(ts, &t) < 0) {
+            r = fail(&c, e, "stageTimestamp",
+                     "expected a stageTimestamp or "
+                     "requestReceivedTimestamp date");
+            break;
+        }
+        (void)snprintf(key, sizeof(key), "%.*s/%s", (int)(colon - nsname), nsname, colon + 1);
+        json_t *prev = json_object_get(c.s->sa_seen, key);
+        if ((!prev || json_integer_value(prev) < t) &&
+            json_object_set_new(c.s->sa_seen, key, json_integer((json_int_t)t)) < 0) {
+            r = -ENOMEM;
+            break;
+        }
+    }
+    json_decref(one);
+    return r;
 }
 
 /* ---- finish: the rules that join objects ------------------------------------------------- */
@@ -1510,8 +1604,14 @@ static json_t *grant_evidence(const binding_view *v, const json_t *subjects, uns
     }
     (void)snprintf(scope, sizeof(scope), "%s%s", v->ns ? "namespace " : "cluster",
                    v->ns ? v->ns : "");
-    ev = json_pack("{s:s, s:s, s:s, s:O, s:o}", "binding", v->res, "role", v->role_label, "scope",
-                   scope, "subjects", subjects, "rules", rules);
+    ev = json_pack("{s:s, s:s, s:s, s:O}", "binding", v->res, "role", v->role_label, "scope", scope,
+                   "subjects", subjects);
+    /* OP-001 (mask 0) names its role; the others show the PolicyRules that matched. */
+    if (ev && mask && json_object_set(ev, "rules", rules) < 0) {
+        json_decref(ev);
+        ev = NULL;
+    }
+    json_decref(rules);
     return ev;
 }
 
@@ -1696,13 +1796,21 @@ static int unused_sas(ferry_audit *a, k8s_state *s)
         json_t *created = json_object_get(e, "created");
         bool bound = json_is_true(json_object_get(e, "bound"));
         (void)snprintf(ns, sizeof(ns), "%.*s", (int)(slash - key), key);
+        json_t *seen = json_object_get(s->sa_seen, key);
         if (json_object_get(s->pod_sas, key) || managed_sa(ns, name))
             continue;
+        if (seen && audit_now(a) - json_integer_value(seen) <= (int64_t)a->opts.unused_days * DAY)
+            continue; /* it made API requests recently (audit log) */
         if (created &&
             audit_now(a) - json_integer_value(created) < (int64_t)a->opts.grace_days * DAY)
             continue;
         (void)snprintf(id, sizeof(id), "system:serviceaccount:%s:%s", ns, name);
         json_t *ev = json_pack("{s:s, s:s, s:b}", "namespace", ns, "name", name, "bound", bound);
+        if (ev && seen &&
+            json_object_set_new(ev, "last_request", json_integer(json_integer_value(seen))) < 0) {
+            json_decref(ev);
+            ev = NULL;
+        }
         r = ev ? audit_emit(a, "K8S-SH-001", bound ? FERRY_AUDIT_MEDIUM : FERRY_AUDIT_LOW, CLOUD,
                             cluster_name(s), id, ev, "unused", str_member(e, "src"))
                : -ENOMEM;
@@ -1994,6 +2102,9 @@ static int identities(ferry_audit *a, k8s_state *s)
             flags |= AUDIT_ID_STATIC_CRED;
         if (managed_sa(ns, slash + 1))
             flags |= AUDIT_ID_MANAGED;
+        json_t *seen = json_object_get(s->sa_seen, key);
+        if (seen && audit_now(a) - json_integer_value(seen) <= (int64_t)a->opts.unused_days * DAY)
+            flags |= AUDIT_ID_USED;
         audit_identity ident = {.cloud = CLOUD,
                                 .account = cluster_name(s),
                                 .id = id,
@@ -2040,6 +2151,8 @@ static const audit_loader k8s_loaders[] = {
      detect_k8s_json, NULL, load_k8s_json},
     {"k8s-yaml", "Kubernetes YAML manifests (apiVersion:/kind: at the top level)", NULL,
      detect_k8s_yaml, load_k8s_yaml},
+    {"k8s-audit", "the API server's audit log: audit.k8s.io Events (JSON Lines or EventList)",
+     detect_k8s_audit, NULL, load_k8s_audit},
 };
 
 const audit_cloud audit_cloud_k8s = {
