@@ -359,6 +359,17 @@ def moto_part(t, d):
              proxy.stats()["actions"].get("GenerateCredentialReport", 0) >= 2,
              "fault: a 429 with Retry-After 1 is waited out and the run completes", r)
 
+        # Keys from a shared credentials file's profile instead of the environment.
+        creds = os.path.join(d, "credentials")
+        with open(creds, "w") as f:
+            f.write(f"[audit]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n")
+        env = ft.clean_env({"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": creds,
+                            "AWS_PROFILE": "audit"})
+        r = live(moto.url, now, env=env)
+        t.ok(r.rc == 0 and triples(r.json() or {"findings": []}) == triples(files),
+             "profile credentials: the same findings", r)
+        no_secret(t, "profile credentials", r)
+
         # No credentials at all.
         env = ft.clean_env({"AWS_CONFIG_FILE": "/dev/null",
                             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
@@ -409,7 +420,21 @@ def usage_part(t):
              "a last-accessed file without Arn or ARN name: exit 2 naming the file", r)
 
 
+def usage_errors(t):
+    for args, words, desc in [
+        (["--live", "x.json"], "only `ferry audit aws --live`", "--live without aws"),
+        (["--endpoint-url", "http://127.0.0.1:1", "x.json"], "need `aws --live`",
+         "--endpoint-url without --live"),
+        (["aws", "--live", "--region", "Bad_Region!"], "region", "a bad --region"),
+        (["aws", "--live", "--endpoint-url", "http://example.com"], "http only",
+         "plain http to a host that is not loopback"),
+    ]:
+        r = ft.ferry("audit", *args, env=live_env())
+        t.ok(r.rc == 2 and r.out == "" and words in r.err, f"usage: {desc}: exit 2", r)
+
+
 def body(t):
+    usage_errors(t)
     usage_part(t)
     if not shutil.which("moto_server") or not shutil.which("aws"):
         t.ok(False, "moto_server and aws are installed (pip install 'moto[server]' awscli)")
