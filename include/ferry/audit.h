@@ -246,6 +246,21 @@ typedef struct ferry_audit_aws_live_options {
 int ferry_audit_aws_live(ferry_audit *a, const ferry_audit_aws_live_options *opts, char *errbuf,
                          size_t errlen);
 
+/* ---- IaC inventory and owner tags (iac.c) ------------------------------------------------ */
+
+/* Add an infrastructure-as-code inventory: `terraform show -json` (state or plan) or
+ * CloudFormation describe-stack-resources / list-stack-resources JSON. Once one is added,
+ * AWS roles and users (AWS-SH-010) and Google service accounts (GCP-SH-009) it does not
+ * declare are reported as unmanaged. Call before the inputs. Returns 0, -FERRY_EMALFORMED,
+ * -FERRY_ETOOBIG, -EINVAL, -ENOMEM, with a message naming path in errbuf. */
+int ferry_audit_add_iac_inventory(ferry_audit *a, const char *path, const void *buf, size_t len,
+                                  char *errbuf, size_t errlen);
+/* Tag keys (comma-separated, case-insensitive, e.g. "owner,team") whose presence with a
+ * non-empty value names an owner: AWS roles and users without one get AWS-SH-009. Without
+ * this call AWS-SH-009 does not run. Returns 0, -EINVAL (empty or control characters),
+ * -ENOMEM. */
+int ferry_audit_set_owner_tag_keys(ferry_audit *a, const char *keys);
+
 #ifdef __cplusplus
 }
 #endif

@@ -154,6 +154,22 @@ CASES = {
                           trust_doc=trust({"AWS": f"arn:aws:iam::{ACCT}:root"})),
                      role("admin-box", {"all": doc(ADMIN)})]),
     ),
+    "AWS-SH-009": (
+        authz(roles=[dict(role("untagged"), Tags=[])],
+              users=[dict(user("empty-owner"), Tags=[{"Key": "Owner", "Value": ""}])]),
+        [(arn("role", "untagged"), "low"), (arn("user", "empty-owner"), "low")],
+        authz(roles=[dict(role("team-tagged"), Tags=[{"Key": "Team", "Value": "ml-infra"}])],
+              users=[dict(user("owned"), Tags=[{"Key": "owner", "Value": "alice"}])]),
+    ),
+    "AWS-SH-010": (
+        authz(roles=[role("handmade"), role("handmade-admin", {"all": doc(ADMIN)})]),
+        [(arn("role", "handmade"), "low"), (arn("role", "handmade-admin"), "medium")],
+        authz(roles=[role("tf-role"), role("cfn-role"), role("any-account-name"),
+                     role("AWSReservedSSO_Admin_0123456789abcdef",
+                          path="/aws-reserved/sso.amazonaws.com/"),
+                     role("AWSControlTowerExecution")],
+              users=[user("tf-user")]),
+    ),
     "AWS-OP-005": (
         authz(roles=[role("passer", {"p": doc(allow(["iam:PassRole", "ec2:RunInstances"]))})],
               users=[user("key-maker", {"p": doc(allow("iam:CreateAccessKey",
@@ -375,8 +391,49 @@ CSV_CASES = {
 }
 
 
+# Options a case needs; "@NAME" is a file written to OUT (IAC_FILES).
+EXTRA_ARGS = {
+    "AWS-SH-009": ["--owner-tag-keys", "owner,team"],
+    "AWS-SH-010": ["--iac-inventory", "@iac-terraform.json", "--iac-inventory", "@iac-cfn.json"],
+}
+IAC_FILES = {
+    # terraform show -json of a state: tf-role by ARN in a child module, tf-user by name only
+    # (a plan's unknown ARN), any-account-name by name without an ARN.
+    "iac-terraform.json": {
+        "format_version": "1.0", "terraform_version": "1.9.0",
+        "values": {"root_module": {
+            "resources": [
+                {"address": "aws_iam_user.tf", "mode": "managed", "type": "aws_iam_user",
+                 "name": "tf", "values": {"name": "tf-user", "path": "/"}},
+                {"address": "data.aws_iam_role.handmade", "mode": "data",
+                 "type": "aws_iam_role", "name": "handmade",
+                 "values": {"arn": arn("role", "handmade"), "name": "handmade"}}],
+            "child_modules": [{"address": "module.app", "resources": [
+                {"address": "module.app.aws_iam_role.r", "mode": "managed",
+                 "type": "aws_iam_role", "name": "r",
+                 "values": {"arn": arn("role", "tf-role"), "name": "tf-role"}},
+                {"address": "module.app.aws_iam_role.n", "mode": "managed",
+                 "type": "aws_iam_role", "name": "n",
+                 "values": {"name": "any-account-name"}}]}]}}},
+    # aws cloudformation describe-stack-resources
+    "iac-cfn.json": {"StackResources": [
+        {"StackName": "app", "LogicalResourceId": "Role",
+         "StackId": f"arn:aws:cloudformation:us-east-1:{ACCT}:stack/app/0f1e2d3c",
+         "PhysicalResourceId": "cfn-role", "ResourceType": "AWS::IAM::Role",
+         "ResourceStatus": "CREATE_COMPLETE"},
+        {"StackName": "other", "LogicalResourceId": "Role",
+         "StackId": "arn:aws:cloudformation:us-east-1:444455556666:stack/other/1a2b",
+         "PhysicalResourceId": "handmade-admin", "ResourceType": "AWS::IAM::Role",
+         "ResourceStatus": "CREATE_COMPLETE"}]},
+}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    for name, d in IAC_FILES.items():
+        with open(os.path.join(OUT, name), "w") as f:
+            json.dump(d, f, indent=1)
+            f.write("\n")
     expected = {}
     for rule, (pos, want, neg) in CASES.items():
         for kind, d in (("pos", pos), ("neg", neg)):
@@ -385,6 +442,8 @@ def main():
                 f.write("\n")
         expected[rule] = {"positive": f"{rule}.pos.json", "negative": f"{rule}.neg.json",
                           "findings": [{"resource": r, "severity": s} for r, s in want]}
+        if rule in EXTRA_ARGS:
+            expected[rule]["args"] = EXTRA_ARGS[rule]
     for rule, (pos, want, neg) in CSV_CASES.items():
         for kind, rows in (("pos", pos), ("neg", neg)):
             with open(os.path.join(OUT, f"{rule}.{kind}.csv"), "w") as f:

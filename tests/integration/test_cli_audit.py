@@ -80,7 +80,10 @@ def fixture_checks(tap):
     tap.eq(expected["now"], NOW, "fixtures: generated for the clock the test uses")
     known = os.path.join(FIXTURES, "known-accounts.txt")
     for rule, case in sorted(expected["rules"].items()):
-        j = audit_json(tap, f"{rule} positive", "--known-accounts", known,
+        # Options a rule needs; "@NAME" is a file of the fixtures directory.
+        extra = [os.path.join(FIXTURES, a[1:]) if a.startswith("@") else a
+                 for a in case.get("args", [])]
+        j = audit_json(tap, f"{rule} positive", "--known-accounts", known, *extra,
                        os.path.join(FIXTURES, case["positive"]))
         got = sorted((f["resource"], f["severity"]) for f in j["findings"]
                      if f["rule_id"] == rule)
@@ -93,7 +96,7 @@ def fixture_checks(tap):
                        f["account"] == "111122223333" and f["cloud"] == "aws",
                        f"{rule} positive: {f['resource']}: evidence, remediation, fingerprint, "
                        f"account", f)
-        j = audit_json(tap, f"{rule} negative", "--known-accounts", known,
+        j = audit_json(tap, f"{rule} negative", "--known-accounts", known, *extra,
                        os.path.join(FIXTURES, case["negative"]))
         tap.eq(pairs(j, rule), [], f"{rule} negative: no finding of the rule")
     # Every AWS rule the tool declares has its pair of fixtures.
@@ -510,9 +513,21 @@ def error_checks(tap, d):
                        (("--format", "gcp-iam", good), "unknown --format"),
                        (("--unused-days", "ten", good), "bad --unused-days"),
                        (("--profile", "pci", good), "unknown --profile"),
-                       (("--known-accounts", good, good), "--known-accounts not a list of ids")]:
+                       (("--known-accounts", good, good), "--known-accounts not a list of ids"),
+                       (("--owner-tag-keys", "", good), "empty --owner-tag-keys"),
+                       (("--owner-tag-keys", "owner,", good), "--owner-tag-keys ending in ,")]:
         r = audit(*args)
         tap.ok(r.rc == 2 and r.out == "", f"usage error: {desc} exits 2", r)
+    # An IaC inventory that is none: named, exit 2, no report.
+    r = audit("--iac-inventory", good, good)
+    tap.ok(r.rc == 2 and r.out == "" and "--iac-inventory" in r.err and
+           "not an IaC inventory; expected terraform show -json" in r.err,
+           "--iac-inventory given an IAM export: exit 2 saying what was expected", r)
+    with open(os.path.join(d, "tf-cut.json"), "w") as f:
+        f.write('{"format_version": "1.0",\n "values": {"root_module": {"resources": [')
+    r = audit("--iac-inventory", os.path.join(d, "tf-cut.json"), good)
+    tap.ok(r.rc == 2 and r.out == "" and re.search(r"tf-cut\.json:2:\d+: malformed JSON", r.err),
+           "--iac-inventory truncated: exit 2 with file, line and column", r)
     r = ft.ferry("audit", "--help")
     tap.ok(r.rc == 0 and "--output-format" in r.out and "--fail-on" in r.out, "--help", r)
 

@@ -77,6 +77,8 @@ struct ferry_audit {
     /* Where in the current input's JSON a loader error is, as "/member/index/..." (empty when
      * unknown); core.c turns it into a line number. */
     char err_where[256];
+    json_t *iac;            /* iac.c: identity keys of the IaC inventories, or NULL (none given) */
+    json_t *owner_tag_keys; /* iac.c: lower-case tag keys naming an owner (a set), or NULL */
 };
 
 /* Record where in the current input's JSON document the error a loader is about to return
@@ -137,6 +139,18 @@ int audit_aws_graph_add(aws_graph *g, bool role, const char *arn, const char *ac
 /* Build the edges and emit AWS-OP-006 for each non-admin principal with a path to an admin
  * one. Returns 0 or a negative code. */
 int audit_aws_graph_run(aws_graph *g, ferry_audit *a, const char *path);
+
+/* ---- IaC inventory and owner tags (iac.c) ------------------------------------------------ */
+
+/* An inventory was given (AWS-SH-010 and GCP-SH-009's unmanaged half run only then). */
+bool audit_iac_loaded(const ferry_audit *a);
+/* The inventory declares this role (role true) or user, by ARN or by name in its account. */
+bool audit_iac_manages_aws(const ferry_audit *a, const char *arn, const char *account, bool role,
+                           const char *name);
+/* The inventory declares this Google service account. */
+bool audit_iac_manages_gcp(const ferry_audit *a, const char *email);
+/* tags ([{Key, Value}]) hold a non-empty value under one of the owner tag keys. */
+bool audit_owner_tagged(const ferry_audit *a, const json_t *tags);
 
 /* True when account_id was added with ferry_audit_add_known_account. */
 bool audit_account_known(const ferry_audit *a, const char *account_id);
