@@ -576,18 +576,18 @@ static char *role_chain(int n, bool cycle)
         /* r0 is trusted by the last role when cycle (r0 -> ... -> rN -> r0). */
         snprintf(prev, sizeof(prev), "arn:aws:iam::111122223333:role/r%d",
                  i == 0 ? (cycle ? n : 0) : i - 1);
-        json_t *trust = json_pack("{s:s, s:[{s:s, s:{s:s}, s:s}]}", "Version", "2012-10-17",
-                                  "Statement", "Effect", "Allow", "Principal", "AWS", prev,
-                                  "Action", "sts:AssumeRole");
+        json_t *trust =
+            json_pack("{s:s, s:[{s:s, s:{s:s}, s:s}]}", "Version", "2012-10-17", "Statement",
+                      "Effect", "Allow", "Principal", "AWS", prev, "Action", "sts:AssumeRole");
         json_t *pols = json_array();
         if (i == n && !cycle)
-            json_array_append_new(
-                pols, json_pack("{s:s, s:{s:s, s:{s:s, s:s, s:s}}}", "PolicyName", "all",
-                                "PolicyDocument", "Version", "2012-10-17", "Statement", "Effect",
-                                "Allow", "Action", "*", "Resource", "*"));
-        json_array_append_new(roles, json_pack("{s:s, s:s, s:o, s:o}", "RoleName", name, "Arn",
-                                               arn, "AssumeRolePolicyDocument", trust,
-                                               "RolePolicyList", pols));
+            json_array_append_new(pols, json_pack("{s:s, s:{s:s, s:{s:s, s:s, s:s}}}", "PolicyName",
+                                                  "all", "PolicyDocument", "Version", "2012-10-17",
+                                                  "Statement", "Effect", "Allow", "Action", "*",
+                                                  "Resource", "*"));
+        json_array_append_new(roles,
+                              json_pack("{s:s, s:s, s:o, s:o}", "RoleName", name, "Arn", arn,
+                                        "AssumeRolePolicyDocument", trust, "RolePolicyList", pols));
     }
     doc = json_pack("{s:o}", "RoleDetailList", roles);
     cr_assert_not_null(doc);
@@ -638,4 +638,96 @@ Test(audit, escalation_path_depth_and_cycles)
     cr_assert_null(find(a, "AWS-OP-006", NULL));
     ferry_audit_free(a);
     free(text);
+}
+
+/* --iac-inventory: what declares a role, and the limits. */
+Test(audit, iac_inventory_forms_and_limits)
+{
+    static const char roles[] =
+        "{\"RoleDetailList\": [{\"RoleName\": \"tf\", \"Arn\": "
+        "\"arn:aws:iam::111122223333:role/tf\"},"
+        " {\"RoleName\": \"cfn\", \"Arn\": \"arn:aws:iam::111122223333:role/cfn\"},"
+        " {\"RoleName\": \"plan\", \"Arn\": \"arn:aws:iam::111122223333:role/plan\"},"
+        " {\"RoleName\": \"hand\", \"Arn\": \"arn:aws:iam::111122223333:role/hand\"},"
+        " {\"RoleName\": \"AWSReservedSSO_Admin_1\", \"Path\": "
+        "\"/aws-reserved/sso.amazonaws.com/\","
+        " \"Arn\": \"arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/"
+        "AWSReservedSSO_Admin_1\"}]}";
+    static const char state[] =
+        "{\"format_version\": \"1.0\", \"values\": {\"root_module\": {\"child_modules\": [{"
+        "\"resources\": [{\"type\": \"aws_iam_role\", \"mode\": \"managed\", \"values\": "
+        "{\"arn\": \"arn:aws:iam::111122223333:role/tf\"}}]}]}}}";
+    static const char plan[] =
+        "{\"format_version\": \"1.2\", \"planned_values\": {\"root_module\": {\"resources\": "
+        "[{\"type\": \"aws_iam_role\", \"values\": {\"name\": \"plan\"}}]}}}";
+    static const char cfn[] =
+        "{\"StackResources\": [{\"ResourceType\": \"AWS::IAM::Role\", \"PhysicalResourceId\": "
+        "\"cfn\", \"StackId\": \"arn:aws:cloudformation:us-east-1:111122223333:stack/s/1\"}]}";
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    size_t n;
+
+    cr_assert_eq(ferry_audit_add_iac_inventory(a, "s.json", state, strlen(state), err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(ferry_audit_add_iac_inventory(a, "p.json", plan, strlen(plan), err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(ferry_audit_add_iac_inventory(a, "c.json", cfn, strlen(cfn), err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(add(a, "roles.json", roles, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+    const ferry_audit_finding *f = find(a, "AWS-SH-010", &n);
+    cr_assert_eq(n, 1, "only the hand-made role, got %zu", n);
+    cr_assert_str_eq(f->resource, "arn:aws:iam::111122223333:role/hand");
+    cr_assert_eq(f->severity, FERRY_AUDIT_LOW);
+    ferry_audit_free(a);
+
+    /* Not an inventory; modules nested too deep; malformed JSON with its line. */
+    a = run_new();
+    cr_assert_eq(ferry_audit_add_iac_inventory(a, "r.json", roles, strlen(roles), err, sizeof(err)),
+                 -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "r.json: not an IaC inventory"), "%s", err);
+    char deep[4096] = "{\"format_version\": \"1.0\", \"values\": {\"root_module\": ";
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "{\"child_modules\": [");
+    strcat(deep, "{}");
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "]}");
+    strcat(deep, "}}");
+    /* (The parser's depth limit of 64 comes before the module bound of 32.) */
+    cr_assert_lt(ferry_audit_add_iac_inventory(a, "d.json", deep, strlen(deep), err, sizeof(err)),
+                 0);
+    cr_assert(strstr(err, "d.json:1:"), "%s", err);
+    cr_assert_lt(ferry_audit_add_iac_inventory(a, "m.json", "{\n\"a\": ", 7, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "m.json:2:"), "%s", err);
+    ferry_audit_free(a);
+}
+
+Test(audit, owner_tag_keys)
+{
+    static const char users[] =
+        "{\"UserDetailList\": ["
+        "{\"UserName\": \"a\", \"Arn\": \"arn:aws:iam::111122223333:user/a\", \"Tags\": "
+        "[{\"Key\": \"TEAM\", \"Value\": \"ml\"}]},"
+        "{\"UserName\": \"b\", \"Arn\": \"arn:aws:iam::111122223333:user/b\", \"Tags\": "
+        "[{\"Key\": \"owner\", \"Value\": \"\"}, {\"Key\": \"env\", \"Value\": \"prod\"}]},"
+        "{\"UserName\": \"c\", \"Arn\": \"arn:aws:iam::111122223333:user/c\"}]}";
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    size_t n;
+
+    cr_assert_eq(ferry_audit_set_owner_tag_keys(a, ""), -EINVAL);
+    cr_assert_eq(ferry_audit_set_owner_tag_keys(a, "owner,"), -EINVAL);
+    cr_assert_eq(ferry_audit_set_owner_tag_keys(a, ",owner"), -EINVAL);
+    cr_assert_eq(ferry_audit_set_owner_tag_keys(a, "own\ner"), -EINVAL);
+    cr_assert_eq(ferry_audit_set_owner_tag_keys(a, "Owner,team"), 0);
+    cr_assert_eq(add(a, "u.json", users, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+    (void)find(a, "AWS-SH-009", &n);
+    cr_assert_eq(n, 2, "b (empty owner) and c (no tags), got %zu", n);
+    const ferry_audit_finding *fs;
+    size_t total = ferry_audit_findings(a, &fs);
+    for (size_t i = 0; i < total; i++)
+        if (strcmp(fs[i].rule_id, "AWS-SH-009") == 0)
+            cr_assert_neq(strcmp(fs[i].resource, "arn:aws:iam::111122223333:user/a"), 0);
+    ferry_audit_free(a);
 }
