@@ -674,3 +674,111 @@ Test(audit_gcp, formats_known_and_detected)
     (void)fs;
     ferry_audit_free(a);
 }
+
+/* ---- allocation failures ------------------------------------------------------------------- *
+ * As in test_audit.c: the Nth allocation of the process fails, for N = 0, 1, ... until a whole
+ * run (every GCP loader, the end-of-run rules, the JSON report) completes without an injected
+ * failure; each run either fails with -ENOMEM (-FERRY_ECRYPTO when the digest could not
+ * allocate) or prints exactly the report of an undisturbed run. */
+#define FERRY_ALLOCFAIL_NTH 1
+#include "allocfail.h"
+#ifdef HAVE_ALLOC_INJECTION
+static int oom_run(char **ret_json)
+{
+    static const char *const inputs[] = {
+        SAS,
+        ROLES,
+        VMS,
+        RECS,
+        "{'etag': 'x', 'bindings': [{'role': 'roles/editor', 'members': ['" ACME_SA(
+            "old") "', '" ACME_SA("app") "', "
+                                         "'serviceAccount:123-compute@developer.gserviceaccount."
+                                         "com', "
+                                         "'serviceAccount:vendor@other.iam.gserviceaccount.com', "
+                                         "'serviceAccount:gone@third.iam.gserviceaccount.com']}, "
+                                         "{'role': 'projects/acme/roles/deployer', 'members': "
+                                         "['" ACME_SA(
+                                             "app") "']}, "
+                                                    "{'role': 'roles/iam.serviceAccountUser', "
+                                                    "'members': ['allUsers', "
+                                                    "'user:bob@example.com', "
+                                                    "'deleted:user:x@example.com?uid=1']}]}",
+        "[" KEY("k1", "USER_MANAGED", "2020-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+                "") "]\n[" KEY("k2", "USER_MANAGED", "2026-09-01T00:00:00Z", "2027-01-01T00:00:00Z",
+                               "") "]\n",
+        "[{'activityType': 'serviceAccountLastAuthentication', 'fullResourceName': "
+        "'//iam.googleapis.com/projects/acme/serviceAccounts/app@acme.iam.gserviceaccount.com', "
+        "'activity': {'lastAuthenticatedTime': '2025-01-01T00:00:00Z'}}]",
+        "[{'resource': '//iam.googleapis.com/projects/acme/serviceAccounts/"
+        "app@acme.iam.gserviceaccount.com', 'policy': {'bindings': [{'role': "
+        "'roles/iam.workloadIdentityUser', 'members': ['principalSet://iam.googleapis.com/"
+        "projects/99/locations/global/workloadIdentityPools/ci/attribute.repository/a/b']}]}}]",
+        "[{'name': 'projects/99/locations/global/workloadIdentityPools/ci/providers/gh', "
+        "'oidc': {'issuerUri': 'https://token.actions.githubusercontent.com'}}]",
+    };
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char *out = NULL, err[256];
+    int r = ferry_audit_new(&o, &a);
+
+    if (r == 0)
+        r = ferry_audit_gcp_trust_project(a, "third");
+    for (size_t i = 0; r == 0 && i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        char *t = strdup(inputs[i]);
+        if (!t) {
+            r = -ENOMEM;
+            break;
+        }
+        for (char *p = t; *p; p++)
+            if (*p == '\'')
+                *p = '"';
+        r = ferry_audit_add_input(a, "in.json", t, strlen(t), NULL, err, sizeof(err));
+        free(t);
+    }
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret_json = out;
+    return r;
+}
+
+Test(audit_gcp, allocation_failures_fail_or_change_nothing)
+{
+    char *ref = NULL;
+    long n;
+
+    cr_assert_eq(oom_run(&ref), 0);
+    static const char *const rules[] = {"GCP-OP-001", "GCP-OP-002", "GCP-OP-003", "GCP-OP-004",
+                                        "GCP-OP-005", "GCP-OP-006", "GCP-OP-007", "GCP-SH-001",
+                                        "GCP-SH-003", "GCP-SH-005", "GCP-SH-006", "GCP-SH-007",
+                                        "GCP-SH-008", "GCP-SH-009", "GCP-TR-001"};
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+        cr_assert(strstr(ref, rules[i]), "the reference run covers %s: %s", rules[i], ref);
+    for (n = 0; n < 400000; n++) {
+        char *out = NULL;
+        int r;
+        bool hit;
+
+        inject_arm(n);
+        r = oom_run(&out);
+        hit = inject_disarm();
+        if (r == 0) {
+            cr_assert_str_eq(out, ref,
+                             "allocation %ld failed, the run succeeded with another "
+                             "report",
+                             n);
+            free(out);
+        } else {
+            cr_assert(hit, "run without an injected failure returned %d", r);
+            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
+        }
+        if (!hit)
+            break;
+    }
+    cr_assert(n > 100 && n < 400000, "%ld allocations", n);
+    free(ref);
+}
+#endif

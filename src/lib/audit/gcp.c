@@ -201,6 +201,20 @@ static int set_add(json_t **slot, const char *key)
     return json_object_set_new(set, key, json_true()) < 0 ? -ENOMEM : 0;
 }
 
+/* asprintf() that leaves *ret NULL when it fails (glibc leaves it undefined), so that cleanup
+ * attributes stay safe. Returns the length or -1. */
+static int str_printf(char **ret, const char *fmt, ...) _printf_(2, 3);
+static int str_printf(char **ret, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(ret, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        *ret = NULL;
+    return n;
+}
+
 /* ---- public knobs ------------------------------------------------------------------------ */
 
 static bool valid_project(const char *p)
@@ -259,7 +273,7 @@ FERRY_EXPORT int ferry_audit_gcp_set_resource(ferry_audit *a, const char *resour
     s = state(a);
     if (!s)
         return -ENOMEM;
-    if (asprintf(&copy, "%s%s", crm_prefix, r) < 0)
+    if (str_printf(&copy, "%s%s", crm_prefix, r) < 0)
         return -ENOMEM;
     free(s->resource);
     s->resource = copy;
@@ -369,8 +383,8 @@ static int sa_uri(const char *email, char **ret)
 {
     char p[80];
     email_project(email, p, sizeof(p));
-    return asprintf(ret, "//iam.googleapis.com/projects/%s/serviceAccounts/%s", p[0] ? p : "-",
-                    email) < 0
+    return str_printf(ret, "//iam.googleapis.com/projects/%s/serviceAccounts/%s", p[0] ? p : "-",
+                      email) < 0
                ? -ENOMEM
                : 0;
 }
@@ -728,8 +742,8 @@ static int sa_key(gcp_ctx *c, json_t *k, const char *name, const char *where)
         return 0; /* expired: authenticates nothing */
     if ((r = sa_flag(c, email, SA_KEY)) < 0)
         return r;
-    if (asprintf(&res, "//iam.googleapis.com/%s",
-                 strncmp(name, "//iam.googleapis.com/", 21) == 0 ? name + 21 : name) < 0)
+    if (str_printf(&res, "//iam.googleapis.com/%s",
+                   strncmp(name, "//iam.googleapis.com/", 21) == 0 ? name + 21 : name) < 0)
         return -ENOMEM;
     json_t *base = json_pack("{s:s, s:s, s:s?, s:s?, s:s?}", "service_account", email, "key", name,
                              "keyType", type, "validAfterTime", after, "validBeforeTime", before);
@@ -862,7 +876,7 @@ static json_t *binding_evidence(const gcp_policy *pol, const char *role, const c
 
 static int key_join(char **ret, const char *x, const char *y)
 {
-    return asprintf(ret, "%s\n%s", x, y) < 0 ? -ENOMEM : 0;
+    return str_printf(ret, "%s\n%s", x, y) < 0 ? -ENOMEM : 0;
 }
 
 /* A binding's member that is a service account. */
@@ -911,8 +925,11 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
             json_pack("{s:s, s:s, s:s, s:o, s:s}", "email", email, "account", pol->account, "key",
                       key, "ev", binding_evidence(pol, role, member, cond), "source", c->path);
         json_t *list = index_of(&c->s->custom, true);
-        if (!pend || !list || json_array_append_new(list, pend) < 0)
+        if (!pend || !list || json_array_append_new(list, pend) < 0) {
+            if (!list)
+                json_decref(pend);
             return -ENOMEM;
+        }
     }
     /* GCP-OP-008: another project's SA can mint tokens for this SA. */
     if (pol->level == LVL_SA && op && pol->sa_email &&
@@ -940,8 +957,11 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
                                      pol->account, "resource", pol->resource, "key", key, "ev",
                                      binding_evidence(pol, role, member, cond), "source", c->path);
             json_t *list = index_of(&c->s->foreign, true);
-            if (!pend || !list || json_array_append_new(list, pend) < 0)
+            if (!pend || !list || json_array_append_new(list, pend) < 0) {
+                if (!list)
+                    json_decref(pend);
                 return -ENOMEM;
+            }
         }
     }
     return 0;
@@ -1227,7 +1247,7 @@ static int load_iam_policy(ferry_audit *a, const char *path, const char *buf, si
                                     "cannot tell which project this get-iam-policy output is "
                                     "of (no project service account among its members); name "
                                     "it with --gcp-resource projects/ID");
-        if (asprintf(&res, "%sprojects/%s", crm_prefix, proj) < 0)
+        if (str_printf(&res, "%sprojects/%s", crm_prefix, proj) < 0)
             res = NULL;
     }
     if (!res)
@@ -1316,7 +1336,11 @@ static int role_definition(gcp_ctx *c, json_t *role, const char *name, const cha
             }
     }
     json_t *idx = index_of(&c->s->roles, false);
-    if (!idx || json_object_set_new(idx, name, hits) < 0)
+    if (!idx) {
+        json_decref(hits);
+        return -ENOMEM;
+    }
+    if (json_object_set_new(idx, name, hits) < 0)
         return -ENOMEM;
     return 0;
 }
@@ -1366,7 +1390,7 @@ static int instance(gcp_ctx *c, json_t *vm, const char *name, const char *where)
         res = strdup(self);
     } else if (zone && vmname && strstr(zone, "/projects/")) {
         const char *z = strstr(zone, "/projects/");
-        if (asprintf(&res, "//compute.googleapis.com%s/instances/%s", z, vmname) < 0)
+        if (str_printf(&res, "//compute.googleapis.com%s/instances/%s", z, vmname) < 0)
             res = NULL;
     } else {
         where_member(c, where, vm, "selfLink");
@@ -1462,7 +1486,7 @@ static int provider_element(gcp_ctx *c, json_t *e, const char *where)
     }
     if (issuer && in_list(issuer, multi_tenant_issuers) && (!cond || !cond[strspn(cond, " ")])) {
         _cleanup_free_ char *res = NULL;
-        if (asprintf(&res, "//iam.googleapis.com/%s", name) < 0)
+        if (str_printf(&res, "//iam.googleapis.com/%s", name) < 0)
             return -ENOMEM;
         r = emit(c, "GCP-TR-001", -1, proj, res,
                  json_pack("{s:s, s:s, s:n}", "provider", name, "issuerUri", issuer,
@@ -1884,7 +1908,7 @@ static int foreign_rules(gcp_ctx *c)
 static int not_evaluated(gcp_ctx *c, const char *rule, const char *project, const char *reason)
 {
     _cleanup_free_ char *res = NULL;
-    if (asprintf(&res, "%sprojects/%s", crm_prefix, project) < 0)
+    if (str_printf(&res, "%sprojects/%s", crm_prefix, project) < 0)
         return -ENOMEM;
     return emit(c, rule, FERRY_AUDIT_INFO, project, res,
                 json_pack("{s:b, s:s}", "evaluated", 0, "reason", reason), "not-evaluated");
