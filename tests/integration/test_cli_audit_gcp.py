@@ -9,7 +9,7 @@
 #   - --trusted-projects, --include-service-agents, --gcp-resource, --format;
 #   - JSON (valid against ferry-audit-v1.schema.json) and SARIF carry the GCP rules;
 #   - malformed, truncated and wrongly shaped inputs exit 2 with file, line and what was
-#     expected, and print no report.
+#     expected, and print no report; randomly damaged samples never crash.
 import json
 import os
 import re
@@ -367,6 +367,56 @@ def error_checks(tap, d):
         "unrecognised JSON (no GCP loader claims a bucket list)")
 
 
+def hostile_checks(tap, d):
+    """Seeded random damage to the GCP samples: every run ends in a report (0/1) or an input
+    error (2, nothing on stdout), never a crash or a sanitizer report."""
+    import copy
+    import random
+    rnd = random.Random(6)
+    names = sorted(n for n in os.listdir(FIXTURES) if n.endswith(".json"))
+    srcs = []
+    for n in names:
+        with open(fx(n)) as f:
+            srcs.append(json.load(f))
+    vals = [None, 0, -1, 1.5, True, "", "*", [], {}, ["allUsers"], "deleted:", "serviceAccount:",
+            "serviceAccount:a@b", "projects/", "//iam.googleapis.com/projects/p/serviceAccounts/",
+            "9999-12-31T23:59:59Z", "request.time < timestamp(\"", [1, 2], {"a": {"b": []}},
+            "\u001b", "x" * 3000]
+
+    def mutate(doc):
+        for _ in range(rnd.randint(1, 6)):
+            path, cur = [], doc
+            while isinstance(cur, (dict, list)) and cur and rnd.random() < 0.85:
+                k = rnd.choice(list(cur)) if isinstance(cur, dict) else rnd.randrange(len(cur))
+                path.append((cur, k))
+                cur = cur[k]
+            if not path:
+                continue
+            parent, k = path[-1]
+            x = rnd.random()
+            if x < 0.6:
+                parent[k] = copy.deepcopy(rnd.choice(vals))
+            elif x < 0.8 and isinstance(parent, dict):
+                del parent[k]
+            elif isinstance(parent, list):
+                parent.append(copy.deepcopy(parent[k]))
+        return doc
+
+    p = os.path.join(d, "damaged.json")
+    failures, codes = [], set()
+    for i in range(120):
+        src = rnd.choice(srcs)
+        ft.write_json(p, mutate(copy.deepcopy(src)))
+        r = audit("--output-format", "json", "--gcp-resource", "projects/p1", p)
+        codes.add(r.rc)
+        if r.rc not in (0, 1, 2) or "Sanitizer" in r.err or "runtime error" in r.err or \
+                (r.rc == 2 and r.out) or (r.rc != 2 and r.json() is None):
+            failures.append((i, r))
+    tap.ok(not failures, "120 damaged GCP exports: a report or exit 2, never a crash or half "
+           "report", failures[:2])
+    tap.ok(2 in codes and 1 in codes, "damaged exports: both outcomes seen", codes)
+
+
 def body(tap):
     try:
         sample_checks(tap)
@@ -374,6 +424,7 @@ def body(tap):
         output_checks(tap)
         with ft.tempdir() as d:
             error_checks(tap, d)
+            hostile_checks(tap, d)
     finally:
         tap.ok(not SCHEMA_PROBLEMS, "every JSON report of this test is valid against "
                "ferry-audit-v1.schema.json", SCHEMA_PROBLEMS[:5])
