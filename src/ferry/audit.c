@@ -41,7 +41,7 @@ static void usage_audit(FILE *f)
 {
     fprintf(f,
             "usage: ferry audit [OPTIONS] FILE|DIR...\n"
-            "       ferry audit aws --live [--region R] [--endpoint-url URL] [OPTIONS] [FILE...]\n"
+            "       ferry audit aws --live [--region R] [--endpoint-url URL] [OPTIONS] [FILE]\n"
             "\n"
             "Audit cloud IAM exports for over-permissioned and shadow service identities,\n"
             "with the rule catalogue of docs/internals/audit.md. Each FILE (- reads stdin) is\n"
@@ -51,7 +51,7 @@ static void usage_audit(FILE *f)
             "                       IsTruncated continue in the next FILE)\n"
             "  aws-credreport       the credential report CSV\n"
             "  aws-credreport-json  aws iam get-credential-report (Content base64 or decoded)\n"
-            "  aws-last-accessed    aws iam get-service-last-accessed-details (AWS-OP-011): with\n"
+            "  aws-last-accessed    aws iam get-service-last-accessed-details (OP-011): with\n"
             "                       an Arn member, an array of such, an object keyed by ARN,\n"
             "                       one object a line (NDJSON), or in a file named by the\n"
             "                       URL-encoded ARN (CloudMapper: a DIR of them)\n"
