@@ -544,6 +544,15 @@ Test(audit_gcp, sh008_external_service_account)
     cr_assert(strstr(f->evidence, "\"member_project\":\"other-prj\""), "%s", f->evidence);
     ferry_audit_free(a);
 
+    /* two external SAs in one binding are two findings */
+    a = audit2(
+        "{'etag': 'x', 'bindings': [{'role': 'roles/viewer', 'members': ['" ACME_SA(
+            "a") "', '" ACME_SA("b") "', 'serviceAccount:v1@ext-one.iam.gserviceaccount.com', "
+                                     "'serviceAccount:v2@ext-two.iam.gserviceaccount.com']}]}",
+        NULL);
+    cr_assert_eq(count(a, "GCP-SH-008", PROJ, NULL), 2);
+    ferry_audit_free(a);
+
     /* trusted */
     a = run_new();
     cr_assert_eq(ferry_audit_gcp_trust_project(a, "other-prj"), 0);
@@ -782,3 +791,19 @@ Test(audit_gcp, allocation_failures_fail_or_change_nothing)
     free(ref);
 }
 #endif
+
+Test(audit_gcp, cai_service_account_policy_by_unique_id)
+{
+    /* CAI names a service account (and its IAM policy) by uniqueId */
+    ferry_audit *a =
+        audit2("[{'name': '//iam.googleapis.com/projects/acme/serviceAccounts/777', 'asset_type': "
+               "'iam.googleapis.com/ServiceAccount', 'resource': {'data': {'email': "
+               "'app@acme.iam.gserviceaccount.com', 'uniqueId': '777', 'description': 'd'}}}, "
+               "{'name': '//iam.googleapis.com/projects/acme/serviceAccounts/777', 'asset_type': "
+               "'iam.googleapis.com/ServiceAccount', 'iam_policy': {'bindings': [{'role': "
+               "'roles/iam.serviceAccountTokenCreator', 'members': "
+               "['serviceAccount:ci@tools-prj.iam.gserviceaccount.com']}]}}]",
+               NULL);
+    one(a, "GCP-OP-008", SA_URI("app"));
+    ferry_audit_free(a);
+}

@@ -153,6 +153,7 @@ typedef struct gcp_state {
     json_t *projects; /* project id -> source: the projects that get the usage notes */
     json_t *pools;    /* workload identity pool -> [issuer] */
     json_t *sa_pools; /* SA email -> [pool] (SA policies granting a pool's principals) */
+    json_t *uids;     /* SA uniqueId -> email */
     bool usage_sa, usage_key, usage_perm; /* usage data of each kind was given */
 } gcp_state;
 
@@ -179,6 +180,7 @@ static void gcp_release(ferry_audit *a)
     json_decref(s->projects);
     json_decref(s->pools);
     json_decref(s->sa_pools);
+    json_decref(s->uids);
     free(s);
     a->gcp = NULL;
 }
@@ -635,6 +637,10 @@ static int service_account(gcp_ctx *c, json_t *sa, const char *where, const char
     if (json_object_set_new(rec, "p", json_string(p)) < 0 ||
         (uid && json_object_set_new(rec, "u", json_string(uid)) < 0))
         return -ENOMEM;
+    if (uid && uid[0] &&
+        (!index_of(&c->s->uids, false) ||
+         json_object_set_new(c->s->uids, uid, json_string(email)) < 0))
+        return -ENOMEM;
     bool disabled = json_is_true(json_object_get(sa, "disabled"));
     if ((r = sa_flag(c, email, SA_LISTED | (disabled ? SA_DISABLED : 0))) < 0)
         return r;
@@ -953,8 +959,12 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
     if (!agent && !default_compute_sa(email)) {
         email_project(email, proj, sizeof(proj));
         if (proj[0] && !all_digits(proj, strlen(proj)) && strcmp(proj, pol->account) != 0) {
+            /* reported on the policy: the member tells the findings apart */
+            _cleanup_free_ char *mkey = NULL;
+            if (key_join(&mkey, member, role) < 0)
+                return -ENOMEM;
             json_t *pend = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "project", proj, "account",
-                                     pol->account, "resource", pol->resource, "key", key, "ev",
+                                     pol->account, "resource", pol->resource, "key", mkey, "ev",
                                      binding_evidence(pol, role, member, cond), "source", c->path);
             json_t *list = index_of(&c->s->foreign, true);
             if (!pend || !list || json_array_append_new(list, pend) < 0) {
@@ -1104,7 +1114,11 @@ static int policy(gcp_ctx *c, json_t *p, const char *res, const char *project_hi
         email = strndup(e, strcspn(e, "/"));
         if (!email)
             return -ENOMEM;
-        pol.sa_email = plausible_email(email) ? email : NULL;
+        /* CAI names SAs by uniqueId: the account list (or an SA asset before) says which */
+        if (!plausible_email(email))
+            pol.sa_email = json_string_value(json_object_get(c->s->uids, email));
+        else
+            pol.sa_email = email;
     }
     if (pol.level == LVL_PROJECT || pol.level == LVL_SA)
         if ((r = note_project(c, pol.account)) < 0)
