@@ -738,8 +738,9 @@ static int sa_key(gcp_ctx *c, json_t *k, const char *name, const char *where)
     }
     if (!sa_record(c, email) || (r = note_project(c, proj)) < 0)
         return -ENOMEM;
-    /* CAI key assets of older exports omit keyType; gcloud always names it. A key without one
-     * is taken as user-managed (system-managed keys never leave Google). */
+    /* Some CAI exports omit keyType; gcloud always names it. A key without one is taken as
+     * user-managed: reporting a system-managed key is the lesser error than missing a
+     * user-managed one (documented). */
     if (type && strcmp(type, "USER_MANAGED") != 0)
         return 0;
     if (json_is_true(json_object_get(k, "disabled")))
