@@ -687,8 +687,8 @@ int ferry_cmd_audit(int argc, char **argv)
         case O_FORMAT:
             if (!ferry_audit_format_known(optarg)) {
                 fprintf(stderr,
-                        PROG ": --format: unknown format '%s' (aws-authz, aws-credreport, "
-                             "aws-credreport-json)\n",
+                        PROG ": --format: unknown format '%s' (see the formats of "
+                             "ferry audit --help)\n",
                         optarg);
                 return FERRY_EXIT_USAGE;
             }
