@@ -245,6 +245,8 @@ typedef struct aws_state {
     json_t *usage;       /* principal ARN -> usage entry not yet matched with its grants */
     json_t *usage_accts; /* accounts with service-last-accessed data (a set) */
     char *usage_reason;  /* why there is none, for the note (live mode), or NULL */
+    json_t *jobs;        /* CloudMapper: job id -> principal ARN (generate outputs) */
+    json_t *orphans;     /* job id -> {doc, path}: details waiting for their job's ARN */
     /* Trusts to other accounts, decided at the end of the run (TR-003, TR-004): an account
      * audited in the same run (another input) is part of the estate, not a third party. */
     json_t *cross;   /* [{account, arn, statement, other, admin, guarded, source}] */
@@ -270,6 +272,8 @@ static void aws_release(ferry_audit *a)
     json_decref(s->granted);
     json_decref(s->usage);
     json_decref(s->usage_accts);
+    json_decref(s->jobs);
+    json_decref(s->orphans);
     free(s->usage_reason);
     json_decref(s->cross);
     json_decref(s->audited);
@@ -1135,17 +1139,60 @@ static bool any_glob(const json_t *v, const char *s, bool ci)
     return false;
 }
 
-/* The statement (without Condition) covers action on resource. */
-static bool stmt_covers(const json_t *stmt, const char *action, const char *resource)
-{
-    json_t *acts = json_object_get(stmt, "Action"), *nacts = json_object_get(stmt, "NotAction");
-    json_t *res = json_object_get(stmt, "Resource"), *nres = json_object_get(stmt, "NotResource");
+/* The members of a statement allowed() reads, found in one pass over its few members rather
+ * than a hash look-up each: the principal-wide rules and the escalation graph ask this of
+ * every statement of a principal many times. */
+typedef struct stmt_parts {
+    json_t *effect, *acts, *nacts, *res, *nres, *cond;
+} stmt_parts;
 
-    if (!json_is_object(stmt) || json_object_get(stmt, "Condition"))
+static void stmt_split(json_t *stmt, stmt_parts *sp)
+{
+    const char *k;
+    json_t *v;
+
+    memset(sp, 0, sizeof(*sp));
+    json_object_foreach(stmt, k, v)
+    {
+        switch (k[0]) {
+        case 'E':
+            if (strcmp(k, "Effect") == 0)
+                sp->effect = v;
+            break;
+        case 'A':
+            if (strcmp(k, "Action") == 0)
+                sp->acts = v;
+            break;
+        case 'N':
+            if (strcmp(k, "NotAction") == 0)
+                sp->nacts = v;
+            else if (strcmp(k, "NotResource") == 0)
+                sp->nres = v;
+            break;
+        case 'R':
+            if (strcmp(k, "Resource") == 0)
+                sp->res = v;
+            break;
+        case 'C':
+            if (strcmp(k, "Condition") == 0)
+                sp->cond = v;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* The statement (without Condition) covers action on resource. */
+static bool stmt_covers(const stmt_parts *sp, const char *action, const char *resource)
+{
+    if (sp->cond)
         return false;
-    if (acts ? !any_glob(acts, action, true) : (!nacts || any_glob(nacts, action, true)))
+    if (sp->acts ? !any_glob(sp->acts, action, true)
+                 : (!sp->nacts || any_glob(sp->nacts, action, true)))
         return false;
-    return res ? any_glob(res, resource, false) : (nres && !any_glob(nres, resource, false));
+    return sp->res ? any_glob(sp->res, resource, false)
+                   : (sp->nres && !any_glob(sp->nres, resource, false));
 }
 
 /* Some statement of docs allows action on resource and none denies it. Statements with a
@@ -1162,9 +1209,13 @@ static bool allowed(const json_t *docs, const char *action, const char *resource
         size_t n = json_is_array(stmts) ? json_array_size(stmts) : 1;
         for (k = 0; k < n; k++) {
             const char *effect;
+            stmt_parts sp;
             stmt = json_is_array(stmts) ? json_array_get(stmts, k) : stmts;
-            effect = str_member(stmt, "Effect");
-            if (!effect || !stmt_covers(stmt, action, resource))
+            if (!json_is_object(stmt))
+                continue;
+            stmt_split(stmt, &sp);
+            effect = json_string_value(sp.effect);
+            if (!effect || !stmt_covers(&sp, action, resource))
                 continue;
             if (strcmp(effect, "Deny") == 0)
                 return false;
@@ -1991,7 +2042,7 @@ out:
     return r;
 }
 
-static int usage_finish(ferry_audit *a);
+static int usage_finish(ferry_audit *a, char *errbuf, size_t errlen);
 
 static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
@@ -2002,7 +2053,7 @@ static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
     if (r == 0)
         r = cross_account_rules(a);
     if (r == 0)
-        r = usage_finish(a);
+        r = usage_finish(a, errbuf, errlen);
     return r;
 }
 
@@ -2573,7 +2624,7 @@ static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
 
 /* End of the run: usage data of principals no authorization details came for is decided on
  * the services it lists; the accounts audited without usage data get the info note. */
-static int usage_finish(ferry_audit *a)
+static int usage_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
     aws_state *s = a->aws;
     const char *k;
@@ -2582,6 +2633,16 @@ static int usage_finish(ferry_audit *a)
 
     if (!s)
         return 0;
+    v = json_object_iter_value(json_object_iter(s->orphans));
+    if (v)
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "%s: the output of get-service-last-accessed-details does not "
+                                "name its principal: expected an Arn member "
+                                "(arn:aws:iam::ACCOUNT:role/NAME), a file named by the "
+                                "URL-encoded ARN, or (CloudMapper) a file named by its job id "
+                                "with the generate-service-last-accessed-details output giving "
+                                "that JobId, named by the ARN",
+                                str_member(v, "path"));
     json_object_foreach(s->usage, k, v)
     {
         r = usage_evaluate(a, k, NULL, v);
@@ -2672,6 +2733,26 @@ static bool arn_from_path(const char *path, char *out, size_t outlen)
         memcpy(out, dec, n + 1);
     free(dec);
     return ok;
+}
+
+/* The job id a file of CloudMapper's iam-get-service-last-accessed-details/ is named by (its
+ * base name: letters, digits and '-'), into out; false when the name is not one. */
+static bool job_from_path(const char *path, char *out, size_t outlen)
+{
+    const char *base = strrchr(path, '/');
+    size_t n;
+
+    base = base ? base + 1 : path;
+    n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".json") == 0)
+        n -= 5;
+    if (n == 0 || n >= outlen || n > 128 ||
+        strspn(base, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
+                     "QRSTUVWXYZ0123456789-") < n)
+        return false;
+    memcpy(out, base, n);
+    out[n] = '\0';
+    return true;
 }
 
 /* One object of a last-accessed input: where is its place in the document for the error line
@@ -2766,10 +2847,27 @@ static int load_last_accessed(ferry_audit *a, const char *path, const char *buf,
 
     (void)buf;
     (void)len;
-    if (last_accessed_object(doc))
-        return last_accessed_one(a, path, doc,
-                                 arn_from_path(path, hint, sizeof(hint)) ? hint : NULL, "", "",
-                                 errbuf, errlen);
+    if (last_accessed_object(doc)) {
+        aws_state *s = state(a);
+        char job[130];
+        json_t *held;
+        if (!s)
+            return -ENOMEM;
+        if (json_object_get(doc, "Arn") || arn_from_path(path, hint, sizeof(hint)))
+            return last_accessed_one(a, path, doc, json_object_get(doc, "Arn") ? NULL : hint, "",
+                                     "", errbuf, errlen);
+        if (!job_from_path(path, job, sizeof(job)))
+            return last_accessed_one(a, path, doc, NULL, "", "", errbuf, errlen);
+        /* CloudMapper names the details by job id: its ARN comes from the generate output. */
+        if (s->jobs && json_object_get(s->jobs, job))
+            return last_accessed_one(a, path, doc, json_string_value(json_object_get(s->jobs, job)),
+                                     "", "", errbuf, errlen);
+        held = json_pack("{s:O, s:s}", "doc", doc, "path", path);
+        if (!held || (!s->orphans && !(s->orphans = json_object())) ||
+            json_object_set_new(s->orphans, job, held) < 0)
+            return -ENOMEM;
+        return 0;
+    }
     if (json_is_array(doc)) {
         json_array_foreach(doc, i, v)
         {
@@ -2810,6 +2908,53 @@ static int load_last_accessed(ferry_audit *a, const char *path, const char *buf,
             return r;
     }
     return 0;
+}
+
+/* CloudMapper's iam-generate-service-last-accessed-details/: {"JobId": ...} in a file named by
+ * the URL-encoded ARN of the principal. */
+static bool detect_last_accessed_job(const json_t *doc)
+{
+    return json_is_object(doc) && json_object_size(doc) == 1 &&
+           json_is_string(json_object_get(doc, "JobId"));
+}
+
+static int load_last_accessed_job(ferry_audit *a, const char *path, const char *buf, size_t len,
+                                  json_t *doc, char *errbuf, size_t errlen)
+{
+    aws_state *s = state(a);
+    const char *job = str_member(doc, "JobId");
+    char arn[USAGE_ARN_MAX + 1], label[USAGE_ARN_MAX + 8];
+    json_t *held;
+    int r;
+
+    (void)buf;
+    (void)len;
+    if (!s)
+        return -ENOMEM;
+    if (!job || !*job || strlen(job) > 128)
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "expected {\"JobId\": ...} (generate-service-last-accessed-"
+                                "details)");
+    if (!arn_from_path(path, arn, sizeof(arn)))
+        return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
+                                "the output of generate-service-last-accessed-details does not "
+                                "name its principal: expected a file named by the URL-encoded "
+                                "ARN (CloudMapper's layout)");
+    if (!s->jobs && !(s->jobs = json_object()))
+        return -ENOMEM;
+    if (json_object_set_new(s->jobs, job, json_string(arn)) < 0)
+        return -ENOMEM;
+    held = s->orphans ? json_object_get(s->orphans, job) : NULL;
+    if (!held)
+        return 0;
+    /* Its details came first: decided now, reported from their file. */
+    (void)snprintf(label, sizeof(label), "%.*s: ", USAGE_ARN_MAX, str_member(held, "path"));
+    r = last_accessed_one(a, str_member(held, "path"), json_object_get(held, "doc"), arn, "", label,
+                          errbuf, errlen);
+    a->err_where[0] = '\0'; /* the error is in the other file */
+    if (r == 0 && json_object_del(s->orphans, job) < 0)
+        r = -ENOMEM;
+    return r;
 }
 
 /* NDJSON: a text whose first line is a get-service-last-accessed-details object and which
@@ -2872,6 +3017,10 @@ static const audit_loader aws_loaders[] = {
      "aws iam get-service-last-accessed-details: ServicesLastAccessed (with Arn, or in a file "
      "named by the URL-encoded ARN)",
      detect_last_accessed, NULL, load_last_accessed},
+    {"aws-last-accessed-job",
+     "aws iam generate-service-last-accessed-details: {JobId} in a file named by the "
+     "URL-encoded ARN (CloudMapper)",
+     detect_last_accessed_job, NULL, load_last_accessed_job},
     {"aws-last-accessed-ndjson", "one get-service-last-accessed-details object with Arn a line",
      NULL, detect_last_accessed_ndjson, load_last_accessed_ndjson},
 };
