@@ -411,6 +411,21 @@ def usage_part(t):
                   "none", usage, authz)
     t.eq(triples(r2.json() or {"findings": []}), triples(j),
          "CloudMapper layout: the same findings with the usage data first")
+    # CloudMapper's own layout: job ids in the generate outputs, details named by job id; in
+    # either order of the two directories.
+    cm = os.path.join(FIXTURES, "cloudmapper")
+    gen = os.path.join(cm, "iam-generate-service-last-accessed-details")
+    get = os.path.join(cm, "iam-get-service-last-accessed-details")
+    for order in ((gen, get), (get, gen)):
+        r3 = ft.ferry("audit", "--now", "1790000000", "--output-format", "json", "--fail-on",
+                      "none", authz, *order)
+        j3 = r3.json() or {"findings": []}
+        t.ok(r3.rc == 0 and triples(j3) == triples(j) and
+             [f["evidence"] for f in j3["findings"] if f["rule_id"] == "AWS-OP-011"] ==
+             [f["evidence"] for f in j["findings"] if f["rule_id"] == "AWS-OP-011"],
+             "CloudMapper's job-id layout " + ("(generate outputs first)" if order[0] == gen
+                                               else "(details first)") +
+             ": the same findings as the ARN-named files", r3)
     # A single output of get-service-last-accessed-details names no principal.
     with ft.tempdir() as d:
         bare = os.path.join(d, "details.json")
