@@ -466,6 +466,12 @@ Test(audit_gcp, sh005_unused_service_account)
     a = audit2(buf, NULL);
     cr_assert_eq(count(a, "GCP-SH-005", NULL, NULL), 0);
     ferry_audit_free(a);
+    /* a disabled account is not reported as unused, whichever input comes first */
+    snprintf(buf, sizeof(buf), t, "2025-11-02T08:00:00Z");
+    a = audit2(buf, "[{'email': 'app@acme.iam.gserviceaccount.com', 'uniqueId': '3', "
+                    "'oauth2ClientId': '3', 'projectId': 'acme', 'disabled': true}]");
+    cr_assert_eq(count(a, "GCP-SH-005", NULL, NULL), 0);
+    ferry_audit_free(a);
     /* an inactive-SA insight says the same, under the same fingerprint */
     snprintf(buf, sizeof(buf), t, "2025-11-02T08:00:00Z");
     a = audit2(buf, "[{'name': 'projects/99/locations/global/insightTypes/"

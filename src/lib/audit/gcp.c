@@ -154,6 +154,7 @@ typedef struct gcp_state {
     json_t *pools;    /* workload identity pool -> [issuer] */
     json_t *sa_pools; /* SA email -> [pool] (SA policies granting a pool's principals) */
     json_t *uids;     /* SA uniqueId -> email */
+    json_t *unused;   /* GCP-SH-005 candidates, decided at the end (disabled ones are not) */
     bool usage_sa, usage_key, usage_perm; /* usage data of each kind was given */
 } gcp_state;
 
@@ -181,6 +182,7 @@ static void gcp_release(ferry_audit *a)
     json_decref(s->pools);
     json_decref(s->sa_pools);
     json_decref(s->uids);
+    json_decref(s->unused);
     free(s);
     a->gcp = NULL;
 }
@@ -1555,6 +1557,24 @@ static bool sa_resource(const char *res, char *proj, size_t projlen, char *email
     return true;
 }
 
+/* GCP-SH-005 candidate (ev stolen), decided at the end of the run: a disabled account is not
+ * reported, whichever input says it is disabled. email may be NULL (not known). */
+static int unused_sa(gcp_ctx *c, const char *email, const char *account, const char *uri,
+                     json_t *ev)
+{
+    json_t *list = index_of(&c->s->unused, true), *pend;
+    if (!ev)
+        return -ENOMEM;
+    pend = json_pack("{s:s?, s:s, s:s, s:o, s:s}", "email", email, "account", account, "uri", uri,
+                     "ev", ev, "source", c->path);
+    if (!pend || !list || json_array_append_new(list, pend) < 0) {
+        if (!list)
+            json_decref(pend);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 static int activity_element(gcp_ctx *c, json_t *e, const char *where)
 {
     const char *type = str_member(e, "activityType"), *res = str_member(e, "fullResourceName");
@@ -1612,7 +1632,7 @@ static int activity_element(gcp_ctx *c, json_t *e, const char *where)
     }
     if (plausible_email(email))
         email_project(email, ep, sizeof(ep));
-    return emit(c, "GCP-SH-005", -1, ep[0] ? ep : proj, uri, ev, "unused");
+    return unused_sa(c, plausible_email(email) ? email : NULL, ep[0] ? ep : proj, uri, ev);
 }
 
 static bool detect_activity(const json_t *doc)
@@ -1692,11 +1712,10 @@ static int insight_element(gcp_ctx *c, json_t *e, const char *where)
         /* the account the activity input names it under, whatever project form the insight
          * uses (its name has the project number) */
         email_project(email, ep, sizeof(ep));
-        return emit(c, "GCP-SH-005", -1, ep[0] ? ep : proj, uri,
-                    json_pack("{s:s, s:s?, s:s?}", "insight", sub, "lastAuthenticatedTime",
-                              str_member(content, "lastAuthenticatedTime"), "description",
-                              str_member(e, "description")),
-                    "unused");
+        return unused_sa(c, email, ep[0] ? ep : proj, uri,
+                         json_pack("{s:s, s:s?, s:s?}", "insight", sub, "lastAuthenticatedTime",
+                                   str_member(content, "lastAuthenticatedTime"), "description",
+                                   str_member(e, "description")));
     }
     if (perm_insight) {
         const char *member = str_member(content, "member"), *role = str_member(content, "role");
@@ -2005,6 +2024,21 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
                  json_pack("{s:b, s:b, s:b}", "disabled", 1, "bound", is_bound, "user_managed_keys",
                            (f & SA_KEY) != 0),
                  "disabled");
+        if (r < 0)
+            return r;
+    }
+    /* GCP-SH-005: unused, unless disabled. */
+    json_t *p;
+    size_t i;
+    json_array_foreach(s->unused, i, p)
+    {
+        const char *e = str_member(p, "email");
+        json_t *sa = e ? json_object_get(s->sas, e) : NULL;
+        if (json_integer_value(json_object_get(sa, "f")) & SA_DISABLED)
+            continue;
+        c.path = str_member(p, "source");
+        r = emit(&c, "GCP-SH-005", -1, str_member(p, "account"), str_member(p, "uri"),
+                 json_incref(json_object_get(p, "ev")), "unused");
         if (r < 0)
             return r;
     }
