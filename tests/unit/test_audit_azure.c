@@ -819,6 +819,22 @@ Test(audit_azure, errors_name_element_member_and_line)
     ferry_audit_free(a);
 }
 
+Test(audit_azure, identifiers_longer_than_the_limits_are_errors)
+{
+    /* Resources and fingerprints are built from identifiers: a cut one could merge two
+     * principals, so an overlong one is refused rather than truncated. */
+    char long_id[400], *text = NULL, err[512];
+    memset(long_id, 'a', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    cr_assert(asprintf(&text,
+                       "[{\"appId\": \"x\", \"id\": \"%s\", \"servicePrincipalType\": "
+                       "\"Application\"}]",
+                       long_id) > 0);
+    cr_assert_eq(fail("sp.json", text, err, sizeof(err)), -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "element[0].id: expected a string of at most 256 bytes"), "%s", err);
+    free(text);
+}
+
 Test(audit_azure, empty_page_with_format_is_fine)
 {
     ferry_audit *a = run_new();
@@ -837,106 +853,96 @@ Test(audit_azure, empty_page_with_format_is_fine)
 #define FERRY_ALLOCFAIL_NTH 1
 #include "allocfail.h"
 #ifdef HAVE_ALLOC_INJECTION
-static const char *const
-    OOM_INPUTS[]
-              [2] =
-                  {
-                      {"sp.json", "[{\"appId\": \"" APPID(1) "\", \"id\": \"" OID(
-                                      1) "\", \"displayName\": \"ci\", "
-                                         "\"servicePrincipalType\": \"Application\", "
-                                         "\"appOwnerOrganizationId\": \"" TENANT "\", "
-                                         "\"signInAudience\": \"AzureADMyOrg\", "
-                                         "\"passwordCredentials\": [" PW(
-                                             "k1", "2019-05-01T00:00:00Z",
-                                             "2299-12-31T00:00:00Z") "], \"keyCredentials\": "
-                                                                     "[" CERT("c1",
-                                                                              "2022-01-01T00:00:"
-                                                                              "00Z",
-                                                                              "2024-01-01T00:00:"
-                                                                              "00Z") "]},"
-                                                                                     " {\"appId\": "
-                                                                                     "\"" APPID(2) "\", \"id\": \"" OID(
-                                                                                         2) "\", "
-                                                                                            "\"serv"
-                                                                                            "icePri"
-                                                                                            "ncipal"
-                                                                                            "Type\""
-                                                                                            ": "
-                                                                                            "\"Appl"
-                                                                                            "icatio"
-                                                                                            "n\", "
-                                                                                            "\"appO"
-                                                                                            "wnerOr"
-                                                                                            "ganiza"
-                                                                                            "tionId"
-                                                                                            "\": "
-                                                                                            "\"" VENDOR
-                                                                                            "\", "
-                                                                                            "\"sign"
-                                                                                            "InAudi"
-                                                                                            "ence\""
-                                                                                            ": "
-                                                                                            "\"Azur"
-                                                                                            "eADMul"
-                                                                                            "tipleO"
-                                                                                            "rgs\"}"
-                                                                                            ","
-                                                                                            " {"
-                                                                                            "\"appI"
-                                                                                            "d\": "
-                                                                                            "\"" APPID(3) "\", \"id\": \"" OID(
-                                                                                                3) "\", \"servicePrincipalType\": "
-                                                                                                   "\"ManagedIdentity\", \"accountEnabled\": "
-                                                                                                   "false}]"},
-                      {"ra.json",
-                       "{\"value\": [{\"id\": \"/a1\", \"properties\": {\"principalId\": \"" OID(
-                           1) "\", \"principalType\": \"ServicePrincipal\", \"roleDefinitionId\": "
-                              "\"/x/" OWNER "\", \"scope\": \"" SUBSCOPE "\"}},"
-                              "{\"id\": \"/a2\", \"properties\": {\"principalId\": \"" OID(
-                                  2) "\", \"principalType\": \"ServicePrincipal\", "
-                                     "\"roleDefinitionId\": "
-                                     "\"/x/" CONTRIB "\", \"scope\": \"" SUBSCOPE "\"}},"
-                                     "{\"id\": \"/a3\", \"properties\": {\"principalId\": \"f\", "
-                                     "\"principalType\": "
-                                     "\"Unknown\", \"roleDefinitionId\": \"/x/" READER
-                                     "\", \"scope\": \"" SUBSCOPE "\"}}]}"},
-                      {"defs.json",
-                       "[{\"id\": \"" SUBSCOPE
-                       "/providers/Microsoft.Authorization/roleDefinitions/c1\", "
-                       "\"roleName\": \"star\", \"roleType\": \"CustomRole\", "
-                       "\"assignableScopes\": "
-                       "[\"" SUBSCOPE "\"], \"permissions\": [{\"actions\": [\"*\"]}]}]"},
-                      {"signins.json",
-                       "{\"value\": [{\"appId\": \"" APPID(
-                           1) "\", \"lastSignInActivity\": {\"lastSignInDateTime\": "
-                              "\"2025-01-01T00:00:00Z\"}}]}"},
-                      {"cred.json",
-                       "{\"value\": [{\"keyId\": \"k1\", \"appId\": \"" APPID(
-                           1) "\", \"servicePrincipalObjectId\": \"" OID(1) "\", "
-                                                                            "\"signInActivity\": "
-                                                                            "{\"lastSignInDateTime"
-                                                                            "\": "
-                                                                            "\"2025-01-01T00:00:"
-                                                                            "00Z\"}}]}"},
-                      {"roles.json",
-                       "{\"value\": [{\"id\": \"r\", \"principalId\": \"" OID(
-                           2) "\", \"roleDefinitionId\": \"62e90394-69f5-4237-9190-012177145e10\", "
-                              "\"directoryScopeId\": \"/\"}]}"},
-                      {"ara.json",
-                       "{\"value\": [{\"id\": \"g\", \"principalId\": \"" OID(
-                           1) "\", \"appRoleId\": \"9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8\", "
-                              "\"resourceId\": \"x\"}]}"},
-                      {"owners.json", "[{\"id\": \"" OID(1) "\", \"owners\": [{\"id\": \"u\"}]}]"},
-                      {"ids.json", "[" UAMI("id-orphan") "]"},
-                      {"res.json",
-                       "[{\"id\": \"" SUBSCOPE
-                       "/r/w\", \"type\": \"Microsoft.Web/sites\", \"location\": "
-                       "\"x\", \"identity\": {\"userAssignedIdentities\": {\"/other\": {}}}}]"},
-                      {"fic.json",
-                       "[{\"id\": \"" SUBSCOPE "/resourceGroups/rg/providers/"
-                       "Microsoft.ManagedIdentity/userAssignedIdentities/id-orphan/"
-                       "federatedIdentityCredentials/f\", \"issuer\": \"https://x.example\", "
-                       "\"subject\": \"repo:a/b:pull_request\"}]"},
+static const char *const OOM_INPUTS[][2] = {
+    {"sp.json",
+     "[{\"appId\": \"" APPID(1) "\", \"id\": \"" OID(
+         1) "\", \"displayName\": \"ci\", "
+            "\"servicePrincipalType\": \"Application\", "
+            "\"appOwnerOrganizationId\": \"" TENANT "\", "
+            "\"signInAudience\": \"AzureADMyOrg\", "
+            "\"passwordCredentials\": [" PW(
+                "k1", "2019-05-01T00:00:00Z",
+                "2299-12-31T00:00:00Z") "], \"keyCredentials\": "
+                                        "[" CERT(
+                                            "c1",
+                                            "2022-01-01T00:00:"
+                                            "00Z",
+                                            "2024-01-01T00:00:"
+                                            "00Z") "]},"
+                                                   " {\"appId\": "
+                                                   "\"" APPID(2) "\", \"id\": \"" OID(
+                                                       2) "\", "
+                                                          "\"serv"
+                                                          "icePri"
+                                                          "ncipal"
+                                                          "Type\""
+                                                          ": "
+                                                          "\"Appl"
+                                                          "icatio"
+                                                          "n\", "
+                                                          "\"appO"
+                                                          "wnerOr"
+                                                          "ganiza"
+                                                          "tionId"
+                                                          "\": "
+                                                          "\"" VENDOR "\", "
+                                                          "\"sign"
+                                                          "InAudi"
+                                                          "ence\""
+                                                          ": "
+                                                          "\"Azur"
+                                                          "eADMul"
+                                                          "tipleO"
+                                                          "rgs\"}"
+                                                          ","
+                                                          " {"
+                                                          "\"appI"
+                                                          "d\": "
+                                                          "\"" APPID(3) "\", \"id\": \"" OID(
+                                                              3) "\", \"servicePrincipalType\": "
+                                                                 "\"ManagedIdentity\", "
+                                                                 "\"accountEnabled\": "
+                                                                 "false}]"},
+    {"ra.json", "{\"value\": [{\"id\": \"/a1\", \"properties\": {\"principalId\": \"" OID(
+                    1) "\", \"principalType\": \"ServicePrincipal\", \"roleDefinitionId\": "
+                       "\"/x/" OWNER "\", \"scope\": \"" SUBSCOPE "\"}},"
+                       "{\"id\": \"/a2\", \"properties\": {\"principalId\": \"" OID(
+                           2) "\", \"principalType\": \"ServicePrincipal\", "
+                              "\"roleDefinitionId\": "
+                              "\"/x/" CONTRIB "\", \"scope\": \"" SUBSCOPE "\"}},"
+                              "{\"id\": \"/a3\", \"properties\": {\"principalId\": \"f\", "
+                              "\"principalType\": "
+                              "\"Unknown\", \"roleDefinitionId\": \"/x/" READER
+                              "\", \"scope\": \"" SUBSCOPE "\"}}]}"},
+    {"defs.json",
+     "[{\"id\": \"" SUBSCOPE "/providers/Microsoft.Authorization/roleDefinitions/c1\", "
+     "\"roleName\": \"star\", \"roleType\": \"CustomRole\", "
+     "\"assignableScopes\": "
+     "[\"" SUBSCOPE "\"], \"permissions\": [{\"actions\": [\"*\"]}]}]"},
+    {"signins.json",
+     "{\"value\": [{\"appId\": \"" APPID(1) "\", \"lastSignInActivity\": {\"lastSignInDateTime\": "
+                                            "\"2025-01-01T00:00:00Z\"}}]}"},
+    {"cred.json", "{\"value\": [{\"keyId\": \"k1\", \"appId\": \"" APPID(
+                      1) "\", \"servicePrincipalObjectId\": \"" OID(1) "\", "
+                                                                       "\"signInActivity\": "
+                                                                       "{\"lastSignInDateTime"
+                                                                       "\": "
+                                                                       "\"2025-01-01T00:00:"
+                                                                       "00Z\"}}]}"},
+    {"roles.json", "{\"value\": [{\"id\": \"r\", \"principalId\": \"" OID(
+                       2) "\", \"roleDefinitionId\": \"62e90394-69f5-4237-9190-012177145e10\", "
+                          "\"directoryScopeId\": \"/\"}]}"},
+    {"ara.json", "{\"value\": [{\"id\": \"g\", \"principalId\": \"" OID(
+                     1) "\", \"appRoleId\": \"9e3f62cf-ca93-4989-b6ce-bf83c28f9fe8\", "
+                        "\"resourceId\": \"x\"}]}"},
+    {"owners.json", "[{\"id\": \"" OID(1) "\", \"owners\": [{\"id\": \"u\"}]}]"},
+    {"ids.json", "[" UAMI("id-orphan") "]"},
+    {"res.json", "[{\"id\": \"" SUBSCOPE "/r/w\", \"type\": \"Microsoft.Web/sites\", \"location\": "
+                 "\"x\", \"identity\": {\"userAssignedIdentities\": {\"/other\": {}}}}]"},
+    {"fic.json", "[{\"id\": \"" SUBSCOPE "/resourceGroups/rg/providers/"
+                 "Microsoft.ManagedIdentity/userAssignedIdentities/id-orphan/"
+                 "federatedIdentityCredentials/f\", \"issuer\": \"https://x.example\", "
+                 "\"subject\": \"repo:a/b:pull_request\"}]"},
 };
 
 static int oom_run(char **ret_json)

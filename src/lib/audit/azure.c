@@ -33,6 +33,15 @@
  * bytes): a guard against an input that would make the indexes the largest thing in memory. */
 #define AZ_INDEX_MAX ((size_t)4 * 1000 * 1000)
 
+/* Longest identifiers accepted (an input error beyond): object ids, appIds, key ids and names;
+ * ARM ids and scopes; federated credentials' issuers, subjects and expressions. Resources and
+ * evidence keys are built from them in fixed buffers, which must never cut one short. */
+#define AZ_ID_MAX 256
+#define AZ_ARM_MAX 1024
+#define AZ_TEXT_MAX 1024
+#define RES_BUF (AZ_ARM_MAX + AZ_ID_MAX + 64)
+#define KEY_BUF (2 * AZ_TEXT_MAX + 64)
+
 /* The tenant of Microsoft's first-party applications (appOwnerOrganizationId). */
 #define MICROSOFT_TENANT "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
 /* The scope prefix of a management group. */
@@ -428,6 +437,16 @@ static int element(az_ctx *c, size_t i, json_t **ret)
     return 0;
 }
 
+/* A string member's length against its maximum (s may be NULL: nothing to check). */
+static int bounded(az_ctx *c, size_t i, const char *member, const char *s, size_t max)
+{
+    char what[64];
+    if (!s || strlen(s) <= max)
+        return 0;
+    (void)snprintf(what, sizeof(what), "a string of at most %zu bytes", max);
+    return elem_error(c, i, member, what);
+}
+
 /* An optional string member: absent or null is NULL; another type is an error. */
 static int opt_str(az_ctx *c, size_t i, const json_t *o, const char *key, const char **ret)
 {
@@ -536,7 +555,7 @@ static int credentials(az_ctx *c, size_t i, json_t *o, const char *kind, const c
         return elem_error(c, i, kind, "an array of credentials");
     json_array_foreach(creds, k, cr)
     {
-        char member[96], key[160];
+        char member[96], key[KEY_BUF];
         int64_t start = 0, end = 0;
         bool has_start, has_end;
         const char *key_id;
@@ -546,6 +565,9 @@ static int credentials(az_ctx *c, size_t i, json_t *o, const char *kind, const c
         if (!json_is_object(cr))
             return elem_error(c, i, member, "a credential object");
         key_id = str_member(cr, "keyId");
+        (void)snprintf(member, sizeof(member), "%s/%zu/keyId", kind, k);
+        if ((r = bounded(c, i, member, key_id, AZ_ID_MAX)) < 0)
+            return r;
         (void)snprintf(member, sizeof(member), "%s/%zu/startDateTime", kind, k);
         r = opt_date(c, i, member, json_object_get(cr, "startDateTime"), &start, &has_start);
         (void)snprintf(member, sizeof(member), "%s/%zu/endDateTime", kind, k);
@@ -638,7 +660,7 @@ static int load_principals(ferry_audit *a, const char *path, const char *buf, si
     }
     for (size_t i = 0; i < json_array_size(c.list); i++) {
         const char *app_id, *oid, *name, *type = NULL, *org = NULL;
-        char resource[160];
+        char resource[RES_BUF];
         bool stat = false, managed, first_party, has_created;
         json_t *rec, *keys, *en;
         int64_t created = 0;
@@ -652,6 +674,9 @@ static int load_principals(ferry_audit *a, const char *path, const char *buf, si
             return elem_error(&c, i, "appId", "an appId string");
         if (!oid)
             return elem_error(&c, i, "id", "an id (object id) string");
+        if ((r = bounded(&c, i, "appId", app_id, AZ_ID_MAX)) < 0 ||
+            (r = bounded(&c, i, "id", oid, AZ_ID_MAX)) < 0)
+            return r;
         if ((r = opt_str(&c, i, e, "displayName", &name)) < 0 ||
             (sps && (r = opt_str(&c, i, e, "servicePrincipalType", &type)) < 0) ||
             (sps && (r = opt_str(&c, i, e, "appOwnerOrganizationId", &org)) < 0))
@@ -807,7 +832,7 @@ static int load_role_definitions(ferry_audit *a, const char *path, const char *b
     for (size_t i = 0; i < json_array_size(c.list); i++) {
         const char *id, *name, *type;
         json_t *perms, *p, *scopes, *hits;
-        char guid[64], account[80] = "";
+        char guid[64], account[RES_BUF] = "";
         int worst = 0, widest = 0;
         size_t k, m;
 
@@ -821,6 +846,8 @@ static int load_role_definitions(ferry_audit *a, const char *path, const char *b
             type = str_member(json_object_get(e, "properties"), "type");
         if (!id)
             return elem_error(&c, i, "id", "a role definition id string");
+        if ((r = bounded(&c, i, "id", id, AZ_ARM_MAX)) < 0)
+            return r;
         if (!name)
             return elem_error(&c, i,
                               json_object_get(e, "properties") ? "properties/roleName" : "roleName",
@@ -930,6 +957,13 @@ static int load_role_assignments(ferry_audit *a, const char *path, const char *b
                               "a principalId string");
         if (!scope)
             return elem_error(&c, i, arm ? "properties/scope" : "scope", "a scope string");
+        if ((r = bounded(&c, i, "id", id, AZ_ARM_MAX)) < 0 ||
+            (r = bounded(&c, i, arm ? "properties/scope" : "scope", scope, AZ_ARM_MAX)) < 0 ||
+            (r = bounded(&c, i, arm ? "properties/roleDefinitionId" : "roleDefinitionId", role,
+                         AZ_ARM_MAX)) < 0 ||
+            (r = bounded(&c, i, arm ? "properties/principalId" : "principalId", principal,
+                         AZ_ID_MAX)) < 0)
+            return r;
         r = array_push(c.s, c.s->assigns,
                        json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:s, s:s}", "id", id, "principal",
                                  principal, "ptype", ptype, "role", role, "role_name", rname,
@@ -976,6 +1010,8 @@ static int load_directory_roles(ferry_audit *a, const char *path, const char *bu
             return elem_error(&c, i, "principalId", "a principalId string");
         if (!role)
             return elem_error(&c, i, "roleDefinitionId", "a roleDefinitionId string");
+        if ((r = bounded(&c, i, "principalId", principal, AZ_ID_MAX)) < 0)
+            return r;
         /* With $expand=principal the principal's type is known without the SP list. */
         ptype = str_member(json_object_get(e, "principal"), "@odata.type");
         lower_copy(role, guid, sizeof(guid));
@@ -1026,6 +1062,8 @@ static int load_app_role_assignments(ferry_audit *a, const char *path, const cha
             return elem_error(&c, i, "principalId", "a principalId string");
         if (!role)
             return elem_error(&c, i, "appRoleId", "an appRoleId string");
+        if ((r = bounded(&c, i, "principalId", principal, AZ_ID_MAX)) < 0)
+            return r;
         if ((r = opt_str(&c, i, e, "id", &id)) < 0 ||
             (r = opt_str(&c, i, e, "principalType", &ptype)) < 0 ||
             (r = opt_str(&c, i, e, "resourceDisplayName", &res)) < 0)
@@ -1095,6 +1133,8 @@ static int load_signins(ferry_audit *a, const char *path, const char *buf, size_
         app_id = str_member(e, "appId");
         if (!app_id)
             return elem_error(&c, i, "appId", "an appId string");
+        if ((r = bounded(&c, i, "appId", app_id, AZ_ID_MAX)) < 0)
+            return r;
         if ((r = activity_date(&c, i, e, "lastSignInActivity", &last, &have_last)) < 0 ||
             (r = activity_date(&c, i, e, "applicationAuthenticationClientSignInActivity", &client,
                                &have_client)) < 0)
@@ -1139,7 +1179,7 @@ static int load_cred_signins(ferry_audit *a, const char *path, const char *buf, 
         const char *key_id, *app_id, *sp_oid, *app_oid, *origin;
         int64_t last = 0, exp = 0, created = 0;
         bool have_last, have_exp, have_created;
-        char resource[160], key[120];
+        char resource[RES_BUF], key[KEY_BUF];
         int64_t now = audit_now(a), limit = (int64_t)a->opts.key_unused_days * DAY;
 
         r = element(&c, i, &e);
@@ -1152,6 +1192,10 @@ static int load_cred_signins(ferry_audit *a, const char *path, const char *buf, 
             (r = opt_str(&c, i, e, "servicePrincipalObjectId", &sp_oid)) < 0 ||
             (r = opt_str(&c, i, e, "appObjectId", &app_oid)) < 0 ||
             (r = opt_str(&c, i, e, "credentialOrigin", &origin)) < 0 ||
+            (r = bounded(&c, i, "keyId", key_id, AZ_ID_MAX)) < 0 ||
+            (r = bounded(&c, i, "appId", app_id, AZ_ID_MAX)) < 0 ||
+            (r = bounded(&c, i, "servicePrincipalObjectId", sp_oid, AZ_ID_MAX)) < 0 ||
+            (r = bounded(&c, i, "appObjectId", app_oid, AZ_ID_MAX)) < 0 ||
             (r = activity_date(&c, i, e, "signInActivity", &last, &have_last)) < 0 ||
             (r = opt_date(&c, i, "expirationDateTime", json_object_get(e, "expirationDateTime"),
                           &exp, &have_exp)) < 0 ||
@@ -1293,7 +1337,7 @@ static int load_identities(ferry_audit *a, const char *path, const char *buf, si
         return r;
     for (size_t i = 0; i < json_array_size(c.list); i++) {
         const char *id, *client, *oid, *tenant, *name;
-        char lid[512], account[80];
+        char lid[RES_BUF], account[RES_BUF];
         json_t *rec;
 
         r = element(&c, i, &e);
@@ -1310,6 +1354,10 @@ static int load_identities(ferry_audit *a, const char *path, const char *buf, si
             return elem_error(&c, i, "clientId", "a clientId string");
         if (!oid)
             return elem_error(&c, i, "principalId", "a principalId string");
+        if ((r = bounded(&c, i, "id", id, AZ_ARM_MAX)) < 0 ||
+            (r = bounded(&c, i, "clientId", client, AZ_ID_MAX)) < 0 ||
+            (r = bounded(&c, i, "principalId", oid, AZ_ID_MAX)) < 0)
+            return r;
         /* The identities of a subscription live in its own tenant. */
         if (tenant && ((r = set_add(c.s->tenants, tenant)) < 0 ||
                        (is_guid(tenant) && (r = set_add(c.s->homes, tenant)) < 0)))
@@ -1374,8 +1422,10 @@ static int load_resources(ferry_audit *a, const char *path, const char *buf, siz
                               "an object keyed by identity resource id");
         json_object_foreach(uai, k, v)
         {
-            char lid[512];
+            char lid[RES_BUF];
             (void)v;
+            if ((r = bounded(&c, i, "identity/userAssignedIdentities", k, AZ_ARM_MAX)) < 0)
+                return r;
             lower_copy(k, lid, sizeof(lid));
             if ((r = counted(c.s)) < 0 || (r = set_add(c.s->attached, lid)) < 0)
                 return r;
@@ -1394,7 +1444,7 @@ static bool detect_fics(const json_t *doc)
 
 static bool issuer_known(const char *iss)
 {
-    char l[512];
+    char l[AZ_TEXT_MAX + 1];
     lower_copy(iss, l, sizeof(l));
     for (size_t i = 0; known_issuers[i]; i++)
         if (strncmp(l, known_issuers[i], strlen(known_issuers[i])) == 0)
@@ -1433,7 +1483,7 @@ static int one_fic(az_ctx *c, size_t i, json_t *f, const char *member, const cha
     const char *expr =
         json_string_value(json_object_get(arm_member(f, "claimsMatchingExpression"), "value"));
     const char *why;
-    char resource[700], key[300], m[128];
+    char resource[RES_BUF], key[KEY_BUF], m[128];
     int r = 0;
 
     if (!iss) {
@@ -1442,6 +1492,19 @@ static int one_fic(az_ctx *c, size_t i, json_t *f, const char *member, const cha
     }
     id = str_member(f, "id");
     name = str_member(f, "name");
+    (void)snprintf(m, sizeof(m), "%s%sissuer", member, member[0] ? "/" : "");
+    if ((r = bounded(c, i, m, iss, AZ_TEXT_MAX)) < 0)
+        return r;
+    (void)snprintf(m, sizeof(m), "%s%ssubject", member, member[0] ? "/" : "");
+    if ((r = bounded(c, i, m, sub, AZ_TEXT_MAX)) < 0)
+        return r;
+    (void)snprintf(m, sizeof(m), "%s%sid", member, member[0] ? "/" : "");
+    if ((r = bounded(c, i, m, id, AZ_ARM_MAX)) < 0)
+        return r;
+    (void)snprintf(m, sizeof(m), "%s%sname", member, member[0] ? "/" : "");
+    if ((r = bounded(c, i, m, name, AZ_ID_MAX)) < 0 ||
+        (r = bounded(c, i, member[0] ? member : "claimsMatchingExpression", expr, AZ_TEXT_MAX)) < 0)
+        return r;
     if (rec && json_array_append_new(json_object_get(rec, "issuers"), json_string(iss)) < 0)
         return -ENOMEM;
     if (id && id[0] == '/')
@@ -1507,7 +1570,7 @@ static int load_fics(ferry_audit *a, const char *path, const char *buf, size_t l
 {
     az_ctx c;
     json_t *e = NULL;
-    char oid[128], parent[160];
+    char oid[AZ_ID_MAX + 1], parent[AZ_ID_MAX + 32];
     bool has_parent;
     int r;
 
@@ -1522,7 +1585,7 @@ static int load_fics(ferry_audit *a, const char *path, const char *buf, size_t l
         (void)snprintf(parent, sizeof(parent), "applications/%s", oid);
     for (size_t i = 0; i < json_array_size(c.list); i++) {
         const char *id, *iss;
-        char account[80] = "", owner[512] = "";
+        char account[RES_BUF] = "", owner[RES_BUF] = "";
         json_t *issuers;
         r = element(&c, i, &e);
         if (r < 0)
@@ -1617,7 +1680,7 @@ static int assignment_rules(az_ctx *c)
         const char *ptype = str_member(as, "ptype"), *scope = str_member(as, "scope");
         const char *src = str_member(as, "source"), *rname;
         json_t *rec = by_oid(s, principal);
-        char guid[64], account[80], resource[160], key[600];
+        char guid[64], account[RES_BUF], resource[RES_BUF], key[KEY_BUF];
         int kind = role_kind(s, str_member(as, "role"), str_member(as, "role_name"), guid,
                              sizeof(guid), &rname);
         int lvl = scope_level(scope);
@@ -1677,7 +1740,7 @@ static int graph_rules(az_ctx *c, json_t *list, const char *rule)
     {
         const char *principal = str_member(g, "principal"), *ptype = str_member(g, "ptype");
         json_t *rec = by_oid(s, principal);
-        char resource[160], key[200];
+        char resource[RES_BUF], key[KEY_BUF];
         bool is_sp = rec || (ptype && strcmp(ptype, "#microsoft.graph.servicePrincipal") == 0) ||
                      strcmp(rule, "AZ-OP-005") == 0;
         if (!is_sp || (rec && rec_bool(rec, "first_party")))
@@ -1743,7 +1806,7 @@ static int principal_rules(az_ctx *c)
     {
         const char *oid = str_member(rec, "oid"), *tenant = str_member(rec, "tenant");
         const char *type = str_member(rec, "type"), *src = str_member(rec, "source");
-        char resource[160];
+        char resource[RES_BUF];
         bool managed = type && strcmp(type, "ManagedIdentity") == 0;
         bool first = rec_bool(rec, "first_party"), third = third_party(s, rec);
         json_int_t owners = json_integer_value(json_object_get(rec, "owners"));
@@ -1884,7 +1947,7 @@ static int not_evaluated(az_ctx *c)
         }
         json_object_foreach(tenants, t, v)
         {
-            char resource[128];
+            char resource[RES_BUF];
             (void)v;
             (void)snprintf(resource, sizeof(resource), "tenants/%s", t);
             r = emit(c, notes[n].rule, FERRY_AUDIT_INFO, t, resource,
@@ -1932,7 +1995,7 @@ static int identity_notes(az_ctx *c)
         }
         for (int pass = 0; pass < 3; pass++) {
             const char *owner = pass == 1 ? str_member(rec, "app_oid") : str_member(rec, "uami");
-            char l[512];
+            char l[RES_BUF];
             if (pass > 0) {
                 if (!owner)
                     continue;
