@@ -2714,25 +2714,30 @@ static bool detect_last_accessed(const json_t *doc)
 }
 
 /* The principal ARN a file of CloudMapper's layout is named by: the URL-encoded ARN as the
- * base name (".json" allowed). Into out; false when the name is not one. */
+ * base name (".json" allowed). Decoded into out without allocating; false when the name is not
+ * one. */
 static bool arn_from_path(const char *path, char *out, size_t outlen)
 {
     const char *base = strrchr(path, '/');
-    char *dec = NULL;
     size_t n = 0;
-    bool ok;
 
     base = base ? base + 1 : path;
-    if (url_decode(base, &dec, &n) < 0)
-        return false;
-    if (n > 5 && strcmp(dec + n - 5, ".json") == 0)
-        dec[n -= 5] = '\0';
-    ok = strncmp(dec, "arn:", 4) == 0 && strstr(dec, ":iam::") && n < outlen &&
-         strcspn(dec, "\t\n\r ") == n;
-    if (ok)
-        memcpy(out, dec, n + 1);
-    free(dec);
-    return ok;
+    for (size_t i = 0; base[i]; i++) {
+        int hi = base[i] == '%' ? ferry_hexval((unsigned char)base[i + 1]) : 0;
+        int lo =
+            hi >= 0 && base[i] == '%' && base[i + 1] ? ferry_hexval((unsigned char)base[i + 2]) : 0;
+        if (n + 1 >= outlen || hi < 0 || lo < 0)
+            return false;
+        if (base[i] == '%') {
+            out[n++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else
+            out[n++] = base[i];
+    }
+    out[n] = '\0';
+    if (n > 5 && strcmp(out + n - 5, ".json") == 0)
+        out[n -= 5] = '\0';
+    return strncmp(out, "arn:", 4) == 0 && strstr(out, ":iam::") && strcspn(out, "\t\n\r ") == n;
 }
 
 /* The job id a file of CloudMapper's iam-get-service-last-accessed-details/ is named by (its
