@@ -347,7 +347,7 @@ def error_checks(tap, d):
     bad("malformed.json", '{"bindings": [\n {"role": "roles/owner",}\n], "etag": "x"}',
         r"malformed\.json:2:\d+: malformed JSON", "malformed JSON: file, line and column")
     bad("members.json", '{"etag": "x", "bindings": [\n {"role": "roles/owner",\n'
-        '  "members": "serviceAccount:a@p.iam.gserviceaccount.com"}]}',
+        '  "members": {"m": "serviceAccount:a@p.iam.gserviceaccount.com"}}]}',
         r"members\.json:3: bindings/0: members: expected an array",
         "members not an array: the member, its line and what was expected")
     bad("keys.json", '[{"keyType": "USER_MANAGED", "validAfterTime": "2020-01-01T00:00:00Z",\n'

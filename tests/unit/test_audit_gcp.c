@@ -629,7 +629,7 @@ static void expect_error(const char *text, int code, const char *msg)
 
 Test(audit_gcp, errors_name_file_line_and_expectation)
 {
-    expect_error("{'etag': 'x', 'bindings': [\n{'role': 'roles/owner',\n 'members': 'x'}]}",
+    expect_error("{'etag': 'x', 'bindings': [\n{'role': 'roles/owner',\n 'members': 7}]}",
                  -FERRY_EMALFORMED, "in.json:3: bindings/0: members: expected an array");
     expect_error("{'etag': 'x', 'bindings': [\n{'members': []}]}", -FERRY_EMALFORMED,
                  "in.json:2: bindings/0: expected a role string");
@@ -811,5 +811,19 @@ Test(audit_gcp, cai_service_account_policy_by_unique_id)
                "['serviceAccount:ci@tools-prj.iam.gserviceaccount.com']}]}}]",
                NULL);
     one(a, "GCP-OP-008", SA_URI("app"));
+    ferry_audit_free(a);
+}
+
+Test(audit_gcp, string_or_array_variants)
+{
+    /* one binding object instead of an array, one member string, one scope string */
+    ferry_audit *a = audit2("{'etag': 'x', 'bindings': {'role': 'roles/owner', 'members': "
+                            "'serviceAccount:ci@acme.iam.gserviceaccount.com'}}",
+                            "[{'name': 'vm', 'zone': 'https://www.googleapis.com/compute/v1/"
+                            "projects/acme/zones/z', 'serviceAccounts': [{'email': "
+                            "'1-compute@developer.gserviceaccount.com', 'scopes': "
+                            "'https://www.googleapis.com/auth/cloud-platform'}]}]");
+    one(a, "GCP-OP-001", SA_URI("ci"));
+    one(a, "GCP-OP-004", "/instances/vm");
     ferry_audit_free(a);
 }

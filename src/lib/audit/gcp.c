@@ -1088,6 +1088,35 @@ static int binding(gcp_ctx *c, const gcp_policy *pol, json_t *b, const char *whe
     return 0;
 }
 
+/* The catalogue's tolerance: a policy's bindings may be one object, a binding's members one
+ * string; both become one-element arrays in place (the document is this input's own). */
+static int normalise_policy(json_t *p)
+{
+    json_t *bindings = json_object_get(p, "bindings"), *b, *arr;
+    size_t i;
+    if (json_is_object(bindings)) {
+        arr = json_array();
+        if (!arr || json_array_append(arr, bindings) < 0 ||
+            json_object_set_new(p, "bindings", arr) < 0) {
+            json_decref(arr);
+            return -ENOMEM;
+        }
+        bindings = arr;
+    }
+    json_array_foreach(bindings, i, b)
+    {
+        json_t *m = json_object_get(b, "members");
+        if (!json_is_string(m))
+            continue;
+        arr = json_array();
+        if (!arr || json_array_append(arr, m) < 0 || json_object_set_new(b, "members", arr) < 0) {
+            json_decref(arr);
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
 /* One policy ({bindings: [...]}) of resource res. where: its place in the document. */
 static int policy(gcp_ctx *c, json_t *p, const char *res, const char *project_hint,
                   const char *where)
@@ -1104,6 +1133,8 @@ static int policy(gcp_ctx *c, json_t *p, const char *res, const char *project_hi
                                 "%s: expected an IAM policy object with bindings",
                                 where[0] ? where + 1 : "policy");
     }
+    if ((r = normalise_policy(p)) < 0)
+        return r;
     bindings = json_object_get(p, "bindings");
     if (bindings && !json_is_array(bindings) && !json_is_null(bindings)) {
         where_member(c, where, p, "bindings");
@@ -1177,7 +1208,8 @@ static int check_bindings(gcp_ctx *c, json_t *bindings)
 
 static bool detect_iam_policy(const json_t *doc)
 {
-    return json_is_object(doc) && json_is_array(json_object_get(doc, "bindings")) &&
+    json_t *b = json_is_object(doc) ? json_object_get(doc, "bindings") : NULL;
+    return (json_is_array(b) || json_is_object(b)) &&
            (json_object_get(doc, "etag") || json_object_get(doc, "version"));
 }
 
@@ -1246,6 +1278,8 @@ static int load_iam_policy(ferry_audit *a, const char *path, const char *buf, si
     (void)len;
 
     if (!c.s)
+        return -ENOMEM;
+    if (json_is_object(doc) && normalise_policy(doc) < 0)
         return -ENOMEM;
     if (!json_is_object(doc) || !json_is_array(json_object_get(doc, "bindings")))
         return bad(&c, "", "%s",
@@ -1424,8 +1458,11 @@ static int instance(gcp_ctx *c, json_t *vm, const char *name, const char *where)
         const char *email = str_member(sa, "email");
         if (!email || !default_compute_sa(email))
             continue;
-        json_array_foreach(json_object_get(sa, "scopes"), j, scope)
-        {
+        /* scopes: an array, or one string */
+        json_t *scopes = json_object_get(sa, "scopes");
+        size_t ns = json_is_array(scopes) ? json_array_size(scopes) : json_is_string(scopes);
+        for (j = 0; j < ns; j++) {
+            scope = json_is_array(scopes) ? json_array_get(scopes, j) : scopes;
             const char *s = json_string_value(scope);
             if (s && strcmp(s, "https://www.googleapis.com/auth/cloud-platform") == 0) {
                 r = emit(c, "GCP-OP-004", -1, proj, res,
