@@ -24,8 +24,8 @@
 #   ferry audit --now NOW --output-format json --fail-on none FILES > DIR/report.json
 # then prints the largest input, the findings (the report's summary), the ratios
 # time(ferry)/time(jq empty) in wall and CPU terms, and peak RSS against the largest input.
-# Peak RSS is also measured over the first 1% of the files (at least one account), so that
-# growth with the estate shows. Exit 2 on setup errors; a benchmark, not a test: the ratios
+# Peak RSS is also measured over the first 1% of the files of each kind (at least one), so
+# that growth with the estate shows. Exit 2 on setup errors; a benchmark, not a test: the ratios
 # never fail the run.
 set -u
 set -o pipefail
@@ -102,6 +102,7 @@ declare -A kinds=(
     [k8s]="serviceaccounts secrets clusterroles clusterrolebindings rolebindings"
 )
 files=()
+small=() # the first 1% of the files of each kind
 included=()
 excluded=()
 for cloud in ${clouds//,/ }; do
@@ -126,6 +127,8 @@ for cloud in ${clouds//,/ }; do
         fi
         included+=("$cloud/$kind (${#these[@]} files)")
         files+=("${these[@]}")
+        k=$(( (${#these[@]} + 99) / 100 ))
+        small+=("${these[@]:0:$k}")
     done
 done
 [ ${#files[@]} -gt 0 ] || die "ferry audit recognises none of the estate's files"
@@ -135,9 +138,7 @@ import os, sys
 sizes = [(os.path.getsize(p), p) for p in sys.argv[1:]]
 big = max(sizes)
 print(sum(s for s, _ in sizes), big[0], os.path.basename(big[1]))' "${files[@]}")
-n_small=$(( ${#files[@]} / 100 ))
-[ "$n_small" -ge 2 ] || n_small=2
-[ "$n_small" -le ${#files[@]} ] || n_small=${#files[@]}
+n_small=${#small[@]}
 
 echo "run-audit: warming the page cache (${#files[@]} files, $total bytes)" >&2
 cat "${files[@]}" >/dev/null
@@ -164,7 +165,7 @@ for ((i = 1; i <= runs; i++)); do
     measure ferry /dev/null "${audit[@]}" "${files[@]}"
     measure ferry-fail-none "$report" "${audit[@]}" --fail-on none "${files[@]}"
 done
-measure ferry-1pct /dev/null "${audit[@]}" --fail-on none "${files[@]:0:$n_small}"
+measure ferry-1pct /dev/null "${audit[@]}" --fail-on none "${small[@]}"
 
 summary=$(grep -m1 -A7 '"summary"' "$report" | tr -d ' \n')
 report_size=$(stat -c %s "$report")
@@ -195,7 +196,7 @@ what = {
     "jq-c": "`jq -c . FILES > /dev/null`",
     "ferry": "`ferry audit --output-format json FILES > /dev/null`",
     "ferry-fail-none": "`... --fail-on none FILES > report.json`",
-    "ferry-1pct": "`... --fail-on none` over the first %d files" % n_small,
+    "ferry-1pct": "`... --fail-on none` over 1%% of the files (%d)" % n_small,
 }
 fw, fc = med["jq-empty"][0], med["jq-empty"][1]
 print("| command | runs | wall s (median) | CPU s (median) | wall / jq empty | CPU / jq empty "
