@@ -314,6 +314,15 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcasecmp(s + n - m, suffix) == 0;
 }
 
+/* n bytes of s into out when they fit, else "" (a name cut short would be another name). */
+static void fit(char *out, size_t outlen, const char *s, size_t n)
+{
+    if (n >= outlen)
+        n = 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
 /* Google-managed service agents, as the catalogue lists them. */
 static bool service_agent(const char *email)
 {
@@ -416,24 +425,24 @@ static gcp_level resource_level(const char *res, const char *project_hint, char 
     if (strncmp(res, crm_prefix, strlen(crm_prefix)) == 0) {
         const char *r = res + strlen(crm_prefix);
         if (strncmp(r, "projects/", 9) == 0) {
-            (void)snprintf(acct, acctlen, "%s", r + 9);
+            fit(acct, acctlen, r + 9, strlen(r + 9));
             return LVL_PROJECT;
         }
         if (strncmp(r, "folders/", 8) == 0) {
-            (void)snprintf(acct, acctlen, "%s", r);
+            fit(acct, acctlen, r, strlen(r));
             return LVL_FOLDER;
         }
         if (strncmp(r, "organizations/", 14) == 0) {
-            (void)snprintf(acct, acctlen, "%s", r);
+            fit(acct, acctlen, r, strlen(r));
             return LVL_ORG;
         }
     }
     p = strstr(res, "/projects/");
     if (p) {
         p += 10;
-        (void)snprintf(acct, acctlen, "%.*s", (int)strcspn(p, "/"), p);
+        fit(acct, acctlen, p, strcspn(p, "/"));
     } else if (project_hint && strncmp(project_hint, "projects/", 9) == 0) {
-        (void)snprintf(acct, acctlen, "%s", project_hint + 9);
+        fit(acct, acctlen, project_hint + 9, strlen(project_hint + 9));
     }
     if (strncmp(res, "//iam.googleapis.com/projects/", 30) == 0 &&
         strstr(res, "/serviceAccounts/") && !strstr(res, "/keys/"))
@@ -1452,7 +1461,7 @@ static int instance(gcp_ctx *c, json_t *vm, const char *name, const char *where)
         return -ENOMEM;
     const char *pp = strstr(res, "/projects/");
     if (pp)
-        (void)snprintf(proj, sizeof(proj), "%.*s", (int)strcspn(pp + 10, "/"), pp + 10);
+        fit(proj, sizeof(proj), pp + 10, strcspn(pp + 10, "/"));
     json_array_foreach(sas, i, sa)
     {
         const char *email = str_member(sa, "email");
@@ -1524,11 +1533,11 @@ static int provider_element(gcp_ctx *c, json_t *e, const char *where)
     if ((st && strcmp(st, "DELETED") == 0) || json_is_true(json_object_get(e, "disabled")))
         return 0;
     const char *pe = strstr(name, "/providers/");
-    (void)snprintf(pool, sizeof(pool), "%.*s", (int)(pe - name), name);
+    fit(pool, sizeof(pool), name, (size_t)(pe - name));
     proj[0] = '\0';
     if (strncmp(name, "projects/", 9) == 0)
-        (void)snprintf(proj, sizeof(proj), "%.*s", (int)strcspn(name + 9, "/"), name + 9);
-    if (issuer) {
+        fit(proj, sizeof(proj), name + 9, strcspn(name + 9, "/"));
+    if (issuer && pool[0]) {
         json_t *idx = index_of(&c->s->pools, false), *list;
         if (!idx)
             return -ENOMEM;
@@ -1694,7 +1703,7 @@ static void name_project(const char *name, char *out, size_t outlen)
 {
     out[0] = '\0';
     if (name && strncmp(name, "projects/", 9) == 0)
-        (void)snprintf(out, outlen, "%.*s", (int)strcspn(name + 9, "/"), name + 9);
+        fit(out, outlen, name + 9, strcspn(name + 9, "/"));
 }
 
 static bool state_active(const json_t *e)
