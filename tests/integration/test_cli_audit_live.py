@@ -83,6 +83,11 @@ def seed(moto):
     # An unattached customer-managed admin policy (OP-013).
     aws("iam", "create-policy", "--policy-name", "break-glass", "--policy-document",
         doc({"Effect": "Allow", "Action": "*", "Resource": "*"}))
+    # The role live mode assumes with a web identity (no sub pin: TR-005), read-only.
+    aws("iam", "create-role", "--role-name", "auditor", "--assume-role-policy-document",
+        json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
+            "Principal": {"Federated": A + "oidc-provider/ferry.test"}}]}))
     # Fine: a scoped role (nothing but SH-001, unused).
     aws("iam", "create-role", "--role-name", "reader", "--assume-role-policy-document",
         trust({"Service": "ec2.amazonaws.com"}))
@@ -138,6 +143,7 @@ EXPECTED = [
     ("AWS-OP-003", A + "group/builders", "medium"),
     ("AWS-OP-013", A + "policy/break-glass", "low"),
     ("AWS-SH-001", A + "role/reader", "medium"),
+    ("AWS-TR-005", A + "role/auditor", "critical"),
     ("AWS-OP-011", A + "root", "info"),
 ]
 
@@ -249,7 +255,7 @@ def usage_live_part(t, moto, files, now):
         r = live(standin.url, now)
         j = r.json() or {"findings": [], "inputs": []}
         t.ok(r.rc == 0 and r.err == "", "live with usage: audited (exit 0)", r)
-        want_jobs = 6  # 4 roles and 2 users, no service-linked role
+        want_jobs = 7  # 5 roles and 2 users, no service-linked role
         t.eq(standin.calls.get("GenerateServiceLastAccessedDetails"), want_jobs,
              "live with usage: one job per role and user")
         t.ok(all(job["polls"] >= 2 for job in standin.jobs.values()),
@@ -369,6 +375,24 @@ def moto_part(t, d):
         t.ok(r.rc == 0 and triples(r.json() or {"findings": []}) == triples(files),
              "profile credentials: the same findings", r)
         no_secret(t, "profile credentials", r)
+
+        # A web identity (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), assumed at the STS
+        # endpoint the SDKs' AWS_ENDPOINT_URL_STS names.
+        token = os.path.join(d, "token")
+        with open(token, "w") as f:
+            f.write("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhdWRpdCJ9.")
+        env = ft.clean_env({"AWS_CONFIG_FILE": "/dev/null",
+                            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                            "AWS_ROLE_ARN": A + "role/auditor",
+                            "AWS_WEB_IDENTITY_TOKEN_FILE": token,
+                            "AWS_ENDPOINT_URL_STS": moto.url})
+        r = live(moto.url, now, env=env)
+        got = set(triples(r.json() or {"findings": []}))
+        t.ok(r.rc == 0 and got == set(triples(files)) - {("AWS-SH-001", A + "role/auditor",
+                                                          "medium")},
+             "web identity credentials (STS at AWS_ENDPOINT_URL_STS): the same findings, but "
+             "the role assumed is no longer unused",
+             (sorted(got - set(triples(files))), sorted(set(triples(files)) - got), r.err))
 
         # No credentials at all.
         env = ft.clean_env({"AWS_CONFIG_FILE": "/dev/null",

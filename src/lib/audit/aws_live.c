@@ -749,7 +749,7 @@ FERRY_EXPORT int ferry_audit_aws_live(ferry_audit *a, const ferry_audit_aws_live
 {
     live l = {.a = a, .errbuf = errbuf, .errlen = errlen};
     ferry_aws_config cfg = {0};
-    const char *h, *end;
+    const char *h, *end, *sts;
     int r;
 
     if (!a)
@@ -773,10 +773,15 @@ FERRY_EXPORT int ferry_audit_aws_live(ferry_audit *a, const ferry_audit_aws_live
     (void)snprintf(l.host, sizeof(l.host), "%.*s", (int)(end - h < 256 ? end - h : 256), h);
 
     cfg.region = l.o.region ? l.o.region : env_region();
+    /* STS (web identity credentials) at the SDKs' service-specific endpoint variable. */
+    sts = secure_getenv("AWS_ENDPOINT_URL_STS");
+    cfg.sts_endpoint = sts && *sts ? sts : NULL;
     cfg.http.total_timeout_ms = LIVE_TIMEOUT_MS;
     /* Plain http only to a loopback emulator the caller named (ferry_http_check_url refuses
      * any other host). */
-    cfg.http.allow_http_loopback = l.o.endpoint_url && strncmp(l.endpoint, "http://", 7) == 0;
+    cfg.http.allow_http_loopback =
+        (l.o.endpoint_url && strncmp(l.endpoint, "http://", 7) == 0) ||
+        (cfg.sts_endpoint && strncmp(cfg.sts_endpoint, "http://", 7) == 0);
     r = ferry_aws_provider_new(&cfg, &l.p, errbuf, errlen);
     if (r < 0)
         return r;
