@@ -232,8 +232,9 @@ typedef struct ferry_audit_aws_live_options {
     unsigned max_principals;  /* roles and users given a service-last-accessed job; 0 = 10000 */
 } ferry_audit_aws_live_options;
 
-/* Read the account the standard AWS credential chain names (environment keys, web identity,
- * the shared config profile: ferry/cloud.h) through IAM's Query API, signed with SigV4:
+/* Read the account the standard AWS credential chain names (environment keys, web identity
+ * with STS at $AWS_ENDPOINT_URL_STS when set, the shared config profile: ferry/cloud.h)
+ * through IAM's Query API, signed with SigV4:
  * GetAccountAuthorizationDetails (every page), the credential report (generated, then fetched)
  * and service-last-accessed details for every role and user. Each answer goes through the
  * same loaders as the exports (aws-authz, aws-credreport-json, aws-last-accessed), so the same

@@ -12,10 +12,15 @@
 #   - through tests/peers/fault_proxy.py in front of moto: AccessDenied, throttling past the
 #     retry budget and 5xx end in exit 2 with a clear reason and no report; a throttle with a
 #     short Retry-After is waited out; no secret key and none of the remote's error text is
-#     printed; missing credentials are a clear error;
-#   - the CloudMapper sample layout (a directory of get-service-last-accessed-details files
-#     named by the URL-encoded ARN) with its authorization details gives AWS-OP-011 on the
-#     roles whose granted services were not used, and no "not evaluated" note.
+#     printed; credentials from a shared credentials profile and from a web identity (STS at
+#     AWS_ENDPOINT_URL_STS) work too; missing credentials are a clear error;
+#   - a stand-in in front of moto serves service-last-accessed jobs (in progress at first,
+#     two pages): AWS-OP-011 on the principals with unused granted services, no note;
+#   - the CloudMapper samples (a directory of get-service-last-accessed-details files named by
+#     the URL-encoded ARN, or CloudMapper's job-id layout, in either order) with their
+#     authorization details give AWS-OP-011 on the roles whose granted services were not used,
+#     and no "not evaluated" note for that account;
+#   - usage errors of the aws --live form exit 2.
 # moto_server and aws are required: when missing the test fails (CI installs them), as in
 # test_secrets_aws.py and test_secrets_faults.py.
 import base64
