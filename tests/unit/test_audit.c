@@ -731,3 +731,42 @@ Test(audit, owner_tag_keys)
             cr_assert_neq(strcmp(fs[i].resource, "arn:aws:iam::111122223333:user/a"), 0);
     ferry_audit_free(a);
 }
+
+/* GCP-SH-009's unmanaged half: a described service account the inventory does not declare. */
+Test(audit, iac_inventory_gcp_service_accounts)
+{
+    static const char sas[] =
+        "[{\"email\": \"tf-sa@ml-prod-123.iam.gserviceaccount.com\", \"uniqueId\": \"1001\","
+        " \"oauth2ClientId\": \"1001\", \"projectId\": \"ml-prod-123\", \"description\": \"tf\"},"
+        " {\"email\": \"hand-sa@ml-prod-123.iam.gserviceaccount.com\", \"uniqueId\": \"1002\","
+        " \"oauth2ClientId\": \"1002\", \"projectId\": \"ml-prod-123\", \"description\": \"x\"},"
+        " {\"email\": \"id-sa@ml-prod-123.iam.gserviceaccount.com\", \"uniqueId\": \"1003\","
+        " \"oauth2ClientId\": \"1003\", \"projectId\": \"ml-prod-123\", \"description\": \"y\"}]";
+    static const char state[] =
+        "{\"format_version\": \"1.0\", \"values\": {\"root_module\": {\"resources\": ["
+        "{\"type\": \"google_service_account\", \"mode\": \"managed\", \"values\": {\"email\": "
+        "\"tf-sa@ml-prod-123.iam.gserviceaccount.com\"}},"
+        "{\"type\": \"google_service_account\", \"mode\": \"managed\", \"values\": "
+        "{\"account_id\": \"id-sa\", \"project\": \"ml-prod-123\"}}]}}}";
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    size_t n;
+
+    /* Without an inventory, described accounts give no GCP-SH-009. */
+    cr_assert_eq(add(a, "sa.json", sas, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_null(find(a, "GCP-SH-009", NULL));
+    ferry_audit_free(a);
+
+    a = run_new();
+    cr_assert_eq(ferry_audit_add_iac_inventory(a, "s.json", state, strlen(state), err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(add(a, "sa.json", sas, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+    const ferry_audit_finding *f = find(a, "GCP-SH-009", &n);
+    cr_assert_eq(n, 1, "got %zu", n);
+    cr_assert(strstr(f->resource, "hand-sa@ml-prod-123.iam.gserviceaccount.com"), "%s",
+              f->resource);
+    cr_assert(strstr(f->evidence, "\"in_iac_inventory\":false"), "%s", f->evidence);
+    ferry_audit_free(a);
+}

@@ -117,9 +117,11 @@ static const audit_rule gcp_rules[] = {
      "Remove the binding, or list the project in --trusted-projects after review."},
     {"GCP-SH-009", "No owner", FERRY_AUDIT_LOW,
      "A user-created service account has no description, so nothing records who owns it or "
-     "what it is for. (The IaC-inventory half of the rule is not evaluated.)",
+     "what it is for; or, when --iac-inventory is given, it is not declared there "
+     "(google_service_account).",
      "Set a description naming the owner and purpose (gcloud iam service-accounts update SA "
-     "--description='owner: team-x; purpose: ...')."},
+     "--description='owner: team-x; purpose: ...'), and manage the account in Terraform, or "
+     "delete it if nobody claims it."},
     {"GCP-TR-001", "WIF provider without attribute condition", FERRY_AUDIT_HIGH,
      "A workload identity pool provider for a multi-tenant issuer (GitHub Actions, GitLab.com, "
      "Terraform Cloud, Buildkite) has no attributeCondition: any repository or workspace of "
@@ -665,6 +667,16 @@ static int service_account(gcp_ctx *c, json_t *sa, const char *where, const char
         json_t *ev = json_pack("{s:s, s:n, s:s?}", "email", email, "description", "displayName",
                                str_member(sa, "displayName"));
         if ((r = emit(c, "GCP-SH-009", -1, p, uri, ev, "no-description")) < 0)
+            return r;
+    }
+    /* GCP-SH-009, the unmanaged half: not declared in the IaC inventory (--iac-inventory). */
+    if (!disabled && !service_agent(email) && !default_sa(email) && audit_iac_loaded(c->a) &&
+        !audit_iac_manages_gcp(c->a, email)) {
+        _cleanup_free_ char *uri = NULL;
+        if (sa_uri(email, &uri) < 0)
+            return -ENOMEM;
+        json_t *ev = json_pack("{s:s, s:b}", "email", email, "in_iac_inventory", 0);
+        if ((r = emit(c, "GCP-SH-009", -1, p, uri, ev, "unmanaged")) < 0)
             return r;
     }
     return 0;
