@@ -448,16 +448,20 @@ const char *audit_loader_format(size_t i)
     return NULL;
 }
 
+/* The names of every format, comma-separated (what each looks like is in the loaders'
+ * "expected" texts, printed by `ferry audit --help`). */
 static int expected_list(char *out, size_t outlen)
 {
     size_t used = 0;
     out[0] = '\0';
     for (size_t c = 0; c < ARRAY_SIZE(clouds); c++)
         for (size_t i = 0; i < clouds[c]->n_loaders; i++) {
-            int n = snprintf(out + used, outlen - used, "%s%s (%s)", used ? ", " : "",
-                             clouds[c]->loaders[i].format, clouds[c]->loaders[i].expected);
-            if (n < 0 || (size_t)n >= outlen - used)
-                return 0;
+            int n = snprintf(out + used, outlen - used, "%s%s", used ? ", " : "",
+                             clouds[c]->loaders[i].format);
+            if (n < 0 || (size_t)n >= outlen - used) {
+                out[used] = '\0';
+                return -E2BIG;
+            }
             used += (size_t)n;
         }
     return 0;
@@ -637,13 +641,14 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
                     loader = l;
             }
         if (!loader) {
-            char exp[400];
+            char exp[800];
             json_decref(doc);
-            (void)expected_list(exp, sizeof(exp));
+            bool cut = expected_list(exp, sizeof(exp)) < 0;
             return ferry_errbuf_set(errbuf, errlen, -FERRY_EUNSUPPORTED,
-                                    "%s: not a recognised export; expected one of: %s "
-                                    "(or name one with --format)",
-                                    path, exp);
+                                    "%s: not a recognised export; expected one of: %s%s "
+                                    "(ferry audit --help says what each looks like; or name "
+                                    "one with --format)",
+                                    path, exp, cut ? ", ..." : "");
         }
     }
     why[0] = '\0';
