@@ -676,6 +676,15 @@ Test(k8s, yaml_scalars_and_detection)
                                 "data: {a: !!str 1, b: 0x1f, c: 1.5e3, d: ~, e: yes, f: .5}\n");
     cr_assert_eq(count(a, "K8S-SH-001", "cluster", NULL), 1);
     ferry_audit_free(a);
+    /* A buffer without a terminating NUL that ends in "---" (found by fuzz_audit_inputs: the
+     * detection read past the end under ASan). */
+    const char tail[] = "a: 1\n---";
+    char *exact = malloc(sizeof(tail) - 1);
+    cr_assert(exact);
+    memcpy(exact, tail, sizeof(tail) - 1);
+    cr_assert_eq(fail_load("t.yaml", exact, sizeof(tail) - 1, err, sizeof(err)),
+                 -FERRY_EUNSUPPORTED);
+    free(exact);
     /* Documents written as one flow mapping each. */
     a = audit_yaml("---\n{\"apiVersion\": \"v1\", \"kind\": \"Secret\", \"type\": "
                    "\"kubernetes.io/service-account-token\", \"metadata\": {\"name\": \"t\"}}\n");

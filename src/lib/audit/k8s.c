@@ -1302,7 +1302,9 @@ static bool detect_k8s_yaml(const char *buf, size_t len)
             return true;
         /* A flow mapping counts only after a "---" line: one JSON object per line without
          * markers is NDJSON, not YAML (audit logs, gcloud exports). */
-        after_marker = n >= 3 && memcmp(l, "---", 3) == 0 && strspn(l + 3, " \t\r") == n - 3;
+        after_marker = n >= 3 && memcmp(l, "---", 3) == 0;
+        for (size_t k = 3; k < n && after_marker; k++) /* buf is not NUL-terminated */
+            after_marker = l[k] == ' ' || l[k] == '\t' || l[k] == '\r';
         i += n + 1;
     }
     return false;
