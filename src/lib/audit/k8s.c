@@ -83,10 +83,12 @@ static const audit_rule k8s_rules[] = {
      "access entries and remove aws-auth."},
     {"K8S-SH-001", "Unused ServiceAccount", FERRY_AUDIT_LOW,
      "A ServiceAccount (other than default and kube-system controllers) that no Pod or pod "
-     "template runs as, older than --grace-days; medium when it has bindings. Needs Pods or "
-     "workloads in the inputs: without them one info note per cluster says it was not "
-     "evaluated.",
-     "Delete the ServiceAccount and its bindings, or document the workload that uses it."},
+     "template runs as and that made no request within --unused-days in an audit log of the "
+     "run, older than --grace-days; medium when it has bindings. Needs Pods or workloads in "
+     "the inputs: without them one info note per cluster says it was not evaluated.",
+     "Supply pods and workloads (kubectl get pods,deployments,statefulsets,daemonsets,jobs,"
+     "cronjobs -A -o json) to evaluate; then delete the unused ServiceAccount and its bindings, "
+     "or document the workload that uses it."},
     {"K8S-SH-002", "Binding to missing subject", FERRY_AUDIT_MEDIUM,
      "A (Cluster)RoleBinding names a ServiceAccount that does not exist: whoever can create it "
      "in that namespace inherits the binding. Evaluated when ServiceAccounts (or Namespace "
