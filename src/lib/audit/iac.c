@@ -55,7 +55,8 @@ static void arn_account(const char *arn, char out[13])
 {
     const char *p = arn;
     int colons = 0;
-    strcpy(out, "*");
+    out[0] = '*';
+    out[1] = '\0';
     if (!arn || strncmp(arn, "arn:", 4) != 0)
         return;
     while (*p && colons < 4)
