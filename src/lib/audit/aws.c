@@ -531,7 +531,11 @@ static int unconstrained_actions(json_t *hits, json_t *stmt, json_t *actions, co
         return 0;
     }
     json_t *extra = json_object();
-    if (!extra || json_object_set_new(extra, "actions", matched) < 0) {
+    if (!extra) {
+        json_decref(matched);
+        return -ENOMEM;
+    }
+    if (json_object_set_new(extra, "actions", matched) < 0) { /* matched is released */
         json_decref(extra);
         return -ENOMEM;
     }
