@@ -1056,12 +1056,10 @@ static int sa_load(k8s_ctx *c, const json_t *obj)
     (void)snprintf(key, sizeof(key), "%s/%s", ns, name);
     if (json_object_get(c->s->sas, key))
         return 0;
-    e = json_pack("{s:s}", "src", c->path);
-    links = json_object();
-    if (!e || !links || json_object_set_new(e, "links", links) < 0) {
-        json_decref(e);
+    e = json_pack("{s:s, s:{}}", "src", c->path, "links");
+    links = json_object_get(e, "links");
+    if (!e)
         return -ENOMEM;
-    }
     if (created && audit_parse_time(created, &t) == 0 &&
         json_object_set_new(e, "created", json_integer((json_int_t)t)) < 0)
         goto nomem;
@@ -1153,11 +1151,12 @@ static int podspec_load(k8s_ctx *c, const json_t *obj, const json_t *spec, const
     am = json_object_get(spec, "automountServiceAccountToken");
     (void)resource_path(res, sizeof(res), plural, ns, name);
     json_t *p = json_pack("{s:s, s:s, s:s}", "ns", ns, "res", res, "src", c->path);
-    if (!p ||
-        (json_is_boolean(am) && json_object_set_new(p, "am", json_boolean(json_is_true(am))) < 0) ||
-        json_array_append_new(c->s->default_pods, p) < 0)
+    if (p && json_is_boolean(am) &&
+        json_object_set_new(p, "am", json_boolean(json_is_true(am))) < 0) {
+        json_decref(p);
         return -ENOMEM;
-    return 0;
+    }
+    return !p || json_array_append_new(c->s->default_pods, p) < 0 ? -ENOMEM : 0;
 }
 
 static int resource_load(k8s_ctx *c, const json_t *obj)
