@@ -141,7 +141,7 @@ int ferry_audit_azure_trust_tenant(ferry_audit *a, const char *tenant_id);
  * findings and identities ("cluster" when not set). All Kubernetes inputs of one run are one
  * cluster. name: borrowed (copied), 1-253 printable characters without spaces. Call before
  * the inputs. Returns 0, -EINVAL, -ENOMEM. */
-int ferry_audit_set_k8s_cluster(ferry_audit *a, const char *name);
+int ferry_audit_k8s_set_cluster(ferry_audit *a, const char *name);
 
 /* ---- suppressions and baselines (suppress.c) ---------------------------------------------- */
 

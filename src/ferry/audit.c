@@ -861,7 +861,7 @@ int ferry_cmd_audit(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", ferry_strerror(r));
         return FERRY_EXIT_USAGE;
     }
-    if (cluster && ferry_audit_set_k8s_cluster(a, cluster) < 0) {
+    if (cluster && ferry_audit_k8s_set_cluster(a, cluster) < 0) {
         fprintf(stderr, PROG ": --cluster: expected 1-253 printable characters without spaces\n");
         return FERRY_EXIT_USAGE;
     }

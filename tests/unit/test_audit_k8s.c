@@ -534,8 +534,8 @@ Test(k8s, cluster_name_and_aggregation)
         "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
         "metadata: {name: part, labels: {agg/to: true}}\nrules:\n" SECRETS CRB(
             "b", "agg", "- kind: User\n  name: u\n");
-    cr_assert_eq(ferry_audit_set_k8s_cluster(a, "prod eu"), -EINVAL);
-    cr_assert_eq(ferry_audit_set_k8s_cluster(a, "prod-eu"), 0);
+    cr_assert_eq(ferry_audit_k8s_set_cluster(a, "prod eu"), -EINVAL);
+    cr_assert_eq(ferry_audit_k8s_set_cluster(a, "prod-eu"), 0);
     cr_assert_eq(ferry_audit_add_input(a, "m.yaml", text, strlen(text), NULL, err, sizeof(err)), 0,
                  "%s", err);
     cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0);
@@ -735,7 +735,7 @@ static int oom_run(char **ret_json)
 
     (void)snprintf(aws, sizeof(aws), AWS_ADMIN, "*");
     if (r == 0)
-        r = ferry_audit_set_k8s_cluster(a, "c1");
+        r = ferry_audit_k8s_set_cluster(a, "c1");
     if (r == 0)
         r = ferry_audit_add_input(a, "m.yaml", OOM_YAML, strlen(OOM_YAML), NULL, err, sizeof(err));
     if (r == 0)

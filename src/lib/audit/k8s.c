@@ -203,7 +203,7 @@ static const char *cluster_name(const k8s_state *s)
     return s->cluster ? s->cluster : "cluster";
 }
 
-FERRY_EXPORT int ferry_audit_set_k8s_cluster(ferry_audit *a, const char *name)
+FERRY_EXPORT int ferry_audit_k8s_set_cluster(ferry_audit *a, const char *name)
 {
     k8s_state *s;
     size_t n;
