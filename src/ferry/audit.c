@@ -241,28 +241,33 @@ static int known_accounts_json(ferry_audit *a, const char *path, const char *buf
     return 0;
 }
 
-static int load_known_accounts(ferry_audit *a, const char *path)
+/* Read an --OPTION FILE of ids (16 MiB at most, no NUL byte). */
+static int read_list_file(const char *opt, const char *path, char **ret, size_t *ret_len)
 {
-    _cleanup_free_ char *buf = NULL;
-    char *line, *next;
-    size_t len = 0, lineno = 0;
-    int r;
-
-    r = read_input(path, KNOWN_ACCOUNTS_MAX, &buf, &len);
+    int r = read_input(path, KNOWN_ACCOUNTS_MAX, ret, ret_len);
     if (r < 0) {
-        fprintf(stderr, PROG ": --known-accounts %s: %s\n", path,
+        fprintf(stderr, PROG ": %s %s: %s\n", opt, path,
                 r == -EFBIG || r == -FERRY_ETOOBIG ? "larger than 16 MiB" : ferry_strerror(r));
         return r;
     }
-    if (memchr(buf, '\0', len)) {
-        fprintf(stderr, PROG ": --known-accounts %s: NUL byte in the file\n", path);
+    if (memchr(*ret, '\0', *ret_len)) {
+        fprintf(stderr, PROG ": %s %s: NUL byte in the file\n", opt, path);
         return -EINVAL;
     }
-    if (buf[strspn(buf, " \t\r\n")] == '{' || buf[strspn(buf, " \t\r\n")] == '[')
-        return known_accounts_json(a, path, buf, len);
-    next = buf;
+    return 0;
+}
+
+/* The ids of buf (the text of --OPTION FILE), one per line, blank lines and # comments
+ * skipped, each given to add; an id add refuses is named with its line ("expected WHAT"). */
+static int add_id_lines(ferry_audit *a, const char *opt, const char *path, char *buf,
+                        int (*add)(ferry_audit *, const char *), const char *what)
+{
+    char *line, *next = buf;
+    size_t lineno = 0;
+
     while ((line = strsep(&next, "\n")) != NULL) {
         char *end;
+        int r;
         lineno++;
         line += strspn(line, " \t\r");
         end = line + strcspn(line, "#");
@@ -271,16 +276,28 @@ static int load_known_accounts(ferry_audit *a, const char *path)
         *end = '\0';
         if (!*line)
             continue;
-        r = ferry_audit_add_known_account(a, line);
+        r = add(a, line);
         if (r < 0) {
-            fprintf(stderr,
-                    PROG ": --known-accounts %s:%zu: expected a 12-digit account id, "
-                         "got '%.40s'\n",
-                    path, lineno, line);
+            fprintf(stderr, PROG ": %s %s:%zu: expected %s, got '%.40s'\n", opt, path, lineno, what,
+                    line);
             return r;
         }
     }
     return 0;
+}
+
+static int load_known_accounts(ferry_audit *a, const char *path)
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    int r = read_list_file("--known-accounts", path, &buf, &len);
+
+    if (r < 0)
+        return r;
+    if (buf[strspn(buf, " \t\r\n")] == '{' || buf[strspn(buf, " \t\r\n")] == '[')
+        return known_accounts_json(a, path, buf, len);
+    return add_id_lines(a, "--known-accounts", path, buf, ferry_audit_add_known_account,
+                        "a 12-digit account id");
 }
 
 /* The "issuer" member of ferryd's configuration file (docs/configuration.md). *ret is new. */
@@ -414,9 +431,9 @@ static int load_suppressions(ferry_audit *a, const char *const *paths, size_t n,
 
         if (!path)
             break;
-        r = read_input(path, i < n ? 4 * 1024 * 1024
-                                   : (max_input ? max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT),
-                       &buf, &len);
+        r = read_input(
+            path, i < n ? 4 * 1024 * 1024 : (max_input ? max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT),
+            &buf, &len);
         if (r < 0) {
             fprintf(stderr, PROG ": %s %s: %s\n", opt, path,
                     r == -EFBIG || r == -FERRY_ETOOBIG ? "too large"
@@ -438,41 +455,17 @@ static int load_suppressions(ferry_audit *a, const char *const *paths, size_t n,
 static int load_trusted_tenants(ferry_audit *a, const char *path)
 {
     _cleanup_free_ char *buf = NULL;
-    char *line, *next;
-    size_t len = 0, lineno = 0;
-    int r;
+    size_t len = 0;
+    int r = read_list_file("--trusted-tenants", path, &buf, &len);
 
-    r = read_input(path, KNOWN_ACCOUNTS_MAX, &buf, &len);
-    if (r < 0) {
-        fprintf(stderr, PROG ": --trusted-tenants %s: %s\n", path,
-                r == -EFBIG || r == -FERRY_ETOOBIG ? "larger than 16 MiB" : ferry_strerror(r));
-        return r;
-    }
-    if (memchr(buf, '\0', len)) {
-        fprintf(stderr, PROG ": --trusted-tenants %s: NUL byte in the file\n", path);
-        return -EINVAL;
-    }
-    next = buf;
-    while ((line = strsep(&next, "\n")) != NULL) {
-        char *end;
-        lineno++;
-        line += strspn(line, " \t\r");
-        end = line + strcspn(line, "#");
-        while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
-            end--;
-        *end = '\0';
-        if (!*line)
-            continue;
-        r = ferry_audit_azure_trust_tenant(a, line);
-        if (r < 0) {
-            fprintf(stderr,
-                    PROG ": --trusted-tenants %s:%zu: expected a tenant id (GUID), got "
-                         "'%.40s'\n",
-                    path, lineno, line);
-            return r;
-        }
-    }
-    return 0;
+    return r < 0 ? r
+                 : add_id_lines(a, "--trusted-tenants", path, buf, ferry_audit_azure_trust_tenant,
+                                "a tenant id (GUID)");
+}
+
+static int trust_project(ferry_audit *a, const char *id)
+{
+    return ferry_audit_gcp_trust_project(a, strncmp(id, "projects/", 9) == 0 ? id + 9 : id);
 }
 
 /* --trusted-projects: GCP project ids or numbers (optionally "projects/"), one per line,
@@ -480,43 +473,12 @@ static int load_trusted_tenants(ferry_audit *a, const char *path)
 static int load_trusted_projects(ferry_audit *a, const char *path)
 {
     _cleanup_free_ char *buf = NULL;
-    char *line, *next;
-    size_t len = 0, lineno = 0;
-    int r;
+    size_t len = 0;
+    int r = read_list_file("--trusted-projects", path, &buf, &len);
 
-    r = read_input(path, KNOWN_ACCOUNTS_MAX, &buf, &len);
-    if (r < 0) {
-        fprintf(stderr, PROG ": --trusted-projects %s: %s\n", path,
-                r == -EFBIG || r == -FERRY_ETOOBIG ? "larger than 16 MiB" : ferry_strerror(r));
-        return r;
-    }
-    if (memchr(buf, '\0', len)) {
-        fprintf(stderr, PROG ": --trusted-projects %s: NUL byte in the file\n", path);
-        return -EINVAL;
-    }
-    next = buf;
-    while ((line = strsep(&next, "\n")) != NULL) {
-        char *end;
-        lineno++;
-        line += strspn(line, " \t\r");
-        end = line + strcspn(line, "#");
-        while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
-            end--;
-        *end = '\0';
-        if (!*line)
-            continue;
-        if (strncmp(line, "projects/", 9) == 0)
-            line += 9;
-        r = ferry_audit_gcp_trust_project(a, line);
-        if (r < 0) {
-            fprintf(stderr,
-                    PROG ": --trusted-projects %s:%zu: expected a project id or number, got "
-                         "'%.40s'\n",
-                    path, lineno, line);
-            return r;
-        }
-    }
-    return 0;
+    return r < 0 ? r
+                 : add_id_lines(a, "--trusted-projects", path, buf, trust_project,
+                                "a project id or number");
 }
 
 /* ---- aws --live, and directories of inputs ---------------------------------------------- */
