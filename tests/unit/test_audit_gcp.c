@@ -697,6 +697,7 @@ Test(audit_gcp, formats_known_and_detected)
  * allocate) or prints exactly the report of an undisturbed run. */
 #define FERRY_ALLOCFAIL_NTH 1
 #include "allocfail.h"
+#include "audit-oom.h"
 #ifdef HAVE_ALLOC_INJECTION
 static int oom_run(char **ret_json)
 {
@@ -763,7 +764,6 @@ static int oom_run(char **ret_json)
 Test(audit_gcp, allocation_failures_fail_or_change_nothing)
 {
     char *ref = NULL;
-    long n;
 
     cr_assert_eq(oom_run(&ref), 0);
     static const char *const rules[] = {"GCP-OP-001", "GCP-OP-002", "GCP-OP-003", "GCP-OP-004",
@@ -772,28 +772,7 @@ Test(audit_gcp, allocation_failures_fail_or_change_nothing)
                                         "GCP-SH-008", "GCP-SH-009", "GCP-TR-001"};
     for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
         cr_assert(strstr(ref, rules[i]), "the reference run covers %s: %s", rules[i], ref);
-    for (n = 0; n < 400000; n++) {
-        char *out = NULL;
-        int r;
-        bool hit;
-
-        inject_arm(n);
-        r = oom_run(&out);
-        hit = inject_disarm();
-        if (r == 0) {
-            cr_assert_str_eq(out, ref,
-                             "allocation %ld failed, the run succeeded with another "
-                             "report",
-                             n);
-            free(out);
-        } else {
-            cr_assert(hit, "run without an injected failure returned %d", r);
-            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d", n, r);
-        }
-        if (!hit)
-            break;
-    }
-    cr_assert(n > 100 && n < 400000, "%ld allocations", n);
+    AUDIT_OOM_SWEEP(400000, ref, oom_run(&out));
     free(ref);
 }
 #endif

@@ -437,6 +437,7 @@ Test(audit_live, last_accessed_errors)
  * forms must either fail with -ENOMEM or give exactly what an undisturbed run gives. */
 #define FERRY_ALLOCFAIL_NTH 1
 #include "allocfail.h"
+#include "audit-oom.h"
 #ifdef HAVE_ALLOC_INJECTION
 static char oom_err[512]; /* the reason of the last run's failure */
 
@@ -496,33 +497,10 @@ static int oom_once(char **ret)
 Test(audit_live, allocation_failures_fail_or_change_nothing)
 {
     char *ref = NULL;
-    long n;
 
     cr_assert_eq(oom_once(&ref), 0);
     cr_assert(strstr(ref, "role/cm") && strstr(ref, "unused_services"), "%s", ref);
-    for (n = 0; n < 100000; n++) {
-        char *out = NULL;
-        int r;
-        bool hit;
-
-        inject_arm(n);
-        r = oom_once(&out);
-        hit = inject_disarm();
-        if (r == 0) {
-            cr_assert_str_eq(out, ref,
-                             "allocation %ld failed, the run succeeded with another "
-                             "report",
-                             n);
-            free(out);
-        } else {
-            cr_assert(hit, "run without an injected failure returned %d", r);
-            cr_assert(r == -ENOMEM || r == -FERRY_ECRYPTO, "allocation %ld: got %d: %s", n, r,
-                      oom_err);
-        }
-        if (!hit)
-            break;
-    }
-    cr_assert(n > 100 && n < 100000, "%ld allocations", n);
+    AUDIT_OOM_SWEEP(100000, ref, oom_once(&out));
     free(ref);
 }
 #endif
