@@ -25,46 +25,16 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
+from audittest import NOW, SCHEMA_PROBLEMS, audit, audit_json  # noqa: E402
 
 FIX = os.path.join(ft.SRCDIR, "tests", "audit", "shadow")
 POLICIES = os.path.join(FIX, "policies")
 AUTHZ = os.path.join(FIX, "authz.json")
 CREDREPORT = os.path.join(FIX, "credreport.csv")
-NOW = 1790000000  # 2026-09-21T14:13:20Z
 DAY = 86400
 ISSUER = "https://ferry.ml.example.com"
 A = "arn:aws:iam::123456789012:"
 ZERO = "0" * 64
-
-with open(os.path.join(ft.SRCDIR, "tests", "audit", "ferry-audit-v1.schema.json")) as _f:
-    SCHEMA = json.load(_f)
-SCHEMA_PROBLEMS = []
-
-
-def schema_problems(j):
-    try:
-        import jsonschema
-        return [e.message for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(j)]
-    except ImportError:
-        item = SCHEMA["properties"]["findings"]["items"]
-        return [f"missing {k}" for k in SCHEMA["required"] if k not in j] + \
-            [f"finding misses {k}" for f in j.get("findings", []) for k in item["required"]
-             if k not in f] + \
-            [f"cloud {f['cloud']}" for f in j.get("findings", [])
-             if f["cloud"] not in item["properties"]["cloud"]["enum"]]
-
-
-def audit(*args):
-    return ft.ferry("audit", "--now", NOW, *args)
-
-
-def audit_json(tap, desc, *args):
-    r = audit("--output-format", "json", "--fail-on", "none", *args)
-    j = r.json()
-    tap.ok(r.rc == 0 and j is not None and r.err == "", f"{desc}: audited (exit 0, JSON)", r)
-    if j is not None:
-        SCHEMA_PROBLEMS.extend((desc, p) for p in schema_problems(j))
-    return j or {"findings": []}
 
 
 def x_findings(j):

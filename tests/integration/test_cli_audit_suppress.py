@@ -22,18 +22,14 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
-import test_cli_audit as tca  # noqa: E402  (schema_problems, check_sarif)
+from audittest import audit, schema_problems  # noqa: E402
+import test_cli_audit as tca  # noqa: E402  (check_sarif)
 
 FIX = os.path.join(ft.SRCDIR, "tests", "audit", "suppress")
 EDGE = os.path.join(FIX, "edgecases.json")
-NOW = 1790000000  # 2026-09-21T14:13:20Z
 A = "arn:aws:iam::111122223333:"
 ETL = A + "user/svc-legacy-etl"
 PROBLEMS = []
-
-
-def audit(*args):
-    return ft.ferry("audit", "--now", NOW, *args)
 
 
 def report(tap, desc, *args, rc=None):
@@ -42,7 +38,7 @@ def report(tap, desc, *args, rc=None):
     tap.ok(j is not None and (rc is None or r.rc == rc) and r.err == "",
            f"{desc}: JSON report" + (f", exit {rc}" if rc is not None else ""), r)
     if j is not None:
-        PROBLEMS.extend((desc, p) for p in tca.schema_problems(j))
+        PROBLEMS.extend((desc, p) for p in schema_problems(j))
     return j or {"findings": [], "summary": {}}
 
 
