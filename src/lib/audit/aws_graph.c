@@ -43,6 +43,7 @@ typedef struct graph_node {
     json_t *docs;     /* identity policy documents (a held reference) */
     json_t *trust;    /* trust policy document (held) or NULL */
     unsigned compute; /* bit i: trusted by compute_launch[i].service */
+    unsigned launch;  /* bit i: can start compute_launch[i]'s compute (passers only) */
 } graph_node;
 
 typedef struct graph_edge {
@@ -163,7 +164,19 @@ int audit_aws_graph_add(aws_graph *g, bool role, const char *arn, const char *ac
     n->trust = json_incref(trust);
     if (audit_aws_action_allowed(docs, "sts:AssumeRole"))
         n->caps |= CAP_ASSUME;
+    /* A passer's launch rights do not depend on the role passed: found once here, not for
+     * every role it could pass. */
     if (audit_aws_action_allowed(docs, "iam:PassRole"))
+        for (size_t s = 0; s < ARRAY_SIZE(compute_launch); s++) {
+            bool all = true;
+            for (size_t a = 0;
+                 all && a < ARRAY_SIZE(compute_launch[s].launch) && compute_launch[s].launch[a];
+                 a++)
+                all = audit_aws_allowed(docs, compute_launch[s].launch[a], "*");
+            if (all)
+                n->launch |= 1u << s;
+        }
+    if (n->launch)
         n->caps |= CAP_PASS;
     for (size_t i = 0; i < ARRAY_SIZE(user_takeover); i++)
         if (audit_aws_action_allowed(docs, user_takeover[i]))
@@ -270,22 +283,17 @@ static int pass_edges(aws_graph *g, size_t r)
     const graph_node *role = &g->nodes[r];
     for (size_t i = 0; i < g->n; i++) {
         const graph_node *p = &g->nodes[i];
-        if (i == r || !(p->caps & CAP_PASS) || strcmp(p->account, role->account) != 0 ||
+        unsigned both = p->launch & role->compute;
+        if (i == r || !both || strcmp(p->account, role->account) != 0 ||
             !audit_aws_allowed(p->docs, "iam:PassRole", role->arn))
             continue;
-        for (size_t s = 0; s < ARRAY_SIZE(compute_launch); s++) {
-            bool all = (role->compute & (1u << s)) != 0;
-            for (size_t a = 0;
-                 all && a < ARRAY_SIZE(compute_launch[s].launch) && compute_launch[s].launch[a];
-                 a++)
-                all = audit_aws_allowed(p->docs, compute_launch[s].launch[a], "*");
-            if (all) {
+        for (size_t s = 0; s < ARRAY_SIZE(compute_launch); s++)
+            if (both & (1u << s)) {
                 int ret = add_edge(g, i, r, compute_launch[s].via);
                 if (ret < 0)
                     return ret;
                 break;
             }
-        }
     }
     return 0;
 }
