@@ -61,8 +61,9 @@ die() { echo "run-audit: $*" >&2; exit 2; }
 command -v python3 >/dev/null || die "python3 is needed"
 command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
 if [ ! -x /usr/bin/time ]; then
-    # shellcheck source=contrib/deps.sh
-    . "$top/contrib/deps.sh" && ferry_install_missing time || die "GNU time is needed"
+    # shellcheck source=contrib/deps.sh disable=SC1091
+    . "$top/contrib/deps.sh" || die "cannot read contrib/deps.sh"
+    ferry_install_missing time || die "GNU time is needed"
 fi
 
 mkdir -p "$builddir" || exit 2
@@ -115,9 +116,8 @@ for cloud in ${clouds//,/ }; do
             excluded+=("$cloud/$kind (no files)")
             continue
         fi
-        err=$("$ferry" audit --now "$now" --output-format json --fail-on none "${these[0]}" \
-            2>&1 >/dev/null)
-        if [ $? -ne 0 ]; then
+        if ! err=$("$ferry" audit --now "$now" --output-format json --fail-on none \
+            "${these[0]}" 2>&1 >/dev/null); then
             case $err in
             *"not a recognised export"*) err="not recognised" ;;
             *) err=$(head -n 1 <<<"$err" | cut -c1-160) ;;
