@@ -1398,6 +1398,94 @@ static int trust_facts(json_t *doc, const char *account, aws_trust *t)
     return 0;
 }
 
+/* The services the Allow statements without a Condition of some documents can grant at all:
+ * allowed() is false for an action of any other service, so escalation() need not ask it.
+ * any: a NotAction, or an Action pattern whose service part has a wildcard (or no ':'). The
+ * service names are compared as glob_match_case() compares actions (each byte | 0x20). */
+typedef struct grant_filter {
+    bool any;
+    char services[512]; /* ",svc,svc," */
+} grant_filter;
+
+static void filter_add(grant_filter *f, const char *pat)
+{
+    const char *colon = strchr(pat, ':');
+    char item[128];
+    size_t n, used;
+
+    if (!colon || memchr(pat, '*', (size_t)(colon - pat)) ||
+        memchr(pat, '?', (size_t)(colon - pat)) || (size_t)(colon - pat) + 3 > sizeof(item)) {
+        f->any = true;
+        return;
+    }
+    n = (size_t)(colon - pat);
+    item[0] = ',';
+    for (size_t i = 0; i < n; i++)
+        item[i + 1] = (char)(pat[i] | 0x20);
+    item[n + 1] = ',';
+    item[n + 2] = '\0';
+    if (strstr(f->services, item))
+        return;
+    used = strlen(f->services);
+    if (used + n + 2 > sizeof(f->services)) {
+        f->any = true;
+        return;
+    }
+    memcpy(f->services + used, item + 1, n + 2); /* "svc," and the NUL */
+}
+
+static void grant_filter_init(grant_filter *f, const json_t *docs)
+{
+    size_t i, k;
+    json_t *doc, *stmts, *stmt, *e;
+
+    f->any = false;
+    strcpy(f->services, ",");
+    json_array_foreach(docs, i, doc)
+    {
+        stmts = json_object_get(doc, "Statement");
+        size_t n = json_is_array(stmts) ? json_array_size(stmts) : 1;
+        for (k = 0; k < n && !f->any; k++) {
+            stmt_parts sp;
+            const char *effect;
+            stmt = json_is_array(stmts) ? json_array_get(stmts, k) : stmts;
+            if (!json_is_object(stmt))
+                continue;
+            stmt_split(stmt, &sp);
+            effect = json_string_value(sp.effect);
+            if (!effect || strcmp(effect, "Allow") != 0 || sp.cond)
+                continue;
+            if (!sp.acts) {
+                f->any = f->any || sp.nacts;
+                continue;
+            }
+            if (json_is_string(sp.acts))
+                filter_add(f, json_string_value(sp.acts));
+            size_t j;
+            json_array_foreach(sp.acts, j, e) if (json_is_string(e))
+                filter_add(f, json_string_value(e));
+        }
+    }
+}
+
+/* allowed(docs, action, ...) may be true for some resource. */
+static bool grant_filter_may(const grant_filter *f, const char *action)
+{
+    const char *colon = strchr(action, ':');
+    char item[128];
+    size_t n;
+
+    if (f->any || !colon || (size_t)(colon - action) + 3 > sizeof(item))
+        return true;
+    n = (size_t)(colon - action);
+    item[0] = ',';
+    for (size_t i = 0; i < n; i++)
+        item[i + 1] = (char)(action[i] | 0x20);
+    item[n + 1] = ',';
+    item[n + 2] = '\0';
+    return strstr(f->services, item) != NULL;
+}
+
 /* AWS-OP-002 and AWS-OP-005 for a principal that is not full admin. kind: 0 user, 1 group,
  * 2 role. group_arns: the user's groups. *ret_admin_eq set for OP-002. */
 static int escalation(aws_ctx *c, int kind, const char *account, const char *arn,
@@ -1410,11 +1498,13 @@ static int escalation(aws_ctx *c, int kind, const char *account, const char *arn
                                               "iam:AttachRolePolicy"};
     json_t *methods = json_array(), *caps = json_array(), *v, *ev = NULL;
     char probe[160], line[700];
+    grant_filter gf; /* of g->docs, which hold group_docs too */
     size_t i;
     int r = -ENOMEM;
 
     if (!methods || !caps)
         goto out;
+    grant_filter_init(&gf, g->docs);
 #define METHOD(...)                                                                                \
     do {                                                                                           \
         (void)snprintf(line, sizeof(line), __VA_ARGS__);                                           \
@@ -1462,7 +1552,8 @@ static int escalation(aws_ctx *c, int kind, const char *account, const char *arn
         bool all = true;
         json_t *acts;
         for (size_t a = 0; a < 4 && privesc[k].actions[a] && all; a++)
-            all = allowed_anywhere(g->docs, privesc[k].actions[a], account);
+            all = grant_filter_may(&gf, privesc[k].actions[a]) &&
+                  allowed_anywhere(g->docs, privesc[k].actions[a], account);
         if (!all)
             continue;
         /* A user's capability that its groups' policies give on their own is reported on
