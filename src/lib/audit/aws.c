@@ -2962,9 +2962,10 @@ static int load_last_accessed(ferry_audit *a, const char *path, const char *buf,
         if (s->jobs && json_object_get(s->jobs, job))
             return last_accessed_one(a, path, doc, json_string_value(json_object_get(s->jobs, job)),
                                      "", "", errbuf, errlen);
+        if (!s->orphans && !(s->orphans = json_object()))
+            return -ENOMEM;
         held = json_pack("{s:O, s:s}", "doc", doc, "path", path);
-        if (!held || (!s->orphans && !(s->orphans = json_object())) ||
-            json_object_set_new(s->orphans, job, held) < 0)
+        if (!held || json_object_set_new(s->orphans, job, held) < 0) /* held is released */
             return -ENOMEM;
         return 0;
     }
