@@ -1440,7 +1440,8 @@ static void grant_filter_init(grant_filter *f, const json_t *docs)
     json_t *doc, *stmts, *stmt, *e;
 
     f->any = false;
-    strcpy(f->services, ",");
+    f->services[0] = ',';
+    f->services[1] = '\0';
     json_array_foreach(docs, i, doc)
     {
         stmts = json_object_get(doc, "Statement");
