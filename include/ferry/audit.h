@@ -87,6 +87,24 @@ int ferry_audit_add_known_account(ferry_audit *a, const char *account_id);
 int ferry_audit_add_input(ferry_audit *a, const char *path, const void *buf, size_t len,
                           const char *format, char *errbuf, size_t errlen);
 
+/* ferry_audit_add_input in two steps, so that a program can parse the next input in another
+ * thread while the run audits the current one (the CLI does; docs/internals/audit.md):
+ * ferry_audit_parse checks the size, finds the format and parses a JSON input, reading only
+ * the run's options (safe to call while another thread calls ferry_audit_add_parsed on the
+ * same run); ferry_audit_add_parsed detects, loads and audits it, in input order, reporting
+ * the refusals of either step as ferry_audit_add_input does; ferry_audit_parsed_free releases
+ * the parsed document (in any thread, after ferry_audit_add_parsed returned). buf must stay
+ * valid until then. ferry_audit_parse returns 0 and sets *ret (also for an input it refuses:
+ * the refusal is ferry_audit_add_parsed's return), or -EINVAL / -ENOMEM. */
+typedef struct ferry_audit_parsed ferry_audit_parsed;
+int ferry_audit_parse(const ferry_audit *a, const char *path, const void *buf, size_t len,
+                      const char *format, ferry_audit_parsed **ret);
+int ferry_audit_add_parsed(ferry_audit *a, ferry_audit_parsed *p, char *errbuf, size_t errlen);
+void ferry_audit_parsed_free(ferry_audit_parsed *p);
+/* The calling thread's cache of small jansson blocks (kept while a run exists) is given back
+ * to malloc: a thread that parsed inputs calls it before it ends. */
+void ferry_audit_thread_end(void);
+
 /* Finish loading: process pages held for a multi-page export. Call once after the last
  * ferry_audit_add_input. Same returns as ferry_audit_add_input. */
 int ferry_audit_finish(ferry_audit *a, char *errbuf, size_t errlen);

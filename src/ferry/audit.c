@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -510,51 +511,254 @@ static int regular_entry(const struct dirent *d)
     return d->d_name[0] != '.';
 }
 
-/* A directory argument: each of its files (not hidden, not recursing) in name order is an
- * input, as CloudMapper saves one get-service-last-accessed-details per principal in a file
- * named by the URL-encoded ARN. */
-static int add_directory(ferry_audit *a, const char *dir, size_t max, const char *format)
+static void print_read_error(const char *path, int r)
 {
-    struct dirent **names = NULL;
-    char err[1024];
-    int n, r = 0;
+    fprintf(stderr, PROG ": %s: %s\n", path,
+            r == -EFBIG || r == -FERRY_ETOOBIG
+                ? "larger than the input size limit (--max-input-size)"
+            : r == -EINVAL ? "not a regular file"
+                           : ferry_strerror(r));
+}
 
-    n = scandir(dir, &names, regular_entry, alphasort);
-    if (n < 0) {
-        fprintf(stderr, PROG ": %s: %s\n", dir, strerror(errno));
-        return -errno;
-    }
-    for (int i = 0; i < n; i++) {
-        _cleanup_free_ char *path = NULL, *buf = NULL;
-        size_t len = 0;
-        if (r < 0)
-            goto next;
-        if (asprintf(&path, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/",
-                     names[i]->d_name) < 0) {
-            path = NULL;
-            r = -ENOMEM;
-            fprintf(stderr, PROG ": %s: %s\n", dir, ferry_strerror(r));
-            goto next;
+/* Append s (taken) to the NULL-terminated list. Returns 0 or -ENOMEM (s freed). */
+static int list_push(char ***list, size_t *used, size_t *alloc, char *s)
+{
+    if (*used + 2 > *alloc) {
+        size_t na = *alloc ? *alloc * 2 : 16;
+        char **nl = reallocarray(*list, na, sizeof(*nl));
+        if (!nl) {
+            free(s);
+            return -ENOMEM;
         }
-        if (is_directory(path))
-            goto next; /* not recursing */
-        r = read_input(path, max, &buf, &len);
-        if (r < 0)
-            fprintf(stderr, PROG ": %s: %s\n", path,
-                    r == -EFBIG || r == -FERRY_ETOOBIG
-                        ? "larger than the input size limit (--max-input-size)"
-                    : r == -EINVAL ? "not a regular file"
-                                   : ferry_strerror(r));
-        else if ((r = ferry_audit_add_input(a, path, buf, len, format, err, sizeof(err))) < 0)
+        *list = nl;
+        *alloc = na;
+    }
+    (*list)[(*used)++] = s;
+    (*list)[*used] = NULL;
+    return 0;
+}
+
+/* The inputs named on the command line, a directory standing for each of its files (not
+ * hidden, not recursing) in name order, as CloudMapper saves one
+ * get-service-last-accessed-details per principal in a file named by the URL-encoded ARN.
+ * *ret: a new NULL-terminated array of new strings. Prints its own errors. */
+static int expand_inputs(char **args, int n, char ***ret, size_t *ret_n)
+{
+    char **list = NULL, *path;
+    size_t used = 0, alloc = 0;
+    int r = 0;
+
+    for (int i = 0; i < n && r == 0; i++) {
+        struct dirent **names = NULL;
+        const char *dir = args[i];
+        size_t before = used;
+        int k;
+
+        if (!is_directory(dir)) {
+            r = (path = strdup(dir)) ? list_push(&list, &used, &alloc, path) : -ENOMEM;
+            continue;
+        }
+        k = scandir(dir, &names, regular_entry, alphasort);
+        if (k < 0) {
+            r = -errno;
+            fprintf(stderr, PROG ": %s: %s\n", dir, strerror(errno));
+            break;
+        }
+        for (int j = 0; j < k; j++) {
+            if (r == 0 && asprintf(&path, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/",
+                                   names[j]->d_name) < 0)
+                r = -ENOMEM;
+            else if (r == 0 && is_directory(path))
+                free(path); /* not recursing */
+            else if (r == 0)
+                r = list_push(&list, &used, &alloc, path);
+            free(names[j]);
+        }
+        free(names);
+        if (r == 0 && used == before) {
+            fprintf(stderr, PROG ": %s: an empty directory\n", dir);
+            r = -ENOENT;
+        }
+    }
+    if (r < 0) {
+        if (r == -ENOMEM)
+            fprintf(stderr, PROG ": %s\n", ferry_strerror(r));
+        for (size_t i = 0; i < used; i++)
+            free(list[i]);
+        free(list);
+        return r;
+    }
+    *ret = list;
+    *ret_n = used;
+    return 0;
+}
+
+/* ---- reading and parsing the next input while the current one is audited -----------------
+ * A reader thread reads and parses input i + 1 (ferry_audit_parse: the JSON parse, about half
+ * of a run's time) while this thread audits input i (ferry_audit_add_parsed), and frees each
+ * parsed input after it was audited. At most two parsed inputs exist at once (the one being
+ * audited and the next), so memory stays bounded by the largest inputs, not the estate. */
+
+typedef struct input_item {
+    struct input_item *next; /* on the freeing list */
+    char *buf;
+    size_t len;
+    int read_r; /* < 0: reading failed */
+    ferry_audit_parsed *parsed;
+} input_item;
+
+typedef struct input_pipe {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ferry_audit *a;
+    char **paths;
+    size_t n;
+    const char *format;
+    size_t max;
+    input_item *ready; /* the next input, parsed, or NULL */
+    input_item *done;  /* audited inputs to free */
+    bool stop;         /* the auditing side is finished (or gave up) */
+} input_pipe;
+
+static void item_free(input_item *it)
+{
+    if (!it)
+        return;
+    ferry_audit_parsed_free(it->parsed);
+    free(it->buf);
+    free(it);
+}
+
+/* Read and parse input i (NULL when out of memory). */
+static input_item *item_make(input_pipe *pp, size_t i)
+{
+    input_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return NULL;
+    it->read_r = read_input(pp->paths[i], pp->max, &it->buf, &it->len);
+    if (it->read_r == 0 &&
+        ferry_audit_parse(pp->a, pp->paths[i], it->buf, it->len, pp->format, &it->parsed) < 0)
+        it->read_r = -ENOMEM;
+    return it;
+}
+
+static void free_done(input_pipe *pp)
+{
+    input_item *list;
+    pthread_mutex_lock(&pp->lock);
+    list = pp->done;
+    pp->done = NULL;
+    pthread_mutex_unlock(&pp->lock);
+    while (list) {
+        input_item *next = list->next;
+        item_free(list);
+        list = next;
+    }
+}
+
+static void *reader_main(void *arg)
+{
+    input_pipe *pp = arg;
+
+    for (size_t i = 0; i < pp->n; i++) {
+        input_item *it;
+        bool stop;
+        free_done(pp);
+        it = item_make(pp, i);
+        pthread_mutex_lock(&pp->lock);
+        while (pp->ready && !pp->stop)
+            pthread_cond_wait(&pp->cond, &pp->lock);
+        stop = pp->stop;
+        if (!stop) {
+            pp->ready = it ? it : (input_item *)-1; /* out of memory */
+            pthread_cond_broadcast(&pp->cond);
+        }
+        pthread_mutex_unlock(&pp->lock);
+        if (stop) {
+            item_free(it);
+            break;
+        }
+    }
+    /* Free what is audited until the auditing side is finished. */
+    pthread_mutex_lock(&pp->lock);
+    while (!pp->stop || pp->done) {
+        if (pp->done) {
+            pthread_mutex_unlock(&pp->lock);
+            free_done(pp);
+            pthread_mutex_lock(&pp->lock);
+            continue;
+        }
+        pthread_cond_wait(&pp->cond, &pp->lock);
+    }
+    pthread_mutex_unlock(&pp->lock);
+    ferry_audit_thread_end();
+    return NULL;
+}
+
+/* Audit every input in order. Prints its own errors; returns 0 or a negative code. */
+static int audit_inputs(ferry_audit *a, char **paths, size_t n, const char *format, size_t max)
+{
+    input_pipe pp = {.a = a, .paths = paths, .n = n, .format = format, .max = max};
+    bool progress = n > 1 && isatty(STDERR_FILENO), threaded;
+    pthread_t reader;
+    char err[1024];
+    int r = 0;
+
+    pthread_mutex_init(&pp.lock, NULL);
+    pthread_cond_init(&pp.cond, NULL);
+    threaded = n > 1 && pthread_create(&reader, NULL, reader_main, &pp) == 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        input_item *it;
+        if (threaded) {
+            pthread_mutex_lock(&pp.lock);
+            while (!pp.ready)
+                pthread_cond_wait(&pp.cond, &pp.lock);
+            it = pp.ready;
+            pp.ready = NULL;
+            pthread_cond_broadcast(&pp.cond);
+            pthread_mutex_unlock(&pp.lock);
+            if (it == (input_item *)-1)
+                it = NULL;
+        } else {
+            it = item_make(&pp, i);
+        }
+        if (progress)
+            fprintf(stderr, "\r\033[K" PROG ": [%zu/%zu] %.60s", i + 1, n, paths[i]);
+        if (!it)
+            r = -ENOMEM;
+        else if (it->read_r < 0)
+            r = it->read_r;
+        else
+            r = ferry_audit_add_parsed(a, it->parsed, err, sizeof(err));
+        if (progress && (r < 0 || i + 1 == n))
+            fputs("\r\033[K", stderr);
+        if (r < 0 && it && it->read_r < 0 && it->read_r != -ENOMEM)
+            print_read_error(paths[i], r);
+        else if (r < 0 && (!it || it->read_r == -ENOMEM))
+            fprintf(stderr, PROG ": %s: %s\n", paths[i], ferry_strerror(r));
+        else if (r < 0)
             fprintf(stderr, PROG ": %s\n", err);
-    next:
-        free(names[i]);
+        if (threaded && it) {
+            pthread_mutex_lock(&pp.lock);
+            it->next = pp.done;
+            pp.done = it;
+            pthread_cond_broadcast(&pp.cond);
+            pthread_mutex_unlock(&pp.lock);
+        } else {
+            item_free(it);
+        }
     }
-    free(names);
-    if (r == 0 && n == 0) {
-        fprintf(stderr, PROG ": %s: an empty directory\n", dir);
-        r = -ENOENT;
+    if (threaded) {
+        pthread_mutex_lock(&pp.lock);
+        pp.stop = true;
+        pthread_cond_broadcast(&pp.cond);
+        pthread_mutex_unlock(&pp.lock);
+        pthread_join(reader, NULL);
+        if (pp.ready && pp.ready != (input_item *)-1)
+            item_free(pp.ready);
     }
+    pthread_cond_destroy(&pp.cond);
+    pthread_mutex_destroy(&pp.lock);
     return r;
 }
 
@@ -876,45 +1080,20 @@ int ferry_cmd_audit(int argc, char **argv)
         return FERRY_EXIT_USAGE;
     if (live && audit_aws_live(a, &live_opts) < 0)
         return FERRY_EXIT_USAGE;
-    /* A progress line for runs over several inputs, only for a person watching. */
-    bool progress = argc - optind > 1 && isatty(STDERR_FILENO);
-    for (int i = optind; i < argc; i++) {
-        _cleanup_free_ char *buf = NULL;
-        size_t len = 0;
-        const char *path = argv[i];
-        size_t max = opts.max_input ? opts.max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT;
-
-        if (progress)
-            fprintf(stderr, "\r\033[K" PROG ": [%d/%d] %.60s", i - optind + 1, argc - optind, path);
-        if (is_directory(path)) {
-            if (progress)
-                fputs("\r\033[K", stderr);
-            if (add_directory(a, path, max, format) < 0)
-                return FERRY_EXIT_USAGE;
-            continue;
+    {
+        char **paths = NULL;
+        size_t n = 0;
+        r = expand_inputs(argv + optind, argc - optind, &paths, &n);
+        if (r == 0) {
+            r = audit_inputs(a, paths, n, format,
+                             opts.max_input ? opts.max_input : FERRY_AUDIT_DEFAULT_MAX_INPUT);
+            for (size_t i = 0; i < n; i++)
+                free(paths[i]);
+            free(paths);
         }
-
-        r = read_input(path, max, &buf, &len);
-        if (r < 0) {
-            if (progress)
-                fputs("\r\033[K", stderr);
-            fprintf(stderr, PROG ": %s: %s\n", path,
-                    r == -EFBIG || r == -FERRY_ETOOBIG
-                        ? "larger than the input size limit (--max-input-size)"
-                    : r == -EINVAL ? "not a regular file"
-                                   : ferry_strerror(r));
+        if (r < 0)
             return FERRY_EXIT_USAGE;
-        }
-        r = ferry_audit_add_input(a, path, buf, len, format, err, sizeof(err));
-        if (r < 0) {
-            if (progress)
-                fputs("\r\033[K", stderr);
-            fprintf(stderr, PROG ": %s\n", err);
-            return FERRY_EXIT_USAGE;
-        }
     }
-    if (progress)
-        fputs("\r\033[K", stderr);
     r = ferry_audit_finish(a, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, PROG ": %s\n", err);

@@ -749,3 +749,55 @@ Test(audit, iac_inventory_gcp_service_accounts)
     cr_assert(strstr(f->evidence, "\"in_iac_inventory\":false"), "%s", f->evidence);
     ferry_audit_free(a);
 }
+
+/* ferry_audit_parse ahead of ferry_audit_add_parsed (the CLI's reader thread): the same report
+ * as ferry_audit_add_input, refusals reported by add_parsed in input order, and parsed inputs
+ * freed after the run has moved on. */
+static const char CSV2[] =
+    "user,arn,user_creation_time,password_enabled,access_key_1_active,"
+    "access_key_1_last_rotated,access_key_1_last_used_date,access_key_2_active,"
+    "access_key_2_last_rotated,access_key_2_last_used_date\n"
+    "<root_account>,arn:aws:iam::111122223333:root,2020-01-01T00:00:00+00:00,not_supported,true,"
+    "2020-01-01T00:00:00+00:00,N/A,false,N/A,N/A\n";
+
+Test(audit, parse_ahead_of_auditing)
+{
+    char t1[2048], *ref = NULL, *got = NULL, err[512] = "";
+    static const char bad[] = "{\"RoleDetailList\": [\n {\"Arn\": 1}]}";
+    ferry_audit_parsed *p1 = NULL, *p2 = NULL, *p3 = NULL;
+    ferry_audit *a = run_new(), *b = run_new();
+
+    snprintf(t1, sizeof(t1), ADMIN_USER, "2019-01-01T00:00:00Z",
+             "{\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}");
+    cr_assert_eq(add(a, "in.json", t1, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(add(a, "r.csv", CSV2, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &ref, NULL), 0);
+
+    /* Both parsed before either is audited; the first freed after the second is audited. */
+    cr_assert_eq(ferry_audit_parse(b, "in.json", t1, strlen(t1), NULL, &p1), 0);
+    cr_assert_eq(ferry_audit_parse(b, "r.csv", CSV2, strlen(CSV2), NULL, &p2), 0);
+    cr_assert_eq(ferry_audit_add_parsed(b, p1, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_add_parsed(b, p2, err, sizeof(err)), 0, "%s", err);
+    ferry_audit_parsed_free(p1);
+    ferry_audit_parsed_free(p2);
+    cr_assert_eq(ferry_audit_finish(b, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ferry_audit_render(b, FERRY_AUDIT_OUT_JSON, &got, NULL), 0);
+    cr_assert_str_eq(got, ref);
+
+    /* A malformed input parses "successfully" into its refusal, given by add_parsed. */
+    cr_assert_eq(ferry_audit_parse(b, "bad.json", "{\"a\": ", 6, NULL, &p3), 0);
+    cr_assert_eq(ferry_audit_add_parsed(b, p3, err, sizeof(err)), -FERRY_EMALFORMED);
+    cr_assert(strstr(err, "bad.json:1:"), "%s", err);
+    ferry_audit_parsed_free(p3);
+    /* A loader's refusal names its line from the text the parsed input still holds. */
+    cr_assert_eq(ferry_audit_parse(b, "arn.json", bad, strlen(bad), NULL, &p3), 0);
+    cr_assert_lt(ferry_audit_add_parsed(b, p3, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "arn.json:2: "), "%s", err);
+    ferry_audit_parsed_free(p3);
+    cr_assert_eq(ferry_audit_parse(NULL, "x", "", 0, NULL, &p3), -EINVAL);
+    free(ref);
+    free(got);
+    ferry_audit_free(a);
+    ferry_audit_free(b);
+}

@@ -25,9 +25,7 @@
 
 /* Every cloud the audit knows; a new cloud adds its file and one line here. */
 static const audit_cloud *const clouds[] = {
-    &audit_cloud_aws,
-    &audit_cloud_gcp,
-    &audit_cloud_azure,
+    &audit_cloud_aws, &audit_cloud_gcp, &audit_cloud_azure,
     &audit_cloud_x,   /* X-003..X-005 (shadow.c), decided by audit_shadow_finish */
     &audit_cloud_k8s, /* after the others: X-001 reads their findings in finish */
 };
@@ -145,6 +143,13 @@ static void block_cache_unuse(void)
     if (block_cache_installed)
         json_set_alloc_funcs(malloc, free);
     block_cache_installed = false;
+    ferry_audit_thread_end();
+#endif
+}
+
+FERRY_EXPORT void ferry_audit_thread_end(void)
+{
+#ifndef AUDIT_NO_BLOCK_CACHE
     for (size_t k = 0; k < BLOCK_CLASSES; k++)
         while (block_cache.head[k]) {
             void *p = block_cache.head[k];
@@ -590,29 +595,55 @@ static unsigned ndjson_error_line(const ferry_audit *a, const char *buf, size_t 
     return 0;
 }
 
-FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const void *buf,
-                                       size_t len, const char *format, char *errbuf, size_t errlen)
+/* An input parsed ahead of being audited (ferry_audit_parse). */
+struct ferry_audit_parsed {
+    char *path;
+    const char *buf; /* borrowed from the caller until ferry_audit_parsed_free */
+    size_t len;
+    const audit_loader *loader; /* named by --format, or a text loader that claimed it */
+    json_t *doc;                /* the parsed document of a JSON input, or NULL */
+    bool ndjson;                /* doc is the array of an NDJSON text's lines */
+    int r;                      /* < 0: the input is refused, err says why */
+    char err[1024];
+};
+
+FERRY_EXPORT int ferry_audit_parse(const ferry_audit *a, const char *path, const void *buf,
+                                   size_t len, const char *format, ferry_audit_parsed **ret)
 {
     const audit_loader *loader = NULL;
-    json_t *doc = NULL, *rec;
-    bool ndjson = false;
+    ferry_audit_parsed *p;
     char why[512];
     int r;
 
-    if (!a || !path || (!buf && len))
+    if (!a || !path || (!buf && len) || !ret)
         return -EINVAL;
-    if (len > a->opts.max_input)
-        return ferry_errbuf_set(errbuf, errlen, -FERRY_ETOOBIG,
-                                "%s: larger than the %zu-byte input limit", path,
-                                a->opts.max_input);
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->path = strdup(path);
+    if (!p->path) {
+        free(p);
+        return -ENOMEM;
+    }
+    p->buf = buf;
+    p->len = len;
+    *ret = p;
+    if (len > a->opts.max_input) {
+        p->r =
+            ferry_errbuf_set(p->err, sizeof(p->err), -FERRY_ETOOBIG,
+                             "%s: larger than the %zu-byte input limit", path, a->opts.max_input);
+        return 0;
+    }
     if (format) {
         loader = loader_by_name(format, NULL);
-        if (!loader)
-            return ferry_errbuf_set(errbuf, errlen, -EINVAL, "%s: unknown format '%s'", path,
-                                    format);
+        if (!loader) {
+            p->r = ferry_errbuf_set(p->err, sizeof(p->err), -EINVAL, "%s: unknown format '%s'",
+                                    path, format);
+            return 0;
+        }
     }
     if ((!loader || loader->detect_json) && (loader || text_looks_json(buf, len))) {
-        r = audit_parse_json(a, buf, len, &doc, why, sizeof(why));
+        r = audit_parse_json(a, buf, len, &p->doc, why, sizeof(why));
         /* Not one JSON document: a text loader may still claim it (NDJSON). */
         for (size_t c = 0; r < 0 && r != -ENOMEM && !loader && c < ARRAY_SIZE(clouds); c++)
             for (size_t i = 0; i < clouds[c]->n_loaders && !loader; i++)
@@ -622,27 +653,57 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
         /* Nor one value per line claimed by a text loader: NDJSON (docs/internals/audit.md). */
         if (r < 0 && r != -ENOMEM && !(loader && !loader->detect_json)) {
             char nwhy[sizeof(why)];
-            int rn = audit_parse_ndjson(a, buf, len, &doc, nwhy, sizeof(nwhy));
+            int rn = audit_parse_ndjson(a, buf, len, &p->doc, nwhy, sizeof(nwhy));
             if (rn != -FERRY_EUNSUPPORTED) { /* it is NDJSON: its own result and message */
                 r = rn;
                 memcpy(why, nwhy, sizeof(why));
-                ndjson = rn == 0;
+                p->ndjson = rn == 0;
             }
         }
-        if (r < 0 && !(loader && !loader->detect_json))
-            return ferry_errbuf_set(errbuf, errlen, r, "%s:%s", path, why);
+        if (r < 0 && !(loader && !loader->detect_json)) {
+            p->r = ferry_errbuf_set(p->err, sizeof(p->err), r, "%s:%s", path, why);
+            return 0;
+        }
     }
+    p->loader = loader;
+    return 0;
+}
+
+FERRY_EXPORT void ferry_audit_parsed_free(ferry_audit_parsed *p)
+{
+    if (!p)
+        return;
+    json_decref(p->doc);
+    free(p->path);
+    free(p);
+}
+
+FERRY_EXPORT int ferry_audit_add_parsed(ferry_audit *a, ferry_audit_parsed *p, char *errbuf,
+                                        size_t errlen)
+{
+    const audit_loader *loader;
+    const char *path;
+    json_t *doc, *rec;
+    char why[512];
+    int r;
+
+    if (!a || !p)
+        return -EINVAL;
+    if (p->r < 0)
+        return ferry_errbuf_set(errbuf, errlen, p->r, "%s", p->err);
+    loader = p->loader;
+    doc = p->doc;
+    path = p->path;
     if (!loader) {
         for (size_t c = 0; c < ARRAY_SIZE(clouds) && !loader; c++)
             for (size_t i = 0; i < clouds[c]->n_loaders && !loader; i++) {
                 const audit_loader *l = &clouds[c]->loaders[i];
                 if (doc ? (l->detect_json && l->detect_json(doc))
-                        : (l->detect_text && l->detect_text(buf, len)))
+                        : (l->detect_text && l->detect_text(p->buf, p->len)))
                     loader = l;
             }
         if (!loader) {
             char exp[800];
-            json_decref(doc);
             bool cut = expected_list(exp, sizeof(exp)) < 0;
             return ferry_errbuf_set(errbuf, errlen, -FERRY_EUNSUPPORTED,
                                     "%s: not a recognised export; expected one of: %s%s "
@@ -653,12 +714,11 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
     }
     why[0] = '\0';
     a->err_where[0] = '\0';
-    r = loader->load(a, path, buf, len, doc, why, sizeof(why));
+    r = loader->load(a, path, p->buf, p->len, doc, why, sizeof(why));
     if (r < 0) {
         unsigned line = !doc || !a->err_where[0] ? 0
-                        : ndjson                 ? ndjson_error_line(a, buf, len)
-                                                 : error_line(a, buf, len);
-        json_decref(doc);
+                        : p->ndjson              ? ndjson_error_line(a, p->buf, p->len)
+                                                 : error_line(a, p->buf, p->len);
         if (line)
             return ferry_errbuf_set(errbuf, errlen, r, "%s:%u: %s", path, line,
                                     why[0] ? why : ferry_strerror(r));
@@ -669,11 +729,23 @@ FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const v
         return ferry_errbuf_set(errbuf, errlen, r, "%s: %s", path,
                                 why[0] ? why : ferry_strerror(r));
     }
-    json_decref(doc);
     rec = json_pack("{s:s, s:s}", "path", path, "format", loader->format);
     if (!rec || json_array_append_new(a->inputs, rec) < 0)
         return -ENOMEM;
     return 0;
+}
+
+FERRY_EXPORT int ferry_audit_add_input(ferry_audit *a, const char *path, const void *buf,
+                                       size_t len, const char *format, char *errbuf, size_t errlen)
+{
+    ferry_audit_parsed *p = NULL;
+    int r = ferry_audit_parse(a, path, buf, len, format, &p);
+
+    if (r < 0)
+        return r;
+    r = ferry_audit_add_parsed(a, p, errbuf, errlen);
+    ferry_audit_parsed_free(p);
+    return r;
 }
 
 FERRY_EXPORT int ferry_audit_finish(ferry_audit *a, char *errbuf, size_t errlen)
