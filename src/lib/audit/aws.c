@@ -1187,13 +1187,19 @@ static void stmt_split(json_t *stmt, stmt_parts *sp)
     }
 }
 
-/* The statement (without Condition) covers action on resource. */
-static bool stmt_covers(const stmt_parts *sp, const char *action, const char *resource)
+/* The statement (without Condition) covers action, on some resource. */
+static bool stmt_covers_action(const stmt_parts *sp, const char *action)
 {
     if (sp->cond)
         return false;
-    if (sp->acts ? !any_glob(sp->acts, action, true)
-                 : (!sp->nacts || any_glob(sp->nacts, action, true)))
+    return sp->acts ? any_glob(sp->acts, action, true)
+                    : (sp->nacts && !any_glob(sp->nacts, action, true));
+}
+
+/* The statement (without Condition) covers action on resource. */
+static bool stmt_covers(const stmt_parts *sp, const char *action, const char *resource)
+{
+    if (!stmt_covers_action(sp, action))
         return false;
     return sp->res ? any_glob(sp->res, resource, false)
                    : (sp->nres && !any_glob(sp->nres, resource, false));
@@ -1250,15 +1256,14 @@ bool audit_aws_action_allowed(const json_t *docs, const char *action)
         stmts = json_object_get(doc, "Statement");
         size_t n = json_is_array(stmts) ? json_array_size(stmts) : 1;
         for (k = 0; k < n; k++) {
-            json_t *acts, *nacts;
             const char *effect;
+            stmt_parts sp;
             stmt = json_is_array(stmts) ? json_array_get(stmts, k) : stmts;
-            effect = str_member(stmt, "Effect");
-            if (!effect || strcmp(effect, "Allow") != 0 || json_object_get(stmt, "Condition"))
+            if (!json_is_object(stmt))
                 continue;
-            acts = json_object_get(stmt, "Action");
-            nacts = json_object_get(stmt, "NotAction");
-            if (acts ? any_glob(acts, action, true) : (nacts && !any_glob(nacts, action, true)))
+            stmt_split(stmt, &sp);
+            effect = json_string_value(sp.effect);
+            if (effect && strcmp(effect, "Allow") == 0 && stmt_covers_action(&sp, action))
                 return true;
         }
     }
@@ -1657,8 +1662,8 @@ static bool aws_managed_principal(const json_t *p)
 }
 
 /* AWS-SH-009 (no owner tag) and AWS-SH-010 (not in the IaC inventory) for a role or user. */
-static int principal_hygiene(aws_ctx *c, json_t *p, bool role, const char *account,
-                             const char *arn, bool admin)
+static int principal_hygiene(aws_ctx *c, json_t *p, bool role, const char *account, const char *arn,
+                             bool admin)
 {
     const char *name = str_member(p, role ? "RoleName" : "UserName");
     json_t *ev;
