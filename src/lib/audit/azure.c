@@ -189,30 +189,365 @@ static const char *const known_issuers[] = {
     NULL,
 };
 
+/* ---- the cross-file state ------------------------------------------------------------------
+ *
+ * What finish reads, as plain records. Every string a record keeps is interned once in a
+ * table of the run (az_strtab): the strings live in chunks that never move, so a record holds
+ * a plain pointer, two interned strings are equal exactly when their pointers are, and the
+ * indexes below are keyed by those pointers (az_map). An input's path is interned once, not
+ * copied into every record. */
+
+/* Bytes of interned text one run may hold (a guard, like AZ_INDEX_MAX). */
+#define AZ_STR_BYTES_MAX ((size_t)1 << 30)
+/* Strings are carved from chunks of this size; a longer one gets a chunk of its own. */
+#define AZ_CHUNK ((size_t)64 * 1024)
+/* The most OIDC issuers the identity notes pass for one identity (the rest are not read). */
+#define AZ_ISSUERS 16
+
+typedef struct az_slot {
+    const char *s; /* NULL: empty */
+    uint32_t hash, len;
+} az_slot;
+
+typedef struct az_strtab {
+    char **chunks; /* every chunk, freed with the table */
+    size_t n_chunks, alloc_chunks;
+    char *next; /* free space at the end of the current chunk */
+    size_t left;
+    az_slot *slots; /* open addressing, linear probing; cap a power of two */
+    size_t cap, n;
+    size_t bytes; /* chunk bytes, against AZ_STR_BYTES_MAX */
+} az_strtab;
+
+static uint32_t str_hash(const char *s, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* The slot of s: where it is, or the empty slot where it would go. The table has a slot. */
+static size_t strtab_slot(const az_strtab *t, const char *s, size_t len, uint32_t h)
+{
+    size_t m = t->cap - 1, i = h & m;
+    while (t->slots[i].s &&
+           (t->slots[i].hash != h || t->slots[i].len != len || memcmp(t->slots[i].s, s, len) != 0))
+        i = (i + 1) & m;
+    return i;
+}
+
+/* The interned copy of s, or NULL when s was never interned (s may be NULL). */
+static const char *strtab_find(const az_strtab *t, const char *s)
+{
+    size_t len;
+    if (!s || !t->cap)
+        return NULL;
+    len = strlen(s);
+    return t->slots[strtab_slot(t, s, len, str_hash(s, len))].s;
+}
+
+static int strtab_grow(az_strtab *t)
+{
+    size_t cap = t->cap ? t->cap * 2 : 256;
+    az_slot *sl;
+    if (cap > SIZE_MAX / sizeof(*sl))
+        return -FERRY_ETOOBIG;
+    sl = calloc(cap, sizeof(*sl));
+    if (!sl)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->cap; i++) {
+        size_t k;
+        if (!t->slots[i].s)
+            continue;
+        for (k = t->slots[i].hash & (cap - 1); sl[k].s; k = (k + 1) & (cap - 1))
+            ;
+        sl[k] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = sl;
+    t->cap = cap;
+    return 0;
+}
+
+/* n bytes of the arena: from the current chunk, a new one, or one of their own. */
+static int arena_alloc(az_strtab *t, size_t n, char **ret)
+{
+    size_t size = n > AZ_CHUNK / 4 ? n : AZ_CHUNK;
+    char *c;
+    if (n <= t->left) {
+        *ret = t->next;
+        t->next += n;
+        t->left -= n;
+        return 0;
+    }
+    if (size > AZ_STR_BYTES_MAX - t->bytes)
+        return -FERRY_ETOOBIG;
+    if (t->n_chunks == t->alloc_chunks) {
+        size_t na = t->alloc_chunks ? t->alloc_chunks * 2 : 16;
+        char **p = realloc(t->chunks, na * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        t->chunks = p;
+        t->alloc_chunks = na;
+    }
+    c = malloc(size);
+    if (!c)
+        return -ENOMEM;
+    t->chunks[t->n_chunks++] = c;
+    t->bytes += size;
+    if (size == AZ_CHUNK) { /* the new current chunk; a string's own chunk leaves it be */
+        t->next = c + n;
+        t->left = size - n;
+    }
+    *ret = c;
+    return 0;
+}
+
+/* Intern s (NULL gives NULL): *ret is the table's copy, valid until strtab_release. */
+static int strtab_intern(az_strtab *t, const char *s, const char **ret)
+{
+    size_t len, i;
+    uint32_t h;
+    char *p;
+    int r;
+
+    *ret = NULL;
+    if (!s)
+        return 0;
+    len = strlen(s);
+    if (len >= UINT32_MAX)
+        return -FERRY_ETOOBIG;
+    if ((t->n + 1) * 4 > t->cap * 3 && (r = strtab_grow(t)) < 0)
+        return r;
+    h = str_hash(s, len);
+    i = strtab_slot(t, s, len, h);
+    if (!t->slots[i].s) {
+        if ((r = arena_alloc(t, len + 1, &p)) < 0)
+            return r;
+        memcpy(p, s, len + 1);
+        t->slots[i] = (az_slot){.s = p, .hash = h, .len = (uint32_t)len};
+        t->n++;
+    }
+    *ret = t->slots[i].s;
+    return 0;
+}
+
+static void strtab_release(az_strtab *t)
+{
+    for (size_t i = 0; i < t->n_chunks; i++)
+        free(t->chunks[i]);
+    free(t->chunks);
+    free(t->slots);
+    *t = (az_strtab){0};
+}
+
+/* A map from interned strings (by pointer) to a number or a pointer; a set is a map. */
+typedef struct az_entry {
+    const char *key; /* NULL: empty */
+    uintptr_t val;
+} az_entry;
+
+typedef struct az_map {
+    az_entry *e; /* open addressing, linear probing; cap a power of two */
+    size_t cap, n;
+} az_map;
+
+static size_t ptr_hash(const char *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 31;
+    x *= UINT64_C(0x9e3779b97f4a7c15);
+    x ^= x >> 29;
+    return (size_t)x;
+}
+
+/* The value of key (interned or NULL), or NULL when absent. Valid until the next map_put. */
+static uintptr_t *map_get(const az_map *m, const char *key)
+{
+    if (!key || !m->cap)
+        return NULL;
+    for (size_t i = ptr_hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (m->e[i].key == key)
+            return &m->e[i].val;
+        if (!m->e[i].key)
+            return NULL;
+    }
+}
+
+/* The value of key (interned, not NULL), added as init when absent (*ret_new says which).
+ * *ret is valid until the next map_put. */
+static int map_put(az_map *m, const char *key, uintptr_t init, uintptr_t **ret, bool *ret_new)
+{
+    size_t i;
+    if ((m->n + 1) * 4 > m->cap * 3) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        az_entry *e;
+        if (cap > SIZE_MAX / sizeof(*e))
+            return -FERRY_ETOOBIG;
+        e = calloc(cap, sizeof(*e));
+        if (!e)
+            return -ENOMEM;
+        for (size_t k = 0; k < m->cap; k++) {
+            if (!m->e[k].key)
+                continue;
+            for (i = ptr_hash(m->e[k].key) & (cap - 1); e[i].key; i = (i + 1) & (cap - 1))
+                ;
+            e[i] = m->e[k];
+        }
+        free(m->e);
+        m->e = e;
+        m->cap = cap;
+    }
+    for (i = ptr_hash(key) & (m->cap - 1); m->e[i].key && m->e[i].key != key;
+         i = (i + 1) & (m->cap - 1))
+        ;
+    if (ret_new)
+        *ret_new = !m->e[i].key;
+    if (!m->e[i].key) {
+        m->e[i] = (az_entry){.key = key, .val = init};
+        m->n++;
+    }
+    *ret = &m->e[i].val;
+    return 0;
+}
+
+static void map_release(az_map *m)
+{
+    free(m->e);
+    *m = (az_map){0};
+}
+
+/* Room for one more element of size bytes in the vector *p of *n (of *alloc) elements. */
+static int vec_room(void *p, size_t *alloc, size_t n, size_t size)
+{
+    void **pp = p, *np;
+    size_t na;
+    if (n < *alloc)
+        return 0;
+    if (n >= AZ_INDEX_MAX)
+        return -FERRY_ETOOBIG;
+    na = *alloc ? *alloc * 2 : 16;
+    np = realloc(*pp, na * size);
+    if (!np)
+        return -ENOMEM;
+    *pp = np;
+    *alloc = na;
+    return 0;
+}
+
+/* Flags of an identity record. */
+enum {
+    ID_STATIC = 1u << 0,      /* an unexpired client secret (AUDIT_ID_STATIC_CRED) */
+    ID_SP = 1u << 1,          /* in a service principal or identity list */
+    ID_REGISTERED = 1u << 2,  /* in an application list: registered in the tenant */
+    ID_FIRST_PARTY = 1u << 3, /* owned by Microsoft's tenant */
+    ID_DISABLED = 1u << 4,
+    ID_ACTIVITY = 1u << 5, /* in the sign-in data */
+    ID_CREATED = 1u << 6,  /* created is set */
+    ID_LAST = 1u << 7,     /* last is set */
+    ID_CLIENT = 1u << 8,   /* client is set */
+    ID_RBAC = 1u << 9,     /* holds an Azure role assignment (finish) */
+    ID_PRIVILEGED = 1u << 10,
+    ID_TIER0 = 1u << 11,
+    ID_ENTRA = 1u << 12, /* privileged directory role or Graph permission (finish) */
+};
+
+/* One service principal, application or managed identity, by appId (client id). */
+typedef struct az_ident {
+    const char *app, *oid, *name, *type, *owner_org, *tenant, *source;
+    const char *app_oid;         /* the application object's id (application list) */
+    const char *uami;            /* the user-assigned identity's resource id, lower case */
+    const char *last_text;       /* lastSignInDateTime as written, or NULL */
+    const char *activity_source; /* the sign-in input */
+    int64_t created, last, client;
+    int64_t owners;   /* -1: no owner data */
+    uint32_t issuers; /* 1 + index in az_state.issuers (shadow only), 0: none */
+    uint32_t flags;   /* ID_* */
+} az_ident;
+
+/* Principal types of a kept role assignment (other types are decided at load: nothing). */
+enum { PT_NONE = 0, PT_SP, PT_UNKNOWN };
+
+/* A role assignment that may still produce a finding. */
+typedef struct az_assign {
+    const char *id, *principal, *guid, *cli_name, *scope, *source;
+    size_t seq; /* load order: held and pending are merged by it in finish */
+    uint8_t ptype;
+} az_assign;
+
+/* A privileged directory role (AZ-OP-004) or Graph permission (AZ-OP-005) assignment. */
+typedef struct az_grant {
+    const char *principal, *id, *resource, *source;
+    uint8_t role;  /* index in tier0_directory_roles / privileged_graph_roles */
+    bool ptype_sp; /* $expand=principal says #microsoft.graph.servicePrincipal */
+} az_grant;
+
+/* An object holding client secrets (AZ-SH-002). */
+typedef struct az_secret {
+    const char *app, *oid, *account, *source;
+    size_t keys, n_keys; /* key ids: az_state.keyv[keys .. keys + n_keys) */
+    bool application;    /* applications/OID, else servicePrincipals/OID */
+} az_secret;
+
+/* A user-assigned managed identity no resource is known to use (AZ-SH-007). */
+typedef struct az_uami {
+    const char *lid; /* lower case id; NULL once a resource uses it (dropped) */
+    const char *id, *name, *account, *source;
+} az_uami;
+
+/* The OIDC issuers of one identity's federated credentials, as far as the notes read. */
+typedef struct az_issuers {
+    const char *v[AZ_ISSUERS];
+    size_t n;
+} az_issuers;
+
 typedef struct az_state {
-    json_t *ids;         /* appId -> identity record (see ident()) */
-    json_t *oids;        /* service principal objectId -> appId */
-    json_t *homes;       /* home tenants seen (a set) */
-    json_t *trusted;     /* --trusted-tenants (a set, lower case) */
-    json_t *assigns;     /* [{id, principal, ptype, role, role_name, scope, source}] */
-    json_t *roles;       /* role definition GUID -> name (custom roles seen) */
-    json_t *dirroles;    /* privileged directory role assignments [{principal, role, name, ...}] */
-    json_t *graph;       /* privileged Graph app role assignments [{principal, role, name, ...}] */
-    json_t *owners;      /* owner lists: [{target, count, source}] */
-    json_t *secrets;     /* objects holding client secrets [{resource, app, keys, account, ...}] */
-    json_t *uamis;       /* user-assigned identity id (lower case) -> {id, name, account, source} */
-    json_t *attached;    /* user-assigned identity ids some resource uses (a set, lower case) */
-    json_t *tenants;     /* tenants of the run, for the "not evaluated" notes (a set) */
-    json_t *fic_parents; /* application object id or identity id (lower case) -> [issuers] */
-    size_t records;      /* records in the indexes, against AZ_INDEX_MAX */
+    az_strtab str;
+    az_ident *ids; /* in order of first sight (the order of the principal findings) */
+    size_t n_ids, alloc_ids;
+    az_map by_app;             /* appId -> index in ids */
+    az_map oids;               /* service principal objectId -> index in ids << 1 | OID_RBAC */
+    az_map homes;              /* home tenants seen (a set) */
+    az_map trusted;            /* --trusted-tenants (a set, lower case) */
+    az_map tenants;            /* tenants of the run (a set) ... */
+    const char **tenant_order; /* ... in order of first sight, for the "not evaluated" notes */
+    size_t n_tenants, alloc_tenants;
+    az_assign *held; /* assignments of privileged roles, and to principals of type Unknown */
+    size_t n_held, alloc_held;
+    az_assign *pending; /* other assignments to principals not (yet) in an SP list */
+    size_t n_pending, alloc_pending;
+    size_t assign_seq;
+    az_map roles; /* role definition GUID -> name (interned) */
+    az_grant *dirroles, *graph;
+    size_t n_dirroles, alloc_dirroles, n_graph, alloc_graph;
+    az_map owners; /* owner list target -> owners counted over all its lists */
+    az_secret *secrets;
+    size_t n_secrets, alloc_secrets;
+    const char **keyv; /* key ids of the secrets */
+    size_t n_keyv, alloc_keyv;
+    az_uami *uamis; /* in order of first sight */
+    size_t n_uamis, alloc_uamis, dead_uamis;
+    az_map uami_index; /* lower case id -> index in uamis */
+    az_map attached;   /* user-assigned identity ids some resource uses (a set, lower case) */
+    az_issuers *issuers;
+    size_t n_issuers, alloc_issuers;
+    az_map fic_parents; /* application object id or identity id (lower case) -> 1 + issuers */
+    size_t records;     /* records in the indexes, against AZ_INDEX_MAX */
     bool have_signins, have_cred_signins, have_resources, any;
-    char *first_source;
+    const char *first_source;
 } az_state;
+
+/* An objectId some dropped assignment grants an Azure role to (ID_RBAC in finish). */
+#define OID_RBAC ((uintptr_t)1)
 
 typedef struct az_ctx {
     ferry_audit *a;
     az_state *s;
     const char *path;
+    const char *src; /* path, interned */
     char *errbuf;
     size_t errlen;
     bool wrapped; /* the list is doc.value (a Graph / ARM page), not the document */
@@ -225,27 +560,7 @@ static az_state *state(ferry_audit *a)
     if (s)
         return s;
     s = calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
-    s->ids = json_object();
-    s->oids = json_object();
-    s->homes = json_object();
-    s->trusted = json_object();
-    s->assigns = json_array();
-    s->roles = json_object();
-    s->dirroles = json_array();
-    s->graph = json_array();
-    s->owners = json_array();
-    s->secrets = json_array();
-    s->uamis = json_object();
-    s->attached = json_object();
-    s->tenants = json_object();
-    s->fic_parents = json_object();
     a->azure = s;
-    if (!s->ids || !s->oids || !s->homes || !s->trusted || !s->assigns || !s->roles ||
-        !s->dirroles || !s->graph || !s->owners || !s->secrets || !s->uamis || !s->attached ||
-        !s->tenants || !s->fic_parents)
-        return NULL; /* released with the run */
     return s;
 }
 
@@ -254,23 +569,34 @@ static void az_release(ferry_audit *a)
     az_state *s = a->azure;
     if (!s)
         return;
-    json_decref(s->ids);
-    json_decref(s->oids);
-    json_decref(s->homes);
-    json_decref(s->trusted);
-    json_decref(s->assigns);
-    json_decref(s->roles);
-    json_decref(s->dirroles);
-    json_decref(s->graph);
-    json_decref(s->owners);
-    json_decref(s->secrets);
-    json_decref(s->uamis);
-    json_decref(s->attached);
-    json_decref(s->tenants);
-    json_decref(s->fic_parents);
-    free(s->first_source);
+    strtab_release(&s->str);
+    free(s->ids);
+    map_release(&s->by_app);
+    map_release(&s->oids);
+    map_release(&s->homes);
+    map_release(&s->trusted);
+    map_release(&s->tenants);
+    free(s->tenant_order);
+    free(s->held);
+    free(s->pending);
+    map_release(&s->roles);
+    free(s->dirroles);
+    free(s->graph);
+    map_release(&s->owners);
+    free(s->secrets);
+    free(s->keyv);
+    free(s->uamis);
+    map_release(&s->uami_index);
+    map_release(&s->attached);
+    free(s->issuers);
+    map_release(&s->fic_parents);
     free(s);
     a->azure = NULL;
+}
+
+static int intern(az_state *s, const char *str, const char **ret)
+{
+    return strtab_intern(&s->str, str, ret);
 }
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -324,11 +650,44 @@ static void last_component(const char *id, char *out, size_t outlen)
     lower_copy(p ? p + 1 : id, out, outlen);
 }
 
-static int set_add(json_t *set, const char *key)
+/* Add key (NULL or "" adds nothing) to a set; *ret_new (may be NULL) says it was not there. */
+static int set_add_new(az_state *s, az_map *set, const char *key, bool *ret_new)
 {
-    if (!key || !*key || json_object_get(set, key))
+    const char *k;
+    uintptr_t *v;
+    int r;
+    if (ret_new)
+        *ret_new = false;
+    if (!key || !*key)
         return 0;
-    return json_object_set_new(set, key, json_true()) < 0 ? -ENOMEM : 0;
+    if ((r = intern(s, key, &k)) < 0)
+        return r;
+    return map_put(set, k, 1, &v, ret_new);
+}
+
+static int set_add(az_state *s, az_map *set, const char *key)
+{
+    return set_add_new(s, set, key, NULL);
+}
+
+/* key (not interned: looked up) is in the set. */
+static bool set_has(const az_state *s, const az_map *set, const char *key)
+{
+    return map_get(set, strtab_find(&s->str, key)) != NULL;
+}
+
+/* A tenant of the run, for the "not evaluated" notes in order of first sight. */
+static int tenant_add(az_state *s, const char *tenant)
+{
+    bool added;
+    int r = set_add_new(s, &s->tenants, tenant, &added);
+    if (r < 0 || !added)
+        return r;
+    if ((r = vec_room(&s->tenant_order, &s->alloc_tenants, s->n_tenants,
+                      sizeof(*s->tenant_order))) < 0)
+        return r;
+    s->tenant_order[s->n_tenants++] = strtab_find(&s->str, tenant);
+    return 0;
 }
 
 static int counted(az_state *s)
@@ -336,18 +695,6 @@ static int counted(az_state *s)
     if (++s->records > AZ_INDEX_MAX)
         return -FERRY_ETOOBIG;
     return 0;
-}
-
-static int array_push(az_state *s, json_t *arr, json_t *rec)
-{
-    int r = counted(s);
-    if (!rec)
-        return -ENOMEM;
-    if (r < 0) {
-        json_decref(rec);
-        return r;
-    }
-    return json_array_append_new(arr, rec) < 0 ? -ENOMEM : 0;
 }
 
 /* The list of a document: a bare array or the "value" array of a Graph / ARM page. */
@@ -413,6 +760,7 @@ static int elem_error(az_ctx *c, size_t i, const char *member, const char *what)
 static int begin(ferry_audit *a, az_ctx *c, const char *path, json_t *doc, const char *what,
                  char *errbuf, size_t errlen)
 {
+    int r;
     *c = (az_ctx){.a = a, .path = path, .errbuf = errbuf, .errlen = errlen};
     c->s = state(a);
     if (!c->s)
@@ -422,9 +770,10 @@ static int begin(ferry_audit *a, az_ctx *c, const char *path, json_t *doc, const
         return ferry_errbuf_set(errbuf, errlen, -FERRY_EMALFORMED,
                                 "expected %s: a JSON array or a {\"value\": [...]} page", what);
     c->s->any = true;
-    if (!c->s->first_source && !(c->s->first_source = strdup(path)))
-        return -ENOMEM;
-    return 0;
+    r = intern(c->s, path, &c->src);
+    if (r == 0 && !c->s->first_source)
+        c->s->first_source = c->src;
+    return r;
 }
 
 /* Element i of the list, which must be an object. */
@@ -483,39 +832,31 @@ static int emit(az_ctx *c, const char *rule, int sev, const char *account, const
     return r;
 }
 
-/* The identity record of appId, created empty when new. Borrowed from s->ids. */
-static json_t *ident(az_state *s, const char *app_id, int *ret_r)
+/* The index in s->ids of the record of app_id (interned), created empty when new. */
+static int ident(az_state *s, const char *app_id, size_t *ret)
 {
-    json_t *rec = json_object_get(s->ids, app_id);
-    *ret_r = 0;
-    if (rec)
-        return rec;
-    if ((*ret_r = counted(s)) < 0)
-        return NULL;
-    rec = json_pack("{s:s, s:b, s:b, s:b, s:i, s:[]}", "app", app_id, "static", 0, "sp", 0,
-                    "registered", 0, "owners", -1, "issuers");
-    if (!rec || json_object_set_new(s->ids, app_id, rec) < 0) {
-        *ret_r = -ENOMEM;
-        return NULL;
+    uintptr_t *v;
+    bool added;
+    int r;
+
+    if ((r = vec_room(&s->ids, &s->alloc_ids, s->n_ids, sizeof(*s->ids))) < 0 ||
+        (r = map_put(&s->by_app, app_id, s->n_ids, &v, &added)) < 0)
+        return r;
+    if (added) {
+        if ((r = counted(s)) < 0)
+            return r;
+        s->ids[s->n_ids++] = (az_ident){.app = app_id, .owners = -1};
     }
-    return rec;
+    *ret = *v;
+    return 0;
 }
 
-static int rec_set_str(json_t *rec, const char *key, const char *v)
+static void set_flag(az_ident *rec, uint32_t flag, bool on)
 {
-    if (!v)
-        return 0;
-    return json_object_set_new(rec, key, json_string(v)) < 0 ? -ENOMEM : 0;
-}
-
-static int rec_set_bool(json_t *rec, const char *key, bool v)
-{
-    return json_object_set_new(rec, key, json_boolean(v)) < 0 ? -ENOMEM : 0;
-}
-
-static bool rec_bool(const json_t *rec, const char *key)
-{
-    return json_is_true(json_object_get(rec, key));
+    if (on)
+        rec->flags |= flag;
+    else
+        rec->flags &= ~flag;
 }
 
 static const char *sp_resource(const char *oid, const char *app, char *out, size_t outlen)
@@ -544,8 +885,9 @@ static bool detect_app(const json_t *doc)
 
 /* AZ-SH-003 and AZ-SH-004 for each credential of one object; notes unexpired secrets. */
 static int credentials(az_ctx *c, size_t i, json_t *o, const char *kind, const char *account,
-                       const char *resource, bool *ret_static, json_t *secret_keys)
+                       const char *resource, bool *ret_static)
 {
+    az_state *s = c->s;
     json_t *creds = json_object_get(o, kind), *cr;
     int64_t now = audit_now(c->a);
     size_t k;
@@ -580,8 +922,11 @@ static int credentials(az_ctx *c, size_t i, json_t *o, const char *kind, const c
         if (secret) {
             if (!has_end || end > now)
                 *ret_static = true;
-            r = json_array_append_new(secret_keys, json_string(key_id ? key_id : "")) < 0 ? -ENOMEM
-                                                                                          : 0;
+            r = vec_room(&s->keyv, &s->alloc_keyv, s->n_keyv, sizeof(*s->keyv));
+            if (r == 0)
+                r = intern(s, key_id ? key_id : "", &s->keyv[s->n_keyv]);
+            if (r == 0)
+                s->n_keyv++;
         }
         /* An expired credential is AZ-SH-004's (cleanup), however long it was valid. */
         if (r == 0 && has_start && has_end && end > now &&
@@ -620,6 +965,23 @@ static const char *home_tenant(const json_t *list)
     return NULL;
 }
 
+/* n owners of target (an object id, appId or display name, matched in finish): the counts
+ * of all lists of one target add up. */
+static int owners_add(az_state *s, const char *target, size_t n)
+{
+    const char *k;
+    uintptr_t *v;
+    bool added;
+    int r = intern(s, target, &k);
+    if (r == 0)
+        r = map_put(&s->owners, k, 0, &v, &added);
+    if (r == 0 && added)
+        r = counted(s);
+    if (r == 0)
+        *v += n;
+    return r;
+}
+
 static int owners_member(az_ctx *c, size_t i, json_t *o, const char *target)
 {
     json_t *own = json_object_get(o, "owners");
@@ -627,14 +989,33 @@ static int owners_member(az_ctx *c, size_t i, json_t *o, const char *target)
         return 0;
     if (!json_is_array(own))
         return elem_error(c, i, "owners", "an array of directory objects");
-    return array_push(c->s, c->s->owners,
-                      json_pack("{s:s, s:I, s:s}", "target", target, "count",
-                                (json_int_t)json_array_size(own), "source", c->path));
+    return owners_add(c->s, target, json_array_size(own));
 }
 
 /* Federated credentials expanded into an application ($expand=federatedIdentityCredentials). */
 static int fic_list(az_ctx *c, size_t i, json_t *o, const char *parent, const char *account,
-                    json_t *rec);
+                    az_ident *rec);
+
+/* An object holding client secrets: the key ids from keyv[keys] on (AZ-SH-002 in finish). */
+static int secret_add(az_state *s, const char *app, const char *oid, const char *account,
+                      const char *source, bool application, size_t keys)
+{
+    int r = vec_room(&s->secrets, &s->alloc_secrets, s->n_secrets, sizeof(*s->secrets));
+    if (r == 0)
+        r = counted(s);
+    if (r < 0)
+        return r;
+    s->secrets[s->n_secrets++] = (az_secret){.app = app,
+                                             .oid = oid,
+                                             .account = account,
+                                             .source = source,
+                                             .keys = keys,
+                                             .n_keys = s->n_keyv - keys,
+                                             .application = application};
+    return 0;
+}
+
+static void settle_pending(az_state *s);
 
 static int load_principals(ferry_audit *a, const char *path, const char *buf, size_t len,
                            json_t *doc, char *errbuf, size_t errlen, bool sps)
@@ -652,9 +1033,11 @@ static int load_principals(ferry_audit *a, const char *path, const char *buf, si
         return r;
     home = sps ? home_tenant(c.list) : NULL;
     if (home) {
-        r = set_add(c.s->homes, home);
+        r = set_add(c.s, &c.s->homes, home);
         if (r == 0)
-            r = set_add(c.s->tenants, home);
+            r = tenant_add(c.s, home);
+        if (r == 0)
+            r = intern(c.s, home, &home);
         if (r < 0)
             return r;
     }
@@ -662,7 +1045,9 @@ static int load_principals(ferry_audit *a, const char *path, const char *buf, si
         const char *app_id, *oid, *name, *type = NULL, *org = NULL;
         char resource[RES_BUF];
         bool stat = false, managed, first_party, has_created;
-        json_t *rec, *keys, *en;
+        json_t *en;
+        az_ident *rec;
+        size_t idx, keys;
         int64_t created = 0;
 
         r = element(&c, i, &e);
@@ -690,60 +1075,60 @@ static int load_principals(ferry_audit *a, const char *path, const char *buf, si
             return r;
         managed = type && strcmp(type, "ManagedIdentity") == 0;
         first_party = org && strcasecmp(org, MICROSOFT_TENANT) == 0;
-        rec = ident(c.s, app_id, &r);
-        if (!rec)
+        if ((r = intern(c.s, app_id, &app_id)) < 0 || (r = intern(c.s, oid, &oid)) < 0 ||
+            (r = intern(c.s, name, &name)) < 0 || (r = intern(c.s, type, &type)) < 0 ||
+            (r = intern(c.s, org, &org)) < 0 || (r = ident(c.s, app_id, &idx)) < 0)
             return r;
+        rec = &c.s->ids[idx];
         /* The SP's or its application's creation, whichever is known (for the grace period). */
-        if (has_created && !json_object_get(rec, "created") &&
-            json_object_set_new(rec, "created", json_integer(created)) < 0)
-            return -ENOMEM;
+        if (has_created && !(rec->flags & ID_CREATED)) {
+            rec->created = created;
+            rec->flags |= ID_CREATED;
+        }
         if (sps) {
-            if (json_object_set_new(c.s->oids, oid, json_string(app_id)) < 0)
-                return -ENOMEM;
-            if ((r = rec_set_str(rec, "oid", oid)) < 0 ||
-                (r = rec_set_str(rec, "name", name)) < 0 ||
-                (r = rec_set_str(rec, "type", type)) < 0 ||
-                (r = rec_set_str(rec, "owner_org", org)) < 0 ||
-                (r = rec_set_str(rec, "tenant", home)) < 0 ||
-                (r = rec_set_str(rec, "source", path)) < 0 ||
-                (r = rec_set_bool(rec, "sp", true)) < 0 ||
-                (r = rec_set_bool(rec, "first_party", first_party)) < 0 ||
-                (r = rec_set_bool(rec, "disabled", json_is_false(en))) < 0)
+            uintptr_t *v;
+            if ((r = map_put(&c.s->oids, oid, 0, &v, NULL)) < 0)
                 return r;
+            *v = (uintptr_t)idx << 1 | (*v & OID_RBAC);
+            rec->oid = oid;
+            rec->name = name ? name : rec->name;
+            rec->type = type ? type : rec->type;
+            rec->owner_org = org ? org : rec->owner_org;
+            rec->tenant = home ? home : rec->tenant;
+            rec->source = c.src;
+            rec->flags |= ID_SP;
+            set_flag(rec, ID_FIRST_PARTY, first_party);
+            set_flag(rec, ID_DISABLED, json_is_false(en));
             sp_resource(oid, app_id, resource, sizeof(resource));
         } else {
-            if ((r = rec_set_str(rec, "app_oid", oid)) < 0 ||
-                (r = rec_set_bool(rec, "registered", true)) < 0 ||
-                (!json_object_get(rec, "name") && (r = rec_set_str(rec, "name", name)) < 0) ||
-                (!json_object_get(rec, "source") && (r = rec_set_str(rec, "source", path)) < 0))
-                return r;
+            rec->app_oid = oid;
+            rec->flags |= ID_REGISTERED;
+            rec->name = rec->name ? rec->name : name;
+            rec->source = rec->source ? rec->source : c.src;
             (void)snprintf(resource, sizeof(resource), "applications/%s", oid);
         }
         /* Managed identities' certificates are Azure's, and first-party apps' credentials
          * Microsoft's: nothing for the tenant to clean up. */
         if (managed || first_party)
             continue;
-        keys = json_array();
-        if (!keys)
-            return -ENOMEM;
-        r = credentials(&c, i, e, "passwordCredentials", home ? home : "", resource, &stat, keys);
+        keys = c.s->n_keyv;
+        r = credentials(&c, i, e, "passwordCredentials", home ? home : "", resource, &stat);
         if (r == 0)
-            r = credentials(&c, i, e, "keyCredentials", home ? home : "", resource, &stat, keys);
-        if (r == 0 && json_array_size(keys) > 0)
-            r = array_push(c.s, c.s->secrets,
-                           json_pack("{s:s, s:s, s:O, s:s, s:s}", "resource", resource, "app",
-                                     app_id, "keys", keys, "account", home ? home : "", "source",
-                                     path));
-        json_decref(keys);
+            r = credentials(&c, i, e, "keyCredentials", home ? home : "", resource, &stat);
+        if (r == 0 && c.s->n_keyv > keys)
+            r = secret_add(c.s, app_id, oid, home, c.src, !sps, keys);
         if (r == 0 && stat)
-            r = rec_set_bool(rec, "static", true);
+            c.s->ids[idx].flags |= ID_STATIC;
         if (r == 0)
             r = owners_member(&c, i, e, sps ? oid : app_id);
         if (r == 0 && !sps)
-            r = fic_list(&c, i, e, resource, "", rec);
+            r = fic_list(&c, i, e, resource, "", &c.s->ids[idx]);
         if (r < 0)
             return r;
     }
+    /* Assignments held until their principal was known may be decided now. */
+    if (sps)
+        settle_pending(c.s);
     return 0;
 }
 
@@ -817,6 +1202,20 @@ static void scope_account(const char *scope, char *out, size_t outlen)
     out[n] = '\0';
 }
 
+/* The name of a role definition, by the last component of its id (lower case). */
+static int role_add(az_state *s, const char *guid, const char *name)
+{
+    const char *g, *n;
+    uintptr_t *v;
+    bool added;
+    int r;
+    if ((r = intern(s, guid, &g)) < 0 || (r = intern(s, name, &n)) < 0 ||
+        (r = map_put(&s->roles, g, 0, &v, &added)) < 0 || (added && (r = counted(s)) < 0))
+        return r;
+    *v = (uintptr_t)n;
+    return 0;
+}
+
 static int load_role_definitions(ferry_audit *a, const char *path, const char *buf, size_t len,
                                  json_t *doc, char *errbuf, size_t errlen)
 {
@@ -853,10 +1252,8 @@ static int load_role_definitions(ferry_audit *a, const char *path, const char *b
                               json_object_get(e, "properties") ? "properties/roleName" : "roleName",
                               "a roleName string");
         last_component(id, guid, sizeof(guid));
-        if ((r = counted(c.s)) < 0)
+        if ((r = role_add(c.s, guid, name)) < 0)
             return r;
-        if (json_object_set_new(c.s->roles, guid, json_string(name)) < 0)
-            return -ENOMEM;
         if (!type || strcasecmp(type, "CustomRole") != 0)
             continue;
         perms = arm_member(e, "permissions");
@@ -921,6 +1318,92 @@ static bool detect_role_assignments(const json_t *doc)
            !json_object_get(e, "directoryScopeId");
 }
 
+/* The kind of a role by its definition GUID or the name the CLI prints; *ret_name is the
+ * built-in role's name, else cli_name (may be NULL). */
+static int builtin_kind(const char *guid, const char *cli_name, const char **ret_name)
+{
+    *ret_name = cli_name;
+    for (size_t k = 0; k < ARRAY_SIZE(builtin_roles); k++)
+        if (strcmp(guid, builtin_roles[k].guid) == 0 ||
+            (cli_name && strcmp(cli_name, builtin_roles[k].name) == 0)) {
+            *ret_name = builtin_roles[k].name;
+            return builtin_roles[k].kind;
+        }
+    return ROLE_OTHER;
+}
+
+static bool privileged_kind(int kind)
+{
+    return kind == ROLE_OWNER || kind == ROLE_UAA || kind == ROLE_RBAC_ADMIN;
+}
+
+/* One role assignment. What finish would make of it is decided here when this input says
+ * enough: a user's or a group's assignment is nothing to any rule, and an assignment of a
+ * role that is neither privileged nor Contributor at broad scope, to a principal already in
+ * an SP list, only tells that the principal holds an Azure role (OID_RBAC). The others are
+ * kept: privileged ones (AZ-OP-001/002) and those to deleted principals (AZ-SH-006) in held;
+ * the rest in pending, until their principal turns up (settle_pending) or the run ends. */
+static int assign_add(az_ctx *c, const char *id, const char *principal, const char *ptype,
+                      const char *role, const char *cli_name, const char *scope)
+{
+    az_state *s = c->s;
+    char guid[64];
+    const char *name;
+    az_assign as = {.source = c->src};
+    az_assign **vec;
+    size_t *n, *alloc;
+    bool held;
+    int r;
+
+    if (!ptype)
+        as.ptype = PT_NONE;
+    else if (strcmp(ptype, "ServicePrincipal") == 0)
+        as.ptype = PT_SP;
+    else if (strcmp(ptype, "Unknown") == 0)
+        as.ptype = PT_UNKNOWN;
+    else
+        return 0;
+    last_component(role, guid, sizeof(guid));
+    r = builtin_kind(guid, cli_name, &name);
+    held = as.ptype == PT_UNKNOWN || privileged_kind(r) ||
+           (r == ROLE_CONTRIBUTOR && scope_level(scope) >= 1);
+    if (!held) {
+        uintptr_t *v = map_get(&s->oids, strtab_find(&s->str, principal));
+        if (v) {
+            *v |= OID_RBAC;
+            return 0;
+        }
+    }
+    vec = held ? &s->held : &s->pending;
+    n = held ? &s->n_held : &s->n_pending;
+    alloc = held ? &s->alloc_held : &s->alloc_pending;
+    if ((r = vec_room(vec, alloc, *n, sizeof(**vec))) < 0 || (r = counted(s)) < 0 ||
+        (r = intern(s, id, &as.id)) < 0 || (r = intern(s, principal, &as.principal)) < 0 ||
+        (r = intern(s, guid, &as.guid)) < 0 || (r = intern(s, cli_name, &as.cli_name)) < 0 ||
+        (r = intern(s, scope, &as.scope)) < 0)
+        return r;
+    as.seq = s->assign_seq++;
+    (*vec)[(*n)++] = as;
+    return 0;
+}
+
+/* Decide the pending assignments whose principal an SP or identity list has named since:
+ * the principal holds an Azure role, and that is all finish would read of them. */
+static void settle_pending(az_state *s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_pending; i++) {
+        uintptr_t *v = map_get(&s->oids, s->pending[i].principal);
+        if (v) {
+            *v |= OID_RBAC;
+            s->records--;
+            continue;
+        }
+        s->pending[k++] = s->pending[i];
+    }
+    s->n_pending = k;
+}
+
 static int load_role_assignments(ferry_audit *a, const char *path, const char *buf, size_t len,
                                  json_t *doc, char *errbuf, size_t errlen)
 {
@@ -964,10 +1447,7 @@ static int load_role_assignments(ferry_audit *a, const char *path, const char *b
             (r = bounded(&c, i, arm ? "properties/principalId" : "principalId", principal,
                          AZ_ID_MAX)) < 0)
             return r;
-        r = array_push(c.s, c.s->assigns,
-                       json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:s, s:s}", "id", id, "principal",
-                                 principal, "ptype", ptype, "role", role, "role_name", rname,
-                                 "scope", scope, "source", path));
+        r = assign_add(&c, id, principal, ptype, role, rname, scope);
         if (r < 0)
             return r;
     }
@@ -981,6 +1461,20 @@ static bool detect_directory_roles(const json_t *doc)
     const json_t *e = first_element(doc);
     return e && json_object_get(e, "principalId") && json_object_get(e, "roleDefinitionId") &&
            json_object_get(e, "directoryScopeId");
+}
+
+/* A privileged directory role or Graph permission assignment (strings not yet interned). */
+static int grant_add(az_ctx *c, az_grant **vec, size_t *n, size_t *alloc, az_grant g)
+{
+    az_state *s = c->s;
+    int r;
+    g.source = c->src;
+    if ((r = vec_room(vec, alloc, *n, sizeof(**vec))) < 0 || (r = counted(s)) < 0 ||
+        (r = intern(s, g.principal, &g.principal)) < 0 || (r = intern(s, g.id, &g.id)) < 0 ||
+        (r = intern(s, g.resource, &g.resource)) < 0)
+        return r;
+    (*vec)[(*n)++] = g;
+    return 0;
 }
 
 static int load_directory_roles(ferry_audit *a, const char *path, const char *buf, size_t len,
@@ -1018,11 +1512,12 @@ static int load_directory_roles(ferry_audit *a, const char *path, const char *bu
         for (size_t k = 0; k < ARRAY_SIZE(tier0_directory_roles); k++) {
             if (strcmp(guid, tier0_directory_roles[k].guid) != 0)
                 continue;
-            r = array_push(c.s, c.s->dirroles,
-                           json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:O?, s:s}", "principal",
-                                     principal, "role", guid, "name", tier0_directory_roles[k].name,
-                                     "id", id, "ptype", ptype, "scope",
-                                     json_object_get(e, "directoryScopeId"), "source", path));
+            r = grant_add(&c, &c.s->dirroles, &c.s->n_dirroles, &c.s->alloc_dirroles,
+                          (az_grant){.principal = principal,
+                                     .id = id,
+                                     .role = (uint8_t)k,
+                                     .ptype_sp = ptype && strcmp(ptype, "#microsoft.graph."
+                                                                        "servicePrincipal") == 0});
             if (r < 0)
                 return r;
         }
@@ -1074,10 +1569,9 @@ static int load_app_role_assignments(ferry_audit *a, const char *path, const cha
         for (size_t k = 0; k < ARRAY_SIZE(privileged_graph_roles); k++) {
             if (strcmp(guid, privileged_graph_roles[k].guid) != 0)
                 continue;
-            r = array_push(c.s, c.s->graph,
-                           json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s}", "principal", principal,
-                                     "role", guid, "name", privileged_graph_roles[k].name, "id", id,
-                                     "resource", res, "source", path));
+            r = grant_add(
+                &c, &c.s->graph, &c.s->n_graph, &c.s->alloc_graph,
+                (az_grant){.principal = principal, .id = id, .resource = res, .role = (uint8_t)k});
             if (r < 0)
                 return r;
         }
@@ -1125,7 +1619,9 @@ static int load_signins(ferry_audit *a, const char *path, const char *buf, size_
         const char *app_id;
         int64_t last = 0, client = 0;
         bool have_last, have_client;
-        json_t *rec;
+        const char *last_text;
+        az_ident *rec;
+        size_t idx;
 
         r = element(&c, i, &e);
         if (r < 0)
@@ -1139,19 +1635,23 @@ static int load_signins(ferry_audit *a, const char *path, const char *buf, size_
             (r = activity_date(&c, i, e, "applicationAuthenticationClientSignInActivity", &client,
                                &have_client)) < 0)
             return r;
-        rec = ident(c.s, app_id, &r);
-        if (!rec)
+        if ((r = intern(c.s, app_id, &app_id)) < 0 ||
+            (r = intern(c.s,
+                        have_last
+                            ? json_string_value(json_object_get(
+                                  json_object_get(e, "lastSignInActivity"), "lastSignInDateTime"))
+                            : NULL,
+                        &last_text)) < 0 ||
+            (r = ident(c.s, app_id, &idx)) < 0)
             return r;
-        if (json_object_set_new(rec, "last", have_last ? json_integer(last) : json_null()) < 0 ||
-            json_object_set(rec, "last_text",
-                            have_last ? json_object_get(json_object_get(e, "lastSignInActivity"),
-                                                        "lastSignInDateTime")
-                                      : json_null()) < 0 ||
-            json_object_set_new(rec, "client", have_client ? json_integer(client) : json_null()) <
-                0 ||
-            rec_set_bool(rec, "activity", true) < 0 ||
-            rec_set_str(rec, "activity_source", path) < 0)
-            return -ENOMEM;
+        rec = &c.s->ids[idx];
+        rec->last = have_last ? last : 0;
+        rec->last_text = last_text;
+        rec->client = have_client ? client : 0;
+        set_flag(rec, ID_LAST, have_last);
+        set_flag(rec, ID_CLIENT, have_client);
+        rec->flags |= ID_ACTIVITY;
+        rec->activity_source = c.src;
     }
     return 0;
 }
@@ -1292,9 +1792,7 @@ static int load_owners(ferry_audit *a, const char *path, const char *buf, size_t
                 return elem_error(&c, i, "id", "a directory object with an id string");
         }
         owner_target(path, target, sizeof(target));
-        return array_push(c.s, c.s->owners,
-                          json_pack("{s:s, s:I, s:s}", "target", target, "count",
-                                    (json_int_t)json_array_size(c.list), "source", path));
+        return owners_add(c.s, target, json_array_size(c.list));
     }
     for (size_t i = 0; i < json_array_size(c.list); i++) {
         const char *id;
@@ -1323,6 +1821,69 @@ static bool detect_identities(const json_t *doc)
            strcasecmp(t, "Microsoft.ManagedIdentity/userAssignedIdentities") == 0;
 }
 
+/* A user-assigned identity (strings not yet interned), unless a resource is known to use it:
+ * then it can never be orphaned, and nothing is kept. */
+static int uami_add(az_ctx *c, const char *lid, const char *id, const char *name,
+                    const char *account)
+{
+    az_state *s = c->s;
+    az_uami u = {.source = c->src};
+    uintptr_t *v;
+    int r;
+
+    if (set_has(s, &s->attached, lid))
+        return 0;
+    if ((r = vec_room(&s->uamis, &s->alloc_uamis, s->n_uamis, sizeof(*s->uamis))) < 0 ||
+        (r = intern(s, lid, &u.lid)) < 0 || (r = intern(s, id, &u.id)) < 0 ||
+        (r = intern(s, name, &u.name)) < 0 || (r = intern(s, account, &u.account)) < 0 ||
+        (r = map_put(&s->uami_index, u.lid, UINTPTR_MAX, &v, NULL)) < 0)
+        return r;
+    if (*v == UINTPTR_MAX) { /* new: in order of first sight */
+        if ((r = counted(s)) < 0)
+            return r;
+        *v = s->n_uamis++;
+    }
+    s->uamis[*v] = u; /* a later list's record replaces an earlier one in place */
+    return 0;
+}
+
+/* A resource uses the user-assigned identity lid (lower case): it is not orphaned. */
+static int attach(az_state *s, const char *lid)
+{
+    uintptr_t *v;
+    bool added;
+    int r = set_add_new(s, &s->attached, lid, &added);
+    if (r < 0 || !added)
+        return r;
+    if ((r = counted(s)) < 0)
+        return r;
+    v = map_get(&s->uami_index, strtab_find(&s->str, lid));
+    if (v && *v != UINTPTR_MAX) {
+        s->uamis[*v].lid = NULL;
+        *v = UINTPTR_MAX;
+        s->dead_uamis++;
+        s->records--;
+    }
+    return 0;
+}
+
+/* Close the gaps attach() left in uamis (order kept). */
+static void compact_uamis(az_state *s)
+{
+    size_t k = 0;
+    if (!s->dead_uamis)
+        return;
+    for (size_t i = 0; i < s->n_uamis; i++) {
+        if (!s->uamis[i].lid)
+            continue;
+        s->uamis[k] = s->uamis[i];
+        *map_get(&s->uami_index, s->uamis[k].lid) = k;
+        k++;
+    }
+    s->n_uamis = k;
+    s->dead_uamis = 0;
+}
+
 static int load_identities(ferry_audit *a, const char *path, const char *buf, size_t len,
                            json_t *doc, char *errbuf, size_t errlen)
 {
@@ -1336,9 +1897,11 @@ static int load_identities(ferry_audit *a, const char *path, const char *buf, si
     if (r < 0)
         return r;
     for (size_t i = 0; i < json_array_size(c.list); i++) {
-        const char *id, *client, *oid, *tenant, *name;
+        const char *id, *client, *oid, *tenant, *name, *ilid;
         char lid[RES_BUF], account[RES_BUF];
-        json_t *rec;
+        az_ident *rec;
+        uintptr_t *v;
+        size_t idx;
 
         r = element(&c, i, &e);
         if (r < 0)
@@ -1359,27 +1922,28 @@ static int load_identities(ferry_audit *a, const char *path, const char *buf, si
             (r = bounded(&c, i, "principalId", oid, AZ_ID_MAX)) < 0)
             return r;
         /* The identities of a subscription live in its own tenant. */
-        if (tenant && ((r = set_add(c.s->tenants, tenant)) < 0 ||
-                       (is_guid(tenant) && (r = set_add(c.s->homes, tenant)) < 0)))
+        if (tenant && ((r = tenant_add(c.s, tenant)) < 0 ||
+                       (is_guid(tenant) && (r = set_add(c.s, &c.s->homes, tenant)) < 0)))
             return r;
         lower_copy(id, lid, sizeof(lid));
         scope_account(id, account, sizeof(account));
-        if ((r = counted(c.s)) < 0 ||
-            json_object_set_new(c.s->uamis, lid,
-                                json_pack("{s:s, s:s?, s:s, s:s}", "id", id, "name", name,
-                                          "account", account, "source", path)) < 0 ||
-            (rec = ident(c.s, client, &r)) == NULL)
-            return r < 0 ? r : -ENOMEM;
-        if (json_object_set_new(c.s->oids, oid, json_string(client)) < 0)
-            return -ENOMEM;
-        if ((r = rec_set_str(rec, "uami", lid)) < 0 || (r = rec_set_str(rec, "oid", oid)) < 0 ||
-            (r = rec_set_str(rec, "name", name)) < 0 ||
-            (r = rec_set_str(rec, "type", "ManagedIdentity")) < 0 ||
-            (r = rec_set_str(rec, "tenant", tenant)) < 0 ||
-            (!json_object_get(rec, "source") && (r = rec_set_str(rec, "source", path)) < 0) ||
-            (r = rec_set_bool(rec, "sp", true)) < 0)
+        if ((r = uami_add(&c, lid, id, name, account)) < 0 ||
+            (r = intern(c.s, client, &client)) < 0 || (r = intern(c.s, oid, &oid)) < 0 ||
+            (r = intern(c.s, name, &name)) < 0 || (r = intern(c.s, tenant, &tenant)) < 0 ||
+            (r = intern(c.s, lid, &ilid)) < 0 || (r = ident(c.s, client, &idx)) < 0 ||
+            (r = map_put(&c.s->oids, oid, 0, &v, NULL)) < 0)
             return r;
+        *v = (uintptr_t)idx << 1 | (*v & OID_RBAC);
+        rec = &c.s->ids[idx];
+        rec->uami = ilid;
+        rec->oid = oid;
+        rec->name = name ? name : rec->name;
+        rec->type = "ManagedIdentity";
+        rec->tenant = tenant ? tenant : rec->tenant;
+        rec->source = rec->source ? rec->source : c.src;
+        rec->flags |= ID_SP;
     }
+    settle_pending(c.s);
     return 0;
 }
 
@@ -1427,10 +1991,11 @@ static int load_resources(ferry_audit *a, const char *path, const char *buf, siz
             if ((r = bounded(&c, i, "identity/userAssignedIdentities", k, AZ_ARM_MAX)) < 0)
                 return r;
             lower_copy(k, lid, sizeof(lid));
-            if ((r = counted(c.s)) < 0 || (r = set_add(c.s->attached, lid)) < 0)
+            if ((r = attach(c.s, lid)) < 0)
                 return r;
         }
     }
+    compact_uamis(c.s);
     return 0;
 }
 
@@ -1476,8 +2041,30 @@ static const char *subject_problem(const char *sub, const char *expr)
     return NULL;
 }
 
+/* Append iss to the issuer list *ref (1 + index in s->issuers; 0: none yet, made here). Only
+ * the first AZ_ISSUERS are kept: the identity notes read no more. */
+static int issuer_push(az_state *s, uintptr_t *ref, const char *iss)
+{
+    az_issuers *l;
+    int r;
+    if (!*ref) {
+        if ((r = vec_room(&s->issuers, &s->alloc_issuers, s->n_issuers, sizeof(*s->issuers))) < 0 ||
+            (r = counted(s)) < 0)
+            return r;
+        s->issuers[s->n_issuers++] = (az_issuers){.n = 0};
+        *ref = s->n_issuers;
+    }
+    l = &s->issuers[*ref - 1];
+    if (l->n >= AZ_ISSUERS)
+        return 0;
+    r = intern(s, iss, &l->v[l->n]);
+    if (r == 0)
+        l->n++;
+    return r;
+}
+
 static int one_fic(az_ctx *c, size_t i, json_t *f, const char *member, const char *parent,
-                   const char *account, json_t *rec)
+                   const char *account, az_ident *rec)
 {
     const char *iss = arm_str(f, "issuer"), *sub = arm_str(f, "subject"), *id, *name;
     const char *expr =
@@ -1505,8 +2092,15 @@ static int one_fic(az_ctx *c, size_t i, json_t *f, const char *member, const cha
     if ((r = bounded(c, i, m, name, AZ_ID_MAX)) < 0 ||
         (r = bounded(c, i, member[0] ? member : "claimsMatchingExpression", expr, AZ_TEXT_MAX)) < 0)
         return r;
-    if (rec && json_array_append_new(json_object_get(rec, "issuers"), json_string(iss)) < 0)
-        return -ENOMEM;
+    /* The issuers are for the shadow-identity notes, which only --policies reads (set before
+     * the first input; audit_identity_note keeps nothing without them). */
+    if (rec && c->a->shadow) {
+        uintptr_t ref = rec->issuers;
+        r = issuer_push(c->s, &ref, iss);
+        rec->issuers = (uint32_t)ref;
+        if (r < 0)
+            return r;
+    }
     if (id && id[0] == '/')
         (void)snprintf(resource, sizeof(resource), "%s", id); /* ARM id of a UAMI credential */
     else
@@ -1527,7 +2121,7 @@ static int one_fic(az_ctx *c, size_t i, json_t *f, const char *member, const cha
 }
 
 static int fic_list(az_ctx *c, size_t i, json_t *o, const char *parent, const char *account,
-                    json_t *rec)
+                    az_ident *rec)
 {
     json_t *l = json_object_get(o, "federatedIdentityCredentials"), *f;
     size_t k;
@@ -1584,9 +2178,9 @@ static int load_fics(ferry_audit *a, const char *path, const char *buf, size_t l
     if (has_parent)
         (void)snprintf(parent, sizeof(parent), "applications/%s", oid);
     for (size_t i = 0; i < json_array_size(c.list); i++) {
-        const char *id, *iss;
+        const char *id, *iss, *iowner;
         char account[RES_BUF] = "", owner[RES_BUF] = "";
-        json_t *issuers;
+        uintptr_t *ref, list;
         r = element(&c, i, &e);
         if (r < 0)
             return r;
@@ -1605,122 +2199,117 @@ static int load_fics(ferry_audit *a, const char *path, const char *buf, size_t l
         r = one_fic(&c, i, e, "", has_parent ? parent : NULL, account, NULL);
         if (r < 0)
             return r;
-        /* The issuers, for the identity notes once the owner's record is known. */
+        /* The issuers, for the identity notes once the owner's record is known (as above,
+         * only with --policies). */
         iss = arm_str(e, "issuer");
-        if (!owner[0])
+        if (!owner[0] || !a->shadow)
             continue;
-        issuers = json_object_get(c.s->fic_parents, owner);
-        if (!issuers) {
-            if ((r = counted(c.s)) < 0)
-                return r;
-            if (json_object_set_new(c.s->fic_parents, owner, json_array()) < 0)
-                return -ENOMEM;
-            issuers = json_object_get(c.s->fic_parents, owner);
-        }
-        if (json_array_append_new(issuers, json_string(iss)) < 0)
-            return -ENOMEM;
+        if ((r = intern(c.s, owner, &iowner)) < 0 ||
+            (r = map_put(&c.s->fic_parents, iowner, 0, &ref, NULL)) < 0)
+            return r;
+        list = *ref;
+        r = issuer_push(c.s, &list, iss);
+        *map_get(&c.s->fic_parents, iowner) = list;
+        if (r < 0)
+            return r;
     }
     return 0;
 }
 
 /* ---- decisions at the end of the run -------------------------------------------------------- */
 
-/* The identity record of a service principal object id, or NULL. */
-static json_t *by_oid(az_state *s, const char *oid)
+/* The identity record of a service principal object id (interned or NULL), or NULL. */
+static az_ident *by_oid(az_state *s, const char *oid)
 {
-    const char *app = json_string_value(json_object_get(s->oids, oid));
-    return app ? json_object_get(s->ids, app) : NULL;
+    uintptr_t *v = map_get(&s->oids, oid);
+    return v ? &s->ids[*v >> 1] : NULL;
 }
 
-static bool third_party(const az_state *s, const json_t *rec)
+static bool third_party(const az_state *s, const az_ident *rec)
 {
-    const char *org = str_member(rec, "owner_org"), *type = str_member(rec, "type");
+    const char *org = rec->owner_org;
     char l[64];
-    if (!org || !is_guid(org) || (type && strcmp(type, "ManagedIdentity") == 0))
+    if (!org || !is_guid(org) || (rec->type && strcmp(rec->type, "ManagedIdentity") == 0))
         return false;
-    if (rec_bool(rec, "first_party") || rec_bool(rec, "registered"))
+    if (rec->flags & (ID_FIRST_PARTY | ID_REGISTERED))
         return false;
     lower_copy(org, l, sizeof(l));
-    return !json_object_get(s->homes, org) && !json_object_get(s->homes, l) &&
-           !json_object_get(s->trusted, l);
+    return !map_get(&s->homes, org) && !set_has(s, &s->homes, l) && !set_has(s, &s->trusted, l);
 }
 
-static int role_kind(az_state *s, const char *role_id, const char *cli_name, char *guid,
-                     size_t guidlen, const char **ret_name)
+/* The kind of an assignment's role, and its name: the built-in one, the CLI's, or the name of
+ * a role definition seen in the run (NULL when none). */
+static int role_kind(const az_state *s, const az_assign *as, const char **ret_name)
 {
-    last_component(role_id, guid, guidlen);
-    *ret_name = cli_name;
-    for (size_t k = 0; k < ARRAY_SIZE(builtin_roles); k++)
-        if (strcmp(guid, builtin_roles[k].guid) == 0 ||
-            (cli_name && strcmp(cli_name, builtin_roles[k].name) == 0)) {
-            *ret_name = builtin_roles[k].name;
-            return builtin_roles[k].kind;
-        }
-    if (!*ret_name)
-        *ret_name = json_string_value(json_object_get(s->roles, guid));
-    return ROLE_OTHER;
-}
-
-static int mark(json_t *rec, const char *key)
-{
-    return rec ? rec_set_bool(rec, key, true) : 0;
+    int kind = builtin_kind(as->guid, as->cli_name, ret_name);
+    uintptr_t *v;
+    if (!*ret_name && (v = map_get(&s->roles, as->guid)))
+        *ret_name = (const char *)*v;
+    return kind;
 }
 
 static int assignment_rules(az_ctx *c)
 {
     az_state *s = c->s;
-    json_t *as;
-    size_t i;
+    size_t h = 0, p = 0;
     int r = 0;
-    bool have_sps = json_object_size(s->oids) > 0;
+    bool have_sps = s->oids.n > 0;
 
-    json_array_foreach(s->assigns, i, as)
-    {
-        const char *id = str_member(as, "id"), *principal = str_member(as, "principal");
-        const char *ptype = str_member(as, "ptype"), *scope = str_member(as, "scope");
-        const char *src = str_member(as, "source"), *rname;
-        json_t *rec = by_oid(s, principal);
-        char guid[64], account[RES_BUF], resource[RES_BUF], key[KEY_BUF];
-        int kind = role_kind(s, str_member(as, "role"), str_member(as, "role_name"), guid,
-                             sizeof(guid), &rname);
-        int lvl = scope_level(scope);
-        bool sp = ptype ? strcmp(ptype, "ServicePrincipal") == 0 : rec != NULL;
+    /* The principals of the assignments decided while loading hold an Azure role. */
+    for (size_t i = 0; i < s->oids.cap; i++) {
+        const az_entry *e = &s->oids.e[i];
+        if (e->key && (e->val & OID_RBAC) && !(s->ids[e->val >> 1].flags & ID_FIRST_PARTY))
+            s->ids[e->val >> 1].flags |= ID_RBAC;
+    }
+    /* The kept ones in the order they were loaded, which decides which of two inputs naming
+     * one assignment its finding comes from. */
+    while (h < s->n_held || p < s->n_pending) {
+        const az_assign *as =
+            p == s->n_pending || (h < s->n_held && s->held[h].seq < s->pending[p].seq)
+                ? &s->held[h++]
+                : &s->pending[p++];
+        const char *ptype = as->ptype == PT_SP        ? "ServicePrincipal"
+                            : as->ptype == PT_UNKNOWN ? "Unknown"
+                                                      : NULL;
+        const char *rname;
+        az_ident *rec = by_oid(s, as->principal);
+        char account[RES_BUF], resource[RES_BUF], key[KEY_BUF];
+        int kind = role_kind(s, as, &rname);
+        int lvl = scope_level(as->scope);
+        bool sp = ptype ? as->ptype == PT_SP : rec != NULL;
+        json_t *ev;
 
-        scope_account(scope, account, sizeof(account));
-        (void)snprintf(key, sizeof(key), "role=%s;scope=%s", guid, scope);
+        scope_account(as->scope, account, sizeof(account));
+        (void)snprintf(key, sizeof(key), "role=%s;scope=%s", as->guid, as->scope);
         lower_copy(key, key, sizeof(key));
-        if ((ptype && strcmp(ptype, "Unknown") == 0) || (sp && have_sps && !rec)) {
-            r = emit(c, "AZ-SH-006", -1, account, id,
-                     json_pack("{s:s, s:s?, s:s, s:s?, s:s}", "principal_id", principal,
-                               "principal_type", ptype, "role_id", guid, "role", rname, "scope",
-                               scope),
-                     "deleted-principal", src);
+        if (as->ptype == PT_UNKNOWN || (sp && have_sps && !rec)) {
+            r = emit(c, "AZ-SH-006", -1, account, as->id,
+                     json_pack("{s:s, s:s?, s:s, s:s?, s:s}", "principal_id", as->principal,
+                               "principal_type", ptype, "role_id", as->guid, "role", rname, "scope",
+                               as->scope),
+                     "deleted-principal", as->source);
             if (r < 0)
                 return r;
             continue;
         }
-        if (!sp || (rec && rec_bool(rec, "first_party")))
+        if (!sp || (rec && (rec->flags & ID_FIRST_PARTY)))
             continue;
-        if ((r = mark(rec, "rbac")) < 0)
-            return r;
-        sp_resource(principal, NULL, resource, sizeof(resource));
-        json_t *ev = json_pack(
-            "{s:s, s:s?, s:s, s:s, s:s, s:s, s:s?, s:s?}", "role_id", guid, "role", rname, "scope",
-            scope, "scope_level", scope_names[lvl], "assignment", id, "principal_type",
-            rec && str_member(rec, "type") ? str_member(rec, "type") : "ServicePrincipal", "app_id",
-            rec ? str_member(rec, "app") : NULL, "display_name",
-            rec ? str_member(rec, "name") : NULL);
+        if (rec)
+            rec->flags |= ID_RBAC;
+        sp_resource(as->principal, NULL, resource, sizeof(resource));
+        ev = json_pack("{s:s, s:s?, s:s, s:s, s:s, s:s, s:s?, s:s?}", "role_id", as->guid, "role",
+                       rname, "scope", as->scope, "scope_level", scope_names[lvl], "assignment",
+                       as->id, "principal_type", rec && rec->type ? rec->type : "ServicePrincipal",
+                       "app_id", rec ? rec->app : NULL, "display_name", rec ? rec->name : NULL);
         if (!ev)
             return -ENOMEM;
-        if (kind == ROLE_OWNER || kind == ROLE_UAA || kind == ROLE_RBAC_ADMIN) {
-            r = mark(rec, "privileged");
-            if (r == 0 && lvl >= 1)
-                r = mark(rec, "tier0");
-            if (r == 0)
-                r = emit(c, "AZ-OP-001", lvl >= 1 ? FERRY_AUDIT_CRITICAL : FERRY_AUDIT_HIGH,
-                         account, resource, json_incref(ev), key, src);
+        if (privileged_kind(kind)) {
+            if (rec)
+                rec->flags |= ID_PRIVILEGED | (lvl >= 1 ? ID_TIER0 : 0);
+            r = emit(c, "AZ-OP-001", lvl >= 1 ? FERRY_AUDIT_CRITICAL : FERRY_AUDIT_HIGH, account,
+                     resource, json_incref(ev), key, as->source);
         } else if (kind == ROLE_CONTRIBUTOR && lvl >= 1) {
-            r = emit(c, "AZ-OP-002", -1, account, resource, json_incref(ev), key, src);
+            r = emit(c, "AZ-OP-002", -1, account, resource, json_incref(ev), key, as->source);
         }
         json_decref(ev);
         if (r < 0)
@@ -1729,34 +2318,32 @@ static int assignment_rules(az_ctx *c)
     return 0;
 }
 
-static int graph_rules(az_ctx *c, json_t *list, const char *rule)
+/* AZ-OP-004 (directory: the directory roles) or AZ-OP-005 (the Graph permissions). */
+static int graph_rules(az_ctx *c, const az_grant *list, size_t n, bool directory)
 {
     az_state *s = c->s;
-    json_t *g;
-    size_t i;
     int r;
 
-    json_array_foreach(list, i, g)
-    {
-        const char *principal = str_member(g, "principal"), *ptype = str_member(g, "ptype");
-        json_t *rec = by_oid(s, principal);
+    for (size_t i = 0; i < n; i++) {
+        const az_grant *g = &list[i];
+        az_ident *rec = by_oid(s, g->principal);
+        const char *guid =
+            directory ? tier0_directory_roles[g->role].guid : privileged_graph_roles[g->role].guid;
+        const char *name =
+            directory ? tier0_directory_roles[g->role].name : privileged_graph_roles[g->role].name;
         char resource[RES_BUF], key[KEY_BUF];
-        bool is_sp = rec || (ptype && strcmp(ptype, "#microsoft.graph.servicePrincipal") == 0) ||
-                     strcmp(rule, "AZ-OP-005") == 0;
-        if (!is_sp || (rec && rec_bool(rec, "first_party")))
+        bool is_sp = rec || g->ptype_sp || !directory;
+        if (!is_sp || (rec && (rec->flags & ID_FIRST_PARTY)))
             continue;
-        if ((r = mark(rec, "privileged")) < 0 || (r = mark(rec, "tier0")) < 0 ||
-            (r = mark(rec, "entra")) < 0)
-            return r;
-        sp_resource(principal, NULL, resource, sizeof(resource));
-        (void)snprintf(key, sizeof(key), "role=%s", str_member(g, "role"));
-        r = emit(c, rule, -1, rec ? str_member(rec, "tenant") : "", resource,
-                 json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?}", "role", str_member(g, "name"),
-                           "role_id", str_member(g, "role"), "assignment", str_member(g, "id"),
-                           "resource", str_member(g, "resource"), "app_id",
-                           rec ? str_member(rec, "app") : NULL, "display_name",
-                           rec ? str_member(rec, "name") : NULL),
-                 key, str_member(g, "source"));
+        if (rec)
+            rec->flags |= ID_PRIVILEGED | ID_TIER0 | ID_ENTRA;
+        sp_resource(g->principal, NULL, resource, sizeof(resource));
+        (void)snprintf(key, sizeof(key), "role=%s", guid);
+        r = emit(c, directory ? "AZ-OP-004" : "AZ-OP-005", -1, rec ? rec->tenant : "", resource,
+                 json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?}", "role", name, "role_id", guid,
+                           "assignment", g->id, "resource", g->resource, "app_id",
+                           rec ? rec->app : NULL, "display_name", rec ? rec->name : NULL),
+                 key, g->source);
         if (r < 0)
             return r;
     }
@@ -1764,33 +2351,26 @@ static int graph_rules(az_ctx *c, json_t *list, const char *rule)
 }
 
 /* Owner counts onto the identity records, matching object id, appId or display name. */
-static int resolve_owners(az_state *s)
+static void resolve_owners(az_state *s)
 {
-    json_t *o;
-    size_t i;
-    json_array_foreach(s->owners, i, o)
-    {
-        const char *t = str_member(o, "target"), *k;
-        json_int_t n = json_integer_value(json_object_get(o, "count"));
-        json_t *rec = by_oid(s, t), *v;
-        if (!rec)
-            rec = json_object_get(s->ids, t);
-        if (!rec)
-            json_object_foreach(s->ids, k, v)
-            {
-                const char *ao = str_member(v, "app_oid"), *nm = str_member(v, "name");
-                if ((ao && strcasecmp(ao, t) == 0) || (nm && strcmp(nm, t) == 0)) {
-                    rec = v;
-                    break;
-                }
-            }
+    for (size_t i = 0; i < s->owners.cap; i++) {
+        const char *t = s->owners.e[i].key;
+        az_ident *rec;
+        uintptr_t *v;
+        if (!t)
+            continue;
+        rec = by_oid(s, t);
+        if (!rec && (v = map_get(&s->by_app, t)))
+            rec = &s->ids[*v];
+        for (size_t k = 0; !rec && k < s->n_ids; k++) {
+            const char *ao = s->ids[k].app_oid, *nm = s->ids[k].name;
+            if ((ao && strcasecmp(ao, t) == 0) || (nm && strcmp(nm, t) == 0))
+                rec = &s->ids[k];
+        }
         if (!rec)
             continue; /* an owner list of an object no input describes */
-        json_int_t cur = json_integer_value(json_object_get(rec, "owners"));
-        if (json_object_set_new(rec, "owners", json_integer((cur < 0 ? 0 : cur) + n)) < 0)
-            return -ENOMEM;
+        rec->owners = (rec->owners < 0 ? 0 : rec->owners) + (int64_t)s->owners.e[i].val;
     }
-    return 0;
 }
 
 static int principal_rules(az_ctx *c)
@@ -1798,67 +2378,56 @@ static int principal_rules(az_ctx *c)
     az_state *s = c->s;
     ferry_audit *a = c->a;
     int64_t now = audit_now(a), unused = (int64_t)a->opts.unused_days * DAY;
-    const char *app;
-    json_t *rec;
     int r;
 
-    json_object_foreach(s->ids, app, rec)
-    {
-        const char *oid = str_member(rec, "oid"), *tenant = str_member(rec, "tenant");
-        const char *type = str_member(rec, "type"), *src = str_member(rec, "source");
+    for (size_t i = 0; i < s->n_ids; i++) {
+        const az_ident *rec = &s->ids[i];
+        const char *tenant = rec->tenant ? rec->tenant : "", *src = rec->source;
         char resource[RES_BUF];
-        bool managed = type && strcmp(type, "ManagedIdentity") == 0;
-        bool first = rec_bool(rec, "first_party"), third = third_party(s, rec);
-        json_int_t owners = json_integer_value(json_object_get(rec, "owners"));
+        bool managed = rec->type && strcmp(rec->type, "ManagedIdentity") == 0;
+        bool third = third_party(s, rec), rbac = rec->flags & ID_RBAC;
 
-        if (first)
+        if (rec->flags & ID_FIRST_PARTY)
             continue;
-        sp_resource(oid, app, resource, sizeof(resource));
-        if (!tenant)
-            tenant = "";
-        if (third && (rec_bool(rec, "rbac") || rec_bool(rec, "entra"))) {
+        sp_resource(rec->oid, rec->app, resource, sizeof(resource));
+        if (third && (rbac || (rec->flags & ID_ENTRA))) {
             r = emit(c, "AZ-TR-001", -1, tenant, resource,
-                     json_pack("{s:s, s:s?, s:s, s:b, s:b}", "app_id", app, "display_name",
-                               str_member(rec, "name"), "app_owner_tenant",
-                               str_member(rec, "owner_org"), "azure_rbac", rec_bool(rec, "rbac"),
-                               "entra_privileged", rec_bool(rec, "entra")),
+                     json_pack("{s:s, s:s?, s:s, s:b, s:b}", "app_id", rec->app, "display_name",
+                               rec->name, "app_owner_tenant", rec->owner_org, "azure_rbac", rbac,
+                               "entra_privileged", (rec->flags & ID_ENTRA) != 0),
                      "third-party", src);
             if (r < 0)
                 return r;
         }
-        if (rec_bool(rec, "sp") && !managed && !third && owners >= 0) {
-            bool priv = rec_bool(rec, "privileged");
-            if (priv ? owners > 0 : owners == 0) {
+        if ((rec->flags & ID_SP) && !managed && !third && rec->owners >= 0) {
+            bool priv = rec->flags & ID_PRIVILEGED;
+            if (priv ? rec->owners > 0 : rec->owners == 0) {
                 r = emit(
                     c, "AZ-SH-008", priv ? FERRY_AUDIT_HIGH : FERRY_AUDIT_LOW, tenant, resource,
-                    json_pack("{s:s, s:s?, s:I, s:b, s:s}", "app_id", app, "display_name",
-                              str_member(rec, "name"), "owners", owners, "privileged", priv,
+                    json_pack("{s:s, s:s?, s:I, s:b, s:s}", "app_id", rec->app, "display_name",
+                              rec->name, "owners", (json_int_t)rec->owners, "privileged", priv,
                               "problem", priv ? "privileged principal with owners" : "no owners"),
                     priv ? "privileged-owned" : "unowned", src);
                 if (r < 0)
                     return r;
             }
         }
-        if (rec_bool(rec, "activity") && !rec_bool(rec, "disabled")) {
-            json_t *last = json_object_get(rec, "last"), *client = json_object_get(rec, "client");
-            const char *asrc = str_member(rec, "activity_source");
-            json_t *created = json_object_get(rec, "created");
-            bool young = json_is_integer(created) &&
-                         now - json_integer_value(created) < (int64_t)a->opts.grace_days * DAY;
-            bool inactive =
-                !young && (!json_is_integer(last) || now - json_integer_value(last) > unused);
+        if ((rec->flags & ID_ACTIVITY) && !(rec->flags & ID_DISABLED)) {
+            const char *asrc = rec->activity_source;
+            bool young =
+                (rec->flags & ID_CREATED) && now - rec->created < (int64_t)a->opts.grace_days * DAY;
+            bool inactive = !young && (!(rec->flags & ID_LAST) || now - rec->last > unused);
             if (inactive) {
                 r = emit(c, "AZ-SH-001", -1, tenant, resource,
-                         json_pack("{s:s, s:s?, s:O?, s:i}", "app_id", app, "display_name",
-                                   str_member(rec, "name"), "last_sign_in",
-                                   json_object_get(rec, "last_text"), "unused_days",
+                         json_pack("{s:s, s:s?, s:s?, s:i}", "app_id", rec->app, "display_name",
+                                   rec->name, "last_sign_in", rec->last_text, "unused_days",
                                    (int)a->opts.unused_days),
                          "inactive", asrc);
-            } else if (!young && rec_bool(rec, "rbac") &&
-                       (!json_is_integer(client) || now - json_integer_value(client) > unused)) {
+            } else if (!young && rbac &&
+                       (!(rec->flags & ID_CLIENT) || now - rec->client > unused)) {
                 r = emit(c, "AZ-OP-006", -1, tenant, resource,
-                         json_pack("{s:s, s:s?, s:s, s:i}", "app_id", app, "display_name",
-                                   str_member(rec, "name"), "unused",
+                         json_pack("{s:s, s:s?, s:s, s:i}", "app_id", rec->app, "display_name",
+                                   rec->name, "unused",
                                    "Azure role assignments (no app-only sign-in)", "unused_days",
                                    (int)a->opts.unused_days),
                          "unused-rbac", asrc);
@@ -1872,46 +2441,51 @@ static int principal_rules(az_ctx *c)
     return 0;
 }
 
+/* AZ-SH-002 is "client secret present": the key ids are of passwordCredentials only. */
 static int secret_rules(az_ctx *c)
 {
     az_state *s = c->s;
-    json_t *sec;
-    size_t i;
     int r;
-    json_array_foreach(s->secrets, i, sec)
-    {
-        json_t *rec = json_object_get(s->ids, str_member(sec, "app"));
-        bool tier0 = rec && rec_bool(rec, "tier0");
-        r = emit(c, "AZ-SH-002", tier0 ? FERRY_AUDIT_CRITICAL : -1, str_member(sec, "account"),
-                 str_member(sec, "resource"),
-                 json_pack("{s:s, s:O, s:I, s:b}", "app_id", str_member(sec, "app"), "key_ids",
-                           json_object_get(sec, "keys"), "count",
-                           (json_int_t)json_array_size(json_object_get(sec, "keys")), "tier0",
-                           tier0),
-                 "client-secret", str_member(sec, "source"));
+    for (size_t i = 0; i < s->n_secrets; i++) {
+        const az_secret *sec = &s->secrets[i];
+        uintptr_t *v = map_get(&s->by_app, sec->app);
+        bool tier0 = v && (s->ids[*v].flags & ID_TIER0);
+        char resource[RES_BUF];
+        json_t *keys = json_array();
+
+        for (size_t k = 0; keys && k < sec->n_keys; k++)
+            if (json_array_append_new(keys, json_string(s->keyv[sec->keys + k])) < 0) {
+                json_decref(keys);
+                keys = NULL;
+            }
+        if (!keys)
+            return -ENOMEM;
+        (void)snprintf(resource, sizeof(resource), "%s/%s",
+                       sec->application ? "applications" : "servicePrincipals", sec->oid);
+        r = emit(c, "AZ-SH-002", tier0 ? FERRY_AUDIT_CRITICAL : -1, sec->account, resource,
+                 json_pack("{s:s, s:O, s:I, s:b}", "app_id", sec->app, "key_ids", keys, "count",
+                           (json_int_t)sec->n_keys, "tier0", tier0),
+                 "client-secret", sec->source);
+        json_decref(keys);
         if (r < 0)
             return r;
     }
     return 0;
 }
 
-/* AZ-SH-002 is "client secret present": the keys array above holds only passwordCredentials. */
-
 static int uami_rules(az_ctx *c)
 {
     az_state *s = c->s;
-    const char *lid;
-    json_t *u;
     int r;
     if (!s->have_resources)
         return 0;
-    json_object_foreach(s->uamis, lid, u)
-    {
-        if (json_object_get(s->attached, lid))
+    for (size_t i = 0; i < s->n_uamis; i++) {
+        const az_uami *u = &s->uamis[i];
+        if (!u->lid || map_get(&s->attached, u->lid))
             continue;
-        r = emit(c, "AZ-SH-007", -1, str_member(u, "account"), str_member(u, "id"),
-                 json_pack("{s:s?, s:s}", "name", str_member(u, "name"), "attached_to", "nothing"),
-                 "orphaned", str_member(u, "source"));
+        r = emit(c, "AZ-SH-007", -1, u->account, u->id,
+                 json_pack("{s:s?, s:s}", "name", u->name, "attached_to", "nothing"), "orphaned",
+                 u->source);
         if (r < 0)
             return r;
     }
@@ -1929,15 +2503,12 @@ static int not_evaluated(az_ctx *c)
         {"AZ-SH-001", "no servicePrincipalSignInActivities input", true},
         {"AZ-SH-005", "no appCredentialSignInActivities input", false},
     };
-    json_t *tenants = json_object_size(s->tenants) ? s->tenants : NULL;
-    const char *t;
-    json_t *v;
     int r;
 
     for (size_t n = 0; n < ARRAY_SIZE(notes); n++) {
         if (notes[n].signins ? s->have_signins : s->have_cred_signins)
             continue;
-        if (!tenants) {
+        if (!s->n_tenants) {
             r = emit(c, notes[n].rule, FERRY_AUDIT_INFO, "", "tenants/unknown",
                      json_pack("{s:b, s:s}", "evaluated", 0, "reason", notes[n].reason),
                      "not-evaluated", s->first_source);
@@ -1945,10 +2516,9 @@ static int not_evaluated(az_ctx *c)
                 return r;
             continue;
         }
-        json_object_foreach(tenants, t, v)
-        {
+        for (size_t k = 0; k < s->n_tenants; k++) {
+            const char *t = s->tenant_order[k];
             char resource[RES_BUF];
-            (void)v;
             (void)snprintf(resource, sizeof(resource), "tenants/%s", t);
             r = emit(c, notes[n].rule, FERRY_AUDIT_INFO, t, resource,
                      json_pack("{s:b, s:s}", "evaluated", 0, "reason", notes[n].reason),
@@ -1960,54 +2530,54 @@ static int not_evaluated(az_ctx *c)
     return 0;
 }
 
+/* The issuer list named by the lower case form of owner (an application object id or a
+ * user-assigned identity id), or NULL. */
+static const az_issuers *fic_issuers(const az_state *s, const char *owner)
+{
+    char l[RES_BUF];
+    uintptr_t *v;
+    if (!owner)
+        return NULL;
+    lower_copy(owner, l, sizeof(l));
+    v = map_get(&s->fic_parents, strtab_find(&s->str, l));
+    return v && *v ? &s->issuers[*v - 1] : NULL;
+}
+
 static int identity_notes(az_ctx *c)
 {
     az_state *s = c->s;
     ferry_audit *a = c->a;
     int64_t now = audit_now(a), unused = (int64_t)a->opts.unused_days * DAY;
-    const char *app;
-    json_t *rec;
     int r;
 
-    json_object_foreach(s->ids, app, rec)
-    {
-        const char *iss[17] = {NULL};
-        json_t *issuers = json_object_get(rec, "issuers"), *v;
-        audit_identity id = {.cloud = CLOUD, .id = app};
-        size_t k, n = 0;
+    for (size_t i = 0; i < s->n_ids; i++) {
+        const az_ident *rec = &s->ids[i];
+        const char *iss[AZ_ISSUERS + 1] = {NULL};
+        const az_issuers *lists[3] = {
+            rec->issuers ? &s->issuers[rec->issuers - 1] : NULL,
+            fic_issuers(s, rec->app_oid),
+            fic_issuers(s, rec->uami),
+        };
+        audit_identity id = {.cloud = CLOUD, .id = rec->app};
+        size_t n = 0;
 
-        if (!rec_bool(rec, "sp") && !rec_bool(rec, "registered"))
+        if (!(rec->flags & (ID_SP | ID_REGISTERED)))
             continue; /* only seen in sign-in data */
-        id.account = str_member(rec, "tenant") ? str_member(rec, "tenant") : "";
-        id.alias = str_member(rec, "oid");
-        id.source = str_member(rec, "source");
-        if (rec_bool(rec, "static"))
+        id.account = rec->tenant ? rec->tenant : "";
+        id.alias = rec->oid;
+        id.source = rec->source;
+        if (rec->flags & ID_STATIC)
             id.flags |= AUDIT_ID_STATIC_CRED;
-        if (rec_bool(rec, "first_party"))
+        if (rec->flags & ID_FIRST_PARTY)
             id.flags |= AUDIT_ID_MANAGED;
-        if (rec_bool(rec, "disabled"))
+        if (rec->flags & ID_DISABLED)
             id.flags |= AUDIT_ID_DISABLED;
-        if (rec_bool(rec, "activity")) {
-            json_t *last = json_object_get(rec, "last");
-            id.flags |= json_is_integer(last) && now - json_integer_value(last) <= unused
-                            ? AUDIT_ID_USED
-                            : AUDIT_ID_UNUSED;
-        }
-        for (int pass = 0; pass < 3; pass++) {
-            const char *owner = pass == 1 ? str_member(rec, "app_oid") : str_member(rec, "uami");
-            char l[RES_BUF];
-            if (pass > 0) {
-                if (!owner)
-                    continue;
-                lower_copy(owner, l, sizeof(l));
-                issuers = json_object_get(s->fic_parents, l);
-            }
-            json_array_foreach(issuers, k, v)
-            {
-                if (n + 1 < ARRAY_SIZE(iss) && json_string_value(v))
-                    iss[n++] = json_string_value(v);
-            }
-        }
+        if (rec->flags & ID_ACTIVITY)
+            id.flags |= (rec->flags & ID_LAST) && now - rec->last <= unused ? AUDIT_ID_USED
+                                                                            : AUDIT_ID_UNUSED;
+        for (size_t pass = 0; pass < ARRAY_SIZE(lists); pass++)
+            for (size_t k = 0; lists[pass] && k < lists[pass]->n && n < AZ_ISSUERS; k++)
+                iss[n++] = lists[pass]->v[k];
         if (n)
             id.flags |= AUDIT_ID_FEDERATED;
         id.issuers = n ? iss : NULL;
@@ -2024,13 +2594,12 @@ static int az_finish(ferry_audit *a, char *errbuf, size_t errlen)
     int r;
     if (!c.s || !c.s->any)
         return 0;
-    r = resolve_owners(c.s);
+    resolve_owners(c.s);
+    r = assignment_rules(&c);
     if (r == 0)
-        r = assignment_rules(&c);
+        r = graph_rules(&c, c.s->dirroles, c.s->n_dirroles, true);
     if (r == 0)
-        r = graph_rules(&c, c.s->dirroles, "AZ-OP-004");
-    if (r == 0)
-        r = graph_rules(&c, c.s->graph, "AZ-OP-005");
+        r = graph_rules(&c, c.s->graph, c.s->n_graph, false);
     if (r == 0)
         r = principal_rules(&c);
     if (r == 0)
@@ -2061,7 +2630,7 @@ FERRY_EXPORT int ferry_audit_azure_trust_tenant(ferry_audit *a, const char *tena
     if (!s)
         return -ENOMEM;
     lower_copy(tenant_id, l, sizeof(l));
-    return set_add(s->trusted, l);
+    return set_add(s, &s->trusted, l);
 }
 
 static const audit_loader az_loaders[] = {
