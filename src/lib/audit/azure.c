@@ -471,7 +471,8 @@ typedef struct az_ident {
 /* Principal types of a kept role assignment (other types are decided at load: nothing). */
 enum { PT_NONE = 0, PT_SP, PT_UNKNOWN };
 
-/* A role assignment that may still produce a finding. */
+/* A role assignment that may still produce a finding. Its strings are interned, but for the
+ * id of a pending one: its own copy, freed with it. */
 typedef struct az_assign {
     const char *id, *principal, *guid, *cli_name, *scope, *source;
     size_t seq; /* load order: held and pending are merged by it in finish */
@@ -578,6 +579,8 @@ static void az_release(ferry_audit *a)
     map_release(&s->tenants);
     free(s->tenant_order);
     free(s->held);
+    for (size_t i = 0; i < s->n_pending; i++)
+        free((char *)s->pending[i].id);
     free(s->pending);
     map_release(&s->roles);
     free(s->dirroles);
@@ -1378,9 +1381,16 @@ static int assign_add(az_ctx *c, const char *id, const char *principal, const ch
     n = held ? &s->n_held : &s->n_pending;
     alloc = held ? &s->alloc_held : &s->alloc_pending;
     if ((r = vec_room(vec, alloc, *n, sizeof(**vec))) < 0 || (r = counted(s)) < 0 ||
-        (r = intern(s, id, &as.id)) < 0 || (r = intern(s, principal, &as.principal)) < 0 ||
-        (r = intern(s, guid, &as.guid)) < 0 || (r = intern(s, cli_name, &as.cli_name)) < 0 ||
-        (r = intern(s, scope, &as.scope)) < 0)
+        (r = intern(s, principal, &as.principal)) < 0 || (r = intern(s, guid, &as.guid)) < 0 ||
+        (r = intern(s, cli_name, &as.cli_name)) < 0 || (r = intern(s, scope, &as.scope)) < 0)
+        return r;
+    /* Most pending assignments are settled a few inputs on: their id, unique, is not interned
+     * for good but copied, and freed with the record. */
+    if (held)
+        r = intern(s, id, &as.id);
+    else if (!(as.id = strdup(id)))
+        r = -ENOMEM;
+    if (r < 0)
         return r;
     as.seq = s->assign_seq++;
     (*vec)[(*n)++] = as;
@@ -1397,6 +1407,7 @@ static void settle_pending(az_state *s)
         if (v) {
             *v |= OID_RBAC;
             s->records--;
+            free((char *)s->pending[i].id);
             continue;
         }
         s->pending[k++] = s->pending[i];
