@@ -691,6 +691,100 @@ Test(k8s, yaml_scalars_and_detection)
     ferry_audit_free(a);
 }
 
+/* ---- the string table and the size of the cross-file records --------------------------- */
+
+Test(k8s, string_table)
+{
+    audit_strtab *t = NULL;
+    uint32_t id, id2, empty, ab, abc;
+    char name[32];
+    size_t bytes;
+    int r;
+
+    cr_assert_eq(audit_k8s_strtab_new(1, &t), -EINVAL);
+    cr_assert_eq(audit_k8s_strtab_new(1u << 20, &t), 0);
+    cr_assert_eq(audit_k8s_strtab_find(t, "x"), 0);
+    cr_assert_null(audit_k8s_str(t, 0));
+    /* Enough strings to grow the arena and the slots several times. */
+    for (size_t i = 0; i < 20000; i++) {
+        (void)snprintf(name, sizeof(name), "ns-%zu/sa-%zu", i % 97, i);
+        cr_assert_eq(audit_k8s_intern(t, name, &id), 0);
+        cr_assert_neq(id, 0);
+    }
+    bytes = audit_k8s_strtab_bytes(t);
+    for (size_t i = 0; i < 20000; i++) {
+        (void)snprintf(name, sizeof(name), "ns-%zu/sa-%zu", i % 97, i);
+        id = audit_k8s_strtab_find(t, name);
+        cr_assert_neq(id, 0, "%s lost", name);
+        cr_assert_str_eq(audit_k8s_str(t, id), name);
+        cr_assert_eq(audit_k8s_intern(t, name, &id2), 0);
+        cr_assert_eq(id2, id, "%s interned twice", name);
+    }
+    cr_assert_eq(audit_k8s_strtab_bytes(t), bytes, "interning known strings grew the table");
+    cr_assert_eq(audit_k8s_strtab_find(t, "ns-1/sa-20000"), 0);
+    cr_assert_eq(audit_k8s_intern(t, "", &empty), 0);
+    cr_assert_neq(empty, 0);
+    cr_assert_str_eq(audit_k8s_str(t, empty), "");
+    cr_assert_eq(audit_k8s_intern(t, "ab", &ab), 0);
+    cr_assert_eq(audit_k8s_intern(t, "abc", &abc), 0);
+    cr_assert_neq(ab, abc);
+    cr_assert_eq(audit_k8s_strtab_find(t, "a"), 0);
+    cr_assert_str_eq(audit_k8s_str(t, ab), "ab");
+    audit_k8s_strtab_free(t);
+
+    /* The arena's bound: refused with -FERRY_ETOOBIG, what is in stays readable. */
+    cr_assert_eq(audit_k8s_strtab_new(64, &t), 0);
+    for (size_t i = 0;; i++) {
+        (void)snprintf(name, sizeof(name), "name-%zu", i);
+        r = audit_k8s_intern(t, name, &id);
+        if (r < 0) {
+            cr_assert_eq(r, -FERRY_ETOOBIG);
+            cr_assert(i > 2 && i < 10, "%zu strings in 64 bytes", i);
+            cr_assert_eq(audit_k8s_strtab_find(t, name), 0);
+            break;
+        }
+    }
+    cr_assert_str_eq(audit_k8s_str(t, audit_k8s_strtab_find(t, "name-0")), "name-0");
+    audit_k8s_strtab_free(t);
+    audit_k8s_strtab_free(NULL);
+}
+
+/* Bindings and ServiceAccounts of many inputs cost a few dozen bytes each, not a JSON tree. */
+Test(k8s, cross_file_records_are_compact)
+{
+    enum { N = 2000 };
+    ferry_audit *a = run_new();
+    char err[512] = "", *sas = malloc(N * 200), *rbs = malloc(N * 400);
+    size_t ls = 0, lr = 0, n_b = 0, n_sa = 0, bytes;
+
+    cr_assert(sas && rbs);
+    for (int i = 0; i < N; i++) {
+        ls += (size_t)snprintf(sas + ls, 200,
+                               "---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa-%d, "
+                               "namespace: ns-%d}\n",
+                               i, i % 50);
+        lr += (size_t)snprintf(rbs + lr, 400,
+                               "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n"
+                               "metadata: {name: rb-%d, namespace: ns-%d}\nroleRef: {kind: "
+                               "ClusterRole, name: view}\nsubjects:\n- {kind: ServiceAccount, "
+                               "name: sa-%d}\n",
+                               i, i % 50, i);
+    }
+    cr_assert_eq(ferry_audit_add_input(a, "sas.yaml", sas, ls, NULL, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(ferry_audit_add_input(a, "rbs.yaml", rbs, lr, NULL, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(ferry_audit_finish(a, err, sizeof(err)), 0, "%s", err);
+    bytes = audit_k8s_state_bytes(a, &n_b, &n_sa);
+    cr_assert_eq(n_b, N);
+    cr_assert_eq(n_sa, N);
+    cr_assert_lt(bytes / (n_b + n_sa), 128, "%zu bytes for %zu bindings and %zu SAs", bytes, n_b,
+                 n_sa);
+    ferry_audit_free(a);
+    free(sas);
+    free(rbs);
+}
+
 /* ---- allocation failures ------------------------------------------------------------------- *
  * As in test_audit.c: the Nth allocation of the process fails (libyaml's, jansson's, ours), for
  * N = 0, 1, ... until a whole run (YAML and JSON inputs, an AWS export for X-001, finish, the

@@ -157,6 +157,24 @@ bool audit_account_known(const ferry_audit *a, const char *account_id);
 /* The run's clock (options.now or the time the run was created). */
 int64_t audit_now(const ferry_audit *a);
 
+/* ---- Kubernetes (k8s.c) ------------------------------------------------------------------- */
+
+/* k8s.c's string table: each distinct string stored once, named by a nonzero uint32_t id.
+ * Exposed for the unit test. _new: max_bytes (2..UINT32_MAX) bounds the arena. _intern: the id
+ * of str, added when new (str must not point into the table); 0, -ENOMEM, -FERRY_ETOOBIG.
+ * _find: the id of str, 0 when absent. _str: the string of an id (NULL for 0), good until the
+ * next _intern. Not thread-safe. */
+typedef struct audit_strtab audit_strtab;
+int audit_k8s_strtab_new(size_t max_bytes, audit_strtab **ret);
+void audit_k8s_strtab_free(audit_strtab *t);
+int audit_k8s_intern(audit_strtab *t, const char *str, uint32_t *ret_id);
+uint32_t audit_k8s_strtab_find(const audit_strtab *t, const char *str);
+const char *audit_k8s_str(const audit_strtab *t, uint32_t id);
+size_t audit_k8s_strtab_bytes(const audit_strtab *t);
+/* Bytes of the Kubernetes cross-file records of a run; the numbers of bindings and
+ * ServiceAccounts they hold in *ret_bindings / *ret_sas (either may be NULL). */
+size_t audit_k8s_state_bytes(const ferry_audit *a, size_t *ret_bindings, size_t *ret_sas);
+
 /* ---- service identities, for the shadow-identity rules (shadow.c) -------------------------
  *
  * Every cloud loader reports each service identity it sees (one call per identity per input;

@@ -125,6 +125,210 @@ static const audit_rule k8s_rules[] = {
      "pods, tokens or impersonate in that namespace."},
 };
 
+/* ---- the string table ----------------------------------------------------------------------
+ *
+ * Every name the cross-file records keep (namespaces, names, role references, annotation
+ * values, input paths) is stored once in one arena and named by its offset there, a uint32_t
+ * id (0 = none). An open-addressing table over the arena finds a string's id. The arena moves
+ * when it grows: a pointer from audit_k8s_str() is good until the next audit_k8s_intern(). */
+
+struct audit_strtab {
+    char *arena; /* NUL-terminated strings; byte 0 is reserved so that no string has id 0 */
+    size_t len, cap, max;
+    uint32_t *slots; /* ids, 0 = empty; n_slots is a power of two */
+    size_t n_slots, count;
+};
+
+static uint64_t str_hash(const char *str, size_t n)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)str[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+int audit_k8s_strtab_new(size_t max_bytes, audit_strtab **ret)
+{
+    audit_strtab *t;
+    if (!ret || max_bytes < 2 || max_bytes > UINT32_MAX)
+        return -EINVAL;
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    t->max = max_bytes;
+    *ret = t;
+    return 0;
+}
+
+void audit_k8s_strtab_free(audit_strtab *t)
+{
+    if (!t)
+        return;
+    free(t->arena);
+    free(t->slots);
+    free(t);
+}
+
+/* The slot that holds str (n bytes) or the empty slot where it would go. */
+static size_t strtab_slot(const audit_strtab *t, const char *str, size_t n, uint64_t h)
+{
+    size_t mask = t->n_slots - 1, i = (size_t)h & mask;
+    for (;; i = (i + 1) & mask) {
+        uint32_t id = t->slots[i];
+        if (!id || (strncmp(t->arena + id, str, n) == 0 && t->arena[id + n] == '\0'))
+            return i;
+    }
+}
+
+static int strtab_grow_slots(audit_strtab *t)
+{
+    size_t n = t->n_slots ? 2 * t->n_slots : 1024;
+    uint32_t *slots = calloc(n, sizeof(*slots)), *old = t->slots;
+    size_t n_old = t->n_slots;
+    if (!slots)
+        return -ENOMEM;
+    t->slots = slots;
+    t->n_slots = n;
+    for (size_t i = 0; i < n_old; i++) {
+        if (!old[i])
+            continue;
+        const char *str = t->arena + old[i];
+        size_t len = strlen(str);
+        slots[strtab_slot(t, str, len, str_hash(str, len))] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+int audit_k8s_intern(audit_strtab *t, const char *str, uint32_t *ret_id)
+{
+    size_t n = strlen(str), i;
+    uint64_t h = str_hash(str, n);
+    int r;
+
+    if ((t->count + 1) * 4 > t->n_slots * 3 && (r = strtab_grow_slots(t)) < 0)
+        return r;
+    i = strtab_slot(t, str, n, h);
+    if (t->slots[i]) {
+        *ret_id = t->slots[i];
+        return 0;
+    }
+    size_t len = t->len ? t->len : 1;
+    if (n >= t->max - len)
+        return -FERRY_ETOOBIG;
+    if (len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 4096;
+        while (cap < len + n + 1)
+            cap *= 2;
+        if (cap > t->max)
+            cap = t->max;
+        char *arena = realloc(t->arena, cap);
+        if (!arena)
+            return -ENOMEM;
+        arena[0] = '\0';
+        t->arena = arena;
+        t->cap = cap;
+    }
+    memcpy(t->arena + len, str, n + 1);
+    t->slots[i] = (uint32_t)len;
+    t->len = len + n + 1;
+    t->count++;
+    *ret_id = (uint32_t)len;
+    return 0;
+}
+
+uint32_t audit_k8s_strtab_find(const audit_strtab *t, const char *str)
+{
+    size_t n = strlen(str);
+    if (!t->count)
+        return 0;
+    return t->slots[strtab_slot(t, str, n, str_hash(str, n))];
+}
+
+const char *audit_k8s_str(const audit_strtab *t, uint32_t id)
+{
+    return id && id < t->len ? t->arena + id : NULL;
+}
+
+size_t audit_k8s_strtab_bytes(const audit_strtab *t)
+{
+    return t->cap + t->n_slots * sizeof(*t->slots);
+}
+
+/* ---- id maps: interned id -> uint32_t (a set when the value is unused) --------------------- */
+
+typedef struct k8s_map {
+    struct k8s_map_slot {
+        uint32_t key, val; /* key 0 = empty */
+    } * slots;
+    size_t n_slots, count; /* n_slots is a power of two */
+} k8s_map;
+
+static size_t map_slot(const k8s_map *m, uint32_t key)
+{
+    size_t mask = m->n_slots - 1;
+    size_t i = (size_t)(((uint64_t)key * UINT64_C(0x9e3779b97f4a7c15)) >> 32) & mask;
+    while (m->slots[i].key && m->slots[i].key != key)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* The value of key, or NULL. */
+static uint32_t *map_get(const k8s_map *m, uint32_t key)
+{
+    if (!key || !m->count)
+        return NULL;
+    size_t i = map_slot(m, key);
+    return m->slots[i].key ? &m->slots[i].val : NULL;
+}
+
+/* Set key (nonzero) to val. Returns 0 or -ENOMEM. */
+static int map_put(k8s_map *m, uint32_t key, uint32_t val)
+{
+    if ((m->count + 1) * 4 > m->n_slots * 3) {
+        size_t n = m->n_slots ? 2 * m->n_slots : 256, n_old = m->n_slots;
+        struct k8s_map_slot *old = m->slots, *slots = calloc(n, sizeof(*slots));
+        if (!slots)
+            return -ENOMEM;
+        m->slots = slots;
+        m->n_slots = n;
+        for (size_t i = 0; i < n_old; i++)
+            if (old[i].key)
+                slots[map_slot(m, old[i].key)] = old[i];
+        free(old);
+    }
+    size_t i = map_slot(m, key);
+    if (!m->slots[i].key)
+        m->count++;
+    m->slots[i].key = key;
+    m->slots[i].val = val;
+    return 0;
+}
+
+static size_t map_bytes(const k8s_map *m)
+{
+    return m->n_slots * sizeof(*m->slots);
+}
+
+/* Room for one more element of size bytes in the vector *v of *alloc elements holding n. */
+static int vec_reserve(void *v, size_t *alloc, size_t n, size_t size)
+{
+    void **p = v;
+    if (n < *alloc)
+        return 0;
+    size_t want = *alloc ? 2 * *alloc : 64;
+    if (want > UINT32_MAX || want > SIZE_MAX / size)
+        return -FERRY_ETOOBIG;
+    void *q = realloc(*p, want * size);
+    if (!q)
+        return -ENOMEM;
+    *p = q;
+    *alloc = want;
+    return 0;
+}
+
 /* ---- per-run state ------------------------------------------------------------------------ */
 
 enum {
@@ -141,16 +345,68 @@ enum {
     F_ALL = (1u << 10) - 1,
 };
 
+/* Strings below are ids in k8s_state.strs. */
+
+enum { SUBJ_OTHER, SUBJ_USER, SUBJ_GROUP, SUBJ_SA }; /* a subject's kind */
+
+typedef struct k8s_subject {
+    uint32_t name, ns; /* ns: a ServiceAccount's (its binding's when not written), else 0 */
+    uint8_t kind;      /* SUBJ_* */
+} k8s_subject;
+
+typedef struct k8s_binding {
+    uint32_t ns;   /* 0 for a ClusterRoleBinding */
+    uint32_t name; /* metadata.name */
+    uint32_t rn;   /* roleRef.name */
+    uint32_t src;  /* the input */
+    uint32_t subj; /* its first subject in k8s_state.subjects */
+    uint32_t n_subj : 29, cluster : 1, rk_cluster : 1 /* roleRef is a ClusterRole */, boot : 1;
+} k8s_binding;
+
+enum { AM_UNSET, AM_TRUE, AM_FALSE }; /* automountServiceAccountToken */
+
+typedef struct k8s_sa {
+    int64_t created;
+    uint32_t key; /* "ns/name" */
+    uint32_t src;
+    uint32_t links[3]; /* the sa_links annotations, in their order; 0 = absent */
+    uint8_t has_created : 1, automount : 2, bound : 1;
+} k8s_sa;
+
+typedef struct k8s_role {
+    uint32_t key; /* "ClusterRole/name" | "Role/ns/name" */
+    unsigned f;   /* F_* of its rules (and of the roles it aggregates, after aggregate_roles) */
+    char *hits;   /* [[f, PolicyRule], ...] (at most K8S_MAX_HIT_RULES), compact JSON or NULL */
+    char *labels; /* a ClusterRole's labels as {key: text}, compact JSON or NULL */
+    char *agg;    /* a ClusterRole's aggregationRule.clusterRoleSelectors, compact JSON or NULL */
+} k8s_role;
+
+typedef struct k8s_pod { /* a Pod or pod template that runs as "default" */
+    uint32_t ns, name, plural, src;
+    uint8_t am; /* AM_* of the pod spec */
+} k8s_pod;
+
 typedef struct k8s_state {
     char *cluster;
-    json_t *sas;   /* "ns/name" -> {src, created?, automount?, links?} */
-    json_t *roles; /* "ClusterRole/name" | "Role/ns/name" -> {f, hits, labels, agg?, boot, src} */
-    json_t *bindings;     /* [{k, ns, name, rk, rn, subj: [[kind, name, ns]], boot, src}] */
-    json_t *pod_sas;      /* set of "ns/name" that a Pod or pod template runs as */
-    json_t *default_pods; /* [{ns, res, am?, src}]: pods/templates running as "default" */
-    json_t *token_sas;    /* set of "ns/name" with a legacy token Secret */
-    json_t *sa_seen;      /* "ns/name" -> last request in an audit.k8s.io log (epoch) */
-    bool loaded;          /* some Kubernetes input was read */
+    audit_strtab *strs;
+    k8s_sa *sas; /* in the order first seen */
+    size_t n_sas, alloc_sas;
+    k8s_map sa_index; /* "ns/name" -> index in sas */
+    k8s_role *roles;  /* in the order first seen */
+    size_t n_roles, alloc_roles;
+    k8s_map role_index; /* key -> index in roles */
+    k8s_binding *bindings;
+    size_t n_bindings, alloc_bindings;
+    k8s_subject *subjects; /* the bindings' subjects, each binding's in a run */
+    size_t n_subjects, alloc_subjects;
+    k8s_pod *default_pods;
+    size_t n_default_pods, alloc_default_pods;
+    k8s_map pod_sas;   /* set of "ns/name" that a Pod or pod template runs as */
+    k8s_map token_sas; /* set of "ns/name" with a legacy token Secret */
+    k8s_map sa_seen;   /* "ns/name" -> index in seen_at */
+    int64_t *seen_at;  /* last request in an audit.k8s.io log (epoch) */
+    size_t n_seen, alloc_seen;
+    bool loaded; /* some Kubernetes input was read */
     bool seen_pods, seen_sa_inventory, seen_roles, seen_clusterroles, eks;
     char *first_src; /* for the cluster-level notes */
 } k8s_state;
@@ -162,13 +418,23 @@ static void k8s_release(ferry_audit *a)
         return;
     free(s->cluster);
     free(s->first_src);
-    json_decref(s->sas);
-    json_decref(s->roles);
-    json_decref(s->bindings);
-    json_decref(s->pod_sas);
-    json_decref(s->default_pods);
-    json_decref(s->token_sas);
-    json_decref(s->sa_seen);
+    audit_k8s_strtab_free(s->strs);
+    free(s->sas);
+    free(s->sa_index.slots);
+    for (size_t i = 0; i < s->n_roles; i++) {
+        free(s->roles[i].hits);
+        free(s->roles[i].labels);
+        free(s->roles[i].agg);
+    }
+    free(s->roles);
+    free(s->role_index.slots);
+    free(s->bindings);
+    free(s->subjects);
+    free(s->default_pods);
+    free(s->pod_sas.slots);
+    free(s->token_sas.slots);
+    free(s->sa_seen.slots);
+    free(s->seen_at);
     free(s);
     a->k8s = NULL;
 }
@@ -181,21 +447,41 @@ static k8s_state *state(ferry_audit *a)
     s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->sas = json_object();
-    s->roles = json_object();
-    s->bindings = json_array();
-    s->pod_sas = json_object();
-    s->default_pods = json_array();
-    s->token_sas = json_object();
-    s->sa_seen = json_object();
-    if (!s->sas || !s->roles || !s->bindings || !s->pod_sas || !s->default_pods || !s->token_sas ||
-        !s->sa_seen) {
-        a->k8s = s;
-        k8s_release(a);
+    if (audit_k8s_strtab_new(UINT32_MAX, &s->strs) < 0) {
+        free(s);
         return NULL;
     }
     a->k8s = s;
     return s;
+}
+
+static const char *str(const k8s_state *s, uint32_t id)
+{
+    return audit_k8s_str(s->strs, id);
+}
+
+/* The bytes the cross-file records hold (tests, measurements). */
+size_t audit_k8s_state_bytes(const ferry_audit *a, size_t *ret_bindings, size_t *ret_sas)
+{
+    const k8s_state *s = a->k8s;
+    size_t n;
+    if (ret_bindings)
+        *ret_bindings = s ? s->n_bindings : 0;
+    if (ret_sas)
+        *ret_sas = s ? s->n_sas : 0;
+    if (!s)
+        return 0;
+    n = sizeof(*s) + audit_k8s_strtab_bytes(s->strs) + s->alloc_sas * sizeof(*s->sas) +
+        map_bytes(&s->sa_index) + s->alloc_roles * sizeof(*s->roles) + map_bytes(&s->role_index) +
+        s->alloc_bindings * sizeof(*s->bindings) + s->alloc_subjects * sizeof(*s->subjects) +
+        s->alloc_default_pods * sizeof(*s->default_pods) + map_bytes(&s->pod_sas) +
+        map_bytes(&s->token_sas) + map_bytes(&s->sa_seen) + s->alloc_seen * sizeof(*s->seen_at);
+    for (size_t i = 0; i < s->n_roles; i++) {
+        const k8s_role *ro = &s->roles[i];
+        n += (ro->hits ? strlen(ro->hits) + 1 : 0) + (ro->labels ? strlen(ro->labels) + 1 : 0) +
+             (ro->agg ? strlen(ro->agg) + 1 : 0);
+    }
+    return n;
 }
 
 static const char *cluster_name(const k8s_state *s)
@@ -233,11 +519,6 @@ FERRY_EXPORT int ferry_audit_k8s_set_cluster(ferry_audit *a, const char *name)
 static const char *str_member(const json_t *o, const char *key)
 {
     return json_string_value(json_object_get(o, key));
-}
-
-static int set_true(json_t *set, const char *key)
-{
-    return json_object_set_new(set, key, json_true()) < 0 ? -ENOMEM : 0;
 }
 
 /* A string value as text: label values written as plain true or 1 in YAML compare as text. */
@@ -658,7 +939,32 @@ typedef struct k8s_ctx {
     size_t line, col; /* YAML: where the current resource starts */
     char jwhere[64];  /* JSON: "/items/3" or "" */
     char label[96];   /* "items[3]: " / "document 2: " or "" */
+    uint32_t src;     /* the path interned, 0 until a record needs it */
 } k8s_ctx;
+
+/* The input's path as an id, interned once per input. */
+static int ctx_src(k8s_ctx *c, uint32_t *ret)
+{
+    int r = c->src ? 0 : audit_k8s_intern(c->s->strs, c->path, &c->src);
+    if (r == 0)
+        *ret = c->src;
+    return r;
+}
+
+/* Add key ("ns/name") to the set m. */
+static int set_add(k8s_state *s, k8s_map *m, const char *key)
+{
+    uint32_t id;
+    int r = audit_k8s_intern(s->strs, key, &id);
+    return r < 0 ? r : map_put(m, id, 0);
+}
+
+/* The index of key in the id map m, or -1. */
+static long map_find(const k8s_state *s, const k8s_map *m, const char *key)
+{
+    const uint32_t *v = map_get(m, audit_k8s_strtab_find(s->strs, key));
+    return v ? (long)*v : -1;
+}
 
 static int fail(k8s_ctx *c, const json_t *obj, const char *member, const char *fmt, ...)
     _printf_(4, 5);
@@ -866,13 +1172,38 @@ static int meta_name(k8s_ctx *c, const json_t *obj, const char **ret)
     return 0;
 }
 
+/* A compact JSON text of j (NULL when j is NULL or empty) in *ret. Returns 0 or -ENOMEM. */
+static int compact_text(const json_t *j, char **ret)
+{
+    *ret = NULL;
+    if (!j || (json_is_array(j) && !json_array_size(j)) ||
+        (json_is_object(j) && !json_object_size(j)))
+        return 0;
+    *ret = audit_json_dumps(j, JSON_COMPACT);
+    return *ret ? 0 : -ENOMEM;
+}
+
+/* The tree of a text compact_text or audit_json_dumps made (our own, so it parses: NULL means
+ * memory ran out); new. */
+static json_t *text_load(const char *text)
+{
+    return json_loadb(text, strlen(text), JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+}
+
+/* As text_load, an empty array for NULL. */
+static json_t *text_tree(const char *text)
+{
+    return text ? text_load(text) : json_array();
+}
+
 static int role_load(k8s_ctx *c, const json_t *obj, bool cluster)
 {
     const json_t *md = json_object_get(obj, "metadata"), *rules = json_object_get(obj, "rules");
     const json_t *agg = json_object_get(obj, "aggregationRule");
     const char *name, *ns = cluster ? NULL : meta_namespace(md);
-    json_t *entry = NULL, *hits = NULL, *labels = NULL, *x;
+    json_t *hits = NULL, *labels = NULL, *x;
     char key[K8S_MAX_NAME], res[K8S_MAX_NAME];
+    k8s_role role = {0};
     unsigned flags = 0;
     size_t i;
     int r;
@@ -891,7 +1222,7 @@ static int role_load(k8s_ctx *c, const json_t *obj, bool cluster)
         c->s->seen_roles = true;
     if (strncmp(name, "eks:", 4) == 0)
         c->s->eks = true;
-    if (json_object_get(c->s->roles, key))
+    if (map_find(c->s, &c->s->role_index, key) >= 0)
         return 0; /* the same role in an earlier input */
     hits = json_array();
     labels = json_object();
@@ -918,15 +1249,16 @@ static int role_load(k8s_ctx *c, const json_t *obj, bool cluster)
             continue;
         flags |= f;
         if (json_array_size(hits) < K8S_MAX_HIT_RULES) {
-            json_t *h = json_pack("{s:i, s:O}", "f", (int)f, "rule", x);
+            json_t *h = json_pack("[i, O]", (int)f, x);
             if (!h || json_array_append_new(hits, h) < 0) {
                 r = -ENOMEM;
                 goto out;
             }
         }
     }
-    /* Labels, as text, for aggregation selectors. */
-    const json_t *lab = json_object_get(md, "labels");
+    /* A ClusterRole's labels, as text, for aggregation selectors (only ClusterRoles are
+     * aggregated). */
+    const json_t *lab = cluster ? json_object_get(md, "labels") : NULL;
     const char *lk;
     json_object_foreach((json_t *)lab, lk, x)
     {
@@ -944,24 +1276,28 @@ static int role_load(k8s_ctx *c, const json_t *obj, bool cluster)
         goto out;
     }
     bool boot = is_bootstrap(md, name);
-    entry = json_pack("{s:i, s:o, s:o, s:b, s:s}", "f", (int)flags, "hits", hits, "labels", labels,
-                      "boot", boot, "src", c->path);
-    hits = labels = NULL;
-    if (!entry ||
-        (cluster && json_is_array(sel) && json_object_set(entry, "agg", (json_t *)sel) < 0) ||
-        json_object_set(c->s->roles, key, entry) < 0) {
+    role.f = flags;
+    if ((r = compact_text(hits, &role.hits)) < 0 || (r = compact_text(labels, &role.labels)) < 0)
+        goto out;
+    if (cluster && json_is_array(sel) && !(role.agg = audit_json_dumps(sel, JSON_COMPACT))) {
         r = -ENOMEM;
         goto out;
     }
+    if ((r = audit_k8s_intern(c->s->strs, key, &role.key)) < 0 ||
+        (r = vec_reserve(&c->s->roles, &c->s->alloc_roles, c->s->n_roles, sizeof(role))) < 0 ||
+        (r = map_put(&c->s->role_index, role.key, (uint32_t)c->s->n_roles)) < 0)
+        goto out;
+    c->s->roles[c->s->n_roles++] = role;
+    role = (k8s_role){0};
     /* K8S-OP-002 reads the role alone; the bootstrap roles (cluster-admin) are wildcards by
      * design. An aggregated role's own rules are its selected roles', reported on them. */
     if ((flags & F_WILDCARD) && !boot && !json_is_array(sel)) {
         json_t *ev = json_pack("{s:s, s:[]}", "role", key, "rules");
         json_t *evr = json_object_get(ev, "rules");
-        json_array_foreach(json_object_get(entry, "hits"), i, x)
+        json_array_foreach(hits, i, x)
         {
-            if ((json_integer_value(json_object_get(x, "f")) & F_WILDCARD) &&
-                json_array_append(evr, json_object_get(x, "rule")) < 0) {
+            if ((json_integer_value(json_array_get(x, 0)) & F_WILDCARD) &&
+                json_array_append(evr, json_array_get(x, 1)) < 0) {
                 json_decref(ev);
                 r = -ENOMEM;
                 goto out;
@@ -973,7 +1309,9 @@ static int role_load(k8s_ctx *c, const json_t *obj, bool cluster)
         json_decref(ev);
     }
 out:
-    json_decref(entry);
+    free(role.hits);
+    free(role.labels);
+    free(role.agg);
     json_decref(hits);
     json_decref(labels);
     return r;
@@ -985,8 +1323,10 @@ static int binding_load(k8s_ctx *c, const json_t *obj, bool cluster)
     const json_t *ref = json_object_get(obj, "roleRef"),
                  *subjects = json_object_get(obj, "subjects");
     const char *name, *ns = cluster ? NULL : meta_namespace(md), *rk, *rn;
-    json_t *subj = NULL, *b, *x;
-    size_t i;
+    k8s_state *s = c->s;
+    size_t first = s->n_subjects, i;
+    k8s_binding b = {0};
+    json_t *x;
     int r;
 
     r = meta_name(c, obj, &name);
@@ -1002,34 +1342,50 @@ static int binding_load(k8s_ctx *c, const json_t *obj, bool cluster)
     if (subjects && !json_is_null(subjects) && !json_is_array(subjects))
         return fail(c, obj, "subjects", "subjects: expected a list");
     if (strncmp(name, "eks:", 4) == 0)
-        c->s->eks = true;
-    subj = json_array();
-    if (!subj)
-        return -ENOMEM;
+        s->eks = true;
     json_array_foreach(subjects, i, x)
     {
         const char *k = str_member(x, "kind"), *n = str_member(x, "name");
         const char *sns = str_member(x, "namespace");
+        k8s_subject sj = {0};
         char sub[32];
         (void)snprintf(sub, sizeof(sub), "subjects/%zu", i);
         if (!json_is_object(x) || !k || !n || !*n || strlen(n) > 253 || (sns && strlen(sns) > 63)) {
-            json_decref(subj);
+            s->n_subjects = first;
             return fail(c, obj, sub, "subjects[%zu]: expected an object with kind and name", i);
         }
+        sj.kind = strcmp(k, "ServiceAccount") == 0 ? SUBJ_SA
+                  : strcmp(k, "Group") == 0        ? SUBJ_GROUP
+                  : strcmp(k, "User") == 0         ? SUBJ_USER
+                                                   : SUBJ_OTHER;
         /* A ServiceAccount subject without a namespace is the binding's (rbac-tool reads it
-         * so; the API server refuses it on a ClusterRoleBinding). */
-        if (strcmp(k, "ServiceAccount") == 0 && (!sns || !*sns))
+         * so; the API server refuses it on a ClusterRoleBinding). Only a ServiceAccount's
+         * namespace is read. */
+        if (sj.kind == SUBJ_SA && (!sns || !*sns))
             sns = ns ? ns : "default";
-        if (json_array_append_new(subj, json_pack("[s, s, s]", k, n, sns ? sns : "")) < 0) {
-            json_decref(subj);
-            return -ENOMEM;
+        if ((r = audit_k8s_intern(s->strs, n, &sj.name)) < 0 ||
+            (sj.kind == SUBJ_SA && (r = audit_k8s_intern(s->strs, sns, &sj.ns)) < 0) ||
+            (r = vec_reserve(&s->subjects, &s->alloc_subjects, s->n_subjects, sizeof(sj))) < 0) {
+            s->n_subjects = first;
+            return r;
         }
+        s->subjects[s->n_subjects++] = sj;
     }
-    b = json_pack("{s:s, s:s?, s:s, s:s, s:s, s:o, s:b, s:s}", "k",
-                  cluster ? "ClusterRoleBinding" : "RoleBinding", "ns", ns, "name", name, "rk", rk,
-                  "rn", rn, "subj", subj, "boot", is_bootstrap(md, name), "src", c->path);
-    if (!b || json_array_append_new(c->s->bindings, b) < 0)
-        return -ENOMEM;
+    b.subj = (uint32_t)first;
+    b.n_subj = (uint32_t)(s->n_subjects - first) & ((1u << 29) - 1);
+    b.cluster = cluster;
+    b.rk_cluster = strcmp(rk, "ClusterRole") == 0;
+    b.boot = is_bootstrap(md, name);
+    if ((size_t)b.n_subj != s->n_subjects - first)
+        r = -FERRY_ETOOBIG;
+    if (r < 0 || (ns && (r = audit_k8s_intern(s->strs, ns, &b.ns)) < 0) ||
+        (r = audit_k8s_intern(s->strs, name, &b.name)) < 0 ||
+        (r = audit_k8s_intern(s->strs, rn, &b.rn)) < 0 || (r = ctx_src(c, &b.src)) < 0 ||
+        (r = vec_reserve(&s->bindings, &s->alloc_bindings, s->n_bindings, sizeof(b))) < 0) {
+        s->n_subjects = first;
+        return r;
+    }
+    s->bindings[s->n_bindings++] = b;
     return 0;
 }
 
@@ -1046,42 +1402,39 @@ static int sa_load(k8s_ctx *c, const json_t *obj)
     const json_t *am = json_object_get(obj, "automountServiceAccountToken");
     const char *name, *ns = meta_namespace(md), *created = str_member(md, "creationTimestamp");
     char key[K8S_MAX_NAME];
-    json_t *e, *links;
+    k8s_state *s = c->s;
+    k8s_sa e = {0};
     int64_t t;
     int r;
 
     r = meta_name(c, obj, &name);
     if (r < 0)
         return r;
-    c->s->seen_sa_inventory = true;
+    s->seen_sa_inventory = true;
     (void)snprintf(key, sizeof(key), "%s/%s", ns, name);
-    if (json_object_get(c->s->sas, key))
+    if (map_find(s, &s->sa_index, key) >= 0)
         return 0;
-    e = json_pack("{s:s, s:{}}", "src", c->path, "links");
-    links = json_object_get(e, "links");
-    if (!e)
-        return -ENOMEM;
-    if (created && audit_parse_time(created, &t) == 0 &&
-        json_object_set_new(e, "created", json_integer((json_int_t)t)) < 0)
-        goto nomem;
-    if (json_is_boolean(am) &&
-        json_object_set_new(e, "automount", json_boolean(json_is_true(am))) < 0)
-        goto nomem;
+    if (created && audit_parse_time(created, &t) == 0) {
+        e.created = t;
+        e.has_created = 1;
+    }
+    if (json_is_boolean(am))
+        e.automount = json_is_true(am) ? AM_TRUE : AM_FALSE;
     for (size_t i = 0; i < ARRAY_SIZE(sa_links); i++) {
         const char *v = str_member(ann, sa_links[i][0]);
         if (!v || !*v || strlen(v) > 2048)
             continue;
         if (i == 0)
-            c->s->eks = true;
-        if (json_object_set_new(links, sa_links[i][0], json_string(v)) < 0)
-            goto nomem;
+            s->eks = true;
+        if ((r = audit_k8s_intern(s->strs, v, &e.links[i])) < 0)
+            return r;
     }
-    if (json_object_set_new(c->s->sas, key, e) < 0)
-        return -ENOMEM;
+    if ((r = audit_k8s_intern(s->strs, key, &e.key)) < 0 || (r = ctx_src(c, &e.src)) < 0 ||
+        (r = vec_reserve(&s->sas, &s->alloc_sas, s->n_sas, sizeof(e))) < 0 ||
+        (r = map_put(&s->sa_index, e.key, (uint32_t)s->n_sas)) < 0)
+        return r;
+    s->sas[s->n_sas++] = e;
     return 0;
-nomem:
-    json_decref(e);
-    return -ENOMEM;
 }
 
 static int secret_load(k8s_ctx *c, const json_t *obj)
@@ -1104,8 +1457,8 @@ static int secret_load(k8s_ctx *c, const json_t *obj)
         return r;
     if (sa && *sa) {
         (void)snprintf(key, sizeof(key), "%s/%s", ns, sa);
-        if (set_true(c->s->token_sas, key) < 0)
-            return -ENOMEM;
+        if ((r = set_add(c->s, &c->s->token_sas, key)) < 0)
+            return r;
     }
     if (!last || audit_parse_time(last, &t) < 0 ||
         audit_now(c->a) - t > (int64_t)c->a->opts.unused_days * DAY)
@@ -1128,7 +1481,8 @@ static int podspec_load(k8s_ctx *c, const json_t *obj, const json_t *spec, const
     const json_t *md = json_object_get(obj, "metadata");
     const char *ns = meta_namespace(md), *name, *sa;
     const json_t *am;
-    char key[K8S_MAX_NAME], res[K8S_MAX_NAME];
+    char key[K8S_MAX_NAME];
+    k8s_pod p = {0};
     int r;
 
     r = meta_name(c, obj, &name);
@@ -1145,19 +1499,21 @@ static int podspec_load(k8s_ctx *c, const json_t *obj, const json_t *spec, const
     if (strlen(sa) > 253)
         return fail(c, obj, "spec", "serviceAccountName: longer than 253 characters");
     (void)snprintf(key, sizeof(key), "%s/%s", ns, sa);
-    if (set_true(c->s->pod_sas, key) < 0)
-        return -ENOMEM;
+    if ((r = set_add(c->s, &c->s->pod_sas, key)) < 0)
+        return r;
     if (strcmp(sa, "default") != 0)
         return 0;
     am = json_object_get(spec, "automountServiceAccountToken");
-    (void)resource_path(res, sizeof(res), plural, ns, name);
-    json_t *p = json_pack("{s:s, s:s, s:s}", "ns", ns, "res", res, "src", c->path);
-    if (p && json_is_boolean(am) &&
-        json_object_set_new(p, "am", json_boolean(json_is_true(am))) < 0) {
-        json_decref(p);
-        return -ENOMEM;
-    }
-    return !p || json_array_append_new(c->s->default_pods, p) < 0 ? -ENOMEM : 0;
+    if (json_is_boolean(am))
+        p.am = json_is_true(am) ? AM_TRUE : AM_FALSE;
+    if ((r = audit_k8s_intern(c->s->strs, ns, &p.ns)) < 0 ||
+        (r = audit_k8s_intern(c->s->strs, name, &p.name)) < 0 ||
+        (r = audit_k8s_intern(c->s->strs, plural, &p.plural)) < 0 || (r = ctx_src(c, &p.src)) < 0 ||
+        (r = vec_reserve(&c->s->default_pods, &c->s->alloc_default_pods, c->s->n_default_pods,
+                         sizeof(p))) < 0)
+        return r;
+    c->s->default_pods[c->s->n_default_pods++] = p;
+    return 0;
 }
 
 static int resource_load(k8s_ctx *c, const json_t *obj)
@@ -1411,12 +1767,18 @@ static int load_k8s_audit(ferry_audit *a, const char *path, const char *buf, siz
             break;
         }
         (void)snprintf(key, sizeof(key), "%.*s/%s", (int)(colon - nsname), nsname, colon + 1);
-        json_t *prev = json_object_get(c.s->sa_seen, key);
-        if ((!prev || json_integer_value(prev) < t) &&
-            json_object_set_new(c.s->sa_seen, key, json_integer((json_int_t)t)) < 0) {
-            r = -ENOMEM;
+        uint32_t id, *prev;
+        if ((r = audit_k8s_intern(c.s->strs, key, &id)) < 0)
             break;
+        if ((prev = map_get(&c.s->sa_seen, id))) {
+            if (c.s->seen_at[*prev] < t)
+                c.s->seen_at[*prev] = t;
+            continue;
         }
+        if ((r = vec_reserve(&c.s->seen_at, &c.s->alloc_seen, c.s->n_seen, sizeof(t))) < 0 ||
+            (r = map_put(&c.s->sa_seen, id, (uint32_t)c.s->n_seen)) < 0)
+            break;
+        c.s->seen_at[c.s->n_seen++] = t;
     }
     json_decref(one);
     return r;
@@ -1424,167 +1786,217 @@ static int load_k8s_audit(ferry_audit *a, const char *path, const char *buf, siz
 
 /* ---- finish: the rules that join objects ------------------------------------------------- */
 
+static bool selector_matches(const json_t *sel, const json_t *labels)
+{
+    size_t i;
+    json_t *one;
+    bool match = false;
+    json_array_foreach(sel, i, one)
+    {
+        const json_t *ml = json_object_get(one, "matchLabels"), *v;
+        const json_t *me = json_object_get(one, "matchExpressions");
+        const char *lk;
+        bool ok = json_is_object(one);
+        size_t j;
+        json_t *ex;
+        json_object_foreach((json_t *)ml, lk, v)
+        {
+            char tmp[32];
+            const char *want = scalar_text(v, tmp, sizeof(tmp));
+            const char *have = str_member(labels, lk);
+            if (!want || !have || strcmp(want, have) != 0)
+                ok = false;
+        }
+        json_array_foreach(me, j, ex)
+        {
+            const char *op = str_member(ex, "operator"), *key = str_member(ex, "key");
+            const json_t *vals = json_object_get(ex, "values");
+            const char *have = key ? str_member(labels, key) : NULL;
+            bool in = false;
+            size_t q;
+            json_t *vv;
+            json_array_foreach(vals, q, vv)
+            {
+                char tmp[32];
+                const char *t = scalar_text(vv, tmp, sizeof(tmp));
+                if (have && t && strcmp(t, have) == 0)
+                    in = true;
+            }
+            if (!op || !key || (strcmp(op, "In") == 0 && !in) || (strcmp(op, "NotIn") == 0 && in) ||
+                (strcmp(op, "Exists") == 0 && !have) || (strcmp(op, "DoesNotExist") == 0 && have) ||
+                (strcmp(op, "In") != 0 && strcmp(op, "NotIn") != 0 && strcmp(op, "Exists") != 0 &&
+                 strcmp(op, "DoesNotExist") != 0))
+                ok = false;
+        }
+        if (ok)
+            match = true;
+    }
+    return match;
+}
+
 static int aggregate_roles(k8s_state *s)
 {
     /* An aggregated ClusterRole holds the rules of every ClusterRole its selectors match
-     * (matchLabels; matchExpressions In, NotIn, Exists, DoesNotExist), to a fixed point. */
-    bool changed = true;
-    for (size_t pass = 0; changed && pass <= json_object_size(s->roles); pass++) {
-        const char *k, *k2;
-        json_t *e, *e2;
+     * (matchLabels; matchExpressions In, NotIn, Exists, DoesNotExist), to a fixed point. The
+     * roles' texts are read back into trees only when some role aggregates. */
+    json_t **labels = NULL, **hits = NULL, **sels = NULL;
+    bool *grown = NULL, any = false, changed = true;
+    size_t n = s->n_roles;
+    int r = 0;
+
+    for (size_t i = 0; i < n; i++)
+        any = any || s->roles[i].agg;
+    if (!any)
+        return 0;
+    labels = calloc(n, sizeof(*labels));
+    hits = calloc(n, sizeof(*hits));
+    sels = calloc(n, sizeof(*sels));
+    grown = calloc(n, sizeof(*grown));
+    if (!labels || !hits || !sels || !grown) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const k8s_role *ro = &s->roles[i];
+        if ((ro->labels && !(labels[i] = text_load(ro->labels))) ||
+            !(hits[i] = text_tree(ro->hits)) || (ro->agg && !(sels[i] = text_load(ro->agg)))) {
+            r = -ENOMEM;
+            goto out;
+        }
+    }
+    for (size_t pass = 0; changed && pass <= n; pass++) {
         changed = false;
-        json_object_foreach(s->roles, k, e)
-        {
-            const json_t *sel = json_object_get(e, "agg");
-            size_t i;
-            json_t *one;
-            if (!json_is_array(sel))
+        for (size_t i = 0; i < n; i++) {
+            k8s_role *e = &s->roles[i];
+            if (!json_is_array(sels[i]))
                 continue;
-            json_object_foreach(s->roles, k2, e2)
-            {
-                if (e2 == e || strncmp(k2, "ClusterRole/", 12) != 0)
+            for (size_t j = 0; j < n; j++) {
+                k8s_role *e2 = &s->roles[j];
+                size_t q;
+                json_t *h;
+                if (j == i || strncmp(str(s, e2->key), "ClusterRole/", 12) != 0 ||
+                    !selector_matches(sels[i], labels[j]))
                     continue;
-                const json_t *labels = json_object_get(e2, "labels");
-                bool match = false;
-                json_array_foreach(sel, i, one)
+                if ((e->f | e2->f) == e->f)
+                    continue;
+                json_array_foreach(hits[j], q, h)
                 {
-                    const json_t *ml = json_object_get(one, "matchLabels"), *v;
-                    const json_t *me = json_object_get(one, "matchExpressions");
-                    const char *lk;
-                    bool ok = json_is_object(one);
-                    size_t j;
-                    json_t *ex;
-                    json_object_foreach((json_t *)ml, lk, v)
-                    {
-                        char tmp[32];
-                        const char *want = scalar_text(v, tmp, sizeof(tmp));
-                        const char *have = str_member(labels, lk);
-                        if (!want || !have || strcmp(want, have) != 0)
-                            ok = false;
+                    if (json_array_size(hits[i]) < K8S_MAX_HIT_RULES &&
+                        json_array_append(hits[i], h) < 0) {
+                        r = -ENOMEM;
+                        goto out;
                     }
-                    json_array_foreach(me, j, ex)
-                    {
-                        const char *op = str_member(ex, "operator"), *key = str_member(ex, "key");
-                        const json_t *vals = json_object_get(ex, "values");
-                        const char *have = key ? str_member(labels, key) : NULL;
-                        bool in = false;
-                        size_t q;
-                        json_t *vv;
-                        json_array_foreach(vals, q, vv)
-                        {
-                            char tmp[32];
-                            const char *t = scalar_text(vv, tmp, sizeof(tmp));
-                            if (have && t && strcmp(t, have) == 0)
-                                in = true;
-                        }
-                        if (!op || !key || (strcmp(op, "In") == 0 && !in) ||
-                            (strcmp(op, "NotIn") == 0 && in) ||
-                            (strcmp(op, "Exists") == 0 && !have) ||
-                            (strcmp(op, "DoesNotExist") == 0 && have) ||
-                            (strcmp(op, "In") != 0 && strcmp(op, "NotIn") != 0 &&
-                             strcmp(op, "Exists") != 0 && strcmp(op, "DoesNotExist") != 0))
-                            ok = false;
-                    }
-                    if (ok)
-                        match = true;
                 }
-                if (!match)
-                    continue;
-                json_int_t f = json_integer_value(json_object_get(e, "f"));
-                json_int_t f2 = json_integer_value(json_object_get(e2, "f"));
-                if ((f | f2) == f)
-                    continue;
-                json_t *hits = json_object_get(e, "hits"), *h;
-                json_array_foreach(json_object_get(e2, "hits"), i, h)
-                {
-                    if (json_array_size(hits) < K8S_MAX_HIT_RULES && json_array_append(hits, h) < 0)
-                        return -ENOMEM;
-                }
-                if (json_object_set_new(e, "f", json_integer(f | f2)) < 0)
-                    return -ENOMEM;
+                e->f |= e2->f;
+                grown[i] = true;
                 changed = true;
             }
         }
     }
-    return 0;
+    for (size_t i = 0; i < n; i++) {
+        char *text;
+        if (!grown[i])
+            continue;
+        if ((r = compact_text(hits[i], &text)) < 0)
+            goto out;
+        free(s->roles[i].hits);
+        s->roles[i].hits = text;
+    }
+out:
+    for (size_t i = 0; i < n && labels && hits && sels; i++) {
+        json_decref(labels[i]);
+        json_decref(hits[i]);
+        json_decref(sels[i]);
+    }
+    free(labels);
+    free(hits);
+    free(sels);
+    free(grown);
+    return r;
 }
 
 /* "system:serviceaccount:ns:name", "user:name", "group:name". */
-static json_t *subject_name(const json_t *sj)
+static json_t *subject_name(const k8s_state *s, const k8s_subject *sj)
 {
-    const char *k = json_string_value(json_array_get(sj, 0));
-    const char *n = json_string_value(json_array_get(sj, 1));
-    const char *ns = json_string_value(json_array_get(sj, 2));
     char buf[K8S_MAX_NAME];
-    if (strcmp(k, "ServiceAccount") == 0)
-        (void)snprintf(buf, sizeof(buf), "system:serviceaccount:%s:%s", ns, n);
+    if (sj->kind == SUBJ_SA)
+        (void)snprintf(buf, sizeof(buf), "system:serviceaccount:%s:%s", str(s, sj->ns),
+                       str(s, sj->name));
     else
-        (void)snprintf(buf, sizeof(buf), "%s:%s", strcmp(k, "Group") == 0 ? "group" : "user", n);
+        (void)snprintf(buf, sizeof(buf), "%s:%s", sj->kind == SUBJ_GROUP ? "group" : "user",
+                       str(s, sj->name));
     return json_string(buf);
 }
 
-static bool subject_is(const json_t *sj, const char *kind, const char *name)
+static bool subject_is(const k8s_state *s, const k8s_subject *sj, int kind, const char *name)
 {
-    return strcmp(json_string_value(json_array_get(sj, 0)), kind) == 0 &&
-           strcmp(json_string_value(json_array_get(sj, 1)), name) == 0;
+    return sj->kind == kind && strcmp(str(s, sj->name), name) == 0;
 }
 
 /* The broad-group bindings the API server (and kubeadm) create: binding, role, subject. */
-static bool default_broad_binding(const json_t *b, const json_t *sj)
+static bool default_broad_binding(const k8s_state *s, const k8s_binding *b, const k8s_subject *sj)
 {
-    static const char *const defaults[][4] = {
-        {"ClusterRoleBinding", "system:basic-user", "Group", "system:authenticated"},
-        {"ClusterRoleBinding", "system:discovery", "Group", "system:authenticated"},
-        {"ClusterRoleBinding", "system:public-info-viewer", "Group", "system:authenticated"},
-        {"ClusterRoleBinding", "system:public-info-viewer", "Group", "system:unauthenticated"},
-        {"RoleBinding", "kubeadm:bootstrap-signer-clusterinfo", "User", "system:anonymous"},
+    static const struct {
+        bool cluster;
+        const char *name;
+        int kind;
+        const char *subject;
+    } defaults[] = {
+        {true, "system:basic-user", SUBJ_GROUP, "system:authenticated"},
+        {true, "system:discovery", SUBJ_GROUP, "system:authenticated"},
+        {true, "system:public-info-viewer", SUBJ_GROUP, "system:authenticated"},
+        {true, "system:public-info-viewer", SUBJ_GROUP, "system:unauthenticated"},
+        {false, "kubeadm:bootstrap-signer-clusterinfo", SUBJ_USER, "system:anonymous"},
     };
-    const char *k = str_member(b, "k"), *name = str_member(b, "name"), *rn = str_member(b, "rn");
+    const char *name = str(s, b->name), *rn = str(s, b->rn);
     for (size_t i = 0; i < ARRAY_SIZE(defaults); i++)
-        if (strcmp(k, defaults[i][0]) == 0 && strcmp(name, defaults[i][1]) == 0 &&
-            strcmp(rn, defaults[i][1]) == 0 && subject_is(sj, defaults[i][2], defaults[i][3]))
+        if (b->cluster == defaults[i].cluster && strcmp(name, defaults[i].name) == 0 &&
+            strcmp(rn, defaults[i].name) == 0 &&
+            subject_is(s, sj, defaults[i].kind, defaults[i].subject))
             return true;
     return false;
 }
 
-static bool broad_subject(const json_t *sj)
+static bool broad_subject(const k8s_state *s, const k8s_subject *sj)
 {
-    return subject_is(sj, "Group", "system:anonymous") ||
-           subject_is(sj, "Group", "system:unauthenticated") ||
-           subject_is(sj, "Group", "system:authenticated") ||
-           subject_is(sj, "User", "system:anonymous");
+    return subject_is(s, sj, SUBJ_GROUP, "system:anonymous") ||
+           subject_is(s, sj, SUBJ_GROUP, "system:unauthenticated") ||
+           subject_is(s, sj, SUBJ_GROUP, "system:authenticated") ||
+           subject_is(s, sj, SUBJ_USER, "system:anonymous");
 }
 
 typedef struct binding_view {
     const char *kind, *ns, *name, *rk, *rn, *src;
     char res[K8S_MAX_NAME], role_key[K8S_MAX_NAME], role_label[K8S_MAX_NAME];
-    const json_t *role; /* index entry or NULL */
+    const k8s_role *role; /* index entry or NULL */
     unsigned flags;
     bool boot, cluster_scope, reaches_kube_system;
 } binding_view;
 
-static void binding_view_init(k8s_state *s, const json_t *b, binding_view *v)
+static void binding_view_init(const k8s_state *s, const k8s_binding *b, binding_view *v)
 {
-    v->kind = str_member(b, "k");
-    v->ns = str_member(b, "ns");
-    v->name = str_member(b, "name");
-    v->rk = str_member(b, "rk");
-    v->rn = str_member(b, "rn");
-    v->src = str_member(b, "src");
-    v->boot = json_is_true(json_object_get(b, "boot"));
+    long ri;
+    v->kind = b->cluster ? "ClusterRoleBinding" : "RoleBinding";
+    v->ns = str(s, b->ns);
+    v->name = str(s, b->name);
+    v->rk = b->rk_cluster ? "ClusterRole" : "Role";
+    v->rn = str(s, b->rn);
+    v->src = str(s, b->src);
+    v->boot = b->boot;
     v->cluster_scope = v->ns == NULL;
     v->reaches_kube_system = v->cluster_scope || strcmp(v->ns, "kube-system") == 0;
     (void)resource_path(v->res, sizeof(v->res), v->ns ? "rolebindings" : "clusterrolebindings",
                         v->ns, v->name);
-    if (strcmp(v->rk, "ClusterRole") == 0)
+    if (b->rk_cluster)
         (void)snprintf(v->role_key, sizeof(v->role_key), "ClusterRole/%s", v->rn);
     else
         (void)snprintf(v->role_key, sizeof(v->role_key), "Role/%s/%s", v->ns, v->rn);
     (void)snprintf(v->role_label, sizeof(v->role_label), "%s", v->role_key);
-    v->role = json_object_get(s->roles, v->role_key);
-    v->flags = v->role ? (unsigned)json_integer_value(json_object_get(v->role, "f")) : 0;
+    ri = map_find(s, &s->role_index, v->role_key);
+    v->role = ri >= 0 ? &s->roles[ri] : NULL;
+    v->flags = v->role ? v->role->f : 0;
     /* cluster-admin is known without its definition. */
-    if (!v->role && strcmp(v->rk, "ClusterRole") == 0 && strcmp(v->rn, "cluster-admin") == 0)
+    if (!v->role && b->rk_cluster && strcmp(v->rn, "cluster-admin") == 0)
         v->flags = F_ALL;
 }
 
@@ -1592,20 +2004,26 @@ static void binding_view_init(k8s_state *s, const json_t *b, binding_view *v)
  * mask. */
 static json_t *grant_evidence(const binding_view *v, const json_t *subjects, unsigned mask)
 {
-    json_t *ev, *rules = json_array(), *h;
+    json_t *ev, *rules = json_array(), *hits = NULL, *h;
     size_t i;
     char scope[96];
 
     if (!rules)
         return NULL;
-    json_array_foreach(json_object_get(v->role, "hits"), i, h)
+    if (mask && v->role && v->role->hits && !(hits = text_load(v->role->hits))) {
+        json_decref(rules);
+        return NULL;
+    }
+    json_array_foreach(hits, i, h)
     {
-        if ((json_integer_value(json_object_get(h, "f")) & mask) &&
-            json_array_append(rules, json_object_get(h, "rule")) < 0) {
+        if ((json_integer_value(json_array_get(h, 0)) & mask) &&
+            json_array_append(rules, json_array_get(h, 1)) < 0) {
+            json_decref(hits);
             json_decref(rules);
             return NULL;
         }
     }
+    json_decref(hits);
     (void)snprintf(scope, sizeof(scope), "%s%s", v->ns ? "namespace " : "cluster",
                    v->ns ? v->ns : "");
     ev = json_pack("{s:s, s:s, s:s, s:O}", "binding", v->res, "role", v->role_label, "scope", scope,
@@ -1631,12 +2049,10 @@ static int emit_grant(ferry_audit *a, k8s_state *s, const binding_view *v, const
     return r;
 }
 
-static int binding_rules(ferry_audit *a, k8s_state *s, const json_t *b)
+static int binding_rules(ferry_audit *a, k8s_state *s, const k8s_binding *b)
 {
     binding_view v;
-    const json_t *subj = json_object_get(b, "subj"), *sj;
     json_t *holders = NULL, *broad = NULL, *admins = NULL;
-    size_t i;
     int r = 0;
 
     binding_view_init(s, b, &v);
@@ -1660,33 +2076,30 @@ static int binding_rules(ferry_audit *a, k8s_state *s, const json_t *b)
         r = -ENOMEM;
         goto out;
     }
-    json_array_foreach(subj, i, sj)
-    {
-        const char *k = json_string_value(json_array_get(sj, 0));
-        const char *n = json_string_value(json_array_get(sj, 1));
-        const char *ns = json_string_value(json_array_get(sj, 2));
-        if (subject_is(sj, "Group", "system:masters"))
+    for (size_t i = 0; i < b->n_subj; i++) {
+        const k8s_subject *sj = &s->subjects[b->subj + i];
+        const char *n = str(s, sj->name);
+        if (subject_is(s, sj, SUBJ_GROUP, "system:masters"))
             continue; /* cluster-admin by definition, whatever it is bound to */
-        if (json_array_append_new(holders, subject_name(sj)) < 0 ||
-            (broad_subject(sj) && !default_broad_binding(b, sj) &&
-             json_array_append_new(broad, subject_name(sj)) < 0) ||
-            json_array_append_new(admins, subject_name(sj)) < 0) {
+        if (json_array_append_new(holders, subject_name(s, sj)) < 0 ||
+            (broad_subject(s, sj) && !default_broad_binding(s, b, sj) &&
+             json_array_append_new(broad, subject_name(s, sj)) < 0) ||
+            json_array_append_new(admins, subject_name(s, sj)) < 0) {
             r = -ENOMEM;
             goto out;
         }
-        if (strcmp(k, "ServiceAccount") != 0)
+        if (sj->kind != SUBJ_SA)
             continue;
         char key[K8S_MAX_NAME];
-        (void)snprintf(key, sizeof(key), "%s/%s", ns, n);
-        json_t *sa = json_object_get(s->sas, key);
-        if (sa && json_object_set_new(sa, "bound", json_true()) < 0) {
-            r = -ENOMEM;
-            goto out;
-        }
+        (void)snprintf(key, sizeof(key), "%s/%s", str(s, sj->ns), n);
+        long si = map_find(s, &s->sa_index, key);
+        k8s_sa *sa = si >= 0 ? &s->sas[si] : NULL;
+        if (sa)
+            sa->bound = 1;
         /* SH-002: the subject SA does not exist (with the SAs of the cluster in the inputs). */
         if (!sa && !v.boot && s->seen_sa_inventory) {
             json_t *ev = json_pack("{s:s, s:s, s:o}", "binding", v.res, "role", v.role_label,
-                                   "subject", subject_name(sj));
+                                   "subject", subject_name(s, sj));
             r = ev ? audit_emit(a, "K8S-SH-002", -1, CLOUD, cluster_name(s), v.res, ev, key, v.src)
                    : -ENOMEM;
             json_decref(ev);
@@ -1696,7 +2109,7 @@ static int binding_rules(ferry_audit *a, k8s_state *s, const json_t *b)
         /* SH-005: the namespace's default SA is bound. */
         if (strcmp(n, "default") == 0 && !v.boot) {
             json_t *ev = json_pack("{s:s, s:s, s:o}", "binding", v.res, "role", v.role_label,
-                                   "subject", subject_name(sj));
+                                   "subject", subject_name(s, sj));
             r = ev ? audit_emit(a, "K8S-SH-005", -1, CLOUD, cluster_name(s), v.res, ev, key, v.src)
                    : -ENOMEM;
             json_decref(ev);
@@ -1778,10 +2191,15 @@ static bool managed_sa(const char *ns, const char *name)
     return false;
 }
 
+/* When the SA of key (an id) made its last request in an audit log of the run, or NULL. */
+static const int64_t *sa_seen_at(const k8s_state *s, uint32_t key)
+{
+    const uint32_t *i = map_get(&s->sa_seen, key);
+    return i ? &s->seen_at[*i] : NULL;
+}
+
 static int unused_sas(ferry_audit *a, k8s_state *s)
 {
-    const char *key;
-    json_t *e;
     int r = 0;
 
     if (!s->seen_pods) {
@@ -1793,30 +2211,28 @@ static int unused_sas(ferry_audit *a, k8s_state *s)
         json_decref(ev);
         return r;
     }
-    json_object_foreach(s->sas, key, e)
-    {
+    for (size_t i = 0; i < s->n_sas; i++) {
+        const k8s_sa *e = &s->sas[i];
+        const char *key = str(s, e->key);
         char ns[K8S_MAX_NAME], id[2 * K8S_MAX_NAME];
         const char *slash = strchr(key, '/'), *name = slash + 1;
-        json_t *created = json_object_get(e, "created");
-        bool bound = json_is_true(json_object_get(e, "bound"));
+        bool bound = e->bound;
         (void)snprintf(ns, sizeof(ns), "%.*s", (int)(slash - key), key);
-        json_t *seen = json_object_get(s->sa_seen, key);
-        if (json_object_get(s->pod_sas, key) || managed_sa(ns, name))
+        const int64_t *seen = sa_seen_at(s, e->key);
+        if (map_get(&s->pod_sas, e->key) || managed_sa(ns, name))
             continue;
-        if (seen && audit_now(a) - json_integer_value(seen) <= (int64_t)a->opts.unused_days * DAY)
+        if (seen && audit_now(a) - *seen <= (int64_t)a->opts.unused_days * DAY)
             continue; /* it made API requests recently (audit log) */
-        if (created &&
-            audit_now(a) - json_integer_value(created) < (int64_t)a->opts.grace_days * DAY)
+        if (e->has_created && audit_now(a) - e->created < (int64_t)a->opts.grace_days * DAY)
             continue;
         (void)snprintf(id, sizeof(id), "system:serviceaccount:%s:%s", ns, name);
         json_t *ev = json_pack("{s:s, s:s, s:b}", "namespace", ns, "name", name, "bound", bound);
-        if (ev && seen &&
-            json_object_set_new(ev, "last_request", json_integer(json_integer_value(seen))) < 0) {
+        if (ev && seen && json_object_set_new(ev, "last_request", json_integer(*seen)) < 0) {
             json_decref(ev);
             ev = NULL;
         }
         r = ev ? audit_emit(a, "K8S-SH-001", bound ? FERRY_AUDIT_MEDIUM : FERRY_AUDIT_LOW, CLOUD,
-                            cluster_name(s), id, ev, "unused", str_member(e, "src"))
+                            cluster_name(s), id, ev, "unused", str(s, e->src))
                : -ENOMEM;
         json_decref(ev);
         if (r < 0)
@@ -1827,26 +2243,25 @@ static int unused_sas(ferry_audit *a, k8s_state *s)
 
 static int default_automount(ferry_audit *a, k8s_state *s)
 {
-    size_t i;
-    json_t *p;
-    json_array_foreach(s->default_pods, i, p)
-    {
-        const char *ns = str_member(p, "ns");
-        const json_t *am = json_object_get(p, "am"), *sa_am;
-        char key[K8S_MAX_NAME];
+    for (size_t i = 0; i < s->n_default_pods; i++) {
+        const k8s_pod *p = &s->default_pods[i];
+        const char *ns = str(s, p->ns);
+        char key[K8S_MAX_NAME], res[K8S_MAX_NAME];
         const char *why = "pod";
+        unsigned am = p->am;
         (void)snprintf(key, sizeof(key), "%s/default", ns);
-        sa_am = json_object_get(json_object_get(s->sas, key), "automount");
-        if (!am) { /* the pod's setting wins over the SA's */
-            am = sa_am;
-            why = am ? "serviceaccount" : "default";
+        long si = map_find(s, &s->sa_index, key);
+        if (am == AM_UNSET) { /* the pod's setting wins over the SA's */
+            am = si >= 0 ? s->sas[si].automount : AM_UNSET;
+            why = am != AM_UNSET ? "serviceaccount" : "default";
         }
-        if (json_is_false(am))
+        if (am == AM_FALSE)
             continue;
+        (void)resource_path(res, sizeof(res), str(s, p->plural), ns, str(s, p->name));
         json_t *ev = json_pack("{s:s, s:s, s:s}", "service_account", "default", "automount", "true",
                                "set_by", why);
-        int r = ev ? audit_emit(a, "K8S-SH-005", -1, CLOUD, cluster_name(s), str_member(p, "res"),
-                                ev, "automount", str_member(p, "src"))
+        int r = ev ? audit_emit(a, "K8S-SH-005", -1, CLOUD, cluster_name(s), res, ev, "automount",
+                                str(s, p->src))
                    : -ENOMEM;
         json_decref(ev);
         if (r < 0)
@@ -1978,20 +2393,17 @@ static int findings_index(ferry_audit *a, json_t **ret)
 /* Subjects of bindings that can run pods, mint tokens or impersonate in namespace ns. */
 static int who_can_use(k8s_state *s, const char *ns, json_t *out)
 {
-    size_t i, j;
-    json_t *b, *sj;
-    json_array_foreach(s->bindings, i, b)
-    {
+    for (size_t i = 0; i < s->n_bindings; i++) {
+        const k8s_binding *b = &s->bindings[i];
         binding_view v;
         binding_view_init(s, b, &v);
         if (v.boot || !(v.flags & (F_WORKLOAD | F_TOKEN | F_IMPERSONATE)) ||
             (!v.cluster_scope && strcmp(v.ns, ns) != 0))
             continue;
-        json_array_foreach(json_object_get(b, "subj"), j, sj)
-        {
+        for (size_t j = 0; j < b->n_subj; j++) {
             if (json_array_size(out) >= 20)
                 return 0;
-            json_t *n = subject_name(sj);
+            json_t *n = subject_name(s, &s->subjects[b->subj + j]);
             if (!n || json_array_append_new(out, n) < 0)
                 return -ENOMEM;
         }
@@ -2000,10 +2412,10 @@ static int who_can_use(k8s_state *s, const char *ns, json_t *out)
 }
 
 /* TR-001 and X-001 for one annotation of the SA id in namespace ns. */
-static int cloud_link(ferry_audit *a, k8s_state *s, const json_t *sa, const char *ns,
+static int cloud_link(ferry_audit *a, k8s_state *s, const k8s_sa *sa, const char *ns,
                       const char *id, const char *ann, const char *principal, json_t *index)
 {
-    const char *cloud = NULL, *src = str_member(sa, "src");
+    const char *cloud = NULL, *src = str(s, sa->src);
     json_t *found = json_array(), *keys = json_array(), *seen = json_object(), *who = NULL;
     json_t *ev = NULL, *kv, *iv;
     int sev = FERRY_AUDIT_LOW, r;
@@ -2067,21 +2479,21 @@ out:
 
 static int cloud_links(ferry_audit *a, k8s_state *s)
 {
-    json_t *index = NULL, *e, *v;
-    const char *key, *ann;
+    json_t *index = NULL;
     int r = 0;
 
-    json_object_foreach(s->sas, key, e)
-    {
-        const char *slash = strchr(key, '/');
+    for (size_t i = 0; i < s->n_sas; i++) {
+        const k8s_sa *e = &s->sas[i];
+        const char *key = str(s, e->key), *slash = strchr(key, '/');
         char ns[K8S_MAX_NAME], id[2 * K8S_MAX_NAME];
         (void)snprintf(ns, sizeof(ns), "%.*s", (int)(slash - key), key);
         (void)snprintf(id, sizeof(id), "system:serviceaccount:%s:%s", ns, slash + 1);
-        json_object_foreach(json_object_get(e, "links"), ann, v)
-        {
+        for (size_t k = 0; k < ARRAY_SIZE(e->links); k++) {
+            if (!e->links[k])
+                continue;
             if (!index && (r = findings_index(a, &index)) < 0)
                 return r;
-            r = cloud_link(a, s, e, ns, id, ann, json_string_value(v), index);
+            r = cloud_link(a, s, e, ns, id, sa_links[k][0], str(s, e->links[k]), index);
             if (r < 0)
                 goto out;
         }
@@ -2093,27 +2505,25 @@ out:
 
 static int identities(ferry_audit *a, k8s_state *s)
 {
-    const char *key;
-    json_t *e;
-    json_object_foreach(s->sas, key, e)
-    {
-        const char *slash = strchr(key, '/');
+    for (size_t i = 0; i < s->n_sas; i++) {
+        const k8s_sa *e = &s->sas[i];
+        const char *key = str(s, e->key), *slash = strchr(key, '/');
         char ns[K8S_MAX_NAME], id[2 * K8S_MAX_NAME];
         (void)snprintf(ns, sizeof(ns), "%.*s", (int)(slash - key), key);
         (void)snprintf(id, sizeof(id), "system:serviceaccount:%s:%s", ns, slash + 1);
         unsigned flags = AUDIT_ID_FEDERATED;
-        if (json_object_get(s->token_sas, key))
+        if (map_get(&s->token_sas, e->key))
             flags |= AUDIT_ID_STATIC_CRED;
         if (managed_sa(ns, slash + 1))
             flags |= AUDIT_ID_MANAGED;
-        json_t *seen = json_object_get(s->sa_seen, key);
-        if (seen && audit_now(a) - json_integer_value(seen) <= (int64_t)a->opts.unused_days * DAY)
+        const int64_t *seen = sa_seen_at(s, e->key);
+        if (seen && audit_now(a) - *seen <= (int64_t)a->opts.unused_days * DAY)
             flags |= AUDIT_ID_USED;
         audit_identity ident = {.cloud = CLOUD,
                                 .account = cluster_name(s),
                                 .id = id,
                                 .flags = flags,
-                                .source = str_member(e, "src")};
+                                .source = str(s, e->src)};
         int r = audit_identity_note(a, &ident);
         if (r < 0)
             return r;
@@ -2124,19 +2534,13 @@ static int identities(ferry_audit *a, k8s_state *s)
 static int k8s_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
     k8s_state *s = a->k8s;
-    size_t i;
-    json_t *b;
     int r;
 
     if (!s || !s->loaded)
         return 0;
     r = aggregate_roles(s);
-    json_array_foreach(s->bindings, i, b)
-    {
-        if (r < 0)
-            break;
-        r = binding_rules(a, s, b);
-    }
+    for (size_t i = 0; i < s->n_bindings && r == 0; i++)
+        r = binding_rules(a, s, &s->bindings[i]);
     if (r == 0)
         r = unused_sas(a, s);
     if (r == 0)
