@@ -801,3 +801,55 @@ Test(audit, parse_ahead_of_auditing)
     ferry_audit_free(a);
     ferry_audit_free(b);
 }
+
+/* The string set behind the AWS and GCP cross-file records: one copy per distinct string,
+ * pointers that stay valid while it grows, long strings, and its hard maximum. */
+Test(audit, string_set)
+{
+    audit_strset t;
+    const char *first = NULL, *again = NULL, *p = NULL, *kept[2000];
+    char buf[64], *big = malloc(100 * 1024);
+
+    cr_assert_not_null(big);
+    audit_strset_init(&t, (size_t)1 << 20);
+    cr_assert_null(audit_strset_find(&t, "x"));
+    cr_assert_eq(audit_strset_intern(&t, "arn:aws:iam::111122223333:role/a", &first), 0);
+    for (int i = 0; i < 2000; i++) {
+        (void)snprintf(buf, sizeof(buf), "arn:aws:iam::111122223333:role/r%d", i);
+        cr_assert_eq(audit_strset_intern(&t, buf, &kept[i]), 0);
+        cr_assert_str_eq(kept[i], buf);
+    }
+    cr_assert_eq(t.n, 2001);
+    cr_assert_eq(audit_strset_intern(&t, "arn:aws:iam::111122223333:role/a", &again), 0);
+    cr_assert_eq(again, first, "an equal string is the same copy");
+    cr_assert_eq(audit_strset_find(&t, "arn:aws:iam::111122223333:role/a"), first);
+    cr_assert_null(audit_strset_find(&t, "arn:aws:iam::111122223333:role/b"));
+    cr_assert_eq(audit_strset_intern(&t, "", &p), 0);
+    cr_assert_str_eq(p, "");
+    /* a string longer than a chunk gets its own, and the chunk being filled stays in use */
+    memset(big, 'x', 100 * 1024 - 1);
+    big[100 * 1024 - 1] = '\0';
+    cr_assert_eq(audit_strset_intern(&t, big, &p), 0);
+    cr_assert_str_eq(p, big);
+    cr_assert_eq(audit_strset_intern(&t, "after the long one", &p), 0);
+    for (int i = 0; i < 2000; i++) {
+        (void)snprintf(buf, sizeof(buf), "arn:aws:iam::111122223333:role/r%d", i);
+        cr_assert_str_eq(kept[i], buf, "copies stay put while the set grows");
+        cr_assert_eq(audit_strset_find(&t, buf), kept[i]);
+    }
+    /* the maximum holds: past it nothing is added and what was there stays */
+    int r = 0, i;
+    for (i = 0; i < 20 && r == 0; i++) {
+        big[0] = (char)('a' + i);
+        r = audit_strset_intern(&t, big, &p);
+    }
+    cr_assert_eq(r, -FERRY_EFULL, "got %d after %d strings of 100 KiB", r, i);
+    cr_assert_gt(i, 5);
+    big[0] = (char)('a' + i - 1);
+    cr_assert_null(audit_strset_find(&t, big));
+    cr_assert_leq(t.bytes, t.max_bytes);
+    cr_assert_eq(audit_strset_find(&t, "arn:aws:iam::111122223333:role/a"), first);
+    audit_strset_release(&t);
+    cr_assert_null(audit_strset_find(&t, "arn:aws:iam::111122223333:role/a"));
+    free(big);
+}

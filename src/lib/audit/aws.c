@@ -230,6 +230,30 @@ static const char *const deputy_exempt_services[] = {"ec2.amazonaws.com", "lambd
 
 #define ADMIN_POLICY_ARN "arn:aws:iam::aws:policy/AdministratorAccess"
 
+/* The grants of one principal for AWS-OP-011, kept until its usage data comes. The ARN itself
+ * is not kept: only the rule's lookup needs it, and the first 128 bits of its SHA-256 name it
+ * as surely (no two of even a billion ARNs share them, and no input can be made to). */
+typedef struct aws_grant {
+    uint8_t id[16];   /* SHA-256 of the ARN, first 16 bytes */
+    int64_t created;  /* epoch seconds, -1 unknown */
+    const char *svcs; /* interned: the services its Allow statements name, sorted ("iam,s3"), "*"
+                       * for every service, "" when none or too young to report (it cannot
+                       * produce a finding, but its usage data must not be read as unmatched) */
+} aws_grant;
+
+/* A trust to another account for TR-003/TR-004 at the end of the run. */
+typedef struct aws_cross {
+    const char *account, *arn, *source; /* interned */
+    const char *statement;              /* interned: the statement as compact JSON text */
+    char other[13];                     /* the trusted account */
+    bool admin, guarded;
+} aws_cross;
+
+/* Most principals the OP-011 index holds, trusts kept for the end, and strings interned. */
+#define GRANTS_MAX ((size_t)1 << 30)
+#define CROSS_MAX ((size_t)1 << 26)
+#define AWS_STRSET_MAX ((size_t)16 << 30)
+
 typedef struct aws_state {
     json_t *pending; /* merged pages of an authorization-details export, or NULL */
     char *pending_path;
@@ -241,7 +265,11 @@ typedef struct aws_state {
                     * at the end of the run, unless usage data came for the account */
     /* AWS-OP-011 (service last accessed), decided as soon as both halves are known, in any
      * input order: */
-    json_t *granted;     /* principal ARN -> "CREATED;svc,svc" or "CREATED;*" (its grants) */
+    audit_strset strs;  /* ARNs, accounts, sources, service sets, statements: once each */
+    aws_grant *granted; /* the principals' grants, in the order found */
+    size_t n_granted, alloc_granted;
+    uint32_t *granted_slots; /* open addressing over granted: index + 1, 0 free */
+    size_t n_granted_slots;
     json_t *usage;       /* principal ARN -> usage entry not yet matched with its grants */
     json_t *usage_accts; /* accounts with service-last-accessed data (a set) */
     char *usage_reason;  /* why there is none, for the note (live mode), or NULL */
@@ -249,14 +277,19 @@ typedef struct aws_state {
     json_t *orphans;     /* job id -> {doc, path}: details waiting for their job's ARN */
     /* Trusts to other accounts, decided at the end of the run (TR-003, TR-004): an account
      * audited in the same run (another input) is part of the estate, not a third party. */
-    json_t *cross;   /* [{account, arn, statement, other, admin, guarded, source}] */
+    aws_cross *cross; /* in the order found */
+    size_t n_cross, alloc_cross;
     json_t *audited; /* accounts seen in any input (a set) */
 } aws_state;
 
 static aws_state *state(ferry_audit *a)
 {
-    if (!a->aws)
-        a->aws = calloc(1, sizeof(aws_state));
+    if (!a->aws) {
+        aws_state *s = calloc(1, sizeof(aws_state));
+        if (s)
+            audit_strset_init(&s->strs, AWS_STRSET_MAX);
+        a->aws = s;
+    }
     return a->aws;
 }
 
@@ -269,16 +302,131 @@ static void aws_release(ferry_audit *a)
     free(s->pending_path);
     json_decref(s->cache);
     json_decref(s->noted);
-    json_decref(s->granted);
+    free(s->granted);
+    free(s->granted_slots);
     json_decref(s->usage);
     json_decref(s->usage_accts);
     json_decref(s->jobs);
     json_decref(s->orphans);
     free(s->usage_reason);
-    json_decref(s->cross);
+    free(s->cross);
     json_decref(s->audited);
+    audit_strset_release(&s->strs);
     free(s);
     a->aws = NULL;
+}
+
+/* ---- string table (audit-internal.h) ----------------------------------------------------- */
+
+/* Strings are packed into chunks of this size (a longer one gets a chunk of its own). */
+#define STRSET_CHUNK (64 * 1024)
+
+struct audit_strset_chunk {
+    struct audit_strset_chunk *next;
+    size_t size;
+    char data[];
+};
+
+void audit_strset_init(audit_strset *t, size_t max_bytes)
+{
+    *t = (audit_strset){.max_bytes = max_bytes};
+}
+
+void audit_strset_release(audit_strset *t)
+{
+    struct audit_strset_chunk *ch, *next;
+
+    if (!t)
+        return;
+    for (ch = t->chunks; ch; ch = next) {
+        next = ch->next;
+        free(ch);
+    }
+    free(t->slots);
+    audit_strset_init(t, t->max_bytes);
+}
+
+/* FNV-1a, 64 bits. */
+static uint64_t strset_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+static size_t strset_slot(const audit_strset *t, const char *s)
+{
+    size_t mask = t->n_slots - 1, i = (size_t)strset_hash(s) & mask;
+    while (t->slots[i] && strcmp(t->slots[i], s) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+const char *audit_strset_find(const audit_strset *t, const char *s)
+{
+    return t->n_slots ? t->slots[strset_slot(t, s)] : NULL;
+}
+
+/* Double the slots (kept at most half full). */
+static int strset_grow(audit_strset *t)
+{
+    audit_strset old = *t;
+    size_t n = t->n_slots ? t->n_slots * 2 : 256;
+
+    t->slots = calloc(n, sizeof(*t->slots));
+    if (!t->slots) {
+        t->slots = old.slots;
+        return -ENOMEM;
+    }
+    t->n_slots = n;
+    for (size_t i = 0; i < old.n_slots; i++)
+        if (old.slots[i])
+            t->slots[strset_slot(t, old.slots[i])] = old.slots[i];
+    free(old.slots);
+    return 0;
+}
+
+int audit_strset_intern(audit_strset *t, const char *s, const char **ret)
+{
+    size_t len = strlen(s) + 1, i;
+    char *copy;
+
+    if (t->n_slots && t->slots[i = strset_slot(t, s)]) {
+        *ret = t->slots[i];
+        return 0;
+    }
+    if ((t->n + 1) * 2 > t->n_slots && strset_grow(t) < 0)
+        return -ENOMEM;
+    if (!t->chunks || t->chunks->size - t->used < len) {
+        size_t size = len > STRSET_CHUNK ? len : STRSET_CHUNK;
+        struct audit_strset_chunk *ch;
+        if (size > t->max_bytes || t->bytes > t->max_bytes - size)
+            return -FERRY_EFULL;
+        ch = malloc(sizeof(*ch) + size);
+        if (!ch)
+            return -ENOMEM;
+        ch->size = size;
+        t->bytes += size;
+        if (t->chunks && size > STRSET_CHUNK) {
+            /* a long string's own chunk goes behind the one being filled */
+            ch->next = t->chunks->next;
+            t->chunks->next = ch;
+            copy = ch->data;
+            goto store;
+        }
+        ch->next = t->chunks;
+        t->chunks = ch;
+        t->used = 0;
+    }
+    copy = t->chunks->data + t->used;
+    t->used += len;
+store:
+    memcpy(copy, s, len);
+    t->slots[strset_slot(t, s)] = copy;
+    t->n++;
+    *ret = copy;
+    return 0;
 }
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -940,21 +1088,45 @@ out:
     return r;
 }
 
-/* Remember a trust to another account for the end of the run (see aws_state.cross). */
+/* Remember a trust to another account for the end of the run (see aws_state.cross): its
+ * strings interned, the statement as its compact text (parsed again only for a finding). */
 static int cross_account_candidate(aws_ctx *c, const char *account, const char *arn, json_t *stmt,
                                    const char *other, bool admin, bool guarded)
 {
     aws_state *s = state(c->a);
-    json_t *e;
+    aws_cross e = {.admin = admin, .guarded = guarded};
+    char *text;
+    int r;
 
     if (!s)
         return -ENOMEM;
-    if (!s->cross && !(s->cross = json_array()))
+    if (s->n_cross == s->alloc_cross) {
+        size_t n = s->alloc_cross ? s->alloc_cross * 2 : 64;
+        aws_cross *grown;
+        if (n > CROSS_MAX)
+            return -FERRY_EFULL;
+        grown = realloc(s->cross, n * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        s->cross = grown;
+        s->alloc_cross = n;
+    }
+    text = audit_json_dumps(stmt, JSON_COMPACT);
+    if (!text)
         return -ENOMEM;
-    e = json_pack("{s:s, s:s, s:O, s:s, s:b, s:b, s:s}", "account", account, "arn", arn,
-                  "statement", stmt, "other", other, "admin", admin, "guarded", guarded, "source",
-                  c->path);
-    return e && json_array_append_new(s->cross, e) == 0 ? 0 : -ENOMEM;
+    r = audit_strset_intern(&s->strs, text, &e.statement);
+    free(text);
+    if (r == 0)
+        r = audit_strset_intern(&s->strs, account, &e.account);
+    if (r == 0)
+        r = audit_strset_intern(&s->strs, arn, &e.arn);
+    if (r == 0)
+        r = audit_strset_intern(&s->strs, c->path, &e.source);
+    if (r < 0)
+        return r;
+    (void)snprintf(e.other, sizeof(e.other), "%s", other);
+    s->cross[s->n_cross++] = e;
+    return 0;
 }
 
 /* An account is part of the audited estate (so trusting it is not a third-party trust). */
@@ -975,32 +1147,35 @@ static int account_audited(ferry_audit *a, const char *account)
 static int cross_account_rules(ferry_audit *a)
 {
     aws_state *s = a->aws;
-    json_t *e;
-    size_t i;
     int r = 0;
 
     if (!s)
         return 0;
-    json_array_foreach(s->cross, i, e)
-    {
-        const char *other = str_member(e, "other");
-        aws_ctx c = {.a = a, .path = str_member(e, "source")};
-        if (audit_account_known(a, other) || json_object_get(s->audited, other))
+    for (size_t i = 0; i < s->n_cross; i++) {
+        const aws_cross *e = &s->cross[i];
+        aws_ctx c = {.a = a, .path = e->source};
+        json_t *stmt;
+        if (audit_account_known(a, e->other) || json_object_get(s->audited, e->other))
             continue;
+        if (!a->n_known && e->guarded)
+            continue;
+        /* the text audit_json_dumps made of a parsed statement: it parses back to the same */
+        stmt = json_loads(e->statement, JSON_ALLOW_NUL, NULL);
+        if (!stmt)
+            return -ENOMEM;
         if (a->n_known)
-            r = trust_finding(&c, "AWS-TR-003",
-                              json_is_true(json_object_get(e, "admin")) ? FERRY_AUDIT_HIGH
-                                                                        : FERRY_AUDIT_MEDIUM,
-                              str_member(e, "account"), str_member(e, "arn"),
-                              json_object_get(e, "statement"), "trusted_account", other, other);
-        if (r == 0 && !json_is_true(json_object_get(e, "guarded")))
-            r = trust_finding(&c, "AWS-TR-004", -1, str_member(e, "account"), str_member(e, "arn"),
-                              json_object_get(e, "statement"), "trusted_account", other, other);
+            r = trust_finding(&c, "AWS-TR-003", e->admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
+                              e->account, e->arn, stmt, "trusted_account", e->other, e->other);
+        if (r == 0 && !e->guarded)
+            r = trust_finding(&c, "AWS-TR-004", -1, e->account, e->arn, stmt, "trusted_account",
+                              e->other, e->other);
+        json_decref(stmt);
         if (r < 0)
             return r;
     }
-    json_decref(s->cross);
+    free(s->cross);
     s->cross = NULL;
+    s->n_cross = s->alloc_cross = 0;
     return 0;
 }
 
@@ -2529,9 +2704,9 @@ static int cmp_str(const void *x, const void *y)
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* The grants of a principal in the compact form the index keeps ("CREATED;svc,svc" sorted, or
- * "CREATED;*"; CREATED epoch seconds or -1), as a new string. */
-static int grants_string(const json_t *docs, int64_t created, char **ret)
+/* The services the documents grant, in the form the index keeps ("svc,svc" sorted, or "*"), as
+ * a new string. */
+static int grants_string(const json_t *docs, char **ret)
 {
     json_t *svcs = json_object(), *doc, *v;
     const char **names = NULL;
@@ -2539,7 +2714,6 @@ static int grants_string(const json_t *docs, int64_t created, char **ret)
     bool all = false;
     ferry_buf b;
     size_t i, n = 0;
-    char head[32];
     int r = -ENOMEM;
 
     ferry_buf_init(&b, 64 * USAGE_MAX_SERVICES + 64, false);
@@ -2557,8 +2731,7 @@ static int grants_string(const json_t *docs, int64_t created, char **ret)
         goto out;
     json_object_foreach(svcs, ns, v) names[n++] = ns;
     qsort(names, n, sizeof(*names), cmp_str);
-    (void)snprintf(head, sizeof(head), "%lld;", (long long)created);
-    r = ferry_buf_append_str(&b, head);
+    r = ferry_buf_append_str(&b, ""); /* allocates: no service is "", not NULL */
     if (r == 0 && all)
         r = ferry_buf_append_str(&b, "*");
     for (i = 0; r == 0 && !all && i < n; i++) {
@@ -2577,6 +2750,12 @@ out:
     return r < 0 ? -ENOMEM : 0;
 }
 
+/* Created less than --grace-days ago: its services may simply not have been needed yet. */
+static bool young(const ferry_audit *a, int64_t created)
+{
+    return created >= 0 && audit_now(a) - created < (int64_t)a->opts.grace_days * DAY;
+}
+
 static bool recently(const json_t *v, int64_t now, unsigned days)
 {
     int64_t t;
@@ -2584,14 +2763,14 @@ static bool recently(const json_t *v, int64_t now, unsigned days)
            now - t < (int64_t)days * DAY;
 }
 
-/* Decide AWS-OP-011 for one principal: grants (grants_string's form; NULL: unknown, then the
- * services the data lists, which AWS limits to those the principal's policies allow) against
- * its usage entry {"account", "source", "completed", "services": {namespace: date | null}}. */
-static int usage_evaluate(ferry_audit *a, const char *arn, const char *grants, const json_t *entry)
+/* Decide AWS-OP-011 for one principal: its grants (NULL: unknown, then the services the data
+ * lists, which AWS limits to those the principal's policies allow) against its usage entry
+ * {"account", "source", "completed", "services": {namespace: date | null}}. */
+static int usage_evaluate(ferry_audit *a, const char *arn, const aws_grant *g, const json_t *entry)
 {
     const ferry_audit_options *o = &a->opts;
     const json_t *svcs = json_object_get(entry, "services");
-    const char *sep = grants ? strchr(grants, ';') : NULL, *ns;
+    const char *sep = g ? g->svcs : NULL, *ns;
     int64_t now = audit_now(a);
     json_t *unused = json_array(), *last = json_object(), *v, *ev;
     const char **names = NULL;
@@ -2602,15 +2781,11 @@ static int usage_evaluate(ferry_audit *a, const char *arn, const char *grants, c
     ferry_buf_init(&key, 64 * USAGE_MAX_SERVICES + 64, false);
     if (!unused || !last)
         goto out;
-    if (sep) {
-        long long created = strtoll(grants, NULL, 10);
-        /* Young principals: their services may simply not have been needed yet. */
-        if (created >= 0 && now - created < (int64_t)o->grace_days * DAY) {
-            r = 0;
-            goto out;
-        }
+    if (g && young(a, g->created)) {
+        r = 0;
+        goto out;
     }
-    if (!sep || strcmp(sep + 1, "*") == 0) {
+    if (!sep || strcmp(sep, "*") == 0) {
         json_object_foreach((json_t *)svcs, ns, v)
         {
             if (recently(v, now, o->unused_days))
@@ -2619,7 +2794,7 @@ static int usage_evaluate(ferry_audit *a, const char *arn, const char *grants, c
                 goto out;
         }
     } else {
-        const char *p = sep + 1;
+        const char *p = sep;
         while (*p) {
             size_t l = strcspn(p, ",");
             char svc[64];
@@ -2669,37 +2844,121 @@ out:
     return r;
 }
 
+/* The id of an ARN in the index (aws_grant.id). */
+static int grant_id(const char *arn, uint8_t id[16])
+{
+    char hex[65];
+    int r = audit_sha256_hex(arn, strlen(arn), hex);
+
+    for (size_t i = 0; r == 0 && i < 16; i++)
+        id[i] = (uint8_t)(ferry_hexval((unsigned char)hex[2 * i]) << 4 |
+                          ferry_hexval((unsigned char)hex[2 * i + 1]));
+    return r;
+}
+
+/* The slot of id in slots (n_slots a power of two): its own, or the free one it would take. */
+static size_t grant_slot(const aws_grant *granted, const uint32_t *slots, size_t n_slots,
+                         const uint8_t id[16])
+{
+    size_t mask = n_slots - 1, i;
+    uint64_t h;
+
+    memcpy(&h, id, sizeof(h)); /* a SHA-256 is as good a hash as any */
+    for (i = (size_t)h & mask; slots[i]; i = (i + 1) & mask)
+        if (memcmp(granted[slots[i] - 1].id, id, 16) == 0)
+            break;
+    return i;
+}
+
+/* The grants kept for a principal: *ret, NULL when none. */
+static int grant_find(aws_state *s, const char *arn, const aws_grant **ret)
+{
+    uint8_t id[16];
+    uint32_t at;
+    int r;
+
+    *ret = NULL;
+    if (!s->n_granted)
+        return 0;
+    if ((r = grant_id(arn, id)) < 0)
+        return r;
+    at = s->granted_slots[grant_slot(s->granted, s->granted_slots, s->n_granted_slots, id)];
+    *ret = at ? &s->granted[at - 1] : NULL;
+    return 0;
+}
+
+/* Keep g in the index, replacing what an earlier input said of the same principal. */
+static int grant_keep(aws_state *s, const aws_grant *g)
+{
+    size_t at;
+
+    if (s->n_granted == s->alloc_granted) {
+        size_t n = s->alloc_granted ? s->alloc_granted * 2 : 1024;
+        aws_grant *grown;
+        if (n > GRANTS_MAX)
+            return -FERRY_EFULL;
+        grown = realloc(s->granted, n * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        s->granted = grown;
+        s->alloc_granted = n;
+    }
+    if ((s->n_granted + 1) * 2 > s->n_granted_slots) {
+        size_t n = s->n_granted_slots ? s->n_granted_slots * 2 : 2048;
+        uint32_t *slots = calloc(n, sizeof(*slots));
+        if (!slots)
+            return -ENOMEM;
+        for (size_t i = 0; i < s->n_granted; i++)
+            slots[grant_slot(s->granted, slots, n, s->granted[i].id)] = (uint32_t)i + 1;
+        free(s->granted_slots);
+        s->granted_slots = slots;
+        s->n_granted_slots = n;
+    }
+    at = grant_slot(s->granted, s->granted_slots, s->n_granted_slots, g->id);
+    if (s->granted_slots[at]) {
+        s->granted[s->granted_slots[at] - 1] = *g;
+        return 0;
+    }
+    s->granted[s->n_granted] = *g;
+    s->granted_slots[at] = (uint32_t)++s->n_granted;
+    return 0;
+}
+
 /* The authorization-details side of one principal (any order with its usage data): decided
- * now when its usage came first, else its grants are kept for usage data still to come. */
+ * now when its usage came first, else its grants are kept for usage data still to come. A
+ * principal too young to report keeps no services: only that it was seen. */
 static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t *docs)
 {
     aws_state *s = state(c->a);
     const char *cd = str_member(p, "CreateDate");
-    int64_t created = -1;
+    aws_grant g = {.created = -1};
     char *grants = NULL;
     json_t *entry;
     int r;
 
     if (!s)
         return -ENOMEM;
-    if (cd && audit_parse_time(cd, &created) < 0)
-        created = -1;
-    r = grants_string(docs, created, &grants);
+    if (cd && audit_parse_time(cd, &g.created) < 0)
+        g.created = -1;
+    if (young(c->a, g.created))
+        r = audit_strset_intern(&s->strs, "", &g.svcs);
+    else {
+        r = grants_string(docs, &grants);
+        if (r == 0)
+            r = audit_strset_intern(&s->strs, grants, &g.svcs);
+        free(grants);
+    }
     if (r < 0)
         return r;
     entry = s->usage ? json_object_get(s->usage, arn) : NULL;
     if (entry) {
-        r = usage_evaluate(c->a, arn, grants, entry);
+        r = usage_evaluate(c->a, arn, &g, entry);
         if (r == 0 && json_object_del(s->usage, arn) < 0)
             r = -ENOMEM;
-    } else {
-        if (!s->granted && !(s->granted = json_object()))
-            r = -ENOMEM;
-        if (r == 0 && json_object_set_new(s->granted, arn, json_string(grants)) < 0)
-            r = -ENOMEM;
+        return r;
     }
-    free(grants);
-    return r;
+    r = grant_id(arn, g.id);
+    return r < 0 ? r : grant_keep(s, &g);
 }
 
 /* The usage side of one principal: decided now when its grants are known, else kept. */
@@ -2707,7 +2966,8 @@ static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
 {
     aws_state *s = state(a);
     const char *account = str_member(entry, "account");
-    json_t *g;
+    const aws_grant *g;
+    int r;
 
     if (!s)
         return -ENOMEM;
@@ -2715,9 +2975,10 @@ static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
         return -ENOMEM;
     if (json_object_set_new(s->usage_accts, account, json_true()) < 0)
         return -ENOMEM;
-    g = s->granted ? json_object_get(s->granted, arn) : NULL;
+    if ((r = grant_find(s, arn, &g)) < 0)
+        return r;
     if (g)
-        return usage_evaluate(a, arn, json_string_value(g), entry);
+        return usage_evaluate(a, arn, g, entry);
     if (!s->usage && !(s->usage = json_object()))
         return -ENOMEM;
     return json_object_set(s->usage, arn, entry) < 0 ? -ENOMEM : 0;
