@@ -142,12 +142,35 @@ enum {
     SA_FEDERATED = 1u << 5, /* a Kubernetes SA (GKE workload identity) may act as it */
 };
 
+/* One service account of the estate, as the end-of-run rules read it. */
+typedef struct gcp_sa {
+    const char *email, *project, *uid, *source; /* interned; uid "" when not known */
+    unsigned flags;                             /* SA_* */
+} gcp_sa;
+
+/* An open-addressing map from an interned string (compared by address) to a value. */
+typedef struct gcp_map {
+    struct gcp_slot {
+        const char *key; /* NULL: free */
+        const void *val;
+    } * slots;
+    size_t n_slots, n;
+} gcp_map;
+
+/* Most entries of one map (slots are twice that), and bytes of interned strings. */
+#define GCP_MAP_MAX ((size_t)1 << 27)
+#define GCP_STRSET_MAX ((size_t)16 << 30)
+
 typedef struct gcp_state {
     bool include_agents;
-    char *resource;   /* --gcp-resource for get-iam-policy outputs, or NULL */
-    json_t *trusted;  /* --trusted-projects: project ids and numbers (a set) */
-    json_t *sas;      /* email -> {"p": project, "u": uniqueId, "f": SA_* flags, "s": source} */
-    json_t *bound;    /* SA emails that are members of some binding (a set) */
+    char *resource;    /* --gcp-resource for get-iam-policy outputs, or NULL */
+    json_t *trusted;   /* --trusted-projects: project ids and numbers (a set) */
+    audit_strset strs; /* emails, uniqueIds, projects, sources of the records below */
+    gcp_sa *sas;       /* the service accounts, in the order first seen */
+    size_t n_sas, alloc_sas;
+    /* SA email -> (index in sas + 1, 0 for none) << 1 | 1 when a member of some binding (the
+     * emails of other projects' SAs are bound without a record) */
+    gcp_map sa_index;
     json_t *roles;    /* custom role name -> [dangerous permissions] */
     json_t *custom;   /* bindings of SAs to custom roles, decided at the end (OP-002) */
     json_t *foreign;  /* SA members of projects not known yet, decided at the end (SH-008) */
@@ -155,15 +178,19 @@ typedef struct gcp_state {
     json_t *projects; /* project id -> source: the projects that get the usage notes */
     json_t *pools;    /* workload identity pool -> [issuer] */
     json_t *sa_pools; /* SA email -> [pool] (SA policies granting a pool's principals) */
-    json_t *uids;     /* SA uniqueId -> email */
+    gcp_map uids;     /* SA uniqueId -> email */
     json_t *unused;   /* GCP-SH-005 candidates, decided at the end (disabled ones are not) */
     bool usage_sa, usage_key, usage_perm; /* usage data of each kind was given */
 } gcp_state;
 
 static gcp_state *state(ferry_audit *a)
 {
-    if (!a->gcp)
-        a->gcp = calloc(1, sizeof(gcp_state));
+    if (!a->gcp) {
+        gcp_state *s = calloc(1, sizeof(gcp_state));
+        if (s)
+            audit_strset_init(&s->strs, GCP_STRSET_MAX);
+        a->gcp = s;
+    }
     return a->gcp;
 }
 
@@ -174,8 +201,8 @@ static void gcp_release(ferry_audit *a)
         return;
     free(s->resource);
     json_decref(s->trusted);
-    json_decref(s->sas);
-    json_decref(s->bound);
+    free(s->sas);
+    free(s->sa_index.slots);
     json_decref(s->roles);
     json_decref(s->custom);
     json_decref(s->foreign);
@@ -183,10 +210,54 @@ static void gcp_release(ferry_audit *a)
     json_decref(s->projects);
     json_decref(s->pools);
     json_decref(s->sa_pools);
-    json_decref(s->uids);
+    free(s->uids.slots);
     json_decref(s->unused);
+    audit_strset_release(&s->strs);
     free(s);
     a->gcp = NULL;
+}
+
+static struct gcp_slot *map_slot(const struct gcp_slot *slots, size_t n_slots, const char *key)
+{
+    size_t mask = n_slots - 1, i = (size_t)(((uintptr_t)key * 0x9e3779b97f4a7c15ULL) >> 17) & mask;
+    while (slots[i].key && slots[i].key != key)
+        i = (i + 1) & mask;
+    return (struct gcp_slot *)&slots[i];
+}
+
+/* The value of key (interned in s->strs, or not: then it is in no map), or NULL. */
+static const void *map_get(const gcp_state *s, const gcp_map *m, const char *key)
+{
+    const char *k = m->n ? audit_strset_find(&s->strs, key) : NULL;
+    return k ? map_slot(m->slots, m->n_slots, k)->val : NULL;
+}
+
+/* Set key (interned) to val (not NULL). */
+static int map_put(gcp_map *m, const char *key, const void *val)
+{
+    struct gcp_slot *slot;
+
+    if ((m->n + 1) * 2 > m->n_slots) {
+        size_t n = m->n_slots ? m->n_slots * 2 : 256;
+        struct gcp_slot *grown;
+        if (n / 2 > GCP_MAP_MAX)
+            return -FERRY_EFULL;
+        grown = calloc(n, sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        for (size_t i = 0; i < m->n_slots; i++)
+            if (m->slots[i].key)
+                *map_slot(grown, n, m->slots[i].key) = m->slots[i];
+        free(m->slots);
+        m->slots = grown;
+        m->n_slots = n;
+    }
+    slot = map_slot(m->slots, m->n_slots, key);
+    if (!slot->key)
+        m->n++;
+    slot->key = key;
+    slot->val = val;
+    return 0;
 }
 
 /* An index member of the state, created on first use. */
@@ -528,30 +599,63 @@ static int bad(gcp_ctx *c, const char *where, const char *fmt, ...)
     return r;
 }
 
-/* The SA record of the index, created on first sight. */
-static json_t *sa_record(gcp_ctx *c, const char *email)
+/* The SA record of the index, or NULL. Good until the next sa_record. */
+static gcp_sa *sa_find(const gcp_state *s, const char *email)
 {
-    json_t *sas = index_of(&c->s->sas, false), *rec;
-    if (!sas)
-        return NULL;
-    rec = json_object_get(sas, email);
-    if (rec)
-        return rec;
+    uintptr_t i = (uintptr_t)map_get(s, &s->sa_index, email) >> 1;
+    return i ? &s->sas[i - 1] : NULL;
+}
+
+/* email is a member of some binding. */
+static bool sa_bound(const gcp_state *s, const char *email)
+{
+    return (uintptr_t)map_get(s, &s->sa_index, email) & 1;
+}
+
+/* The SA record of the index, created on first sight (its project the one the email names,
+ * its source this input), in *ret: good until the next sa_record. */
+static int sa_record(gcp_ctx *c, const char *email, gcp_sa **ret)
+{
+    gcp_state *s = c->s;
+    uintptr_t v = (uintptr_t)map_get(s, &s->sa_index, email);
+    gcp_sa rec = {.flags = 0};
     char p[80];
+    int r;
+
+    if (v >> 1) {
+        *ret = &s->sas[(v >> 1) - 1];
+        return 0;
+    }
+    if (s->n_sas == s->alloc_sas) {
+        size_t n = s->alloc_sas ? s->alloc_sas * 2 : 256;
+        gcp_sa *grown;
+        if (n > GCP_MAP_MAX)
+            return -FERRY_EFULL;
+        grown = realloc(s->sas, n * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        s->sas = grown;
+        s->alloc_sas = n;
+    }
     email_project(email, p, sizeof(p));
-    rec = json_pack("{s:s, s:s, s:i, s:s}", "p", p, "u", "", "f", 0, "s", c->path);
-    if (!rec || json_object_set_new(sas, email, rec) < 0)
-        return NULL;
-    return rec;
+    if ((r = audit_strset_intern(&s->strs, email, &rec.email)) < 0 ||
+        (r = audit_strset_intern(&s->strs, p, &rec.project)) < 0 ||
+        (r = audit_strset_intern(&s->strs, "", &rec.uid)) < 0 ||
+        (r = audit_strset_intern(&s->strs, c->path, &rec.source)) < 0 ||
+        (r = map_put(&s->sa_index, rec.email, (const void *)((s->n_sas + 1) << 1 | (v & 1)))) < 0)
+        return r;
+    s->sas[s->n_sas] = rec;
+    *ret = &s->sas[s->n_sas++];
+    return 0;
 }
 
 static int sa_flag(gcp_ctx *c, const char *email, unsigned flags)
 {
-    json_t *rec = sa_record(c, email);
-    if (!rec)
-        return -ENOMEM;
-    json_int_t f = json_integer_value(json_object_get(rec, "f"));
-    return json_object_set_new(rec, "f", json_integer(f | (json_int_t)flags)) < 0 ? -ENOMEM : 0;
+    gcp_sa *rec;
+    int r = sa_record(c, email, &rec);
+    if (r == 0)
+        rec->flags |= flags;
+    return r;
 }
 
 static int note_project(gcp_ctx *c, const char *project)
@@ -629,7 +733,7 @@ static int service_account(gcp_ctx *c, json_t *sa, const char *where, const char
 {
     const char *email = str_member(sa, "email"), *uid = str_member(sa, "uniqueId");
     const char *proj = str_member(sa, "projectId"), *desc = str_member(sa, "description");
-    json_t *rec;
+    gcp_sa *rec;
     char p[80];
     int r;
 
@@ -638,22 +742,19 @@ static int service_account(gcp_ctx *c, json_t *sa, const char *where, const char
         return fail(c, "%s: expected the service account's email string",
                     where[0] ? where + 1 : "service account");
     }
-    rec = sa_record(c, email);
-    if (!rec)
-        return -ENOMEM;
+    if ((r = sa_record(c, email, &rec)) < 0)
+        return r;
     if (proj && valid_project(proj))
         (void)snprintf(p, sizeof(p), "%s", proj);
     else if (project_hint)
         (void)snprintf(p, sizeof(p), "%s", project_hint);
     else
         email_project(email, p, sizeof(p));
-    if (json_object_set_new(rec, "p", json_string(p)) < 0 ||
-        (uid && json_object_set_new(rec, "u", json_string(uid)) < 0))
-        return -ENOMEM;
-    if (uid && uid[0] &&
-        (!index_of(&c->s->uids, false) ||
-         json_object_set_new(c->s->uids, uid, json_string(email)) < 0))
-        return -ENOMEM;
+    if ((r = audit_strset_intern(&c->s->strs, p, &rec->project)) < 0 ||
+        (uid && (r = audit_strset_intern(&c->s->strs, uid, &rec->uid)) < 0))
+        return r;
+    if (uid && uid[0] && (r = map_put(&c->s->uids, rec->uid, rec->email)) < 0)
+        return r;
     bool disabled = json_is_true(json_object_get(sa, "disabled"));
     if ((r = sa_flag(c, email, SA_LISTED | (disabled ? SA_DISABLED : 0))) < 0)
         return r;
@@ -759,8 +860,9 @@ static int sa_key(gcp_ctx *c, json_t *k, const char *name, const char *where)
         email_project(email, p2, sizeof(p2));
         (void)snprintf(proj, sizeof(proj), "%s", p2);
     }
-    if (!sa_record(c, email) || (r = note_project(c, proj)) < 0)
-        return -ENOMEM;
+    gcp_sa *rec;
+    if ((r = sa_record(c, email, &rec)) < 0 || (r = note_project(c, proj)) < 0)
+        return r;
     /* Some CAI exports omit keyType; gcloud always names it. A key without one is taken as
      * user-managed: reporting a system-managed key is the lesser error than missing a
      * user-managed one (documented). */
@@ -919,13 +1021,18 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
     char proj[80];
     int r;
 
-    if ((r = set_add(&c->s->bound, email)) < 0)
+    const char *bound;
+    gcp_sa *rec;
+
+    if ((r = audit_strset_intern(&c->s->strs, email, &bound)) < 0 ||
+        (r = map_put(&c->s->sa_index, bound,
+                     (const void *)((uintptr_t)map_get(c->s, &c->s->sa_index, bound) | 1))) < 0)
         return r;
     /* The project's own service accounts are identities of the audited estate even when no
      * account list was given (for the shadow-identity comparison). */
     email_project(email, proj, sizeof(proj));
-    if (proj[0] && strcmp(proj, pol->account) == 0 && !sa_record(c, email))
-        return -ENOMEM;
+    if (proj[0] && strcmp(proj, pol->account) == 0 && (r = sa_record(c, email, &rec)) < 0)
+        return r;
     if (!active)
         return 0;
     if (sa_uri(email, &uri) < 0 || key_join(&key, pol->resource, role) < 0)
@@ -1171,7 +1278,7 @@ static int policy(gcp_ctx *c, json_t *p, const char *res, const char *project_hi
             return -ENOMEM;
         /* CAI names SAs by uniqueId: the account list (or an SA asset before) says which */
         if (!plausible_email(email))
-            pol.sa_email = json_string_value(json_object_get(c->s->uids, email));
+            pol.sa_email = map_get(c->s, &c->s->uids, email);
         else
             pol.sa_email = email;
     }
@@ -2008,14 +2115,12 @@ static int not_evaluated(gcp_ctx *c, const char *rule, const char *project, cons
 
 static int identity_notes(gcp_ctx *c)
 {
-    const char *email;
-    json_t *rec;
     int r;
 
-    json_object_foreach(c->s->sas, email, rec)
-    {
-        unsigned f = (unsigned)json_integer_value(json_object_get(rec, "f")), flags = 0;
-        const char *uid = str_member(rec, "u");
+    for (size_t k = 0; k < c->s->n_sas; k++) {
+        const gcp_sa *rec = &c->s->sas[k];
+        const char *email = rec->email, *uid = rec->uid;
+        unsigned f = rec->flags, flags = 0;
         json_t *pools = json_object_get(c->s->sa_pools, email), *pool, *iss;
         const char *issuers[17];
         size_t n = 0, i, j;
@@ -2042,12 +2147,12 @@ static int identity_notes(gcp_ctx *c)
         issuers[n] = NULL;
         audit_identity id = {
             .cloud = CLOUD,
-            .account = str_member(rec, "p"),
+            .account = rec->project,
             .id = email,
             .alias = uid && uid[0] ? uid : NULL,
             .flags = flags,
             .issuers = n ? issuers : NULL,
-            .source = str_member(rec, "s"),
+            .source = rec->source,
         };
         if ((r = audit_identity_note(c->a, &id)) < 0)
             return r;
@@ -2059,8 +2164,8 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
     gcp_state *s = a->gcp;
     gcp_ctx c = {.a = a, .s = s, .errbuf = errbuf, .errlen = errlen};
-    const char *email, *proj;
-    json_t *rec, *src;
+    const char *proj;
+    json_t *src;
     int r;
 
     if (!s)
@@ -2068,17 +2173,18 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
     if ((r = custom_role_rules(&c)) < 0 || (r = foreign_rules(&c)) < 0)
         return r;
     /* GCP-SH-006: disabled, and still bound or holding user-managed keys. */
-    json_object_foreach(s->sas, email, rec)
-    {
-        unsigned f = (unsigned)json_integer_value(json_object_get(rec, "f"));
-        bool is_bound = json_object_get(s->bound, email) != NULL;
+    for (size_t k = 0; k < s->n_sas; k++) {
+        const gcp_sa *rec = &s->sas[k];
+        const char *email = rec->email;
+        unsigned f = rec->flags;
+        bool is_bound = sa_bound(s, email);
         if (!(f & SA_DISABLED) || (!is_bound && !(f & SA_KEY)))
             continue;
         _cleanup_free_ char *uri = NULL;
         if (sa_uri(email, &uri) < 0)
             return -ENOMEM;
-        c.path = str_member(rec, "s");
-        r = emit(&c, "GCP-SH-006", -1, str_member(rec, "p"), uri,
+        c.path = rec->source;
+        r = emit(&c, "GCP-SH-006", -1, rec->project, uri,
                  json_pack("{s:b, s:b, s:b}", "disabled", 1, "bound", is_bound, "user_managed_keys",
                            (f & SA_KEY) != 0),
                  "disabled");
@@ -2091,8 +2197,8 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
     json_array_foreach(s->unused, i, p)
     {
         const char *e = str_member(p, "email");
-        json_t *sa = e ? json_object_get(s->sas, e) : NULL;
-        if (json_integer_value(json_object_get(sa, "f")) & SA_DISABLED)
+        const gcp_sa *sa = e ? sa_find(s, e) : NULL;
+        if (sa && (sa->flags & SA_DISABLED))
             continue;
         c.path = str_member(p, "source");
         r = emit(&c, "GCP-SH-005", -1, str_member(p, "account"), str_member(p, "uri"),
