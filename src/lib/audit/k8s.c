@@ -242,19 +242,19 @@ int audit_k8s_intern(audit_strtab *t, const char *str, uint32_t *ret_id)
 uint32_t audit_k8s_strtab_find(const audit_strtab *t, const char *str)
 {
     size_t n = strlen(str);
-    if (!t->count)
+    if (!t || !t->count)
         return 0;
     return t->slots[strtab_slot(t, str, n, str_hash(str, n))];
 }
 
 const char *audit_k8s_str(const audit_strtab *t, uint32_t id)
 {
-    return id && id < t->len ? t->arena + id : NULL;
+    return t && id && id < t->len ? t->arena + id : NULL;
 }
 
 size_t audit_k8s_strtab_bytes(const audit_strtab *t)
 {
-    return t->cap + t->n_slots * sizeof(*t->slots);
+    return t ? t->cap + t->n_slots * sizeof(*t->slots) : 0;
 }
 
 /* ---- id maps: interned id -> uint32_t (a set when the value is unused) --------------------- */
@@ -411,13 +411,9 @@ typedef struct k8s_state {
     char *first_src; /* for the cluster-level notes */
 } k8s_state;
 
-static void k8s_release(ferry_audit *a)
+/* Free the records (not the cluster name and the flags). */
+static void records_free(k8s_state *s)
 {
-    k8s_state *s = a->k8s;
-    if (!s)
-        return;
-    free(s->cluster);
-    free(s->first_src);
     audit_k8s_strtab_free(s->strs);
     free(s->sas);
     free(s->sa_index.slots);
@@ -435,6 +431,32 @@ static void k8s_release(ferry_audit *a)
     free(s->token_sas.slots);
     free(s->sa_seen.slots);
     free(s->seen_at);
+    s->strs = NULL;
+    s->sas = NULL;
+    s->n_sas = s->alloc_sas = 0;
+    s->sa_index = (k8s_map){0};
+    s->roles = NULL;
+    s->n_roles = s->alloc_roles = 0;
+    s->role_index = (k8s_map){0};
+    s->bindings = NULL;
+    s->n_bindings = s->alloc_bindings = 0;
+    s->subjects = NULL;
+    s->n_subjects = s->alloc_subjects = 0;
+    s->default_pods = NULL;
+    s->n_default_pods = s->alloc_default_pods = 0;
+    s->pod_sas = s->token_sas = s->sa_seen = (k8s_map){0};
+    s->seen_at = NULL;
+    s->n_seen = s->alloc_seen = 0;
+}
+
+static void k8s_release(ferry_audit *a)
+{
+    k8s_state *s = a->k8s;
+    if (!s)
+        return;
+    free(s->cluster);
+    free(s->first_src);
+    records_free(s);
     free(s);
     a->k8s = NULL;
 }
@@ -442,17 +464,12 @@ static void k8s_release(ferry_audit *a)
 static k8s_state *state(ferry_audit *a)
 {
     k8s_state *s = a->k8s;
-    if (s)
+    if (s && s->strs)
         return s;
-    s = calloc(1, sizeof(*s));
-    if (!s)
+    if (!s && !(s = a->k8s = calloc(1, sizeof(*s))))
         return NULL;
-    if (audit_k8s_strtab_new(UINT32_MAX, &s->strs) < 0) {
-        free(s);
-        return NULL;
-    }
-    a->k8s = s;
-    return s;
+    /* New, or its records freed by k8s_finish. */
+    return audit_k8s_strtab_new(UINT32_MAX, &s->strs) < 0 ? NULL : s;
 }
 
 static const char *str(const k8s_state *s, uint32_t id)
@@ -2551,6 +2568,9 @@ static int k8s_finish(ferry_audit *a, char *errbuf, size_t errlen)
         r = identities(a, s);
     if (r < 0)
         return ferry_errbuf_set(errbuf, errlen, r, "Kubernetes rules: %s", ferry_strerror(r));
+    /* No record can give another finding: the memory goes back before the report is written.
+     * (A second finish emits nothing new, as before: every finding was emitted once.) */
+    records_free(s);
     return 0;
 }
 
