@@ -28,6 +28,16 @@ void ferry_buf_release(ferry_buf *b)
     b->alloc = 0;
 }
 
+void ferry_buf_clear(ferry_buf *b)
+{
+    if (!b->data)
+        return;
+    if (b->secret)
+        ferry_wipe(b->data, b->len);
+    b->len = 0;
+    b->data[0] = '\0';
+}
+
 int ferry_buf_append(ferry_buf *b, const void *p, size_t n)
 {
     if (n > b->max || b->len > b->max - n)

@@ -22,6 +22,9 @@ typedef struct ferry_buf {
 void ferry_buf_init(ferry_buf *b, size_t max, bool secret);
 /* Free the content (wiping it when secret) and reset to empty. */
 void ferry_buf_release(ferry_buf *b);
+/* Empty the buffer but keep its allocation for the next appends (the old content wiped first
+ * when secret). */
+void ferry_buf_clear(ferry_buf *b);
 /* Append n bytes. 0, -E2BIG (over max) or -ENOMEM. */
 int ferry_buf_append(ferry_buf *b, const void *p, size_t n);
 int ferry_buf_append_str(ferry_buf *b, const char *s);

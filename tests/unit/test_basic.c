@@ -326,6 +326,34 @@ Test(buf, growth_and_secret)
     }
 }
 
+/* Clearing empties the content, keeps the allocation for reuse, wipes a secret, and leaves
+ * the same limit: what fitted before fits again after a clear. */
+Test(buf, clear_keeps_allocation)
+{
+    ferry_buf b;
+
+    for (int secret = 0; secret < 2; secret++) {
+        ferry_buf_init(&b, 8, secret);
+        ferry_buf_clear(&b); /* nothing allocated yet: a no-op */
+        cr_assert_null(b.data);
+        cr_assert_eq(ferry_buf_append(&b, "12345678", 8), 0);
+        char *before = b.data;
+        size_t alloc = b.alloc;
+        ferry_buf_clear(&b);
+        cr_assert_eq(b.len, 0);
+        cr_assert_eq(b.data, before, "the allocation is kept");
+        cr_assert_eq(b.alloc, alloc);
+        cr_assert_str_eq(b.data, "", "empty and terminated");
+        if (secret)
+            for (size_t i = 0; i < 8; i++)
+                cr_assert_eq(b.data[i], 0, "byte %zu not wiped", i);
+        cr_assert_eq(ferry_buf_append(&b, "abcdefgh", 8), 0, "the whole max is available again");
+        cr_assert_eq(ferry_buf_append(&b, "x", 1), -E2BIG);
+        cr_assert_str_eq(b.data, "abcdefgh");
+        ferry_buf_release(&b);
+    }
+}
+
 /* A buffer without a practical limit (max = SIZE_MAX) must still allocate room for what it
  * holds: max + 1 must not wrap to a zero-byte allocation. */
 Test(buf, unlimited_max)
