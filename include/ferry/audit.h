@@ -125,6 +125,16 @@ size_t ferry_audit_count_at_least(ferry_audit *a, ferry_audit_severity min);
  * (optional). Returns 0, -EINVAL, -ENOMEM. */
 int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char **ret, size_t *ret_len);
 
+/* Receives the next len bytes (len > 0) of a report from ferry_audit_write. Returns 0, or a
+ * negative errno that stops the rendering and is returned by ferry_audit_write. */
+typedef int (*ferry_audit_write_fn)(const char *buf, size_t len, void *data);
+/* Render the report as ferry_audit_render does (the same bytes), handing it to write piece by
+ * piece, so that the text is never held whole: at most one piece (about 64 KiB) and one
+ * finding's tree at a time. A failure after the first piece leaves the receiver with a cut
+ * report. Returns 0, -EINVAL, -ENOMEM, or write's code. */
+int ferry_audit_write(ferry_audit *a, ferry_audit_output out, ferry_audit_write_fn write,
+                      void *data);
+
 /* "critical", "high", "medium", "low", "info". */
 const char *ferry_audit_severity_name(ferry_audit_severity s);
 /* Parse one of the names above (case-insensitive). Returns 0 or -EINVAL. */

@@ -762,6 +762,15 @@ static int audit_inputs(ferry_audit *a, char **paths, size_t n, const char *form
     return r;
 }
 
+/* ferry_audit_write's receiver: the report goes to stdout as it is rendered. */
+static int write_stdout(const char *buf, size_t len, void *data)
+{
+    (void)data;
+    if (fwrite(buf, 1, len, stdout) != len)
+        return -(errno ? errno : EIO);
+    return 0;
+}
+
 int ferry_cmd_audit(int argc, char **argv)
 {
     enum {
@@ -827,7 +836,6 @@ int ferry_cmd_audit(int argc, char **argv)
         {},
     };
     _cleanup_(ferry_audit_freep) ferry_audit *a = NULL;
-    _cleanup_free_ char *report = NULL;
     ferry_audit_options opts = {0};
     ferry_audit_output out = FERRY_AUDIT_OUT_TABLE;
     ferry_audit_severity fail_on = FERRY_AUDIT_LOW;
@@ -845,7 +853,6 @@ int ferry_cmd_audit(int argc, char **argv)
     bool live = false;
     unsigned long long v;
     char err[1024];
-    size_t report_len = 0;
     int c, r;
 
     optind = 1;
@@ -1099,16 +1106,15 @@ int ferry_cmd_audit(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", err);
         return FERRY_EXIT_USAGE;
     }
-    r = ferry_audit_render(a, out, &report, &report_len);
+    /* Streamed: the report is never held whole (a large estate's runs to gigabytes). */
+    errno = 0;
+    r = ferry_audit_write(a, out, write_stdout, NULL);
+    if (r == 0 && ((out != FERRY_AUDIT_OUT_TABLE && out != FERRY_AUDIT_OUT_CSV &&
+                    fputc('\n', stdout) == EOF) ||
+                   fflush(stdout) != 0))
+        r = -(errno ? errno : EIO);
     if (r < 0) {
-        fprintf(stderr, PROG ": rendering the report: %s\n", ferry_strerror(r));
-        return FERRY_EXIT_USAGE;
-    }
-    if (fwrite(report, 1, report_len, stdout) != report_len ||
-        (out != FERRY_AUDIT_OUT_TABLE && out != FERRY_AUDIT_OUT_CSV &&
-         fputc('\n', stdout) == EOF) ||
-        fflush(stdout) != 0) {
-        fprintf(stderr, PROG ": writing the report: %s\n", strerror(errno));
+        fprintf(stderr, PROG ": writing the report: %s\n", ferry_strerror(r));
         return FERRY_EXIT_USAGE;
     }
     if (!fail_never && ferry_audit_count_at_least(a, fail_on) > 0)

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "basic/buf.h"
 #include "basic/macro.h"
 #include "ferry/audit.h"
 
@@ -67,7 +68,15 @@ struct ferry_audit {
     char **known_accounts; /* sorted after each add */
     size_t n_known;
     json_t *inputs; /* [{path, format}] */
-    json_t *seen;   /* fingerprints emitted (a set): one finding per fingerprint */
+    /* The fingerprints emitted, one finding per fingerprint (core.c: an open-addressing
+     * table of finding indexes + 1; stale after the findings are sorted). */
+    uint32_t *seen_slots;
+    size_t n_seen_slots;
+    bool seen_stale;
+    /* The findings' sources, one copy per distinct string: source -> index in sources. */
+    char **sources;
+    size_t n_sources, alloc_sources;
+    json_t *source_index;
     void *aws;      /* aws.c's per-run state (page merging, policy cache) */
     void *gcp;      /* gcp.c's per-run state */
     void *azure;    /* azure.c's per-run state */
@@ -80,6 +89,20 @@ struct ferry_audit {
     json_t *iac;            /* iac.c: identity keys of the IaC inventories, or NULL (none given) */
     json_t *owner_tag_keys; /* iac.c: lower-case tag keys naming an owner (a set), or NULL */
 };
+
+/* Where a report goes (core.c): appended to b, and handed to write in pieces of about 64 KiB
+ * when write is set (ferry_audit_write); with write NULL everything stays in b
+ * (ferry_audit_render). Renderers append to b and call audit_out_spill after each finding. */
+typedef struct audit_out {
+    struct ferry_buf b;
+    ferry_audit_write_fn write;
+    void *data;
+    size_t spilled; /* bytes already handed to write */
+} audit_out;
+
+/* Hand b's content to write when it holds a piece's worth (everything when all) and empty it.
+ * A no-op without write. Returns 0 or write's negative code. */
+int audit_out_spill(audit_out *o, bool all);
 
 /* Record where in the current input's JSON document the error a loader is about to return
  * lies: components joined with '/', array indexes in decimal ("/RoleDetailList/3"). */
@@ -268,7 +291,7 @@ const char *audit_suppress_table_tag(const ferry_audit *a, const ferry_audit_fin
 /* NDJSON: one line per finding, then the JSON report doc without findings as the last line.
  * CSV: header, one row per finding, then expired/unused suppressions and absent baseline
  * findings. Return 0 or -ENOMEM / -E2BIG. */
-int audit_render_ndjson(ferry_audit *a, json_t *doc, struct ferry_buf *b);
-int audit_render_csv(ferry_audit *a, struct ferry_buf *b);
+int audit_render_ndjson(ferry_audit *a, json_t *doc, audit_out *o);
+int audit_render_csv(ferry_audit *a, audit_out *o);
 
 #endif

@@ -77,8 +77,8 @@ FERRY_EXPORT int ferry_audit_severity_from_name(const char *name, ferry_audit_se
 #endif
 
 #ifndef AUDIT_NO_BLOCK_CACHE
-#define BLOCK_CLASSES 33                            /* 16-byte classes, up to 512 bytes */
-#define BLOCK_CACHE_MAX ((size_t)256 * 1024 * 1024) /* bytes kept per thread at most */
+#define BLOCK_CLASSES 33                           /* 16-byte classes, up to 512 bytes */
+#define BLOCK_CACHE_MAX ((size_t)32 * 1024 * 1024) /* bytes kept per thread at most */
 
 static __thread struct {
     void *head[BLOCK_CLASSES]; /* class k: blocks of 16k..16k+15 usable bytes */
@@ -185,10 +185,10 @@ FERRY_EXPORT int ferry_audit_new(const ferry_audit_options *opts, ferry_audit **
         a->opts.max_input = FERRY_AUDIT_DEFAULT_MAX_INPUT;
     block_cache_use();
     a->inputs = json_array();
-    a->seen = json_object();
-    if (!a->inputs || !a->seen) {
+    a->source_index = json_object();
+    if (!a->inputs || !a->source_index) {
         json_decref(a->inputs);
-        json_decref(a->seen);
+        json_decref(a->source_index);
         free(a);
         block_cache_unuse();
         return -ENOMEM;
@@ -197,12 +197,11 @@ FERRY_EXPORT int ferry_audit_new(const ferry_audit_options *opts, ferry_audit **
     return 0;
 }
 
+/* A finding's account, resource and evidence are one block, NUL-separated, that starts at
+ * account; its source is one of the run's interned strings (audit_intern_source). */
 static void finding_release(ferry_audit_finding *f)
 {
     free((char *)f->account);
-    free((char *)f->resource);
-    free((char *)f->evidence);
-    free((char *)f->source);
 }
 
 FERRY_EXPORT void ferry_audit_free(ferry_audit *a)
@@ -216,11 +215,15 @@ FERRY_EXPORT void ferry_audit_free(ferry_audit *a)
     for (size_t i = 0; i < a->n_findings; i++)
         finding_release(&a->findings[i]);
     free(a->findings);
+    free(a->seen_slots);
+    for (size_t i = 0; i < a->n_sources; i++)
+        free(a->sources[i]);
+    free(a->sources);
+    json_decref(a->source_index);
     for (size_t i = 0; i < a->n_known; i++)
         free(a->known_accounts[i]);
     free(a->known_accounts);
     json_decref(a->inputs);
-    json_decref(a->seen);
     json_decref(a->iac);
     json_decref(a->owner_tag_keys);
     free(a);
@@ -290,34 +293,122 @@ int audit_sha256_hex(const void *data, size_t len, char out[65])
 }
 
 struct dump_sink {
-    ferry_buf b;
+    ferry_buf *b;
     bool failed;
 };
 
 static int dump_sink_write(const char *buf, size_t size, void *data)
 {
     struct dump_sink *d = data;
-    if (ferry_buf_append(&d->b, buf, size) < 0) {
+    if (ferry_buf_append(d->b, buf, size) < 0) {
         d->failed = true;
         return -1;
     }
     return 0;
 }
 
+/* Append the serialisation of j to b. jansson 2.14 ignores a failed write of an object key
+ * (dump.c), so json_dumps() can return a corrupted text when memory runs out; the sink
+ * remembers any failure. Returns 0 or -ENOMEM (also past b's maximum). */
+static int dump_append(ferry_buf *b, const json_t *j, size_t flags)
+{
+    struct dump_sink d = {.b = b, .failed = false};
+    size_t before = b->len;
+
+    if (json_dump_callback(j, dump_sink_write, &d, flags) < 0 || d.failed || b->len == before)
+        return -ENOMEM;
+    return 0;
+}
+
 char *audit_json_dumps(const json_t *j, size_t flags)
 {
-    struct dump_sink d = {.failed = false};
-    char *s;
+    ferry_buf b;
 
-    ferry_buf_init(&d.b, AUDIT_RENDER_MAX, false);
-    /* jansson 2.14 ignores a failed write of an object key (dump.c), so json_dumps() can
-     * return a corrupted text when memory runs out; the sink remembers any failure. */
-    if (json_dump_callback(j, dump_sink_write, &d, flags) < 0 || d.failed || d.b.len == 0) {
-        ferry_buf_release(&d.b);
+    ferry_buf_init(&b, AUDIT_RENDER_MAX, false);
+    if (dump_append(&b, j, flags) < 0) {
+        ferry_buf_release(&b);
         return NULL;
     }
-    s = ferry_buf_steal(&d.b, NULL);
-    return s;
+    return ferry_buf_steal(&b, NULL);
+}
+
+/* The run's copy of source: one per distinct string (an input's path, shared by all its
+ * findings), kept until the run is freed. NULL when memory runs out. */
+static const char *intern_source(ferry_audit *a, const char *source)
+{
+    json_t *at = json_object_get(a->source_index, source);
+    char **n;
+
+    if (at)
+        return a->sources[json_integer_value(at)];
+    if (a->n_sources == a->alloc_sources) {
+        size_t k = a->alloc_sources ? a->alloc_sources * 2 : 16;
+        if (!(n = realloc(a->sources, k * sizeof(*n))))
+            return NULL;
+        a->sources = n;
+        a->alloc_sources = k;
+    }
+    if (!(a->sources[a->n_sources] = strdup(source)))
+        return NULL;
+    if (json_object_set_new(a->source_index, source, json_integer((json_int_t)a->n_sources)) < 0) {
+        free(a->sources[a->n_sources]);
+        return NULL;
+    }
+    return a->sources[a->n_sources++];
+}
+
+/* ---- the fingerprint set: one finding per fingerprint --------------------------------------
+ * Open addressing over the findings array: a slot holds a finding's index + 1 (0 = empty),
+ * probed linearly from the fingerprint's first 64 bits (a SHA-256: uniform already). Sorting
+ * the findings moves them, so the table is rebuilt at the next emit after a sort. */
+
+static uint64_t fp_hash(const char *fp)
+{
+    uint64_t h = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = fp[i];
+        h = h << 4 | (uint64_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+    }
+    return h;
+}
+
+static void seen_put(ferry_audit *a, size_t index)
+{
+    size_t mask = a->n_seen_slots - 1, k = (size_t)fp_hash(a->findings[index].fingerprint) & mask;
+    while (a->seen_slots[k])
+        k = (k + 1) & mask;
+    a->seen_slots[k] = (uint32_t)(index + 1);
+}
+
+/* Make room for one more finding in the set (at most half full), rebuilding it when it grows
+ * or the findings were sorted since it was built. */
+static int seen_reserve(ferry_audit *a)
+{
+    size_t want = a->n_seen_slots ? a->n_seen_slots : 1024;
+    uint32_t *slots;
+
+    while (want / 2 < a->n_findings + 1)
+        want *= 2;
+    if (want == a->n_seen_slots && !a->seen_stale)
+        return 0;
+    if (!(slots = calloc(want, sizeof(*slots))))
+        return -ENOMEM;
+    free(a->seen_slots);
+    a->seen_slots = slots;
+    a->n_seen_slots = want;
+    a->seen_stale = false;
+    for (size_t i = 0; i < a->n_findings; i++)
+        seen_put(a, i);
+    return 0;
+}
+
+static bool seen_has(const ferry_audit *a, const char *fp)
+{
+    size_t mask = a->n_seen_slots - 1, k = (size_t)fp_hash(fp) & mask;
+    for (; a->seen_slots[k]; k = (k + 1) & mask)
+        if (memcmp(a->findings[a->seen_slots[k] - 1].fingerprint, fp, 64) == 0)
+            return true;
+    return false;
 }
 
 int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cloud,
@@ -326,7 +417,9 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
 {
     const audit_rule *rule = audit_rule_find(rule_id);
     ferry_audit_finding f = {0};
-    ferry_buf fp;
+    size_t la, lr;
+    ferry_buf blk, fp;
+    char *block;
     int r;
 
     if (!rule || !cloud)
@@ -341,44 +434,55 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
         a->findings = p;
         a->alloc_findings = n;
     }
-    f.rule_id = rule->id;
-    f.title = rule->title;
-    f.severity = severity < 0 ? rule->severity : (ferry_audit_severity)severity;
-    f.cloud = cloud;
-    f.remediation = rule->remediation;
-    f.account = strdup(account ? account : "");
-    f.resource = strdup(resource ? resource : "");
-    f.source = strdup(source ? source : "");
-    f.evidence =
-        evidence ? audit_json_dumps(evidence, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
-    if (!f.account || !f.resource || !f.source || !f.evidence) {
-        finding_release(&f);
-        return -ENOMEM;
-    }
+    account = account ? account : "";
+    resource = resource ? resource : "";
+    la = strlen(account);
+    lr = strlen(resource);
     /* The fingerprint: fixed tag, then each identifying part NUL-terminated, so that no two
      * different tuples hash the same bytes. Nothing volatile (dates, file names) goes in. */
     ferry_buf_init(&fp, 1024 * 1024, false);
     r = 0;
-    const char *parts[] = {"ferry.audit/v1", rule->id,   cloud,
-                           f.account,        f.resource, evidence_key ? evidence_key : ""};
+    const char *parts[] = {"ferry.audit/v1", rule->id, cloud,
+                           account,          resource, evidence_key ? evidence_key : ""};
     for (size_t i = 0; i < ARRAY_SIZE(parts) && r == 0; i++)
         r = ferry_buf_append(&fp, parts[i], strlen(parts[i]) + 1);
     if (r == 0)
         r = audit_sha256_hex(fp.data, fp.len, f.fingerprint);
     ferry_buf_release(&fp);
+    if (r == 0)
+        r = seen_reserve(a);
+    if (r < 0)
+        return r == -E2BIG ? -ENOMEM : r;
+    if (seen_has(a, f.fingerprint))
+        return 0; /* already reported, from an earlier input */
+
+    /* account, resource and the compact evidence in one block sized to fit. */
+    ferry_buf_init(&blk, AUDIT_RENDER_MAX, false);
+    r = ferry_buf_append(&blk, account, la + 1);
+    if (r == 0)
+        r = ferry_buf_append(&blk, resource, lr + 1);
+    if (r == 0)
+        r = evidence ? dump_append(&blk, evidence, JSON_COMPACT | JSON_SORT_KEYS)
+                     : ferry_buf_append_str(&blk, "{}");
+    if (r == 0 && !(f.source = intern_source(a, source ? source : "")))
+        r = -ENOMEM;
     if (r < 0) {
-        finding_release(&f);
-        return r;
-    }
-    if (json_object_get(a->seen, f.fingerprint)) {
-        finding_release(&f); /* already reported, from an earlier input */
-        return 0;
-    }
-    if (json_object_set_new(a->seen, f.fingerprint, json_true()) < 0) {
-        finding_release(&f);
+        ferry_buf_release(&blk);
         return -ENOMEM;
     }
-    a->findings[a->n_findings++] = f;
+    block = realloc(blk.data, blk.len + 1);
+    if (!block)
+        block = blk.data; /* keeping the slack is harmless */
+    f.rule_id = rule->id;
+    f.title = rule->title;
+    f.severity = severity < 0 ? rule->severity : (ferry_audit_severity)severity;
+    f.cloud = cloud;
+    f.remediation = rule->remediation;
+    f.account = block;
+    f.resource = block + la + 1;
+    f.evidence = block + la + 1 + lr + 1;
+    a->findings[a->n_findings] = f;
+    seen_put(a, a->n_findings++);
     a->sorted = false;
     return 0;
 }
@@ -856,8 +960,10 @@ FERRY_EXPORT size_t ferry_audit_findings(ferry_audit *a, const ferry_audit_findi
 {
     if (!a)
         return 0;
-    if (!a->sorted && a->n_findings)
+    if (!a->sorted && a->n_findings) {
         qsort(a->findings, a->n_findings, sizeof(*a->findings), cmp_finding);
+        a->seen_stale = true; /* the set holds indexes */
+    }
     a->sorted = true;
     if (ret)
         *ret = a->findings;
@@ -965,56 +1071,70 @@ fail:
     return NULL;
 }
 
-static int render_sarif(ferry_audit *a, json_t **ret)
+/* One SARIF result for f; index maps rule ids to their position in the driver's rules. */
+static json_t *sarif_result(ferry_audit *a, const ferry_audit_finding *f, const json_t *index)
 {
-    const ferry_audit_finding *fs;
-    size_t n = ferry_audit_findings(a, &fs);
-    json_t *index = NULL, *rules = sarif_rules(&index), *results = json_array(), *doc;
+    char msg[1024];
+    json_t *o;
 
-    if (!rules || !results)
-        goto fail;
-    for (size_t i = 0; i < n; i++) {
-        const ferry_audit_finding *f = &fs[i];
-        char msg[1024];
-        (void)snprintf(msg, sizeof(msg), "%s: %s (%s)", f->title, f->resource,
-                       f->account[0] ? f->account : "unknown account");
-        json_t *o =
-            json_pack("{s:s, s:O, s:s, s:{s:s}, s:[{s:{s:{s:s}}, s:[{s:s, s:s}]}], s:{s:s}, "
-                      "s:{s:s, s:s, s:s, s:s, s:o}}",
-                      "ruleId", f->rule_id, "ruleIndex", json_object_get(index, f->rule_id),
-                      "level", severity_levels[f->severity], "message", "text", msg, "locations",
-                      "physicalLocation", "artifactLocation", "uri", f->source, "logicalLocations",
-                      "fullyQualifiedName", f->resource, "kind", "resource", "partialFingerprints",
-                      "ferry/v1", f->fingerprint, "properties", "security-severity",
-                      severity_scores[f->severity], "severity", severity_names[f->severity],
-                      "cloud", f->cloud, "account", f->account, "evidence", evidence_json(f));
-        if (!o || audit_suppress_decorate_sarif(a, f, o) < 0) {
-            json_decref(o);
-            goto fail;
-        }
-        if (json_array_append_new(results, o) < 0) /* o is released by the failed append */
-            goto fail;
+    (void)snprintf(msg, sizeof(msg), "%s: %s (%s)", f->title, f->resource,
+                   f->account[0] ? f->account : "unknown account");
+    o = json_pack("{s:s, s:O, s:s, s:{s:s}, s:[{s:{s:{s:s}}, s:[{s:s, s:s}]}], s:{s:s}, "
+                  "s:{s:s, s:s, s:s, s:s, s:o}}",
+                  "ruleId", f->rule_id, "ruleIndex", json_object_get(index, f->rule_id), "level",
+                  severity_levels[f->severity], "message", "text", msg, "locations",
+                  "physicalLocation", "artifactLocation", "uri", f->source, "logicalLocations",
+                  "fullyQualifiedName", f->resource, "kind", "resource", "partialFingerprints",
+                  "ferry/v1", f->fingerprint, "properties", "security-severity",
+                  severity_scores[f->severity], "severity", severity_names[f->severity], "cloud",
+                  f->cloud, "account", f->account, "evidence", evidence_json(f));
+    if (o && audit_suppress_decorate_sarif(a, f, o) < 0) {
+        json_decref(o);
+        return NULL;
     }
-    doc = json_pack("{s:s, s:s, s:[{s:{s:{s:s, s:s, s:s, s:o}}, s:o, s:s}]}", "$schema",
+    return o;
+}
+
+/* The SARIF log with an empty results array in its place (write_document fills it), and the
+ * index of its rules (rule id -> position). */
+static int render_sarif(ferry_audit *a, json_t **ret, json_t **ret_index)
+{
+    json_t *index = NULL, *rules = sarif_rules(&index), *doc;
+
+    if (!rules)
+        return -ENOMEM;
+    doc = json_pack("{s:s, s:s, s:[{s:{s:{s:s, s:s, s:s, s:o}}, s:[], s:s}]}", "$schema",
                     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/os/schemas/"
                     "sarif-schema-2.1.0.json",
                     "version", "2.1.0", "runs", "tool", "driver", "name", "ferry", "version",
                     PACKAGE_VERSION, "informationUri", "https://github.com/ferry-broker/ferry",
-                    "rules", rules, "results", results, "columnKind", "unicodeCodePoints");
-    json_decref(index);
-    if (!doc)
-        return -ENOMEM;
-    if (audit_suppress_report_sarif(a, json_array_get(json_object_get(doc, "runs"), 0)) < 0) {
+                    "rules", rules, "results", "columnKind", "unicodeCodePoints");
+    if (!doc ||
+        audit_suppress_report_sarif(a, json_array_get(json_object_get(doc, "runs"), 0)) < 0) {
         json_decref(doc);
+        json_decref(index);
         return -ENOMEM;
     }
     *ret = doc;
+    *ret_index = index;
     return 0;
-fail:
-    json_decref(index);
-    json_decref(rules);
-    json_decref(results);
-    return -ENOMEM;
+}
+
+/* ---- where a report goes ------------------------------------------------------------------ */
+
+/* Pieces handed to the writer: about this many bytes at a time. */
+#define AUDIT_OUT_CHUNK ((size_t)64 * 1024)
+
+int audit_out_spill(audit_out *o, bool all)
+{
+    int r;
+
+    if (!o->write || o->b.len == 0 || (!all && o->b.len < AUDIT_OUT_CHUNK))
+        return 0;
+    r = o->write(o->b.data, o->b.len, o->data);
+    o->spilled += o->b.len;
+    ferry_buf_clear(&o->b);
+    return r < 0 ? r : 0;
 }
 
 /* Append s to the table, at most max bytes (cut on a UTF-8 character boundary, with an
@@ -1041,10 +1161,11 @@ static int table_append(ferry_buf *b, const char *s, size_t max)
     return r;
 }
 
-static int render_table(ferry_audit *a, ferry_buf *b)
+static int render_table(ferry_audit *a, audit_out *o)
 {
     const ferry_audit_finding *fs;
     size_t n = ferry_audit_findings(a, &fs), c[5];
+    ferry_buf *b = &o->b;
     char line[4096];
     int r = 0;
 
@@ -1057,7 +1178,8 @@ static int render_table(ferry_audit *a, ferry_buf *b)
         for (k = 0; severity_names[s][k] && k < sizeof(up) - 1; k++)
             up[k] = (char)toupper((unsigned char)severity_names[s][k]);
         up[k] = '\0';
-        (void)snprintf(line, sizeof(line), "%s%s (%zu)\n", r == 0 && b->len ? "\n" : "", up, c[s]);
+        (void)snprintf(line, sizeof(line), "%s%s (%zu)\n", o->spilled + b->len ? "\n" : "", up,
+                       c[s]);
         r = ferry_buf_append_str(b, line);
         for (size_t i = 0; i < n && r == 0; i++) {
             const ferry_audit_finding *f = &fs[i];
@@ -1089,6 +1211,8 @@ static int render_table(ferry_audit *a, ferry_buf *b)
                 r = ferry_buf_append_str(b, f->remediation);
             if (r == 0)
                 r = ferry_buf_append_str(b, "\n");
+            if (r == 0)
+                r = audit_out_spill(o, false);
         }
     }
     if (r == 0) {
@@ -1134,114 +1258,148 @@ fail:
     return -1;
 }
 
-/* The JSON report, written finding by finding: the document is dumped with an empty findings
- * array, and each finding's object is built, dumped in that array's place and freed, so that
- * the report is never held as a tree of every finding as well as its text. The bytes are the
- * ones dumping the whole tree would give (JSON_INDENT(2) | JSON_PRESERVE_ORDER): the array is a
- * member of the top-level object, its elements are indented by 4 and strings never hold a raw
- * newline. */
-static int render_json_text(ferry_audit *a, char **ret, size_t *ret_len)
+/* A JSON document written element by element: doc is dumped (JSON_INDENT(2) |
+ * JSON_PRESERVE_ORDER) with the empty array member `member` ("\n<indent>\"name\": []", which
+ * occurs once: strings never hold a raw newline), and the array's n elements are built one at
+ * a time (element(a, i, ctx), new), dumped in its place with pad (the member's indent + 2)
+ * before each line and freed, so that the report is never held as a tree of every finding nor
+ * as a whole text. The bytes are the ones dumping the whole tree would give. */
+static int write_document(ferry_audit *a, audit_out *o, const json_t *doc, const char *member,
+                          const char *pad, size_t n,
+                          json_t *(*element)(ferry_audit *a, size_t i, void *ctx), void *ctx)
 {
-    static const char member[] = "\n  \"findings\": []";
-    const ferry_audit_finding *fs;
-    size_t n = ferry_audit_findings(a, &fs), len = 0;
-    json_t *doc = NULL;
+    size_t padlen = strlen(pad);
     char *skel, *at;
-    ferry_buf b;
     int r;
 
-    r = render_json(a, true, &doc);
-    if (r < 0)
-        return r;
     skel = audit_json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(doc);
     if (!skel)
         return -ENOMEM;
     at = strstr(skel, member);
-    if (!at) {
+    if (!at || strstr(at + 1, member) || padlen < 2) {
         free(skel);
-        return -EINVAL; /* cannot happen: render_json always has the member */
+        return -EINVAL; /* cannot happen: the callers' documents have the member once */
     }
-    at += sizeof(member) - 3; /* at the "[]" */
-    ferry_buf_init(&b, AUDIT_RENDER_MAX, false);
-    r = ferry_buf_append(&b, skel, (size_t)(at - skel));
+    at += strlen(member) - 2; /* at the "[]" */
+    r = ferry_buf_append(&o->b, skel, (size_t)(at - skel));
     for (size_t i = 0; i < n && r == 0; i++) {
-        struct indent_sink d = {.b = &b, .pad = "    ", .padlen = 4, .failed = false};
-        json_t *o = audit_finding_json(a, &fs[i]);
-        r = !o ? -ENOMEM : ferry_buf_append_str(&b, i ? ",\n    " : "[\n    ");
-        if (r == 0 && (json_dump_callback(o, indent_sink_write, &d,
+        struct indent_sink d = {.b = &o->b, .pad = pad, .padlen = padlen, .failed = false};
+        json_t *e = element(a, i, ctx);
+        r = !e ? -ENOMEM : ferry_buf_append_str(&o->b, i ? ",\n" : "[\n");
+        if (r == 0)
+            r = ferry_buf_append(&o->b, pad, padlen);
+        if (r == 0 && (json_dump_callback(e, indent_sink_write, &d,
                                           JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||
                        d.failed))
             r = -ENOMEM;
-        json_decref(o);
+        json_decref(e);
+        if (r == 0)
+            r = audit_out_spill(o, false);
     }
+    if (r == 0 && n) /* "\n", the member's indent, "]" */
+        r = ferry_buf_append_str(&o->b, "\n");
+    if (r == 0 && n)
+        r = ferry_buf_append(&o->b, pad, padlen - 2);
+    if (r == 0 && n)
+        r = ferry_buf_append_str(&o->b, "]");
     if (r == 0)
-        r = ferry_buf_append_str(&b, n ? "\n  ]" : "[]");
-    if (r == 0)
-        r = ferry_buf_append_str(&b, at + 2);
+        r = ferry_buf_append_str(&o->b, n ? at + 2 : at);
     free(skel);
-    if (r < 0) {
-        ferry_buf_release(&b);
-        return -ENOMEM; /* as audit_json_dumps() fails, also past AUDIT_RENDER_MAX */
+    return r == -E2BIG ? -ENOMEM : r; /* as audit_json_dumps() fails past AUDIT_RENDER_MAX */
+}
+
+static json_t *json_element(ferry_audit *a, size_t i, void *ctx)
+{
+    return audit_finding_json(a, &((const ferry_audit_finding *)ctx)[i]);
+}
+
+struct sarif_ctx {
+    const ferry_audit_finding *fs;
+    json_t *index;
+};
+
+static json_t *sarif_element(ferry_audit *a, size_t i, void *ctx)
+{
+    struct sarif_ctx *c = ctx;
+    return sarif_result(a, &c->fs[i], c->index);
+}
+
+static int render_out(ferry_audit *a, ferry_audit_output out, audit_out *o)
+{
+    const ferry_audit_finding *fs;
+    size_t n;
+    json_t *doc = NULL;
+    int r;
+
+    switch (out) {
+    case FERRY_AUDIT_OUT_TABLE:
+        return render_table(a, o);
+    case FERRY_AUDIT_OUT_CSV:
+        return audit_render_csv(a, o);
+    case FERRY_AUDIT_OUT_NDJSON:
+        r = render_json(a, false, &doc); /* the summary line */
+        if (r == 0)
+            r = audit_render_ndjson(a, doc, o);
+        json_decref(doc);
+        return r;
+    case FERRY_AUDIT_OUT_JSON:
+        n = ferry_audit_findings(a, &fs);
+        r = render_json(a, true, &doc);
+        if (r == 0)
+            r = write_document(a, o, doc, "\n  \"findings\": []", "    ", n, json_element,
+                               (void *)fs);
+        json_decref(doc);
+        return r;
+    case FERRY_AUDIT_OUT_SARIF: {
+        struct sarif_ctx c = {.index = NULL};
+        n = ferry_audit_findings(a, &c.fs);
+        r = render_sarif(a, &doc, &c.index);
+        if (r == 0)
+            r = write_document(a, o, doc, "\n      \"results\": []", "        ", n, sarif_element,
+                               &c);
+        json_decref(c.index);
+        json_decref(doc);
+        return r;
     }
-    *ret = ferry_buf_steal(&b, &len);
-    if (!*ret)
-        return -ENOMEM;
-    if (ret_len)
-        *ret_len = len;
-    return 0;
+    }
+    return -EINVAL;
 }
 
 FERRY_EXPORT int ferry_audit_render(ferry_audit *a, ferry_audit_output out, char **ret,
                                     size_t *ret_len)
 {
-    json_t *doc = NULL;
-    char *s;
+    audit_out o = {.write = NULL};
+    size_t len = 0;
     int r;
 
     if (!a || !ret)
         return -EINVAL;
-    if (out == FERRY_AUDIT_OUT_TABLE || out == FERRY_AUDIT_OUT_NDJSON ||
-        out == FERRY_AUDIT_OUT_CSV) {
-        ferry_buf b;
-        ferry_buf_init(&b, AUDIT_RENDER_MAX, false);
-        if (out == FERRY_AUDIT_OUT_TABLE) {
-            r = render_table(a, &b);
-        } else if (out == FERRY_AUDIT_OUT_CSV) {
-            r = audit_render_csv(a, &b);
-        } else {
-            r = render_json(a, false, &doc); /* the summary line */
-            if (r == 0)
-                r = audit_render_ndjson(a, doc, &b);
-            json_decref(doc);
-        }
-        if (r < 0) {
-            ferry_buf_release(&b);
-            return r;
-        }
-        size_t len = 0;
-        s = ferry_buf_steal(&b, &len);
-        if (!s)
-            return -ENOMEM;
-        *ret = s;
-        if (ret_len)
-            *ret_len = len;
-        return 0;
-    }
-    if (out == FERRY_AUDIT_OUT_JSON)
-        return render_json_text(a, ret, ret_len);
-    if (out == FERRY_AUDIT_OUT_SARIF)
-        r = render_sarif(a, &doc);
-    else
-        return -EINVAL;
-    if (r < 0)
+    ferry_buf_init(&o.b, AUDIT_RENDER_MAX, false);
+    r = render_out(a, out, &o);
+    if (r == 0 && !o.b.data)
+        r = ferry_buf_append(&o.b, "", 0); /* an empty report is still a string */
+    if (r < 0) {
+        ferry_buf_release(&o.b);
         return r;
-    s = audit_json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(doc);
-    if (!s)
-        return -ENOMEM;
+    }
+    *ret = ferry_buf_steal(&o.b, &len);
     if (ret_len)
-        *ret_len = strlen(s);
-    *ret = s;
+        *ret_len = len;
     return 0;
+}
+
+FERRY_EXPORT int ferry_audit_write(ferry_audit *a, ferry_audit_output out,
+                                   ferry_audit_write_fn write, void *data)
+{
+    audit_out o = {.write = write, .data = data};
+    int r;
+
+    if (!a || !write)
+        return -EINVAL;
+    ferry_buf_init(&o.b, AUDIT_RENDER_MAX, false);
+    r = render_out(a, out, &o);
+    if (r == 0)
+        r = audit_out_spill(&o, true);
+    ferry_buf_release(&o.b);
+    return r;
 }

@@ -1098,22 +1098,23 @@ int audit_suppress_report_table(const ferry_audit *a, ferry_buf *b)
 
 /* ---- outputs: NDJSON and CSV --------------------------------------------------------------- */
 
-int audit_render_ndjson(ferry_audit *a, json_t *tail, ferry_buf *b)
+int audit_render_ndjson(ferry_audit *a, json_t *tail, audit_out *o)
 {
     const ferry_audit_finding *fs;
     size_t n = ferry_audit_findings(a, &fs);
+    ferry_buf *b = &o->b;
     int r = 0;
 
     for (size_t i = 0; i < n && r == 0; i++) {
-        json_t *o = audit_finding_json(a, &fs[i]);
+        json_t *fj = audit_finding_json(a, &fs[i]);
         json_t *rec = json_pack("{s:s}", "record", "finding");
         char *line;
-        if (!o || !rec || json_object_update(rec, o) < 0) {
-            json_decref(o);
+        if (!fj || !rec || json_object_update(rec, fj) < 0) {
+            json_decref(fj);
             json_decref(rec);
             return -ENOMEM;
         }
-        json_decref(o);
+        json_decref(fj);
         line = audit_json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(rec);
         if (!line)
@@ -1122,6 +1123,8 @@ int audit_render_ndjson(ferry_audit *a, json_t *tail, ferry_buf *b)
         free(line);
         if (r == 0)
             r = ferry_buf_append_str(b, "\n");
+        if (r == 0)
+            r = audit_out_spill(o, false);
     }
     if (r == 0) {
         /* The last line: the report without its findings. */
@@ -1182,11 +1185,12 @@ static int csv_row(ferry_buf *b, const char *const *v)
     return r;
 }
 
-int audit_render_csv(ferry_audit *a, ferry_buf *b)
+int audit_render_csv(ferry_audit *a, audit_out *o)
 {
     const ferry_audit_finding *fs;
     size_t n = ferry_audit_findings(a, &fs);
     const sup_state *s = a->suppress;
+    ferry_buf *b = &o->b;
     char loc[600];
     int r = csv_row(b, csv_header);
 
@@ -1214,6 +1218,8 @@ int audit_render_csv(ferry_audit *a, ferry_buf *b)
                                       f->remediation,
                                       f->evidence};
         r = csv_row(b, v);
+        if (r == 0)
+            r = audit_out_spill(o, false);
     }
     for (size_t i = 0; s && i < s->n_entries && r == 0; i++) {
         const sup_entry *e = s->entries[i];
