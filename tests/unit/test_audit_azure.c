@@ -845,6 +845,153 @@ Test(audit_azure, empty_page_with_format_is_fine)
     ferry_audit_free(a);
 }
 
+/* ---- the cross-file state (azure.c: interned strings, records decided at load) --------------- */
+
+/* s, then the printf-formatted text: the result is new and s freed. */
+static char *append(char *s, const char *fmt, ...) _printf_(2, 3);
+static char *append(char *s, const char *fmt, ...)
+{
+    char *t = NULL, *n = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    cr_assert(vasprintf(&t, fmt, ap) > 0);
+    va_end(ap);
+    cr_assert(asprintf(&n, "%s%s", s ? s : "", t) > 0);
+    free(s);
+    free(t);
+    return n;
+}
+
+/* Thousands of principals: the run's string table grows through several slot arrays and arena
+ * chunks, and every record still reads back its own strings (no two ids merged, none lost). */
+Test(audit_azure, state_many_principals_keep_their_own_strings)
+{
+    enum { N = 3000 };
+    char *sps = NULL, *ras = NULL, res[128], want[256];
+    const ferry_audit_finding *f;
+    ferry_audit *a;
+
+    for (int n = 0; n < N; n++) {
+        sps = append(sps,
+                     "%s{\"appId\": \"21111111-aaaa-4bbb-8ccc-%012d\", \"id\": "
+                     "\"2aaaaaaa-0000-4000-8000-%012d\", \"displayName\": \"sp-%d\", "
+                     "\"servicePrincipalType\": \"Application\", \"appOwnerOrganizationId\": "
+                     "\"" TENANT "\", \"signInAudience\": \"AzureADMyOrg\", "
+                     "\"passwordCredentials\": [" PW("k-%d", "2026-06-01T00:00:00Z",
+                                                     "2027-01-01T00:00:00Z") "]}",
+                     n ? ", " : "[", n, n, n, n);
+        ras = append(ras,
+                     "%s{\"id\": \"" SUBSCOPE "/resourceGroups/rg-%d/providers/"
+                     "Microsoft.Authorization/roleAssignments/e%d\", \"principalId\": "
+                     "\"2aaaaaaa-0000-4000-8000-%012d\", \"principalType\": \"ServicePrincipal\", "
+                     "\"roleDefinitionId\": \"/x/%s\", \"scope\": \"" SUBSCOPE
+                     "/resourceGroups/rg-%d\"}",
+                     n ? ", " : "[", n, n, n, n % 2 ? OWNER : READER, n);
+    }
+    sps = append(sps, "]");
+    ras = append(ras, "]");
+    /* The assignments first: the Reader ones wait for the SP list, which settles them. */
+    a = run(NULL, "ra.json", ras, "sp.json", sps, NULL);
+    cr_assert_eq(count(a, "AZ-OP-001", NULL, FERRY_AUDIT_HIGH), N / 2);
+    cr_assert_eq(count(a, "AZ-SH-002", NULL, FERRY_AUDIT_MEDIUM), N);
+    cr_assert_eq(count(a, "AZ-SH-006", NULL, -1), 0);
+    for (int n = 0; n < N; n += 7) {
+        (void)snprintf(res, sizeof(res), "servicePrincipals/2aaaaaaa-0000-4000-8000-%012d", n);
+        f = get(a, "AZ-SH-002", res);
+        cr_assert_not_null(f, "%s", res);
+        (void)snprintf(want, sizeof(want),
+                       "\"app_id\":\"21111111-aaaa-4bbb-8ccc-%012d\",\"count\":1,"
+                       "\"key_ids\":[\"k-%d\"]",
+                       n, n);
+        cr_assert(strstr(f->evidence, want), "%s", f->evidence);
+        cr_assert_str_eq(f->source, "sp.json");
+        f = get(a, "AZ-OP-001", res);
+        if (n % 2 == 0) {
+            cr_assert_null(f);
+            continue;
+        }
+        cr_assert_not_null(f, "%s", res);
+        (void)snprintf(want, sizeof(want), "\"display_name\":\"sp-%d\"", n);
+        cr_assert(strstr(f->evidence, want), "%s", f->evidence);
+        (void)snprintf(want, sizeof(want), "roleAssignments/e%d\"", n);
+        cr_assert(strstr(f->evidence, want), "%s", f->evidence);
+        cr_assert_str_eq(f->source, "ra.json");
+    }
+    ferry_audit_free(a);
+}
+
+/* An input's path is interned once, even when longer than a chunk of the table. */
+Test(audit_azure, state_long_input_path_is_the_source)
+{
+    size_t n = 40000;
+    char *path = malloc(n + 1);
+    ferry_audit *a;
+
+    cr_assert_not_null(path);
+    memset(path, 'd', n);
+    memcpy(path + n - 8, "/sp.json", 9);
+    a = run(NULL, path,
+            list(false, 1, home_sp(1, PW("k1", "2026-06-01T00:00:00Z", "2027-01-01T00:00:00Z"))),
+            "ra.json", list(false, 1, assignment(1, OID(1), "ServicePrincipal", OWNER, SUBSCOPE)),
+            NULL);
+    cr_assert_str_eq(get(a, "AZ-SH-002", SPRES(1))->source, path);
+    cr_assert_str_eq(get(a, "AZ-OP-001", SPRES(1))->source, "ra.json");
+    ferry_audit_free(a);
+    free(path);
+}
+
+/* Assignments loaded before the SP list: the Reader one of the vendor's SP is settled when the
+ * list names its principal (it still makes the SP's Azure role count for AZ-TR-001), the one of
+ * a principal the list lacks stays, and is AZ-SH-006 at the end; a user's is nothing. */
+Test(audit_azure, state_assignments_before_the_sp_list)
+{
+    ferry_audit *a = run(NULL, "ra.json",
+                         list(false, 3, assignment(2, OID(2), "ServicePrincipal", READER, SUBSCOPE),
+                              assignment(7, OID(7), "ServicePrincipal", READER, SUBSCOPE),
+                              assignment(8, OID(8), "User", OWNER, SUBSCOPE)),
+                         "sp.json",
+                         list(false, 2, home_sp(1, NULL),
+                              sp(2, "Application", VENDOR, "AzureADMultipleOrgs", NULL, NULL)),
+                         NULL);
+    cr_assert_eq(count(a, "AZ-TR-001", SPRES(2), FERRY_AUDIT_HIGH), 1);
+    cr_assert_eq(count(a, "AZ-SH-006",
+                       SUBSCOPE "/providers/Microsoft.Authorization/roleAssignments/e1000007", -1),
+                 1);
+    cr_assert_eq(count(a, "AZ-SH-006", NULL, -1), 1);
+    cr_assert_eq(count(a, "AZ-OP-001", NULL, -1), 0);
+    ferry_audit_free(a);
+}
+
+/* One assignment of a deleted principal in two inputs, once of a role only its id names (kept
+ * for AZ-SH-006 alone) and once named Owner by the CLI (kept as privileged): the finding is
+ * the first input's, whichever way it was kept. */
+#define DELETED_RA(name)                                                                           \
+    "[{\"id\": \"" SUBSCOPE "/providers/Microsoft.Authorization/roleAssignments/e9\", "            \
+    "\"principalId\": \"" OID(                                                                     \
+        7) "\", \"principalType\": \"ServicePrincipal\", "                                         \
+           "\"roleDefinitionId\": \"/x/dddddddd-0000-4000-8000-000000000001\", \"scope\": "        \
+           "\"" SUBSCOPE "\"" name "}]"
+
+Test(audit_azure, state_one_assignment_in_two_inputs_first_input_wins)
+{
+    const char *res = SUBSCOPE "/providers/Microsoft.Authorization/roleAssignments/e9";
+    ferry_audit *a =
+        run(NULL, "sp.json", list(false, 1, home_sp(1, NULL)), "ra1.json", dup(DELETED_RA("")),
+            "ra2.json", dup(DELETED_RA(", \"roleDefinitionName\": \"Owner\"")), NULL);
+    cr_assert_eq(count(a, "AZ-SH-006", NULL, -1), 1);
+    cr_assert_str_eq(get(a, "AZ-SH-006", res)->source, "ra1.json");
+    cr_assert(strstr(get(a, "AZ-SH-006", res)->evidence, "\"role\":null"));
+    ferry_audit_free(a);
+
+    a = run(NULL, "sp.json", list(false, 1, home_sp(1, NULL)), "ra2.json",
+            dup(DELETED_RA(", \"roleDefinitionName\": \"Owner\"")), "ra1.json", dup(DELETED_RA("")),
+            NULL);
+    cr_assert_eq(count(a, "AZ-SH-006", NULL, -1), 1);
+    cr_assert_str_eq(get(a, "AZ-SH-006", res)->source, "ra2.json");
+    cr_assert(strstr(get(a, "AZ-SH-006", res)->evidence, "\"role\":\"Owner\""));
+    ferry_audit_free(a);
+}
+
 /* ---- allocation failures ------------------------------------------------------------------- *
  * As in test_audit.c: the Nth allocation of the process fails (allocfail.h), for N = 0, 1, ...
  * over a whole run through every Azure loader and the decisions of finish. Each run fails with
