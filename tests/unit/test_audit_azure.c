@@ -19,6 +19,7 @@
 #include "audit-internal.h"
 #include "ferry/audit.h"
 #include "ferry/error.h"
+#include "ferry/policy.h"
 
 #define NOW INT64_C(1790000000) /* 2026-09-21T14:13:20Z */
 
@@ -1129,5 +1130,130 @@ Test(audit_azure, allocation_failures_fail_or_change_nothing)
         cr_assert(strstr(ref, rules[i]), "the reference run has %s: %s", rules[i], ref);
     AUDIT_OOM_SWEEP(400000, ref, oom_run(&out));
     free(ref);
+}
+/* The same over the paths the inputs above do not take: assignments waiting for the SP list
+ * that settles them (or does not), identities dropped because a resource uses them (before
+ * and after their list), and, with --policies, the federated credentials' issuers kept for the
+ * identity notes. */
+#define FERRY_ISSUER "https://ferry.example.com"
+static const char OOM_POLICIES[] =
+    "{\"version\": 1, \"policies\": [{\"id\": \"p\", \"match\": {\"issuer\": \"" FERRY_ISSUER
+    "\", \"subject\": \"x\"}, \"grant\": {\"max_ttl\": 900, \"azure\": [{\"tenant_id\": "
+    "\"" TENANT "\", \"client_id\": \"" APPID(5) "\"}]}}]}";
+#define UAMI_ID(name)                                                                              \
+    SUBSCOPE "/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/" name
+#define USES(name)                                                                                 \
+    "[{\"id\": \"" SUBSCOPE "/r/w\", \"type\": \"Microsoft.Web/sites\", \"location\": \"x\", "     \
+    "\"identity\": {\"userAssignedIdentities\": {\"" UAMI_ID(name) "\": {}}}}]"
+static char *oom2_inputs[9][2];
+
+/* X-004 findings on id in a JSON report that say it trusts ferry's issuer. */
+static int trusting_ferry(const char *report, const char *id)
+{
+    json_t *doc = json_loads(report, 0, NULL), *f;
+    size_t i;
+    int n = 0;
+    cr_assert_not_null(doc);
+    json_array_foreach(json_object_get(doc, "findings"), i, f)
+    {
+        const char *rule = json_string_value(json_object_get(f, "rule_id"));
+        const char *res = json_string_value(json_object_get(f, "resource"));
+        if (rule && res && strcmp(rule, "X-004") == 0 && strcmp(res, id) == 0 &&
+            json_is_true(json_object_get(json_object_get(f, "evidence"), "trusts_ferry_issuer")))
+            n++;
+    }
+    json_decref(doc);
+    return n;
+}
+static ferry_policy_set *oom2_policies;
+
+static int oom2_run(char **ret_json)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char *out = NULL, err[256];
+    int r = ferry_audit_new(&o, &a);
+
+    if (r == 0)
+        r = ferry_audit_set_policies(a, oom2_policies, FERRY_ISSUER);
+    for (size_t i = 0; r == 0 && i < sizeof(oom2_inputs) / sizeof(oom2_inputs[0]); i++)
+        r = ferry_audit_add_input(a, oom2_inputs[i][0], oom2_inputs[i][1],
+                                  strlen(oom2_inputs[i][1]), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret_json = out;
+    else
+        free(out);
+    return r;
+}
+
+Test(audit_azure, allocation_failures_of_settled_and_dropped_records)
+{
+    ferry_policy_builder *b = NULL;
+    ferry_policy_problems *pr = NULL;
+    char *ref = NULL,
+         *inputs[][2] = {
+             {"ra.json", list(false, 3, assignment(1, OID(1), "ServicePrincipal", READER, SUBSCOPE),
+                              assignment(9, OID(9), "ServicePrincipal", READER, SUBSCOPE),
+                              assignment(2, OID(2), "User", OWNER, SUBSCOPE))},
+             {"res0.json", dup(USES("id-b"))},
+             {"ids.json",
+              dup("[" UAMI("id-a") ", " UAMI("id-b") ", " UAMI("id-c") ", " UAMI("id-d") "]")},
+             {"res1.json", dup(USES("id-c"))},
+             {"sp.json",
+              list(false, 2, home_sp(1, PW("k1", "2026-06-01T00:00:00Z", "2027-01-01T00:00:00Z")),
+                   home_sp(3, NULL))},
+             {"app.json",
+              dup("[{\"appId\": \"" APPID(
+                  3) "\", \"id\": \"cccccccc-0000-4000-8000-000000000003\", "
+                     "\"signInAudience\": \"AzureADMyOrg\", \"federatedIdentityCredentials\": "
+                     "[{\"id\": \"f0\", \"issuer\": \"" FERRY_ISSUER "\", \"subject\": \"x\"}]}, "
+                     "{\"appId\": \"" APPID(
+                         4) "\", \"id\": \"cccccccc-0000-4000-8000-000000000004\", "
+                            "\"signInAudience\": \"AzureADMyOrg\"}]")},
+             {"appfic.json",
+              dup("{\"@odata.context\": \"https://graph.microsoft.com/v1.0/$metadata#"
+                  "applications('CCCCCCCC-0000-4000-8000-000000000004')/"
+                  "federatedIdentityCredentials\", \"value\": [{\"id\": \"f1\", "
+                  "\"issuer\": \"" FERRY_ISSUER "\", "
+                  "\"subject\": \"repo:a/b:pull_request\"}]}")},
+             {"uamific.json",
+              dup("[{\"id\": \"" UAMI_ID(
+                  "id-a") "/federatedIdentityCredentials/f\", "
+                          "\"issuer\": \"https://x.example\", \"subject\": \"repo:a/b\"}]")},
+             {"signins.json", dup("{\"value\": [{\"appId\": \"" APPID(
+                                  1) "\", \"lastSignInActivity\": "
+                                     "{\"lastSignInDateTime\": \"2025-01-01T00:00:00Z\"}}]}")},
+         };
+
+    cr_assert_eq(sizeof(inputs), sizeof(oom2_inputs));
+    memcpy(oom2_inputs, inputs, sizeof(inputs));
+    cr_assert_eq(ferry_policy_problems_new(&pr), 0);
+    cr_assert_eq(ferry_policy_builder_new(&b), 0);
+    cr_assert_eq(
+        ferry_policy_builder_add_buffer(b, "p.json", OOM_POLICIES, strlen(OOM_POLICIES), pr), 0);
+    cr_assert_eq(ferry_policy_builder_finish(b, &oom2_policies, pr), 0);
+    ferry_policy_builder_free(b);
+    ferry_policy_problems_free(pr);
+
+    cr_assert_eq(oom2_run(&ref), 0);
+    cr_assert(strstr(ref, "\"AZ-SH-006\""), "%s", ref); /* OID(9): no SP */
+    cr_assert(strstr(ref, UAMI_ID("id-a") "\""), "%s", ref);
+    cr_assert(strstr(ref, UAMI_ID("id-d") "\""), "%s", ref);
+    cr_assert_null(strstr(ref, UAMI_ID("id-b") "\""), "%s", ref);
+    cr_assert_null(strstr(ref, UAMI_ID("id-c") "\""), "%s", ref);
+    /* Undeclared applications trusting ferry's issuer: by a credential expanded into the
+     * application, and by one of a Graph page naming the application (in upper case). */
+    cr_assert_eq(trusting_ferry(ref, APPID(3)), 1, "%s", ref);
+    cr_assert_eq(trusting_ferry(ref, APPID(4)), 1, "%s", ref);
+    AUDIT_OOM_SWEEP(400000, ref, oom2_run(&out));
+    free(ref);
+    for (size_t i = 0; i < sizeof(oom2_inputs) / sizeof(oom2_inputs[0]); i++)
+        free(oom2_inputs[i][1]);
+    ferry_policy_set_unref(oom2_policies);
 }
 #endif
