@@ -5,9 +5,11 @@
  * @odata.nextLink pages are simply further inputs). Rules that need one file only run when it
  * is loaded (AZ-OP-003 custom roles, AZ-SH-003/004 credential lifetimes, AZ-SH-005 credential
  * use, AZ-TR-002 federated credentials); the rules that join files (assignments with service
- * principals, roles, owners, sign-ins) are decided in finish from small per-run indexes:
- * one record per service principal or application (names and flags), one per role
- * assignment, per privileged directory role or Graph permission, per owner list.
+ * principals, roles, owners, sign-ins) are decided in finish from small per-run indexes of
+ * plain records over interned strings ("the cross-file state" below): one record per service
+ * principal or application (names and flags), one per role assignment that can still give a
+ * finding (the others are decided while loading), per privileged directory role or Graph
+ * permission, per owner target.
  */
 #include "config.h"
 
