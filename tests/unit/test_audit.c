@@ -853,3 +853,103 @@ Test(audit, string_set)
     cr_assert_null(audit_strset_find(&t, "arn:aws:iam::111122223333:role/a"));
     free(big);
 }
+
+/* TR-004 is decided at the end of the run from the statement kept as compact text: what the
+ * finding shows is the statement as the input had it (reals, escapes, nesting), once for each
+ * account it trusts. */
+Test(audit, cross_account_statement_kept_as_text)
+{
+    static const char stmt[] =
+        "{\"Sid\": \"caf\\u00e9 \\\"q\\\" \\\\ \\t\", \"Effect\": \"Allow\", \"Principal\": "
+        "{\"AWS\": [\"arn:aws:iam::444455556666:root\", \"999988887777\"]}, \"Action\": "
+        "\"sts:AssumeRole\", \"Condition\": {\"NumericLessThan\": {\"aws:MultiFactorAuthAge\": "
+        "3600.25}}, \"Zeta\": [1e300, -2, 0.1, true, null, {}, []]}";
+    char *text = NULL;
+    json_t *want = json_loads(stmt, 0, NULL);
+    const ferry_audit_finding *fs;
+    size_t n, k = 0;
+
+    cr_assert_not_null(want);
+    cr_assert_gt(asprintf(&text,
+                          "{\"RoleDetailList\": [{\"RoleName\": \"x\", \"Arn\": "
+                          "\"arn:aws:iam::111122223333:role/x\", \"CreateDate\": "
+                          "\"2020-01-01T00:00:00Z\", \"AssumeRolePolicyDocument\": {\"Version\": "
+                          "\"2012-10-17\", \"Statement\": [%s]}}]}",
+                          stmt),
+                 0);
+    ferry_audit *a = audit_text(text);
+    n = ferry_audit_findings(a, &fs);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(fs[i].rule_id, "AWS-TR-004") != 0)
+            continue;
+        json_t *ev = json_loads(fs[i].evidence, 0, NULL);
+        cr_assert_not_null(ev, "%s", fs[i].evidence);
+        cr_assert(json_equal(json_object_get(ev, "statement"), want), "%s", fs[i].evidence);
+        k++;
+        json_decref(ev);
+    }
+    cr_assert_eq(k, 2, "one TR-004 for each trusted account");
+    ferry_audit_free(a);
+    json_decref(want);
+    free(text);
+}
+
+/* The state kept across inputs under allocation failures: AWS-OP-011's grants matched by usage
+ * data that comes before and after them, and a trust to an account neither known nor audited
+ * (TR-004, its statement kept as text until the end). */
+static const char OOM_USAGE_ROLE[] =
+    "{\"Arn\": \"arn:aws:iam::111122223333:role/x\", \"JobStatus\": \"COMPLETED\", "
+    "\"ServicesLastAccessed\": [{\"ServiceNamespace\": \"s3\", \"LastAuthenticated\": null}, "
+    "{\"ServiceNamespace\": \"ec2\", \"LastAuthenticated\": \"2026-09-20T00:00:00Z\"}]}";
+static const char OOM_USAGE_USER[] =
+    "{\"Arn\": \"arn:aws:iam::111122223333:user/u\", \"JobStatus\": \"COMPLETED\", "
+    "\"ServicesLastAccessed\": [{\"ServiceNamespace\": \"s3\", \"LastAuthenticated\": "
+    "\"2020-01-01T00:00:00Z\"}]}";
+static const char OOM_CROSS[] =
+    "{\"RoleDetailList\": [{\"RoleName\": \"x\", \"Arn\": \"arn:aws:iam::111122223333:role/x\", "
+    "\"CreateDate\": \"2020-01-01T00:00:00Z\", \"RolePolicyList\": [{\"PolicyName\": \"p\", "
+    "\"PolicyDocument\": {\"Statement\": {\"Effect\": \"Allow\", \"Action\": [\"s3:GetObject\", "
+    "\"ec2:DescribeInstances\"], \"Resource\": \"arn:aws:s3:::b/*\"}}}], "
+    "\"AssumeRolePolicyDocument\": {\"Statement\": [{\"Sid\": \"v\", \"Effect\": \"Allow\", "
+    "\"Principal\": {\"AWS\": [\"arn:aws:iam::999988887777:root\", \"444455556666\"]}, "
+    "\"Action\": \"sts:AssumeRole\", \"Condition\": {\"NumericLessThan\": {\"n\": 2.5}}}]}}], "
+    "\"UserDetailList\": [{\"UserName\": \"u\", \"Arn\": \"arn:aws:iam::111122223333:user/u\", "
+    "\"CreateDate\": \"2020-01-01T00:00:00Z\", \"UserPolicyList\": [{\"PolicyName\": \"q\", "
+    "\"PolicyDocument\": {\"Statement\": {\"Effect\": \"Allow\", \"Action\": \"s3:ListBucket\", "
+    "\"Resource\": \"arn:aws:s3:::b\"}}}]}]}";
+
+static int oom_cross_run(char **ret_json)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char *out = NULL, err[256];
+    const char *in[][2] = {
+        {"x.json", OOM_USAGE_ROLE}, {"a.json", OOM_CROSS}, {"u.json", OOM_USAGE_USER}};
+    int r = ferry_audit_new(&o, &a);
+
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(in); i++)
+        r = ferry_audit_add_input(a, in[i][0], in[i][1], strlen(in[i][1]), NULL, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret_json = out;
+    else
+        free(out);
+    return r;
+}
+
+Test(audit, allocation_failures_in_state_kept_across_inputs)
+{
+    char *ref = NULL;
+
+    cr_assert_eq(oom_cross_run(&ref), 0);
+    cr_assert(strstr(ref, "\"AWS-TR-004\"") && strstr(ref, "2.5") &&
+                  strstr(ref, "\"unused_services\"") &&
+                  strstr(ref, "\"granted_from\": \"policies\""),
+              "the reference run covers the rules: %s", ref);
+    AUDIT_OOM_SWEEP(200000, ref, oom_cross_run(&out));
+    free(ref);
+}

@@ -16,6 +16,7 @@
 #include "basic/errbuf.h"
 #include "basic/macro.h"
 #include "ferry/error.h"
+#include "ferry/json.h"
 
 #define CLOUD "aws"
 #define DAY 86400
@@ -1159,10 +1160,12 @@ static int cross_account_rules(ferry_audit *a)
             continue;
         if (!a->n_known && e->guarded)
             continue;
-        /* the text audit_json_dumps made of a parsed statement: it parses back to the same */
-        stmt = json_loads(e->statement, JSON_ALLOW_NUL, NULL);
-        if (!stmt)
-            return -ENOMEM;
+        /* the text audit_json_dumps made of a parsed statement parses back to the same (with
+         * ferry's parser: jansson's drops characters when memory runs out) */
+        r = ferry_json_parse(e->statement, strlen(e->statement), strlen(e->statement),
+                             AUDIT_JSON_MAX_DEPTH, &stmt, NULL, 0);
+        if (r < 0)
+            return r;
         if (a->n_known)
             r = trust_finding(&c, "AWS-TR-003", e->admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
                               e->account, e->arn, stmt, "trusted_account", e->other, e->other);
