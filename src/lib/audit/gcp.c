@@ -23,6 +23,7 @@
 #include "basic/errbuf.h"
 #include "basic/macro.h"
 #include "ferry/error.h"
+#include "ferry/json.h"
 
 #define CLOUD "gcp"
 #define DAY 86400
@@ -148,6 +149,21 @@ typedef struct gcp_sa {
     unsigned flags;                             /* SA_* */
 } gcp_sa;
 
+/* A finding held for the end of the run (GCP-OP-002 through a custom role, GCP-SH-008, GCP-SH-005):
+ * its strings interned, its evidence as compact JSON text, parsed again only to emit it. */
+typedef struct gcp_pending {
+    const char *email;   /* the SA (OP-002; SH-005, NULL when not known) */
+    const char *role;    /* OP-002: the custom role */
+    const char *project; /* SH-008: the member's project */
+    const char *account, *resource, *key, *source;
+    const char *ev;
+} gcp_pending;
+
+typedef struct gcp_pendings {
+    gcp_pending *v;
+    size_t n, alloc;
+} gcp_pendings;
+
 /* An open-addressing map from an interned string (compared by address) to a value. */
 typedef struct gcp_map {
     struct gcp_slot {
@@ -159,6 +175,7 @@ typedef struct gcp_map {
 
 /* Most entries of one map (slots are twice that), and bytes of interned strings. */
 #define GCP_MAP_MAX ((size_t)1 << 27)
+#define GCP_PENDING_MAX ((size_t)1 << 26)
 #define GCP_STRSET_MAX ((size_t)16 << 30)
 
 typedef struct gcp_state {
@@ -171,15 +188,15 @@ typedef struct gcp_state {
     /* SA email -> (index in sas + 1, 0 for none) << 1 | 1 when a member of some binding (the
      * emails of other projects' SAs are bound without a record) */
     gcp_map sa_index;
-    json_t *roles;    /* custom role name -> [dangerous permissions] */
-    json_t *custom;   /* bindings of SAs to custom roles, decided at the end (OP-002) */
-    json_t *foreign;  /* SA members of projects not known yet, decided at the end (SH-008) */
-    json_t *estate;   /* projects (ids and numbers) seen in any input (a set) */
-    json_t *projects; /* project id -> source: the projects that get the usage notes */
-    json_t *pools;    /* workload identity pool -> [issuer] */
-    json_t *sa_pools; /* SA email -> [pool] (SA policies granting a pool's principals) */
-    gcp_map uids;     /* SA uniqueId -> email */
-    json_t *unused;   /* GCP-SH-005 candidates, decided at the end (disabled ones are not) */
+    json_t *roles;        /* custom role name -> [dangerous permissions] */
+    gcp_pendings custom;  /* bindings of SAs to custom roles, decided at the end (OP-002) */
+    gcp_pendings foreign; /* SA members of projects not known yet, decided at the end (SH-008) */
+    json_t *estate;       /* projects (ids and numbers) seen in any input (a set) */
+    json_t *projects;     /* project id -> source: the projects that get the usage notes */
+    json_t *pools;        /* workload identity pool -> [issuer] */
+    json_t *sa_pools;     /* SA email -> [pool] (SA policies granting a pool's principals) */
+    gcp_map uids;         /* SA uniqueId -> email */
+    gcp_pendings unused;  /* GCP-SH-005 candidates, decided at the end (disabled ones are not) */
     bool usage_sa, usage_key, usage_perm; /* usage data of each kind was given */
 } gcp_state;
 
@@ -204,14 +221,14 @@ static void gcp_release(ferry_audit *a)
     free(s->sas);
     free(s->sa_index.slots);
     json_decref(s->roles);
-    json_decref(s->custom);
-    json_decref(s->foreign);
+    free(s->custom.v);
+    free(s->foreign.v);
     json_decref(s->estate);
     json_decref(s->projects);
     json_decref(s->pools);
     json_decref(s->sa_pools);
     free(s->uids.slots);
-    json_decref(s->unused);
+    free(s->unused.v);
     audit_strset_release(&s->strs);
     free(s);
     a->gcp = NULL;
@@ -545,6 +562,49 @@ typedef struct gcp_ctx {
     char *errbuf;
     size_t errlen;
 } gcp_ctx;
+
+/* Hold p (its strings borrowed: they are interned) with ev (stolen; NULL: out of memory) for
+ * the end of the run, from this input. */
+static int pending_add(gcp_ctx *c, gcp_pendings *list, gcp_pending p, json_t *ev)
+{
+    audit_strset *t = &c->s->strs;
+    const char **fields[] = {&p.email, &p.role, &p.project, &p.account, &p.resource, &p.key};
+    char *text = ev ? audit_json_dumps(ev, JSON_COMPACT) : NULL;
+    int r = text ? 0 : -ENOMEM;
+
+    json_decref(ev);
+    if (r == 0 && list->n == list->alloc) {
+        size_t n = list->alloc ? list->alloc * 2 : 64;
+        gcp_pending *grown = n > GCP_PENDING_MAX ? NULL : realloc(list->v, n * sizeof(*grown));
+        if (!grown)
+            r = n > GCP_PENDING_MAX ? -FERRY_EFULL : -ENOMEM;
+        else {
+            list->v = grown;
+            list->alloc = n;
+        }
+    }
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(fields); i++)
+        if (*fields[i])
+            r = audit_strset_intern(t, *fields[i], fields[i]);
+    if (r == 0)
+        r = audit_strset_intern(t, c->path, &p.source);
+    if (r == 0)
+        r = audit_strset_intern(t, text, &p.ev);
+    free(text);
+    if (r == 0)
+        list->v[list->n++] = p;
+    return r;
+}
+
+/* The evidence of a held finding, as a new tree (NULL: out of memory). It is the text
+ * audit_json_dumps made of a tree, so it parses back to the same (with ferry's parser:
+ * jansson's drops characters when memory runs out). */
+static json_t *pending_evidence(const gcp_pending *p)
+{
+    size_t n = strlen(p->ev);
+    json_t *ev = NULL;
+    return ferry_json_parse(p->ev, n, n, AUDIT_JSON_MAX_DEPTH, &ev, NULL, 0) == 0 ? ev : NULL;
+}
 
 /* Emit a finding; ev is stolen. */
 static int emit(gcp_ctx *c, const char *rule, int sev, const char *account, const char *resource,
@@ -1058,15 +1118,9 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
             return r;
     }
     if (hierarchy && op && custom_role(role)) {
-        json_t *pend =
-            json_pack("{s:s, s:s, s:s, s:o, s:s}", "email", email, "account", pol->account, "key",
-                      key, "ev", binding_evidence(pol, role, member, cond), "source", c->path);
-        json_t *list = index_of(&c->s->custom, true);
-        if (!pend || !list || json_array_append_new(list, pend) < 0) {
-            if (!list)
-                json_decref(pend);
-            return -ENOMEM;
-        }
+        gcp_pending p = {.email = email, .role = role, .account = pol->account, .key = key};
+        if ((r = pending_add(c, &c->s->custom, p, binding_evidence(pol, role, member, cond))) < 0)
+            return r;
     }
     /* GCP-OP-008: another project's SA can mint tokens for this SA. */
     if (pol->level == LVL_SA && op && pol->sa_email &&
@@ -1094,15 +1148,11 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
             _cleanup_free_ char *mkey = NULL;
             if (key_join(&mkey, member, role) < 0)
                 return -ENOMEM;
-            json_t *pend = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s}", "project", proj, "account",
-                                     pol->account, "resource", pol->resource, "key", mkey, "ev",
-                                     binding_evidence(pol, role, member, cond), "source", c->path);
-            json_t *list = index_of(&c->s->foreign, true);
-            if (!pend || !list || json_array_append_new(list, pend) < 0) {
-                if (!list)
-                    json_decref(pend);
-                return -ENOMEM;
-            }
+            gcp_pending p = {
+                .project = proj, .account = pol->account, .resource = pol->resource, .key = mkey};
+            r = pending_add(c, &c->s->foreign, p, binding_evidence(pol, role, member, cond));
+            if (r < 0)
+                return r;
         }
     }
     return 0;
@@ -1727,17 +1777,8 @@ static bool sa_resource(const char *res, char *proj, size_t projlen, char *email
 static int unused_sa(gcp_ctx *c, const char *email, const char *account, const char *uri,
                      json_t *ev)
 {
-    json_t *list = index_of(&c->s->unused, true), *pend;
-    if (!ev)
-        return -ENOMEM;
-    pend = json_pack("{s:s?, s:s, s:s, s:o, s:s}", "email", email, "account", account, "uri", uri,
-                     "ev", ev, "source", c->path);
-    if (!pend || !list || json_array_append_new(list, pend) < 0) {
-        if (!list)
-            json_decref(pend);
-        return -ENOMEM;
-    }
-    return 0;
+    gcp_pending p = {.email = email, .account = account, .resource = uri};
+    return pending_add(c, &c->s->unused, p, ev);
 }
 
 static int activity_element(gcp_ctx *c, json_t *e, const char *where)
@@ -2054,25 +2095,22 @@ static int load_cai(ferry_audit *a, const char *path, const char *buf, size_t le
 
 static int custom_role_rules(gcp_ctx *c)
 {
-    json_t *p, *hits;
-    size_t i;
+    json_t *hits;
     int r;
 
-    json_array_foreach(c->s->custom, i, p)
-    {
-        const char *role = str_member(json_object_get(p, "ev"), "role");
-        hits = json_object_get(c->s->roles, role);
+    for (size_t i = 0; i < c->s->custom.n; i++) {
+        const gcp_pending *p = &c->s->custom.v[i];
+        hits = json_object_get(c->s->roles, p->role);
         if (!json_array_size(hits))
             continue;
         _cleanup_free_ char *uri = NULL;
-        json_t *ev = json_deep_copy(json_object_get(p, "ev"));
-        if (sa_uri(str_member(p, "email"), &uri) < 0 || !ev ||
-            json_object_set(ev, "permissions", hits) < 0) {
+        json_t *ev = pending_evidence(p);
+        if (sa_uri(p->email, &uri) < 0 || !ev || json_object_set(ev, "permissions", hits) < 0) {
             json_decref(ev);
             return -ENOMEM;
         }
-        c->path = str_member(p, "source");
-        r = emit(c, "GCP-OP-002", -1, str_member(p, "account"), uri, ev, str_member(p, "key"));
+        c->path = p->source;
+        r = emit(c, "GCP-OP-002", -1, p->account, uri, ev, p->key);
         if (r < 0)
             return r;
     }
@@ -2081,23 +2119,20 @@ static int custom_role_rules(gcp_ctx *c)
 
 static int foreign_rules(gcp_ctx *c)
 {
-    json_t *p;
-    size_t i;
     int r;
 
-    json_array_foreach(c->s->foreign, i, p)
-    {
-        const char *proj = str_member(p, "project");
+    for (size_t i = 0; i < c->s->foreign.n; i++) {
+        const gcp_pending *p = &c->s->foreign.v[i];
+        const char *proj = p->project;
         if (json_object_get(c->s->estate, proj) || json_object_get(c->s->trusted, proj))
             continue;
-        json_t *ev = json_deep_copy(json_object_get(p, "ev"));
+        json_t *ev = pending_evidence(p);
         if (!ev || json_object_set_new(ev, "member_project", json_string(proj)) < 0) {
             json_decref(ev);
             return -ENOMEM;
         }
-        c->path = str_member(p, "source");
-        r = emit(c, "GCP-SH-008", -1, str_member(p, "account"), str_member(p, "resource"), ev,
-                 str_member(p, "key"));
+        c->path = p->source;
+        r = emit(c, "GCP-SH-008", -1, p->account, p->resource, ev, p->key);
         if (r < 0)
             return r;
     }
@@ -2192,17 +2227,13 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
             return r;
     }
     /* GCP-SH-005: unused, unless disabled. */
-    json_t *p;
-    size_t i;
-    json_array_foreach(s->unused, i, p)
-    {
-        const char *e = str_member(p, "email");
-        const gcp_sa *sa = e ? sa_find(s, e) : NULL;
+    for (size_t i = 0; i < s->unused.n; i++) {
+        const gcp_pending *p = &s->unused.v[i];
+        const gcp_sa *sa = p->email ? sa_find(s, p->email) : NULL;
         if (sa && (sa->flags & SA_DISABLED))
             continue;
-        c.path = str_member(p, "source");
-        r = emit(&c, "GCP-SH-005", -1, str_member(p, "account"), str_member(p, "uri"),
-                 json_incref(json_object_get(p, "ev")), "unused");
+        c.path = p->source;
+        r = emit(&c, "GCP-SH-005", -1, p->account, p->resource, pending_evidence(p), "unused");
         if (r < 0)
             return r;
     }
