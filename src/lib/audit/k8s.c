@@ -2335,10 +2335,59 @@ static bool finding_is_principal(const ferry_audit_finding *f, const char *cloud
     return strcmp(cloud, "azure") == 0 && strcasestr(f->evidence, id) != NULL;
 }
 
+/* The findings of the other clouds by the principals they name, for X-001: one 12-byte
+ * reference per (key, finding), sorted by the key's 64-bit hash and then by finding, so that an
+ * annotation's candidates are a binary search away and come in the order of the findings. A
+ * hash names a key (collisions only add candidates, which finding_is_principal checks). */
+typedef struct key_ref {
+    uint64_t h;
+    uint32_t finding;
+} __attribute__((packed)) key_ref;
+
+typedef struct key_index {
+    key_ref *v;
+    size_t n, alloc;
+} key_index;
+
+static uint64_t key_hash(const char *key)
+{
+    uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    return h;
+}
+
+static int key_add(key_index *x, const char *key, size_t finding, json_t *ret_keys)
+{
+    if (!x)
+        return json_array_append_new(ret_keys, json_string(key)) < 0 ? -ENOMEM : 0;
+    if (finding > UINT32_MAX)
+        return -FERRY_ETOOBIG;
+    if (x->n == x->alloc) {
+        size_t k = x->alloc ? x->alloc * 2 : 1024;
+        key_ref *v = realloc(x->v, k * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        x->v = v;
+        x->alloc = k;
+    }
+    x->v[x->n++] = (key_ref){.h = key_hash(key), .finding = (uint32_t)finding};
+    return 0;
+}
+
+static int cmp_key_ref(const void *p, const void *q)
+{
+    const key_ref *x = p, *y = q;
+    if (x->h != y->h)
+        return x->h < y->h ? -1 : 1;
+    return x->finding < y->finding ? -1 : x->finding > y->finding;
+}
+
 /* Index keys of the cloud principals a text names (an AWS role ARN, GCP SA emails, Azure GUIDs),
  * so that each annotation is matched against the findings that may be its principal's instead
- * of against every finding of the run. Candidates are then checked by finding_is_principal. */
-static int principal_keys(const char *cloud, const char *text, json_t *index, size_t finding,
+ * of against every finding of the run. Candidates are then checked by finding_is_principal.
+ * With index, each key is added to it for finding; without, appended to ret_keys. */
+static int principal_keys(const char *cloud, const char *text, key_index *index, size_t finding,
                           json_t *ret_keys)
 {
     char key[K8S_MAX_NAME];
@@ -2349,7 +2398,7 @@ static int principal_keys(const char *cloud, const char *text, json_t *index, si
         if (!p || (size_t)(p - text) > 100 || strlen(last) > 200)
             return 0;
         (void)snprintf(key, sizeof(key), "aws|%.*s|%s", (int)(p - text), text, last + 1);
-        goto add;
+        return key_add(index, key, finding, ret_keys);
     }
     for (size_t i = 0; i < n;) {
         bool gcp = strcmp(cloud, "gcp") == 0;
@@ -2364,32 +2413,18 @@ static int principal_keys(const char *cloud, const char *text, json_t *index, si
             int k = snprintf(key, sizeof(key), "%s|%.*s", cloud, (int)(j - i), text + i);
             for (int q = 0; q < k; q++)
                 key[q] = (char)tolower((unsigned char)key[q]);
-            int r = index ? 0 : json_array_append_new(ret_keys, json_string(key));
-            if (index) {
-                json_t *l = json_object_get(index, key);
-                if (!l && (json_object_set_new(index, key, l = json_array()) < 0 || !l))
-                    return -ENOMEM;
-                r = json_array_append_new(l, json_integer((json_int_t)finding));
-            }
+            int r = key_add(index, key, finding, ret_keys);
             if (r < 0)
-                return -ENOMEM;
+                return r;
         }
         i = j + 1;
     }
     return 0;
-add:
-    if (!index)
-        return json_array_append_new(ret_keys, json_string(key)) < 0 ? -ENOMEM : 0;
-    json_t *l = json_object_get(index, key);
-    if (!l && (json_object_set_new(index, key, l = json_array()) < 0 || !l))
-        return -ENOMEM;
-    return json_array_append_new(l, json_integer((json_int_t)finding)) < 0 ? -ENOMEM : 0;
 }
 
-static int findings_index(ferry_audit *a, json_t **ret)
+static int findings_index(ferry_audit *a, key_index *index)
 {
-    json_t *index = json_object();
-    int r = index ? 0 : -ENOMEM;
+    int r = 0;
     for (size_t i = 0; i < a->n_findings && r == 0; i++) {
         const ferry_audit_finding *f = &a->findings[i];
         if (strcmp(f->cloud, "aws") != 0 && strcmp(f->cloud, "gcp") != 0 &&
@@ -2399,12 +2434,9 @@ static int findings_index(ferry_audit *a, json_t **ret)
         if (r == 0 && strcmp(f->cloud, "azure") == 0)
             r = principal_keys(f->cloud, f->evidence, index, i, NULL);
     }
-    if (r < 0) {
-        json_decref(index);
-        return r;
-    }
-    *ret = index;
-    return 0;
+    if (r == 0 && index->n)
+        qsort(index->v, index->n, sizeof(*index->v), cmp_key_ref);
+    return r;
 }
 
 /* Subjects of bindings that can run pods, mint tokens or impersonate in namespace ns. */
@@ -2430,14 +2462,15 @@ static int who_can_use(k8s_state *s, const char *ns, json_t *out)
 
 /* TR-001 and X-001 for one annotation of the SA id in namespace ns. */
 static int cloud_link(ferry_audit *a, k8s_state *s, const k8s_sa *sa, const char *ns,
-                      const char *id, const char *ann, const char *principal, json_t *index)
+                      const char *id, const char *ann, const char *principal,
+                      const key_index *index)
 {
     const char *cloud = NULL, *src = str(s, sa->src);
     json_t *found = json_array(), *keys = json_array(), *seen = json_object(), *who = NULL;
-    json_t *ev = NULL, *kv, *iv;
+    json_t *ev = NULL, *kv;
     int sev = FERRY_AUDIT_LOW, r;
     bool admin = false;
-    size_t ki, ii;
+    size_t ki;
 
     for (size_t i = 0; i < ARRAY_SIZE(sa_links); i++)
         if (strcmp(ann, sa_links[i][0]) == 0)
@@ -2446,9 +2479,17 @@ static int cloud_link(ferry_audit *a, k8s_state *s, const k8s_sa *sa, const char
     /* Collected before emitting: audit_emit may move a->findings (not reorder them). */
     json_array_foreach(keys, ki, kv)
     {
-        json_array_foreach(json_object_get(index, json_string_value(kv)), ii, iv)
-        {
-            size_t i = (size_t)json_integer_value(iv);
+        uint64_t h = key_hash(json_string_value(kv));
+        size_t lo = 0, hi = index->n;
+        while (lo < hi) { /* the first reference with hash h */
+            size_t mid = lo + (hi - lo) / 2;
+            if (index->v[mid].h < h)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t x = lo; x < index->n && index->v[x].h == h; x++) {
+            size_t i = index->v[x].finding;
             const ferry_audit_finding *f = &a->findings[i];
             char num[32];
             if (r < 0)
@@ -2496,7 +2537,8 @@ out:
 
 static int cloud_links(ferry_audit *a, k8s_state *s)
 {
-    json_t *index = NULL;
+    key_index index = {0};
+    bool indexed = false;
     int r = 0;
 
     for (size_t i = 0; i < s->n_sas; i++) {
@@ -2508,15 +2550,16 @@ static int cloud_links(ferry_audit *a, k8s_state *s)
         for (size_t k = 0; k < ARRAY_SIZE(e->links); k++) {
             if (!e->links[k])
                 continue;
-            if (!index && (r = findings_index(a, &index)) < 0)
-                return r;
-            r = cloud_link(a, s, e, ns, id, sa_links[k][0], str(s, e->links[k]), index);
+            if (!indexed && (r = findings_index(a, &index)) < 0)
+                goto out;
+            indexed = true;
+            r = cloud_link(a, s, e, ns, id, sa_links[k][0], str(s, e->links[k]), &index);
             if (r < 0)
                 goto out;
         }
     }
 out:
-    json_decref(index);
+    free(index.v);
     return r;
 }
 
