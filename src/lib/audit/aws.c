@@ -242,6 +242,13 @@ typedef struct aws_grant {
                        * produce a finding, but its usage data must not be read as unmatched) */
 } aws_grant;
 
+/* Service-last-accessed data of one principal that came before its grants (AWS-OP-011). */
+typedef struct aws_usage {
+    const char *arn, *account, *source; /* interned */
+    const char *data; /* interned: {"completed": ..., "services": {...}} as compact text; NULL
+                       * once its grants came */
+} aws_usage;
+
 /* A trust to another account for TR-003/TR-004 at the end of the run. */
 typedef struct aws_cross {
     const char *account, *arn, *source; /* interned */
@@ -271,7 +278,10 @@ typedef struct aws_state {
     size_t n_granted, alloc_granted;
     uint32_t *granted_slots; /* open addressing over granted: index + 1, 0 free */
     size_t n_granted_slots;
-    json_t *usage;       /* principal ARN -> usage entry not yet matched with its grants */
+    aws_usage *usage; /* usage data not yet matched with its grants, in the order found */
+    size_t n_usage, alloc_usage;
+    uint32_t *usage_slots; /* open addressing by interned ARN over usage: index + 1, 0 free */
+    size_t n_usage_slots;
     json_t *usage_accts; /* accounts with service-last-accessed data (a set) */
     char *usage_reason;  /* why there is none, for the note (live mode), or NULL */
     json_t *jobs;        /* CloudMapper: job id -> principal ARN (generate outputs) */
@@ -305,7 +315,8 @@ static void aws_release(ferry_audit *a)
     json_decref(s->noted);
     free(s->granted);
     free(s->granted_slots);
-    json_decref(s->usage);
+    free(s->usage);
+    free(s->usage_slots);
     json_decref(s->usage_accts);
     json_decref(s->jobs);
     json_decref(s->orphans);
@@ -2927,6 +2938,101 @@ static int grant_keep(aws_state *s, const aws_grant *g)
     return 0;
 }
 
+static size_t usage_slot(const aws_usage *usage, const uint32_t *slots, size_t n_slots,
+                         const char *arn)
+{
+    size_t mask = n_slots - 1, i = (size_t)(((uintptr_t)arn * 0x9e3779b97f4a7c15ULL) >> 17) & mask;
+    while (slots[i] && usage[slots[i] - 1].arn != arn)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* The usage data kept for a principal, or NULL. */
+static aws_usage *usage_find(aws_state *s, const char *arn)
+{
+    const char *key = s->n_usage ? audit_strset_find(&s->strs, arn) : NULL;
+    uint32_t at;
+
+    if (!key)
+        return NULL;
+    at = s->usage_slots[usage_slot(s->usage, s->usage_slots, s->n_usage_slots, key)];
+    return at && s->usage[at - 1].data ? &s->usage[at - 1] : NULL;
+}
+
+/* Keep the usage entry of arn (as usage_evaluate reads it) for its grants still to come,
+ * replacing what an earlier input said of the same principal. */
+static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
+{
+    aws_usage u = {.data = NULL};
+    json_t *data = json_pack("{s:O?, s:O}", "completed", json_object_get(entry, "completed"),
+                             "services", json_object_get(entry, "services"));
+    char *text = data ? audit_json_dumps(data, JSON_COMPACT) : NULL;
+    size_t at;
+    int r = text ? 0 : -ENOMEM;
+
+    json_decref(data);
+    if (r == 0)
+        r = audit_strset_intern(&s->strs, text, &u.data);
+    free(text);
+    if (r == 0)
+        r = audit_strset_intern(&s->strs, arn, &u.arn);
+    if (r == 0)
+        r = audit_strset_intern(&s->strs, str_member(entry, "account"), &u.account);
+    if (r == 0)
+        r = audit_strset_intern(&s->strs, str_member(entry, "source"), &u.source);
+    if (r == 0 && s->n_usage == s->alloc_usage) {
+        size_t n = s->alloc_usage ? s->alloc_usage * 2 : 64;
+        aws_usage *grown = n > GRANTS_MAX ? NULL : realloc(s->usage, n * sizeof(*grown));
+        if (!grown)
+            r = n > GRANTS_MAX ? -FERRY_EFULL : -ENOMEM;
+        else {
+            s->usage = grown;
+            s->alloc_usage = n;
+        }
+    }
+    if (r == 0 && (s->n_usage + 1) * 2 > s->n_usage_slots) {
+        size_t n = s->n_usage_slots ? s->n_usage_slots * 2 : 128;
+        uint32_t *slots = calloc(n, sizeof(*slots));
+        if (!slots)
+            return -ENOMEM;
+        for (size_t i = 0; i < s->n_usage; i++)
+            slots[usage_slot(s->usage, slots, n, s->usage[i].arn)] = (uint32_t)i + 1;
+        free(s->usage_slots);
+        s->usage_slots = slots;
+        s->n_usage_slots = n;
+    }
+    if (r < 0)
+        return r;
+    at = usage_slot(s->usage, s->usage_slots, s->n_usage_slots, u.arn);
+    if (s->usage_slots[at] && s->usage[s->usage_slots[at] - 1].data) {
+        s->usage[s->usage_slots[at] - 1] = u;
+        return 0;
+    }
+    /* new, or again after its grants came: last, as the order found */
+    s->usage[s->n_usage] = u;
+    s->usage_slots[at] = (uint32_t)++s->n_usage;
+    return 0;
+}
+
+/* The usage entry u keeps, as a new tree in *ret. */
+static int usage_entry(const aws_usage *u, json_t **ret)
+{
+    size_t n = strlen(u->data);
+    json_t *entry = NULL;
+    /* the text audit_json_dumps made parses back to the same (ferry's parser: jansson's drops
+     * characters when memory runs out) */
+    int r = ferry_json_parse(u->data, n, n, AUDIT_JSON_MAX_DEPTH, &entry, NULL, 0);
+
+    if (r == 0 && (json_object_set_new(entry, "account", json_string(u->account)) < 0 ||
+                   json_object_set_new(entry, "source", json_string(u->source)) < 0))
+        r = -ENOMEM;
+    if (r < 0)
+        json_decref(entry);
+    else
+        *ret = entry;
+    return r;
+}
+
 /* The authorization-details side of one principal (any order with its usage data): decided
  * now when its usage came first, else its grants are kept for usage data still to come. A
  * principal too young to report keeps no services: only that it was seen. */
@@ -2936,7 +3042,8 @@ static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t 
     const char *cd = str_member(p, "CreateDate");
     aws_grant g = {.created = -1};
     char *grants = NULL;
-    json_t *entry;
+    aws_usage *u;
+    json_t *entry = NULL;
     int r;
 
     if (!s)
@@ -2953,11 +3060,14 @@ static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t 
     }
     if (r < 0)
         return r;
-    entry = s->usage ? json_object_get(s->usage, arn) : NULL;
-    if (entry) {
-        r = usage_evaluate(c->a, arn, &g, entry);
-        if (r == 0 && json_object_del(s->usage, arn) < 0)
-            r = -ENOMEM;
+    u = usage_find(s, arn);
+    if (u) {
+        r = usage_entry(u, &entry);
+        if (r == 0)
+            r = usage_evaluate(c->a, arn, &g, entry);
+        if (r == 0)
+            u->data = NULL;
+        json_decref(entry);
         return r;
     }
     r = grant_id(arn, g.id);
@@ -2982,9 +3092,7 @@ static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
         return r;
     if (g)
         return usage_evaluate(a, arn, g, entry);
-    if (!s->usage && !(s->usage = json_object()))
-        return -ENOMEM;
-    return json_object_set(s->usage, arn, entry) < 0 ? -ENOMEM : 0;
+    return usage_keep(s, arn, entry);
 }
 
 /* End of the run: usage data of principals no authorization details came for is decided on
@@ -3008,13 +3116,22 @@ static int usage_finish(ferry_audit *a, char *errbuf, size_t errlen)
                                 "with the generate-service-last-accessed-details output giving "
                                 "that JobId, named by the ARN",
                                 str_member(v, "path"));
-    json_object_foreach(s->usage, k, v)
-    {
-        r = usage_evaluate(a, k, NULL, v);
+    for (size_t i = 0; i < s->n_usage; i++) {
+        json_t *entry = NULL;
+        if (!s->usage[i].data)
+            continue;
+        r = usage_entry(&s->usage[i], &entry);
+        if (r == 0)
+            r = usage_evaluate(a, s->usage[i].arn, NULL, entry);
+        json_decref(entry);
         if (r < 0)
             return r;
     }
-    json_object_clear(s->usage);
+    free(s->usage);
+    free(s->usage_slots);
+    s->usage = NULL;
+    s->usage_slots = NULL;
+    s->n_usage = s->alloc_usage = s->n_usage_slots = 0;
     json_object_foreach(s->noted, k, v)
     {
         char root[128];
