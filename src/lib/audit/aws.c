@@ -260,7 +260,7 @@ typedef struct aws_cross {
 /* Most principals the OP-011 index holds, trusts kept for the end, and strings interned. */
 #define GRANTS_MAX ((size_t)1 << 30)
 #define CROSS_MAX ((size_t)1 << 26)
-#define AWS_STRSET_MAX ((size_t)16 << 30)
+#define AWS_STRSET_MAX (SIZE_MAX > UINT32_MAX ? (size_t)UINT32_MAX * 4 : SIZE_MAX / 2)
 
 typedef struct aws_state {
     json_t *pending; /* merged pages of an authorization-details export, or NULL */
@@ -1115,7 +1115,7 @@ static int cross_account_candidate(aws_ctx *c, const char *account, const char *
     if (s->n_cross == s->alloc_cross) {
         size_t n = s->alloc_cross ? s->alloc_cross * 2 : 64;
         aws_cross *grown;
-        if (n > CROSS_MAX)
+        if (n > CROSS_MAX || n > SIZE_MAX / sizeof(*grown))
             return -FERRY_EFULL;
         grown = realloc(s->cross, n * sizeof(*grown));
         if (!grown)
@@ -2909,7 +2909,7 @@ static int grant_keep(aws_state *s, const aws_grant *g)
     if (s->n_granted == s->alloc_granted) {
         size_t n = s->alloc_granted ? s->alloc_granted * 2 : 1024;
         aws_grant *grown;
-        if (n > GRANTS_MAX)
+        if (n > GRANTS_MAX || n > SIZE_MAX / sizeof(*grown))
             return -FERRY_EFULL;
         grown = realloc(s->granted, n * sizeof(*grown));
         if (!grown)
@@ -2982,9 +2982,10 @@ static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
         r = audit_strset_intern(&s->strs, str_member(entry, "source"), &u.source);
     if (r == 0 && s->n_usage == s->alloc_usage) {
         size_t n = s->alloc_usage ? s->alloc_usage * 2 : 64;
-        aws_usage *grown = n > GRANTS_MAX ? NULL : realloc(s->usage, n * sizeof(*grown));
+        bool full = n > GRANTS_MAX || n > SIZE_MAX / sizeof(aws_usage);
+        aws_usage *grown = full ? NULL : realloc(s->usage, n * sizeof(*grown));
         if (!grown)
-            r = n > GRANTS_MAX ? -FERRY_EFULL : -ENOMEM;
+            r = full ? -FERRY_EFULL : -ENOMEM;
         else {
             s->usage = grown;
             s->alloc_usage = n;

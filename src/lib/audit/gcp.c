@@ -176,7 +176,7 @@ typedef struct gcp_map {
 /* Most entries of one map (slots are twice that), and bytes of interned strings. */
 #define GCP_MAP_MAX ((size_t)1 << 27)
 #define GCP_PENDING_MAX ((size_t)1 << 26)
-#define GCP_STRSET_MAX ((size_t)16 << 30)
+#define GCP_STRSET_MAX (SIZE_MAX > UINT32_MAX ? (size_t)UINT32_MAX * 4 : SIZE_MAX / 2)
 
 typedef struct gcp_state {
     bool include_agents;
@@ -575,9 +575,10 @@ static int pending_add(gcp_ctx *c, gcp_pendings *list, gcp_pending p, json_t *ev
     json_decref(ev);
     if (r == 0 && list->n == list->alloc) {
         size_t n = list->alloc ? list->alloc * 2 : 64;
-        gcp_pending *grown = n > GCP_PENDING_MAX ? NULL : realloc(list->v, n * sizeof(*grown));
+        bool full = n > GCP_PENDING_MAX || n > SIZE_MAX / sizeof(gcp_pending);
+        gcp_pending *grown = full ? NULL : realloc(list->v, n * sizeof(*grown));
         if (!grown)
-            r = n > GCP_PENDING_MAX ? -FERRY_EFULL : -ENOMEM;
+            r = full ? -FERRY_EFULL : -ENOMEM;
         else {
             list->v = grown;
             list->alloc = n;
@@ -689,7 +690,7 @@ static int sa_record(gcp_ctx *c, const char *email, gcp_sa **ret)
     if (s->n_sas == s->alloc_sas) {
         size_t n = s->alloc_sas ? s->alloc_sas * 2 : 256;
         gcp_sa *grown;
-        if (n > GCP_MAP_MAX)
+        if (n > GCP_MAP_MAX || n > SIZE_MAX / sizeof(*grown))
             return -FERRY_EFULL;
         grown = realloc(s->sas, n * sizeof(*grown));
         if (!grown)
