@@ -249,6 +249,14 @@ typedef struct aws_usage {
                        * once its grants came */
 } aws_usage;
 
+/* An account of the run: audited (TR-003/TR-004 do not call it a third party), with usage data,
+ * and the input its principals first came from (AWS-OP-011's "not evaluated" note). */
+typedef struct aws_account {
+    const char *id;    /* interned */
+    const char *noted; /* interned: the first input of its principals, NULL none yet */
+    bool audited, usage, note_done;
+} aws_account;
+
 /* A trust to another account for TR-003/TR-004 at the end of the run. */
 typedef struct aws_cross {
     const char *account, *arn, *source; /* interned */
@@ -267,10 +275,14 @@ typedef struct aws_state {
     char *pending_path;
     json_t *cache;           /* sha256 of canonical document -> analysis (array of hits) */
     size_t analysed, reused; /* cache misses and hits, for tests */
-    bool single;   /* pending is exactly the one object page of the input being loaded, so its
-                    * list indexes are the file's (for the error's line) */
-    json_t *noted; /* account -> first input of its principals: OP-011 "not evaluated" note
-                    * at the end of the run, unless usage data came for the account */
+    bool single; /* pending is exactly the one object page of the input being loaded, so its
+                  * list indexes are the file's (for the error's line) */
+    /* The accounts (OP-011's "not evaluated" note at the end of the run unless usage data came
+     * for the account; TR-003/TR-004), with an open-addressing index by interned id. */
+    aws_account *accounts;
+    size_t n_accounts, alloc_accounts;
+    uint32_t *account_slots;
+    size_t n_account_slots;
     /* AWS-OP-011 (service last accessed), decided as soon as both halves are known, in any
      * input order: */
     audit_strset strs;  /* ARNs, accounts, sources, service sets, statements: once each */
@@ -282,15 +294,13 @@ typedef struct aws_state {
     size_t n_usage, alloc_usage;
     uint32_t *usage_slots; /* open addressing by interned ARN over usage: index + 1, 0 free */
     size_t n_usage_slots;
-    json_t *usage_accts; /* accounts with service-last-accessed data (a set) */
-    char *usage_reason;  /* why there is none, for the note (live mode), or NULL */
-    json_t *jobs;        /* CloudMapper: job id -> principal ARN (generate outputs) */
-    json_t *orphans;     /* job id -> {doc, path}: details waiting for their job's ARN */
+    char *usage_reason; /* why there is none, for the note (live mode), or NULL */
+    json_t *jobs;       /* CloudMapper: job id -> principal ARN (generate outputs) */
+    json_t *orphans;    /* job id -> {doc, path}: details waiting for their job's ARN */
     /* Trusts to other accounts, decided at the end of the run (TR-003, TR-004): an account
      * audited in the same run (another input) is part of the estate, not a third party. */
     aws_cross *cross; /* in the order found */
     size_t n_cross, alloc_cross;
-    json_t *audited; /* accounts seen in any input (a set) */
 } aws_state;
 
 static aws_state *state(ferry_audit *a)
@@ -312,17 +322,16 @@ static void aws_release(ferry_audit *a)
     json_decref(s->pending);
     free(s->pending_path);
     json_decref(s->cache);
-    json_decref(s->noted);
+    free(s->accounts);
+    free(s->account_slots);
     free(s->granted);
     free(s->granted_slots);
     free(s->usage);
     free(s->usage_slots);
-    json_decref(s->usage_accts);
     json_decref(s->jobs);
     json_decref(s->orphans);
     free(s->usage_reason);
     free(s->cross);
-    json_decref(s->audited);
     audit_strset_release(&s->strs);
     free(s);
     a->aws = NULL;
@@ -1141,17 +1150,79 @@ static int cross_account_candidate(aws_ctx *c, const char *account, const char *
     return 0;
 }
 
+static size_t account_slot(const aws_account *accounts, const uint32_t *slots, size_t n_slots,
+                           const char *id)
+{
+    size_t mask = n_slots - 1, i = (size_t)(((uintptr_t)id * 0x9e3779b97f4a7c15ULL) >> 17) & mask;
+    while (slots[i] && accounts[slots[i] - 1].id != id)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* The record of an account, or NULL. */
+static aws_account *account_find(aws_state *s, const char *account)
+{
+    const char *id = s->n_accounts ? audit_strset_find(&s->strs, account) : NULL;
+    uint32_t at;
+
+    if (!id)
+        return NULL;
+    at = s->account_slots[account_slot(s->accounts, s->account_slots, s->n_account_slots, id)];
+    return at ? &s->accounts[at - 1] : NULL;
+}
+
+/* The record of an account, added on first sight, in *ret (good until the next add). */
+static int account_get(aws_state *s, const char *account, aws_account **ret)
+{
+    aws_account *found = account_find(s, account);
+    const char *id;
+    int r;
+
+    if (found) {
+        *ret = found;
+        return 0;
+    }
+    if ((r = audit_strset_intern(&s->strs, account, &id)) < 0)
+        return r;
+    if (s->n_accounts == s->alloc_accounts) {
+        size_t n = s->alloc_accounts ? s->alloc_accounts * 2 : 64;
+        aws_account *grown;
+        if (n > GRANTS_MAX || n > SIZE_MAX / sizeof(*grown))
+            return -FERRY_EFULL;
+        grown = realloc(s->accounts, n * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        s->accounts = grown;
+        s->alloc_accounts = n;
+    }
+    if ((s->n_accounts + 1) * 2 > s->n_account_slots) {
+        size_t n = s->n_account_slots ? s->n_account_slots * 2 : 128;
+        uint32_t *slots = calloc(n, sizeof(*slots));
+        if (!slots)
+            return -ENOMEM;
+        for (size_t i = 0; i < s->n_accounts; i++)
+            slots[account_slot(s->accounts, slots, n, s->accounts[i].id)] = (uint32_t)i + 1;
+        free(s->account_slots);
+        s->account_slots = slots;
+        s->n_account_slots = n;
+    }
+    s->accounts[s->n_accounts] = (aws_account){.id = id};
+    s->account_slots[account_slot(s->accounts, s->account_slots, s->n_account_slots, id)] =
+        (uint32_t)s->n_accounts + 1;
+    *ret = &s->accounts[s->n_accounts++];
+    return 0;
+}
+
 /* An account is part of the audited estate (so trusting it is not a third-party trust). */
 static int account_audited(ferry_audit *a, const char *account)
 {
     aws_state *s = state(a);
-    if (!s)
-        return -ENOMEM;
-    if (!s->audited && !(s->audited = json_object()))
-        return -ENOMEM;
-    if (json_object_get(s->audited, account))
-        return 0;
-    return json_object_set_new(s->audited, account, json_true()) == 0 ? 0 : -ENOMEM;
+    aws_account *acct;
+    int r = s ? account_get(s, account, &acct) : -ENOMEM;
+
+    if (r == 0)
+        acct->audited = true;
+    return r;
 }
 
 /* TR-003 (with --known-accounts) and TR-004 for the trusts to accounts that are neither
@@ -1167,7 +1238,8 @@ static int cross_account_rules(ferry_audit *a)
         const aws_cross *e = &s->cross[i];
         aws_ctx c = {.a = a, .path = e->source};
         json_t *stmt;
-        if (audit_account_known(a, e->other) || json_object_get(s->audited, e->other))
+        const aws_account *other = account_find(s, e->other);
+        if (audit_account_known(a, e->other) || (other && other->audited))
             continue;
         if (!a->n_known && e->guarded)
             continue;
@@ -2024,14 +2096,12 @@ out:
 static int usage_not_evaluated(aws_ctx *c, const char *account)
 {
     aws_state *s = state(c->a);
+    aws_account *acct;
+    int r = s ? account_get(s, account, &acct) : -ENOMEM;
 
-    if (!s)
-        return -ENOMEM;
-    if (!s->noted && !(s->noted = json_object()))
-        return -ENOMEM;
-    if (json_object_get(s->noted, account))
-        return 0;
-    return json_object_set_new(s->noted, account, json_string(c->path)) < 0 ? -ENOMEM : 0;
+    if (r == 0 && !acct->noted && !acct->note_done)
+        r = audit_strset_intern(&s->strs, c->path, &acct->noted);
+    return r;
 }
 
 static const struct {
@@ -3083,12 +3153,13 @@ static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
     const aws_grant *g;
     int r;
 
+    aws_account *acct;
+
     if (!s)
         return -ENOMEM;
-    if (!s->usage_accts && !(s->usage_accts = json_object()))
-        return -ENOMEM;
-    if (json_object_set_new(s->usage_accts, account, json_true()) < 0)
-        return -ENOMEM;
+    if ((r = account_get(s, account, &acct)) < 0)
+        return r;
+    acct->usage = true;
     if ((r = grant_find(s, arn, &g)) < 0)
         return r;
     if (g)
@@ -3101,7 +3172,6 @@ static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
 static int usage_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
     aws_state *s = a->aws;
-    const char *k;
     json_t *v;
     int r = 0;
 
@@ -3133,11 +3203,12 @@ static int usage_finish(ferry_audit *a, char *errbuf, size_t errlen)
     s->usage = NULL;
     s->usage_slots = NULL;
     s->n_usage = s->alloc_usage = s->n_usage_slots = 0;
-    json_object_foreach(s->noted, k, v)
-    {
+    for (size_t i = 0; i < s->n_accounts; i++) {
+        aws_account *acct = &s->accounts[i];
+        const char *k = acct->id;
         char root[128];
         json_t *ev;
-        if (!json_is_string(v) || (s->usage_accts && json_object_get(s->usage_accts, k)))
+        if (!acct->noted || acct->note_done || acct->usage)
             continue;
         (void)snprintf(root, sizeof(root), "arn:aws:iam::%s:root", k);
         ev = json_pack("{s:b, s:s}", "evaluated", 0, "reason",
@@ -3146,13 +3217,13 @@ static int usage_finish(ferry_audit *a, char *errbuf, size_t errlen)
         if (!ev)
             return -ENOMEM;
         r = audit_emit(a, "AWS-OP-011", FERRY_AUDIT_INFO, CLOUD, k, root, ev, "not-evaluated",
-                       json_string_value(v));
+                       acct->noted);
         json_decref(ev);
         if (r < 0)
             return r;
         /* Noted once: a later finish (more inputs) does not repeat it. */
-        if (json_object_set_new(s->noted, k, json_true()) < 0)
-            return -ENOMEM;
+        acct->noted = NULL;
+        acct->note_done = true;
     }
     return 0;
 }
