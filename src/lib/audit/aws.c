@@ -1243,12 +1243,8 @@ static int cross_account_rules(ferry_audit *a)
             continue;
         if (!a->n_known && e->guarded)
             continue;
-        /* the text audit_json_dumps made of a parsed statement parses back to the same (with
-         * ferry's parser: jansson's drops characters when memory runs out) */
-        r = ferry_json_parse(e->statement, strlen(e->statement), strlen(e->statement),
-                             AUDIT_JSON_MAX_DEPTH, &stmt, NULL, 0);
-        if (r < 0)
-            return r;
+        if (!(stmt = audit_json_loads(e->statement)))
+            return -ENOMEM;
         if (a->n_known)
             r = trust_finding(&c, "AWS-TR-003", e->admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
                               e->account, e->arn, stmt, "trusted_account", e->other, e->other);
@@ -3088,11 +3084,8 @@ static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
 /* The usage entry u keeps, as a new tree in *ret. */
 static int usage_entry(const aws_usage *u, json_t **ret)
 {
-    size_t n = strlen(u->data);
-    json_t *entry = NULL;
-    /* the text audit_json_dumps made parses back to the same (ferry's parser: jansson's drops
-     * characters when memory runs out) */
-    int r = ferry_json_parse(u->data, n, n, AUDIT_JSON_MAX_DEPTH, &entry, NULL, 0);
+    json_t *entry = audit_json_loads(u->data);
+    int r = entry ? 0 : -ENOMEM;
 
     if (r == 0 && (json_object_set_new(entry, "account", json_string(u->account)) < 0 ||
                    json_object_set_new(entry, "source", json_string(u->source)) < 0))

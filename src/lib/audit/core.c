@@ -988,14 +988,18 @@ static void counts(const ferry_audit *a, size_t out[5])
             out[a->findings[i].severity]++;
 }
 
+json_t *audit_json_loads(const char *text)
+{
+    json_t *j = NULL;
+    /* Evidence wraps subtrees of an input, so it may nest a little deeper than one. */
+    if (ferry_json_parse(text, strlen(text), SIZE_MAX, AUDIT_JSON_MAX_DEPTH + 8, &j, NULL, 0) < 0)
+        return NULL;
+    return j;
+}
+
 static json_t *evidence_json(const ferry_audit_finding *f)
 {
-    json_t *e = NULL;
-    /* Our own compact serialisation, so the parse only fails for lack of memory. */
-    if (ferry_json_parse(f->evidence, strlen(f->evidence), SIZE_MAX, AUDIT_JSON_MAX_DEPTH + 8, &e,
-                         NULL, 0) < 0)
-        return NULL;
-    return e;
+    return audit_json_loads(f->evidence);
 }
 
 json_t *audit_finding_json(const ferry_audit *a, const ferry_audit_finding *f)

@@ -602,9 +602,7 @@ static int pending_add(gcp_ctx *c, gcp_pendings *list, gcp_pending p, json_t *ev
  * jansson's drops characters when memory runs out). */
 static json_t *pending_evidence(const gcp_pending *p)
 {
-    size_t n = strlen(p->ev);
-    json_t *ev = NULL;
-    return ferry_json_parse(p->ev, n, n, AUDIT_JSON_MAX_DEPTH, &ev, NULL, 0) == 0 ? ev : NULL;
+    return audit_json_loads(p->ev);
 }
 
 /* Emit a finding; ev is stolen. */

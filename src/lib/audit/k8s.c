@@ -1200,11 +1200,10 @@ static int compact_text(const json_t *j, char **ret)
     return *ret ? 0 : -ENOMEM;
 }
 
-/* The tree of a text compact_text or audit_json_dumps made (our own, so it parses: NULL means
- * memory ran out); new. */
+/* The tree of a text compact_text or audit_json_dumps made (NULL: memory ran out); new. */
 static json_t *text_load(const char *text)
 {
-    return json_loadb(text, strlen(text), JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+    return audit_json_loads(text);
 }
 
 /* As text_load, an empty array for NULL. */
