@@ -60,6 +60,25 @@ extern const audit_cloud audit_cloud_gcp;   /* gcp.c */
 extern const audit_cloud audit_cloud_azure; /* azure.c */
 extern const audit_cloud audit_cloud_k8s;   /* k8s.c */
 
+/* A set of strings (strset.c), for the clouds' cross-file records and the findings' sources:
+ * each distinct string stored once in an arena of chunks, so a pointer it returns stays valid
+ * and equal for equal strings until audit_strset_release. Not thread-safe. */
+typedef struct audit_strset {
+    struct audit_strset_chunk *chunks; /* newest first */
+    size_t used;                       /* bytes used in the newest chunk */
+    const char **slots;                /* open addressing (linear probing), NULL = free */
+    size_t n_slots, n;
+    size_t bytes, max_bytes; /* arena bytes held, and the most allowed */
+} audit_strset;
+/* An empty table that holds at most max_bytes of strings. */
+void audit_strset_init(audit_strset *t, size_t max_bytes);
+void audit_strset_release(audit_strset *t);
+/* The table's copy of s (borrowed from the table) in *ret. -ENOMEM, or -FERRY_EFULL when the
+ * arena would pass its maximum. */
+int audit_strset_intern(audit_strset *t, const char *s, const char **ret);
+/* The table's copy of s, or NULL when s was never interned. */
+const char *audit_strset_find(const audit_strset *t, const char *s);
+
 struct ferry_audit {
     ferry_audit_options opts;
     ferry_audit_finding *findings;
@@ -73,10 +92,7 @@ struct ferry_audit {
     uint32_t *seen_slots;
     size_t n_seen_slots;
     bool seen_stale;
-    /* The findings' sources, one copy per distinct string: source -> index in sources. */
-    char **sources;
-    size_t n_sources, alloc_sources;
-    json_t *source_index;
+    audit_strset sources; /* the findings' sources, one copy per distinct string */
     void *aws;      /* aws.c's per-run state (page merging, policy cache) */
     void *gcp;      /* gcp.c's per-run state */
     void *azure;    /* azure.c's per-run state */
@@ -155,25 +171,6 @@ bool audit_aws_allowed(const json_t *docs, const char *action, const char *resou
 bool audit_aws_action_allowed(const json_t *docs, const char *action);
 /* The IAM action pattern (glob, case-insensitive) matches action. */
 bool audit_aws_glob_action(const char *pattern, const char *action);
-
-/* A set of strings (aws.c; gcp.c keeps its cross-file state with one too): each distinct string
- * stored once in an arena of chunks, so a pointer it returns stays valid and equal for equal
- * strings until audit_strset_release. Not thread-safe. */
-typedef struct audit_strset {
-    struct audit_strset_chunk *chunks; /* newest first */
-    size_t used;                       /* bytes used in the newest chunk */
-    const char **slots;                /* open addressing (linear probing), NULL = free */
-    size_t n_slots, n;
-    size_t bytes, max_bytes; /* arena bytes held, and the most allowed */
-} audit_strset;
-/* An empty table that holds at most max_bytes of strings. */
-void audit_strset_init(audit_strset *t, size_t max_bytes);
-void audit_strset_release(audit_strset *t);
-/* The table's copy of s (borrowed from the table) in *ret. -ENOMEM, or -FERRY_EFULL when the
- * arena would pass its maximum. */
-int audit_strset_intern(audit_strset *t, const char *s, const char **ret);
-/* The table's copy of s, or NULL when s was never interned. */
-const char *audit_strset_find(const audit_strset *t, const char *s);
 
 /* AWS-OP-006 (aws_graph.c): the escalation graph of one account's principals. */
 typedef struct aws_graph aws_graph;

@@ -194,156 +194,20 @@ static const char *const known_issuers[] = {
 /* ---- the cross-file state ------------------------------------------------------------------
  *
  * What finish reads, as plain records. Every string a record keeps is interned once in a
- * table of the run (az_strtab): the strings live in chunks that never move, so a record holds
+ * set of the run (audit_strset): the strings live in chunks that never move, so a record holds
  * a plain pointer, two interned strings are equal exactly when their pointers are, and the
  * indexes below are keyed by those pointers (az_map). An input's path is interned once, not
  * copied into every record. */
 
 /* Bytes of interned text one run may hold (a guard, like AZ_INDEX_MAX). */
 #define AZ_STR_BYTES_MAX ((size_t)1 << 30)
-/* Strings are carved from chunks of this size; a longer one gets a chunk of its own. */
-#define AZ_CHUNK ((size_t)64 * 1024)
 /* The most OIDC issuers the identity notes pass for one identity (the rest are not read). */
 #define AZ_ISSUERS 16
 
-typedef struct az_slot {
-    const char *s; /* NULL: empty */
-    uint32_t hash, len;
-} az_slot;
-
-typedef struct az_strtab {
-    char **chunks; /* every chunk, freed with the table */
-    size_t n_chunks, alloc_chunks;
-    char *next; /* free space at the end of the current chunk */
-    size_t left;
-    az_slot *slots; /* open addressing, linear probing; cap a power of two */
-    size_t cap, n;
-    size_t bytes; /* chunk bytes, against AZ_STR_BYTES_MAX */
-} az_strtab;
-
-static uint32_t str_hash(const char *s, size_t len)
+/* The interned copy of s in t, or NULL when s is NULL or was never interned. */
+static const char *strtab_find(const audit_strset *t, const char *str)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
-/* The slot of s: where it is, or the empty slot where it would go. The table has a slot. */
-static size_t strtab_slot(const az_strtab *t, const char *s, size_t len, uint32_t h)
-{
-    size_t m = t->cap - 1, i = h & m;
-    while (t->slots[i].s &&
-           (t->slots[i].hash != h || t->slots[i].len != len || memcmp(t->slots[i].s, s, len) != 0))
-        i = (i + 1) & m;
-    return i;
-}
-
-/* The interned copy of s, or NULL when s was never interned (s may be NULL). */
-static const char *strtab_find(const az_strtab *t, const char *s)
-{
-    size_t len;
-    if (!s || !t->cap)
-        return NULL;
-    len = strlen(s);
-    return t->slots[strtab_slot(t, s, len, str_hash(s, len))].s;
-}
-
-static int strtab_grow(az_strtab *t)
-{
-    size_t cap = t->cap ? t->cap * 2 : 256;
-    az_slot *sl;
-    if (cap > SIZE_MAX / sizeof(*sl))
-        return -FERRY_ETOOBIG;
-    sl = calloc(cap, sizeof(*sl));
-    if (!sl)
-        return -ENOMEM;
-    for (size_t i = 0; i < t->cap; i++) {
-        size_t k;
-        if (!t->slots[i].s)
-            continue;
-        for (k = t->slots[i].hash & (cap - 1); sl[k].s; k = (k + 1) & (cap - 1))
-            ;
-        sl[k] = t->slots[i];
-    }
-    free(t->slots);
-    t->slots = sl;
-    t->cap = cap;
-    return 0;
-}
-
-/* n bytes of the arena: from the current chunk, a new one, or one of their own. */
-static int arena_alloc(az_strtab *t, size_t n, char **ret)
-{
-    size_t size = n > AZ_CHUNK / 4 ? n : AZ_CHUNK;
-    char *c;
-    if (n <= t->left) {
-        *ret = t->next;
-        t->next += n;
-        t->left -= n;
-        return 0;
-    }
-    if (size > AZ_STR_BYTES_MAX - t->bytes)
-        return -FERRY_ETOOBIG;
-    if (t->n_chunks == t->alloc_chunks) {
-        size_t na = t->alloc_chunks ? t->alloc_chunks * 2 : 16;
-        char **p = realloc(t->chunks, na * sizeof(*p));
-        if (!p)
-            return -ENOMEM;
-        t->chunks = p;
-        t->alloc_chunks = na;
-    }
-    c = malloc(size);
-    if (!c)
-        return -ENOMEM;
-    t->chunks[t->n_chunks++] = c;
-    t->bytes += size;
-    if (size == AZ_CHUNK) { /* the new current chunk; a string's own chunk leaves it be */
-        t->next = c + n;
-        t->left = size - n;
-    }
-    *ret = c;
-    return 0;
-}
-
-/* Intern s (NULL gives NULL): *ret is the table's copy, valid until strtab_release. */
-static int strtab_intern(az_strtab *t, const char *s, const char **ret)
-{
-    size_t len, i;
-    uint32_t h;
-    char *p;
-    int r;
-
-    *ret = NULL;
-    if (!s)
-        return 0;
-    len = strlen(s);
-    if (len >= UINT32_MAX)
-        return -FERRY_ETOOBIG;
-    if ((t->n + 1) * 4 > t->cap * 3 && (r = strtab_grow(t)) < 0)
-        return r;
-    h = str_hash(s, len);
-    i = strtab_slot(t, s, len, h);
-    if (!t->slots[i].s) {
-        if ((r = arena_alloc(t, len + 1, &p)) < 0)
-            return r;
-        memcpy(p, s, len + 1);
-        t->slots[i] = (az_slot){.s = p, .hash = h, .len = (uint32_t)len};
-        t->n++;
-    }
-    *ret = t->slots[i].s;
-    return 0;
-}
-
-static void strtab_release(az_strtab *t)
-{
-    for (size_t i = 0; i < t->n_chunks; i++)
-        free(t->chunks[i]);
-    free(t->chunks);
-    free(t->slots);
-    *t = (az_strtab){0};
+    return str ? audit_strset_find(t, str) : NULL;
 }
 
 /* A map from interned strings (by pointer) to a number or a pointer; a set is a map. */
@@ -508,7 +372,7 @@ typedef struct az_issuers {
 } az_issuers;
 
 typedef struct az_state {
-    az_strtab str;
+    audit_strset str;
     az_ident *ids; /* in order of first sight (the order of the principal findings) */
     size_t n_ids, alloc_ids;
     az_map by_app;             /* appId -> index in ids */
@@ -563,6 +427,8 @@ static az_state *state(ferry_audit *a)
     if (s)
         return s;
     s = calloc(1, sizeof(*s));
+    if (s)
+        audit_strset_init(&s->str, AZ_STR_BYTES_MAX);
     a->azure = s;
     return s;
 }
@@ -572,7 +438,7 @@ static void az_release(ferry_audit *a)
     az_state *s = a->azure;
     if (!s)
         return;
-    strtab_release(&s->str);
+    audit_strset_release(&s->str);
     free(s->ids);
     map_release(&s->by_app);
     map_release(&s->oids);
@@ -599,9 +465,11 @@ static void az_release(ferry_audit *a)
     a->azure = NULL;
 }
 
+/* Intern str (NULL gives NULL): *ret is the run's copy, valid until the state is freed. */
 static int intern(az_state *s, const char *str, const char **ret)
 {
-    return strtab_intern(&s->str, str, ret);
+    *ret = NULL;
+    return str ? audit_strset_intern(&s->str, str, ret) : 0;
 }
 
 /* ---- small helpers --------------------------------------------------------------------- */

@@ -32,6 +32,8 @@ static const audit_cloud *const clouds[] = {
 
 /* Largest rendered report. */
 #define AUDIT_RENDER_MAX ((size_t)4 * 1024 * 1024 * 1024 - 1)
+/* Bytes of the findings' source names one run keeps (each distinct name once). */
+#define AUDIT_SOURCES_MAX ((size_t)256 * 1024 * 1024)
 /* Most findings one run keeps (each is a few hundred bytes). */
 #define AUDIT_MAX_FINDINGS ((size_t)50 * 1000 * 1000)
 
@@ -185,10 +187,8 @@ FERRY_EXPORT int ferry_audit_new(const ferry_audit_options *opts, ferry_audit **
         a->opts.max_input = FERRY_AUDIT_DEFAULT_MAX_INPUT;
     block_cache_use();
     a->inputs = json_array();
-    a->source_index = json_object();
-    if (!a->inputs || !a->source_index) {
-        json_decref(a->inputs);
-        json_decref(a->source_index);
+    audit_strset_init(&a->sources, AUDIT_SOURCES_MAX);
+    if (!a->inputs) {
         free(a);
         block_cache_unuse();
         return -ENOMEM;
@@ -216,10 +216,7 @@ FERRY_EXPORT void ferry_audit_free(ferry_audit *a)
         finding_release(&a->findings[i]);
     free(a->findings);
     free(a->seen_slots);
-    for (size_t i = 0; i < a->n_sources; i++)
-        free(a->sources[i]);
-    free(a->sources);
-    json_decref(a->source_index);
+    audit_strset_release(&a->sources);
     for (size_t i = 0; i < a->n_known; i++)
         free(a->known_accounts[i]);
     free(a->known_accounts);
@@ -332,31 +329,6 @@ char *audit_json_dumps(const json_t *j, size_t flags)
     return ferry_buf_steal(&b, NULL);
 }
 
-/* The run's copy of source: one per distinct string (an input's path, shared by all its
- * findings), kept until the run is freed. NULL when memory runs out. */
-static const char *intern_source(ferry_audit *a, const char *source)
-{
-    json_t *at = json_object_get(a->source_index, source);
-    char **n;
-
-    if (at)
-        return a->sources[json_integer_value(at)];
-    if (a->n_sources == a->alloc_sources) {
-        size_t k = a->alloc_sources ? a->alloc_sources * 2 : 16;
-        if (!(n = realloc(a->sources, k * sizeof(*n))))
-            return NULL;
-        a->sources = n;
-        a->alloc_sources = k;
-    }
-    if (!(a->sources[a->n_sources] = strdup(source)))
-        return NULL;
-    if (json_object_set_new(a->source_index, source, json_integer((json_int_t)a->n_sources)) < 0) {
-        free(a->sources[a->n_sources]);
-        return NULL;
-    }
-    return a->sources[a->n_sources++];
-}
-
 /* ---- the fingerprint set: one finding per fingerprint --------------------------------------
  * Open addressing over the findings array: a slot holds a finding's index + 1 (0 = empty),
  * probed linearly from the fingerprint's first 64 bits (a SHA-256: uniform already). Sorting
@@ -464,11 +436,11 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
     if (r == 0)
         r = evidence ? dump_append(&blk, evidence, JSON_COMPACT | JSON_SORT_KEYS)
                      : ferry_buf_append_str(&blk, "{}");
-    if (r == 0 && !(f.source = intern_source(a, source ? source : "")))
-        r = -ENOMEM;
+    if (r == 0)
+        r = audit_strset_intern(&a->sources, source ? source : "", &f.source);
     if (r < 0) {
         ferry_buf_release(&blk);
-        return -ENOMEM;
+        return r == -FERRY_EFULL ? r : -ENOMEM;
     }
     block = realloc(blk.data, blk.len + 1);
     if (!block)
