@@ -15,7 +15,26 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "ferry/audit.h"
 #include "ferry/error.h"
+
+/* The end of one run of a sweep: finish a (when r, the run's code so far, is 0), render its
+ * JSON report into *ret (only when everything succeeded: new), free a. Returns the run's code. */
+static inline int audit_oom_finish(ferry_audit *a, int r, char **ret)
+{
+    char *out = NULL, err[256];
+
+    if (r == 0)
+        r = ferry_audit_finish(a, err, sizeof(err));
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
+    ferry_audit_free(a);
+    if (r == 0)
+        *ret = out;
+    else
+        free(out);
+    return r;
+}
 
 #define AUDIT_OOM_SWEEP(max, ref, call)                                                            \
     do {                                                                                           \

@@ -922,23 +922,14 @@ static int oom_cross_run(char **ret_json)
 {
     ferry_audit_options o = {.now = NOW};
     ferry_audit *a = NULL;
-    char *out = NULL, err[256];
+    char err[256];
     const char *in[][2] = {
         {"x.json", OOM_USAGE_ROLE}, {"a.json", OOM_CROSS}, {"u.json", OOM_USAGE_USER}};
     int r = ferry_audit_new(&o, &a);
 
     for (size_t i = 0; r == 0 && i < ARRAY_SIZE(in); i++)
         r = ferry_audit_add_input(a, in[i][0], in[i][1], strlen(in[i][1]), NULL, err, sizeof(err));
-    if (r == 0)
-        r = ferry_audit_finish(a, err, sizeof(err));
-    if (r == 0)
-        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
-    ferry_audit_free(a);
-    if (r == 0)
-        *ret_json = out;
-    else
-        free(out);
-    return r;
+    return audit_oom_finish(a, r, ret_json);
 }
 
 Test(audit, allocation_failures_in_state_kept_across_inputs)

@@ -1098,7 +1098,7 @@ static int oom_run(char **ret_json)
 {
     ferry_audit_options o = {.now = NOW};
     ferry_audit *a = NULL;
-    char *out = NULL, err[256];
+    char err[256];
     int r = ferry_audit_new(&o, &a);
 
     if (r == 0)
@@ -1106,16 +1106,7 @@ static int oom_run(char **ret_json)
     for (size_t i = 0; r == 0 && i < sizeof(OOM_INPUTS) / sizeof(OOM_INPUTS[0]); i++)
         r = ferry_audit_add_input(a, OOM_INPUTS[i][0], OOM_INPUTS[i][1], strlen(OOM_INPUTS[i][1]),
                                   NULL, err, sizeof(err));
-    if (r == 0)
-        r = ferry_audit_finish(a, err, sizeof(err));
-    if (r == 0)
-        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
-    ferry_audit_free(a);
-    if (r == 0)
-        *ret_json = out;
-    else
-        free(out);
-    return r;
+    return audit_oom_finish(a, r, ret_json);
 }
 
 Test(audit_azure, allocation_failures_fail_or_change_nothing)
@@ -1171,7 +1162,7 @@ static int oom2_run(char **ret_json)
 {
     ferry_audit_options o = {.now = NOW};
     ferry_audit *a = NULL;
-    char *out = NULL, err[256];
+    char err[256];
     int r = ferry_audit_new(&o, &a);
 
     if (r == 0)
@@ -1179,16 +1170,7 @@ static int oom2_run(char **ret_json)
     for (size_t i = 0; r == 0 && i < sizeof(oom2_inputs) / sizeof(oom2_inputs[0]); i++)
         r = ferry_audit_add_input(a, oom2_inputs[i][0], oom2_inputs[i][1],
                                   strlen(oom2_inputs[i][1]), NULL, err, sizeof(err));
-    if (r == 0)
-        r = ferry_audit_finish(a, err, sizeof(err));
-    if (r == 0)
-        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
-    ferry_audit_free(a);
-    if (r == 0)
-        *ret_json = out;
-    else
-        free(out);
-    return r;
+    return audit_oom_finish(a, r, ret_json);
 }
 
 Test(audit_azure, allocation_failures_of_settled_and_dropped_records)

@@ -734,7 +734,7 @@ static int oom_run(char **ret_json)
     };
     ferry_audit_options o = {.now = NOW};
     ferry_audit *a = NULL;
-    char *out = NULL, err[256];
+    char err[256];
     int r = ferry_audit_new(&o, &a);
 
     if (r == 0)
@@ -751,14 +751,7 @@ static int oom_run(char **ret_json)
         r = ferry_audit_add_input(a, "in.json", t, strlen(t), NULL, err, sizeof(err));
         free(t);
     }
-    if (r == 0)
-        r = ferry_audit_finish(a, err, sizeof(err));
-    if (r == 0)
-        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
-    ferry_audit_free(a);
-    if (r == 0)
-        *ret_json = out;
-    return r;
+    return audit_oom_finish(a, r, ret_json);
 }
 
 Test(audit_gcp, allocation_failures_fail_or_change_nothing)

@@ -482,16 +482,7 @@ static int oom_once(char **ret)
     if (r == 0)
         r = ferry_audit_add_input(a, "gen/arn%3Aaws%3Aiam%3A%3A111122223333%3Arole%2Fcm", cm_job,
                                   strlen(cm_job), NULL, err, sizeof(oom_err));
-    if (r == 0)
-        r = ferry_audit_finish(a, err, sizeof(oom_err));
-    if (r == 0)
-        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL);
-    ferry_audit_free(a);
-    if (r == 0)
-        *ret = out;
-    else
-        free(out);
-    return r;
+    return audit_oom_finish(a, r, ret);
 }
 
 Test(audit_live, allocation_failures_fail_or_change_nothing)
