@@ -144,7 +144,7 @@ char *audit_json_dumps(const json_t *j, size_t flags);
 /* The tree of a text audit_json_dumps made (kept evidence, statements, rules), new; NULL only
  * when memory ran out. ferry_json_parse underneath: jansson's own parser can drop a character
  * of a string when an allocation fails, and return the damaged tree. */
-json_t *audit_json_loads(const char *text);
+json_t *audit_json_reparse(const char *text);
 
 /* Parse a JSON text of an input under the run's size cap and AUDIT_JSON_MAX_DEPTH. On a
  * syntax error errbuf gets "LINE:COL: malformed JSON: reason" (no path). *ret is new. */

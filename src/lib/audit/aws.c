@@ -1130,7 +1130,7 @@ static int cross_account_rules(ferry_audit *a)
             continue;
         if (!a->n_known && e->guarded)
             continue;
-        if (!(stmt = audit_json_loads(e->statement)))
+        if (!(stmt = audit_json_reparse(e->statement)))
             return -ENOMEM;
         if (a->n_known)
             r = trust_finding(&c, "AWS-TR-003", e->admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
@@ -2971,7 +2971,7 @@ static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
 /* The usage entry u keeps, as a new tree in *ret. */
 static int usage_entry(const aws_usage *u, json_t **ret)
 {
-    json_t *entry = audit_json_loads(u->data);
+    json_t *entry = audit_json_reparse(u->data);
     int r = entry ? 0 : -ENOMEM;
 
     if (r == 0 && (json_object_set_new(entry, "account", json_string(u->account)) < 0 ||

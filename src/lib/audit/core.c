@@ -198,7 +198,7 @@ FERRY_EXPORT int ferry_audit_new(const ferry_audit_options *opts, ferry_audit **
 }
 
 /* A finding's account, resource and evidence are one block, NUL-separated, that starts at
- * account; its source is one of the run's interned strings (audit_intern_source). */
+ * account; its source is one of the run's interned strings (a->sources). */
 static void finding_release(ferry_audit_finding *f)
 {
     free((char *)f->account);
@@ -960,7 +960,7 @@ static void counts(const ferry_audit *a, size_t out[5])
             out[a->findings[i].severity]++;
 }
 
-json_t *audit_json_loads(const char *text)
+json_t *audit_json_reparse(const char *text)
 {
     json_t *j = NULL;
     /* Evidence wraps subtrees of an input, so it may nest a little deeper than one. */
@@ -971,7 +971,7 @@ json_t *audit_json_loads(const char *text)
 
 static json_t *evidence_json(const ferry_audit_finding *f)
 {
-    return audit_json_loads(f->evidence);
+    return audit_json_reparse(f->evidence);
 }
 
 json_t *audit_finding_json(const ferry_audit *a, const ferry_audit_finding *f)

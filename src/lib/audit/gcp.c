@@ -602,7 +602,7 @@ static int pending_add(gcp_ctx *c, gcp_pendings *list, gcp_pending p, json_t *ev
  * jansson's drops characters when memory runs out). */
 static json_t *pending_evidence(const gcp_pending *p)
 {
-    return audit_json_loads(p->ev);
+    return audit_json_reparse(p->ev);
 }
 
 /* Emit a finding; ev is stolen. */

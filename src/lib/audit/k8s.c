@@ -1203,7 +1203,7 @@ static int compact_text(const json_t *j, char **ret)
 /* The tree of a text compact_text or audit_json_dumps made (NULL: memory ran out); new. */
 static json_t *text_load(const char *text)
 {
-    return audit_json_loads(text);
+    return audit_json_reparse(text);
 }
 
 /* As text_load, an empty array for NULL. */
