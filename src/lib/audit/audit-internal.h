@@ -141,6 +141,11 @@ int audit_emit(ferry_audit *a, const char *rule_id, int severity, const char *cl
  * The result is new (free()). */
 char *audit_json_dumps(const json_t *j, size_t flags);
 
+/* Room for one more element of size bytes in the array *p that holds n (== *alloc when full):
+ * the capacity doubles from first, never past max elements (nor SIZE_MAX bytes). 0, -ENOMEM,
+ * or -FERRY_EFULL at the maximum. */
+int audit_vec_room(void *p, size_t *alloc, size_t n, size_t size, size_t first, size_t max);
+
 /* The tree of a text audit_json_dumps made (kept evidence, statements, rules), new; NULL only
  * when memory ran out. ferry_json_parse underneath: jansson's own parser can drop a character
  * of a string when an allocation fails, and return the damaged tree. */

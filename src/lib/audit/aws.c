@@ -1008,17 +1008,9 @@ static int cross_account_candidate(aws_ctx *c, const char *account, const char *
 
     if (!s)
         return -ENOMEM;
-    if (s->n_cross == s->alloc_cross) {
-        size_t n = s->alloc_cross ? s->alloc_cross * 2 : 64;
-        aws_cross *grown;
-        if (n > CROSS_MAX || n > SIZE_MAX / sizeof(*grown))
-            return -FERRY_EFULL;
-        grown = realloc(s->cross, n * sizeof(*grown));
-        if (!grown)
-            return -ENOMEM;
-        s->cross = grown;
-        s->alloc_cross = n;
-    }
+    if ((r = audit_vec_room(&s->cross, &s->alloc_cross, s->n_cross, sizeof(*s->cross), 64,
+                            CROSS_MAX)) < 0)
+        return r;
     text = audit_json_dumps(stmt, JSON_COMPACT);
     if (!text)
         return -ENOMEM;
@@ -1071,17 +1063,9 @@ static int account_get(aws_state *s, const char *account, aws_account **ret)
     }
     if ((r = audit_strset_intern(&s->strs, account, &id)) < 0)
         return r;
-    if (s->n_accounts == s->alloc_accounts) {
-        size_t n = s->alloc_accounts ? s->alloc_accounts * 2 : 64;
-        aws_account *grown;
-        if (n > GRANTS_MAX || n > SIZE_MAX / sizeof(*grown))
-            return -FERRY_EFULL;
-        grown = realloc(s->accounts, n * sizeof(*grown));
-        if (!grown)
-            return -ENOMEM;
-        s->accounts = grown;
-        s->alloc_accounts = n;
-    }
+    if ((r = audit_vec_room(&s->accounts, &s->alloc_accounts, s->n_accounts, sizeof(*s->accounts),
+                            64, GRANTS_MAX)) < 0)
+        return r;
     if ((s->n_accounts + 1) * 2 > s->n_account_slots) {
         size_t n = s->n_account_slots ? s->n_account_slots * 2 : 128;
         uint32_t *slots = calloc(n, sizeof(*slots));
@@ -2858,18 +2842,11 @@ static int grant_find(aws_state *s, const char *arn, const aws_grant **ret)
 static int grant_keep(aws_state *s, const aws_grant *g)
 {
     size_t at;
+    int r = audit_vec_room(&s->granted, &s->alloc_granted, s->n_granted, sizeof(*s->granted), 1024,
+                           GRANTS_MAX);
 
-    if (s->n_granted == s->alloc_granted) {
-        size_t n = s->alloc_granted ? s->alloc_granted * 2 : 1024;
-        aws_grant *grown;
-        if (n > GRANTS_MAX || n > SIZE_MAX / sizeof(*grown))
-            return -FERRY_EFULL;
-        grown = realloc(s->granted, n * sizeof(*grown));
-        if (!grown)
-            return -ENOMEM;
-        s->granted = grown;
-        s->alloc_granted = n;
-    }
+    if (r < 0)
+        return r;
     if ((s->n_granted + 1) * 2 > s->n_granted_slots) {
         size_t n = s->n_granted_slots ? s->n_granted_slots * 2 : 2048;
         uint32_t *slots = calloc(n, sizeof(*slots));
@@ -2933,17 +2910,9 @@ static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
         r = audit_strset_intern(&s->strs, str_member(entry, "account"), &u.account);
     if (r == 0)
         r = audit_strset_intern(&s->strs, str_member(entry, "source"), &u.source);
-    if (r == 0 && s->n_usage == s->alloc_usage) {
-        size_t n = s->alloc_usage ? s->alloc_usage * 2 : 64;
-        bool full = n > GRANTS_MAX || n > SIZE_MAX / sizeof(aws_usage);
-        aws_usage *grown = full ? NULL : realloc(s->usage, n * sizeof(*grown));
-        if (!grown)
-            r = full ? -FERRY_EFULL : -ENOMEM;
-        else {
-            s->usage = grown;
-            s->alloc_usage = n;
-        }
-    }
+    if (r == 0)
+        r = audit_vec_room(&s->usage, &s->alloc_usage, s->n_usage, sizeof(*s->usage), 64,
+                           GRANTS_MAX);
     if (r == 0 && (s->n_usage + 1) * 2 > s->n_usage_slots) {
         size_t n = s->n_usage_slots ? s->n_usage_slots * 2 : 128;
         uint32_t *slots = calloc(n, sizeof(*slots));

@@ -960,6 +960,23 @@ static void counts(const ferry_audit *a, size_t out[5])
             out[a->findings[i].severity]++;
 }
 
+int audit_vec_room(void *p, size_t *alloc, size_t n, size_t size, size_t first, size_t max)
+{
+    void **pp = p, *np;
+    size_t na;
+
+    if (n < *alloc)
+        return 0;
+    na = *alloc ? *alloc * 2 : first;
+    if (na > max || na > SIZE_MAX / size)
+        return -FERRY_EFULL;
+    if (!(np = realloc(*pp, na * size)))
+        return -ENOMEM;
+    *pp = np;
+    *alloc = na;
+    return 0;
+}
+
 json_t *audit_json_reparse(const char *text)
 {
     json_t *j = NULL;

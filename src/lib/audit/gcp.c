@@ -573,17 +573,8 @@ static int pending_add(gcp_ctx *c, gcp_pendings *list, gcp_pending p, json_t *ev
     int r = text ? 0 : -ENOMEM;
 
     json_decref(ev);
-    if (r == 0 && list->n == list->alloc) {
-        size_t n = list->alloc ? list->alloc * 2 : 64;
-        bool full = n > GCP_PENDING_MAX || n > SIZE_MAX / sizeof(gcp_pending);
-        gcp_pending *grown = full ? NULL : realloc(list->v, n * sizeof(*grown));
-        if (!grown)
-            r = full ? -FERRY_EFULL : -ENOMEM;
-        else {
-            list->v = grown;
-            list->alloc = n;
-        }
-    }
+    if (r == 0)
+        r = audit_vec_room(&list->v, &list->alloc, list->n, sizeof(*list->v), 64, GCP_PENDING_MAX);
     for (size_t i = 0; r == 0 && i < ARRAY_SIZE(fields); i++)
         if (*fields[i])
             r = audit_strset_intern(t, *fields[i], fields[i]);
@@ -685,17 +676,9 @@ static int sa_record(gcp_ctx *c, const char *email, gcp_sa **ret)
         *ret = &s->sas[(v >> 1) - 1];
         return 0;
     }
-    if (s->n_sas == s->alloc_sas) {
-        size_t n = s->alloc_sas ? s->alloc_sas * 2 : 256;
-        gcp_sa *grown;
-        if (n > GCP_MAP_MAX || n > SIZE_MAX / sizeof(*grown))
-            return -FERRY_EFULL;
-        grown = realloc(s->sas, n * sizeof(*grown));
-        if (!grown)
-            return -ENOMEM;
-        s->sas = grown;
-        s->alloc_sas = n;
-    }
+    if ((r = audit_vec_room(&s->sas, &s->alloc_sas, s->n_sas, sizeof(*s->sas), 256, GCP_MAP_MAX)) <
+        0)
+        return r;
     email_project(email, p, sizeof(p));
     if ((r = audit_strset_intern(&s->strs, email, &rec.email)) < 0 ||
         (r = audit_strset_intern(&s->strs, p, &rec.project)) < 0 ||
