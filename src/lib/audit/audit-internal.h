@@ -79,6 +79,47 @@ int audit_strset_intern(audit_strset *t, const char *s, const char **ret);
 /* The table's copy of s, or NULL when s was never interned. */
 const char *audit_strset_find(const audit_strset *t, const char *s);
 
+/* Records put aside in a temporary file under a key (spill.c): a cloud keeps the cross-file
+ * records of the scope it works on (an AWS account) in memory and puts the others' here, to
+ * take them back when their scope comes up again or the run finishes. The file is made on the
+ * first put in $TMPDIR (else /tmp), 0600, unlinked at once. Not thread-safe. */
+typedef struct audit_spill {
+    int fd;       /* -1 until the first put */
+    uint64_t size; /* bytes written */
+    audit_strset keys;
+    struct audit_spill_seg *segs; /* every segment, chained per key and into a free list */
+    size_t n_segs, alloc_segs;
+    uint32_t free_seg;              /* first free entry of segs: index + 1, 0 none */
+    struct audit_spill_key *slots; /* open addressing by interned key */
+    size_t n_slots, n_keys;
+    const char *dir; /* where the file is (the environment's string) */
+    char why[256];   /* what failed with the file, for the error message ("" none) */
+} audit_spill;
+void audit_spill_init(audit_spill *sp);
+void audit_spill_release(audit_spill *sp); /* closes (and so deletes) the file */
+/* Put len bytes aside as one segment under key. Returns 0, -errno of the file (ENOSPC...),
+ * -ENOMEM or -FERRY_EFULL (64 GiB in all, 1 GiB a segment). A failure of the file also says
+ * what failed in why. */
+int audit_spill_put(audit_spill *sp, const char *key, const void *data, size_t len);
+/* Something is put aside under key. */
+bool audit_spill_holds(const audit_spill *sp, const char *key);
+/* Hand each segment of key to fn (data valid during the call), in the order put, and forget
+ * them (all of them, even when fn or a read fails; what fn puts under key is kept). Returns 0,
+ * fn's negative code, -EIO / -errno of the file or -ENOMEM. */
+int audit_spill_take(audit_spill *sp, const char *key,
+                     int (*fn)(void *userdata, const char *data, size_t len), void *userdata);
+/* What a segment is made of: fixed-size fields as their bytes (ferry_buf_append) and strings
+ * as audit_rec_put_str writes them (length, bytes, NUL; NULL has a length of its own). */
+int audit_rec_put_str(struct ferry_buf *b, const char *s);
+typedef struct audit_rec_reader {
+    const char *p;
+    size_t left;
+} audit_rec_reader;
+/* Read n bytes into out; a string (a pointer into the segment, or NULL). -EIO when the
+ * segment is shorter or a string is not what audit_rec_put_str wrote. */
+int audit_rec_get(audit_rec_reader *rd, void *out, size_t n);
+int audit_rec_get_str(audit_rec_reader *rd, const char **ret);
+
 struct ferry_audit {
     ferry_audit_options opts;
     ferry_audit_finding *findings;
@@ -104,7 +145,14 @@ struct ferry_audit {
     char err_where[256];
     json_t *iac;            /* iac.c: identity keys of the IaC inventories, or NULL (none given) */
     json_t *owner_tag_keys; /* iac.c: lower-case tag keys naming an owner (a set), or NULL */
+    /* Cross-file records a cloud keeps in memory before it puts those of the scopes it is not
+     * working on in its audit_spill (AUDIT_SPILL_AFTER; unit tests lower it). */
+    size_t spill_after;
 };
+
+#ifndef AUDIT_SPILL_AFTER /* -DAUDIT_SPILL_AFTER=1 runs every test with records put aside */
+#define AUDIT_SPILL_AFTER ((size_t)1 << 16)
+#endif
 
 /* Where a report goes (core.c): appended to b, and handed to write in pieces of about 64 KiB
  * when write is set (ferry_audit_write); with write NULL everything stays in b

@@ -235,18 +235,20 @@ static const char *const deputy_exempt_services[] = {"ec2.amazonaws.com", "lambd
  * is not kept: only the rule's lookup needs it, and the first 128 bits of its SHA-256 name it
  * as surely (no two of even a billion ARNs share them, and no input can be made to). */
 typedef struct aws_grant {
-    uint8_t id[16];   /* SHA-256 of the ARN, first 16 bytes */
-    int64_t created;  /* epoch seconds, -1 unknown */
-    const char *svcs; /* interned: the services its Allow statements name, sorted ("iam,s3"), "*"
-                       * for every service, "" when none or too young to report (it cannot
-                       * produce a finding, but its usage data must not be read as unmatched) */
+    uint8_t id[16];      /* SHA-256 of the ARN, first 16 bytes */
+    int64_t created;     /* epoch seconds, -1 unknown */
+    const char *account; /* interned (recs): the principal's, which keys its spilled records */
+    const char *svcs; /* interned (recs): the services its Allow statements name, sorted
+                       * ("iam,s3"), "*" for every service, "" when none or too young to report
+                       * (it cannot produce a finding, but its usage data must not be read as
+                       * unmatched) */
 } aws_grant;
 
 /* Service-last-accessed data of one principal that came before its grants (AWS-OP-011). */
 typedef struct aws_usage {
-    const char *arn, *account, *source; /* interned */
-    const char *data; /* interned: {"completed": ..., "services": {...}} as compact text; NULL
-                       * once its grants came */
+    const char *arn, *account, *source; /* interned (recs) */
+    const char *data; /* interned (recs): {"completed": ..., "services": {...}} as compact
+                       * text; NULL once its grants came */
 } aws_usage;
 
 /* An account of the run: audited (TR-003/TR-004 do not call it a third party), with usage data,
@@ -259,11 +261,14 @@ typedef struct aws_account {
 
 /* A trust to another account for TR-003/TR-004 at the end of the run. */
 typedef struct aws_cross {
-    const char *account, *arn, *source; /* interned */
-    const char *statement;              /* interned: the statement as compact JSON text */
+    const char *account, *arn, *source; /* interned (recs) */
+    const char *statement;              /* interned (recs): the statement as compact JSON text */
     char other[13];                     /* the trusted account */
     bool admin, guarded;
 } aws_cross;
+
+/* The key of the trusts put aside (no account id has a newline). */
+#define CROSS_KEY "\n"
 
 /* Most principals the OP-011 index holds, trusts kept for the end, and strings interned. */
 #define GRANTS_MAX ((size_t)1 << 30)
@@ -283,9 +288,15 @@ typedef struct aws_state {
     size_t n_accounts, alloc_accounts;
     uint32_t *account_slots;
     size_t n_account_slots;
+    audit_strset strs; /* the accounts' ids and first inputs: kept for the whole run */
+    /* The records of the accounts in memory (grants, usage, cross): grants and usage of other
+     * accounts are in spill, under the account's id; trusts to other accounts under
+     * CROSS_KEY (see aws_resident). */
+    audit_strset recs; /* their ARNs, accounts, sources, service sets, statements */
+    audit_spill spill;
+    size_t evict_at; /* records held before the others' are put aside */
     /* AWS-OP-011 (service last accessed), decided as soon as both halves are known, in any
      * input order: */
-    audit_strset strs;  /* ARNs, accounts, sources, service sets, statements: once each */
     aws_grant *granted; /* the principals' grants, in the order found */
     size_t n_granted, alloc_granted;
     uint32_t *granted_slots; /* open addressing over granted: index + 1, 0 free */
@@ -307,8 +318,12 @@ static aws_state *state(ferry_audit *a)
 {
     if (!a->aws) {
         aws_state *s = calloc(1, sizeof(aws_state));
-        if (s)
+        if (s) {
             audit_strset_init(&s->strs, AWS_STRSET_MAX);
+            audit_strset_init(&s->recs, AWS_STRSET_MAX);
+            audit_spill_init(&s->spill);
+            s->evict_at = a->spill_after;
+        }
         a->aws = s;
     }
     return a->aws;
@@ -333,6 +348,8 @@ static void aws_release(ferry_audit *a)
     free(s->usage_reason);
     free(s->cross);
     audit_strset_release(&s->strs);
+    audit_strset_release(&s->recs);
+    audit_spill_release(&s->spill);
     free(s);
     a->aws = NULL;
 }
@@ -996,37 +1013,61 @@ out:
     return r;
 }
 
-/* Remember a trust to another account for the end of the run (see aws_state.cross): its
- * strings interned, the statement as its compact text (parsed again only for a finding). */
+static aws_account *account_find(aws_state *s, const char *account);
+static int aws_resident(ferry_audit *a, aws_state *s, const char *account, char *errbuf,
+                        size_t errlen);
+static int spill_error(aws_state *s, int r, char *errbuf, size_t errlen);
+
+/* Keep a trust to another account (its strings borrowed, interned in recs). */
+static int cross_put(aws_state *s, const aws_cross *e)
+{
+    aws_cross k = *e;
+    int r = audit_vec_room(&s->cross, &s->alloc_cross, s->n_cross, sizeof(*s->cross), 64,
+                           CROSS_MAX);
+
+    if (r == 0)
+        r = audit_strset_intern(&s->recs, e->statement, &k.statement);
+    if (r == 0)
+        r = audit_strset_intern(&s->recs, e->account, &k.account);
+    if (r == 0)
+        r = audit_strset_intern(&s->recs, e->arn, &k.arn);
+    if (r == 0)
+        r = audit_strset_intern(&s->recs, e->source, &k.source);
+    if (r < 0)
+        return r;
+    s->cross[s->n_cross++] = k;
+    return 0;
+}
+
+/* Remember a trust to another account for the end of the run (see aws_state.cross), the
+ * statement as its compact text (parsed again only for a finding). A trust to an account
+ * already known or audited is decided now: the estate's, which nothing makes a third party
+ * later. */
 static int cross_account_candidate(aws_ctx *c, const char *account, const char *arn, json_t *stmt,
                                    const char *other, bool admin, bool guarded)
 {
     aws_state *s = state(c->a);
-    aws_cross e = {.admin = admin, .guarded = guarded};
+    aws_cross e = {.admin = admin, .guarded = guarded, .account = account, .arn = arn,
+                   .source = c->path};
+    const aws_account *o;
     char *text;
     int r;
 
     if (!s)
         return -ENOMEM;
-    if ((r = audit_vec_room(&s->cross, &s->alloc_cross, s->n_cross, sizeof(*s->cross), 64,
-                            CROSS_MAX)) < 0)
+    o = account_find(s, other);
+    if (audit_account_known(c->a, other) || (o && o->audited))
+        return 0;
+    if ((r = aws_resident(c->a, s, account, c->errbuf, c->errlen)) < 0)
         return r;
     text = audit_json_dumps(stmt, JSON_COMPACT);
     if (!text)
         return -ENOMEM;
-    r = audit_strset_intern(&s->strs, text, &e.statement);
-    free(text);
-    if (r == 0)
-        r = audit_strset_intern(&s->strs, account, &e.account);
-    if (r == 0)
-        r = audit_strset_intern(&s->strs, arn, &e.arn);
-    if (r == 0)
-        r = audit_strset_intern(&s->strs, c->path, &e.source);
-    if (r < 0)
-        return r;
+    e.statement = text;
     (void)snprintf(e.other, sizeof(e.other), "%s", other);
-    s->cross[s->n_cross++] = e;
-    return 0;
+    r = cross_put(s, &e);
+    free(text);
+    return r;
 }
 
 static size_t account_slot(const aws_account *accounts, const uint32_t *slots, size_t n_slots,
@@ -1096,40 +1137,48 @@ static int account_audited(ferry_audit *a, const char *account)
     return r;
 }
 
-/* TR-003 (with --known-accounts) and TR-004 for the trusts to accounts that are neither
- * known nor audited in this run. */
+/* TR-003 (with --known-accounts) and TR-004 for a trust, unless the account it trusts is
+ * known or was audited in this run. */
+static int cross_decide(ferry_audit *a, const aws_cross *e)
+{
+    aws_ctx c = {.a = a, .path = e->source};
+    const aws_account *other = account_find(a->aws, e->other);
+    json_t *stmt;
+    int r = 0;
+
+    if (audit_account_known(a, e->other) || (other && other->audited))
+        return 0;
+    if (!a->n_known && e->guarded)
+        return 0;
+    if (!(stmt = audit_json_reparse(e->statement)))
+        return -ENOMEM;
+    if (a->n_known)
+        r = trust_finding(&c, "AWS-TR-003", e->admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
+                          e->account, e->arn, stmt, "trusted_account", e->other, e->other);
+    if (r == 0 && !e->guarded)
+        r = trust_finding(&c, "AWS-TR-004", -1, e->account, e->arn, stmt, "trusted_account",
+                          e->other, e->other);
+    json_decref(stmt);
+    return r;
+}
+
+static int cross_segment(void *userdata, const char *data, size_t len);
+
+/* The trusts kept for the end of the run, in the order found: those put aside first. */
 static int cross_account_rules(ferry_audit *a)
 {
     aws_state *s = a->aws;
-    int r = 0;
+    int r;
 
     if (!s)
         return 0;
-    for (size_t i = 0; i < s->n_cross; i++) {
-        const aws_cross *e = &s->cross[i];
-        aws_ctx c = {.a = a, .path = e->source};
-        json_t *stmt;
-        const aws_account *other = account_find(s, e->other);
-        if (audit_account_known(a, e->other) || (other && other->audited))
-            continue;
-        if (!a->n_known && e->guarded)
-            continue;
-        if (!(stmt = audit_json_reparse(e->statement)))
-            return -ENOMEM;
-        if (a->n_known)
-            r = trust_finding(&c, "AWS-TR-003", e->admin ? FERRY_AUDIT_HIGH : FERRY_AUDIT_MEDIUM,
-                              e->account, e->arn, stmt, "trusted_account", e->other, e->other);
-        if (r == 0 && !e->guarded)
-            r = trust_finding(&c, "AWS-TR-004", -1, e->account, e->arn, stmt, "trusted_account",
-                              e->other, e->other);
-        json_decref(stmt);
-        if (r < 0)
-            return r;
-    }
+    r = audit_spill_take(&s->spill, CROSS_KEY, cross_segment, a);
+    for (size_t i = 0; r == 0 && i < s->n_cross; i++)
+        r = cross_decide(a, &s->cross[i]);
     free(s->cross);
     s->cross = NULL;
     s->n_cross = s->alloc_cross = 0;
-    return 0;
+    return r;
 }
 
 /* The trust rules over a role's parsed trust policy doc (borrowed; NULL when none). */
@@ -2281,7 +2330,7 @@ static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
         r = cross_account_rules(a);
     if (r == 0)
         r = usage_finish(a, errbuf, errlen);
-    return r;
+    return a->aws ? spill_error(a->aws, r, errbuf, errlen) : r;
 }
 
 /* ---- credential report --------------------------------------------------------------------- */
@@ -2880,7 +2929,7 @@ static size_t usage_slot(const aws_usage *usage, const uint32_t *slots, size_t n
 /* The usage data kept for a principal, or NULL. */
 static aws_usage *usage_find(aws_state *s, const char *arn)
 {
-    const char *key = s->n_usage ? audit_strset_find(&s->strs, arn) : NULL;
+    const char *key = s->n_usage ? audit_strset_find(&s->recs, arn) : NULL;
     uint32_t at;
 
     if (!key)
@@ -2889,27 +2938,20 @@ static aws_usage *usage_find(aws_state *s, const char *arn)
     return at && s->usage[at - 1].data ? &s->usage[at - 1] : NULL;
 }
 
-/* Keep the usage entry of arn (as usage_evaluate reads it) for its grants still to come,
- * replacing what an earlier input said of the same principal. */
-static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
+/* Keep the usage data of a principal (strings borrowed, interned in recs), replacing what an
+ * earlier input said of it. */
+static int usage_put(aws_state *s, const aws_usage *e)
 {
-    aws_usage u = {.data = NULL};
-    json_t *data = json_pack("{s:O?, s:O}", "completed", json_object_get(entry, "completed"),
-                             "services", json_object_get(entry, "services"));
-    char *text = data ? audit_json_dumps(data, JSON_COMPACT) : NULL;
+    aws_usage u;
     size_t at;
-    int r = text ? 0 : -ENOMEM;
+    int r = audit_strset_intern(&s->recs, e->data, &u.data);
 
-    json_decref(data);
     if (r == 0)
-        r = audit_strset_intern(&s->strs, text, &u.data);
-    free(text);
+        r = audit_strset_intern(&s->recs, e->arn, &u.arn);
     if (r == 0)
-        r = audit_strset_intern(&s->strs, arn, &u.arn);
+        r = audit_strset_intern(&s->recs, e->account, &u.account);
     if (r == 0)
-        r = audit_strset_intern(&s->strs, str_member(entry, "account"), &u.account);
-    if (r == 0)
-        r = audit_strset_intern(&s->strs, str_member(entry, "source"), &u.source);
+        r = audit_strset_intern(&s->recs, e->source, &u.source);
     if (r == 0)
         r = audit_vec_room(&s->usage, &s->alloc_usage, s->n_usage, sizeof(*s->usage), 64,
                            GRANTS_MAX);
@@ -2937,6 +2979,24 @@ static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
     return 0;
 }
 
+/* Keep the usage entry of arn (as usage_evaluate reads it) for its grants still to come. */
+static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
+{
+    aws_usage u = {.arn = arn, .account = str_member(entry, "account"),
+                   .source = str_member(entry, "source")};
+    json_t *data = json_pack("{s:O?, s:O}", "completed", json_object_get(entry, "completed"),
+                             "services", json_object_get(entry, "services"));
+    char *text = data ? audit_json_dumps(data, JSON_COMPACT) : NULL;
+    int r = text ? 0 : -ENOMEM;
+
+    json_decref(data);
+    u.data = text;
+    if (r == 0)
+        r = usage_put(s, &u);
+    free(text);
+    return r;
+}
+
 /* The usage entry u keeps, as a new tree in *ret. */
 static int usage_entry(const aws_usage *u, json_t **ret)
 {
@@ -2961,21 +3021,26 @@ static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t 
     aws_state *s = state(c->a);
     const char *cd = str_member(p, "CreateDate");
     aws_grant g = {.created = -1};
-    char *grants = NULL;
+    char *grants = NULL, account[64];
     aws_usage *u;
     json_t *entry = NULL;
     int r;
 
     if (!s)
         return -ENOMEM;
+    if (!principal_account(arn, account))
+        account[0] = '\0';
+    if ((r = aws_resident(c->a, s, account, c->errbuf, c->errlen)) < 0)
+        return r;
     if (cd && audit_parse_time(cd, &g.created) < 0)
         g.created = -1;
-    if (young(c->a, g.created))
-        r = audit_strset_intern(&s->strs, "", &g.svcs);
-    else {
+    r = audit_strset_intern(&s->recs, account, &g.account);
+    if (r == 0 && young(c->a, g.created))
+        r = audit_strset_intern(&s->recs, "", &g.svcs);
+    else if (r == 0) {
         r = grants_string(docs, &grants);
         if (r == 0)
-            r = audit_strset_intern(&s->strs, grants, &g.svcs);
+            r = audit_strset_intern(&s->recs, grants, &g.svcs);
         free(grants);
     }
     if (r < 0)
@@ -2995,7 +3060,7 @@ static int usage_principal(aws_ctx *c, json_t *p, const char *arn, const json_t 
 }
 
 /* The usage side of one principal: decided now when its grants are known, else kept. */
-static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
+static int usage_add(ferry_audit *a, const char *arn, json_t *entry, char *errbuf, size_t errlen)
 {
     aws_state *s = state(a);
     const char *account = str_member(entry, "account");
@@ -3009,11 +3074,319 @@ static int usage_add(ferry_audit *a, const char *arn, json_t *entry)
     if ((r = account_get(s, account, &acct)) < 0)
         return r;
     acct->usage = true;
+    if ((r = aws_resident(a, s, account, errbuf, errlen)) < 0)
+        return r;
     if ((r = grant_find(s, arn, &g)) < 0)
         return r;
     if (g)
         return usage_evaluate(a, arn, g, entry);
     return usage_keep(s, arn, entry);
+}
+
+/* ---- records of the accounts not worked on, in the temporary file ------------------------
+ *
+ * The grants and usage data of AWS-OP-011 are looked up by principal, and a principal's are
+ * in its own account: the state holds those of the accounts the run is working on, and when it
+ * holds more than a->spill_after records (or twice what stayed the last time), every other
+ * account's go to s->spill as one segment under the account's id, with the trusts kept for
+ * the end under CROSS_KEY. Touching an account again (aws_resident) brings its segments back,
+ * in the order they went, before anything is added, so every lookup and replacement sees what
+ * it would have seen with everything in memory. Memory is then the records of the current
+ * input's account, the run's spill_after, and the index of the file (per account). */
+
+/* One record of a segment: 'G' a grant, 'U' usage data, 'C' a trust (strings point into the
+ * segment; a grant's and usage data's account is the segment's key). */
+typedef struct aws_rec {
+    char tag;
+    aws_grant g;
+    aws_usage u;
+    aws_cross c;
+} aws_rec;
+
+static int rec_put_grant(ferry_buf *b, const aws_grant *g)
+{
+    int r = ferry_buf_append(b, "G", 1);
+    if (r == 0)
+        r = ferry_buf_append(b, g->id, sizeof(g->id));
+    if (r == 0)
+        r = ferry_buf_append(b, &g->created, sizeof(g->created));
+    return r == 0 ? audit_rec_put_str(b, g->svcs) : r;
+}
+
+static int rec_put_usage(ferry_buf *b, const aws_usage *u)
+{
+    int r = ferry_buf_append(b, "U", 1);
+    if (r == 0)
+        r = audit_rec_put_str(b, u->arn);
+    if (r == 0)
+        r = audit_rec_put_str(b, u->source);
+    return r == 0 ? audit_rec_put_str(b, u->data) : r;
+}
+
+static int rec_put_cross(ferry_buf *b, const aws_cross *e)
+{
+    uint8_t flags = (uint8_t)(e->admin | e->guarded << 1);
+    int r = ferry_buf_append(b, "C", 1);
+    if (r == 0)
+        r = audit_rec_put_str(b, e->account);
+    if (r == 0)
+        r = audit_rec_put_str(b, e->arn);
+    if (r == 0)
+        r = audit_rec_put_str(b, e->source);
+    if (r == 0)
+        r = audit_rec_put_str(b, e->statement);
+    if (r == 0)
+        r = ferry_buf_append(b, e->other, sizeof(e->other));
+    return r == 0 ? ferry_buf_append(b, &flags, 1) : r;
+}
+
+/* The next record of a segment into *ret. -EIO when it is not one rec_put_* wrote. */
+static int rec_next(audit_rec_reader *rd, const char *account, aws_rec *ret)
+{
+    uint8_t flags;
+    int r = audit_rec_get(rd, &ret->tag, 1);
+
+    if (r < 0)
+        return r;
+    switch (ret->tag) {
+    case 'G':
+        ret->g = (aws_grant){.account = account};
+        r = audit_rec_get(rd, ret->g.id, sizeof(ret->g.id));
+        if (r == 0)
+            r = audit_rec_get(rd, &ret->g.created, sizeof(ret->g.created));
+        if (r == 0)
+            r = audit_rec_get_str(rd, &ret->g.svcs);
+        return r == 0 && !ret->g.svcs ? -EIO : r;
+    case 'U':
+        ret->u = (aws_usage){.account = account};
+        r = audit_rec_get_str(rd, &ret->u.arn);
+        if (r == 0)
+            r = audit_rec_get_str(rd, &ret->u.source);
+        if (r == 0)
+            r = audit_rec_get_str(rd, &ret->u.data);
+        return r == 0 && (!ret->u.arn || !ret->u.source || !ret->u.data) ? -EIO : r;
+    case 'C':
+        ret->c = (aws_cross){.account = NULL};
+        r = audit_rec_get_str(rd, &ret->c.account);
+        if (r == 0)
+            r = audit_rec_get_str(rd, &ret->c.arn);
+        if (r == 0)
+            r = audit_rec_get_str(rd, &ret->c.source);
+        if (r == 0)
+            r = audit_rec_get_str(rd, &ret->c.statement);
+        if (r == 0)
+            r = audit_rec_get(rd, ret->c.other, sizeof(ret->c.other));
+        if (r == 0)
+            r = audit_rec_get(rd, &flags, 1);
+        if (r < 0 || !ret->c.account || !ret->c.arn || !ret->c.source || !ret->c.statement ||
+            ret->c.other[sizeof(ret->c.other) - 1] != '\0')
+            return r < 0 ? r : -EIO;
+        ret->c.admin = flags & 1;
+        ret->c.guarded = flags & 2;
+        return 0;
+    default:
+        return -EIO;
+    }
+}
+
+typedef struct unspill_ctx {
+    aws_state *s;
+    const char *account;
+} unspill_ctx;
+
+/* A segment of an account's grants and usage data, back into the state. */
+static int aws_unspill(void *userdata, const char *data, size_t len)
+{
+    unspill_ctx *u = userdata;
+    audit_rec_reader rd = {data, len};
+    int r = 0;
+
+    while (rd.left && r == 0) {
+        aws_rec rec;
+        if ((r = rec_next(&rd, u->account, &rec)) < 0)
+            break;
+        if (rec.tag == 'G') {
+            r = audit_strset_intern(&u->s->recs, rec.g.svcs, &rec.g.svcs);
+            if (r == 0)
+                r = audit_strset_intern(&u->s->recs, u->account, &rec.g.account);
+            if (r == 0)
+                r = grant_keep(u->s, &rec.g);
+        } else if (rec.tag == 'U')
+            r = usage_put(u->s, &rec.u);
+        else
+            r = -EIO;
+    }
+    return r;
+}
+
+/* The end of the run: a segment's trusts decided, in their order. */
+static int cross_segment(void *userdata, const char *data, size_t len)
+{
+    audit_rec_reader rd = {data, len};
+    int r = 0;
+
+    while (rd.left && r == 0) {
+        aws_rec rec;
+        r = rec_next(&rd, NULL, &rec);
+        if (r == 0)
+            r = rec.tag == 'C' ? cross_decide(userdata, &rec.c) : -EIO;
+    }
+    return r;
+}
+
+/* Usage data no authorization details came for, decided on its own. */
+static int usage_unmatched(ferry_audit *a, const aws_usage *u)
+{
+    json_t *entry = NULL;
+    int r;
+
+    if (!u->data)
+        return 0;
+    r = usage_entry(u, &entry);
+    if (r == 0)
+        r = usage_evaluate(a, u->arn, NULL, entry);
+    json_decref(entry);
+    return r;
+}
+
+/* The end of the run: the unmatched usage data of a segment (its grants are not needed). */
+static int usage_segment(void *userdata, const char *data, size_t len)
+{
+    audit_rec_reader rd = {data, len};
+    int r = 0;
+
+    while (rd.left && r == 0) {
+        aws_rec rec;
+        /* the account is only read for the finding, which the source's entry names */
+        r = rec_next(&rd, "", &rec);
+        if (r == 0 && rec.tag == 'U') {
+            char account[64];
+            rec.u.account = principal_account(rec.u.arn, account) ? account : "";
+            r = usage_unmatched(userdata, &rec.u);
+        }
+    }
+    return r;
+}
+
+/* r, with what failed with the temporary file in errbuf when that is why. */
+static int spill_error(aws_state *s, int r, char *errbuf, size_t errlen)
+{
+    if (r < 0 && s->spill.why[0])
+        return ferry_errbuf_set(errbuf, errlen, r, "%s", s->spill.why);
+    return r;
+}
+
+typedef struct evict_group {
+    const char *account; /* interned in recs */
+    ferry_buf b;
+} evict_group;
+
+/* The group of account (interned in recs) in *ret, added when new. */
+static int evict_group_get(evict_group **groups, size_t *n, size_t *alloc, uint32_t *slots,
+                           size_t n_slots, const char *account, ferry_buf **ret)
+{
+    size_t mask = n_slots - 1,
+           i = (size_t)(((uintptr_t)account * 0x9e3779b97f4a7c15ULL) >> 17) & mask;
+    int r;
+
+    while (slots[i] && (*groups)[slots[i] - 1].account != account)
+        i = (i + 1) & mask;
+    if (!slots[i]) {
+        if ((r = audit_vec_room(groups, alloc, *n, sizeof(**groups), 16, n_slots)) < 0)
+            return r;
+        (*groups)[*n].account = account;
+        ferry_buf_init(&(*groups)[*n].b, (size_t)1 << 30, false);
+        slots[i] = (uint32_t)++*n;
+    }
+    *ret = &(*groups)[slots[i] - 1].b;
+    return 0;
+}
+
+/* Put every account's records but keep's (and every trust) in the temporary file, start the
+ * record strings afresh and take keep's back. */
+static int aws_evict(ferry_audit *a, aws_state *s, const char *keep)
+{
+    size_t n_slots = 16, n = 0, alloc = 0;
+    evict_group *groups = NULL;
+    ferry_buf cross, mine, *b;
+    uint32_t *slots;
+    int r = 0;
+
+    while (n_slots < 2 * (s->n_granted + s->n_usage + 1))
+        n_slots *= 2;
+    slots = calloc(n_slots, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    ferry_buf_init(&cross, (size_t)1 << 30, false);
+    ferry_buf_init(&mine, (size_t)1 << 30, false);
+    for (size_t i = 0; i < s->n_granted && r == 0; i++) {
+        r = evict_group_get(&groups, &n, &alloc, slots, n_slots, s->granted[i].account, &b);
+        if (r == 0)
+            r = rec_put_grant(b, &s->granted[i]);
+    }
+    for (size_t i = 0; i < s->n_usage && r == 0; i++) {
+        if (!s->usage[i].data) /* matched: usage_find never returns it */
+            continue;
+        r = evict_group_get(&groups, &n, &alloc, slots, n_slots, s->usage[i].account, &b);
+        if (r == 0)
+            r = rec_put_usage(b, &s->usage[i]);
+    }
+    for (size_t i = 0; i < s->n_cross && r == 0; i++)
+        r = rec_put_cross(&cross, &s->cross[i]);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        if (strcmp(groups[i].account, keep) == 0)
+            r = ferry_buf_append(&mine, groups[i].b.data, groups[i].b.len);
+        else
+            r = audit_spill_put(&s->spill, groups[i].account, groups[i].b.data, groups[i].b.len);
+    }
+    if (r == 0)
+        r = audit_spill_put(&s->spill, CROSS_KEY, cross.data, cross.len);
+    if (r == 0) {
+        free(s->granted);
+        free(s->granted_slots);
+        free(s->usage);
+        free(s->usage_slots);
+        free(s->cross);
+        s->granted = NULL;
+        s->granted_slots = NULL;
+        s->usage = NULL;
+        s->usage_slots = NULL;
+        s->cross = NULL;
+        s->n_granted = s->alloc_granted = s->n_granted_slots = 0;
+        s->n_usage = s->alloc_usage = s->n_usage_slots = 0;
+        s->n_cross = s->alloc_cross = 0;
+        audit_strset_release(&s->recs);
+        if (mine.len) {
+            unspill_ctx u = {s, keep};
+            r = aws_unspill(&u, mine.data, mine.len);
+        }
+    }
+    n = 2 * (s->n_granted + s->n_usage);
+    s->evict_at = n > a->spill_after ? n : a->spill_after;
+    for (size_t i = 0; i < n_slots && groups; i++)
+        if (slots[i])
+            ferry_buf_release(&groups[slots[i] - 1].b);
+    free(groups);
+    free(slots);
+    ferry_buf_release(&cross);
+    ferry_buf_release(&mine);
+    return r;
+}
+
+/* Make account's records the ones in memory (see above): the others' put aside when the state
+ * holds too many, then what was put aside of account taken back. */
+static int aws_resident(ferry_audit *a, aws_state *s, const char *account, char *errbuf,
+                        size_t errlen)
+{
+    int r = 0;
+
+    if (s->n_granted + s->n_usage + s->n_cross > s->evict_at)
+        r = aws_evict(a, s, account);
+    if (r == 0 && audit_spill_holds(&s->spill, account)) {
+        unspill_ctx u = {s, account};
+        r = audit_spill_take(&s->spill, account, aws_unspill, &u);
+    }
+    return spill_error(s, r, errbuf, errlen);
 }
 
 /* End of the run: usage data of principals no authorization details came for is decided on
@@ -3036,17 +3409,14 @@ static int usage_finish(ferry_audit *a, char *errbuf, size_t errlen)
                                 "with the generate-service-last-accessed-details output giving "
                                 "that JobId, named by the ARN",
                                 str_member(v, "path"));
-    for (size_t i = 0; i < s->n_usage; i++) {
-        json_t *entry = NULL;
-        if (!s->usage[i].data)
-            continue;
-        r = usage_entry(&s->usage[i], &entry);
-        if (r == 0)
-            r = usage_evaluate(a, s->usage[i].arn, NULL, entry);
-        json_decref(entry);
-        if (r < 0)
-            return r;
-    }
+    /* account by account those put aside (in the order the accounts came), then the rest */
+    for (size_t i = 0; i < s->n_accounts && r == 0; i++)
+        if (s->accounts[i].usage)
+            r = audit_spill_take(&s->spill, s->accounts[i].id, usage_segment, a);
+    for (size_t i = 0; i < s->n_usage && r == 0; i++)
+        r = usage_unmatched(a, &s->usage[i]);
+    if (r < 0)
+        return r;
     free(s->usage);
     free(s->usage_slots);
     s->usage = NULL;
@@ -3237,7 +3607,7 @@ static int last_accessed_one(ferry_audit *a, const char *path, json_t *o, const 
     }
     entry = json_pack("{s:s, s:s, s:O?, s:O}", "account", account, "source", path, "completed",
                       json_object_get(o, "JobCompletionDate"), "services", svcs);
-    r = entry ? usage_add(a, arn, entry) : -ENOMEM;
+    r = entry ? usage_add(a, arn, entry, errbuf, errlen) : -ENOMEM;
 out:
     json_decref(entry);
     json_decref(svcs);

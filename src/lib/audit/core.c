@@ -185,6 +185,7 @@ FERRY_EXPORT int ferry_audit_new(const ferry_audit_options *opts, ferry_audit **
         a->opts.grace_days = 7;
     if (a->opts.max_input == 0)
         a->opts.max_input = FERRY_AUDIT_DEFAULT_MAX_INPUT;
+    a->spill_after = AUDIT_SPILL_AFTER;
     block_cache_use();
     a->inputs = json_array();
     audit_strset_init(&a->sources, AUDIT_SOURCES_MAX);
