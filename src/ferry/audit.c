@@ -171,6 +171,10 @@ static void usage_audit(FILE *f)
             "                          127.0.0.1 for a local emulator)\n"
             "  -h, --help              this text\n"
             "\n"
+            "Memory follows the largest input and the findings: over a large AWS estate the\n"
+            "records of the accounts not being read wait in an unlinked file in $TMPDIR\n"
+            "(else /tmp).\n"
+            "\n"
             "Exit status: 0 no finding at or above --fail-on, 1 findings, 2 usage or input\n"
             "error (nothing is printed on stdout then).\n");
 }

@@ -538,8 +538,49 @@ def body(tap):
                "ferry-audit-v1.schema.json", SCHEMA_PROBLEMS[:5])
 
 
+def spill_checks(tap, d):
+    """Past 65,536 records in memory, the records of the accounts the run is not reading go to
+    an unlinked file in $TMPDIR and come back when their account does: account A (40,000 roles,
+    one granted s3), then B (40,000 roles, one trusting an account outside the run: A's records
+    go to the file), then usage data of A's role (its grants read back from the file)."""
+    A, B = "arn:aws:iam::111100000001:", "arn:aws:iam::111100000002:"
+
+    def roles(prefix):
+        return [{"RoleName": f"r{i}", "Arn": f"{prefix}role/r{i}",
+                 "CreateDate": "2020-01-01T00:00:00Z"} for i in range(40000)]
+    a, b = roles(A), roles(B)
+    a[0]["RolePolicyList"] = [{"PolicyName": "p", "PolicyDocument": {"Statement": {
+        "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}}}]
+    b[39999]["AssumeRolePolicyDocument"] = {"Statement": [{"Effect": "Allow", "Principal": {
+        "AWS": "arn:aws:iam::999900000000:root"}, "Action": "sts:AssumeRole"}]}
+    ft.write_json(os.path.join(d, "1-a.json"), {"RoleDetailList": a})
+    ft.write_json(os.path.join(d, "2-b.json"), {"RoleDetailList": b})
+    ft.write_json(os.path.join(d, "3-usage.json"), {
+        "Arn": A + "role/r0", "JobStatus": "COMPLETED", "ServicesLastAccessed": [
+            {"ServiceNamespace": "s3", "LastAuthenticated": None}]})
+    inputs = [os.path.join(d, n) for n in ("1-a.json", "2-b.json", "3-usage.json")]
+    tmp = os.path.join(d, "tmp")
+    os.mkdir(tmp)
+    r = ft.ferry("audit", "--now", NOW, "--output-format", "json", *inputs,
+                 env=ft.clean_env({"TMPDIR": tmp}), timeout=300)
+    j = r.json() or {"findings": []}
+    tap.ok(r.rc == 1 and has(j, "AWS-OP-011", A + "role/r0", unused_services=["s3"],
+                             granted_from="policies") and
+           has(j, "AWS-TR-004", B + "role/r39999", trusted_account="999900000000"),
+           "records put aside in the temporary file: the grants of A come back for its usage "
+           "data, B's trust is decided at the end", pairs(j))
+    tap.ok(os.listdir(tmp) == [], "nothing is left in TMPDIR", os.listdir(tmp))
+    r = ft.ferry("audit", "--now", NOW, "--output-format", "json", *inputs,
+                 env=ft.clean_env({"TMPDIR": os.path.join(d, "missing")}), timeout=300)
+    tap.ok(r.rc == 2 and r.out == "" and "2-b.json" in r.err and
+           "temporary file of audit records in " + os.path.join(d, "missing") in r.err,
+           "a TMPDIR that cannot hold the file: exit 2 naming the input and the directory", r)
+
+
 def checks(tap):
     fixture_checks(tap)
+    with ft.tempdir() as d:
+        spill_checks(tap, d)
     if not os.path.isdir(os.path.join(SAMPLES, "aws")):
         # A tarball build without ../shared: the in-tree fixtures above still ran.
         if os.environ.get("FERRY_REQUIRE_VECTORS") == "1":

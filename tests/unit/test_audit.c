@@ -944,3 +944,178 @@ Test(audit, allocation_failures_in_state_kept_across_inputs)
     AUDIT_OOM_SWEEP(200000, ref, oom_cross_run(&out));
     free(ref);
 }
+
+/* ---- AWS records of other accounts in the temporary file (spill.c) ------------------------- */
+
+/* Five accounts: a role granted s3 and ec2 that trusts the next account (audited: no finding)
+ * and one outside the run (TR-004), a young role, usage data of the role (before its grants in
+ * even accounts, after them in odd ones) and of a principal no authorization details name. */
+static int spill_run(size_t spill_after, const char *tmpdir, char **ret_json, size_t *ret_records,
+                     uint64_t *ret_spilled, char *err, size_t errlen)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    int r = ferry_audit_new(&o, &a);
+
+    if (r < 0)
+        return r;
+    a->spill_after = spill_after;
+    if (tmpdir)
+        cr_assert_eq(setenv("TMPDIR", tmpdir, 1), 0);
+    for (int k = 0; k < 5 && r == 0; k++) {
+        char acct[13], next[13], name[64], *authz = NULL, *usage = NULL, *ghost = NULL;
+        (void)snprintf(acct, sizeof(acct), "1000000000%02d", k);
+        (void)snprintf(next, sizeof(next), "1000000000%02d", (k + 1) % 5);
+        cr_assert_gt(
+            asprintf(&authz,
+                     "{\"RoleDetailList\": [{\"RoleName\": \"app\", \"Arn\": "
+                     "\"arn:aws:iam::%s:role/app\", \"CreateDate\": \"2020-01-01T00:00:00Z\", "
+                     "\"RolePolicyList\": [{\"PolicyName\": \"p\", \"PolicyDocument\": "
+                     "{\"Statement\": {\"Effect\": \"Allow\", \"Action\": [\"s3:GetObject\", "
+                     "\"ec2:DescribeInstances\"], \"Resource\": \"arn:aws:s3:::b/*\"}}}], "
+                     "\"AssumeRolePolicyDocument\": {\"Statement\": [{\"Effect\": \"Allow\", "
+                     "\"Principal\": {\"AWS\": [\"arn:aws:iam::%s:root\", "
+                     "\"arn:aws:iam::9999000000%02d:root\"]}, \"Action\": \"sts:AssumeRole\"}]}}, "
+                     "{\"RoleName\": \"young\", \"Arn\": \"arn:aws:iam::%s:role/young\", "
+                     "\"CreateDate\": \"2026-09-20T00:00:00Z\"}]}",
+                     acct, next, k, acct),
+            0);
+        cr_assert_gt(asprintf(&usage,
+                              "{\"Arn\": \"arn:aws:iam::%s:role/app\", \"JobStatus\": "
+                              "\"COMPLETED\", \"ServicesLastAccessed\": [{\"ServiceNamespace\": "
+                              "\"s3\", \"LastAuthenticated\": null}, {\"ServiceNamespace\": "
+                              "\"ec2\", \"LastAuthenticated\": \"2026-09-20T00:00:00Z\"}]}",
+                              acct),
+                     0);
+        cr_assert_gt(asprintf(&ghost,
+                              "{\"Arn\": \"arn:aws:iam::%s:role/ghost\", \"JobStatus\": "
+                              "\"COMPLETED\", \"ServicesLastAccessed\": [{\"ServiceNamespace\": "
+                              "\"kms\", \"LastAuthenticated\": \"2020-01-01T00:00:00Z\"}]}",
+                              acct),
+                     0);
+        const char *in[3] = {ghost, k % 2 ? authz : usage, k % 2 ? usage : authz};
+        for (int i = 0; i < 3 && r == 0; i++) {
+            (void)snprintf(name, sizeof(name), "%s-%d.json", acct, i);
+            r = ferry_audit_add_input(a, name, in[i], strlen(in[i]), NULL, err, errlen);
+        }
+        free(authz);
+        free(usage);
+        free(ghost);
+    }
+    if (r == 0 && ret_records)
+        *ret_records = audit_aws_records(a, ret_spilled);
+    if (r == 0)
+        r = ferry_audit_finish(a, err, errlen);
+    if (r == 0)
+        r = ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, ret_json, NULL);
+    ferry_audit_free(a);
+    return r;
+}
+
+Test(audit, records_of_other_accounts_wait_in_a_temporary_file)
+{
+    char err[512] = "", *ref = NULL, *out = NULL;
+    size_t records = 0;
+    uint64_t spilled = 0;
+    json_t *doc, *f;
+    size_t i, n_op011 = 0, n_tr004 = 0, n_alone = 0;
+
+    cr_assert_eq(spill_run(AUDIT_SPILL_AFTER, NULL, &ref, &records, &spilled, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(spilled, 0, "a small run keeps everything in memory");
+    cr_assert_geq(records, 15, "%zu records", records);
+    doc = json_loads(ref, 0, NULL);
+    cr_assert_not_null(doc);
+    json_array_foreach(json_object_get(doc, "findings"), i, f)
+    {
+        const char *rule = json_string_value(json_object_get(f, "rule_id"));
+        json_t *ev = json_object_get(f, "evidence");
+        if (strcmp(rule, "AWS-TR-004") == 0) {
+            n_tr004++;
+            cr_assert(strncmp(json_string_value(json_object_get(ev, "trusted_account")),
+                              "9999000000", 10) == 0);
+        }
+        if (strcmp(rule, "AWS-OP-011") != 0)
+            continue;
+        n_op011++;
+        const char *from = json_string_value(json_object_get(ev, "granted_from"));
+        if (strcmp(from, "service-last-accessed") == 0)
+            n_alone++;
+        else
+            cr_assert_str_eq(
+                json_string_value(json_array_get(json_object_get(ev, "unused_services"), 0)), "s3");
+    }
+    json_decref(doc);
+    cr_assert_eq(n_tr004, 5, "one trust outside the run per account, none to the next one");
+    cr_assert_eq(n_op011, 10, "app (matched in either order) and ghost of each account");
+    cr_assert_eq(n_alone, 5);
+
+    /* The same report whether everything stays in memory or the other accounts' records wait
+     * in the file after every principal (0) or every few (3). */
+    for (size_t after = 0; after <= 3; after += 3) {
+        cr_assert_eq(spill_run(after, "/tmp", &out, &records, &spilled, err, sizeof(err)), 0, "%s",
+                     err);
+        cr_assert_gt(spilled, 0);
+        cr_assert_leq(records, after ? 2 * after + 4 : 4,
+                      "%zu records in memory: more than the last account's", records);
+        cr_assert_str_eq(out, ref, "spill after %zu", after);
+        free(out);
+        out = NULL;
+    }
+    free(ref);
+}
+
+Test(audit, temporary_file_that_cannot_be_made_fails_the_run)
+{
+    char err[512] = "", *out = NULL;
+    int r = spill_run(0, "/nonexistent/ferry-audit", &out, NULL, NULL, err, sizeof(err));
+
+    cr_assert_eq(r, -ENOENT, "%d %s", r, err);
+    cr_assert(strstr(err, "temporary file") && strstr(err, "/nonexistent/ferry-audit"), "%s", err);
+    cr_assert_null(out);
+    cr_assert_eq(setenv("TMPDIR", "/tmp", 1), 0);
+}
+
+/* A second account: a role's usage data before its grants. */
+static const char OOM_OTHER_USAGE[] =
+    "{\"Arn\": \"arn:aws:iam::444455556666:role/y\", \"JobStatus\": \"COMPLETED\", "
+    "\"ServicesLastAccessed\": [{\"ServiceNamespace\": \"sqs\", \"LastAuthenticated\": null}]}";
+static const char OOM_OTHER_AUTHZ[] =
+    "{\"RoleDetailList\": [{\"RoleName\": \"y\", \"Arn\": \"arn:aws:iam::444455556666:role/y\", "
+    "\"CreateDate\": \"2020-01-01T00:00:00Z\", \"RolePolicyList\": [{\"PolicyName\": \"p\", "
+    "\"PolicyDocument\": {\"Statement\": {\"Effect\": \"Allow\", \"Action\": \"sqs:SendMessage\", "
+    "\"Resource\": \"arn:aws:sqs:us-east-1:444455556666:q\"}}}]}]}";
+
+static int oom_spill_run(char **ret_json)
+{
+    ferry_audit_options o = {.now = NOW};
+    ferry_audit *a = NULL;
+    char err[256];
+    const char *in[][2] = {{"x.json", OOM_USAGE_ROLE},
+                           {"y.json", OOM_OTHER_USAGE},
+                           {"a.json", OOM_CROSS},
+                           {"b.json", OOM_OTHER_AUTHZ},
+                           {"u.json", OOM_USAGE_USER}};
+    int r = ferry_audit_new(&o, &a);
+
+    if (r == 0)
+        a->spill_after = 0;
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(in); i++)
+        r = ferry_audit_add_input(a, in[i][0], in[i][1], strlen(in[i][1]), NULL, err, sizeof(err));
+    return audit_oom_finish(a, r, ret_json);
+}
+
+/* Allocation failures while records go to the file and come back fail the run or change
+ * nothing. */
+Test(audit, allocation_failures_with_records_in_the_temporary_file)
+{
+    char *ref = NULL;
+
+    cr_assert_eq(setenv("TMPDIR", "/tmp", 1), 0);
+    cr_assert_eq(oom_spill_run(&ref), 0);
+    cr_assert(strstr(ref, "\"AWS-TR-004\"") && strstr(ref, "\"granted_from\": \"policies\"") &&
+                  strstr(ref, "role/y"),
+              "the reference run covers the rules: %s", ref);
+    AUDIT_OOM_SWEEP(200000, ref, oom_spill_run(&out));
+    free(ref);
+}

@@ -84,12 +84,12 @@ const char *audit_strset_find(const audit_strset *t, const char *s);
  * take them back when their scope comes up again or the run finishes. The file is made on the
  * first put in $TMPDIR (else /tmp), 0600, unlinked at once. Not thread-safe. */
 typedef struct audit_spill {
-    int fd;       /* -1 until the first put */
+    int fd;        /* -1 until the first put */
     uint64_t size; /* bytes written */
     audit_strset keys;
     struct audit_spill_seg *segs; /* every segment, chained per key and into a free list */
     size_t n_segs, alloc_segs;
-    uint32_t free_seg;              /* first free entry of segs: index + 1, 0 none */
+    uint32_t free_seg;             /* first free entry of segs: index + 1, 0 none */
     struct audit_spill_key *slots; /* open addressing by interned key */
     size_t n_slots, n_keys;
     const char *dir; /* where the file is (the environment's string) */
@@ -134,12 +134,12 @@ struct ferry_audit {
     size_t n_seen_slots;
     bool seen_stale;
     audit_strset sources; /* the findings' sources, one copy per distinct string */
-    void *aws;      /* aws.c's per-run state (page merging, policy cache) */
-    void *gcp;      /* gcp.c's per-run state */
-    void *azure;    /* azure.c's per-run state */
-    void *k8s;      /* k8s.c's per-run state */
-    void *shadow;   /* shadow.c: declared identities (--policies), usage (--usage) */
-    void *suppress; /* suppress.c: suppressions (--suppress) and baseline (--baseline) */
+    void *aws;            /* aws.c's per-run state (page merging, policy cache) */
+    void *gcp;            /* gcp.c's per-run state */
+    void *azure;          /* azure.c's per-run state */
+    void *k8s;            /* k8s.c's per-run state */
+    void *shadow;         /* shadow.c: declared identities (--policies), usage (--usage) */
+    void *suppress;       /* suppress.c: suppressions (--suppress) and baseline (--baseline) */
     /* Where in the current input's JSON a loader error is, as "/member/index/..." (empty when
      * unknown); core.c turns it into a line number. */
     char err_where[256];
@@ -214,6 +214,9 @@ int audit_sha256_hex(const void *data, size_t len, char out[65]);
 /* How many policy documents the AWS rules analysed, and how many analyses they took from
  * the cache instead (tests). */
 void audit_aws_cache_stats(const ferry_audit *a, size_t *ret_analysed, size_t *ret_reused);
+/* AWS's cross-file records in memory (grants, usage data, trusts) and the bytes put in its
+ * temporary file (tests). */
+size_t audit_aws_records(const ferry_audit *a, uint64_t *ret_spilled);
 
 /* ---- AWS policy evaluation shared by aws.c and aws_graph.c ---------------------------- */
 
@@ -231,8 +234,8 @@ int audit_aws_graph_new(aws_graph **ret);
 void audit_aws_graph_free(aws_graph *g);
 /* Add a user (role false) or role with its documents and trust policy (held, not copied).
  * admin: full admin or admin-equivalent. Returns 0, -ENOMEM, -FERRY_ETOOBIG. */
-int audit_aws_graph_add(aws_graph *g, bool role, const char *arn, const char *account,
-                        json_t *docs, json_t *trust, bool admin);
+int audit_aws_graph_add(aws_graph *g, bool role, const char *arn, const char *account, json_t *docs,
+                        json_t *trust, bool admin);
 /* Build the edges and emit AWS-OP-006 for each non-admin principal with a path to an admin
  * one. Returns 0 or a negative code. */
 int audit_aws_graph_run(aws_graph *g, ferry_audit *a, const char *path);

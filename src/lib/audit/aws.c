@@ -238,10 +238,10 @@ typedef struct aws_grant {
     uint8_t id[16];      /* SHA-256 of the ARN, first 16 bytes */
     int64_t created;     /* epoch seconds, -1 unknown */
     const char *account; /* interned (recs): the principal's, which keys its spilled records */
-    const char *svcs; /* interned (recs): the services its Allow statements name, sorted
-                       * ("iam,s3"), "*" for every service, "" when none or too young to report
-                       * (it cannot produce a finding, but its usage data must not be read as
-                       * unmatched) */
+    const char *svcs;    /* interned (recs): the services its Allow statements name, sorted
+                          * ("iam,s3"), "*" for every service, "" when none or too young to report
+                          * (it cannot produce a finding, but its usage data must not be read as
+                          * unmatched) */
 } aws_grant;
 
 /* Service-last-accessed data of one principal that came before its grants (AWS-OP-011). */
@@ -753,6 +753,13 @@ void audit_aws_cache_stats(const ferry_audit *a, size_t *ret_analysed, size_t *r
     *ret_reused = s ? s->reused : 0;
 }
 
+size_t audit_aws_records(const ferry_audit *a, uint64_t *ret_spilled)
+{
+    const aws_state *s = a->aws;
+    *ret_spilled = s ? s->spill.size : 0;
+    return s ? s->n_granted + s->n_usage + s->n_cross : 0;
+}
+
 /* ---- authorization details: the model of one account ----------------------------------- */
 
 typedef struct aws_ctx {
@@ -1022,8 +1029,8 @@ static int spill_error(aws_state *s, int r, char *errbuf, size_t errlen);
 static int cross_put(aws_state *s, const aws_cross *e)
 {
     aws_cross k = *e;
-    int r = audit_vec_room(&s->cross, &s->alloc_cross, s->n_cross, sizeof(*s->cross), 64,
-                           CROSS_MAX);
+    int r =
+        audit_vec_room(&s->cross, &s->alloc_cross, s->n_cross, sizeof(*s->cross), 64, CROSS_MAX);
 
     if (r == 0)
         r = audit_strset_intern(&s->recs, e->statement, &k.statement);
@@ -1047,8 +1054,8 @@ static int cross_account_candidate(aws_ctx *c, const char *account, const char *
                                    const char *other, bool admin, bool guarded)
 {
     aws_state *s = state(c->a);
-    aws_cross e = {.admin = admin, .guarded = guarded, .account = account, .arn = arn,
-                   .source = c->path};
+    aws_cross e = {
+        .admin = admin, .guarded = guarded, .account = account, .arn = arn, .source = c->path};
     const aws_account *o;
     char *text;
     int r;
@@ -2982,8 +2989,8 @@ static int usage_put(aws_state *s, const aws_usage *e)
 /* Keep the usage entry of arn (as usage_evaluate reads it) for its grants still to come. */
 static int usage_keep(aws_state *s, const char *arn, const json_t *entry)
 {
-    aws_usage u = {.arn = arn, .account = str_member(entry, "account"),
-                   .source = str_member(entry, "source")};
+    aws_usage u = {
+        .arn = arn, .account = str_member(entry, "account"), .source = str_member(entry, "source")};
     json_t *data = json_pack("{s:O?, s:O}", "completed", json_object_get(entry, "completed"),
                              "services", json_object_get(entry, "services"));
     char *text = data ? audit_json_dumps(data, JSON_COMPACT) : NULL;
@@ -3296,7 +3303,7 @@ static int evict_group_get(evict_group **groups, size_t *n, size_t *alloc, uint3
             return r;
         (*groups)[*n].account = account;
         ferry_buf_init(&(*groups)[*n].b, (size_t)1 << 30, false);
-        slots[i] = (uint32_t)++*n;
+        slots[i] = (uint32_t)++ * n;
     }
     *ret = &(*groups)[slots[i] - 1].b;
     return 0;

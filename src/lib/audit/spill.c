@@ -32,7 +32,7 @@ struct audit_spill_seg {
 };
 
 struct audit_spill_key {
-    const char *key; /* interned in keys; NULL = free slot */
+    const char *key;      /* interned in keys; NULL = free slot */
     uint32_t first, last; /* segments: index + 1, 0 none */
 };
 
