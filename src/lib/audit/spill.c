@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "audit-internal.h"
+#include "basic/fileio.h"
 #include "ferry/error.h"
 
 /* The most the file may hold, and the largest segment. */
@@ -147,24 +148,6 @@ static int key_get(audit_spill *sp, const char *key, struct audit_spill_key **re
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len, uint64_t off)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t k = pwrite(fd, p, len, (off_t)off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return -errno;
-        if (k == 0)
-            return -EIO;
-        p += k;
-        len -= (size_t)k;
-        off += (uint64_t)k;
-    }
-    return 0;
-}
-
 static int read_all(int fd, void *data, size_t len, uint64_t off)
 {
     char *p = data;
@@ -209,8 +192,10 @@ int audit_spill_put(audit_spill *sp, const char *key, const void *data, size_t l
         }
         at = (uint32_t)sp->n_segs++;
     }
-    r = write_all(sp->fd, data, len, sp->size);
+    /* appended: the file's offset is its end (reads use pread, which leaves it alone) */
+    r = ferry_write_all(sp->fd, data, len);
     if (r < 0) {
+        (void)lseek(sp->fd, (off_t)sp->size, SEEK_SET); /* past a part written */
         sp->segs[at].next = sp->free_seg;
         sp->free_seg = at + 1;
         return spill_failed(sp, "writing to", r);
