@@ -329,6 +329,25 @@ static aws_state *state(ferry_audit *a)
     return a->aws;
 }
 
+/* Free the records in memory (grants, usage data, trusts) and their strings. */
+static void records_release(aws_state *s)
+{
+    free(s->granted);
+    free(s->granted_slots);
+    free(s->usage);
+    free(s->usage_slots);
+    free(s->cross);
+    s->granted = NULL;
+    s->granted_slots = NULL;
+    s->usage = NULL;
+    s->usage_slots = NULL;
+    s->cross = NULL;
+    s->n_granted = s->alloc_granted = s->n_granted_slots = 0;
+    s->n_usage = s->alloc_usage = s->n_usage_slots = 0;
+    s->n_cross = s->alloc_cross = 0;
+    audit_strset_release(&s->recs);
+}
+
 static void aws_release(ferry_audit *a)
 {
     aws_state *s = a->aws;
@@ -339,16 +358,11 @@ static void aws_release(ferry_audit *a)
     json_decref(s->cache);
     free(s->accounts);
     free(s->account_slots);
-    free(s->granted);
-    free(s->granted_slots);
-    free(s->usage);
-    free(s->usage_slots);
+    records_release(s);
     json_decref(s->jobs);
     json_decref(s->orphans);
     free(s->usage_reason);
-    free(s->cross);
     audit_strset_release(&s->strs);
-    audit_strset_release(&s->recs);
     audit_spill_release(&s->spill);
     free(s);
     a->aws = NULL;
@@ -3349,20 +3363,7 @@ static int aws_evict(ferry_audit *a, aws_state *s, const char *keep)
     if (r == 0)
         r = audit_spill_put(&s->spill, CROSS_KEY, cross.data, cross.len);
     if (r == 0) {
-        free(s->granted);
-        free(s->granted_slots);
-        free(s->usage);
-        free(s->usage_slots);
-        free(s->cross);
-        s->granted = NULL;
-        s->granted_slots = NULL;
-        s->usage = NULL;
-        s->usage_slots = NULL;
-        s->cross = NULL;
-        s->n_granted = s->alloc_granted = s->n_granted_slots = 0;
-        s->n_usage = s->alloc_usage = s->n_usage_slots = 0;
-        s->n_cross = s->alloc_cross = 0;
-        audit_strset_release(&s->recs);
+        records_release(s);
         if (mine.len) {
             unspill_ctx u = {s, keep};
             r = aws_unspill(&u, mine.data, mine.len);
