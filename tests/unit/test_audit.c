@@ -1022,8 +1022,10 @@ Test(audit, records_of_other_accounts_wait_in_a_temporary_file)
 
     cr_assert_eq(spill_run(AUDIT_SPILL_AFTER, NULL, &ref, &records, &spilled, err, sizeof(err)), 0,
                  "%s", err);
-    cr_assert_eq(spilled, 0, "a small run keeps everything in memory");
-    cr_assert_geq(records, 15, "%zu records", records);
+    if (AUDIT_SPILL_AFTER > 100) { /* not in a build that evicts at every record */
+        cr_assert_eq(spilled, 0, "a small run keeps everything in memory");
+        cr_assert_geq(records, 15, "%zu records", records);
+    }
     doc = json_loads(ref, 0, NULL);
     cr_assert_not_null(doc);
     json_array_foreach(json_object_get(doc, "findings"), i, f)

@@ -362,6 +362,71 @@ Test(audit_shadow, flags_merge_across_inputs)
     ferry_audit_free(a);
 }
 
+/* Identities of four GCP projects and four AWS accounts, each noted twice, the second time after
+ * the other scopes' notes: a GCP SA federated then given a key (X-004 with both), one disabled
+ * then given a key (never shadow), an AWS role federated then used (X-004). */
+static char *scoped_run(size_t spill_after, size_t *ret_held, uint64_t *ret_spilled)
+{
+    ferry_audit *a = run_new(true, NULL);
+    char *out = NULL;
+
+    a->spill_after = spill_after;
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 4; k++) {
+            char proj[16], sa[96], off[96], acct[16], role[96];
+            (void)snprintf(proj, sizeof(proj), "proj-%d", k);
+            (void)snprintf(sa, sizeof(sa), "etl-%d@proj-%d.iam.gserviceaccount.com", k, k);
+            (void)snprintf(off, sizeof(off), "off-%d@proj-%d.iam.gserviceaccount.com", k, k);
+            (void)snprintf(acct, sizeof(acct), "11112222333%d", k);
+            (void)snprintf(role, sizeof(role), "arn:aws:iam::%s:role/app", acct);
+            note(a, "gcp", proj, sa, NULL, round ? AUDIT_ID_STATIC_CRED : AUDIT_ID_FEDERATED, NULL);
+            note(a, "gcp", proj, off, NULL, round ? AUDIT_ID_STATIC_CRED : AUDIT_ID_DISABLED, NULL);
+            note(a, "aws", acct, role, NULL, round ? AUDIT_ID_USED : AUDIT_ID_FEDERATED, NULL);
+        }
+    *ret_held = audit_shadow_held(a, ret_spilled);
+    finish(a);
+    cr_assert_eq(ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL), 0);
+    ferry_audit_free(a);
+    return out;
+}
+
+Test(audit_shadow, identities_of_other_scopes_wait_in_a_temporary_file)
+{
+    size_t held;
+    uint64_t spilled;
+    char *ref = scoped_run(AUDIT_SPILL_AFTER, &held, &spilled), *out;
+    json_t *doc = json_loads(ref, 0, NULL), *f;
+    size_t i, x004 = 0;
+
+    if (AUDIT_SPILL_AFTER > 100) { /* not in a build that evicts at every note */
+        cr_assert_eq(spilled, 0);
+        cr_assert_eq(held, 12);
+    }
+    cr_assert_not_null(doc);
+    json_array_foreach(json_object_get(doc, "findings"), i, f)
+    {
+        const char *res = json_string_value(json_object_get(f, "resource"));
+        json_t *creds = json_object_get(json_object_get(f, "evidence"), "credentials");
+        if (strcmp(json_string_value(json_object_get(f, "rule_id")), "X-004") != 0)
+            continue;
+        x004++;
+        cr_assert(strncmp(res, "off-", 4) != 0, "a disabled SA is never shadow: %s", res);
+        if (strncmp(res, "etl-", 4) == 0)
+            cr_assert_eq(json_array_size(creds), 2, "flags merged: %s", ref);
+    }
+    cr_assert_eq(x004, 8, "%s", ref);
+    json_decref(doc);
+    for (size_t after = 0; after <= 2; after += 2) {
+        out = scoped_run(after, &held, &spilled);
+        cr_assert_gt(spilled, 0);
+        /* at most twice the largest scope's (2) since the last eviction, and the one noted */
+        cr_assert_leq(held, 5, "%zu held of 12", held);
+        cr_assert_str_eq(out, ref, "spill after %zu", after);
+        free(out);
+    }
+    free(ref);
+}
+
 Test(audit_shadow, api_misuse)
 {
     ferry_audit *a = run_new(false, NULL);
@@ -560,7 +625,8 @@ Test(audit_shadow, usage_refuses_a_tampered_log)
 #include "allocfail.h"
 #include "audit-oom.h"
 #ifdef HAVE_ALLOC_INJECTION
-static int oom_run(ferry_policy_set *set, const char *log, const ferry_jwks *pub, char **ret)
+static int oom_run(ferry_policy_set *set, const char *log, const ferry_jwks *pub, size_t spill,
+                   char **ret)
 {
     static const char *const iss[] = {"https://ferry.example.com/", NULL};
     ferry_audit_options o = {.now = NOW};
@@ -587,6 +653,8 @@ static int oom_run(ferry_policy_set *set, const char *log, const ferry_jwks *pub
     int r = ferry_audit_new(&o, &a);
 
     if (r == 0)
+        a->spill_after = spill;
+    if (r == 0)
         r = ferry_audit_set_policies(a, set, ISSUER);
     if (r == 0)
         r = ferry_audit_add_input(a, "roles.json", ROLES, strlen(ROLES), NULL, err, sizeof(err));
@@ -611,11 +679,13 @@ Test(audit_shadow, allocation_failures_fail_or_change_nothing)
     char *log = write_log(200, &pub), *ref = NULL;
     ferry_policy_set *set = policy_set();
 
-    cr_assert_eq(oom_run(set, log, pub, &ref), 0);
+    cr_assert_eq(oom_run(set, log, pub, AUDIT_SPILL_AFTER, &ref), 0);
     cr_assert(strstr(ref, "X-003") && strstr(ref, "X-004") && strstr(ref, "X-005") &&
                   strstr(ref, "system:serviceaccount:x:y"),
               "the reference run covers the rules: %s", ref);
-    AUDIT_OOM_SWEEP(200000, ref, oom_run(set, log, pub, &out));
+    AUDIT_OOM_SWEEP(200000, ref, oom_run(set, log, pub, AUDIT_SPILL_AFTER, &out));
+    /* the same with the identities of other scopes in the temporary file at every note */
+    AUDIT_OOM_SWEEP(200000, ref, oom_run(set, log, pub, 0, &out));
     free(ref);
     ferry_policy_set_unref(set);
     unlink(log);

@@ -148,6 +148,9 @@ struct ferry_audit {
     /* Cross-file records a cloud keeps in memory before it puts those of the scopes it is not
      * working on in its audit_spill (AUDIT_SPILL_AFTER; unit tests lower it). */
     size_t spill_after;
+    /* What failed with a temporary file where the code that failed had no error buffer (the
+     * shadow identities' notes): core.c's message for the input then ("" none). */
+    char spill_why[256];
 };
 
 #ifndef AUDIT_SPILL_AFTER /* -DAUDIT_SPILL_AFTER=1 runs every test with records put aside */
@@ -311,6 +314,9 @@ typedef struct audit_identity {
 /* Note one identity (strings borrowed, copied when kept). Returns 0 or -ENOMEM (also -EINVAL
  * for an unknown cloud or an empty id, -FERRY_ETOOBIG past SHADOW_* limits in shadow.c). */
 int audit_identity_note(ferry_audit *a, const audit_identity *id);
+/* The identities held in memory for the shadow rules and the bytes put in the temporary file
+ * (tests). */
+size_t audit_shadow_held(const ferry_audit *a, uint64_t *ret_spilled);
 
 /* The cross-cloud rules, X-005 (shadow.c; no loaders). */
 extern const audit_cloud audit_cloud_x;

@@ -792,6 +792,8 @@ FERRY_EXPORT int ferry_audit_add_parsed(ferry_audit *a, ferry_audit_parsed *p, c
     why[0] = '\0';
     a->err_where[0] = '\0';
     r = loader->load(a, path, p->buf, p->len, doc, why, sizeof(why));
+    if (r < 0 && !why[0] && a->spill_why[0])
+        (void)snprintf(why, sizeof(why), "%s", a->spill_why);
     if (r < 0) {
         unsigned line = !doc || !a->err_where[0] ? 0
                         : p->ndjson              ? ndjson_error_line(a, p->buf, p->len)

@@ -87,8 +87,13 @@ typedef struct shadow_state {
     k8s_decl *k8s;
     size_t n_k8s;
     unsigned brokered; /* bit per C_*: ferry's policies grant or match identities there */
-    json_t *ids;       /* packed key -> integer (K_*) */
+    json_t *ids;       /* packed key -> integer (K_*), of the scopes in memory */
     json_t *sources;   /* input paths, indexed from the packed integer */
+    /* The identities of the other scopes ("cloud:LEN:ACCOUNT", the packed key's start) wait in
+     * spill under their scope (see shadow_resident); scopes: the scopes ever put there. */
+    audit_spill spill;
+    json_t *scopes;
+    size_t evict_at; /* twice what stayed in memory at the last eviction (or a->spill_after) */
     bool finished;
     /* --usage */
     char *usage_path;
@@ -115,6 +120,8 @@ static void shadow_release(ferry_audit *a)
     free(s->k8s);
     json_decref(s->ids);
     json_decref(s->sources);
+    audit_spill_release(&s->spill);
+    json_decref(s->scopes);
     free(s->usage_path);
     json_decref(s->last_used);
     free(s);
@@ -239,7 +246,9 @@ FERRY_EXPORT int ferry_audit_set_policies(ferry_audit *a, struct ferry_policy_se
     s->azure = json_object();
     s->ids = json_object();
     s->sources = json_array();
-    if (!s->aws || !s->gcp || !s->azure || !s->ids || !s->sources)
+    s->scopes = json_object();
+    audit_spill_init(&s->spill);
+    if (!s->aws || !s->gcp || !s->azure || !s->ids || !s->sources || !s->scopes)
         r = -ENOMEM;
     if (r == 0 && ferry_issuer) {
         s->issuer = strdup(ferry_issuer);
@@ -339,6 +348,143 @@ static int source_index(shadow_state *s, const char *path, size_t *ret)
     return 0;
 }
 
+/* ---- identities of other scopes, in the temporary file ------------------------------------
+ *
+ * An identity's notes all name its scope (cloud and account: AWS account, GCP project, Azure
+ * tenant, Kubernetes cluster), so, as aws.c does with its records, the state holds the
+ * identities of the scopes being noted and, past a->spill_after of them (or twice what stayed
+ * the last time), puts every other scope's in the temporary file, one segment per scope: each
+ * identity as its packed key (audit_rec_put_str) and its int64. A note of a scope first takes
+ * its identities back, so merging sees every earlier note; the end of the run decides them
+ * scope by scope. */
+
+/* The scope of a packed key: its "cloud:LEN:ACCOUNT" start, as a length. */
+static size_t scope_len(const char *key)
+{
+    const char *colon = strchr(key, ':');
+    char *end;
+    unsigned long alen;
+
+    if (!colon)
+        return 0;
+    alen = strtoul(colon + 1, &end, 10);
+    if (*end != ':' || strlen(end + 1) < alen)
+        return 0;
+    return (size_t)(end + 1 - key) + alen;
+}
+
+static int shadow_unspill(void *userdata, const char *data, size_t len)
+{
+    shadow_state *s = userdata;
+    audit_rec_reader rd = {data, len};
+    int r = 0;
+
+    while (rd.left && r == 0) {
+        const char *key;
+        int64_t packed;
+        json_t *v;
+        r = audit_rec_get_str(&rd, &key);
+        if (r == 0)
+            r = audit_rec_get(&rd, &packed, sizeof(packed));
+        if (r == 0 && !key)
+            r = -EIO;
+        if (r < 0)
+            break;
+        v = json_integer((json_int_t)packed);
+        if (!v || json_object_set_new_nocheck(s->ids, key, v) < 0)
+            r = -ENOMEM;
+    }
+    return r;
+}
+
+/* Put every identity of a scope other than keep in the temporary file. */
+static int shadow_evict(ferry_audit *a, shadow_state *s, const char *keep)
+{
+    json_t *mine = json_object(), *groups = json_object(), *v;
+    ferry_buf *bufs = NULL;
+    size_t n = 0, alloc = 0;
+    const char *key;
+    int r = mine && groups ? 0 : -ENOMEM;
+
+    json_object_foreach(s->ids, key, v)
+    {
+        size_t sl = scope_len(key);
+        char *scope;
+        json_t *at;
+        int64_t packed = (int64_t)json_integer_value(v);
+        if (r < 0)
+            break;
+        if (!sl) {
+            r = -EINVAL;
+            break;
+        }
+        if (strncmp(key, keep, sl) == 0 && keep[sl] == '\0') {
+            if (json_object_set_nocheck(mine, key, v) < 0)
+                r = -ENOMEM;
+            continue;
+        }
+        if (!(scope = strndup(key, sl))) {
+            r = -ENOMEM;
+            break;
+        }
+        at = json_object_get(groups, scope);
+        if (!at) {
+            r = audit_vec_room(&bufs, &alloc, n, sizeof(*bufs), 16, SHADOW_MAX_IDENTITIES);
+            if (r == 0) {
+                ferry_buf_init(&bufs[n], (size_t)1 << 30, false);
+                at = json_integer((json_int_t)n++);
+                if (!at || json_object_set_new(groups, scope, at) < 0)
+                    r = -ENOMEM;
+            }
+        }
+        free(scope);
+        if (r == 0)
+            r = audit_rec_put_str(&bufs[json_integer_value(at)], key);
+        if (r == 0)
+            r = ferry_buf_append(&bufs[json_integer_value(at)], &packed, sizeof(packed));
+    }
+    json_object_foreach(groups, key, v)
+    {
+        if (r == 0)
+            r = audit_spill_put(&s->spill, key, bufs[json_integer_value(v)].data,
+                                bufs[json_integer_value(v)].len);
+        if (r == 0 && json_object_set_new(s->scopes, key, json_true()) < 0)
+            r = -ENOMEM;
+    }
+    if (r == 0) {
+        json_decref(s->ids);
+        s->ids = mine;
+        mine = NULL;
+    }
+    s->evict_at = 2 * json_object_size(s->ids);
+    for (size_t i = 0; i < n; i++)
+        ferry_buf_release(&bufs[i]);
+    free(bufs);
+    json_decref(groups);
+    json_decref(mine);
+    return r;
+}
+
+/* Make scope's identities the ones in memory: the others' put aside when too many are held,
+ * then what was put aside of scope taken back. */
+static int shadow_resident(ferry_audit *a, shadow_state *s, const char *scope)
+{
+    int r = 0;
+
+    if (json_object_size(s->ids) > (s->evict_at > a->spill_after ? s->evict_at : a->spill_after))
+        r = shadow_evict(a, s, scope);
+    if (r == 0 && audit_spill_holds(&s->spill, scope))
+        r = audit_spill_take(&s->spill, scope, shadow_unspill, s);
+    return r;
+}
+
+size_t audit_shadow_held(const ferry_audit *a, uint64_t *ret_spilled)
+{
+    const shadow_state *s = a->shadow;
+    *ret_spilled = s ? s->spill.size : 0;
+    return s ? json_object_size(s->ids) : 0;
+}
+
 static void free_strv(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -350,7 +496,7 @@ int audit_identity_note(ferry_audit *a, const audit_identity *id)
 {
     shadow_state *s = a->shadow;
     char **issuers = NULL, *key = NULL;
-    size_t n_issuers = 0, src = 0, alen, ilen;
+    size_t n_issuers = 0, src = 0, alen, ilen, slen;
     json_int_t packed = 0, old = 0;
     json_t *prev;
     bool trusts = false;
@@ -390,6 +536,16 @@ int audit_identity_note(ferry_audit *a, const audit_identity *id)
     if (asprintf(&key, "%s:%zu:%s%s", cloud_names[cloud], alen, id->account ? id->account : "",
                  id->id) < 0)
         return -ENOMEM;
+    /* its scope: the key without the id */
+    slen = strlen(key) - ilen;
+    key[slen] = '\0';
+    r = shadow_resident(a, s, key);
+    key[slen] = id->id[0];
+    if (r < 0) {
+        if (s->spill.why[0]) /* for core.c's message: the caller has no error buffer */
+            (void)snprintf(a->spill_why, sizeof(a->spill_why), "%s", s->spill.why);
+        goto out;
+    }
     prev = json_object_get(s->ids, key);
     if (prev) {
         old = json_integer_value(prev);
@@ -592,6 +748,30 @@ static int usage_rules(ferry_audit *a, shadow_state *s)
     return r;
 }
 
+struct decide_ctx {
+    ferry_audit *a;
+    shadow_state *s;
+};
+
+/* The end of the run: the identities of a segment decided. */
+static int decide_segment(void *userdata, const char *data, size_t len)
+{
+    struct decide_ctx *d = userdata;
+    audit_rec_reader rd = {data, len};
+    int r = 0;
+
+    while (rd.left && r == 0) {
+        const char *key;
+        int64_t packed;
+        r = audit_rec_get_str(&rd, &key);
+        if (r == 0)
+            r = audit_rec_get(&rd, &packed, sizeof(packed));
+        if (r == 0)
+            r = key ? shadow_identity(d->a, d->s, key, (json_int_t)packed) : -EIO;
+    }
+    return r;
+}
+
 int audit_shadow_finish(ferry_audit *a, char *errbuf, size_t errlen)
 {
     shadow_state *s = a->shadow;
@@ -599,10 +779,15 @@ int audit_shadow_finish(ferry_audit *a, char *errbuf, size_t errlen)
     json_t *v;
     int r = 0;
 
-    (void)errbuf;
-    (void)errlen;
     if (!s || s->finished)
         return 0;
+    /* scope by scope those put aside, then those in memory */
+    json_object_foreach(s->scopes, key, v)
+    {
+        struct decide_ctx d = {a, s};
+        if ((r = audit_spill_take(&s->spill, key, decide_segment, &d)) < 0)
+            return s->spill.why[0] ? ferry_errbuf_set(errbuf, errlen, r, "%s", s->spill.why) : r;
+    }
     json_object_foreach(s->ids, key, v)
     {
         r = shadow_identity(a, s, key, json_integer_value(v));
