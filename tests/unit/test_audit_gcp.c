@@ -699,7 +699,10 @@ Test(audit_gcp, formats_known_and_detected)
 #include "allocfail.h"
 #include "audit-oom.h"
 #ifdef HAVE_ALLOC_INJECTION
-static int oom_run(char **ret_json)
+static uint64_t oom_spilled; /* the bytes the last oom_run_at put aside */
+
+/* spill_after: a->spill_after of the run (SIZE_MAX: the default). */
+static int oom_run_at(size_t spill_after, char **ret_json)
 {
     static const char *const inputs[] = {
         SAS,
@@ -737,6 +740,8 @@ static int oom_run(char **ret_json)
     char err[256];
     int r = ferry_audit_new(&o, &a);
 
+    if (r == 0 && spill_after != SIZE_MAX)
+        a->spill_after = spill_after;
     if (r == 0)
         r = ferry_audit_gcp_trust_project(a, "third");
     for (size_t i = 0; r == 0 && i < sizeof(inputs) / sizeof(inputs[0]); i++) {
@@ -751,7 +756,14 @@ static int oom_run(char **ret_json)
         r = ferry_audit_add_input(a, "in.json", t, strlen(t), NULL, err, sizeof(err));
         free(t);
     }
+    if (a)
+        (void)audit_gcp_records(a, &oom_spilled);
     return audit_oom_finish(a, r, ret_json);
+}
+
+static int oom_run(char **ret_json)
+{
+    return oom_run_at(SIZE_MAX, ret_json);
 }
 
 Test(audit_gcp, allocation_failures_fail_or_change_nothing)
@@ -767,6 +779,21 @@ Test(audit_gcp, allocation_failures_fail_or_change_nothing)
         cr_assert(strstr(ref, rules[i]), "the reference run covers %s: %s", rules[i], ref);
     AUDIT_OOM_SWEEP(400000, ref, oom_run(&out));
     free(ref);
+}
+
+/* The same with every touch of another project putting the others' records aside: a failure
+ * of the eviction or of taking records back fails the run, never quiets it. */
+Test(audit_gcp, allocation_failures_with_records_put_aside)
+{
+    char *ref = NULL, *ref0 = NULL;
+
+    cr_assert_eq(oom_run(&ref), 0);
+    cr_assert_eq(oom_run_at(0, &ref0), 0);
+    cr_assert_gt(oom_spilled, 0);
+    cr_assert_str_eq(ref0, ref);
+    AUDIT_OOM_SWEEP(400000, ref, oom_run_at(0, &out));
+    free(ref);
+    free(ref0);
 }
 #endif
 
@@ -798,4 +825,133 @@ Test(audit_gcp, string_or_array_variants)
     one(a, "GCP-OP-001", SA_URI("ci"));
     one(a, "GCP-OP-004", "/instances/vm");
     ferry_audit_free(a);
+}
+
+/* ---- records of the projects not worked on, in the temporary file ------------------------- *
+ * Three projects whose inputs name each other's service accounts (bindings, a custom role
+ * defined after its use, a CAI policy naming an SA by uniqueId whose email names another scope
+ * than its project, keys, activity, insights): whatever the order of the inputs and however
+ * early the records are put aside, the report is the same bytes. */
+static const char *const SPILL_INPUTS[] = {
+    /* p1: its SAs (one disabled, bound from p2), a custom role granted to p2's SA */
+    "[{'email': 'a@p1.iam.gserviceaccount.com', 'uniqueId': '101', 'oauth2ClientId': '101', "
+    "'projectId': 'p1', 'description': 'd'}, "
+    "{'email': 'off@p1.iam.gserviceaccount.com', 'uniqueId': '102', 'oauth2ClientId': '102', "
+    "'projectId': 'p1', 'disabled': true}]",
+    "{'etag': 'x', 'bindings': [{'role': 'roles/viewer', 'members': "
+    "['serviceAccount:a@p1.iam.gserviceaccount.com']}, {'role': 'projects/p1/roles/deployer', "
+    "'members': ['serviceAccount:b@p2.iam.gserviceaccount.com', "
+    "'serviceAccount:ext@outside.iam.gserviceaccount.com']}]}",
+    /* p2: its SAs (one disabled, with a key), a policy binding p1's disabled SA */
+    "[{'email': 'b@p2.iam.gserviceaccount.com', 'uniqueId': '201', 'oauth2ClientId': '201', "
+    "'projectId': 'p2', 'description': 'd'}, "
+    "{'email': 'gone@p2.iam.gserviceaccount.com', 'uniqueId': '202', 'oauth2ClientId': '202', "
+    "'projectId': 'p2', 'disabled': true}]",
+    "{'etag': 'x', 'bindings': [{'role': 'roles/editor', 'members': "
+    "['serviceAccount:b@p2.iam.gserviceaccount.com', "
+    "'serviceAccount:off@p1.iam.gserviceaccount.com', "
+    "'serviceAccount:333-compute@developer.gserviceaccount.com', "
+    "'serviceAccount:ext@outside.iam.gserviceaccount.com']}]}",
+    "[{'name': 'projects/p2/serviceAccounts/gone@p2.iam.gserviceaccount.com/keys/k2', "
+    "'keyType': 'USER_MANAGED', 'validAfterTime': '2026-09-01T00:00:00Z'}]",
+    /* p3: the default compute SA listed under the project id (its email names the number),
+     * its CAI policy by uniqueId granting p1's SA and a pool */
+    "[{'email': '333-compute@developer.gserviceaccount.com', 'uniqueId': '301', "
+    "'oauth2ClientId': '301', 'projectId': 'p3', 'disabled': true}, "
+    "{'email': 'c@p3.iam.gserviceaccount.com', 'uniqueId': '302', 'oauth2ClientId': '302', "
+    "'projectId': 'p3'}]",
+    "[{'name': '//iam.googleapis.com/projects/p3/serviceAccounts/301', 'asset_type': "
+    "'iam.googleapis.com/ServiceAccount', 'iam_policy': {'bindings': [{'role': "
+    "'roles/iam.serviceAccountTokenCreator', 'members': "
+    "['serviceAccount:a@p1.iam.gserviceaccount.com']}, {'role': "
+    "'roles/iam.workloadIdentityUser', 'members': ['principalSet://iam.googleapis.com/"
+    "projects/333/locations/global/workloadIdentityPools/ci/attribute.repository/a/b']}]}}]",
+    "[{'activityType': 'serviceAccountLastAuthentication', 'fullResourceName': "
+    "'//iam.googleapis.com/projects/p3/serviceAccounts/c@p3.iam.gserviceaccount.com', "
+    "'activity': {'lastAuthenticatedTime': '2025-01-01T00:00:00Z'}}, "
+    "{'activityType': 'serviceAccountLastAuthentication', 'fullResourceName': "
+    "'//iam.googleapis.com/projects/p2/serviceAccounts/gone@p2.iam.gserviceaccount.com', "
+    "'activity': {'lastAuthenticatedTime': '2025-01-01T00:00:00Z'}}]",
+    "[{'name': 'projects/333/locations/global/insightTypes/google.iam.serviceAccount.Insight/"
+    "insights/x', 'insightSubtype': 'SERVICE_ACCOUNT_USAGE', 'content': {'email': "
+    "'c@p3.iam.gserviceaccount.com'}, 'stateInfo': {'state': 'ACTIVE'}}]",
+    /* the custom role, defined after its use (first in the reversed order) */
+    "[{'name': 'projects/p1/roles/deployer', 'includedPermissions': "
+    "['resourcemanager.projects.setIamPolicy']}]",
+    /* the same custom grant again from another file (the first file's source wins) */
+    "{'etag': 'y', 'bindings': [{'role': 'projects/p1/roles/deployer', 'members': "
+    "['serviceAccount:b@p2.iam.gserviceaccount.com', "
+    "'serviceAccount:a@p1.iam.gserviceaccount.com']}]}",
+};
+#define N_SPILL (sizeof(SPILL_INPUTS) / sizeof(SPILL_INPUTS[0]))
+
+/* The JSON report of the inputs in order (indexes into SPILL_INPUTS, each its own file), with
+ * the records put aside past spill_after (SIZE_MAX: the run's default); the records in memory
+ * after the last input and the bytes put aside in *ret_held / *ret_spilled. new; free() */
+static char *spill_run(const size_t *order, size_t spill_after, size_t *ret_held,
+                       uint64_t *ret_spilled)
+{
+    ferry_audit *a = run_new();
+    char err[512] = "", name[32], *out = NULL;
+
+    if (spill_after != SIZE_MAX)
+        a->spill_after = spill_after;
+    cr_assert_eq(ferry_audit_gcp_set_resource(a, "projects/p2"), 0);
+    for (size_t i = 0; i < N_SPILL; i++) {
+        size_t k = order[i];
+        /* get-iam-policy outputs name their project: p1's first, p2's second, p1's again */
+        cr_assert_eq(ferry_audit_gcp_set_resource(a, k == 3 ? "projects/p2" : "projects/p1"), 0);
+        snprintf(name, sizeof(name), "in%zu.json", k);
+        cr_assert_eq(add(a, name, SPILL_INPUTS[k], err, sizeof(err)), 0, "%s: %s", name, err);
+    }
+    *ret_held = audit_gcp_records(a, ret_spilled);
+    finish(a);
+    cr_assert_eq(ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL), 0);
+    ferry_audit_free(a);
+    return out;
+}
+
+Test(audit_gcp, records_put_aside_change_nothing)
+{
+    static const size_t orders[][N_SPILL] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+        {10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0},
+        {9, 3, 6, 0, 8, 2, 5, 1, 10, 4, 7},
+        {7, 1, 4, 10, 2, 8, 0, 6, 3, 9, 5},
+    };
+    static const char *const expect[] = {
+        "GCP-OP-002", "GCP-SH-006",  "GCP-SH-008",
+        "GCP-OP-008", "GCP-SH-005",  "GCP-OP-003",
+        "off@p1.iam", "gone@p2.iam", "333-compute@developer",
+        "in10.json",
+    };
+    for (size_t o = 0; o < sizeof(orders) / sizeof(orders[0]); o++) {
+        size_t held_all, held_default, held0, held3;
+        uint64_t spilled_all, spilled_default, spilled0, spilled3;
+        /* everything in memory, the run's default (AUDIT_SPILL_AFTER), 0 and 3 */
+        char *ref = spill_run(orders[o], (size_t)1 << 40, &held_all, &spilled_all);
+        char *rd = spill_run(orders[o], SIZE_MAX, &held_default, &spilled_default);
+        char *r0 = spill_run(orders[o], 0, &held0, &spilled0);
+        char *r3 = spill_run(orders[o], 3, &held3, &spilled3);
+
+        for (size_t i = 0; o == 0 && i < sizeof(expect) / sizeof(expect[0]); i++)
+            cr_assert(strstr(ref, expect[i]), "the run covers %s: %s", expect[i], ref);
+        cr_assert_str_eq(rd, ref, "order %zu, default spill_after", o);
+        cr_assert_str_eq(r0, ref, "order %zu, spill_after 0", o);
+        cr_assert_str_eq(r3, ref, "order %zu, spill_after 3", o);
+        /* put aside, and only about the last project's records in memory */
+        cr_assert_eq(spilled_all, 0);
+        cr_assert_geq(held_all, 26, "held %zu", held_all);
+        cr_assert_gt(spilled0, 0);
+        cr_assert_gt(spilled3, 0);
+        /* p1's scope, the last one touched in most orders, holds 9 records (2 SAs, 2 uniqueIds,
+         * 4 custom-role and 1 SH-008 candidates); the state takes up to twice what stayed at
+         * the last eviction before the next one */
+        cr_assert_leq(held0, 11, "order %zu: %zu records in memory", o, held0);
+        cr_assert_leq(held3, 11, "order %zu: %zu records in memory", o, held3);
+        free(ref);
+        free(rd);
+        free(r0);
+        free(r3);
+    }
 }

@@ -221,6 +221,11 @@ void audit_aws_cache_stats(const ferry_audit *a, size_t *ret_analysed, size_t *r
  * temporary file (tests). */
 size_t audit_aws_records(const ferry_audit *a, uint64_t *ret_spilled);
 
+/* GCP's cross-file records in memory (SA records and index entries, uniqueId entries, held
+ * OP-002/SH-008/SH-005 candidates, SA -> pool entries) and the bytes put in its temporary file
+ * (tests). */
+size_t audit_gcp_records(const ferry_audit *a, uint64_t *ret_spilled);
+
 /* ---- AWS policy evaluation shared by aws.c and aws_graph.c ---------------------------- */
 
 /* Some statement of docs (an array of policy documents) allows action on resource and none

@@ -7,7 +7,8 @@
  * the account list bound in a policy from another file, a custom role granted in one file and
  * defined in another, whether a service account's project is part of the audited estate, usage
  * data given at all) is kept in small per-run indexes of names and flags and decided in
- * gcp_finish().
+ * gcp_finish(). What of it grows with the estate's identities is kept per project (scope): the
+ * scopes the run is not working on wait in a temporary file (spill.c).
  */
 #include "config.h"
 
@@ -180,35 +181,69 @@ typedef struct gcp_map {
 
 typedef struct gcp_state {
     bool include_agents;
-    char *resource;    /* --gcp-resource for get-iam-policy outputs, or NULL */
-    json_t *trusted;   /* --trusted-projects: project ids and numbers (a set) */
-    audit_strset strs; /* emails, uniqueIds, projects, sources of the records below */
+    char *resource;   /* --gcp-resource for get-iam-policy outputs, or NULL */
+    json_t *trusted;  /* --trusted-projects: project ids and numbers (a set) */
+    json_t *roles;    /* custom role name -> [dangerous permissions] */
+    json_t *estate;   /* projects (ids and numbers) seen in any input (a set) */
+    json_t *projects; /* project id -> source: the projects that get the usage notes */
+    json_t *pools;    /* workload identity pool -> [issuer] */
+    bool usage_sa, usage_key, usage_perm; /* usage data of each kind was given */
+    /* Kept for the whole run (see "records of the scopes not worked on" below): */
+    audit_strset strs;   /* uniqueIds and scope names */
+    gcp_map uid_scope;   /* SA uniqueId -> the scope its uid -> email entry is in (once some
+                          * records were put aside: before, every entry is in memory) */
+    bool uid_scoped;     /* uid_scope is kept (records were put aside) */
+    gcp_map spilled;     /* scope name -> 1: the scopes put aside at least once */
+    const char **scopes; /* the same, in the order first put aside */
+    size_t n_scopes, alloc_scopes;
+    audit_spill spill;  /* the records of the scopes not in memory, under the scope's name */
+    size_t evict_floor; /* twice the records kept at the last eviction */
+    /* The records of the scopes in memory, their strings in recs: */
+    audit_strset recs; /* emails, uniqueIds, projects, sources, evidence */
     gcp_sa *sas;       /* the service accounts, in the order first seen */
     size_t n_sas, alloc_sas;
     /* SA email -> (index in sas + 1, 0 for none) << 1 | 1 when a member of some binding (the
      * emails of other projects' SAs are bound without a record) */
     gcp_map sa_index;
-    json_t *roles;        /* custom role name -> [dangerous permissions] */
+    gcp_map uids;         /* SA uniqueId -> email */
     gcp_pendings custom;  /* bindings of SAs to custom roles, decided at the end (OP-002) */
     gcp_pendings foreign; /* SA members of projects not known yet, decided at the end (SH-008) */
-    json_t *estate;       /* projects (ids and numbers) seen in any input (a set) */
-    json_t *projects;     /* project id -> source: the projects that get the usage notes */
-    json_t *pools;        /* workload identity pool -> [issuer] */
-    json_t *sa_pools;     /* SA email -> [pool] (SA policies granting a pool's principals) */
-    gcp_map uids;         /* SA uniqueId -> email */
     gcp_pendings unused;  /* GCP-SH-005 candidates, decided at the end (disabled ones are not) */
-    bool usage_sa, usage_key, usage_perm; /* usage data of each kind was given */
+    json_t *sa_pools;     /* SA email -> [pool] (SA policies granting a pool's principals) */
+    size_t n_sa_pools;    /* pools in sa_pools */
 } gcp_state;
 
 static gcp_state *state(ferry_audit *a)
 {
     if (!a->gcp) {
         gcp_state *s = calloc(1, sizeof(gcp_state));
-        if (s)
+        if (s) {
             audit_strset_init(&s->strs, GCP_STRSET_MAX);
+            audit_strset_init(&s->recs, GCP_STRSET_MAX);
+            audit_spill_init(&s->spill);
+        }
         a->gcp = s;
     }
     return a->gcp;
+}
+
+/* Free the records in memory (see gcp_state) and start their strings afresh. */
+static void records_release(gcp_state *s)
+{
+    free(s->sas);
+    free(s->sa_index.slots);
+    free(s->uids.slots);
+    free(s->custom.v);
+    free(s->foreign.v);
+    free(s->unused.v);
+    json_decref(s->sa_pools);
+    s->sas = NULL;
+    s->n_sas = s->alloc_sas = 0;
+    s->sa_index = s->uids = (gcp_map){.slots = NULL};
+    s->custom = s->foreign = s->unused = (gcp_pendings){.v = NULL};
+    s->sa_pools = NULL;
+    s->n_sa_pools = 0;
+    audit_strset_release(&s->recs);
 }
 
 static void gcp_release(ferry_audit *a)
@@ -216,20 +251,18 @@ static void gcp_release(ferry_audit *a)
     gcp_state *s = a->gcp;
     if (!s)
         return;
+    records_release(s);
     free(s->resource);
     json_decref(s->trusted);
-    free(s->sas);
-    free(s->sa_index.slots);
     json_decref(s->roles);
-    free(s->custom.v);
-    free(s->foreign.v);
     json_decref(s->estate);
     json_decref(s->projects);
     json_decref(s->pools);
-    json_decref(s->sa_pools);
-    free(s->uids.slots);
-    free(s->unused.v);
+    free(s->uid_scope.slots);
+    free(s->spilled.slots);
+    free(s->scopes);
     audit_strset_release(&s->strs);
+    audit_spill_release(&s->spill);
     free(s);
     a->gcp = NULL;
 }
@@ -242,10 +275,10 @@ static struct gcp_slot *map_slot(const struct gcp_slot *slots, size_t n_slots, c
     return (struct gcp_slot *)&slots[i];
 }
 
-/* The value of key (interned in s->strs, or not: then it is in no map), or NULL. */
-static const void *map_get(const gcp_state *s, const gcp_map *m, const char *key)
+/* The value of key (interned in t, or not: then it is in no map of t's strings), or NULL. */
+static const void *map_get(const audit_strset *t, const gcp_map *m, const char *key)
 {
-    const char *k = m->n ? audit_strset_find(&s->strs, key) : NULL;
+    const char *k = m->n ? audit_strset_find(t, key) : NULL;
     return k ? map_slot(m->slots, m->n_slots, k)->val : NULL;
 }
 
@@ -567,7 +600,7 @@ typedef struct gcp_ctx {
  * the end of the run, from this input. */
 static int pending_add(gcp_ctx *c, gcp_pendings *list, gcp_pending p, json_t *ev)
 {
-    audit_strset *t = &c->s->strs;
+    audit_strset *t = &c->s->recs;
     const char **fields[] = {&p.email, &p.role, &p.project, &p.account, &p.resource, &p.key};
     char *text = ev ? audit_json_dumps(ev, JSON_COMPACT) : NULL;
     int r = text ? 0 : -ENOMEM;
@@ -649,17 +682,386 @@ static int bad(gcp_ctx *c, const char *where, const char *fmt, ...)
     return r;
 }
 
-/* The SA record of the index, or NULL. Good until the next sa_record. */
+/* The SA record of the index (its scope in memory), or NULL. Good until the next sa_record
+ * or gcp_resident. */
 static gcp_sa *sa_find(const gcp_state *s, const char *email)
 {
-    uintptr_t i = (uintptr_t)map_get(s, &s->sa_index, email) >> 1;
+    uintptr_t i = (uintptr_t)map_get(&s->recs, &s->sa_index, email) >> 1;
     return i ? &s->sas[i - 1] : NULL;
 }
 
-/* email is a member of some binding. */
+/* email (its scope in memory) is a member of some binding. */
 static bool sa_bound(const gcp_state *s, const char *email)
 {
-    return (uintptr_t)map_get(s, &s->sa_index, email) & 1;
+    return (uintptr_t)map_get(&s->recs, &s->sa_index, email) & 1;
+}
+
+/* ---- records of the scopes not worked on, in the temporary file --------------------------
+ *
+ * What grows with the estate's identities is kept per scope: an SA's record, index entry
+ * (bound or not), uniqueId -> email entry and SA -> pools entries are in the scope of the
+ * project its email names (email_project: NAME@PROJECT.iam..., PROJECT@appspot..., the number
+ * of NUMBER-compute@developer... and of the service agents; "" when the email names none), a
+ * function of the email alone, so that every lookup by email finds its scope whatever other
+ * inputs said of the SA's project. The OP-002 and SH-008 candidates are in the scope of the
+ * policy's account, SH-005's in the SA's (the policy's account without an SA). The state holds
+ * the scopes the run is working on; when it holds more than a->spill_after records (or twice
+ * what stayed the last time) every other scope's go to s->spill, as one segment under the
+ * scope's name, the record strings are started afresh and the current scope's taken back.
+ * Touching a scope again (gcp_resident) takes its segments back, in order, before anything is
+ * looked up or added. A uniqueId names no project: from the first eviction on, uid_scope says
+ * which scope holds its uid -> email entry (the one per-SA entry kept for the whole run, about
+ * 60 bytes; before, every entry is in memory). */
+
+/* The scope of the records of an SA, from its email alone. */
+static void email_scope(const char *email, char out[80])
+{
+    email_project(email, out, 80);
+}
+
+/* uid's entry (uid -> email) is in email's scope. */
+static int uid_scope_put(gcp_state *s, const char *uid, const char *email)
+{
+    const char *k, *sc;
+    char es[80];
+    int r;
+
+    email_scope(email, es);
+    if ((r = audit_strset_intern(&s->strs, uid, &k)) < 0 ||
+        (r = audit_strset_intern(&s->strs, es, &sc)) < 0)
+        return r;
+    return map_put(&s->uid_scope, k, sc);
+}
+
+static size_t records_held(const gcp_state *s)
+{
+    return s->sa_index.n + s->uids.n + s->custom.n + s->foreign.n + s->unused.n + s->n_sa_pools;
+}
+
+/* r, with what failed with the temporary file in errbuf when that is why (aws.c has its own
+ * of the same few lines). */
+static int gcp_spill_error(gcp_state *s, int r, char *errbuf, size_t errlen)
+{
+    if (r < 0 && s->spill.why[0])
+        return ferry_errbuf_set(errbuf, errlen, r, "%s", s->spill.why);
+    return r;
+}
+
+static int rec_put_pending(ferry_buf *b, char tag, const gcp_pending *p)
+{
+    const char *f[] = {p->email,    p->role, p->project, p->account,
+                       p->resource, p->key,  p->source,  p->ev};
+    int r = ferry_buf_append(b, &tag, 1);
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(f); i++)
+        r = audit_rec_put_str(b, f[i]);
+    return r;
+}
+
+static int rec_put_sa(ferry_buf *b, const gcp_sa *sa, bool bound)
+{
+    uint32_t flags = sa->flags | (bound ? 1u << 31 : 0);
+    int r = ferry_buf_append(b, "S", 1);
+    if (r == 0)
+        r = audit_rec_put_str(b, sa->email);
+    if (r == 0)
+        r = audit_rec_put_str(b, sa->project);
+    if (r == 0)
+        r = audit_rec_put_str(b, sa->uid);
+    if (r == 0)
+        r = audit_rec_put_str(b, sa->source);
+    return r == 0 ? ferry_buf_append(b, &flags, sizeof(flags)) : r;
+}
+
+/* A tag and two strings: 'B' an email bound without a record, 'I' uid -> email, 'P' SA ->
+ * pool. */
+static int rec_put_pair(ferry_buf *b, char tag, const char *x, const char *y)
+{
+    int r = ferry_buf_append(b, &tag, 1);
+    if (r == 0)
+        r = audit_rec_put_str(b, x);
+    return r == 0 ? audit_rec_put_str(b, y) : r;
+}
+
+static int pending_keep(gcp_state *s, gcp_pendings *list, const gcp_pending *e)
+{
+    gcp_pending p = *e;
+    const char **fields[] = {&p.email,    &p.role, &p.project, &p.account,
+                             &p.resource, &p.key,  &p.source,  &p.ev};
+    int r = audit_vec_room(&list->v, &list->alloc, list->n, sizeof(*list->v), 64, GCP_PENDING_MAX);
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(fields); i++)
+        if (*fields[i])
+            r = audit_strset_intern(&s->recs, *fields[i], fields[i]);
+    if (r < 0)
+        return r;
+    if (!p.account || !p.source || !p.ev)
+        return -EIO;
+    list->v[list->n++] = p;
+    return 0;
+}
+
+static int sa_pool_add(gcp_state *s, const char *email, const char *pool)
+{
+    json_t *idx = index_of(&s->sa_pools, false), *list;
+    if (!idx)
+        return -ENOMEM;
+    list = json_object_get(idx, email);
+    if (!list) {
+        list = json_array();
+        if (!list || json_object_set_new(idx, email, list) < 0)
+            return -ENOMEM;
+    }
+    if (json_array_append_new(list, json_string(pool)) < 0)
+        return -ENOMEM;
+    s->n_sa_pools++;
+    return 0;
+}
+
+static bool same_scope(const char *x, const char *y)
+{
+    return x && y && strcmp(x, y) == 0;
+}
+
+typedef struct unspill_ctx {
+    gcp_state *s;
+    const char *scope;
+} unspill_ctx;
+
+/* A segment of a scope's records, back into the state. -EIO when it is not one gcp_evict
+ * wrote. */
+static int gcp_unspill(void *userdata, const char *data, size_t len)
+{
+    unspill_ctx *u = userdata;
+    gcp_state *s = u->s;
+    audit_rec_reader rd = {data, len};
+    int r = 0;
+
+    while (rd.left && r == 0) {
+        char tag;
+        const char *x = NULL, *y = NULL;
+        if ((r = audit_rec_get(&rd, &tag, 1)) < 0)
+            break;
+        if (tag == 'C' || tag == 'F' || tag == 'U') {
+            gcp_pending p;
+            const char **f[] = {&p.email,    &p.role, &p.project, &p.account,
+                                &p.resource, &p.key,  &p.source,  &p.ev};
+            for (size_t i = 0; r == 0 && i < ARRAY_SIZE(f); i++)
+                r = audit_rec_get_str(&rd, f[i]);
+            if (r == 0)
+                r = pending_keep(s,
+                                 tag == 'C'   ? &s->custom
+                                 : tag == 'F' ? &s->foreign
+                                              : &s->unused,
+                                 &p);
+        } else if (tag == 'S') {
+            gcp_sa rec = {.flags = 0};
+            uint32_t flags;
+            r = audit_rec_get_str(&rd, &rec.email);
+            if (r == 0)
+                r = audit_rec_get_str(&rd, &rec.project);
+            if (r == 0)
+                r = audit_rec_get_str(&rd, &rec.uid);
+            if (r == 0)
+                r = audit_rec_get_str(&rd, &rec.source);
+            if (r == 0)
+                r = audit_rec_get(&rd, &flags, sizeof(flags));
+            if (r == 0 && (!rec.email || !rec.project || !rec.uid || !rec.source))
+                r = -EIO;
+            if (r == 0)
+                r = audit_vec_room(&s->sas, &s->alloc_sas, s->n_sas, sizeof(*s->sas), 256,
+                                   GCP_MAP_MAX);
+            if (r == 0 && (r = audit_strset_intern(&s->recs, rec.email, &rec.email)) == 0 &&
+                (r = audit_strset_intern(&s->recs, rec.project, &rec.project)) == 0 &&
+                (r = audit_strset_intern(&s->recs, rec.uid, &rec.uid)) == 0 &&
+                (r = audit_strset_intern(&s->recs, rec.source, &rec.source)) == 0) {
+                rec.flags = flags & ~(1u << 31);
+                r = map_put(&s->sa_index, rec.email,
+                            (const void *)((s->n_sas + 1) << 1 | (flags >> 31)));
+                if (r == 0)
+                    s->sas[s->n_sas++] = rec;
+            }
+        } else if (tag == 'B' || tag == 'I' || tag == 'P') {
+            r = audit_rec_get_str(&rd, &x);
+            if (r == 0)
+                r = audit_rec_get_str(&rd, &y);
+            if (r == 0 && (!x || (tag != 'B' && !y)))
+                r = -EIO;
+            if (r < 0)
+                break;
+            if (tag == 'P') {
+                r = sa_pool_add(s, x, y);
+                continue;
+            }
+            /* a uid given to an SA of another scope since: that entry is the one */
+            if (tag == 'I' && !same_scope(map_get(&s->strs, &s->uid_scope, x), u->scope))
+                continue;
+            if ((r = audit_strset_intern(&s->recs, x, &x)) < 0)
+                break;
+            if (tag == 'B')
+                r = map_put(&s->sa_index, x,
+                            (const void *)((uintptr_t)map_get(&s->recs, &s->sa_index, x) | 1));
+            else if ((r = audit_strset_intern(&s->recs, y, &y)) == 0)
+                r = map_put(&s->uids, x, y);
+        } else {
+            r = -EIO;
+        }
+    }
+    return r;
+}
+
+/* The group of scope (interned in strs) in the eviction's buffers, added when new. */
+static int evict_group(gcp_map *gm, ferry_buf **groups, size_t *n, size_t *alloc, const char *scope,
+                       ferry_buf **ret)
+{
+    uintptr_t i = gm->n ? (uintptr_t)map_slot(gm->slots, gm->n_slots, scope)->val : 0;
+    int r;
+
+    if (!i) {
+        if ((r = audit_vec_room(groups, alloc, *n, sizeof(**groups), 16, GCP_MAP_MAX)) < 0)
+            return r;
+        ferry_buf_init(&(*groups)[*n], (size_t)1 << 30, false);
+        i = ++*n;
+        if ((r = map_put(gm, scope, (const void *)i)) < 0)
+            return r;
+    }
+    *ret = &(*groups)[i - 1];
+    return 0;
+}
+
+/* The buffer of the scope named sc, through evict_group. */
+static int evict_buf(gcp_state *s, gcp_map *gm, ferry_buf **groups, size_t *n, size_t *alloc,
+                     const char *sc, ferry_buf **ret)
+{
+    const char *k;
+    int r = audit_strset_intern(&s->strs, sc, &k);
+    return r < 0 ? r : evict_group(gm, groups, n, alloc, k, ret);
+}
+
+/* Put every scope's records but keep's (all of them when keep is NULL) in the temporary file,
+ * start the record strings afresh and take keep's back. */
+static int gcp_evict(gcp_state *s, const char *keep)
+{
+    gcp_map gm = {.slots = NULL};
+    ferry_buf *groups = NULL, *b, mine;
+    size_t n = 0, alloc = 0;
+    char sc[80];
+    int r = 0;
+
+    ferry_buf_init(&mine, (size_t)1 << 30, false);
+    for (size_t i = 0; i < s->n_sas && r == 0; i++) {
+        email_scope(s->sas[i].email, sc);
+        r = evict_buf(s, &gm, &groups, &n, &alloc, sc, &b);
+        if (r == 0)
+            r = rec_put_sa(b, &s->sas[i], sa_bound(s, s->sas[i].email));
+    }
+    for (size_t i = 0; i < s->sa_index.n_slots && r == 0; i++) {
+        const struct gcp_slot *e = &s->sa_index.slots[i];
+        if (!e->key || (uintptr_t)e->val >> 1)
+            continue;
+        email_scope(e->key, sc);
+        r = evict_buf(s, &gm, &groups, &n, &alloc, sc, &b);
+        if (r == 0)
+            r = rec_put_pair(b, 'B', e->key, NULL);
+    }
+    /* from the first eviction on uid_scope is kept: filled with what is in memory now */
+    for (size_t i = 0; i < s->uids.n_slots && r == 0; i++) {
+        const struct gcp_slot *e = &s->uids.slots[i];
+        if (!e->key)
+            continue;
+        email_scope(e->val, sc);
+        r = s->uid_scoped ? 0 : uid_scope_put(s, e->key, e->val);
+        if (r == 0)
+            r = evict_buf(s, &gm, &groups, &n, &alloc, sc, &b);
+        if (r == 0)
+            r = rec_put_pair(b, 'I', e->key, e->val);
+    }
+    const struct {
+        char tag;
+        const gcp_pendings *list;
+    } lists[] = {{'C', &s->custom}, {'F', &s->foreign}, {'U', &s->unused}};
+    for (size_t l = 0; l < ARRAY_SIZE(lists) && r == 0; l++)
+        for (size_t i = 0; i < lists[l].list->n && r == 0; i++) {
+            const gcp_pending *p = &lists[l].list->v[i];
+            if (lists[l].tag == 'U' && p->email)
+                email_scope(p->email, sc);
+            r = evict_buf(s, &gm, &groups, &n, &alloc,
+                          lists[l].tag == 'U' && p->email ? sc : p->account, &b);
+            if (r == 0)
+                r = rec_put_pending(b, lists[l].tag, p);
+        }
+    const char *email;
+    json_t *list, *pool;
+    json_object_foreach(s->sa_pools, email, list)
+    {
+        size_t j;
+        email_scope(email, sc);
+        json_array_foreach(list, j, pool)
+        {
+            if (r == 0)
+                r = evict_buf(s, &gm, &groups, &n, &alloc, sc, &b);
+            if (r == 0)
+                r = rec_put_pair(b, 'P', email, json_string_value(pool));
+        }
+    }
+    for (size_t i = 0; i < gm.n_slots && r == 0; i++) {
+        const char *scope = gm.slots[i].key;
+        ferry_buf *g;
+        if (!scope)
+            continue;
+        g = &groups[(uintptr_t)gm.slots[i].val - 1];
+        if (keep && strcmp(scope, keep) == 0) {
+            r = ferry_buf_append(&mine, g->data, g->len);
+            continue;
+        }
+        if (!map_get(&s->strs, &s->spilled, scope)) {
+            r = audit_vec_room(&s->scopes, &s->alloc_scopes, s->n_scopes, sizeof(*s->scopes), 16,
+                               GCP_MAP_MAX);
+            if (r == 0)
+                r = map_put(&s->spilled, scope, (const void *)1);
+            if (r < 0)
+                break;
+            s->scopes[s->n_scopes++] = scope;
+        }
+        r = audit_spill_put(&s->spill, scope, g->data, g->len);
+    }
+    if (r == 0) {
+        s->uid_scoped = true;
+        records_release(s);
+        if (mine.len) {
+            unspill_ctx u = {s, keep};
+            r = gcp_unspill(&u, mine.data, mine.len);
+        }
+        s->evict_floor = 2 * records_held(s);
+    }
+    for (size_t i = 0; i < n; i++)
+        ferry_buf_release(&groups[i]);
+    free(groups);
+    free(gm.slots);
+    ferry_buf_release(&mine);
+    return r;
+}
+
+/* Make scope's records the ones in memory (see above): the others' put aside when the state
+ * holds too many, then what was put aside of scope taken back. */
+static int gcp_resident(gcp_ctx *c, const char *scope)
+{
+    gcp_state *s = c->s;
+    size_t at = s->evict_floor > c->a->spill_after ? s->evict_floor : c->a->spill_after;
+    int r = 0;
+
+    if (records_held(s) > at)
+        r = gcp_evict(s, scope);
+    if (r == 0 && audit_spill_holds(&s->spill, scope)) {
+        unspill_ctx u = {s, scope};
+        r = audit_spill_take(&s->spill, scope, gcp_unspill, &u);
+    }
+    return gcp_spill_error(s, r, c->errbuf, c->errlen);
+}
+
+size_t audit_gcp_records(const ferry_audit *a, uint64_t *ret_spilled)
+{
+    const gcp_state *s = a->gcp;
+    *ret_spilled = s ? s->spill.size : 0;
+    return s ? records_held(s) : 0;
 }
 
 /* The SA record of the index, created on first sight (its project the one the email names,
@@ -667,11 +1069,15 @@ static bool sa_bound(const gcp_state *s, const char *email)
 static int sa_record(gcp_ctx *c, const char *email, gcp_sa **ret)
 {
     gcp_state *s = c->s;
-    uintptr_t v = (uintptr_t)map_get(s, &s->sa_index, email);
+    uintptr_t v;
     gcp_sa rec = {.flags = 0};
     char p[80];
     int r;
 
+    email_scope(email, p);
+    if ((r = gcp_resident(c, p)) < 0)
+        return r;
+    v = (uintptr_t)map_get(&s->recs, &s->sa_index, email);
     if (v >> 1) {
         *ret = &s->sas[(v >> 1) - 1];
         return 0;
@@ -679,11 +1085,10 @@ static int sa_record(gcp_ctx *c, const char *email, gcp_sa **ret)
     if ((r = audit_vec_room(&s->sas, &s->alloc_sas, s->n_sas, sizeof(*s->sas), 256, GCP_MAP_MAX)) <
         0)
         return r;
-    email_project(email, p, sizeof(p));
-    if ((r = audit_strset_intern(&s->strs, email, &rec.email)) < 0 ||
-        (r = audit_strset_intern(&s->strs, p, &rec.project)) < 0 ||
-        (r = audit_strset_intern(&s->strs, "", &rec.uid)) < 0 ||
-        (r = audit_strset_intern(&s->strs, c->path, &rec.source)) < 0 ||
+    if ((r = audit_strset_intern(&s->recs, email, &rec.email)) < 0 ||
+        (r = audit_strset_intern(&s->recs, p, &rec.project)) < 0 ||
+        (r = audit_strset_intern(&s->recs, "", &rec.uid)) < 0 ||
+        (r = audit_strset_intern(&s->recs, c->path, &rec.source)) < 0 ||
         (r = map_put(&s->sa_index, rec.email, (const void *)((s->n_sas + 1) << 1 | (v & 1)))) < 0)
         return r;
     s->sas[s->n_sas] = rec;
@@ -792,10 +1197,13 @@ static int service_account(gcp_ctx *c, json_t *sa, const char *where, const char
         (void)snprintf(p, sizeof(p), "%s", project_hint);
     else
         email_project(email, p, sizeof(p));
-    if ((r = audit_strset_intern(&c->s->strs, p, &rec->project)) < 0 ||
-        (uid && (r = audit_strset_intern(&c->s->strs, uid, &rec->uid)) < 0))
+    if ((r = audit_strset_intern(&c->s->recs, p, &rec->project)) < 0 ||
+        (uid && (r = audit_strset_intern(&c->s->recs, uid, &rec->uid)) < 0))
         return r;
-    if (uid && uid[0] && (r = map_put(&c->s->uids, rec->uid, rec->email)) < 0)
+    /* the uid -> email entry is in the SA's scope; uid_scope says which that is */
+    if (uid && uid[0] &&
+        ((r = map_put(&c->s->uids, rec->uid, rec->email)) < 0 ||
+         (c->s->uid_scoped && (r = uid_scope_put(c->s, rec->uid, rec->email)) < 0)))
         return r;
     bool disabled = json_is_true(json_object_get(sa, "disabled"));
     if ((r = sa_flag(c, email, SA_LISTED | (disabled ? SA_DISABLED : 0))) < 0)
@@ -1066,9 +1474,13 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
     const char *bound;
     gcp_sa *rec;
 
-    if ((r = audit_strset_intern(&c->s->strs, email, &bound)) < 0 ||
+    /* the mark goes to the member's scope (another project's, often) */
+    email_scope(email, proj);
+    if ((r = gcp_resident(c, proj)) < 0 ||
+        (r = audit_strset_intern(&c->s->recs, email, &bound)) < 0 ||
         (r = map_put(&c->s->sa_index, bound,
-                     (const void *)((uintptr_t)map_get(c->s, &c->s->sa_index, bound) | 1))) < 0)
+                     (const void *)((uintptr_t)map_get(&c->s->recs, &c->s->sa_index, bound) | 1))) <
+            0)
         return r;
     /* The project's own service accounts are identities of the audited estate even when no
      * account list was given (for the shadow-identity comparison). */
@@ -1101,7 +1513,8 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
     }
     if (hierarchy && op && custom_role(role)) {
         gcp_pending p = {.email = email, .role = role, .account = pol->account, .key = key};
-        if ((r = pending_add(c, &c->s->custom, p, binding_evidence(pol, role, member, cond))) < 0)
+        if ((r = gcp_resident(c, pol->account)) < 0 ||
+            (r = pending_add(c, &c->s->custom, p, binding_evidence(pol, role, member, cond))) < 0)
             return r;
     }
     /* GCP-OP-008: another project's SA can mint tokens for this SA. */
@@ -1132,7 +1545,9 @@ static int sa_member(gcp_ctx *c, const gcp_policy *pol, const char *role, const 
                 return -ENOMEM;
             gcp_pending p = {
                 .project = proj, .account = pol->account, .resource = pol->resource, .key = mkey};
-            r = pending_add(c, &c->s->foreign, p, binding_evidence(pol, role, member, cond));
+            r = gcp_resident(c, pol->account);
+            if (r == 0)
+                r = pending_add(c, &c->s->foreign, p, binding_evidence(pol, role, member, cond));
             if (r < 0)
                 return r;
         }
@@ -1232,17 +1647,10 @@ static int binding(gcp_ctx *c, const gcp_policy *pol, json_t *b, const char *whe
             member_pool(member, pool, sizeof(pool)) &&
             (strcmp(role, "roles/iam.workloadIdentityUser") == 0 ||
              strcmp(role, "roles/iam.serviceAccountTokenCreator") == 0)) {
-            json_t *idx = index_of(&c->s->sa_pools, false), *list;
-            if (!idx)
-                return -ENOMEM;
-            list = json_object_get(idx, pol->sa_email);
-            if (!list) {
-                list = json_array();
-                if (!list || json_object_set_new(idx, pol->sa_email, list) < 0)
-                    return -ENOMEM;
-            }
-            if (json_array_append_new(list, json_string(pool)) < 0)
-                return -ENOMEM;
+            char sc[80];
+            email_scope(pol->sa_email, sc);
+            if ((r = gcp_resident(c, sc)) < 0 || (r = sa_pool_add(c->s, pol->sa_email, pool)) < 0)
+                return r;
         }
     }
     return 0;
@@ -1309,10 +1717,19 @@ static int policy(gcp_ctx *c, json_t *p, const char *res, const char *project_hi
         if (!email)
             return -ENOMEM;
         /* CAI names SAs by uniqueId: the account list (or an SA asset before) says which */
-        if (!plausible_email(email))
-            pol.sa_email = map_get(c->s, &c->s->uids, email);
-        else
-            pol.sa_email = email;
+        if (!plausible_email(email)) {
+            const char *sc = map_get(&c->s->strs, &c->s->uid_scope, email), *known = NULL;
+            /* (no scope: nothing was put aside, or the uid is not known) */
+            if (sc && (r = gcp_resident(c, sc)) < 0)
+                return r;
+            known = map_get(&c->s->recs, &c->s->uids, email);
+            free(email);
+            email = NULL;
+            /* a copy: the records' strings do not outlive the next eviction */
+            if (known && !(email = strdup(known)))
+                return -ENOMEM;
+        }
+        pol.sa_email = email;
     }
     if (pol.level == LVL_PROJECT || pol.level == LVL_SA)
         if ((r = note_project(c, pol.account)) < 0)
@@ -1760,6 +2177,15 @@ static int unused_sa(gcp_ctx *c, const char *email, const char *account, const c
                      json_t *ev)
 {
     gcp_pending p = {.email = email, .account = account, .resource = uri};
+    char sc[80];
+    int r;
+
+    if (email)
+        email_scope(email, sc);
+    if ((r = gcp_resident(c, email ? sc : account)) < 0) {
+        json_decref(ev);
+        return r;
+    }
     return pending_add(c, &c->s->unused, p, ev);
 }
 
@@ -2177,17 +2603,14 @@ static int identity_notes(gcp_ctx *c)
     return 0;
 }
 
-static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
+/* The end-of-run rules over the records in memory (a scope's, or all of them when nothing was
+ * put aside). */
+static int decide_records(gcp_ctx *c)
 {
-    gcp_state *s = a->gcp;
-    gcp_ctx c = {.a = a, .s = s, .errbuf = errbuf, .errlen = errlen};
-    const char *proj;
-    json_t *src;
+    gcp_state *s = c->s;
     int r;
 
-    if (!s)
-        return 0;
-    if ((r = custom_role_rules(&c)) < 0 || (r = foreign_rules(&c)) < 0)
+    if ((r = custom_role_rules(c)) < 0 || (r = foreign_rules(c)) < 0)
         return r;
     /* GCP-SH-006: disabled, and still bound or holding user-managed keys. */
     for (size_t k = 0; k < s->n_sas; k++) {
@@ -2200,8 +2623,8 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
         _cleanup_free_ char *uri = NULL;
         if (sa_uri(email, &uri) < 0)
             return -ENOMEM;
-        c.path = rec->source;
-        r = emit(&c, "GCP-SH-006", -1, rec->project, uri,
+        c->path = rec->source;
+        r = emit(c, "GCP-SH-006", -1, rec->project, uri,
                  json_pack("{s:b, s:b, s:b}", "disabled", 1, "bound", is_bound, "user_managed_keys",
                            (f & SA_KEY) != 0),
                  "disabled");
@@ -2214,11 +2637,48 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
         const gcp_sa *sa = p->email ? sa_find(s, p->email) : NULL;
         if (sa && (sa->flags & SA_DISABLED))
             continue;
-        c.path = p->source;
-        r = emit(&c, "GCP-SH-005", -1, p->account, p->resource, pending_evidence(p), "unused");
+        c->path = p->source;
+        r = emit(c, "GCP-SH-005", -1, p->account, p->resource, pending_evidence(p), "unused");
         if (r < 0)
             return r;
     }
+    return identity_notes(c);
+}
+
+/* Decide every scope's records, one scope in memory at a time when some were put aside. */
+static int finish_records(gcp_ctx *c)
+{
+    gcp_state *s = c->s;
+    int r;
+
+    if (!s->n_scopes)
+        return decide_records(c);
+    if ((r = gcp_evict(s, NULL)) < 0)
+        return r;
+    for (size_t i = 0; i < s->n_scopes; i++) {
+        unspill_ctx u = {s, s->scopes[i]};
+        r = audit_spill_take(&s->spill, s->scopes[i], gcp_unspill, &u);
+        if (r == 0)
+            r = decide_records(c);
+        records_release(s);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
+{
+    gcp_state *s = a->gcp;
+    gcp_ctx c = {.a = a, .s = s, .errbuf = errbuf, .errlen = errlen};
+    const char *proj;
+    json_t *src;
+    int r;
+
+    if (!s)
+        return 0;
+    if ((r = finish_records(&c)) < 0)
+        return gcp_spill_error(s, r, errbuf, errlen);
     /* Usage rules without usage data: one note per project and rule. */
     json_object_foreach(s->projects, proj, src)
     {
@@ -2235,7 +2695,7 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
                                "no service account activity or insights input")) < 0)
             return r;
     }
-    return identity_notes(&c);
+    return 0;
 }
 
 static const audit_loader gcp_loaders[] = {
