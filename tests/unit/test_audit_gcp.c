@@ -955,3 +955,55 @@ Test(audit_gcp, records_put_aside_change_nothing)
         free(r3);
     }
 }
+
+/* A uniqueId given to an SA of one project, then to one of another: a CAI policy by that uid
+ * is on the later SA however the records were put aside in between (with spill_after 2, pa's
+ * records go aside for pc's, and are taken back beside pb's by the policy: the uid's entry
+ * from pa must not replace pb's). */
+Test(audit_gcp, unique_id_given_again_in_another_project)
+{
+    static const char *const inputs[] = {
+        "[{'email': 'x@pa.iam.gserviceaccount.com', 'uniqueId': '555', 'oauth2ClientId': '1', "
+        "'projectId': 'pa', 'description': 'd'}, "
+        "{'email': 'x2@pa.iam.gserviceaccount.com', 'uniqueId': '556', 'oauth2ClientId': '3', "
+        "'projectId': 'pa', 'description': 'd'}, "
+        "{'email': 'x3@pa.iam.gserviceaccount.com', 'uniqueId': '557', 'oauth2ClientId': '4', "
+        "'projectId': 'pa', 'description': 'd'}]",
+        "[{'email': 'c1@pc.iam.gserviceaccount.com', 'uniqueId': '31', 'oauth2ClientId': '31', "
+        "'description': 'd'}, {'email': 'c2@pc.iam.gserviceaccount.com', 'uniqueId': '32', "
+        "'oauth2ClientId': '32', 'description': 'd'}, {'email': 'c3@pc.iam.gserviceaccount.com', "
+        "'uniqueId': '33', 'oauth2ClientId': '33', 'description': 'd'}, "
+        "{'email': 'c4@pc.iam.gserviceaccount.com', 'uniqueId': '34', 'oauth2ClientId': '34', "
+        "'description': 'd'}]",
+        "[{'email': 'y@pb.iam.gserviceaccount.com', 'uniqueId': '555', 'oauth2ClientId': '2', "
+        "'projectId': 'pb', 'description': 'd'}]",
+        "{'etag': 'x', 'bindings': [{'role': 'roles/viewer', 'members': "
+        "['serviceAccount:x@pa.iam.gserviceaccount.com', "
+        "'serviceAccount:y@pb.iam.gserviceaccount.com', "
+        "'serviceAccount:x@pa.iam.gserviceaccount.com']}]}",
+        "[{'name': '//iam.googleapis.com/projects/pb/serviceAccounts/555', 'asset_type': "
+        "'iam.googleapis.com/ServiceAccount', 'iam_policy': {'bindings': [{'role': "
+        "'roles/iam.serviceAccountTokenCreator', 'members': "
+        "['serviceAccount:ci@tools.iam.gserviceaccount.com']}]}}]",
+    };
+    char *ref = NULL;
+
+    for (size_t after = 0; after <= 8; after++) {
+        ferry_audit *a = run_new();
+        char err[512] = "", *out = NULL;
+        a->spill_after = after == 8 ? (size_t)1 << 40 : after;
+        cr_assert_eq(ferry_audit_gcp_set_resource(a, "projects/pa"), 0);
+        for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++)
+            cr_assert_eq(add(a, "in.json", inputs[i], err, sizeof(err)), 0, "%s", err);
+        finish(a);
+        one(a, "GCP-OP-008", "y@pb.iam");
+        cr_assert_eq(count(a, "GCP-OP-008", "x@pa.iam", NULL), 0);
+        cr_assert_eq(ferry_audit_render(a, FERRY_AUDIT_OUT_JSON, &out, NULL), 0);
+        if (ref)
+            cr_assert_str_eq(out, ref, "spill_after %zu", after);
+        free(ref);
+        ref = out;
+        ferry_audit_free(a);
+    }
+    free(ref);
+}
