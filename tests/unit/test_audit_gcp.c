@@ -1007,3 +1007,21 @@ Test(audit_gcp, unique_id_given_again_in_another_project)
     }
     free(ref);
 }
+
+/* A temporary file that cannot be made fails the run, naming its directory. */
+Test(audit_gcp, temporary_file_error_names_its_directory)
+{
+    ferry_audit *a = run_new();
+    char err[512] = "";
+    int r = 0;
+
+    cr_assert_eq(setenv("TMPDIR", "/nonexistent-ferry-audit-dir", 1), 0);
+    a->spill_after = 0;
+    cr_assert_eq(ferry_audit_gcp_set_resource(a, "projects/p1"), 0);
+    for (size_t i = 0; r == 0 && i < N_SPILL; i++)
+        r = add(a, "in.json", SPILL_INPUTS[i], err, sizeof(err));
+    cr_assert_lt(r, 0);
+    cr_assert(strstr(err, "temporary file of audit records in /nonexistent-ferry-audit-dir"), "%s",
+              err);
+    ferry_audit_free(a);
+}
