@@ -129,7 +129,13 @@ Test(audit_spill, a_directory_that_cannot_hold_the_file_fails_the_put)
     cr_assert(strstr(sp.why, "temporary file") && strstr(sp.why, "/nonexistent/ferry-spill"), "%s",
               sp.why);
     cr_assert_not(audit_spill_holds(&sp, "k"));
+    char err[300] = "";
+    cr_assert_eq(audit_spill_error(&sp, -ENOENT, err, sizeof(err)), -ENOENT);
+    cr_assert_str_eq(err, sp.why);
     audit_spill_release(&sp);
+    err[0] = '\0';
+    cr_assert_eq(audit_spill_error(&sp, -ENOMEM, err, sizeof(err)), -ENOMEM);
+    cr_assert_str_eq(err, "", "not the file's failure: nothing said");
 }
 
 Test(audit_spill, records_round_trip_and_foreign_bytes_are_refused)

@@ -101,6 +101,8 @@ void audit_spill_release(audit_spill *sp); /* closes (and so deletes) the file *
  * -ENOMEM or -FERRY_EFULL (64 GiB in all, 1 GiB a segment). A failure of the file also says
  * what failed in why. */
 int audit_spill_put(audit_spill *sp, const char *key, const void *data, size_t len);
+/* r, with the text of what failed with the file in errbuf when that is why r failed. */
+int audit_spill_error(const audit_spill *sp, int r, char *errbuf, size_t errlen);
 /* Something is put aside under key. */
 bool audit_spill_holds(const audit_spill *sp, const char *key);
 /* Hand each segment of key to fn (data valid during the call), in the order put, and forget

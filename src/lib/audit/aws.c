@@ -1037,7 +1037,6 @@ out:
 static aws_account *account_find(aws_state *s, const char *account);
 static int aws_resident(ferry_audit *a, aws_state *s, const char *account, char *errbuf,
                         size_t errlen);
-static int spill_error(aws_state *s, int r, char *errbuf, size_t errlen);
 
 /* Keep a trust to another account (its strings borrowed, interned in recs). */
 static int cross_put(aws_state *s, const aws_cross *e)
@@ -2351,7 +2350,7 @@ static int aws_finish(ferry_audit *a, char *errbuf, size_t errlen)
         r = cross_account_rules(a);
     if (r == 0)
         r = usage_finish(a, errbuf, errlen);
-    return a->aws ? spill_error(a->aws, r, errbuf, errlen) : r;
+    return a->aws ? audit_spill_error(&((aws_state *)a->aws)->spill, r, errbuf, errlen) : r;
 }
 
 /* ---- credential report --------------------------------------------------------------------- */
@@ -3289,14 +3288,6 @@ static int usage_segment(void *userdata, const char *data, size_t len)
     return r;
 }
 
-/* r, with what failed with the temporary file in errbuf when that is why. */
-static int spill_error(aws_state *s, int r, char *errbuf, size_t errlen)
-{
-    if (r < 0 && s->spill.why[0])
-        return ferry_errbuf_set(errbuf, errlen, r, "%s", s->spill.why);
-    return r;
-}
-
 typedef struct evict_group {
     const char *account; /* interned in recs */
     ferry_buf b;
@@ -3394,7 +3385,7 @@ static int aws_resident(ferry_audit *a, aws_state *s, const char *account, char 
         unspill_ctx u = {s, account};
         r = audit_spill_take(&s->spill, account, aws_unspill, &u);
     }
-    return spill_error(s, r, errbuf, errlen);
+    return audit_spill_error(&s->spill, r, errbuf, errlen);
 }
 
 /* End of the run: usage data of principals no authorization details came for is decided on

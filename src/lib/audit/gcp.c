@@ -738,15 +738,6 @@ static size_t records_held(const gcp_state *s)
     return s->sa_index.n + s->uids.n + s->custom.n + s->foreign.n + s->unused.n + s->n_sa_pools;
 }
 
-/* r, with what failed with the temporary file in errbuf when that is why (aws.c has its own
- * of the same few lines). */
-static int gcp_spill_error(gcp_state *s, int r, char *errbuf, size_t errlen)
-{
-    if (r < 0 && s->spill.why[0])
-        return ferry_errbuf_set(errbuf, errlen, r, "%s", s->spill.why);
-    return r;
-}
-
 static int rec_put_pending(ferry_buf *b, char tag, const gcp_pending *p)
 {
     const char *f[] = {p->email,    p->role, p->project, p->account,
@@ -1054,7 +1045,7 @@ static int gcp_resident(gcp_ctx *c, const char *scope)
         unspill_ctx u = {s, scope};
         r = audit_spill_take(&s->spill, scope, gcp_unspill, &u);
     }
-    return gcp_spill_error(s, r, c->errbuf, c->errlen);
+    return audit_spill_error(&s->spill, r, c->errbuf, c->errlen);
 }
 
 size_t audit_gcp_records(const ferry_audit *a, uint64_t *ret_spilled)
@@ -2678,7 +2669,7 @@ static int gcp_finish(ferry_audit *a, char *errbuf, size_t errlen)
     if (!s)
         return 0;
     if ((r = finish_records(&c)) < 0)
-        return gcp_spill_error(s, r, errbuf, errlen);
+        return audit_spill_error(&s->spill, r, errbuf, errlen);
     /* Usage rules without usage data: one note per project and rule. */
     json_object_foreach(s->projects, proj, src)
     {

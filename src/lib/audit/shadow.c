@@ -786,7 +786,7 @@ int audit_shadow_finish(ferry_audit *a, char *errbuf, size_t errlen)
     {
         struct decide_ctx d = {a, s};
         if ((r = audit_spill_take(&s->spill, key, decide_segment, &d)) < 0)
-            return s->spill.why[0] ? ferry_errbuf_set(errbuf, errlen, r, "%s", s->spill.why) : r;
+            return audit_spill_error(&s->spill, r, errbuf, errlen);
     }
     json_object_foreach(s->ids, key, v)
     {

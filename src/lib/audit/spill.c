@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "audit-internal.h"
+#include "basic/errbuf.h"
 #include "basic/fileio.h"
 #include "ferry/error.h"
 
@@ -248,6 +249,13 @@ int audit_spill_take(audit_spill *sp, const char *key,
             r = fn(userdata, buf, s.len);
     }
     free(buf);
+    return r;
+}
+
+int audit_spill_error(const audit_spill *sp, int r, char *errbuf, size_t errlen)
+{
+    if (r < 0 && sp->why[0])
+        return ferry_errbuf_set(errbuf, errlen, r, "%s", sp->why);
     return r;
 }
 
