@@ -119,6 +119,42 @@ Test(audit_spill, segments_come_back_per_key_in_order_and_once)
     free(dir);
 }
 
+/* Taking back leaves dead bytes; past compact_at and twice the live bytes, the live segments
+ * move to a new file, with their order and content. */
+Test(audit_spill, the_file_is_compacted_when_mostly_dead)
+{
+    audit_spill sp;
+    took t = {.text = ""};
+    char big[300];
+
+    cr_assert_eq(setenv("TMPDIR", "/tmp", 1), 0);
+    memset(big, 'x', sizeof(big));
+    audit_spill_init(&sp);
+    sp.compact_at = 100;
+    cr_assert_eq(audit_spill_put(&sp, "dead", big, sizeof(big)), 0);
+    cr_assert_eq(audit_spill_put(&sp, "k", "one", 3), 0);
+    cr_assert_eq(audit_spill_put(&sp, "other", "z", 1), 0);
+    cr_assert_eq(audit_spill_put(&sp, "k", "two", 3), 0);
+    cr_assert_eq(sp.size, 307);
+    cr_assert_eq(audit_spill_take(&sp, "dead", fail_on_b, NULL), 0);
+    cr_assert_eq(sp.live, 7);
+    /* 300 dead bytes, 7 live: the next put compacts first */
+    cr_assert_eq(audit_spill_put(&sp, "k", "three", 5), 0);
+    cr_assert_eq(sp.size, 12, "%llu bytes: the dead ones are gone", (unsigned long long)sp.size);
+    t.text[0] = '\0';
+    cr_assert_eq(audit_spill_take(&sp, "k", collect, &t), 0);
+    cr_assert_str_eq(t.text, "one|two|three|");
+    t.text[0] = '\0';
+    cr_assert_eq(audit_spill_take(&sp, "other", collect, &t), 0);
+    cr_assert_str_eq(t.text, "z|");
+    cr_assert_eq(sp.live, 0);
+    /* below compact_at nothing moves */
+    sp.compact_at = 1000;
+    cr_assert_eq(audit_spill_put(&sp, "k", "four", 4), 0);
+    cr_assert_eq(sp.size, 16);
+    audit_spill_release(&sp);
+}
+
 Test(audit_spill, a_directory_that_cannot_hold_the_file_fails_the_put)
 {
     audit_spill sp;

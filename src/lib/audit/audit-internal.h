@@ -86,6 +86,11 @@ const char *audit_strset_find(const audit_strset *t, const char *s);
 typedef struct audit_spill {
     int fd;        /* -1 until the first put */
     uint64_t size; /* bytes written */
+    uint64_t live; /* bytes of the segments not taken back yet */
+    /* Copy the live segments to a new file when the dead bytes pass this and twice the live
+     * ones (AUDIT_SPILL_COMPACT; tests lower it), so the file stays within three times what it
+     * holds whatever the order of puts and takes. */
+    uint64_t compact_at;
     audit_strset keys;
     struct audit_spill_seg *segs; /* every segment, chained per key and into a free list */
     size_t n_segs, alloc_segs;

@@ -4,9 +4,11 @@
  * memory and puts the others here, as one opaque segment per key and eviction; touching a key
  * again takes its segments back in the order they were put. The file is created on the first
  * put, in $TMPDIR (else /tmp), mode 0600 and unlinked at once (O_TMPFILE where the file system
- * has it), so nothing is left behind whatever ends the run. Space of segments taken back is not
- * reused: the file only grows, within AUDIT_SPILL_MAX. The index (key -> segments) is a few
- * dozen bytes per key and per live segment.
+ * has it), so nothing is left behind whatever ends the run. Segments are appended; once the
+ * bytes of those taken back pass AUDIT_SPILL_COMPACT and twice the live ones, the live ones are
+ * copied to a new file (spill_compact), so the file stays within three times what it holds
+ * (and AUDIT_SPILL_MAX) whatever the order of puts and takes. The index (key -> segments) is a
+ * few dozen bytes per key and per live segment.
  */
 #include "config.h"
 
@@ -22,6 +24,11 @@
 #include "basic/errbuf.h"
 #include "basic/fileio.h"
 #include "ferry/error.h"
+
+/* Dead bytes (segments taken back) before the file is compacted. */
+#ifndef AUDIT_SPILL_COMPACT /* -DAUDIT_SPILL_COMPACT=0 compacts whenever most bytes are dead */
+#define AUDIT_SPILL_COMPACT ((uint64_t)64 << 20)
+#endif
 
 /* The most the file may hold, and the largest segment. */
 #define AUDIT_SPILL_MAX ((uint64_t)64 << 30)
@@ -40,7 +47,7 @@ struct audit_spill_key {
 
 void audit_spill_init(audit_spill *sp)
 {
-    *sp = (audit_spill){.fd = -1};
+    *sp = (audit_spill){.fd = -1, .compact_at = AUDIT_SPILL_COMPACT};
     audit_strset_init(&sp->keys, (size_t)1 << 30);
 }
 
@@ -167,6 +174,56 @@ static int read_all(int fd, void *data, size_t len, uint64_t off)
     return 0;
 }
 
+/* Copy the live segments to a new file and drop the old one (its dead bytes with it). */
+static int spill_compact(audit_spill *sp)
+{
+    int old = sp->fd, r;
+    uint64_t *offs = calloc(sp->n_segs ? sp->n_segs : 1, sizeof(*offs)), end = 0;
+    char *buf = NULL;
+    size_t alloc = 0;
+
+    if (!offs)
+        return -ENOMEM;
+    sp->fd = -1;
+    r = spill_open(sp);
+    for (size_t i = 0; i < sp->n_slots && r == 0; i++) {
+        uint32_t at = sp->slots[i].key ? sp->slots[i].first : 0;
+        for (; at && r == 0; at = sp->segs[at - 1].next) {
+            const struct audit_spill_seg *s = &sp->segs[at - 1];
+            if (s->len > alloc) {
+                char *p = realloc(buf, s->len);
+                if (!p) {
+                    r = -ENOMEM;
+                    break;
+                }
+                buf = p;
+                alloc = s->len;
+            }
+            if ((r = read_all(old, buf, s->len, s->off)) < 0)
+                (void)spill_failed(sp, "reading", r);
+            else if ((r = ferry_write_all(sp->fd, buf, s->len)) < 0)
+                (void)spill_failed(sp, "writing to", r);
+            offs[at - 1] = end;
+            end += s->len;
+        }
+    }
+    if (r == 0) {
+        for (size_t i = 0; i < sp->n_slots; i++)
+            for (uint32_t at = sp->slots[i].key ? sp->slots[i].first : 0; at;
+                 at = sp->segs[at - 1].next)
+                sp->segs[at - 1].off = offs[at - 1];
+        (void)close(old);
+        sp->size = end;
+    } else {
+        if (sp->fd >= 0)
+            (void)close(sp->fd);
+        sp->fd = old;
+    }
+    free(offs);
+    free(buf);
+    return r;
+}
+
 int audit_spill_put(audit_spill *sp, const char *key, const void *data, size_t len)
 {
     struct audit_spill_key *e;
@@ -175,10 +232,13 @@ int audit_spill_put(audit_spill *sp, const char *key, const void *data, size_t l
 
     if (len == 0)
         return 0;
-    if (len > AUDIT_SPILL_SEGMENT_MAX || sp->size + len > AUDIT_SPILL_MAX)
-        return spill_failed(sp, "growing", -FERRY_EFULL);
     if (sp->fd < 0 && (r = spill_open(sp)) < 0)
         return r;
+    if (sp->size - sp->live >= sp->compact_at && sp->size - sp->live > 2 * sp->live &&
+        (r = spill_compact(sp)) < 0)
+        return r;
+    if (len > AUDIT_SPILL_SEGMENT_MAX || sp->size + len > AUDIT_SPILL_MAX)
+        return spill_failed(sp, "growing", -FERRY_EFULL);
     if ((r = key_get(sp, key, &e)) < 0)
         return r;
     if (sp->free_seg) {
@@ -203,6 +263,7 @@ int audit_spill_put(audit_spill *sp, const char *key, const void *data, size_t l
     }
     sp->segs[at] = (struct audit_spill_seg){.off = sp->size, .len = (uint32_t)len};
     sp->size += len;
+    sp->live += len;
     if (e->last)
         sp->segs[e->last - 1].next = at + 1;
     else
@@ -231,6 +292,7 @@ int audit_spill_take(audit_spill *sp, const char *key,
         next = s.next;
         sp->segs[at].next = sp->free_seg; /* forgotten, read or not */
         sp->free_seg = at + 1;
+        sp->live -= s.len;
         if (r < 0)
             continue;
         if (s.len > alloc) {
